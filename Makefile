@@ -1,0 +1,60 @@
+# Lattice mail ingest — the front door.
+#   make            install build dependencies if missing, build
+#   make test       + start the local stack (real servers on 127.0.0.1) + ctest
+#   make test-asan  the same tests, built with AddressSanitizer + UBSan
+#   make stack-up | stack-down | stack-status
+#   make env-example   regenerate .env.example from the settings table
+SHELL := /bin/bash
+BUILD ?= build
+BUILD_ASAN ?= build-asan
+CMAKE_FLAGS ?=
+CTEST_FLAGS ?= --output-on-failure
+STACK := deploy/local/stack
+
+.PHONY: all deps build test test-unit test-asan stack-up stack-down stack-status env-example fuzz clean
+
+all: build
+
+deps:
+	@deploy/local/install-deps
+
+$(BUILD)/build.ninja: | deps
+	cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD)
+
+stack-up: build
+	@$(STACK) up
+
+stack-down:
+	@$(STACK) down
+
+stack-status:
+	@$(STACK) status
+
+test: build stack-up
+	@set -a; eval "$$($(STACK) env)"; set +a; \
+	  ctest --test-dir $(BUILD) $(CTEST_FLAGS)
+
+test-unit: build
+	ctest --test-dir $(BUILD) -L 'unit|fuzz' $(CTEST_FLAGS)
+
+$(BUILD_ASAN)/build.ninja: | deps
+	cmake -S . -B $(BUILD_ASAN) -G Ninja -DLT_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS)
+
+test-asan: deps $(BUILD_ASAN)/build.ninja stack-up
+	cmake --build $(BUILD_ASAN)
+	@set -a; eval "$$($(STACK) env)"; set +a; \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --test-dir $(BUILD_ASAN) $(CTEST_FLAGS)
+
+fuzz: deps
+	cmake -S . -B build-fuzz -G Ninja -DLT_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug
+	cmake --build build-fuzz
+
+env-example: build
+	$(BUILD)/tools/lattice-config env-example > .env.example
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) build-fuzz

@@ -1,0 +1,85 @@
+/* The one table of settings. Add a row here and it is validated, shown in
+ * --help and written to .env.example (`make env-example`; a test checks the
+ * committed file is current). Defaults point at the local stack
+ * (deploy/local/stack). */
+#include "lt_settings.h"
+
+#include "lt_config.h"
+
+#define W LT_PROG_WORKER
+#define S LT_PROG_SCHEDULER
+#define P LT_PROG_PARSER
+#define T LT_PROG_TOOLS
+#define ALL LT_PROG_ALL
+
+static const lt_setting_t k_settings[] = {
+    /* --- logging --- */
+    {"LATTICE_LOG_LEVEL", LT_SET_ENUM, "info", ALL, 0, 0, 0, 0, "debug|info|warn|error", "Logging",
+     "Lowest level that is logged."},
+    {"LATTICE_LOG_FORMAT", LT_SET_ENUM, "json", ALL, 0, 0, 0, 0, "json|text", "Logging",
+     "json: one JSON object per line (for log pipelines); text: for people."},
+
+    /* --- Kafka (every LATTICE_KAFKA_* is passed to librdkafka) --- */
+    {"LATTICE_KAFKA_BOOTSTRAP_SERVERS", LT_SET_STRING, "127.0.0.1:19092", W | S | P | T, 0, 1, 0,
+     0, NULL, "Kafka",
+     "librdkafka bootstrap.servers. Any LATTICE_KAFKA_<X> is passed through as property <x> "
+     "('_' -> '.')."},
+    {"LATTICE_KAFKA_SECURITY_PROTOCOL", LT_SET_STRING, NULL, W | S | P | T, 0, 0, 0, 0, NULL,
+     "Kafka", "security.protocol: plaintext locally; SASL_SSL for Confluent Cloud."},
+    {"LATTICE_KAFKA_SASL_MECHANISMS", LT_SET_STRING, NULL, W | S | P | T, 0, 0, 0, 0, NULL, "Kafka",
+     "sasl.mechanisms: PLAIN for Confluent Cloud API keys."},
+    {"LATTICE_KAFKA_SASL_USERNAME", LT_SET_STRING, NULL, W | S | P | T, 0, 0, 0, 0, NULL, "Kafka",
+     "sasl.username: the Confluent Cloud API key."},
+    {"LATTICE_KAFKA_SASL_PASSWORD", LT_SET_STRING, NULL, W | S | P | T, 1, 0, 0, 0, NULL, "Kafka",
+     "sasl.password: the Confluent Cloud API secret (or LATTICE_KAFKA_SASL_PASSWORD_FILE)."},
+    {"LATTICE_KAFKA_SSL_CA_LOCATION", LT_SET_STRING, NULL, W | S | P | T, 0, 0, 0, 0, NULL, "Kafka",
+     "ssl.ca.location: CA bundle for the brokers (system store when unset)."},
+    {"LATTICE_TOPIC_COMMANDS", LT_SET_STRING, "lattice.mail.sync.cmd.v1", W | S | T, 0, 1, 0, 0,
+     NULL, "Kafka", "Topic of sync commands (JSON, keyed by account_id)."},
+    {"LATTICE_TOPIC_RAW", LT_SET_STRING, "lattice.mail.raw.v1", W | P | T, 0, 1, 0, 0, NULL, "Kafka",
+     "Topic of mail.raw.v1 events (Avro, Confluent wire format)."},
+    {"LATTICE_TOPIC_DLQ", LT_SET_STRING, "lattice.mail.sync.cmd.dlq.v1", W | T, 0, 1, 0, 0, NULL,
+     "Kafka", "Dead-letter topic for commands that can never run."},
+    {"LATTICE_TOPIC_STATUS", LT_SET_STRING, "lattice.mail.sync.status.v1", W | S | T, 0, 1, 0, 0,
+     NULL, "Kafka", "Topic of command results (JSON)."},
+
+    /* --- schema registry --- */
+    {"LATTICE_SCHEMA_REGISTRY_URL", LT_SET_STRING, "http://127.0.0.1:18080/apis/ccompat/v7",
+     W | P | T, 0, 1, 0, 0, NULL, "Schema registry",
+     "Base URL of a Confluent-compatible schema registry."},
+    {"LATTICE_SCHEMA_REGISTRY_USERNAME", LT_SET_STRING, NULL, W | P | T, 0, 0, 0, 0, NULL,
+     "Schema registry", "Basic-auth user (Confluent Cloud: the Schema Registry API key)."},
+    {"LATTICE_SCHEMA_REGISTRY_PASSWORD", LT_SET_STRING, NULL, W | P | T, 1, 0, 0, 0, NULL,
+     "Schema registry", "Basic-auth password (or LATTICE_SCHEMA_REGISTRY_PASSWORD_FILE)."},
+
+    /* --- Postgres --- */
+    {"LATTICE_PG_DSN", LT_SET_STRING, "host=127.0.0.1 port=15432 dbname=lattice user=lattice",
+     W | S | P | T, 0, 1, 0, 0, NULL, "Postgres",
+     "libpq connection string without the password."},
+    {"LATTICE_PG_PASSWORD", LT_SET_STRING, NULL, W | S | P | T, 1, 0, 0, 0, NULL, "Postgres",
+     "Postgres password (or LATTICE_PG_PASSWORD_FILE)."},
+
+    /* --- object storage --- */
+    {"LATTICE_S3_ENDPOINT", LT_SET_STRING, "http://127.0.0.1:19000", W | P | T, 0, 1, 0, 0, NULL,
+     "Object storage", "S3-compatible endpoint (https://s3.<region>.amazonaws.com for AWS)."},
+    {"LATTICE_S3_REGION", LT_SET_STRING, "us-east-1", W | P | T, 0, 1, 0, 0, NULL,
+     "Object storage", "Region used in the SigV4 signature."},
+    {"LATTICE_S3_BUCKET", LT_SET_STRING, "lattice-mail", W | P | T, 0, 1, 0, 0, NULL,
+     "Object storage", "Bucket for raw messages and attachments."},
+    {"LATTICE_S3_PATH_STYLE", LT_SET_BOOL, "true", W | P | T, 0, 0, 0, 0, NULL, "Object storage",
+     "true: https://endpoint/bucket/key (MinIO); false: virtual-hosted https://bucket.endpoint/key."},
+    {"LATTICE_S3_ACCESS_KEY_ID", LT_SET_STRING, NULL, W | P | T, 1, 1, 0, 0, NULL,
+     "Object storage", "Access key id (or LATTICE_S3_ACCESS_KEY_ID_FILE)."},
+    {"LATTICE_S3_SECRET_ACCESS_KEY", LT_SET_STRING, NULL, W | P | T, 1, 1, 0, 0, NULL,
+     "Object storage", "Secret access key (or LATTICE_S3_SECRET_ACCESS_KEY_FILE)."},
+    {"LATTICE_S3_CA_FILE", LT_SET_STRING, NULL, W | P | T, 0, 0, 0, 0, NULL, "Object storage",
+     "CA bundle for an https endpoint (system store when unset)."},
+    {"LATTICE_S3_TIMEOUT_S", LT_SET_INT, "120", W | P | T, 0, 0, 1, 3600, NULL, "Object storage",
+     "Timeout of one object request, seconds."},
+};
+
+const lt_setting_t *lt_settings_table(size_t *count)
+{
+    *count = sizeof(k_settings) / sizeof(k_settings[0]);
+    return k_settings;
+}
