@@ -58,6 +58,8 @@ static const lt_setting_t k_settings[] = {
      "libpq connection string without the password."},
     {"LATTICE_PG_PASSWORD", LT_SET_STRING, NULL, W | S | P | T, 1, 0, 0, 0, NULL, "Postgres",
      "Postgres password (or LATTICE_PG_PASSWORD_FILE)."},
+    {"LATTICE_MIGRATIONS_DIR", LT_SET_STRING, "./migrations", T, 0, 1, 0, 0, NULL, "Postgres",
+     "Directory of the numbered NNNN_name.sql files lattice-migrate applies (--dir overrides)."},
 
     /* --- object storage --- */
     {"LATTICE_S3_ENDPOINT", LT_SET_STRING, "http://127.0.0.1:19000", W | P | T, 0, 1, 0, 0, NULL,

@@ -1,0 +1,77 @@
+/* lt_db: one Postgres connection (libpq) and the helpers every state module
+ * uses: parameterised queries only (PQexecParams; SQL is never built from
+ * strings), failure classification, transactions.
+ *
+ * Ownership: lt_db_t owns its PGconn. lt_db_conn() lends it to the modules
+ * in lib/state only; nothing else includes libpq. One lt_db_t is used by one
+ * thread at a time.
+ *
+ * The password is handed to libpq as the `password` keyword (never put into
+ * the connection string, never logged). Session-level state (advisory locks,
+ * SET) is lost by lt_db_reset(): callers re-take their locks. */
+#ifndef LT_DB_H
+#define LT_DB_H
+
+#include <stddef.h>
+
+#include <libpq-fe.h>
+
+#include "lt_err.h"
+
+typedef struct lt_db_s lt_db_t;
+
+/* Connect with a libpq connection string or URI (`dsn`, without password)
+ * and `password` (NULL or "" = libpq's own lookup: PGPASSWORD, .pgpass).
+ * Returns NULL with errstr filled on failure. */
+lt_db_t *lt_db_connect(const char *dsn, const char *password, char *errstr, size_t errstr_size);
+
+/* The same with extra libpq keywords that override the dsn, e.g.
+ * {"dbname", "other"} or {"options", "-csearch_path=s1"}: NULL-terminated
+ * parallel arrays (either may be NULL for none). */
+lt_db_t *lt_db_connect_params(const char *dsn, const char *password, const char *const *keywords,
+                              const char *const *values, char *errstr, size_t errstr_size);
+
+void lt_db_destroy(lt_db_t *db);
+
+/* 1 while the connection is usable. */
+int lt_db_ok(const lt_db_t *db);
+
+/* Re-establish a broken connection (PQreset). LT_OK when connected again,
+ * LT_ERR_TEMPORARY otherwise. Locks and session settings are gone. */
+lt_err_t lt_db_reset(lt_db_t *db, char *errstr, size_t errstr_size);
+
+/* For lib/state modules only. Borrowed; valid until lt_db_destroy(). */
+PGconn *lt_db_conn(lt_db_t *db);
+
+/* Map a SQLSTATE to the project's error codes:
+ *   08*** connection, 40001 serialization, 40P01 deadlock, 53*** resources,
+ *   55P03 lock not available, 57014 cancel/timeout, 57P0x shutdown -> TEMPORARY
+ *   23*** constraint violation, 22*** bad data                    -> INVALID
+ *   anything else (42*** schema/syntax: not migrated, a bug)        -> FINAL
+ * NULL or empty -> TEMPORARY (no server answer: the connection broke). */
+lt_err_t lt_db_classify_sqlstate(const char *sqlstate);
+
+/* Run one statement with text parameters (NULL element = SQL NULL). On
+ * success, *res (if res != NULL) receives the result: the caller PQclear()s
+ * it. On failure *res is NULL, errstr holds "<what>: <server message>
+ * (SQLSTATE xxxxx)" and the code is classified as above (a broken connection
+ * is TEMPORARY). `what` names the operation in the message. */
+lt_err_t lt_db_exec(lt_db_t *db, const char *what, const char *sql, int nparams,
+                    const char *const *params, PGresult **res, char *errstr, size_t errstr_size);
+
+/* Transactions. lt_db_rollback() is safe to call when no transaction is
+ * open and on a broken connection (then it does nothing). */
+lt_err_t lt_db_begin(lt_db_t *db, char *errstr, size_t errstr_size);
+lt_err_t lt_db_commit(lt_db_t *db, char *errstr, size_t errstr_size);
+void lt_db_rollback(lt_db_t *db);
+
+/* Fill errstr from a failed result (or the connection) and classify it;
+ * for modules streaming with PQsendQueryParams. */
+lt_err_t lt_db_result_error(lt_db_t *db, const char *what, const PGresult *res, char *errstr,
+                            size_t errstr_size);
+
+/* 64-bit FNV-1a over the parts, each followed by a 0 byte: stable keys for
+ * pg_advisory_lock (namespace first, e.g. "lattice.account", tenant, id). */
+long long lt_db_lock_key(const char *const *parts, size_t nparts);
+
+#endif
