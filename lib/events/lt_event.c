@@ -1,0 +1,1195 @@
+/* lt_event: mail.raw.v1 events, their deterministic ids, and the Avro codec
+ * in the Confluent wire format (see lt_event.h and docs/events.md). */
+#include "lt_event.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <avro.h>
+#include <json-c/json.h>
+#include <openssl/evp.h>
+
+/* The compiled-in copy of schemas/mail.raw.v1.avsc. tests/unit/test_event_schema.c
+ * fails when the two differ: edit the .avsc, then paste it here. */
+static const char mail_raw_v1_schema[] =
+    "{\n"
+    "  \"type\": \"record\",\n"
+    "  \"name\": \"MailRawV1\",\n"
+    "  \"namespace\": \"io.lattice.mail\",\n"
+    "  \"doc\": \"One mail message fetched from a provider (Gmail API or IMAP) and stored as raw RFC 822 bytes in object storage. Provider-neutral envelope of topic lattice.mail.raw.v1. Evolve BACKWARD-compatibly only: new fields must be optional with a default.\",\n"
+    "  \"fields\": [\n"
+    "    {\n"
+    "      \"name\": \"event_id\",\n"
+    "      \"type\": \"string\",\n"
+    "      \"doc\": \"Deterministic event id (UUID text, version nibble 8): the first 16 bytes of SHA-256 over \\\"mail.raw.v1\\\\0tenant_id\\\\0provider\\\\0account_id\\\\0mailbox\\\\0provider_message_id\\\". A replay of the same message produces the same id; consumers deduplicate on it.\"\n"
+    "    },\n"
+    "    {\n"
+    "      \"name\": \"event_type\",\n"
+    "      \"type\": \"string\",\n"
+    "      \"default\": \"mail.raw.v1\",\n"
+    "      \"doc\": \"Event type name, always \\\"mail.raw.v1\\\" for this schema.\"\n"
+    "    },\n"
+    "    {\n"
+    "      \"name\": \"event_time\",\n"
+    "      \"type\": {\"type\": \"long\", \"logicalType\": \"timestamp-millis\"},\n"
+    "      \"doc\": \"When the worker produced this event (milliseconds since the Unix epoch, UTC).\"\n"
+    "    },\n"
+    "    {\n"
+    "      \"name\": \"tenant_id\",\n"
+    "      \"type\": \"string\",\n"
+    "      \"doc\": \"Tenant that owns the mail account (mail_accounts.tenant_id).\"\n"
+    "    },\n"
+    "    {\n"
+    "      \"name\": \"source\",\n"
+    "      \"doc\": \"Where the message came from.\",\n"
+    "      \"type\": {\n"
+    "        \"type\": \"record\",\n"
+    "        \"name\": \"MailSource\",\n"
+    "        \"doc\": \"The provider account and mailbox the message was fetched from.\",\n"
+    "        \"fields\": [\n"
+    "          {\n"
+    "            \"name\": \"provider\",\n"
+    "            \"doc\": \"Mail provider the message was fetched from.\",\n"
+    "            \"type\": {\n"
+    "              \"type\": \"enum\",\n"
+    "              \"name\": \"MailProvider\",\n"
+    "              \"doc\": \"Supported mail providers.\",\n"
+    "              \"symbols\": [\"gmail\", \"imap\"]\n"
+    "            }\n"
+    "          },\n"
+    "          {\n"
+    "            \"name\": \"account_id\",\n"
+    "            \"type\": \"string\",\n"
+    "            \"doc\": \"Logical inbox id, unique per tenant (mail_accounts.account_id), e.g. personal-gmail or workmail-support.\"\n"
+    "          },\n"
+    "          {\n"
+    "            \"name\": \"mailbox\",\n"
+    "            \"type\": [\"null\", \"string\"],\n"
+    "            \"default\": null,\n"
+    "            \"doc\": \"Sync scope the message was found in: the IMAP folder (e.g. INBOX) or the Gmail label/search scope; null when the provider has no such scope.\"\n"
+    "          }\n"
+    "        ]\n"
+    "      }\n"
+    "    },\n"
+    "    {\n"
+    "      \"name\": \"payload\",\n"
+    "      \"doc\": \"The message and its stored artifacts.\",\n"
+    "      \"type\": {\n"
+    "        \"type\": \"record\",\n"
+    "        \"name\": \"MailPayload\",\n"
+    "        \"doc\": \"Identifiers of the message and pointers to its raw bytes and attachments in object storage.\",\n"
+    "        \"fields\": [\n"
+    "          {\n"
+    "            \"name\": \"provider_message_id\",\n"
+    "            \"type\": \"string\",\n"
+    "            \"doc\": \"Normalized provider message id, stable across replays: the Gmail message id (hex) for gmail; \\\"<uidvalidity>:<uid>\\\" for imap.\"\n"
+    "          },\n"
+    "          {\n"
+    "            \"name\": \"provider_thread_id\",\n"
+    "            \"type\": [\"null\", \"string\"],\n"
+    "            \"default\": null,\n"
+    "            \"doc\": \"Provider thread id (the Gmail threadId); null when the provider has none (IMAP).\"\n"
+    "          },\n"
+    "          {\n"
+    "            \"name\": \"received_at\",\n"
+    "            \"type\": {\"type\": \"long\", \"logicalType\": \"timestamp-millis\"},\n"
+    "            \"doc\": \"When the provider received the message (Gmail internalDate, IMAP INTERNALDATE), milliseconds since the Unix epoch, UTC.\"\n"
+    "          },\n"
+    "          {\n"
+    "            \"name\": \"raw_object_uri\",\n"
+    "            \"type\": \"string\",\n"
+    "            \"doc\": \"Object storage URI of the raw RFC 822 message (.eml), e.g. s3://bucket/tenant/t/account/a/provider/p/message/m/message.eml.\"\n"
+    "          },\n"
+    "          {\n"
+    "            \"name\": \"raw_size_bytes\",\n"
+    "            \"type\": \"long\",\n"
+    "            \"doc\": \"Size of the raw RFC 822 message in bytes.\"\n"
+    "          },\n"
+    "          {\n"
+    "            \"name\": \"raw_sha256\",\n"
+    "            \"type\": \"string\",\n"
+    "            \"doc\": \"SHA-256 of the raw RFC 822 message, 64 lower-case hex digits.\"\n"
+    "          },\n"
+    "          {\n"
+    "            \"name\": \"attachments_manifest\",\n"
+    "            \"doc\": \"Attachments stored separately from the raw message; empty when none were extracted.\",\n"
+    "            \"default\": [],\n"
+    "            \"type\": {\n"
+    "              \"type\": \"array\",\n"
+    "              \"items\": {\n"
+    "                \"type\": \"record\",\n"
+    "                \"name\": \"MailAttachment\",\n"
+    "                \"doc\": \"One attachment stored in object storage.\",\n"
+    "                \"fields\": [\n"
+    "                  {\n"
+    "                    \"name\": \"attachment_id\",\n"
+    "                    \"type\": \"string\",\n"
+    "                    \"doc\": \"Attachment id, stable for the message: the Gmail attachmentId or the MIME part path (e.g. 1.2) for imap.\"\n"
+    "                  },\n"
+    "                  {\n"
+    "                    \"name\": \"filename\",\n"
+    "                    \"type\": [\"null\", \"string\"],\n"
+    "                    \"default\": null,\n"
+    "                    \"doc\": \"File name declared by the message (UTF-8), null when the part has none.\"\n"
+    "                  },\n"
+    "                  {\n"
+    "                    \"name\": \"content_type\",\n"
+    "                    \"type\": \"string\",\n"
+    "                    \"doc\": \"MIME content type, lower case, without parameters (e.g. application/pdf).\"\n"
+    "                  },\n"
+    "                  {\n"
+    "                    \"name\": \"size_bytes\",\n"
+    "                    \"type\": \"long\",\n"
+    "                    \"doc\": \"Decoded size of the attachment in bytes.\"\n"
+    "                  },\n"
+    "                  {\n"
+    "                    \"name\": \"sha256\",\n"
+    "                    \"type\": \"string\",\n"
+    "                    \"doc\": \"SHA-256 of the decoded attachment bytes, 64 lower-case hex digits.\"\n"
+    "                  },\n"
+    "                  {\n"
+    "                    \"name\": \"object_uri\",\n"
+    "                    \"type\": \"string\",\n"
+    "                    \"doc\": \"Object storage URI of the decoded attachment.\"\n"
+    "                  }\n"
+    "                ]\n"
+    "              }\n"
+    "            }\n"
+    "          },\n"
+    "          {\n"
+    "            \"name\": \"rfc822_message_id\",\n"
+    "            \"type\": [\"null\", \"string\"],\n"
+    "            \"default\": null,\n"
+    "            \"doc\": \"The Message-ID header of the message, without angle brackets; null when absent.\"\n"
+    "          }\n"
+    "        ]\n"
+    "      }\n"
+    "    },\n"
+    "    {\n"
+    "      \"name\": \"data_classification\",\n"
+    "      \"type\": \"string\",\n"
+    "      \"default\": \"confidential\",\n"
+    "      \"doc\": \"Data classification of the content (mail_accounts.data_classification).\"\n"
+    "    }\n"
+    "  ]\n"
+    "}\n"
+    ;
+
+/* Limits of the pre-validation walk (see walk_datum()). */
+#define WALK_MAX_DEPTH 32
+#define WALK_MAX_STEPS 100000
+#define WRITER_CACHE_SIZE 8
+
+typedef struct {
+    char *attachment_id;
+    char *filename; /* NULL = null */
+    char *content_type;
+    int64_t size_bytes;
+    char *sha256;
+    char *object_uri;
+} attachment_t;
+
+struct lt_mail_event_s {
+    char *event_id;
+    char *event_type;
+    int64_t event_time;
+    char *tenant_id;
+    lt_mail_provider_t provider;
+    char *account_id;
+    char *mailbox;
+    char *provider_message_id;
+    char *provider_thread_id;
+    int64_t received_at;
+    char *raw_object_uri;
+    int64_t raw_size_bytes;
+    char *raw_sha256;
+    attachment_t *att;
+    size_t natt;
+    size_t att_alloc;
+    char *rfc822_message_id;
+    char *data_classification;
+};
+
+typedef struct {
+    char *json;                 /* writer schema text, the cache key */
+    avro_schema_t schema;       /* parsed writer schema */
+    avro_value_iface_t *iface;  /* resolved writer -> reader, NULL if same schema */
+    avro_value_t resolved;      /* instance of iface whose dest is the codec's value */
+} writer_entry_t;
+
+struct lt_mail_codec_s {
+    avro_schema_t schema;      /* mail.raw.v1 */
+    avro_value_iface_t *iface; /* generic class of schema */
+    avro_value_t value;        /* reused for every encode/decode */
+    writer_entry_t writers[WRITER_CACHE_SIZE];
+    size_t next_evict;
+};
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void replace_str(char **dst, const char *src)
+{
+    free(*dst);
+    *dst = src ? lt_xstrdup(src) : NULL;
+}
+
+/* Strict UTF-8 (no overlongs, no surrogates, <= U+10FFFF), no NUL. */
+static int utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = p[i];
+        if (c == 0)
+            return 0;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        unsigned cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            len = 2;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            len = 3;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (n - i < len)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+static int is_lower_hex(const char *s, size_t want)
+{
+    size_t i = 0;
+    for (; s[i]; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    }
+    return i == want;
+}
+
+static int is_uuid_text(const char *s)
+{
+    if (strlen(s) != 36)
+        return 0;
+    for (size_t i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-')
+                return 0;
+        } else if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* ---- provider ------------------------------------------------------------ */
+
+const char *lt_mail_provider_name(lt_mail_provider_t p)
+{
+    switch (p) {
+    case LT_MAIL_PROVIDER_GMAIL:
+        return "gmail";
+    case LT_MAIL_PROVIDER_IMAP:
+        return "imap";
+    }
+    return "?";
+}
+
+lt_err_t lt_mail_provider_parse(const char *s, lt_mail_provider_t *out)
+{
+    if (s && !strcmp(s, "gmail")) {
+        *out = LT_MAIL_PROVIDER_GMAIL;
+        return LT_OK;
+    }
+    if (s && !strcmp(s, "imap")) {
+        *out = LT_MAIL_PROVIDER_IMAP;
+        return LT_OK;
+    }
+    return LT_ERR_INVALID;
+}
+
+/* ---- event: builder, getters ------------------------------------------- */
+
+lt_mail_event_t *lt_mail_event_new(void)
+{
+    lt_mail_event_t *ev = lt_xcalloc(1, sizeof(*ev));
+    ev->event_type = lt_xstrdup(LT_MAIL_EVENT_TYPE);
+    ev->data_classification = lt_xstrdup(LT_MAIL_DEFAULT_CLASSIFICATION);
+    ev->provider = LT_MAIL_PROVIDER_GMAIL;
+    return ev;
+}
+
+static void attachment_free(attachment_t *a)
+{
+    free(a->attachment_id);
+    free(a->filename);
+    free(a->content_type);
+    free(a->sha256);
+    free(a->object_uri);
+}
+
+void lt_mail_event_destroy(lt_mail_event_t *ev)
+{
+    if (!ev)
+        return;
+    free(ev->event_id);
+    free(ev->event_type);
+    free(ev->tenant_id);
+    free(ev->account_id);
+    free(ev->mailbox);
+    free(ev->provider_message_id);
+    free(ev->provider_thread_id);
+    free(ev->raw_object_uri);
+    free(ev->raw_sha256);
+    for (size_t i = 0; i < ev->natt; i++)
+        attachment_free(&ev->att[i]);
+    free(ev->att);
+    free(ev->rfc822_message_id);
+    free(ev->data_classification);
+    free(ev);
+}
+
+#define STR_ACCESSORS(field)                                                                      \
+    void lt_mail_event_set_##field(lt_mail_event_t *ev, const char *v)                            \
+    {                                                                                             \
+        replace_str(&ev->field, v);                                                               \
+    }                                                                                             \
+    const char *lt_mail_event_get_##field(const lt_mail_event_t *ev)                              \
+    {                                                                                             \
+        return ev->field;                                                                         \
+    }
+#define INT_ACCESSORS(field)                                                                      \
+    void lt_mail_event_set_##field(lt_mail_event_t *ev, int64_t v)                                \
+    {                                                                                             \
+        ev->field = v;                                                                            \
+    }                                                                                             \
+    int64_t lt_mail_event_get_##field(const lt_mail_event_t *ev)                                  \
+    {                                                                                             \
+        return ev->field;                                                                         \
+    }
+
+STR_ACCESSORS(event_id)
+STR_ACCESSORS(event_type)
+INT_ACCESSORS(event_time)
+STR_ACCESSORS(tenant_id)
+STR_ACCESSORS(account_id)
+STR_ACCESSORS(mailbox)
+STR_ACCESSORS(provider_message_id)
+STR_ACCESSORS(provider_thread_id)
+INT_ACCESSORS(received_at)
+STR_ACCESSORS(raw_object_uri)
+INT_ACCESSORS(raw_size_bytes)
+STR_ACCESSORS(raw_sha256)
+STR_ACCESSORS(rfc822_message_id)
+STR_ACCESSORS(data_classification)
+
+void lt_mail_event_set_provider(lt_mail_event_t *ev, lt_mail_provider_t provider)
+{
+    ev->provider = provider;
+}
+
+lt_mail_provider_t lt_mail_event_get_provider(const lt_mail_event_t *ev)
+{
+    return ev->provider;
+}
+
+void lt_mail_event_add_attachment(lt_mail_event_t *ev, const char *attachment_id,
+                                  const char *filename_or_null, const char *content_type,
+                                  int64_t size_bytes, const char *sha256_hex,
+                                  const char *object_uri)
+{
+    if (ev->natt == ev->att_alloc) {
+        ev->att_alloc = ev->att_alloc ? ev->att_alloc * 2 : 4;
+        ev->att = lt_xrealloc(ev->att, ev->att_alloc * sizeof(*ev->att));
+    }
+    attachment_t *a = &ev->att[ev->natt++];
+    memset(a, 0, sizeof(*a));
+    replace_str(&a->attachment_id, attachment_id);
+    replace_str(&a->filename, filename_or_null);
+    replace_str(&a->content_type, content_type);
+    a->size_bytes = size_bytes;
+    replace_str(&a->sha256, sha256_hex);
+    replace_str(&a->object_uri, object_uri);
+}
+
+size_t lt_mail_event_attachment_count(const lt_mail_event_t *ev)
+{
+    return ev->natt;
+}
+
+lt_err_t lt_mail_event_get_attachment(const lt_mail_event_t *ev, size_t i,
+                                      const char **attachment_id, const char **filename,
+                                      const char **content_type, int64_t *size_bytes,
+                                      const char **sha256_hex, const char **object_uri)
+{
+    if (i >= ev->natt)
+        return LT_ERR_NOT_FOUND;
+    const attachment_t *a = &ev->att[i];
+    if (attachment_id)
+        *attachment_id = a->attachment_id;
+    if (filename)
+        *filename = a->filename;
+    if (content_type)
+        *content_type = a->content_type;
+    if (size_bytes)
+        *size_bytes = a->size_bytes;
+    if (sha256_hex)
+        *sha256_hex = a->sha256;
+    if (object_uri)
+        *object_uri = a->object_uri;
+    return LT_OK;
+}
+
+/* ---- deterministic id ------------------------------------------------------ */
+
+lt_err_t lt_mail_event_id(const char *tenant, lt_mail_provider_t provider, const char *account_id,
+                          const char *mailbox_or_null, const char *provider_message_id,
+                          char out[37])
+{
+    out[0] = 0;
+    if (!tenant || !account_id || !provider_message_id ||
+        (provider != LT_MAIL_PROVIDER_GMAIL && provider != LT_MAIL_PROVIDER_IMAP))
+        return LT_ERR_INVALID;
+    const char *parts[6] = {LT_MAIL_EVENT_TYPE,      tenant,
+                            lt_mail_provider_name(provider), account_id,
+                            mailbox_or_null ? mailbox_or_null : "", provider_message_id};
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx) {
+        fputs("lattice: out of memory\n", stderr);
+        abort();
+    }
+    int ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    for (size_t i = 0; ok && i < 6; i++) {
+        /* NUL-separated: the separator goes between parts, not after the last */
+        if (i > 0)
+            ok = EVP_DigestUpdate(ctx, "", 1);
+        if (ok)
+            ok = EVP_DigestUpdate(ctx, parts[i], strlen(parts[i]));
+    }
+    if (ok)
+        ok = EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    if (!ok || mdlen < 16)
+        return LT_ERR_INVALID;
+    md[6] = (unsigned char)((md[6] & 0x0f) | 0x80); /* version 8 (RFC 9562 custom) */
+    md[8] = (unsigned char)((md[8] & 0x3f) | 0x80); /* variant 10xx */
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[md[i] >> 4];
+        out[o++] = hex[md[i] & 0x0f];
+    }
+    out[o] = 0;
+    return LT_OK;
+}
+
+lt_err_t lt_mail_event_derive_id(lt_mail_event_t *ev, char *errstr, size_t errstr_size)
+{
+    char id[37];
+    if (lt_mail_event_id(ev->tenant_id, ev->provider, ev->account_id, ev->mailbox,
+                         ev->provider_message_id, id))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "event id needs tenant_id, a valid provider, account_id and "
+                         "provider_message_id");
+    replace_str(&ev->event_id, id);
+    return LT_OK;
+}
+
+const char *lt_mail_event_schema_json(void)
+{
+    return mail_raw_v1_schema;
+}
+
+/* ---- JSON (debugging, tests) --------------------------------------------- */
+
+static json_object *jstr(const char *s)
+{
+    return s ? json_object_new_string(s) : NULL; /* NULL is JSON null */
+}
+
+lt_err_t lt_mail_event_to_json(const lt_mail_event_t *ev, lt_buf_t *out)
+{
+    json_object *root = json_object_new_object();
+    json_object_object_add(root, "event_id", jstr(ev->event_id));
+    json_object_object_add(root, "event_type", jstr(ev->event_type));
+    json_object_object_add(root, "event_time", json_object_new_int64(ev->event_time));
+    json_object_object_add(root, "tenant_id", jstr(ev->tenant_id));
+    json_object *src = json_object_new_object();
+    json_object_object_add(src, "provider", jstr(lt_mail_provider_name(ev->provider)));
+    json_object_object_add(src, "account_id", jstr(ev->account_id));
+    json_object_object_add(src, "mailbox", jstr(ev->mailbox));
+    json_object_object_add(root, "source", src);
+    json_object *pl = json_object_new_object();
+    json_object_object_add(pl, "provider_message_id", jstr(ev->provider_message_id));
+    json_object_object_add(pl, "provider_thread_id", jstr(ev->provider_thread_id));
+    json_object_object_add(pl, "received_at", json_object_new_int64(ev->received_at));
+    json_object_object_add(pl, "raw_object_uri", jstr(ev->raw_object_uri));
+    json_object_object_add(pl, "raw_size_bytes", json_object_new_int64(ev->raw_size_bytes));
+    json_object_object_add(pl, "raw_sha256", jstr(ev->raw_sha256));
+    json_object *arr = json_object_new_array();
+    for (size_t i = 0; i < ev->natt; i++) {
+        const attachment_t *a = &ev->att[i];
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "attachment_id", jstr(a->attachment_id));
+        json_object_object_add(o, "filename", jstr(a->filename));
+        json_object_object_add(o, "content_type", jstr(a->content_type));
+        json_object_object_add(o, "size_bytes", json_object_new_int64(a->size_bytes));
+        json_object_object_add(o, "sha256", jstr(a->sha256));
+        json_object_object_add(o, "object_uri", jstr(a->object_uri));
+        json_object_array_add(arr, o);
+    }
+    json_object_object_add(pl, "attachments_manifest", arr);
+    json_object_object_add(pl, "rfc822_message_id", jstr(ev->rfc822_message_id));
+    json_object_object_add(root, "payload", pl);
+    json_object_object_add(root, "data_classification", jstr(ev->data_classification));
+    const char *s = json_object_to_json_string_ext(
+        root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    lt_err_t err = lt_buf_append(out, s, strlen(s));
+    json_object_put(root);
+    return err;
+}
+
+/* ---- codec ------------------------------------------------------------------ */
+
+lt_mail_codec_t *lt_mail_codec_new(char *errstr, size_t errstr_size)
+{
+    lt_mail_codec_t *c = lt_xcalloc(1, sizeof(*c));
+    if (avro_schema_from_json_length(mail_raw_v1_schema, sizeof(mail_raw_v1_schema) - 1,
+                                     &c->schema)) {
+        lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "mail.raw.v1 schema: %s",
+                  avro_strerror());
+        goto fail;
+    }
+    c->iface = avro_generic_class_from_schema(c->schema);
+    if (!c->iface) {
+        lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "mail.raw.v1 value class: %s",
+                  avro_strerror());
+        goto fail;
+    }
+    if (avro_generic_value_new(c->iface, &c->value)) {
+        lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "mail.raw.v1 value: %s", avro_strerror());
+        c->value.iface = NULL;
+        goto fail;
+    }
+    return c;
+fail:
+    lt_mail_codec_destroy(c);
+    return NULL;
+}
+
+static void writer_entry_clear(writer_entry_t *w)
+{
+    if (w->iface) {
+        avro_value_decref(&w->resolved);
+        avro_value_iface_decref(w->iface);
+    }
+    if (w->schema)
+        avro_schema_decref(w->schema);
+    free(w->json);
+    memset(w, 0, sizeof(*w));
+}
+
+void lt_mail_codec_destroy(lt_mail_codec_t *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < WRITER_CACHE_SIZE; i++)
+        writer_entry_clear(&c->writers[i]);
+    if (c->value.iface)
+        avro_value_decref(&c->value);
+    if (c->iface)
+        avro_value_iface_decref(c->iface);
+    if (c->schema)
+        avro_schema_decref(c->schema);
+    free(c);
+}
+
+/* -- encode -- */
+
+static int set_string(avro_value_t *rec, const char *name, const char *s)
+{
+    avro_value_t f;
+    if (avro_value_get_by_name(rec, name, &f, NULL))
+        return -1;
+    return avro_value_set_string(&f, s) ? -1 : 0;
+}
+
+static int set_long(avro_value_t *rec, const char *name, int64_t v)
+{
+    avro_value_t f;
+    if (avro_value_get_by_name(rec, name, &f, NULL))
+        return -1;
+    return avro_value_set_long(&f, v) ? -1 : 0;
+}
+
+/* ["null","string"]: branch 0 is null, branch 1 the string. */
+static int set_nullable(avro_value_t *rec, const char *name, const char *s)
+{
+    avro_value_t f, b;
+    if (avro_value_get_by_name(rec, name, &f, NULL))
+        return -1;
+    if (avro_value_set_branch(&f, s ? 1 : 0, &b))
+        return -1;
+    return (s ? avro_value_set_string(&b, s) : avro_value_set_null(&b)) ? -1 : 0;
+}
+
+static lt_err_t check_str(const char *name, const char *s, int required, int nonempty,
+                          char *errstr, size_t errstr_size)
+{
+    if (!s) {
+        if (required)
+            return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "mail.raw.v1: %s is not set",
+                             name);
+        return LT_OK;
+    }
+    if (nonempty && !*s)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "mail.raw.v1: %s is empty", name);
+    if (!utf8_valid(s, strlen(s)))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "mail.raw.v1: %s is not valid UTF-8", name);
+    return LT_OK;
+}
+
+static lt_err_t validate(const lt_mail_event_t *ev, char *errstr, size_t n)
+{
+    lt_err_t err;
+#define CHK(name, val, req, nonempty)                                                             \
+    if ((err = check_str(name, val, req, nonempty, errstr, n)))                                   \
+        return err;
+    CHK("event_id", ev->event_id, 1, 1);
+    CHK("event_type", ev->event_type, 1, 1);
+    CHK("tenant_id", ev->tenant_id, 1, 1);
+    CHK("source.account_id", ev->account_id, 1, 1);
+    CHK("source.mailbox", ev->mailbox, 0, 0);
+    CHK("payload.provider_message_id", ev->provider_message_id, 1, 1);
+    CHK("payload.provider_thread_id", ev->provider_thread_id, 0, 0);
+    CHK("payload.raw_object_uri", ev->raw_object_uri, 1, 1);
+    CHK("payload.raw_sha256", ev->raw_sha256, 1, 1);
+    CHK("payload.rfc822_message_id", ev->rfc822_message_id, 0, 0);
+    CHK("data_classification", ev->data_classification, 1, 1);
+    for (size_t i = 0; i < ev->natt; i++) {
+        const attachment_t *a = &ev->att[i];
+        CHK("attachment.attachment_id", a->attachment_id, 1, 1);
+        CHK("attachment.filename", a->filename, 0, 0);
+        CHK("attachment.content_type", a->content_type, 1, 1);
+        CHK("attachment.sha256", a->sha256, 1, 1);
+        CHK("attachment.object_uri", a->object_uri, 1, 1);
+        if (a->size_bytes < 0)
+            return lt_seterr(errstr, n, LT_ERR_INVALID,
+                             "mail.raw.v1: attachment %zu size_bytes is negative", i);
+        if (!is_lower_hex(a->sha256, 64))
+            return lt_seterr(errstr, n, LT_ERR_INVALID,
+                             "mail.raw.v1: attachment %zu sha256 is not 64 lower-case hex "
+                             "digits",
+                             i);
+    }
+#undef CHK
+    if (!is_uuid_text(ev->event_id))
+        return lt_seterr(errstr, n, LT_ERR_INVALID,
+                         "mail.raw.v1: event_id is not lower-case UUID text");
+    if (ev->provider != LT_MAIL_PROVIDER_GMAIL && ev->provider != LT_MAIL_PROVIDER_IMAP)
+        return lt_seterr(errstr, n, LT_ERR_INVALID, "mail.raw.v1: unknown provider %d",
+                         (int)ev->provider);
+    if (ev->raw_size_bytes < 0)
+        return lt_seterr(errstr, n, LT_ERR_INVALID, "mail.raw.v1: raw_size_bytes is negative");
+    if (!is_lower_hex(ev->raw_sha256, 64))
+        return lt_seterr(errstr, n, LT_ERR_INVALID,
+                         "mail.raw.v1: raw_sha256 is not 64 lower-case hex digits");
+    return LT_OK;
+}
+
+static int fill_value(avro_value_t *v, const lt_mail_event_t *ev)
+{
+    avro_value_t src, pl, arr;
+    if (set_string(v, "event_id", ev->event_id) || set_string(v, "event_type", ev->event_type) ||
+        set_long(v, "event_time", ev->event_time) || set_string(v, "tenant_id", ev->tenant_id) ||
+        set_string(v, "data_classification", ev->data_classification))
+        return -1;
+    if (avro_value_get_by_name(v, "source", &src, NULL))
+        return -1;
+    avro_value_t prov;
+    if (avro_value_get_by_name(&src, "provider", &prov, NULL) ||
+        avro_value_set_enum(&prov, (int)ev->provider) ||
+        set_string(&src, "account_id", ev->account_id) ||
+        set_nullable(&src, "mailbox", ev->mailbox))
+        return -1;
+    if (avro_value_get_by_name(v, "payload", &pl, NULL))
+        return -1;
+    if (set_string(&pl, "provider_message_id", ev->provider_message_id) ||
+        set_nullable(&pl, "provider_thread_id", ev->provider_thread_id) ||
+        set_long(&pl, "received_at", ev->received_at) ||
+        set_string(&pl, "raw_object_uri", ev->raw_object_uri) ||
+        set_long(&pl, "raw_size_bytes", ev->raw_size_bytes) ||
+        set_string(&pl, "raw_sha256", ev->raw_sha256) ||
+        set_nullable(&pl, "rfc822_message_id", ev->rfc822_message_id))
+        return -1;
+    if (avro_value_get_by_name(&pl, "attachments_manifest", &arr, NULL))
+        return -1;
+    for (size_t i = 0; i < ev->natt; i++) {
+        const attachment_t *a = &ev->att[i];
+        avro_value_t el;
+        if (avro_value_append(&arr, &el, NULL) ||
+            set_string(&el, "attachment_id", a->attachment_id) ||
+            set_nullable(&el, "filename", a->filename) ||
+            set_string(&el, "content_type", a->content_type) ||
+            set_long(&el, "size_bytes", a->size_bytes) || set_string(&el, "sha256", a->sha256) ||
+            set_string(&el, "object_uri", a->object_uri))
+            return -1;
+    }
+    return 0;
+}
+
+lt_err_t lt_mail_event_encode(lt_mail_codec_t *c, const lt_mail_event_t *ev, int32_t schema_id,
+                              lt_buf_t *out, char *errstr, size_t errstr_size)
+{
+    lt_err_t err = validate(ev, errstr, errstr_size);
+    if (err)
+        return err;
+    if (schema_id < 0)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "negative schema id %" PRId32,
+                         schema_id);
+    char *tmp = NULL;
+    avro_writer_t w = NULL;
+    avro_value_reset(&c->value);
+    if (fill_value(&c->value, ev)) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "mail.raw.v1: avro: %s",
+                        avro_strerror());
+        goto out;
+    }
+    size_t size = 0;
+    if (avro_value_sizeof(&c->value, &size)) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "mail.raw.v1: avro size: %s",
+                        avro_strerror());
+        goto out;
+    }
+    if (size > LT_MAIL_EVENT_MAX_WIRE - LT_WIRE_HEADER_SIZE ||
+        size + LT_WIRE_HEADER_SIZE > lt_buf_cap(out) - lt_buf_len(out)) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_TOO_BIG,
+                        "mail.raw.v1: encoded event of %zu bytes does not fit", size);
+        goto out;
+    }
+    tmp = lt_xmalloc(size);
+    w = avro_writer_memory(tmp, (int64_t)size);
+    if (!w || avro_value_write(w, &c->value) || avro_writer_tell(w) != (int64_t)size) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "mail.raw.v1: avro write: %s",
+                        avro_strerror());
+        goto out;
+    }
+    uint32_t id = (uint32_t)schema_id;
+    uint8_t hdr[LT_WIRE_HEADER_SIZE] = {0, (uint8_t)(id >> 24), (uint8_t)(id >> 16),
+                                        (uint8_t)(id >> 8), (uint8_t)id};
+    /* both fit: checked above */
+    err = lt_buf_append(out, hdr, sizeof(hdr));
+    if (!err)
+        err = lt_buf_append(out, tmp, size);
+    if (err)
+        lt_seterr(errstr, errstr_size, err, "mail.raw.v1: output buffer");
+out:
+    if (w)
+        avro_writer_free(w);
+    free(tmp);
+    avro_value_reset(&c->value);
+    return err;
+}
+
+/* -- pre-validation: a bounded walk of the Avro binary encoding --
+ *
+ * avro-c 1.11 trusts its input: it allocates whatever a length prefix says,
+ * negates INT64_MIN block counts, and loops over absurd array counts. So
+ * before avro-c sees a datum, this walk checks it against the writer schema:
+ * every varint at most 10 bytes, every length within the remaining bytes,
+ * union and enum indexes in range, booleans 0/1, nesting depth and the number
+ * of visited values bounded, and no trailing bytes. */
+
+typedef struct {
+    const uint8_t *p;
+    size_t n;
+    size_t pos;
+    long steps;
+    char *errstr;
+    size_t errstr_size;
+} walk_t;
+
+static int walk_fail(walk_t *w, const char *what)
+{
+    lt_seterr(w->errstr, w->errstr_size, LT_ERR_INVALID, "bad Avro datum at byte %zu: %s",
+              w->pos + LT_WIRE_HEADER_SIZE, what);
+    return -1;
+}
+
+static int walk_varint(walk_t *w, int64_t *out)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 10; i++) {
+        if (w->pos >= w->n)
+            return walk_fail(w, "truncated (in a varint)");
+        uint8_t b = w->p[w->pos++];
+        if (i == 9 && b > 1)
+            return walk_fail(w, "varint overflows 64 bits");
+        v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *out = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+            return 0;
+        }
+    }
+    return walk_fail(w, "varint longer than 10 bytes");
+}
+
+static int walk_skip(walk_t *w, int64_t len, const char *what)
+{
+    if (len < 0)
+        return walk_fail(w, what);
+    if ((uint64_t)len > w->n - w->pos)
+        return walk_fail(w, "truncated (a length runs past the end)");
+    w->pos += (size_t)len;
+    return 0;
+}
+
+static int walk_value(walk_t *w, avro_schema_t s, int depth);
+
+static int walk_blocks(walk_t *w, avro_schema_t items, int is_map, int depth)
+{
+    for (;;) {
+        int64_t count;
+        if (walk_varint(w, &count))
+            return -1;
+        if (count == 0)
+            return 0;
+        if (count < 0) {
+            if (count == INT64_MIN)
+                return walk_fail(w, "invalid block count");
+            count = -count;
+            int64_t bytes;
+            if (walk_varint(w, &bytes))
+                return -1;
+            if (bytes < 0)
+                return walk_fail(w, "negative block size");
+        }
+        if (count > WALK_MAX_STEPS)
+            return walk_fail(w, "block count too large");
+        for (int64_t i = 0; i < count; i++) {
+            if (is_map) {
+                int64_t klen;
+                if (walk_varint(w, &klen) || walk_skip(w, klen, "negative map key length"))
+                    return -1;
+            }
+            if (walk_value(w, items, depth + 1))
+                return -1;
+        }
+    }
+}
+
+static int walk_value(walk_t *w, avro_schema_t s, int depth)
+{
+    int64_t v;
+    if (depth > WALK_MAX_DEPTH)
+        return walk_fail(w, "nesting too deep");
+    if (++w->steps > WALK_MAX_STEPS)
+        return walk_fail(w, "too many values");
+    while (is_avro_link(s))
+        s = avro_schema_link_target(s);
+    switch (avro_typeof(s)) {
+    case AVRO_NULL:
+        return 0;
+    case AVRO_BOOLEAN:
+        if (w->pos >= w->n)
+            return walk_fail(w, "truncated (boolean)");
+        if (w->p[w->pos] > 1)
+            return walk_fail(w, "boolean is not 0 or 1");
+        w->pos++;
+        return 0;
+    case AVRO_INT32:
+        if (walk_varint(w, &v))
+            return -1;
+        if (v < INT32_MIN || v > INT32_MAX)
+            return walk_fail(w, "int out of range");
+        return 0;
+    case AVRO_INT64:
+        return walk_varint(w, &v);
+    case AVRO_FLOAT:
+        return walk_skip(w, 4, "float");
+    case AVRO_DOUBLE:
+        return walk_skip(w, 8, "double");
+    case AVRO_STRING:
+    case AVRO_BYTES:
+        if (walk_varint(w, &v))
+            return -1;
+        return walk_skip(w, v, "negative string/bytes length");
+    case AVRO_FIXED:
+        return walk_skip(w, avro_schema_fixed_size(s), "fixed");
+    case AVRO_ENUM:
+        if (walk_varint(w, &v))
+            return -1;
+        if (v < 0 || v >= avro_schema_enum_number_of_symbols(s))
+            return walk_fail(w, "enum index out of range");
+        return 0;
+    case AVRO_UNION:
+        if (walk_varint(w, &v))
+            return -1;
+        if (v < 0 || (uint64_t)v >= avro_schema_union_size(s))
+            return walk_fail(w, "union branch out of range");
+        return walk_value(w, avro_schema_union_branch(s, (int)v), depth + 1);
+    case AVRO_RECORD: {
+        size_t nf = avro_schema_record_size(s);
+        for (size_t i = 0; i < nf; i++) {
+            if (walk_value(w, avro_schema_record_field_get_by_index(s, (int)i), depth + 1))
+                return -1;
+        }
+        return 0;
+    }
+    case AVRO_ARRAY:
+        return walk_blocks(w, avro_schema_array_items(s), 0, depth);
+    case AVRO_MAP:
+        return walk_blocks(w, avro_schema_map_values(s), 1, depth);
+    case AVRO_LINK:
+        break;
+    }
+    return walk_fail(w, "unsupported schema type");
+}
+
+/* -- decode -- */
+
+lt_err_t lt_mail_event_peek_schema_id(const void *data, size_t len, int32_t *schema_id,
+                                      char *errstr, size_t errstr_size)
+{
+    const uint8_t *p = data;
+    if (!p || len < LT_WIRE_HEADER_SIZE)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "value of %zu bytes is shorter than the 5-byte wire header", len);
+    if (p[0] != 0)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "bad magic byte 0x%02x (want 0x00: Confluent wire format)", p[0]);
+    uint32_t id = ((uint32_t)p[1] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 8) | p[4];
+    if (id > INT32_MAX)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "schema id %" PRIu32 " out of range",
+                         id);
+    if (schema_id)
+        *schema_id = (int32_t)id;
+    return LT_OK;
+}
+
+/* The writer-schema cache entry for json (parsed and resolved on a miss). */
+static lt_err_t writer_get(lt_mail_codec_t *c, const char *json, writer_entry_t **out,
+                           char *errstr, size_t errstr_size)
+{
+    for (size_t i = 0; i < WRITER_CACHE_SIZE; i++) {
+        if (c->writers[i].json && !strcmp(c->writers[i].json, json)) {
+            *out = &c->writers[i];
+            return LT_OK;
+        }
+    }
+    writer_entry_t *w = &c->writers[c->next_evict];
+    c->next_evict = (c->next_evict + 1) % WRITER_CACHE_SIZE;
+    writer_entry_clear(w);
+    if (avro_schema_from_json_length(json, strlen(json), &w->schema)) {
+        w->schema = NULL;
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "writer schema: %s",
+                         avro_strerror());
+    }
+    if (!avro_schema_equal(w->schema, c->schema)) {
+        w->iface = avro_resolved_writer_new(w->schema, c->schema);
+        if (!w->iface) {
+            lt_err_t err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                                     "writer schema cannot be read as mail.raw.v1: %s",
+                                     avro_strerror());
+            writer_entry_clear(w);
+            return err;
+        }
+        if (avro_resolved_writer_new_value(w->iface, &w->resolved)) {
+            lt_err_t err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                                     "resolved value: %s", avro_strerror());
+            avro_value_iface_decref(w->iface);
+            w->iface = NULL;
+            writer_entry_clear(w);
+            return err;
+        }
+        avro_resolved_writer_set_dest(&w->resolved, &c->value);
+    }
+    w->json = lt_xstrdup(json);
+    *out = w;
+    return LT_OK;
+}
+
+static lt_err_t get_string(avro_value_t *rec, const char *name, char **dst, char *errstr,
+                           size_t n)
+{
+    avro_value_t f;
+    const char *s = NULL;
+    size_t size = 0;
+    if (avro_value_get_by_name(rec, name, &f, NULL) || avro_value_get_string(&f, &s, &size) ||
+        !s || size == 0)
+        return lt_seterr(errstr, n, LT_ERR_INVALID, "mail.raw.v1: cannot read %s", name);
+    if (!utf8_valid(s, size - 1))
+        return lt_seterr(errstr, n, LT_ERR_INVALID,
+                         "mail.raw.v1: %s is not valid UTF-8 (or contains NUL)", name);
+    replace_str(dst, s);
+    return LT_OK;
+}
+
+static lt_err_t get_nullable(avro_value_t *rec, const char *name, char **dst, char *errstr,
+                             size_t n)
+{
+    avro_value_t f, b;
+    int disc = -1;
+    if (avro_value_get_by_name(rec, name, &f, NULL) || avro_value_get_discriminant(&f, &disc) ||
+        avro_value_get_current_branch(&f, &b))
+        return lt_seterr(errstr, n, LT_ERR_INVALID, "mail.raw.v1: cannot read %s", name);
+    if (avro_value_get_type(&b) == AVRO_NULL) {
+        replace_str(dst, NULL);
+        return LT_OK;
+    }
+    const char *s = NULL;
+    size_t size = 0;
+    if (avro_value_get_string(&b, &s, &size) || !s || size == 0)
+        return lt_seterr(errstr, n, LT_ERR_INVALID, "mail.raw.v1: cannot read %s", name);
+    if (!utf8_valid(s, size - 1))
+        return lt_seterr(errstr, n, LT_ERR_INVALID,
+                         "mail.raw.v1: %s is not valid UTF-8 (or contains NUL)", name);
+    replace_str(dst, s);
+    return LT_OK;
+}
+
+static lt_err_t get_long(avro_value_t *rec, const char *name, int64_t *dst, char *errstr,
+                         size_t n)
+{
+    avro_value_t f;
+    if (avro_value_get_by_name(rec, name, &f, NULL) || avro_value_get_long(&f, dst))
+        return lt_seterr(errstr, n, LT_ERR_INVALID, "mail.raw.v1: cannot read %s", name);
+    return LT_OK;
+}
+
+static lt_err_t extract(avro_value_t *v, lt_mail_event_t *ev, char *errstr, size_t n)
+{
+    lt_err_t err;
+    avro_value_t src, pl, arr, prov;
+#define TRY(x)                                                                                    \
+    if ((err = (x)))                                                                              \
+        return err;
+    TRY(get_string(v, "event_id", &ev->event_id, errstr, n));
+    TRY(get_string(v, "event_type", &ev->event_type, errstr, n));
+    TRY(get_long(v, "event_time", &ev->event_time, errstr, n));
+    TRY(get_string(v, "tenant_id", &ev->tenant_id, errstr, n));
+    TRY(get_string(v, "data_classification", &ev->data_classification, errstr, n));
+    int sym = -1;
+    if (avro_value_get_by_name(v, "source", &src, NULL) ||
+        avro_value_get_by_name(&src, "provider", &prov, NULL) || avro_value_get_enum(&prov, &sym))
+        return lt_seterr(errstr, n, LT_ERR_INVALID, "mail.raw.v1: cannot read source.provider");
+    if (sym != LT_MAIL_PROVIDER_GMAIL && sym != LT_MAIL_PROVIDER_IMAP)
+        return lt_seterr(errstr, n, LT_ERR_INVALID, "mail.raw.v1: unknown provider index %d",
+                         sym);
+    ev->provider = (lt_mail_provider_t)sym;
+    TRY(get_string(&src, "account_id", &ev->account_id, errstr, n));
+    TRY(get_nullable(&src, "mailbox", &ev->mailbox, errstr, n));
+    if (avro_value_get_by_name(v, "payload", &pl, NULL))
+        return lt_seterr(errstr, n, LT_ERR_INVALID, "mail.raw.v1: cannot read payload");
+    TRY(get_string(&pl, "provider_message_id", &ev->provider_message_id, errstr, n));
+    TRY(get_nullable(&pl, "provider_thread_id", &ev->provider_thread_id, errstr, n));
+    TRY(get_long(&pl, "received_at", &ev->received_at, errstr, n));
+    TRY(get_string(&pl, "raw_object_uri", &ev->raw_object_uri, errstr, n));
+    TRY(get_long(&pl, "raw_size_bytes", &ev->raw_size_bytes, errstr, n));
+    TRY(get_string(&pl, "raw_sha256", &ev->raw_sha256, errstr, n));
+    TRY(get_nullable(&pl, "rfc822_message_id", &ev->rfc822_message_id, errstr, n));
+    size_t count = 0;
+    if (avro_value_get_by_name(&pl, "attachments_manifest", &arr, NULL) ||
+        avro_value_get_size(&arr, &count))
+        return lt_seterr(errstr, n, LT_ERR_INVALID,
+                         "mail.raw.v1: cannot read payload.attachments_manifest");
+    for (size_t i = 0; i < count; i++) {
+        avro_value_t el;
+        if (avro_value_get_by_index(&arr, i, &el, NULL))
+            return lt_seterr(errstr, n, LT_ERR_INVALID, "mail.raw.v1: cannot read attachment");
+        lt_mail_event_add_attachment(ev, NULL, NULL, NULL, 0, NULL, NULL);
+        attachment_t *a = &ev->att[ev->natt - 1];
+        TRY(get_string(&el, "attachment_id", &a->attachment_id, errstr, n));
+        TRY(get_nullable(&el, "filename", &a->filename, errstr, n));
+        TRY(get_string(&el, "content_type", &a->content_type, errstr, n));
+        TRY(get_long(&el, "size_bytes", &a->size_bytes, errstr, n));
+        TRY(get_string(&el, "sha256", &a->sha256, errstr, n));
+        TRY(get_string(&el, "object_uri", &a->object_uri, errstr, n));
+    }
+#undef TRY
+    return LT_OK;
+}
+
+lt_err_t lt_mail_event_decode(lt_mail_codec_t *c, const void *data, size_t len,
+                              const char *writer_schema_json, lt_mail_event_t **out,
+                              int32_t *schema_id, char *errstr, size_t errstr_size)
+{
+    *out = NULL;
+    int32_t id = 0;
+    lt_err_t err = lt_mail_event_peek_schema_id(data, len, &id, errstr, errstr_size);
+    if (err)
+        return err;
+    if (len > LT_MAIL_EVENT_MAX_WIRE)
+        return lt_seterr(errstr, errstr_size, LT_ERR_TOO_BIG,
+                         "value of %zu bytes exceeds the %u-byte limit", len,
+                         LT_MAIL_EVENT_MAX_WIRE);
+    avro_schema_t wschema = c->schema;
+    avro_value_t *target = &c->value;
+    if (writer_schema_json) {
+        writer_entry_t *we = NULL;
+        err = writer_get(c, writer_schema_json, &we, errstr, errstr_size);
+        if (err || !we)
+            return err ? err : LT_ERR_INVALID;
+        wschema = we->schema;
+        if (we->iface)
+            target = &we->resolved;
+    }
+    const uint8_t *datum = (const uint8_t *)data + LT_WIRE_HEADER_SIZE;
+    size_t dlen = len - LT_WIRE_HEADER_SIZE;
+    walk_t w = {datum, dlen, 0, 0, errstr, errstr_size};
+    if (walk_value(&w, wschema, 0))
+        return LT_ERR_INVALID;
+    if (w.pos != dlen)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "bad Avro datum: %zu trailing bytes after the record", dlen - w.pos);
+
+    lt_mail_event_t *ev = NULL;
+    avro_reader_t r = avro_reader_memory((const char *)datum, (int64_t)dlen);
+    if (!r) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "avro reader: %s", avro_strerror());
+        goto out;
+    }
+    if (avro_value_read(r, target)) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad Avro datum: %s",
+                        avro_strerror());
+        goto out;
+    }
+    ev = lt_mail_event_new();
+    if ((err = extract(&c->value, ev, errstr, errstr_size)))
+        goto out;
+    if (schema_id)
+        *schema_id = id;
+    *out = ev;
+    ev = NULL;
+out:
+    lt_mail_event_destroy(ev);
+    if (r)
+        avro_reader_free(r);
+    avro_value_reset(&c->value);
+    return err;
+}
