@@ -1,0 +1,85 @@
+/* lt_objkey: object key conventions for the raw mail store (pure functions).
+ *
+ * Layout (see docs/storage.md):
+ *   tenant/{t}/account/{a}/provider/{p}/message/{m}/message.eml
+ *   tenant/{t}/account/{a}/provider/{p}/message/{m}/attachments/{id}/{filename}
+ *
+ * Every {component} is made safe by one reversible escape: the bytes
+ * [A-Za-z0-9_.-] are kept (a leading '.' is escaped), every other byte
+ * (including '%', '/', '\', '~', controls, NUL, bytes >= 0x80) becomes %XX
+ * with upper-case hex. So no component can be empty, ".", ".." or contain
+ * '/', and distinct inputs give distinct components. A component whose
+ * escaped form is longer than its cap is truncated and gets
+ * "~" + 16 hex digits of SHA-256(original) (filenames keep their extension
+ * after the hash); '~' never occurs otherwise, so truncated names cannot
+ * collide with untruncated ones. Everything is deterministic: a replay of
+ * the same input yields the same key.
+ *
+ * Output buffers are caller-owned; LT_OBJKEY_MAX + 1 bytes always suffice
+ * for a key (S3's limit is 1024 bytes). */
+#ifndef LT_OBJKEY_H
+#define LT_OBJKEY_H
+
+#include <stddef.h>
+
+#include "lt_err.h"
+
+#define LT_OBJKEY_MAX 1024          /* longest key (S3 limit), bytes, NUL excluded */
+#define LT_OBJKEY_COMPONENT_MAX 150 /* cap of an id component (tenant, account, ...) */
+#define LT_OBJKEY_FILENAME_MAX 200  /* cap of an attachment filename component */
+#define LT_OBJKEY_CAP_MIN 80        /* smallest cap lt_objkey_component accepts */
+#define LT_OBJKEY_BUCKET_MAX 63
+#define LT_OBJKEY_URI_MAX (5 + LT_OBJKEY_BUCKET_MAX + 1 + LT_OBJKEY_MAX) /* "s3://b/k" */
+
+/* Escape `len` raw bytes (any bytes, NUL included) into one key component of
+ * at most `cap` bytes (LT_OBJKEY_CAP_MIN <= cap <= LT_OBJKEY_MAX).
+ * keep_ext: when truncating, keep the extension (last ".xyz", 1..16 raw
+ * bytes) after the hash. Empty input is LT_ERR_INVALID. outsz must be > cap
+ * (LT_ERR_INVALID otherwise). */
+lt_err_t lt_objkey_component(const void *raw, size_t len, size_t cap, int keep_ext, char *out,
+                             size_t outsz, char *errstr, size_t errstr_size);
+
+/* Undo lt_objkey_component for an untruncated component: writes the raw
+ * bytes to out (NUL added, not counted) and their number to *outlen.
+ * LT_ERR_INVALID for a truncated component ('~') or a malformed escape;
+ * LT_ERR_TOO_BIG if out is too small. */
+lt_err_t lt_objkey_decode_component(const char *comp, void *out, size_t outsz, size_t *outlen);
+
+/* Key of the raw message. All ids non-empty C strings. */
+lt_err_t lt_objkey_message(const char *tenant, const char *account_id, const char *provider,
+                           const char *provider_message_id, char *out, size_t outsz,
+                           char *errstr, size_t errstr_size);
+
+/* The folder of one message, "tenant/.../message/{m}/" (ends with '/'): every
+ * key of that message (message.eml, attachments) starts with it. */
+lt_err_t lt_objkey_message_prefix(const char *tenant, const char *account_id,
+                                  const char *provider, const char *provider_message_id,
+                                  char *out, size_t outsz, char *errstr, size_t errstr_size);
+
+/* Key of one attachment. filename may be NULL or empty (then the component
+ * is "unnamed~<hash of the empty string>"). */
+lt_err_t lt_objkey_attachment(const char *tenant, const char *account_id, const char *provider,
+                              const char *provider_message_id, const char *attachment_id,
+                              const char *filename, char *out, size_t outsz, char *errstr,
+                              size_t errstr_size);
+
+/* 1 if `key` is a key this project will read or write: 1..LT_OBJKEY_MAX
+ * bytes of valid UTF-8 without control characters or '\', not starting
+ * with '/', and no empty, "." or ".." segment. Spaces, '+', '%' and
+ * non-ASCII letters are allowed (keys written by others may have them). */
+int lt_objkey_is_safe(const char *key);
+
+/* 1 if `bucket` is a valid S3 bucket name (3..63 of [a-z0-9.-], starting and
+ * ending with a letter or digit, no "..", not an IPv4 address). */
+int lt_objkey_bucket_valid(const char *bucket);
+
+/* "s3://{bucket}/{key}" (key as is, not percent-encoded). */
+lt_err_t lt_objkey_uri_format(const char *bucket, const char *key, char *out, size_t outsz);
+
+/* Parse and validate "s3://{bucket}/{key}": bucket must be valid, key safe.
+ * bucket_out needs LT_OBJKEY_BUCKET_MAX + 1 bytes, key_out LT_OBJKEY_MAX + 1. */
+lt_err_t lt_objkey_uri_parse(const char *uri, char *bucket_out, size_t bucket_size,
+                             char *key_out, size_t key_size, char *errstr,
+                             size_t errstr_size);
+
+#endif
