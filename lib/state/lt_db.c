@@ -224,3 +224,25 @@ long long lt_db_lock_key(const char *const *parts, size_t nparts)
     memcpy(&k, &h, sizeof(k));
     return k;
 }
+
+void lt_db_cap_utf8(char *dst, size_t dst_size, const char *src)
+{
+    if (!dst_size)
+        return;
+    size_t l = strlen(src);
+    if (l < dst_size) {
+        memcpy(dst, src, l + 1);
+        return;
+    }
+    l = dst_size - 1;
+    /* src[l] is the first byte left out: if it continues a sequence, drop
+     * the partial sequence before it. */
+    if (((unsigned char)src[l] & 0xC0) == 0x80) {
+        while (l > 0 && ((unsigned char)src[l - 1] & 0xC0) == 0x80)
+            l--;
+        if (l > 0 && ((unsigned char)src[l - 1] & 0xC0) == 0xC0)
+            l--;
+    }
+    memcpy(dst, src, l);
+    dst[l] = 0;
+}

@@ -70,6 +70,10 @@ void lt_db_rollback(lt_db_t *db);
 lt_err_t lt_db_result_error(lt_db_t *db, const char *what, const PGresult *res, char *errstr,
                             size_t errstr_size);
 
+/* Copy src into dst (dst_size bytes incl. NUL), cut at a UTF-8 character
+ * boundary when too long: for free-text columns (reasons, errors). */
+void lt_db_cap_utf8(char *dst, size_t dst_size, const char *src);
+
 /* 64-bit FNV-1a over the parts, each followed by a 0 byte: stable keys for
  * pg_advisory_lock (namespace first, e.g. "lattice.account", tenant, id). */
 long long lt_db_lock_key(const char *const *parts, size_t nparts);

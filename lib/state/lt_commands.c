@@ -1,0 +1,234 @@
+#include "lt_commands.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LT_COMMAND_ERROR_MAX 2000
+
+const char *lt_command_status_name(lt_command_status_t st)
+{
+    switch (st) {
+    case LT_COMMAND_NONE:
+        return "none";
+    case LT_COMMAND_RUNNING:
+        return "running";
+    case LT_COMMAND_SUCCEEDED:
+        return "succeeded";
+    case LT_COMMAND_FAILED:
+        return "failed";
+    case LT_COMMAND_DEAD_LETTERED:
+        return "dead_lettered";
+    }
+    return "unknown";
+}
+
+static lt_command_status_t parse_status(const char *s)
+{
+    if (!strcmp(s, "running"))
+        return LT_COMMAND_RUNNING;
+    if (!strcmp(s, "succeeded"))
+        return LT_COMMAND_SUCCEEDED;
+    if (!strcmp(s, "failed"))
+        return LT_COMMAND_FAILED;
+    if (!strcmp(s, "dead_lettered"))
+        return LT_COMMAND_DEAD_LETTERED;
+    return LT_COMMAND_NONE;
+}
+
+static int id_ok(const char *id)
+{
+    return id && *id && strlen(id) <= 256;
+}
+
+lt_err_t lt_command_start(lt_db_t *db, const lt_command_info_t *c, int *attempt,
+                          lt_command_status_t *previous, char *errstr, size_t errstr_size)
+{
+    PGresult *r = NULL;
+    if (attempt)
+        *attempt = 0;
+    if (previous)
+        *previous = LT_COMMAND_NONE;
+    if (!id_ok(c->command_id) || !c->tenant || !c->account_id || !c->provider || !c->kind)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "command start needs command id (1..256 bytes), tenant, account, "
+                         "provider and kind");
+    const char *params[] = {c->command_id, c->tenant,   c->account_id, c->provider,
+                            c->kind,       c->scope,    c->worker_id};
+    /* `prev` reads the row before the upsert (the statement's snapshot);
+     * FOR UPDATE is not needed: the upsert itself serialises on the key. */
+    lt_err_t err = lt_db_exec(
+        db, "command start",
+        "WITH prev AS (SELECT status FROM mail_sync_commands WHERE command_id = $1) "
+        "INSERT INTO mail_sync_commands AS c (command_id, tenant_id, account_id, provider, kind, "
+        "scope, status, attempt, worker_id, started_at, heartbeat_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, 'running', 1, $7, now(), now()) "
+        "ON CONFLICT (command_id) DO UPDATE SET status = 'running', attempt = c.attempt + 1, "
+        "worker_id = EXCLUDED.worker_id, started_at = now(), heartbeat_at = now(), "
+        "finished_at = NULL, error_class = NULL, error = NULL, messages = 0, bytes = 0, "
+        "progress_done = NULL, progress_total = NULL "
+        "RETURNING c.attempt, (SELECT status FROM prev)",
+        7, params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    if (attempt)
+        *attempt = atoi(PQgetvalue(r, 0, 0));
+    if (previous && !PQgetisnull(r, 0, 1))
+        *previous = parse_status(PQgetvalue(r, 0, 1));
+    PQclear(r);
+    return LT_OK;
+}
+
+/* Text of a counter, NULL when negative (unknown). */
+static const char *num_or_null(int64_t v, char buf[32])
+{
+    if (v < 0)
+        return NULL;
+    snprintf(buf, 32, "%" PRId64, v);
+    return buf;
+}
+
+lt_err_t lt_command_heartbeat(lt_db_t *db, const char *command_id,
+                              const lt_command_progress_t *progress, char *errstr,
+                              size_t errstr_size)
+{
+    char m[32], b[32], d[32], t[32];
+    PGresult *r = NULL;
+    if (!id_ok(command_id))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad command id");
+    const lt_command_progress_t none = {-1, -1, -1, -1};
+    const lt_command_progress_t *p = progress ? progress : &none;
+    const char *params[] = {command_id, num_or_null(p->messages, m), num_or_null(p->bytes, b),
+                            num_or_null(p->progress_done, d), num_or_null(p->progress_total, t)};
+    lt_err_t err = lt_db_exec(db, "command heartbeat",
+                              "UPDATE mail_sync_commands SET heartbeat_at = now(), "
+                              "messages = COALESCE($2::integer, messages), "
+                              "bytes = COALESCE($3::bigint, bytes), "
+                              "progress_done = COALESCE($4::bigint, progress_done), "
+                              "progress_total = COALESCE($5::bigint, progress_total) "
+                              "WHERE command_id = $1 AND status = 'running'",
+                              5, params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    if (strcmp(PQcmdTuples(r), "1") != 0)
+        err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "command %s is not running",
+                        command_id);
+    PQclear(r);
+    return err;
+}
+
+lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, lt_command_status_t status,
+                           const lt_command_progress_t *counts, const char *error_class,
+                           const char *error, char *errstr, size_t errstr_size)
+{
+    char m[32], b[32], d[32], t[32];
+    char capped[LT_COMMAND_ERROR_MAX + 1];
+    PGresult *r = NULL;
+    if (!id_ok(command_id))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad command id");
+    if (status != LT_COMMAND_SUCCEEDED && status != LT_COMMAND_FAILED &&
+        status != LT_COMMAND_DEAD_LETTERED)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "a command finishes as succeeded, failed or dead_lettered");
+    if (error)
+        lt_db_cap_utf8(capped, sizeof(capped), error);
+    const lt_command_progress_t none = {-1, -1, -1, -1};
+    const lt_command_progress_t *p = counts ? counts : &none;
+    const char *params[] = {command_id,
+                            lt_command_status_name(status),
+                            num_or_null(p->messages, m),
+                            num_or_null(p->bytes, b),
+                            num_or_null(p->progress_done, d),
+                            num_or_null(p->progress_total, t),
+                            error_class,
+                            error ? capped : NULL};
+    lt_err_t err = lt_db_exec(db, "command finish",
+                              "UPDATE mail_sync_commands SET status = $2, finished_at = now(), "
+                              "heartbeat_at = now(), "
+                              "messages = COALESCE($3::integer, messages), "
+                              "bytes = COALESCE($4::bigint, bytes), "
+                              "progress_done = COALESCE($5::bigint, progress_done), "
+                              "progress_total = COALESCE($6::bigint, progress_total), "
+                              "error_class = $7, error = $8 WHERE command_id = $1",
+                              8, params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    if (strcmp(PQcmdTuples(r), "1") != 0)
+        err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "command %s has no record",
+                        command_id);
+    PQclear(r);
+    return err;
+}
+
+lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, lt_command_status_t *status,
+                               int *attempt, char *errstr, size_t errstr_size)
+{
+    PGresult *r = NULL;
+    if (!id_ok(command_id))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad command id");
+    const char *params[] = {command_id};
+    lt_err_t err = lt_db_exec(db, "command status",
+                              "SELECT status, attempt FROM mail_sync_commands WHERE command_id = $1",
+                              1, params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    if (PQntuples(r) == 0) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "command %s has no record",
+                        command_id);
+    } else {
+        *status = parse_status(PQgetvalue(r, 0, 0));
+        if (attempt)
+            *attempt = atoi(PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    return err;
+}
+
+lt_err_t lt_commands_in_flight(lt_db_t *db, const char *tenant, const char *account_id,
+                               int stale_after_s, int *in_flight, char *errstr,
+                               size_t errstr_size)
+{
+    char secs[16];
+    PGresult *r = NULL;
+    *in_flight = 0;
+    if (!tenant || !account_id || stale_after_s <= 0)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "in-flight check needs tenant, account and stale_after_s > 0");
+    snprintf(secs, sizeof(secs), "%d", stale_after_s);
+    const char *params[] = {tenant, account_id, secs};
+    lt_err_t err = lt_db_exec(db, "in-flight check",
+                              "SELECT EXISTS (SELECT 1 FROM mail_sync_commands WHERE tenant_id = $1 "
+                              "AND account_id = $2 AND status = 'running' AND heartbeat_at > "
+                              "now() - make_interval(secs => $3::integer))",
+                              3, params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    *in_flight = !strcmp(PQgetvalue(r, 0, 0), "t");
+    PQclear(r);
+    return LT_OK;
+}
+
+lt_err_t lt_commands_list_in_flight(lt_db_t *db, int stale_after_s, lt_command_account_fn fn,
+                                    void *opaque, char *errstr, size_t errstr_size)
+{
+    char secs[16];
+    PGresult *r = NULL;
+    if (stale_after_s <= 0)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "stale_after_s must be > 0");
+    snprintf(secs, sizeof(secs), "%d", stale_after_s);
+    const char *params[] = {secs};
+    /* Running commands are few (bounded by the worker pool): one result. */
+    lt_err_t err = lt_db_exec(db, "list in-flight",
+                              "SELECT DISTINCT tenant_id, account_id FROM mail_sync_commands "
+                              "WHERE status = 'running' AND heartbeat_at > "
+                              "now() - make_interval(secs => $1::integer)",
+                              1, params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    for (int i = 0; i < PQntuples(r); i++)
+        if (fn(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), opaque))
+            break;
+    PQclear(r);
+    return LT_OK;
+}

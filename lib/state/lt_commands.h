@@ -1,0 +1,87 @@
+/* lt_commands: the mail_sync_commands table, the worker's record of the
+ * commands it runs (one row per command id) and the scheduler's
+ * "still in flight?" check.
+ *
+ * Lifecycle: lt_command_start() (status running; a redelivered command id
+ * is restarted with attempt + 1), lt_command_heartbeat() while it runs,
+ * lt_command_finish() with the outcome. A running command whose heartbeat
+ * is older than the scheduler's stale_after_s counts as dead (its worker
+ * crashed); the scheduler may then emit a new command. */
+#ifndef LT_COMMANDS_H
+#define LT_COMMANDS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lt_db.h"
+#include "lt_err.h"
+
+typedef enum {
+    LT_COMMAND_NONE = 0, /* no row (start: a new command id) */
+    LT_COMMAND_RUNNING,
+    LT_COMMAND_SUCCEEDED,
+    LT_COMMAND_FAILED,
+    LT_COMMAND_DEAD_LETTERED,
+} lt_command_status_t;
+
+/* "running", "succeeded", "failed", "dead_lettered" ("none" for NONE). */
+const char *lt_command_status_name(lt_command_status_t st);
+
+/* A plain value carrier; strings borrowed. */
+typedef struct {
+    const char *command_id; /* 1..256 bytes */
+    const char *tenant;
+    const char *account_id;
+    const char *provider;
+    const char *kind;   /* e.g. "incremental", "backfill" */
+    const char *scope;  /* NULL when the command has none */
+    const char *worker_id;
+} lt_command_info_t;
+
+/* Counters; a negative progress value is stored as NULL (unknown). */
+typedef struct {
+    int64_t messages;
+    int64_t bytes;
+    int64_t progress_done;
+    int64_t progress_total;
+} lt_command_progress_t;
+
+/* Record the start. *attempt (may be NULL) = 1 for a new command id, else
+ * the previous attempt + 1; *previous (may be NULL) = the row's status
+ * before (LT_COMMAND_NONE when new) so a worker can see a redelivered
+ * command that already succeeded. */
+lt_err_t lt_command_start(lt_db_t *db, const lt_command_info_t *c, int *attempt,
+                          lt_command_status_t *previous, char *errstr, size_t errstr_size);
+
+/* Heartbeat + progress of a running command. LT_ERR_NOT_FOUND when the
+ * command is not running (finished, or unknown). */
+lt_err_t lt_command_heartbeat(lt_db_t *db, const char *command_id,
+                              const lt_command_progress_t *progress, char *errstr,
+                              size_t errstr_size);
+
+/* Finish: status SUCCEEDED, FAILED or DEAD_LETTERED, the counters (may be
+ * NULL: kept), error_class (lt_err_name() of the failure, NULL on success)
+ * and error (capped at 2000 bytes; never a secret or message content).
+ * LT_ERR_NOT_FOUND when the command id has no row. */
+lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, lt_command_status_t status,
+                           const lt_command_progress_t *counts, const char *error_class,
+                           const char *error, char *errstr, size_t errstr_size);
+
+/* The row's status (LT_ERR_NOT_FOUND when none) and attempt (may be NULL). */
+lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, lt_command_status_t *status,
+                               int *attempt, char *errstr, size_t errstr_size);
+
+/* For the scheduler: *in_flight = 1 when a command for the account is
+ * running with a heartbeat newer than stale_after_s seconds. */
+lt_err_t lt_commands_in_flight(lt_db_t *db, const char *tenant, const char *account_id,
+                               int stale_after_s, int *in_flight, char *errstr,
+                               size_t errstr_size);
+
+/* The bulk variant: fn(tenant, account_id, opaque) for every account with
+ * such a command (each account once); fn must not use db; non-zero stops.
+ * One query instead of one per account. */
+typedef int (*lt_command_account_fn)(const char *tenant, const char *account_id, void *opaque);
+lt_err_t lt_commands_list_in_flight(lt_db_t *db, int stale_after_s, lt_command_account_fn fn,
+                                    void *opaque, char *errstr, size_t errstr_size);
+
+#endif

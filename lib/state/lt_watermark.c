@@ -1,0 +1,485 @@
+#include "lt_watermark.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "lt_accounts.h"
+
+#define LT_WATERMARK_JSON_IN_MAX 4096
+
+static lt_err_t check_key(const char *tenant, const char *account_id, const char *scope,
+                          const char *provider, char *errstr, size_t errstr_size)
+{
+    if (!lt_account_id_valid(tenant) || !lt_account_id_valid(account_id))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "tenant and account ids must be 1..128 characters of [A-Za-z0-9._:-]");
+    if (!scope || !*scope)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "watermark scope is empty");
+    if (!provider || (strcmp(provider, "gmail") && strcmp(provider, "imap")))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "provider must be gmail or imap");
+    return LT_OK;
+}
+
+lt_err_t lt_watermark_to_json(const char *provider, const lt_watermark_t *wm,
+                              char out[LT_WATERMARK_JSON_MAX], char *errstr, size_t errstr_size)
+{
+    if (provider && !strcmp(provider, "gmail")) {
+        snprintf(out, LT_WATERMARK_JSON_MAX, "{\"historyId\": \"%" PRIu64 "\"}", wm->history_id);
+        return LT_OK;
+    }
+    if (provider && !strcmp(provider, "imap")) {
+        if (wm->uidvalidity == 0)
+            return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "imap uidvalidity must be >= 1");
+        snprintf(out, LT_WATERMARK_JSON_MAX, "{\"uidvalidity\": %" PRIu32 ", \"last_uid\": %" PRIu32 "}",
+                 wm->uidvalidity, wm->last_uid);
+        return LT_OK;
+    }
+    return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "provider must be gmail or imap");
+}
+
+/* A JSON integer (or an integral double) in [min, max]. */
+static int get_u32(json_object *o, const char *key, uint32_t min, uint32_t *out)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v))
+        return -1;
+    if (json_object_is_type(v, json_type_int)) {
+        errno = 0;
+        int64_t x = json_object_get_int64(v);
+        if (errno || x < (int64_t)min || x > (int64_t)UINT32_MAX)
+            return -1;
+        *out = (uint32_t)x;
+        return 0;
+    }
+    if (json_object_is_type(v, json_type_double)) {
+        double d = json_object_get_double(v);
+        if (!(d >= (double)min && d <= (double)UINT32_MAX) || d != floor(d))
+            return -1;
+        *out = (uint32_t)d;
+        return 0;
+    }
+    return -1;
+}
+
+lt_err_t lt_watermark_from_json(const char *provider, const char *json, lt_watermark_t *wm,
+                                char *errstr, size_t errstr_size)
+{
+    lt_err_t err = LT_OK;
+    json_object *o = NULL;
+    memset(wm, 0, sizeof(*wm));
+    if (!json || strlen(json) > LT_WATERMARK_JSON_IN_MAX)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "watermark_json missing or too long");
+    json_tokener *tok = json_tokener_new_ex(4);
+    if (!tok) {
+        fputs("lattice: out of memory (json-c)\n", stderr);
+        abort();
+    }
+    size_t len = strlen(json);
+    o = json_tokener_parse_ex(tok, json, (int)len);
+    if (json_tokener_get_error(tok) != json_tokener_success || !o ||
+        json_tokener_get_parse_end(tok) != len || !json_object_is_type(o, json_type_object)) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "watermark_json is not a JSON object");
+        goto out;
+    }
+    if (provider && !strcmp(provider, "gmail")) {
+        json_object *v;
+        const char *s;
+        if (!json_object_object_get_ex(o, "historyId", &v) ||
+            !json_object_is_type(v, json_type_string) || !(s = json_object_get_string(v))) {
+            err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                            "gmail watermark needs \"historyId\" as a string");
+            goto out;
+        }
+        size_t n = strlen(s);
+        int digits = n >= 1 && n <= 20;
+        for (size_t i = 0; digits && i < n; i++)
+            digits = s[i] >= '0' && s[i] <= '9';
+        errno = 0;
+        unsigned long long x = digits ? strtoull(s, NULL, 10) : 0;
+        if (!digits || errno) {
+            err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                            "gmail historyId must be a decimal uint64");
+            goto out;
+        }
+        wm->history_id = (uint64_t)x;
+    } else if (provider && !strcmp(provider, "imap")) {
+        if (get_u32(o, "uidvalidity", 1, &wm->uidvalidity) ||
+            get_u32(o, "last_uid", 0, &wm->last_uid)) {
+            err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                            "imap watermark needs \"uidvalidity\" (1..2^32-1) and \"last_uid\" "
+                            "(0..2^32-1) as numbers");
+            goto out;
+        }
+    } else {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "provider must be gmail or imap");
+    }
+out:
+    json_object_put(o);
+    json_tokener_free(tok);
+    return err;
+}
+
+lt_err_t lt_watermark_get(lt_db_t *db, const char *tenant, const char *account_id,
+                          const char *scope, const char *provider, lt_watermark_t *out,
+                          char *errstr, size_t errstr_size)
+{
+    PGresult *r = NULL;
+    lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
+    if (err)
+        return err;
+    const char *params[] = {tenant, account_id, scope, provider};
+    err = lt_db_exec(db, "get watermark",
+                     "SELECT watermark_json::text FROM mail_watermarks WHERE tenant_id = $1 AND "
+                     "account_id = $2 AND scope = $3 AND provider = $4",
+                     4, params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    if (PQntuples(r) == 0) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "no watermark yet");
+        goto out;
+    }
+    char e[256];
+    if (lt_watermark_from_json(provider, PQgetvalue(r, 0, 0), out, e, sizeof(e)))
+        err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "stored watermark is malformed: %s", e);
+out:
+    PQclear(r);
+    return err;
+}
+
+/* The guarded upsert shared by _set and _apply. */
+static const char *k_upsert_sql =
+    "INSERT INTO mail_watermarks (tenant_id, account_id, scope, provider, watermark_json) "
+    "VALUES ($1, $2, $3, $4, $5::jsonb) "
+    "ON CONFLICT (tenant_id, account_id, scope, provider) DO UPDATE "
+    "SET watermark_json = EXCLUDED.watermark_json "
+    "WHERE $6::boolean OR lt_watermark_advances(mail_watermarks.provider, "
+    "mail_watermarks.watermark_json, EXCLUDED.watermark_json) "
+    "RETURNING 1";
+
+static lt_err_t upsert(lt_db_t *db, const char *tenant, const char *account_id, const char *scope,
+                       const char *provider, const char *json, int resync, int *stored,
+                       char *errstr, size_t errstr_size)
+{
+    PGresult *r = NULL;
+    const char *params[] = {tenant, account_id, scope, provider, json, resync ? "true" : "false"};
+    lt_err_t err =
+        lt_db_exec(db, "set watermark", k_upsert_sql, 6, params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    if (stored)
+        *stored = PQntuples(r) == 1;
+    PQclear(r);
+    return LT_OK;
+}
+
+lt_err_t lt_watermark_set(lt_db_t *db, const char *tenant, const char *account_id,
+                          const char *scope, const char *provider, const lt_watermark_t *wm,
+                          int resync, int *stored, char *errstr, size_t errstr_size)
+{
+    char json[LT_WATERMARK_JSON_MAX];
+    if (stored)
+        *stored = 0;
+    lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
+    if (!err)
+        err = lt_watermark_to_json(provider, wm, json, errstr, errstr_size);
+    if (!err)
+        err = upsert(db, tenant, account_id, scope, provider, json, resync, stored, errstr,
+                     errstr_size);
+    return err;
+}
+
+lt_err_t lt_watermark_pending_put(lt_db_t *db, const char *tenant, const char *account_id,
+                                  const char *scope, const char *provider,
+                                  const lt_watermark_pending_t *p, char *errstr,
+                                  size_t errstr_size)
+{
+    char json[LT_WATERMARK_JSON_MAX], part[16], off[32];
+    lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
+    if (err)
+        return err;
+    if (!p->command_id[0] || !p->marker_topic[0] || p->marker_partition < 0 ||
+        p->marker_offset < 0 || !memchr(p->command_id, 0, sizeof(p->command_id)) ||
+        !memchr(p->marker_topic, 0, sizeof(p->marker_topic)))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "pending watermark needs a command id, a marker topic and a "
+                         "non-negative partition and offset");
+    err = lt_watermark_to_json(provider, &p->wm, json, errstr, errstr_size);
+    if (err)
+        return err;
+    snprintf(part, sizeof(part), "%" PRId32, p->marker_partition);
+    snprintf(off, sizeof(off), "%" PRId64, p->marker_offset);
+    const char *params[] = {tenant,          account_id,      scope, provider, json,
+                            p->resync ? "true" : "false", p->command_id, p->marker_topic, part,
+                            off};
+    return lt_db_exec(
+        db, "put pending watermark",
+        "INSERT INTO mail_watermark_pending (tenant_id, account_id, scope, provider, "
+        "watermark_json, resync, command_id, marker_topic, marker_partition, marker_offset) "
+        "VALUES ($1, $2, $3, $4, $5::jsonb, $6::boolean, $7, $8, $9::integer, $10::bigint) "
+        "ON CONFLICT (tenant_id, account_id, scope, provider) DO UPDATE SET "
+        "watermark_json = EXCLUDED.watermark_json, resync = EXCLUDED.resync, "
+        "command_id = EXCLUDED.command_id, marker_topic = EXCLUDED.marker_topic, "
+        "marker_partition = EXCLUDED.marker_partition, marker_offset = EXCLUDED.marker_offset, "
+        "created_at = now()",
+        10, params, NULL, errstr, errstr_size);
+}
+
+#define PENDING_COLUMNS                                                                           \
+    "watermark_json::text, resync, command_id, marker_topic, marker_partition, marker_offset"
+
+static lt_err_t pending_from_row(const PGresult *r, int i, int col0, const char *provider,
+                                 lt_watermark_pending_t *out, char *errstr, size_t errstr_size)
+{
+    char e[256];
+    memset(out, 0, sizeof(*out));
+    if (lt_watermark_from_json(provider, PQgetvalue(r, i, col0), &out->wm, e, sizeof(e)))
+        return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "stored pending watermark: %s", e);
+    out->resync = !strcmp(PQgetvalue(r, i, col0 + 1), "t");
+    snprintf(out->command_id, sizeof(out->command_id), "%s", PQgetvalue(r, i, col0 + 2));
+    snprintf(out->marker_topic, sizeof(out->marker_topic), "%s", PQgetvalue(r, i, col0 + 3));
+    out->marker_partition = (int32_t)strtol(PQgetvalue(r, i, col0 + 4), NULL, 10);
+    out->marker_offset = (int64_t)strtoll(PQgetvalue(r, i, col0 + 5), NULL, 10);
+    return LT_OK;
+}
+
+lt_err_t lt_watermark_pending_get(lt_db_t *db, const char *tenant, const char *account_id,
+                                  const char *scope, const char *provider,
+                                  lt_watermark_pending_t *out, char *errstr, size_t errstr_size)
+{
+    PGresult *r = NULL;
+    lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
+    if (err)
+        return err;
+    const char *params[] = {tenant, account_id, scope, provider};
+    err = lt_db_exec(db, "get pending watermark",
+                     "SELECT " PENDING_COLUMNS " FROM mail_watermark_pending WHERE tenant_id = $1 "
+                     "AND account_id = $2 AND scope = $3 AND provider = $4",
+                     4, params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    if (PQntuples(r) == 0)
+        err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "no pending watermark");
+    else
+        err = pending_from_row(r, 0, 0, provider, out, errstr, errstr_size);
+    PQclear(r);
+    return err;
+}
+
+/* DELETE the pending row (matching `expect` if given), returning it. */
+static lt_err_t pending_delete(lt_db_t *db, const char *what, const char *tenant,
+                               const char *account_id, const char *scope, const char *provider,
+                               const lt_watermark_pending_t *expect, PGresult **res, char *errstr,
+                               size_t errstr_size)
+{
+    char part[16] = "", off[32] = "";
+    if (expect) {
+        snprintf(part, sizeof(part), "%" PRId32, expect->marker_partition);
+        snprintf(off, sizeof(off), "%" PRId64, expect->marker_offset);
+    }
+    const char *params[] = {tenant,
+                            account_id,
+                            scope,
+                            provider,
+                            expect ? expect->command_id : NULL,
+                            expect ? expect->marker_topic : NULL,
+                            expect ? part : NULL,
+                            expect ? off : NULL};
+    lt_err_t err = lt_db_exec(
+        db, what,
+        "DELETE FROM mail_watermark_pending WHERE tenant_id = $1 AND account_id = $2 AND "
+        "scope = $3 AND provider = $4 AND ($5::text IS NULL OR (command_id = $5 AND "
+        "marker_topic = $6 AND marker_partition = $7::integer AND marker_offset = $8::bigint)) "
+        "RETURNING watermark_json::text, resync",
+        8, params, res, errstr, errstr_size);
+    if (err)
+        return err;
+    if (PQntuples(*res) == 0) {
+        PQclear(*res);
+        *res = NULL;
+        return lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND,
+                         expect ? "no pending watermark with that command and marker"
+                                : "no pending watermark");
+    }
+    return LT_OK;
+}
+
+lt_err_t lt_watermark_pending_apply(lt_db_t *db, const char *tenant, const char *account_id,
+                                    const char *scope, const char *provider,
+                                    const lt_watermark_pending_t *expect, int *stored,
+                                    char *errstr, size_t errstr_size)
+{
+    PGresult *r = NULL;
+    int began = 0;
+    if (stored)
+        *stored = 0;
+    lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
+    if (err)
+        return err;
+    if ((err = lt_db_begin(db, errstr, errstr_size)) != LT_OK)
+        goto out;
+    began = 1;
+    err = pending_delete(db, "apply pending watermark", tenant, account_id, scope, provider,
+                         expect, &r, errstr, errstr_size);
+    if (err)
+        goto out;
+    err = upsert(db, tenant, account_id, scope, provider, PQgetvalue(r, 0, 0),
+                 !strcmp(PQgetvalue(r, 0, 1), "t"), stored, errstr, errstr_size);
+    if (err)
+        goto out;
+    err = lt_db_commit(db, errstr, errstr_size);
+    began = 0;
+out:
+    if (began)
+        lt_db_rollback(db);
+    if (err && stored)
+        *stored = 0;
+    PQclear(r);
+    return err;
+}
+
+lt_err_t lt_watermark_pending_discard(lt_db_t *db, const char *tenant, const char *account_id,
+                                      const char *scope, const char *provider,
+                                      const lt_watermark_pending_t *expect, char *errstr,
+                                      size_t errstr_size)
+{
+    PGresult *r = NULL;
+    lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
+    if (err)
+        return err;
+    err = pending_delete(db, "discard pending watermark", tenant, account_id, scope, provider,
+                         expect, &r, errstr, errstr_size);
+    PQclear(r);
+    return err;
+}
+
+lt_err_t lt_watermark_pending_list(lt_db_t *db, const char *tenant, const char *account_id,
+                                   lt_watermark_pending_fn fn, void *opaque, char *errstr,
+                                   size_t errstr_size)
+{
+    PGresult *r = NULL;
+    if (!lt_account_id_valid(tenant) || !lt_account_id_valid(account_id))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "tenant and account ids must be 1..128 characters of [A-Za-z0-9._:-]");
+    const char *params[] = {tenant, account_id};
+    /* One in-doubt row per scope: a handful per account, no streaming. */
+    lt_err_t err = lt_db_exec(db, "list pending watermarks",
+                              "SELECT scope, provider, " PENDING_COLUMNS
+                              " FROM mail_watermark_pending WHERE tenant_id = $1 AND "
+                              "account_id = $2 ORDER BY scope, provider",
+                              2, params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    for (int i = 0; i < PQntuples(r); i++) {
+        lt_watermark_pending_t p;
+        err = pending_from_row(r, i, 2, PQgetvalue(r, i, 1), &p, errstr, errstr_size);
+        if (err)
+            break;
+        if (fn(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), &p, opaque))
+            break;
+    }
+    PQclear(r);
+    return err;
+}
+
+long long lt_account_lock_key(const char *tenant, const char *account_id)
+{
+    const char *parts[] = {"lattice.account", tenant, account_id};
+    return lt_db_lock_key(parts, 3);
+}
+
+static void key_text(const char *tenant, const char *account_id, char out[32])
+{
+    snprintf(out, 32, "%lld", lt_account_lock_key(tenant, account_id));
+}
+
+lt_err_t lt_account_lock(lt_db_t *db, const char *tenant, const char *account_id, char *errstr,
+                         size_t errstr_size)
+{
+    char key[32];
+    if (!lt_account_id_valid(tenant) || !lt_account_id_valid(account_id))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad tenant or account id");
+    key_text(tenant, account_id, key);
+    const char *params[] = {key};
+    return lt_db_exec(db, "account lock", "SELECT pg_advisory_lock($1::bigint)", 1, params, NULL,
+                      errstr, errstr_size);
+}
+
+lt_err_t lt_account_lock_timeout(lt_db_t *db, const char *tenant, const char *account_id,
+                                 int timeout_ms, char *errstr, size_t errstr_size)
+{
+    char key[32], ms[32];
+    if (!lt_account_id_valid(tenant) || !lt_account_id_valid(account_id))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad tenant or account id");
+    if (timeout_ms <= 0)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "lock timeout must be > 0 ms");
+    if (PQtransactionStatus(lt_db_conn(db)) != PQTRANS_IDLE)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "account lock with timeout: not inside a transaction");
+    key_text(tenant, account_id, key);
+    snprintf(ms, sizeof(ms), "%d", timeout_ms);
+    /* lock_timeout bounds the wait; SET LOCAL ends with the transaction
+     * while the session-level lock stays. */
+    lt_err_t err = lt_db_begin(db, errstr, errstr_size);
+    if (err)
+        return err;
+    const char *p1[] = {ms};
+    err = lt_db_exec(db, "account lock", "SELECT set_config('lock_timeout', $1, true)", 1, p1,
+                     NULL, errstr, errstr_size);
+    const char *p2[] = {key};
+    if (!err)
+        err = lt_db_exec(db, "account lock", "SELECT pg_advisory_lock($1::bigint)", 1, p2, NULL,
+                         errstr, errstr_size);
+    if (!err)
+        return lt_db_commit(db, errstr, errstr_size);
+    lt_db_rollback(db);
+    if (err == LT_ERR_TEMPORARY && lt_db_ok(db))
+        lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                  "account %s/%s is locked by another session (waited %d ms)", tenant, account_id,
+                  timeout_ms);
+    return err;
+}
+
+lt_err_t lt_account_trylock(lt_db_t *db, const char *tenant, const char *account_id,
+                            int *locked, char *errstr, size_t errstr_size)
+{
+    char key[32];
+    PGresult *r = NULL;
+    *locked = 0;
+    if (!lt_account_id_valid(tenant) || !lt_account_id_valid(account_id))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad tenant or account id");
+    key_text(tenant, account_id, key);
+    const char *params[] = {key};
+    lt_err_t err = lt_db_exec(db, "account trylock", "SELECT pg_try_advisory_lock($1::bigint)", 1,
+                              params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    *locked = !strcmp(PQgetvalue(r, 0, 0), "t");
+    PQclear(r);
+    return LT_OK;
+}
+
+lt_err_t lt_account_unlock(lt_db_t *db, const char *tenant, const char *account_id, char *errstr,
+                           size_t errstr_size)
+{
+    char key[32];
+    PGresult *r = NULL;
+    if (!lt_account_id_valid(tenant) || !lt_account_id_valid(account_id))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad tenant or account id");
+    key_text(tenant, account_id, key);
+    const char *params[] = {key};
+    lt_err_t err = lt_db_exec(db, "account unlock", "SELECT pg_advisory_unlock($1::bigint)", 1,
+                              params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    if (strcmp(PQgetvalue(r, 0, 0), "t") != 0)
+        err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND,
+                        "account %s/%s was not locked by this session", tenant, account_id);
+    PQclear(r);
+    return err;
+}
