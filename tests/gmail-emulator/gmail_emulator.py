@@ -909,8 +909,9 @@ class Emulator:
             b = self.buckets.get(addr)
             if b is None:
                 b = self.buckets[addr] = Bucket(cap)
-            b.tokens = min(cap, b.tokens + (now - b.t) * rate)
-            b.t = now
+            if now > b.t:
+                b.tokens = min(cap, b.tokens + (now - b.t) * rate)
+                b.t = now
             if b.tokens >= cost:
                 b.tokens -= cost
                 self.c["units_spent"] += cost

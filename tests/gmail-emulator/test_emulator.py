@@ -1,0 +1,845 @@
+"""Tests of the Gmail API emulator itself.
+
+Runs tests/gmail-emulator/run as a subprocess on a random port with a throwaway
+self-signed certificate (openssl), and talks to it over HTTPS with the
+standard library only.  Run:  python3 -m pytest -q tests/gmail-emulator
+"""
+
+import base64
+import email
+import email.policy
+import http.client
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import gmail_emulator  # noqa: E402  (unit tests of pure helpers)
+
+USER = "alice@example.com"
+RT = "rt-alice"
+CID = "client-1"
+SECRET = "secret-1"
+
+
+# ---------------------------------------------------------------------------
+# fixtures
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def server():
+    tmp = tempfile.mkdtemp(prefix="gmail-emu-test-")
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    state = os.path.join(tmp, "state")
+    log = open(os.path.join(tmp, "emulator.log"), "w")
+    proc = subprocess.Popen([os.path.join(HERE, "run"), "--port", "0", "--cert", cert,
+                             "--key", key, "--state-dir", state], stdout=log,
+                            stderr=subprocess.STDOUT)
+    ready = os.path.join(state, "gmail-emulator.ready")
+    deadline = time.time() + 20
+    while not os.path.exists(ready):
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError("emulator did not start: " + open(log.name).read())
+        time.sleep(0.05)
+    url = open(ready).read().strip()
+    port = int(url.rsplit(":", 1)[1])
+    ctx = ssl.create_default_context(cafile=cert)
+    yield {"port": port, "ctx": ctx, "proc": proc, "log": log.name}
+    proc.terminate()
+    assert proc.wait(timeout=10) == 0
+    assert not os.path.exists(ready)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Client:
+    def __init__(self, srv):
+        self.srv = srv
+        self.token = None
+
+    def conn(self, timeout=30):
+        return http.client.HTTPSConnection("127.0.0.1", self.srv["port"],
+                                           context=self.srv["ctx"], timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, auth=True, conn=None):
+        h = dict(headers or {})
+        if auth and self.token and "Authorization" not in h:
+            h["Authorization"] = "Bearer " + self.token
+        c = conn or self.conn()
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        if conn is None:
+            c.close()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), data
+
+    def json(self, method, path, body=None, headers=None, auth=True):
+        st, h, data = self.request(method, path, body, headers, auth)
+        return st, h, (json.loads(data) if data else None)
+
+    def ctl(self, method, path, obj=None):
+        st, _, data = self.json(method, "/_emulator" + path,
+                                json.dumps(obj).encode() if obj is not None else None,
+                                {"Content-Type": "application/json"}, auth=False)
+        return st, data
+
+    def refresh(self, rt=RT, cid=CID, secret=SECRET):
+        body = urllib.parse.urlencode({"grant_type": "refresh_token", "client_id": cid,
+                                       "client_secret": secret, "refresh_token": rt})
+        return self.json("POST", "/token", body,
+                         {"Content-Type": "application/x-www-form-urlencoded"}, auth=False)
+
+    def login(self):
+        st, _, tok = self.refresh()
+        assert st == 200, tok
+        self.token = tok["access_token"]
+        return tok
+
+    def api(self, path, **params):
+        q = urllib.parse.urlencode(params, doseq=True)
+        return self.json("GET", "/gmail/v1/users/me/" + path + ("?" + q if q else ""))
+
+
+@pytest.fixture
+def cl(server):
+    c = Client(server)
+    st, _ = c.ctl("POST", "/reset")
+    assert st == 200
+    st, _ = c.ctl("POST", "/config", {"quota_units_per_s": 0})  # quota off unless a test sets it
+    assert st == 200
+    st, _ = c.ctl("POST", "/users", {"email": USER, "refresh_token": RT, "client_id": CID,
+                                     "client_secret": SECRET})
+    assert st == 200
+    c.login()
+    return c
+
+
+def make_raw(subject="hello", date="Mon, 01 Jan 2024 10:00:00 +0000", attach=None):
+    lines = ["From: Bob <bob@example.net>", "To: " + USER, "Subject: " + subject,
+             "Date: " + date, "Message-ID: <%s@test.invalid>" % subject, "MIME-Version: 1.0"]
+    if attach is None:
+        lines += ["Content-Type: text/plain; charset=UTF-8", "", "Body of " + subject, ""]
+    else:
+        enc = base64.encodebytes(attach).decode().replace("\n", "\r\n")
+        lines += ['Content-Type: multipart/mixed; boundary="BB"', "", "--BB",
+                  "Content-Type: text/plain; charset=UTF-8", "", "Text of " + subject, "--BB",
+                  'Content-Type: application/pdf; name="a.pdf"',
+                  'Content-Disposition: attachment; filename="a.pdf"',
+                  "Content-Transfer-Encoding: base64", "", enc.rstrip("\r\n"), "--BB--", ""]
+    return "\r\n".join(lines).encode()
+
+
+def add_raw(cl, raw, **kw):
+    body = {"raw": base64.urlsafe_b64encode(raw).decode()}
+    body.update(kw)
+    st, res = cl.ctl("POST", "/users/%s/messages" % USER, body)
+    assert st == 200, res
+    return res
+
+
+def b64d(s):
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def google_error(body, code, reason):
+    err = body["error"]
+    assert err["code"] == code
+    assert err["errors"][0]["reason"] == reason
+    assert isinstance(err["message"], str) and err["message"]
+    assert "status" in err
+
+
+# ---------------------------------------------------------------------------
+# health, OAuth
+# ---------------------------------------------------------------------------
+
+def test_healthz(server):
+    c = Client(server)
+    st, _, body = c.json("GET", "/healthz", auth=False)
+    assert st == 200 and body["status"] == "ok"
+
+
+def test_token_refresh_success_shape(cl):
+    st, h, tok = cl.refresh()
+    assert st == 200
+    assert set(tok) == {"access_token", "expires_in", "scope", "token_type"}
+    assert tok["token_type"] == "Bearer" and tok["expires_in"] == 3599
+    assert "gmail" in tok["scope"]
+    assert "refresh_token" not in tok
+
+
+def test_token_basic_auth_client(cl):
+    body = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": RT})
+    basic = base64.b64encode(("%s:%s" % (CID, SECRET)).encode()).decode()
+    st, _, tok = cl.json("POST", "/token", body,
+                         {"Content-Type": "application/x-www-form-urlencoded",
+                          "Authorization": "Basic " + basic}, auth=False)
+    assert st == 200 and tok["access_token"]
+
+
+def test_token_errors(cl):
+    st, _, b = cl.refresh(rt="unknown")
+    assert st == 400 and b == {"error": "invalid_grant",
+                               "error_description": "Token has been expired or revoked."}
+    st, _, b = cl.refresh(secret="wrong")
+    assert st == 401 and b["error"] == "invalid_client"
+    st, _, b = cl.refresh(cid="nobody")
+    assert st == 401 and b["error"] == "invalid_client"
+    st, _, b = cl.json("POST", "/token", "grant_type=password",
+                       {"Content-Type": "application/x-www-form-urlencoded"}, auth=False)
+    assert st == 400 and b["error"] == "unsupported_grant_type"
+    st, _, b = cl.json("POST", "/token",
+                       "grant_type=refresh_token&client_id=%s&client_secret=%s" % (CID, SECRET),
+                       {"Content-Type": "application/x-www-form-urlencoded"}, auth=False)
+    assert st == 400 and b["error"] == "invalid_request"
+
+
+def test_revoke_refresh_token(cl):
+    st, b = cl.ctl("POST", "/tokens/revoke", {"refresh_token": RT})
+    assert st == 200 and b["revoked"]
+    st, _, b = cl.refresh()
+    assert st == 400 and b["error"] == "invalid_grant"
+    # the access tokens minted from it die with it
+    st, h, b = cl.api("profile")
+    assert st == 401
+    google_error(b, 401, "authError")
+
+
+def test_missing_and_invalid_access_token(cl):
+    st, h, b = cl.json("GET", "/gmail/v1/users/me/profile", auth=False)
+    assert st == 401
+    google_error(b, 401, "required")
+    assert h["www-authenticate"].startswith("Bearer realm=")
+    st, h, b = cl.json("GET", "/gmail/v1/users/me/profile",
+                       headers={"Authorization": "Bearer ya29.nope"})
+    assert st == 401
+    google_error(b, 401, "authError")
+    assert b["error"]["errors"][0]["location"] == "Authorization"
+    assert 'error="invalid_token"' in h["www-authenticate"]
+
+
+def test_expire_access_tokens_via_control_and_ttl(cl):
+    assert cl.api("profile")[0] == 200
+    st, b = cl.ctl("POST", "/tokens/expire", {"email": USER})
+    assert st == 200 and b["expired"] >= 1
+    assert cl.api("profile")[0] == 401
+    cl.ctl("POST", "/config", {"access_token_ttl_s": 1})
+    tok = cl.login()
+    assert tok["expires_in"] == 1
+    assert cl.api("profile")[0] == 200
+    time.sleep(1.2)
+    assert cl.api("profile")[0] == 401
+    cl.login()
+    assert cl.api("profile")[0] == 200
+
+
+def test_user_id_email_and_delegation(cl):
+    st, _, b = cl.json("GET", "/gmail/v1/users/%s/profile" % USER)
+    assert st == 200 and b["emailAddress"] == USER
+    st, _, b = cl.json("GET", "/gmail/v1/users/other@example.com/profile")
+    assert st == 403
+    google_error(b, 403, "forbidden")
+
+
+def test_unknown_route_is_google_html_404(cl):
+    st, h, data = cl.request("GET", "/gmail/v1/users/me/nothing-here")
+    assert st == 404 and h["content-type"].startswith("text/html")
+    assert b"That\xe2\x80\x99s an error" in data
+
+
+# ---------------------------------------------------------------------------
+# profile, messages.list
+# ---------------------------------------------------------------------------
+
+def test_profile_and_history_id_advances(cl):
+    st, _, p0 = cl.api("profile")
+    assert st == 200
+    assert p0 == {"emailAddress": USER, "messagesTotal": 0, "threadsTotal": 0,
+                  "historyId": p0["historyId"]}
+    add_raw(cl, make_raw("one"))
+    st, _, p1 = cl.api("profile")
+    assert p1["messagesTotal"] == 1 and p1["threadsTotal"] == 1
+    assert int(p1["historyId"]) > int(p0["historyId"])
+
+
+def test_list_empty_shape(cl):
+    st, _, b = cl.api("messages")
+    assert st == 200 and b == {"resultSizeEstimate": 0}
+
+
+def test_list_newest_first_paging_and_limits(cl):
+    st, g = cl.ctl("POST", "/users/%s/messages/generate" % USER,
+                   {"count": 1234, "size": 800, "start": 1700000000, "interval_s": 60})
+    assert st == 200 and g["count"] == 1234
+    seen, tok, pages = [], None, 0
+    while True:
+        params = {"maxResults": 500}
+        if tok:
+            params["pageToken"] = tok
+        st, _, b = cl.api("messages", **params)
+        assert st == 200
+        assert len(b["messages"]) <= 500
+        seen += [m["id"] for m in b["messages"]]
+        pages += 1
+        tok = b.get("nextPageToken")
+        if not tok:
+            break
+    assert pages == 3 and len(seen) == 1234 and len(set(seen)) == 1234
+    # newest first: ids of generated messages were created oldest first
+    assert seen == list(reversed(g["ids"])) if "ids" in g else True
+    st, _, b = cl.api("messages")
+    assert len(b["messages"]) == 100 and b["resultSizeEstimate"] == 1234  # default page
+    st, _, b = cl.api("messages", maxResults=100000)
+    assert len(b["messages"]) == 500  # capped
+    st, _, b = cl.api("messages", maxResults="x")
+    assert st == 400
+    st, _, b = cl.api("messages", pageToken="%%%")
+    assert st == 400
+
+
+def test_list_internal_dates_descending(cl):
+    cl.ctl("POST", "/users/%s/messages/generate" % USER,
+           {"count": 50, "start": 1700000000, "interval_s": 10})
+    add_raw(cl, make_raw("old", "Tue, 01 Jan 2019 00:00:00 +0000"))
+    st, _, b = cl.api("messages", maxResults=500)
+    dates = []
+    for m in b["messages"]:
+        st, _, full = cl.api("messages/" + m["id"], format="minimal")
+        dates.append(int(full["internalDate"]))
+    assert dates == sorted(dates, reverse=True)
+
+
+def test_list_label_filters_and_spam_trash(cl):
+    a = add_raw(cl, make_raw("a"), labelIds=["INBOX"])
+    b_ = add_raw(cl, make_raw("b"), labelIds=["INBOX", "UNREAD"])
+    c = add_raw(cl, make_raw("c"), labelIds=["SPAM"])
+    d = add_raw(cl, make_raw("d"), labelIds=["TRASH", "Label_7"])
+    ids = lambda r: {m["id"] for m in r.get("messages", [])}  # noqa: E731
+    st, _, r = cl.api("messages")
+    assert ids(r) == {a["id"], b_["id"]}
+    st, _, r = cl.api("messages", includeSpamTrash="true")
+    assert ids(r) == {a["id"], b_["id"], c["id"], d["id"]}
+    st, _, r = cl.api("messages", labelIds=["INBOX", "UNREAD"])
+    assert ids(r) == {b_["id"]}
+    st, _, r = cl.api("messages", labelIds="SPAM")
+    assert ids(r) == {c["id"]}
+    st, _, r = cl.api("messages", q="label:Label_7", includeSpamTrash="true")
+    assert ids(r) == {d["id"]}
+    st, _, r = cl.api("messages", q="in:inbox is:unread")
+    assert ids(r) == {b_["id"]}
+
+
+def test_list_query_after_before(cl):
+    # epoch seconds: after is inclusive, before exclusive (internalDate)
+    day = 86400
+    base = 1704067200  # 2024-01-01T00:00:00Z
+    for i in range(10):
+        add_raw(cl, make_raw("m%d" % i), internalDate=(base + i * day) * 1000)
+    ids = lambda r: len(r.get("messages", []))  # noqa: E731
+    st, _, r = cl.api("messages", q="after:%d before:%d" % (base + 2 * day, base + 5 * day))
+    assert st == 200 and ids(r) == 3
+    st, _, r = cl.api("messages", q="after:%d" % (base + 9 * day))
+    assert ids(r) == 1
+    # dates are midnight Pacific time: 2024/01/03 00:00 PST == 2024-01-03T08:00Z, so the
+    # message at 2024-01-03T00:00Z is before it
+    st, _, r = cl.api("messages", q="after:2024/01/03 before:2024/01/06")
+    assert ids(r) == 3  # 01-04, 01-05, 01-06 00:00Z (< 01-06 08:00Z)
+    st, _, r = cl.api("messages", q="from:bob")
+    assert st == 400  # unsupported terms fail loudly
+
+
+def test_query_parser_pacific_dates():
+    after, before, *_ = gmail_emulator.parse_query("after:2024/07/01 before:2024-12-01", 0)
+    assert after == int(datetime.fromisoformat("2024-07-01T00:00:00-07:00").timestamp() * 1000)
+    assert before == int(datetime.fromisoformat("2024-12-01T00:00:00-08:00").timestamp() * 1000)
+
+
+# ---------------------------------------------------------------------------
+# messages.get, attachments.get
+# ---------------------------------------------------------------------------
+
+def test_get_formats_roundtrip(cl):
+    raw = make_raw("fmt", attach=b"%PDF-1.4 binary \x00\x01\x02" * 50)
+    m = add_raw(cl, raw, labelIds=["INBOX", "Label_1"])
+    st, _, r = cl.api("messages/" + m["id"], format="raw")
+    assert st == 200
+    assert b64d(r["raw"]) == raw
+    # URL-safe alphabet with "=" padding (Google's own samples decode it with
+    # base64.urlsafe_b64decode, which requires the padding)
+    assert "+" not in r["raw"] and "/" not in r["raw"] and len(r["raw"]) % 4 == 0
+    assert set(r) == {"id", "threadId", "labelIds", "snippet", "sizeEstimate", "historyId",
+                      "internalDate", "raw"}
+    assert r["sizeEstimate"] == len(raw)
+    assert r["internalDate"] == str(1704103200000)  # from the Date header
+    assert r["labelIds"] == ["INBOX", "Label_1"]
+    assert r["snippet"].startswith("Text of fmt")
+    st, _, r = cl.api("messages/" + m["id"], format="minimal")
+    assert "payload" not in r and "raw" not in r
+    st, _, r = cl.api("messages/" + m["id"], format="metadata", metadataHeaders=["subject"])
+    assert r["payload"]["headers"] == [{"name": "Subject", "value": "fmt"}]
+    st, _, r = cl.api("messages/" + m["id"])  # default format=full
+    p = r["payload"]
+    assert p["partId"] == "" and p["mimeType"] == "multipart/mixed"
+    text, att = p["parts"]
+    assert text["partId"] == "0" and b64d(text["body"]["data"]).startswith(b"Text of fmt")
+    assert att["filename"] == "a.pdf" and "data" not in att["body"]
+    assert att["body"]["size"] == 50 * 19
+    st, _, a = cl.api("messages/%s/attachments/%s" % (m["id"], att["body"]["attachmentId"]))
+    assert st == 200 and a["size"] == 950
+    assert b64d(a["data"]) == b"%PDF-1.4 binary \x00\x01\x02" * 50
+    st, _, b = cl.api("messages/%s/attachments/%s" % (m["id"], "garbage"))
+    assert st == 400
+
+
+def test_get_errors(cl):
+    st, _, b = cl.api("messages/0123456789abcdef")
+    assert st == 404
+    google_error(b, 404, "notFound")
+    assert b["error"]["message"] == "Requested entity was not found."
+    st, _, b = cl.api("messages/not-hex!")
+    assert st == 400
+    m = add_raw(cl, make_raw("x"))
+    st, _, b = cl.api("messages/" + m["id"], format="bogus")
+    assert st == 400
+    google_error(b, 400, "invalidArgument")
+
+
+def test_get_fields_and_pretty_print(cl):
+    m = add_raw(cl, make_raw("f"))
+    st, _, data = cl.request("GET", "/gmail/v1/users/me/messages/%s?format=raw&fields=id,raw"
+                             "&prettyPrint=false" % m["id"])
+    assert st == 200 and b"\n" not in data
+    assert set(json.loads(data)) == {"id", "raw"}
+    st, _, b = cl.api("messages", fields="messages(id),nextPageToken")
+    assert b == {"messages": [{"id": m["id"]}]}
+
+
+def test_generated_messages_are_valid_mime(cl):
+    st, g = cl.ctl("POST", "/users/%s/messages/generate" % USER,
+                   {"count": 3, "size": 20000, "attachments": 2, "attachment_size": 5000,
+                    "thread_size": 3, "labelIds": ["INBOX"]})
+    st, _, r = cl.api("messages/" + g["ids"][1], format="raw")
+    raw = b64d(r["raw"])
+    assert abs(len(raw) - 20000) < 200 and r["sizeEstimate"] == len(raw)
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    atts = [p for p in msg.iter_attachments()]
+    assert len(atts) == 2 and all(len(p.get_content()) == 5000 for p in atts)
+    assert r["threadId"] == g["ids"][0]
+    st, _, p = cl.api("profile")
+    assert p["messagesTotal"] == 3 and p["threadsTotal"] == 1
+    # stable: the same bytes every time
+    st, _, r2 = cl.api("messages/" + g["ids"][1], format="raw")
+    assert r2["raw"] == r["raw"]
+
+
+# ---------------------------------------------------------------------------
+# history
+# ---------------------------------------------------------------------------
+
+def test_history_records_and_types(cl):
+    st, _, p = cl.api("profile")
+    h0 = p["historyId"]
+    m1 = add_raw(cl, make_raw("h1"))
+    m2 = add_raw(cl, make_raw("h2"))
+    st, r = cl.ctl("POST", "/users/%s/messages/%s/labels" % (USER, m1["id"]),
+                   {"add": ["STARRED"], "remove": ["UNREAD"]})
+    assert st == 200
+    st, r = cl.ctl("DELETE", "/users/%s/messages/%s" % (USER, m2["id"]))
+    assert st == 200
+    st, _, h = cl.api("history", startHistoryId=h0)
+    assert st == 200
+    recs = h["history"]
+    assert len(recs) == 5
+    ids = [int(x["id"]) for x in recs]
+    assert ids == sorted(ids) and len(set(ids)) == 5 and ids[0] > int(h0)
+    assert h["historyId"] == str(ids[-1])
+    assert recs[0]["messagesAdded"][0]["message"]["id"] == m1["id"]
+    assert recs[0]["messages"] == [{"id": m1["id"], "threadId": m1["threadId"]}]
+    assert recs[2]["labelsAdded"][0]["labelIds"] == ["STARRED"]
+    assert recs[3]["labelsRemoved"][0]["labelIds"] == ["UNREAD"]
+    assert recs[4]["messagesDeleted"][0]["message"]["id"] == m2["id"]
+    st, _, h = cl.api("history", startHistoryId=h0, historyTypes="messageAdded")
+    assert [x["messagesAdded"][0]["message"]["id"] for x in h["history"]] == [m1["id"],
+                                                                               m2["id"]]
+    st, _, h = cl.api("history", startHistoryId=h0,
+                      historyTypes=["messageDeleted", "labelAdded"])
+    assert len(h["history"]) == 2
+    st, _, h = cl.api("history", startHistoryId=h0, labelId="STARRED")
+    assert len(h["history"]) == 2  # the labelAdded and the labelRemoved (msg now starred)
+    st, _, h = cl.api("history", startHistoryId=h0, historyTypes="bogus")
+    assert st == 400
+    # message historyId: the last change that touched it
+    st, _, g = cl.api("messages/" + m1["id"], format="minimal")
+    assert g["historyId"] == recs[3]["id"]
+
+
+def test_history_paging_and_now(cl):
+    st, _, p = cl.api("profile")
+    h0 = p["historyId"]
+    cl.ctl("POST", "/users/%s/messages/generate" % USER, {"count": 25})
+    got, tok = [], None
+    while True:
+        params = {"startHistoryId": h0, "maxResults": 10}
+        if tok:
+            params["pageToken"] = tok
+        st, _, h = cl.api("history", **params)
+        got += [x["id"] for x in h.get("history", [])]
+        tok = h.get("nextPageToken")
+        if not tok:
+            break
+    assert len(got) == 25 and len(set(got)) == 25
+    st, _, p = cl.api("profile")
+    st, _, h = cl.api("history", startHistoryId=p["historyId"])
+    assert st == 200 and h == {"historyId": p["historyId"]}
+    st, _, h = cl.api("history", startHistoryId=str(int(p["historyId"]) + 1000))
+    assert st == 200 and h == {"historyId": p["historyId"]}
+
+
+def test_history_start_required(cl):
+    st, _, b = cl.api("history")
+    assert st == 400
+    google_error(b, 400, "invalidArgument")
+
+
+def test_history_retention_records_gives_404(cl):
+    cl.ctl("POST", "/config", {"history_retention_records": 10})
+    st, _, p = cl.api("profile")
+    h0 = p["historyId"]
+    assert cl.api("history", startHistoryId=h0)[0] == 200
+    cl.ctl("POST", "/users/%s/messages/generate" % USER, {"count": 15})
+    st, _, b = cl.api("history", startHistoryId=h0)
+    assert st == 404
+    google_error(b, 404, "notFound")
+    st, u = cl.ctl("GET", "/users/" + USER)
+    oldest = u["oldestValidStartHistoryId"]
+    st, _, h = cl.api("history", startHistoryId=oldest)
+    assert st == 200 and len(h["history"]) == 10
+    assert cl.api("history", startHistoryId=str(int(oldest) - 1))[0] == 404
+
+
+def test_history_retention_seconds_and_control_expire(cl):
+    cl.ctl("POST", "/config", {"history_retention_s": 0.5})
+    st, _, p = cl.api("profile")
+    h0 = p["historyId"]
+    add_raw(cl, make_raw("t"))
+    assert cl.api("history", startHistoryId=h0)[0] == 200
+    time.sleep(0.7)
+    assert cl.api("history", startHistoryId=h0)[0] == 404
+    cl.ctl("POST", "/config", {"history_retention_s": 0})
+    st, _, p = cl.api("profile")
+    assert cl.api("history", startHistoryId=p["historyId"])[0] == 200
+    add_raw(cl, make_raw("u"))
+    st, u = cl.ctl("POST", "/users/%s/history/expire" % USER, {})
+    assert st == 200
+    assert cl.api("history", startHistoryId=p["historyId"])[0] == 404
+
+
+# ---------------------------------------------------------------------------
+# quotas, concurrency, latency
+# ---------------------------------------------------------------------------
+
+def test_quota_429_rate_limit(cl):
+    m = add_raw(cl, make_raw("q"))
+    cl.ctl("POST", "/counters/reset")
+    cl.ctl("POST", "/config", {"quota_units_per_s": 10, "quota_burst_s": 1})
+    assert cl.api("messages/" + m["id"], format="minimal")[0] == 200
+    assert cl.api("messages/" + m["id"], format="minimal")[0] == 200
+    st, h, b = cl.api("messages/" + m["id"], format="minimal")
+    assert st == 429
+    google_error(b, 429, "rateLimitExceeded")
+    assert b["error"]["errors"][0]["domain"] == "usageLimits"
+    assert "Retry after" in b["error"]["message"]
+    assert int(h["retry-after"]) >= 1
+    assert cl.api("profile")[0] == 429  # 1 unit does not fit either... bucket is at ~0
+    time.sleep(0.6)
+    assert cl.api("messages/" + m["id"], format="minimal")[0] == 200  # refilled 5 units
+    st, c = cl.ctl("GET", "/counters")
+    assert c["units_spent"] == 15 and c["rate_limited_429"] == 2
+    assert c["by_method"]["gmail.users.messages.get"] == 4
+    assert c["units_by_user"][USER] == 15
+
+
+def test_quota_403_mode(cl):
+    cl.ctl("POST", "/config", {"quota_units_per_s": 1, "quota_mode": "403"})
+    assert cl.api("profile")[0] == 200
+    st, h, b = cl.api("profile")
+    assert st == 403
+    google_error(b, 403, "userRateLimitExceeded")
+    st, c = cl.ctl("GET", "/counters")
+    assert c["rate_limited_403"] == 1
+
+
+def test_quota_is_per_user(cl):
+    cl.ctl("POST", "/users", {"email": "bob@example.com", "refresh_token": "rt-bob",
+                              "client_id": CID, "client_secret": SECRET})
+    cl.ctl("POST", "/config", {"quota_units_per_s": 1})
+    assert cl.api("profile")[0] == 200
+    assert cl.api("profile")[0] == 429
+    bob = Client(cl.srv)
+    st, _, t = bob.refresh(rt="rt-bob")
+    bob.token = t["access_token"]
+    st, _, p = bob.api("profile")
+    assert st == 200 and p["emailAddress"] == "bob@example.com"
+
+
+def test_concurrency_limit_and_latency(cl):
+    cl.ctl("POST", "/config", {"latency_ms": 300, "concurrency_limit": 2})
+    cl.ctl("POST", "/counters/reset")
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(6) as ex:
+        res = list(ex.map(lambda _: cl.api("profile"), range(6)))
+    took = time.monotonic() - t0
+    codes = sorted(r[0] for r in res)
+    assert codes.count(200) >= 2 and codes.count(429) >= 1, codes
+    rej = [r for r in res if r[0] == 429][0]
+    assert rej[2]["error"]["message"] == "Too many concurrent requests for user"
+    assert took < 1.5  # latency is concurrent, not serialised
+    st, c = cl.ctl("GET", "/counters")
+    assert c["max_concurrency_by_user"][USER] == 2
+    assert c["concurrency_rejected"] == codes.count(429)
+
+
+def test_latency_does_not_block_other_users(cl):
+    users = []
+    for i in range(8):
+        addr = "u%d@example.com" % i
+        cl.ctl("POST", "/users", {"email": addr, "refresh_token": "rt%d" % i,
+                                  "client_id": CID, "client_secret": SECRET})
+        c = Client(cl.srv)
+        st, _, t = c.refresh(rt="rt%d" % i)
+        c.token = t["access_token"]
+        users.append(c)
+    cl.ctl("POST", "/config", {"latency_ms": 400})
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(16) as ex:
+        res = list(ex.map(lambda i: users[i % 8].api("profile"), range(16)))
+    took = time.monotonic() - t0
+    assert all(r[0] == 200 for r in res)
+    assert 0.4 <= took < 1.5
+
+
+# ---------------------------------------------------------------------------
+# faults
+# ---------------------------------------------------------------------------
+
+def test_fault_status_then_recovers(cl):
+    st, f = cl.ctl("POST", "/faults", {"kind": "status", "status": 503, "count": 2,
+                                       "match": "/profile"})
+    assert st == 200
+    assert cl.api("messages")[0] == 200  # does not match
+    st, _, b = cl.api("profile")
+    assert st == 503
+    google_error(b, 503, "backendError")
+    st, _, b = cl.api("profile")
+    assert st == 503
+    assert cl.api("profile")[0] == 200
+    cl.ctl("POST", "/faults", {"kind": "status", "status": 500})
+    st, _, b = cl.api("profile")
+    assert st == 500 and b["error"]["message"] == "Backend Error"
+    st, c = cl.ctl("GET", "/counters")
+    assert c["faults_injected"] == 3
+
+
+def test_fault_connection_reset(cl):
+    cl.ctl("POST", "/faults", {"kind": "reset"})
+    with pytest.raises((ConnectionError, http.client.RemoteDisconnected, ssl.SSLError,
+                        http.client.BadStatusLine)):
+        cl.api("profile")
+    assert cl.api("profile")[0] == 200
+
+
+def test_fault_truncated_body(cl):
+    cl.ctl("POST", "/faults", {"kind": "truncate"})
+    with pytest.raises((http.client.IncompleteRead, ConnectionError, ssl.SSLError)):
+        cl.api("profile")
+    assert cl.api("profile")[0] == 200
+
+
+def test_fault_malformed_json(cl):
+    cl.ctl("POST", "/faults", {"kind": "malformed"})
+    st, _, data = cl.request("GET", "/gmail/v1/users/me/profile")
+    assert st == 200
+    with pytest.raises(ValueError):
+        json.loads(data)
+    assert cl.api("profile")[0] == 200
+
+
+def test_fault_on_token_endpoint_and_delay(cl):
+    cl.ctl("POST", "/faults", {"kind": "status", "status": 500, "match": "/token"})
+    st, _, b = cl.refresh()
+    assert st == 500
+    cl.ctl("POST", "/faults", {"kind": "delay", "delay_ms": 300})
+    t0 = time.monotonic()
+    assert cl.api("profile")[0] == 200
+    assert time.monotonic() - t0 >= 0.3
+    st, f = cl.ctl("POST", "/faults", {"kind": "explode"})
+    assert st == 400
+
+
+# ---------------------------------------------------------------------------
+# batch
+# ---------------------------------------------------------------------------
+
+def batch_body(calls, boundary="batch_foobarbaz"):
+    out = []
+    for i, c in enumerate(calls):
+        out.append("--%s\r\nContent-Type: application/http\r\nContent-ID: <item%d>\r\n\r\n"
+                   "%s\r\n\r\n" % (boundary, i + 1, c))
+    out.append("--%s--\r\n" % boundary)
+    return "".join(out).encode()
+
+
+def parse_batch(h, data):
+    ctype = h["content-type"]
+    assert ctype.startswith("multipart/mixed; boundary=")
+    boundary = ctype.split("boundary=")[1].encode()
+    parts = []
+    for chunk in data.split(b"--" + boundary)[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, rest = chunk.lstrip(b"\r\n").partition(b"\r\n\r\n")
+        cid = [ln.split(b":", 1)[1].strip().decode() for ln in head.split(b"\r\n")
+               if ln.lower().startswith(b"content-id")]
+        status_line, _, rest2 = rest.partition(b"\r\n")
+        _, _, body = rest2.partition(b"\r\n\r\n")
+        parts.append((cid[0] if cid else None, int(status_line.split()[1]),
+                      json.loads(body.rstrip(b"\r\n")) if body.strip() else None))
+    return parts
+
+
+def test_batch_get_messages(cl):
+    m1 = add_raw(cl, make_raw("b1"))
+    m2 = add_raw(cl, make_raw("b2"))
+    cl.ctl("POST", "/counters/reset")
+    calls = ["GET /gmail/v1/users/me/messages/%s?format=raw" % m1["id"],
+             "GET /gmail/v1/users/me/messages/%s?format=minimal" % m2["id"],
+             "GET /gmail/v1/users/me/messages/0000000000000001",
+             "GET https://gmail.googleapis.com/gmail/v1/users/me/profile"]
+    st, h, data = cl.request("POST", "/batch/gmail/v1", batch_body(calls),
+                             {"Content-Type": "multipart/mixed; boundary=batch_foobarbaz"})
+    assert st == 200
+    parts = parse_batch(h, data)
+    assert [p[0] for p in parts] == ["<response-item1>", "<response-item2>",
+                                     "<response-item3>", "<response-item4>"]
+    assert [p[1] for p in parts] == [200, 200, 404, 400]
+    assert b64d(parts[0][2]["raw"]) == make_raw("b1")
+    assert parts[1][2]["id"] == m2["id"]
+    google_error(parts[2][2], 404, "notFound")
+    st, c = cl.ctl("GET", "/counters")
+    assert c["units_spent"] == 15 and c["batch_calls"] == 4 and c["batch_requests"] == 1
+
+
+def test_batch_inner_auth_quota_and_limit(cl):
+    m1 = add_raw(cl, make_raw("b1"))
+    # inner Authorization overrides; without any, each part is a 401
+    calls = ["GET /gmail/v1/users/me/profile\r\nAuthorization: Bearer " + cl.token,
+             "GET /gmail/v1/users/me/profile"]
+    st, h, data = cl.request("POST", "/batch/gmail/v1", batch_body(calls),
+                             {"Content-Type": "multipart/mixed; boundary=batch_foobarbaz"},
+                             auth=False)
+    assert [p[1] for p in parse_batch(h, data)] == [200, 401]
+    # each inner call pays its own units: 3 gets = 15 units > 12/s bucket
+    cl.ctl("POST", "/config", {"quota_units_per_s": 12})
+    calls = ["GET /gmail/v1/users/me/messages/%s?format=minimal" % m1["id"]] * 3
+    st, h, data = cl.request("POST", "/batch/gmail/v1", batch_body(calls),
+                             {"Content-Type": "multipart/mixed; boundary=batch_foobarbaz"})
+    codes = [p[1] for p in parse_batch(h, data)]
+    assert codes == [200, 200, 429]
+    cl.ctl("POST", "/config", {"quota_units_per_s": 0})
+    st, h, data = cl.request("POST", "/batch/gmail/v1",
+                             batch_body(["GET /gmail/v1/users/me/profile"] * 101),
+                             {"Content-Type": "multipart/mixed; boundary=batch_foobarbaz"})
+    assert st == 400
+    google_error(json.loads(data), 400, "badRequest")
+    st, h, data = cl.request("POST", "/batch/gmail/v1", b"{}",
+                             {"Content-Type": "application/json"})
+    assert st == 400
+
+
+def test_batch_inner_fault(cl):
+    cl.ctl("POST", "/faults", {"kind": "status", "status": 503, "in_batch": True})
+    st, h, data = cl.request("POST", "/batch/gmail/v1",
+                             batch_body(["GET /gmail/v1/users/me/profile"] * 2),
+                             {"Content-Type": "multipart/mixed; boundary=batch_foobarbaz"})
+    assert st == 200
+    assert [p[1] for p in parse_batch(h, data)] == [503, 200]
+
+
+# ---------------------------------------------------------------------------
+# control API, keep-alive, gzip, scale
+# ---------------------------------------------------------------------------
+
+def test_control_errors(cl):
+    st, b = cl.ctl("GET", "/users/nobody@example.com")
+    assert st == 404
+    st, b = cl.ctl("POST", "/config", {"no_such_key": 1})
+    assert st == 400
+    st, b = cl.ctl("GET", "/nothing")
+    assert st == 404
+    st, b = cl.ctl("DELETE", "/users/%s/messages/ffff" % USER)
+    assert st == 404
+
+
+def test_keepalive_and_gzip(cl):
+    cl.ctl("POST", "/users/%s/messages/generate" % USER, {"count": 300})
+    c = cl.conn()
+    for _ in range(5):
+        st, h, data = cl.request("GET", "/gmail/v1/users/me/messages?maxResults=300",
+                                 headers={"Accept-Encoding": "gzip"}, conn=c)
+        assert st == 200 and h.get("content-encoding") == "gzip"
+    import gzip
+    assert len(json.loads(gzip.decompress(data))["messages"]) == 300
+    c.close()
+
+
+def test_delete_user_and_tokens(cl):
+    st, b = cl.ctl("DELETE", "/users/" + USER)
+    assert st == 200
+    assert cl.refresh()[0] == 400
+    assert cl.api("profile")[0] == 401
+
+
+def test_scale_20k_messages(cl):
+    t0 = time.monotonic()
+    st, g = cl.ctl("POST", "/users/%s/messages/generate" % USER,
+                   {"count": 20000, "size": 3000, "return_ids": False})
+    gen_s = time.monotonic() - t0
+    assert st == 200 and g["count"] == 20000 and "ids" not in g
+    assert gen_s < 20, gen_s
+    t0 = time.monotonic()
+    n, tok = 0, None
+    while True:
+        params = {"maxResults": 500, "prettyPrint": "false"}
+        if tok:
+            params["pageToken"] = tok
+        st, _, b = cl.api("messages", **params)
+        n += len(b["messages"])
+        tok = b.get("nextPageToken")
+        if not tok:
+            break
+    assert n == 20000
+    assert time.monotonic() - t0 < 10
+    st, _, r = cl.api("messages/" + g["last_id"], format="raw")
+    assert st == 200 and abs(len(b64d(r["raw"])) - 3000) < 100
+
+
+def test_sigterm_clean_exit_is_checked_by_fixture(server):
+    # the session fixture asserts exit code 0 and removal of the ready file
+    assert server["proc"].poll() is None
