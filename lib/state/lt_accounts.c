@@ -24,12 +24,12 @@ struct lt_account_s {
     char *status_reason;
 };
 
-#define ACCOUNT_COLUMNS                                                                           \
-    "id, tenant_id, account_id, provider, enabled, config_json::text, data_classification, "      \
+#define ACCOUNT_COLUMNS                                                                            \
+    "id, tenant_id, account_id, provider, enabled, config_json::text, data_classification, "       \
     "status, status_reason"
 
 static const char *const k_secret_keys[] = {
-    "password", "passwd",        "token",  "access_token", "refresh_token",
+    "password",      "passwd", "token",   "access_token", "refresh_token",
     "client_secret", "secret", "api_key", "private_key",  NULL,
 };
 
@@ -185,8 +185,8 @@ lt_err_t lt_account_load(lt_db_t *db, const char *tenant, const char *account_id
         goto out;
     }
     if (!a->config) {
-        err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "account %s/%s: %s", tenant,
-                        account_id, jerr);
+        err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "account %s/%s: %s", tenant, account_id,
+                        jerr);
         goto out;
     }
     if ((err = lt_account_config_check(a->config, jerr, sizeof(jerr))) != LT_OK) {
@@ -245,8 +245,8 @@ lt_err_t lt_account_set_status(lt_db_t *db, const char *tenant, const char *acco
     lt_err_t err = check_ids(tenant, account_id, errstr, errstr_size);
     if (err)
         return err;
-    if (!status || (strcmp(status, "active") && strcmp(status, "needs_reauth") &&
-                    strcmp(status, "flagged")))
+    if (!status ||
+        (strcmp(status, "active") && strcmp(status, "needs_reauth") && strcmp(status, "flagged")))
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                          "account status must be active, needs_reauth or flagged");
     char capped[LT_ACCOUNT_REASON_MAX + 1];
@@ -268,8 +268,7 @@ lt_err_t lt_account_set_status(lt_db_t *db, const char *tenant, const char *acco
 }
 
 lt_err_t lt_accounts_list_enabled(lt_db_t *db, const char *provider, const char *tenant,
-                                  lt_account_fn fn, void *opaque, char *errstr,
-                                  size_t errstr_size)
+                                  lt_account_fn fn, void *opaque, char *errstr, size_t errstr_size)
 {
     PGconn *conn = lt_db_conn(db);
     lt_err_t err = LT_OK;
@@ -277,7 +276,8 @@ lt_err_t lt_accounts_list_enabled(lt_db_t *db, const char *provider, const char 
     const char *params[] = {provider, tenant};
 
     if (!lt_db_ok(db))
-        return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "list accounts: connection is broken");
+        return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                         "list accounts: connection is broken");
     /* provider/tenant NULL: `$n IS NULL OR` keeps one plan shape; with a
      * provider the partial index (provider, tenant_id, account_id) WHERE
      * enabled gives the order. */
@@ -289,7 +289,8 @@ lt_err_t lt_accounts_list_enabled(lt_db_t *db, const char *provider, const char 
                            2, NULL, params, NULL, NULL, 0))
         return lt_db_result_error(db, "list accounts", NULL, errstr, errstr_size);
     if (!PQsetSingleRowMode(conn)) {
-        err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "list accounts: single-row mode refused");
+        err =
+            lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "list accounts: single-row mode refused");
         /* fall through to drain */
     }
     PGresult *r;
@@ -337,8 +338,9 @@ lt_err_t lt_account_upsert(lt_db_t *db, const char *tenant, const char *account_
     json_object_put(o);
     if (err)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "%s", cerr);
-    const char *params[] = {tenant, account_id, provider, enabled ? "true" : "false", cfg,
-                            classification ? classification : "confidential"};
+    const char *params[] = {tenant,   account_id,
+                            provider, enabled ? "true" : "false",
+                            cfg,      classification ? classification : "confidential"};
     return lt_db_exec(db, "upsert account",
                       "INSERT INTO mail_accounts (tenant_id, account_id, provider, enabled, "
                       "config_json, data_classification) VALUES ($1, $2, $3, $4::boolean, "

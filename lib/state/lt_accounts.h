@@ -35,7 +35,7 @@ const char *lt_account_provider(const lt_account_t *a); /* "gmail" | "imap" */
 int lt_account_enabled(const lt_account_t *a);
 json_object *lt_account_config(const lt_account_t *a); /* a JSON object; borrowed */
 const char *lt_account_classification(const lt_account_t *a);
-const char *lt_account_status(const lt_account_t *a); /* active|needs_reauth|flagged */
+const char *lt_account_status(const lt_account_t *a);        /* active|needs_reauth|flagged */
 const char *lt_account_status_reason(const lt_account_t *a); /* NULL when none */
 
 /* 1 when s is a valid tenant or account id ([A-Za-z0-9._:-], 1..128). */
@@ -59,8 +59,7 @@ lt_err_t lt_account_set_status(lt_db_t *db, const char *tenant, const char *acco
  * lt_account_config_check() are still listed (the worker refuses them). */
 typedef int (*lt_account_fn)(const lt_account_t *a, void *opaque);
 lt_err_t lt_accounts_list_enabled(lt_db_t *db, const char *provider, const char *tenant,
-                                  lt_account_fn fn, void *opaque, char *errstr,
-                                  size_t errstr_size);
+                                  lt_account_fn fn, void *opaque, char *errstr, size_t errstr_size);
 
 /* Insert or update an account (for seeding and tests). config_json: a JSON
  * object as text (NULL = "{}"); classification NULL = "confidential".

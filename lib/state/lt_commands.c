@@ -54,8 +54,8 @@ lt_err_t lt_command_start(lt_db_t *db, const lt_command_info_t *c, int *attempt,
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                          "command start needs command id (1..256 bytes), tenant, account, "
                          "provider and kind");
-    const char *params[] = {c->command_id, c->tenant,   c->account_id, c->provider,
-                            c->kind,       c->scope,    c->worker_id};
+    const char *params[] = {c->command_id, c->tenant, c->account_id, c->provider,
+                            c->kind,       c->scope,  c->worker_id};
     /* `prev` reads the row before the upsert (the statement's snapshot);
      * FOR UPDATE is not needed: the upsert itself serialises on the key. */
     lt_err_t err = lt_db_exec(
@@ -168,9 +168,10 @@ lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, lt_command_s
     if (!id_ok(command_id))
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad command id");
     const char *params[] = {command_id};
-    lt_err_t err = lt_db_exec(db, "command status",
-                              "SELECT status, attempt FROM mail_sync_commands WHERE command_id = $1",
-                              1, params, &r, errstr, errstr_size);
+    lt_err_t err =
+        lt_db_exec(db, "command status",
+                   "SELECT status, attempt FROM mail_sync_commands WHERE command_id = $1", 1,
+                   params, &r, errstr, errstr_size);
     if (err)
         return err;
     if (PQntuples(r) == 0) {
@@ -186,8 +187,7 @@ lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, lt_command_s
 }
 
 lt_err_t lt_commands_in_flight(lt_db_t *db, const char *tenant, const char *account_id,
-                               int stale_after_s, int *in_flight, char *errstr,
-                               size_t errstr_size)
+                               int stale_after_s, int *in_flight, char *errstr, size_t errstr_size)
 {
     char secs[16];
     PGresult *r = NULL;
@@ -197,11 +197,12 @@ lt_err_t lt_commands_in_flight(lt_db_t *db, const char *tenant, const char *acco
                          "in-flight check needs tenant, account and stale_after_s > 0");
     snprintf(secs, sizeof(secs), "%d", stale_after_s);
     const char *params[] = {tenant, account_id, secs};
-    lt_err_t err = lt_db_exec(db, "in-flight check",
-                              "SELECT EXISTS (SELECT 1 FROM mail_sync_commands WHERE tenant_id = $1 "
-                              "AND account_id = $2 AND status = 'running' AND heartbeat_at > "
-                              "now() - make_interval(secs => $3::integer))",
-                              3, params, &r, errstr, errstr_size);
+    lt_err_t err =
+        lt_db_exec(db, "in-flight check",
+                   "SELECT EXISTS (SELECT 1 FROM mail_sync_commands WHERE tenant_id = $1 "
+                   "AND account_id = $2 AND status = 'running' AND heartbeat_at > "
+                   "now() - make_interval(secs => $3::integer))",
+                   3, params, &r, errstr, errstr_size);
     if (err)
         return err;
     *in_flight = !strcmp(PQgetvalue(r, 0, 0), "t");

@@ -33,8 +33,8 @@ typedef struct {
     const char *tenant;
     const char *account_id;
     const char *provider;
-    const char *kind;   /* e.g. "incremental", "backfill" */
-    const char *scope;  /* NULL when the command has none */
+    const char *kind;  /* e.g. "incremental", "backfill" */
+    const char *scope; /* NULL when the command has none */
     const char *worker_id;
 } lt_command_info_t;
 
@@ -74,8 +74,7 @@ lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, lt_command_s
 /* For the scheduler: *in_flight = 1 when a command for the account is
  * running with a heartbeat newer than stale_after_s seconds. */
 lt_err_t lt_commands_in_flight(lt_db_t *db, const char *tenant, const char *account_id,
-                               int stale_after_s, int *in_flight, char *errstr,
-                               size_t errstr_size);
+                               int stale_after_s, int *in_flight, char *errstr, size_t errstr_size);
 
 /* The bulk variant: fn(tenant, account_id, opaque) for every account with
  * such a command (each account once); fn must not use db; non-zero stops.

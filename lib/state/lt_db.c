@@ -125,9 +125,8 @@ lt_err_t lt_db_classify_sqlstate(const char *s)
     if (!s || strlen(s) != 5)
         return LT_ERR_TEMPORARY;
     if (!strncmp(s, "08", 2) || !strcmp(s, "40001") || !strcmp(s, "40P01") ||
-        !strncmp(s, "53", 2) || !strcmp(s, "55P03") || !strcmp(s, "57014") ||
-        !strcmp(s, "57P01") || !strcmp(s, "57P02") || !strcmp(s, "57P03") ||
-        !strcmp(s, "57P04"))
+        !strncmp(s, "53", 2) || !strcmp(s, "55P03") || !strcmp(s, "57014") || !strcmp(s, "57P01") ||
+        !strcmp(s, "57P02") || !strcmp(s, "57P03") || !strcmp(s, "57P04"))
         return LT_ERR_TEMPORARY;
     if (!strncmp(s, "23", 2) || !strncmp(s, "22", 2))
         return LT_ERR_INVALID;

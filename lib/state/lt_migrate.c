@@ -20,8 +20,8 @@ typedef struct {
     char *name;
     char *sql; /* NULL for a database-only row */
     char sha256[65];
-    char *applied_at;    /* database rows only */
-    char db_sha256[65];  /* database rows only */
+    char *applied_at;   /* database rows only */
+    char db_sha256[65]; /* database rows only */
     int in_dir, in_db;
 } migration_t;
 
@@ -134,8 +134,8 @@ static lt_err_t read_file(const char *path, char **out, char *errstr, size_t err
     size_t r;
     while ((r = fread(chunk, 1, sizeof(chunk), f)) > 0) {
         if (lt_buf_append(b, chunk, r)) {
-            err = lt_seterr(errstr, errstr_size, LT_ERR_TOO_BIG, "%s is larger than %d bytes",
-                            path, LT_MIGRATION_FILE_MAX);
+            err = lt_seterr(errstr, errstr_size, LT_ERR_TOO_BIG, "%s is larger than %d bytes", path,
+                            LT_MIGRATION_FILE_MAX);
             goto out;
         }
     }
@@ -161,8 +161,8 @@ static lt_err_t load_dir(const char *dir, migration_list_t *l, char *errstr, siz
     char *path = NULL;
     DIR *d = opendir(dir);
     if (!d)
-        return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "cannot open migrations directory %s: %s",
-                         dir, strerror(errno));
+        return lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
+                         "cannot open migrations directory %s: %s", dir, strerror(errno));
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
@@ -179,14 +179,14 @@ static lt_err_t load_dir(const char *dir, migration_list_t *l, char *errstr, siz
         }
         migration_t *dup = list_find(l, v);
         if (dup) {
-            err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
-                            "%s: version %d is used by both %s and %s", dir, v, dup->name,
-                            e->d_name);
+            err =
+                lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
+                          "%s: version %d is used by both %s and %s", dir, v, dup->name, e->d_name);
             goto out;
         }
         if (l->n >= LT_MIGRATION_COUNT_MAX) {
-            err = lt_seterr(errstr, errstr_size, LT_ERR_TOO_BIG, "%s: more than %d migrations",
-                            dir, LT_MIGRATION_COUNT_MAX);
+            err = lt_seterr(errstr, errstr_size, LT_ERR_TOO_BIG, "%s: more than %d migrations", dir,
+                            LT_MIGRATION_COUNT_MAX);
             goto out;
         }
         size_t plen = strlen(dir) + strlen(e->d_name) + 2;
@@ -212,8 +212,9 @@ out:
 static lt_err_t load_applied(lt_db_t *db, migration_list_t *l, char *errstr, size_t errstr_size)
 {
     PGresult *r = NULL;
-    lt_err_t err = lt_db_exec(db, "schema_migrations", "SELECT to_regclass('schema_migrations') IS NOT NULL",
-                              0, NULL, &r, errstr, errstr_size);
+    lt_err_t err =
+        lt_db_exec(db, "schema_migrations", "SELECT to_regclass('schema_migrations') IS NOT NULL",
+                   0, NULL, &r, errstr, errstr_size);
     if (err)
         return err;
     int exists = !strcmp(PQgetvalue(r, 0, 0), "t");
@@ -306,9 +307,9 @@ static lt_err_t apply_one(lt_db_t *db, const char *dir, migration_t *m, char *er
     }
     PQclear(r);
     if (PQtransactionStatus(lt_db_conn(db)) != PQTRANS_INTRANS) {
-        err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
-                        "%s ended the transaction: a migration must not contain BEGIN/COMMIT",
-                        what);
+        err =
+            lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
+                      "%s ended the transaction: a migration must not contain BEGIN/COMMIT", what);
         goto out;
     }
     char version[16];

@@ -24,16 +24,16 @@
 #include "lt_err.h"
 
 typedef enum {
-    LT_MIGRATION_PENDING,  /* in the directory, not applied */
-    LT_MIGRATION_APPLIED,  /* applied, file unchanged */
-    LT_MIGRATION_CHANGED,  /* applied, but the file's sha256 differs */
-    LT_MIGRATION_MISSING,  /* applied, but no such file in the directory */
+    LT_MIGRATION_PENDING, /* in the directory, not applied */
+    LT_MIGRATION_APPLIED, /* applied, file unchanged */
+    LT_MIGRATION_CHANGED, /* applied, but the file's sha256 differs */
+    LT_MIGRATION_MISSING, /* applied, but no such file in the directory */
 } lt_migration_state_t;
 
 /* A plain value carrier; its strings are borrowed for the callback only. */
 typedef struct {
     int version;
-    const char *name;       /* file name, e.g. "0001_mail_accounts.sql" */
+    const char *name; /* file name, e.g. "0001_mail_accounts.sql" */
     lt_migration_state_t state;
     const char *sha256;     /* hex of the file (or, if MISSING, as recorded) */
     const char *applied_at; /* server's text form, NULL when not applied */

@@ -36,8 +36,9 @@ lt_err_t lt_watermark_to_json(const char *provider, const lt_watermark_t *wm,
     if (provider && !strcmp(provider, "imap")) {
         if (wm->uidvalidity == 0)
             return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "imap uidvalidity must be >= 1");
-        snprintf(out, LT_WATERMARK_JSON_MAX, "{\"uidvalidity\": %" PRIu32 ", \"last_uid\": %" PRIu32 "}",
-                 wm->uidvalidity, wm->last_uid);
+        snprintf(out, LT_WATERMARK_JSON_MAX,
+                 "{\"uidvalidity\": %" PRIu32 ", \"last_uid\": %" PRIu32 "}", wm->uidvalidity,
+                 wm->last_uid);
         return LT_OK;
     }
     return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "provider must be gmail or imap");
@@ -196,8 +197,7 @@ lt_err_t lt_watermark_set(lt_db_t *db, const char *tenant, const char *account_i
 
 lt_err_t lt_watermark_pending_put(lt_db_t *db, const char *tenant, const char *account_id,
                                   const char *scope, const char *provider,
-                                  const lt_watermark_pending_t *p, char *errstr,
-                                  size_t errstr_size)
+                                  const lt_watermark_pending_t *p, char *errstr, size_t errstr_size)
 {
     char json[LT_WATERMARK_JSON_MAX], part[16], off[32];
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
@@ -214,9 +214,9 @@ lt_err_t lt_watermark_pending_put(lt_db_t *db, const char *tenant, const char *a
         return err;
     snprintf(part, sizeof(part), "%" PRId32, p->marker_partition);
     snprintf(off, sizeof(off), "%" PRId64, p->marker_offset);
-    const char *params[] = {tenant,          account_id,      scope, provider, json,
-                            p->resync ? "true" : "false", p->command_id, p->marker_topic, part,
-                            off};
+    const char *params[] = {
+        tenant,        account_id,      scope, provider, json, p->resync ? "true" : "false",
+        p->command_id, p->marker_topic, part,  off};
     return lt_db_exec(
         db, "put pending watermark",
         "INSERT INTO mail_watermark_pending (tenant_id, account_id, scope, provider, "
@@ -230,7 +230,7 @@ lt_err_t lt_watermark_pending_put(lt_db_t *db, const char *tenant, const char *a
         10, params, NULL, errstr, errstr_size);
 }
 
-#define PENDING_COLUMNS                                                                           \
+#define PENDING_COLUMNS                                                                            \
     "watermark_json::text, resync, command_id, marker_topic, marker_partition, marker_offset"
 
 static lt_err_t pending_from_row(const PGresult *r, int i, int col0, const char *provider,
@@ -311,8 +311,8 @@ static lt_err_t pending_delete(lt_db_t *db, const char *what, const char *tenant
 
 lt_err_t lt_watermark_pending_apply(lt_db_t *db, const char *tenant, const char *account_id,
                                     const char *scope, const char *provider,
-                                    const lt_watermark_pending_t *expect, int *stored,
-                                    char *errstr, size_t errstr_size)
+                                    const lt_watermark_pending_t *expect, int *stored, char *errstr,
+                                    size_t errstr_size)
 {
     PGresult *r = NULL;
     int began = 0;
@@ -324,8 +324,8 @@ lt_err_t lt_watermark_pending_apply(lt_db_t *db, const char *tenant, const char 
     if ((err = lt_db_begin(db, errstr, errstr_size)) != LT_OK)
         goto out;
     began = 1;
-    err = pending_delete(db, "apply pending watermark", tenant, account_id, scope, provider,
-                         expect, &r, errstr, errstr_size);
+    err = pending_delete(db, "apply pending watermark", tenant, account_id, scope, provider, expect,
+                         &r, errstr, errstr_size);
     if (err)
         goto out;
     err = upsert(db, tenant, account_id, scope, provider, PQgetvalue(r, 0, 0),
@@ -429,8 +429,8 @@ lt_err_t lt_account_lock_timeout(lt_db_t *db, const char *tenant, const char *ac
     if (err)
         return err;
     const char *p1[] = {ms};
-    err = lt_db_exec(db, "account lock", "SELECT set_config('lock_timeout', $1, true)", 1, p1,
-                     NULL, errstr, errstr_size);
+    err = lt_db_exec(db, "account lock", "SELECT set_config('lock_timeout', $1, true)", 1, p1, NULL,
+                     errstr, errstr_size);
     const char *p2[] = {key};
     if (!err)
         err = lt_db_exec(db, "account lock", "SELECT pg_advisory_lock($1::bigint)", 1, p2, NULL,
@@ -445,8 +445,8 @@ lt_err_t lt_account_lock_timeout(lt_db_t *db, const char *tenant, const char *ac
     return err;
 }
 
-lt_err_t lt_account_trylock(lt_db_t *db, const char *tenant, const char *account_id,
-                            int *locked, char *errstr, size_t errstr_size)
+lt_err_t lt_account_trylock(lt_db_t *db, const char *tenant, const char *account_id, int *locked,
+                            char *errstr, size_t errstr_size)
 {
     char key[32];
     PGresult *r = NULL;

@@ -93,8 +93,8 @@ lt_err_t lt_watermark_pending_get(lt_db_t *db, const char *tenant, const char *a
  * LT_ERR_NOT_FOUND when there is no pending row. */
 lt_err_t lt_watermark_pending_apply(lt_db_t *db, const char *tenant, const char *account_id,
                                     const char *scope, const char *provider,
-                                    const lt_watermark_pending_t *expect, int *stored,
-                                    char *errstr, size_t errstr_size);
+                                    const lt_watermark_pending_t *expect, int *stored, char *errstr,
+                                    size_t errstr_size);
 
 /* Recovery "aborted": delete the pending row (`expect` as above).
  * LT_ERR_NOT_FOUND when there is none. */
@@ -123,8 +123,8 @@ lt_err_t lt_account_lock(lt_db_t *db, const char *tenant, const char *account_id
 lt_err_t lt_account_lock_timeout(lt_db_t *db, const char *tenant, const char *account_id,
                                  int timeout_ms, char *errstr, size_t errstr_size);
 /* Do not wait: *locked = 1 when acquired, 0 when another session holds it. */
-lt_err_t lt_account_trylock(lt_db_t *db, const char *tenant, const char *account_id,
-                            int *locked, char *errstr, size_t errstr_size);
+lt_err_t lt_account_trylock(lt_db_t *db, const char *tenant, const char *account_id, int *locked,
+                            char *errstr, size_t errstr_size);
 /* LT_ERR_NOT_FOUND when this connection did not hold it. */
 lt_err_t lt_account_unlock(lt_db_t *db, const char *tenant, const char *account_id, char *errstr,
                            size_t errstr_size);

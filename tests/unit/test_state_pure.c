@@ -85,7 +85,7 @@ static void test_classify(void)
         const char *state;
         lt_err_t want;
     } cases[] = {
-        {"08006", LT_ERR_TEMPORARY}, /* connection failure */
+        {"08006", LT_ERR_TEMPORARY},                              /* connection failure */
         {"08003", LT_ERR_TEMPORARY}, {"40001", LT_ERR_TEMPORARY}, /* serialization */
         {"40P01", LT_ERR_TEMPORARY},                              /* deadlock */
         {"53300", LT_ERR_TEMPORARY},                              /* too many connections */
