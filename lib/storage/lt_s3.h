@@ -1,0 +1,98 @@
+/* lt_s3: a small S3 client (libcurl, AWS Signature V4) for the raw mail store.
+ *
+ * Requests are signed by libcurl's CURLOPT_AWS_SIGV4 ("aws:amz:<region>:s3").
+ * Every request carries x-amz-content-sha256 with the SHA-256 of its payload
+ * (computed here with OpenSSL; libcurl 7.88 signs the header's value), so
+ * S3 verifies what it stores. Uploads from a file are hashed first, then
+ * streamed (the file is read twice, never held in memory).
+ *
+ * Keys are given as is (see lt_objkey.h for how this project forms them) and
+ * must pass lt_objkey_is_safe(); they are URI-encoded per SigV4 in the
+ * request path (each byte outside [A-Za-z0-9-._~/] as %XX).
+ *
+ * Errors: LT_ERR_TEMPORARY for network failures, timeouts, 5xx, 429, 408,
+ * SlowDown/RequestTimeout/RequestTimeTooSkewed; LT_ERR_NOT_FOUND for 404
+ * (NoSuchKey); LT_ERR_TOO_BIG when a GET exceeds the caller's buffer cap or
+ * S3 says EntityTooLarge; LT_ERR_FINAL for every other refusal (403
+ * SignatureDoesNotMatch, InvalidAccessKeyId, AccessDenied, NoSuchBucket, 400,
+ * a TLS certificate that does not verify); LT_ERR_INVALID for bad arguments.
+ * errstr then holds the method, key, HTTP status and S3's error Code and
+ * Message (never a credential).
+ *
+ * Threads: an lt_s3_t keeps one libcurl easy handle, so connections are
+ * reused between requests; it is NOT thread-safe: use one lt_s3_t per
+ * thread. main() should call curl_global_init() before starting threads. */
+#ifndef LT_S3_H
+#define LT_S3_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lt_buf.h"
+#include "lt_err.h"
+
+typedef struct lt_s3_s lt_s3_t;
+
+#define LT_S3_SHA256_HEX 65 /* 64 hex digits + NUL */
+#define LT_S3_ETAG_MAX 128
+#define LT_S3_PUT_MAX ((uint64_t)5 << 30) /* S3's limit for one PUT: 5 GiB */
+
+/* endpoint: "http(s)://host[:port]" (no path). region: e.g. "us-east-1".
+ * path_style: 1 for https://host/bucket/key (MinIO), 0 for
+ * https://bucket.host/key (AWS). ca_file: PEM bundle to verify the server
+ * with, NULL for the system store (verification is always on).
+ * timeout_s: limit for one whole request. All strings are copied; the
+ * secret is wiped from memory by lt_s3_destroy(). NULL on bad arguments. */
+lt_s3_t *lt_s3_new(const char *endpoint, const char *region, const char *bucket,
+                   const char *access_key_id, const char *secret_access_key, int path_style,
+                   const char *ca_file, long timeout_s, char *errstr, size_t errstr_size);
+void lt_s3_destroy(lt_s3_t *s3);
+
+const char *lt_s3_bucket(const lt_s3_t *s3);
+
+/* Store len bytes (data may be NULL when len is 0) under key; the same key
+ * again overwrites (idempotent). content_type NULL: application/octet-stream.
+ * sha256_hex_out (may be NULL) receives the SHA-256 of the data, which is
+ * also stored as user metadata (x-amz-meta-lattice-sha256). */
+lt_err_t lt_s3_put(lt_s3_t *s3, const char *key, const void *data, size_t len,
+                   const char *content_type, char sha256_hex_out[LT_S3_SHA256_HEX],
+                   char *errstr, size_t errstr_size);
+
+/* Store the whole regular file open at fd (read with pread from offset 0;
+ * the file position is not used). The file is hashed first, then streamed.
+ * size_out (may be NULL) receives its size. The fd stays the caller's. */
+lt_err_t lt_s3_put_file(lt_s3_t *s3, const char *key, int fd, const char *content_type,
+                        char sha256_hex_out[LT_S3_SHA256_HEX], uint64_t *size_out,
+                        char *errstr, size_t errstr_size);
+
+/* Fetch an object into out (reset first; its cap applies: LT_ERR_TOO_BIG). */
+lt_err_t lt_s3_get(lt_s3_t *s3, const char *key, lt_buf_t *out, char *errstr,
+                   size_t errstr_size);
+
+/* Object metadata. Any output may be NULL. etag without quotes; sha256_hex
+ * is "" when the object carries no x-amz-meta-lattice-sha256. */
+lt_err_t lt_s3_head(lt_s3_t *s3, const char *key, uint64_t *size_out,
+                    char etag_out[LT_S3_ETAG_MAX], char sha256_hex_out[LT_S3_SHA256_HEX],
+                    char *errstr, size_t errstr_size);
+
+/* Remove an object (LT_OK also when it did not exist, as S3 answers). */
+lt_err_t lt_s3_delete(lt_s3_t *s3, const char *key, char *errstr, size_t errstr_size);
+
+/* Create the bucket unless it exists (for tests and tools). */
+lt_err_t lt_s3_ensure_bucket(lt_s3_t *s3, char *errstr, size_t errstr_size);
+
+/* "s3://{bucket}/{key}" of this handle's bucket. */
+lt_err_t lt_s3_uri(const lt_s3_t *s3, const char *key, char *out, size_t outsz);
+
+/* --- pure helpers, public for tests --- */
+
+/* URI-encode a key for the request path per SigV4 (S3: encoded once, '/'
+ * kept). LT_ERR_TOO_BIG if out is too small (3 * strlen(key) + 1 suffices). */
+lt_err_t lt_s3_encode_key(const char *key, char *out, size_t outsz);
+
+/* Classify an HTTP status and S3 XML error body (may be NULL) as above and
+ * write "HTTP <status> <Code>: <Message>" to errstr. LT_OK for 2xx. */
+lt_err_t lt_s3_classify(long http_status, const char *body, size_t body_len, char *errstr,
+                        size_t errstr_size);
+
+#endif
