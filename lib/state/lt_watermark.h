@@ -40,8 +40,8 @@ typedef struct {
 } lt_watermark_t;
 
 #define LT_WATERMARK_JSON_MAX 96
-#define LT_COMMAND_ID_MAX 256
-#define LT_TOPIC_MAX 249
+#define LT_WATERMARK_COMMAND_ID_MAX 256
+#define LT_WATERMARK_TOPIC_MAX 249
 
 /* Encode as watermark_json ("gmail" or "imap"); LT_ERR_INVALID for another
  * provider or an imap uidvalidity of 0. */
@@ -68,8 +68,8 @@ lt_err_t lt_watermark_set(lt_db_t *db, const char *tenant, const char *account_i
 typedef struct {
     lt_watermark_t wm;
     int resync;
-    char command_id[LT_COMMAND_ID_MAX + 1];
-    char marker_topic[LT_TOPIC_MAX + 1];
+    char command_id[LT_WATERMARK_COMMAND_ID_MAX + 1];
+    char marker_topic[LT_WATERMARK_TOPIC_MAX + 1];
     int32_t marker_partition;
     int64_t marker_offset;
 } lt_watermark_pending_t;
