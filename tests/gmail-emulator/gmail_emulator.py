@@ -174,22 +174,28 @@ def _slice_repeat(blob, off, n):
     return bytes(out)
 
 
+def _text_start(off):
+    return TEXT_BLOB.find(b"\r\n", off % (len(TEXT_BLOB) - 200)) + 2
+
+
 def _text_body(off, n):
     """n bytes of text lines, always ending with CRLF."""
     n = max(n, 2)
-    start = TEXT_BLOB.find(b"\r\n", off % (len(TEXT_BLOB) - 200)) + 2
-    body = _slice_repeat(TEXT_BLOB, start, n)
+    body = _slice_repeat(TEXT_BLOB, _text_start(off), n)
     return body[:-2] + b"\r\n"
 
 
-def gen_snippet(spec):
-    off = spec[4] * 7919 + spec[0] * 104729
-    start = TEXT_BLOB.find(b"\r\n", off % (len(TEXT_BLOB) - 200)) + 2
-    return " ".join(TEXT_BLOB[start:start + 400].decode("ascii").split())[:200]
+def _b64_lines_len(n):
+    """len(base64.encodebytes(n bytes)) with CRLF line ends."""
+    if n == 0:
+        return 0
+    chars = 4 * ((n + 2) // 3)
+    return chars + 2 * ((chars + 75) // 76)
 
 
-def generate_raw(spec):
-    """Build the RFC 822 bytes of a generated message from its spec dict-like tuple."""
+def _gen_layout(spec):
+    """The parts of a generated message except the bulky bodies:
+    (hdr, text_hdr, text_len, boundary, off). text_hdr is b"" for single-part."""
     (index, size, n_att, att_size, seed, to_addr, date_ms, subject) = spec
     date_s = email.utils.format_datetime(datetime.fromtimestamp(date_ms / 1000, timezone.utc))
     sender = index % 97
@@ -199,23 +205,54 @@ def generate_raw(spec):
     off = seed * 7919 + index * 104729
     if n_att <= 0:
         hdr += b"Content-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
-        return hdr + _text_body(off, size - len(hdr))
+        return hdr, b"", max(2, size - len(hdr)), None, off
     boundary = b"gen-boundary-%d-%d" % (seed, index)
     hdr += b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n'
-    att_parts = []
-    for j in range(n_att):
-        data = _slice_repeat(BIN_BLOB, off + j * 4099, att_size)
-        enc = base64.encodebytes(data).replace(b"\n", b"\r\n")
-        name = b"file-%d-%d.bin" % (index, j)
-        att_parts.append(b"--" + boundary + b"\r\nContent-Type: application/octet-stream; name=\"" +
-                         name + b"\"\r\nContent-Disposition: attachment; filename=\"" + name +
-                         b"\"\r\nContent-Transfer-Encoding: base64\r\n\r\n" + enc)
-    tail = b"--" + boundary + b"--\r\n"
     text_hdr = (b"--" + boundary + b"\r\nContent-Type: text/plain; charset=UTF-8\r\n"
                 b"Content-Transfer-Encoding: 7bit\r\n\r\n")
-    used = len(hdr) + len(text_hdr) + sum(len(p) for p in att_parts) + len(tail)
-    text = _text_body(off, max(64, size - used))
-    return hdr + text_hdr + text + b"".join(att_parts) + tail
+    used = len(hdr) + len(text_hdr) + len(boundary) + 6
+    for j in range(n_att):
+        used += len(_att_head(boundary, index, j)) + _b64_lines_len(att_size)
+    return hdr, text_hdr, max(64, size - used), boundary, off
+
+
+def _att_head(boundary, index, j):
+    name = b"file-%d-%d.bin" % (index, j)
+    return (b"--" + boundary + b"\r\nContent-Type: application/octet-stream; name=\"" + name +
+            b"\"\r\nContent-Disposition: attachment; filename=\"" + name +
+            b"\"\r\nContent-Transfer-Encoding: base64\r\n\r\n")
+
+
+def generated_size(spec):
+    hdr, text_hdr, text_len, boundary, off = _gen_layout(spec)
+    if boundary is None:
+        return len(hdr) + text_len
+    return len(hdr) + len(text_hdr) + text_len + sum(
+        len(_att_head(boundary, spec[0], j)) + _b64_lines_len(spec[3])
+        for j in range(spec[2])) + len(boundary) + 6
+
+
+def gen_snippet(spec):
+    hdr, text_hdr, text_len, boundary, off = _gen_layout(spec)
+    start = _text_start(off)
+    return " ".join(_slice_repeat(TEXT_BLOB, start, min(400, text_len)).decode(
+        "ascii").split())[:200]
+
+
+def generate_raw(spec):
+    """Build the RFC 822 bytes of a generated message from its spec tuple."""
+    hdr, text_hdr, text_len, boundary, off = _gen_layout(spec)
+    text = _text_body(off, text_len)
+    if boundary is None:
+        return hdr + text
+    index, att_size = spec[0], spec[3]
+    parts = [hdr, text_hdr, text]
+    for j in range(spec[2]):
+        data = _slice_repeat(BIN_BLOB, off + j * 4099, att_size)
+        parts.append(_att_head(boundary, index, j))
+        parts.append(base64.encodebytes(data).replace(b"\n", b"\r\n"))
+    parts.append(b"--" + boundary + b"--\r\n")
+    return b"".join(parts)
 
 
 # ---------------------------------------------------------------------------
@@ -1330,11 +1367,10 @@ class Emulator:
                 date_ms = start_ms + int(i * interval * 1000)
                 subject = "Generated message %d" % idx
                 spec_t = (idx, sz, n_att, att_size, seed, addr, date_ms, subject)
-                raw = generate_raw(spec_t)
                 snippet = gen_snippet(spec_t)
                 tid = thread_root if (i % thread_size) else None
                 m = mb.add(date_ms, labels, spec=spec_t, thread_id=tid, snippet=snippet,
-                           size=len(raw))
+                           size=generated_size(spec_t))
                 if i % thread_size == 0:
                     thread_root = m.id
                 ids.append(m.id)
