@@ -1,0 +1,124 @@
+/* lt_kafka: librdkafka clients built the project's way.
+ *
+ * rd_kafka_t stays exposed (it is librdkafka's own opaque handle); this
+ * module builds its configuration and installs the callbacks:
+ *
+ *  - Properties, in order: the project defaults below, then every
+ *    LATTICE_KAFKA_* setting (lt_config_kafka_props(): LATTICE_KAFKA_LINGER_MS
+ *    -> linger.ms), then the enforced ones. A pass-through that contradicts
+ *    an enforced property is an error (not silently overridden), so a wrong
+ *    deployment fails at start-up with a message naming the variable.
+ *
+ *    producer defaults:  client.id=lattice, linger.ms=20, compression.type=lz4,
+ *                        log.connection.close=false
+ *    producer enforced:  enable.idempotence=true, acks=all
+ *                        (exactly-once and ordering per account depend on them)
+ *    consumer defaults:  client.id=lattice, auto.offset.reset=earliest,
+ *                        log.connection.close=false
+ *    consumer enforced:  enable.auto.commit=false, enable.auto.offset.store=false,
+ *                        isolation.level=read_committed,
+ *                        partition.assignment.strategy=cooperative-sticky
+ *    program-owned:      transactional.id and group.id come from the arguments,
+ *                        never from LATTICE_KAFKA_* (rejected there).
+ *
+ *  - Callbacks: librdkafka's log lines and errors go to lt_log; a delivery
+ *    report callback counts delivered and failed messages
+ *    (lt_kafka_delivery_stats()) and completes lt_kafka_produce_sync().
+ *    rd_kafka_opaque() belongs to this module: use lt_kafka_user_opaque().
+ *
+ * Destroy a handle made here with lt_kafka_destroy(), never rd_kafka_destroy(). */
+#ifndef LT_KAFKA_H
+#define LT_KAFKA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "lt_config.h"
+#include "lt_err.h"
+
+#define LT_KAFKA_INIT_TXN_TIMEOUT_MS 60000
+#define LT_KAFKA_HEADER_TRACEPARENT "traceparent"
+
+/* Configuration only (for callers that add a rebalance callback, and for
+ * tests). The conf is owned by the caller until passed to lt_kafka_new().
+ * NULL with the reason in errstr on a bad property. */
+rd_kafka_conf_t *lt_kafka_producer_conf(const lt_config_t *cfg, const char *transactional_id,
+                                        char *errstr, size_t errstr_size);
+rd_kafka_conf_t *lt_kafka_consumer_conf(const lt_config_t *cfg, const char *group_id, char *errstr,
+                                        size_t errstr_size);
+
+/* Called for every delivery report of a message not produced by
+ * lt_kafka_produce_sync() (on the thread that calls rd_kafka_poll/flush). */
+typedef void (*lt_kafka_dr_fn)(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *user_opaque);
+
+/* Create a client from `conf` (always taken, also on failure). Installs the
+ * callbacks. A consumer gets rd_kafka_poll_set_consumer(). A producer with a
+ * transactional.id runs rd_kafka_init_transactions() with
+ * LT_KAFKA_INIT_TXN_TIMEOUT_MS. `user_opaque` and `on_delivery` may be NULL. */
+rd_kafka_t *lt_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, void *user_opaque,
+                         lt_kafka_dr_fn on_delivery, char *errstr, size_t errstr_size);
+
+/* Shortcuts: conf + lt_kafka_new(). transactional_id NULL: an idempotent,
+ * non-transactional producer. */
+rd_kafka_t *lt_kafka_producer_new(const lt_config_t *cfg, const char *transactional_id,
+                                  char *errstr, size_t errstr_size);
+rd_kafka_t *lt_kafka_consumer_new(const lt_config_t *cfg, const char *group_id, char *errstr,
+                                  size_t errstr_size);
+
+/* Consumers: rd_kafka_consumer_close() first. Producers are not flushed
+ * (flush or abort before, as the caller's protocol requires). NULL is fine. */
+void lt_kafka_destroy(rd_kafka_t *rk);
+
+void *lt_kafka_user_opaque(rd_kafka_t *rk);
+
+/* Delivery reports seen so far, and the last failure's code (0 = none). */
+void lt_kafka_delivery_stats(rd_kafka_t *rk, uint64_t *delivered, uint64_t *failed,
+                             rd_kafka_resp_err_t *last_error);
+
+/* Produce one message and wait up to timeout_ms for its delivery report
+ * (rd_kafka_flush, so other queued messages are flushed too). `headers` is
+ * always taken (NULL: none). In a transactional producer a transaction
+ * must be open. *partition and *offset (may be NULL) receive where it was
+ * written. Errors are classified by lt_kafka_resp_err_class(). */
+lt_err_t lt_kafka_produce_sync(rd_kafka_t *rk, const char *topic, int32_t partition,
+                               const void *key, size_t keylen, const void *value, size_t len,
+                               rd_kafka_headers_t *headers, int timeout_ms, int32_t *out_partition,
+                               int64_t *out_offset, char *errstr, size_t errstr_size);
+
+/* A new header list holding traceparent (caller owns; rd_kafka_producev's
+ * RD_KAFKA_V_HEADERS takes it on success). NULL or "" traceparent: empty list. */
+rd_kafka_headers_t *lt_kafka_headers_with_traceparent(const char *traceparent);
+
+/* Copy the last value of header `name` as a NUL-terminated string into out.
+ * LT_ERR_NOT_FOUND if absent (or headers is NULL), LT_ERR_TOO_BIG if it does
+ * not fit, LT_ERR_INVALID if it holds a NUL byte or is a null value. */
+lt_err_t lt_kafka_header_str(const rd_kafka_headers_t *headers, const char *name, char *out,
+                             size_t out_size);
+/* The same on a consumed message. */
+lt_err_t lt_kafka_message_header(rd_kafka_message_t *msg, const char *name, char *out,
+                                 size_t out_size);
+
+/* What to do about an rd_kafka_error_t (transactional API), after
+ * librdkafka's examples/transactions.c. */
+typedef enum {
+    LT_KAFKA_OK = 0,
+    LT_KAFKA_RETRY, /* retriable: call the same function again */
+    LT_KAFKA_ABORT, /* abort the transaction, rewind the consumer, redo the batch */
+    LT_KAFKA_FATAL, /* the producer is unusable (fenced, ...): destroy it, exit, restart */
+    LT_KAFKA_FAIL,  /* none of these: a bug or a bad state (e.g. no open transaction) */
+} lt_kafka_action_t;
+
+/* Classify `error` (not destroyed; NULL = success): retriable -> TEMPORARY,
+ * requires abort -> TEMPORARY with action ABORT, fatal -> FINAL, anything
+ * else -> INVALID. errstr gets "<code name>: <text>". `action` may be NULL. */
+lt_err_t lt_kafka_error_classify(const rd_kafka_error_t *error, lt_kafka_action_t *action,
+                                 char *errstr, size_t errstr_size);
+
+/* Classify a plain response code (delivery reports, produce calls):
+ * size limits -> TOO_BIG; unknown topic, authorization, invalid record,
+ * fatal, invalid argument -> FINAL; bad state -> INVALID; else TEMPORARY. */
+lt_err_t lt_kafka_resp_err_class(rd_kafka_resp_err_t err);
+
+#endif
