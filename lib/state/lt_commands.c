@@ -57,27 +57,35 @@ lt_err_t lt_command_start(lt_db_t *db, const lt_command_info_t *c, int *attempt,
     const char *params[] = {c->command_id, c->tenant, c->account_id, c->provider,
                             c->kind,       c->scope,  c->worker_id};
     /* `prev` reads the row before the upsert (the statement's snapshot);
-     * FOR UPDATE is not needed: the upsert itself serialises on the key. */
+     * the upsert itself serialises on the key. A command that succeeded or
+     * was dead-lettered is not restarted: its row stays as it is. */
     lt_err_t err = lt_db_exec(
         db, "command start",
-        "WITH prev AS (SELECT status FROM mail_sync_commands WHERE command_id = $1) "
-        "INSERT INTO mail_sync_commands AS c (command_id, tenant_id, account_id, provider, kind, "
-        "scope, status, attempt, worker_id, started_at, heartbeat_at) "
+        "WITH prev AS (SELECT status, attempt FROM mail_sync_commands WHERE command_id = $1), "
+        "up AS (INSERT INTO mail_sync_commands AS c (command_id, tenant_id, account_id, "
+        "provider, kind, scope, status, attempt, worker_id, started_at, heartbeat_at) "
         "VALUES ($1, $2, $3, $4, $5, $6, 'running', 1, $7, now(), now()) "
         "ON CONFLICT (command_id) DO UPDATE SET status = 'running', attempt = c.attempt + 1, "
         "worker_id = EXCLUDED.worker_id, started_at = now(), heartbeat_at = now(), "
         "finished_at = NULL, error_class = NULL, error = NULL, messages = 0, bytes = 0, "
         "progress_done = NULL, progress_total = NULL "
-        "RETURNING c.attempt, (SELECT status FROM prev)",
+        "WHERE c.status NOT IN ('succeeded', 'dead_lettered') "
+        "RETURNING c.attempt) "
+        "SELECT COALESCE((SELECT attempt FROM up), (SELECT attempt FROM prev)), "
+        "(SELECT status FROM prev), (SELECT count(*) FROM up)",
         7, params, &r, errstr, errstr_size);
     if (err)
         return err;
     if (attempt)
-        *attempt = atoi(PQgetvalue(r, 0, 0));
+        *attempt = PQgetisnull(r, 0, 0) ? 0 : atoi(PQgetvalue(r, 0, 0));
     if (previous && !PQgetisnull(r, 0, 1))
         *previous = parse_status(PQgetvalue(r, 0, 1));
+    if (strcmp(PQgetvalue(r, 0, 2), "1") != 0 && PQgetisnull(r, 0, 1))
+        err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                        "command start: %s was neither inserted nor found (concurrent finish?)",
+                        c->command_id);
     PQclear(r);
-    return LT_OK;
+    return err;
 }
 
 /* Text of a counter, NULL when negative (unknown). */

@@ -46,10 +46,12 @@ typedef struct {
     int64_t progress_total;
 } lt_command_progress_t;
 
-/* Record the start. *attempt (may be NULL) = 1 for a new command id, else
- * the previous attempt + 1; *previous (may be NULL) = the row's status
- * before (LT_COMMAND_NONE when new) so a worker can see a redelivered
- * command that already succeeded. */
+/* Record the start. *previous (may be NULL) = the row's status before
+ * (LT_COMMAND_NONE for a new command id). A redelivered command that
+ * SUCCEEDED or was DEAD_LETTERED is not restarted: the row is left as it
+ * is, *attempt is its attempt, and the caller must not run it again.
+ * Otherwise the row becomes running and *attempt (may be NULL) is 1 for a
+ * new command id, else the previous attempt + 1. */
 lt_err_t lt_command_start(lt_db_t *db, const lt_command_info_t *c, int *attempt,
                           lt_command_status_t *previous, char *errstr, size_t errstr_size);
 

@@ -675,12 +675,22 @@ static void test_commands(lt_db_t *db)
                          "AND finished_at IS NOT NULL AND bytes = 1048576"),
               250);
 
-    /* Redelivered: attempt 2, the previous outcome is visible. */
+    /* Redelivered after success: not restarted, the outcome is kept. */
+    CHECK(lt_command_start(db, &c, &attempt, &prev, E) == LT_OK);
+    CHECK_INT(attempt, 1);
+    CHECK(prev == LT_COMMAND_SUCCEEDED);
+    CHECK(lt_command_get_status(db, "01JCMD-A", &st, NULL, E) == LT_OK &&
+          st == LT_COMMAND_SUCCEEDED);
+    CHECK(lt_commands_in_flight(db, "personal", "workmail-imap", 60, &in_flight, E) == LT_OK);
+    CHECK_INT(in_flight, 0);
+    /* A failed one is: attempt 2, counters reset. */
+    CHECK(lt_command_finish(db, "01JCMD-A", LT_COMMAND_FAILED, NULL, "temporary", "x", E) == LT_OK);
     CHECK(lt_command_start(db, &c, &attempt, &prev, E) == LT_OK);
     CHECK_INT(attempt, 2);
-    CHECK(prev == LT_COMMAND_SUCCEEDED);
+    CHECK(prev == LT_COMMAND_FAILED);
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_sync_commands WHERE command_id = '01JCMD-A' "
-                         "AND finished_at IS NULL AND messages = 0"),
+                         "AND finished_at IS NULL AND messages = 0 AND error IS NULL AND "
+                         "status = 'running'"),
               1);
     /* Failure with class and a long error (capped). */
     char longerr[5000];
@@ -711,6 +721,10 @@ static void test_commands(lt_db_t *db)
     CHECK_INT(n, 0);
     CHECK(lt_command_finish(db, "01JCMD-B", LT_COMMAND_DEAD_LETTERED, NULL, "final",
                             "account disabled", E) == LT_OK);
+    CHECK(lt_command_get_status(db, "01JCMD-B", &st, NULL, E) == LT_OK &&
+          st == LT_COMMAND_DEAD_LETTERED);
+    CHECK(lt_command_start(db, &c2, &attempt, &prev, E) == LT_OK);
+    CHECK(prev == LT_COMMAND_DEAD_LETTERED && attempt == 1);
     CHECK(lt_command_get_status(db, "01JCMD-B", &st, NULL, E) == LT_OK &&
           st == LT_COMMAND_DEAD_LETTERED);
     CHECK(lt_command_get_status(db, "01JCMD-Z", &st, NULL, E) == LT_ERR_NOT_FOUND);
