@@ -1,0 +1,160 @@
+/* lt_imap_client: a read-mostly IMAP4rev1 client for mail ingestion.
+ *
+ * One handle = one connection, over implicit TLS (IMAPS, OpenSSL: the
+ * certificate chain AND the host name or IP address are verified, always;
+ * CA file configurable, the system store by default; SNI sent for names) or
+ * over an already-connected plain socket (scripted-peer tests). Not
+ * thread-safe: use a handle from one thread at a time.
+ *
+ * Read-only guarantee: mailboxes are opened with EXAMINE and messages read
+ * with BODY.PEEK[], so ingestion never sets \Seen nor changes anything. The
+ * only writing commands are the helpers for tests and tools at the end
+ * (CREATE, DELETE, APPEND), which the ingestion path never calls.
+ *
+ * Errors (lt_err_t + errstr, never a password or message content):
+ *   LT_ERR_TEMPORARY  network error, timeout, connection closed, BYE, TLS
+ *                     handshake failure, protocol garbage from the server,
+ *                     NO with [UNAVAILABLE]/[INUSE]/[LIMIT]/[SERVERBUG]/...,
+ *                     NO on FETCH/SEARCH
+ *   LT_ERR_REAUTH     NO on LOGIN/AUTHENTICATE (credentials or token rejected)
+ *   LT_ERR_FINAL      BAD; NO on other commands; certificate verification
+ *                     failure; LOGINDISABLED; no usable mechanism
+ *   LT_ERR_NOT_FOUND  EXAMINE of a mailbox that does not exist ([NONEXISTENT])
+ *   LT_ERR_INVALID    misuse (wrong state, bad argument)
+ *   other codes       returned by a fetch callback, passed through
+ * After TEMPORARY from the network, a BYE, a protocol error or a callback
+ * error the connection is closed: every later call fails with
+ * LT_ERR_TEMPORARY; destroy the handle and connect again.
+ *
+ * The program must ignore SIGPIPE (OpenSSL writes with write()). */
+#ifndef LT_IMAP_CLIENT_H
+#define LT_IMAP_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lt_err.h"
+#include "lt_log.h"
+
+typedef struct lt_imap_s lt_imap_t;
+
+typedef struct {
+    const char *host;       /* name or IP address: connect target and TLS identity */
+    int port;               /* 0 = 993 */
+    int tls;                /* 1 = implicit TLS; 0 = plain (tests with connect_fd only) */
+    const char *ca_file;    /* PEM bundle of trusted CAs; NULL = the system store */
+    int connect_timeout_ms; /* TCP connect + TLS handshake; 0 = 15000 */
+    int io_timeout_ms;      /* longest wait for any read or write; 0 = 60000 */
+    size_t max_line;        /* cap of a response outside message bodies; 0 = 64 KiB */
+    uint64_t max_message;   /* cap of one message; bigger ones are skipped; 0 = 64 MiB */
+    size_t fetch_batch;     /* UIDs per UID FETCH command; 0 = 250 */
+    int fetch_pipeline;     /* UID FETCH commands in flight (1..8); 0 = 2 */
+    const lt_log_ctx_t *log; /* borrowed until destroy; may be NULL */
+} lt_imap_opts_t;
+
+/* Copies what it needs of opts (strings included). */
+lt_imap_t *lt_imap_new(const lt_imap_opts_t *opts);
+/* Closes the connection without LOGOUT. NULL is fine. */
+void lt_imap_destroy(lt_imap_t *c);
+
+/* TCP connect (+ TLS handshake) to opts.host:opts.port and read the greeting
+ * (and the capabilities). */
+lt_err_t lt_imap_connect(lt_imap_t *c, char *errstr, size_t errstr_size);
+/* Same over an already-connected socket; the handle owns fd from now on (also
+ * on failure). TLS when opts.tls. */
+lt_err_t lt_imap_connect_fd(lt_imap_t *c, int fd, char *errstr, size_t errstr_size);
+
+/* 1 when the server advertised the capability (case-insensitive, e.g.
+ * "UIDPLUS", "AUTH=PLAIN"). Capabilities are re-read after login. */
+int lt_imap_has_cap(const lt_imap_t *c, const char *cap);
+/* Send CAPABILITY and refresh the list. */
+lt_err_t lt_imap_capability(lt_imap_t *c, char *errstr, size_t errstr_size);
+
+/* AUTHENTICATE PLAIN (initial response inline with SASL-IR) when advertised,
+ * else LOGIN. Then refreshes the capabilities and sends ID if advertised. */
+lt_err_t lt_imap_login(lt_imap_t *c, const char *user, const char *password, char *errstr,
+                       size_t errstr_size);
+/* AUTHENTICATE XOAUTH2 with a bearer token (needs AUTH=XOAUTH2). */
+lt_err_t lt_imap_login_xoauth2(lt_imap_t *c, const char *user, const char *token,
+                               char *errstr, size_t errstr_size);
+
+enum {
+    LT_IMAP_FOLDER_NOSELECT = 1u << 0, /* \Noselect or \NonExistent: cannot be examined */
+    LT_IMAP_FOLDER_ALL = 1u << 1,      /* special-use (RFC 6154) */
+    LT_IMAP_FOLDER_ARCHIVE = 1u << 2,
+    LT_IMAP_FOLDER_DRAFTS = 1u << 3,
+    LT_IMAP_FOLDER_FLAGGED = 1u << 4,
+    LT_IMAP_FOLDER_JUNK = 1u << 5,
+    LT_IMAP_FOLDER_SENT = 1u << 6,
+    LT_IMAP_FOLDER_TRASH = 1u << 7,
+};
+
+typedef struct {
+    char *name;      /* UTF-8, or NULL when the server's name is not valid modified UTF-7 */
+    char *wire_name; /* as sent by the server (modified UTF-7) */
+    char delimiter;  /* hierarchy delimiter, 0 when none */
+    unsigned flags;  /* LT_IMAP_FOLDER_* */
+} lt_imap_folder_t;
+
+/* LIST "" "*". The array and its strings belong to the caller:
+ * lt_imap_folders_free(). */
+lt_err_t lt_imap_list(lt_imap_t *c, lt_imap_folder_t **folders, size_t *nfolders, char *errstr,
+                      size_t errstr_size);
+void lt_imap_folders_free(lt_imap_folder_t *folders, size_t nfolders);
+
+typedef struct {
+    uint32_t uidvalidity;
+    uint32_t uidnext; /* 0 when the server did not say */
+    uint32_t exists;
+    int read_only;    /* the server confirmed [READ-ONLY] */
+} lt_imap_mailbox_t;
+
+/* EXAMINE (read-only SELECT) a mailbox by its UTF-8 name. */
+lt_err_t lt_imap_examine(lt_imap_t *c, const char *name, lt_imap_mailbox_t *mb, char *errstr,
+                         size_t errstr_size);
+
+/* The latest message count of the examined mailbox (EXISTS/EXPUNGE seen so far). */
+uint32_t lt_imap_exists(const lt_imap_t *c);
+
+/* UID SEARCH UID first:last (last 0 = "*"). *uids (caller frees) holds the
+ * existing UIDs within [first, last], ascending; the highest UID the server
+ * adds for "n:*" when all are below n is filtered out. */
+lt_err_t lt_imap_uid_search(lt_imap_t *c, uint32_t first, uint32_t last, uint32_t **uids,
+                            size_t *nuids, char *errstr, size_t errstr_size);
+
+/* Streaming delivery of fetched messages. For each message: begin, data
+ * (chunks of at most 64 KiB; only borrowed during the call), end. A message
+ * over max_message or one the server returns as NIL gets skipped() instead
+ * (why = LT_ERR_TOO_BIG or LT_ERR_NOT_FOUND). UIDs that no longer exist are
+ * simply absent. A non-LT_OK return from begin/data/end aborts the fetch
+ * with that code and closes the connection. Any callback may be NULL. */
+typedef struct {
+    lt_err_t (*begin)(void *opaque, uint32_t uid, uint64_t size, int64_t internaldate_ms);
+    lt_err_t (*data)(void *opaque, const uint8_t *chunk, size_t len);
+    lt_err_t (*end)(void *opaque);
+    void (*skipped)(void *opaque, uint32_t uid, lt_err_t why, const char *reason);
+    void *opaque;
+} lt_imap_fetch_cb_t;
+
+/* UID FETCH (UID RFC822.SIZE INTERNALDATE BODY.PEEK[]) of the given UIDs, in
+ * commands of opts.fetch_batch UIDs with opts.fetch_pipeline of them in flight. */
+lt_err_t lt_imap_uid_fetch(lt_imap_t *c, const uint32_t *uids, size_t nuids,
+                           const lt_imap_fetch_cb_t *cb, char *errstr, size_t errstr_size);
+
+/* LOGOUT and close. */
+lt_err_t lt_imap_logout(lt_imap_t *c, char *errstr, size_t errstr_size);
+
+/* ---- writing helpers for tests and tools (never used by ingestion) ---- */
+
+lt_err_t lt_imap_create(lt_imap_t *c, const char *name, char *errstr, size_t errstr_size);
+lt_err_t lt_imap_delete(lt_imap_t *c, const char *name, char *errstr, size_t errstr_size);
+/* APPEND a message (as a literal); flags like "\\Seen" or NULL. *uid (may be
+ * NULL) gets the new UID from [APPENDUID] (UIDPLUS), else 0. */
+lt_err_t lt_imap_append(lt_imap_t *c, const char *name, const void *msg, size_t len,
+                        const char *flags, uint32_t *uid, char *errstr, size_t errstr_size);
+/* UID FETCH uid (FLAGS) of the examined mailbox: the flags space-separated
+ * into flags (NUL-terminated); LT_ERR_NOT_FOUND when no such UID. */
+lt_err_t lt_imap_uid_flags(lt_imap_t *c, uint32_t uid, char *flags, size_t flags_size,
+                           char *errstr, size_t errstr_size);
+
+#endif
