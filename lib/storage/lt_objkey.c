@@ -7,15 +7,15 @@
 
 #include <openssl/evp.h>
 
-#define HASH_HEX 16  /* hex digits of SHA-256 kept in a truncated name */
+#define HASH_HEX 16    /* hex digits of SHA-256 kept in a truncated name */
 #define EXT_MAX_RAW 16 /* longest extension kept, raw bytes after the '.' */
 
 static const char hexdig[] = "0123456789ABCDEF";
 
 static int keep_byte(uint8_t c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
 }
 
 /* Escaped form of one byte at position `pos` of a component: 1 or 3 chars. */
@@ -193,12 +193,11 @@ static void kb_comp(kb_t *k, const char *what, const char *raw, size_t cap, int 
     if (k->err)
         return;
     if (!raw || !*raw) {
-        k->err = lt_seterr(k->errstr, k->errstr_size, LT_ERR_INVALID, "object key: empty %s",
-                           what);
+        k->err = lt_seterr(k->errstr, k->errstr_size, LT_ERR_INVALID, "object key: empty %s", what);
         return;
     }
-    k->err = lt_objkey_component(raw, strlen(raw), cap, keep_ext, comp, sizeof(comp),
-                                 k->errstr, k->errstr_size);
+    k->err = lt_objkey_component(raw, strlen(raw), cap, keep_ext, comp, sizeof(comp), k->errstr,
+                                 k->errstr_size);
     kb_lit(k, comp);
 }
 
@@ -228,8 +227,8 @@ static lt_err_t build(const char *tenant, const char *account, const char *provi
         if (!k.err) {
             char comp[LT_OBJKEY_MAX + 1];
             if (filename && *filename)
-                k.err = lt_objkey_component(filename, strlen(filename), LT_OBJKEY_FILENAME_MAX,
-                                            1, comp, sizeof(comp), errstr, errstr_size);
+                k.err = lt_objkey_component(filename, strlen(filename), LT_OBJKEY_FILENAME_MAX, 1,
+                                            comp, sizeof(comp), errstr, errstr_size);
             else {
                 char h[HASH_HEX + 1];
                 hash_hex16("", 0, h);
@@ -244,16 +243,16 @@ static lt_err_t build(const char *tenant, const char *account, const char *provi
 }
 
 lt_err_t lt_objkey_message(const char *tenant, const char *account_id, const char *provider,
-                           const char *provider_message_id, char *out, size_t outsz,
-                           char *errstr, size_t errstr_size)
+                           const char *provider_message_id, char *out, size_t outsz, char *errstr,
+                           size_t errstr_size)
 {
     return build(tenant, account_id, provider, provider_message_id, NULL, NULL, 1, out, outsz,
                  errstr, errstr_size);
 }
 
-lt_err_t lt_objkey_message_prefix(const char *tenant, const char *account_id,
-                                  const char *provider, const char *provider_message_id,
-                                  char *out, size_t outsz, char *errstr, size_t errstr_size)
+lt_err_t lt_objkey_message_prefix(const char *tenant, const char *account_id, const char *provider,
+                                  const char *provider_message_id, char *out, size_t outsz,
+                                  char *errstr, size_t errstr_size)
 {
     return build(tenant, account_id, provider, provider_message_id, NULL, NULL, 0, out, outsz,
                  errstr, errstr_size);
@@ -264,8 +263,8 @@ lt_err_t lt_objkey_attachment(const char *tenant, const char *account_id, const 
                               const char *filename, char *out, size_t outsz, char *errstr,
                               size_t errstr_size)
 {
-    return build(tenant, account_id, provider, provider_message_id, attachment_id, filename, 2,
-                 out, outsz, errstr, errstr_size);
+    return build(tenant, account_id, provider, provider_message_id, attachment_id, filename, 2, out,
+                 outsz, errstr, errstr_size);
 }
 
 /* Length of the valid UTF-8 sequence at p (no overlongs, surrogates or
@@ -364,8 +363,8 @@ lt_err_t lt_objkey_uri_format(const char *bucket, const char *key, char *out, si
     return LT_OK;
 }
 
-lt_err_t lt_objkey_uri_parse(const char *uri, char *bucket_out, size_t bucket_size,
-                             char *key_out, size_t key_size, char *errstr, size_t errstr_size)
+lt_err_t lt_objkey_uri_parse(const char *uri, char *bucket_out, size_t bucket_size, char *key_out,
+                             size_t key_size, char *errstr, size_t errstr_size)
 {
     if (bucket_out && bucket_size)
         bucket_out[0] = 0;

@@ -47,14 +47,14 @@ lt_err_t lt_objkey_decode_component(const char *comp, void *out, size_t outsz, s
 
 /* Key of the raw message. All ids non-empty C strings. */
 lt_err_t lt_objkey_message(const char *tenant, const char *account_id, const char *provider,
-                           const char *provider_message_id, char *out, size_t outsz,
-                           char *errstr, size_t errstr_size);
+                           const char *provider_message_id, char *out, size_t outsz, char *errstr,
+                           size_t errstr_size);
 
 /* The folder of one message, "tenant/.../message/{m}/" (ends with '/'): every
  * key of that message (message.eml, attachments) starts with it. */
-lt_err_t lt_objkey_message_prefix(const char *tenant, const char *account_id,
-                                  const char *provider, const char *provider_message_id,
-                                  char *out, size_t outsz, char *errstr, size_t errstr_size);
+lt_err_t lt_objkey_message_prefix(const char *tenant, const char *account_id, const char *provider,
+                                  const char *provider_message_id, char *out, size_t outsz,
+                                  char *errstr, size_t errstr_size);
 
 /* Key of one attachment. filename may be NULL or empty (then the component
  * is "unnamed~<hash of the empty string>"). */
@@ -78,8 +78,7 @@ lt_err_t lt_objkey_uri_format(const char *bucket, const char *key, char *out, si
 
 /* Parse and validate "s3://{bucket}/{key}": bucket must be valid, key safe.
  * bucket_out needs LT_OBJKEY_BUCKET_MAX + 1 bytes, key_out LT_OBJKEY_MAX + 1. */
-lt_err_t lt_objkey_uri_parse(const char *uri, char *bucket_out, size_t bucket_size,
-                             char *key_out, size_t key_size, char *errstr,
-                             size_t errstr_size);
+lt_err_t lt_objkey_uri_parse(const char *uri, char *bucket_out, size_t bucket_size, char *key_out,
+                             size_t key_size, char *errstr, size_t errstr_size);
 
 #endif

@@ -152,7 +152,8 @@ lt_s3_t *lt_s3_new(const char *endpoint, const char *region, const char *bucket,
                    const char *ca_file, long timeout_s, char *errstr, size_t errstr_size)
 {
     if (!endpoint || !region || !bucket || !access_key_id || !secret_access_key) {
-        lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "S3: missing endpoint, region, bucket or keys");
+        lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                  "S3: missing endpoint, region, bucket or keys");
         return NULL;
     }
     if (!valid_region(region)) {
@@ -267,7 +268,7 @@ static void xml_text(const char *body, size_t len, const char *tag, char *out, s
     static const struct {
         const char *ent;
         char c;
-    } ents[] = {{"&lt;", '<'},  {"&gt;", '>'},   {"&amp;", '&'},  {"&quot;", '"'},
+    } ents[] = {{"&lt;", '<'},    {"&gt;", '>'},   {"&amp;", '&'}, {"&quot;", '"'},
                 {"&apos;", '\''}, {"&#39;", '\''}, {"&#34;", '"'}};
     while (s < e && n + 1 < outsz) {
         char c = *s;
@@ -301,8 +302,8 @@ lt_err_t lt_s3_classify(long status, const char *body, size_t body_len, char *er
     lt_err_t err;
     if (!strcmp(code, "SlowDown") || !strcmp(code, "RequestTimeout") ||
         !strcmp(code, "RequestTimeTooSkewed") || !strcmp(code, "InternalError") ||
-        !strcmp(code, "ServiceUnavailable") || status == 408 || status == 429 ||
-        status == 307 || status >= 500)
+        !strcmp(code, "ServiceUnavailable") || status == 408 || status == 429 || status == 307 ||
+        status >= 500)
         err = LT_ERR_TEMPORARY;
     else if (!strcmp(code, "EntityTooLarge") || status == 413)
         err = LT_ERR_TOO_BIG;
@@ -496,8 +497,8 @@ static lt_err_t perform(lt_s3_t *s3, req_t *r, const char *url, const char *payl
             err = lt_seterr(errstr, errstr_size, LT_ERR_TOO_BIG,
                             "S3 %s: object larger than the buffer cap", what);
         } else if (r->read_errno) {
-            err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "S3 %s: reading the file: %s",
-                            what, strerror(r->read_errno));
+            err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "S3 %s: reading the file: %s", what,
+                            strerror(r->read_errno));
         } else {
             switch (rc) {
             case CURLE_PEER_FAILED_VERIFICATION:
@@ -513,8 +514,8 @@ static lt_err_t perform(lt_s3_t *s3, req_t *r, const char *url, const char *payl
             default:
                 err = LT_ERR_TEMPORARY;
             }
-            err = lt_seterr(errstr, errstr_size, err, "S3 %s: %s%s%s", what,
-                            curl_easy_strerror(rc), cerr[0] ? ": " : "", cerr);
+            err = lt_seterr(errstr, errstr_size, err, "S3 %s: %s%s%s", what, curl_easy_strerror(rc),
+                            cerr[0] ? ": " : "", cerr);
         }
         goto out;
     }
@@ -565,8 +566,8 @@ static lt_err_t check_ctype(const char *ct, char *errstr, size_t errstr_size)
 }
 
 lt_err_t lt_s3_put(lt_s3_t *s3, const char *key, const void *data, size_t len,
-                   const char *content_type, char sha256_hex_out[LT_S3_SHA256_HEX],
-                   char *errstr, size_t errstr_size)
+                   const char *content_type, char sha256_hex_out[LT_S3_SHA256_HEX], char *errstr,
+                   size_t errstr_size)
 {
     lt_buf_t *url = lt_buf_new(8192);
     char what[64 + LT_OBJKEY_MAX], sha[LT_S3_SHA256_HEX];
@@ -598,8 +599,8 @@ out:
 }
 
 lt_err_t lt_s3_put_file(lt_s3_t *s3, const char *key, int fd, const char *content_type,
-                        char sha256_hex_out[LT_S3_SHA256_HEX], uint64_t *size_out,
-                        char *errstr, size_t errstr_size)
+                        char sha256_hex_out[LT_S3_SHA256_HEX], uint64_t *size_out, char *errstr,
+                        size_t errstr_size)
 {
     lt_buf_t *url = lt_buf_new(8192);
     char what[64 + LT_OBJKEY_MAX], sha[LT_S3_SHA256_HEX];
@@ -633,8 +634,8 @@ lt_err_t lt_s3_put_file(lt_s3_t *s3, const char *key, int fd, const char *conten
         if (got < 0 && errno == EINTR)
             continue;
         if (got <= 0) {
-            err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "S3 %s: reading the file: %s",
-                            what, got < 0 ? strerror(errno) : "file shrank");
+            err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "S3 %s: reading the file: %s", what,
+                            got < 0 ? strerror(errno) : "file shrank");
             goto out;
         }
         EVP_DigestUpdate(md, chunk, (size_t)got);
@@ -665,8 +666,7 @@ out:
     return err;
 }
 
-lt_err_t lt_s3_get(lt_s3_t *s3, const char *key, lt_buf_t *out, char *errstr,
-                   size_t errstr_size)
+lt_err_t lt_s3_get(lt_s3_t *s3, const char *key, lt_buf_t *out, char *errstr, size_t errstr_size)
 {
     lt_buf_t *url = lt_buf_new(8192);
     char what[64 + LT_OBJKEY_MAX];
@@ -690,9 +690,8 @@ out:
     return err;
 }
 
-lt_err_t lt_s3_head(lt_s3_t *s3, const char *key, uint64_t *size_out,
-                    char etag_out[LT_S3_ETAG_MAX], char sha256_hex_out[LT_S3_SHA256_HEX],
-                    char *errstr, size_t errstr_size)
+lt_err_t lt_s3_head(lt_s3_t *s3, const char *key, uint64_t *size_out, char etag_out[LT_S3_ETAG_MAX],
+                    char sha256_hex_out[LT_S3_SHA256_HEX], char *errstr, size_t errstr_size)
 {
     lt_buf_t *url = lt_buf_new(8192);
     char what[64 + LT_OBJKEY_MAX];

@@ -55,25 +55,23 @@ const char *lt_s3_bucket(const lt_s3_t *s3);
  * sha256_hex_out (may be NULL) receives the SHA-256 of the data, which is
  * also stored as user metadata (x-amz-meta-lattice-sha256). */
 lt_err_t lt_s3_put(lt_s3_t *s3, const char *key, const void *data, size_t len,
-                   const char *content_type, char sha256_hex_out[LT_S3_SHA256_HEX],
-                   char *errstr, size_t errstr_size);
+                   const char *content_type, char sha256_hex_out[LT_S3_SHA256_HEX], char *errstr,
+                   size_t errstr_size);
 
 /* Store the whole regular file open at fd (read with pread from offset 0;
  * the file position is not used). The file is hashed first, then streamed.
  * size_out (may be NULL) receives its size. The fd stays the caller's. */
 lt_err_t lt_s3_put_file(lt_s3_t *s3, const char *key, int fd, const char *content_type,
-                        char sha256_hex_out[LT_S3_SHA256_HEX], uint64_t *size_out,
-                        char *errstr, size_t errstr_size);
+                        char sha256_hex_out[LT_S3_SHA256_HEX], uint64_t *size_out, char *errstr,
+                        size_t errstr_size);
 
 /* Fetch an object into out (reset first; its cap applies: LT_ERR_TOO_BIG). */
-lt_err_t lt_s3_get(lt_s3_t *s3, const char *key, lt_buf_t *out, char *errstr,
-                   size_t errstr_size);
+lt_err_t lt_s3_get(lt_s3_t *s3, const char *key, lt_buf_t *out, char *errstr, size_t errstr_size);
 
 /* Object metadata. Any output may be NULL. etag without quotes; sha256_hex
  * is "" when the object carries no x-amz-meta-lattice-sha256. */
-lt_err_t lt_s3_head(lt_s3_t *s3, const char *key, uint64_t *size_out,
-                    char etag_out[LT_S3_ETAG_MAX], char sha256_hex_out[LT_S3_SHA256_HEX],
-                    char *errstr, size_t errstr_size);
+lt_err_t lt_s3_head(lt_s3_t *s3, const char *key, uint64_t *size_out, char etag_out[LT_S3_ETAG_MAX],
+                    char sha256_hex_out[LT_S3_SHA256_HEX], char *errstr, size_t errstr_size);
 
 /* Remove an object (LT_OK also when it did not exist, as S3 answers). */
 lt_err_t lt_s3_delete(lt_s3_t *s3, const char *key, char *errstr, size_t errstr_size);

@@ -18,10 +18,10 @@
 
 #include "lt_objkey.h"
 
-#define ASSERT(c)                                                                                 \
-    do {                                                                                          \
-        if (!(c))                                                                                 \
-            abort();                                                                              \
+#define ASSERT(c)                                                                                  \
+    do {                                                                                           \
+        if (!(c))                                                                                  \
+            abort();                                                                               \
     } while (0)
 
 static int segments(const char *k)
@@ -106,8 +106,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                         sizeof(err)) == LT_OK);
         ASSERT(strncmp(k1, pre, strlen(pre)) == 0 && strcmp(k1 + strlen(pre), "message.eml") == 0);
 
-        lt_err_t e3 = lt_objkey_attachment(f[0], f[1], f[2], f[3], f[4], f[5], k2, sizeof(k2),
-                                           err, sizeof(err));
+        lt_err_t e3 = lt_objkey_attachment(f[0], f[1], f[2], f[3], f[4], f[5], k2, sizeof(k2), err,
+                                           sizeof(err));
         if (e3 == LT_OK) {
             ASSERT(lt_objkey_is_safe(k2));
             ASSERT(segments(k2) == 11);

@@ -116,15 +116,21 @@ static void test_odd_keys(lt_s3_t *s3)
 {
     char err[512], key[LT_OBJKEY_MAX + 1], full[LT_OBJKEY_MAX + 64];
     const char *names[] = {
-        "a b+c%d",           "M\xc3\xa4rz ~ (1).txt", "q?x=1&y#z", "semi;colon,comma:at@",
-        "emoji-\xf0\x9f\x93\xa7", "%2E%2E",              "x*y!z'()", "trailing.",
+        "a b+c%d",
+        "M\xc3\xa4rz ~ (1).txt",
+        "q?x=1&y#z",
+        "semi;colon,comma:at@",
+        "emoji-\xf0\x9f\x93\xa7",
+        "%2E%2E",
+        "x*y!z'()",
+        "trailing.",
         NULL,
     };
     lt_buf_t *b = lt_buf_new(1024);
     for (int i = 0; names[i]; i++) {
         snprintf(full, sizeof(full), "%s/odd/%s", run, names[i]);
-        CHECK_MSG(lt_s3_put(s3, full, names[i], strlen(names[i]), NULL, NULL, err,
-                            sizeof(err)) == LT_OK,
+        CHECK_MSG(lt_s3_put(s3, full, names[i], strlen(names[i]), NULL, NULL, err, sizeof(err)) ==
+                      LT_OK,
                   "put %s: %s", names[i], err);
         CHECK_MSG(lt_s3_get(s3, full, b, err, sizeof(err)) == LT_OK, "get %s: %s", names[i], err);
         CHECK_STR(lt_buf_str(b), names[i]);
@@ -188,8 +194,8 @@ static void test_big_file(lt_s3_t *s3)
     CHECK_MSG(e == LT_OK, "get: %s", err);
     CHECK_INT(lt_buf_len(b), n);
     CHECK(lt_buf_len(b) == n && memcmp(lt_buf_data(b), data, n) == 0);
-    printf("26 MB: PUT (streamed from file, hashed first) %.1f MB/s, GET %.1f MB/s\n",
-           26.0 / t_put, 26.0 / t_get);
+    printf("26 MB: PUT (streamed from file, hashed first) %.1f MB/s, GET %.1f MB/s\n", 26.0 / t_put,
+           26.0 / t_get);
 
     /* A buffer capped below the object is refused from Content-Length. */
     lt_buf_t *small = lt_buf_new(1024 * 1024);
@@ -264,8 +270,8 @@ static void test_missing_bucket(void)
 {
     char err[512], b2[64];
     snprintf(b2, sizeof(b2), "lt-missing-%ld", (long)getpid());
-    lt_s3_t *s3 = lt_s3_new(endpoint, region, b2, akid, secret, 1, getenv("LATTICE_S3_CA_FILE"),
-                            30, err, sizeof(err));
+    lt_s3_t *s3 = lt_s3_new(endpoint, region, b2, akid, secret, 1, getenv("LATTICE_S3_CA_FILE"), 30,
+                            err, sizeof(err));
     CHECK(s3 != NULL);
     if (!s3)
         return;

@@ -39,8 +39,8 @@ static void test_escape_table(void)
     for (size_t i = 0; i < sizeof(esc_cases) / sizeof(esc_cases[0]); i++) {
         const esc_case_t *c = &esc_cases[i];
         size_t len = c->len ? c->len : strlen(c->raw);
-        lt_err_t e = lt_objkey_component(c->raw, len, LT_OBJKEY_COMPONENT_MAX, 0, out,
-                                         sizeof(out), err, sizeof(err));
+        lt_err_t e = lt_objkey_component(c->raw, len, LT_OBJKEY_COMPONENT_MAX, 0, out, sizeof(out),
+                                         err, sizeof(err));
         CHECK_INT(e, LT_OK);
         CHECK_STR(out, c->want);
         /* Reversible: decoding gives the original bytes back. */
@@ -66,8 +66,8 @@ static void test_escape_errors(void)
 
     /* Decoding refuses what the encoder never produces. */
     char back[64];
-    const char *bad[] = {"",     ".",     "..",   ".a",  "a%2e", "a%2E", "a%41", "a%4",
-                         "a%G1", "a/b",   "a b",  "x~0", "%",    "a\\b", "a%2",  NULL};
+    const char *bad[] = {"",     ".",   "..",  ".a",  "a%2e", "a%2E", "a%41", "a%4",
+                         "a%G1", "a/b", "a b", "x~0", "%",    "a\\b", "a%2",  NULL};
     for (int i = 0; bad[i]; i++)
         CHECK_MSG(lt_objkey_decode_component(bad[i], back, sizeof(back), NULL) != LT_OK,
                   "decoded \"%s\"", bad[i]);
@@ -111,8 +111,8 @@ static void test_truncation(void)
 
     /* Deterministic. */
     char out3[LT_OBJKEY_MAX + 1];
-    lt_objkey_component(longname, strlen(longname), LT_OBJKEY_FILENAME_MAX, 1, out3,
-                        sizeof(out3), err, sizeof(err));
+    lt_objkey_component(longname, strlen(longname), LT_OBJKEY_FILENAME_MAX, 1, out3, sizeof(out3),
+                        err, sizeof(err));
     CHECK_STR(out2, out3);
 
     /* Escapes are never cut in half; multi-byte escapes expand 3x. */
@@ -167,14 +167,13 @@ static void test_layout(void)
                                 sizeof(err)),
               LT_OK);
     CHECK_STR(key, "tenant/acme/account/42/provider/imap/message/1700000000-17/message.eml");
-    CHECK_INT(lt_objkey_message_prefix("acme", "42", "imap", "1700000000-17", pre, sizeof(pre),
-                                       err, sizeof(err)),
+    CHECK_INT(lt_objkey_message_prefix("acme", "42", "imap", "1700000000-17", pre, sizeof(pre), err,
+                                       sizeof(err)),
               LT_OK);
     CHECK_STR(pre, "tenant/acme/account/42/provider/imap/message/1700000000-17/");
 
     CHECK_INT(lt_objkey_attachment("acme", "42", "gmail", "18c2f0a1b2c3d4e5", "2",
-                                   "Rechnung M\xc3\xa4rz.pdf", key, sizeof(key), err,
-                                   sizeof(err)),
+                                   "Rechnung M\xc3\xa4rz.pdf", key, sizeof(key), err, sizeof(err)),
               LT_OK);
     CHECK_STR(key, "tenant/acme/account/42/provider/gmail/message/18c2f0a1b2c3d4e5/attachments/2/"
                    "Rechnung%20M%C3%A4rz.pdf");
@@ -183,20 +182,21 @@ static void test_layout(void)
     CHECK_INT(lt_objkey_attachment("../..", "..", "/", "../../x", ".", "../../../etc/passwd", key,
                                    sizeof(key), err, sizeof(err)),
               LT_OK);
-    CHECK_STR(key, "tenant/%2E.%2F../account/%2E./provider/%2F/message/%2E.%2F..%2Fx/attachments/%2E/"
-                   "%2E.%2F..%2F..%2Fetc%2Fpasswd");
+    CHECK_STR(key,
+              "tenant/%2E.%2F../account/%2E./provider/%2F/message/%2E.%2F..%2Fx/attachments/%2E/"
+              "%2E.%2F..%2F..%2Fetc%2Fpasswd");
     CHECK(lt_objkey_is_safe(key));
     CHECK_INT(count_char(key, '/'), 10);
 
     /* Empty or missing filename: a fixed name with the hash of "". */
-    CHECK_INT(lt_objkey_attachment("t", "a", "p", "m", "1", "", key, sizeof(key), err,
-                                   sizeof(err)),
+    CHECK_INT(lt_objkey_attachment("t", "a", "p", "m", "1", "", key, sizeof(key), err, sizeof(err)),
               LT_OK);
-    CHECK_STR(key, "tenant/t/account/a/provider/p/message/m/attachments/1/unnamed~e3b0c44298fc1c14");
+    CHECK_STR(key,
+              "tenant/t/account/a/provider/p/message/m/attachments/1/unnamed~e3b0c44298fc1c14");
     char key2[LT_OBJKEY_MAX + 1];
-    CHECK_INT(lt_objkey_attachment("t", "a", "p", "m", "1", NULL, key2, sizeof(key2), err,
-                                   sizeof(err)),
-              LT_OK);
+    CHECK_INT(
+        lt_objkey_attachment("t", "a", "p", "m", "1", NULL, key2, sizeof(key2), err, sizeof(err)),
+        LT_OK);
     CHECK_STR(key2, key);
     /* ... which cannot collide with a real file literally named so. */
     CHECK_INT(lt_objkey_attachment("t", "a", "p", "m", "1", "unnamed~e3b0c44298fc1c14", key2,
@@ -211,8 +211,7 @@ static void test_layout(void)
     CHECK(strstr(err, "tenant") != NULL);
     CHECK_INT(lt_objkey_message("t", "a", "p", NULL, key, sizeof(key), err, sizeof(err)),
               LT_ERR_INVALID);
-    CHECK_INT(lt_objkey_attachment("t", "a", "p", "m", "", "f", key, sizeof(key), err,
-                                   sizeof(err)),
+    CHECK_INT(lt_objkey_attachment("t", "a", "p", "m", "", "f", key, sizeof(key), err, sizeof(err)),
               LT_ERR_INVALID);
 
     /* Too small an output buffer. */
@@ -247,19 +246,27 @@ static void test_layout(void)
 
 static void test_is_safe(void)
 {
-    const char *good[] = {"a",
-                          "a/b",
-                          "tenant/t/message.eml",
-                          "a b+c%d",
-                          "M\xc3\xa4rz",
-                          "x/.hidden",
-                          "x/...",
-                          "emoji/\xf0\x9f\x93\xa7",
-                          NULL};
-    const char *bad[] = {"",         "/a",      "a/",       "a//b",         "./a",
-                         "a/./b",    "a/..",    "..",       "a\\b",         "a\x01",
-                         "a\x7f",    "a\tb",    "\xff",     "\xc3",         "\xc0\xaf",
-                         "\xed\xa0\x80", "\xf4\x90\x80\x80", "a\nb", NULL};
+    const char *good[] = {"a",         "a/b",   "tenant/t/message.eml",   "a b+c%d", "M\xc3\xa4rz",
+                          "x/.hidden", "x/...", "emoji/\xf0\x9f\x93\xa7", NULL};
+    const char *bad[] = {"",
+                         "/a",
+                         "a/",
+                         "a//b",
+                         "./a",
+                         "a/./b",
+                         "a/..",
+                         "..",
+                         "a\\b",
+                         "a\x01",
+                         "a\x7f",
+                         "a\tb",
+                         "\xff",
+                         "\xc3",
+                         "\xc0\xaf",
+                         "\xed\xa0\x80",
+                         "\xf4\x90\x80\x80",
+                         "a\nb",
+                         NULL};
     for (int i = 0; good[i]; i++)
         CHECK_MSG(lt_objkey_is_safe(good[i]), "should be safe: %s", good[i]);
     for (int i = 0; bad[i]; i++)
@@ -276,8 +283,8 @@ static void test_is_safe(void)
 static void test_bucket(void)
 {
     const char *good[] = {"lattice-mail", "abc", "a.b.c", "my-bucket-01", NULL};
-    const char *bad[] = {"ab", "Lattice", "-abc", "abc-", "a..b", "a.-b", "a-.b", "a_b",
-                         "192.168.1.1", "a/b", "", NULL};
+    const char *bad[] = {"ab",   "Lattice", "-abc",        "abc-", "a..b", "a.-b",
+                         "a-.b", "a_b",     "192.168.1.1", "a/b",  "",     NULL};
     for (int i = 0; good[i]; i++)
         CHECK_MSG(lt_objkey_bucket_valid(good[i]), "should be valid: %s", good[i]);
     for (int i = 0; bad[i]; i++)
@@ -336,8 +343,7 @@ static void test_uri(void)
     }
     CHECK_INT(lt_objkey_uri_parse(NULL, b, sizeof(b), k, sizeof(k), err, sizeof(err)),
               LT_ERR_INVALID);
-    CHECK_INT(lt_objkey_uri_parse("s3://lattice-mail/abcdef", b, sizeof(b), k, 4, err,
-                                  sizeof(err)),
+    CHECK_INT(lt_objkey_uri_parse("s3://lattice-mail/abcdef", b, sizeof(b), k, 4, err, sizeof(err)),
               LT_ERR_TOO_BIG);
 }
 

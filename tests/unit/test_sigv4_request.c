@@ -76,8 +76,7 @@ static void test_classify(void)
         {403, skew, LT_ERR_TEMPORARY, "HTTP 403 RequestTimeTooSkewed"},
         {404, nokey, LT_ERR_NOT_FOUND, "HTTP 404 NoSuchKey: The specified key does not exist."},
         {404, NULL, LT_ERR_NOT_FOUND, "HTTP 404 NotFound"},
-        {404, nobucket, LT_ERR_FINAL,
-         "HTTP 404 NoSuchBucket: The specified bucket does not exist"},
+        {404, nobucket, LT_ERR_FINAL, "HTTP 404 NoSuchBucket: The specified bucket does not exist"},
         {400, sha, LT_ERR_FINAL,
          "HTTP 400 XAmzContentSHA256Mismatch: The provided 'x-amz-content-sha256' header does "
          "not match what was computed."},
@@ -108,8 +107,8 @@ static void test_classify(void)
 static void test_new_validation(void)
 {
     char err[256];
-    lt_s3_t *s3 = lt_s3_new("http://127.0.0.1:9", "us-east-1", "lattice-mail", "AK", "SK", 1,
-                            NULL, 5, err, sizeof(err));
+    lt_s3_t *s3 = lt_s3_new("http://127.0.0.1:9", "us-east-1", "lattice-mail", "AK", "SK", 1, NULL,
+                            5, err, sizeof(err));
     CHECK_MSG(s3 != NULL, "%s", err);
     char uri[256];
     if (s3) {
@@ -123,8 +122,7 @@ static void test_new_validation(void)
         CHECK_INT(lt_s3_put(s3, "/abs", "x", 1, NULL, NULL, err, sizeof(err)), LT_ERR_INVALID);
         CHECK_INT(lt_s3_put(s3, "ok", "x", 1, "text/plain\r\nX-Evil: 1", NULL, err, sizeof(err)),
                   LT_ERR_INVALID);
-        CHECK_INT(lt_s3_put_file(s3, "ok", -1, NULL, NULL, NULL, err, sizeof(err)),
-                  LT_ERR_INVALID);
+        CHECK_INT(lt_s3_put_file(s3, "ok", -1, NULL, NULL, NULL, err, sizeof(err)), LT_ERR_INVALID);
         /* Nothing listens on port 9: a network failure is temporary. */
         CHECK_INT(lt_s3_head(s3, "ok", NULL, NULL, NULL, err, sizeof(err)), LT_ERR_TEMPORARY);
         CHECK(strstr(err, "HEAD ok") != NULL);
@@ -151,8 +149,8 @@ static void test_new_validation(void)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = 0;
-        s3 = lt_s3_new(bad[i].endpoint, bad[i].region, bad[i].bucket, bad[i].ak, bad[i].sk, 1,
-                       NULL, bad[i].timeout, err, sizeof(err));
+        s3 = lt_s3_new(bad[i].endpoint, bad[i].region, bad[i].bucket, bad[i].ak, bad[i].sk, 1, NULL,
+                       bad[i].timeout, err, sizeof(err));
         CHECK_MSG(s3 == NULL, "case %zu accepted", i);
         CHECK_MSG(err[0] != 0, "case %zu: no errstr", i);
         CHECK_MSG(strstr(err, "SK") == NULL, "case %zu: secret in errstr: %s", i, err);
