@@ -84,7 +84,7 @@ static const char mail_raw_v1_schema[] =
     "          {\n"
     "            \"name\": \"provider_message_id\",\n"
     "            \"type\": \"string\",\n"
-    "            \"doc\": \"Normalized provider message id, stable across replays: the Gmail message id (hex) for gmail; \\\"<uidvalidity>:<uid>\\\" for imap.\"\n"
+    "            \"doc\": \"Normalized provider message id, stable across replays and unique per account: the Gmail message id (hex) for gmail; \\\"<folder>;UIDVALIDITY=<uidvalidity>;UID=<uid>\\\" for imap (after RFC 5092 IMAP URLs).\"\n"
     "          },\n"
     "          {\n"
     "            \"name\": \"provider_thread_id\",\n"

@@ -29,8 +29,9 @@ static char *variant(void (*fn)(json_object *fields))
 
 static void add_optional(json_object *fields)
 {
-    json_object_array_add(fields, json_tokener_parse("{\"name\":\"spam_score\",\"type\":[\"null\","
-                                                     "\"double\"],\"default\":null,\"doc\":\"x\"}"));
+    json_object_array_add(fields,
+                          json_tokener_parse("{\"name\":\"spam_score\",\"type\":[\"null\","
+                                             "\"double\"],\"default\":null,\"doc\":\"x\"}"));
 }
 
 static void add_required(json_object *fields)

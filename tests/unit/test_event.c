@@ -9,6 +9,9 @@
 #include "lt_event.h"
 #include "lt_test.h"
 
+#define PMID42 "INBOX;UIDVALIDITY=1700000000;UID=42"
+#define PMID43 "INBOX;UIDVALIDITY=1700000000;UID=43"
+#define PMID4242 "INBOX;UIDVALIDITY=1700000000;UID=4242"
 #define SHA_A "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 #define SHA_B "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"
 #define SHA_C "fd61a03af4f77d870fc21e05e7e80678095c92d808cfb3b5c279ee04c74aca13"
@@ -21,12 +24,12 @@ static lt_mail_event_t *full_event(void)
     lt_mail_event_set_provider(ev, LT_MAIL_PROVIDER_IMAP);
     lt_mail_event_set_account_id(ev, "workmail-imap");
     lt_mail_event_set_mailbox(ev, "Entw\xc3\xbcrfe/\xe6\x97\xa5\xe6\x9c\xac"); /* Entwürfe/日本 */
-    lt_mail_event_set_provider_message_id(ev, "1700000000:4242");
+    lt_mail_event_set_provider_message_id(ev, PMID4242);
     lt_mail_event_set_event_time(ev, 1764000000123LL);
     lt_mail_event_set_received_at(ev, 1763999999000LL);
     lt_mail_event_set_raw_object_uri(
         ev, "s3://lattice-mail/tenant/personal/account/workmail-imap/provider/imap/message/"
-            "1700000000:4242/message.eml");
+            "x/message.eml");
     lt_mail_event_set_raw_size_bytes(ev, 123456789012LL);
     lt_mail_event_set_raw_sha256(ev, SHA_A);
     lt_mail_event_set_rfc822_message_id(ev, "CAF=x+y@mail.example.com");
@@ -85,7 +88,7 @@ static void test_round_trip(lt_mail_codec_t *c)
         CHECK_INT(lt_mail_event_get_provider(back), LT_MAIL_PROVIDER_IMAP);
         CHECK_STR(lt_mail_event_get_account_id(back), "workmail-imap");
         CHECK_STR(lt_mail_event_get_mailbox(back), "Entw\xc3\xbcrfe/\xe6\x97\xa5\xe6\x9c\xac");
-        CHECK_STR(lt_mail_event_get_provider_message_id(back), "1700000000:4242");
+        CHECK_STR(lt_mail_event_get_provider_message_id(back), PMID4242);
         CHECK(lt_mail_event_get_provider_thread_id(back) == NULL);
         CHECK_INT(lt_mail_event_get_received_at(back), 1763999999000LL);
         CHECK_STR(lt_mail_event_get_raw_object_uri(back), lt_mail_event_get_raw_object_uri(ev));
@@ -168,7 +171,8 @@ static void test_invalid_events(lt_mail_codec_t *c)
     char err[256];
     lt_buf_t *out = lt_buf_new(1 << 20);
     lt_mail_event_t *ev = full_event();
-    lt_mail_event_set_raw_sha256(ev, "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08");
+    lt_mail_event_set_raw_sha256(
+        ev, "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08");
     CHECK_INT(lt_mail_event_encode(c, ev, 1, out, err, sizeof(err)), LT_ERR_INVALID);
     CHECK(strstr(err, "raw_sha256") != NULL);
     lt_mail_event_destroy(ev);
@@ -211,7 +215,7 @@ static void test_event_id(void)
 {
     char a[37], b[37];
     CHECK_INT(lt_mail_event_id("personal", LT_MAIL_PROVIDER_IMAP, "workmail-imap", "INBOX",
-                               "1700000000:42", a),
+                               PMID42, a),
               LT_OK);
     CHECK_INT(strlen(a), 36);
     CHECK_INT(a[14], '8');                              /* version 8 */
@@ -219,12 +223,12 @@ static void test_event_id(void)
     CHECK(a[8] == '-' && a[13] == '-' && a[18] == '-' && a[23] == '-');
     /* determinism */
     CHECK_INT(lt_mail_event_id("personal", LT_MAIL_PROVIDER_IMAP, "workmail-imap", "INBOX",
-                               "1700000000:42", b),
+                               PMID42, b),
               LT_OK);
     CHECK_STR(a, b);
-    /* golden value: SHA-256("mail.raw.v1\0personal\0imap\0workmail-imap\0INBOX\01700000000:42"),
+    /* golden value: SHA-256("mail.raw.v1\0personal\0imap\0workmail-imap\0INBOX\0" PMID42),
      * first 16 bytes, version/variant set (computed independently with Python hashlib) */
-    CHECK_STR(a, "a4571277-1173-88a7-b03c-47dfbb97d4a1");
+    CHECK_STR(a, "60b1b8c0-3f69-88f6-8bc4-95875e0ec028");
 
     /* sensitive to every input */
     struct {
@@ -232,14 +236,14 @@ static void test_event_id(void)
         lt_mail_provider_t p;
         const char *acc, *mb, *pmid;
     } v[] = {
-        {"personaL", LT_MAIL_PROVIDER_IMAP, "workmail-imap", "INBOX", "1700000000:42"},
-        {"personal", LT_MAIL_PROVIDER_GMAIL, "workmail-imap", "INBOX", "1700000000:42"},
-        {"personal", LT_MAIL_PROVIDER_IMAP, "workmail-imaP", "INBOX", "1700000000:42"},
-        {"personal", LT_MAIL_PROVIDER_IMAP, "workmail-imap", "Inbox", "1700000000:42"},
-        {"personal", LT_MAIL_PROVIDER_IMAP, "workmail-imap", NULL, "1700000000:42"},
-        {"personal", LT_MAIL_PROVIDER_IMAP, "workmail-imap", "INBOX", "1700000000:43"},
+        {"personaL", LT_MAIL_PROVIDER_IMAP, "workmail-imap", "INBOX", PMID42},
+        {"personal", LT_MAIL_PROVIDER_GMAIL, "workmail-imap", "INBOX", PMID42},
+        {"personal", LT_MAIL_PROVIDER_IMAP, "workmail-imaP", "INBOX", PMID42},
+        {"personal", LT_MAIL_PROVIDER_IMAP, "workmail-imap", "Inbox", PMID42},
+        {"personal", LT_MAIL_PROVIDER_IMAP, "workmail-imap", NULL, PMID42},
+        {"personal", LT_MAIL_PROVIDER_IMAP, "workmail-imap", "INBOX", PMID43},
         /* the separator matters: shifting text between fields changes the id */
-        {"personal", LT_MAIL_PROVIDER_IMAP, "workmail-imapI", "NBOX", "1700000000:42"},
+        {"personal", LT_MAIL_PROVIDER_IMAP, "workmail-imapI", "NBOX", PMID42},
     };
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         CHECK_INT(lt_mail_event_id(v[i].t, v[i].p, v[i].acc, v[i].mb, v[i].pmid, b), LT_OK);
