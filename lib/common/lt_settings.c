@@ -43,6 +43,43 @@ static const lt_setting_t k_settings[] = {
     {"LATTICE_TOPIC_STATUS", LT_SET_STRING, "lattice.mail.sync.status.v1", W | S | T, 0, 1, 0, 0,
      NULL, "Kafka", "Topic of command results (JSON)."},
 
+    {"LATTICE_TOPIC_CHECKPOINTS", LT_SET_STRING, "lattice.mail.sync.checkpoints.v1", W | T, 0, 1, 0,
+     0, NULL, "Kafka",
+     "Compacted topic of batch markers (the delivery protocol's commit record)."},
+
+    /* --- worker --- */
+    {"LATTICE_WORKER_GROUP_ID", LT_SET_STRING, "lattice-mail-worker", W, 0, 1, 0, 0, NULL, "Worker",
+     "Kafka consumer group of the worker pool."},
+    {"LATTICE_WORKER_ID", LT_SET_STRING, NULL, W, 0, 0, 0, 0, NULL, "Worker",
+     "Stable name of this worker (default: the host name, i.e. the pod name). Part of the "
+     "transactional.id: a restarted worker with the same id fences its predecessor's open "
+     "transaction at once. Two workers must never share one."},
+    {"LATTICE_WORKER_TRANSACTIONAL_ID_PREFIX", LT_SET_STRING, "lattice-worker", W, 0, 1, 0, 0, NULL,
+     "Worker", "Prefix of the transactional.id of each slot: <prefix>-<worker id>-<slot>."},
+    {"LATTICE_WORKER_CONCURRENCY", LT_SET_INT, "4", W, 0, 0, 1, 256, NULL, "Worker",
+     "Commands run at once in one process (different accounts only)."},
+    {"LATTICE_WORKER_BATCH_MESSAGES", LT_SET_INT, "200", W, 0, 0, 1, 100000, NULL, "Worker",
+     "Messages per Kafka transaction (one watermark step)."},
+    {"LATTICE_WORKER_MAX_ATTEMPTS", LT_SET_INT, "5", W, 0, 0, 1, 100, NULL, "Worker",
+     "Attempts of a command failing temporarily (exponential backoff) before it is reported "
+     "failed."},
+    {"LATTICE_WORKER_RETRY_BASE_MS", LT_SET_INT, "1000", W, 0, 0, 1, 600000, NULL, "Worker",
+     "First retry delay; doubles per attempt, with jitter, capped at 5 minutes."},
+    {"LATTICE_WORKER_DRAIN_TIMEOUT_S", LT_SET_INT, "25", W, 0, 0, 1, 3600, NULL, "Worker",
+     "On SIGTERM or a revoked partition: how long running commands may finish before they are "
+     "abandoned at their next message (nothing uncommitted is lost; it is redone)."},
+    {"LATTICE_WORKER_LOCK_TIMEOUT_S", LT_SET_INT, "30", W, 0, 0, 1, 3600, NULL, "Worker",
+     "How long a command waits for its account's lock (held by another worker) before retrying "
+     "later."},
+    {"LATTICE_MAX_MESSAGE_BYTES", LT_SET_INT, "67108864", W, 0, 0, 1024, 5368709120LL, NULL,
+     "Worker", "Largest message ingested; larger ones are reported (skipped count and UIDs/ids in "
+     "the command result), never silently dropped."},
+    {"LATTICE_TMP_DIR", LT_SET_STRING, "/tmp", W, 0, 1, 0, 0, NULL, "Worker",
+     "Where messages larger than 8 MiB are spooled while they are stored."},
+    {"LATTICE_TLS_CA_FILE", LT_SET_STRING, NULL, W, 0, 0, 0, 0, NULL, "Worker",
+     "CA bundle for IMAP and Gmail TLS (system store when unset). Certificates are always "
+     "verified."},
+
     /* --- schema registry --- */
     {"LATTICE_SCHEMA_REGISTRY_URL", LT_SET_STRING, "http://127.0.0.1:18080/apis/ccompat/v7",
      W | P | T, 0, 1, 0, 0, NULL, "Schema registry",

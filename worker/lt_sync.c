@@ -1,0 +1,648 @@
+#include "lt_sync.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "lt_buf.h"
+#include "lt_mime.h"
+#include "lt_objkey.h"
+#include "lt_trace.h"
+
+/* Messages up to this size are kept in memory; larger ones spill to a file. */
+#define LT_SYNC_MEM_MAX ((size_t)8 << 20)
+
+/* Delivery-report state: the producer's dr_msg_cb (lt_sync_dr_cb) writes
+ * into the struct given as the message opaque. */
+typedef struct {
+    int64_t delivered;
+    int64_t failed;
+    rd_kafka_resp_err_t first_err;
+    int32_t partition;
+    int64_t offset;
+} lt_dr_t;
+
+struct lt_sync_s {
+    lt_sync_env_t env;
+    const lt_account_t *account;
+    const lt_command_t *cmd;
+    lt_log_ctx_t log;
+    char scope[1024];
+    lt_trace_t trace;
+    int have_trace;
+
+    /* the message in progress */
+    int in_message;
+    char pmid[1024];
+    char *thread_id;
+    char *mailbox;
+    int64_t received_at;
+    lt_buf_t *mem;
+    int fd; /* spill file, -1 none */
+    char path[512];
+    uint64_t size;
+
+    /* the open transaction */
+    int txn_open;
+    int64_t uncommitted;
+    lt_dr_t ev_dr;
+    lt_dr_t marker_dr;
+
+    int64_t messages;
+    int64_t bytes;
+};
+
+void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
+void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    lt_dr_t *d = m->_private;
+    if (!d)
+        return;
+    if (m->err) {
+        if (!d->failed)
+            d->first_err = m->err;
+        d->failed++;
+    } else {
+        d->delivered++;
+        d->partition = m->partition;
+        d->offset = m->offset;
+    }
+}
+
+lt_sync_t *lt_sync_new(const lt_sync_env_t *env, const lt_account_t *account,
+                       const lt_command_t *cmd, const char *traceparent, const lt_log_ctx_t *log)
+{
+    lt_sync_t *s = lt_xcalloc(1, sizeof(*s));
+    s->env = *env;
+    s->account = account;
+    s->cmd = cmd;
+    if (log)
+        s->log = *log;
+    s->fd = -1;
+    s->mem = lt_buf_new(LT_SYNC_MEM_MAX);
+    if (traceparent && !lt_trace_parse(traceparent, strlen(traceparent), &s->trace, NULL, 0))
+        s->have_trace = 1;
+    return s;
+}
+
+static void message_reset(lt_sync_t *s)
+{
+    if (s->fd >= 0) {
+        close(s->fd);
+        unlink(s->path);
+        s->fd = -1;
+    }
+    lt_buf_reset(s->mem);
+    free(s->thread_id);
+    free(s->mailbox);
+    s->thread_id = s->mailbox = NULL;
+    s->in_message = 0;
+    s->size = 0;
+}
+
+void lt_sync_abort(lt_sync_t *s)
+{
+    if (s->txn_open) {
+        rd_kafka_error_t *e = rd_kafka_abort_transaction(s->env.producer, s->env.txn_timeout_ms);
+        if (e) {
+            lt_warn(&s->log, "abort_transaction: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+        s->txn_open = 0;
+        s->uncommitted = 0;
+    }
+}
+
+void lt_sync_destroy(lt_sync_t *s)
+{
+    if (!s)
+        return;
+    message_reset(s);
+    lt_sync_abort(s);
+    lt_buf_destroy(s->mem);
+    free(s);
+}
+
+const lt_account_t *lt_sync_account(const lt_sync_t *s)
+{
+    return s->account;
+}
+const lt_command_t *lt_sync_command(const lt_sync_t *s)
+{
+    return s->cmd;
+}
+lt_db_t *lt_sync_db(const lt_sync_t *s)
+{
+    return s->env.db;
+}
+const lt_log_ctx_t *lt_sync_log(const lt_sync_t *s)
+{
+    return &s->log;
+}
+int lt_sync_batch_messages(const lt_sync_t *s)
+{
+    return s->env.batch_messages;
+}
+int lt_sync_cancelled(const lt_sync_t *s)
+{
+    return s->env.cancel && *s->env.cancel;
+}
+void lt_sync_set_scope(lt_sync_t *s, const char *scope)
+{
+    snprintf(s->scope, sizeof(s->scope), "%s", scope ? scope : "");
+    s->log.scope = s->scope;
+}
+int64_t lt_sync_messages(const lt_sync_t *s)
+{
+    return s->messages;
+}
+int64_t lt_sync_bytes(const lt_sync_t *s)
+{
+    return s->bytes;
+}
+int64_t lt_sync_uncommitted(const lt_sync_t *s)
+{
+    return s->uncommitted;
+}
+
+static lt_err_t kafka_err(rd_kafka_error_t *e, const char *what, char *errstr, size_t n)
+{
+    lt_err_t code = rd_kafka_error_is_fatal(e) ? LT_ERR_FINAL : LT_ERR_TEMPORARY;
+    lt_seterr(errstr, n, code, "%s: %s", what, rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+    return code;
+}
+
+static lt_err_t ensure_txn(lt_sync_t *s, char *errstr, size_t n)
+{
+    if (s->txn_open)
+        return LT_OK;
+    rd_kafka_error_t *e = rd_kafka_begin_transaction(s->env.producer);
+    if (e)
+        return kafka_err(e, "begin_transaction", errstr, n);
+    s->txn_open = 1;
+    memset(&s->ev_dr, 0, sizeof(s->ev_dr));
+    memset(&s->marker_dr, 0, sizeof(s->marker_dr));
+    return LT_OK;
+}
+
+lt_err_t lt_sync_message_begin(lt_sync_t *s, const char *provider_message_id,
+                               const char *thread_id, const char *mailbox,
+                               int64_t received_at_ms, char *errstr, size_t errstr_size)
+{
+    if (s->in_message)
+        message_reset(s);
+    if (snprintf(s->pmid, sizeof(s->pmid), "%s", provider_message_id) >= (int)sizeof(s->pmid))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "provider message id too long");
+    s->thread_id = thread_id ? lt_xstrdup(thread_id) : NULL;
+    s->mailbox = mailbox ? lt_xstrdup(mailbox) : NULL;
+    s->received_at = received_at_ms;
+    s->in_message = 1;
+    return LT_OK;
+}
+
+static lt_err_t spill(lt_sync_t *s, char *errstr, size_t n)
+{
+    snprintf(s->path, sizeof(s->path), "%s/lattice-msg-XXXXXX",
+             s->env.tmp_dir ? s->env.tmp_dir : "/tmp");
+    s->fd = mkstemp(s->path);
+    if (s->fd < 0)
+        return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "temp file in %s: %s", s->env.tmp_dir,
+                         strerror(errno));
+    const uint8_t *p = lt_buf_data(s->mem);
+    size_t left = lt_buf_len(s->mem);
+    while (left) {
+        ssize_t w = write(s->fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "write %s: %s", s->path,
+                             strerror(errno));
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    lt_buf_reset(s->mem);
+    return LT_OK;
+}
+
+lt_err_t lt_sync_message_write(lt_sync_t *s, const void *data, size_t len, char *errstr,
+                               size_t errstr_size)
+{
+    if (!s->in_message)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "write outside a message");
+    if (s->size + len > s->env.max_message_bytes)
+        return lt_seterr(errstr, errstr_size, LT_ERR_TOO_BIG,
+                         "message %s is larger than LATTICE_MAX_MESSAGE_BYTES (%llu)", s->pmid,
+                         (unsigned long long)s->env.max_message_bytes);
+    s->size += len;
+    if (s->fd < 0 && lt_buf_append(s->mem, data, len) == LT_OK)
+        return LT_OK;
+    if (s->fd < 0) {
+        lt_err_t err = spill(s, errstr, errstr_size);
+        if (err)
+            return err;
+    }
+    const uint8_t *p = data;
+    while (len) {
+        ssize_t w = write(s->fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "write %s: %s", s->path,
+                             strerror(errno));
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return LT_OK;
+}
+
+void lt_sync_message_abandon(lt_sync_t *s)
+{
+    message_reset(s);
+}
+
+static lt_err_t store_attachments(lt_sync_t *s, lt_mime_t *m, lt_mail_event_t *ev,
+                                  const char *provider, char *errstr, size_t n)
+{
+    lt_err_t err = LT_OK;
+    lt_buf_t *content = lt_buf_new(s->env.max_message_bytes);
+    size_t count = lt_mime_attachment_count(m);
+    for (size_t i = 0; i < count; i++) {
+        const char *aid = lt_mime_attachment_id(m, i);
+        const char *fname = lt_mime_attachment_filename(m, i);
+        const char *ctype = lt_mime_attachment_content_type(m, i);
+        char key[LT_OBJKEY_MAX + 1], uri[LT_OBJKEY_URI_MAX + 1], sha[LT_S3_SHA256_HEX];
+        err = lt_objkey_attachment(lt_account_tenant(s->account), lt_account_id(s->account),
+                                   provider, s->pmid, aid, fname ? fname : "attachment", key,
+                                   sizeof(key), errstr, n);
+        if (err)
+            goto out;
+        lt_buf_reset(content);
+        err = lt_mime_attachment_read(m, i, content, errstr, n);
+        if (err)
+            goto out;
+        err = lt_s3_put(s->env.s3, key, lt_buf_data(content), lt_buf_len(content),
+                        ctype ? ctype : "application/octet-stream", sha, errstr, n);
+        if (err)
+            goto out;
+        lt_s3_uri(s->env.s3, key, uri, sizeof(uri));
+        lt_mail_event_add_attachment(ev, aid, fname, ctype ? ctype : "application/octet-stream",
+                                     (int64_t)lt_buf_len(content), sha, uri);
+    }
+out:
+    lt_buf_destroy(content);
+    return err;
+}
+
+lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
+{
+    lt_err_t err = LT_OK;
+    lt_mime_t *m = NULL;
+    lt_mail_event_t *ev = NULL;
+    lt_buf_t *wire = NULL;
+    const char *provider = lt_account_provider(s->account);
+    lt_mail_provider_t prov;
+    char key[LT_OBJKEY_MAX + 1], uri[LT_OBJKEY_URI_MAX + 1], sha[LT_S3_SHA256_HEX];
+    char mime_err[256];
+
+    if (!s->in_message)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "end outside a message");
+    if ((err = lt_mail_provider_parse(provider, &prov)))
+        return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "unknown provider %s", provider);
+    err = lt_objkey_message(lt_account_tenant(s->account), lt_account_id(s->account), provider,
+                            s->pmid, key, sizeof(key), errstr, errstr_size);
+    if (err)
+        goto out;
+
+    /* 1. the raw message */
+    lt_mime_limits_t lim;
+    lt_mime_limits_default(&lim);
+    lim.max_input = s->env.max_message_bytes;
+    lt_err_t merr;
+    if (s->fd >= 0) {
+        uint64_t sz = 0;
+        if (lseek(s->fd, 0, SEEK_SET) < 0) {
+            err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "seek: %s", strerror(errno));
+            goto out;
+        }
+        err = lt_s3_put_file(s->env.s3, key, s->fd, "message/rfc822", sha, &sz, errstr,
+                             errstr_size);
+        if (err)
+            goto out;
+        merr = lt_mime_parse_file(s->path, &lim, &m, mime_err, sizeof(mime_err));
+    } else {
+        err = lt_s3_put(s->env.s3, key, lt_buf_data(s->mem), lt_buf_len(s->mem),
+                        "message/rfc822", sha, errstr, errstr_size);
+        if (err)
+            goto out;
+        merr = lt_mime_parse_mem(lt_buf_data(s->mem), lt_buf_len(s->mem), &lim, &m, mime_err,
+                                 sizeof(mime_err));
+    }
+    lt_s3_uri(s->env.s3, key, uri, sizeof(uri));
+
+    /* 2. the event */
+    ev = lt_mail_event_new();
+    lt_mail_event_set_event_time(ev, (int64_t)time(NULL) * 1000);
+    lt_mail_event_set_tenant_id(ev, lt_account_tenant(s->account));
+    lt_mail_event_set_provider(ev, prov);
+    lt_mail_event_set_account_id(ev, lt_account_id(s->account));
+    lt_mail_event_set_mailbox(ev, s->mailbox);
+    lt_mail_event_set_provider_message_id(ev, s->pmid);
+    lt_mail_event_set_provider_thread_id(ev, s->thread_id);
+    lt_mail_event_set_received_at(ev, s->received_at);
+    lt_mail_event_set_raw_object_uri(ev, uri);
+    lt_mail_event_set_raw_size_bytes(ev, (int64_t)s->size);
+    lt_mail_event_set_raw_sha256(ev, sha);
+    lt_mail_event_set_data_classification(ev, lt_account_classification(s->account));
+    if (merr == LT_OK) {
+        lt_mail_event_set_rfc822_message_id(ev, lt_mime_message_id(m));
+        /* 3. the attachments */
+        err = store_attachments(s, m, ev, provider, errstr, errstr_size);
+        if (err)
+            goto out;
+    } else {
+        /* Unparseable MIME: the raw message is stored and published all the
+         * same (nothing is lost); the manifest stays empty. */
+        lt_warn(&s->log, "message %s: MIME not parsed (%s); published without manifest",
+                s->pmid, mime_err);
+    }
+    err = lt_mail_event_derive_id(ev, errstr, errstr_size);
+    if (err)
+        goto out;
+
+    /* 4. produce inside the transaction */
+    wire = lt_buf_new(LT_MAIL_EVENT_MAX_WIRE);
+    err = lt_mail_event_encode(s->env.codec, ev, s->env.schema_id, wire, errstr, errstr_size);
+    if (err)
+        goto out;
+    err = ensure_txn(s, errstr, errstr_size);
+    if (err)
+        goto out;
+    char tp[LT_TRACEPARENT_SIZE];
+    lt_trace_t span;
+    if (s->have_trace && !lt_trace_child(&s->trace, &span, NULL, 0))
+        lt_trace_format(&span, tp);
+    else if (!lt_trace_new(&span, NULL, 0))
+        lt_trace_format(&span, tp);
+    else
+        tp[0] = 0;
+    const char *acct = lt_account_id(s->account);
+    const char *evid = lt_mail_event_get_event_id(ev);
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(2);
+    if (tp[0])
+        rd_kafka_header_add(hdrs, "traceparent", -1, tp, -1);
+    rd_kafka_header_add(hdrs, "lattice.event_id", -1, evid, -1);
+    rd_kafka_resp_err_t kerr = rd_kafka_producev(
+        s->env.producer, RD_KAFKA_V_TOPIC(s->env.raw_topic),
+        RD_KAFKA_V_KEY(acct, strlen(acct)),
+        RD_KAFKA_V_VALUE((void *)lt_buf_data(wire), lt_buf_len(wire)),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+        RD_KAFKA_V_OPAQUE(&s->ev_dr), RD_KAFKA_V_END);
+    if (kerr) {
+        rd_kafka_headers_destroy(hdrs);
+        err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "produce: %s",
+                        rd_kafka_err2str(kerr));
+        goto out;
+    }
+    rd_kafka_poll(s->env.producer, 0);
+    s->uncommitted++;
+    s->messages++;
+    s->bytes += (int64_t)s->size;
+out:
+    lt_buf_destroy(wire);
+    lt_mail_event_destroy(ev);
+    lt_mime_destroy(m);
+    message_reset(s);
+    return err;
+}
+
+/* --- delivery protocol ------------------------------------------------- */
+
+static lt_err_t produce_marker(lt_sync_t *s, const char *scope, const char *wm_json, char *errstr,
+                               size_t n)
+{
+    char key[600];
+    snprintf(key, sizeof(key), "%s/%s/%s", lt_account_tenant(s->account),
+             lt_account_id(s->account), scope);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "tenant_id", json_object_new_string(lt_account_tenant(s->account)));
+    json_object_object_add(o, "account_id", json_object_new_string(lt_account_id(s->account)));
+    json_object_object_add(o, "scope", json_object_new_string(scope));
+    json_object_object_add(o, "provider",
+                           json_object_new_string(lt_account_provider(s->account)));
+    json_object_object_add(o, "command_id", json_object_new_string(lt_command_id(s->cmd)));
+    json_object_object_add(o, "events", json_object_new_int64(s->uncommitted));
+    if (wm_json)
+        json_object_object_add(o, "watermark", json_tokener_parse(wm_json));
+    const char *v = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+    rd_kafka_resp_err_t kerr = rd_kafka_producev(
+        s->env.producer, RD_KAFKA_V_TOPIC(s->env.checkpoint_topic),
+        RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)v, strlen(v)),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&s->marker_dr),
+        RD_KAFKA_V_END);
+    json_object_put(o);
+    if (kerr)
+        return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "produce marker: %s",
+                         rd_kafka_err2str(kerr));
+    return LT_OK;
+}
+
+lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
+                            int resync, char *errstr, size_t errstr_size)
+{
+    lt_err_t err;
+    const char *tenant = lt_account_tenant(s->account);
+    const char *acct = lt_account_id(s->account);
+    const char *provider = lt_account_provider(s->account);
+    char wm_json[LT_WATERMARK_JSON_MAX];
+    if (wm && (err = lt_watermark_to_json(provider, wm, wm_json, errstr, errstr_size)))
+        return err;
+
+    if (!s->txn_open) {
+        /* No event to protect: the watermark may move on its own. */
+        if (!wm)
+            return LT_OK;
+        int stored = 0;
+        return lt_watermark_set(s->env.db, tenant, acct, scope, provider, wm, resync, &stored,
+                                errstr, errstr_size);
+    }
+
+    /* (b) marker, flush, learn its position */
+    err = produce_marker(s, scope, wm ? wm_json : NULL, errstr, errstr_size);
+    if (err)
+        goto abort;
+    rd_kafka_resp_err_t ferr = rd_kafka_flush(s->env.producer, s->env.txn_timeout_ms);
+    if (ferr) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "flush: %s",
+                        rd_kafka_err2str(ferr));
+        goto abort;
+    }
+    if (s->ev_dr.failed || s->marker_dr.failed || s->marker_dr.delivered != 1) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                        "%lld event(s) not delivered: %s", (long long)s->ev_dr.failed,
+                        rd_kafka_err2str(s->ev_dr.failed ? s->ev_dr.first_err
+                                                         : s->marker_dr.first_err));
+        goto abort;
+    }
+
+    /* (c) the in-doubt record */
+    lt_watermark_pending_t p;
+    memset(&p, 0, sizeof(p));
+    if (wm) {
+        p.wm = *wm;
+        p.resync = resync;
+        snprintf(p.command_id, sizeof(p.command_id), "%s", lt_command_id(s->cmd));
+        snprintf(p.marker_topic, sizeof(p.marker_topic), "%s", s->env.checkpoint_topic);
+        p.marker_partition = s->marker_dr.partition;
+        p.marker_offset = s->marker_dr.offset;
+        err = lt_watermark_pending_put(s->env.db, tenant, acct, scope, provider, &p, errstr,
+                                       errstr_size);
+        if (err)
+            goto abort;
+    }
+
+    /* (d) commit */
+    rd_kafka_error_t *e = rd_kafka_commit_transaction(s->env.producer, s->env.txn_timeout_ms);
+    if (e) {
+        int abortable = rd_kafka_error_txn_requires_abort(e);
+        err = kafka_err(e, "commit_transaction", errstr, errstr_size);
+        if (!abortable && err != LT_ERR_FINAL) {
+            /* Outcome unknown (e.g. timeout): leave the pending row for
+             * recovery, which reads the marker to decide. */
+            s->txn_open = 0;
+            return LT_ERR_TEMPORARY;
+        }
+        lt_sync_abort(s);
+        if (wm) {
+            char e2[256];
+            if (lt_watermark_pending_discard(s->env.db, tenant, acct, scope, provider, &p, e2,
+                                             sizeof(e2)))
+                lt_warn(&s->log, "discard pending after abort: %s", e2);
+        }
+        return err;
+    }
+    s->txn_open = 0;
+    s->uncommitted = 0;
+
+    /* (e) apply */
+    if (wm) {
+        int stored = 0;
+        err = lt_watermark_pending_apply(s->env.db, tenant, acct, scope, provider, &p, &stored,
+                                         errstr, errstr_size);
+        if (err)
+            return err; /* recovery applies it */
+    }
+    return LT_OK;
+abort:
+    lt_sync_abort(s);
+    return err;
+}
+
+/* --- recovery ----------------------------------------------------------- */
+
+/* In-doubt rows are collected first (the list callback must not use the
+ * connection), then resolved one by one. */
+typedef struct {
+    char scope[1024];
+    char provider[16];
+    lt_watermark_pending_t p;
+} pending_row_t;
+
+typedef struct {
+    pending_row_t *rows;
+    int n, alloc;
+} pending_list_t;
+/* 1: committed, 0: aborted, -1: not decided yet / error */
+static int marker_visible(lt_sync_t *s, const char *topic, int32_t partition, int64_t offset,
+                          int timeout_ms, char *errstr, size_t n)
+{
+    rd_kafka_t *rk = s->env.marker_reader;
+    rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(tp, topic, partition)->offset = offset;
+    rd_kafka_resp_err_t kerr = rd_kafka_assign(rk, tp);
+    rd_kafka_topic_partition_list_destroy(tp);
+    if (kerr) {
+        lt_seterr(errstr, n, LT_ERR_TEMPORARY, "assign marker partition: %s",
+                  rd_kafka_err2str(kerr));
+        return -1;
+    }
+    int verdict = -1;
+    int64_t deadline = (int64_t)time(NULL) * 1000 + timeout_ms;
+    while ((int64_t)time(NULL) * 1000 < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            /* End of the stable part of the log: beyond the marker means
+             * its transaction was aborted; at or before it, undecided. */
+            if (m->offset > offset)
+                verdict = 0;
+        } else if (m->err) {
+            lt_seterr(errstr, n, LT_ERR_TEMPORARY, "read marker: %s",
+                      rd_kafka_message_errstr(m));
+        } else {
+            verdict = m->offset == offset ? 1 : 0;
+        }
+        rd_kafka_message_destroy(m);
+        if (verdict >= 0)
+            break;
+    }
+    rd_kafka_assign(rk, NULL);
+    if (verdict < 0 && errstr && !*errstr)
+        lt_seterr(errstr, n, LT_ERR_TEMPORARY,
+                  "transaction of marker %s[%d]@%lld not decided after %d ms", topic, partition,
+                  (long long)offset, timeout_ms);
+    return verdict;
+}
+
+static int collect_pending(const char *scope, const char *provider,
+                           const lt_watermark_pending_t *p, void *opaque)
+{
+    pending_list_t *l = opaque;
+    if (l->n == l->alloc) {
+        l->alloc = l->alloc ? l->alloc * 2 : 4;
+        l->rows = lt_xrealloc(l->rows, (size_t)l->alloc * sizeof(pending_row_t));
+    }
+    pending_row_t *r = &l->rows[l->n++];
+    snprintf(r->scope, sizeof(r->scope), "%s", scope);
+    snprintf(r->provider, sizeof(r->provider), "%s", provider);
+    r->p = *p;
+    return 0;
+}
+
+lt_err_t lt_sync_recover(lt_sync_t *s, char *errstr, size_t errstr_size)
+{
+    const char *tenant = lt_account_tenant(s->account);
+    const char *acct = lt_account_id(s->account);
+    pending_list_t l = {NULL, 0, 0};
+    lt_err_t err =
+        lt_watermark_pending_list(s->env.db, tenant, acct, collect_pending, &l, errstr, errstr_size);
+    for (int i = 0; !err && i < l.n; i++) {
+        pending_row_t *r = &l.rows[i];
+        if (errstr && errstr_size)
+            errstr[0] = 0;
+        int v = marker_visible(s, r->p.marker_topic, r->p.marker_partition, r->p.marker_offset,
+                               s->env.txn_timeout_ms + 10000, errstr, errstr_size);
+        if (v < 0) {
+            err = LT_ERR_TEMPORARY;
+            break;
+        }
+        int stored = 0;
+        err = v ? lt_watermark_pending_apply(s->env.db, tenant, acct, r->scope, r->provider, &r->p,
+                                             &stored, errstr, errstr_size)
+                : lt_watermark_pending_discard(s->env.db, tenant, acct, r->scope, r->provider,
+                                               &r->p, errstr, errstr_size);
+        if (!err)
+            lt_info(&s->log, "recovered in-doubt batch of scope %s (command %s): %s", r->scope,
+                    r->p.command_id, v ? "committed, watermark applied" : "aborted, discarded");
+    }
+    free(l.rows);
+    return err;
+}

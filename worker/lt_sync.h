@@ -1,0 +1,93 @@
+/* lt_sync: what a connector (IMAP, Gmail) sees while it runs one command.
+ *
+ * The connector streams each message in (begin / write / end); lt_sync
+ * stores the raw .eml and every attachment in S3, builds the mail.raw.v1
+ * event and produces it inside the slot's open Kafka transaction. When the
+ * connector has a consistent position it calls lt_sync_checkpoint(), which
+ * runs the delivery protocol (docs/delivery-protocol.md): marker record,
+ * pending watermark, Kafka commit, watermark applied. Messages given after
+ * the last checkpoint are not committed: a connector must checkpoint before
+ * it returns success.
+ *
+ * Ownership: an lt_sync_t belongs to one slot thread and lives for one
+ * command; everything it borrows (db, s3, producer, registry) belongs to
+ * the slot. */
+#ifndef LT_SYNC_H
+#define LT_SYNC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "lt_accounts.h"
+#include "lt_command.h"
+#include "lt_db.h"
+#include "lt_err.h"
+#include "lt_event.h"
+#include "lt_log.h"
+#include "lt_s3.h"
+#include "lt_watermark.h"
+
+typedef struct lt_sync_s lt_sync_t;
+
+/* The slot's long-lived resources, borrowed by each lt_sync_t. */
+typedef struct {
+    lt_db_t *db;
+    lt_s3_t *s3;
+    rd_kafka_t *producer; /* transactional */
+    rd_kafka_t *marker_reader; /* plain consumer, read_committed, no group */
+    lt_mail_codec_t *codec;
+    int32_t schema_id;
+    const char *raw_topic;
+    const char *checkpoint_topic;
+    const char *tmp_dir;
+    uint64_t max_message_bytes;
+    int batch_messages; /* checkpoint hint for connectors */
+    int txn_timeout_ms;
+    const volatile int *cancel; /* non-zero: stop at the next checkpoint */
+} lt_sync_env_t;
+
+lt_sync_t *lt_sync_new(const lt_sync_env_t *env, const lt_account_t *account,
+                       const lt_command_t *cmd, const char *traceparent,
+                       const lt_log_ctx_t *log);
+void lt_sync_destroy(lt_sync_t *s); /* aborts an open transaction */
+
+const lt_account_t *lt_sync_account(const lt_sync_t *s);
+const lt_command_t *lt_sync_command(const lt_sync_t *s);
+lt_db_t *lt_sync_db(const lt_sync_t *s);
+const lt_log_ctx_t *lt_sync_log(const lt_sync_t *s);
+int lt_sync_batch_messages(const lt_sync_t *s);
+/* Non-zero when the worker wants the command to stop (shutdown, revoke). */
+int lt_sync_cancelled(const lt_sync_t *s);
+void lt_sync_set_scope(lt_sync_t *s, const char *scope);
+
+/* Resolve the in-doubt batches of this account (all scopes): apply the
+ * committed, discard the aborted (docs/delivery-protocol.md). */
+lt_err_t lt_sync_recover(lt_sync_t *s, char *errstr, size_t errstr_size);
+
+/* One message. mailbox: IMAP folder / Gmail scope; thread id may be NULL. */
+lt_err_t lt_sync_message_begin(lt_sync_t *s, const char *provider_message_id,
+                               const char *thread_id, const char *mailbox,
+                               int64_t received_at_ms, char *errstr, size_t errstr_size);
+lt_err_t lt_sync_message_write(lt_sync_t *s, const void *data, size_t len, char *errstr,
+                               size_t errstr_size);
+lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size);
+/* Drop the message in progress (connection lost mid-literal). */
+void lt_sync_message_abandon(lt_sync_t *s);
+
+/* Commit everything given so far and move the watermark of `scope` to
+ * *wm (resync: allowed to move backwards / change UIDVALIDITY; wm NULL: no
+ * watermark change, e.g. a backfill). */
+lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
+                            int resync, char *errstr, size_t errstr_size);
+/* Abort the open transaction (nothing given since the last checkpoint is
+ * published). */
+void lt_sync_abort(lt_sync_t *s);
+
+/* Counters for the result. */
+int64_t lt_sync_messages(const lt_sync_t *s);
+int64_t lt_sync_bytes(const lt_sync_t *s);
+int64_t lt_sync_uncommitted(const lt_sync_t *s);
+
+#endif

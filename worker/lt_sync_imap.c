@@ -1,0 +1,398 @@
+#include "lt_sync_imap.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "lt_buf.h"
+#include "lt_commands.h"
+#include "lt_imap_client.h"
+
+#define SECRET_MAX 4096
+
+typedef struct {
+    char host[256];
+    int port;
+    char user[320];
+    char password[SECRET_MAX];
+    char **folders;
+    size_t nfolders;
+} imap_conf_t;
+
+static void conf_free(imap_conf_t *c)
+{
+    for (size_t i = 0; i < c->nfolders; i++)
+        free(c->folders[i]);
+    free(c->folders);
+    memset(c->password, 0, sizeof(c->password));
+}
+
+static lt_err_t read_secret(json_object *cfg, const char *name, char *out, size_t outsz,
+                            char *errstr, size_t n)
+{
+    char key[64];
+    json_object *v;
+    snprintf(key, sizeof(key), "%s_env", name);
+    if (json_object_object_get_ex(cfg, key, &v)) {
+        const char *var = json_object_get_string(v);
+        const char *val = var ? getenv(var) : NULL;
+        if (!val || !*val)
+            return lt_seterr(errstr, n, LT_ERR_FINAL,
+                             "account config: %s names environment variable %s, which is not set",
+                             key, var ? var : "(null)");
+        if (snprintf(out, outsz, "%s", val) >= (int)outsz)
+            return lt_seterr(errstr, n, LT_ERR_FINAL, "secret in %s is too long", var);
+        return LT_OK;
+    }
+    snprintf(key, sizeof(key), "%s_file", name);
+    if (json_object_object_get_ex(cfg, key, &v)) {
+        const char *path = json_object_get_string(v);
+        FILE *f = path ? fopen(path, "rb") : NULL;
+        if (!f)
+            return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: %s %s: %s", key,
+                             path ? path : "(null)", strerror(errno));
+        size_t r = fread(out, 1, outsz - 1, f);
+        fclose(f);
+        out[r] = 0;
+        while (r > 0 && (out[r - 1] == '\n' || out[r - 1] == '\r'))
+            out[--r] = 0;
+        return LT_OK;
+    }
+    return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: no %s_env or %s_file", name,
+                     name);
+}
+
+static lt_err_t parse_conf(const lt_account_t *a, imap_conf_t *c, char *errstr, size_t n)
+{
+    json_object *cfg = lt_account_config(a), *v;
+    memset(c, 0, sizeof(*c));
+    if (!json_object_object_get_ex(cfg, "host", &v) || !json_object_is_type(v, json_type_string))
+        return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: \"host\" (string) is required");
+    snprintf(c->host, sizeof(c->host), "%s", json_object_get_string(v));
+    c->port = 993;
+    if (json_object_object_get_ex(cfg, "port", &v)) {
+        c->port = json_object_get_int(v);
+        if (c->port < 1 || c->port > 65535)
+            return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: bad \"port\"");
+    }
+    if (!json_object_object_get_ex(cfg, "username", &v) ||
+        !json_object_is_type(v, json_type_string))
+        return lt_seterr(errstr, n, LT_ERR_FINAL,
+                         "account config: \"username\" (string) is required");
+    snprintf(c->user, sizeof(c->user), "%s", json_object_get_string(v));
+    if (json_object_object_get_ex(cfg, "folders", &v)) {
+        if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) == 0)
+            return lt_seterr(errstr, n, LT_ERR_FINAL,
+                             "account config: \"folders\" must be a non-empty array");
+        c->nfolders = json_object_array_length(v);
+        c->folders = lt_xcalloc(c->nfolders, sizeof(char *));
+        for (size_t i = 0; i < c->nfolders; i++) {
+            json_object *f = json_object_array_get_idx(v, i);
+            if (!json_object_is_type(f, json_type_string)) {
+                c->nfolders = i;
+                return lt_seterr(errstr, n, LT_ERR_FINAL,
+                                 "account config: folders[%zu] is not a string", i);
+            }
+            c->folders[i] = lt_xstrdup(json_object_get_string(f));
+        }
+    } else {
+        c->nfolders = 1;
+        c->folders = lt_xcalloc(1, sizeof(char *));
+        c->folders[0] = lt_xstrdup("INBOX");
+    }
+    return read_secret(cfg, "password", c->password, sizeof(c->password), errstr, n);
+}
+
+void lt_sync_imap_message_id(const char *folder, uint32_t uidvalidity, uint32_t uid, char *out,
+                             size_t outsz)
+{
+    snprintf(out, outsz, "%s;UIDVALIDITY=%u;UID=%u", folder, uidvalidity, uid);
+}
+
+typedef struct {
+    lt_sync_t *s;
+    const char *folder;
+    uint32_t uidvalidity;
+    uint32_t last_uid;   /* highest UID given to lt_sync in this batch */
+    uint64_t skipped;
+    char err[512];
+    lt_buf_t *skipped_uids;
+} fetch_ctx_t;
+
+static lt_err_t cb_begin(void *opaque, uint32_t uid, uint64_t size, int64_t internaldate_ms)
+{
+    fetch_ctx_t *f = opaque;
+    char pmid[1200];
+    lt_sync_imap_message_id(f->folder, f->uidvalidity, uid, pmid, sizeof(pmid));
+    f->last_uid = uid;
+    return lt_sync_message_begin(f->s, pmid, NULL, f->folder, internaldate_ms, f->err,
+                                 sizeof(f->err));
+}
+
+static lt_err_t cb_data(void *opaque, const uint8_t *chunk, size_t len)
+{
+    fetch_ctx_t *f = opaque;
+    return lt_sync_message_write(f->s, chunk, len, f->err, sizeof(f->err));
+}
+
+static lt_err_t cb_end(void *opaque)
+{
+    fetch_ctx_t *f = opaque;
+    return lt_sync_message_end(f->s, f->err, sizeof(f->err));
+}
+
+static void cb_skipped(void *opaque, uint32_t uid, lt_err_t why, const char *reason)
+{
+    fetch_ctx_t *f = opaque;
+    f->skipped++;
+    if (uid > f->last_uid)
+        f->last_uid = uid;
+    lt_buf_appendf(f->skipped_uids, "%s%u", lt_buf_len(f->skipped_uids) ? "," : "", uid);
+    lt_warn(lt_sync_log(f->s), "folder %s UID %u not ingested (%s): %s", f->folder, uid,
+            lt_err_name(why), reason ? reason : "");
+}
+
+typedef struct {
+    const lt_sync_imap_opts_t *opts;
+    imap_conf_t conf;
+    lt_imap_t *c;
+    lt_log_ctx_t log;
+} session_t;
+
+static lt_err_t session_open(session_t *ss, char *errstr, size_t n)
+{
+    lt_imap_destroy(ss->c);
+    lt_imap_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.host = ss->conf.host;
+    o.port = ss->conf.port;
+    o.tls = 1;
+    o.ca_file = ss->opts->ca_file;
+    o.log = &ss->log;
+    ss->c = lt_imap_new(&o);
+    lt_err_t err = lt_imap_connect(ss->c, errstr, n);
+    if (!err)
+        err = lt_imap_login(ss->c, ss->conf.user, ss->conf.password, errstr, n);
+    return err;
+}
+
+static void backoff_sleep(const lt_sync_imap_opts_t *opts, int attempt)
+{
+    long ms = (long)opts->retry_base_ms << (attempt < 6 ? attempt : 6);
+    if (ms > 30000)
+        ms = 30000;
+    ms = ms / 2 + (rand() % (ms / 2 + 1));
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Sync one folder (incremental) or one UID range (backfill). */
+static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int backfill,
+                            uint32_t bf_start, uint32_t bf_end, char *errstr, size_t n)
+{
+    lt_err_t err = LT_OK;
+    const lt_account_t *a = lt_sync_account(s);
+    lt_db_t *db = lt_sync_db(s);
+    uint32_t *uids = NULL;
+    size_t nuids = 0;
+    fetch_ctx_t f;
+    memset(&f, 0, sizeof(f));
+    f.s = s;
+    f.folder = folder;
+    f.skipped_uids = lt_buf_new(4096);
+    lt_sync_set_scope(s, folder);
+
+    int reconnects = 0;
+    uint32_t durable = 0; /* last UID known committed for this command */
+    int first = 1;
+    uint32_t validity = 0;
+    int resync = 0;
+    for (;;) {
+        if (!first || !ss->c) {
+            err = session_open(ss, errstr, n);
+            if (err)
+                goto retry;
+        }
+        lt_imap_mailbox_t mb;
+        err = lt_imap_examine(ss->c, folder, &mb, errstr, n);
+        if (err == LT_ERR_NOT_FOUND) {
+            err = lt_seterr(errstr, n, LT_ERR_FINAL, "folder \"%s\" does not exist", folder);
+            goto out;
+        }
+        if (err)
+            goto retry;
+        if (validity && mb.uidvalidity != validity) {
+            /* Changed between our own sessions: confirm it is not flapping. */
+            lt_account_set_status(db, lt_account_tenant(a), lt_account_id(a), "flagged",
+                                  "UIDVALIDITY changes between sessions", NULL, 0);
+            err = lt_seterr(errstr, n, LT_ERR_FINAL,
+                            "folder \"%s\": UIDVALIDITY changed between sessions (%u then %u); "
+                            "account flagged instead of resyncing in a loop",
+                            folder, validity, mb.uidvalidity);
+            goto out;
+        }
+        uint32_t start;
+        if (backfill) {
+            validity = mb.uidvalidity;
+            start = durable ? durable + 1 : (bf_start ? bf_start : 1);
+        } else if (first) {
+            lt_watermark_t wm;
+            lt_err_t werr = lt_watermark_get(db, lt_account_tenant(a), lt_account_id(a), folder,
+                                             "imap", &wm, errstr, n);
+            if (werr && werr != LT_ERR_NOT_FOUND) {
+                err = werr;
+                goto retry;
+            }
+            if (werr == LT_ERR_NOT_FOUND) {
+                start = 1;
+            } else if (wm.uidvalidity != mb.uidvalidity) {
+                /* Confirm in a second session before resyncing everything. */
+                uint32_t seen = mb.uidvalidity;
+                err = session_open(ss, errstr, n);
+                if (!err)
+                    err = lt_imap_examine(ss->c, folder, &mb, errstr, n);
+                if (err)
+                    goto retry;
+                if (mb.uidvalidity != seen) {
+                    lt_account_set_status(db, lt_account_tenant(a), lt_account_id(a), "flagged",
+                                          "UIDVALIDITY changes on every session", NULL, 0);
+                    err = lt_seterr(errstr, n, LT_ERR_FINAL,
+                                    "folder \"%s\": UIDVALIDITY changes on every session (%u, "
+                                    "%u, %u); account flagged",
+                                    folder, wm.uidvalidity, seen, mb.uidvalidity);
+                    goto out;
+                }
+                lt_warn(lt_sync_log(s),
+                        "folder %s: UIDVALIDITY changed %u -> %u: full resync of the folder",
+                        folder, wm.uidvalidity, mb.uidvalidity);
+                resync = 1;
+                start = 1;
+            } else {
+                start = wm.last_uid + 1;
+                durable = wm.last_uid;
+            }
+            validity = mb.uidvalidity;
+        } else {
+            start = durable + 1;
+        }
+        first = 0;
+        f.uidvalidity = validity;
+
+        free(uids);
+        uids = NULL;
+        nuids = 0;
+        uint32_t last = backfill ? bf_end : 0;
+        if (start == 0 || (last && start > last)) {
+            nuids = 0; /* UID space exhausted or empty range */
+        } else {
+            err = lt_imap_uid_search(ss->c, start, last, &uids, &nuids, errstr, n);
+            if (err)
+                goto retry;
+        }
+        lt_command_progress_t prog = {lt_sync_messages(s), lt_sync_bytes(s), 0, (int64_t)nuids};
+        lt_command_heartbeat(db, lt_command_id(lt_sync_command(s)), &prog, NULL, 0);
+
+        size_t batch = (size_t)lt_sync_batch_messages(s);
+        for (size_t i = 0; i < nuids; i += batch) {
+            if (lt_sync_cancelled(s)) {
+                err = lt_seterr(errstr, n, LT_ERR_TEMPORARY, "cancelled (shutdown or revoke)");
+                goto out;
+            }
+            size_t k = nuids - i < batch ? nuids - i : batch;
+            f.last_uid = 0;
+            err = lt_imap_uid_fetch(ss->c, uids + i, k, &(lt_imap_fetch_cb_t){cb_begin, cb_data,
+                                                                             cb_end, cb_skipped,
+                                                                             &f},
+                                    errstr, n);
+            if (err) {
+                if (f.err[0])
+                    snprintf(errstr, n, "%s", f.err);
+                lt_sync_message_abandon(s);
+                lt_sync_abort(s);
+                goto retry;
+            }
+            lt_watermark_t wm = {0, validity, uids[i + k - 1]};
+            err = lt_sync_checkpoint(s, folder, backfill ? NULL : &wm, resync, errstr, n);
+            if (err)
+                goto retry;
+            resync = 0;
+            durable = uids[i + k - 1];
+            prog.messages = lt_sync_messages(s);
+            prog.bytes = lt_sync_bytes(s);
+            prog.progress_done = (int64_t)(i + k);
+            lt_command_heartbeat(db, lt_command_id(lt_sync_command(s)), &prog, NULL, 0);
+        }
+        if (!backfill && (nuids == 0 && (resync || durable == 0))) {
+            /* Record the (new) validity even when the folder is empty. */
+            lt_watermark_t wm = {0, validity, durable};
+            err = lt_sync_checkpoint(s, folder, &wm, resync, errstr, n);
+            if (err)
+                goto retry;
+        }
+        err = LT_OK;
+        goto out;
+    retry:
+        if (err != LT_ERR_TEMPORARY || ++reconnects > ss->opts->max_reconnects || lt_sync_cancelled(s))
+            goto out;
+        lt_warn(lt_sync_log(s), "folder %s: %s; reconnecting (attempt %d), resuming after UID %u",
+                folder, errstr, reconnects, durable);
+        lt_imap_destroy(ss->c);
+        ss->c = NULL;
+        first = first && !validity;
+        backoff_sleep(ss->opts, reconnects);
+    }
+out:
+    if (!err && f.skipped)
+        lt_warn(lt_sync_log(s), "folder %s: %llu message(s) not ingested: UIDs %s", folder,
+                (unsigned long long)f.skipped, lt_buf_str(f.skipped_uids));
+    lt_buf_destroy(f.skipped_uids);
+    free(uids);
+    return err;
+}
+
+lt_err_t lt_sync_imap_run(lt_sync_t *s, const lt_sync_imap_opts_t *opts, char *errstr,
+                          size_t errstr_size)
+{
+    session_t ss;
+    memset(&ss, 0, sizeof(ss));
+    ss.opts = opts;
+    ss.log = *lt_sync_log(s);
+    const lt_command_t *cmd = lt_sync_command(s);
+    lt_err_t err = parse_conf(lt_sync_account(s), &ss.conf, errstr, errstr_size);
+    if (err)
+        goto out;
+    err = session_open(&ss, errstr, errstr_size);
+    if (err == LT_ERR_REAUTH) {
+        const lt_account_t *a = lt_sync_account(s);
+        lt_account_set_status(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a),
+                              "needs_reauth", errstr, NULL, 0);
+        goto out;
+    }
+    if (err && err != LT_ERR_TEMPORARY)
+        goto out;
+    if (err) { /* let sync_folder's reconnect loop handle it */
+        lt_imap_destroy(ss.c);
+        ss.c = NULL;
+    }
+    if (lt_command_kind(cmd) == LT_SYNC_BACKFILL) {
+        err = sync_folder(s, &ss, lt_command_backfill_folder(cmd), 1,
+                          lt_command_backfill_start_uid(cmd), lt_command_backfill_end_uid(cmd),
+                          errstr, errstr_size);
+    } else if (lt_command_scope(cmd)) {
+        err = sync_folder(s, &ss, lt_command_scope(cmd), 0, 0, 0, errstr, errstr_size);
+    } else {
+        for (size_t i = 0; i < ss.conf.nfolders && !err; i++)
+            err = sync_folder(s, &ss, ss.conf.folders[i], 0, 0, 0, errstr, errstr_size);
+    }
+    if (!err && ss.c)
+        lt_imap_logout(ss.c, NULL, 0);
+out:
+    lt_imap_destroy(ss.c);
+    conf_free(&ss.conf);
+    return err;
+}

@@ -1,0 +1,686 @@
+#include "lt_worker.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <librdkafka/rdkafka.h>
+
+#include "lt_accounts.h"
+#include "lt_buf.h"
+#include "lt_command.h"
+#include "lt_commands.h"
+#include "lt_db.h"
+#include "lt_dispatch.h"
+#include "lt_event.h"
+#include "lt_kafka.h"
+#include "lt_log.h"
+#include "lt_offsets.h"
+#include "lt_registry.h"
+#include "lt_s3.h"
+#include "lt_sync.h"
+#include "lt_sync_imap.h"
+#include "lt_trace.h"
+
+#define POLL_MS 200
+#define TXN_TIMEOUT_MS 60000
+
+void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
+
+typedef struct slot_s {
+    lt_worker_t *w;
+    int index;
+    pthread_t thread;
+    lt_db_t *db;
+    lt_s3_t *s3;
+    rd_kafka_t *producer;
+    rd_kafka_t *marker_reader;
+    lt_mail_codec_t *codec;
+    volatile int cancel;
+    int32_t running_partition; /* -1 when idle */
+} slot_t;
+
+struct lt_worker_s {
+    const lt_config_t *cfg;
+    char worker_id[256];
+    rd_kafka_t *consumer;
+    rd_kafka_t *producer; /* DLQ and status: idempotent, not transactional */
+    lt_registry_t *registry;
+    int32_t schema_id;
+    lt_dispatch_t *dispatch;
+    pthread_mutex_t mu; /* offsets, slots' running_partition */
+    lt_offsets_t *offsets;
+    int nslots;
+    slot_t *slots;
+    volatile sig_atomic_t stop;
+    volatile int stopping_slots;
+    int drain_ms;
+};
+
+/* --- results ------------------------------------------------------------ */
+
+typedef enum { R_DONE, R_RETRY, R_CANCELLED } run_result_t;
+
+static void status_event(lt_worker_t *w, const lt_command_t *cmd, const char *account_key,
+                         const char *result, lt_err_t err, const char *error, int64_t messages,
+                         int64_t bytes, int64_t duration_ms, int attempt, const char *traceparent)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "schema", json_object_new_string("lattice.mail.sync.status.v1"));
+    if (cmd) {
+        json_object_object_add(o, "command_id", json_object_new_string(lt_command_id(cmd)));
+        json_object_object_add(o, "tenant_id", json_object_new_string(lt_command_tenant_id(cmd)));
+        json_object_object_add(o, "account_id",
+                               json_object_new_string(lt_command_account_id(cmd)));
+        json_object_object_add(o, "provider",
+                               json_object_new_string(lt_provider_name(lt_command_provider(cmd))));
+        json_object_object_add(o, "kind",
+                               json_object_new_string(lt_sync_kind_name(lt_command_kind(cmd))));
+        if (lt_command_scope(cmd))
+            json_object_object_add(o, "scope", json_object_new_string(lt_command_scope(cmd)));
+    } else {
+        json_object_object_add(o, "account_id", json_object_new_string(account_key));
+    }
+    json_object_object_add(o, "result", json_object_new_string(result));
+    if (err)
+        json_object_object_add(o, "error_class", json_object_new_string(lt_err_name(err)));
+    if (error && *error)
+        json_object_object_add(o, "error", json_object_new_string(error));
+    json_object_object_add(o, "messages", json_object_new_int64(messages));
+    json_object_object_add(o, "bytes", json_object_new_int64(bytes));
+    json_object_object_add(o, "duration_ms", json_object_new_int64(duration_ms));
+    json_object_object_add(o, "attempt", json_object_new_int(attempt));
+    json_object_object_add(o, "worker_id", json_object_new_string(w->worker_id));
+    json_object_object_add(o, "finished_at_ms", json_object_new_int64((int64_t)time(NULL) * 1000));
+    const char *v = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+    rd_kafka_headers_t *h = lt_kafka_headers_with_traceparent(traceparent);
+    const char *topic = lt_config_str(w->cfg, "LATTICE_TOPIC_STATUS");
+    rd_kafka_resp_err_t kerr = rd_kafka_producev(
+        w->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(account_key, strlen(account_key)),
+        RD_KAFKA_V_VALUE((void *)v, strlen(v)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+    if (kerr) {
+        rd_kafka_headers_destroy(h);
+        lt_warn(NULL, "status event not produced: %s", rd_kafka_err2str(kerr));
+    }
+    json_object_put(o);
+}
+
+/* Dead-letter: the command's bytes, unchanged, with the reason in headers.
+ * Synchronous, so the offset is committed only after the DLQ has it. */
+static lt_err_t dead_letter(lt_worker_t *w, const lt_job_t *job, lt_err_t why, const char *reason)
+{
+    size_t len;
+    const uint8_t *v = lt_job_value(job, &len);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(5);
+    char num[32];
+    rd_kafka_header_add(h, "lattice.dlq.reason", -1, reason, -1);
+    rd_kafka_header_add(h, "lattice.dlq.error_class", -1, lt_err_name(why), -1);
+    rd_kafka_header_add(h, "lattice.dlq.source_topic", -1,
+                        lt_config_str(w->cfg, "LATTICE_TOPIC_COMMANDS"), -1);
+    snprintf(num, sizeof(num), "%d", (int)lt_job_partition(job));
+    rd_kafka_header_add(h, "lattice.dlq.source_partition", -1, num, -1);
+    snprintf(num, sizeof(num), "%lld", (long long)lt_job_offset(job));
+    rd_kafka_header_add(h, "lattice.dlq.source_offset", -1, num, -1);
+    const char *key = lt_job_account(job);
+    char e[512];
+    lt_err_t err = lt_kafka_produce_sync(w->producer, lt_config_str(w->cfg, "LATTICE_TOPIC_DLQ"),
+                                         RD_KAFKA_PARTITION_UA, key, strlen(key), v, len, h,
+                                         TXN_TIMEOUT_MS, NULL, NULL, e, sizeof(e));
+    if (err)
+        lt_error(NULL, "dead-letter of %s[%d]@%lld failed: %s", key, (int)lt_job_partition(job),
+                 (long long)lt_job_offset(job), e);
+    else
+        lt_warn(NULL, "command %s[%d]@%lld dead-lettered: %s", key, (int)lt_job_partition(job),
+                (long long)lt_job_offset(job), reason);
+    return err;
+}
+
+/* --- slots -------------------------------------------------------------- */
+
+static void slot_close(slot_t *s)
+{
+    if (s->producer) {
+        rd_kafka_flush(s->producer, 5000);
+        lt_kafka_destroy(s->producer);
+    }
+    if (s->marker_reader) {
+        rd_kafka_consumer_close(s->marker_reader);
+        lt_kafka_destroy(s->marker_reader);
+    }
+    lt_mail_codec_destroy(s->codec);
+    lt_s3_destroy(s->s3);
+    lt_db_destroy(s->db);
+    s->producer = s->marker_reader = NULL;
+    s->codec = NULL;
+    s->s3 = NULL;
+    s->db = NULL;
+}
+
+static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
+{
+    const lt_config_t *cfg = s->w->cfg;
+    if (s->db && !lt_db_ok(s->db)) {
+        lt_db_destroy(s->db);
+        s->db = NULL;
+    }
+    if (!s->db) {
+        s->db = lt_db_connect(lt_config_str(cfg, "LATTICE_PG_DSN"),
+                              lt_config_str(cfg, "LATTICE_PG_PASSWORD"), errstr, n);
+        if (!s->db)
+            return LT_ERR_TEMPORARY;
+    }
+    if (!s->s3) {
+        s->s3 = lt_s3_new(lt_config_str(cfg, "LATTICE_S3_ENDPOINT"),
+                          lt_config_str(cfg, "LATTICE_S3_REGION"),
+                          lt_config_str(cfg, "LATTICE_S3_BUCKET"),
+                          lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID"),
+                          lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY"),
+                          lt_config_bool(cfg, "LATTICE_S3_PATH_STYLE"),
+                          lt_config_str(cfg, "LATTICE_S3_CA_FILE"),
+                          (long)lt_config_int(cfg, "LATTICE_S3_TIMEOUT_S"), errstr, n);
+        if (!s->s3)
+            return LT_ERR_FINAL;
+    }
+    if (!s->codec) {
+        s->codec = lt_mail_codec_new(errstr, n);
+        if (!s->codec)
+            return LT_ERR_FINAL;
+    }
+    if (!s->producer) {
+        char txid[512];
+        snprintf(txid, sizeof(txid), "%s-%s-%d",
+                 lt_config_str(cfg, "LATTICE_WORKER_TRANSACTIONAL_ID_PREFIX"), s->w->worker_id,
+                 s->index);
+        rd_kafka_conf_t *conf = lt_kafka_producer_conf(cfg, txid, errstr, n);
+        if (!conf)
+            return LT_ERR_FINAL;
+        s->producer = lt_kafka_new(RD_KAFKA_PRODUCER, conf, s, lt_sync_dr_cb, errstr, n);
+        if (!s->producer)
+            return LT_ERR_TEMPORARY;
+    }
+    if (!s->marker_reader) {
+        /* assign()-only reader; the group id is never used to commit */
+        char group[600];
+        snprintf(group, sizeof(group), "lattice-marker-reader-%s-%d", s->w->worker_id, s->index);
+        rd_kafka_conf_t *conf = lt_kafka_consumer_conf(cfg, group, errstr, n);
+        if (!conf)
+            return LT_ERR_FINAL;
+        char e[256];
+        rd_kafka_conf_set(conf, "enable.partition.eof", "true", e, sizeof(e));
+        s->marker_reader = lt_kafka_new(RD_KAFKA_CONSUMER, conf, s, NULL, errstr, n);
+        if (!s->marker_reader)
+            return LT_ERR_TEMPORARY;
+    }
+    return LT_OK;
+}
+
+static int64_t backoff_ms(const lt_worker_t *w, int attempt)
+{
+    int64_t base = lt_config_int(w->cfg, "LATTICE_WORKER_RETRY_BASE_MS");
+    int64_t ms = base << (attempt < 10 ? attempt - 1 : 9);
+    if (ms > 300000)
+        ms = 300000;
+    return ms / 2 + rand() % (ms / 2 + 1);
+}
+
+static run_result_t run_job(slot_t *slot, lt_job_t *job)
+{
+    lt_worker_t *w = slot->w;
+    char errstr[1024] = "";
+    lt_err_t err;
+    lt_command_t *cmd = NULL;
+    lt_account_t *acct = NULL;
+    lt_sync_t *sync = NULL;
+    int locked = 0, started = 0;
+    run_result_t rr = R_DONE;
+    int64_t t0 = lt_now_ms();
+    size_t len;
+    const uint8_t *value = lt_job_value(job, &len);
+    lt_log_ctx_t log = {0};
+    char tp[LT_TRACEPARENT_SIZE] = "", trace_hex[LT_TRACE_ID_HEX_SIZE] = "";
+    int attempt = lt_job_attempt(job);
+
+    /* 1. the command itself */
+    err = lt_command_parse((const char *)value, len, &cmd, errstr, sizeof(errstr));
+    if (!err)
+        err = lt_command_check_key(cmd, lt_job_account(job), strlen(lt_job_account(job)), errstr,
+                                   sizeof(errstr));
+    if (err) {
+        if (dead_letter(w, job, LT_ERR_FINAL, errstr))
+            goto retry_later;
+        status_event(w, cmd, lt_job_account(job), "dead_lettered", LT_ERR_FINAL, errstr, 0, 0,
+                     lt_now_ms() - t0, attempt, NULL);
+        goto out;
+    }
+    lt_trace_t tr;
+    int propagated = 0;
+    if (!lt_trace_continue(lt_command_traceparent(cmd), &tr, &propagated, NULL, 0)) {
+        lt_trace_format(&tr, tp);
+        lt_trace_id_hex(&tr, trace_hex);
+    }
+    log.tenant = lt_command_tenant_id(cmd);
+    log.account = lt_command_account_id(cmd);
+    log.scope = lt_command_scope(cmd);
+    log.command_id = lt_command_id(cmd);
+    log.trace_id = trace_hex;
+
+    /* 2. resources */
+    err = slot_open(slot, errstr, sizeof(errstr));
+    if (err)
+        goto fail;
+
+    /* 3. already done? (a replay after a crash or a late offset commit) */
+    lt_command_status_t st = LT_COMMAND_NONE;
+    int prev_attempts = 0;
+    err = lt_command_get_status(slot->db, lt_command_id(cmd), &st, &prev_attempts, errstr,
+                                sizeof(errstr));
+    if (err && err != LT_ERR_NOT_FOUND)
+        goto fail;
+    if (st == LT_COMMAND_SUCCEEDED || st == LT_COMMAND_DEAD_LETTERED) {
+        lt_info(&log, "command already %s; not run again", lt_command_status_name(st));
+        err = LT_OK;
+        goto out;
+    }
+
+    /* 4. the account */
+    err = lt_account_load(slot->db, lt_command_tenant_id(cmd), lt_command_account_id(cmd), &acct,
+                          errstr, sizeof(errstr));
+    if (!err && strcmp(lt_account_provider(acct), lt_provider_name(lt_command_provider(cmd)))) {
+        err = lt_seterr(errstr, sizeof(errstr), LT_ERR_FINAL,
+                        "command provider %s does not match account provider %s",
+                        lt_provider_name(lt_command_provider(cmd)), lt_account_provider(acct));
+    }
+    if (err == LT_ERR_NOT_FOUND || err == LT_ERR_FINAL || err == LT_ERR_INVALID) {
+        char reason[1100];
+        snprintf(reason, sizeof(reason), "%s%s",
+                 err == LT_ERR_NOT_FOUND ? "unknown account: " : "", errstr);
+        if (dead_letter(w, job, LT_ERR_FINAL, reason))
+            goto retry_later;
+        lt_command_info_t ci = {lt_command_id(cmd), lt_command_tenant_id(cmd),
+                                lt_command_account_id(cmd),
+                                lt_provider_name(lt_command_provider(cmd)),
+                                lt_sync_kind_name(lt_command_kind(cmd)), lt_command_scope(cmd),
+                                w->worker_id};
+        int att = 0;
+        lt_command_status_t prev;
+        if (!lt_command_start(slot->db, &ci, &att, &prev, NULL, 0))
+            lt_command_finish(slot->db, lt_command_id(cmd), LT_COMMAND_DEAD_LETTERED, NULL,
+                              "final", reason, NULL, 0);
+        status_event(w, cmd, lt_job_account(job), "dead_lettered", LT_ERR_FINAL, reason, 0, 0,
+                     lt_now_ms() - t0, attempt, tp);
+        err = LT_OK;
+        goto out;
+    }
+    if (err)
+        goto fail;
+    if (strcmp(lt_account_status(acct), "active")) {
+        err = lt_seterr(errstr, sizeof(errstr),
+                        strcmp(lt_account_status(acct), "needs_reauth") ? LT_ERR_FINAL
+                                                                       : LT_ERR_REAUTH,
+                        "account is %s: %s", lt_account_status(acct),
+                        lt_account_status_reason(acct) ? lt_account_status_reason(acct) : "");
+        goto fail;
+    }
+
+    /* 5. exclusive for the account, across processes */
+    err = lt_account_lock_timeout(slot->db, lt_command_tenant_id(cmd), lt_command_account_id(cmd),
+                                  (int)lt_config_int(w->cfg, "LATTICE_WORKER_LOCK_TIMEOUT_S") *
+                                      1000,
+                                  errstr, sizeof(errstr));
+    if (err)
+        goto fail;
+    locked = 1;
+    lt_command_info_t ci = {lt_command_id(cmd), lt_command_tenant_id(cmd),
+                            lt_command_account_id(cmd), lt_provider_name(lt_command_provider(cmd)),
+                            lt_sync_kind_name(lt_command_kind(cmd)), lt_command_scope(cmd),
+                            w->worker_id};
+    int att = 0;
+    lt_command_status_t prev;
+    err = lt_command_start(slot->db, &ci, &att, &prev, errstr, sizeof(errstr));
+    if (err)
+        goto fail;
+    started = 1;
+    lt_info(&log, "command started (%s, attempt %d)", lt_sync_kind_name(lt_command_kind(cmd)),
+            att);
+
+    /* 6. recover, then run */
+    lt_sync_env_t env = {
+        .db = slot->db,
+        .s3 = slot->s3,
+        .producer = slot->producer,
+        .marker_reader = slot->marker_reader,
+        .codec = slot->codec,
+        .schema_id = w->schema_id,
+        .raw_topic = lt_config_str(w->cfg, "LATTICE_TOPIC_RAW"),
+        .checkpoint_topic = lt_config_str(w->cfg, "LATTICE_TOPIC_CHECKPOINTS"),
+        .tmp_dir = lt_config_str(w->cfg, "LATTICE_TMP_DIR"),
+        .max_message_bytes = (uint64_t)lt_config_int(w->cfg, "LATTICE_MAX_MESSAGE_BYTES"),
+        .batch_messages = (int)lt_config_int(w->cfg, "LATTICE_WORKER_BATCH_MESSAGES"),
+        .txn_timeout_ms = TXN_TIMEOUT_MS,
+        .cancel = &slot->cancel,
+    };
+    sync = lt_sync_new(&env, acct, cmd, tp[0] ? tp : NULL, &log);
+    err = lt_sync_recover(sync, errstr, sizeof(errstr));
+    if (err)
+        goto fail;
+    if (lt_command_provider(cmd) == LT_PROVIDER_IMAP) {
+        lt_sync_imap_opts_t io = {lt_config_str(w->cfg, "LATTICE_TLS_CA_FILE"), 5,
+                                  (int)lt_config_int(w->cfg, "LATTICE_WORKER_RETRY_BASE_MS")};
+        err = lt_sync_imap_run(sync, &io, errstr, sizeof(errstr));
+    } else {
+        err = lt_seterr(errstr, sizeof(errstr), LT_ERR_TEMPORARY,
+                        "the gmail connector is not in this build yet");
+    }
+    if (err)
+        goto fail;
+
+    lt_command_progress_t done = {lt_sync_messages(sync), lt_sync_bytes(sync), 0, 0};
+    lt_command_finish(slot->db, lt_command_id(cmd), LT_COMMAND_SUCCEEDED, &done, NULL, NULL, NULL,
+                      0);
+    lt_info(&log, "command succeeded: %lld messages, %lld bytes in %lld ms",
+            (long long)lt_sync_messages(sync), (long long)lt_sync_bytes(sync),
+            (long long)(lt_now_ms() - t0));
+    status_event(w, cmd, lt_job_account(job), "succeeded", LT_OK, NULL, lt_sync_messages(sync),
+                 lt_sync_bytes(sync), lt_now_ms() - t0, att, tp);
+    goto out;
+
+fail:
+    if (slot->cancel) {
+        lt_warn(&log, "command abandoned (%s); it will be run again", errstr);
+        rr = R_CANCELLED;
+        goto out;
+    }
+    if (err == LT_ERR_TEMPORARY &&
+        attempt < (int)lt_config_int(w->cfg, "LATTICE_WORKER_MAX_ATTEMPTS")) {
+        lt_warn(&log, "command failed temporarily (attempt %d): %s; retrying", attempt, errstr);
+        if (started && slot->db && lt_db_ok(slot->db)) {
+            lt_command_progress_t c = {sync ? lt_sync_messages(sync) : 0,
+                                       sync ? lt_sync_bytes(sync) : 0, 0, 0};
+            lt_command_finish(slot->db, lt_command_id(cmd), LT_COMMAND_FAILED, &c, "temporary",
+                              errstr, NULL, 0);
+        }
+        goto retry_later;
+    }
+    lt_error(&log, "command failed (%s): %s", lt_err_name(err), errstr);
+    if (started && slot->db && lt_db_ok(slot->db)) {
+        lt_command_progress_t c = {sync ? lt_sync_messages(sync) : 0,
+                                   sync ? lt_sync_bytes(sync) : 0, 0, 0};
+        lt_command_finish(slot->db, lt_command_id(cmd), LT_COMMAND_FAILED, &c, lt_err_name(err),
+                          errstr, NULL, 0);
+    }
+    status_event(w, cmd, lt_job_account(job), "failed", err, errstr,
+                 sync ? lt_sync_messages(sync) : 0, sync ? lt_sync_bytes(sync) : 0,
+                 lt_now_ms() - t0, attempt, tp);
+    goto out;
+
+retry_later:
+    lt_job_retry_at(job, lt_now_ms() + backoff_ms(w, attempt));
+    rr = R_RETRY;
+out:
+    lt_sync_destroy(sync);
+    if (locked && slot->db && lt_db_ok(slot->db))
+        lt_account_unlock(slot->db, lt_command_tenant_id(cmd), lt_command_account_id(cmd), NULL, 0);
+    if (slot->db && !lt_db_ok(slot->db)) {
+        lt_db_destroy(slot->db); /* a dead connection also dropped the lock */
+        slot->db = NULL;
+    }
+    lt_account_destroy(acct);
+    lt_command_destroy(cmd);
+    return rr;
+}
+
+static void *slot_main(void *arg)
+{
+    slot_t *s = arg;
+    lt_worker_t *w = s->w;
+    while (!w->stopping_slots) {
+        lt_job_t *job = lt_dispatch_pop(w->dispatch, 500);
+        if (!job)
+            continue;
+        pthread_mutex_lock(&w->mu);
+        s->running_partition = lt_job_partition(job);
+        s->cancel = 0;
+        pthread_mutex_unlock(&w->mu);
+
+        run_result_t r = run_job(s, job);
+
+        pthread_mutex_lock(&w->mu);
+        s->running_partition = -1;
+        if (r == R_DONE)
+            lt_offsets_done(w->offsets, lt_job_partition(job), lt_job_offset(job));
+        pthread_mutex_unlock(&w->mu);
+        lt_dispatch_finish(w->dispatch, job, r == R_RETRY && !w->stop);
+    }
+    slot_close(s);
+    return NULL;
+}
+
+/* --- offsets and rebalances ---------------------------------------------- */
+
+/* Commit the committable offset of each partition in `parts` (all assigned
+ * ones when NULL). */
+static void commit_ready(lt_worker_t *w, const rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *assigned = NULL;
+    if (!parts) {
+        if (rd_kafka_assignment(w->consumer, &assigned))
+            return;
+        parts = assigned;
+    }
+    rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_new(parts->cnt);
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < parts->cnt; i++) {
+        int64_t off = lt_offsets_committable(w->offsets, parts->elems[i].partition);
+        if (off >= 0)
+            rd_kafka_topic_partition_list_add(c, parts->elems[i].topic, parts->elems[i].partition)
+                ->offset = off;
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (c->cnt > 0) {
+        rd_kafka_resp_err_t e = rd_kafka_commit(w->consumer, c, 0);
+        if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            lt_warn(NULL, "offset commit: %s", rd_kafka_err2str(e));
+    }
+    rd_kafka_topic_partition_list_destroy(c);
+    if (assigned)
+        rd_kafka_topic_partition_list_destroy(assigned);
+}
+
+/* Let the commands of the given partitions finish (or abandon them after
+ * the drain timeout), then forget them. */
+static void drain_partitions(lt_worker_t *w, const rd_kafka_topic_partition_list_t *parts,
+                             int can_commit)
+{
+    for (int i = 0; i < parts->cnt; i++)
+        lt_dispatch_cancel_partition(w->dispatch, parts->elems[i].partition);
+    int64_t deadline = lt_now_ms() + w->drain_ms;
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        int64_t left = deadline - lt_now_ms();
+        if (lt_dispatch_wait_idle(w->dispatch, p, left > 0 ? (int)left : 0) > 0) {
+            pthread_mutex_lock(&w->mu);
+            for (int k = 0; k < w->nslots; k++)
+                if (w->slots[k].running_partition == p)
+                    w->slots[k].cancel = 1;
+            pthread_mutex_unlock(&w->mu);
+            lt_dispatch_wait_idle(w->dispatch, p, TXN_TIMEOUT_MS);
+        }
+    }
+    if (can_commit)
+        commit_ready(w, parts);
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < parts->cnt; i++)
+        lt_offsets_drop(w->offsets, parts->elems[i].partition);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    lt_worker_t *w = lt_kafka_user_opaque(rk);
+    rd_kafka_error_t *e = NULL;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        lt_info(NULL, "assigned %d partition(s)", parts->cnt);
+        e = rd_kafka_incremental_assign(rk, parts);
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        int lost = rd_kafka_assignment_lost(rk);
+        lt_info(NULL, "%s %d partition(s): draining their commands", lost ? "lost" : "revoked",
+                parts->cnt);
+        drain_partitions(w, parts, !lost);
+        e = rd_kafka_incremental_unassign(rk, parts);
+    } else {
+        lt_error(NULL, "rebalance error: %s", rd_kafka_err2str(err));
+        rd_kafka_assign(rk, NULL);
+    }
+    if (e) {
+        lt_error(NULL, "incremental rebalance: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+}
+
+/* --- lifecycle ----------------------------------------------------------- */
+
+lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_size)
+{
+    lt_worker_t *w = lt_xcalloc(1, sizeof(*w));
+    w->cfg = cfg;
+    pthread_mutex_init(&w->mu, NULL);
+    w->offsets = lt_offsets_new();
+    w->dispatch = lt_dispatch_new();
+    w->drain_ms = (int)lt_config_int(cfg, "LATTICE_WORKER_DRAIN_TIMEOUT_S") * 1000;
+    const char *id = lt_config_str(cfg, "LATTICE_WORKER_ID");
+    if (id)
+        snprintf(w->worker_id, sizeof(w->worker_id), "%s", id);
+    else if (gethostname(w->worker_id, sizeof(w->worker_id) - 1))
+        snprintf(w->worker_id, sizeof(w->worker_id), "worker");
+
+    w->registry = lt_registry_new(lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_URL"),
+                                  lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_USERNAME"),
+                                  lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_PASSWORD"),
+                                  lt_config_str(cfg, "LATTICE_TLS_CA_FILE"), errstr, errstr_size);
+    if (!w->registry)
+        goto fail;
+    char subject[300];
+    snprintf(subject, sizeof(subject), "%s-value", lt_config_str(cfg, "LATTICE_TOPIC_RAW"));
+    if (lt_registry_register(w->registry, subject, lt_mail_event_schema_json(), &w->schema_id,
+                             errstr, errstr_size))
+        goto fail;
+
+    w->producer = lt_kafka_producer_new(cfg, NULL, errstr, errstr_size);
+    if (!w->producer)
+        goto fail;
+    rd_kafka_conf_t *conf =
+        lt_kafka_consumer_conf(cfg, lt_config_str(cfg, "LATTICE_WORKER_GROUP_ID"), errstr,
+                               errstr_size);
+    if (!conf)
+        goto fail;
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    w->consumer = lt_kafka_new(RD_KAFKA_CONSUMER, conf, w, NULL, errstr, errstr_size);
+    if (!w->consumer)
+        goto fail;
+
+    w->nslots = (int)lt_config_int(cfg, "LATTICE_WORKER_CONCURRENCY");
+    w->slots = lt_xcalloc((size_t)w->nslots, sizeof(slot_t));
+    for (int i = 0; i < w->nslots; i++) {
+        w->slots[i].w = w;
+        w->slots[i].index = i;
+        w->slots[i].running_partition = -1;
+    }
+    return w;
+fail:
+    lt_worker_destroy(w);
+    return NULL;
+}
+
+void lt_worker_stop(lt_worker_t *w)
+{
+    w->stop = 1;
+}
+
+lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
+{
+    const char *topic = lt_config_str(w->cfg, "LATTICE_TOPIC_COMMANDS");
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(sub, topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(w->consumer, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    if (kerr)
+        return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "subscribe %s: %s", topic,
+                         rd_kafka_err2str(kerr));
+    for (int i = 0; i < w->nslots; i++)
+        pthread_create(&w->slots[i].thread, NULL, slot_main, &w->slots[i]);
+    lt_info(NULL, "worker %s consuming %s with %d slot(s), schema id %d", w->worker_id, topic,
+            w->nslots, (int)w->schema_id);
+
+    int64_t last_commit = 0;
+    while (!w->stop) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, POLL_MS);
+        if (m) {
+            if (m->err) {
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                    lt_warn(NULL, "consumer: %s", rd_kafka_message_errstr(m));
+            } else {
+                char key[256] = "";
+                if (m->key && m->key_len < sizeof(key)) {
+                    memcpy(key, m->key, m->key_len);
+                    key[m->key_len] = 0;
+                }
+                pthread_mutex_lock(&w->mu);
+                lt_offsets_start(w->offsets, m->partition, m->offset);
+                pthread_mutex_unlock(&w->mu);
+                lt_dispatch_push(w->dispatch, lt_job_new(m->partition, m->offset, key, m->payload,
+                                                         m->payload ? m->len : 0));
+            }
+            rd_kafka_message_destroy(m);
+        }
+        rd_kafka_poll(w->producer, 0);
+        if (lt_now_ms() - last_commit > 1000) {
+            commit_ready(w, NULL);
+            last_commit = lt_now_ms();
+        }
+    }
+
+    /* Drain: finish or abandon what runs, commit what finished. */
+    lt_info(NULL, "stopping: draining %d command(s) for up to %d ms",
+            lt_dispatch_running(w->dispatch, -1), w->drain_ms);
+    rd_kafka_topic_partition_list_t *assigned = NULL;
+    if (!rd_kafka_assignment(w->consumer, &assigned)) {
+        drain_partitions(w, assigned, 1);
+        rd_kafka_topic_partition_list_destroy(assigned);
+    }
+    w->stopping_slots = 1;
+    lt_dispatch_close(w->dispatch);
+    for (int i = 0; i < w->nslots; i++)
+        pthread_join(w->slots[i].thread, NULL);
+    w->nslots = 0;
+    rd_kafka_consumer_close(w->consumer);
+    rd_kafka_flush(w->producer, 10000);
+    lt_info(NULL, "stopped");
+    return LT_OK;
+}
+
+void lt_worker_destroy(lt_worker_t *w)
+{
+    if (!w)
+        return;
+    if (w->nslots) { /* never ran */
+        for (int i = 0; i < w->nslots; i++)
+            slot_close(&w->slots[i]);
+    }
+    free(w->slots);
+    lt_kafka_destroy(w->consumer);
+    if (w->producer)
+        rd_kafka_flush(w->producer, 5000);
+    lt_kafka_destroy(w->producer);
+    lt_registry_destroy(w->registry);
+    lt_dispatch_destroy(w->dispatch);
+    lt_offsets_destroy(w->offsets);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}

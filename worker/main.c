@@ -1,0 +1,86 @@
+/* lattice-worker: executes sync commands from lattice.mail.sync.cmd.v1. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lt_config.h"
+#include "lt_log.h"
+#include "lt_mime.h"
+#include "lt_worker.h"
+
+static lt_worker_t *g_worker; /* for the signal handler only */
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (g_worker)
+        lt_worker_stop(g_worker);
+}
+
+static void usage(FILE *out)
+{
+    fputs("usage: lattice-worker [--help] [--version]\n\n"
+          "Consumes sync commands (JSON) from LATTICE_TOPIC_COMMANDS as a member of the\n"
+          "consumer group LATTICE_WORKER_GROUP_ID and executes each once: fetches new mail\n"
+          "(IMAP, Gmail), stores raw messages and attachments in S3, publishes mail.raw.v1\n"
+          "events and moves watermarks with the Kafka transaction (docs/delivery-protocol.md).\n"
+          "SIGTERM/SIGINT drain running commands and exit 0.\n\n",
+          out);
+    lt_config_print_help(out, LT_PROG_WORKER);
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(argv[i], "--version")) {
+            printf("lattice-worker %s\n", LT_VERSION);
+            return 0;
+        }
+        fprintf(stderr, "lattice-worker: unknown argument %s\n\n", argv[i]);
+        usage(stderr);
+        return 2;
+    }
+    char err[4096];
+    lt_config_t *cfg = lt_config_load(LT_PROG_WORKER, err, sizeof(err));
+    if (!cfg) {
+        fprintf(stderr, "lattice-worker: %s\n", err);
+        return 2;
+    }
+    if (lt_log_setup("lattice-worker", lt_config_str(cfg, "LATTICE_LOG_LEVEL"),
+                     lt_config_str(cfg, "LATTICE_LOG_FORMAT"), err, sizeof(err))) {
+        fprintf(stderr, "lattice-worker: %s\n", err);
+        return 2;
+    }
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    signal(SIGPIPE, SIG_IGN);
+    lt_mime_global_init();
+    int rc = 0;
+    g_worker = lt_worker_new(cfg, err, sizeof(err));
+    if (!g_worker) {
+        lt_error(NULL, "cannot start: %s", err);
+        rc = 1;
+        goto out;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    if (lt_worker_run(g_worker, err, sizeof(err))) {
+        lt_error(NULL, "%s", err);
+        rc = 1;
+    }
+out:
+    lt_worker_destroy(g_worker);
+    g_worker = NULL;
+    lt_mime_global_shutdown();
+    lt_config_destroy(cfg);
+    return rc;
+}
