@@ -241,13 +241,12 @@ int main(void)
     int nfiles = count_sql_files(dir);
     CHECK_MSG(nfiles >= 3, "expected the migrations in %s", dir);
 
-    char tmp[] = "/tmp/lt_migrate_XXXXXX";
-    CHECK(mkdtemp(tmp) != NULL);
-
     /* 1. Fresh apply: everything applied, tables exist. */
     scratch_t s1;
     if (scratch_create(&s1, "a") != 0)
         return lt_test_done("test_migrate (no scratch)") | 1;
+    char tmp[] = "/tmp/lt_migrate_XXXXXX";
+    CHECK(mkdtemp(tmp) != NULL);
     lt_db_t *db = scratch_connect(&s1);
     CHECK(db != NULL);
     if (!db)
