@@ -843,3 +843,43 @@ def test_scale_20k_messages(cl):
 def test_sigterm_clean_exit_is_checked_by_fixture(server):
     # the session fixture asserts exit code 0 and removal of the ready file
     assert server["proc"].poll() is None
+
+
+def test_cli_flags_and_seed_file(tmp_path):
+    """A second emulator, plain HTTP, configured from the command line and a seed file."""
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps({"users": [{"email": "seed@example.com", "refresh_token": "rt-s",
+                                           "client_id": "c", "client_secret": "s",
+                                           "generate": {"count": 7}}]}))
+    state = tmp_path / "state"
+    proc = subprocess.Popen([os.path.join(HERE, "run"), "--port", "0", "--no-tls",
+                             "--state-dir", str(state), "--seed-file", str(seed),
+                             "--latency-ms", "12", "--quota-units-per-s", "100",
+                             "--quota-mode", "403", "--concurrency-limit", "3",
+                             "--history-retention", "42", "--history-retention-s", "600",
+                             "--access-token-ttl-s", "77", "--no-retry-after"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        ready = state / "gmail-emulator.ready"
+        deadline = time.time() + 20
+        while not ready.exists():
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        port = int(ready.read_text().strip().rsplit(":", 1)[1])
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/_emulator/config")
+        cfg = json.loads(c.getresponse().read())
+        assert (cfg["latency_ms"], cfg["quota_units_per_s"], cfg["quota_mode"],
+                cfg["concurrency_limit"], cfg["history_retention_records"],
+                cfg["history_retention_s"], cfg["access_token_ttl_s"], cfg["retry_after"]) == \
+            (12, 100, "403", 3, 42, 600, 77, False)
+        c.request("GET", "/_emulator/users/seed@example.com")
+        u = json.loads(c.getresponse().read())
+        assert u["messagesTotal"] == 7
+        c.close()
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0].decode()
+    assert proc.returncode == 0
+    assert "listening on http://127.0.0.1:%d" % port in out and "stopped" in out
+    assert "rt-s" not in out  # no secrets in the log
