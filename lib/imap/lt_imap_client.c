@@ -717,8 +717,11 @@ static lt_err_t finish(lt_imap_t *c, int slot, int kind, const char *what, char 
         err = LT_ERR_TEMPORARY;
     else if (kind == K_AUTH)
         err = LT_ERR_REAUTH;
-    else if (kind == K_EXAMINE && !strcmp(p->code, "NONEXISTENT"))
-        err = LT_ERR_NOT_FOUND;
+    else if (kind == K_EXAMINE &&
+             (!strcmp(p->code, "NONEXISTENT") ||
+              (!p->code[0] && (strcasestr(p->text, "doesn't exist") ||
+                               strcasestr(p->text, "does not exist")))))
+        err = LT_ERR_NOT_FOUND; /* Dovecot 2.3 sends no [NONEXISTENT] on SELECT/EXAMINE */
     else if (kind == K_READ)
         err = LT_ERR_TEMPORARY;
     else
