@@ -417,6 +417,33 @@ lt_err_t lt_kafka_produce_sync(rd_kafka_t *rk, const char *topic, int32_t partit
     return ret;
 }
 
+lt_err_t lt_kafka_warm_topic(rd_kafka_t *rk, const char *topic, int timeout_ms, char *errstr,
+                             size_t errstr_size)
+{
+    lt_err_t ret = LT_OK;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (!rkt)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "kafka: topic %s: %s", topic,
+                         rd_kafka_err2str(rd_kafka_last_error()));
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+    if (err) {
+        ret = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "kafka: metadata of %s: %s", topic,
+                        rd_kafka_err2str(err));
+    } else if (md->topic_cnt != 1 || md->topics[0].err || md->topics[0].partition_cnt < 1) {
+        rd_kafka_resp_err_t terr =
+            md->topic_cnt == 1 ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+        ret = lt_seterr(
+            errstr, errstr_size,
+            terr == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ? LT_ERR_NOT_FOUND : LT_ERR_TEMPORARY,
+            "kafka: topic %s: %s", topic, terr ? rd_kafka_err2str(terr) : "no partitions");
+    }
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return ret;
+}
+
 /* ---- headers ------------------------------------------------------------ */
 
 rd_kafka_headers_t *lt_kafka_headers_with_traceparent(const char *traceparent)

@@ -87,6 +87,14 @@ lt_err_t lt_kafka_produce_sync(rd_kafka_t *rk, const char *topic, int32_t partit
                                rd_kafka_headers_t *headers, int timeout_ms, int32_t *out_partition,
                                int64_t *out_offset, char *errstr, size_t errstr_size);
 
+/* Fetch `topic`'s metadata into the client: checks at start-up that the
+ * topic exists (auto-create is off) and spares the first transaction a
+ * ~1 s wait (librdkafka 2.0.2 looks up a topic it has not seen on a 1 s
+ * timer, inside commit_transaction's flush). LT_ERR_NOT_FOUND if the topic
+ * does not exist, LT_ERR_TEMPORARY if the broker does not answer in time. */
+lt_err_t lt_kafka_warm_topic(rd_kafka_t *rk, const char *topic, int timeout_ms, char *errstr,
+                             size_t errstr_size);
+
 /* A new header list holding traceparent (caller owns; rd_kafka_producev's
  * RD_KAFKA_V_HEADERS takes it on success). NULL or "" traceparent: empty list. */
 rd_kafka_headers_t *lt_kafka_headers_with_traceparent(const char *traceparent);
