@@ -21,7 +21,6 @@ import os
 import random
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
