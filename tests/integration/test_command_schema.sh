@@ -10,12 +10,19 @@
 # Needs python3 with jsonschema >= 4 (Debian: python3-jsonschema).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-if ! python3 -c 'import jsonschema, sys; sys.exit(0 if hasattr(jsonschema, "Draft202012Validator") else 1)' 2>/dev/null; then
-  echo "test_command_schema: python3 module jsonschema (>= 4, Draft 2020-12) is missing:" \
+# The first interpreter that has it: python3 on PATH, else Debian's.
+py=""
+for cand in python3 /usr/bin/python3; do
+  if "$cand" -c 'import jsonschema, sys; sys.exit(0 if hasattr(jsonschema.Draft202012Validator, "FORMAT_CHECKER") else 1)' 2>/dev/null; then
+    py="$cand"; break
+  fi
+done
+if [ -z "$py" ]; then
+  echo "test_command_schema: python3 module jsonschema (>= 4.5, Draft 2020-12) is missing:" \
        "apt-get install python3-jsonschema (deploy/local/install-deps)" >&2
   exit 1
 fi
-exec python3 - "$root" <<'PY'
+exec "$py" - "$root" <<'PY'
 import glob, json, os, sys
 import jsonschema
 
