@@ -560,6 +560,13 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     else if (gethostname(w->worker_id, sizeof(w->worker_id) - 1))
         snprintf(w->worker_id, sizeof(w->worker_id), "worker");
 
+    if (!lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID") ||
+        !lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY")) {
+        lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                  "LATTICE_S3_ACCESS_KEY_ID and LATTICE_S3_SECRET_ACCESS_KEY (or their _FILE "
+                  "variants) are required");
+        goto fail;
+    }
     w->registry = lt_registry_new(lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_URL"),
                                   lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_USERNAME"),
                                   lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_PASSWORD"),

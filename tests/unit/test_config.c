@@ -57,11 +57,21 @@ int main(void)
     lt_config_destroy(c);
     clear_env();
 
-    /* Required secret missing. */
-    unsetenv("LATTICE_S3_SECRET_ACCESS_KEY");
+    /* A required setting emptied. */
+    setenv("LATTICE_TOPIC_RAW", "", 1);
     c = lt_config_load(LT_PROG_WORKER, err, sizeof(err));
-    CHECK(c == NULL);
-    CHECK_MSG(strstr(err, "LATTICE_S3_SECRET_ACCESS_KEY is required") != NULL, "%s", err);
+    CHECK_MSG(c != NULL, "an empty value falls back to the default: %s", err);
+    if (c)
+        CHECK_STR(lt_config_str(c, "LATTICE_TOPIC_RAW"), "lattice.mail.raw.v1");
+    lt_config_destroy(c);
+    unsetenv("LATTICE_TOPIC_RAW");
+    /* Secrets are not needed by every program (lattice-migrate has no S3). */
+    unsetenv("LATTICE_S3_SECRET_ACCESS_KEY");
+    c = lt_config_load(LT_PROG_TOOLS, err, sizeof(err));
+    CHECK_MSG(c != NULL, "%s", err);
+    if (c)
+        CHECK(lt_config_str(c, "LATTICE_S3_SECRET_ACCESS_KEY") == NULL);
+    lt_config_destroy(c);
 
     /* Secret from a mounted file; trailing newline dropped. */
     char path[] = "/tmp/lt_test_secretXXXXXX";

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# End to end: lattice-worker against the real stack (Kafka, Postgres, MinIO,
+# Apicurio, Dovecot). Incremental twice, new mail between runs, UIDVALIDITY
+# reset, attachments with hostile names, a malformed command to the DLQ, an
+# unknown account to the DLQ, a drained SIGTERM.
+set -euo pipefail
+BUILD=${1:?build dir}
+HERE=$(cd "$(dirname "$0")" && pwd)
+for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
+         LATTICE_CA_FILE LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD; do
+  [ -n "${!v:-}" ] || { echo "$v not set: run under make test" >&2; exit 1; }
+done
+BROKER=$LATTICE_KAFKA_BOOTSTRAP_SERVERS
+RUN=$(date +%s)$$
+TENANT=t$RUN
+ACCOUNT=imap-$RUN
+FOLDER="e2e-$RUN-Entwürfe"
+WORK=$(mktemp -d)
+WPID=
+pass=0 fail=0
+check() { # check "what" cond...
+  local what=$1; shift
+  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
+}
+cleanup() {
+  [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
+  python3 "$HERE/lib/imap_tool.py" delete "$FOLDER" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
+
+python3 "$HERE/lib/imap_tool.py" create "$FOLDER"
+python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count 30 --seed a --attachments 2
+CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"LATTICE_TEST_IMAP_PASSWORD","folders":["%s"]}' \
+  "$LATTICE_TEST_IMAP_HOST" "$LATTICE_TEST_IMAP_PORT" "$LATTICE_TEST_IMAP_USER" "$FOLDER")
+psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$ACCOUNT', 'imap', '$CONFIG'::jsonb)" >/dev/null
+
+# The worker: its own consumer group, reading only commands produced from now on.
+LATTICE_WORKER_GROUP_ID=test-$RUN LATTICE_WORKER_ID=test-$RUN LATTICE_KAFKA_AUTO_OFFSET_RESET=latest \
+LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_WORKER_BATCH_MESSAGES=7 LATTICE_LOG_FORMAT=text \
+LATTICE_WORKER_RETRY_BASE_MS=200 \
+  "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
+WPID=$!
+for _ in $(seq 1 150); do grep -q "assigned" "$WORK/worker.log" && break; sleep 0.2; done
+check "worker got its assignment" grep -q "assigned" "$WORK/worker.log"
+
+
+command() { # command KIND [json extra] -> prints the command id
+  local id="cmd-$RUN-$1-$(date +%s%N)"
+  local extra=${2:-}
+  printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"%s","tenant_id":"%s","account_id":"%s","provider":"imap","kind":"%s"%s,"requested_at":"2026-11-25T12:00:00Z","requested_by":"test"}\n' \
+    "$ACCOUNT" "$id" "$TENANT" "$ACCOUNT" "$1" "$extra" \
+    | kcat -P -b "$BROKER" -t lattice.mail.sync.cmd.v1 -K $'\t' 2>/dev/null
+  echo "$id"
+}
+wait_status() { # wait_status ID -> prints the status JSON
+  for _ in $(seq 1 300); do
+    local s
+    s=$(kcat -C -b "$BROKER" -t lattice.mail.sync.status.v1 -o beginning -e -q -f '%s\n' 2>/dev/null \
+        | grep -F "\"command_id\":\"$1\"" | tail -1 || true)
+    [ -n "$s" ] && { echo "$s"; return 0; }
+    sleep 0.2
+  done
+  echo "no status for $1" >&2; tail -30 "$WORK/worker.log" >&2; return 1
+}
+jget() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]))' "$1" "$2"; }
+raw_count() { # committed events of this account
+  kcat -C -b "$BROKER" -t lattice.mail.raw.v1 -o beginning -e -q -X isolation.level=read_committed \
+    -f '%k\n' 2>/dev/null | grep -cx "$ACCOUNT" || true
+}
+raw_ids() {
+  kcat -C -b "$BROKER" -t lattice.mail.raw.v1 -o beginning -e -q -X isolation.level=read_committed \
+    -f '%k %h\n' 2>/dev/null | awk -v a="$ACCOUNT" '$1==a' | grep -o 'lattice.event_id=[0-9a-f-]*' | sort
+}
+wm() { psqlq "SELECT watermark_json FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$ACCOUNT'"; }
+
+# 1. first incremental: everything
+c1=$(command incremental); s1=$(wait_status "$c1")
+check "first run succeeded ($s1)" [ "$(jget "$s1" result)" = succeeded ]
+check "first run: 30 messages" [ "$(jget "$s1" messages)" = 30 ]
+check "30 committed events" [ "$(raw_count)" = 30 ]
+V1=$(python3 "$HERE/lib/imap_tool.py" uidvalidity "$FOLDER")
+check "watermark at UID 30 ($(wm))" [ "$(wm)" = "{\"last_uid\": 30, \"uidvalidity\": $V1}" ]
+check "events unique" [ "$(raw_ids | uniq -d | wc -l)" = 0 ]
+
+# objects: the .eml and an attachment whose hostile name stayed under its prefix
+objs=$(curl -s --aws-sigv4 "aws:amz:${LATTICE_S3_REGION:-us-east-1}:s3" \
+  --user "$LATTICE_S3_ACCESS_KEY_ID:$LATTICE_S3_SECRET_ACCESS_KEY" \
+  -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
+  "$LATTICE_S3_ENDPOINT/$LATTICE_S3_BUCKET?list-type=2&prefix=tenant/$TENANT/&max-keys=1000")
+check "30 raw messages stored" [ "$(grep -o '<Key>[^<]*message.eml</Key>' <<<"$objs" | wc -l)" = 30 ]
+check "60 attachments stored" [ "$(grep -o '<Key>[^<]*/attachments/[^<]*</Key>' <<<"$objs" | wc -l)" = 60 ]
+check "no key escapes its prefix" bash -c "! grep -o '<Key>[^<]*</Key>' <<<'$objs' | grep -q '/\.\./'"
+
+# 2. again: nothing new, nothing published
+c2=$(command incremental); s2=$(wait_status "$c2")
+check "second run succeeded" [ "$(jget "$s2" result)" = succeeded ]
+check "second run: 0 messages" [ "$(jget "$s2" messages)" = 0 ]
+check "still 30 events" [ "$(raw_count)" = 30 ]
+
+# 3. new mail between runs
+python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count 5 --seed b
+c3=$(command incremental); s3=$(wait_status "$c3")
+check "third run: 5 messages" [ "$(jget "$s3" messages)" = 5 ]
+check "35 events" [ "$(raw_count)" = 35 ]
+
+# 4. UIDVALIDITY reset: the folder is recreated; a full resync under the new validity
+python3 "$HERE/lib/imap_tool.py" delete "$FOLDER"
+python3 "$HERE/lib/imap_tool.py" create "$FOLDER"
+python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count 3 --seed c
+V2=$(python3 "$HERE/lib/imap_tool.py" uidvalidity "$FOLDER")
+check "UIDVALIDITY changed" [ "$V1" != "$V2" ]
+c4=$(command incremental); s4=$(wait_status "$c4")
+check "resync: 3 messages ($s4)" [ "$(jget "$s4" messages)" = 3 ]
+check "watermark under the new validity ($(wm))" [ "$(wm)" = "{\"last_uid\": 3, \"uidvalidity\": $V2}" ]
+check "38 events" [ "$(raw_count)" = 38 ]
+
+# 5. backfill of UIDs 2..3: events again (same ids), watermark unchanged
+c5=$(command backfill ",\"backfill\":{\"folder\":\"$FOLDER\",\"start_uid\":2,\"end_uid\":3}"); s5=$(wait_status "$c5")
+check "backfill: 2 messages ($s5)" [ "$(jget "$s5" messages)" = 2 ]
+check "backfill kept the watermark" [ "$(wm)" = "{\"last_uid\": 3, \"uidvalidity\": $V2}" ]
+check "backfill duplicates only with identical ids" [ "$(raw_ids | uniq | wc -l)" = 38 ]
+
+# 6. a malformed command and an unknown account go to the DLQ, the worker goes on
+printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"bad-%s"}\n' "$ACCOUNT" "$RUN" \
+  | kcat -P -b "$BROKER" -t lattice.mail.sync.cmd.v1 -K $'\t' 2>/dev/null
+printf 'nobody-%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"ghost-%s","tenant_id":"%s","account_id":"nobody-%s","provider":"imap","kind":"incremental","requested_at":"2026-11-25T12:00:00Z","requested_by":"test"}\n' \
+  "$RUN" "$RUN" "$TENANT" "$RUN" | kcat -P -b "$BROKER" -t lattice.mail.sync.cmd.v1 -K $'\t' 2>/dev/null
+sg=$(wait_status "ghost-$RUN")
+check "unknown account dead-lettered" [ "$(jget "$sg" result)" = dead_lettered ]
+dlq=$(kcat -C -b "$BROKER" -t lattice.mail.sync.cmd.dlq.v1 -o beginning -e -q -f '%h %s\n' 2>/dev/null)
+check "DLQ holds the malformed command with its reason" bash -c "grep -F 'bad-$RUN' <<<'$dlq' | grep -q 'lattice.dlq.reason='"
+check "DLQ holds the unknown account's command" bash -c "grep -F 'ghost-$RUN' <<<'$dlq' | grep -q 'unknown account'"
+c6=$(command incremental); s6=$(wait_status "$c6")
+check "worker carries on after the DLQ" [ "$(jget "$s6" result)" = succeeded ]
+
+# 7. SIGTERM drains and exits 0
+kill -TERM "$WPID"; rc=0; wait "$WPID" || rc=$?; WPID=
+check "worker exited 0 on SIGTERM" [ "$rc" = 0 ]
+check "no secret in the log" bash -c "! grep -qF '$LATTICE_TEST_IMAP_PASSWORD' '$WORK/worker.log'"
+[ "$fail" = 0 ] || { echo "--- worker log"; tail -50 "$WORK/worker.log"; }
+echo "test_worker_imap: $pass passed, $fail failed"
+[ "$fail" = 0 ]
