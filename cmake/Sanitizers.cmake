@@ -5,3 +5,10 @@ if(LT_SANITIZE)
   add_compile_options(${LT_SAN_FLAGS})
   add_link_options(${LT_SAN_FLAGS})
 endif()
+
+# -DLT_FUZZ=ON: coverage instrumentation for every target, so the fuzzers see
+# the library's branches (the fuzz binaries add -fsanitize=fuzzer at link).
+if(LT_FUZZ)
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined)
+endif()
