@@ -926,7 +926,15 @@ static void extract_addrs(lt_mime_t *m, lt_mime_field_t f, GMimeAddressType type
     InternetAddressList *list = g_mime_message_get_addresses(m->msg, type);
     if (!list || internet_address_list_length(list) == 0)
         return;
-    char *disp = internet_address_list_to_string(list, m->fopts, FALSE);
+    InternetAddressList *shown = list;
+    if ((size_t)internet_address_list_length(list) > m->lim.max_list) {
+        shown = internet_address_list_new();
+        for (size_t i = 0; i < m->lim.max_list; i++)
+            internet_address_list_add(shown, internet_address_list_get_address(list, (int)i));
+    }
+    char *disp = internet_address_list_to_string(shown, m->fopts, FALSE);
+    if (shown != list)
+        g_object_unref(shown);
     a->display = clean_header_nonempty(m, disp);
     g_free(disp);
     size_t cap = m->lim.max_list;
@@ -999,6 +1007,175 @@ static void extract_headers(lt_mime_t *m)
 }
 
 /* ------------------------------------------------------------------ */
+/* Pre-scan: a streaming, over-counting estimate of what gmime would build,
+ * so that a small input cannot make it allocate gigabytes. Header blocks
+ * are: the top one, the one after each "--" line, and one more after a block
+ * whose Content-Type says message/ (or every part of a message that has a
+ * multipart/digest anywhere). */
+
+typedef struct {
+    size_t max_parts, max_header_lines, max_header_bytes;
+    size_t parts, header_lines, header_bytes;
+    size_t line_pos;
+    uint8_t head[2];
+    int blocks_left; /* header blocks still expected: >0 means in a header */
+    int block_msg;   /* this block's Content-Type is message/... */
+    int digest;      /* a multipart/digest seen */
+    char name[16];   /* header name at line start, lower case */
+    size_t name_len;
+    int in_name;     /* still reading the name */
+    int in_ctype;    /* inside a Content-Type header (with folded lines) */
+    int comment;     /* depth of (comment) in Content-Type */
+    char win[17];    /* last lower-case non-blank Content-Type chars */
+    const char *over;
+} prescan_t;
+
+static void prescan_init(prescan_t *s, const lt_mime_limits_t *l)
+{
+    memset(s, 0, sizeof(*s));
+    s->max_parts = l->max_parts;
+    s->max_header_lines = l->max_header_lines;
+    s->max_header_bytes = l->max_header_bytes;
+    s->blocks_left = 1;
+    s->in_name = 1;
+}
+
+static int ends_with(const char *w, const char *lit)
+{
+    size_t a = strlen(w), b = strlen(lit);
+    return a >= b && !memcmp(w + a - b, lit, b);
+}
+
+static void prescan_ctype_char(prescan_t *s, uint8_t c)
+{
+    if (c == '(') {
+        s->comment++;
+        return;
+    }
+    if (c == ')' && s->comment) {
+        s->comment--;
+        return;
+    }
+    if (s->comment || c == ' ' || c == '\t' || c == '\r')
+        return;
+    if (c == ';') { /* parameters follow: only the media type matters */
+        s->in_ctype = 0;
+        return;
+    }
+    if (c >= 'A' && c <= 'Z')
+        c = (uint8_t)(c - 'A' + 'a');
+    size_t n = strlen(s->win);
+    if (n == sizeof(s->win) - 1) {
+        memmove(s->win, s->win + 1, n - 1);
+        n--;
+    }
+    s->win[n] = (char)c;
+    s->win[n + 1] = 0;
+    if (ends_with(s->win, "message/"))
+        s->block_msg = 1;
+    if (ends_with(s->win, "multipart/digest"))
+        s->digest = 1;
+}
+
+static void prescan_end_line(prescan_t *s)
+{
+    int empty = s->line_pos == 0 || (s->line_pos == 1 && s->head[0] == '\r');
+    int dashes = s->line_pos >= 2 && s->head[0] == '-' && s->head[1] == '-';
+    if (dashes) {
+        if (++s->parts > s->max_parts)
+            s->over = "boundary-like lines";
+        s->blocks_left = s->digest ? 2 : 1;
+        s->block_msg = 0;
+        s->in_ctype = 0;
+    } else if (s->blocks_left > 0) {
+        if (empty) {
+            s->blocks_left--;
+            if (s->block_msg && s->blocks_left == 0)
+                s->blocks_left = 1;
+            s->block_msg = 0;
+            s->in_ctype = 0;
+        } else if (++s->header_lines > s->max_header_lines) {
+            s->over = "header lines";
+        }
+    }
+    s->line_pos = 0;
+    s->name_len = 0;
+    s->in_name = 1;
+}
+
+static void prescan_header_char(prescan_t *s, uint8_t c)
+{
+    if (s->line_pos == 1) { /* first byte of the line */
+        if (c == ' ' || c == '\t') {
+            s->in_name = 0; /* folded: same header goes on */
+            return;
+        }
+        s->in_ctype = 0;
+        s->comment = 0;
+        s->win[0] = 0;
+    }
+    if (s->in_name) {
+        if (c == ':') {
+            while (s->name_len && (s->name[s->name_len - 1] == ' ' ||
+                                   s->name[s->name_len - 1] == '\t'))
+                s->name_len--;
+            s->in_ctype = s->name_len == 12 && !memcmp(s->name, "content-type", 12);
+            s->in_name = 0;
+        } else if (s->name_len < sizeof(s->name)) {
+            s->name[s->name_len++] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+        } else {
+            s->in_name = 0;
+        }
+        return;
+    }
+    if (s->in_ctype)
+        prescan_ctype_char(s, c);
+}
+
+static void prescan_feed(prescan_t *s, const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && !s->over) {
+        uint8_t c = p[i];
+        if (c == '\n') {
+            prescan_end_line(s);
+            i++;
+            continue;
+        }
+        if (s->line_pos < 2)
+            s->head[s->line_pos] = c;
+        s->line_pos++;
+        if (s->blocks_left > 0) {
+            if (++s->header_bytes > s->max_header_bytes) {
+                s->over = "header bytes";
+                return;
+            }
+            prescan_header_char(s, c);
+            i++;
+        } else if (s->line_pos >= 2 || c != '-') {
+            /* a body line that is not boundary-like: skip to its end */
+            const uint8_t *nl = memchr(p + i + 1, '\n', n - i - 1);
+            if (!nl)
+                return;
+            i = (size_t)(nl - p);
+        } else {
+            i++;
+        }
+    }
+}
+
+static lt_err_t prescan_result(const prescan_t *s, char *errstr, size_t errstr_size)
+{
+    if (!s->over)
+        return LT_OK;
+    return lt_seterr(errstr, errstr_size, LT_ERR_TOO_BIG,
+                     "message structure over the caps (%s): %zu boundary-like lines (cap %zu), "
+                     "%zu header lines (cap %zu), %zu header bytes (cap %zu) seen",
+                     s->over, s->parts, s->max_parts, s->header_lines, s->max_header_lines,
+                     s->header_bytes, s->max_header_bytes);
+}
+
+/* ------------------------------------------------------------------ */
 /* Parsing */
 
 void lt_mime_limits_default(lt_mime_limits_t *l)
@@ -1009,6 +1186,9 @@ void lt_mime_limits_default(lt_mime_limits_t *l)
     l->max_text = LT_MIME_DEFAULT_MAX_TEXT;
     l->max_header = LT_MIME_DEFAULT_MAX_HEADER;
     l->max_list = LT_MIME_DEFAULT_MAX_LIST;
+    l->max_parts = LT_MIME_DEFAULT_MAX_PARTS;
+    l->max_header_lines = LT_MIME_DEFAULT_MAX_HEADER_LINES;
+    l->max_header_bytes = LT_MIME_DEFAULT_MAX_HEADER_BYTES;
 }
 
 static lt_mime_limits_t effective_limits(const lt_mime_limits_t *in)
@@ -1028,6 +1208,12 @@ static lt_mime_limits_t effective_limits(const lt_mime_limits_t *in)
             l.max_header = in->max_header;
         if (in->max_list)
             l.max_list = in->max_list;
+        if (in->max_parts)
+            l.max_parts = in->max_parts;
+        if (in->max_header_lines)
+            l.max_header_lines = in->max_header_lines;
+        if (in->max_header_bytes)
+            l.max_header_bytes = in->max_header_bytes;
     }
     if (l.max_depth > MAX_DEPTH_LIMIT)
         l.max_depth = MAX_DEPTH_LIMIT;
@@ -1104,6 +1290,12 @@ lt_err_t lt_mime_parse_mem(const uint8_t *data, size_t len, const lt_mime_limits
     if (len > l.max_input)
         return lt_seterr(errstr, errstr_size, LT_ERR_TOO_BIG,
                          "message of %zu bytes is over the %zu byte cap", len, l.max_input);
+    prescan_t ps;
+    prescan_init(&ps, &l);
+    prescan_feed(&ps, data, len);
+    lt_err_t err = prescan_result(&ps, errstr, errstr_size);
+    if (err)
+        return err;
     GMimeStream *s = g_mime_stream_mem_new_with_buffer(len ? (const char *)data : "", len);
     return parse_stream(s, &l, out, errstr, errstr_size);
 }
@@ -1127,6 +1319,29 @@ lt_err_t lt_mime_parse_file(const char *path, const lt_mime_limits_t *limits, lt
         return lt_seterr(errstr, errstr_size, LT_ERR_TOO_BIG,
                          "%s: %lld bytes is over the %zu byte cap", path, (long long)st.st_size,
                          l.max_input);
+    }
+    /* Pre-scan through a small buffer (the file is not held in memory). */
+    prescan_t ps;
+    prescan_init(&ps, &l);
+    uint8_t buf[65536];
+    uint64_t left = (uint64_t)st.st_size;
+    while (left > 0 && !ps.over) {
+        ssize_t r = read(fd, buf, left < sizeof(buf) ? (size_t)left : sizeof(buf));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            int e = errno;
+            close(fd);
+            return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "read %s: %s", path,
+                             r < 0 ? strerror(e) : "file shrank while reading");
+        }
+        prescan_feed(&ps, buf, (size_t)r);
+        left -= (uint64_t)r;
+    }
+    lt_err_t err = prescan_result(&ps, errstr, errstr_size);
+    if (err) {
+        close(fd);
+        return err;
     }
     /* Bounded to the size seen, so a growing file cannot pass the cap. The
      * stream owns fd. */

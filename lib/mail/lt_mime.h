@@ -35,6 +35,12 @@ typedef struct {
     size_t max_text;        /* bytes of the UTF-8 text body. 1 MiB */
     size_t max_header;      /* bytes of each decoded header string. 64 KiB */
     size_t max_list;        /* addresses per field, entries of References. 1000 */
+    /* Structure caps checked by a streaming pre-scan before gmime parses
+     * (gmime builds an object per part, header and address, ~0.5-1.5 KiB
+     * each): over any of them, the parse fails with LT_ERR_TOO_BIG. */
+    size_t max_parts;        /* lines starting with "--" (boundary-like). 20000 */
+    size_t max_header_lines; /* lines in header blocks, all parts. 50000 */
+    size_t max_header_bytes; /* bytes in header blocks, all parts. 1 MiB */
 } lt_mime_limits_t;
 
 #define LT_MIME_DEFAULT_MAX_INPUT ((size_t)64 << 20)
@@ -43,6 +49,9 @@ typedef struct {
 #define LT_MIME_DEFAULT_MAX_TEXT ((size_t)1 << 20)
 #define LT_MIME_DEFAULT_MAX_HEADER ((size_t)64 << 10)
 #define LT_MIME_DEFAULT_MAX_LIST 1000
+#define LT_MIME_DEFAULT_MAX_PARTS 20000
+#define LT_MIME_DEFAULT_MAX_HEADER_LINES 50000
+#define LT_MIME_DEFAULT_MAX_HEADER_BYTES ((size_t)1 << 20)
 
 /* Fill *l with the defaults above. */
 void lt_mime_limits_default(lt_mime_limits_t *l);
@@ -56,13 +65,15 @@ void lt_mime_global_shutdown(void);
  * demand, so the file must stay unchanged until lt_mime_destroy()).
  * limits may be NULL (defaults). On LT_OK *out is a new message the caller
  * destroys; otherwise *out is NULL and errstr says why:
- * LT_ERR_NOT_FOUND (no such file), LT_ERR_TOO_BIG (over max_input),
- * LT_ERR_INVALID (not a readable regular file). */
+ * LT_ERR_NOT_FOUND (no such file), LT_ERR_TOO_BIG (over max_input or a
+ * structure cap), LT_ERR_INVALID (not a readable regular file),
+ * LT_ERR_TEMPORARY (read error). */
 lt_err_t lt_mime_parse_file(const char *path, const lt_mime_limits_t *limits, lt_mime_t **out,
                             char *errstr, size_t errstr_size);
 
 /* Parse len bytes at data. The bytes are copied once; the caller's buffer
- * may be freed when this returns. Errors: LT_ERR_TOO_BIG, LT_ERR_INVALID. */
+ * may be freed when this returns. Errors: LT_ERR_TOO_BIG (size or
+ * structure cap), LT_ERR_INVALID. */
 lt_err_t lt_mime_parse_mem(const uint8_t *data, size_t len, const lt_mime_limits_t *limits,
                            lt_mime_t **out, char *errstr, size_t errstr_size);
 

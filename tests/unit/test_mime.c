@@ -486,10 +486,10 @@ static void check_hostile(void)
     char err[512];
     lt_mime_t *m = NULL;
 
-    /* a 2 MiB Subject line: parsed, cut to max_header */
+    /* a 900 KB Subject line: parsed, cut to max_header */
     lt_buf_t *b = lt_buf_new((size_t)8 << 20);
     lt_buf_append(b, "Subject: ", 9);
-    for (int i = 0; i < (2 << 20) / 8; i++)
+    for (int i = 0; i < 900000 / 8; i++)
         lt_buf_append(b, "abcdefg ", 8);
     lt_buf_append(b, "\n\nbody\n", 7);
     CHECK_INT(lt_mime_parse_mem(lt_buf_data(b), lt_buf_len(b), NULL, &m, err, sizeof(err)), LT_OK);
@@ -579,6 +579,81 @@ static void check_hostile(void)
     lt_buf_destroy(b);
 }
 
+static lt_err_t parse_str(const char *s, const lt_mime_limits_t *lim, char *err, size_t n)
+{
+    lt_mime_t *m = NULL;
+    lt_err_t rc = lt_mime_parse_mem((const uint8_t *)s, strlen(s), lim, &m, err, n);
+    CHECK(rc == LT_OK ? m != NULL : m == NULL);
+    lt_mime_destroy(m);
+    return rc;
+}
+
+/* The structure pre-scan: what gmime would build is bounded before it
+ * builds it (an object per part, header and address). */
+static void check_prescan(void)
+{
+    char err[512];
+    lt_mime_limits_t lim;
+    memset(&lim, 0, sizeof(lim));
+
+    /* 2 MiB of header: over the default 1 MiB of header bytes */
+    lt_buf_t *b = lt_buf_new((size_t)8 << 20);
+    lt_buf_append(b, "To: ", 4);
+    for (int i = 0; i < (2 << 20) / 5; i++)
+        lt_buf_append(b, "a@b, ", 5);
+    lt_buf_append(b, "\n\nbody\n", 7);
+    CHECK_INT(parse_str(lt_buf_str(b), NULL, err, sizeof(err)), LT_ERR_TOO_BIG);
+    CHECK_MSG(strstr(err, "header bytes") != NULL, "%s", err);
+
+    /* 30000 empty parts */
+    lt_buf_reset(b);
+    lt_buf_appendf(b, "Content-Type: multipart/mixed; boundary=b\n\n");
+    for (int i = 0; i < 30000; i++)
+        lt_buf_append(b, "--b\n\n", 5);
+    CHECK_INT(parse_str(lt_buf_str(b), NULL, err, sizeof(err)), LT_ERR_TOO_BIG);
+    CHECK_MSG(strstr(err, "boundary-like lines") != NULL, "%s", err);
+    lim.max_parts = 30001;
+    CHECK_INT(parse_str(lt_buf_str(b), &lim, err, sizeof(err)), LT_OK);
+    lim.max_parts = 0;
+
+    /* nested-rfc822.eml has 17 header lines counting the embedded
+     * messages' (6 top, 1 + 1 part headers, 5 + 2 inner, 2 part) */
+    lt_buf_t *raw = slurp(DATA "nested-rfc822.eml");
+    lim.max_header_lines = 17;
+    CHECK_INT(parse_str(lt_buf_str(raw), &lim, err, sizeof(err)), LT_OK);
+    lim.max_header_lines = 16;
+    CHECK_INT(parse_str(lt_buf_str(raw), &lim, err, sizeof(err)), LT_ERR_TOO_BIG);
+    CHECK_MSG(strstr(err, "header lines") != NULL, "%s", err);
+    lt_buf_destroy(raw);
+
+    /* an embedded message announced with a comment and blanks, and the
+     * parts of a digest (message/rfc822 by default): their headers count */
+    lim.max_header_lines = 50;
+    static const char *const shapes[] = {
+        "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: Message(x) /\n"
+        " rfc822\n\n",
+        "Content-Type: multipart/digest; boundary=d\n\n--d\n\n",
+        "Content-Type: message/rfc822\n\n",
+    };
+    for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
+        lt_buf_reset(b);
+        lt_buf_appendf(b, "%s", shapes[k]);
+        for (int i = 0; i < 60; i++)
+            lt_buf_appendf(b, "X-H%d: v\n", i);
+        lt_buf_appendf(b, "\nbody\n");
+        CHECK_MSG(parse_str(lt_buf_str(b), &lim, err, sizeof(err)) == LT_ERR_TOO_BIG,
+                  "shape %zu", k);
+    }
+    /* but a big body after an ordinary header block is not header */
+    lt_buf_reset(b);
+    lt_buf_appendf(b, "Content-Type: application/octet-stream; name=\"message/x\"\n"
+                      "Content-Transfer-Encoding: base64\n\n");
+    for (int i = 0; i < 40000; i++)
+        lt_buf_appendf(b, "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2\n");
+    CHECK_INT(parse_str(lt_buf_str(b), NULL, err, sizeof(err)), LT_OK);
+    lt_buf_destroy(b);
+}
+
 int main(void)
 {
     lt_mime_global_init();
@@ -587,6 +662,7 @@ int main(void)
     check_streaming();
     check_limits();
     check_hostile();
+    check_prescan();
     lt_mime_global_shutdown();
     return lt_test_done("test_mime");
 }
