@@ -1238,7 +1238,8 @@ lt_err_t lt_imap_uid_search(lt_imap_t *c, uint32_t first, uint32_t last, uint32_
     if (err) {
         free(c->uids);
     } else {
-        qsort(c->uids, c->nuids, sizeof(*c->uids), cmp_u32);
+        if (c->nuids)
+            qsort(c->uids, c->nuids, sizeof(*c->uids), cmp_u32);
         size_t o = 0; /* drop duplicates */
         for (size_t i = 0; i < c->nuids; i++)
             if (!o || c->uids[o - 1] != c->uids[i])

@@ -1073,14 +1073,18 @@ lt_err_t lt_imap_parser_feed(lt_imap_parser_t *p, const uint8_t *data, size_t le
                 n = LINE_STEP;
             const uint8_t *lf = memchr(data + off, '\n', n);
             size_t take = lf ? (size_t)(lf - (data + off)) : n;
-            if (memchr(data + off, 0, take)) {
-                size_t at = (size_t)((const uint8_t *)memchr(data + off, 0, take) - data);
+            /* Check bytes in stream order whatever the chunking: a NUL that
+             * fits is reported before an overflow of the cap. */
+            size_t room = p->max_line - lt_buf_len(p->line);
+            size_t fit = take < room ? take : room;
+            const uint8_t *nul = memchr(data + off, 0, fit);
+            if (nul) {
                 err = fail_parser(p, LT_ERR_INVALID,
                                   "IMAP protocol error: NUL byte at stream byte %llu",
-                                  (unsigned long long)(p->offset + at));
+                                  (unsigned long long)(p->offset + (size_t)(nul - data)));
                 break;
             }
-            if (lt_buf_append(p->line, data + off, take)) {
+            if (take > room || lt_buf_append(p->line, data + off, take)) {
                 err = fail_parser(p, LT_ERR_TOO_BIG,
                                   "IMAP response line longer than %zu bytes (response at stream "
                                   "byte %llu)",

@@ -173,7 +173,9 @@ static char *run(const char *in, size_t len, const size_t *chunks, size_t nchunk
         *max_chunk = r.max_chunk;
     lt_imap_parser_destroy(p);
     size_t l;
-    return (char *)lt_buf_steal(r.out, &l);
+    char *text = (char *)lt_buf_steal(r.out, &l);
+    lt_buf_destroy(r.out);
+    return text;
 }
 
 /* Table rows leave the caps at 0 (defaults) unless a row tests them. */
@@ -439,6 +441,20 @@ static void check_dates(void)
     }
 }
 
+/* Found by the fuzzer: errors are reported in stream order whatever the
+ * chunking -- here the cap is crossed before the NUL byte. */
+static void check_error_order(void)
+{
+    static const char in[] = "* OK 0123456789012345678901234567890123456789\0x\r\n";
+    lt_imap_parser_opts_t o = {.max_line = 32};
+    size_t whole = sizeof(in) - 1;
+    for (size_t chunk = 1; chunk <= whole; chunk++) {
+        char *got = run(in, sizeof(in) - 1, &chunk, 1, &o, NULL);
+        CHECK_MSG(starts_with(got, "ERROR too_big"), "chunks of %zu: %s", chunk, got);
+        free(got);
+    }
+}
+
 /* After an error the parser stays failed. */
 static void check_sticky_error(void)
 {
@@ -463,5 +479,6 @@ int main(void)
     check_big_body();
     check_dates();
     check_sticky_error();
+    check_error_order();
     return lt_test_done("test_imap_parser");
 }
