@@ -470,8 +470,9 @@ static void h_text(html_out_t *h, const void *p, size_t n)
 }
 
 static const char *const BLOCK_TAGS[] = {
-    "br", "p", "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol",
-    "blockquote", "hr", "pre", "section", "article", "header", "footer", "dt", "dd",
+    "br",  "p",       "div",     "tr",     "li",     "h1", "h2",         "h3",
+    "h4",  "h5",      "h6",      "table",  "ul",     "ol", "blockquote", "hr",
+    "pre", "section", "article", "header", "footer", "dt", "dd",
 };
 
 static size_t html_entity(html_out_t *h, const char *s, size_t n)
@@ -509,8 +510,8 @@ static size_t html_entity(html_out_t *h, const char *s, size_t n)
         static const struct {
             const char *name;
             uint32_t cp;
-        } names[] = {{"amp", '&'},  {"lt", '<'},    {"gt", '>'},      {"quot", '"'},
-                     {"apos", '\''}, {"nbsp", ' '}, {"copy", 0xA9},   {"reg", 0xAE},
+        } names[] = {{"amp", '&'},     {"lt", '<'},        {"gt", '>'},       {"quot", '"'},
+                     {"apos", '\''},   {"nbsp", ' '},      {"copy", 0xA9},    {"reg", 0xAE},
                      {"euro", 0x20AC}, {"hellip", 0x2026}, {"mdash", 0x2014}, {"ndash", 0x2013}};
         for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
             if (strlen(names[i].name) == k && !memcmp(e, names[i].name, k))
@@ -767,8 +768,7 @@ static lt_err_t add_attachment(walk_t *w, GMimeObject *obj, const char *id)
     a->content_type = lower_mime_type(obj);
     a->filename = clean_header_nonempty(m, raw_filename(obj));
     if (!a->filename && GMIME_IS_MESSAGE_PART(obj))
-        a->filename =
-            message_filename(m, g_mime_message_part_get_message(GMIME_MESSAGE_PART(obj)));
+        a->filename = message_filename(m, g_mime_message_part_get_message(GMIME_MESSAGE_PART(obj)));
     char *d = clean_header_nonempty(m, g_mime_object_get_disposition(obj));
     if (d)
         for (char *p = d; *p; p++)
@@ -827,8 +827,7 @@ static void visit(walk_t *w, GMimeObject *obj, char *path, size_t pathlen, size_
     }
     int count = g_mime_multipart_get_count(GMIME_MULTIPART(obj));
     for (int i = 0; i < count && !w->err; i++) {
-        int k = snprintf(path + pathlen, PATH_MAX_LEN - pathlen, "%s%d", pathlen ? "." : "",
-                         i + 1);
+        int k = snprintf(path + pathlen, PATH_MAX_LEN - pathlen, "%s%d", pathlen ? "." : "", i + 1);
         if (k < 0 || (size_t)k >= PATH_MAX_LEN - pathlen) {
             w->m->flags |= LT_MIME_F_DEPTH_CAPPED;
             break;
@@ -973,7 +972,8 @@ static void extract_headers(lt_mime_t *m)
     m->subject = clean_header(m, g_mime_message_get_subject(m->msg));
     GDateTime *dt = g_mime_message_get_date(m->msg);
     if (dt)
-        m->date_ms = (int64_t)g_date_time_to_unix(dt) * 1000 + g_date_time_get_microsecond(dt) / 1000;
+        m->date_ms =
+            (int64_t)g_date_time_to_unix(dt) * 1000 + g_date_time_get_microsecond(dt) / 1000;
 
     const char *irt = g_mime_object_get_header(o, "In-Reply-To");
     if (irt) {
@@ -1023,10 +1023,10 @@ typedef struct {
     int digest;      /* a multipart/digest seen */
     char name[16];   /* header name at line start, lower case */
     size_t name_len;
-    int in_name;     /* still reading the name */
-    int in_ctype;    /* inside a Content-Type header (with folded lines) */
-    int comment;     /* depth of (comment) in Content-Type */
-    char win[17];    /* last lower-case non-blank Content-Type chars */
+    int in_name;  /* still reading the name */
+    int in_ctype; /* inside a Content-Type header (with folded lines) */
+    int comment;  /* depth of (comment) in Content-Type */
+    char win[17]; /* last lower-case non-blank Content-Type chars */
     const char *over;
 } prescan_t;
 
@@ -1116,8 +1116,8 @@ static void prescan_header_char(prescan_t *s, uint8_t c)
     }
     if (s->in_name) {
         if (c == ':') {
-            while (s->name_len && (s->name[s->name_len - 1] == ' ' ||
-                                   s->name[s->name_len - 1] == '\t'))
+            while (s->name_len &&
+                   (s->name[s->name_len - 1] == ' ' || s->name[s->name_len - 1] == '\t'))
                 s->name_len--;
             s->in_ctype = s->name_len == 12 && !memcmp(s->name, "content-type", 12);
             s->in_name = 0;

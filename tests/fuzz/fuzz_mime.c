@@ -80,8 +80,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         initialised = 1;
     }
     walk(NULL, data, size);
-    lt_mime_limits_t tight = {.max_input = 1 << 20, .max_depth = 3, .max_attachments = 4,
-                              .max_text = 64, .max_header = 16, .max_list = 2};
+    lt_mime_limits_t tight = {.max_input = 1 << 20,
+                              .max_depth = 3,
+                              .max_attachments = 4,
+                              .max_text = 64,
+                              .max_header = 16,
+                              .max_list = 2};
     walk(&tight, data, size);
     return 0;
 }

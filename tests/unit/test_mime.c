@@ -14,14 +14,14 @@
 #define DATA LT_SOURCE_DIR "/tests/data/mime/"
 
 /* Equal strings, or both NULL when b is NULL. */
-#define CHECK_OPT(ctx, a, b)                                                                      \
-    do {                                                                                          \
-        const char *x_ = (a), *y_ = (b);                                                          \
-        if (!y_)                                                                                  \
-            CHECK_MSG(x_ == NULL, "%s: %s: expected NULL, got \"%s\"", ctx, #a, x_);              \
-        else                                                                                      \
-            CHECK_MSG(x_ && !strcmp(x_, y_), "%s: %s: \"%s\" != \"%s\"", ctx, #a,                 \
-                      x_ ? x_ : "(null)", y_);                                                    \
+#define CHECK_OPT(ctx, a, b)                                                                       \
+    do {                                                                                           \
+        const char *x_ = (a), *y_ = (b);                                                           \
+        if (!y_)                                                                                   \
+            CHECK_MSG(x_ == NULL, "%s: %s: expected NULL, got \"%s\"", ctx, #a, x_);               \
+        else                                                                                       \
+            CHECK_MSG(x_ && !strcmp(x_, y_), "%s: %s: \"%s\" != \"%s\"", ctx, #a,                  \
+                      x_ ? x_ : "(null)", y_);                                                     \
     } while (0)
 
 typedef struct {
@@ -131,28 +131,28 @@ static const exp_t CASES[] = {
      .text = "just text\n"},
     /* message/rfc822 parts: attachments, the bytes of the embedded message
      * (gmime writes them with LF line ends, so CRLF input gives the same) */
-    {.file = "nested-rfc822.eml",
-     .message_id = "outer-1@example.com",
-     .subject = "Fwd: report",
-     .from = "fwd@example.com",
-     .to = "x@example.com",
-     .text_source = "text/plain",
-     .text_part_id = "1",
-     .text = "See the attached messages.",
-     .natt = 2,
-     .att = {{"2", "Inner report_ Q3_Q4.eml", "message/rfc822", NULL, NULL, 174,
-              "c8fecc70c3bcf4c16ca9cdf3cf3bbe5d597851cf1f8e98e8a22966954a43c80a"},
-             {"3", "message.eml", "message/rfc822", "attachment", NULL, 69,
-              "a0f3ebf811c6e41ff85335282f0982f066a2fb16d80ba0173883306d4ec0607b"}},
-},
+    {
+        .file = "nested-rfc822.eml",
+        .message_id = "outer-1@example.com",
+        .subject = "Fwd: report",
+        .from = "fwd@example.com",
+        .to = "x@example.com",
+        .text_source = "text/plain",
+        .text_part_id = "1",
+        .text = "See the attached messages.",
+        .natt = 2,
+        .att = {{"2", "Inner report_ Q3_Q4.eml", "message/rfc822", NULL, NULL, 174,
+                 "c8fecc70c3bcf4c16ca9cdf3cf3bbe5d597851cf1f8e98e8a22966954a43c80a"},
+                {"3", "message.eml", "message/rfc822", "attachment", NULL, 69,
+                 "a0f3ebf811c6e41ff85335282f0982f066a2fb16d80ba0173883306d4ec0607b"}},
+    },
     {.file = "deep-32.eml",
      .subject = "deep 32",
      .from = "a@example.com",
      .text = "",
      .natt = 1,
-     .att = {{"1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1", NULL,
-              "image/gif", NULL, NULL, 6,
-              "610f5ae4d76e332636a17bd357fd6ce99029316a99d320280d4d77a746bf29e8"}}},
+     .att = {{"1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1", NULL, "image/gif",
+              NULL, NULL, 6, "610f5ae4d76e332636a17bd357fd6ce99029316a99d320280d4d77a746bf29e8"}}},
     {.file = "deep-40.eml",
      .flags = LT_MIME_F_DEPTH_CAPPED,
      .subject = "deep 40",
@@ -239,8 +239,8 @@ static void check_case(const exp_t *e, const lt_mime_t *m, const char *how)
         CHECK_OPT(ctx, lt_mime_attachment_content_type(m, i), a->ctype);
         CHECK_OPT(ctx, lt_mime_attachment_disposition(m, i), a->disposition);
         CHECK_OPT(ctx, lt_mime_attachment_content_id(m, i), a->content_id);
-        CHECK_MSG(lt_mime_attachment_size(m, i) == a->size, "%s: attachment %zu size %llu", ctx,
-                  i, (unsigned long long)lt_mime_attachment_size(m, i));
+        CHECK_MSG(lt_mime_attachment_size(m, i) == a->size, "%s: attachment %zu size %llu", ctx, i,
+                  (unsigned long long)lt_mime_attachment_size(m, i));
         CHECK_OPT(ctx, lt_mime_attachment_sha256(m, i), a->sha256);
     }
     /* past the end */
@@ -371,7 +371,10 @@ static void check_streaming(void)
     CHECK_STR(lt_buf_str(b), "euro sign: €\r\n");
     lt_buf_reset(b);
     CHECK_INT(lt_mime_attachment_read(m, 2, b, err, sizeof(err)), LT_OK);
-    CHECK(lt_buf_len(b) == 10 && !memcmp(lt_buf_data(b), "\x00\x01" "binary\xff\xfe", 10));
+    CHECK(lt_buf_len(b) == 10 && !memcmp(lt_buf_data(b),
+                                         "\x00\x01"
+                                         "binary\xff\xfe",
+                                         10));
     lt_buf_destroy(b);
 
     /* capped buffer */
@@ -472,8 +475,7 @@ static void check_limits(void)
     }
     lt_mime_destroy(m);
 
-    CHECK_INT(lt_mime_parse_file(DATA "no-such.eml", NULL, &m, err, sizeof(err)),
-              LT_ERR_NOT_FOUND);
+    CHECK_INT(lt_mime_parse_file(DATA "no-such.eml", NULL, &m, err, sizeof(err)), LT_ERR_NOT_FOUND);
     CHECK(m == NULL);
     CHECK_INT(lt_mime_parse_file(DATA, NULL, &m, err, sizeof(err)), LT_ERR_INVALID);
     CHECK(m == NULL);
@@ -551,13 +553,13 @@ static void check_hostile(void)
     static const char nul[] = "Subject: =?x-bogus?Q?abc?= =?utf-8?B?////?=\n"
                               "Content-Type: text/plain; charset=\"x-bogus\"\n\n"
                               "a\0b\rc\r\nd\xff";
-    CHECK_INT(lt_mime_parse_mem((const uint8_t *)nul, sizeof(nul) - 1, NULL, &m, err,
-                                sizeof(err)),
+    CHECK_INT(lt_mime_parse_mem((const uint8_t *)nul, sizeof(nul) - 1, NULL, &m, err, sizeof(err)),
               LT_OK);
     if (m) {
         size_t len;
         /* U+FFFD for NUL; CR and CRLF as LF; 0xFF alone: not UTF-8, so 1252 */
-        CHECK_STR(lt_mime_text(m, &len), "a\xef\xbf\xbd" "b\nc\nd\xc3\xbf");
+        CHECK_STR(lt_mime_text(m, &len), "a\xef\xbf\xbd"
+                                         "b\nc\nd\xc3\xbf");
         CHECK_INT(len, 11);
         const char *s = lt_mime_subject(m);
         CHECK(s != NULL);
@@ -569,8 +571,7 @@ static void check_hostile(void)
     static const char u16[] = "Content-Type: text/plain; charset=utf-16le\n"
                               "Content-Transfer-Encoding: base64\n\n"
                               "aABpAKwgQQ==\n";
-    CHECK_INT(lt_mime_parse_mem((const uint8_t *)u16, sizeof(u16) - 1, NULL, &m, err,
-                                sizeof(err)),
+    CHECK_INT(lt_mime_parse_mem((const uint8_t *)u16, sizeof(u16) - 1, NULL, &m, err, sizeof(err)),
               LT_OK);
     if (m)
         CHECK_STR(lt_mime_text(m, NULL), "hi€\xef\xbf\xbd");
@@ -641,8 +642,8 @@ static void check_prescan(void)
         for (int i = 0; i < 60; i++)
             lt_buf_appendf(b, "X-H%d: v\n", i);
         lt_buf_appendf(b, "\nbody\n");
-        CHECK_MSG(parse_str(lt_buf_str(b), &lim, err, sizeof(err)) == LT_ERR_TOO_BIG,
-                  "shape %zu", k);
+        CHECK_MSG(parse_str(lt_buf_str(b), &lim, err, sizeof(err)) == LT_ERR_TOO_BIG, "shape %zu",
+                  k);
     }
     /* but a big body after an ordinary header block is not header */
     lt_buf_reset(b);
