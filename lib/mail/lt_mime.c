@@ -385,9 +385,9 @@ static int utf8_cut(char *s, size_t *len, size_t max)
     return 1;
 }
 
-/* A header string made clean: valid UTF-8, CR/LF as spaces, at most
- * max_header bytes. NULL in, NULL out. */
-static char *clean_header(lt_mime_t *m, const char *s)
+/* A header string made clean: valid UTF-8, CR/LF as spaces, at most max
+ * bytes (cut: *flags gets LT_MIME_F_HEADER_TRUNCATED). NULL in, NULL out. */
+static char *clean_string(const char *s, size_t max, unsigned *flags)
 {
     if (!s)
         return NULL;
@@ -402,9 +402,14 @@ static char *clean_header(lt_mime_t *m, const char *s)
     for (size_t i = 0; i < len; i++)
         if (r[i] == '\r' || r[i] == '\n')
             r[i] = ' ';
-    if (utf8_cut(r, &len, m->lim.max_header))
-        m->flags |= LT_MIME_F_HEADER_TRUNCATED;
+    if (utf8_cut(r, &len, max))
+        *flags |= LT_MIME_F_HEADER_TRUNCATED;
     return r;
+}
+
+static char *clean_header(lt_mime_t *m, const char *s)
+{
+    return clean_string(s, m->lim.max_header, &m->flags);
 }
 
 static char *clean_header_nonempty(lt_mime_t *m, const char *s)
@@ -1464,7 +1469,8 @@ char *lt_mime_header_dup(const lt_mime_t *m, const char *name)
     if (!m->msg || !name)
         return NULL;
     const char *v = g_mime_object_get_header(GMIME_OBJECT(m->msg), name);
-    return clean_header((lt_mime_t *)m, v);
+    unsigned ignored = 0;
+    return clean_string(v, m->lim.max_header, &ignored);
 }
 
 const char *lt_mime_text(const lt_mime_t *m, size_t *len)
