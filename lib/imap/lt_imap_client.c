@@ -83,10 +83,10 @@ struct lt_imap_s {
     size_t flags_size;
     int flags_found;
     /* The message being fetched. */
-    int f_mode;        /* 0 none, 1 streaming to the callbacks, 2 buffering (UID not yet known) */
+    int f_mode; /* 0 none, 1 streaming to the callbacks, 2 buffering (UID not yet known) */
     lt_buf_t *f_buf;
     uint64_t f_len;
-    int f_nil;      /* the body was NIL */
+    int f_nil; /* the body was NIL */
     int bye_seen;
 
     uint8_t rbuf[RBUF_SIZE];
@@ -194,8 +194,8 @@ static void put_quoted(lt_buf_t *b, const char *s, size_t n)
 
 /* ------------------------------------------------------------ transport */
 
-static lt_err_t wait_fd(lt_imap_t *c, short events, int timeout_ms, const char *what,
-                        char *errstr, size_t errstr_size)
+static lt_err_t wait_fd(lt_imap_t *c, short events, int timeout_ms, const char *what, char *errstr,
+                        size_t errstr_size)
 {
     struct pollfd pfd = {.fd = c->fd, .events = events};
     for (;;) {
@@ -360,8 +360,8 @@ static lt_err_t tls_start(lt_imap_t *c, int64_t deadline, char *errstr, size_t e
         if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
             return tls_failure(c, "handshake", errstr, errstr_size);
         int left = (int)(deadline - now_ms());
-        lt_err_t err = wait_fd(c, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT,
-                               left > 0 ? left : 0, "connect", errstr, errstr_size);
+        lt_err_t err = wait_fd(c, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, left > 0 ? left : 0,
+                               "connect", errstr, errstr_size);
         if (err)
             return err;
     }
@@ -379,8 +379,8 @@ static void set_caps(lt_imap_t *c, const char *const *strs, size_t n)
         if (o + l + 2 >= sizeof(c->caps))
             break;
         for (size_t k = 0; k < l; k++)
-            c->caps[o++] = (char)((strs[i][k] >= 'a' && strs[i][k] <= 'z') ? strs[i][k] - 32
-                                                                            : strs[i][k]);
+            c->caps[o++] =
+                (char)((strs[i][k] >= 'a' && strs[i][k] <= 'z') ? strs[i][k] - 32 : strs[i][k]);
         c->caps[o++] = ' ';
     }
     c->caps[o] = 0;
@@ -599,11 +599,12 @@ static lt_err_t on_event(void *opaque, const lt_imap_event_t *ev)
         static const struct {
             const char *a;
             unsigned f;
-        } attrs[] = {{"\\NOSELECT", LT_IMAP_FOLDER_NOSELECT}, {"\\NONEXISTENT", LT_IMAP_FOLDER_NOSELECT},
-                     {"\\ALL", LT_IMAP_FOLDER_ALL},           {"\\ARCHIVE", LT_IMAP_FOLDER_ARCHIVE},
-                     {"\\DRAFTS", LT_IMAP_FOLDER_DRAFTS},     {"\\FLAGGED", LT_IMAP_FOLDER_FLAGGED},
-                     {"\\JUNK", LT_IMAP_FOLDER_JUNK},         {"\\SENT", LT_IMAP_FOLDER_SENT},
-                     {"\\TRASH", LT_IMAP_FOLDER_TRASH}};
+        } attrs[] = {
+            {"\\NOSELECT", LT_IMAP_FOLDER_NOSELECT}, {"\\NONEXISTENT", LT_IMAP_FOLDER_NOSELECT},
+            {"\\ALL", LT_IMAP_FOLDER_ALL},           {"\\ARCHIVE", LT_IMAP_FOLDER_ARCHIVE},
+            {"\\DRAFTS", LT_IMAP_FOLDER_DRAFTS},     {"\\FLAGGED", LT_IMAP_FOLDER_FLAGGED},
+            {"\\JUNK", LT_IMAP_FOLDER_JUNK},         {"\\SENT", LT_IMAP_FOLDER_SENT},
+            {"\\TRASH", LT_IMAP_FOLDER_TRASH}};
         for (size_t i = 0; i < ev->nstrs; i++)
             for (size_t k = 0; k < sizeof(attrs) / sizeof(attrs[0]); k++)
                 if (!strcasecmp(ev->strs[i], attrs[k].a))
@@ -694,7 +695,7 @@ static lt_err_t wait_slot(lt_imap_t *c, int slot, int or_cont, char *errstr, siz
 
 static int temp_code(const char *code)
 {
-    static const char *t[] = {"UNAVAILABLE", "INUSE",      "LIMIT",     "SERVERBUG",
+    static const char *t[] = {"UNAVAILABLE",   "INUSE",     "LIMIT",      "SERVERBUG",
                               "EXPUNGEISSUED", "OVERQUOTA", "CORRUPTION", NULL};
     for (int i = 0; t[i]; i++)
         if (!strcmp(code, t[i]))
@@ -717,10 +718,9 @@ static lt_err_t finish(lt_imap_t *c, int slot, int kind, const char *what, char 
         err = LT_ERR_TEMPORARY;
     else if (kind == K_AUTH)
         err = LT_ERR_REAUTH;
-    else if (kind == K_EXAMINE &&
-             (!strcmp(p->code, "NONEXISTENT") ||
-              (!p->code[0] && (strcasestr(p->text, "doesn't exist") ||
-                               strcasestr(p->text, "does not exist")))))
+    else if (kind == K_EXAMINE && (!strcmp(p->code, "NONEXISTENT") ||
+                                   (!p->code[0] && (strcasestr(p->text, "doesn't exist") ||
+                                                    strcasestr(p->text, "does not exist")))))
         err = LT_ERR_NOT_FOUND; /* Dovecot 2.3 sends no [NONEXISTENT] on SELECT/EXAMINE */
     else if (kind == K_READ)
         err = LT_ERR_TEMPORARY;
@@ -732,8 +732,7 @@ static lt_err_t finish(lt_imap_t *c, int slot, int kind, const char *what, char 
 }
 
 /* Send "A<n> " + line + CRLF in one write and return the slot. */
-static lt_err_t send_cmd(lt_imap_t *c, lt_buf_t *line, int *slot, char *errstr,
-                         size_t errstr_size)
+static lt_err_t send_cmd(lt_imap_t *c, lt_buf_t *line, int *slot, char *errstr, size_t errstr_size)
 {
     int s = new_slot(c);
     if (s < 0)
@@ -875,8 +874,8 @@ lt_err_t lt_imap_connect(lt_imap_t *c, char *errstr, size_t errstr_size)
                          c->host, gai_strerror(gr));
     char last[200] = "no address";
     for (struct addrinfo *a = res; a; a = a->ai_next) {
-        int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                        a->ai_protocol);
+        int fd =
+            socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
         if (fd < 0)
             continue;
         if (connect(fd, a->ai_addr, a->ai_addrlen) == 0 || errno == EINPROGRESS) {
@@ -895,7 +894,8 @@ lt_err_t lt_imap_connect(lt_imap_t *c, char *errstr, size_t errstr_size)
                 }
                 return greet(c, errstr, errstr_size);
             }
-            snprintf(last, sizeof(last), "%s", r == 0 ? "timed out" : strerror(soerr ? soerr : errno));
+            snprintf(last, sizeof(last), "%s",
+                     r == 0 ? "timed out" : strerror(soerr ? soerr : errno));
         } else {
             snprintf(last, sizeof(last), "%s", strerror(errno));
         }
@@ -1400,8 +1400,8 @@ lt_err_t lt_imap_append(lt_imap_t *c, const char *name, const void *msg, size_t 
     return LT_OK;
 }
 
-lt_err_t lt_imap_uid_flags(lt_imap_t *c, uint32_t uid, char *flags, size_t flags_size,
-                           char *errstr, size_t errstr_size)
+lt_err_t lt_imap_uid_flags(lt_imap_t *c, uint32_t uid, char *flags, size_t flags_size, char *errstr,
+                           size_t errstr_size)
 {
     lt_err_t err = check_open(c, S_SELECTED, errstr, errstr_size);
     if (err)
@@ -1419,7 +1419,6 @@ lt_err_t lt_imap_uid_flags(lt_imap_t *c, uint32_t uid, char *flags, size_t flags
     lt_buf_destroy(b);
     c->flags_out = NULL;
     if (!err && !c->flags_found)
-        err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "IMAP: no message with UID %u",
-                        uid);
+        err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "IMAP: no message with UID %u", uid);
     return err;
 }

@@ -39,16 +39,16 @@
 typedef struct lt_imap_s lt_imap_t;
 
 typedef struct {
-    const char *host;       /* name or IP address: connect target and TLS identity */
-    int port;               /* 0 = 993 */
-    int tls;                /* 1 = implicit TLS; 0 = plain (tests with connect_fd only) */
-    const char *ca_file;    /* PEM bundle of trusted CAs; NULL = the system store */
-    int connect_timeout_ms; /* TCP connect + TLS handshake; 0 = 15000 */
-    int io_timeout_ms;      /* longest wait for any read or write; 0 = 60000 */
-    size_t max_line;        /* cap of a response outside message bodies; 0 = 64 KiB */
-    uint64_t max_message;   /* cap of one message; bigger ones are skipped; 0 = 64 MiB */
-    size_t fetch_batch;     /* UIDs per UID FETCH command; 0 = 250 */
-    int fetch_pipeline;     /* UID FETCH commands in flight (1..8); 0 = 2 */
+    const char *host;        /* name or IP address: connect target and TLS identity */
+    int port;                /* 0 = 993 */
+    int tls;                 /* 1 = implicit TLS; 0 = plain (tests with connect_fd only) */
+    const char *ca_file;     /* PEM bundle of trusted CAs; NULL = the system store */
+    int connect_timeout_ms;  /* TCP connect + TLS handshake; 0 = 15000 */
+    int io_timeout_ms;       /* longest wait for any read or write; 0 = 60000 */
+    size_t max_line;         /* cap of a response outside message bodies; 0 = 64 KiB */
+    uint64_t max_message;    /* cap of one message; bigger ones are skipped; 0 = 64 MiB */
+    size_t fetch_batch;      /* UIDs per UID FETCH command; 0 = 250 */
+    int fetch_pipeline;      /* UID FETCH commands in flight (1..8); 0 = 2 */
     const lt_log_ctx_t *log; /* borrowed until destroy; may be NULL */
 } lt_imap_opts_t;
 
@@ -75,8 +75,8 @@ lt_err_t lt_imap_capability(lt_imap_t *c, char *errstr, size_t errstr_size);
 lt_err_t lt_imap_login(lt_imap_t *c, const char *user, const char *password, char *errstr,
                        size_t errstr_size);
 /* AUTHENTICATE XOAUTH2 with a bearer token (needs AUTH=XOAUTH2). */
-lt_err_t lt_imap_login_xoauth2(lt_imap_t *c, const char *user, const char *token,
-                               char *errstr, size_t errstr_size);
+lt_err_t lt_imap_login_xoauth2(lt_imap_t *c, const char *user, const char *token, char *errstr,
+                               size_t errstr_size);
 
 enum {
     LT_IMAP_FOLDER_NOSELECT = 1u << 0, /* \Noselect or \NonExistent: cannot be examined */
@@ -106,7 +106,7 @@ typedef struct {
     uint32_t uidvalidity;
     uint32_t uidnext; /* 0 when the server did not say */
     uint32_t exists;
-    int read_only;    /* the server confirmed [READ-ONLY] */
+    int read_only; /* the server confirmed [READ-ONLY] */
 } lt_imap_mailbox_t;
 
 /* EXAMINE (read-only SELECT) a mailbox by its UTF-8 name. */
@@ -154,7 +154,7 @@ lt_err_t lt_imap_append(lt_imap_t *c, const char *name, const void *msg, size_t 
                         const char *flags, uint32_t *uid, char *errstr, size_t errstr_size);
 /* UID FETCH uid (FLAGS) of the examined mailbox: the flags space-separated
  * into flags (NUL-terminated); LT_ERR_NOT_FOUND when no such UID. */
-lt_err_t lt_imap_uid_flags(lt_imap_t *c, uint32_t uid, char *flags, size_t flags_size,
-                           char *errstr, size_t errstr_size);
+lt_err_t lt_imap_uid_flags(lt_imap_t *c, uint32_t uid, char *flags, size_t flags_size, char *errstr,
+                           size_t errstr_size);
 
 #endif

@@ -22,11 +22,11 @@ struct lt_imap_parser_s {
     uint64_t max_message;
 
     int state;
-    lt_buf_t *line;     /* the current response (body literals replaced by a NUL byte) */
-    size_t frag_start;  /* start of the current line fragment in line */
-    uint64_t lit_rem;   /* bytes left of the current literal */
-    uint64_t offset;    /* stream bytes consumed before the current chunk */
-    uint64_t resp_off;  /* stream offset of the current response */
+    lt_buf_t *line;    /* the current response (body literals replaced by a NUL byte) */
+    size_t frag_start; /* start of the current line fragment in line */
+    uint64_t lit_rem;  /* bytes left of the current literal */
+    uint64_t offset;   /* stream bytes consumed before the current chunk */
+    uint64_t resp_off; /* stream offset of the current response */
     lt_err_t failed;
     char failmsg[320];
 
@@ -234,8 +234,7 @@ static int read_nz32(cur_t *c, uint32_t *out)
 static int read_atom(cur_t *c, int astring, const char **out)
 {
     size_t start = c->pos;
-    while (c->pos < c->len &&
-           (is_atom_char(c->b[c->pos]) || (astring && c->b[c->pos] == ']')))
+    while (c->pos < c->len && (is_atom_char(c->b[c->pos]) || (astring && c->b[c->pos] == ']')))
         c->pos++;
     if (c->pos == start)
         return fail(c, "expected an atom");
@@ -504,20 +503,19 @@ lt_err_t lt_imap_parse_internaldate(const char *s, size_t len, int64_t *ms)
         b[0] = '0';
     if (digits(b, 2, &day) || b[2] != '-' || b[6] != '-' || digits(b + 7, 4, &year) ||
         b[11] != ' ' || digits(b + 12, 2, &hh) || b[14] != ':' || digits(b + 15, 2, &mm) ||
-        b[17] != ':' || digits(b + 18, 2, &ss) || b[20] != ' ' ||
-        (b[21] != '+' && b[21] != '-') || digits(b + 22, 2, &zh) || digits(b + 24, 2, &zm))
+        b[17] != ':' || digits(b + 18, 2, &ss) || b[20] != ' ' || (b[21] != '+' && b[21] != '-') ||
+        digits(b + 22, 2, &zh) || digits(b + 24, 2, &zm))
         return LT_ERR_INVALID;
     for (int i = 0; i < 12; i++)
         if (upc(b[3]) == upc(mon[i][0]) && upc(b[4]) == upc(mon[i][1]) &&
             upc(b[5]) == upc(mon[i][2]))
             m = i;
-    if (m < 0 || day < 1 || day > mdays[m] || hh > 23 || mm > 59 || ss > 60 || zm > 59 ||
-        zh > 23)
+    if (m < 0 || day < 1 || day > mdays[m] || hh > 23 || mm > 59 || ss > 60 || zm > 59 || zh > 23)
         return LT_ERR_INVALID;
     if (m == 1 && day == 29 && !((year % 4 == 0 && year % 100 != 0) || year % 400 == 0))
         return LT_ERR_INVALID;
-    int64_t secs = days_from_civil(year, (unsigned)m + 1, (unsigned)day) * 86400 + hh * 3600 +
-                   mm * 60 + ss;
+    int64_t secs =
+        days_from_civil(year, (unsigned)m + 1, (unsigned)day) * 86400 + hh * 3600 + mm * 60 + ss;
     int64_t zone = zh * 3600 + zm * 60;
     secs -= b[21] == '+' ? zone : -zone;
     *ms = secs * 1000;
@@ -610,8 +608,11 @@ static int body_value(cur_t *c, uint32_t seq, const char *name, lt_imap_fetch_t 
     if ((c->cb_err = emit(p, &ev)))
         return fail(c, "callback");
     if (n) {
-        lt_imap_event_t d = {.type = LT_IMAP_EV_BODY_DATA, .num = seq, .section = name,
-                             .data = (const uint8_t *)s, .len = n};
+        lt_imap_event_t d = {.type = LT_IMAP_EV_BODY_DATA,
+                             .num = seq,
+                             .section = name,
+                             .data = (const uint8_t *)s,
+                             .len = n};
         if ((c->cb_err = emit(p, &d)))
             return fail(c, "callback");
     }
@@ -866,8 +867,7 @@ static lt_err_t cur_error(lt_imap_parser_t *p, cur_t *c)
     return fail_parser(p, LT_ERR_INVALID,
                        "IMAP protocol error: %s at offset %zu of the response starting at stream "
                        "byte %llu, near \"%s\"",
-                       c->err ? c->err : "unknown", c->errpos, (unsigned long long)p->resp_off,
-                       ex);
+                       c->err ? c->err : "unknown", c->errpos, (unsigned long long)p->resp_off, ex);
 }
 
 /* ---- the byte-level state machine ---- */
@@ -897,8 +897,8 @@ static lt_err_t flush_search(lt_imap_parser_t *p)
             return cur_error(p, &c);
         push_num(p, n);
     }
-    lt_imap_event_t ev = {.type = LT_IMAP_EV_SEARCH, .nums = p->nums, .nnums = p->nnums,
-                          .partial = 1};
+    lt_imap_event_t ev = {
+        .type = LT_IMAP_EV_SEARCH, .nums = p->nums, .nnums = p->nnums, .partial = 1};
     lt_err_t err = emit(p, &ev);
     if (err)
         return fail_parser(p, err, "stopped by the event callback");
@@ -975,8 +975,10 @@ static lt_err_t fragment_end(lt_imap_parser_t *p)
                 lt_buf_destroy(keep);
                 p->line = nb;
                 p->frag_start = lt_buf_len(nb);
-                lt_imap_event_t ev = {.num = p->body_seq, .section = p->body_section,
-                                      .literal_len = n, .fetch = p->body_pre};
+                lt_imap_event_t ev = {.num = p->body_seq,
+                                      .section = p->body_section,
+                                      .literal_len = n,
+                                      .fetch = p->body_pre};
                 p->lit_rem = n;
                 if (n > p->max_message) {
                     ev.type = LT_IMAP_EV_BODY_SKIPPED;
@@ -990,7 +992,8 @@ static lt_err_t fragment_end(lt_imap_parser_t *p)
                 if (err)
                     return fail_parser(p, err, "stopped by the event callback");
                 if (n == 0 && p->state == ST_LIT_STREAM) {
-                    lt_imap_event_t endev = {.type = LT_IMAP_EV_BODY_END, .num = p->body_seq,
+                    lt_imap_event_t endev = {.type = LT_IMAP_EV_BODY_END,
+                                             .num = p->body_seq,
                                              .section = p->body_section};
                     p->state = ST_LINE;
                     if ((err = emit(p, &endev)))
@@ -1019,8 +1022,7 @@ static lt_err_t fragment_end(lt_imap_parser_t *p)
     cur_t c = {.p = p, .b = b, .len = len};
     lt_err_t err = LT_OK;
     if (len == 0)
-        err = fail_parser(p, LT_ERR_INVALID,
-                          "IMAP protocol error: empty line at stream byte %llu",
+        err = fail_parser(p, LT_ERR_INVALID, "IMAP protocol error: empty line at stream byte %llu",
                           (unsigned long long)p->resp_off);
     else if (parse_response(&c))
         err = cur_error(p, &c);
@@ -1125,8 +1127,11 @@ lt_err_t lt_imap_parser_feed(lt_imap_parser_t *p, const uint8_t *data, size_t le
             if (n > p->lit_rem)
                 n = (size_t)p->lit_rem;
             if (p->state == ST_LIT_STREAM && n) {
-                lt_imap_event_t ev = {.type = LT_IMAP_EV_BODY_DATA, .num = p->body_seq,
-                                      .section = p->body_section, .data = data + off, .len = n};
+                lt_imap_event_t ev = {.type = LT_IMAP_EV_BODY_DATA,
+                                      .num = p->body_seq,
+                                      .section = p->body_section,
+                                      .data = data + off,
+                                      .len = n};
                 if ((err = emit(p, &ev))) {
                     fail_parser(p, err, "stopped by the event callback");
                     break;
@@ -1138,7 +1143,8 @@ lt_err_t lt_imap_parser_feed(lt_imap_parser_t *p, const uint8_t *data, size_t le
                 int streamed = p->state == ST_LIT_STREAM;
                 p->state = ST_LINE;
                 if (streamed) {
-                    lt_imap_event_t ev = {.type = LT_IMAP_EV_BODY_END, .num = p->body_seq,
+                    lt_imap_event_t ev = {.type = LT_IMAP_EV_BODY_END,
+                                          .num = p->body_seq,
                                           .section = p->body_section};
                     if ((err = emit(p, &ev))) {
                         fail_parser(p, err, "stopped by the event callback");

@@ -72,7 +72,7 @@ enum {
 };
 
 typedef struct {
-    unsigned has;            /* LT_IMAP_HAS_* */
+    unsigned has; /* LT_IMAP_HAS_* */
     uint32_t uid;
     uint64_t size;           /* RFC822.SIZE */
     int64_t internaldate_ms; /* INTERNALDATE as Unix epoch milliseconds */

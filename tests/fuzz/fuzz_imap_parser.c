@@ -67,8 +67,8 @@ static lt_err_t on_event(void *opaque, const lt_imap_event_t *ev)
     return LT_OK;
 }
 
-static lt_err_t run(const uint8_t *data, size_t size, const lt_imap_parser_opts_t *o,
-                    unsigned seed, int chunked, uint64_t *h, int *idle)
+static lt_err_t run(const uint8_t *data, size_t size, const lt_imap_parser_opts_t *o, unsigned seed,
+                    int chunked, uint64_t *h, int *idle)
 {
     digest_t d = {.h = 1469598103934665603ull};
     lt_imap_parser_t *p = lt_imap_parser_new(o, on_event, &d);

@@ -29,8 +29,8 @@ static double now_s(void)
 static lt_imap_t *connect_login(const lt_imap_opts_t *extra)
 {
     char err[512];
-    lt_imap_opts_t o = {.host = host, .port = port, .tls = 1, .ca_file = ca,
-                        .io_timeout_ms = 30000};
+    lt_imap_opts_t o = {
+        .host = host, .port = port, .tls = 1, .ca_file = ca, .io_timeout_ms = 30000};
     if (extra)
         o = *extra;
     lt_imap_t *c = lt_imap_new(&o);
@@ -45,16 +45,18 @@ static lt_imap_t *connect_login(const lt_imap_opts_t *extra)
 static lt_buf_t *make_msg(unsigned i, size_t n)
 {
     lt_buf_t *b = lt_buf_new(n + 1024);
-    lt_buf_appendf(b, "From: a@example.test\r\nTo: b@example.test\r\nSubject: t%u\r\n"
-                      "Message-ID: <m%u.%ld@lattice.test>\r\nContent-Type: text/plain; "
-                      "charset=utf-8\r\n\r\n\xc3\xa4\xc3\xb6\r\n",
-                  i, i, (long)getpid());
+    lt_buf_appendf(b,
+                   "From: a@example.test\r\nTo: b@example.test\r\nSubject: t%u\r\n"
+                   "Message-ID: <m%u.%ld@lattice.test>\r\nContent-Type: text/plain; "
+                   "charset=utf-8\r\n\r\n\xc3\xa4\xc3\xb6\r\n",
+                   i, i, (long)getpid());
     unsigned x = i * 2654435761u + 1;
     while (lt_buf_len(b) + 2 < n) {
         size_t line = 0;
         while (line < 76 && lt_buf_len(b) + 2 < n) {
             x = x * 1103515245u + 12345u;
-            char ch = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(x >> 16) & 63];
+            char ch =
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(x >> 16) & 63];
             lt_buf_append(b, &ch, 1);
             line++;
         }
@@ -71,11 +73,11 @@ typedef struct {
     lt_buf_t **want; /* by index into uids */
     const uint32_t *uids;
     size_t n;
-    long cur;          /* index of the message being received */
-    size_t off;        /* bytes of it received */
+    long cur;   /* index of the message being received */
+    size_t off; /* bytes of it received */
     size_t max_chunk;
-    int bad;           /* byte mismatches or unknown UIDs */
-    size_t got;        /* completed messages */
+    int bad;    /* byte mismatches or unknown UIDs */
+    size_t got; /* completed messages */
     uint64_t bytes;
     int64_t last_date;
 } verify_t;
@@ -129,8 +131,8 @@ static void test_tls_verification(void)
 {
     char err[512];
     /* The system store does not trust the project CA: verification fails. */
-    lt_imap_opts_t o = {.host = host, .port = port, .tls = 1, .ca_file = NULL,
-                        .connect_timeout_ms = 5000};
+    lt_imap_opts_t o = {
+        .host = host, .port = port, .tls = 1, .ca_file = NULL, .connect_timeout_ms = 5000};
     lt_imap_t *c = lt_imap_new(&o);
     lt_err_t e = lt_imap_connect(c, err, sizeof(err));
     CHECK_INT(e, LT_ERR_FINAL);
@@ -181,8 +183,8 @@ static void test_folder_roundtrip(void)
     uint32_t uids[N];
     for (unsigned i = 0; i < N; i++) {
         msgs[i] = make_msg(i, sizes[i] < 200 ? 200 : sizes[i]);
-        e = lt_imap_append(c, name, lt_buf_data(msgs[i]), lt_buf_len(msgs[i]), NULL, &uids[i],
-                           err, sizeof(err));
+        e = lt_imap_append(c, name, lt_buf_data(msgs[i]), lt_buf_len(msgs[i]), NULL, &uids[i], err,
+                           sizeof(err));
         CHECK_MSG(e == LT_OK, "append %u: %s", i, err);
         CHECK(uids[i] > 0);
     }
@@ -285,8 +287,8 @@ static void test_big_and_bulk(void)
     double t0 = now_s();
     for (unsigned i = 0; i < BULK; i++) {
         msgs[i] = make_msg(i, 20 * 1024);
-        e = lt_imap_append(c, name, lt_buf_data(msgs[i]), lt_buf_len(msgs[i]), NULL, &uids[i],
-                           err, sizeof(err));
+        e = lt_imap_append(c, name, lt_buf_data(msgs[i]), lt_buf_len(msgs[i]), NULL, &uids[i], err,
+                           sizeof(err));
         if (e) {
             CHECK_MSG(e == LT_OK, "append %u: %s", i, err);
             break;
@@ -314,8 +316,8 @@ static void test_big_and_bulk(void)
            (double)big / 1e6 / tbig, v.max_chunk);
 
     /* A cap below the message size: skipped, the connection stays usable. */
-    lt_imap_opts_t capped = {.host = host, .port = port, .tls = 1, .ca_file = ca,
-                             .max_message = 1024 * 1024};
+    lt_imap_opts_t capped = {
+        .host = host, .port = port, .tls = 1, .ca_file = ca, .max_message = 1024 * 1024};
     lt_imap_t *c2 = connect_login(&capped);
     CHECK_INT(lt_imap_examine(c2, name, &mb, err, sizeof(err)), LT_OK);
     verify_t v2 = {.uids = &biguid, .n = 1};
@@ -335,8 +337,12 @@ static void test_big_and_bulk(void)
         int pipeline;
     } cfg[] = {{250, 2}, {1, 1}, {1, 8}, {50, 1}, {250, 1}, {50, 2}, {250, 2}, {100, 4}, {1000, 1}};
     for (size_t k = 0; k < sizeof(cfg) / sizeof(cfg[0]); k++) {
-        lt_imap_opts_t o = {.host = host, .port = port, .tls = 1, .ca_file = ca,
-                            .fetch_batch = cfg[k].batch, .fetch_pipeline = cfg[k].pipeline};
+        lt_imap_opts_t o = {.host = host,
+                            .port = port,
+                            .tls = 1,
+                            .ca_file = ca,
+                            .fetch_batch = cfg[k].batch,
+                            .fetch_pipeline = cfg[k].pipeline};
         lt_imap_t *cb3 = connect_login(&o);
         CHECK_INT(lt_imap_examine(cb3, name, &mb, err, sizeof(err)), LT_OK);
         double runs[3];

@@ -92,8 +92,8 @@ typedef struct {
     lt_imap_t *c;
 } session_t;
 
-static lt_err_t start(session_t *s, const step_t *steps, const lt_imap_opts_t *extra,
-                      char *err, size_t errsz)
+static lt_err_t start(session_t *s, const step_t *steps, const lt_imap_opts_t *extra, char *err,
+                      size_t errsz)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
@@ -205,8 +205,8 @@ static void test_happy_path(void)
     };
     session_t s;
     char err[512];
-    lt_imap_opts_t o = {.host = "peer", .io_timeout_ms = 3000, .fetch_batch = 2,
-                        .fetch_pipeline = 2};
+    lt_imap_opts_t o = {
+        .host = "peer", .io_timeout_ms = 3000, .fetch_batch = 2, .fetch_pipeline = 2};
     lt_err_t e = start(&s, steps, &o, err, sizeof(err));
     CHECK_MSG(e == LT_OK, "connect: %s", err);
     CHECK(lt_imap_has_cap(s.c, "sasl-ir"));
@@ -429,8 +429,8 @@ static void test_skips_and_errors(void)
     lt_err_t e = lt_imap_uid_fetch(s.c, uids, 3, &cb, err, sizeof(err));
     CHECK_INT(e, LT_ERR_TEMPORARY);
     CHECK_MSG(strstr(err, "could not be FETCHed") != NULL, "%s", err);
-    CHECK_STR(lt_buf_str(r.log), "skipped 1 too_big;skipped 2 not_found;begin 3 4 " DATE_MS
-                                 "|abcd|end;");
+    CHECK_STR(lt_buf_str(r.log),
+              "skipped 1 too_big;skipped 2 not_found;begin 3 4 " DATE_MS "|abcd|end;");
     CHECK_INT(lt_imap_examine(s.c, "nope", &mb, err, sizeof(err)), LT_ERR_NOT_FOUND);
     CHECK_INT(lt_imap_uid_fetch(s.c, uids, 3, &cb, err, sizeof(err)), LT_ERR_INVALID);
     CHECK_INT(lt_imap_examine(s.c, "a b", &mb, err, sizeof(err)), LT_ERR_FINAL);
@@ -478,8 +478,8 @@ static void test_append_and_abort(void)
     lt_imap_mailbox_t mb;
     CHECK_INT(start(&s, steps, NULL, err, sizeof(err)), LT_OK);
     uint32_t uid = 0;
-    lt_err_t e = lt_imap_append(s.c, "Entw\xc3\xbcrfe", "Hello", 5, "\\Seen", &uid, err,
-                                sizeof(err));
+    lt_err_t e =
+        lt_imap_append(s.c, "Entw\xc3\xbcrfe", "Hello", 5, "\\Seen", &uid, err, sizeof(err));
     CHECK_MSG(e == LT_OK, "append: %s", err);
     CHECK_INT(uid, 3955);
     CHECK_INT(lt_imap_examine(s.c, "INBOX", &mb, err, sizeof(err)), LT_OK);

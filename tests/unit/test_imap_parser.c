@@ -193,9 +193,9 @@ static const tcase_t cases[] = {
      "* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN] "
      "Dovecot ready.\r\n",
      "STATUS OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN] "
-     "text=Dovecot ready. (IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN)\n"},
-    {"capability",
-     "* CAPABILITY IMAP4rev1 UIDPLUS AUTH=XOAUTH2\r\na1 OK Capability completed.\r\n",
+     "text=Dovecot ready. (IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ "
+     "AUTH=PLAIN)\n"},
+    {"capability", "* CAPABILITY IMAP4rev1 UIDPLUS AUTH=XOAUTH2\r\na1 OK Capability completed.\r\n",
      "CAPABILITY (IMAP4rev1 UIDPLUS AUTH=XOAUTH2)\nTAGGED a1 OK text=Capability completed.\n"},
     {"list",
      "* LIST (\\HasNoChildren) \"/\" INBOX\r\n"
@@ -300,7 +300,10 @@ static const tcase_t cases[] = {
     {"plus-literal", "* LIST () \"/\" {3+}\r\nabc\r\n", "ERROR invalid"},
     {"bare-lf", "* 1 EXISTS\n", "ERROR invalid"},
     {"bare-cr", "* 1 EX\rISTS\r\n", "ERROR invalid"},
-    {"nul", "* OK a\x00" "b\r\n", "ERROR invalid"},
+    {"nul",
+     "* OK a\x00"
+     "b\r\n",
+     "ERROR invalid"},
     {"empty-line", "\r\n", "ERROR invalid"},
     {"bad-date", "* 1 FETCH (UID 1 INTERNALDATE \"31-Feb-2020 00:00:00 +0000\")\r\n",
      "ERROR invalid"},
@@ -353,8 +356,7 @@ static void check_case(const tcase_t *t)
     for (size_t cut = 1; cut < len; cut++) {
         size_t ch[2] = {cut, len};
         got = run(in, len, ch, 2, &o, NULL);
-        CHECK_MSG(!strcmp(got, ref), "%s split at %zu: got\n%s\nwant\n%s", t->name, cut, got,
-                  ref);
+        CHECK_MSG(!strcmp(got, ref), "%s split at %zu: got\n%s\nwant\n%s", t->name, cut, got, ref);
         free(got);
     }
     /* random chunk sizes */
@@ -364,8 +366,8 @@ static void check_case(const tcase_t *t)
         for (int i = 0; i < 16; i++)
             ch[i] = 1 + (size_t)(rand() % 9);
         got = run(in, len, ch, 16, &o, NULL);
-        CHECK_MSG(!strcmp(got, ref), "%s random round %d: got\n%s\nwant\n%s", t->name, round,
-                  got, ref);
+        CHECK_MSG(!strcmp(got, ref), "%s random round %d: got\n%s\nwant\n%s", t->name, round, got,
+                  ref);
         free(got);
     }
     free(ref);

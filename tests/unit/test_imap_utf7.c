@@ -22,7 +22,7 @@ static const struct {
     {"Gesch\xc3\xa4"
      "ftlich & Privat",
      "Gesch&AOQ-ftlich &- Privat"},
-    {"\xf0\x9f\x93\xa7", "&2D3c5w-"},                              /* U+1F4E7 e-mail, a pair */
+    {"\xf0\x9f\x93\xa7", "&2D3c5w-"},                          /* U+1F4E7 e-mail, a pair */
     {"a\xf0\x9f\x98\x80\xf0\x9f\x98\x81z", "a&2D3eANg93gE-z"}, /* two emoji in one run */
     {"\xc3\xa9\xf0\x9f\x98\x80", "&AOnYPd4A-"},
     {"tab\there", "tab&AAk-here"},
@@ -31,21 +31,21 @@ static const struct {
 };
 
 static const char *bad7[] = {
-    "&",           /* unterminated */
-    "&AOQ",        /* unterminated */
-    "a&AOQ-&AOQ-", /* adjacent runs: not canonical */
-    "&AGE-",       /* 'a' in base64 */
-    "&AOQ=-",      /* '=' is not modified base64 */
-    "&AO/-",       /* '/' is ',' in modified base64 */
-    "&2D0-",       /* lone high surrogate */
-    "&3gA-",       /* lone low surrogate */
-    "&AOR-",       /* non-zero pad bits */
-    "&AOQA-",      /* extra base64 character */
-    "&AA-",        /* too short */
-    "&AAA-",       /* U+0000 */
+    "&",               /* unterminated */
+    "&AOQ",            /* unterminated */
+    "a&AOQ-&AOQ-",     /* adjacent runs: not canonical */
+    "&AGE-",           /* 'a' in base64 */
+    "&AOQ=-",          /* '=' is not modified base64 */
+    "&AO/-",           /* '/' is ',' in modified base64 */
+    "&2D0-",           /* lone high surrogate */
+    "&3gA-",           /* lone low surrogate */
+    "&AOR-",           /* non-zero pad bits */
+    "&AOQA-",          /* extra base64 character */
+    "&AA-",            /* too short */
+    "&AAA-",           /* U+0000 */
     "Entw\xc3\xbcrfe", /* 8-bit byte */
-    "tab\there",   /* control character sent directly */
-    "&2D3eANg-",   /* pair then a lone high surrogate */
+    "tab\there",       /* control character sent directly */
+    "&2D3eANg-",       /* pair then a lone high surrogate */
 };
 
 static const char *bad8[] = {
