@@ -11,7 +11,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: all deps build test test-unit test-asan stack-up stack-down stack-status env-example fuzz clean
+.PHONY: all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean
 
 all: build
 
@@ -32,6 +32,9 @@ stack-down:
 
 stack-status:
 	@$(STACK) status
+
+stack-smoke: stack-up
+	@$(STACK) smoke
 
 test: build stack-up
 	@set -a; eval "$$($(STACK) env)"; set +a; \

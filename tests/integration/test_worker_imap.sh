@@ -88,7 +88,7 @@ check "events unique" [ "$(raw_ids | uniq -d | wc -l)" = 0 ]
 objs=$(curl -s --aws-sigv4 "aws:amz:${LATTICE_S3_REGION:-us-east-1}:s3" \
   --user "$LATTICE_S3_ACCESS_KEY_ID:$LATTICE_S3_SECRET_ACCESS_KEY" \
   -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
-  "$LATTICE_S3_ENDPOINT/$LATTICE_S3_BUCKET?list-type=2&prefix=tenant/$TENANT/&max-keys=1000")
+  "$LATTICE_S3_ENDPOINT/$LATTICE_S3_BUCKET?list-type=2&max-keys=1000&prefix=tenant%2F$TENANT%2F")  # SigV4 wants sorted, encoded query parameters
 check "30 raw messages stored" [ "$(grep -o '<Key>[^<]*message.eml</Key>' <<<"$objs" | wc -l)" = 30 ]
 check "60 attachments stored" [ "$(grep -o '<Key>[^<]*/attachments/[^<]*</Key>' <<<"$objs" | wc -l)" = 60 ]
 check "no key escapes its prefix" bash -c "! grep -o '<Key>[^<]*</Key>' <<<'$objs' | grep -q '/\.\./'"
