@@ -4,6 +4,7 @@
 #   make test-asan  the same tests, built with AddressSanitizer + UBSan
 #   make stack-up | stack-down | stack-status
 #   make env-example   regenerate .env.example from the settings table
+#   make validate-deploy  render + validate deploy/ offline (k8s schemas, KEDA CRDs, Dockerfile, secrets)
 SHELL := /bin/bash
 BUILD ?= build
 BUILD_ASAN ?= build-asan
@@ -11,7 +12,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean
+.PHONY: validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean
 
 all: build
 
@@ -61,3 +62,6 @@ env-example: build
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) build-fuzz
+
+validate-deploy: build
+	deploy/validate $(BUILD)
