@@ -76,9 +76,52 @@ static const lt_setting_t k_settings[] = {
      "the command result), never silently dropped."},
     {"LATTICE_TMP_DIR", LT_SET_STRING, "/tmp", W, 0, 1, 0, 0, NULL, "Worker",
      "Where messages larger than 8 MiB are spooled while they are stored."},
-    {"LATTICE_TLS_CA_FILE", LT_SET_STRING, NULL, W, 0, 0, 0, 0, NULL, "Worker",
+    {"LATTICE_TLS_CA_FILE", LT_SET_STRING, NULL, W | P, 0, 0, 0, 0, NULL, "Worker",
      "CA bundle for IMAP and Gmail TLS (system store when unset). Certificates are always "
      "verified."},
+
+    /* --- scheduler --- */
+    {"LATTICE_SCHEDULER_PROVIDER", LT_SET_ENUM, NULL, S, 0, 0, 0, 0, "gmail|imap", "Scheduler",
+     "Only accounts of this provider (--provider overrides); unset: all."},
+    {"LATTICE_SCHEDULER_TENANT", LT_SET_STRING, NULL, S, 0, 0, 0, 0, NULL, "Scheduler",
+     "Only accounts of this tenant (--tenant overrides); unset: all."},
+    {"LATTICE_SCHEDULER_INTERVAL_S", LT_SET_INT, "0", S, 0, 0, 0, 604800, NULL, "Scheduler",
+     "Without --once or --interval: run every N seconds; 0 = run once and exit."},
+    {"LATTICE_SCHEDULER_STALE_AFTER_S", LT_SET_INT, "900", S, 0, 0, 1, 604800, NULL, "Scheduler",
+     "An account whose last command is still in flight (issued and not started, or running "
+     "with a heartbeat) newer than this gets no new command; an older one counts as lost and "
+     "the account gets a new command."},
+    {"LATTICE_SCHEDULER_PER_SCOPE", LT_SET_BOOL, "true", S, 0, 0, 0, 0, NULL, "Scheduler",
+     "true: one command per configured scope (IMAP folders, Gmail label_ids); false: one per "
+     "account (the worker syncs every configured scope)."},
+    {"LATTICE_SCHEDULER_FLUSH_TIMEOUT_S", LT_SET_INT, "60", S, 0, 0, 1, 3600, NULL, "Scheduler",
+     "How long a run waits for Kafka to acknowledge its commands; the rest count as errors and "
+     "are issued again by the next run."},
+
+    /* --- parser --- */
+    {"LATTICE_PARSER_GROUP_ID", LT_SET_STRING, "lattice-mail-parser", P, 0, 1, 0, 0, NULL, "Parser",
+     "Kafka consumer group of lattice-mail-parser on LATTICE_TOPIC_RAW (reset its offsets to "
+     "parse again: rows are upserted)."},
+    {"LATTICE_PARSER_DLQ_TOPIC", LT_SET_STRING, "lattice.mail.parser.dlq.v1", P | T, 0, 1, 0, 0,
+     NULL, "Parser",
+     "Dead-letter topic for raw events the parser cannot store (undecodable): the original "
+     "record with lattice.dlq.* reason headers."},
+    {"LATTICE_PARSER_BATCH_MESSAGES", LT_SET_INT, "500", P, 0, 0, 1, 10000, NULL, "Parser",
+     "Events per batch: upserted in one Postgres transaction, then their offsets committed."},
+    {"LATTICE_PARSER_BATCH_WAIT_MS", LT_SET_INT, "200", P, 0, 0, 0, 60000, NULL, "Parser",
+     "How long a batch waits to fill before it is written anyway."},
+    {"LATTICE_PARSER_CONCURRENCY", LT_SET_INT, "4", P, 0, 0, 1, 64, NULL, "Parser",
+     "Threads fetching (S3) and parsing the messages of a batch."},
+    {"LATTICE_PARSER_MAX_BODY_BYTES", LT_SET_INT, "262144", P, 0, 0, 1024, 524288, NULL, "Parser",
+     "Text body bytes stored per message (UTF-8, cut at a character; body_truncated marks a "
+     "cut body)."},
+    {"LATTICE_PARSER_MAX_MESSAGE_BYTES", LT_SET_INT, "67108864", P, 0, 0, 1024, 1073741824LL, NULL,
+     "Parser",
+     "Largest raw message fetched and parsed; a larger one gets a row with parse_error "
+     "(too_big)."},
+    {"LATTICE_PARSER_RETRY_BASE_MS", LT_SET_INT, "1000", P, 0, 0, 1, 600000, NULL, "Parser",
+     "First wait after a temporary failure (Postgres, S3 or registry unreachable); doubles, "
+     "capped at 30 s; the batch is then read and written again."},
 
     /* --- schema registry --- */
     {"LATTICE_SCHEMA_REGISTRY_URL", LT_SET_STRING, "http://127.0.0.1:18080/apis/ccompat/v7",

@@ -1,0 +1,471 @@
+#include "lt_sched.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "lt_accounts.h"
+#include "lt_buf.h"
+#include "lt_command.h"
+#include "lt_db.h"
+#include "lt_issued.h"
+#include "lt_kafka.h"
+#include "lt_log.h"
+#include "lt_sched_plan.h"
+#include "lt_trace.h"
+
+#define BATCH_MAX 1000                  /* commands recorded in one statement */
+#define IN_FLIGHT_MAX (16u * 1024 * 1024) /* accounts in the in-flight set */
+#define FAILED_MAX (16u * 1024 * 1024)    /* failed deliveries remembered per run */
+#define WARM_TIMEOUT_MS 10000
+
+/* One command of the current batch. */
+typedef struct {
+    char id[LT_SCHED_COMMAND_ID_SIZE];
+    char *tenant, *account, *provider, *scope; /* owned */
+    char *json;                                /* owned */
+    size_t json_len;
+    char traceparent[LT_TRACEPARENT_SIZE]; /* also in the JSON */
+} pending_t;
+
+/* Travels with a produced message to its delivery report. */
+typedef struct {
+    char id[LT_SCHED_COMMAND_ID_SIZE];
+} dr_rec_t;
+
+struct lt_sched_s {
+    lt_sched_opts_t opts;
+    lt_db_t *rdb; /* streams mail_accounts */
+    lt_db_t *wdb; /* lock, in-flight list, issued rows */
+    rd_kafka_t *rk;
+    volatile sig_atomic_t stop;
+
+    /* per run */
+    lt_sched_stats_t *stats;
+    lt_sched_set_t *in_flight;
+    lt_trace_t trace;
+    pending_t batch[BATCH_MAX];
+    size_t nbatch;
+    lt_buf_t *json; /* scratch for one command */
+    char **failed;  /* ids whose delivery failed (owned) */
+    size_t nfailed, failed_cap;
+    uint64_t delivered;
+    lt_err_t fatal; /* stops the run */
+    char fatal_err[1024];
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void remember_failed(lt_sched_t *s, const char *id)
+{
+    if (s->nfailed >= FAILED_MAX)
+        return; /* stays "in flight" until stale: no pile-up, just a delay */
+    if (s->nfailed == s->failed_cap) {
+        s->failed_cap = s->failed_cap ? 2 * s->failed_cap : 64;
+        s->failed = lt_xrealloc(s->failed, s->failed_cap * sizeof(char *));
+    }
+    s->failed[s->nfailed++] = lt_xstrdup(id);
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    (void)rk;
+    lt_sched_t *s = opaque;
+    dr_rec_t *rec = msg->_private;
+    if (!rec)
+        return;
+    if (msg->err) {
+        lt_log_ctx_t log = {.command_id = rec->id};
+        lt_warn(&log, "command not delivered: %s", rd_kafka_err2str(msg->err));
+        remember_failed(s, rec->id);
+        if (s->stats)
+            s->stats->errors++;
+    } else {
+        s->delivered++;
+    }
+    free(rec);
+}
+
+lt_sched_t *lt_sched_new(const lt_config_t *cfg, const lt_sched_opts_t *opts, char *errstr,
+                         size_t errstr_size)
+{
+    lt_sched_t *s = lt_xcalloc(1, sizeof(*s));
+    s->opts = *opts;
+    if (!s->opts.dry_run_out)
+        s->opts.dry_run_out = stdout;
+    if (s->opts.stale_after_s <= 0 || !s->opts.requested_by ||
+        (!s->opts.dry_run && (!s->opts.topic || s->opts.flush_timeout_s <= 0))) {
+        lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                  "scheduler: stale_after_s, requested_by, topic and flush_timeout_s are required");
+        goto fail;
+    }
+    s->json = lt_buf_new(LT_COMMAND_MAX_SIZE + 1);
+    const char *dsn = lt_config_str(cfg, "LATTICE_PG_DSN");
+    const char *pw = lt_config_str(cfg, "LATTICE_PG_PASSWORD");
+    if (!(s->rdb = lt_db_connect(dsn, pw, errstr, errstr_size)) ||
+        !(s->wdb = lt_db_connect(dsn, pw, errstr, errstr_size)))
+        goto fail;
+    if (s->opts.dry_run)
+        return s;
+    rd_kafka_conf_t *conf = lt_kafka_producer_conf(cfg, NULL, errstr, errstr_size);
+    if (!conf)
+        goto fail;
+    char kerr[256];
+    if (rd_kafka_conf_set(conf, "client.id", "lattice-scheduler", kerr, sizeof(kerr)) !=
+        RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "kafka: %s", kerr);
+        goto fail;
+    }
+    if (!(s->rk = lt_kafka_new(RD_KAFKA_PRODUCER, conf, s, on_delivery, errstr, errstr_size)))
+        goto fail;
+    if (lt_kafka_warm_topic(s->rk, s->opts.topic, WARM_TIMEOUT_MS, errstr, errstr_size))
+        goto fail;
+    return s;
+fail:
+    lt_sched_destroy(s);
+    return NULL;
+}
+
+static void batch_free(lt_sched_t *s)
+{
+    for (size_t i = 0; i < s->nbatch; i++) {
+        pending_t *p = &s->batch[i];
+        free(p->tenant);
+        free(p->account);
+        free(p->provider);
+        free(p->scope);
+        free(p->json);
+    }
+    s->nbatch = 0;
+}
+
+static void failed_free(lt_sched_t *s)
+{
+    for (size_t i = 0; i < s->nfailed; i++)
+        free(s->failed[i]);
+    s->nfailed = 0;
+}
+
+void lt_sched_destroy(lt_sched_t *s)
+{
+    if (!s)
+        return;
+    if (s->rk) {
+        rd_kafka_flush(s->rk, 5000);
+        rd_kafka_purge(s->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(s->rk, 0); /* free the purged messages' records */
+        lt_kafka_destroy(s->rk);
+    }
+    batch_free(s);
+    failed_free(s);
+    free(s->failed);
+    lt_sched_set_destroy(s->in_flight);
+    lt_buf_destroy(s->json);
+    lt_db_destroy(s->rdb);
+    lt_db_destroy(s->wdb);
+    free(s);
+}
+
+void lt_sched_stop(lt_sched_t *s)
+{
+    s->stop = 1;
+}
+
+static void set_fatal(lt_sched_t *s, lt_err_t err, const char *msg)
+{
+    if (s->fatal)
+        return;
+    s->fatal = err;
+    snprintf(s->fatal_err, sizeof(s->fatal_err), "%s", msg);
+}
+
+/* Produce one command; QUEUE_FULL waits for room. */
+static lt_err_t produce(lt_sched_t *s, const pending_t *p, char *errstr, size_t errstr_size)
+{
+    dr_rec_t *rec = lt_xmalloc(sizeof(*rec));
+    memcpy(rec->id, p->id, sizeof(rec->id));
+    double deadline = now_s() + s->opts.flush_timeout_s;
+    for (;;) {
+        /* The command carries its traceparent; the header repeats it. */
+        rd_kafka_headers_t *h = lt_kafka_headers_with_traceparent(p->traceparent);
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            s->rk, RD_KAFKA_V_TOPIC(s->opts.topic),
+            RD_KAFKA_V_KEY(p->account, strlen(p->account)),
+            RD_KAFKA_V_VALUE(p->json, p->json_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(rec), RD_KAFKA_V_END);
+        if (!e)
+            return LT_OK;
+        if (h)
+            rd_kafka_headers_destroy(h);
+        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL && now_s() < deadline) {
+            rd_kafka_poll(s->rk, 50);
+            continue;
+        }
+        free(rec);
+        return lt_seterr(errstr, errstr_size, lt_kafka_resp_err_class(e), "produce: %s",
+                         rd_kafka_err2str(e));
+    }
+}
+
+static void flush_batch(lt_sched_t *s)
+{
+    char err[1024];
+    if (s->nbatch == 0)
+        return;
+    if (s->opts.dry_run) {
+        for (size_t i = 0; i < s->nbatch; i++) {
+            fwrite(s->batch[i].json, 1, s->batch[i].json_len, s->opts.dry_run_out);
+            fputc('\n', s->opts.dry_run_out);
+        }
+        fflush(s->opts.dry_run_out);
+        s->stats->commands_sent += s->nbatch;
+        batch_free(s);
+        return;
+    }
+    lt_issued_t rows[BATCH_MAX];
+    for (size_t i = 0; i < s->nbatch; i++) {
+        pending_t *p = &s->batch[i];
+        rows[i] = (lt_issued_t){p->id, p->tenant, p->account, p->provider, p->scope};
+    }
+    /* Recorded before produced: a crash in between delays the account until
+     * the record is stale, it never piles commands up. */
+    lt_err_t e = lt_issued_record(s->wdb, rows, s->nbatch, err, sizeof(err));
+    if (e) {
+        lt_error(NULL, "%zu command(s) not issued: %s", s->nbatch, err);
+        s->stats->errors += s->nbatch;
+        if (e == LT_ERR_TEMPORARY || e == LT_ERR_FINAL)
+            set_fatal(s, e, err);
+        batch_free(s);
+        return;
+    }
+    for (size_t i = 0; i < s->nbatch; i++) {
+        pending_t *p = &s->batch[i];
+        e = produce(s, p, err, sizeof(err));
+        if (e) {
+            lt_log_ctx_t log = {.tenant = p->tenant, .account = p->account, .scope = p->scope,
+                                .command_id = p->id};
+            lt_error(&log, "command not produced: %s", err);
+            remember_failed(s, p->id);
+            s->stats->errors++;
+            if (e == LT_ERR_FINAL)
+                set_fatal(s, e, err);
+        }
+    }
+    rd_kafka_poll(s->rk, 0);
+    batch_free(s);
+}
+
+typedef struct {
+    lt_sched_t *s;
+    const char *tenant, *account, *provider;
+} scope_ctx_t;
+
+static int on_scope(const char *scope, void *opaque)
+{
+    scope_ctx_t *c = opaque;
+    lt_sched_t *s = c->s;
+    char err[512], tp[LT_TRACEPARENT_SIZE];
+    lt_trace_t child;
+    lt_log_ctx_t log = {.tenant = c->tenant, .account = c->account, .scope = scope};
+    if (lt_trace_child(&s->trace, &child, err, sizeof(err))) {
+        set_fatal(s, LT_ERR_TEMPORARY, err);
+        return 1;
+    }
+    lt_trace_format(&child, tp);
+    lt_sched_cmd_t cmd = {c->tenant, c->account, c->provider, scope, s->opts.requested_by, tp};
+    pending_t *p = &s->batch[s->nbatch];
+    lt_buf_reset(s->json);
+    if (lt_sched_command(&cmd, s->json, p->id, err, sizeof(err))) {
+        lt_error(&log, "no command for this account: %s", err);
+        s->stats->errors++;
+        return 0;
+    }
+    p->tenant = lt_xstrdup(c->tenant);
+    p->account = lt_xstrdup(c->account);
+    p->provider = lt_xstrdup(c->provider);
+    p->scope = scope ? lt_xstrdup(scope) : NULL;
+    p->json_len = lt_buf_len(s->json);
+    p->json = lt_xstrdup(lt_buf_str(s->json));
+    memcpy(p->traceparent, tp, sizeof(p->traceparent));
+    s->nbatch++;
+    if (lt_log_enabled(LT_LOG_DEBUG)) {
+        log.command_id = p->id;
+        lt_debug(&log, "command %s", s->opts.dry_run ? "planned" : "issued");
+    }
+    if (s->nbatch == BATCH_MAX)
+        flush_batch(s);
+    return s->fatal != LT_OK;
+}
+
+static int on_account(const lt_account_t *a, void *opaque)
+{
+    lt_sched_t *s = opaque;
+    if (s->stop) {
+        s->stats->interrupted = 1;
+        return 1;
+    }
+    s->stats->accounts_seen++;
+    if (strcmp(lt_account_status(a), "active") != 0) {
+        s->stats->skipped_inactive++;
+        return 0;
+    }
+    if (lt_sched_set_has(s->in_flight, lt_account_tenant(a), lt_account_id(a))) {
+        s->stats->skipped_in_flight++;
+        return 0;
+    }
+    scope_ctx_t c = {s, lt_account_tenant(a), lt_account_id(a), lt_account_provider(a)};
+    lt_sched_scopes(c.provider, lt_account_config(a), s->opts.per_scope, on_scope, &c);
+    return s->fatal != LT_OK;
+}
+
+static int on_in_flight(const char *tenant, const char *account_id, void *opaque)
+{
+    lt_sched_t *s = opaque;
+    if (lt_sched_set_add(s->in_flight, tenant, account_id)) {
+        set_fatal(s, LT_ERR_TOO_BIG, "too many accounts in flight");
+        return 1;
+    }
+    return 0;
+}
+
+/* Wait for every delivery report; what is still queued at the deadline is
+ * purged (reported as failed). */
+static void await_deliveries(lt_sched_t *s)
+{
+    rd_kafka_resp_err_t e = rd_kafka_flush(s->rk, s->opts.flush_timeout_s * 1000);
+    if (e) {
+        lt_error(NULL, "%d command(s) not delivered within %d s: purged",
+                 rd_kafka_outq_len(s->rk), s->opts.flush_timeout_s);
+        rd_kafka_purge(s->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(s->rk, 5000); /* serve the purged messages' reports */
+    }
+}
+
+static lt_err_t ensure_db(lt_db_t *db, char *errstr, size_t errstr_size)
+{
+    return lt_db_ok(db) ? LT_OK : lt_db_reset(db, errstr, errstr_size);
+}
+
+lt_err_t lt_sched_run_once(lt_sched_t *s, lt_sched_stats_t *stats, char *errstr,
+                           size_t errstr_size)
+{
+    char err[1024];
+    int locked = 0;
+    long long pruned = 0;
+    lt_err_t e;
+    memset(stats, 0, sizeof(*stats));
+    double t0 = now_s();
+    s->stats = stats;
+    s->fatal = LT_OK;
+    s->fatal_err[0] = 0;
+    s->delivered = 0;
+    failed_free(s);
+    if (!s->in_flight)
+        s->in_flight = lt_sched_set_new(IN_FLIGHT_MAX);
+    lt_sched_set_clear(s->in_flight);
+
+    if ((e = ensure_db(s->rdb, errstr, errstr_size)) || (e = ensure_db(s->wdb, errstr, errstr_size)))
+        goto out;
+    if (!s->opts.dry_run) {
+        if ((e = lt_issued_run_trylock(s->wdb, s->opts.provider, s->opts.tenant, &locked, errstr,
+                                       errstr_size)))
+            goto out;
+        if (!locked) {
+            stats->locked_out = 1;
+            lt_warn(NULL, "another scheduler with the same filters is running; this run does "
+                          "nothing");
+            goto out;
+        }
+        if ((e = lt_issued_prune(s->wdb, s->opts.stale_after_s, &pruned, errstr, errstr_size)))
+            goto out;
+        stats->pruned = (uint64_t)pruned;
+    }
+    if ((e = lt_issued_list_in_flight(s->wdb, s->opts.stale_after_s, s->opts.provider,
+                                      s->opts.tenant, on_in_flight, s, errstr, errstr_size)))
+        goto out;
+    if (s->fatal) {
+        e = lt_seterr(errstr, errstr_size, s->fatal, "%s", s->fatal_err);
+        goto out;
+    }
+    if ((e = lt_trace_new(&s->trace, errstr, errstr_size)))
+        goto out;
+    char trace_id[LT_TRACE_ID_HEX_SIZE];
+    lt_trace_id_hex(&s->trace, trace_id);
+    lt_log_ctx_t log = {.tenant = s->opts.tenant, .trace_id = trace_id};
+    lt_info(&log, "run: provider=%s tenant=%s in_flight=%zu%s",
+            s->opts.provider ? s->opts.provider : "all", s->opts.tenant ? s->opts.tenant : "all",
+            lt_sched_set_count(s->in_flight), s->opts.dry_run ? " (dry run)" : "");
+
+    e = lt_accounts_list_enabled(s->rdb, s->opts.provider, s->opts.tenant, on_account, s, err,
+                                 sizeof(err));
+    if (!s->fatal)
+        flush_batch(s);
+    else
+        batch_free(s);
+    if (!s->opts.dry_run)
+        await_deliveries(s);
+    if (s->nfailed) {
+        char ferr[512];
+        if (lt_issued_forget(s->wdb, (const char *const *)s->failed, s->nfailed, ferr,
+                             sizeof(ferr)))
+            lt_warn(NULL, "undelivered commands stay in flight until stale: %s", ferr);
+    }
+    if (!s->opts.dry_run)
+        stats->commands_sent = s->delivered;
+    if (e)
+        lt_seterr(errstr, errstr_size, e, "%s", err);
+    else if (s->fatal)
+        e = lt_seterr(errstr, errstr_size, s->fatal, "%s", s->fatal_err);
+out:
+    if (locked) {
+        char uerr[256];
+        if (lt_db_ok(s->wdb) && lt_issued_run_unlock(s->wdb, s->opts.provider, s->opts.tenant,
+                                                     uerr, sizeof(uerr)))
+            lt_warn(NULL, "%s", uerr);
+    }
+    if (s->stop)
+        stats->interrupted = 1;
+    stats->seconds = now_s() - t0;
+    s->stats = NULL;
+    lt_log(e || stats->errors ? LT_LOG_WARN : LT_LOG_INFO, NULL,
+           "summary: accounts_seen=%llu commands_sent=%llu skipped_in_flight=%llu "
+           "skipped_inactive=%llu errors=%llu pruned_issued=%llu seconds=%.3f "
+           "commands_per_s=%.0f%s%s%s%s",
+           (unsigned long long)stats->accounts_seen, (unsigned long long)stats->commands_sent,
+           (unsigned long long)stats->skipped_in_flight,
+           (unsigned long long)stats->skipped_inactive, (unsigned long long)stats->errors,
+           (unsigned long long)stats->pruned, stats->seconds,
+           stats->seconds > 0 ? (double)stats->commands_sent / stats->seconds : 0.0,
+           s->opts.dry_run ? " dry_run=true" : "", stats->locked_out ? " locked_out=true" : "",
+           stats->interrupted ? " interrupted=true" : "", e ? " failed=true" : "");
+    return e;
+}
+
+lt_err_t lt_sched_run_every(lt_sched_t *s, int interval_s, char *errstr, size_t errstr_size)
+{
+    if (interval_s <= 0)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "interval must be > 0");
+    while (!s->stop) {
+        double t0 = now_s();
+        lt_sched_stats_t st;
+        char err[1024];
+        if (lt_sched_run_once(s, &st, err, sizeof(err)))
+            lt_error(NULL, "run failed: %s; next run in %d s", err, interval_s);
+        while (!s->stop && now_s() < t0 + interval_s) {
+            struct timespec ts = {0, 100 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            if (s->rk)
+                rd_kafka_poll(s->rk, 0);
+        }
+    }
+    return LT_OK;
+}

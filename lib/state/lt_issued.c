@@ -1,0 +1,155 @@
+#include "lt_issued.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+
+/* Rows travel as one JSON array parameter (jsonb_to_recordset): one round
+ * trip per batch, no SQL built from strings. */
+lt_err_t lt_issued_record(lt_db_t *db, const lt_issued_t *rows, size_t n, char *errstr,
+                          size_t errstr_size)
+{
+    if (n == 0)
+        return LT_OK;
+    json_object *arr = json_object_new_array_ext((int)n);
+    for (size_t i = 0; i < n; i++) {
+        const lt_issued_t *r = &rows[i];
+        if (!r->command_id || !r->tenant || !r->account_id || !r->provider) {
+            json_object_put(arr);
+            return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                             "issued command %zu: command id, tenant, account and provider are "
+                             "required",
+                             i);
+        }
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "c", json_object_new_string(r->command_id));
+        json_object_object_add(o, "t", json_object_new_string(r->tenant));
+        json_object_object_add(o, "a", json_object_new_string(r->account_id));
+        json_object_object_add(o, "p", json_object_new_string(r->provider));
+        json_object_object_add(o, "s", r->scope ? json_object_new_string(r->scope) : NULL);
+        json_object_array_add(arr, o);
+    }
+    const char *params[] = {json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN)};
+    lt_err_t err = lt_db_exec(db, "record issued commands",
+                              "INSERT INTO mail_sync_issued (command_id, tenant_id, account_id, "
+                              "provider, scope) SELECT c, t, a, p, s FROM "
+                              "jsonb_to_recordset($1::jsonb) AS x(c text, t text, a text, p text, "
+                              "s text) ON CONFLICT (command_id) DO NOTHING",
+                              1, params, NULL, errstr, errstr_size);
+    json_object_put(arr);
+    return err;
+}
+
+lt_err_t lt_issued_forget(lt_db_t *db, const char *const *command_ids, size_t n, char *errstr,
+                          size_t errstr_size)
+{
+    if (n == 0)
+        return LT_OK;
+    json_object *arr = json_object_new_array_ext((int)n);
+    for (size_t i = 0; i < n; i++)
+        json_object_array_add(arr, json_object_new_string(command_ids[i] ? command_ids[i] : ""));
+    const char *params[] = {json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN)};
+    lt_err_t err = lt_db_exec(db, "forget issued commands",
+                              "DELETE FROM mail_sync_issued WHERE command_id IN "
+                              "(SELECT jsonb_array_elements_text($1::jsonb))",
+                              1, params, NULL, errstr, errstr_size);
+    json_object_put(arr);
+    return err;
+}
+
+lt_err_t lt_issued_prune(lt_db_t *db, int stale_after_s, long long *deleted, char *errstr,
+                         size_t errstr_size)
+{
+    char secs[16];
+    PGresult *r = NULL;
+    if (deleted)
+        *deleted = 0;
+    if (stale_after_s <= 0)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "stale_after_s must be > 0");
+    snprintf(secs, sizeof(secs), "%d", stale_after_s);
+    const char *params[] = {secs};
+    lt_err_t err = lt_db_exec(db, "prune issued commands",
+                              "DELETE FROM mail_sync_issued WHERE issued_at <= "
+                              "now() - make_interval(secs => $1::integer)",
+                              1, params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    if (deleted)
+        sscanf(PQcmdTuples(r), "%lld", deleted);
+    PQclear(r);
+    return LT_OK;
+}
+
+lt_err_t lt_issued_list_in_flight(lt_db_t *db, int stale_after_s, const char *provider,
+                                  const char *tenant, lt_issued_account_fn fn, void *opaque,
+                                  char *errstr, size_t errstr_size)
+{
+    char secs[16];
+    PGresult *r = NULL;
+    if (stale_after_s <= 0)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "stale_after_s must be > 0");
+    snprintf(secs, sizeof(secs), "%d", stale_after_s);
+    const char *params[] = {secs, provider, tenant};
+    /* Bounded by the accounts issued within one threshold: one result. */
+    lt_err_t err = lt_db_exec(
+        db, "list in-flight accounts",
+        "SELECT tenant_id, account_id FROM mail_sync_commands"
+        " WHERE status = 'running' AND heartbeat_at > now() - make_interval(secs => $1::integer)"
+        " AND ($2::text IS NULL OR provider = $2) AND ($3::text IS NULL OR tenant_id = $3)"
+        " UNION"
+        " SELECT i.tenant_id, i.account_id FROM mail_sync_issued i"
+        " WHERE i.issued_at > now() - make_interval(secs => $1::integer)"
+        " AND ($2::text IS NULL OR i.provider = $2) AND ($3::text IS NULL OR i.tenant_id = $3)"
+        " AND NOT EXISTS (SELECT 1 FROM mail_sync_commands c WHERE c.command_id = i.command_id)",
+        3, params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    for (int i = 0; i < PQntuples(r); i++)
+        if (fn(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), opaque))
+            break;
+    PQclear(r);
+    return LT_OK;
+}
+
+static void run_key(const char *provider, const char *tenant, char out[32])
+{
+    const char *parts[] = {"lattice.scheduler", provider ? provider : "*", tenant ? tenant : "*"};
+    snprintf(out, 32, "%lld", lt_db_lock_key(parts, 3));
+}
+
+lt_err_t lt_issued_run_trylock(lt_db_t *db, const char *provider, const char *tenant, int *locked,
+                               char *errstr, size_t errstr_size)
+{
+    char key[32];
+    PGresult *r = NULL;
+    *locked = 0;
+    run_key(provider, tenant, key);
+    const char *params[] = {key};
+    lt_err_t err = lt_db_exec(db, "scheduler trylock", "SELECT pg_try_advisory_lock($1::bigint)",
+                              1, params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    *locked = !strcmp(PQgetvalue(r, 0, 0), "t");
+    PQclear(r);
+    return LT_OK;
+}
+
+lt_err_t lt_issued_run_unlock(lt_db_t *db, const char *provider, const char *tenant, char *errstr,
+                              size_t errstr_size)
+{
+    char key[32];
+    PGresult *r = NULL;
+    run_key(provider, tenant, key);
+    const char *params[] = {key};
+    lt_err_t err = lt_db_exec(db, "scheduler unlock", "SELECT pg_advisory_unlock($1::bigint)", 1,
+                              params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    if (strcmp(PQgetvalue(r, 0, 0), "t") != 0)
+        err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND,
+                        "the scheduler lock was not held by this session");
+    PQclear(r);
+    return err;
+}
