@@ -80,6 +80,24 @@ static const lt_setting_t k_settings[] = {
      "CA bundle for IMAP and Gmail TLS (system store when unset). Certificates are always "
      "verified."},
 
+    /* --- scheduler --- */
+    {"LATTICE_SCHEDULER_PROVIDER", LT_SET_ENUM, NULL, S, 0, 0, 0, 0, "gmail|imap", "Scheduler",
+     "Only accounts of this provider (--provider overrides); unset: all."},
+    {"LATTICE_SCHEDULER_TENANT", LT_SET_STRING, NULL, S, 0, 0, 0, 0, NULL, "Scheduler",
+     "Only accounts of this tenant (--tenant overrides); unset: all."},
+    {"LATTICE_SCHEDULER_INTERVAL_S", LT_SET_INT, "0", S, 0, 0, 0, 604800, NULL, "Scheduler",
+     "Without --once or --interval: run every N seconds; 0 = run once and exit."},
+    {"LATTICE_SCHEDULER_STALE_AFTER_S", LT_SET_INT, "900", S, 0, 0, 1, 604800, NULL, "Scheduler",
+     "An account whose last command is still in flight (issued and not started, or running "
+     "with a heartbeat) newer than this gets no new command; an older one counts as lost and "
+     "the account gets a new command."},
+    {"LATTICE_SCHEDULER_PER_SCOPE", LT_SET_BOOL, "true", S, 0, 0, 0, 0, NULL, "Scheduler",
+     "true: one command per configured scope (IMAP folders, Gmail label_ids); false: one per "
+     "account (the worker syncs every configured scope)."},
+    {"LATTICE_SCHEDULER_FLUSH_TIMEOUT_S", LT_SET_INT, "60", S, 0, 0, 1, 3600, NULL, "Scheduler",
+     "How long a run waits for Kafka to acknowledge its commands; the rest count as errors and "
+     "are issued again by the next run."},
+
     /* --- parser --- */
     {"LATTICE_PARSER_GROUP_ID", LT_SET_STRING, "lattice-mail-parser", P, 0, 1, 0, 0, NULL, "Parser",
      "Kafka consumer group of lattice-mail-parser on LATTICE_TOPIC_RAW (reset its offsets to "
