@@ -14,6 +14,8 @@
 #include "lt_objkey.h"
 #include "lt_trace.h"
 
+/* Ids of skipped messages kept for the command result (the count is exact). */
+#define LT_SYNC_SKIPPED_IDS_MAX ((size_t)16 << 10)
 /* Messages up to this size are kept in memory; larger ones spill to a file. */
 #define LT_SYNC_MEM_MAX ((size_t)8 << 20)
 
@@ -55,6 +57,8 @@ struct lt_sync_s {
 
     int64_t messages;
     int64_t bytes;
+    int64_t skipped;
+    lt_buf_t *skipped_ids; /* comma-separated, capped */
 };
 
 void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
@@ -85,6 +89,7 @@ lt_sync_t *lt_sync_new(const lt_sync_env_t *env, const lt_account_t *account,
         s->log = *log;
     s->fd = -1;
     s->mem = lt_buf_new(LT_SYNC_MEM_MAX);
+    s->skipped_ids = lt_buf_new(LT_SYNC_SKIPPED_IDS_MAX);
     if (traceparent && !lt_trace_parse(traceparent, strlen(traceparent), &s->trace, NULL, 0))
         s->have_trace = 1;
     return s;
@@ -125,6 +130,7 @@ void lt_sync_destroy(lt_sync_t *s)
     message_reset(s);
     lt_sync_abort(s);
     lt_buf_destroy(s->mem);
+    lt_buf_destroy(s->skipped_ids);
     free(s);
 }
 
@@ -168,6 +174,25 @@ int64_t lt_sync_bytes(const lt_sync_t *s)
 int64_t lt_sync_uncommitted(const lt_sync_t *s)
 {
     return s->uncommitted;
+}
+uint64_t lt_sync_max_message_bytes(const lt_sync_t *s)
+{
+    return s->env.max_message_bytes;
+}
+void lt_sync_note_skipped(lt_sync_t *s, const char *provider_message_id)
+{
+    s->skipped++;
+    /* ids beyond the cap are only counted */
+    (void)lt_buf_appendf(s->skipped_ids, "%s%s", lt_buf_len(s->skipped_ids) ? "," : "",
+                         provider_message_id);
+}
+int64_t lt_sync_skipped(const lt_sync_t *s)
+{
+    return s->skipped;
+}
+const char *lt_sync_skipped_ids(const lt_sync_t *s)
+{
+    return lt_buf_str(s->skipped_ids);
 }
 
 static lt_err_t kafka_err(rd_kafka_error_t *e, const char *what, char *errstr, size_t n)

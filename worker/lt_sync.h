@@ -90,4 +90,14 @@ int64_t lt_sync_messages(const lt_sync_t *s);
 int64_t lt_sync_bytes(const lt_sync_t *s);
 int64_t lt_sync_uncommitted(const lt_sync_t *s);
 
+/* LATTICE_MAX_MESSAGE_BYTES: connectors pass it to their fetch layer so a
+ * bigger message is skipped (not an error that blocks the scope). */
+uint64_t lt_sync_max_message_bytes(const lt_sync_t *s);
+/* A message the connector did not ingest (over the cap, gone): counted and
+ * its id kept (the first 16 KiB of ids) for the command result, so it is
+ * never dropped silently. */
+void lt_sync_note_skipped(lt_sync_t *s, const char *provider_message_id);
+int64_t lt_sync_skipped(const lt_sync_t *s);
+const char *lt_sync_skipped_ids(const lt_sync_t *s); /* comma-separated, "" when none */
+
 #endif

@@ -153,6 +153,9 @@ static void cb_skipped(void *opaque, uint32_t uid, lt_err_t why, const char *rea
     if (uid > f->last_uid)
         f->last_uid = uid;
     lt_buf_appendf(f->skipped_uids, "%s%u", lt_buf_len(f->skipped_uids) ? "," : "", uid);
+    char pmid[1200];
+    lt_sync_imap_message_id(f->folder, f->uidvalidity, uid, pmid, sizeof(pmid));
+    lt_sync_note_skipped(f->s, pmid);
     lt_warn(lt_sync_log(f->s), "folder %s UID %u not ingested (%s): %s", f->folder, uid,
             lt_err_name(why), reason ? reason : "");
 }
@@ -162,6 +165,7 @@ typedef struct {
     imap_conf_t conf;
     lt_imap_t *c;
     lt_log_ctx_t log;
+    uint64_t max_message;
 } session_t;
 
 static lt_err_t session_open(session_t *ss, char *errstr, size_t n)
@@ -173,6 +177,7 @@ static lt_err_t session_open(session_t *ss, char *errstr, size_t n)
     o.port = ss->conf.port;
     o.tls = 1;
     o.ca_file = ss->opts->ca_file;
+    o.max_message = ss->max_message; /* bigger: skipped() and reported, not a failure */
     o.log = &ss->log;
     ss->c = lt_imap_new(&o);
     lt_err_t err = lt_imap_connect(ss->c, errstr, n);
@@ -362,6 +367,7 @@ lt_err_t lt_sync_imap_run(lt_sync_t *s, const lt_sync_imap_opts_t *opts, char *e
     memset(&ss, 0, sizeof(ss));
     ss.opts = opts;
     ss.log = *lt_sync_log(s);
+    ss.max_message = lt_sync_max_message_bytes(s);
     const lt_command_t *cmd = lt_sync_command(s);
     lt_err_t err = parse_conf(lt_sync_account(s), &ss.conf, errstr, errstr_size);
     if (err)

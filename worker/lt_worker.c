@@ -68,7 +68,8 @@ typedef enum { R_DONE, R_RETRY, R_CANCELLED } run_result_t;
 
 static void status_event(lt_worker_t *w, const lt_command_t *cmd, const char *account_key,
                          const char *result, lt_err_t err, const char *error, int64_t messages,
-                         int64_t bytes, int64_t duration_ms, int attempt, const char *traceparent)
+                         int64_t bytes, int64_t duration_ms, int attempt, const char *traceparent,
+                         const lt_sync_t *sync)
 {
     json_object *o = json_object_new_object();
     json_object_object_add(o, "schema", json_object_new_string("lattice.mail.sync.status.v1"));
@@ -93,6 +94,11 @@ static void status_event(lt_worker_t *w, const lt_command_t *cmd, const char *ac
         json_object_object_add(o, "error", json_object_new_string(error));
     json_object_object_add(o, "messages", json_object_new_int64(messages));
     json_object_object_add(o, "bytes", json_object_new_int64(bytes));
+    if (sync && lt_sync_skipped(sync)) { /* not ingested (over the size cap, gone) */
+        json_object_object_add(o, "skipped", json_object_new_int64(lt_sync_skipped(sync)));
+        json_object_object_add(o, "skipped_ids",
+                               json_object_new_string(lt_sync_skipped_ids(sync)));
+    }
     json_object_object_add(o, "duration_ms", json_object_new_int64(duration_ms));
     json_object_object_add(o, "attempt", json_object_new_int(attempt));
     json_object_object_add(o, "worker_id", json_object_new_string(w->worker_id));
@@ -149,10 +155,7 @@ static void slot_close(slot_t *s)
         rd_kafka_flush(s->producer, 5000);
         lt_kafka_destroy(s->producer);
     }
-    if (s->marker_reader) {
-        rd_kafka_consumer_close(s->marker_reader);
-        lt_kafka_destroy(s->marker_reader);
-    }
+    lt_kafka_destroy(s->marker_reader); /* closes it */
     lt_mail_codec_destroy(s->codec);
     lt_s3_destroy(s->s3);
     lt_db_destroy(s->db);
@@ -203,6 +206,13 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
         s->producer = lt_kafka_new(RD_KAFKA_PRODUCER, conf, s, lt_sync_dr_cb, errstr, n);
         if (!s->producer)
             return LT_ERR_TEMPORARY;
+        /* metadata now, not on librdkafka's 1 s timer inside the first commit */
+        char e[256];
+        if (lt_kafka_warm_topic(s->producer, lt_config_str(cfg, "LATTICE_TOPIC_RAW"), 10000, e,
+                                sizeof(e)) ||
+            lt_kafka_warm_topic(s->producer, lt_config_str(cfg, "LATTICE_TOPIC_CHECKPOINTS"),
+                                10000, e, sizeof(e)))
+            lt_warn(NULL, "slot %d: %s", s->index, e);
     }
     if (!s->marker_reader) {
         /* assign()-only reader; the group id is never used to commit */
@@ -255,7 +265,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
         if (dead_letter(w, job, LT_ERR_FINAL, errstr))
             goto retry_later;
         status_event(w, cmd, lt_job_account(job), "dead_lettered", LT_ERR_FINAL, errstr, 0, 0,
-                     lt_now_ms() - t0, attempt, NULL);
+                     lt_now_ms() - t0, attempt, NULL, NULL);
         goto out;
     }
     lt_trace_t tr;
@@ -313,7 +323,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
             lt_command_finish(slot->db, lt_command_id(cmd), LT_COMMAND_DEAD_LETTERED, NULL,
                               "final", reason, NULL, 0);
         status_event(w, cmd, lt_job_account(job), "dead_lettered", LT_ERR_FINAL, reason, 0, 0,
-                     lt_now_ms() - t0, attempt, tp);
+                     lt_now_ms() - t0, attempt, tp, NULL);
         err = LT_OK;
         goto out;
     }
@@ -387,7 +397,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
             (long long)lt_sync_messages(sync), (long long)lt_sync_bytes(sync),
             (long long)(lt_now_ms() - t0));
     status_event(w, cmd, lt_job_account(job), "succeeded", LT_OK, NULL, lt_sync_messages(sync),
-                 lt_sync_bytes(sync), lt_now_ms() - t0, att, tp);
+                 lt_sync_bytes(sync), lt_now_ms() - t0, att, tp, sync);
     goto out;
 
 fail:
@@ -416,7 +426,7 @@ fail:
     }
     status_event(w, cmd, lt_job_account(job), "failed", err, errstr,
                  sync ? lt_sync_messages(sync) : 0, sync ? lt_sync_bytes(sync) : 0,
-                 lt_now_ms() - t0, attempt, tp);
+                 lt_now_ms() - t0, attempt, tp, sync);
     goto out;
 
 retry_later:
@@ -439,6 +449,13 @@ static void *slot_main(void *arg)
 {
     slot_t *s = arg;
     lt_worker_t *w = s->w;
+    /* Open everything now: init_transactions() of this slot's transactional
+     * id fences a crashed predecessor's open transaction at once, instead of
+     * leaving it to block read_committed readers (and the recovery of its
+     * batch) until transaction.timeout.ms, whichever slot runs the command. */
+    char e[1024];
+    if (slot_open(s, e, sizeof(e)))
+        lt_warn(NULL, "slot %d: %s (retried with its first command)", s->index, e);
     while (!w->stopping_slots) {
         lt_job_t *job = lt_dispatch_pop(w->dispatch, 500);
         if (!job)
@@ -582,6 +599,16 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     w->producer = lt_kafka_producer_new(cfg, NULL, errstr, errstr_size);
     if (!w->producer)
         goto fail;
+    /* the topics the slots produce to must exist (auto-create is off) */
+    const char *need[] = {lt_config_str(cfg, "LATTICE_TOPIC_RAW"),
+                          lt_config_str(cfg, "LATTICE_TOPIC_CHECKPOINTS")};
+    for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
+        lt_err_t terr = lt_kafka_warm_topic(w->producer, need[i], 10000, errstr, errstr_size);
+        if (terr == LT_ERR_NOT_FOUND)
+            goto fail;
+        if (terr)
+            lt_warn(NULL, "%s", errstr);
+    }
     rd_kafka_conf_t *conf =
         lt_kafka_consumer_conf(cfg, lt_config_str(cfg, "LATTICE_WORKER_GROUP_ID"), errstr,
                                errstr_size);
