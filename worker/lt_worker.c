@@ -24,6 +24,7 @@
 #include "lt_registry.h"
 #include "lt_s3.h"
 #include "lt_sync.h"
+#include "lt_sync_gmail.h"
 #include "lt_sync_imap.h"
 #include "lt_trace.h"
 
@@ -384,8 +385,18 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
                                   (int)lt_config_int(w->cfg, "LATTICE_WORKER_RETRY_BASE_MS")};
         err = lt_sync_imap_run(sync, &io, errstr, sizeof(errstr));
     } else {
-        err = lt_seterr(errstr, sizeof(errstr), LT_ERR_TEMPORARY,
-                        "the gmail connector is not in this build yet");
+        lt_sync_gmail_opts_t go = {
+            .api_url = lt_config_str(w->cfg, "LATTICE_GMAIL_API_URL"),
+            .token_url = lt_config_str(w->cfg, "LATTICE_GMAIL_TOKEN_URL"),
+            .ca_file = lt_config_str(w->cfg, "LATTICE_TLS_CA_FILE"),
+            .max_inflight = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_MAX_INFLIGHT"),
+            .quota_units_per_s = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_QUOTA_UNITS_PER_S"),
+            .timeout_s = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_TIMEOUT_S"),
+            .max_retries = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_MAX_RETRIES"),
+            .retry_base_ms = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_RETRY_BASE_MS"),
+            .cancel = &slot->cancel,
+        };
+        err = lt_sync_gmail_run(sync, &go, errstr, sizeof(errstr));
     }
     if (err)
         goto fail;

@@ -19,6 +19,21 @@ static const lt_setting_t k_settings[] = {
     {"LATTICE_LOG_FORMAT", LT_SET_ENUM, "json", ALL, 0, 0, 0, 0, "json|text", "Logging",
      "json: one JSON object per line (for log pipelines); text: for people."},
 
+    /* --- observability (docs/observability.md) --- */
+    {"LATTICE_METRICS_PORT", LT_SET_INT, "0", W | S | P, 0, 0, 0, 65535, NULL, "Observability",
+     "Port of the HTTP endpoint with /metrics (Prometheus), /healthz and /readyz; 0 = no "
+     "endpoint (Kubernetes: 9464). A port in use stops the program at start."},
+    {"LATTICE_METRICS_BIND", LT_SET_STRING, "0.0.0.0", W | S | P, 0, 1, 0, 0, NULL,
+     "Observability", "Address the metrics endpoint listens on (127.0.0.1: this host only)."},
+    {"LATTICE_METRICS_ACCOUNT_SERIES_MAX", LT_SET_INT, "1000", W, 0, 0, 0, 1000000, NULL,
+     "Observability",
+     "Most per-account series (last success timestamp) one worker exports; beyond it the least "
+     "recently updated account is dropped. 0 = no per-account series."},
+    {"LATTICE_WORKER_PROGRESS_INTERVAL_S", LT_SET_INT, "5", W, 0, 0, 1, 3600, NULL,
+     "Observability",
+     "How often a long command (backfill, first full sync) reports progress (done/total, rate, "
+     "ETA): a log line, the progress gauges and a \"running\" status event."},
+
     /* --- Kafka (every LATTICE_KAFKA_* is passed to librdkafka) --- */
     {"LATTICE_KAFKA_BOOTSTRAP_SERVERS", LT_SET_STRING, "127.0.0.1:19092", W | S | P | T, 0, 1, 0,
      0, NULL, "Kafka",
@@ -122,6 +137,26 @@ static const lt_setting_t k_settings[] = {
     {"LATTICE_PARSER_RETRY_BASE_MS", LT_SET_INT, "1000", P, 0, 0, 1, 600000, NULL, "Parser",
      "First wait after a temporary failure (Postgres, S3 or registry unreachable); doubles, "
      "capped at 30 s; the batch is then read and written again."},
+
+    /* --- Gmail (docs/gmail.md) --- */
+    {"LATTICE_GMAIL_API_URL", LT_SET_STRING, "https://gmail.googleapis.com", W, 0, 1, 0, 0, NULL,
+     "Gmail", "Base URL of the Gmail API (the emulator: https://127.0.0.1:18443)."},
+    {"LATTICE_GMAIL_TOKEN_URL", LT_SET_STRING, "https://oauth2.googleapis.com/token", W, 0, 1, 0,
+     0, NULL, "Gmail", "Google's OAuth 2.0 token endpoint (refresh-token grant)."},
+    {"LATTICE_GMAIL_MAX_INFLIGHT", LT_SET_INT, "8", W, 0, 0, 1, 100, NULL, "Gmail",
+     "Concurrent Gmail API requests per account (HTTP/2 streams or keep-alive connections). "
+     "Gmail limits concurrent requests per user; 8 reaches the quota at 50 ms latency."},
+    {"LATTICE_GMAIL_QUOTA_UNITS_PER_S", LT_SET_INT, "250", W, 0, 0, 1, 1000000, NULL, "Gmail",
+     "Per-user quota the client paces itself to (Google: 250 units/s; messages.get costs 5, "
+     "history.list 2, getProfile 1)."},
+    {"LATTICE_GMAIL_TIMEOUT_S", LT_SET_INT, "120", W, 0, 0, 1, 3600, NULL, "Gmail",
+     "Timeout of one Gmail API or token request, seconds."},
+    {"LATTICE_GMAIL_MAX_RETRIES", LT_SET_INT, "8", W, 0, 0, 0, 100, NULL, "Gmail",
+     "Retries of one request on 429, 403 rate limit, 5xx, network errors and malformed bodies "
+     "(exponential backoff with jitter, at least Retry-After) before the command fails "
+     "temporarily."},
+    {"LATTICE_GMAIL_RETRY_BASE_MS", LT_SET_INT, "1000", W, 0, 0, 1, 600000, NULL, "Gmail",
+     "First retry delay of a Gmail request; doubles per retry, capped at 64 s."},
 
     /* --- schema registry --- */
     {"LATTICE_SCHEMA_REGISTRY_URL", LT_SET_STRING, "http://127.0.0.1:18080/apis/ccompat/v7",

@@ -1,0 +1,621 @@
+#include "lt_sync_gmail.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "lt_buf.h"
+#include "lt_commands.h"
+#include "lt_gmail_client.h"
+
+#define SECRET_MAX 4096
+
+static const char *const k_system_labels[] = {
+    "INBOX",   "SENT",          "DRAFT",           "SPAM",
+    "TRASH",   "UNREAD",        "STARRED",         "IMPORTANT",
+    "CHAT",    "CATEGORY_PERSONAL", "CATEGORY_SOCIAL", "CATEGORY_PROMOTIONS",
+    "CATEGORY_UPDATES", "CATEGORY_FORUMS", NULL,
+};
+
+typedef struct {
+    char user[320];
+    char client_id[512];
+    char client_secret[SECRET_MAX];
+    char refresh_token[SECRET_MAX];
+    char **scopes;
+    size_t nscopes;
+} gmail_conf_t;
+
+static void conf_free(gmail_conf_t *c)
+{
+    for (size_t i = 0; i < c->nscopes; i++)
+        free(c->scopes[i]);
+    free(c->scopes);
+    memset(c->client_secret, 0, sizeof(c->client_secret));
+    memset(c->refresh_token, 0, sizeof(c->refresh_token));
+}
+
+static lt_err_t read_secret(json_object *cfg, const char *name, char *out, size_t outsz,
+                            char *errstr, size_t n)
+{
+    char key[64];
+    json_object *v;
+    snprintf(key, sizeof(key), "%s_env", name);
+    if (json_object_object_get_ex(cfg, key, &v)) {
+        const char *var = json_object_get_string(v);
+        const char *val = var ? getenv(var) : NULL;
+        if (!val || !*val)
+            return lt_seterr(errstr, n, LT_ERR_FINAL,
+                             "account config: %s names environment variable %s, which is not set",
+                             key, var ? var : "(null)");
+        if (snprintf(out, outsz, "%s", val) >= (int)outsz)
+            return lt_seterr(errstr, n, LT_ERR_FINAL, "secret in %s is too long", var);
+        return LT_OK;
+    }
+    snprintf(key, sizeof(key), "%s_file", name);
+    if (json_object_object_get_ex(cfg, key, &v)) {
+        const char *path = json_object_get_string(v);
+        FILE *f = path ? fopen(path, "rb") : NULL;
+        if (!f)
+            return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: %s %s: %s", key,
+                             path ? path : "(null)", strerror(errno));
+        size_t r = fread(out, 1, outsz - 1, f);
+        fclose(f);
+        out[r] = 0;
+        while (r > 0 && (out[r - 1] == '\n' || out[r - 1] == '\r' || out[r - 1] == ' '))
+            out[--r] = 0;
+        if (!r)
+            return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: %s %s is empty", key,
+                             path);
+        return LT_OK;
+    }
+    return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: no %s_env or %s_file", name,
+                     name);
+}
+
+static void add_scope(gmail_conf_t *c, const char *s)
+{
+    c->scopes = lt_xrealloc(c->scopes, (c->nscopes + 1) * sizeof(char *));
+    c->scopes[c->nscopes++] = lt_xstrdup(s);
+}
+
+static lt_err_t string_list(json_object *v, const char *key, const char *prefix, gmail_conf_t *c,
+                            char *errstr, size_t n)
+{
+    if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) == 0)
+        return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: \"%s\" must be a non-empty array",
+                         key);
+    for (size_t i = 0; i < json_object_array_length(v); i++) {
+        json_object *e = json_object_array_get_idx(v, i);
+        if (!json_object_is_type(e, json_type_string) || !json_object_get_string_len(e) ||
+            json_object_get_string_len(e) > 1000)
+            return lt_seterr(errstr, n, LT_ERR_FINAL,
+                             "account config: %s[%zu] is not a string of 1..1000 characters", key,
+                             i);
+        char buf[1100];
+        snprintf(buf, sizeof(buf), "%s%s", prefix, json_object_get_string(e));
+        add_scope(c, buf);
+    }
+    return LT_OK;
+}
+
+static lt_err_t parse_conf(const lt_account_t *a, gmail_conf_t *c, char *errstr, size_t n)
+{
+    json_object *cfg = lt_account_config(a), *v;
+    lt_err_t err;
+    memset(c, 0, sizeof(*c));
+    snprintf(c->user, sizeof(c->user), "me");
+    if (json_object_object_get_ex(cfg, "user", &v)) {
+        if (!json_object_is_type(v, json_type_string) || !json_object_get_string_len(v))
+            return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: \"user\" must be a string");
+        snprintf(c->user, sizeof(c->user), "%s", json_object_get_string(v));
+    }
+    if (!json_object_object_get_ex(cfg, "client_id", &v) ||
+        !json_object_is_type(v, json_type_string) || !json_object_get_string_len(v))
+        return lt_seterr(errstr, n, LT_ERR_FINAL,
+                         "account config: \"client_id\" (string) is required");
+    snprintf(c->client_id, sizeof(c->client_id), "%s", json_object_get_string(v));
+    if (json_object_object_get_ex(cfg, "scopes", &v) &&
+        (err = string_list(v, "scopes", "", c, errstr, n)))
+        return err;
+    if (json_object_object_get_ex(cfg, "label_ids", &v) &&
+        (err = string_list(v, "label_ids", "label:", c, errstr, n)))
+        return err;
+    if (json_object_object_get_ex(cfg, "query", &v)) {
+        if (!json_object_is_type(v, json_type_string) || !json_object_get_string_len(v) ||
+            json_object_get_string_len(v) > 1024)
+            return lt_seterr(errstr, n, LT_ERR_FINAL,
+                             "account config: \"query\" must be a string of 1..1024 characters");
+        add_scope(c, json_object_get_string(v));
+    }
+    if (!c->nscopes)
+        add_scope(c, "label:INBOX");
+    if ((err = read_secret(cfg, "client_secret", c->client_secret, sizeof(c->client_secret),
+                           errstr, n)))
+        return err;
+    return read_secret(cfg, "refresh_token", c->refresh_token, sizeof(c->refresh_token), errstr,
+                       n);
+}
+
+int lt_sync_gmail_scope_label(const char *scope, char *label_out, int *system)
+{
+    *system = 0;
+    label_out[0] = 0;
+    const char *v = NULL;
+    int in = 0;
+    if (!strncasecmp(scope, "label:", 6))
+        v = scope + 6;
+    else if (!strncasecmp(scope, "in:", 3)) {
+        v = scope + 3;
+        in = 1;
+    }
+    if (!v || !*v || strlen(v) > LT_GMAIL_ID_MAX)
+        return 0;
+    for (const char *p = v; *p; p++)
+        if (isspace((unsigned char)*p) || *p == '(' || *p == ')' || *p == '{' || *p == '"')
+            return 0;
+    char up[LT_GMAIL_ID_MAX + 1];
+    size_t i;
+    for (i = 0; v[i]; i++)
+        up[i] = (char)toupper((unsigned char)(v[i] == '-' ? '_' : v[i]));
+    up[i] = 0;
+    for (size_t k = 0; k_system_labels[k]; k++) {
+        if (!strcmp(up, k_system_labels[k])) {
+            snprintf(label_out, LT_GMAIL_ID_MAX + 1, "%s", up);
+            *system = 1;
+            return 1;
+        }
+    }
+    if (in || !lt_gmail_id_valid(v, strlen(v)))
+        return 0; /* in:anywhere, label names with other characters: a query */
+    snprintf(label_out, LT_GMAIL_ID_MAX + 1, "%s", v);
+    return 1;
+}
+
+static lt_err_t parse_date(const char *d, time_t *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    int y, m, day;
+    char tail;
+    if (!d || sscanf(d, "%4d-%2d-%2d%c", &y, &m, &day, &tail) != 3)
+        return LT_ERR_INVALID;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = m - 1;
+    tm.tm_mday = day;
+    *out = timegm(&tm);
+    return *out == (time_t)-1 ? LT_ERR_INVALID : LT_OK;
+}
+
+lt_err_t lt_sync_gmail_date_query(const char *start_date, const char *end_date, char *out,
+                                  size_t outsz, char *errstr, size_t errstr_size)
+{
+    time_t a, b;
+    if (parse_date(start_date, &a) || parse_date(end_date, &b))
+        return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "backfill: bad date");
+    if (b < a)
+        return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "backfill: end_date before start_date");
+    snprintf(out, outsz, "after:%lld before:%lld", (long long)a, (long long)b + 86400);
+    return LT_OK;
+}
+
+/* --- one scope ------------------------------------------------------------- */
+
+typedef struct {
+    lt_sync_t *s;
+    lt_gmail_t *g;
+    const char *scope;
+    char label[LT_GMAIL_ID_MAX + 1]; /* label scope: its id */
+    const char *query;               /* search scope */
+    int is_label;
+
+    /* per fetch */
+    char err[512];
+    lt_err_t err_code;
+    uint64_t skipped, gone;
+    lt_buf_t *skipped_ids;
+    const char *const *cur_ids; /* of the running lt_gmail_get_many */
+    /* resync filter */
+    uint64_t old_history_id;
+    char **keep;
+    size_t nkeep;
+} scope_ctx_t;
+
+static lt_err_t on_message(void *opaque, size_t index, lt_err_t status, const lt_gmail_message_t *m,
+                           const lt_buf_t *raw, const char *reason)
+{
+    scope_ctx_t *x = opaque;
+    if (status == LT_ERR_NOT_FOUND) {
+        x->gone++; /* deleted since it was listed: nothing to ingest */
+        return LT_OK;
+    }
+    if (status == LT_ERR_TOO_BIG) {
+        const char *id = x->cur_ids[index];
+        x->skipped++;
+        lt_buf_appendf(x->skipped_ids, "%s%s", lt_buf_len(x->skipped_ids) ? "," : "", id);
+        lt_sync_note_skipped(x->s, id);
+        lt_warn(lt_sync_log(x->s), "message %s of scope %s not ingested: %s", id, x->scope,
+                reason ? reason : "too big");
+        return LT_OK;
+    }
+    lt_err_t err = lt_sync_message_begin(x->s, m->id, m->thread_id[0] ? m->thread_id : NULL,
+                                         x->scope, m->internal_date_ms, x->err, sizeof(x->err));
+    if (!err)
+        err = lt_sync_message_write(x->s, lt_buf_data(raw), lt_buf_len(raw), x->err,
+                                    sizeof(x->err));
+    if (err == LT_ERR_TOO_BIG) {
+        lt_sync_message_abandon(x->s);
+        x->skipped++;
+        lt_buf_appendf(x->skipped_ids, "%s%s", lt_buf_len(x->skipped_ids) ? "," : "", m->id);
+        lt_sync_note_skipped(x->s, m->id);
+        lt_warn(lt_sync_log(x->s), "message %s not ingested: %s", m->id, x->err);
+        return LT_OK;
+    }
+    if (!err)
+        err = lt_sync_message_end(x->s, x->err, sizeof(x->err));
+    if (err) {
+        lt_sync_message_abandon(x->s);
+        x->err_code = err;
+    }
+    return err;
+}
+
+static lt_err_t on_minimal(void *opaque, size_t index, lt_err_t status,
+                           const lt_gmail_message_t *m, const lt_buf_t *raw, const char *reason)
+{
+    scope_ctx_t *x = opaque;
+    if (status != LT_OK)
+        return LT_OK; /* gone: nothing to do */
+    if (m->history_id && m->history_id <= x->old_history_id)
+        return LT_OK; /* unchanged since the old watermark: ingested before */
+    x->keep[x->nkeep++] = lt_xstrdup(m->id);
+    return LT_OK;
+}
+
+static void heartbeat(lt_sync_t *s, int64_t done, int64_t total)
+{
+    lt_command_progress_t p = {lt_sync_messages(s), lt_sync_bytes(s), done, total};
+    lt_command_heartbeat(lt_sync_db(s), lt_command_id(lt_sync_command(s)), &p, NULL, 0);
+}
+
+/* Fetch (format=raw) and ingest ids[0..n), checkpointing every batch; the
+ * watermark of each batch from wm_of (may be NULL: events only). */
+typedef int (*wm_fn)(void *opaque, size_t last_index, lt_watermark_t *wm);
+
+static lt_err_t fetch_ids(scope_ctx_t *x, const char *const *ids, size_t n, wm_fn wm_of,
+                          void *wm_opaque, int resync, char *errstr, size_t errstr_size)
+{
+    size_t batch = (size_t)lt_sync_batch_messages(x->s);
+    for (size_t i = 0; i < n; i += batch) {
+        if (lt_sync_cancelled(x->s))
+            return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                             "cancelled (shutdown or revoke)");
+        size_t k = n - i < batch ? n - i : batch;
+        x->err[0] = 0;
+        x->err_code = LT_OK;
+        x->cur_ids = ids + i;
+        lt_err_t err = lt_gmail_get_many(x->g, ids + i, k, 1, on_message, x, errstr, errstr_size);
+        if (err) {
+            if (x->err_code && x->err[0])
+                lt_seterr(errstr, errstr_size, x->err_code, "%s", x->err);
+            lt_sync_abort(x->s);
+            return err;
+        }
+        lt_watermark_t wm;
+        memset(&wm, 0, sizeof(wm));
+        int have = wm_of && wm_of(wm_opaque, i + k - 1, &wm);
+        err = lt_sync_checkpoint(x->s, x->scope, have ? &wm : NULL, resync, errstr, errstr_size);
+        if (err)
+            return err;
+        heartbeat(x->s, (int64_t)(i + k), (int64_t)n);
+    }
+    return LT_OK;
+}
+
+static void free_strs(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* List the scope (optionally narrowed by extra_q) and ingest every message;
+ * resync: only those changed after x->old_history_id. */
+static lt_err_t list_and_fetch(scope_ctx_t *x, const char *extra_q, int resync, char *errstr,
+                               size_t n)
+{
+    char q[2200];
+    const char *query = NULL;
+    if (x->query && extra_q)
+        snprintf(q, sizeof(q), "(%s) %s", x->query, extra_q), query = q;
+    else if (x->query)
+        query = x->query;
+    else if (extra_q)
+        query = extra_q;
+    char *token = NULL;
+    lt_err_t err = LT_OK;
+    uint64_t listed = 0;
+    do {
+        lt_gmail_page_t page;
+        err = lt_gmail_list(x->g, x->is_label ? x->label : NULL, query, token, &page, errstr, n);
+        free(token);
+        token = NULL;
+        if (err)
+            break;
+        token = page.next_page_token;
+        page.next_page_token = NULL;
+        listed += page.n;
+        const char **ids = lt_xcalloc(page.n ? page.n : 1, sizeof(char *));
+        for (size_t i = 0; i < page.n; i++)
+            ids[i] = page.refs[i].id;
+        if (resync && page.n) {
+            x->keep = lt_xcalloc(page.n, sizeof(char *));
+            x->nkeep = 0;
+            err = lt_gmail_get_many(x->g, ids, page.n, 0, on_minimal, x, errstr, n);
+            if (!err)
+                err = fetch_ids(x, (const char *const *)x->keep, x->nkeep, NULL, NULL, 0, errstr,
+                                n);
+            if (!err && page.n > x->nkeep)
+                lt_info(lt_sync_log(x->s),
+                        "resync of %s: %zu of %zu listed messages unchanged since historyId %llu; "
+                        "not published again",
+                        x->scope, page.n - x->nkeep, page.n,
+                        (unsigned long long)x->old_history_id);
+            free_strs(x->keep, x->nkeep);
+            x->keep = NULL;
+            x->nkeep = 0;
+        } else {
+            err = fetch_ids(x, ids, page.n, NULL, NULL, 0, errstr, n);
+        }
+        free(ids);
+        lt_gmail_page_free(&page);
+    } while (!err && token);
+    free(token);
+    if (!err)
+        lt_debug(lt_sync_log(x->s), "scope %s: %llu messages listed", x->scope,
+                 (unsigned long long)listed);
+    return err;
+}
+
+static lt_err_t full_sync(scope_ctx_t *x, int resync, char *errstr, size_t n)
+{
+    uint64_t h = 0;
+    /* The position is taken before listing: whatever arrives meanwhile is
+     * in the history after it (and maybe in the list too: same event id). */
+    lt_err_t err = lt_gmail_profile(x->g, &h, errstr, n);
+    if (err)
+        return err;
+    err = list_and_fetch(x, NULL, resync, errstr, n);
+    if (err)
+        return err;
+    lt_watermark_t wm = {h, 0, 0};
+    return lt_sync_checkpoint(x->s, x->scope, &wm, resync, errstr, n);
+}
+
+/* History refs of one page, and the watermark after each prefix. */
+typedef struct {
+    const lt_gmail_page_t *page;
+    const size_t *map; /* index in the fetched list -> index in page->refs */
+    size_t nmap;
+} hist_wm_t;
+
+static int hist_wm(void *opaque, size_t last, lt_watermark_t *wm)
+{
+    hist_wm_t *h = opaque;
+    size_t ri = h->map[last];
+    uint64_t rec = h->page->refs[ri].history_id;
+    /* a record whose messages straddle two batches is not done yet */
+    if (last + 1 < h->nmap && h->page->refs[h->map[last + 1]].history_id == rec)
+        rec--;
+    if (!rec)
+        return 0;
+    wm->history_id = rec;
+    return 1;
+}
+
+/* Search scope: keep the candidates messages.list q= names. */
+static lt_err_t filter_query(scope_ctx_t *x, const lt_gmail_page_t *page, char *keep,
+                             char *errstr, size_t n)
+{
+    size_t left = page->n;
+    char *token = NULL;
+    lt_err_t err = LT_OK;
+    memset(keep, 0, page->n);
+    while (left) {
+        lt_gmail_page_t lp;
+        err = lt_gmail_list(x->g, NULL, x->query, token, &lp, errstr, n);
+        free(token);
+        token = NULL;
+        if (err)
+            break;
+        for (size_t i = 0; i < lp.n; i++)
+            for (size_t k = 0; k < page->n; k++)
+                if (!keep[k] && !strcmp(lp.refs[i].id, page->refs[k].id)) {
+                    keep[k] = 1;
+                    left--;
+                }
+        token = lp.next_page_token;
+        lp.next_page_token = NULL;
+        lt_gmail_page_free(&lp);
+        if (!token)
+            break;
+    }
+    free(token);
+    return err;
+}
+
+static lt_err_t incremental(scope_ctx_t *x, uint64_t start, char *errstr, size_t n)
+{
+    char *token = NULL;
+    lt_err_t err = LT_OK;
+    uint64_t last_hid = start;
+    for (;;) {
+        lt_gmail_page_t page;
+        err = lt_gmail_history(x->g, start, x->is_label ? x->label : NULL, token, &page, errstr,
+                               n);
+        free(token);
+        token = NULL;
+        if (err == LT_ERR_NOT_FOUND) {
+            lt_warn(lt_sync_log(x->s),
+                    "scope %s: history from %llu is no longer available (%s); full resync",
+                    x->scope, (unsigned long long)start, errstr);
+            x->old_history_id = start;
+            return full_sync(x, 1, errstr, n);
+        }
+        if (err)
+            return err;
+        token = page.next_page_token;
+        page.next_page_token = NULL;
+        char *keep = lt_xcalloc(page.n ? page.n : 1, 1);
+        if (!x->is_label && page.n)
+            err = filter_query(x, &page, keep, errstr, n);
+        else
+            memset(keep, 1, page.n);
+        const char **ids = lt_xcalloc(page.n ? page.n : 1, sizeof(char *));
+        size_t *map = lt_xcalloc(page.n ? page.n : 1, sizeof(size_t));
+        size_t m = 0;
+        for (size_t i = 0; !err && i < page.n; i++)
+            if (keep[i]) {
+                ids[m] = page.refs[i].id;
+                map[m++] = i;
+            }
+        hist_wm_t hw = {&page, map, m};
+        if (!err)
+            err = fetch_ids(x, ids, m, hist_wm, &hw, 0, errstr, n);
+        last_hid = page.history_id;
+        free(ids);
+        free(map);
+        free(keep);
+        lt_gmail_page_free(&page);
+        if (err || !token)
+            break;
+    }
+    free(token);
+    if (err)
+        return err;
+    /* Everything up to the mailbox's historyId is done. */
+    lt_watermark_t wm = {last_hid, 0, 0};
+    return lt_sync_checkpoint(x->s, x->scope, &wm, 0, errstr, n);
+}
+
+static lt_err_t sync_scope(lt_sync_t *s, lt_gmail_t *g, const char *scope, const char *bf_query,
+                           char *errstr, size_t n)
+{
+    scope_ctx_t x;
+    memset(&x, 0, sizeof(x));
+    x.s = s;
+    x.g = g;
+    x.scope = scope;
+    x.skipped_ids = lt_buf_new(64 * 1024);
+    lt_sync_set_scope(s, scope);
+    int system = 0;
+    char label[LT_GMAIL_ID_MAX + 1];
+    lt_err_t err = LT_OK;
+    x.is_label = lt_sync_gmail_scope_label(scope, label, &system);
+    if (x.is_label && !system) {
+        err = lt_gmail_label_id(g, label, x.label, errstr, n);
+        if (err == LT_ERR_NOT_FOUND)
+            err = lt_seterr(errstr, n, LT_ERR_FINAL, "scope %s: %s", scope, errstr);
+        if (err)
+            goto out;
+    } else if (x.is_label) {
+        snprintf(x.label, sizeof(x.label), "%s", label);
+    } else {
+        x.query = scope;
+    }
+
+    const lt_account_t *a = lt_sync_account(s);
+    if (bf_query) {
+        err = list_and_fetch(&x, bf_query, 0, errstr, n);
+        if (!err)
+            err = lt_sync_checkpoint(s, scope, NULL, 0, errstr, n);
+        goto out;
+    }
+    lt_watermark_t wm;
+    lt_err_t werr = lt_watermark_get(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), scope,
+                                     "gmail", &wm, errstr, n);
+    if (werr == LT_ERR_NOT_FOUND)
+        err = full_sync(&x, 0, errstr, n);
+    else if (werr)
+        err = werr;
+    else
+        err = incremental(&x, wm.history_id, errstr, n);
+out:
+    if (!err && x.skipped)
+        lt_warn(lt_sync_log(s), "scope %s: %llu message(s) not ingested (too big): %s", scope,
+                (unsigned long long)x.skipped, lt_buf_str(x.skipped_ids));
+    if (x.gone)
+        lt_info(lt_sync_log(s), "scope %s: %llu message(s) deleted before they were fetched",
+                scope, (unsigned long long)x.gone);
+    lt_buf_destroy(x.skipped_ids);
+    return err;
+}
+
+lt_err_t lt_sync_gmail_run(lt_sync_t *s, const lt_sync_gmail_opts_t *opts, char *errstr,
+                           size_t errstr_size)
+{
+    gmail_conf_t conf;
+    const lt_account_t *a = lt_sync_account(s);
+    const lt_command_t *cmd = lt_sync_command(s);
+    lt_gmail_t *g = NULL;
+    lt_err_t err = parse_conf(a, &conf, errstr, errstr_size);
+    if (err)
+        goto out;
+    char bfq[128];
+    const char *bf = NULL;
+    if (lt_command_kind(cmd) == LT_SYNC_BACKFILL) {
+        err = lt_sync_gmail_date_query(lt_command_backfill_start_date(cmd),
+                                       lt_command_backfill_end_date(cmd), bfq, sizeof(bfq), errstr,
+                                       errstr_size);
+        if (err)
+            goto out;
+        bf = bfq;
+    }
+    lt_gmail_opts_t go = {
+        .api_url = opts->api_url,
+        .token_url = opts->token_url,
+        .ca_file = opts->ca_file,
+        .user = conf.user,
+        .client_id = conf.client_id,
+        .client_secret = conf.client_secret,
+        .refresh_token = conf.refresh_token,
+        .max_inflight = opts->max_inflight,
+        .quota_units_per_s = opts->quota_units_per_s,
+        .timeout_s = opts->timeout_s,
+        .max_retries = opts->max_retries,
+        .retry_base_ms = opts->retry_base_ms,
+        .retry_max_ms = 64000,
+        .max_message_bytes = lt_sync_max_message_bytes(s),
+        .log = lt_sync_log(s),
+        .cancel = opts->cancel,
+    };
+    g = lt_gmail_new(&go);
+    const char *scope = lt_command_scope(cmd);
+    if (scope)
+        err = sync_scope(s, g, scope, bf, errstr, errstr_size);
+    for (size_t i = 0; !scope && !err && i < conf.nscopes; i++)
+        err = sync_scope(s, g, conf.scopes[i], bf, errstr, errstr_size);
+    lt_gmail_stats_t st;
+    lt_gmail_stats(g, &st);
+    lt_info(lt_sync_log(s),
+            "gmail: %lld requests, %lld retries, %lld quota errors, %lld server errors, %lld "
+            "units, %lld token refreshes, %d in flight at most",
+            (long long)st.requests, (long long)st.retries, (long long)st.quota_errors,
+            (long long)st.server_errors, (long long)st.units, (long long)st.token_refreshes,
+            st.max_inflight_seen);
+    if (err == LT_ERR_REAUTH) {
+        lt_account_set_status(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a),
+                              "needs_reauth", errstr, NULL, 0);
+        lt_warn(lt_sync_log(s), "account marked needs_reauth: %s", errstr);
+    }
+out:
+    lt_gmail_destroy(g);
+    conf_free(&conf);
+    return err;
+}
