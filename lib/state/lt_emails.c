@@ -1,0 +1,418 @@
+#include "lt_emails.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Years 1..9999 in epoch milliseconds (Postgres timestamptz takes more, but
+ * nothing sensible lies outside). */
+#define MS_MIN (-62135596800000LL)
+#define MS_MAX (253402300799999LL)
+
+/* Length of the valid UTF-8 sequence at p (1..4), 0 if invalid. */
+static size_t utf8_seq(const uint8_t *p, size_t n)
+{
+    uint8_t c = p[0];
+    if (c < 0x80)
+        return 1;
+    size_t len;
+    uint32_t min;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        min = 0x80;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    uint32_t cp = c & (0x7F >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+/* A JSON string literal: ", \ and controls escaped, invalid UTF-8 as
+ * U+FFFD, NUL dropped. */
+static lt_err_t put_str(lt_buf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const uint8_t *p = (const uint8_t *)s;
+    lt_err_t err = lt_buf_append(b, "\"", 1);
+    size_t run = 0; /* start of bytes copied as they are */
+    size_t i = 0;
+    while (!err && i < n) {
+        uint8_t c = p[i];
+        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t sl = c >= 0x80 ? utf8_seq(p + i, n - i) : 1;
+        if (c >= 0x80 && sl) {
+            i += sl;
+            continue;
+        }
+        err = lt_buf_append(b, p + run, i - run);
+        if (err)
+            break;
+        if (c == '"')
+            err = lt_buf_append(b, "\\\"", 2);
+        else if (c == '\\')
+            err = lt_buf_append(b, "\\\\", 2);
+        else if (c == '\n')
+            err = lt_buf_append(b, "\\n", 2);
+        else if (c == '\t')
+            err = lt_buf_append(b, "\\t", 2);
+        else if (c == '\r')
+            err = lt_buf_append(b, "\\r", 2);
+        else if (c == 0)
+            ; /* Postgres text cannot hold NUL */
+        else if (c < 0x20) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            err = lt_buf_append(b, e, 6);
+        } else {
+            err = lt_buf_append(b, "\xEF\xBF\xBD", 3); /* invalid byte */
+        }
+        i++;
+        run = i;
+    }
+    if (!err)
+        err = lt_buf_append(b, p + run, i - run);
+    if (!err)
+        err = lt_buf_append(b, "\"", 1);
+    return err;
+}
+
+static lt_err_t put_key(lt_buf_t *b, int *first, const char *key)
+{
+    lt_err_t err = lt_buf_appendf(b, "%s\"%s\":", *first ? "" : ",", key);
+    *first = 0;
+    return err;
+}
+
+static lt_err_t field_str(lt_buf_t *b, int *first, const char *key, const char *v)
+{
+    lt_err_t err = put_key(b, first, key);
+    if (err)
+        return err;
+    if (!v)
+        return lt_buf_append(b, "null", 4);
+    return put_str(b, v, strlen(v));
+}
+
+static lt_err_t field_int(lt_buf_t *b, int *first, const char *key, int64_t v)
+{
+    lt_err_t err = put_key(b, first, key);
+    return err ? err : lt_buf_appendf(b, "%" PRId64, v);
+}
+
+static lt_err_t field_bool(lt_buf_t *b, int *first, const char *key, int v)
+{
+    lt_err_t err = put_key(b, first, key);
+    return err ? err : lt_buf_appendf(b, "%s", v ? "true" : "false");
+}
+
+static lt_err_t field_strv(lt_buf_t *b, int *first, const char *key, const char *const *v,
+                           size_t n)
+{
+    lt_err_t err = put_key(b, first, key);
+    if (!err)
+        err = lt_buf_append(b, "[", 1);
+    for (size_t i = 0; !err && i < n; i++) {
+        if (i)
+            err = lt_buf_append(b, ",", 1);
+        if (!err)
+            err = put_str(b, v[i] ? v[i] : "", v[i] ? strlen(v[i]) : 0);
+    }
+    return err ? err : lt_buf_append(b, "]", 1);
+}
+
+static int is_uuid(const char *s)
+{
+    if (strlen(s) != 36)
+        return 0;
+    for (int i = 0; i < 36; i++) {
+        char c = s[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return 0;
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static lt_err_t row_check(const lt_email_row_t *r, char *errstr, size_t errstr_size)
+{
+    static const char *names[] = {"tenant_id",  "account_id",     "provider_message_id",
+                                  "event_id",   "provider",       "raw_bucket",
+                                  "raw_object_key", "raw_sha256", "data_classification"};
+    const char *vals[] = {r->tenant_id,  r->account_id,     r->provider_message_id,
+                          r->event_id,   r->provider,       r->raw_bucket,
+                          r->raw_object_key, r->raw_sha256, r->data_classification};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++)
+        if (!vals[i])
+            return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "emails row: %s missing",
+                             names[i]);
+    if (!is_uuid(r->event_id))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "emails row: event_id is not a UUID");
+    if (strcmp(r->provider, "gmail") && strcmp(r->provider, "imap"))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "emails row: unknown provider");
+    if (r->received_at_ms < MS_MIN || r->received_at_ms > MS_MAX)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "emails row: received_at %" PRId64 " ms out of range", r->received_at_ms);
+    if (r->body_source && strcmp(r->body_source, "text/plain") && strcmp(r->body_source, "text/html"))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "emails row: unknown body_source");
+    if ((r->n_to && !r->to_addrs) || (r->n_cc && !r->cc_addrs) ||
+        (r->n_attachments && !r->attachments))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "emails row: NULL array");
+    return LT_OK;
+}
+
+static lt_err_t put_attachments(lt_buf_t *b, int *first, const lt_email_row_t *r)
+{
+    lt_err_t err = put_key(b, first, "attachments");
+    if (!err)
+        err = lt_buf_append(b, "[", 1);
+    for (size_t i = 0; !err && i < r->n_attachments; i++) {
+        const lt_email_attachment_t *a = &r->attachments[i];
+        int f = 1;
+        err = lt_buf_append(b, i ? ",{" : "{", i ? 2 : 1);
+        if (!err)
+            err = field_str(b, &f, "attachment_id", a->attachment_id);
+        if (!err)
+            err = field_str(b, &f, "filename", a->filename);
+        if (!err)
+            err = field_str(b, &f, "content_type", a->content_type);
+        if (!err)
+            err = field_int(b, &f, "size_bytes", a->size_bytes);
+        if (!err)
+            err = field_str(b, &f, "sha256", a->sha256);
+        if (!err)
+            err = field_str(b, &f, "object_key", a->object_key);
+        if (!err)
+            err = lt_buf_append(b, "}", 1);
+    }
+    return err ? err : lt_buf_append(b, "]", 1);
+}
+
+lt_err_t lt_emails_row_json(const lt_email_row_t *r, lt_buf_t *out, char *errstr,
+                            size_t errstr_size)
+{
+    lt_err_t err = row_check(r, errstr, errstr_size);
+    if (err)
+        return err;
+    /* Build aside, so that a full `out` stays as it was. */
+    size_t room = lt_buf_cap(out) - lt_buf_len(out);
+    lt_buf_t *b = lt_buf_new(room);
+    int f = 1;
+    int date_ok = r->has_date && r->date_ms >= MS_MIN && r->date_ms <= MS_MAX;
+    err = lt_buf_append(b, "{", 1);
+    if (!err)
+        err = field_str(b, &f, "tenant_id", r->tenant_id);
+    if (!err)
+        err = field_str(b, &f, "account_id", r->account_id);
+    if (!err)
+        err = field_str(b, &f, "provider_message_id", r->provider_message_id);
+    if (!err)
+        err = field_str(b, &f, "event_id", r->event_id);
+    if (!err)
+        err = field_str(b, &f, "provider", r->provider);
+    if (!err)
+        err = field_str(b, &f, "mailbox", r->mailbox);
+    if (!err)
+        err = field_str(b, &f, "thread_id", r->thread_id);
+    if (!err)
+        err = field_int(b, &f, "received_at_ms", r->received_at_ms);
+    if (!err)
+        err = field_str(b, &f, "message_id", r->message_id);
+    if (!err)
+        err = field_str(b, &f, "subject", r->subject);
+    if (!err)
+        err = field_str(b, &f, "from_display", r->from_display);
+    if (!err)
+        err = field_str(b, &f, "from_email", r->from_email);
+    if (!err)
+        err = field_strv(b, &f, "to_addrs", r->to_addrs, r->n_to);
+    if (!err)
+        err = field_strv(b, &f, "cc_addrs", r->cc_addrs, r->n_cc);
+    if (!err)
+        err = field_str(b, &f, "to_display", r->to_display);
+    if (!err)
+        err = field_str(b, &f, "cc_display", r->cc_display);
+    if (!err) {
+        if (date_ok)
+            err = field_int(b, &f, "date_ms", r->date_ms);
+        else
+            err = field_str(b, &f, "date_ms", NULL);
+    }
+    if (!err)
+        err = field_str(b, &f, "date_raw", r->date_raw);
+    if (!err)
+        err = put_key(b, &f, "body_text");
+    if (!err)
+        err = put_str(b, r->body_text ? r->body_text : "", r->body_text ? r->body_len : 0);
+    if (!err)
+        err = field_str(b, &f, "body_source", r->body_source);
+    if (!err)
+        err = field_bool(b, &f, "body_truncated", r->body_truncated);
+    if (!err)
+        err = put_attachments(b, &f, r);
+    if (!err)
+        err = field_str(b, &f, "raw_bucket", r->raw_bucket);
+    if (!err)
+        err = field_str(b, &f, "raw_object_key", r->raw_object_key);
+    if (!err)
+        err = field_int(b, &f, "raw_size_bytes", r->raw_size_bytes);
+    if (!err)
+        err = field_str(b, &f, "raw_sha256", r->raw_sha256);
+    if (!err)
+        err = field_str(b, &f, "data_classification", r->data_classification);
+    if (!err)
+        err = field_str(b, &f, "parse_error", r->parse_error);
+    if (!err)
+        err = field_str(b, &f, "parse_error_class", r->parse_error_class);
+    if (!err)
+        err = field_int(b, &f, "kafka_partition", r->kafka_partition);
+    if (!err)
+        err = field_int(b, &f, "kafka_offset", r->kafka_offset);
+    if (!err)
+        err = lt_buf_append(b, "}", 1);
+    if (!err)
+        err = lt_buf_append(out, lt_buf_data(b), lt_buf_len(b));
+    lt_buf_destroy(b);
+    if (err)
+        return lt_seterr(errstr, errstr_size, err, "emails row: over the %zu-byte cap",
+                         lt_buf_cap(out));
+    return LT_OK;
+}
+
+/* The columns in jsonb_to_recordset order, with their types. */
+#define ROW_COLUMNS                                                                               \
+    "tenant_id text, account_id text, provider_message_id text, event_id uuid, provider text, " \
+    "mailbox text, thread_id text, received_at_ms bigint, message_id text, subject text, "      \
+    "from_display text, from_email text, to_addrs text[], cc_addrs text[], to_display text, "   \
+    "cc_display text, date_ms bigint, date_raw text, body_text text, body_source text, "        \
+    "body_truncated boolean, attachments jsonb, raw_bucket text, raw_object_key text, "         \
+    "raw_size_bytes bigint, raw_sha256 text, data_classification text, parse_error text, "      \
+    "parse_error_class text, kafka_partition integer, kafka_offset bigint"
+
+#define ROW_NAMES                                                                                 \
+    "tenant_id, account_id, provider_message_id, event_id, provider, mailbox, thread_id, "       \
+    "received_at_ms, message_id, subject, from_display, from_email, to_addrs, cc_addrs, "         \
+    "to_display, cc_display, date_ms, date_raw, body_text, body_source, body_truncated, "         \
+    "attachments, raw_bucket, raw_object_key, raw_size_bytes, raw_sha256, data_classification, "  \
+    "parse_error, parse_error_class, kafka_partition, kafka_offset"
+
+/* Every column but the key, created_at and the generated ones. */
+#define UPDATE_SET(x)                                                                             \
+    "event_id = " x ".event_id, provider = " x ".provider, mailbox = " x ".mailbox, "             \
+    "thread_id = " x ".thread_id, received_at = " x ".received_at, message_id = " x               \
+    ".message_id, subject = " x ".subject, from_display = " x ".from_display, from_email = " x   \
+    ".from_email, to_addrs = " x ".to_addrs, cc_addrs = " x ".cc_addrs, to_display = " x         \
+    ".to_display, cc_display = " x ".cc_display, date_header = " x ".date_header, date_raw = " x \
+    ".date_raw, body_text = " x ".body_text, body_source = " x ".body_source, body_truncated = " \
+    x ".body_truncated, attachments = " x ".attachments, raw_bucket = " x ".raw_bucket, "        \
+    "raw_object_key = " x ".raw_object_key, raw_size_bytes = " x ".raw_size_bytes, raw_sha256 = " \
+    x ".raw_sha256, data_classification = " x ".data_classification, parse_error = " x           \
+    ".parse_error, parse_error_class = " x ".parse_error_class, kafka_partition = " x             \
+    ".kafka_partition, kafka_offset = " x ".kafka_offset, parsed_at = now()"
+
+static const char k_upsert_sql[] =
+    "INSERT INTO emails AS e (tenant_id, account_id, provider_message_id, event_id, provider, "
+    "mailbox, thread_id, received_at, message_id, subject, from_display, from_email, to_addrs, "
+    "cc_addrs, to_display, cc_display, date_header, date_raw, body_text, body_source, "
+    "body_truncated, attachments, raw_bucket, raw_object_key, raw_size_bytes, raw_sha256, "
+    "data_classification, parse_error, parse_error_class, kafka_partition, kafka_offset) "
+    "SELECT DISTINCT ON (r.tenant_id, r.account_id, r.provider_message_id) "
+    "r.tenant_id, r.account_id, r.provider_message_id, r.event_id, r.provider, r.mailbox, "
+    "r.thread_id, 'epoch'::timestamptz + r.received_at_ms * interval '1 millisecond', "
+    "r.message_id, r.subject, r.from_display, r.from_email, coalesce(r.to_addrs, '{}'), "
+    "coalesce(r.cc_addrs, '{}'), r.to_display, r.cc_display, "
+    "'epoch'::timestamptz + r.date_ms * interval '1 millisecond', r.date_raw, "
+    "coalesce(r.body_text, ''), r.body_source, coalesce(r.body_truncated, false), "
+    "coalesce(r.attachments, '[]'), r.raw_bucket, r.raw_object_key, r.raw_size_bytes, "
+    "r.raw_sha256, r.data_classification, r.parse_error, r.parse_error_class, "
+    "r.kafka_partition, r.kafka_offset "
+    "FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (" ROW_COLUMNS ")) "
+    "WITH ORDINALITY AS r(" ROW_NAMES ", ord) "
+    "ORDER BY r.tenant_id, r.account_id, r.provider_message_id, r.ord DESC "
+    "ON CONFLICT (tenant_id, account_id, provider_message_id) DO UPDATE SET " UPDATE_SET("EXCLUDED");
+
+static lt_err_t run_chunk(lt_db_t *db, const lt_buf_t *json, size_t *written, char *errstr,
+                          size_t errstr_size)
+{
+    PGresult *res = NULL;
+    const char *params[] = {lt_buf_str(json)};
+    lt_err_t err = lt_db_exec(db, "emails upsert", k_upsert_sql, 1, params, &res, errstr,
+                              errstr_size);
+    if (err)
+        return err;
+    *written += (size_t)strtoull(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
+    return LT_OK;
+}
+
+lt_err_t lt_emails_upsert(lt_db_t *db, const char *const *rows, size_t n, size_t *written,
+                          char *errstr, size_t errstr_size)
+{
+    size_t total = 0;
+    lt_err_t err = LT_OK;
+    if (written)
+        *written = 0;
+    if (n == 0)
+        return LT_OK;
+    /* A chunk may exceed LT_EMAILS_STATEMENT_BYTES by its last row; a
+     * Postgres parameter cannot exceed 1 GiB. */
+    lt_buf_t *json = lt_buf_new((size_t)1 << 30);
+    size_t in_chunk = 0;
+    for (size_t i = 0; i < n && !err; i++) {
+        err = lt_buf_append(json, in_chunk ? "," : "[", 1);
+        if (!err)
+            err = lt_buf_append(json, rows[i], strlen(rows[i]));
+        in_chunk++;
+        if (!err && (i + 1 == n || lt_buf_len(json) >= LT_EMAILS_STATEMENT_BYTES))
+            err = lt_buf_append(json, "]", 1);
+        if (err) {
+            lt_seterr(errstr, errstr_size, err, "emails upsert: statement over 1 GiB");
+            break;
+        }
+        if (i + 1 == n || lt_buf_len(json) >= LT_EMAILS_STATEMENT_BYTES) {
+            err = run_chunk(db, json, &total, errstr, errstr_size);
+            lt_buf_reset(json);
+            in_chunk = 0;
+        }
+    }
+    lt_buf_destroy(json);
+    if (written)
+        *written = total;
+    return err;
+}
+
+lt_err_t lt_emails_check(lt_db_t *db, char *errstr, size_t errstr_size)
+{
+    PGresult *res = NULL;
+    lt_err_t err = lt_db_exec(db, "emails check", "SELECT to_regclass('emails') IS NOT NULL", 0,
+                              NULL, &res, errstr, errstr_size);
+    if (err)
+        return err;
+    int ok = PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "t");
+    PQclear(res);
+    if (!ok)
+        return lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
+                         "table emails does not exist: run lattice-migrate "
+                         "(migrations/0004_emails.sql)");
+    return LT_OK;
+}

@@ -1,0 +1,103 @@
+/* lt_emails: the emails table (migrations/0004_emails.sql), one row per
+ * parsed message, written by lattice-mail-parser (docs/parser.md).
+ *
+ * Rows travel as JSON objects: lt_emails_row_json() turns a row into one
+ * (pure, no server), lt_emails_upsert() writes many in one statement per
+ * chunk (jsonb_to_recordset, parameterised: SQL is never built from the
+ * data). The upsert is idempotent on (tenant_id, account_id,
+ * provider_message_id): a replayed message rewrites its row; within one
+ * call the last row of a key wins.
+ *
+ * Ownership: an lt_email_row_t borrows every string and array; nothing is
+ * kept after a call returns. */
+#ifndef LT_EMAILS_H
+#define LT_EMAILS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lt_buf.h"
+#include "lt_db.h"
+#include "lt_err.h"
+
+/* One attachment of the event's manifest (strings borrowed; filename may be
+ * NULL). */
+typedef struct {
+    const char *attachment_id;
+    const char *filename;
+    const char *content_type;
+    int64_t size_bytes;
+    const char *sha256;
+    const char *object_key;
+} lt_email_attachment_t;
+
+/* A plain value carrier. Strings are borrowed, UTF-8 (invalid bytes are
+ * written as U+FFFD); NULL means SQL NULL where the column allows it.
+ * Required: tenant_id, account_id, provider_message_id, event_id (UUID
+ * text), provider ("gmail" | "imap"), raw_bucket, raw_object_key,
+ * raw_sha256, data_classification. */
+typedef struct {
+    const char *tenant_id;
+    const char *account_id;
+    const char *provider_message_id;
+    const char *event_id;
+    const char *provider;
+    const char *mailbox;
+    const char *thread_id;
+    int64_t received_at_ms; /* epoch ms, years 1..9999 */
+    const char *message_id;
+    const char *subject;
+    const char *from_display;
+    const char *from_email;
+    const char *const *to_addrs; /* n_to strings (none NULL) */
+    size_t n_to;
+    const char *const *cc_addrs;
+    size_t n_cc;
+    const char *to_display;
+    const char *cc_display;
+    int has_date;    /* 0: date_header NULL */
+    int64_t date_ms; /* epoch ms; out of years 1..9999: NULL */
+    const char *date_raw;
+    const char *body_text; /* body_len bytes; NULL = "" */
+    size_t body_len;
+    const char *body_source; /* "text/plain", "text/html" or NULL */
+    int body_truncated;
+    const lt_email_attachment_t *attachments;
+    size_t n_attachments;
+    const char *raw_bucket;
+    const char *raw_object_key;
+    int64_t raw_size_bytes;
+    const char *raw_sha256;
+    const char *data_classification;
+    const char *parse_error; /* NULL for a parsed message */
+    const char *parse_error_class;
+    int32_t kafka_partition;
+    int64_t kafka_offset;
+} lt_email_row_t;
+
+/* Append the row as one JSON object to out (the format lt_emails_upsert()
+ * reads). LT_ERR_INVALID (out unchanged) if a required field is missing,
+ * event_id is not a UUID, provider is unknown or received_at_ms is out of
+ * range; LT_ERR_TOO_BIG (out unchanged) if out's cap is reached. Text is
+ * made valid for Postgres: invalid UTF-8 becomes U+FFFD, NUL bytes in
+ * body_text are dropped. */
+lt_err_t lt_emails_row_json(const lt_email_row_t *row, lt_buf_t *out, char *errstr,
+                            size_t errstr_size);
+
+/* Largest JSON text sent in one statement; more rows are split into
+ * several statements (all in the caller's transaction, if one is open). */
+#define LT_EMAILS_STATEMENT_BYTES ((size_t)8 << 20)
+
+/* UPSERT n rows given as JSON objects from lt_emails_row_json() (rows[i]
+ * NUL-terminated). *written (may be NULL) gets the number of rows inserted
+ * or updated. Errors are lt_db_exec()'s (a bad row: LT_ERR_INVALID or
+ * LT_ERR_FINAL; the connection: LT_ERR_TEMPORARY); the caller's
+ * transaction is then aborted. */
+lt_err_t lt_emails_upsert(lt_db_t *db, const char *const *rows, size_t n, size_t *written,
+                          char *errstr, size_t errstr_size);
+
+/* LT_OK if the emails table exists (migrations applied); LT_ERR_FINAL
+ * with "run lattice-migrate" otherwise. */
+lt_err_t lt_emails_check(lt_db_t *db, char *errstr, size_t errstr_size);
+
+#endif

@@ -1,0 +1,587 @@
+#include "lt_parser.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "lt_buf.h"
+#include "lt_db.h"
+#include "lt_emails.h"
+#include "lt_event.h"
+#include "lt_kafka.h"
+#include "lt_log.h"
+#include "lt_parser_event.h"
+#include "lt_registry.h"
+#include "lt_s3.h"
+
+#define ROW_CAP ((size_t)32 << 20) /* one row's JSON (body <= 512 KiB, escaped) */
+#define SCHEMA_CAP ((size_t)1 << 20)
+#define DLQ_TIMEOUT_MS 30000
+#define BACKOFF_MAX_MS 30000
+#define STATS_EVERY_MS 10000
+
+typedef struct {
+    rd_kafka_message_t *msg;
+    lt_buf_t *row; /* reused across batches */
+    lt_parser_outcome_t out;
+} item_t;
+
+typedef struct {
+    lt_parser_t *p;
+    int index;
+    pthread_t thread;
+    lt_parser_event_ctx_t ctx;
+} lane_t;
+
+struct lt_parser_s {
+    const lt_config_t *cfg;
+    const char *raw_topic;
+    const char *dlq_topic;
+    rd_kafka_t *consumer;
+    rd_kafka_t *producer; /* DLQ: idempotent, not transactional */
+    lt_registry_t *registry;
+    lt_db_t *db;
+    int nlanes;
+    lane_t *lanes;
+    size_t max_items;
+    size_t nitems;
+    item_t *items;
+    int batch_wait_ms;
+    int retry_base_ms;
+    int attempt; /* consecutive failed tries of the batch in hand */
+    volatile sig_atomic_t stop;
+    lt_parser_stats_t st;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static lt_log_ctx_t item_ctx(const item_t *it)
+{
+    lt_log_ctx_t c = {0};
+    c.tenant = it->out.tenant[0] ? it->out.tenant : NULL;
+    c.account = it->out.account[0] ? it->out.account : NULL;
+    return c;
+}
+
+/* --- the batch ----------------------------------------------------------- */
+
+static void drop_item(item_t *it)
+{
+    rd_kafka_message_destroy(it->msg);
+    it->msg = NULL;
+}
+
+static void drop_all(lt_parser_t *p)
+{
+    for (size_t i = 0; i < p->nitems; i++)
+        drop_item(&p->items[i]);
+    p->nitems = 0;
+}
+
+/* Forget the batch's records of revoked partitions (not committed: the next
+ * owner reads them again). */
+static void drop_partitions(lt_parser_t *p, const rd_kafka_topic_partition_list_t *parts)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < p->nitems; i++) {
+        item_t *it = &p->items[i];
+        int revoked = 0;
+        for (int j = 0; j < parts->cnt && !revoked; j++)
+            revoked = parts->elems[j].partition == it->msg->partition &&
+                      !strcmp(parts->elems[j].topic, rd_kafka_topic_name(it->msg->rkt));
+        if (revoked) {
+            drop_item(it);
+            continue;
+        }
+        if (k != i) { /* keep each slot's row buffer with a slot */
+            lt_buf_t *spare = p->items[k].row;
+            p->items[k] = *it;
+            it->row = spare;
+            it->msg = NULL;
+        }
+        k++;
+    }
+    p->nitems = k;
+}
+
+/* Per partition of the batch: the lowest offset (rewind) or the highest + 1
+ * (commit). */
+static rd_kafka_topic_partition_list_t *batch_offsets(const lt_parser_t *p, int for_commit)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (size_t i = 0; i < p->nitems; i++) {
+        const rd_kafka_message_t *m = p->items[i].msg;
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_find(l, topic, m->partition);
+        int64_t want = for_commit ? m->offset + 1 : m->offset;
+        if (!e)
+            rd_kafka_topic_partition_list_add(l, topic, m->partition)->offset = want;
+        else if (for_commit ? want > e->offset : want < e->offset)
+            e->offset = want;
+    }
+    return l;
+}
+
+static void *lane_main(void *arg)
+{
+    lane_t *l = arg;
+    lt_parser_t *p = l->p;
+    for (size_t i = (size_t)l->index; i < p->nitems; i += (size_t)p->nlanes) {
+        item_t *it = &p->items[i];
+        lt_parser_event(&l->ctx, it->msg->payload, it->msg->payload ? it->msg->len : 0,
+                        it->msg->partition, it->msg->offset, it->row, &it->out);
+    }
+    return NULL;
+}
+
+static void run_lanes(lt_parser_t *p)
+{
+    int n = p->nitems < (size_t)p->nlanes ? (int)p->nitems : p->nlanes;
+    if (n <= 1) {
+        int saved = p->nlanes;
+        p->nlanes = 1;
+        lane_main(&p->lanes[0]);
+        p->nlanes = saved;
+        return;
+    }
+    /* every lane index < nlanes covers its share; lanes >= n get nothing */
+    for (int i = 1; i < p->nlanes; i++)
+        pthread_create(&p->lanes[i].thread, NULL, lane_main, &p->lanes[i]);
+    lane_main(&p->lanes[0]);
+    for (int i = 1; i < p->nlanes; i++)
+        pthread_join(p->lanes[i].thread, NULL);
+}
+
+/* The record, unchanged, with its headers and lattice.dlq.* reasons. */
+static lt_err_t dead_letter(lt_parser_t *p, item_t *it, char *errstr, size_t n)
+{
+    rd_kafka_message_t *m = it->msg;
+    rd_kafka_headers_t *orig = NULL, *h;
+    if (!rd_kafka_message_headers(m, &orig) && orig)
+        h = rd_kafka_headers_copy(orig);
+    else
+        h = rd_kafka_headers_new(6);
+    char num[32];
+    rd_kafka_header_add(h, "lattice.dlq.reason", -1, it->out.reason, -1);
+    rd_kafka_header_add(h, "lattice.dlq.error_class", -1, lt_err_name(it->out.err_class), -1);
+    rd_kafka_header_add(h, "lattice.dlq.source_topic", -1, rd_kafka_topic_name(m->rkt), -1);
+    snprintf(num, sizeof(num), "%d", (int)m->partition);
+    rd_kafka_header_add(h, "lattice.dlq.source_partition", -1, num, -1);
+    snprintf(num, sizeof(num), "%lld", (long long)m->offset);
+    rd_kafka_header_add(h, "lattice.dlq.source_offset", -1, num, -1);
+    rd_kafka_header_add(h, "lattice.dlq.consumer", -1, "lattice-mail-parser", -1);
+    lt_err_t err = lt_kafka_produce_sync(p->producer, p->dlq_topic, RD_KAFKA_PARTITION_UA,
+                                         m->key, m->key ? m->key_len : 0, m->payload,
+                                         m->payload ? m->len : 0, h, DLQ_TIMEOUT_MS, NULL, NULL,
+                                         errstr, n);
+    lt_log_ctx_t c = item_ctx(it);
+    if (!err) {
+        lt_warn(&c, "record %s[%d]@%lld dead-lettered to %s: %s", rd_kafka_topic_name(m->rkt),
+                (int)m->partition, (long long)m->offset, p->dlq_topic, it->out.reason);
+        p->st.dead_letters++;
+    }
+    return err;
+}
+
+static lt_err_t db_ready(lt_parser_t *p, char *errstr, size_t n)
+{
+    if (p->db && lt_db_ok(p->db))
+        return LT_OK;
+    lt_db_destroy(p->db);
+    p->db = lt_db_connect(lt_config_str(p->cfg, "LATTICE_PG_DSN"),
+                          lt_config_str(p->cfg, "LATTICE_PG_PASSWORD"), errstr, n);
+    return p->db ? LT_OK : LT_ERR_TEMPORARY;
+}
+
+static lt_err_t upsert_tx(lt_parser_t *p, const char *const *rows, size_t n, char *errstr,
+                          size_t errstr_size)
+{
+    size_t written = 0;
+    lt_err_t err = lt_db_begin(p->db, errstr, errstr_size);
+    if (!err)
+        err = lt_emails_upsert(p->db, rows, n, &written, errstr, errstr_size);
+    if (!err)
+        err = lt_db_commit(p->db, errstr, errstr_size);
+    if (err)
+        lt_db_rollback(p->db);
+    return err;
+}
+
+/* Rows durable: one transaction for the batch. If Postgres refuses the
+ * batch for its content, each row alone; a row refused alone is
+ * dead-lettered. */
+static lt_err_t write_rows(lt_parser_t *p, char *errstr, size_t n)
+{
+    const char **rows = lt_xcalloc(p->nitems ? p->nitems : 1, sizeof(*rows));
+    size_t nrows = 0;
+    for (size_t i = 0; i < p->nitems; i++)
+        if (p->items[i].out.verdict == LT_PARSED_ROW)
+            rows[nrows++] = lt_buf_str(p->items[i].row);
+    lt_err_t err = LT_OK;
+    if (nrows == 0)
+        goto out;
+    err = db_ready(p, errstr, n);
+    if (err)
+        goto out;
+    err = upsert_tx(p, rows, nrows, errstr, n);
+    if (err == LT_OK || err == LT_ERR_TEMPORARY)
+        goto out;
+    lt_warn(NULL, "batch of %zu rows refused (%s); writing them one by one", nrows, errstr);
+    for (size_t i = 0; i < p->nitems; i++) {
+        item_t *it = &p->items[i];
+        if (it->out.verdict != LT_PARSED_ROW)
+            continue;
+        const char *one = lt_buf_str(it->row);
+        char e[1024];
+        err = db_ready(p, errstr, n);
+        if (!err)
+            err = upsert_tx(p, &one, 1, e, sizeof(e));
+        if (err == LT_ERR_TEMPORARY) {
+            snprintf(errstr, n, "%s", e);
+            goto out;
+        }
+        if (err) {
+            it->out.verdict = LT_PARSED_DLQ;
+            it->out.err_class = err;
+            lt_seterr(it->out.reason, sizeof(it->out.reason), err, "row refused by Postgres: %s",
+                      e);
+            err = dead_letter(p, it, errstr, n);
+            if (err)
+                goto out;
+        }
+    }
+out:
+    free(rows);
+    return err;
+}
+
+/* Handle the batch in hand. LT_OK: rows durable and offsets committed (or
+ * the commit failed harmlessly); otherwise nothing was committed. */
+static lt_err_t process_batch(lt_parser_t *p, char *errstr, size_t n)
+{
+    run_lanes(p);
+    for (size_t i = 0; i < p->nitems; i++)
+        if (p->items[i].out.verdict == LT_PARSED_RETRY)
+            return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "%s", p->items[i].out.reason);
+    for (size_t i = 0; i < p->nitems; i++) {
+        item_t *it = &p->items[i];
+        if (it->out.verdict == LT_PARSED_DLQ) {
+            lt_err_t err = dead_letter(p, it, errstr, n);
+            if (err)
+                return err == LT_ERR_TOO_BIG ? LT_ERR_FINAL : LT_ERR_TEMPORARY;
+        }
+    }
+    lt_err_t err = write_rows(p, errstr, n);
+    if (err)
+        return LT_ERR_TEMPORARY;
+    for (size_t i = 0; i < p->nitems; i++) {
+        item_t *it = &p->items[i];
+        if (it->out.verdict != LT_PARSED_ROW)
+            continue;
+        p->st.rows++;
+        if (it->out.parse_error) {
+            p->st.parse_errors++;
+            lt_log_ctx_t c = item_ctx(it);
+            lt_warn(&c, "event %s (%s[%d]@%lld) stored with parse_error (%s): %s",
+                    it->out.event_id, rd_kafka_topic_name(it->msg->rkt), (int)it->msg->partition,
+                    (long long)it->msg->offset, lt_err_name(it->out.err_class), it->out.reason);
+        }
+    }
+    p->st.events += p->nitems;
+    rd_kafka_topic_partition_list_t *offs = batch_offsets(p, 1);
+    rd_kafka_resp_err_t kerr = rd_kafka_commit(p->consumer, offs, 0);
+    rd_kafka_topic_partition_list_destroy(offs);
+    if (kerr) /* rows are durable: a replay rewrites the same rows */
+        lt_warn(NULL, "offset commit: %s (the batch will be read again)", rd_kafka_err2str(kerr));
+    p->st.batches++;
+    lt_debug(NULL, "batch of %zu records committed", p->nitems);
+    drop_all(p);
+    return LT_OK;
+}
+
+/* Put the batch back: seek its partitions to its first offsets. */
+static void rewind_batch(lt_parser_t *p)
+{
+    rd_kafka_topic_partition_list_t *l = batch_offsets(p, 0);
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(p->consumer, l, 10000);
+    if (e) {
+        lt_warn(NULL, "rewind: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    for (int i = 0; i < l->cnt; i++)
+        if (l->elems[i].err)
+            lt_warn(NULL, "rewind %s[%d]: %s", l->elems[i].topic, (int)l->elems[i].partition,
+                    rd_kafka_err2str(l->elems[i].err));
+    rd_kafka_topic_partition_list_destroy(l);
+    drop_all(p);
+}
+
+static void backoff(lt_parser_t *p)
+{
+    int64_t ms = (int64_t)p->retry_base_ms << (p->attempt < 16 ? p->attempt - 1 : 15);
+    if (ms > BACKOFF_MAX_MS)
+        ms = BACKOFF_MAX_MS;
+    ms = ms / 2 + rand() % (ms / 2 + 1);
+    int64_t until = now_ms() + ms;
+    while (!p->stop && now_ms() < until) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* --- rebalances ---------------------------------------------------------- */
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    (void)opaque;
+    lt_parser_t *p = lt_kafka_user_opaque(rk);
+    rd_kafka_error_t *e = NULL;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        lt_info(NULL, "assigned %d partition(s)", parts->cnt);
+        e = rd_kafka_incremental_assign(rk, parts);
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        /* Batches are processed between polls, so what is in hand here is
+         * unprocessed and uncommitted: leave it to the next owner. */
+        lt_info(NULL, "%s %d partition(s)", rd_kafka_assignment_lost(rk) ? "lost" : "revoked",
+                parts->cnt);
+        drop_partitions(p, parts);
+        e = rd_kafka_incremental_unassign(rk, parts);
+    } else {
+        lt_error(NULL, "rebalance error: %s", rd_kafka_err2str(err));
+        drop_all(p);
+        rd_kafka_assign(rk, NULL);
+    }
+    if (e) {
+        lt_error(NULL, "incremental rebalance: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+}
+
+/* --- lifecycle ----------------------------------------------------------- */
+
+lt_parser_t *lt_parser_new(const lt_config_t *cfg, char *errstr, size_t errstr_size)
+{
+    lt_parser_t *p = lt_xcalloc(1, sizeof(*p));
+    p->cfg = cfg;
+    p->raw_topic = lt_config_str(cfg, "LATTICE_TOPIC_RAW");
+    p->dlq_topic = lt_config_str(cfg, "LATTICE_PARSER_DLQ_TOPIC");
+    p->max_items = (size_t)lt_config_int(cfg, "LATTICE_PARSER_BATCH_MESSAGES");
+    p->batch_wait_ms = (int)lt_config_int(cfg, "LATTICE_PARSER_BATCH_WAIT_MS");
+    p->retry_base_ms = (int)lt_config_int(cfg, "LATTICE_PARSER_RETRY_BASE_MS");
+    p->items = lt_xcalloc(p->max_items, sizeof(item_t));
+    for (size_t i = 0; i < p->max_items; i++)
+        p->items[i].row = lt_buf_new(ROW_CAP);
+
+    if (!lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID") ||
+        !lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY")) {
+        lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                  "LATTICE_S3_ACCESS_KEY_ID and LATTICE_S3_SECRET_ACCESS_KEY (or their _FILE "
+                  "variants) are required");
+        goto fail;
+    }
+    if (!strcmp(p->dlq_topic, p->raw_topic)) {
+        lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                  "LATTICE_PARSER_DLQ_TOPIC must differ from LATTICE_TOPIC_RAW");
+        goto fail;
+    }
+    p->db = lt_db_connect(lt_config_str(cfg, "LATTICE_PG_DSN"),
+                          lt_config_str(cfg, "LATTICE_PG_PASSWORD"), errstr, errstr_size);
+    if (!p->db || lt_emails_check(p->db, errstr, errstr_size))
+        goto fail;
+    p->registry = lt_registry_new(lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_URL"),
+                                  lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_USERNAME"),
+                                  lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_PASSWORD"),
+                                  lt_config_str(cfg, "LATTICE_TLS_CA_FILE"), errstr, errstr_size);
+    if (!p->registry)
+        goto fail;
+
+    p->nlanes = (int)lt_config_int(cfg, "LATTICE_PARSER_CONCURRENCY");
+    p->lanes = lt_xcalloc((size_t)p->nlanes, sizeof(lane_t));
+    lt_mime_limits_t lim;
+    lt_mime_limits_default(&lim);
+    lim.max_text = (size_t)lt_config_int(cfg, "LATTICE_PARSER_MAX_BODY_BYTES");
+    uint64_t max_msg = (uint64_t)lt_config_int(cfg, "LATTICE_PARSER_MAX_MESSAGE_BYTES");
+    lim.max_input = (size_t)max_msg;
+    for (int i = 0; i < p->nlanes; i++) {
+        lane_t *l = &p->lanes[i];
+        l->p = p;
+        l->index = i;
+        l->ctx.registry = p->registry;
+        l->ctx.bucket = lt_config_str(cfg, "LATTICE_S3_BUCKET");
+        l->ctx.max_message_bytes = max_msg;
+        l->ctx.limits = lim;
+        l->ctx.raw = lt_buf_new((size_t)max_msg);
+        l->ctx.schema = lt_buf_new(SCHEMA_CAP);
+        l->ctx.codec = lt_mail_codec_new(errstr, errstr_size);
+        if (!l->ctx.codec)
+            goto fail;
+        l->ctx.s3 = lt_s3_new(lt_config_str(cfg, "LATTICE_S3_ENDPOINT"),
+                              lt_config_str(cfg, "LATTICE_S3_REGION"), l->ctx.bucket,
+                              lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID"),
+                              lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY"),
+                              lt_config_bool(cfg, "LATTICE_S3_PATH_STYLE"),
+                              lt_config_str(cfg, "LATTICE_S3_CA_FILE"),
+                              (long)lt_config_int(cfg, "LATTICE_S3_TIMEOUT_S"), errstr,
+                              errstr_size);
+        if (!l->ctx.s3)
+            goto fail;
+    }
+
+    p->producer = lt_kafka_producer_new(cfg, NULL, errstr, errstr_size);
+    if (!p->producer)
+        goto fail;
+    lt_err_t err = lt_kafka_warm_topic(p->producer, p->dlq_topic, 10000, errstr, errstr_size);
+    if (err)
+        goto fail;
+    rd_kafka_conf_t *conf = lt_kafka_consumer_conf(
+        cfg, lt_config_str(cfg, "LATTICE_PARSER_GROUP_ID"), errstr, errstr_size);
+    if (!conf)
+        goto fail;
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    p->consumer = lt_kafka_new(RD_KAFKA_CONSUMER, conf, p, NULL, errstr, errstr_size);
+    if (!p->consumer)
+        goto fail;
+    return p;
+fail:
+    lt_parser_destroy(p);
+    return NULL;
+}
+
+void lt_parser_stop(lt_parser_t *p)
+{
+    p->stop = 1;
+}
+
+void lt_parser_stats(const lt_parser_t *p, lt_parser_stats_t *out)
+{
+    if (out)
+        *out = p->st;
+}
+
+static void log_stats(lt_parser_t *p, int64_t *last_ms, uint64_t *last_events, int final)
+{
+    int64_t t = now_ms();
+    if (!final && t - *last_ms < STATS_EVERY_MS)
+        return;
+    if (p->st.events != *last_events || final) {
+        double secs = (double)(t - *last_ms) / 1000.0;
+        lt_info(NULL,
+                "%s%llu events: %llu rows (%llu with parse_error), %llu dead-lettered, "
+                "%llu batches, %llu retries; %.0f events/s",
+                final ? "stopped after " : "", (unsigned long long)p->st.events,
+                (unsigned long long)p->st.rows, (unsigned long long)p->st.parse_errors,
+                (unsigned long long)p->st.dead_letters, (unsigned long long)p->st.batches,
+                (unsigned long long)p->st.retries,
+                secs > 0 ? (double)(p->st.events - *last_events) / secs : 0.0);
+    }
+    *last_ms = t;
+    *last_events = p->st.events;
+}
+
+lt_err_t lt_parser_run(lt_parser_t *p, char *errstr, size_t errstr_size)
+{
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(sub, p->raw_topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(p->consumer, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    if (kerr)
+        return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "subscribe %s: %s", p->raw_topic,
+                         rd_kafka_err2str(kerr));
+    lt_info(NULL, "parser consuming %s as group %s: batches of %zu, %d thread(s), DLQ %s",
+            p->raw_topic, lt_config_str(p->cfg, "LATTICE_PARSER_GROUP_ID"), p->max_items,
+            p->nlanes, p->dlq_topic);
+
+    int64_t stats_ms = now_ms();
+    uint64_t stats_events = 0;
+    while (!p->stop) {
+        /* fill: wait for a first record, then up to batch_wait_ms for more
+         * (what is already fetched is taken at once) */
+        int64_t first_ms = 0;
+        int waiting = 1;
+        while (p->nitems < p->max_items && waiting) {
+            int timeout = 200;
+            if (p->nitems) {
+                int64_t left = first_ms + p->batch_wait_ms - now_ms();
+                timeout = left <= 0 ? 0 : left < 100 ? (int)left : 100;
+            }
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, timeout);
+            rd_kafka_poll(p->producer, 0);
+            if (m && m->err) {
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                    lt_warn(NULL, "consumer: %s", rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+            } else if (m) {
+                if (!p->nitems)
+                    first_ms = now_ms();
+                p->items[p->nitems++].msg = m;
+            } else if (p->nitems && timeout == 0) {
+                waiting = 0;
+            }
+            if (!p->nitems && (p->stop || !m)) {
+                log_stats(p, &stats_ms, &stats_events, 0);
+                if (p->stop)
+                    break;
+            }
+            if (p->stop)
+                break;
+        }
+        if (!p->nitems)
+            continue;
+        /* the batch (also when stopping: the records in hand are finished) */
+        char e[1024];
+        lt_err_t err = process_batch(p, e, sizeof(e));
+        if (err) {
+            p->attempt++;
+            p->st.retries++;
+            lt_warn(NULL, "batch of %zu records not written (attempt %d): %s; redoing it",
+                    p->nitems, p->attempt, e);
+            rewind_batch(p);
+            backoff(p);
+        } else {
+            p->attempt = 0;
+        }
+        log_stats(p, &stats_ms, &stats_events, 0);
+    }
+
+    /* Anything still in hand is uncommitted: the next owner reads it. */
+    drop_all(p);
+    rd_kafka_consumer_close(p->consumer);
+    rd_kafka_flush(p->producer, 10000);
+    log_stats(p, &stats_ms, &stats_events, 1);
+    return LT_OK;
+}
+
+void lt_parser_destroy(lt_parser_t *p)
+{
+    if (!p)
+        return;
+    drop_all(p);
+    lt_kafka_destroy(p->consumer);
+    if (p->producer)
+        rd_kafka_flush(p->producer, 5000);
+    lt_kafka_destroy(p->producer);
+    for (int i = 0; p->lanes && i < p->nlanes; i++) {
+        lt_s3_destroy(p->lanes[i].ctx.s3);
+        lt_mail_codec_destroy(p->lanes[i].ctx.codec);
+        lt_buf_destroy(p->lanes[i].ctx.raw);
+        lt_buf_destroy(p->lanes[i].ctx.schema);
+    }
+    free(p->lanes);
+    for (size_t i = 0; i < p->max_items; i++)
+        lt_buf_destroy(p->items[i].row);
+    free(p->items);
+    lt_registry_destroy(p->registry);
+    lt_db_destroy(p->db);
+    free(p);
+}

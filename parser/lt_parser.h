@@ -1,0 +1,53 @@
+/* lt_parser: lattice-mail-parser, the consumer of lattice.mail.raw.v1 that
+ * writes one emails row per message (docs/parser.md).
+ *
+ * Loop: poll a batch (LATTICE_PARSER_BATCH_MESSAGES or
+ * LATTICE_PARSER_BATCH_WAIT_MS), fetch and parse its messages on
+ * LATTICE_PARSER_CONCURRENCY threads, dead-letter what cannot become a row,
+ * upsert the rows in one Postgres transaction, then commit the batch's
+ * offsets (at-least-once; the upsert makes a replay harmless). A temporary
+ * failure (Postgres, S3, registry, DLQ) rewinds the batch's partitions and
+ * redoes it after a backoff; nothing is committed before its rows are
+ * durable.
+ *
+ * Ownership: the parser borrows cfg (it must outlive the parser) and owns
+ * every client it creates. lt_parser_stop() only sets a flag: it may be
+ * called from a signal handler. */
+#ifndef LT_PARSER_H
+#define LT_PARSER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lt_config.h"
+#include "lt_err.h"
+
+typedef struct lt_parser_s lt_parser_t;
+
+/* Connect to Postgres (and check the emails table exists), create the
+ * Kafka consumer (group LATTICE_PARSER_GROUP_ID, read_committed) and the
+ * DLQ producer (checks LATTICE_PARSER_DLQ_TOPIC exists), the registry and
+ * S3 clients. NULL with errstr on failure. */
+lt_parser_t *lt_parser_new(const lt_config_t *cfg, char *errstr, size_t errstr_size);
+
+/* Consume until lt_parser_stop(); the batch in hand is finished and
+ * committed, then the consumer leaves the group. LT_OK on a clean stop. */
+lt_err_t lt_parser_run(lt_parser_t *p, char *errstr, size_t errstr_size);
+
+void lt_parser_stop(lt_parser_t *p);
+
+/* Totals since start. Any pointer may be NULL. */
+typedef struct {
+    uint64_t events;       /* records handled (rows + dead letters) */
+    uint64_t rows;         /* rows upserted */
+    uint64_t parse_errors; /* of them with parse_error */
+    uint64_t dead_letters; /* records sent to the DLQ */
+    uint64_t batches;      /* batches committed */
+    uint64_t retries;      /* batches redone after a temporary failure */
+} lt_parser_stats_t;
+
+void lt_parser_stats(const lt_parser_t *p, lt_parser_stats_t *out);
+
+void lt_parser_destroy(lt_parser_t *p);
+
+#endif

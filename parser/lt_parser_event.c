@@ -1,0 +1,122 @@
+#include "lt_parser_event.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "lt_mailrow.h"
+#include "lt_objkey.h"
+
+static void copy_id(char *dst, size_t n, const char *s)
+{
+    snprintf(dst, n, "%s", s ? s : "");
+}
+
+/* The .eml of ev parsed into *m, or a reason in out (parse error) / a
+ * RETRY verdict. */
+static void fetch_and_parse(lt_parser_event_ctx_t *c, const lt_mail_event_t *ev, lt_mime_t **m,
+                            lt_parser_outcome_t *out)
+{
+    char bucket[LT_OBJKEY_BUCKET_MAX + 1], key[LT_OBJKEY_MAX + 1];
+    char e[900];
+    lt_err_t err = lt_objkey_uri_parse(lt_mail_event_get_raw_object_uri(ev), bucket,
+                                       sizeof(bucket), key, sizeof(key), e, sizeof(e));
+    if (err) {
+        out->err_class = LT_ERR_INVALID;
+        snprintf(out->reason, sizeof(out->reason), "raw_object_uri: %s", e);
+        return;
+    }
+    if (strcmp(bucket, c->bucket)) {
+        out->err_class = LT_ERR_FINAL;
+        snprintf(out->reason, sizeof(out->reason),
+                 "raw message is in bucket %s; this parser reads bucket %s", bucket, c->bucket);
+        return;
+    }
+    int64_t declared = lt_mail_event_get_raw_size_bytes(ev);
+    if (declared > 0 && (uint64_t)declared > c->max_message_bytes) {
+        out->err_class = LT_ERR_TOO_BIG;
+        snprintf(out->reason, sizeof(out->reason),
+                 "raw message of %lld bytes is over the %llu-byte cap", (long long)declared,
+                 (unsigned long long)c->max_message_bytes);
+        return;
+    }
+    err = lt_s3_get(c->s3, key, c->raw, e, sizeof(e));
+    if (err == LT_ERR_TEMPORARY) {
+        out->verdict = LT_PARSED_RETRY;
+        out->err_class = err;
+        snprintf(out->reason, sizeof(out->reason), "%s", e);
+        return;
+    }
+    if (err) {
+        out->err_class = err;
+        snprintf(out->reason, sizeof(out->reason), "raw message: %s", e);
+        return;
+    }
+    err = lt_mime_parse_mem(lt_buf_data(c->raw), lt_buf_len(c->raw), &c->limits, m, e, sizeof(e));
+    if (err) {
+        out->err_class = err;
+        snprintf(out->reason, sizeof(out->reason), "MIME: %s", e);
+    }
+}
+
+void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, int32_t partition,
+                     int64_t offset, lt_buf_t *row, lt_parser_outcome_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    lt_buf_reset(row);
+    char e[900];
+    int32_t schema_id = 0;
+    lt_mail_event_t *ev = NULL;
+    lt_mime_t *m = NULL;
+
+    /* 1. decode: the writer schema from the registry, by the header's id */
+    if (!value || !len) {
+        out->verdict = LT_PARSED_DLQ;
+        out->err_class = LT_ERR_INVALID;
+        snprintf(out->reason, sizeof(out->reason), "empty record value");
+        return;
+    }
+    lt_err_t err = lt_mail_event_peek_schema_id(value, len, &schema_id, e, sizeof(e));
+    if (!err) {
+        err = lt_registry_get_schema(c->registry, schema_id, c->schema, e, sizeof(e));
+        if (err && err != LT_ERR_NOT_FOUND && err != LT_ERR_TOO_BIG) {
+            /* the registry, not the record: try again later */
+            out->verdict = LT_PARSED_RETRY;
+            out->err_class = err;
+            snprintf(out->reason, sizeof(out->reason), "schema id %d: %s", (int)schema_id, e);
+            return;
+        }
+    }
+    if (!err)
+        err = lt_mail_event_decode(c->codec, value, len, lt_buf_str(c->schema), &ev, NULL, e,
+                                   sizeof(e));
+    if (err) {
+        out->verdict = LT_PARSED_DLQ;
+        out->err_class = err;
+        snprintf(out->reason, sizeof(out->reason), "undecodable mail.raw.v1 record: %s", e);
+        return;
+    }
+    copy_id(out->tenant, sizeof(out->tenant), lt_mail_event_get_tenant_id(ev));
+    copy_id(out->account, sizeof(out->account), lt_mail_event_get_account_id(ev));
+    copy_id(out->event_id, sizeof(out->event_id), lt_mail_event_get_event_id(ev));
+
+    /* 2. the raw message */
+    fetch_and_parse(c, ev, &m, out);
+    if (out->verdict == LT_PARSED_RETRY)
+        goto out;
+    out->parse_error = out->reason[0] != 0;
+
+    /* 3. the row */
+    lt_mailrow_source_t src = {partition, offset, out->parse_error ? out->reason : NULL,
+                               out->parse_error ? lt_err_name(out->err_class) : NULL};
+    err = lt_mailrow_json(ev, m, &src, row, e, sizeof(e));
+    if (err) {
+        out->verdict = LT_PARSED_DLQ;
+        out->err_class = err;
+        snprintf(out->reason, sizeof(out->reason), "no row: %s", e);
+        goto out;
+    }
+    out->verdict = LT_PARSED_ROW;
+out:
+    lt_mime_destroy(m);
+    lt_mail_event_destroy(ev);
+}

@@ -1,0 +1,65 @@
+/* lt_parser_event: one mail.raw.v1 record to one emails row (or a verdict
+ * that it cannot become one). Used by the parser's fetch threads; one
+ * lt_parser_event_ctx_t per thread.
+ *
+ *   value --(wire header, registry schema, Avro decode)--> event
+ *         --(S3 GET of raw_object_uri)--> .eml bytes
+ *         --(lt_mime)--> message --(lt_mailrow)--> row JSON
+ *
+ * Verdicts (docs/parser.md):
+ *   ROW    a row to upsert; parse_error set when the .eml is missing, too
+ *          big, in another bucket or not parseable (the event's values are
+ *          still stored)
+ *   DLQ    the record cannot become a row (not decodable, unknown schema
+ *          id, an event the table cannot hold): dead-letter it
+ *   RETRY  a temporary failure (registry or S3 unreachable): redo the
+ *          batch later, commit nothing */
+#ifndef LT_PARSER_EVENT_H
+#define LT_PARSER_EVENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lt_buf.h"
+#include "lt_err.h"
+#include "lt_event.h"
+#include "lt_mime.h"
+#include "lt_registry.h"
+#include "lt_s3.h"
+
+typedef enum {
+    LT_PARSED_ROW = 0,
+    LT_PARSED_DLQ,
+    LT_PARSED_RETRY,
+} lt_parsed_t;
+
+/* Per thread. registry is shared (thread-safe), codec and s3 belong to the
+ * thread; all borrowed. */
+typedef struct {
+    lt_registry_t *registry;
+    lt_mail_codec_t *codec;
+    lt_s3_t *s3;
+    const char *bucket;          /* the bucket s3 reads */
+    uint64_t max_message_bytes;  /* larger .eml: parse_error too_big */
+    lt_mime_limits_t limits;     /* max_text = the body cap */
+    lt_buf_t *raw;               /* scratch, cap >= max_message_bytes */
+    lt_buf_t *schema;            /* scratch for the writer schema */
+} lt_parser_event_ctx_t;
+
+/* What one record became. reason: why DLQ/RETRY, or the parse error of a
+ * ROW (empty otherwise). Ids for log lines (may be empty). */
+typedef struct {
+    lt_parsed_t verdict;
+    lt_err_t err_class;
+    int parse_error; /* ROW: stored with parse_error */
+    char reason[1024];
+    char tenant[129];
+    char account[129];
+    char event_id[37];
+} lt_parser_outcome_t;
+
+/* Handle one record value; a ROW appends its JSON to row (reset first). */
+void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, int32_t partition,
+                     int64_t offset, lt_buf_t *row, lt_parser_outcome_t *out);
+
+#endif
