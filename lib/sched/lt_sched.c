@@ -17,7 +17,7 @@
 #include "lt_sched_plan.h"
 #include "lt_trace.h"
 
-#define BATCH_MAX 1000                  /* commands recorded in one statement */
+#define BATCH_MAX 1000                    /* commands recorded in one statement */
 #define IN_FLIGHT_MAX (16u * 1024 * 1024) /* accounts in the in-flight set */
 #define FAILED_MAX (16u * 1024 * 1024)    /* failed deliveries remembered per run */
 #define WARM_TIMEOUT_MS 10000
@@ -198,8 +198,7 @@ static lt_err_t produce(lt_sched_t *s, const pending_t *p, char *errstr, size_t 
         /* The command carries its traceparent; the header repeats it. */
         rd_kafka_headers_t *h = lt_kafka_headers_with_traceparent(p->traceparent);
         rd_kafka_resp_err_t e = rd_kafka_producev(
-            s->rk, RD_KAFKA_V_TOPIC(s->opts.topic),
-            RD_KAFKA_V_KEY(p->account, strlen(p->account)),
+            s->rk, RD_KAFKA_V_TOPIC(s->opts.topic), RD_KAFKA_V_KEY(p->account, strlen(p->account)),
             RD_KAFKA_V_VALUE(p->json, p->json_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(rec), RD_KAFKA_V_END);
         if (!e)
@@ -251,8 +250,8 @@ static void flush_batch(lt_sched_t *s)
         pending_t *p = &s->batch[i];
         e = produce(s, p, err, sizeof(err));
         if (e) {
-            lt_log_ctx_t log = {.tenant = p->tenant, .account = p->account, .scope = p->scope,
-                                .command_id = p->id};
+            lt_log_ctx_t log = {
+                .tenant = p->tenant, .account = p->account, .scope = p->scope, .command_id = p->id};
             lt_error(&log, "command not produced: %s", err);
             remember_failed(s, p->id);
             s->stats->errors++;
@@ -343,8 +342,8 @@ static void await_deliveries(lt_sched_t *s)
 {
     rd_kafka_resp_err_t e = rd_kafka_flush(s->rk, s->opts.flush_timeout_s * 1000);
     if (e) {
-        lt_error(NULL, "%d command(s) not delivered within %d s: purged",
-                 rd_kafka_outq_len(s->rk), s->opts.flush_timeout_s);
+        lt_error(NULL, "%d command(s) not delivered within %d s: purged", rd_kafka_outq_len(s->rk),
+                 s->opts.flush_timeout_s);
         rd_kafka_purge(s->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_flush(s->rk, 5000); /* serve the purged messages' reports */
     }
@@ -355,8 +354,7 @@ static lt_err_t ensure_db(lt_db_t *db, char *errstr, size_t errstr_size)
     return lt_db_ok(db) ? LT_OK : lt_db_reset(db, errstr, errstr_size);
 }
 
-lt_err_t lt_sched_run_once(lt_sched_t *s, lt_sched_stats_t *stats, char *errstr,
-                           size_t errstr_size)
+lt_err_t lt_sched_run_once(lt_sched_t *s, lt_sched_stats_t *stats, char *errstr, size_t errstr_size)
 {
     char err[1024];
     int locked = 0;
@@ -373,7 +371,8 @@ lt_err_t lt_sched_run_once(lt_sched_t *s, lt_sched_stats_t *stats, char *errstr,
         s->in_flight = lt_sched_set_new(IN_FLIGHT_MAX);
     lt_sched_set_clear(s->in_flight);
 
-    if ((e = ensure_db(s->rdb, errstr, errstr_size)) || (e = ensure_db(s->wdb, errstr, errstr_size)))
+    if ((e = ensure_db(s->rdb, errstr, errstr_size)) ||
+        (e = ensure_db(s->wdb, errstr, errstr_size)))
         goto out;
     if (!s->opts.dry_run) {
         if ((e = lt_issued_run_trylock(s->wdb, s->opts.provider, s->opts.tenant, &locked, errstr,
@@ -400,7 +399,7 @@ lt_err_t lt_sched_run_once(lt_sched_t *s, lt_sched_stats_t *stats, char *errstr,
         goto out;
     char trace_id[LT_TRACE_ID_HEX_SIZE];
     lt_trace_id_hex(&s->trace, trace_id);
-    lt_log_ctx_t log = {.tenant = s->opts.tenant, .trace_id = trace_id};
+    lt_log_ctx_t log = {.trace_id = trace_id};
     lt_info(&log, "run: provider=%s tenant=%s in_flight=%zu%s",
             s->opts.provider ? s->opts.provider : "all", s->opts.tenant ? s->opts.tenant : "all",
             lt_sched_set_count(s->in_flight), s->opts.dry_run ? " (dry run)" : "");
@@ -428,8 +427,8 @@ lt_err_t lt_sched_run_once(lt_sched_t *s, lt_sched_stats_t *stats, char *errstr,
 out:
     if (locked) {
         char uerr[256];
-        if (lt_db_ok(s->wdb) && lt_issued_run_unlock(s->wdb, s->opts.provider, s->opts.tenant,
-                                                     uerr, sizeof(uerr)))
+        if (lt_db_ok(s->wdb) &&
+            lt_issued_run_unlock(s->wdb, s->opts.provider, s->opts.tenant, uerr, sizeof(uerr)))
             lt_warn(NULL, "%s", uerr);
     }
     if (s->stop)

@@ -32,15 +32,15 @@ typedef struct lt_sched_s lt_sched_t;
 
 /* Strings borrowed for the life of the lt_sched_t. */
 typedef struct {
-    const char *provider;      /* filter; NULL = all */
-    const char *tenant;        /* filter; NULL = all */
-    const char *topic;         /* commands topic */
-    const char *requested_by;  /* "scheduler" */
-    int stale_after_s;         /* > 0 */
-    int per_scope;             /* 1: one command per configured scope */
-    int flush_timeout_s;       /* wait for delivery reports at most this long */
-    int dry_run;               /* print, write nothing (no producer is made) */
-    FILE *dry_run_out;         /* where a dry run prints (stdout when NULL) */
+    const char *provider;     /* filter; NULL = all */
+    const char *tenant;       /* filter; NULL = all */
+    const char *topic;        /* commands topic */
+    const char *requested_by; /* "scheduler" */
+    int stale_after_s;        /* > 0 */
+    int per_scope;            /* 1: one command per configured scope */
+    int flush_timeout_s;      /* wait for delivery reports at most this long */
+    int dry_run;              /* print, write nothing (no producer is made) */
+    FILE *dry_run_out;        /* where a dry run prints (stdout when NULL) */
 } lt_sched_opts_t;
 
 typedef struct {

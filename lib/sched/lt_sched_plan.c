@@ -95,40 +95,87 @@ lt_err_t lt_sched_args_parse(int argc, char *const *argv, lt_sched_args_t *out, 
 
 /* ---- scopes ---- */
 
+typedef struct {
+    char *v[LT_SCHED_SCOPES_MAX];
+    size_t n;
+    int bad; /* a list the worker refuses, or too many */
+} scope_list_t;
+
+static void scope_add(scope_list_t *l, const char *prefix, const char *v)
+{
+    char *s = lt_xmalloc(strlen(prefix) + strlen(v) + 1);
+    strcpy(s, prefix);
+    strcat(s, v);
+    for (size_t i = 0; i < l->n; i++) {
+        if (!strcmp(l->v[i], s)) {
+            free(s);
+            return;
+        }
+    }
+    if (l->n == LT_SCHED_SCOPES_MAX) {
+        free(s);
+        l->bad = 1;
+        return;
+    }
+    l->v[l->n++] = s;
+}
+
+/* Config key `key`: a non-empty array of non-empty strings, each added
+ * with `prefix`; absent: nothing; anything else marks the list bad. */
+static void scope_list(scope_list_t *l, json_object *config, const char *key, const char *prefix)
+{
+    json_object *list;
+    if (!json_object_object_get_ex(config, key, &list))
+        return;
+    if (!json_object_is_type(list, json_type_array) || json_object_array_length(list) == 0) {
+        l->bad = 1;
+        return;
+    }
+    for (size_t i = 0; i < json_object_array_length(list) && !l->bad; i++) {
+        json_object *e = json_object_array_get_idx(list, i);
+        if (!json_object_is_type(e, json_type_string) || json_object_get_string_len(e) == 0)
+            l->bad = 1;
+        else
+            scope_add(l, prefix, json_object_get_string(e));
+    }
+}
+
 size_t lt_sched_scopes(const char *provider, json_object *config, int per_scope,
                        lt_sched_scope_fn fn, void *opaque)
 {
-    const char *key = NULL;
-    json_object *list = NULL;
-    if (per_scope && provider && config && json_object_is_type(config, json_type_object)) {
-        if (!strcmp(provider, "imap"))
-            key = "folders";
-        else if (!strcmp(provider, "gmail"))
-            key = "label_ids";
-    }
-    if (!key || !json_object_object_get_ex(config, key, &list) ||
-        !json_object_is_type(list, json_type_array) || json_object_array_length(list) == 0)
-        goto all;
-    size_t n = json_object_array_length(list);
-    for (size_t i = 0; i < n; i++)
-        if (!json_object_is_type(json_object_array_get_idx(list, i), json_type_string))
-            goto all; /* the worker refuses this config; it says why */
+    scope_list_t l;
     size_t calls = 0;
-    for (size_t i = 0; i < n; i++) {
-        const char *s = json_object_get_string(json_object_array_get_idx(list, i));
-        int dup = 0;
-        for (size_t j = 0; j < i && !dup; j++)
-            dup = !strcmp(s, json_object_get_string(json_object_array_get_idx(list, j)));
-        if (dup)
-            continue;
-        calls++;
-        if (fn(s, opaque))
-            break;
+    memset(&l, 0, sizeof(l));
+    if (per_scope && provider && config && json_object_is_type(config, json_type_object)) {
+        if (!strcmp(provider, "imap")) {
+            scope_list(&l, config, "folders", "");
+        } else if (!strcmp(provider, "gmail")) {
+            /* As the Gmail connector reads them (worker/lt_sync_gmail.c):
+             * "scopes" as given, "label_ids" as label:<id>, "query". */
+            json_object *q;
+            scope_list(&l, config, "scopes", "");
+            scope_list(&l, config, "label_ids", "label:");
+            if (json_object_object_get_ex(config, "query", &q)) {
+                if (json_object_is_type(q, json_type_string) && json_object_get_string_len(q))
+                    scope_add(&l, "", json_object_get_string(q));
+                else
+                    l.bad = 1;
+            }
+        }
     }
+    if (l.bad || l.n == 0) { /* the worker's defaults, or its own error report */
+        fn(NULL, opaque);
+        calls = 1;
+    } else {
+        for (size_t i = 0; i < l.n; i++) {
+            calls++;
+            if (fn(l.v[i], opaque))
+                break;
+        }
+    }
+    for (size_t i = 0; i < l.n; i++)
+        free(l.v[i]);
     return calls;
-all:
-    fn(NULL, opaque);
-    return 1;
 }
 
 /* ---- commands ---- */
@@ -148,8 +195,8 @@ lt_err_t lt_sched_command(const lt_sched_cmd_t *c, lt_buf_t *out,
     else if (!strcmp(c->provider, "imap"))
         p = LT_PROVIDER_IMAP;
     else
-        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "provider: \"%s\" is not gmail or imap",
-                         c->provider);
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "provider: \"%s\" is not gmail or imap", c->provider);
     lt_command_spec_t spec = {
         .tenant_id = c->tenant,
         .account_id = c->account_id,

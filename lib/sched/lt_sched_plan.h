@@ -19,9 +19,9 @@
 typedef struct {
     int help;
     int version;
-    int once;       /* --once */
-    int interval_s; /* --interval N; 0 = not given */
-    int dry_run;    /* --dry-run */
+    int once;             /* --once */
+    int interval_s;       /* --interval N; 0 = not given */
+    int dry_run;          /* --dry-run */
     const char *provider; /* --provider gmail|imap; NULL = not given */
     const char *tenant;   /* --tenant T; NULL = not given */
 } lt_sched_args_t;
@@ -39,10 +39,16 @@ lt_err_t lt_sched_args_parse(int argc, char *const *argv, lt_sched_args_t *out, 
  * for all of the account's configured scopes. Non-zero stops. */
 typedef int (*lt_sched_scope_fn)(const char *scope, void *opaque);
 
-/* The scopes of one account. per_scope = 0: one call with NULL. Otherwise
- * one call per configured scope (imap: the strings of config "folders";
- * gmail: of config "label_ids"), in config order, duplicates once; NULL
- * once when the config names none, or names them in a form the worker
+#define LT_SCHED_SCOPES_MAX 256
+
+/* The scopes of one account, as the worker's connectors read the config.
+ * per_scope = 0: one call with NULL. Otherwise one call per configured
+ * scope, in config order, duplicates once:
+ *   imap:  the strings of "folders";
+ *   gmail: the strings of "scopes", then "label:<id>" for each of
+ *          "label_ids", then "query".
+ * NULL once when the config names none (the worker uses its default:
+ * INBOX), more than LT_SCHED_SCOPES_MAX, or names them in a form the worker
  * refuses (it then reports the account's problem itself). Returns the
  * number of calls made. */
 size_t lt_sched_scopes(const char *provider, json_object *config, int per_scope,
