@@ -57,6 +57,14 @@ struct lt_sync_s {
 
     int64_t messages;
     int64_t bytes;
+
+    /* progress (lt_sync_set_total); monotonic ms */
+    int64_t progress_done;
+    int64_t progress_total; /* -1 unknown */
+    int64_t progress_d0;    /* done when the total was first known */
+    int64_t progress_t0;    /* and when (0: not yet) */
+    int64_t started_ms;
+    int64_t progress_last_ms;
     int64_t skipped;
     lt_buf_t *skipped_ids; /* comma-separated, capped */
 };
@@ -78,6 +86,15 @@ void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     }
 }
 
+static const lt_sync_metrics_t k_no_metrics;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 lt_sync_t *lt_sync_new(const lt_sync_env_t *env, const lt_account_t *account,
                        const lt_command_t *cmd, const char *traceparent, const lt_log_ctx_t *log)
 {
@@ -89,6 +106,10 @@ lt_sync_t *lt_sync_new(const lt_sync_env_t *env, const lt_account_t *account,
         s->log = *log;
     s->fd = -1;
     s->mem = lt_buf_new(LT_SYNC_MEM_MAX);
+    if (!s->env.metrics)
+        s->env.metrics = &k_no_metrics;
+    s->progress_total = -1;
+    s->started_ms = s->progress_last_ms = mono_ms();
     s->skipped_ids = lt_buf_new(LT_SYNC_SKIPPED_IDS_MAX);
     if (traceparent && !lt_trace_parse(traceparent, strlen(traceparent), &s->trace, NULL, 0))
         s->have_trace = 1;
@@ -119,6 +140,10 @@ void lt_sync_abort(lt_sync_t *s)
             rd_kafka_error_destroy(e);
         }
         s->txn_open = 0;
+        lt_series_add(s->env.metrics->events_aborted, (double)s->uncommitted);
+        s->progress_done -= s->uncommitted;
+        if (s->progress_done < 0)
+            s->progress_done = 0;
         s->uncommitted = 0;
     }
 }
@@ -175,6 +200,56 @@ int64_t lt_sync_uncommitted(const lt_sync_t *s)
 {
     return s->uncommitted;
 }
+
+void lt_sync_progress_get(const lt_sync_t *s, lt_sync_progress_t *p)
+{
+    int64_t now = mono_ms();
+    p->done = s->progress_done;
+    p->total = s->progress_total;
+    p->elapsed_ms = now - s->started_ms;
+    p->rate = 0;
+    p->eta_s = -1;
+    if (s->progress_t0 && now > s->progress_t0) {
+        p->rate = (double)(s->progress_done - s->progress_d0) * 1000.0 /
+                  (double)(now - s->progress_t0);
+        if (p->rate > 0 && p->total >= p->done)
+            p->eta_s = (int64_t)((double)(p->total - p->done) / p->rate + 0.5);
+    }
+}
+
+/* Report when a total is known and the interval has passed. */
+static void progress_tick(lt_sync_t *s)
+{
+    if (!s->env.progress || s->progress_total < 0)
+        return;
+    int64_t now = mono_ms();
+    if (now - s->progress_last_ms < s->env.progress_interval_ms)
+        return;
+    s->progress_last_ms = now;
+    lt_sync_progress_t p;
+    lt_sync_progress_get(s, &p);
+    s->env.progress(s->env.progress_opaque, s, &p);
+}
+
+void lt_sync_set_total(lt_sync_t *s, int64_t total)
+{
+    s->progress_total = total < 0 ? -1 : total;
+    if (total >= 0 && !s->progress_t0) {
+        s->progress_t0 = mono_ms();
+        s->progress_d0 = s->progress_done;
+    }
+    progress_tick(s);
+}
+
+int64_t lt_sync_progress_done(const lt_sync_t *s)
+{
+    return s->progress_done;
+}
+
+int64_t lt_sync_progress_total(const lt_sync_t *s)
+{
+    return s->progress_total;
+}
 uint64_t lt_sync_max_message_bytes(const lt_sync_t *s)
 {
     return s->env.max_message_bytes;
@@ -182,6 +257,7 @@ uint64_t lt_sync_max_message_bytes(const lt_sync_t *s)
 void lt_sync_note_skipped(lt_sync_t *s, const char *provider_message_id)
 {
     s->skipped++;
+    s->progress_done++; /* handled, for the progress report */
     /* ids beyond the cap are only counted */
     (void)lt_buf_appendf(s->skipped_ids, "%s%s", lt_buf_len(s->skipped_ids) ? "," : "",
                          provider_message_id);
@@ -320,6 +396,8 @@ static lt_err_t store_attachments(lt_sync_t *s, lt_mime_t *m, lt_mail_event_t *e
         lt_s3_uri(s->env.s3, key, uri, sizeof(uri));
         lt_mail_event_add_attachment(ev, aid, fname, ctype ? ctype : "application/octet-stream",
                                      (int64_t)lt_buf_len(content), sha, uri);
+        lt_series_inc(s->env.metrics->objects_attachment);
+        lt_series_add(s->env.metrics->object_bytes_attachment, (double)lt_buf_len(content));
     }
 out:
     lt_buf_destroy(content);
@@ -339,6 +417,8 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
 
     if (!s->in_message)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "end outside a message");
+    lt_series_inc(s->env.metrics->messages);
+    lt_series_add(s->env.metrics->message_bytes, (double)s->size);
     if ((err = lt_mail_provider_parse(provider, &prov)))
         return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "unknown provider %s", provider);
     err = lt_objkey_message(lt_account_tenant(s->account), lt_account_id(s->account), provider,
@@ -371,6 +451,8 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
                                  sizeof(mime_err));
     }
     lt_s3_uri(s->env.s3, key, uri, sizeof(uri));
+    lt_series_inc(s->env.metrics->objects_message);
+    lt_series_add(s->env.metrics->object_bytes_message, (double)s->size);
 
     /* 2. the event */
     ev = lt_mail_event_new();
@@ -439,6 +521,8 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
     rd_kafka_poll(s->env.producer, 0);
     s->uncommitted++;
     s->messages++;
+    s->progress_done++;
+    progress_tick(s);
     s->bytes += (int64_t)s->size;
 out:
     lt_buf_destroy(wire);
@@ -554,6 +638,7 @@ lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_
         return err;
     }
     s->txn_open = 0;
+    lt_series_add(s->env.metrics->events, (double)s->uncommitted);
     s->uncommitted = 0;
 
     /* (e) apply */

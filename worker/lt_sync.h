@@ -26,10 +26,34 @@
 #include "lt_err.h"
 #include "lt_event.h"
 #include "lt_log.h"
+#include "lt_metrics.h"
 #include "lt_s3.h"
 #include "lt_watermark.h"
 
 typedef struct lt_sync_s lt_sync_t;
+
+/* Instrumentation: series already resolved for the command's provider (any
+ * member may be NULL). Names in docs/observability.md. */
+typedef struct {
+    lt_series_t *messages;       /* messages given to lt_sync (fetched) */
+    lt_series_t *message_bytes;  /* their raw bytes */
+    lt_series_t *events;         /* events committed (Kafka transaction) */
+    lt_series_t *events_aborted; /* events produced, then aborted */
+    lt_series_t *objects_message;      /* .eml objects stored */
+    lt_series_t *objects_attachment;   /* attachment objects stored */
+    lt_series_t *object_bytes_message; /* their bytes */
+    lt_series_t *object_bytes_attachment;
+} lt_sync_metrics_t;
+
+/* Progress of a command (lt_sync_set_total). */
+typedef struct {
+    int64_t done;     /* messages ingested so far (aborted batches not counted) */
+    int64_t total;    /* done + what the connector still expects; -1 unknown */
+    double rate;      /* messages per second since the total was first known */
+    int64_t eta_s;    /* seconds left at that rate; -1 unknown */
+    int64_t elapsed_ms; /* since the command's lt_sync_new */
+} lt_sync_progress_t;
+typedef void (*lt_sync_progress_fn)(void *opaque, lt_sync_t *s, const lt_sync_progress_t *p);
 
 /* The slot's long-lived resources, borrowed by each lt_sync_t. */
 typedef struct {
@@ -46,6 +70,12 @@ typedef struct {
     int batch_messages; /* checkpoint hint for connectors */
     int txn_timeout_ms;
     const volatile int *cancel; /* non-zero: stop at the next checkpoint */
+    const lt_sync_metrics_t *metrics; /* NULL: none; borrowed */
+    /* Called at most every progress_interval_ms, only once a total is known
+     * (from the slot thread, inside lt_sync calls); NULL: none. */
+    lt_sync_progress_fn progress;
+    void *progress_opaque;
+    int progress_interval_ms;
 } lt_sync_env_t;
 
 lt_sync_t *lt_sync_new(const lt_sync_env_t *env, const lt_account_t *account,
@@ -89,6 +119,19 @@ void lt_sync_abort(lt_sync_t *s);
 int64_t lt_sync_messages(const lt_sync_t *s);
 int64_t lt_sync_bytes(const lt_sync_t *s);
 int64_t lt_sync_uncommitted(const lt_sync_t *s);
+
+/* Progress of long work (backfill, first full sync): the connector calls
+ * this when it learns how much work is left (IMAP: after each UID SEARCH,
+ * lt_sync_progress_done() + the UIDs found; Gmail: resultSizeEstimate), as
+ * often as the estimate changes. Done counts by itself (every message
+ * ingested; minus those of an aborted batch). The env's progress callback
+ * then reports done/total, rate and ETA (logs, gauges, "running" status
+ * events: docs/commands.md). total < 0: unknown again. */
+void lt_sync_set_total(lt_sync_t *s, int64_t total);
+int64_t lt_sync_progress_done(const lt_sync_t *s);
+int64_t lt_sync_progress_total(const lt_sync_t *s);
+/* Fill p with the progress now (for a final report). */
+void lt_sync_progress_get(const lt_sync_t *s, lt_sync_progress_t *p);
 
 /* LATTICE_MAX_MESSAGE_BYTES: connectors pass it to their fetch layer so a
  * bigger message is skipped (not an error that blocks the scope). */

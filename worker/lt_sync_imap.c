@@ -300,6 +300,7 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
                 goto retry;
         }
         lt_command_progress_t prog = {lt_sync_messages(s), lt_sync_bytes(s), 0, (int64_t)nuids};
+        lt_sync_set_total(s, lt_sync_progress_done(s) + (int64_t)nuids);
         lt_command_heartbeat(db, lt_command_id(lt_sync_command(s)), &prog, NULL, 0);
 
         size_t batch = (size_t)lt_sync_batch_messages(s);

@@ -27,6 +27,7 @@
 #include "lt_sync_gmail.h"
 #include "lt_sync_imap.h"
 #include "lt_trace.h"
+#include "lt_worker_obs.h"
 
 #define POLL_MS 200
 #define TXN_TIMEOUT_MS 60000
@@ -61,6 +62,7 @@ struct lt_worker_s {
     volatile sig_atomic_t stop;
     volatile int stopping_slots;
     int drain_ms;
+    lt_worker_obs_t *obs; /* metrics, progress reports, readiness */
 };
 
 /* --- results ------------------------------------------------------------ */
@@ -72,6 +74,7 @@ static void status_event(lt_worker_t *w, const lt_command_t *cmd, const char *ac
                          int64_t bytes, int64_t duration_ms, int attempt, const char *traceparent,
                          const lt_sync_t *sync)
 {
+    lt_worker_obs_command(w->obs, cmd, result, err, duration_ms);
     json_object *o = json_object_new_object();
     json_object_object_add(o, "schema", json_object_new_string("lattice.mail.sync.status.v1"));
     if (cmd) {
@@ -145,6 +148,8 @@ static lt_err_t dead_letter(lt_worker_t *w, const lt_job_t *job, lt_err_t why, c
     else
         lt_warn(NULL, "command %s[%d]@%lld dead-lettered: %s", key, (int)lt_job_partition(job),
                 (long long)lt_job_offset(job), reason);
+    if (!err)
+        lt_worker_obs_dead_letter(w->obs);
     return err;
 }
 
@@ -295,6 +300,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
         goto fail;
     if (st == LT_COMMAND_SUCCEEDED || st == LT_COMMAND_DEAD_LETTERED) {
         lt_info(&log, "command already %s; not run again", lt_command_status_name(st));
+        lt_worker_obs_attempt(w->obs, cmd, "skipped", LT_OK, 0);
         err = LT_OK;
         goto out;
     }
@@ -376,6 +382,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
         .txn_timeout_ms = TXN_TIMEOUT_MS,
         .cancel = &slot->cancel,
     };
+    lt_worker_obs_sync_env(w->obs, slot->index, cmd, tp[0] ? tp : NULL, att, &env);
     sync = lt_sync_new(&env, acct, cmd, tp[0] ? tp : NULL, &log);
     err = lt_sync_recover(sync, errstr, sizeof(errstr));
     if (err)
@@ -414,6 +421,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
 fail:
     if (slot->cancel) {
         lt_warn(&log, "command abandoned (%s); it will be run again", errstr);
+        lt_worker_obs_attempt(w->obs, cmd, "cancelled", err, lt_now_ms() - t0);
         rr = R_CANCELLED;
         goto out;
     }
@@ -442,6 +450,7 @@ fail:
 
 retry_later:
     lt_job_retry_at(job, lt_now_ms() + backoff_ms(w, attempt));
+    lt_worker_obs_attempt(w->obs, cmd, "retried", err, lt_now_ms() - t0);
     rr = R_RETRY;
 out:
     lt_sync_destroy(sync);
@@ -476,7 +485,9 @@ static void *slot_main(void *arg)
         s->cancel = 0;
         pthread_mutex_unlock(&w->mu);
 
+        lt_worker_obs_slot(w->obs, s->index, 1);
         run_result_t r = run_job(s, job);
+        lt_worker_obs_slot(w->obs, s->index, 0);
 
         pthread_mutex_lock(&w->mu);
         s->running_partition = -1;
@@ -570,6 +581,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         lt_error(NULL, "incremental rebalance: %s", rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
     }
+    lt_worker_obs_rebalance(w->obs, rk, err);
 }
 
 /* --- lifecycle ----------------------------------------------------------- */
@@ -637,6 +649,7 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
         w->slots[i].index = i;
         w->slots[i].running_partition = -1;
     }
+    w->obs = lt_worker_obs_new(NULL, cfg, w->worker_id, w->producer, w->dispatch, w->nslots);
     return w;
 fail:
     lt_worker_destroy(w);
@@ -646,6 +659,21 @@ fail:
 void lt_worker_stop(lt_worker_t *w)
 {
     w->stop = 1;
+}
+
+void lt_worker_set_metrics(lt_worker_t *w, lt_metrics_t *metrics)
+{
+    lt_worker_obs_destroy(w->obs);
+    w->obs = lt_worker_obs_new(metrics, w->cfg, w->worker_id, w->producer, w->dispatch, w->nslots);
+}
+
+int lt_worker_ready(lt_worker_t *w, char *why, size_t why_size)
+{
+    if (w->stop) {
+        snprintf(why, why_size, "stopping");
+        return 0;
+    }
+    return lt_worker_obs_ready(w->obs, why, why_size);
 }
 
 lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
@@ -724,6 +752,7 @@ void lt_worker_destroy(lt_worker_t *w)
         rd_kafka_flush(w->producer, 5000);
     lt_kafka_destroy(w->producer);
     lt_registry_destroy(w->registry);
+    lt_worker_obs_destroy(w->obs);
     lt_dispatch_destroy(w->dispatch);
     lt_offsets_destroy(w->offsets);
     pthread_mutex_destroy(&w->mu);

@@ -20,6 +20,7 @@
 
 #include "lt_config.h"
 #include "lt_err.h"
+#include "lt_metrics.h"
 
 typedef struct lt_worker_s lt_worker_t;
 
@@ -30,6 +31,15 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
 lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size);
 /* Async-signal-safe. */
 void lt_worker_stop(lt_worker_t *w);
+/* Record the worker's metrics in `metrics` (docs/observability.md): once,
+ * before lt_worker_run(). Borrowed: stop serving it (lt_http_stop) before
+ * lt_worker_destroy(), destroy it after. */
+void lt_worker_set_metrics(lt_worker_t *w, lt_metrics_t *metrics);
+/* For /readyz (any thread): 1 once the worker has its first partition
+ * assignment (even of zero partitions: an idle member of a group larger
+ * than the partition count is healthy) and Postgres answers; 0 while
+ * starting, when Postgres is down, and while stopping, with the reason. */
+int lt_worker_ready(lt_worker_t *w, char *why, size_t why_size);
 void lt_worker_destroy(lt_worker_t *w);
 
 #endif

@@ -1,5 +1,6 @@
 /* lattice-worker: executes sync commands from lattice.mail.sync.cmd.v1. */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,11 +8,24 @@
 #include <unistd.h>
 
 #include "lt_config.h"
+#include "lt_http.h"
 #include "lt_log.h"
+#include "lt_metrics.h"
 #include "lt_mime.h"
 #include "lt_worker.h"
 
 static lt_worker_t *g_worker; /* for the signal handler only */
+
+/* /readyz: "starting" until the worker exists (the endpoint starts first). */
+static int worker_ready(void *opaque, char *why, size_t why_size)
+{
+    lt_worker_t *w = atomic_load((_Atomic(lt_worker_t *) *)opaque);
+    if (!w) {
+        snprintf(why, why_size, "starting");
+        return 0;
+    }
+    return lt_worker_ready(w, why, why_size);
+}
 
 static void on_signal(int sig)
 {
@@ -62,12 +76,29 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     lt_mime_global_init();
     int rc = 0;
+    lt_metrics_t *metrics = lt_metrics_new();
+    lt_http_t *http = NULL;
+    _Atomic(lt_worker_t *) ready_worker = NULL;
+    if (lt_config_int(cfg, "LATTICE_METRICS_PORT") > 0) {
+        lt_http_opts_t ho = {"lattice-worker", lt_config_str(cfg, "LATTICE_METRICS_BIND"),
+                             (int)lt_config_int(cfg, "LATTICE_METRICS_PORT"), metrics,
+                             worker_ready, &ready_worker};
+        http = lt_http_start(&ho, err, sizeof(err));
+        if (!http) {
+            lt_error(NULL, "cannot start: %s", err);
+            rc = 1;
+            goto out;
+        }
+        lt_info(NULL, "metrics on http://%s:%d/metrics", ho.bind, lt_http_port(http));
+    }
     g_worker = lt_worker_new(cfg, err, sizeof(err));
     if (!g_worker) {
         lt_error(NULL, "cannot start: %s", err);
         rc = 1;
         goto out;
     }
+    lt_worker_set_metrics(g_worker, metrics);
+    atomic_store(&ready_worker, g_worker);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -78,7 +109,9 @@ int main(int argc, char **argv)
         rc = 1;
     }
 out:
+    lt_http_stop(http);
     lt_worker_destroy(g_worker);
+    lt_metrics_destroy(metrics);
     g_worker = NULL;
     lt_mime_global_shutdown();
     lt_config_destroy(cfg);

@@ -1,0 +1,414 @@
+#include "lt_worker_obs.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "lt_buf.h"
+#include "lt_db.h"
+#include "lt_kafka.h"
+#include "lt_log.h"
+#include "lt_trace.h"
+
+#define PROBE_EVERY_MS 5000
+#define NPROVIDERS 2
+static const char *const k_providers[NPROVIDERS] = {"imap", "gmail"};
+
+/* The label values of a slot's progress series, to remove them after. */
+typedef struct {
+    lt_worker_obs_t *o;
+    int index;
+    char tp[LT_TRACEPARENT_SIZE];
+    int attempt;
+    int reported;
+    char slot[16];
+    char tenant[256];
+    char account[256];
+    char provider[16];
+    char kind[32];
+} slot_obs_t;
+
+struct lt_worker_obs_s {
+    lt_metrics_t *reg;
+    const lt_config_t *cfg;
+    char worker_id[256];
+    rd_kafka_t *producer;
+    lt_dispatch_t *dispatch;
+    int nslots;
+    slot_obs_t *slots;
+    int progress_interval_ms;
+
+    lt_metric_t *commands, *duration, *retries, *last_success_acct, *last_success, *rebalances;
+    lt_metric_t *p_done, *p_total, *p_rate, *p_eta;
+    lt_series_t *dead_letters, *in_flight, *queued, *assigned, *ready;
+    lt_sync_metrics_t sm[NPROVIDERS];
+
+    atomic_int have_assignment;
+    pthread_mutex_t probe_mu;
+    lt_db_t *probe_db;
+    int64_t probe_at;
+    int probe_ok;
+    char probe_err[256];
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_scrape(void *opaque)
+{
+    lt_worker_obs_t *o = opaque;
+    int running = lt_dispatch_running(o->dispatch, -1);
+    lt_series_set(o->queued, (double)(lt_dispatch_size(o->dispatch) - running));
+    char why[256];
+    lt_series_set(o->ready, lt_worker_obs_ready(o, why, sizeof(why)));
+}
+
+lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
+                                   const char *worker_id, rd_kafka_t *producer,
+                                   lt_dispatch_t *dispatch, int nslots)
+{
+    lt_worker_obs_t *o = lt_xcalloc(1, sizeof(*o));
+    o->reg = reg;
+    o->cfg = cfg;
+    snprintf(o->worker_id, sizeof(o->worker_id), "%s", worker_id);
+    o->producer = producer;
+    o->dispatch = dispatch;
+    o->nslots = nslots;
+    o->slots = lt_xcalloc((size_t)(nslots > 0 ? nslots : 1), sizeof(slot_obs_t));
+    for (int i = 0; i < nslots; i++) {
+        o->slots[i].o = o;
+        o->slots[i].index = i;
+    }
+    o->progress_interval_ms = (int)lt_config_int(cfg, "LATTICE_WORKER_PROGRESS_INTERVAL_S") * 1000;
+    atomic_init(&o->have_assignment, 0);
+    pthread_mutex_init(&o->probe_mu, NULL);
+
+    o->commands = lt_metrics_counter(reg, "lattice_worker_commands_total",
+                                     "Command attempts by outcome: succeeded, failed, "
+                                     "dead_lettered (final), retried, cancelled, skipped.",
+                                     "provider,kind,result,error_class");
+    double b[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 10800};
+    o->duration = lt_metrics_histogram(reg, "lattice_worker_command_duration_seconds",
+                                       "Duration of command attempts, seconds.", "provider,kind",
+                                       b, sizeof(b) / sizeof(b[0]));
+    o->retries = lt_metrics_counter(reg, "lattice_worker_command_retries_total",
+                                    "Attempts that failed temporarily and were retried later.",
+                                    "provider,kind,error_class");
+    o->dead_letters = lt_metric_series(lt_metrics_counter(
+        reg, "lattice_worker_dead_letters_total",
+        "Commands written to the dead-letter topic (malformed, unknown or rejected account).",
+        NULL));
+    o->in_flight = lt_metric_series(lt_metrics_gauge(reg, "lattice_worker_commands_in_flight",
+                                                     "Commands running now.", NULL));
+    o->queued = lt_metric_series(lt_metrics_gauge(
+        reg, "lattice_worker_commands_queued",
+        "Commands taken from Kafka and waiting for a slot (or their account, or a backoff).",
+        NULL));
+    lt_series_set(lt_metric_series(lt_metrics_gauge(reg, "lattice_worker_slots",
+                                                     "LATTICE_WORKER_CONCURRENCY.", NULL)),
+                  nslots);
+    o->assigned = lt_metric_series(lt_metrics_gauge(
+        reg, "lattice_worker_assigned_partitions",
+        "Partitions of the command topic assigned to this worker.", NULL));
+    o->rebalances = lt_metrics_counter(reg, "lattice_worker_rebalances_total",
+                                       "Rebalance callbacks: assign, revoke, lost, error.", "type");
+    o->ready = lt_metric_series(lt_metrics_gauge(
+        reg, "lattice_worker_ready", "1 when /readyz answers 200 (at the last scrape).", NULL));
+    o->last_success = lt_metrics_gauge(
+        reg, "lattice_worker_last_success_timestamp_seconds",
+        "Unix time of the last command that succeeded on this worker.", "provider");
+    long long amax = lt_config_int(cfg, "LATTICE_METRICS_ACCOUNT_SERIES_MAX");
+    if (amax > 0)
+        o->last_success_acct = lt_metrics_gauge_volatile(
+            reg, "lattice_worker_account_last_success_timestamp_seconds",
+            "Unix time of the account's last successful command on this worker (at most "
+            "LATTICE_METRICS_ACCOUNT_SERIES_MAX accounts, least recently updated dropped).",
+            "tenant,account,provider", (size_t)amax);
+    size_t pmax = (size_t)(nslots > 0 ? nslots : 1) * 2;
+    const char *pl = "slot,tenant,account,provider,kind";
+    o->p_done = lt_metrics_gauge_volatile(reg, "lattice_worker_command_progress_done",
+                                          "Messages done by a long running command.", pl, pmax);
+    o->p_total = lt_metrics_gauge_volatile(
+        reg, "lattice_worker_command_progress_total",
+        "Messages the running command expects in all (done + left; -1 unknown).", pl, pmax);
+    o->p_rate = lt_metrics_gauge_volatile(reg,
+                                          "lattice_worker_command_progress_messages_per_second",
+                                          "Rate of the running command since its total was known.",
+                                          pl, pmax);
+    o->p_eta = lt_metrics_gauge_volatile(reg, "lattice_worker_command_progress_eta_seconds",
+                                         "Seconds left for the running command at its rate (-1 "
+                                         "unknown).",
+                                         pl, pmax);
+
+    lt_metric_t *msgs = lt_metrics_counter(reg, "lattice_worker_messages_fetched_total",
+                                           "Messages fetched from the provider.", "provider");
+    lt_metric_t *mbytes =
+        lt_metrics_counter(reg, "lattice_worker_message_bytes_fetched_total",
+                           "Raw bytes of the messages fetched from the provider.", "provider");
+    lt_metric_t *events =
+        lt_metrics_counter(reg, "lattice_worker_events_published_total",
+                           "mail.raw.v1 events committed (Kafka transaction).", "provider");
+    lt_metric_t *aborted = lt_metrics_counter(
+        reg, "lattice_worker_events_aborted_total",
+        "mail.raw.v1 events produced in a transaction that was aborted (redone later).",
+        "provider");
+    lt_metric_t *objs = lt_metrics_counter(reg, "lattice_worker_objects_stored_total",
+                                           "Objects written to S3: message (.eml), attachment.",
+                                           "provider,kind");
+    lt_metric_t *obytes = lt_metrics_counter(reg, "lattice_worker_object_bytes_stored_total",
+                                             "Bytes written to S3.", "provider,kind");
+    for (int i = 0; i < NPROVIDERS; i++) {
+        const char *p = k_providers[i];
+        o->sm[i] = (lt_sync_metrics_t){
+            .messages = lt_metric_get(msgs, p),
+            .message_bytes = lt_metric_get(mbytes, p),
+            .events = lt_metric_get(events, p),
+            .events_aborted = lt_metric_get(aborted, p),
+            .objects_message = lt_metric_get(objs, p, "message"),
+            .objects_attachment = lt_metric_get(objs, p, "attachment"),
+            .object_bytes_message = lt_metric_get(obytes, p, "message"),
+            .object_bytes_attachment = lt_metric_get(obytes, p, "attachment"),
+        };
+    }
+    lt_metrics_on_scrape(reg, on_scrape, o);
+    return o;
+}
+
+void lt_worker_obs_destroy(lt_worker_obs_t *o)
+{
+    if (!o)
+        return;
+    lt_db_destroy(o->probe_db);
+    pthread_mutex_destroy(&o->probe_mu);
+    free(o->slots);
+    free(o);
+}
+
+static void cmd_labels(const lt_command_t *cmd, const char **provider, const char **kind)
+{
+    *provider = cmd ? lt_provider_name(lt_command_provider(cmd)) : "unknown";
+    *kind = cmd ? lt_sync_kind_name(lt_command_kind(cmd)) : "unknown";
+}
+
+void lt_worker_obs_attempt(lt_worker_obs_t *o, const lt_command_t *cmd, const char *result,
+                           lt_err_t err, int64_t duration_ms)
+{
+    if (!o)
+        return;
+    const char *provider, *kind;
+    cmd_labels(cmd, &provider, &kind);
+    const char *ec = err ? lt_err_name(err) : "none";
+    lt_series_inc(lt_metric_get(o->commands, provider, kind, result, ec));
+    if (strcmp(result, "skipped"))
+        lt_series_observe(lt_metric_get(o->duration, provider, kind), (double)duration_ms / 1e3);
+    if (!strcmp(result, "retried"))
+        lt_series_inc(lt_metric_get(o->retries, provider, kind, ec));
+}
+
+void lt_worker_obs_command(lt_worker_obs_t *o, const lt_command_t *cmd, const char *result,
+                           lt_err_t err, int64_t duration_ms)
+{
+    if (!o)
+        return;
+    lt_worker_obs_attempt(o, cmd, result, err, duration_ms);
+    if (cmd && !strcmp(result, "succeeded")) {
+        double now = (double)time(NULL);
+        const char *provider = lt_provider_name(lt_command_provider(cmd));
+        lt_series_set(lt_metric_get(o->last_success, provider), now);
+        lt_metric_set(o->last_success_acct, now, lt_command_tenant_id(cmd),
+                      lt_command_account_id(cmd), provider);
+    }
+}
+
+void lt_worker_obs_dead_letter(lt_worker_obs_t *o)
+{
+    if (o)
+        lt_series_inc(o->dead_letters);
+}
+
+static void progress_remove(slot_obs_t *so)
+{
+    lt_worker_obs_t *o = so->o;
+    if (!so->reported)
+        return;
+    lt_metric_t *ms[] = {o->p_done, o->p_total, o->p_rate, o->p_eta};
+    for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++)
+        lt_metric_remove(ms[i], so->slot, so->tenant, so->account, so->provider, so->kind);
+    so->reported = 0;
+}
+
+void lt_worker_obs_slot(lt_worker_obs_t *o, int slot, int running)
+{
+    if (!o)
+        return;
+    if (running) {
+        lt_series_inc(o->in_flight);
+    } else {
+        lt_series_dec(o->in_flight);
+        if (slot >= 0 && slot < o->nslots)
+            progress_remove(&o->slots[slot]);
+    }
+}
+
+void lt_worker_obs_rebalance(lt_worker_obs_t *o, rd_kafka_t *consumer, rd_kafka_resp_err_t why)
+{
+    if (!o)
+        return;
+    const char *type = why == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS   ? "assign"
+                       : why == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS ? "revoke"
+                                                                     : "error";
+    if (why == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS && rd_kafka_assignment_lost(consumer))
+        type = "lost";
+    lt_series_inc(lt_metric_get(o->rebalances, type));
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (!rd_kafka_assignment(consumer, &a)) {
+        lt_series_set(o->assigned, a->cnt);
+        rd_kafka_topic_partition_list_destroy(a);
+    }
+    if (why == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+        atomic_store(&o->have_assignment, 1);
+}
+
+/* --- progress ------------------------------------------------------------ */
+
+static void running_event(slot_obs_t *so, lt_sync_t *s, const lt_sync_progress_t *p)
+{
+    lt_worker_obs_t *o = so->o;
+    const lt_command_t *cmd = lt_sync_command(s);
+    const char *scope = lt_sync_log(s)->scope ? lt_sync_log(s)->scope : lt_command_scope(cmd);
+    json_object *j = json_object_new_object();
+    json_object_object_add(j, "schema", json_object_new_string("lattice.mail.sync.status.v1"));
+    json_object_object_add(j, "command_id", json_object_new_string(lt_command_id(cmd)));
+    json_object_object_add(j, "tenant_id", json_object_new_string(lt_command_tenant_id(cmd)));
+    json_object_object_add(j, "account_id", json_object_new_string(lt_command_account_id(cmd)));
+    json_object_object_add(j, "provider",
+                           json_object_new_string(lt_provider_name(lt_command_provider(cmd))));
+    json_object_object_add(j, "kind",
+                           json_object_new_string(lt_sync_kind_name(lt_command_kind(cmd))));
+    if (scope && *scope)
+        json_object_object_add(j, "scope", json_object_new_string(scope));
+    json_object_object_add(j, "result", json_object_new_string("running"));
+    json_object_object_add(j, "messages", json_object_new_int64(lt_sync_messages(s)));
+    json_object_object_add(j, "bytes", json_object_new_int64(lt_sync_bytes(s)));
+    json_object_object_add(j, "progress_done", json_object_new_int64(p->done));
+    json_object_object_add(j, "progress_total",
+                           p->total >= 0 ? json_object_new_int64(p->total) : NULL);
+    json_object_object_add(j, "rate_per_s", json_object_new_double((double)(int64_t)(p->rate * 100) / 100));
+    json_object_object_add(j, "eta_s", p->eta_s >= 0 ? json_object_new_int64(p->eta_s) : NULL);
+    json_object_object_add(j, "duration_ms", json_object_new_int64(p->elapsed_ms));
+    json_object_object_add(j, "attempt", json_object_new_int(so->attempt));
+    json_object_object_add(j, "worker_id", json_object_new_string(o->worker_id));
+    json_object_object_add(j, "updated_at_ms", json_object_new_int64((int64_t)time(NULL) * 1000));
+    const char *v = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN);
+    const char *key = lt_command_account_id(cmd);
+    rd_kafka_headers_t *h = lt_kafka_headers_with_traceparent(so->tp[0] ? so->tp : NULL);
+    rd_kafka_resp_err_t kerr = rd_kafka_producev(
+        o->producer, RD_KAFKA_V_TOPIC(lt_config_str(o->cfg, "LATTICE_TOPIC_STATUS")),
+        RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)v, strlen(v)),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+    if (kerr) {
+        rd_kafka_headers_destroy(h);
+        lt_warn(lt_sync_log(s), "progress status event not produced: %s", rd_kafka_err2str(kerr));
+    }
+    json_object_put(j);
+}
+
+static void on_progress(void *opaque, lt_sync_t *s, const lt_sync_progress_t *p)
+{
+    slot_obs_t *so = opaque;
+    lt_worker_obs_t *o = so->o;
+    const lt_command_t *cmd = lt_sync_command(s);
+    char eta[32] = "unknown";
+    if (p->eta_s >= 0)
+        snprintf(eta, sizeof(eta), "%lldm%02llds", (long long)(p->eta_s / 60),
+                 (long long)(p->eta_s % 60));
+    lt_info(lt_sync_log(s), "progress: %lld/%lld messages (%d%%), %.1f messages/s, ETA %s",
+            (long long)p->done, (long long)p->total,
+            p->total > 0 ? (int)(p->done * 100 / p->total) : 0, p->rate, eta);
+
+    if (!so->reported) {
+        snprintf(so->slot, sizeof(so->slot), "%d", so->index);
+        snprintf(so->tenant, sizeof(so->tenant), "%s", lt_command_tenant_id(cmd));
+        snprintf(so->account, sizeof(so->account), "%s", lt_command_account_id(cmd));
+        snprintf(so->provider, sizeof(so->provider), "%s",
+                 lt_provider_name(lt_command_provider(cmd)));
+        snprintf(so->kind, sizeof(so->kind), "%s", lt_sync_kind_name(lt_command_kind(cmd)));
+        so->reported = 1;
+    }
+    lt_metric_set(o->p_done, (double)p->done, so->slot, so->tenant, so->account, so->provider,
+                  so->kind);
+    lt_metric_set(o->p_total, (double)p->total, so->slot, so->tenant, so->account, so->provider,
+                  so->kind);
+    lt_metric_set(o->p_rate, p->rate, so->slot, so->tenant, so->account, so->provider, so->kind);
+    lt_metric_set(o->p_eta, (double)p->eta_s, so->slot, so->tenant, so->account, so->provider,
+                  so->kind);
+    if (o->producer)
+        running_event(so, s, p);
+}
+
+void lt_worker_obs_sync_env(lt_worker_obs_t *o, int slot, const lt_command_t *cmd,
+                            const char *traceparent, int attempt, lt_sync_env_t *env)
+{
+    if (!o || slot < 0 || slot >= o->nslots)
+        return;
+    const char *provider = lt_provider_name(lt_command_provider(cmd));
+    for (int i = 0; i < NPROVIDERS; i++)
+        if (!strcmp(provider, k_providers[i]))
+            env->metrics = &o->sm[i];
+    slot_obs_t *so = &o->slots[slot];
+    progress_remove(so);
+    snprintf(so->tp, sizeof(so->tp), "%s", traceparent ? traceparent : "");
+    so->attempt = attempt;
+    env->progress = on_progress;
+    env->progress_opaque = so;
+    env->progress_interval_ms = o->progress_interval_ms;
+}
+
+/* --- readiness ----------------------------------------------------------- */
+
+int lt_worker_obs_ready(lt_worker_obs_t *o, char *why, size_t why_size)
+{
+    if (!o) {
+        snprintf(why, why_size, "starting");
+        return 0;
+    }
+    if (!atomic_load(&o->have_assignment)) {
+        snprintf(why, why_size, "no partition assignment yet (joining consumer group %s)",
+                 lt_config_str(o->cfg, "LATTICE_WORKER_GROUP_ID"));
+        return 0;
+    }
+    pthread_mutex_lock(&o->probe_mu);
+    int64_t now = mono_ms();
+    if (!o->probe_at || now - o->probe_at >= PROBE_EVERY_MS) {
+        char e[256] = "";
+        if (o->probe_db && !lt_db_ok(o->probe_db)) {
+            lt_db_destroy(o->probe_db);
+            o->probe_db = NULL;
+        }
+        if (!o->probe_db) {
+            static const char *const kw[] = {"connect_timeout", "application_name", NULL};
+            static const char *const val[] = {"3", "lattice-worker-readiness", NULL};
+            o->probe_db = lt_db_connect_params(lt_config_str(o->cfg, "LATTICE_PG_DSN"),
+                                               lt_config_str(o->cfg, "LATTICE_PG_PASSWORD"), kw,
+                                               val, e, sizeof(e));
+        }
+        o->probe_ok = o->probe_db && !lt_db_exec(o->probe_db, "readiness probe", "SELECT 1", 0,
+                                                 NULL, NULL, e, sizeof(e));
+        snprintf(o->probe_err, sizeof(o->probe_err), "Postgres: %s", e);
+        o->probe_at = now;
+    }
+    int ok = o->probe_ok;
+    if (!ok)
+        snprintf(why, why_size, "%s", o->probe_err);
+    pthread_mutex_unlock(&o->probe_mu);
+    return ok;
+}
