@@ -556,7 +556,7 @@ lt_err_t lt_parser_run(lt_parser_t *p, char *errstr, size_t errstr_size)
 
     /* Anything still in hand is uncommitted: the next owner reads it. */
     drop_all(p);
-    rd_kafka_consumer_close(p->consumer);
+    /* lt_parser_destroy() closes the consumer (leaves the group). */
     rd_kafka_flush(p->producer, 10000);
     log_stats(p, &stats_ms, &stats_events, 1);
     return LT_OK;
