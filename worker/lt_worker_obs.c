@@ -302,7 +302,9 @@ static void running_event(slot_obs_t *so, lt_sync_t *s, const lt_sync_progress_t
     json_object_object_add(j, "progress_done", json_object_new_int64(p->done));
     json_object_object_add(j, "progress_total",
                            p->total >= 0 ? json_object_new_int64(p->total) : NULL);
-    json_object_object_add(j, "rate_per_s", json_object_new_double((double)(int64_t)(p->rate * 100) / 100));
+    char rate[32];
+    snprintf(rate, sizeof(rate), "%.2f", p->rate);
+    json_object_object_add(j, "rate_per_s", json_object_new_double_s(p->rate, rate));
     json_object_object_add(j, "eta_s", p->eta_s >= 0 ? json_object_new_int64(p->eta_s) : NULL);
     json_object_object_add(j, "duration_ms", json_object_new_int64(p->elapsed_ms));
     json_object_object_add(j, "attempt", json_object_new_int(so->attempt));

@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# lattice-worker's observability against the real stack: /healthz, /readyz
+# (503 until the worker has its assignment, 200 after), /metrics moving with
+# an IMAP incremental (commands, messages, bytes, events, objects, duration
+# histogram, last-success gauges), a malformed command (DLQ counter), a
+# backfill reporting progress ("running" status events with done/total, the
+# progress gauges, a progress log line), and the context fields of the JSON
+# log lines. Own command topic, group, worker id, tenant and account.
+set -euo pipefail
+BUILD=${1:?build dir}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
+         LATTICE_CA_FILE LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER \
+         LATTICE_TEST_IMAP_PASSWORD; do
+  [ -n "${!v:-}" ] || { echo "$v not set: run under make test" >&2; exit 1; }
+done
+BROKER=$LATTICE_KAFKA_BOOTSTRAP_SERVERS
+STATUS_TOPIC=${LATTICE_TOPIC_STATUS:-lattice.mail.sync.status.v1}
+RUN=$(date +%s)$$
+TENANT=tm$RUN
+ACCOUNT=imap-metrics-$RUN
+FOLDER="metrics-$RUN"
+TOPIC=test-metrics-cmd-$RUN
+WORK=$(mktemp -d)
+WPID=
+pass=0 fail=0
+check() { # check "what" cond...
+  local what=$1; shift
+  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
+}
+cleanup() {
+  [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
+  python3 "$HERE/lib/imap_tool.py" delete "$FOLDER" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+URL=http://127.0.0.1:$PORT
+
+N1=12   # messages for the incremental (2 attachments each)
+N2=120  # more for the backfill
+python3 "$HERE/lib/imap_tool.py" create "$FOLDER"
+python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count $N1 --seed m --attachments 2
+CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"LATTICE_TEST_IMAP_PASSWORD","folders":["%s"]}' \
+  "$LATTICE_TEST_IMAP_HOST" "$LATTICE_TEST_IMAP_PORT" "$LATTICE_TEST_IMAP_USER" "$FOLDER")
+psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$ACCOUNT', 'imap', '$CONFIG'::jsonb)" >/dev/null
+
+# 1. Started before its command topic exists: alive, not ready (no assignment).
+LATTICE_TOPIC_COMMANDS=$TOPIC LATTICE_WORKER_GROUP_ID=test-metrics-$RUN LATTICE_WORKER_ID=test-metrics-$RUN \
+LATTICE_KAFKA_TOPIC_METADATA_REFRESH_INTERVAL_MS=1000 LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE \
+LATTICE_WORKER_BATCH_MESSAGES=10 LATTICE_WORKER_PROGRESS_INTERVAL_S=1 LATTICE_LOG_FORMAT=json \
+LATTICE_METRICS_PORT=$PORT LATTICE_METRICS_BIND=127.0.0.1 \
+  "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
+WPID=$!
+code() { curl -s -o "$WORK/body" -w '%{http_code}' "$URL$1" || true; }
+for _ in $(seq 1 100); do [ "$(code /healthz)" = 200 ] && break; sleep 0.1; done
+check "/healthz 200 while starting" [ "$(code /healthz)" = 200 ]
+sleep 1.5
+check "/readyz 503 before the assignment" [ "$(code /readyz)" = 503 ]
+check "/readyz says why ($(cat "$WORK/body"))" grep -q "no partition assignment" "$WORK/body"
+check "unknown path 404" [ "$(code /nope)" = 404 ]
+
+"$ROOT/deploy/local/stack" topic "$TOPIC" >/dev/null
+for _ in $(seq 1 150); do [ "$(code /readyz)" = 200 ] && break; sleep 0.2; done
+check "/readyz 200 after the assignment" [ "$(code /readyz)" = 200 ]
+
+scrape() { curl -sf "$URL/metrics" >"$WORK/$1.prom"; }
+# metric FILE 'name{labels}' -> value (0 when absent)
+metric() { awk -v k="$2" 'index($0, k" ") == 1 { print $2; f=1 } END { if (!f) print 0 }' "$WORK/$1.prom"; }
+delta() { python3 -c 'import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 6))' "$(metric "$1" "$3")" "$(metric "$2" "$3")"; }
+is() { [ "$(python3 -c 'import sys; print(float(sys.argv[1]) == float(sys.argv[2]))' "$1" "$2")" = True ]; }
+scrape s0
+check "content type 0.0.4" bash -c "curl -sI '$URL/metrics' | grep -qi '^content-type: text/plain; version=0.0.4'"
+check "assigned partitions = 1" is "$(metric s0 lattice_worker_assigned_partitions)" 1
+check "ready gauge = 1" is "$(metric s0 lattice_worker_ready)" 1
+
+command() { # command KIND [json extra] -> prints the command id
+  local id="cmd-$RUN-$1-$(date +%s%N)"
+  printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"%s","tenant_id":"%s","account_id":"%s","provider":"imap","kind":"%s"%s,"requested_at":"2026-11-25T12:00:00Z","requested_by":"test"}\n' \
+    "$ACCOUNT" "$id" "$TENANT" "$ACCOUNT" "$1" "${2:-}" | kcat -P -b "$BROKER" -t "$TOPIC" -K $'\t' 2>/dev/null
+  echo "$id"
+}
+statuses() { # statuses ID -> every status event of the command
+  kcat -C -b "$BROKER" -t "$STATUS_TOPIC" -o beginning -e -q -f '%s\n' 2>/dev/null | grep -F "\"command_id\":\"$1\"" || true
+}
+wait_final() { # wait_final ID -> prints the final status JSON
+  for _ in $(seq 1 300); do
+    local s
+    s=$(statuses "$1" | grep -v '"result":"running"' | tail -1)
+    [ -n "$s" ] && { echo "$s"; return 0; }
+    sleep 0.2
+  done
+  echo "no status for $1" >&2; tail -30 "$WORK/worker.log" >&2; return 1
+}
+jget() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]))' "$1" "$2"; }
+
+# 2. An incremental: every counter moves by what it did.
+T0=$(date +%s)
+c1=$(command incremental); s1=$(wait_final "$c1")
+check "incremental succeeded ($s1)" [ "$(jget "$s1" result)" = succeeded ]
+scrape s1
+OK='lattice_worker_commands_total{provider="imap",kind="incremental",result="succeeded",error_class="none"}'
+check "commands_total{succeeded} +1" is "$(delta s0 s1 "$OK")" 1
+check "messages fetched +$N1" is "$(delta s0 s1 'lattice_worker_messages_fetched_total{provider="imap"}')" $N1
+check "bytes fetched = the status event's bytes" \
+  is "$(delta s0 s1 'lattice_worker_message_bytes_fetched_total{provider="imap"}')" "$(jget "$s1" bytes)"
+check "events published +$N1" is "$(delta s0 s1 'lattice_worker_events_published_total{provider="imap"}')" $N1
+check ".eml objects +$N1" is "$(delta s0 s1 'lattice_worker_objects_stored_total{provider="imap",kind="message"}')" $N1
+check "attachment objects +$((2 * N1))" \
+  is "$(delta s0 s1 'lattice_worker_objects_stored_total{provider="imap",kind="attachment"}')" $((2 * N1))
+check "object bytes = message bytes" \
+  is "$(delta s0 s1 'lattice_worker_object_bytes_stored_total{provider="imap",kind="message"}')" "$(jget "$s1" bytes)"
+check "duration histogram count +1" \
+  is "$(delta s0 s1 'lattice_worker_command_duration_seconds_count{provider="imap",kind="incremental"}')" 1
+check "duration +Inf bucket +1" \
+  is "$(delta s0 s1 'lattice_worker_command_duration_seconds_bucket{provider="imap",kind="incremental",le="+Inf"}')" 1
+LS=$(metric s1 "lattice_worker_account_last_success_timestamp_seconds{tenant=\"$TENANT\",account=\"$ACCOUNT\",provider=\"imap\"}")
+check "account last success set ($LS >= $T0)" python3 -c "import sys,time; v=float(sys.argv[1]); sys.exit(not ($T0 <= v <= time.time() + 1))" "$LS"
+check "provider last success set" is "$(metric s1 'lattice_worker_last_success_timestamp_seconds{provider="imap"}')" "$LS"
+check "nothing in flight after" is "$(metric s1 lattice_worker_commands_in_flight)" 0
+
+# 3. A malformed command goes to the DLQ and is counted.
+printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"bad-%s"}\n' "$ACCOUNT" "$RUN" \
+  | kcat -P -b "$BROKER" -t "$TOPIC" -K $'\t' 2>/dev/null
+for _ in $(seq 1 100); do
+  scrape s2
+  is "$(delta s1 s2 lattice_worker_dead_letters_total)" 1 && break
+  sleep 0.2
+done
+check "dead_letters_total +1" is "$(delta s1 s2 lattice_worker_dead_letters_total)" 1
+check "commands_total{dead_lettered} +1" \
+  is "$(delta s1 s2 'lattice_worker_commands_total{provider="unknown",kind="unknown",result="dead_lettered",error_class="final"}')" 1
+
+# 4. A backfill of the whole folder reports progress while it runs.
+python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count $N2 --seed n --attachments 1 --size 20000
+NB=$((N1 + N2))
+c2=$(command backfill ",\"backfill\":{\"folder\":\"$FOLDER\",\"start_uid\":1}")
+seen_gauge=0
+for _ in $(seq 1 600); do
+  curl -sf "$URL/metrics" >"$WORK/live.prom" || true
+  grep -q "^lattice_worker_command_progress_total{slot=\"[0-9]*\",tenant=\"$TENANT\",account=\"$ACCOUNT\",provider=\"imap\",kind=\"backfill\"} $NB\$" \
+    "$WORK/live.prom" && seen_gauge=1
+  [ -n "$(statuses "$c2" | grep -v '"result":"running"')" ] && break
+  sleep 0.1
+done
+s2=$(wait_final "$c2")
+check "backfill succeeded ($s2)" [ "$(jget "$s2" result)" = succeeded ]
+check "backfill: $NB messages" [ "$(jget "$s2" messages)" = $NB ]
+running=$(statuses "$c2" | grep '"result":"running"' || true)
+echo "$running" | head -3
+check "at least one running status event" [ -n "$running" ]
+check "running events carry done/total/rate/eta" python3 - "$running" $NB <<'EOF'
+import json, sys
+evs = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
+nb = int(sys.argv[2])
+ok = bool(evs)
+for e in evs:
+    ok &= e["progress_total"] == nb and 0 < e["progress_done"] <= nb
+    ok &= e["rate_per_s"] > 0 and (e["eta_s"] is None or e["eta_s"] >= 0)
+    ok &= e["kind"] == "backfill" and e["scope"] and e["worker_id"] and e["duration_ms"] > 0
+dones = [e["progress_done"] for e in evs]
+ok &= dones == sorted(dones)
+sys.exit(0 if ok else 1)
+EOF
+check "progress gauges seen while it ran" [ "$seen_gauge" = 1 ]
+scrape s3
+check "progress gauges gone after" bash -c "! grep -q 'lattice_worker_command_progress_total{' '$WORK/s3.prom'"
+check "duration histogram: the backfill" \
+  is "$(metric s3 'lattice_worker_command_duration_seconds_count{provider="imap",kind="backfill"}')" 1
+check "progress log line" bash -c "grep -F '\"command_id\":\"$c2\"' '$WORK/worker.log' | grep -q '\"msg\":\"progress: '"
+
+# 5. The JSON log: every line of our commands carries tenant, account,
+#    command id and trace id; progress lines the scope too; no secret.
+check "command log lines carry their context" python3 - "$WORK/worker.log" "$c1" "$c2" "$TENANT" "$ACCOUNT" <<'EOF'
+import json, sys
+path, c1, c2, tenant, account = sys.argv[1:]
+n = bad = 0
+for line in open(path, encoding="utf-8"):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        print("not JSON:", line[:200]); bad += 1; continue
+    if r.get("command_id") not in (c1, c2):
+        continue
+    n += 1
+    if r.get("tenant") != tenant or r.get("account") != account or len(r.get("trace_id", "")) != 32:
+        print("missing context:", line[:300]); bad += 1
+    if r["msg"].startswith("progress:") and not r.get("scope"):
+        print("progress without scope:", line[:300]); bad += 1
+print(n, "lines of the two commands")
+sys.exit(0 if n >= 4 and bad == 0 else 1)
+EOF
+check "no secret in the log" bash -c "! grep -qF '$LATTICE_TEST_IMAP_PASSWORD' '$WORK/worker.log'"
+SCRAPE=$(metric s3 lattice_metrics_scrape_duration_seconds)
+echo "scrape: $(wc -c <"$WORK/s3.prom") bytes rendered in ${SCRAPE}s"
+
+# 6. SIGTERM: not ready while draining, exits 0.
+kill -TERM "$WPID"; rc=0; wait "$WPID" || rc=$?; WPID=
+check "worker exited 0" [ "$rc" = 0 ]
+[ "$fail" = 0 ] || { echo "--- worker log"; tail -40 "$WORK/worker.log"; }
+echo "test_worker_metrics: $pass passed, $fail failed"
+[ "$fail" = 0 ]
