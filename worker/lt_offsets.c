@@ -10,6 +10,7 @@ typedef struct {
     int64_t *inflight; /* unordered set, small */
     int n, alloc;
     int64_t high_done; /* highest finished offset, -1 none */
+    int64_t committed; /* last offset committed, -1 none */
 } part_t;
 
 struct lt_offsets_s {
@@ -53,6 +54,7 @@ static part_t *get(lt_offsets_t *o, int32_t partition)
     memset(p, 0, sizeof(*p));
     p->partition = partition;
     p->high_done = -1;
+    p->committed = -1;
     return p;
 }
 
@@ -111,4 +113,18 @@ int lt_offsets_in_flight(const lt_offsets_t *o, int32_t partition)
 {
     const part_t *p = find(o, partition);
     return p ? p->n : 0;
+}
+
+int64_t lt_offsets_to_commit(const lt_offsets_t *o, int32_t partition)
+{
+    const part_t *p = find(o, partition);
+    int64_t off = lt_offsets_committable(o, partition);
+    return p && off > p->committed ? off : -1;
+}
+
+void lt_offsets_committed(lt_offsets_t *o, int32_t partition, int64_t offset)
+{
+    part_t *p = find(o, partition);
+    if (p && offset > p->committed)
+        p->committed = offset;
 }

@@ -27,6 +27,13 @@ void lt_offsets_drop(lt_offsets_t *o, int32_t partition);
 /* Offset to commit for the partition (the next one to read); -1 when
  * nothing is known about it. */
 int64_t lt_offsets_committable(const lt_offsets_t *o, int32_t partition);
+/* The committable offset when it moved past the last one committed, else
+ * -1: a commit only when there is something new to commit (an idle worker
+ * sends no OffsetCommit, which during a rebalance could fail with an old
+ * generation and cost the assignment). */
+int64_t lt_offsets_to_commit(const lt_offsets_t *o, int32_t partition);
+/* The commit of `offset` succeeded. */
+void lt_offsets_committed(lt_offsets_t *o, int32_t partition, int64_t offset);
 /* Number of commands in flight in the partition. */
 int lt_offsets_in_flight(const lt_offsets_t *o, int32_t partition);
 

@@ -116,14 +116,19 @@ static void status_event(lt_worker_t *w, const lt_command_t *cmd, const char *ac
         RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
     if (kerr) {
         rd_kafka_headers_destroy(h);
-        lt_warn(NULL, "status event not produced: %s", rd_kafka_err2str(kerr));
+        lt_log_ctx_t ctx = {cmd ? lt_command_tenant_id(cmd) : NULL,
+                            cmd ? lt_command_account_id(cmd) : account_key,
+                            cmd ? lt_command_scope(cmd) : NULL, cmd ? lt_command_id(cmd) : NULL,
+                            NULL};
+        lt_warn(&ctx, "status event not produced: %s", rd_kafka_err2str(kerr));
     }
     json_object_put(o);
 }
 
 /* Dead-letter: the command's bytes, unchanged, with the reason in headers.
  * Synchronous, so the offset is committed only after the DLQ has it. */
-static lt_err_t dead_letter(lt_worker_t *w, const lt_job_t *job, lt_err_t why, const char *reason)
+static lt_err_t dead_letter(lt_worker_t *w, const lt_job_t *job, lt_err_t why, const char *reason,
+                            const lt_log_ctx_t *log)
 {
     size_t len;
     const uint8_t *v = lt_job_value(job, &len);
@@ -138,15 +143,18 @@ static lt_err_t dead_letter(lt_worker_t *w, const lt_job_t *job, lt_err_t why, c
     snprintf(num, sizeof(num), "%lld", (long long)lt_job_offset(job));
     rd_kafka_header_add(h, "lattice.dlq.source_offset", -1, num, -1);
     const char *key = lt_job_account(job);
+    lt_log_ctx_t ctx = *log; /* the command's, when it parsed */
+    if (!ctx.account)
+        ctx.account = key;
     char e[512];
     lt_err_t err = lt_kafka_produce_sync(w->producer, lt_config_str(w->cfg, "LATTICE_TOPIC_DLQ"),
                                          RD_KAFKA_PARTITION_UA, key, strlen(key), v, len, h,
                                          TXN_TIMEOUT_MS, NULL, NULL, e, sizeof(e));
     if (err)
-        lt_error(NULL, "dead-letter of %s[%d]@%lld failed: %s", key, (int)lt_job_partition(job),
+        lt_error(&ctx, "dead-letter of %s[%d]@%lld failed: %s", key, (int)lt_job_partition(job),
                  (long long)lt_job_offset(job), e);
     else
-        lt_warn(NULL, "command %s[%d]@%lld dead-lettered: %s", key, (int)lt_job_partition(job),
+        lt_warn(&ctx, "command %s[%d]@%lld dead-lettered: %s", key, (int)lt_job_partition(job),
                 (long long)lt_job_offset(job), reason);
     if (!err)
         lt_worker_obs_dead_letter(w->obs);
@@ -268,7 +276,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
         err = lt_command_check_key(cmd, lt_job_account(job), strlen(lt_job_account(job)), errstr,
                                    sizeof(errstr));
     if (err) {
-        if (dead_letter(w, job, LT_ERR_FINAL, errstr))
+        if (dead_letter(w, job, LT_ERR_FINAL, errstr, &log))
             goto retry_later;
         status_event(w, cmd, lt_job_account(job), "dead_lettered", LT_ERR_FINAL, errstr, 0, 0,
                      lt_now_ms() - t0, attempt, NULL, NULL);
@@ -317,7 +325,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
         char reason[1100];
         snprintf(reason, sizeof(reason), "%s%s",
                  err == LT_ERR_NOT_FOUND ? "unknown account: " : "", errstr);
-        if (dead_letter(w, job, LT_ERR_FINAL, reason))
+        if (dead_letter(w, job, LT_ERR_FINAL, reason, &log))
             goto retry_later;
         lt_command_info_t ci = {lt_command_id(cmd), lt_command_tenant_id(cmd),
                                 lt_command_account_id(cmd),
@@ -515,7 +523,7 @@ static void commit_ready(lt_worker_t *w, const rd_kafka_topic_partition_list_t *
     rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_new(parts->cnt);
     pthread_mutex_lock(&w->mu);
     for (int i = 0; i < parts->cnt; i++) {
-        int64_t off = lt_offsets_committable(w->offsets, parts->elems[i].partition);
+        int64_t off = lt_offsets_to_commit(w->offsets, parts->elems[i].partition);
         if (off >= 0)
             rd_kafka_topic_partition_list_add(c, parts->elems[i].topic, parts->elems[i].partition)
                 ->offset = off;
@@ -525,6 +533,13 @@ static void commit_ready(lt_worker_t *w, const rd_kafka_topic_partition_list_t *
         rd_kafka_resp_err_t e = rd_kafka_commit(w->consumer, c, 0);
         if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
             lt_warn(NULL, "offset commit: %s", rd_kafka_err2str(e));
+        if (!e) {
+            pthread_mutex_lock(&w->mu);
+            for (int i = 0; i < c->cnt; i++)
+                if (!c->elems[i].err)
+                    lt_offsets_committed(w->offsets, c->elems[i].partition, c->elems[i].offset);
+            pthread_mutex_unlock(&w->mu);
+        }
     }
     rd_kafka_topic_partition_list_destroy(c);
     if (assigned)

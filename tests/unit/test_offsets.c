@@ -31,8 +31,21 @@ int main(void)
     lt_offsets_start(o, 0, 20);
     CHECK_INT(lt_offsets_committable(o, 0), 20);
 
+    /* Commit only what is new. */
+    CHECK_INT(lt_offsets_to_commit(o, 0), 20);
+    lt_offsets_committed(o, 0, 20);
+    CHECK_INT(lt_offsets_to_commit(o, 0), -1);
+    CHECK_INT(lt_offsets_committable(o, 0), 20);
+    lt_offsets_done(o, 0, 20);
+    CHECK_INT(lt_offsets_to_commit(o, 0), 21);
+    lt_offsets_committed(o, 0, 21);
+    lt_offsets_committed(o, 0, 15); /* never backwards */
+    CHECK_INT(lt_offsets_to_commit(o, 0), -1);
+    CHECK_INT(lt_offsets_to_commit(o, 9), -1);
+
     lt_offsets_drop(o, 0);
     CHECK_INT(lt_offsets_committable(o, 0), -1);
+    CHECK_INT(lt_offsets_to_commit(o, 0), -1);
     CHECK_INT(lt_offsets_committable(o, 1), 6);
     lt_offsets_done(o, 7, 1); /* unknown partition: ignored */
     CHECK_INT(lt_offsets_committable(o, 7), -1);
