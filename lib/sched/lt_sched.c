@@ -48,6 +48,7 @@ struct lt_sched_s {
     lt_sched_set_t *in_flight;
     lt_trace_t trace;
     pending_t batch[BATCH_MAX];
+    lt_issued_t rows[BATCH_MAX];
     size_t nbatch;
     lt_buf_t *json; /* scratch for one command */
     char **failed;  /* ids whose delivery failed (owned) */
@@ -230,14 +231,16 @@ static void flush_batch(lt_sched_t *s)
         batch_free(s);
         return;
     }
-    lt_issued_t rows[BATCH_MAX];
+    lt_issued_t *rows = s->rows;
     for (size_t i = 0; i < s->nbatch; i++) {
         pending_t *p = &s->batch[i];
         rows[i] = (lt_issued_t){p->id, p->tenant, p->account, p->provider, p->scope};
     }
     /* Recorded before produced: a crash in between delays the account until
      * the record is stale, it never piles commands up. */
+    double t0 = now_s();
     lt_err_t e = lt_issued_record(s->wdb, rows, s->nbatch, err, sizeof(err));
+    s->stats->record_seconds += now_s() - t0;
     if (e) {
         lt_error(NULL, "%zu command(s) not issued: %s", s->nbatch, err);
         s->stats->errors += s->nbatch;
@@ -410,8 +413,11 @@ lt_err_t lt_sched_run_once(lt_sched_t *s, lt_sched_stats_t *stats, char *errstr,
         flush_batch(s);
     else
         batch_free(s);
-    if (!s->opts.dry_run)
+    if (!s->opts.dry_run) {
+        double t1 = now_s();
         await_deliveries(s);
+        stats->deliver_seconds = now_s() - t1;
+    }
     if (s->nfailed) {
         char ferr[512];
         if (lt_issued_forget(s->wdb, (const char *const *)s->failed, s->nfailed, ferr,
@@ -438,13 +444,14 @@ out:
     lt_log(e || stats->errors ? LT_LOG_WARN : LT_LOG_INFO, NULL,
            "summary: accounts_seen=%llu commands_sent=%llu skipped_in_flight=%llu "
            "skipped_inactive=%llu errors=%llu pruned_issued=%llu seconds=%.3f "
-           "commands_per_s=%.0f%s%s%s%s",
+           "commands_per_s=%.0f record_s=%.3f deliver_wait_s=%.3f%s%s%s%s",
            (unsigned long long)stats->accounts_seen, (unsigned long long)stats->commands_sent,
            (unsigned long long)stats->skipped_in_flight,
            (unsigned long long)stats->skipped_inactive, (unsigned long long)stats->errors,
            (unsigned long long)stats->pruned, stats->seconds,
            stats->seconds > 0 ? (double)stats->commands_sent / stats->seconds : 0.0,
-           s->opts.dry_run ? " dry_run=true" : "", stats->locked_out ? " locked_out=true" : "",
+           stats->record_seconds, stats->deliver_seconds, s->opts.dry_run ? " dry_run=true" : "",
+           stats->locked_out ? " locked_out=true" : "",
            stats->interrupted ? " interrupted=true" : "", e ? " failed=true" : "");
     return e;
 }

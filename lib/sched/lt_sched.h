@@ -53,6 +53,8 @@ typedef struct {
     int locked_out;             /* another scheduler held the run lock */
     int interrupted;            /* lt_sched_stop() during the run */
     double seconds;             /* wall time of the run */
+    double record_seconds;      /* of which recording issued commands */
+    double deliver_seconds;     /* of which waiting for the last delivery reports */
 } lt_sched_stats_t;
 
 /* Connect to Postgres (LATTICE_PG_*) and, unless dry_run, make the

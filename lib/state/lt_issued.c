@@ -5,7 +5,6 @@
 
 #include <json-c/json.h>
 
-
 /* Rows travel as one JSON array parameter (jsonb_to_recordset): one round
  * trip per batch, no SQL built from strings. */
 lt_err_t lt_issued_record(lt_db_t *db, const lt_issued_t *rows, size_t n, char *errstr,
@@ -32,12 +31,24 @@ lt_err_t lt_issued_record(lt_db_t *db, const lt_issued_t *rows, size_t n, char *
         json_object_array_add(arr, o);
     }
     const char *params[] = {json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN)};
-    lt_err_t err = lt_db_exec(db, "record issued commands",
-                              "INSERT INTO mail_sync_issued (command_id, tenant_id, account_id, "
-                              "provider, scope) SELECT c, t, a, p, s FROM "
-                              "jsonb_to_recordset($1::jsonb) AS x(c text, t text, a text, p text, "
-                              "s text) ON CONFLICT (command_id) DO NOTHING",
-                              1, params, NULL, errstr, errstr_size);
+    /* Without waiting for the WAL flush: a row lost in a server crash only
+     * means the account may get a second command (the worker serialises an
+     * account's commands; an incremental is idempotent). */
+    lt_err_t err = lt_db_begin(db, errstr, errstr_size);
+    if (!err)
+        err = lt_db_exec(db, "record issued commands", "SET LOCAL synchronous_commit TO off", 0,
+                         NULL, NULL, errstr, errstr_size);
+    if (!err)
+        err = lt_db_exec(db, "record issued commands",
+                         "INSERT INTO mail_sync_issued (command_id, tenant_id, account_id, "
+                         "provider, scope) SELECT c, t, a, p, s FROM "
+                         "jsonb_to_recordset($1::jsonb) AS x(c text, t text, a text, p text, "
+                         "s text) ON CONFLICT (command_id) DO NOTHING",
+                         1, params, NULL, errstr, errstr_size);
+    if (!err)
+        err = lt_db_commit(db, errstr, errstr_size);
+    if (err)
+        lt_db_rollback(db);
     json_object_put(arr);
     return err;
 }
@@ -127,8 +138,8 @@ lt_err_t lt_issued_run_trylock(lt_db_t *db, const char *provider, const char *te
     *locked = 0;
     run_key(provider, tenant, key);
     const char *params[] = {key};
-    lt_err_t err = lt_db_exec(db, "scheduler trylock", "SELECT pg_try_advisory_lock($1::bigint)",
-                              1, params, &r, errstr, errstr_size);
+    lt_err_t err = lt_db_exec(db, "scheduler trylock", "SELECT pg_try_advisory_lock($1::bigint)", 1,
+                              params, &r, errstr, errstr_size);
     if (err)
         return err;
     *locked = !strcmp(PQgetvalue(r, 0, 0), "t");
