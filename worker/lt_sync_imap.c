@@ -211,6 +211,7 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
     f.folder = folder;
     f.skipped_uids = lt_buf_new(4096);
     lt_sync_set_scope(s, folder);
+    ss->log.scope = lt_sync_log(s)->scope; /* the IMAP client's log lines too */
 
     int reconnects = 0;
     uint32_t durable = 0; /* last UID known committed for this command */
