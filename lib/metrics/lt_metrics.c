@@ -41,6 +41,7 @@ struct lt_metric_s {
 
 struct lt_metrics_s {
     pthread_mutex_t mu;
+    pthread_mutex_t hook_mu; /* hooks run one scrape at a time */
     lt_metric_t *head, *tail;
     uint64_t tick;
     struct {
@@ -91,6 +92,7 @@ lt_metrics_t *lt_metrics_new(void)
 {
     lt_metrics_t *r = lt_xcalloc(1, sizeof(*r));
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->hook_mu, NULL);
     return r;
 }
 
@@ -126,6 +128,7 @@ void lt_metrics_destroy(lt_metrics_t *r)
         m = next;
     }
     pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->hook_mu);
     free(r);
 }
 
@@ -624,8 +627,10 @@ lt_err_t lt_metrics_render(lt_metrics_t *r, lt_buf_t *out)
     pthread_mutex_lock(&r->mu);
     int nhooks = r->nhooks;
     pthread_mutex_unlock(&r->mu);
+    pthread_mutex_lock(&r->hook_mu);
     for (int i = 0; i < nhooks; i++)
         r->hooks[i].fn(r->hooks[i].opaque);
+    pthread_mutex_unlock(&r->hook_mu);
     lt_err_t err = LT_OK;
     pthread_mutex_lock(&r->mu);
     for (const lt_metric_t *m = r->head; !err && m; m = m->next)

@@ -126,8 +126,10 @@ void lt_metric_remove_n(lt_metric_t *m, const char *const *values, size_t n);
                        sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *))
 
 /* Called at the start of every lt_metrics_render() (from the scraping
- * thread): refresh gauges that are cheaper to read than to track. fn must
- * not register metrics. At most 8 hooks. */
+ * thread; hooks of concurrent scrapes never overlap): refresh gauges that
+ * are cheaper to read than to track, or bring a counter up to a total kept
+ * elsewhere (lt_series_add(s, total - lt_series_value(s))). fn must not
+ * register metrics. At most 8 hooks. */
 typedef void (*lt_metrics_scrape_fn)(void *opaque);
 void lt_metrics_on_scrape(lt_metrics_t *r, lt_metrics_scrape_fn fn, void *opaque);
 
