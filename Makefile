@@ -5,6 +5,7 @@
 #   make stack-up | stack-down | stack-status
 #   make env-example   regenerate .env.example from the settings table
 #   make validate-deploy  render + validate deploy/ offline (k8s schemas, KEDA CRDs, Dockerfile, secrets)
+#   make airflow    the pinned Airflow venv for the command DAGs (.cache/airflow-venv; docs/airflow.md)
 SHELL := /bin/bash
 BUILD ?= build
 BUILD_ASAN ?= build-asan
@@ -12,7 +13,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean
+.PHONY: airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean
 
 all: build
 
@@ -56,6 +57,9 @@ test-asan: deps $(BUILD_ASAN)/build.ninja stack-up
 fuzz: deps
 	cmake -S . -B build-fuzz -G Ninja -DLT_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug
 	cmake --build build-fuzz
+
+airflow:
+	@deploy/airflow/install
 
 env-example: build
 	$(BUILD)/tools/lattice-config env-example > .env.example

@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# The Airflow DAGs of deploy/airflow/dags/ with real Airflow (the pinned venv of
+# deploy/airflow/install, installed here when missing), a temporary AIRFLOW_HOME
+# with a SQLite metadata DB, and the local stack's Kafka and Postgres:
+#   (a) the DagBag imports without errors and has the four DAGs; the shared
+#       validator agrees with tests/data/commands/ (the C parser's examples);
+#       parameter and account checks fail with their reasons;
+#   (b) `airflow dags test` of both IMAP DAGs and both Gmail DAGs puts the
+#       right commands on per-run topics (key, traceparent header, JSON Schema);
+#       a backfill with bad params fails and produces nothing;
+#   (c) a lattice-worker executes the IMAP commands: status succeeded.
+set -euo pipefail
+BUILD=${1:?build dir}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_CA_FILE \
+         LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD; do
+  [ -n "${!v:-}" ] || { echo "$v not set: run under make test (eval \"\$(deploy/local/stack env)\")" >&2; exit 1; }
+done
+T0=$(date +%s)
+BROKER=$LATTICE_KAFKA_BOOTSTRAP_SERVERS
+RUN=$(date +%s)$$
+TENANT=af-t$RUN
+ACC=af-imap-$RUN          # enabled IMAP account with a folder of 5 messages
+ACC_OFF=af-imap-off-$RUN  # disabled IMAP account
+ACC_G=af-gmail-$RUN       # enabled Gmail account (commands only, not executed here)
+FOLDER="af-$RUN-Eingang"
+WORK=$(mktemp -d)
+WPID=
+pass=0 fail=0
+check() { # check "what" cond...
+  local what=$1; shift
+  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
+}
+psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
+cleanup() {
+  [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
+  python3 "$HERE/lib/imap_tool.py" delete "$FOLDER" >/dev/null 2>&1 || true
+  psqlq "DELETE FROM mail_accounts WHERE tenant_id = '$TENANT'" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# --- Airflow: the pinned venv (installed when missing: a clean clone needs it).
+VENV=$("$ROOT/deploy/airflow/install")
+AF=$VENV/bin/airflow
+PY=$VENV/bin/python
+T_INSTALL=$(( $(date +%s) - T0 ))
+export AIRFLOW_HOME=$WORK/airflow
+export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/deploy/airflow/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$AIRFLOW_HOME/airflow.db
+export LATTICE_COMMAND_SCHEMA_FILE=$ROOT/schemas/sync-command.v1.schema.json
+export AIRFLOW_CONN_LATTICE_KAFKA
+AIRFLOW_CONN_LATTICE_KAFKA=$("$PY" -c 'import json, os
+print(json.dumps({"conn_type": "kafka", "extra": {"bootstrap.servers": os.environ["LATTICE_KAFKA_BOOTSTRAP_SERVERS"]}}))')
+export AIRFLOW_CONN_LATTICE_POSTGRES  # from the libpq DSN and the password, as JSON (no URL escaping)
+AIRFLOW_CONN_LATTICE_POSTGRES=$("$PY" -c 'import json, os
+from psycopg2.extensions import parse_dsn
+d = parse_dsn(os.environ["LATTICE_PG_DSN"])
+print(json.dumps({"conn_type": "postgres", "host": d.get("host"), "port": int(d.get("port", 5432)),
+                  "login": d.get("user"), "schema": d.get("dbname"), "password": os.environ["LATTICE_PG_PASSWORD"]}))')
+mkdir -p "$AIRFLOW_HOME"
+"$AF" db migrate >"$WORK/migrate.log" 2>&1 &  # meanwhile: fixtures, DagBag checks
+MIGRATE_PID=$!
+
+# --- Fixtures: a folder with 5 messages, three accounts of our own tenant.
+python3 "$HERE/lib/imap_tool.py" create "$FOLDER"
+python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count 5 --seed af
+CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"LATTICE_TEST_IMAP_PASSWORD","folders":["%s"]}' \
+  "$LATTICE_TEST_IMAP_HOST" "$LATTICE_TEST_IMAP_PORT" "$LATTICE_TEST_IMAP_USER" "$FOLDER")
+psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, enabled, config_json) VALUES
+  ('$TENANT', '$ACC', 'imap', true, '$CONFIG'::jsonb),
+  ('$TENANT', '$ACC_OFF', 'imap', false, '$CONFIG'::jsonb),
+  ('$TENANT', '$ACC_G', 'gmail', true, '{}'::jsonb)" >/dev/null
+
+# Per-run topics: IMAP commands (a worker of ours executes them), Gmail commands.
+TOPIC=$("$ROOT/deploy/local/stack" topic "airflow-cmd-$RUN" 3)
+TOPIC_G=$("$ROOT/deploy/local/stack" topic "airflow-gcmd-$RUN" 3)
+
+# The worker starts now (it reads our topic from the beginning) while Airflow runs.
+LATTICE_TOPIC_COMMANDS=$TOPIC LATTICE_WORKER_GROUP_ID=af-$RUN LATTICE_WORKER_ID=af-$RUN \
+LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_LOG_FORMAT=text \
+  "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
+WPID=$!
+
+# --- (a) DagBag, validator vs the C parser's examples, parameter and account checks.
+T1=$(date +%s)
+"$PY" - "$ROOT" "$WORK/unit.out" "$TENANT" "$ACC" "$ACC_OFF" "$ACC_G" >"$WORK/unit.log" 2>&1 <<'PY' || true
+import glob, json, os, sys
+from pathlib import Path
+root, out, tenant, acc, acc_off, acc_g = sys.argv[1:]
+from airflow.dag_processing.dagbag import BundleDagBag
+passed = failed = 0
+def check(what, ok):
+    global passed, failed
+    if ok: passed += 1
+    else: failed += 1; print(f"FAILED: {what}", file=sys.stderr)
+
+dags = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+bag = BundleDagBag(dag_folder=dags, bundle_path=dags, bundle_name="dags-folder")
+check(f"DagBag imports without errors: {bag.import_errors}", not bag.import_errors)
+want = {"lattice__gmail_sync_incremental": ["build_commands", "produce_commands"],
+        "lattice__imap_sync_incremental": ["build_commands", "produce_commands"],
+        "lattice__gmail_backfill": ["build_command", "produce_command"],
+        "lattice__imap_backfill": ["build_command", "produce_command"]}
+for dag_id, tasks in want.items():
+    dag = bag.dags.get(dag_id)
+    check(f"DAG {dag_id} exists", dag is not None)
+    if dag:
+        check(f"{dag_id} tasks {sorted(dag.task_ids)}", sorted(dag.task_ids) == sorted(tasks))
+check("only the four DAGs", sorted(bag.dag_ids) == sorted(want))
+
+import lattice_commands as lc
+data = Path(root) / "tests/data/commands"
+for sub, want_ok in (("valid", True), ("invalid", False), ("invalid-c-only", False)):
+    files = sorted(data.glob(f"{sub}/*.json"))
+    check(f"examples in {sub}", bool(files))
+    for f in files:
+        try:
+            lc.validate_command(lc.loads_strict(f.read_bytes())); ok = True; why = "accepted"
+        except lc.CommandError as e:
+            ok = False; why = str(e)
+        check(f"{f.name}: expected {'valid' if want_ok else 'invalid'}: {why}", ok == want_ok)
+
+def rejects(fn, *args, says):
+    try:
+        fn(*args)
+    except lc.CommandError as e:
+        check(f"{fn.__name__}{args}: {e!s} should say {says!r}", says in str(e)); return
+    check(f"{fn.__name__}{args} accepted", False)
+rejects(lc.check_date, "start_date", "2023-02-29", says="not a valid date")
+rejects(lc.check_date, "start_date", "2024-1-05", says="not a valid date")
+rejects(lc.check_date, "start_date", "1969-12-31", says="1970 or later")
+rejects(lc.gmail_backfill, "2024-03-02", "2024-03-01", says="start_date 2024-03-02 is after end_date 2024-03-01")
+rejects(lc.imap_backfill, "INBOX", 0, None, says="start_uid: 0 is not a UID")
+rejects(lc.imap_backfill, "INBOX", 3.0, None, says="start_uid: 3.0 is not a UID")
+rejects(lc.imap_backfill, "INBOX", True, None, says="is not a UID")
+rejects(lc.imap_backfill, "INBOX", None, 4294967296, says="end_uid: 4294967296 is not a UID")
+rejects(lc.imap_backfill, "INBOX", 10, 9, says="start_uid 10 is after end_uid 9")
+rejects(lc.imap_backfill, "", 1, 2, says="folder: missing")
+rejects(lc.imap_backfill, "a\nb", 1, 2, says="control characters")
+check("UIDs as digit strings", lc.imap_backfill("INBOX", "2", "4") == {"folder": "INBOX", "start_uid": 2, "end_uid": 4})
+rejects(lc.find_account, f"nobody-{acc}", "imap", says="no account with account_id")
+rejects(lc.find_account, acc_g, "imap", says="is of provider gmail, not imap")
+rejects(lc.find_account, acc_off, "imap", says="is disabled")
+rejects(lc.find_account, acc, "imap", "other-tenant", says="no account with account_id")
+check("find_account", lc.find_account(acc, "imap", None)["tenant_id"] == tenant)
+check("enabled_accounts skips disabled and other providers",
+      [a["account_id"] for a in lc.enabled_accounts("imap", tenant)] == [acc])
+tp = lc.new_traceparent()
+cmd = lc.build_command(tenant_id=tenant, account_id=acc, provider="imap", kind="backfill",
+                       requested_by="test", traceparent=tp, backfill={"folder": "INBOX"})
+rejects(lc.validate_command, {**cmd, "scope": "INBOX"}, says="scope")
+rejects(lc.validate_command, {**cmd, "priority": 1}, says="priority")
+rejects(lc.validate_command, {**cmd, "traceparent": "00-" + "0" * 32 + "-00f067aa0ba902b7-01"}, says="traceparent")
+Path(out).write_text(f"{passed} {failed}\n")
+PY
+read -r up uf <"$WORK/unit.out" || { up=0; uf=1; }
+grep FAILED "$WORK/unit.log" >&2 || true
+[ "$uf" = 0 ] && [ "$up" -gt 0 ] || { tail -20 "$WORK/unit.log" >&2; }
+pass=$((pass+up)) fail=$((fail+uf))
+check "DagBag and validator checks ran" [ "$up" -gt 40 ]
+T_UNIT=$(( $(date +%s) - T1 ))
+
+wait "$MIGRATE_PID" || { tail -30 "$WORK/migrate.log" >&2; exit 1; }
+
+# --- (b) airflow dags test -> commands on the topics. The Gmail runs go in
+# parallel with the IMAP runs, in a second AIRFLOW_HOME (SQLite has one writer).
+dags_test() { # dags_test HOME TOPIC DAG_ID CONF LOG
+  AIRFLOW_HOME=$1 AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$1/airflow.db \
+  AIRFLOW_VAR_LATTICE_TOPIC_COMMANDS=$2 "$AF" dags test "$3" -c "$4" >"$WORK/$5.log" 2>&1
+}
+topic_dump() { # topic_dump TOPIC -> key<TAB>headers<TAB>value per message
+  kcat -C -b "$BROKER" -t "$1" -o beginning -e -q -f '%k\t%h\t%s\n' 2>/dev/null
+}
+# verify TOPIC EXPECTED_JSON: every message valid, key = account_id, traceparent
+# header = the JSON traceparent, and the commands are the expected ones (a list
+# of partial objects, in any order; null: the field is absent). Prints the ids.
+verify() {
+  topic_dump "$1" | PYTHONPATH=$AIRFLOW__CORE__DAGS_FOLDER "$PY" -c '
+import json, sys, lattice_commands as lc
+want = json.loads(sys.argv[1]); got = []
+for line in sys.stdin:
+    key, headers, value = line.rstrip("\n").split("\t", 2)
+    cmd = lc.loads_strict(value)
+    lc.validate_command(cmd)
+    assert key == cmd["account_id"], (key, cmd["account_id"])
+    hdr = dict(h.split("=", 1) for h in headers.split(",") if h)
+    assert hdr.get("traceparent") == cmd["traceparent"], (hdr, cmd["traceparent"])
+    got.append(cmd)
+assert len(got) == len(want), f"{len(got)} commands, expected {len(want)}: {got}"
+def like(c, w):
+    return all((k not in c) if v is None else c.get(k) == v for k, v in w.items())
+for w in want:
+    assert sum(like(c, w) for c in got) == 1, f"no single command like {w} in {got}"
+for c in got:
+    print(c["command_id"])
+' "$2" 2>"$WORK/verify.err"
+}
+T2=$(date +%s)
+HOME_G=$WORK/airflow-gmail
+mkdir -p "$HOME_G" && cp "$AIRFLOW_HOME/airflow.cfg" "$AIRFLOW_HOME/airflow.db" "$HOME_G/"
+(
+  rc=0; dags_test "$HOME_G" "$TOPIC_G" lattice__gmail_sync_incremental "{\"tenant_id\":\"$TENANT\"}" gincr || rc=$?
+  echo $rc >"$WORK/gincr.rc"
+  rc=0; dags_test "$HOME_G" "$TOPIC_G" lattice__gmail_backfill \
+    "{\"account_id\":\"$ACC_G\",\"start_date\":\"2024-02-28\",\"end_date\":\"2024-03-01\",\"scope\":\"label:Receipts\"}" gbf || rc=$?
+  echo $rc >"$WORK/gbf.rc"
+) &
+GMAIL_PID=$!
+dags_test "$AIRFLOW_HOME" "$TOPIC" lattice__imap_sync_incremental "{\"tenant_id\":\"$TENANT\"}" incr \
+  && ok=1 || { ok=0; tail -30 "$WORK/incr.log" >&2; }
+check "dags test lattice__imap_sync_incremental" [ "$ok" = 1 ]
+dags_test "$AIRFLOW_HOME" "$TOPIC" lattice__imap_backfill \
+  "{\"account_id\":\"$ACC\",\"folder\":\"$FOLDER\",\"start_uid\":2,\"end_uid\":4}" bf \
+  && ok=1 || { ok=0; tail -30 "$WORK/bf.log" >&2; }
+check "dags test lattice__imap_backfill" [ "$ok" = 1 ]
+# A reversed range fails the task with the reason and produces nothing.
+rc=0; dags_test "$AIRFLOW_HOME" "$TOPIC" lattice__imap_backfill \
+  "{\"account_id\":\"$ACC\",\"folder\":\"$FOLDER\",\"start_uid\":4,\"end_uid\":2}" bad || rc=$?
+check "reversed UID range fails the run" [ "$rc" != 0 ]
+check "... with the reason" grep -q "start_uid 4 is after end_uid 2" "$WORK/bad.log"
+IDS=$(verify "$TOPIC" "$(printf '[{"provider":"imap","kind":"incremental","tenant_id":"%s","account_id":"%s","requested_by":"airflow:lattice__imap_sync_incremental","scope":null,"backfill":null},
+  {"provider":"imap","kind":"backfill","tenant_id":"%s","account_id":"%s","requested_by":"airflow:lattice__imap_backfill","scope":null,"backfill":{"folder":"%s","start_uid":2,"end_uid":4}}]' \
+  "$TENANT" "$ACC" "$TENANT" "$ACC" "$FOLDER")") && ok=1 || { ok=0; cat "$WORK/verify.err" >&2; }
+check "IMAP commands on $TOPIC: one incremental (the enabled account only), one backfill, nothing else" [ "$ok" = 1 ]
+
+wait "$GMAIL_PID" || true
+check "dags test lattice__gmail_sync_incremental" [ "$(cat "$WORK/gincr.rc")" = 0 ]
+check "dags test lattice__gmail_backfill" [ "$(cat "$WORK/gbf.rc")" = 0 ]
+[ "$(cat "$WORK/gincr.rc")" = 0 ] || tail -30 "$WORK/gincr.log" >&2
+[ "$(cat "$WORK/gbf.rc")" = 0 ] || tail -30 "$WORK/gbf.log" >&2
+GIDS=$(verify "$TOPIC_G" "$(printf '[{"provider":"gmail","kind":"incremental","tenant_id":"%s","account_id":"%s","requested_by":"airflow:lattice__gmail_sync_incremental","scope":null,"backfill":null},
+  {"provider":"gmail","kind":"backfill","tenant_id":"%s","account_id":"%s","requested_by":"airflow:lattice__gmail_backfill","scope":"label:Receipts","backfill":{"start_date":"2024-02-28","end_date":"2024-03-01"}}]' \
+  "$TENANT" "$ACC_G" "$TENANT" "$ACC_G")") && ok=1 || { ok=0; cat "$WORK/verify.err" >&2; }
+check "Gmail commands on $TOPIC_G: one incremental, one backfill ($GIDS)" [ "$ok" = 1 ]
+T_DAGS=$(( $(date +%s) - T2 ))
+
+# --- (c) the worker executes the IMAP commands
+wait_status() { # wait_status ID -> prints the status JSON
+  for _ in $(seq 1 300); do
+    local s
+    s=$(kcat -C -b "$BROKER" -t lattice.mail.sync.status.v1 -o beginning -e -q -f '%s\n' 2>/dev/null \
+        | grep -F "\"command_id\":\"$1\"" | tail -1 || true)
+    [ -n "$s" ] && { echo "$s"; return 0; }
+    sleep 0.2
+  done
+  echo "no status for $1" >&2; tail -30 "$WORK/worker.log" >&2; return 1
+}
+jget() { python3 -c 'import json,sys
+try: print(json.loads(sys.argv[1]).get(sys.argv[2]))
+except ValueError: print("")' "$1" "$2"; }
+T3=$(date +%s)
+n=0
+for id in $IDS; do
+  n=$((n+1))
+  s=$(wait_status "$id" || true)
+  check "worker: $id succeeded ($s)" [ "$(jget "$s" result)" = succeeded ]
+  case $id in
+    af.imap.incremental.*) check "incremental fetched the 5 messages" [ "$(jget "$s" messages)" = 5 ] ;;
+    af.imap.backfill.*) check "backfill fetched UIDs 2..4" [ "$(jget "$s" messages)" = 3 ] ;;
+  esac
+done
+check "two IMAP commands executed" [ "$n" = 2 ]
+wm=$(psqlq "SELECT watermark_json->>'last_uid' FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$ACC'")
+check "watermark at UID 5 ($wm)" [ "$wm" = 5 ]
+T_WORKER=$(( $(date +%s) - T3 ))
+
+kill -TERM "$WPID"; rc=0; wait "$WPID" || rc=$?; WPID=
+check "worker exited 0 on SIGTERM" [ "$rc" = 0 ]
+for f in "$WORK"/*.log; do
+  check "no secret in $(basename "$f")" bash -c "! grep -qF '$LATTICE_PG_PASSWORD' '$f' && ! grep -qF '$LATTICE_TEST_IMAP_PASSWORD' '$f'"
+done
+[ "$fail" = 0 ] || { echo "--- worker log"; tail -30 "$WORK/worker.log"; }
+echo "test_airflow_dags: timings: venv ${T_INSTALL}s, dagbag+checks ${T_UNIT}s, dags tests ${T_DAGS}s, worker ${T_WORKER}s, total $(( $(date +%s) - T0 ))s"
+echo "test_airflow_dags: $pass passed, $fail failed"
+[ "$fail" = 0 ]
