@@ -1,5 +1,6 @@
 /* lattice-mail-parser: mail.raw.v1 events to rows of the emails table. */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,15 +10,27 @@
 #include <curl/curl.h>
 
 #include "lt_config.h"
+#include "lt_http.h"
 #include "lt_log.h"
+#include "lt_metrics.h"
 #include "lt_mime.h"
 #include "lt_parser.h"
 
 static lt_parser_t *g_parser; /* for the signal handler only */
+static atomic_int g_ready;      /* /readyz: 1 from lt_parser_new() until SIGTERM */
+
+static int parser_ready(void *opaque, char *why, size_t why_size)
+{
+    int r = atomic_load(&g_ready);
+    if (r != 1)
+        snprintf(why, why_size, "%s", r ? "stopping" : "starting");
+    return r == 1;
+}
 
 static void on_signal(int sig)
 {
     (void)sig;
+    atomic_store(&g_ready, 2);
     if (g_parser)
         lt_parser_stop(g_parser);
 }
@@ -68,6 +81,20 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     lt_mime_global_init();
     int rc = 0;
+    lt_metrics_t *metrics = lt_metrics_new(); /* docs/observability.md */
+    lt_http_t *http = NULL;
+    if (lt_config_int(cfg, "LATTICE_METRICS_PORT") > 0) {
+        http = lt_http_start(&(lt_http_opts_t){"lattice-mail-parser",
+                                               lt_config_str(cfg, "LATTICE_METRICS_BIND"),
+                                               (int)lt_config_int(cfg, "LATTICE_METRICS_PORT"),
+                                               metrics, parser_ready, NULL},
+                             err, sizeof(err));
+        if (!http) {
+            lt_error(NULL, "cannot start: %s", err);
+            rc = 1;
+            goto out;
+        }
+    }
     g_parser = lt_parser_new(cfg, err, sizeof(err));
     if (!g_parser) {
         lt_error(NULL, "cannot start: %s", err);
@@ -79,11 +106,15 @@ int main(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    int zero = 0;
+    atomic_compare_exchange_strong(&g_ready, &zero, 1);
     if (lt_parser_run(g_parser, err, sizeof(err))) {
         lt_error(NULL, "%s", err);
         rc = 1;
     }
 out:
+    lt_http_stop(http);
+    lt_metrics_destroy(metrics);
     lt_parser_destroy(g_parser);
     g_parser = NULL;
     lt_mime_global_shutdown();
