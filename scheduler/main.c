@@ -1,20 +1,33 @@
 /* lattice-scheduler: emits incremental sync commands for the enabled
  * accounts (lib/sched/lt_sched.h does the work). */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "lt_accounts.h"
 #include "lt_config.h"
+#include "lt_http.h"
 #include "lt_log.h"
+#include "lt_metrics.h"
 #include "lt_sched.h"
 #include "lt_sched_plan.h"
 
 static lt_sched_t *g_sched; /* for the signal handler only */
+static atomic_int g_ready;    /* /readyz: 1 from lt_sched_new() until SIGTERM */
+
+static int sched_ready(void *opaque, char *why, size_t why_size)
+{
+    int r = atomic_load(&g_ready);
+    if (r != 1)
+        snprintf(why, why_size, "%s", r ? "stopping" : "starting");
+    return r == 1;
+}
 
 static void on_signal(int sig)
 {
     (void)sig;
+    atomic_store(&g_ready, 2);
     if (g_sched)
         lt_sched_stop(g_sched);
 }
@@ -66,6 +79,8 @@ int main(int argc, char **argv)
         return 2;
     }
     int rc = 2;
+    lt_metrics_t *metrics = NULL;
+    lt_http_t *http = NULL;
     if (lt_log_setup("lattice-scheduler", lt_config_str(cfg, "LATTICE_LOG_LEVEL"),
                      lt_config_str(cfg, "LATTICE_LOG_FORMAT"), err, sizeof(err))) {
         fprintf(stderr, "lattice-scheduler: %s\n", err);
@@ -89,6 +104,20 @@ int main(int argc, char **argv)
                    : args.interval_s ? args.interval_s
                                      : (int)lt_config_int(cfg, "LATTICE_SCHEDULER_INTERVAL_S");
     signal(SIGPIPE, SIG_IGN);
+    /* --interval: /metrics, /healthz, /readyz (docs/observability.md) */
+    metrics = lt_metrics_new();
+    if (lt_config_int(cfg, "LATTICE_METRICS_PORT") > 0) {
+        http = lt_http_start(&(lt_http_opts_t){"lattice-scheduler",
+                                               lt_config_str(cfg, "LATTICE_METRICS_BIND"),
+                                               (int)lt_config_int(cfg, "LATTICE_METRICS_PORT"),
+                                               metrics, sched_ready, NULL},
+                             err, sizeof(err));
+        if (!http) {
+            lt_error(NULL, "cannot start: %s", err);
+            rc = 1;
+            goto out;
+        }
+    }
     g_sched = lt_sched_new(cfg, &opts, err, sizeof(err));
     if (!g_sched) {
         lt_error(NULL, "cannot start: %s", err);
@@ -100,6 +129,8 @@ int main(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    int zero = 0;
+    atomic_compare_exchange_strong(&g_ready, &zero, 1);
     if (interval > 0) {
         rc = lt_sched_run_every(g_sched, interval, err, sizeof(err)) ? 1 : 0;
         if (rc)
@@ -114,6 +145,8 @@ int main(int argc, char **argv)
         }
     }
 out:
+    lt_http_stop(http);
+    lt_metrics_destroy(metrics);
     lt_sched_destroy(g_sched);
     g_sched = NULL;
     lt_config_destroy(cfg);
