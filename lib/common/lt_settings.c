@@ -113,6 +113,45 @@ static const lt_setting_t k_settings[] = {
      "How long a run waits for Kafka to acknowledge its commands; the rest count as errors and "
      "are issued again by the next run."},
 
+    /* --- seed (tools/lattice-seed: the local "personal" tenant) --- */
+    {"LATTICE_SEED_TENANT", LT_SET_STRING, "personal", T, 0, 1, 0, 0, NULL, "Seed",
+     "Tenant that lattice-seed creates or updates."},
+    {"LATTICE_SEED_IMAP_ACCOUNT", LT_SET_STRING, "workmail-imap", T, 0, 1, 0, 0, NULL, "Seed",
+     "Account id of the seeded IMAP (WorkMail) account."},
+    {"LATTICE_SEED_IMAP_HOST", LT_SET_STRING, "127.0.0.1", T, 0, 1, 0, 0, NULL, "Seed",
+     "IMAPS host (WorkMail: imap.mail.<region>.awsapps.com; local: the stack's Dovecot)."},
+    {"LATTICE_SEED_IMAP_PORT", LT_SET_INT, "19993", T, 0, 0, 1, 65535, NULL, "Seed",
+     "IMAPS port (WorkMail: 993)."},
+    {"LATTICE_SEED_IMAP_USERNAME", LT_SET_STRING, "alice@example.test", T, 0, 1, 0, 0, NULL, "Seed",
+     "IMAP login."},
+    {"LATTICE_SEED_IMAP_PASSWORD_ENV", LT_SET_STRING, "LATTICE_TEST_IMAP_PASSWORD", T, 0, 0, 0, 0,
+     NULL, "Seed",
+     "NAME of the worker's environment variable holding the IMAP password (stored as "
+     "password_env; the password itself is never read or stored)."},
+    {"LATTICE_SEED_IMAP_PASSWORD_PATH", LT_SET_STRING, NULL, T, 0, 0, 0, 0, NULL, "Seed",
+     "Path of a file holding the IMAP password in the worker (stored as password_file, instead "
+     "of password_env)."},
+    {"LATTICE_SEED_IMAP_FOLDERS", LT_SET_STRING, "INBOX", T, 0, 1, 0, 0, NULL, "Seed",
+     "Folders to sync, comma-separated."},
+    {"LATTICE_SEED_GMAIL_ACCOUNT", LT_SET_STRING, "personal-gmail", T, 0, 1, 0, 0, NULL, "Seed",
+     "Account id of the seeded Gmail account."},
+    {"LATTICE_SEED_GMAIL_USER", LT_SET_STRING, "me", T, 0, 1, 0, 0, NULL, "Seed",
+     "Gmail userId (\"me\" = the account the refresh token belongs to)."},
+    {"LATTICE_SEED_GMAIL_LABEL_IDS", LT_SET_STRING, "INBOX", T, 0, 1, 0, 0, NULL, "Seed",
+     "Gmail label ids to sync, comma-separated."},
+    {"LATTICE_SEED_GMAIL_CLIENT_ID", LT_SET_STRING, "lattice-local", T, 0, 1, 0, 0, NULL, "Seed",
+     "OAuth client id (not a secret)."},
+    {"LATTICE_SEED_GMAIL_CLIENT_SECRET_ENV", LT_SET_STRING, "LATTICE_TEST_GMAIL_CLIENT_SECRET", T,
+     0, 0, 0, 0, NULL, "Seed",
+     "NAME of the worker's environment variable holding the OAuth client secret."},
+    {"LATTICE_SEED_GMAIL_CLIENT_SECRET_PATH", LT_SET_STRING, NULL, T, 0, 0, 0, 0, NULL, "Seed",
+     "Path of a file holding the client secret in the worker (instead of the variable)."},
+    {"LATTICE_SEED_GMAIL_REFRESH_TOKEN_ENV", LT_SET_STRING, "LATTICE_TEST_GMAIL_REFRESH_TOKEN", T,
+     0, 0, 0, 0, NULL, "Seed",
+     "NAME of the worker's environment variable holding the OAuth refresh token."},
+    {"LATTICE_SEED_GMAIL_REFRESH_TOKEN_PATH", LT_SET_STRING, NULL, T, 0, 0, 0, 0, NULL, "Seed",
+     "Path of a file holding the refresh token in the worker (instead of the variable)."},
+
     /* --- parser --- */
     {"LATTICE_PARSER_GROUP_ID", LT_SET_STRING, "lattice-mail-parser", P, 0, 1, 0, 0, NULL, "Parser",
      "Kafka consumer group of lattice-mail-parser on LATTICE_TOPIC_RAW (reset its offsets to "

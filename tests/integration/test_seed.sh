@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# lattice-seed against the stack's Postgres, in a throwaway schema (so the
+# shared "personal" tenant is left alone): the two accounts with the
+# documented config, idempotent, no secret value stored or logged, file
+# references, bad settings refused, and the scheduler plans one command per
+# seeded scope.
+set -euo pipefail
+BUILD=${1:?build dir}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+for v in LATTICE_PG_DSN LATTICE_PG_PASSWORD; do
+  [ -n "${!v:-}" ] || { echo "$v not set: run under make test" >&2; exit 1; }
+done
+RUN=$(date +%s)$$
+SCHEMA=seed_$RUN
+WORK=$(mktemp -d)
+pass=0 fail=0
+check() { # check "what" cond...
+  local what=$1; shift
+  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
+}
+cleanup() {
+  PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -q -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -q -v ON_ERROR_STOP=1 -c "CREATE SCHEMA $SCHEMA"
+DSN="$LATTICE_PG_DSN options='-csearch_path=$SCHEMA'"
+LATTICE_PG_DSN=$DSN "$BUILD/tools/lattice-migrate" --dir "$ROOT/migrations" >"$WORK/migrate.log" 2>&1 \
+  || { cat "$WORK/migrate.log" >&2; exit 1; }
+psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
+# Secrets the worker would have in its environment: the seed must not copy them.
+export LATTICE_TEST_GMAIL_CLIENT_SECRET=cs-secret-$RUN LATTICE_TEST_GMAIL_REFRESH_TOKEN=rt-secret-$RUN
+export LATTICE_TEST_IMAP_PASSWORD=${LATTICE_TEST_IMAP_PASSWORD:-imap-secret-$RUN}
+seed() { # seed LOG [args]
+  local log=$1; shift
+  LATTICE_PG_DSN=$DSN LATTICE_LOG_FORMAT=text "$BUILD/tools/lattice-seed" "$@" >"$WORK/$log.out" 2>"$WORK/$log.log"
+}
+rows() { psqlq "SELECT id, tenant_id, account_id, provider, enabled, config_json::text FROM mail_accounts ORDER BY id"; }
+
+# 1. the first run: two accounts, exactly the documented configs
+rc=0; seed s1 || rc=$?
+check "seed exit 0" [ "$rc" = 0 ]
+check "two accounts" [ "$(psqlq "SELECT count(*) FROM mail_accounts")" = 2 ]
+check "personal-gmail: gmail, enabled, config" [ "$(psqlq "SELECT provider, enabled, config_json = '{\"user\":\"me\",\"label_ids\":[\"INBOX\"],\"client_id\":\"lattice-local\",\"client_secret_env\":\"LATTICE_TEST_GMAIL_CLIENT_SECRET\",\"refresh_token_env\":\"LATTICE_TEST_GMAIL_REFRESH_TOKEN\"}'::jsonb FROM mail_accounts WHERE tenant_id = 'personal' AND account_id = 'personal-gmail'")" = "gmail|t|t" ]
+check "workmail-imap: imap, enabled, config" [ "$(psqlq "SELECT provider, enabled, config_json = '{\"host\":\"127.0.0.1\",\"port\":19993,\"username\":\"alice@example.test\",\"password_env\":\"LATTICE_TEST_IMAP_PASSWORD\",\"folders\":[\"INBOX\"]}'::jsonb FROM mail_accounts WHERE tenant_id = 'personal' AND account_id = 'workmail-imap'")" = "imap|t|t" ]
+rows >"$WORK/rows1"
+
+# 2. idempotent: the same rows (same ids) after a second run
+rc=0; seed s2 || rc=$?
+check "second run exit 0" [ "$rc" = 0 ]
+rows >"$WORK/rows2"
+check "second run: rows unchanged" cmp -s "$WORK/rows1" "$WORK/rows2"
+
+# 3. a later run re-enables and updates the config, keeps the status
+psqlq "UPDATE mail_accounts SET enabled = false WHERE account_id = 'workmail-imap'" >/dev/null
+psqlq "UPDATE mail_accounts SET status = 'needs_reauth', status_reason = 'test' WHERE account_id = 'personal-gmail'" >/dev/null
+LATTICE_SEED_IMAP_FOLDERS="INBOX, Sent Items ,," LATTICE_SEED_IMAP_PASSWORD_PATH=/var/run/secrets/lattice/accounts/workmail-imap.password seed s3
+check "re-enabled" [ "$(psqlq "SELECT enabled FROM mail_accounts WHERE account_id = 'workmail-imap'")" = t ]
+check "status kept" [ "$(psqlq "SELECT status FROM mail_accounts WHERE account_id = 'personal-gmail'")" = needs_reauth ]
+check "folders list, file reference instead of the variable" \
+  [ "$(psqlq "SELECT config_json->'folders', config_json->>'password_file', config_json ? 'password_env' FROM mail_accounts WHERE account_id = 'workmail-imap'")" = '["INBOX", "Sent Items"]|/var/run/secrets/lattice/accounts/workmail-imap.password|f' ]
+check "still two accounts, same ids" [ "$(psqlq "SELECT string_agg(id::text, ',' ORDER BY id) FROM mail_accounts")" = "$(cut -d'|' -f1 "$WORK/rows1" | paste -sd,)" ]
+
+# 4. no secret value stored or logged: every *_PASSWORD / *_SECRET* / *TOKEN* variable of this
+#    environment (the stack's and the ones set above)
+dump=$(psqlq "SELECT tenant_id || account_id || config_json::text || coalesce(status_reason, '') FROM mail_accounts")
+leaks=0 scanned=0
+while IFS='=' read -r name value; do
+  case "$name" in *_PASSWORD|*_PASSWORD_*|*_SECRET|*_SECRET_*|*TOKEN|*TOKEN_*) ;; *) continue ;; esac
+  [ ${#value} -ge 6 ] || continue
+  case "$name" in *_ENV|*_PATH) continue ;; esac # names of settings that hold names
+  scanned=$((scanned+1))
+  if grep -qF -- "$value" <<<"$dump" || grep -qF -- "$value" "$WORK"/*.log "$WORK"/*.out; then
+    leaks=$((leaks+1)); echo "secret of $name found" >&2
+  fi
+done < <(env)
+check "secret variables scanned ($scanned)" [ "$scanned" -ge 3 ]
+check "no secret value in config_json or the output" [ "$leaks" = 0 ]
+
+# 5. bad settings: refused before anything is written
+psqlq "DELETE FROM mail_accounts" >/dev/null
+rc=0; LATTICE_SEED_IMAP_PASSWORD_ENV='not a name' seed bad1 || rc=$?
+check "bad variable name: exit 2" [ "$rc" = 2 ]
+rc=0; LATTICE_SEED_GMAIL_REFRESH_TOKEN_PATH=relative/path seed bad2 || rc=$?
+check "relative secret path: exit 2" [ "$rc" = 2 ]
+rc=0; LATTICE_SEED_TENANT='a b' seed bad3 || rc=$?
+check "bad tenant: exit 2" [ "$rc" = 2 ]
+rc=0; seed bad4 --frobnicate || rc=$?
+check "unknown argument: exit 2" [ "$rc" = 2 ]
+check "nothing written by refused runs" [ "$(psqlq "SELECT count(*) FROM mail_accounts")" = 0 ]
+
+# 6. --dry-run prints, writes nothing; another tenant by setting
+LATTICE_SEED_TENANT=other seed dry --dry-run
+check "dry run: two rows printed" [ "$(grep -c '"tenant_id":"other"' "$WORK/dry.out")" = 2 ]
+check "dry run wrote nothing" [ "$(psqlq "SELECT count(*) FROM mail_accounts")" = 0 ]
+
+# 7. the scheduler plans one command per seeded scope
+seed s4
+LATTICE_PG_DSN=$DSN LATTICE_LOG_FORMAT=text "$BUILD/scheduler/lattice-scheduler" --once --dry-run --tenant personal \
+  >"$WORK/plan.out" 2>"$WORK/plan.log"
+check "scheduler plan: personal-gmail label:INBOX, workmail-imap INBOX" \
+  [ "$(python3 -c 'import json,sys; print(sorted((d["account_id"], d.get("scope")) for d in map(json.loads, sys.stdin)))' <"$WORK/plan.out")" = "[('personal-gmail', 'label:INBOX'), ('workmail-imap', 'INBOX')]" ]
+
+[ "$fail" = 0 ] || for f in "$WORK"/*.log; do echo "--- $f"; tail -5 "$f"; done
+echo "test_seed: $pass passed, $fail failed"
+[ "$fail" = 0 ]

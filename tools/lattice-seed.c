@@ -1,0 +1,231 @@
+/* lattice-seed: create or update the tenant "personal" with its two
+ * accounts, personal-gmail (gmail) and workmail-imap (imap), from the
+ * LATTICE_SEED_* settings (defaults: the local stack). config_json holds
+ * references to secrets (names of environment variables, or file paths),
+ * never a secret: this program never reads one. Idempotent (upsert). */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "lt_accounts.h"
+#include "lt_buf.h"
+#include "lt_config.h"
+#include "lt_db.h"
+#include "lt_log.h"
+
+static void usage(FILE *out)
+{
+    fputs("usage: lattice-seed [--dry-run] [--help]\n"
+          "  Create or update (idempotent upsert) the accounts of tenant LATTICE_SEED_TENANT\n"
+          "  (default personal) in mail_accounts:\n"
+          "    LATTICE_SEED_GMAIL_ACCOUNT (personal-gmail)  provider gmail\n"
+          "    LATTICE_SEED_IMAP_ACCOUNT  (workmail-imap)   provider imap\n"
+          "  Both are enabled. config_json names where the worker finds each secret (an\n"
+          "  environment variable: *_ENV settings, or a file: *_PATH settings, which win);\n"
+          "  no secret is read or stored. Defaults point at the local stack (Dovecot on\n"
+          "  127.0.0.1:19993 as alice@example.test; Gmail through the emulator, whose URLs\n"
+          "  are worker settings: LATTICE_GMAIL_API_URL, LATTICE_GMAIL_TOKEN_URL).\n"
+          "  --dry-run   print the rows as JSON, write nothing\n"
+          "  --help      this text and the settings\n"
+          "exit status: 0 ok, 1 failed, 2 usage or configuration\n\n",
+          out);
+}
+
+static int env_name_ok(const char *s)
+{
+    if (!s || !(isalpha((unsigned char)*s) || *s == '_'))
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_')
+            return 0;
+    return strlen(s) <= 255;
+}
+
+/* key_env = the variable's name, or key_file = path when a path is set. */
+static int add_secret_ref(json_object *o, const char *key, const char *env_setting,
+                          const char *path_setting, const lt_config_t *cfg, char *err, size_t n)
+{
+    const char *path = lt_config_str(cfg, path_setting);
+    const char *env = lt_config_str(cfg, env_setting);
+    char k[64];
+    if (path) {
+        if (path[0] != '/') {
+            snprintf(err, n, "%s: an absolute path is required", path_setting);
+            return -1;
+        }
+        snprintf(k, sizeof(k), "%s_file", key);
+        json_object_object_add(o, k, json_object_new_string(path));
+        return 0;
+    }
+    if (!env_name_ok(env)) {
+        snprintf(err, n,
+                 "%s: the NAME of an environment variable is required ([A-Za-z_][A-Za-z0-9_]*)",
+                 env_setting);
+        return -1;
+    }
+    snprintf(k, sizeof(k), "%s_env", key);
+    json_object_object_add(o, k, json_object_new_string(env));
+    return 0;
+}
+
+/* A comma-separated list as a JSON array of trimmed, non-empty strings. */
+static json_object *csv_array(const char *csv, const char *setting, char *err, size_t n)
+{
+    json_object *a = json_object_new_array();
+    char *copy = lt_xstrdup(csv), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (isspace((unsigned char)*t))
+            t++;
+        size_t len = strlen(t);
+        while (len && isspace((unsigned char)t[len - 1]))
+            t[--len] = 0;
+        if (len)
+            json_object_array_add(a, json_object_new_string(t));
+    }
+    free(copy);
+    if (json_object_array_length(a) == 0) {
+        snprintf(err, n, "%s: at least one name is required", setting);
+        json_object_put(a);
+        return NULL;
+    }
+    return a;
+}
+
+static json_object *imap_config(const lt_config_t *cfg, char *err, size_t n)
+{
+    json_object *o = json_object_new_object();
+    json_object *folders = csv_array(lt_config_str(cfg, "LATTICE_SEED_IMAP_FOLDERS"),
+                                     "LATTICE_SEED_IMAP_FOLDERS", err, n);
+    if (!folders)
+        goto fail;
+    json_object_object_add(o, "host",
+                           json_object_new_string(lt_config_str(cfg, "LATTICE_SEED_IMAP_HOST")));
+    json_object_object_add(o, "port",
+                           json_object_new_int((int)lt_config_int(cfg, "LATTICE_SEED_IMAP_PORT")));
+    json_object_object_add(
+        o, "username", json_object_new_string(lt_config_str(cfg, "LATTICE_SEED_IMAP_USERNAME")));
+    if (add_secret_ref(o, "password", "LATTICE_SEED_IMAP_PASSWORD_ENV",
+                       "LATTICE_SEED_IMAP_PASSWORD_PATH", cfg, err, n)) {
+        json_object_put(folders);
+        goto fail;
+    }
+    json_object_object_add(o, "folders", folders);
+    return o;
+fail:
+    json_object_put(o);
+    return NULL;
+}
+
+static json_object *gmail_config(const lt_config_t *cfg, char *err, size_t n)
+{
+    json_object *o = json_object_new_object();
+    json_object *labels = csv_array(lt_config_str(cfg, "LATTICE_SEED_GMAIL_LABEL_IDS"),
+                                    "LATTICE_SEED_GMAIL_LABEL_IDS", err, n);
+    if (!labels)
+        goto fail;
+    json_object_object_add(o, "user",
+                           json_object_new_string(lt_config_str(cfg, "LATTICE_SEED_GMAIL_USER")));
+    json_object_object_add(o, "label_ids", labels);
+    json_object_object_add(
+        o, "client_id", json_object_new_string(lt_config_str(cfg, "LATTICE_SEED_GMAIL_CLIENT_ID")));
+    if (add_secret_ref(o, "client_secret", "LATTICE_SEED_GMAIL_CLIENT_SECRET_ENV",
+                       "LATTICE_SEED_GMAIL_CLIENT_SECRET_PATH", cfg, err, n) ||
+        add_secret_ref(o, "refresh_token", "LATTICE_SEED_GMAIL_REFRESH_TOKEN_ENV",
+                       "LATTICE_SEED_GMAIL_REFRESH_TOKEN_PATH", cfg, err, n))
+        goto fail;
+    return o;
+fail:
+    json_object_put(o);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    int dry_run = 0, rc = 2;
+    char err[1024];
+    lt_config_t *cfg = NULL;
+    lt_db_t *db = NULL;
+    json_object *rows[2] = {NULL, NULL};
+
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            lt_config_print_help(stdout, LT_PROG_TOOLS);
+            return 0;
+        } else if (!strcmp(argv[i], "--dry-run")) {
+            dry_run = 1;
+        } else {
+            fprintf(stderr, "lattice-seed: unknown argument %s\n\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    cfg = lt_config_load(LT_PROG_TOOLS, err, sizeof(err));
+    if (!cfg) {
+        fprintf(stderr, "lattice-seed: %s\n", err);
+        return 2;
+    }
+    if (lt_log_setup("lattice-seed", lt_config_str(cfg, "LATTICE_LOG_LEVEL"),
+                     lt_config_str(cfg, "LATTICE_LOG_FORMAT"), err, sizeof(err))) {
+        fprintf(stderr, "lattice-seed: %s\n", err);
+        goto out;
+    }
+    const char *tenant = lt_config_str(cfg, "LATTICE_SEED_TENANT");
+    const char *ids[2] = {lt_config_str(cfg, "LATTICE_SEED_GMAIL_ACCOUNT"),
+                          lt_config_str(cfg, "LATTICE_SEED_IMAP_ACCOUNT")};
+    const char *providers[2] = {"gmail", "imap"};
+    if (!lt_account_id_valid(tenant) || !lt_account_id_valid(ids[0]) ||
+        !lt_account_id_valid(ids[1])) {
+        fprintf(stderr, "lattice-seed: LATTICE_SEED_TENANT and the account ids must be 1-128 of "
+                        "A-Z a-z 0-9 . _ : -\n");
+        goto out;
+    }
+    if (!(rows[0] = gmail_config(cfg, err, sizeof(err))) ||
+        !(rows[1] = imap_config(cfg, err, sizeof(err)))) {
+        fprintf(stderr, "lattice-seed: %s\n", err);
+        goto out;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (lt_account_config_check(rows[i], err, sizeof(err))) { /* a bug if it fires */
+            fprintf(stderr, "lattice-seed: %s: %s\n", ids[i], err);
+            goto out;
+        }
+    }
+    if (dry_run) {
+        for (int i = 0; i < 2; i++)
+            printf(
+                "{\"tenant_id\":\"%s\",\"account_id\":\"%s\",\"provider\":\"%s\",\"enabled\":true,"
+                "\"config_json\":%s}\n",
+                tenant, ids[i], providers[i],
+                json_object_to_json_string_ext(rows[i], JSON_C_TO_STRING_PLAIN));
+        rc = 0;
+        goto out;
+    }
+    rc = 1;
+    db = lt_db_connect(lt_config_str(cfg, "LATTICE_PG_DSN"),
+                       lt_config_str(cfg, "LATTICE_PG_PASSWORD"), err, sizeof(err));
+    if (!db) {
+        lt_error(NULL, "%s", err);
+        goto out;
+    }
+    for (int i = 0; i < 2; i++) {
+        lt_log_ctx_t log = {.tenant = tenant, .account = ids[i]};
+        if (lt_account_upsert(db, tenant, ids[i], providers[i], 1,
+                              json_object_to_json_string_ext(rows[i], JSON_C_TO_STRING_PLAIN), NULL,
+                              err, sizeof(err))) {
+            lt_error(&log, "not seeded: %s", err);
+            goto out;
+        }
+        lt_info(&log, "seeded (%s, enabled)", providers[i]);
+    }
+    rc = 0;
+out:
+    json_object_put(rows[0]);
+    json_object_put(rows[1]);
+    lt_db_destroy(db);
+    lt_config_destroy(cfg);
+    return rc;
+}
