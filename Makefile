@@ -4,6 +4,8 @@
 #   make test-asan  the same tests, built with AddressSanitizer + UBSan
 #   make stack-up | stack-down | stack-status
 #   make env-example   regenerate .env.example from the settings table
+#   make seed       the local tenant "personal" (personal-gmail, workmail-imap) via lattice-seed
+#   make bench-scheduler  lattice-scheduler --once over 100k accounts (docs/benchmarks.md)
 #   make validate-deploy  render + validate deploy/ offline (k8s schemas, KEDA CRDs, Dockerfile, secrets)
 #   make airflow    the pinned Airflow venv for the command DAGs (.cache/airflow-venv; docs/airflow.md)
 SHELL := /bin/bash
@@ -13,7 +15,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean
+.PHONY: bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean
 
 all: build
 
@@ -60,6 +62,14 @@ fuzz: deps
 
 airflow:
 	@deploy/airflow/install
+
+# lattice-scheduler --once over 100k accounts (throwaway schema and topic): docs/benchmarks.md
+bench-scheduler: build stack-up
+	bench/scheduler 100000 $(BUILD)
+
+# tenant personal: personal-gmail + workmail-imap (LATTICE_SEED_* settings; references to secrets only)
+seed: build stack-up
+	@set -a; eval "$$($(STACK) env)"; set +a; $(BUILD)/tools/lattice-seed
 
 env-example: build
 	$(BUILD)/tools/lattice-config env-example > .env.example
