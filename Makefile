@@ -2,6 +2,7 @@
 #   make            install build dependencies if missing, build
 #   make test       + start the local stack (real servers on 127.0.0.1) + ctest
 #   make test-asan  the same tests, built with AddressSanitizer + UBSan
+#   make crash      kill -9 crash campaign: 5000 messages, 20 kills (CRASH_MESSAGES, CRASH_KILLS, CRASH_SEED)
 #   make stack-up | stack-down | stack-status
 #   make env-example   regenerate .env.example from the settings table
 #   make seed       the local tenant "personal" (personal-gmail, workmail-imap) via lattice-seed
@@ -15,7 +16,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean
+.PHONY: bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash
 
 all: build
 
@@ -55,6 +56,14 @@ test-asan: deps $(BUILD_ASAN)/build.ninja stack-up
 	@set -a; eval "$$($(STACK) env)"; set +a; \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir $(BUILD_ASAN) $(CTEST_FLAGS)
+
+CRASH_MESSAGES ?= 5000
+CRASH_KILLS ?= 20
+CRASH_SEED ?=
+crash: build stack-up
+	@set -a; eval "$$($(STACK) env)"; set +a; \
+	  tests/crash/crash-campaign --build $(BUILD) --messages $(CRASH_MESSAGES) --kills $(CRASH_KILLS) \
+	    $(if $(CRASH_SEED),--seed $(CRASH_SEED))
 
 fuzz: deps
 	cmake -S . -B build-fuzz -G Ninja -DLT_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug
