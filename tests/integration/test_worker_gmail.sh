@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# End to end: lattice-worker's Gmail connector against the stack's Gmail API
+# emulator (and Kafka, Postgres, MinIO, Apicurio). Per run: its own command,
+# raw and status topics, consumer group, worker id, tenant/accounts and
+# emulator users. Scenarios: first run, nothing new, new mail (+ a label
+# added), token expiry mid-sync (401 -> refresh), a 429 storm, 5xx,
+# truncated and malformed bodies (retried), persistent malformed JSON (clear
+# temporary error), history expiry (404 -> resync without re-publishing), a
+# ~16 MB message, attachments, backfill by date, invalid_grant (account
+# marked needs_reauth, no retry loop). Events decoded against the schema.
+set -euo pipefail
+BUILD=${1:?build dir}
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
+         LATTICE_CA_FILE LATTICE_GMAIL_API_URL LATTICE_GMAIL_TOKEN_URL LATTICE_TEST_GMAIL_URL; do
+  [ -n "${!v:-}" ] || { echo "$v not set: run under make test (eval \"\$(deploy/local/stack env)\")" >&2; exit 1; }
+done
+BROKER=$LATTICE_KAFKA_BOOTSTRAP_SERVERS
+RUN=$(date +%s)$$
+TENANT=tg$RUN
+ACCOUNT=gmail-$RUN
+ACCOUNT2=gmail-revoked-$RUN
+USER1=u$RUN@example.com
+USER2=r$RUN@example.com
+CMD_TOPIC=test.gmail.cmd.$RUN
+RAW_TOPIC=test.gmail.raw.$RUN
+STATUS_TOPIC=test.gmail.status.$RUN
+WORK=$(mktemp -d)
+WPID=
+T0=$(date +%s)
+pass=0 fail=0
+check() { # check "what" cond...
+  local what=$1; shift
+  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
+}
+tool() { python3 "$HERE/lib/gmail_tool.py" "$@"; }
+SPID=
+cleanup() {
+  [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
+  # shellcheck disable=SC2086
+  [ -n "$SPID" ] && kill $SPID 2>/dev/null || true
+  ctl DELETE /faults >/dev/null 2>&1 || true
+  ctl DELETE "/users/$USER1" >/dev/null 2>&1 || true
+  ctl DELETE "/users/$USER2" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
+# (python3 starts slowly on a loaded machine: plain tools for the many small reads)
+jget() { # jget JSON KEY: a number or a string without escapes
+  local v
+  v=$(grep -o "\"$2\":\(\"[^\"]*\"\|[0-9-]*\)" <<<"$1" | head -1 | cut -d: -f2-)
+  v=${v#\"}; echo "${v%\"}"
+}
+ctl() { # ctl METHOD PATH [JSON]: the emulator's control API
+  curl -fsS --max-time 120 --cacert "$LATTICE_CA_FILE" -X "$1" -H 'Content-Type: application/json' \
+    ${3:+--data-binary "$3"} "$LATTICE_TEST_GMAIL_URL/_emulator$2"
+}
+
+"$REPO/deploy/local/stack" topic "$CMD_TOPIC" 1 >/dev/null & p1=$!
+"$REPO/deploy/local/stack" topic "$RAW_TOPIC" 3 >/dev/null & p2=$!
+"$REPO/deploy/local/stack" topic "$STATUS_TOPIC" 1 >/dev/null
+wait $p1 $p2
+
+# Mailboxes: 30 INBOX messages with one attachment each, an hour apart from
+# 2024-03-01T00:00Z (24 on March 1st UTC, 6 on March 2nd), and 2 in SENT only.
+START=1709251200
+ctl POST /users "{\"email\":\"$USER1\",\"refresh_token\":\"rt-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",
+  \"generate\":{\"count\":30,\"size\":6000,\"attachments\":1,\"attachment_size\":3000,\"start\":$START,\"interval_s\":3600,\"labelIds\":[\"INBOX\",\"UNREAD\"],\"thread_size\":3,\"seed\":$((RUN % 1000))}}" >/dev/null
+SENT=$(ctl POST "/users/$USER1/messages/generate" '{"count":2,"size":2000,"labelIds":["SENT"],"seed":7}')
+SENT_ID=$(grep -o '"ids":\["[0-9a-f]*' <<<"$SENT" | cut -d'"' -f4)
+ctl POST /users "{\"email\":\"$USER2\",\"refresh_token\":\"rt2-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",\"generate\":{\"count\":3}}" >/dev/null
+printf 'rt2-%s\n' "$RUN" >"$WORK/rt2"
+
+export TEST_GMAIL_CLIENT_SECRET=cs-$RUN TEST_GMAIL_REFRESH_TOKEN=rt-$RUN
+CONFIG="{\"user\":\"me\",\"label_ids\":[\"INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"TEST_GMAIL_CLIENT_SECRET\",\"refresh_token_env\":\"TEST_GMAIL_REFRESH_TOKEN\"}"
+CONFIG2="{\"user\":\"$USER2\",\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"TEST_GMAIL_CLIENT_SECRET\",\"refresh_token_file\":\"$WORK/rt2\"}"
+psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES
+  ('$TENANT', '$ACCOUNT', 'gmail', '$CONFIG'::jsonb), ('$TENANT', '$ACCOUNT2', 'gmail', '$CONFIG2'::jsonb)" >/dev/null
+
+LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_TOPIC_STATUS=$STATUS_TOPIC \
+LATTICE_WORKER_GROUP_ID=test-gmail-$RUN LATTICE_WORKER_ID=test-gmail-$RUN LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest \
+LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_WORKER_BATCH_MESSAGES=7 LATTICE_LOG_FORMAT=text \
+LATTICE_WORKER_RETRY_BASE_MS=200 LATTICE_WORKER_MAX_ATTEMPTS=2 LATTICE_WORKER_CONCURRENCY=2 \
+LATTICE_GMAIL_RETRY_BASE_MS=20 LATTICE_GMAIL_MAX_RETRIES=6 LATTICE_GMAIL_MAX_INFLIGHT=6 \
+  "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
+WPID=$!
+# Status events, followed in the background (one kcat start costs ~1 s).
+kcat -C -b "$BROKER" -t "$STATUS_TOPIC" -o beginning -u -q -f '%s\n' >"$WORK/status.log" 2>/dev/null &
+SPID=$!
+kcat -C -b "$BROKER" -t "$RAW_TOPIC" -o beginning -u -q -X isolation.level=read_committed \
+  -f '%k %h\n' >"$WORK/raw.log" 2>/dev/null &
+SPID="$SPID $!"
+for _ in $(seq 1 150); do grep -q "assigned" "$WORK/worker.log" && break; sleep 0.2; done
+check "worker got its assignment" grep -q "assigned" "$WORK/worker.log"
+
+command() { # command ACCOUNT KIND [json extra] -> prints the command id
+  local id="cmd-$RUN-$2-$(date +%s%N)"
+  printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"%s","tenant_id":"%s","account_id":"%s","provider":"gmail","kind":"%s"%s,"requested_at":"2026-11-25T12:00:00Z","requested_by":"test"}\n' \
+    "$1" "$id" "$TENANT" "$1" "$2" "${3:-}" | kcat -P -b "$BROKER" -t "$CMD_TOPIC" -K $'\t' 2>/dev/null
+  echo "$id"
+}
+wait_status() { # wait_status ID -> prints the final status JSON
+  for _ in $(seq 1 1200); do
+    local s
+    s=$(grep -F "\"command_id\":\"$1\"" "$WORK/status.log" | grep -v '"result":"running"' | tail -1 || true)
+    [ -n "$s" ] && { echo "$s"; return 0; }
+    sleep 0.05
+  done
+  echo "no status for $1" >&2; tail -30 "$WORK/worker.log" >&2; return 1
+}
+# Committed events, from the background consumer: raw_keys N waits (up to 5 s) for N of them.
+raw_keys() {
+  local n=0
+  for _ in $(seq 1 100); do
+    n=$(grep -c . "$WORK/raw.log" || true)
+    [ "$n" -ge "${1:-0}" ] && break
+    sleep 0.05
+  done
+  sleep 0.1; grep -c . "$WORK/raw.log" || true
+}
+raw_ids() { grep -o 'lattice.event_id=[0-9a-f-]*' "$WORK/raw.log" | sort; }
+wm() { psqlq "SELECT watermark_json->>'historyId' FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$ACCOUNT' AND scope='label:INBOX'"; }
+hid() { jget "$(ctl GET "/users/$USER1")" historyId; }
+counter() { jget "$(ctl GET /counters)" "$1"; }
+run_ok() { # run_ok WHAT EXPECTED_MESSAGES [extra] -> checks success and the count
+  local c s
+  c=$(command "$ACCOUNT" "${4:-incremental}" "${3:-}"); s=$(wait_status "$c")
+  check "$1: succeeded ($s)" [ "$(jget "$s" result)" = succeeded ]
+  check "$1: $2 messages ($(jget "$s" messages))" [ "$(jget "$s" messages)" = "$2" ]
+}
+
+# 1. first run: profile historyId before the list, everything in INBOX, watermark set
+H1=$(hid)
+run_ok "first run" 30
+check "watermark = the historyId before listing ($(wm) vs $H1)" [ "$(wm)" = "$H1" ]
+check "30 committed events" [ "$(raw_keys 30)" = 30 ]
+check "events unique" [ "$(raw_ids | uniq -d | wc -l)" = 0 ]
+tool events "$RAW_TOPIC" >"$WORK/events.json"
+python3 - "$WORK/events.json" "$USER1" "$TENANT" "$ACCOUNT" <<'EOF' || { fail=$((fail+1)); echo "FAILED: event contents" >&2; }
+import json, sys
+evs = [json.loads(l) for l in open(sys.argv[1])]
+assert len(evs) == 30, len(evs)
+for e in evs:
+    p, s = e["payload"], e["source"]
+    assert e["tenant_id"] == sys.argv[3] and s["account_id"] == sys.argv[4] and e["_key"] == sys.argv[4]
+    assert s["provider"] == "gmail" and s["mailbox"] == "label:INBOX", s
+    assert p["provider_thread_id"], p
+    assert p["received_at"] >= 1709251200000 and p["received_at"] < 1709251200000 + 30 * 3600000, p
+    assert p["raw_object_uri"].endswith("message.eml") and len(p["raw_sha256"]) == 64
+    assert len(p["attachments_manifest"]) == 1 and p["attachments_manifest"][0]["size_bytes"] == 3000, p
+    assert p["rfc822_message_id"].endswith("@emulator.invalid"), p
+assert len({e["payload"]["provider_thread_id"] for e in evs}) == 10  # thread_size 3
+EOF
+pass=$((pass+1))
+
+# 2. nothing new: nothing published, watermark moves to the current historyId
+run_ok "second run" 0
+check "still 30 events" [ "$(raw_keys 30)" = 30 ]
+
+# 3. new mail (+ a SENT message labelled INBOX, + a SENT-only one that must not come)
+ctl POST "/users/$USER1/messages/generate" '{"count":5,"size":3000,"seed":11}' >/dev/null
+ctl POST "/users/$USER1/messages/$SENT_ID/labels" '{"add":["INBOX"]}' >/dev/null
+ctl POST "/users/$USER1/messages/generate" '{"count":1,"size":3000,"labelIds":["SENT"],"seed":12}' >/dev/null
+run_ok "new mail" 6
+check "watermark = the mailbox historyId ($(wm) vs $(hid))" [ "$(wm)" = "$(hid)" ]
+
+# 4. access token expired mid-sync (60 messages take > 1 s at the quota): 401 -> refresh -> go on
+ctl POST "/users/$USER1/messages/generate" '{"count":60,"size":3000,"seed":13}' >/dev/null
+c=$(command "$ACCOUNT" incremental)
+for _ in $(seq 1 200); do grep -q "command started.*$c" "$WORK/worker.log" && break; sleep 0.05; done
+sleep 0.4
+ctl POST /tokens/expire "{\"email\":\"$USER1\"}" >/dev/null
+s=$(wait_status "$c")
+check "token expired mid-sync: 60 messages ($s)" [ "$(jget "$s" messages)" = 60 ]
+check "401 answered with a refresh" grep -q "access token rejected" "$WORK/worker.log"
+
+# 5. a 429 storm, 5xx, a truncated and a malformed body: retried, nothing lost
+ctl POST "/users/$USER1/messages/generate" '{"count":8,"size":3000,"seed":14}' >/dev/null
+q0=$(counter rate_limited)
+ctl POST /faults '{"kind":"status","status":429,"count":12,"match":"/messages/"}' >/dev/null
+ctl POST /faults '{"kind":"status","status":503,"count":3,"match":"/messages/"}' >/dev/null
+ctl POST /faults '{"kind":"status","status":500,"count":1,"match":"/history"}' >/dev/null
+ctl POST /faults '{"kind":"truncate","count":1,"match":"/messages/"}' >/dev/null
+ctl POST /faults '{"kind":"malformed","count":1,"match":"/messages/"}' >/dev/null
+run_ok "429 storm, 5xx, truncated, malformed" 8
+check "every injected fault was hit" [ "$(ctl GET /faults)" = '{"faults":[]}' ]
+check "events still unique" [ "$(raw_ids | uniq -d | wc -l)" = 0 ]
+check "104 events" [ "$(raw_keys 104)" = 104 ]
+
+# 6. persistent malformed JSON: a clear temporary error, no crash, worker goes on
+ctl POST /faults '{"kind":"malformed","count":1000,"match":"/history"}' >/dev/null
+c=$(command "$ACCOUNT" incremental); s=$(wait_status "$c")
+ctl DELETE /faults >/dev/null
+check "malformed: failed ($s)" [ "$(jget "$s" result)" = failed ]
+check "malformed: error class temporary" [ "$(jget "$s" error_class)" = temporary ]
+check "malformed: the error says so" bash -c "grep -q 'malformed JSON' <<<'$(jget "$s" error)'"
+check "worker still running" kill -0 "$WPID"
+
+# 7. history expired (404): resync; only the 2 new messages are published
+ctl POST "/users/$USER1/messages/generate" '{"count":2,"size":3000,"seed":15}' >/dev/null
+ctl POST "/users/$USER1/history/expire" '{}' >/dev/null
+run_ok "history 404 resync" 2
+check "resync logged" grep -q "full resync" "$WORK/worker.log"
+check "106 events, all unique" [ "$(raw_keys 106)" = 106 ] && check "no duplicate" [ "$(raw_ids | uniq -d | wc -l)" = 0 ]
+check "watermark after resync = the mailbox historyId" [ "$(wm)" = "$(hid)" ]
+
+# 8. a large message (~16 MB with a 6 MB attachment)
+ctl POST "/users/$USER1/messages/generate" '{"count":1,"size":16000000,"attachments":1,"attachment_size":6000000,"seed":16}' >/dev/null
+c=$(command "$ACCOUNT" incremental); s=$(wait_status "$c")
+check "large message: 1 message ($s)" [ "$(jget "$s" messages)" = 1 ]
+check "large message: >= 16 MB" [ "$(jget "$s" bytes)" -ge 16000000 ]
+
+# 9. backfill by date: March 2nd 2024 (UTC) = the 6 last generated messages; same ids, watermark kept
+W=$(wm)
+run_ok "backfill 2024-03-02" 6 ',"backfill":{"start_date":"2024-03-02","end_date":"2024-03-02"}' backfill
+check "backfill kept the watermark" [ "$(wm)" = "$W" ]
+check "backfill duplicates carry identical ids (107 distinct)" [ "$(raw_ids | uniq | wc -l)" = 107 ]
+
+# 10. invalid_grant: marked needs_reauth, failed with class reauth, no retry loop
+ctl POST /tokens/revoke "{\"refresh_token\":\"rt2-$RUN\"}" >/dev/null
+t0=$(counter token_requests)
+c=$(command "$ACCOUNT2" incremental); s=$(wait_status "$c")
+check "invalid_grant: failed ($s)" [ "$(jget "$s" result)" = failed ]
+check "invalid_grant: class reauth" [ "$(jget "$s" error_class)" = reauth ]
+check "invalid_grant: first attempt, not retried" [ "$(jget "$s" attempt)" = 1 ]
+check "invalid_grant: one token request" [ "$(($(counter token_requests) - t0))" = 1 ]
+check "account marked needs_reauth" [ "$(psqlq "SELECT status FROM mail_accounts WHERE tenant_id='$TENANT' AND account_id='$ACCOUNT2'")" = needs_reauth ]
+c=$(command "$ACCOUNT2" incremental); s=$(wait_status "$c")
+check "needs_reauth: the next command fails at once (reauth)" [ "$(jget "$s" error_class)" = reauth ]
+check "needs_reauth: no token request" [ "$(($(counter token_requests) - t0))" = 1 ]
+
+# events of the whole run decode against the schema
+tool events "$RAW_TOPIC" >"$WORK/events.json"
+check "every event decodes against mail.raw.v1.avsc" [ "$(wc -l <"$WORK/events.json")" = "$(raw_keys 113)" ]
+
+kill -TERM "$WPID"; rc=0; wait "$WPID" || rc=$?; WPID=
+check "worker exited 0 on SIGTERM" [ "$rc" = 0 ]
+check "no secret or token in the log" bash -c "! grep -qE 'cs-$RUN|rt-$RUN|rt2-$RUN|ya29' '$WORK/worker.log'"
+[ "$fail" = 0 ] || { echo "--- worker log"; tail -60 "$WORK/worker.log"; }
+echo "test_worker_gmail: $pass passed, $fail failed in $(( $(date +%s) - T0 )) s"
+[ "$fail" = 0 ]
