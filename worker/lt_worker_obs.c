@@ -53,7 +53,7 @@ struct lt_worker_obs_s {
     lt_db_t *probe_db;
     int64_t probe_at;
     int probe_ok;
-    char probe_err[256];
+    char probe_err[280]; /* "Postgres: " + a 256-byte error */
 };
 
 static int64_t mono_ms(void)
