@@ -1,5 +1,7 @@
 #include "lt_gmail_client.h"
 
+#include "lt_gmail_bucket.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,11 +51,7 @@ struct lt_gmail_s {
     int64_t access_expires; /* monotonic ms; 0 = none */
     int token_gen;
 
-    /* token bucket */
-    double tokens;
-    double cap;
-    int64_t bucket_t;
-    int64_t pause_until;
+    lt_gmail_bucket_t bucket;
 
     lt_gmail_stats_t st;
     int inflight;
@@ -120,9 +118,7 @@ lt_gmail_t *lt_gmail_new(const lt_gmail_opts_t *o)
     c->user_esc = lt_xstrdup(esc ? esc : "me");
     curl_free(esc);
     curl_easy_cleanup(e);
-    c->cap = c->o.quota_units_per_s > 0 ? c->o.quota_units_per_s : 0;
-    c->tokens = 0; /* start empty: the server's bucket may be drained already */
-    c->bucket_t = now_ms();
+    lt_gmail_bucket_init(&c->bucket, c->o.quota_units_per_s, 1.0, now_ms());
     c->raw = lt_buf_new((size_t)c->o.max_message_bytes);
     return c;
 }
@@ -328,33 +324,6 @@ typedef lt_err_t (*on_ok_fn)(lt_gmail_t *c, req_t *r, void *opaque, int *retry, 
 typedef lt_err_t (*on_gone_fn)(lt_gmail_t *c, req_t *r, lt_err_t why, const char *reason,
                                void *opaque, char *errstr, size_t n);
 
-static void bucket_refill(lt_gmail_t *c, int64_t t)
-{
-    if (c->cap <= 0)
-        return;
-    if (t > c->bucket_t) {
-        c->tokens += (double)(t - c->bucket_t) * c->o.quota_units_per_s / 1000.0;
-        if (c->tokens > c->cap)
-            c->tokens = c->cap;
-        c->bucket_t = t;
-    }
-}
-
-/* 0 when it may start now, else ms to wait. */
-static int64_t bucket_wait(lt_gmail_t *c, int cost, int64_t t)
-{
-    if (t < c->pause_until)
-        return c->pause_until - t;
-    if (c->cap <= 0)
-        return 0;
-    bucket_refill(c, t);
-    double need = (double)cost > c->cap ? c->cap : (double)cost;
-    if (c->tokens >= need)
-        return 0;
-    int64_t w = (int64_t)((need - c->tokens) * 1000.0 / c->o.quota_units_per_s) + 1;
-    return w;
-}
-
 static void req_start(lt_gmail_t *c, req_t *r)
 {
     if (!r->h)
@@ -379,8 +348,7 @@ static void req_start(lt_gmail_t *c, req_t *r)
     curl_easy_setopt(r->h, CURLOPT_HTTPHEADER, r->hdrs);
     r->token_gen = c->token_gen;
     r->state = 1;
-    if (c->cap > 0)
-        c->tokens -= r->cost;
+    lt_gmail_bucket_take(&c->bucket, r->cost);
     c->st.units += r->cost;
     c->st.requests++;
     c->inflight++;
@@ -414,12 +382,8 @@ static lt_err_t req_retry(lt_gmail_t *c, req_t *r, int quota, char *errstr, size
     c->st.retries++;
     int64_t d = backoff_ms(c, r->attempts - 1, r->retry_after_s);
     r->not_before = now_ms() + d;
-    if (quota && now_ms() + d > c->pause_until) {
-        /* The whole account is over its quota: everyone waits. */
-        c->pause_until = now_ms() + d;
-        if (c->cap > 0 && c->tokens > 0)
-            c->tokens = 0;
-    }
+    if (quota) /* the whole account is over its quota: everyone waits */
+        lt_gmail_bucket_pause(&c->bucket, now_ms() + d);
     lt_debug(LOG(c), "gmail: %s; retry %d in %lld ms", r->last_err, r->attempts, (long long)d);
     return LT_OK;
 }
@@ -450,7 +414,7 @@ static lt_err_t run(lt_gmail_t *c, req_t *reqs, size_t nreq, on_ok_fn ok, on_gon
                     wait = r->not_before - t;
                 continue;
             }
-            int64_t w = bucket_wait(c, r->cost, t);
+            int64_t w = lt_gmail_bucket_wait(&c->bucket, r->cost, t);
             if (w > 0) {
                 if (w < wait)
                     wait = w;
