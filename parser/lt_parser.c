@@ -180,10 +180,9 @@ static lt_err_t dead_letter(lt_parser_t *p, item_t *it, char *errstr, size_t n)
     snprintf(num, sizeof(num), "%lld", (long long)m->offset);
     rd_kafka_header_add(h, "lattice.dlq.source_offset", -1, num, -1);
     rd_kafka_header_add(h, "lattice.dlq.consumer", -1, "lattice-mail-parser", -1);
-    lt_err_t err = lt_kafka_produce_sync(p->producer, p->dlq_topic, RD_KAFKA_PARTITION_UA,
-                                         m->key, m->key ? m->key_len : 0, m->payload,
-                                         m->payload ? m->len : 0, h, DLQ_TIMEOUT_MS, NULL, NULL,
-                                         errstr, n);
+    lt_err_t err = lt_kafka_produce_sync(
+        p->producer, p->dlq_topic, RD_KAFKA_PARTITION_UA, m->key, m->key ? m->key_len : 0,
+        m->payload, m->payload ? m->len : 0, h, DLQ_TIMEOUT_MS, NULL, NULL, errstr, n);
     lt_log_ctx_t c = item_ctx(it);
     if (!err) {
         lt_warn(&c, "record %s[%d]@%lld dead-lettered to %s: %s", rd_kafka_topic_name(m->rkt),
@@ -269,7 +268,9 @@ out:
  * the commit failed harmlessly); otherwise nothing was committed. */
 static lt_err_t process_batch(lt_parser_t *p, char *errstr, size_t n)
 {
+    int64_t t0 = now_ms();
     run_lanes(p);
+    int64_t t1 = now_ms();
     for (size_t i = 0; i < p->nitems; i++)
         if (p->items[i].out.verdict == LT_PARSED_RETRY)
             return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "%s", p->items[i].out.reason);
@@ -281,9 +282,11 @@ static lt_err_t process_batch(lt_parser_t *p, char *errstr, size_t n)
                 return err == LT_ERR_TOO_BIG ? LT_ERR_FINAL : LT_ERR_TEMPORARY;
         }
     }
+    int64_t t2 = now_ms();
     lt_err_t err = write_rows(p, errstr, n);
     if (err)
         return LT_ERR_TEMPORARY;
+    int64_t t3 = now_ms();
     for (size_t i = 0; i < p->nitems; i++) {
         item_t *it = &p->items[i];
         if (it->out.verdict != LT_PARSED_ROW)
@@ -292,8 +295,8 @@ static lt_err_t process_batch(lt_parser_t *p, char *errstr, size_t n)
         if (it->out.parse_error) {
             p->st.parse_errors++;
             lt_log_ctx_t c = item_ctx(it);
-            lt_warn(&c, "event %s (%s[%d]@%lld) stored with parse_error (%s): %s",
-                    it->out.event_id, rd_kafka_topic_name(it->msg->rkt), (int)it->msg->partition,
+            lt_warn(&c, "event %s (%s[%d]@%lld) stored with parse_error (%s): %s", it->out.event_id,
+                    rd_kafka_topic_name(it->msg->rkt), (int)it->msg->partition,
                     (long long)it->msg->offset, lt_err_name(it->out.err_class), it->out.reason);
         }
     }
@@ -304,7 +307,11 @@ static lt_err_t process_batch(lt_parser_t *p, char *errstr, size_t n)
     if (kerr) /* rows are durable: a replay rewrites the same rows */
         lt_warn(NULL, "offset commit: %s (the batch will be read again)", rd_kafka_err2str(kerr));
     p->st.batches++;
-    lt_debug(NULL, "batch of %zu records committed", p->nitems);
+    lt_debug(NULL,
+             "batch of %zu records: fetch+parse %lld ms, DLQ %lld ms, upsert %lld ms, "
+             "offsets %lld ms",
+             p->nitems, (long long)(t1 - t0), (long long)(t2 - t1), (long long)(t3 - t2),
+             (long long)(now_ms() - t3));
     drop_all(p);
     return LT_OK;
 }
@@ -426,14 +433,12 @@ lt_parser_t *lt_parser_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
         l->ctx.codec = lt_mail_codec_new(errstr, errstr_size);
         if (!l->ctx.codec)
             goto fail;
-        l->ctx.s3 = lt_s3_new(lt_config_str(cfg, "LATTICE_S3_ENDPOINT"),
-                              lt_config_str(cfg, "LATTICE_S3_REGION"), l->ctx.bucket,
-                              lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID"),
-                              lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY"),
-                              lt_config_bool(cfg, "LATTICE_S3_PATH_STYLE"),
-                              lt_config_str(cfg, "LATTICE_S3_CA_FILE"),
-                              (long)lt_config_int(cfg, "LATTICE_S3_TIMEOUT_S"), errstr,
-                              errstr_size);
+        l->ctx.s3 = lt_s3_new(
+            lt_config_str(cfg, "LATTICE_S3_ENDPOINT"), lt_config_str(cfg, "LATTICE_S3_REGION"),
+            l->ctx.bucket, lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID"),
+            lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY"),
+            lt_config_bool(cfg, "LATTICE_S3_PATH_STYLE"), lt_config_str(cfg, "LATTICE_S3_CA_FILE"),
+            (long)lt_config_int(cfg, "LATTICE_S3_TIMEOUT_S"), errstr, errstr_size);
         if (!l->ctx.s3)
             goto fail;
     }
@@ -499,8 +504,8 @@ lt_err_t lt_parser_run(lt_parser_t *p, char *errstr, size_t errstr_size)
         return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "subscribe %s: %s", p->raw_topic,
                          rd_kafka_err2str(kerr));
     lt_info(NULL, "parser consuming %s as group %s: batches of %zu, %d thread(s), DLQ %s",
-            p->raw_topic, lt_config_str(p->cfg, "LATTICE_PARSER_GROUP_ID"), p->max_items,
-            p->nlanes, p->dlq_topic);
+            p->raw_topic, lt_config_str(p->cfg, "LATTICE_PARSER_GROUP_ID"), p->max_items, p->nlanes,
+            p->dlq_topic);
 
     int64_t stats_ms = now_ms();
     uint64_t stats_events = 0;

@@ -18,8 +18,8 @@ static void fetch_and_parse(lt_parser_event_ctx_t *c, const lt_mail_event_t *ev,
 {
     char bucket[LT_OBJKEY_BUCKET_MAX + 1], key[LT_OBJKEY_MAX + 1];
     char e[900];
-    lt_err_t err = lt_objkey_uri_parse(lt_mail_event_get_raw_object_uri(ev), bucket,
-                                       sizeof(bucket), key, sizeof(key), e, sizeof(e));
+    lt_err_t err = lt_objkey_uri_parse(lt_mail_event_get_raw_object_uri(ev), bucket, sizeof(bucket),
+                                       key, sizeof(key), e, sizeof(e));
     if (err) {
         out->err_class = LT_ERR_INVALID;
         snprintf(out->reason, sizeof(out->reason), "raw_object_uri: %s", e);

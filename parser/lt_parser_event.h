@@ -39,11 +39,11 @@ typedef struct {
     lt_registry_t *registry;
     lt_mail_codec_t *codec;
     lt_s3_t *s3;
-    const char *bucket;          /* the bucket s3 reads */
-    uint64_t max_message_bytes;  /* larger .eml: parse_error too_big */
-    lt_mime_limits_t limits;     /* max_text = the body cap */
-    lt_buf_t *raw;               /* scratch, cap >= max_message_bytes */
-    lt_buf_t *schema;            /* scratch for the writer schema */
+    const char *bucket;         /* the bucket s3 reads */
+    uint64_t max_message_bytes; /* larger .eml: parse_error too_big */
+    lt_mime_limits_t limits;    /* max_text = the body cap */
+    lt_buf_t *raw;              /* scratch, cap >= max_message_bytes */
+    lt_buf_t *schema;           /* scratch for the writer schema */
 } lt_parser_event_ctx_t;
 
 /* What one record became. reason: why DLQ/RETRY, or the parse error of a

@@ -17,7 +17,7 @@
 #include "lt_parser.h"
 
 static lt_parser_t *g_parser; /* for the signal handler only */
-static atomic_int g_ready;      /* /readyz: 1 from lt_parser_new() until SIGTERM */
+static atomic_int g_ready;    /* /readyz: 1 from lt_parser_new() until SIGTERM */
 
 static int parser_ready(void *opaque, char *why, size_t why_size)
 {

@@ -16,8 +16,8 @@ typedef struct {
  * its text as the key and an empty bucket (the row still records it). */
 static void split_uri(const char *uri, objref_t *o)
 {
-    if (uri && !lt_objkey_uri_parse(uri, o->bucket, sizeof(o->bucket), o->key, sizeof(o->key),
-                                     NULL, 0))
+    if (uri &&
+        !lt_objkey_uri_parse(uri, o->bucket, sizeof(o->bucket), o->key, sizeof(o->key), NULL, 0))
         return;
     o->bucket[0] = 0;
     snprintf(o->key, sizeof(o->key), "%s", uri ? uri : "");
@@ -82,8 +82,8 @@ lt_err_t lt_mailrow_json(const lt_mail_event_t *ev, const lt_mime_t *m,
             r.message_id = lt_mime_message_id(m);
         r.subject = lt_mime_subject(m);
         r.from_display = lt_mime_addr_display(m, LT_MIME_FROM);
-        r.from_email = lt_mime_addr_count(m, LT_MIME_FROM) ? lt_mime_addr_email(m, LT_MIME_FROM, 0)
-                                                           : NULL;
+        r.from_email =
+            lt_mime_addr_count(m, LT_MIME_FROM) ? lt_mime_addr_email(m, LT_MIME_FROM, 0) : NULL;
         to = emails_of(m, LT_MIME_TO, &r.n_to);
         cc = emails_of(m, LT_MIME_CC, &r.n_cc);
         r.to_addrs = to;

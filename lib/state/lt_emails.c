@@ -123,8 +123,7 @@ static lt_err_t field_bool(lt_buf_t *b, int *first, const char *key, int v)
     return err ? err : lt_buf_appendf(b, "%s", v ? "true" : "false");
 }
 
-static lt_err_t field_strv(lt_buf_t *b, int *first, const char *key, const char *const *v,
-                           size_t n)
+static lt_err_t field_strv(lt_buf_t *b, int *first, const char *key, const char *const *v, size_t n)
 {
     lt_err_t err = put_key(b, first, key);
     if (!err)
@@ -156,11 +155,11 @@ static int is_uuid(const char *s)
 
 static lt_err_t row_check(const lt_email_row_t *r, char *errstr, size_t errstr_size)
 {
-    static const char *names[] = {"tenant_id",  "account_id",     "provider_message_id",
-                                  "event_id",   "provider",       "raw_bucket",
+    static const char *names[] = {"tenant_id",      "account_id", "provider_message_id",
+                                  "event_id",       "provider",   "raw_bucket",
                                   "raw_object_key", "raw_sha256", "data_classification"};
-    const char *vals[] = {r->tenant_id,  r->account_id,     r->provider_message_id,
-                          r->event_id,   r->provider,       r->raw_bucket,
+    const char *vals[] = {r->tenant_id,      r->account_id, r->provider_message_id,
+                          r->event_id,       r->provider,   r->raw_bucket,
                           r->raw_object_key, r->raw_sha256, r->data_classification};
     for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++)
         if (!vals[i])
@@ -173,7 +172,8 @@ static lt_err_t row_check(const lt_email_row_t *r, char *errstr, size_t errstr_s
     if (r->received_at_ms < MS_MIN || r->received_at_ms > MS_MAX)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                          "emails row: received_at %" PRId64 " ms out of range", r->received_at_ms);
-    if (r->body_source && strcmp(r->body_source, "text/plain") && strcmp(r->body_source, "text/html"))
+    if (r->body_source && strcmp(r->body_source, "text/plain") &&
+        strcmp(r->body_source, "text/html"))
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "emails row: unknown body_source");
     if ((r->n_to && !r->to_addrs) || (r->n_cc && !r->cc_addrs) ||
         (r->n_attachments && !r->attachments))
@@ -300,35 +300,36 @@ lt_err_t lt_emails_row_json(const lt_email_row_t *r, lt_buf_t *out, char *errstr
 }
 
 /* The columns in jsonb_to_recordset order, with their types. */
-#define ROW_COLUMNS                                                                               \
-    "tenant_id text, account_id text, provider_message_id text, event_id uuid, provider text, " \
-    "mailbox text, thread_id text, received_at_ms bigint, message_id text, subject text, "      \
-    "from_display text, from_email text, to_addrs text[], cc_addrs text[], to_display text, "   \
-    "cc_display text, date_ms bigint, date_raw text, body_text text, body_source text, "        \
-    "body_truncated boolean, attachments jsonb, raw_bucket text, raw_object_key text, "         \
-    "raw_size_bytes bigint, raw_sha256 text, data_classification text, parse_error text, "      \
+#define ROW_COLUMNS                                                                                \
+    "tenant_id text, account_id text, provider_message_id text, event_id uuid, provider text, "    \
+    "mailbox text, thread_id text, received_at_ms bigint, message_id text, subject text, "         \
+    "from_display text, from_email text, to_addrs text[], cc_addrs text[], to_display text, "      \
+    "cc_display text, date_ms bigint, date_raw text, body_text text, body_source text, "           \
+    "body_truncated boolean, attachments jsonb, raw_bucket text, raw_object_key text, "            \
+    "raw_size_bytes bigint, raw_sha256 text, data_classification text, parse_error text, "         \
     "parse_error_class text, kafka_partition integer, kafka_offset bigint"
 
-#define ROW_NAMES                                                                                 \
-    "tenant_id, account_id, provider_message_id, event_id, provider, mailbox, thread_id, "       \
-    "received_at_ms, message_id, subject, from_display, from_email, to_addrs, cc_addrs, "         \
-    "to_display, cc_display, date_ms, date_raw, body_text, body_source, body_truncated, "         \
-    "attachments, raw_bucket, raw_object_key, raw_size_bytes, raw_sha256, data_classification, "  \
+#define ROW_NAMES                                                                                  \
+    "tenant_id, account_id, provider_message_id, event_id, provider, mailbox, thread_id, "         \
+    "received_at_ms, message_id, subject, from_display, from_email, to_addrs, cc_addrs, "          \
+    "to_display, cc_display, date_ms, date_raw, body_text, body_source, body_truncated, "          \
+    "attachments, raw_bucket, raw_object_key, raw_size_bytes, raw_sha256, data_classification, "   \
     "parse_error, parse_error_class, kafka_partition, kafka_offset"
 
 /* Every column but the key, created_at and the generated ones. */
-#define UPDATE_SET(x)                                                                             \
-    "event_id = " x ".event_id, provider = " x ".provider, mailbox = " x ".mailbox, "             \
-    "thread_id = " x ".thread_id, received_at = " x ".received_at, message_id = " x               \
-    ".message_id, subject = " x ".subject, from_display = " x ".from_display, from_email = " x   \
-    ".from_email, to_addrs = " x ".to_addrs, cc_addrs = " x ".cc_addrs, to_display = " x         \
-    ".to_display, cc_display = " x ".cc_display, date_header = " x ".date_header, date_raw = " x \
-    ".date_raw, body_text = " x ".body_text, body_source = " x ".body_source, body_truncated = " \
-    x ".body_truncated, attachments = " x ".attachments, raw_bucket = " x ".raw_bucket, "        \
-    "raw_object_key = " x ".raw_object_key, raw_size_bytes = " x ".raw_size_bytes, raw_sha256 = " \
-    x ".raw_sha256, data_classification = " x ".data_classification, parse_error = " x           \
-    ".parse_error, parse_error_class = " x ".parse_error_class, kafka_partition = " x             \
-    ".kafka_partition, kafka_offset = " x ".kafka_offset, parsed_at = now()"
+#define UPDATE_SET(x)                                                                              \
+    "event_id = " x ".event_id, provider = " x ".provider, mailbox = " x ".mailbox, "              \
+    "thread_id = " x ".thread_id, received_at = " x ".received_at, message_id = " x                \
+    ".message_id, subject = " x ".subject, from_display = " x ".from_display, from_email = " x     \
+    ".from_email, to_addrs = " x ".to_addrs, cc_addrs = " x ".cc_addrs, to_display = " x           \
+    ".to_display, cc_display = " x ".cc_display, date_header = " x ".date_header, date_raw = " x   \
+    ".date_raw, body_text = " x ".body_text, body_source = " x ".body_source, body_truncated = " x \
+    ".body_truncated, attachments = " x ".attachments, raw_bucket = " x ".raw_bucket, "            \
+    "raw_object_key = " x ".raw_object_key, raw_size_bytes = " x                                   \
+    ".raw_size_bytes, raw_sha256 = " x ".raw_sha256, data_classification = " x                     \
+    ".data_classification, parse_error = " x ".parse_error, parse_error_class = " x                \
+    ".parse_error_class, kafka_partition = " x ".kafka_partition, kafka_offset = " x               \
+    ".kafka_offset, parsed_at = now()"
 
 static const char k_upsert_sql[] =
     "INSERT INTO emails AS e (tenant_id, account_id, provider_message_id, event_id, provider, "
@@ -349,15 +350,16 @@ static const char k_upsert_sql[] =
     "FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (" ROW_COLUMNS ")) "
     "WITH ORDINALITY AS r(" ROW_NAMES ", ord) "
     "ORDER BY r.tenant_id, r.account_id, r.provider_message_id, r.ord DESC "
-    "ON CONFLICT (tenant_id, account_id, provider_message_id) DO UPDATE SET " UPDATE_SET("EXCLUDED");
+    "ON CONFLICT (tenant_id, account_id, provider_message_id) DO UPDATE SET " UPDATE_SET(
+        "EXCLUDED");
 
 static lt_err_t run_chunk(lt_db_t *db, const lt_buf_t *json, size_t *written, char *errstr,
                           size_t errstr_size)
 {
     PGresult *res = NULL;
     const char *params[] = {lt_buf_str(json)};
-    lt_err_t err = lt_db_exec(db, "emails upsert", k_upsert_sql, 1, params, &res, errstr,
-                              errstr_size);
+    lt_err_t err =
+        lt_db_exec(db, "emails upsert", k_upsert_sql, 1, params, &res, errstr, errstr_size);
     if (err)
         return err;
     *written += (size_t)strtoull(PQcmdTuples(res), NULL, 10);

@@ -100,7 +100,8 @@ static void test_row_escaping(void)
     static const char body[] = "a\"b\\c\n\t\x01 \xff z \xc3 \xc0\xaf \xed\xa0\x80 \xc3\xa9\0end";
     r.body_text = body;
     r.body_len = sizeof(body) - 1;
-    r.subject = "Gr\xc3\xbc\xc3\x9f" "e \xe2\x80\x94 \xf0\x9f\x93\xa7";
+    r.subject = "Gr\xc3\xbc\xc3\x9f"
+                "e \xe2\x80\x94 \xf0\x9f\x93\xa7";
     const char *to[] = {"a@x", "b\"@y"};
     r.to_addrs = to;
     r.n_to = 2;
@@ -109,9 +110,12 @@ static void test_row_escaping(void)
     lt_err_t err;
     json_object *o = row_obj(&r, &err);
     CHECK_INT(err, LT_OK);
-    CHECK_STR(jstr(o, "body_text"), "a\"b\\c\n\t\x01 \xef\xbf\xbd z \xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd "
-                                    "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd \xc3\xa9" "end");
-    CHECK_STR(jstr(o, "subject"), "Gr\xc3\xbc\xc3\x9f" "e \xe2\x80\x94 \xf0\x9f\x93\xa7");
+    CHECK_STR(jstr(o, "body_text"),
+              "a\"b\\c\n\t\x01 \xef\xbf\xbd z \xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd "
+              "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd \xc3\xa9"
+              "end");
+    CHECK_STR(jstr(o, "subject"), "Gr\xc3\xbc\xc3\x9f"
+                                  "e \xe2\x80\x94 \xf0\x9f\x93\xa7");
     json_object *v = NULL;
     CHECK(json_object_object_get_ex(o, "to_addrs", &v) && json_object_array_length(v) == 2);
     CHECK_STR(json_object_get_string(json_object_array_get_idx(v, 1)), "b\"@y");
@@ -178,8 +182,9 @@ static lt_mail_event_t *sample_event(void)
     lt_mail_event_set_raw_size_bytes(ev, 1234);
     lt_mail_event_set_raw_sha256(ev, SHA);
     lt_mail_event_set_rfc822_message_id(ev, "from-event@example.com");
-    lt_mail_event_add_attachment(ev, "2", "r\xc3\xa9sum\xc3\xa9.pdf", "application/pdf", 5000, SHA,
-                                 "s3://lattice-mail/tenant/t1/x/attachments/2/r%C3%A9sum%C3%A9.pdf");
+    lt_mail_event_add_attachment(
+        ev, "2", "r\xc3\xa9sum\xc3\xa9.pdf", "application/pdf", 5000, SHA,
+        "s3://lattice-mail/tenant/t1/x/attachments/2/r%C3%A9sum%C3%A9.pdf");
     lt_mail_event_add_attachment(ev, "3", NULL, "image/png", 7, SHA, "not-a-uri");
     char e[128];
     CHECK_INT(lt_mail_event_derive_id(ev, e, sizeof(e)), LT_OK);
@@ -226,7 +231,8 @@ static void test_mailrow_parsed(void)
     CHECK_STR(jstr(o, "mailbox"), "INBOX");
     CHECK_STR(jstr(o, "thread_id"), "18c2f0a1b2c3d4e0");
     CHECK_STR(jstr(o, "message_id"), "m1@example.test"); /* the message's, not the event's */
-    CHECK_STR(jstr(o, "subject"), "Gr\xc3\xbc\xc3\x9f" "e again");
+    CHECK_STR(jstr(o, "subject"), "Gr\xc3\xbc\xc3\x9f"
+                                  "e again");
     CHECK_STR(jstr(o, "from_display"), "Zo\xc3\xab <zoe@example.test>");
     CHECK_STR(jstr(o, "from_email"), "zoe@example.test");
     json_object *v = NULL;

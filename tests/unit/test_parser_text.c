@@ -38,16 +38,18 @@ static const text_case_t CASES[] = {
     {"quoted-printable latin1 body, Q-encoded latin1 subject",
      "Subject: =?ISO-8859-1?Q?Gr=FC=DFe?=\nContent-Type: text/plain; charset=iso-8859-1\n"
      "Content-Transfer-Encoding: quoted-printable\n\nK=F6ln =3D gro=DF\n",
-     0, "Gr\xc3\xbc\xc3\x9f" "e", "K\xc3\xb6ln = gro\xc3\x9f\n", "text/plain", 0},
-    {"undeclared 8-bit windows-1252",
-     "Subject: x\n\nna\xefve \x93quoted\x94\n", 0, "x",
+     0,
+     "Gr\xc3\xbc\xc3\x9f"
+     "e",
+     "K\xc3\xb6ln = gro\xc3\x9f\n", "text/plain", 0},
+    {"undeclared 8-bit windows-1252", "Subject: x\n\nna\xefve \x93quoted\x94\n", 0, "x",
      "na\xc3\xafve \xe2\x80\x9cquoted\xe2\x80\x9d\n", "text/plain", 0},
     {"cap cuts at a character boundary",
      "Subject: cap\nContent-Type: text/plain; charset=utf-8\n\n"
      "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\n",
      5, "cap", "\xc3\xa9\xc3\xa9", "text/plain", 1},
-    {"no MIME headers", "From: a@example.test\nSubject: old\n\njust some words\nno headers here\n", 0,
-     "old", "just some words\nno headers here\n", "text/plain", 0},
+    {"no MIME headers", "From: a@example.test\nSubject: old\n\njust some words\nno headers here\n",
+     0, "old", "just some words\nno headers here\n", "text/plain", 0},
     {"attachment only: no text",
      "Subject: att\nContent-Type: application/pdf\nContent-Disposition: attachment; "
      "filename=a.pdf\n\nPDF\n",
@@ -90,8 +92,8 @@ int main(void)
             lim.max_text = c->max_text;
         lt_mime_t *m = NULL;
         char e[256];
-        lt_err_t err = lt_mime_parse_mem((const uint8_t *)c->msg, strlen(c->msg), &lim, &m, e,
-                                         sizeof(e));
+        lt_err_t err =
+            lt_mime_parse_mem((const uint8_t *)c->msg, strlen(c->msg), &lim, &m, e, sizeof(e));
         CHECK_MSG(err == LT_OK, "%s: parse: %s", c->name, e);
         if (err)
             continue;
