@@ -62,6 +62,12 @@ struct lt_worker_s {
     volatile sig_atomic_t stop;
     volatile int stopping_slots;
     int drain_ms;
+    /* Periodic offset commits wait while a cooperative rebalance that
+     * revoked partitions completes its second round: librdkafka 2.0.2 treats
+     * an OffsetCommit answered ILLEGAL_GENERATION as a lost assignment
+     * (librdkafka#4059, fixed in 2.8). Poll thread only. */
+    int64_t commit_hold_until;
+    int assigns_to_wait;
     lt_worker_obs_t *obs; /* metrics, progress reports, readiness */
 };
 
@@ -582,11 +588,15 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         lt_info(NULL, "assigned %d partition(s)", parts->cnt);
         e = rd_kafka_incremental_assign(rk, parts);
+        if (w->assigns_to_wait > 0 && --w->assigns_to_wait == 0)
+            w->commit_hold_until = 0;
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         int lost = rd_kafka_assignment_lost(rk);
         lt_info(NULL, "%s %d partition(s): draining their commands", lost ? "lost" : "revoked",
                 parts->cnt);
         drain_partitions(w, parts, !lost);
+        w->assigns_to_wait = 2; /* this round's assign, then the next round's */
+        w->commit_hold_until = lt_now_ms() + 15000;
         e = rd_kafka_incremental_unassign(rk, parts);
     } else {
         lt_error(NULL, "rebalance error: %s", rd_kafka_err2str(err));
@@ -728,7 +738,7 @@ lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
             rd_kafka_message_destroy(m);
         }
         rd_kafka_poll(w->producer, 0);
-        if (lt_now_ms() - last_commit > 1000) {
+        if (lt_now_ms() - last_commit > 1000 && lt_now_ms() >= w->commit_hold_until) {
             commit_ready(w, NULL);
             last_commit = lt_now_ms();
         }
