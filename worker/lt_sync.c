@@ -618,7 +618,16 @@ lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_
     }
 
     /* (d) commit */
-    rd_kafka_error_t *e = rd_kafka_commit_transaction(s->env.producer, s->env.txn_timeout_ms);
+    rd_kafka_error_t *e;
+    for (int tries = 1;; tries++) {
+        /* retriable (e.g. a timeout): librdkafka wants the same call again;
+         * until it succeeds the producer accepts no new transaction */
+        e = rd_kafka_commit_transaction(s->env.producer, s->env.txn_timeout_ms);
+        if (!e || !rd_kafka_error_is_retriable(e) || tries == 3)
+            break;
+        lt_warn(&s->log, "commit_transaction: %s; retrying", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
     if (e) {
         int abortable = rd_kafka_error_txn_requires_abort(e);
         err = kafka_err(e, "commit_transaction", errstr, errstr_size);
