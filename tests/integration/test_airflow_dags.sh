@@ -23,6 +23,7 @@ RUN=$(date +%s)$$
 TENANT=af-t$RUN
 ACC=af-imap-$RUN          # enabled IMAP account with a folder of 5 messages
 ACC_OFF=af-imap-off-$RUN  # disabled IMAP account
+ACC_RE=af-imap-re-$RUN    # enabled IMAP account that needs re-authorisation
 ACC_G=af-gmail-$RUN       # enabled Gmail account (commands only, not executed here)
 FOLDER="af-$RUN-Eingang"
 WORK=$(mktemp -d)
@@ -72,7 +73,9 @@ CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"LATTICE_
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, enabled, config_json) VALUES
   ('$TENANT', '$ACC', 'imap', true, '$CONFIG'::jsonb),
   ('$TENANT', '$ACC_OFF', 'imap', false, '$CONFIG'::jsonb),
+  ('$TENANT', '$ACC_RE', 'imap', true, '$CONFIG'::jsonb),
   ('$TENANT', '$ACC_G', 'gmail', true, '{}'::jsonb)" >/dev/null
+psqlq "UPDATE mail_accounts SET status = 'needs_reauth', status_reason = 'test' WHERE tenant_id = '$TENANT' AND account_id = '$ACC_RE'" >/dev/null
 
 # Per-run topics: IMAP commands (a worker of ours executes them), Gmail commands.
 TOPIC=$("$ROOT/deploy/local/stack" topic "airflow-cmd-$RUN" 3)
@@ -86,10 +89,10 @@ WPID=$!
 
 # --- (a) DagBag, validator vs the C parser's examples, parameter and account checks.
 T1=$(date +%s)
-"$PY" - "$ROOT" "$WORK/unit.out" "$TENANT" "$ACC" "$ACC_OFF" "$ACC_G" >"$WORK/unit.log" 2>&1 <<'PY' || true
+"$PY" - "$ROOT" "$WORK/unit.out" "$TENANT" "$ACC" "$ACC_OFF" "$ACC_G" "$ACC_RE" >"$WORK/unit.log" 2>&1 <<'PY' || true
 import glob, json, os, sys
 from pathlib import Path
-root, out, tenant, acc, acc_off, acc_g = sys.argv[1:]
+root, out, tenant, acc, acc_off, acc_g, acc_re = sys.argv[1:]
 from airflow.dag_processing.dagbag import BundleDagBag
 passed = failed = 0
 def check(what, ok):
@@ -146,8 +149,19 @@ rejects(lc.find_account, acc_g, "imap", says="is of provider gmail, not imap")
 rejects(lc.find_account, acc_off, "imap", says="is disabled")
 rejects(lc.find_account, acc, "imap", "other-tenant", says="no account with account_id")
 check("find_account", lc.find_account(acc, "imap", None)["tenant_id"] == tenant)
+rejects(lc.find_account, acc_re, "imap", says="is needs_reauth: test")
 check("enabled_accounts skips disabled and other providers",
-      [a["account_id"] for a in lc.enabled_accounts("imap", tenant)] == [acc])
+      [a["account_id"] for a in lc.enabled_accounts("imap", tenant)] == sorted([acc, acc_re]))
+# The in-flight rule shared with lattice-scheduler: an issued, unstarted command counts.
+check("nothing in flight yet", lc.in_flight_accounts("imap", tenant, 900) == set())
+probe = {"command_id": f"af-probe-{acc}", "tenant_id": tenant, "account_id": acc, "provider": "imap"}
+lc.record_issued([probe])
+check("issued command in flight", lc.in_flight_accounts("imap", tenant, 900) == {(tenant, acc)})
+check("... not for gmail", lc.in_flight_accounts("gmail", tenant, 900) == set())
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+PostgresHook(postgres_conn_id=lc.POSTGRES_CONN_ID).run(
+    "DELETE FROM mail_sync_issued WHERE command_id = %s", parameters=(probe["command_id"],))
+check("probe removed", lc.in_flight_accounts("imap", tenant, 900) == set())
 tp = lc.new_traceparent()
 cmd = lc.build_command(tenant_id=tenant, account_id=acc, provider="imap", kind="backfill",
                        requested_by="test", traceparent=tp, backfill={"folder": "INBOX"})
@@ -224,7 +238,10 @@ check "... with the reason" grep -q "start_uid 4 is after end_uid 2" "$WORK/bad.
 IDS=$(verify "$TOPIC" "$(printf '[{"provider":"imap","kind":"incremental","tenant_id":"%s","account_id":"%s","requested_by":"airflow:lattice__imap_sync_incremental","scope":null,"backfill":null},
   {"provider":"imap","kind":"backfill","tenant_id":"%s","account_id":"%s","requested_by":"airflow:lattice__imap_backfill","scope":null,"backfill":{"folder":"%s","start_uid":2,"end_uid":4}}]' \
   "$TENANT" "$ACC" "$TENANT" "$ACC" "$FOLDER")") && ok=1 || { ok=0; cat "$WORK/verify.err" >&2; }
-check "IMAP commands on $TOPIC: one incremental (the enabled account only), one backfill, nothing else" [ "$ok" = 1 ]
+check "IMAP commands on $TOPIC: one incremental (the enabled, active account only), one backfill, nothing else" [ "$ok" = 1 ]
+INCR=$(grep '^af\.imap\.incremental\.' <<<"$IDS" || true)
+check "the incremental command is recorded as issued" \
+  [ "$(psqlq "SELECT account_id FROM mail_sync_issued WHERE command_id = '$INCR'")" = "$ACC" ]
 
 wait "$GMAIL_PID" || true
 check "dags test lattice__gmail_sync_incremental" [ "$(cat "$WORK/gincr.rc")" = 0 ]

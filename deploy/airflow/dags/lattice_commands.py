@@ -309,6 +309,52 @@ def enabled_accounts(provider: str, tenant_id: str | None = None) -> list[dict]:
     return [{"tenant_id": t, "account_id": a, "status": s} for t, a, s in rows]
 
 
+def stale_after_s() -> int:
+    """The in-flight threshold, shared with lattice-scheduler (LATTICE_SCHEDULER_STALE_AFTER_S)."""
+    raw = os.environ.get("LATTICE_SCHEDULER_STALE_AFTER_S", "900")
+    if not raw.isdigit() or not 1 <= int(raw) <= 604800:
+        raise CommandError(f"LATTICE_SCHEDULER_STALE_AFTER_S: {raw!r} is not 1..604800")
+    return int(raw)
+
+
+def in_flight_accounts(provider: str, tenant_id: str | None, stale_s: int) -> set[tuple[str, str]]:
+    """(tenant, account) pairs with a command in flight, by lattice-scheduler's rule
+    (lib/state/lt_issued.c): running with a heartbeat newer than the threshold,
+    or issued within the threshold and not started yet."""
+    rows = _records(
+        "SELECT tenant_id, account_id FROM mail_sync_commands"
+        " WHERE status = 'running' AND heartbeat_at > now() - make_interval(secs => %s)"
+        " AND provider = %s AND (%s::text IS NULL OR tenant_id = %s)"
+        " UNION"
+        " SELECT i.tenant_id, i.account_id FROM mail_sync_issued i"
+        " WHERE i.issued_at > now() - make_interval(secs => %s)"
+        " AND i.provider = %s AND (%s::text IS NULL OR i.tenant_id = %s)"
+        " AND NOT EXISTS (SELECT 1 FROM mail_sync_commands c WHERE c.command_id = i.command_id)",
+        (stale_s, provider, tenant_id, tenant_id, stale_s, provider, tenant_id, tenant_id),
+    )
+    return {(t, a) for t, a in rows}
+
+
+def record_issued(cmds: Sequence[dict]) -> None:
+    """Record commands in mail_sync_issued (as lattice-scheduler does), so neither
+    the scheduler nor the next DAG run piles another command on an account
+    whose command is still queued."""
+    if not cmds:
+        return
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    rows = [
+        {"c": c["command_id"], "t": c["tenant_id"], "a": c["account_id"], "p": c["provider"], "s": c.get("scope")}
+        for c in cmds
+    ]
+    PostgresHook(postgres_conn_id=POSTGRES_CONN_ID).run(
+        "INSERT INTO mail_sync_issued (command_id, tenant_id, account_id, provider, scope)"
+        " SELECT c, t, a, p, s FROM jsonb_to_recordset(%s::jsonb)"
+        " AS x(c text, t text, a text, p text, s text) ON CONFLICT (command_id) DO NOTHING",
+        parameters=(json.dumps(rows),),
+    )
+
+
 def find_account(account_id: str, provider: str, tenant_id: str | None = None) -> dict:
     """The one account ``account_id`` (in ``tenant_id`` when given) of ``provider``,
     enabled and active; CommandError with the reason otherwise."""
@@ -343,32 +389,46 @@ def _fail(e: Exception):
 
 
 def incremental_commands(provider: str, dag_id: str, tenant_id: str | None = None) -> list[dict]:
-    """One incremental command (all configured scopes) per enabled account."""
+    """One incremental command (all configured scopes) per enabled, active account
+    that has no command in flight; the commands are recorded as issued."""
+    log = _log()
     try:
         tenant = check_id("tenant_id", tenant_id) if tenant_id else None
         accounts = enabled_accounts(provider, tenant)
+        busy = in_flight_accounts(provider, tenant, stale_after_s())
         parent = new_traceparent()
-        cmds = [
-            build_command(
-                tenant_id=acc["tenant_id"],
-                account_id=acc["account_id"],
-                provider=provider,
-                kind="incremental",
-                requested_by=f"airflow:{dag_id}",
-                traceparent=child_traceparent(parent),
-            )
-            for acc in accounts
-        ]
+        cmds, skipped = [], []
+        for acc in accounts:
+            key = (acc["tenant_id"], acc["account_id"])
+            if acc["status"] != "active":
+                skipped.append(f"{key[0]}/{key[1]} ({acc['status']})")
+            elif key in busy:
+                skipped.append(f"{key[0]}/{key[1]} (in flight)")
+            else:
+                cmds.append(
+                    build_command(
+                        tenant_id=acc["tenant_id"],
+                        account_id=acc["account_id"],
+                        provider=provider,
+                        kind="incremental",
+                        requested_by=f"airflow:{dag_id}",
+                        traceparent=child_traceparent(parent),
+                    )
+                )
     except CommandError as e:
         raise _fail(e) from e
-    _log().info(
-        "%d enabled %s account(s)%s: %d command(s), trace %s",
+    record_issued(cmds)
+    log.info(
+        "%d enabled %s account(s)%s: %d command(s), %d skipped, trace %s",
         len(accounts),
         provider,
         f" in tenant {tenant}" if tenant else "",
         len(cmds),
+        len(skipped),
         parent[3:35],
     )
+    if skipped:
+        log.info("skipped: %s", ", ".join(skipped[:50]) + (" ..." if len(skipped) > 50 else ""))
     return cmds
 
 
