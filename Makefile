@@ -7,6 +7,7 @@
 #   make env-example   regenerate .env.example from the settings table
 #   make seed       the local tenant "personal" (personal-gmail, workmail-imap) via lattice-seed
 #   make bench-scheduler  lattice-scheduler --once over 100k accounts (docs/benchmarks.md)
+#   make bench-gmail  Gmail connector vs the 50 msg/s/account quota ceiling, 1/4/16 accounts (docs/benchmarks.md)
 #   make validate-deploy  render + validate deploy/ offline (k8s schemas, KEDA CRDs, Dockerfile, secrets)
 #   make airflow    the pinned Airflow venv for the command DAGs (.cache/airflow-venv; docs/airflow.md)
 SHELL := /bin/bash
@@ -16,7 +17,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash
+.PHONY: bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash
 
 all: build
 
@@ -75,6 +76,10 @@ airflow:
 # lattice-scheduler --once over 100k accounts (throwaway schema and topic): docs/benchmarks.md
 bench-scheduler: build stack-up
 	bench/scheduler 100000 $(BUILD)
+
+# Gmail connector vs the quota ceiling (own emulator with 50 ms latency): docs/benchmarks.md
+bench-gmail: build stack-up
+	bench/gmail $(BUILD)
 
 # tenant personal: personal-gmail + workmail-imap (LATTICE_SEED_* settings; references to secrets only)
 seed: build stack-up
