@@ -31,6 +31,12 @@ typedef struct {
     char traceparent[LT_TRACEPARENT_SIZE]; /* also in the JSON */
 } pending_t;
 
+/* Commands waiting to be recorded and produced. */
+typedef struct {
+    pending_t items[BATCH_MAX];
+    size_t n;
+} batch_t;
+
 /* Travels with a produced message to its delivery report. */
 typedef struct {
     char id[LT_SCHED_COMMAND_ID_SIZE];
@@ -47,9 +53,11 @@ struct lt_sched_s {
     lt_sched_stats_t *stats;
     lt_sched_set_t *in_flight;
     lt_trace_t trace;
-    pending_t batch[BATCH_MAX];
+    /* Double buffering: while the server records batch `inflight`, the
+     * accounts stream into batch `cur`. */
+    batch_t batches[2];
+    int cur, inflight; /* inflight: -1 = none */
     lt_issued_t rows[BATCH_MAX];
-    size_t nbatch;
     lt_buf_t *json; /* scratch for one command */
     char **failed;  /* ids whose delivery failed (owned) */
     size_t nfailed, failed_cap;
@@ -100,6 +108,7 @@ lt_sched_t *lt_sched_new(const lt_config_t *cfg, const lt_sched_opts_t *opts, ch
 {
     lt_sched_t *s = lt_xcalloc(1, sizeof(*s));
     s->opts = *opts;
+    s->inflight = -1;
     if (!s->opts.dry_run_out)
         s->opts.dry_run_out = stdout;
     if (s->opts.stale_after_s <= 0 || !s->opts.requested_by ||
@@ -136,17 +145,17 @@ fail:
     return NULL;
 }
 
-static void batch_free(lt_sched_t *s)
+static void batch_free(batch_t *b)
 {
-    for (size_t i = 0; i < s->nbatch; i++) {
-        pending_t *p = &s->batch[i];
+    for (size_t i = 0; i < b->n; i++) {
+        pending_t *p = &b->items[i];
         free(p->tenant);
         free(p->account);
         free(p->provider);
         free(p->scope);
         free(p->json);
     }
-    s->nbatch = 0;
+    b->n = 0;
 }
 
 static void failed_free(lt_sched_t *s)
@@ -166,7 +175,8 @@ void lt_sched_destroy(lt_sched_t *s)
         rd_kafka_poll(s->rk, 0); /* free the purged messages' records */
         lt_kafka_destroy(s->rk);
     }
-    batch_free(s);
+    batch_free(&s->batches[0]);
+    batch_free(&s->batches[1]);
     failed_free(s);
     free(s->failed);
     lt_sched_set_destroy(s->in_flight);
@@ -216,41 +226,29 @@ static lt_err_t produce(lt_sched_t *s, const pending_t *p, char *errstr, size_t 
     }
 }
 
-static void flush_batch(lt_sched_t *s)
+/* Wait for the batch being recorded, then produce it. Recorded before
+ * produced: a crash in between delays the accounts until the records are
+ * stale, it never piles commands up. */
+static void complete_inflight(lt_sched_t *s)
 {
     char err[1024];
-    if (s->nbatch == 0)
+    if (s->inflight < 0)
         return;
-    if (s->opts.dry_run) {
-        for (size_t i = 0; i < s->nbatch; i++) {
-            fwrite(s->batch[i].json, 1, s->batch[i].json_len, s->opts.dry_run_out);
-            fputc('\n', s->opts.dry_run_out);
-        }
-        fflush(s->opts.dry_run_out);
-        s->stats->commands_sent += s->nbatch;
-        batch_free(s);
-        return;
-    }
-    lt_issued_t *rows = s->rows;
-    for (size_t i = 0; i < s->nbatch; i++) {
-        pending_t *p = &s->batch[i];
-        rows[i] = (lt_issued_t){p->id, p->tenant, p->account, p->provider, p->scope};
-    }
-    /* Recorded before produced: a crash in between delays the account until
-     * the record is stale, it never piles commands up. */
+    batch_t *b = &s->batches[s->inflight];
+    s->inflight = -1;
     double t0 = now_s();
-    lt_err_t e = lt_issued_record(s->wdb, rows, s->nbatch, err, sizeof(err));
+    lt_err_t e = lt_issued_record_wait(s->wdb, err, sizeof(err));
     s->stats->record_seconds += now_s() - t0;
     if (e) {
-        lt_error(NULL, "%zu command(s) not issued: %s", s->nbatch, err);
-        s->stats->errors += s->nbatch;
+        lt_error(NULL, "%zu command(s) not issued: %s", b->n, err);
+        s->stats->errors += b->n;
         if (e == LT_ERR_TEMPORARY || e == LT_ERR_FINAL)
             set_fatal(s, e, err);
-        batch_free(s);
+        batch_free(b);
         return;
     }
-    for (size_t i = 0; i < s->nbatch; i++) {
-        pending_t *p = &s->batch[i];
+    for (size_t i = 0; i < b->n; i++) {
+        pending_t *p = &b->items[i];
         e = produce(s, p, err, sizeof(err));
         if (e) {
             lt_log_ctx_t log = {
@@ -263,7 +261,49 @@ static void flush_batch(lt_sched_t *s)
         }
     }
     rd_kafka_poll(s->rk, 0);
-    batch_free(s);
+    batch_free(b);
+}
+
+/* Hand the current batch on: printed (dry run), or sent to be recorded
+ * while the next one fills. */
+static void submit_batch(lt_sched_t *s)
+{
+    char err[1024];
+    batch_t *b = &s->batches[s->cur];
+    if (b->n == 0)
+        return;
+    if (s->opts.dry_run) {
+        for (size_t i = 0; i < b->n; i++) {
+            fwrite(b->items[i].json, 1, b->items[i].json_len, s->opts.dry_run_out);
+            fputc('\n', s->opts.dry_run_out);
+        }
+        fflush(s->opts.dry_run_out);
+        s->stats->commands_sent += b->n;
+        batch_free(b);
+        return;
+    }
+    complete_inflight(s); /* the other buffer is free afterwards */
+    if (s->fatal) {
+        batch_free(b);
+        return;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        pending_t *p = &b->items[i];
+        s->rows[i] = (lt_issued_t){p->id, p->tenant, p->account, p->provider, p->scope};
+    }
+    double t0 = now_s();
+    lt_err_t e = lt_issued_record_send(s->wdb, s->rows, b->n, err, sizeof(err));
+    s->stats->record_seconds += now_s() - t0;
+    if (e) {
+        lt_error(NULL, "%zu command(s) not issued: %s", b->n, err);
+        s->stats->errors += b->n;
+        if (e == LT_ERR_TEMPORARY || e == LT_ERR_FINAL)
+            set_fatal(s, e, err);
+        batch_free(b);
+        return;
+    }
+    s->inflight = s->cur;
+    s->cur = 1 - s->cur;
 }
 
 typedef struct {
@@ -284,7 +324,8 @@ static int on_scope(const char *scope, void *opaque)
     }
     lt_trace_format(&child, tp);
     lt_sched_cmd_t cmd = {c->tenant, c->account, c->provider, scope, s->opts.requested_by, tp};
-    pending_t *p = &s->batch[s->nbatch];
+    batch_t *b = &s->batches[s->cur];
+    pending_t *p = &b->items[b->n];
     lt_buf_reset(s->json);
     if (lt_sched_command(&cmd, s->json, p->id, err, sizeof(err))) {
         lt_error(&log, "no command for this account: %s", err);
@@ -298,13 +339,13 @@ static int on_scope(const char *scope, void *opaque)
     p->json_len = lt_buf_len(s->json);
     p->json = lt_xstrdup(lt_buf_str(s->json));
     memcpy(p->traceparent, tp, sizeof(p->traceparent));
-    s->nbatch++;
+    b->n++;
     if (lt_log_enabled(LT_LOG_DEBUG)) {
         log.command_id = p->id;
         lt_debug(&log, "command %s", s->opts.dry_run ? "planned" : "issued");
     }
-    if (s->nbatch == BATCH_MAX)
-        flush_batch(s);
+    if (b->n == BATCH_MAX)
+        submit_batch(s);
     return s->fatal != LT_OK;
 }
 
@@ -369,6 +410,7 @@ lt_err_t lt_sched_run_once(lt_sched_t *s, lt_sched_stats_t *stats, char *errstr,
     s->fatal = LT_OK;
     s->fatal_err[0] = 0;
     s->delivered = 0;
+    s->inflight = -1;
     failed_free(s);
     if (!s->in_flight)
         s->in_flight = lt_sched_set_new(IN_FLIGHT_MAX);
@@ -410,9 +452,9 @@ lt_err_t lt_sched_run_once(lt_sched_t *s, lt_sched_stats_t *stats, char *errstr,
     e = lt_accounts_list_enabled(s->rdb, s->opts.provider, s->opts.tenant, on_account, s, err,
                                  sizeof(err));
     if (!s->fatal)
-        flush_batch(s);
-    else
-        batch_free(s);
+        submit_batch(s);
+    complete_inflight(s);
+    batch_free(&s->batches[s->cur]); /* left over after a fatal error */
     if (!s->opts.dry_run) {
         double t1 = now_s();
         await_deliveries(s);

@@ -6,12 +6,20 @@
 #include <json-c/json.h>
 
 /* Rows travel as one JSON array parameter (jsonb_to_recordset): one round
- * trip per batch, no SQL built from strings. */
-lt_err_t lt_issued_record(lt_db_t *db, const lt_issued_t *rows, size_t n, char *errstr,
-                          size_t errstr_size)
+ * trip per batch, no SQL built from strings. set_config(..., true) is SET
+ * LOCAL synchronous_commit = off for this statement's transaction: the
+ * commit does not wait for the WAL flush. A row lost in a server crash only
+ * means an account may get a second command (the worker serialises an
+ * account's commands; an incremental is idempotent). */
+#define RECORD_SQL                                                                                 \
+    "WITH s AS (SELECT set_config('synchronous_commit', 'off', true) AS v) "                       \
+    "INSERT INTO mail_sync_issued (command_id, tenant_id, account_id, provider, scope) "           \
+    "SELECT x.c, x.t, x.a, x.p, x.s FROM s, jsonb_to_recordset($1::jsonb) "                        \
+    "AS x(c text, t text, a text, p text, s text) ON CONFLICT (command_id) DO NOTHING"
+
+lt_err_t lt_issued_record_send(lt_db_t *db, const lt_issued_t *rows, size_t n, char *errstr,
+                               size_t errstr_size)
 {
-    if (n == 0)
-        return LT_OK;
     json_object *arr = json_object_new_array_ext((int)n);
     for (size_t i = 0; i < n; i++) {
         const lt_issued_t *r = &rows[i];
@@ -30,27 +38,40 @@ lt_err_t lt_issued_record(lt_db_t *db, const lt_issued_t *rows, size_t n, char *
         json_object_object_add(o, "s", r->scope ? json_object_new_string(r->scope) : NULL);
         json_object_array_add(arr, o);
     }
+    lt_err_t err = LT_OK;
     const char *params[] = {json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN)};
-    /* Without waiting for the WAL flush: a row lost in a server crash only
-     * means the account may get a second command (the worker serialises an
-     * account's commands; an incremental is idempotent). */
-    lt_err_t err = lt_db_begin(db, errstr, errstr_size);
-    if (!err)
-        err = lt_db_exec(db, "record issued commands", "SET LOCAL synchronous_commit TO off", 0,
-                         NULL, NULL, errstr, errstr_size);
-    if (!err)
-        err = lt_db_exec(db, "record issued commands",
-                         "INSERT INTO mail_sync_issued (command_id, tenant_id, account_id, "
-                         "provider, scope) SELECT c, t, a, p, s FROM "
-                         "jsonb_to_recordset($1::jsonb) AS x(c text, t text, a text, p text, "
-                         "s text) ON CONFLICT (command_id) DO NOTHING",
-                         1, params, NULL, errstr, errstr_size);
-    if (!err)
-        err = lt_db_commit(db, errstr, errstr_size);
-    if (err)
-        lt_db_rollback(db);
+    if (!lt_db_ok(db))
+        err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                        "record issued commands: connection is broken");
+    else if (!PQsendQueryParams(lt_db_conn(db), RECORD_SQL, 1, NULL, params, NULL, NULL, 0))
+        err = lt_db_result_error(db, "record issued commands", NULL, errstr, errstr_size);
     json_object_put(arr);
     return err;
+}
+
+lt_err_t lt_issued_record_wait(lt_db_t *db, char *errstr, size_t errstr_size)
+{
+    lt_err_t err = LT_OK;
+    PGresult *r;
+    int results = 0;
+    while ((r = PQgetResult(lt_db_conn(db))) != NULL) {
+        results++;
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && !err)
+            err = lt_db_result_error(db, "record issued commands", r, errstr, errstr_size);
+        PQclear(r);
+    }
+    if (!results && !err)
+        err = lt_db_result_error(db, "record issued commands", NULL, errstr, errstr_size);
+    return err;
+}
+
+lt_err_t lt_issued_record(lt_db_t *db, const lt_issued_t *rows, size_t n, char *errstr,
+                          size_t errstr_size)
+{
+    if (n == 0)
+        return LT_OK;
+    lt_err_t err = lt_issued_record_send(db, rows, n, errstr, errstr_size);
+    return err ? err : lt_issued_record_wait(db, errstr, errstr_size);
 }
 
 lt_err_t lt_issued_forget(lt_db_t *db, const char *const *command_ids, size_t n, char *errstr,

@@ -34,6 +34,13 @@ typedef struct {
 lt_err_t lt_issued_record(lt_db_t *db, const lt_issued_t *rows, size_t n, char *errstr,
                           size_t errstr_size);
 
+/* The same in two steps, so the caller can work while the server writes:
+ * _send() queues the statement (n >= 1); exactly one _wait() must follow,
+ * before db is used for anything else. */
+lt_err_t lt_issued_record_send(lt_db_t *db, const lt_issued_t *rows, size_t n, char *errstr,
+                               size_t errstr_size);
+lt_err_t lt_issued_record_wait(lt_db_t *db, char *errstr, size_t errstr_size);
+
 /* Forget issued commands (their delivery failed: they never reached Kafka).
  * Unknown ids are ignored. */
 lt_err_t lt_issued_forget(lt_db_t *db, const char *const *command_ids, size_t n, char *errstr,
