@@ -48,8 +48,10 @@ def message(i, seed, attach):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("cmd", choices=["create", "delete", "append", "uidvalidity"])
+    p.add_argument("cmd", choices=["create", "delete", "append", "uidvalidity", "append-files",
+                                   "fetch-sha"])
     p.add_argument("folder")
+    p.add_argument("files", nargs="*", help="append-files: .eml files, appended in this order")
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--seed", default="s")
     p.add_argument("--attachments", type=int, default=0)
@@ -72,6 +74,27 @@ def main():
             typ, d = c.append(q, None, imaplib.Time2Internaldate(time.time()), raw)
             if typ != "OK":
                 sys.exit("append: %s" % d)
+    elif a.cmd == "append-files":
+        # prints "<uid> <file>" per message (UIDPLUS)
+        for path in a.files:
+            with open(path, "rb") as f:
+                raw = f.read()
+            typ, d = c.append(q, None, imaplib.Time2Internaldate(time.time()), raw)
+            if typ != "OK":
+                sys.exit("append %s: %s" % (path, d))
+            _, codes = c.response("APPENDUID")
+            print(codes[-1].split()[1].decode(), path)
+    elif a.cmd == "fetch-sha":
+        # prints "<uid> <size> <sha256>" of what the server serves (read-only)
+        import hashlib
+        typ, d = c.select(q, readonly=True)
+        if typ != "OK":
+            sys.exit("examine: %s" % d)
+        typ, d = c.uid("SEARCH", None, "ALL")
+        for uid in d[0].split():
+            typ, r = c.uid("FETCH", uid.decode(), "(BODY.PEEK[])")
+            body = next(x[1] for x in r if isinstance(x, tuple))
+            print(uid.decode(), len(body), hashlib.sha256(body).hexdigest())
     elif a.cmd == "uidvalidity":
         typ, d = c.status(q, "(UIDVALIDITY)")
         print(d[0].decode().split("UIDVALIDITY")[1].strip(" )"))
