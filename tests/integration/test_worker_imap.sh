@@ -36,8 +36,10 @@ CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"LATTICE_
   "$LATTICE_TEST_IMAP_HOST" "$LATTICE_TEST_IMAP_PORT" "$LATTICE_TEST_IMAP_USER" "$FOLDER")
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$ACCOUNT', 'imap', '$CONFIG'::jsonb)" >/dev/null
 
-# The worker: its own consumer group, reading only commands produced from now on.
-LATTICE_WORKER_GROUP_ID=test-$RUN LATTICE_WORKER_ID=test-$RUN LATTICE_KAFKA_AUTO_OFFSET_RESET=latest \
+# The worker: its own command topic and consumer group (other tests run
+# workers against the same stack at the same time).
+CMD_TOPIC=$("$HERE/../../deploy/local/stack" topic "test.worker-imap.$RUN.cmd" 3)
+LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_WORKER_GROUP_ID=test-$RUN LATTICE_WORKER_ID=test-$RUN LATTICE_KAFKA_AUTO_OFFSET_RESET=latest \
 LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_WORKER_BATCH_MESSAGES=7 LATTICE_LOG_FORMAT=text \
 LATTICE_WORKER_RETRY_BASE_MS=200 \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
@@ -51,7 +53,7 @@ command() { # command KIND [json extra] -> prints the command id
   local extra=${2:-}
   printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"%s","tenant_id":"%s","account_id":"%s","provider":"imap","kind":"%s"%s,"requested_at":"2026-11-25T12:00:00Z","requested_by":"test"}\n' \
     "$ACCOUNT" "$id" "$TENANT" "$ACCOUNT" "$1" "$extra" \
-    | kcat -P -b "$BROKER" -t lattice.mail.sync.cmd.v1 -K $'\t' 2>/dev/null
+    | kcat -P -b "$BROKER" -t "$CMD_TOPIC" -K $'\t' 2>/dev/null
   echo "$id"
 }
 wait_status() { # wait_status ID -> prints the status JSON
@@ -124,9 +126,9 @@ check "backfill duplicates only with identical ids" [ "$(raw_ids | uniq | wc -l)
 
 # 6. a malformed command and an unknown account go to the DLQ, the worker goes on
 printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"bad-%s"}\n' "$ACCOUNT" "$RUN" \
-  | kcat -P -b "$BROKER" -t lattice.mail.sync.cmd.v1 -K $'\t' 2>/dev/null
+  | kcat -P -b "$BROKER" -t "$CMD_TOPIC" -K $'\t' 2>/dev/null
 printf 'nobody-%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"ghost-%s","tenant_id":"%s","account_id":"nobody-%s","provider":"imap","kind":"incremental","requested_at":"2026-11-25T12:00:00Z","requested_by":"test"}\n' \
-  "$RUN" "$RUN" "$TENANT" "$RUN" | kcat -P -b "$BROKER" -t lattice.mail.sync.cmd.v1 -K $'\t' 2>/dev/null
+  "$RUN" "$RUN" "$TENANT" "$RUN" | kcat -P -b "$BROKER" -t "$CMD_TOPIC" -K $'\t' 2>/dev/null
 sg=$(wait_status "ghost-$RUN")
 check "unknown account dead-lettered" [ "$(jget "$sg" result)" = dead_lettered ]
 dlq=$(kcat -C -b "$BROKER" -t lattice.mail.sync.cmd.dlq.v1 -o beginning -e -q -f '%h %s\n' 2>/dev/null)
