@@ -346,6 +346,10 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
     retry:
         if (err != LT_ERR_TEMPORARY || ++reconnects > ss->opts->max_reconnects || lt_sync_cancelled(s))
             goto out;
+        /* Postgres gone: so is the account lock; the command is retried on
+         * a new connection (a new IMAP session cannot help) */
+        if (!lt_db_ok(lt_sync_db(s)))
+            goto out;
         lt_warn(lt_sync_log(s), "folder %s: %s; reconnecting (attempt %d), resuming after UID %u",
                 folder, errstr, reconnects, durable);
         lt_imap_destroy(ss->c);

@@ -188,7 +188,10 @@ static void slot_close(slot_t *s)
 static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
 {
     const lt_config_t *cfg = s->w->cfg;
-    if (s->db && !lt_db_ok(s->db)) {
+    /* An idle connection may have died unnoticed (server restart, admin
+     * termination): check it, or the command spends an attempt on it. */
+    if (s->db && (!lt_db_ok(s->db) ||
+                  lt_db_exec(s->db, "connection check", "SELECT 1", 0, NULL, NULL, NULL, 0))) {
         lt_db_destroy(s->db);
         s->db = NULL;
     }
