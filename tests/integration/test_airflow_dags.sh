@@ -8,13 +8,15 @@
 #   (b) `airflow dags test` of both IMAP DAGs and both Gmail DAGs puts the
 #       right commands on per-run topics (key, traceparent header, JSON Schema);
 #       a backfill with bad params fails and produces nothing;
-#   (c) a lattice-worker executes the IMAP commands: status succeeded.
+#   (c) lattice-workers execute them: the IMAP commands against Dovecot, the
+#       Gmail commands against the stack's Gmail API emulator: status succeeded
+#       with the expected message counts.
 set -euo pipefail
 BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_CA_FILE \
-         LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD; do
+         LATTICE_GMAIL_API_URL LATTICE_GMAIL_TOKEN_URL LATTICE_TEST_GMAIL_URL LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD; do
   [ -n "${!v:-}" ] || { echo "$v not set: run under make test (eval \"\$(deploy/local/stack env)\")" >&2; exit 1; }
 done
 T0=$(date +%s)
@@ -24,18 +26,25 @@ TENANT=af-t$RUN
 ACC=af-imap-$RUN          # enabled IMAP account with a folder of 5 messages
 ACC_OFF=af-imap-off-$RUN  # disabled IMAP account
 ACC_RE=af-imap-re-$RUN    # enabled IMAP account that needs re-authorisation
-ACC_G=af-gmail-$RUN       # enabled Gmail account (commands only, not executed here)
+ACC_G=af-gmail-$RUN       # enabled Gmail account: an emulator user with 6 messages
+GUSER=af$RUN@example.com
 FOLDER="af-$RUN-Eingang"
 WORK=$(mktemp -d)
-WPID=
+WPID= GWPID=
 pass=0 fail=0
 check() { # check "what" cond...
   local what=$1; shift
   if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
 }
 psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
+ctl() { # ctl METHOD PATH [JSON]: the Gmail emulator's control API
+  curl -fsS --max-time 60 --cacert "$LATTICE_CA_FILE" -X "$1" -H 'Content-Type: application/json' \
+    ${3:+--data-binary "$3"} "$LATTICE_TEST_GMAIL_URL/_emulator$2"
+}
 cleanup() {
   [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
+  [ -n "$GWPID" ] && kill -TERM "$GWPID" 2>/dev/null && wait "$GWPID" 2>/dev/null || true
+  ctl DELETE "/users/$GUSER" >/dev/null 2>&1 || true
   python3 "$HERE/lib/imap_tool.py" delete "$FOLDER" >/dev/null 2>&1 || true
   psqlq "DELETE FROM mail_accounts WHERE tenant_id = '$TENANT'" >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -70,14 +79,19 @@ python3 "$HERE/lib/imap_tool.py" create "$FOLDER"
 python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count 5 --seed af
 CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"LATTICE_TEST_IMAP_PASSWORD","folders":["%s"]}' \
   "$LATTICE_TEST_IMAP_HOST" "$LATTICE_TEST_IMAP_PORT" "$LATTICE_TEST_IMAP_USER" "$FOLDER")
+# 6 INBOX messages an hour apart from 2024-03-01T20:00Z: 4 on March 1st (UTC), 2 on the 2nd.
+ctl POST /users "{\"email\":\"$GUSER\",\"refresh_token\":\"rt-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",
+  \"generate\":{\"count\":6,\"size\":3000,\"start\":1709323200,\"interval_s\":3600,\"labelIds\":[\"INBOX\"],\"seed\":$((RUN % 1000))}}" >/dev/null
+export AF_TEST_GMAIL_CLIENT_SECRET=cs-$RUN AF_TEST_GMAIL_REFRESH_TOKEN=rt-$RUN  # read by the worker
+GCONFIG="{\"user\":\"me\",\"label_ids\":[\"INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"AF_TEST_GMAIL_CLIENT_SECRET\",\"refresh_token_env\":\"AF_TEST_GMAIL_REFRESH_TOKEN\"}"
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, enabled, config_json) VALUES
   ('$TENANT', '$ACC', 'imap', true, '$CONFIG'::jsonb),
   ('$TENANT', '$ACC_OFF', 'imap', false, '$CONFIG'::jsonb),
   ('$TENANT', '$ACC_RE', 'imap', true, '$CONFIG'::jsonb),
-  ('$TENANT', '$ACC_G', 'gmail', true, '{}'::jsonb)" >/dev/null
+  ('$TENANT', '$ACC_G', 'gmail', true, '$GCONFIG'::jsonb)" >/dev/null
 psqlq "UPDATE mail_accounts SET status = 'needs_reauth', status_reason = 'test' WHERE tenant_id = '$TENANT' AND account_id = '$ACC_RE'" >/dev/null
 
-# Per-run topics: IMAP commands (a worker of ours executes them), Gmail commands.
+# Per-run command topics, IMAP and Gmail, each with a worker of ours.
 TOPIC=$("$ROOT/deploy/local/stack" topic "airflow-cmd-$RUN" 3)
 TOPIC_G=$("$ROOT/deploy/local/stack" topic "airflow-gcmd-$RUN" 3)
 
@@ -86,6 +100,10 @@ LATTICE_TOPIC_COMMANDS=$TOPIC LATTICE_WORKER_GROUP_ID=af-$RUN LATTICE_WORKER_ID=
 LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_LOG_FORMAT=text \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
+LATTICE_TOPIC_COMMANDS=$TOPIC_G LATTICE_WORKER_GROUP_ID=af-g-$RUN LATTICE_WORKER_ID=af-g-$RUN \
+LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_LOG_FORMAT=text \
+  "$BUILD/worker/lattice-worker" >"$WORK/gworker.log" 2>&1 &
+GWPID=$!
 
 # --- (a) DagBag, validator vs the C parser's examples, parameter and account checks.
 T1=$(date +%s)
@@ -219,7 +237,7 @@ mkdir -p "$HOME_G" && cp "$AIRFLOW_HOME/airflow.cfg" "$AIRFLOW_HOME/airflow.db" 
   rc=0; dags_test "$HOME_G" "$TOPIC_G" lattice__gmail_sync_incremental "{\"tenant_id\":\"$TENANT\"}" gincr || rc=$?
   echo $rc >"$WORK/gincr.rc"
   rc=0; dags_test "$HOME_G" "$TOPIC_G" lattice__gmail_backfill \
-    "{\"account_id\":\"$ACC_G\",\"start_date\":\"2024-02-28\",\"end_date\":\"2024-03-01\",\"scope\":\"label:Receipts\"}" gbf || rc=$?
+    "{\"account_id\":\"$ACC_G\",\"start_date\":\"2024-02-28\",\"end_date\":\"2024-03-01\",\"scope\":\"label:INBOX\"}" gbf || rc=$?
   echo $rc >"$WORK/gbf.rc"
 ) &
 GMAIL_PID=$!
@@ -249,47 +267,55 @@ check "dags test lattice__gmail_backfill" [ "$(cat "$WORK/gbf.rc")" = 0 ]
 [ "$(cat "$WORK/gincr.rc")" = 0 ] || tail -30 "$WORK/gincr.log" >&2
 [ "$(cat "$WORK/gbf.rc")" = 0 ] || tail -30 "$WORK/gbf.log" >&2
 GIDS=$(verify "$TOPIC_G" "$(printf '[{"provider":"gmail","kind":"incremental","tenant_id":"%s","account_id":"%s","requested_by":"airflow:lattice__gmail_sync_incremental","scope":null,"backfill":null},
-  {"provider":"gmail","kind":"backfill","tenant_id":"%s","account_id":"%s","requested_by":"airflow:lattice__gmail_backfill","scope":"label:Receipts","backfill":{"start_date":"2024-02-28","end_date":"2024-03-01"}}]' \
+  {"provider":"gmail","kind":"backfill","tenant_id":"%s","account_id":"%s","requested_by":"airflow:lattice__gmail_backfill","scope":"label:INBOX","backfill":{"start_date":"2024-02-28","end_date":"2024-03-01"}}]' \
   "$TENANT" "$ACC_G" "$TENANT" "$ACC_G")") && ok=1 || { ok=0; cat "$WORK/verify.err" >&2; }
 check "Gmail commands on $TOPIC_G: one incremental, one backfill ($GIDS)" [ "$ok" = 1 ]
 T_DAGS=$(( $(date +%s) - T2 ))
 
 # --- (c) the worker executes the IMAP commands
-wait_status() { # wait_status ID -> prints the status JSON
+wait_status() { # wait_status ID LOG -> prints the final status JSON
   for _ in $(seq 1 300); do
     local s
     s=$(kcat -C -b "$BROKER" -t lattice.mail.sync.status.v1 -o beginning -e -q -f '%s\n' 2>/dev/null \
-        | grep -F "\"command_id\":\"$1\"" | tail -1 || true)
+        | grep -F "\"command_id\":\"$1\"" | grep -v '"result":"running"' | tail -1 || true)
     [ -n "$s" ] && { echo "$s"; return 0; }
     sleep 0.2
   done
-  echo "no status for $1" >&2; tail -30 "$WORK/worker.log" >&2; return 1
+  echo "no status for $1" >&2; tail -30 "$WORK/$2" >&2; return 1
 }
 jget() { python3 -c 'import json,sys
 try: print(json.loads(sys.argv[1]).get(sys.argv[2]))
 except ValueError: print("")' "$1" "$2"; }
 T3=$(date +%s)
 n=0
-for id in $IDS; do
+for id in $IDS $GIDS; do
   n=$((n+1))
-  s=$(wait_status "$id" || true)
+  case $id in af.imap.*) log=worker.log ;; *) log=gworker.log ;; esac
+  s=$(wait_status "$id" "$log" || true)
   check "worker: $id succeeded ($s)" [ "$(jget "$s" result)" = succeeded ]
   case $id in
-    af.imap.incremental.*) check "incremental fetched the 5 messages" [ "$(jget "$s" messages)" = 5 ] ;;
-    af.imap.backfill.*) check "backfill fetched UIDs 2..4" [ "$(jget "$s" messages)" = 3 ] ;;
+    af.imap.incremental.*) want=5 ;;  # the whole folder
+    af.imap.backfill.*) want=3 ;;     # UIDs 2..4
+    af.gmail.incremental.*) want=6 ;; # the whole INBOX
+    af.gmail.backfill.*) want=4 ;;    # 2024-02-28..2024-03-01: the 4 of March 1st
   esac
+  check "$id: $want messages" [ "$(jget "$s" messages)" = "$want" ]
 done
-check "two IMAP commands executed" [ "$n" = 2 ]
+check "four commands executed" [ "$n" = 4 ]
 wm=$(psqlq "SELECT watermark_json->>'last_uid' FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$ACC'")
-check "watermark at UID 5 ($wm)" [ "$wm" = 5 ]
+check "IMAP watermark at UID 5 ($wm)" [ "$wm" = 5 ]
+check "Gmail watermark set" [ -n "$(psqlq "SELECT watermark_json->>'historyId' FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$ACC_G'")" ]
 T_WORKER=$(( $(date +%s) - T3 ))
 
-kill -TERM "$WPID"; rc=0; wait "$WPID" || rc=$?; WPID=
-check "worker exited 0 on SIGTERM" [ "$rc" = 0 ]
+kill -TERM "$WPID" "$GWPID"
+rc=0; wait "$WPID" || rc=$?; WPID=
+check "IMAP worker exited 0 on SIGTERM" [ "$rc" = 0 ]
+rc=0; wait "$GWPID" || rc=$?; GWPID=
+check "Gmail worker exited 0 on SIGTERM" [ "$rc" = 0 ]
 for f in "$WORK"/*.log; do
   check "no secret in $(basename "$f")" bash -c "! grep -qF '$LATTICE_PG_PASSWORD' '$f' && ! grep -qF '$LATTICE_TEST_IMAP_PASSWORD' '$f'"
 done
-[ "$fail" = 0 ] || { echo "--- worker log"; tail -30 "$WORK/worker.log"; }
+[ "$fail" = 0 ] || { echo "--- worker logs"; tail -20 "$WORK/worker.log" "$WORK/gworker.log"; }
 echo "test_airflow_dags: timings: venv ${T_INSTALL}s, dagbag+checks ${T_UNIT}s, dags tests ${T_DAGS}s, worker ${T_WORKER}s, total $(( $(date +%s) - T0 ))s"
 echo "test_airflow_dags: $pass passed, $fail failed"
 [ "$fail" = 0 ]
