@@ -2,24 +2,34 @@
 # lattice-seed against the stack's Postgres, in a throwaway schema (so the
 # shared "personal" tenant is left alone): the two accounts with the
 # documented config, idempotent, no secret value stored or logged, file
-# references, bad settings refused, and the scheduler plans one command per
-# seeded scope.
+# references, bad settings refused, the scheduler plans one command per
+# seeded scope, and a real lattice-worker (own topics, group, id) syncs both
+# seeded accounts: Dovecot (a folder of its own) and the Gmail emulator (a
+# mailbox of its own under the default client id).
 set -euo pipefail
 BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-for v in LATTICE_PG_DSN LATTICE_PG_PASSWORD; do
+for v in LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_S3_ENDPOINT \
+         LATTICE_CA_FILE LATTICE_TEST_IMAP_PASSWORD LATTICE_GMAIL_API_URL LATTICE_GMAIL_TOKEN_URL \
+         LATTICE_TEST_GMAIL_URL; do
   [ -n "${!v:-}" ] || { echo "$v not set: run under make test" >&2; exit 1; }
 done
 RUN=$(date +%s)$$
 SCHEMA=seed_$RUN
 WORK=$(mktemp -d)
+FOLDER=seed-$RUN GUSER=seed$RUN@example.com
+WPID= SPID=
 pass=0 fail=0
 check() { # check "what" cond...
   local what=$1; shift
   if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
 }
 cleanup() {
+  [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
+  [ -n "$SPID" ] && kill "$SPID" 2>/dev/null || true
+  python3 "$HERE/lib/imap_tool.py" delete "$FOLDER" >/dev/null 2>&1 || true
+  python3 "$HERE/lib/gmail_tool.py" ctl DELETE "/users/$GUSER" >/dev/null 2>&1 || true
   PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -q -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -31,7 +41,6 @@ LATTICE_PG_DSN=$DSN "$BUILD/tools/lattice-migrate" --dir "$ROOT/migrations" >"$W
 psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
 # Secrets the worker would have in its environment: the seed must not copy them.
 export LATTICE_TEST_GMAIL_CLIENT_SECRET=cs-secret-$RUN LATTICE_TEST_GMAIL_REFRESH_TOKEN=rt-secret-$RUN
-export LATTICE_TEST_IMAP_PASSWORD=${LATTICE_TEST_IMAP_PASSWORD:-imap-secret-$RUN}
 seed() { # seed LOG [args]
   local log=$1; shift
   LATTICE_PG_DSN=$DSN LATTICE_LOG_FORMAT=text "$BUILD/tools/lattice-seed" "$@" >"$WORK/$log.out" 2>"$WORK/$log.log"
@@ -101,6 +110,41 @@ LATTICE_PG_DSN=$DSN LATTICE_LOG_FORMAT=text "$BUILD/scheduler/lattice-scheduler"
   >"$WORK/plan.out" 2>"$WORK/plan.log"
 check "scheduler plan: personal-gmail label:INBOX, workmail-imap INBOX" \
   [ "$(python3 -c 'import json,sys; print(sorted((d["account_id"], d.get("scope")) for d in map(json.loads, sys.stdin)))' <"$WORK/plan.out")" = "[('personal-gmail', 'label:INBOX'), ('workmail-imap', 'INBOX')]" ]
+
+# 8. a worker syncs what was seeded (the defaults, but a folder and a mailbox of this run)
+python3 "$HERE/lib/imap_tool.py" create "$FOLDER"
+python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count 4 --seed seed
+python3 "$HERE/lib/gmail_tool.py" ctl POST /users "{\"email\":\"$GUSER\",\"refresh_token\":\"$LATTICE_TEST_GMAIL_REFRESH_TOKEN\",\"client_id\":\"lattice-local\",\"client_secret\":\"$LATTICE_TEST_GMAIL_CLIENT_SECRET\",\"generate\":{\"count\":3,\"labelIds\":[\"INBOX\"]}}" >/dev/null
+psqlq "DELETE FROM mail_accounts" >/dev/null
+LATTICE_SEED_IMAP_FOLDERS=$FOLDER seed s5
+CMD_TOPIC=test.seed.cmd.$RUN RAW_TOPIC=test.seed.raw.$RUN STATUS_TOPIC=test.seed.status.$RUN
+for t in "$CMD_TOPIC 1" "$RAW_TOPIC 1" "$STATUS_TOPIC 1"; do
+  # shellcheck disable=SC2086
+  "$ROOT/deploy/local/stack" topic $t >/dev/null
+done
+LATTICE_PG_DSN=$DSN LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_TOPIC_STATUS=$STATUS_TOPIC \
+LATTICE_WORKER_GROUP_ID=test-seed-$RUN LATTICE_WORKER_ID=test-seed-$RUN LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest \
+LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_LOG_FORMAT=text LATTICE_WORKER_RETRY_BASE_MS=200 \
+  "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
+WPID=$!
+kcat -C -b "$LATTICE_KAFKA_BOOTSTRAP_SERVERS" -t "$STATUS_TOPIC" -o beginning -u -q -f '%s\n' >"$WORK/status.out" 2>/dev/null &
+SPID=$!
+LATTICE_PG_DSN=$DSN LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_LOG_FORMAT=text \
+  "$BUILD/scheduler/lattice-scheduler" --once --tenant personal >"$WORK/sched.out" 2>"$WORK/sched.log"
+check "scheduler sent 2 commands" grep -q 'commands_sent=2 ' "$WORK/sched.log"
+result() { # result ACCOUNT -> "result messages"
+  for _ in $(seq 1 600); do
+    local st
+    st=$(grep -F "\"account_id\":\"$1\"" "$WORK/status.out" | grep -v '"result":"running"' | tail -1 || true)
+    [ -n "$st" ] && { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["result"], d["messages"])' "$st"; return; }
+    sleep 0.1
+  done
+  echo "none"; tail -20 "$WORK/worker.log" >&2
+}
+check "worker synced workmail-imap as seeded" [ "$(result workmail-imap)" = "succeeded 4" ]
+check "worker synced personal-gmail as seeded" [ "$(result personal-gmail)" = "succeeded 3" ]
+kill -TERM "$WPID"; wait "$WPID" || true; WPID=
+check "no secret value in the worker's log" bash -c "! grep -qF -e '$LATTICE_TEST_GMAIL_REFRESH_TOKEN' -e '$LATTICE_TEST_GMAIL_CLIENT_SECRET' -e '$LATTICE_TEST_IMAP_PASSWORD' '$WORK/worker.log'"
 
 [ "$fail" = 0 ] || for f in "$WORK"/*.log; do echo "--- $f"; tail -5 "$f"; done
 echo "test_seed: $pass passed, $fail failed"
