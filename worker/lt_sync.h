@@ -68,6 +68,7 @@ typedef struct {
     const char *tmp_dir;
     uint64_t max_message_bytes;
     int batch_messages; /* checkpoint hint for connectors */
+    int s3_parallel;    /* > 1: objects of in-memory messages stored by this many threads */
     int txn_timeout_ms;
     const volatile int *cancel; /* non-zero: stop at the next checkpoint */
     const lt_sync_metrics_t *metrics; /* NULL: none; borrowed */

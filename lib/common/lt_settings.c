@@ -75,6 +75,9 @@ static const lt_setting_t k_settings[] = {
      "Commands run at once in one process (different accounts only)."},
     {"LATTICE_WORKER_BATCH_MESSAGES", LT_SET_INT, "200", W, 0, 0, 1, 100000, NULL, "Worker",
      "Messages per Kafka transaction (one watermark step)."},
+    {"LATTICE_WORKER_S3_PARALLEL", LT_SET_INT, "8", W, 0, 0, 1, 64, NULL, "Worker",
+     "Objects stored in S3 at once per command (one connection each) while the next messages "
+     "are read; events still follow their objects, in message order. 1: one at a time."},
     {"LATTICE_WORKER_MAX_ATTEMPTS", LT_SET_INT, "5", W, 0, 0, 1, 100, NULL, "Worker",
      "Attempts of a command failing temporarily (exponential backoff) before it is reported "
      "failed."},

@@ -193,6 +193,25 @@ lt_s3_t *lt_s3_new(const char *endpoint, const char *region, const char *bucket,
     return s3;
 }
 
+lt_s3_t *lt_s3_dup(const lt_s3_t *s3)
+{
+    lt_s3_t *d = lt_xcalloc(1, sizeof(*d));
+    d->obj_prefix = lt_xstrdup(s3->obj_prefix);
+    d->bucket_url = lt_xstrdup(s3->bucket_url);
+    d->bucket = lt_xstrdup(s3->bucket);
+    d->access_key_id = lt_xstrdup(s3->access_key_id);
+    d->secret = lt_xstrdup(s3->secret);
+    d->ca_file = s3->ca_file ? lt_xstrdup(s3->ca_file) : NULL;
+    memcpy(d->sigv4, s3->sigv4, sizeof(d->sigv4));
+    d->timeout_s = s3->timeout_s;
+    d->curl = curl_easy_init();
+    if (!d->curl) {
+        lt_s3_destroy(d);
+        return NULL;
+    }
+    return d;
+}
+
 void lt_s3_destroy(lt_s3_t *s3)
 {
     if (!s3)

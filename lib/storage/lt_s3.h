@@ -47,6 +47,9 @@ lt_s3_t *lt_s3_new(const char *endpoint, const char *region, const char *bucket,
                    const char *access_key_id, const char *secret_access_key, int path_style,
                    const char *ca_file, long timeout_s, char *errstr, size_t errstr_size);
 void lt_s3_destroy(lt_s3_t *s3);
+/* A new handle with the same settings and its own connection (for another
+ * thread). NULL only when libcurl cannot make a handle. */
+lt_s3_t *lt_s3_dup(const lt_s3_t *s3);
 
 const char *lt_s3_bucket(const lt_s3_t *s3);
 
