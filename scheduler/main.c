@@ -87,7 +87,8 @@ int main(int argc, char **argv)
         goto out;
     }
     lt_sched_opts_t opts = {
-        .provider = args.provider ? args.provider : lt_config_str(cfg, "LATTICE_SCHEDULER_PROVIDER"),
+        .provider =
+            args.provider ? args.provider : lt_config_str(cfg, "LATTICE_SCHEDULER_PROVIDER"),
         .tenant = args.tenant ? args.tenant : lt_config_str(cfg, "LATTICE_SCHEDULER_TENANT"),
         .topic = lt_config_str(cfg, "LATTICE_TOPIC_COMMANDS"),
         .requested_by = "scheduler",
@@ -100,7 +101,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "lattice-scheduler: LATTICE_SCHEDULER_TENANT: not a tenant id\n");
         goto out;
     }
-    int interval = args.once ? 0
+    int interval = args.once         ? 0
                    : args.interval_s ? args.interval_s
                                      : (int)lt_config_int(cfg, "LATTICE_SCHEDULER_INTERVAL_S");
     signal(SIGPIPE, SIG_IGN);
