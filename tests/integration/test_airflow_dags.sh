@@ -28,6 +28,8 @@ ACC_OFF=af-imap-off-$RUN  # disabled IMAP account
 ACC_RE=af-imap-re-$RUN    # enabled IMAP account that needs re-authorisation
 ACC_G=af-gmail-$RUN       # enabled Gmail account: an emulator user with 6 messages
 GUSER=af$RUN@example.com
+TENANT_S=af-s$RUN          # scheduler mode: one IMAP account with two folders
+ACC_S=af-imap-s-$RUN
 FOLDER="af-$RUN-Eingang"
 WORK=$(mktemp -d)
 WPID= GWPID=
@@ -46,7 +48,7 @@ cleanup() {
   [ -n "$GWPID" ] && kill -TERM "$GWPID" 2>/dev/null && wait "$GWPID" 2>/dev/null || true
   ctl DELETE "/users/$GUSER" >/dev/null 2>&1 || true
   python3 "$HERE/lib/imap_tool.py" delete "$FOLDER" >/dev/null 2>&1 || true
-  psqlq "DELETE FROM mail_accounts WHERE tenant_id = '$TENANT'" >/dev/null 2>&1 || true
+  psqlq "DELETE FROM mail_accounts WHERE tenant_id IN ('$TENANT', '$TENANT_S')" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -88,12 +90,14 @@ psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, enabled, conf
   ('$TENANT', '$ACC', 'imap', true, '$CONFIG'::jsonb),
   ('$TENANT', '$ACC_OFF', 'imap', false, '$CONFIG'::jsonb),
   ('$TENANT', '$ACC_RE', 'imap', true, '$CONFIG'::jsonb),
-  ('$TENANT', '$ACC_G', 'gmail', true, '$GCONFIG'::jsonb)" >/dev/null
+  ('$TENANT', '$ACC_G', 'gmail', true, '$GCONFIG'::jsonb),
+  ('$TENANT_S', '$ACC_S', 'imap', true, '{\"folders\":[\"af-s1\",\"af-s2\"]}'::jsonb)" >/dev/null
 psqlq "UPDATE mail_accounts SET status = 'needs_reauth', status_reason = 'test' WHERE tenant_id = '$TENANT' AND account_id = '$ACC_RE'" >/dev/null
 
 # Per-run command topics, IMAP and Gmail, each with a worker of ours.
 TOPIC=$("$ROOT/deploy/local/stack" topic "airflow-cmd-$RUN" 3)
 TOPIC_G=$("$ROOT/deploy/local/stack" topic "airflow-gcmd-$RUN" 3)
+TOPIC_S=$("$ROOT/deploy/local/stack" topic "airflow-scmd-$RUN" 1)  # no worker reads it
 
 # The worker starts now (it reads our topic from the beginning) while Airflow runs.
 LATTICE_TOPIC_COMMANDS=$TOPIC LATTICE_WORKER_GROUP_ID=af-$RUN LATTICE_WORKER_ID=af-$RUN \
@@ -239,6 +243,10 @@ mkdir -p "$HOME_G" && cp "$AIRFLOW_HOME/airflow.cfg" "$AIRFLOW_HOME/airflow.db" 
   rc=0; dags_test "$HOME_G" "$TOPIC_G" lattice__gmail_backfill \
     "{\"account_id\":\"$ACC_G\",\"start_date\":\"2024-02-28\",\"end_date\":\"2024-03-01\",\"scope\":\"label:INBOX\"}" gbf || rc=$?
   echo $rc >"$WORK/gbf.rc"
+  # The alternative: the incremental DAG runs lattice-scheduler --once.
+  rc=0; LATTICE_AIRFLOW_INCREMENTAL_MODE=scheduler LATTICE_SCHEDULER_BIN=$BUILD/scheduler/lattice-scheduler \
+    dags_test "$HOME_G" "$TOPIC_S" lattice__imap_sync_incremental "{\"tenant_id\":\"$TENANT_S\"}" sched || rc=$?
+  echo $rc >"$WORK/sched.rc"
 ) &
 GMAIL_PID=$!
 dags_test "$AIRFLOW_HOME" "$TOPIC" lattice__imap_sync_incremental "{\"tenant_id\":\"$TENANT\"}" incr \
@@ -270,6 +278,13 @@ GIDS=$(verify "$TOPIC_G" "$(printf '[{"provider":"gmail","kind":"incremental","t
   {"provider":"gmail","kind":"backfill","tenant_id":"%s","account_id":"%s","requested_by":"airflow:lattice__gmail_backfill","scope":"label:INBOX","backfill":{"start_date":"2024-02-28","end_date":"2024-03-01"}}]' \
   "$TENANT" "$ACC_G" "$TENANT" "$ACC_G")") && ok=1 || { ok=0; cat "$WORK/verify.err" >&2; }
 check "Gmail commands on $TOPIC_G: one incremental, one backfill ($GIDS)" [ "$ok" = 1 ]
+check "dags test lattice__imap_sync_incremental (scheduler mode)" [ "$(cat "$WORK/sched.rc")" = 0 ]
+[ "$(cat "$WORK/sched.rc")" = 0 ] || tail -30 "$WORK/sched.log" >&2
+verify "$TOPIC_S" "$(printf '[{"provider":"imap","kind":"incremental","tenant_id":"%s","account_id":"%s","scope":"af-s1"},
+  {"provider":"imap","kind":"incremental","tenant_id":"%s","account_id":"%s","scope":"af-s2"}]' \
+  "$TENANT_S" "$ACC_S" "$TENANT_S" "$ACC_S")" >/dev/null && ok=1 || { ok=0; cat "$WORK/verify.err" >&2; }
+# (one per folder: the direct mode never sets scope, so these are the scheduler's)
+check "scheduler mode: lattice-scheduler's commands on $TOPIC_S (one per folder)" [ "$ok" = 1 ]
 T_DAGS=$(( $(date +%s) - T2 ))
 
 # --- (c) the worker executes the IMAP commands
@@ -315,7 +330,7 @@ check "Gmail worker exited 0 on SIGTERM" [ "$rc" = 0 ]
 for f in "$WORK"/*.log; do
   check "no secret in $(basename "$f")" bash -c "! grep -qF '$LATTICE_PG_PASSWORD' '$f' && ! grep -qF '$LATTICE_TEST_IMAP_PASSWORD' '$f'"
 done
-[ "$fail" = 0 ] || { echo "--- worker logs"; tail -20 "$WORK/worker.log" "$WORK/gworker.log"; }
+[ "$fail" = 0 ] || { echo "--- worker logs"; tail -n 20 "$WORK/worker.log" "$WORK/gworker.log"; }
 echo "test_airflow_dags: timings: venv ${T_INSTALL}s, dagbag+checks ${T_UNIT}s, dags tests ${T_DAGS}s, worker ${T_WORKER}s, total $(( $(date +%s) - T0 ))s"
 echo "test_airflow_dags: $pass passed, $fail failed"
 [ "$fail" = 0 ]

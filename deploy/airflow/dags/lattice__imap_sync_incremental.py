@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 import pendulum
-from airflow.sdk import DAG, Param, get_current_context, task
+from airflow.sdk import DAG, Param, Variable, get_current_context, task
 
 import lattice_commands as lc
 
@@ -28,11 +28,22 @@ with DAG(
     },
 ) as dag:
 
-    @task(task_id="build_commands")
-    def build_commands() -> list[dict]:
-        return lc.incremental_commands(PROVIDER, DAG_ID, get_current_context()["params"].get("tenant_id"))
+    if lc.incremental_mode() == "scheduler":
 
-    lc.LatticeProduceOperator(
-        task_id="produce_commands",
-        producer_function_kwargs={"commands": build_commands()},
-    )
+        @task(task_id="run_scheduler")
+        def run_scheduler() -> None:
+            ctx = get_current_context()
+            topic = Variable.get(lc.TOPIC_VARIABLE, default=lc.DEFAULT_TOPIC)
+            lc.run_scheduler(PROVIDER, ctx["params"].get("tenant_id"), topic)
+
+        run_scheduler()
+    else:
+
+        @task(task_id="build_commands")
+        def build_commands() -> list[dict]:
+            return lc.incremental_commands(PROVIDER, DAG_ID, get_current_context()["params"].get("tenant_id"))
+
+        lc.LatticeProduceOperator(
+            task_id="produce_commands",
+            producer_function_kwargs={"commands": build_commands()},
+        )

@@ -462,6 +462,72 @@ def backfill_command(provider: str, dag_id: str, params: dict) -> list[dict]:
     return [cmd]
 
 
+# --------------------------------------------------------------------------
+# Alternative: let lattice-scheduler produce the incremental commands.
+
+
+def incremental_mode() -> str:
+    """LATTICE_AIRFLOW_INCREMENTAL_MODE: ``direct`` (default: the DAG builds and
+    produces the commands) or ``scheduler`` (the DAG runs ``lattice-scheduler
+    --once``, which does the same in C, one command per account and scope)."""
+    mode = os.environ.get("LATTICE_AIRFLOW_INCREMENTAL_MODE", "direct")
+    if mode not in ("direct", "scheduler"):
+        raise ValueError(f"LATTICE_AIRFLOW_INCREMENTAL_MODE: {mode!r} is not direct or scheduler")
+    return mode
+
+
+def scheduler_env(topic: str) -> dict[str, str]:
+    """The LATTICE_* settings of lattice-scheduler, from the same Airflow
+    connections and topic the direct mode uses (secrets stay in the environment
+    of the child process; nothing is logged)."""
+    from airflow.sdk import BaseHook
+
+    pg = BaseHook.get_connection(POSTGRES_CONN_ID)
+    dsn = [f"host={pg.host or '127.0.0.1'}", f"port={pg.port or 5432}"]
+    if pg.schema:
+        dsn.append(f"dbname={pg.schema}")
+    if pg.login:
+        dsn.append(f"user={pg.login}")
+    for k, v in (pg.extra_dejson or {}).items():  # sslmode, sslrootcert, ...
+        if isinstance(v, (str, int)) and re.match(r"^[a-z_]+$", k):
+            dsn.append(f"{k}={v}")
+    env = {"LATTICE_PG_DSN": " ".join(dsn), "LATTICE_TOPIC_COMMANDS": topic}
+    if pg.password:
+        env["LATTICE_PG_PASSWORD"] = pg.password
+    kafka = BaseHook.get_connection(KAFKA_CONN_ID).extra_dejson or {}
+    for k, v in kafka.items():
+        if isinstance(v, (str, int, bool)) and re.match(r"^[a-z0-9.]+$", k):
+            name = "LATTICE_KAFKA_" + k.upper().replace(".", "_")
+            env[name] = str(v).lower() if isinstance(v, bool) else str(v)
+    return env
+
+
+def run_scheduler(provider: str, tenant_id: str | None, topic: str) -> None:
+    """``lattice-scheduler --once --provider P [--tenant T]`` ($LATTICE_SCHEDULER_BIN,
+    default lattice-scheduler on PATH); its log goes to the task log."""
+    import shutil
+    import subprocess
+
+    log = _log()
+    try:
+        tenant = check_id("tenant_id", tenant_id) if tenant_id else None
+    except CommandError as e:
+        raise _fail(e) from e
+    binary = os.environ.get("LATTICE_SCHEDULER_BIN", "lattice-scheduler")
+    if not shutil.which(binary):
+        raise AirflowFailException(f"{binary} not found (set LATTICE_SCHEDULER_BIN)")
+    argv = [binary, "--once", "--provider", provider] + (["--tenant", tenant] if tenant else [])
+    env = {**os.environ, "LATTICE_LOG_FORMAT": "text", **scheduler_env(topic)}
+    log.info("running %s", " ".join(argv))
+    proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=3600)
+    for line in (proc.stdout + proc.stderr).splitlines():
+        log.info("lattice-scheduler: %s", line)
+    if proc.returncode == 2:
+        raise AirflowFailException(f"lattice-scheduler: bad usage or configuration (exit 2)")
+    if proc.returncode != 0:
+        raise RuntimeError(f"lattice-scheduler exited {proc.returncode} (a command was not delivered)")
+
+
 def _log():
     import logging
 
