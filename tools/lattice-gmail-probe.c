@@ -1,0 +1,245 @@
+/* lattice-gmail-probe: check Gmail credentials and measure the fetch layer.
+ *
+ *   lattice-gmail-probe --client-id ID --client-secret-env VAR
+ *       (--refresh-token-env VAR | --refresh-tokens-file FILE) [--user me]
+ *       [--label INBOX | --query Q] [--fetch N] [--api-url URL] [--token-url URL]
+ *       [--ca-file PEM] [--max-inflight 8] [--quota 250]
+ *
+ * Gets a token, reads the profile, lists the scope and fetches up to N
+ * messages (format=raw; 0 = only list) through lt_gmail_client, exactly as
+ * the worker does but without storage or Kafka, then prints messages/s and
+ * the client's counters. With --refresh-tokens-file (one token per line, one
+ * mailbox each) every line is an account probed at the same time, one
+ * thread each (the benchmark's fetch-only rows). Defaults come from
+ * LATTICE_GMAIL_API_URL, LATTICE_GMAIL_TOKEN_URL, LATTICE_TLS_CA_FILE.
+ * Never prints a token or message content. Exit 0 when every account
+ * succeeded. */
+#include <getopt.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "lt_buf.h"
+#include "lt_gmail_client.h"
+#include "lt_log.h"
+
+typedef struct {
+    lt_gmail_opts_t o;
+    const char *label, *query;
+    long fetch;
+    /* results */
+    lt_err_t err;
+    char errstr[512];
+    uint64_t history_id;
+    long listed, fetched, gone;
+    uint64_t bytes;
+    double seconds;
+    lt_gmail_stats_t st;
+} probe_t;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static lt_err_t on_msg(void *opaque, size_t index, lt_err_t status, const lt_gmail_message_t *m,
+                       const lt_buf_t *raw, const char *reason)
+{
+    probe_t *p = opaque;
+    if (status == LT_OK) {
+        p->fetched++;
+        p->bytes += raw ? lt_buf_len(raw) : 0;
+    } else {
+        p->gone++;
+    }
+    return LT_OK;
+}
+
+static void *probe(void *arg)
+{
+    probe_t *p = arg;
+    double t0 = now_s();
+    lt_gmail_t *g = lt_gmail_new(&p->o);
+    char **ids = NULL;
+    char *token = NULL;
+    long n = 0, alloc = 0;
+    p->err = lt_gmail_profile(g, &p->history_id, p->errstr, sizeof(p->errstr));
+    while (!p->err && (p->fetch == 0 || n < p->fetch)) {
+        lt_gmail_page_t page;
+        p->err = lt_gmail_list(g, p->label, p->query, token, &page, p->errstr, sizeof(p->errstr));
+        free(token);
+        token = NULL;
+        if (p->err)
+            break;
+        for (size_t i = 0; i < page.n && (p->fetch == 0 || n < p->fetch); i++) {
+            if (n == alloc) {
+                alloc = alloc ? alloc * 2 : 1024;
+                ids = lt_xrealloc(ids, (size_t)alloc * sizeof(char *));
+            }
+            ids[n++] = lt_xstrdup(page.refs[i].id);
+        }
+        token = page.next_page_token;
+        page.next_page_token = NULL;
+        lt_gmail_page_free(&page);
+        if (!token)
+            break;
+    }
+    free(token);
+    p->listed = n;
+    for (long i = 0; !p->err && p->fetch && i < n; i += 500) {
+        long k = n - i < 500 ? n - i : 500;
+        p->err = lt_gmail_get_many(g, (const char *const *)ids + i, (size_t)k, 1, on_msg, p,
+                                   p->errstr, sizeof(p->errstr));
+    }
+    p->seconds = now_s() - t0;
+    lt_gmail_stats(g, &p->st);
+    lt_gmail_destroy(g);
+    for (long i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+    return NULL;
+}
+
+static void usage(FILE *f)
+{
+    fputs("usage: lattice-gmail-probe --client-id ID --client-secret-env VAR\n"
+          "         (--refresh-token-env VAR | --refresh-tokens-file FILE) [--user me]\n"
+          "         [--label INBOX | --query Q] [--fetch N] [--api-url URL] [--token-url URL]\n"
+          "         [--ca-file PEM] [--max-inflight 8] [--quota 250]\n",
+          f);
+}
+
+int main(int argc, char **argv)
+{
+    const char *client_id = NULL, *secret_env = NULL, *rt_env = NULL, *rt_file = NULL;
+    probe_t base;
+    memset(&base, 0, sizeof(base));
+    base.o.api_url = getenv("LATTICE_GMAIL_API_URL");
+    base.o.token_url = getenv("LATTICE_GMAIL_TOKEN_URL");
+    base.o.ca_file = getenv("LATTICE_TLS_CA_FILE");
+    base.o.user = "me";
+    base.o.max_inflight = 8;
+    base.o.quota_units_per_s = 250;
+    base.o.timeout_s = 120;
+    base.o.max_retries = 8;
+    base.o.retry_base_ms = 1000;
+    base.o.retry_max_ms = 64000;
+    base.label = "INBOX";
+    base.fetch = 100;
+    static const struct option opts[] = {
+        {"client-id", required_argument, 0, 'c'},     {"client-secret-env", required_argument, 0, 's'},
+        {"refresh-token-env", required_argument, 0, 'r'}, {"refresh-tokens-file", required_argument, 0, 'R'},
+        {"user", required_argument, 0, 'u'},          {"label", required_argument, 0, 'l'},
+        {"query", required_argument, 0, 'q'},         {"fetch", required_argument, 0, 'n'},
+        {"api-url", required_argument, 0, 'a'},       {"token-url", required_argument, 0, 't'},
+        {"ca-file", required_argument, 0, 'C'},       {"max-inflight", required_argument, 0, 'i'},
+        {"quota", required_argument, 0, 'Q'},         {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': client_id = optarg; break;
+        case 's': secret_env = optarg; break;
+        case 'r': rt_env = optarg; break;
+        case 'R': rt_file = optarg; break;
+        case 'u': base.o.user = optarg; break;
+        case 'l': base.label = optarg; base.query = NULL; break;
+        case 'q': base.query = optarg; base.label = NULL; break;
+        case 'n': base.fetch = atol(optarg); break;
+        case 'a': base.o.api_url = optarg; break;
+        case 't': base.o.token_url = optarg; break;
+        case 'C': base.o.ca_file = optarg; break;
+        case 'i': base.o.max_inflight = atoi(optarg); break;
+        case 'Q': base.o.quota_units_per_s = atof(optarg); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    const char *secret = secret_env ? getenv(secret_env) : NULL;
+    if (!client_id || !secret || (!rt_env && !rt_file)) {
+        usage(stderr);
+        fputs("lattice-gmail-probe: --client-id, a set --client-secret-env and a refresh token "
+              "are required\n",
+              stderr);
+        return 2;
+    }
+    char errstr[256];
+    if (lt_log_setup("lattice-gmail-probe", "warn", "text", errstr, sizeof(errstr)))
+        return 2;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    base.o.client_id = client_id;
+    base.o.client_secret = secret;
+
+    char **tokens = NULL;
+    size_t nt = 0;
+    if (rt_env) {
+        const char *rt = getenv(rt_env);
+        if (!rt) {
+            fprintf(stderr, "lattice-gmail-probe: %s is not set\n", rt_env);
+            return 2;
+        }
+        tokens = lt_xcalloc(1, sizeof(char *));
+        tokens[nt++] = lt_xstrdup(rt);
+    } else {
+        FILE *f = fopen(rt_file, "r");
+        if (!f) {
+            perror(rt_file);
+            return 2;
+        }
+        char line[4096];
+        while (fgets(line, sizeof(line), f)) {
+            line[strcspn(line, "\r\n")] = 0;
+            if (!line[0])
+                continue;
+            tokens = lt_xrealloc(tokens, (nt + 1) * sizeof(char *));
+            tokens[nt++] = lt_xstrdup(line);
+        }
+        fclose(f);
+    }
+    probe_t *p = lt_xcalloc(nt ? nt : 1, sizeof(probe_t));
+    pthread_t *th = lt_xcalloc(nt ? nt : 1, sizeof(pthread_t));
+    for (size_t i = 0; i < nt; i++) {
+        p[i] = base;
+        p[i].o.refresh_token = tokens[i];
+        pthread_create(&th[i], NULL, probe, &p[i]);
+    }
+    int rc = 0;
+    long quota = 0, total = 0;
+    double worst = 0;
+    for (size_t i = 0; i < nt; i++) {
+        pthread_join(th[i], NULL);
+        double rate = p[i].seconds > 0 ? (double)p[i].fetched / p[i].seconds : 0;
+        printf("account %zu: %s historyId %llu, listed %ld, fetched %ld (%llu bytes, %ld gone) in "
+               "%.2f s = %.1f messages/s; %lld requests, %lld retries, %lld quota errors, %lld "
+               "server errors, %lld units, %d in flight at most%s%s\n",
+               i + 1, p[i].err ? lt_err_name(p[i].err) : "ok",
+               (unsigned long long)p[i].history_id, p[i].listed, p[i].fetched,
+               (unsigned long long)p[i].bytes, p[i].gone, p[i].seconds, rate,
+               (long long)p[i].st.requests, (long long)p[i].st.retries,
+               (long long)p[i].st.quota_errors, (long long)p[i].st.server_errors,
+               (long long)p[i].st.units, p[i].st.max_inflight_seen, p[i].err ? ": " : "",
+               p[i].err ? p[i].errstr : "");
+        if (p[i].err)
+            rc = 1;
+        quota += (long)p[i].st.quota_errors;
+        total += p[i].fetched;
+        if (p[i].seconds > worst)
+            worst = p[i].seconds;
+        free(tokens[i]);
+    }
+    if (nt > 1)
+        printf("all: %zu accounts, %ld messages in %.2f s = %.1f messages/s, %ld quota errors\n",
+               nt, total, worst, worst > 0 ? (double)total / worst : 0, quota);
+    free(tokens);
+    free(p);
+    free(th);
+    curl_global_cleanup();
+    return rc;
+}
