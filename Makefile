@@ -8,6 +8,8 @@
 #   make seed       the local tenant "personal" (personal-gmail, workmail-imap) via lattice-seed
 #   make bench-scheduler  lattice-scheduler --once over 100k accounts (docs/benchmarks.md)
 #   make bench-gmail  Gmail connector vs the 50 msg/s/account quota ceiling, 1/4/16 accounts (docs/benchmarks.md)
+#   make bench-imap  IMAP full sync of a 20k-message folder: lattice-worker vs mbsync (docs/benchmarks.md)
+#   make test-imap-10k  the worker IMAP edge-case test with a 10,000-message folder (make test uses 2,000)
 #   make validate-deploy  render + validate deploy/ offline (k8s schemas, KEDA CRDs, Dockerfile, secrets)
 #   make airflow    the pinned Airflow venv for the command DAGs (.cache/airflow-venv; docs/airflow.md)
 SHELL := /bin/bash
@@ -17,7 +19,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash
+.PHONY: bench-imap test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash
 
 all: build
 
@@ -80,6 +82,14 @@ bench-scheduler: build stack-up
 # Gmail connector vs the quota ceiling (own emulator with 50 ms latency): docs/benchmarks.md
 bench-gmail: build stack-up
 	bench/gmail $(BUILD)
+
+# IMAP full sync, lattice-worker vs mbsync, alternating (BENCH_COUNT, BENCH_REPEAT): docs/benchmarks.md
+bench-imap: build stack-up
+	@set -a; eval "$$($(STACK) env)"; set +a; bench/imap-vs-mbsync $(BUILD)
+
+test-imap-10k: build stack-up
+	@set -a; eval "$$($(STACK) env)"; set +a; \
+	  EDGE_BULK_COUNT=10000 bash tests/integration/test_worker_imap_edge.sh $(BUILD)
 
 # tenant personal: personal-gmail + workmail-imap (LATTICE_SEED_* settings; references to secrets only)
 seed: build stack-up

@@ -97,7 +97,7 @@ printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"%s","tenant_id":"
 st=
 for _ in $(seq 1 1800); do # 180 s: a stall fails the test instead of hanging it
   st=$(kcat -C -b "$BROKER" -t "$STATUS_TOPIC" -o beginning -e -q -f '%s\n' 2>/dev/null \
-       | grep -F "\"command_id\":\"$CMD_ID\"" | tail -1 || true)
+       | grep -F "\"command_id\":\"$CMD_ID\"" | grep -vF "\"result\":\"running\"" | tail -1 || true)
   [ -n "$st" ] && break
   kill -0 "$WPID" 2>/dev/null || break
   sleep 0.1
