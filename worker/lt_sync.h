@@ -9,6 +9,13 @@
  * the last checkpoint are not committed: a connector must checkpoint before
  * it returns success.
  *
+ * With env.s3_parallel > 1 the objects of a message held in memory (up to
+ * 8 MiB) are stored by background threads while the connector goes on; its
+ * event is produced once they are stored, in message order. So an S3 error
+ * may be returned by a later lt_sync_message_end() or by
+ * lt_sync_checkpoint() instead of the message's own: either way the
+ * connector aborts and resumes after its last checkpoint, as for any error.
+ *
  * Ownership: an lt_sync_t belongs to one slot thread and lives for one
  * command; everything it borrows (db, s3, producer, registry) belongs to
  * the slot. */
