@@ -118,7 +118,14 @@ lt_gmail_t *lt_gmail_new(const lt_gmail_opts_t *o)
     c->user_esc = lt_xstrdup(esc ? esc : "me");
     curl_free(esc);
     curl_easy_cleanup(e);
-    lt_gmail_bucket_init(&c->bucket, c->o.quota_units_per_s, 1.0, now_ms());
+    /* One second of burst, as Google's moving average and the emulator, less
+     * what may be in flight: requests the client charged earlier can reach
+     * the server after the client's bucket has refilled (a loaded server,
+     * slow network), and both buckets must not be full at that moment. */
+    double burst = 1.0;
+    if (c->o.quota_units_per_s > 0)
+        burst -= (double)c->o.max_inflight * COST_GET / c->o.quota_units_per_s;
+    lt_gmail_bucket_init(&c->bucket, c->o.quota_units_per_s, burst < 0.2 ? 0.2 : burst, now_ms());
     c->raw = lt_buf_new((size_t)c->o.max_message_bytes);
     return c;
 }

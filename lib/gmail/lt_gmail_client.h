@@ -6,7 +6,8 @@
  *   retry loop); a 401 that persists after fresh tokens too.
  * - Quota: a client-side token bucket at Google's per-method unit costs
  *   (getProfile 1, history.list 2, messages.list/get 5, labels.list 1),
- *   refilled at quota_units_per_s with one second of burst, starting empty,
+ *   refilled at quota_units_per_s with one second of burst (less what may
+ *   be in flight), starting empty,
  *   so a client never asks Google for more than its per-user quota.
  * - Retries: 429, 403 rateLimitExceeded/userRateLimitExceeded, 5xx,
  *   network errors, truncated and malformed JSON bodies are retried with
