@@ -514,7 +514,9 @@ static lt_err_t run(lt_gmail_t *c, req_t *reqs, size_t nreq, on_ok_fn ok, on_gon
                     goto out;
                 break;
             case LT_GMAIL_REFRESH:
-                if (r->token_gen == c->token_gen) {
+                /* Several requests in flight get the same 401 for one expired
+                 * token: only the first one (token still set) counts and clears it. */
+                if (r->token_gen == c->token_gen && c->access[0]) {
                     if (++auth_failures > MAX_AUTH_ROUNDS) {
                         err = lt_seterr(errstr, n, LT_ERR_REAUTH,
                                         "access token rejected even after %d refreshes: %s",

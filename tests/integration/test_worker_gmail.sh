@@ -171,10 +171,15 @@ ctl POST "/users/$USER1/messages/generate" '{"count":60,"size":3000,"seed":13}' 
 c=$(command "$ACCOUNT" incremental)
 for _ in $(seq 1 200); do grep -q "command started.*$c" "$WORK/worker.log" && break; sleep 0.05; done
 sleep 0.4
+# hold the next calls 400 ms at the emulator's door so several are in flight when the token dies:
+# each gets a 401, one refresh must serve them all (not "rejected after 3 refreshes")
+ctl POST /faults '{"kind":"delay","delay_ms":400,"count":6,"match":"/messages/"}' >/dev/null
 ctl POST /tokens/expire "{\"email\":\"$USER1\"}" >/dev/null
 s=$(wait_status "$c")
 check "token expired mid-sync: 60 messages ($s)" [ "$(jget "$s" messages)" = 60 ]
 check "401 answered with a refresh" grep -q "access token rejected" "$WORK/worker.log"
+check "several 401s in flight: still 6+ requests at once ($(grep -o '[0-9]* in flight at most' "$WORK/worker.log" | sort -n | tail -1))" \
+  bash -c "grep -o '[0-9]* in flight at most' '$WORK/worker.log' | sort -n | tail -1 | grep -q '^6 '"
 
 # 5. a 429 storm, 5xx, a truncated and a malformed body: retried, nothing lost
 ctl POST "/users/$USER1/messages/generate" '{"count":8,"size":3000,"seed":14}' >/dev/null
