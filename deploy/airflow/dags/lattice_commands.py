@@ -523,7 +523,7 @@ def run_scheduler(provider: str, tenant_id: str | None, topic: str) -> None:
     for line in (proc.stdout + proc.stderr).splitlines():
         log.info("lattice-scheduler: %s", line)
     if proc.returncode == 2:
-        raise AirflowFailException(f"lattice-scheduler: bad usage or configuration (exit 2)")
+        raise AirflowFailException("lattice-scheduler: bad usage or configuration (exit 2)")
     if proc.returncode != 0:
         raise RuntimeError(f"lattice-scheduler exited {proc.returncode} (a command was not delivered)")
 
