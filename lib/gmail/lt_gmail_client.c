@@ -55,6 +55,7 @@ struct lt_gmail_s {
 
     lt_gmail_stats_t st;
     int inflight;
+    int http1; /* the server answered HTTP/1.x: no multiplexing to wait for */
     lt_buf_t *raw; /* decoded message of the current callback */
 };
 
@@ -346,7 +347,9 @@ static void req_start(lt_gmail_t *c, req_t *r)
     r->errbuf[0] = 0;
     common_opts(c, r->h, r);
     curl_easy_setopt(r->h, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(r->h, CURLOPT_PIPEWAIT, 1L);
+    /* HTTP/2 (Google): wait for the first connection and multiplex on it;
+     * HTTP/1.1 (the emulator, proxies): one connection per request in flight. */
+    curl_easy_setopt(r->h, CURLOPT_PIPEWAIT, c->http1 ? 0L : 1L);
     curl_slist_free_all(r->hdrs);
     char auth[LT_GMAIL_TOKEN_MAX + 32];
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->access);
@@ -452,6 +455,9 @@ static lt_err_t run(lt_gmail_t *c, req_t *reqs, size_t nreq, on_ok_fn ok, on_gon
             curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
             CURLcode rc = m->data.result;
             curl_easy_getinfo(r->h, CURLINFO_RESPONSE_CODE, &r->status);
+            long ver = 0;
+            if (rc == CURLE_OK && !curl_easy_getinfo(r->h, CURLINFO_HTTP_VERSION, &ver))
+                c->http1 = ver != CURL_HTTP_VERSION_2_0 && ver != CURL_HTTP_VERSION_3;
             curl_multi_remove_handle(c->multi, r->h);
             c->inflight--;
             r->state = 0;
