@@ -1,5 +1,6 @@
 # Lattice mail ingest — the front door.
 #   make            install build dependencies if missing, build
+#   make demo       + start the local stack + the two-inbox demo (docs/runbooks/demo-two-inboxes.md)
 #   make test       + start the local stack (real servers on 127.0.0.1) + ctest
 #   make test-asan  the same tests, built with AddressSanitizer + UBSan
 #   make crash      kill -9 crash campaign: 5000 messages, 20 kills (CRASH_MESSAGES, CRASH_KILLS, CRASH_SEED)
@@ -19,7 +20,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: bench-imap test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash
+.PHONY: demo bench-imap test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash
 
 all: build
 
@@ -43,6 +44,9 @@ stack-status:
 
 stack-smoke: stack-up
 	@$(STACK) smoke
+
+demo: build stack-up
+	@deploy/local/demo $(DEMO_FLAGS)
 
 test: build stack-up
 	@set -a; eval "$$($(STACK) env)"; set +a; \
