@@ -53,6 +53,7 @@ struct lt_sync_s {
     /* the open transaction */
     int txn_open;
     int64_t uncommitted;
+    int in_doubt; /* a batch's fate or watermark is left to recovery */
     lt_dr_t ev_dr;
     lt_dr_t marker_dr;
 
@@ -208,6 +209,10 @@ int64_t lt_sync_bytes(const lt_sync_t *s)
 int64_t lt_sync_uncommitted(const lt_sync_t *s)
 {
     return s->uncommitted;
+}
+int lt_sync_in_doubt(const lt_sync_t *s)
+{
+    return s->in_doubt;
 }
 
 void lt_sync_progress_get(const lt_sync_t *s, lt_sync_progress_t *p)
@@ -1021,6 +1026,7 @@ lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_
             /* Outcome unknown (e.g. timeout): leave the pending row for
              * recovery, which reads the marker to decide. */
             s->txn_open = 0;
+            s->in_doubt = 1;
             return LT_ERR_TEMPORARY;
         }
         lt_sync_abort(s);
@@ -1041,8 +1047,10 @@ lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_
         int stored = 0;
         err = lt_watermark_pending_apply(s->env.db, tenant, acct, scope, provider, &p, &stored,
                                          errstr, errstr_size);
-        if (err)
-            return err; /* recovery applies it */
+        if (err) {
+            s->in_doubt = 1; /* committed: recovery applies it, nobody redoes it */
+            return err;
+        }
     }
     return LT_OK;
 abort:

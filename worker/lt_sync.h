@@ -127,6 +127,11 @@ void lt_sync_abort(lt_sync_t *s);
 int64_t lt_sync_messages(const lt_sync_t *s);
 int64_t lt_sync_bytes(const lt_sync_t *s);
 int64_t lt_sync_uncommitted(const lt_sync_t *s);
+/* Non-zero after a checkpoint whose Kafka commit succeeded (or may have)
+ * but whose watermark is not applied: the pending row is left to recovery.
+ * The connector must end the command (not redo the batch: that would
+ * publish it twice); the command's next run recovers first. */
+int lt_sync_in_doubt(const lt_sync_t *s);
 
 /* Progress of long work (backfill, first full sync): the connector calls
  * this when it learns how much work is left (IMAP: after each UID SEARCH,
