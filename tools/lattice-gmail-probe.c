@@ -133,33 +133,72 @@ int main(int argc, char **argv)
     base.label = "INBOX";
     base.fetch = 100;
     static const struct option opts[] = {
-        {"client-id", required_argument, 0, 'c'},     {"client-secret-env", required_argument, 0, 's'},
-        {"refresh-token-env", required_argument, 0, 'r'}, {"refresh-tokens-file", required_argument, 0, 'R'},
-        {"user", required_argument, 0, 'u'},          {"label", required_argument, 0, 'l'},
-        {"query", required_argument, 0, 'q'},         {"fetch", required_argument, 0, 'n'},
-        {"api-url", required_argument, 0, 'a'},       {"token-url", required_argument, 0, 't'},
-        {"ca-file", required_argument, 0, 'C'},       {"max-inflight", required_argument, 0, 'i'},
-        {"quota", required_argument, 0, 'Q'},         {"help", no_argument, 0, 'h'},
+        {"client-id", required_argument, 0, 'c'},
+        {"client-secret-env", required_argument, 0, 's'},
+        {"refresh-token-env", required_argument, 0, 'r'},
+        {"refresh-tokens-file", required_argument, 0, 'R'},
+        {"user", required_argument, 0, 'u'},
+        {"label", required_argument, 0, 'l'},
+        {"query", required_argument, 0, 'q'},
+        {"fetch", required_argument, 0, 'n'},
+        {"api-url", required_argument, 0, 'a'},
+        {"token-url", required_argument, 0, 't'},
+        {"ca-file", required_argument, 0, 'C'},
+        {"max-inflight", required_argument, 0, 'i'},
+        {"quota", required_argument, 0, 'Q'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (ch) {
-        case 'c': client_id = optarg; break;
-        case 's': secret_env = optarg; break;
-        case 'r': rt_env = optarg; break;
-        case 'R': rt_file = optarg; break;
-        case 'u': base.o.user = optarg; break;
-        case 'l': base.label = optarg; base.query = NULL; break;
-        case 'q': base.query = optarg; base.label = NULL; break;
-        case 'n': base.fetch = atol(optarg); break;
-        case 'a': base.o.api_url = optarg; break;
-        case 't': base.o.token_url = optarg; break;
-        case 'C': base.o.ca_file = optarg; break;
-        case 'i': base.o.max_inflight = atoi(optarg); break;
-        case 'Q': base.o.quota_units_per_s = atof(optarg); break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'c':
+            client_id = optarg;
+            break;
+        case 's':
+            secret_env = optarg;
+            break;
+        case 'r':
+            rt_env = optarg;
+            break;
+        case 'R':
+            rt_file = optarg;
+            break;
+        case 'u':
+            base.o.user = optarg;
+            break;
+        case 'l':
+            base.label = optarg;
+            base.query = NULL;
+            break;
+        case 'q':
+            base.query = optarg;
+            base.label = NULL;
+            break;
+        case 'n':
+            base.fetch = atol(optarg);
+            break;
+        case 'a':
+            base.o.api_url = optarg;
+            break;
+        case 't':
+            base.o.token_url = optarg;
+            break;
+        case 'C':
+            base.o.ca_file = optarg;
+            break;
+        case 'i':
+            base.o.max_inflight = atoi(optarg);
+            break;
+        case 'Q':
+            base.o.quota_units_per_s = atof(optarg);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     const char *secret = secret_env ? getenv(secret_env) : NULL;
@@ -219,10 +258,9 @@ int main(int argc, char **argv)
         printf("account %zu: %s historyId %llu, listed %ld, fetched %ld (%llu bytes, %ld gone) in "
                "%.2f s = %.1f messages/s; %lld requests, %lld retries, %lld quota errors, %lld "
                "server errors, %lld units, %d in flight at most%s%s\n",
-               i + 1, p[i].err ? lt_err_name(p[i].err) : "ok",
-               (unsigned long long)p[i].history_id, p[i].listed, p[i].fetched,
-               (unsigned long long)p[i].bytes, p[i].gone, p[i].seconds, rate,
-               (long long)p[i].st.requests, (long long)p[i].st.retries,
+               i + 1, p[i].err ? lt_err_name(p[i].err) : "ok", (unsigned long long)p[i].history_id,
+               p[i].listed, p[i].fetched, (unsigned long long)p[i].bytes, p[i].gone, p[i].seconds,
+               rate, (long long)p[i].st.requests, (long long)p[i].st.retries,
                (long long)p[i].st.quota_errors, (long long)p[i].st.server_errors,
                (long long)p[i].st.units, p[i].st.max_inflight_seen, p[i].err ? ": " : "",
                p[i].err ? p[i].errstr : "");

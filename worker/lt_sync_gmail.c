@@ -17,10 +17,21 @@
 #define SECRET_MAX 4096
 
 static const char *const k_system_labels[] = {
-    "INBOX",   "SENT",          "DRAFT",           "SPAM",
-    "TRASH",   "UNREAD",        "STARRED",         "IMPORTANT",
-    "CHAT",    "CATEGORY_PERSONAL", "CATEGORY_SOCIAL", "CATEGORY_PROMOTIONS",
-    "CATEGORY_UPDATES", "CATEGORY_FORUMS", NULL,
+    "INBOX",
+    "SENT",
+    "DRAFT",
+    "SPAM",
+    "TRASH",
+    "UNREAD",
+    "STARRED",
+    "IMPORTANT",
+    "CHAT",
+    "CATEGORY_PERSONAL",
+    "CATEGORY_SOCIAL",
+    "CATEGORY_PROMOTIONS",
+    "CATEGORY_UPDATES",
+    "CATEGORY_FORUMS",
+    NULL,
 };
 
 typedef struct {
@@ -71,12 +82,10 @@ static lt_err_t read_secret(json_object *cfg, const char *name, char *out, size_
         while (r > 0 && (out[r - 1] == '\n' || out[r - 1] == '\r' || out[r - 1] == ' '))
             out[--r] = 0;
         if (!r)
-            return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: %s %s is empty", key,
-                             path);
+            return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: %s %s is empty", key, path);
         return LT_OK;
     }
-    return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: no %s_env or %s_file", name,
-                     name);
+    return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: no %s_env or %s_file", name, name);
 }
 
 static void add_scope(gmail_conf_t *c, const char *s)
@@ -89,8 +98,8 @@ static lt_err_t string_list(json_object *v, const char *key, const char *prefix,
                             char *errstr, size_t n)
 {
     if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) == 0)
-        return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: \"%s\" must be a non-empty array",
-                         key);
+        return lt_seterr(errstr, n, LT_ERR_FINAL,
+                         "account config: \"%s\" must be a non-empty array", key);
     for (size_t i = 0; i < json_object_array_length(v); i++) {
         json_object *e = json_object_array_get_idx(v, i);
         if (!json_object_is_type(e, json_type_string) || !json_object_get_string_len(e) ||
@@ -136,11 +145,10 @@ static lt_err_t parse_conf(const lt_account_t *a, gmail_conf_t *c, char *errstr,
     }
     if (!c->nscopes)
         add_scope(c, "label:INBOX");
-    if ((err = read_secret(cfg, "client_secret", c->client_secret, sizeof(c->client_secret),
-                           errstr, n)))
+    if ((err = read_secret(cfg, "client_secret", c->client_secret, sizeof(c->client_secret), errstr,
+                           n)))
         return err;
-    return read_secret(cfg, "refresh_token", c->refresh_token, sizeof(c->refresh_token), errstr,
-                       n);
+    return read_secret(cfg, "refresh_token", c->refresh_token, sizeof(c->refresh_token), errstr, n);
 }
 
 int lt_sync_gmail_scope_label(const char *scope, char *label_out, int *system)
@@ -247,8 +255,8 @@ static lt_err_t on_message(void *opaque, size_t index, lt_err_t status, const lt
     lt_err_t err = lt_sync_message_begin(x->s, m->id, m->thread_id[0] ? m->thread_id : NULL,
                                          x->scope, m->internal_date_ms, x->err, sizeof(x->err));
     if (!err)
-        err = lt_sync_message_write(x->s, lt_buf_data(raw), lt_buf_len(raw), x->err,
-                                    sizeof(x->err));
+        err =
+            lt_sync_message_write(x->s, lt_buf_data(raw), lt_buf_len(raw), x->err, sizeof(x->err));
     if (err == LT_ERR_TOO_BIG) {
         lt_sync_message_abandon(x->s);
         x->skipped++;
@@ -266,8 +274,8 @@ static lt_err_t on_message(void *opaque, size_t index, lt_err_t status, const lt
     return err;
 }
 
-static lt_err_t on_minimal(void *opaque, size_t index, lt_err_t status,
-                           const lt_gmail_message_t *m, const lt_buf_t *raw, const char *reason)
+static lt_err_t on_minimal(void *opaque, size_t index, lt_err_t status, const lt_gmail_message_t *m,
+                           const lt_buf_t *raw, const char *reason)
 {
     scope_ctx_t *x = opaque;
     if (status != LT_OK)
@@ -359,14 +367,13 @@ static lt_err_t list_and_fetch(scope_ctx_t *x, const char *extra_q, int resync, 
             x->nkeep = 0;
             err = lt_gmail_get_many(x->g, ids, page.n, 0, on_minimal, x, errstr, n);
             if (!err)
-                err = fetch_ids(x, (const char *const *)x->keep, x->nkeep, NULL, NULL, 0, errstr,
-                                n);
+                err =
+                    fetch_ids(x, (const char *const *)x->keep, x->nkeep, NULL, NULL, 0, errstr, n);
             if (!err && page.n > x->nkeep)
                 lt_info(lt_sync_log(x->s),
                         "resync of %s: %zu of %zu listed messages unchanged since historyId %llu; "
                         "not published again",
-                        x->scope, page.n - x->nkeep, page.n,
-                        (unsigned long long)x->old_history_id);
+                        x->scope, page.n - x->nkeep, page.n, (unsigned long long)x->old_history_id);
             free_strs(x->keep, x->nkeep);
             x->keep = NULL;
             x->nkeep = 0;
@@ -420,8 +427,8 @@ static int hist_wm(void *opaque, size_t last, lt_watermark_t *wm)
 }
 
 /* Search scope: keep the candidates messages.list q= names. */
-static lt_err_t filter_query(scope_ctx_t *x, const lt_gmail_page_t *page, char *keep,
-                             char *errstr, size_t n)
+static lt_err_t filter_query(scope_ctx_t *x, const lt_gmail_page_t *page, char *keep, char *errstr,
+                             size_t n)
 {
     size_t left = page->n;
     char *token = NULL;
@@ -457,8 +464,7 @@ static lt_err_t incremental(scope_ctx_t *x, uint64_t start, char *errstr, size_t
     uint64_t last_hid = start;
     for (;;) {
         lt_gmail_page_t page;
-        err = lt_gmail_history(x->g, start, x->is_label ? x->label : NULL, token, &page, errstr,
-                               n);
+        err = lt_gmail_history(x->g, start, x->is_label ? x->label : NULL, token, &page, errstr, n);
         free(token);
         token = NULL;
         if (err == LT_ERR_NOT_FOUND) {
@@ -551,8 +557,8 @@ out:
         lt_warn(lt_sync_log(s), "scope %s: %llu message(s) not ingested (too big): %s", scope,
                 (unsigned long long)x.skipped, lt_buf_str(x.skipped_ids));
     if (x.gone)
-        lt_info(lt_sync_log(s), "scope %s: %llu message(s) deleted before they were fetched",
-                scope, (unsigned long long)x.gone);
+        lt_info(lt_sync_log(s), "scope %s: %llu message(s) deleted before they were fetched", scope,
+                (unsigned long long)x.gone);
     lt_buf_destroy(x.skipped_ids);
     return err;
 }
@@ -610,8 +616,8 @@ lt_err_t lt_sync_gmail_run(lt_sync_t *s, const lt_sync_gmail_opts_t *opts, char 
             (long long)st.server_errors, (long long)st.units, (long long)st.token_refreshes,
             st.max_inflight_seen);
     if (err == LT_ERR_REAUTH) {
-        lt_account_set_status(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a),
-                              "needs_reauth", errstr, NULL, 0);
+        lt_account_set_status(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), "needs_reauth",
+                              errstr, NULL, 0);
         lt_warn(lt_sync_log(s), "account marked needs_reauth: %s", errstr);
     }
 out:

@@ -55,7 +55,7 @@ struct lt_gmail_s {
 
     lt_gmail_stats_t st;
     int inflight;
-    int http1; /* the server answered HTTP/1.x: no multiplexing to wait for */
+    int http1;     /* the server answered HTTP/1.x: no multiplexing to wait for */
     lt_buf_t *raw; /* decoded message of the current callback */
 };
 
@@ -250,7 +250,8 @@ static lt_err_t refresh_token(lt_gmail_t *c, char *errstr, size_t n)
     memset(&r, 0, sizeof(r));
     r.url = c->token_url;
     r.body = lt_buf_new(TOKEN_BODY_MAX);
-    char *id = curl_easy_escape(h, c->client_id, 0), *sec = curl_easy_escape(h, c->client_secret, 0),
+    char *id = curl_easy_escape(h, c->client_id, 0),
+         *sec = curl_easy_escape(h, c->client_secret, 0),
          *rt = curl_easy_escape(h, c->refresh_token, 0);
     lt_buf_t *form = lt_buf_new(64 * 1024);
     lt_buf_appendf(form, "grant_type=refresh_token&client_id=%s&client_secret=%s&refresh_token=%s",
@@ -286,8 +287,9 @@ static lt_err_t refresh_token(lt_gmail_t *c, char *errstr, size_t n)
             if (!err) {
                 memcpy(c->access, tok.access_token, sizeof(c->access));
                 /* use it until a minute before it expires (half its life if short) */
-                int64_t life = tok.expires_in_s > 2 * TOKEN_EARLY_S ? tok.expires_in_s - TOKEN_EARLY_S
-                                                                    : tok.expires_in_s / 2;
+                int64_t life = tok.expires_in_s > 2 * TOKEN_EARLY_S
+                                   ? tok.expires_in_s - TOKEN_EARLY_S
+                                   : tok.expires_in_s / 2;
                 c->access_expires = now_ms() + life * 1000;
                 memset(&tok, 0, sizeof(tok));
                 c->token_gen++;
@@ -387,8 +389,8 @@ static lt_err_t req_retry(lt_gmail_t *c, req_t *r, int quota, char *errstr, size
 {
     r->state = 0;
     if (++r->attempts > c->o.max_retries)
-        return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "gave up after %d attempts: %s",
-                         r->attempts, r->last_err);
+        return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "gave up after %d attempts: %s", r->attempts,
+                         r->last_err);
     c->st.retries++;
     int64_t d = backoff_ms(c, r->attempts - 1, r->retry_after_s);
     r->not_before = now_ms() + d;
@@ -476,8 +478,8 @@ static lt_err_t run(lt_gmail_t *c, req_t *reqs, size_t nreq, on_ok_fn ok, on_gon
                 continue;
             }
             if (rc != CURLE_OK) {
-                snprintf(r->last_err, sizeof(r->last_err), "%s", r->errbuf[0] ? r->errbuf
-                                                                  : curl_easy_strerror(rc));
+                snprintf(r->last_err, sizeof(r->last_err), "%s",
+                         r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
                 if ((err = req_retry(c, r, 0, errstr, n)))
                     goto out;
                 continue;
@@ -582,8 +584,8 @@ static lt_err_t one_ok(lt_gmail_t *c, req_t *r, void *opaque, int *retry, char *
 static lt_err_t one_gone(lt_gmail_t *c, req_t *r, lt_err_t why, const char *reason, void *opaque,
                          char *errstr, size_t n)
 {
-    return lt_seterr(errstr, n, why == LT_ERR_NOT_FOUND ? LT_ERR_NOT_FOUND : LT_ERR_TEMPORARY,
-                     "%s", reason);
+    return lt_seterr(errstr, n, why == LT_ERR_NOT_FOUND ? LT_ERR_NOT_FOUND : LT_ERR_TEMPORARY, "%s",
+                     reason);
 }
 
 static lt_err_t call_one(lt_gmail_t *c, char *url, int cost, one_t *o, char *errstr, size_t n)
@@ -621,8 +623,8 @@ static void add_param(lt_buf_t *b, const char *name, const char *value)
     curl_easy_cleanup(e);
 }
 
-static lt_err_t parse_profile(lt_gmail_t *c, const char *body, size_t len, void *out,
-                              char *errstr, size_t n)
+static lt_err_t parse_profile(lt_gmail_t *c, const char *body, size_t len, void *out, char *errstr,
+                              size_t n)
 {
     return lt_gmail_parse_profile(body, len, out, errstr, n);
 }
@@ -640,8 +642,8 @@ typedef struct {
     char *out;
 } label_find_t;
 
-static lt_err_t parse_labels(lt_gmail_t *c, const char *body, size_t len, void *out,
-                             char *errstr, size_t n)
+static lt_err_t parse_labels(lt_gmail_t *c, const char *body, size_t len, void *out, char *errstr,
+                             size_t n)
 {
     label_find_t *f = out;
     lt_err_t err = lt_gmail_parse_labels_find(body, len, f->name, f->out, errstr, n);
@@ -734,8 +736,7 @@ typedef struct {
     void *opaque;
 } many_t;
 
-static lt_err_t many_ok(lt_gmail_t *c, req_t *r, void *opaque, int *retry, char *errstr,
-                        size_t n)
+static lt_err_t many_ok(lt_gmail_t *c, req_t *r, void *opaque, int *retry, char *errstr, size_t n)
 {
     many_t *m = opaque;
     lt_gmail_message_t msg;
@@ -761,8 +762,8 @@ static lt_err_t many_ok(lt_gmail_t *c, req_t *r, void *opaque, int *retry, char 
     return err;
 }
 
-static lt_err_t many_gone(lt_gmail_t *c, req_t *r, lt_err_t why, const char *reason,
-                          void *opaque, char *errstr, size_t n)
+static lt_err_t many_gone(lt_gmail_t *c, req_t *r, lt_err_t why, const char *reason, void *opaque,
+                          char *errstr, size_t n)
 {
     many_t *m = opaque;
     return m->fn(m->opaque, r->index, why, NULL, NULL, reason);
@@ -786,8 +787,9 @@ lt_err_t lt_gmail_get_many(lt_gmail_t *c, const char *const *ids, size_t n, int 
         snprintf(path, sizeof(path), "messages/%s", ids[i]);
         lt_buf_t *b = url_base(c, path);
         add_param(b, "format", raw ? "raw" : "minimal");
-        add_param(b, "fields", raw ? "id,threadId,historyId,internalDate,raw"
-                                   : "id,threadId,historyId,internalDate");
+        add_param(b, "fields",
+                  raw ? "id,threadId,historyId,internalDate,raw"
+                      : "id,threadId,historyId,internalDate");
         add_param(b, "prettyPrint", "false");
         reqs[i].url = url_of(c, b);
         reqs[i].cost = COST_GET;

@@ -42,10 +42,10 @@ typedef struct {
     const char *client_id;
     const char *client_secret;
     const char *refresh_token;
-    int max_inflight;          /* >= 1 */
-    double quota_units_per_s;  /* <= 0: no client-side pacing */
-    int timeout_s;             /* one request */
-    int max_retries;           /* per request */
+    int max_inflight;         /* >= 1 */
+    double quota_units_per_s; /* <= 0: no client-side pacing */
+    int timeout_s;            /* one request */
+    int max_retries;          /* per request */
     int retry_base_ms;
     int retry_max_ms;
     uint64_t max_message_bytes; /* decoded raw message cap */
@@ -54,11 +54,11 @@ typedef struct {
 } lt_gmail_opts_t;
 
 typedef struct {
-    int64_t requests;     /* HTTP requests sent to the API (retries included) */
+    int64_t requests; /* HTTP requests sent to the API (retries included) */
     int64_t retries;
-    int64_t quota_errors; /* 429 and 403 rate-limit answers */
-    int64_t server_errors;/* 5xx */
-    int64_t units;        /* quota units spent (successful or not) */
+    int64_t quota_errors;  /* 429 and 403 rate-limit answers */
+    int64_t server_errors; /* 5xx */
+    int64_t units;         /* quota units spent (successful or not) */
     int64_t token_refreshes;
     int max_inflight_seen;
 } lt_gmail_stats_t;

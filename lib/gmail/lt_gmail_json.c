@@ -201,16 +201,16 @@ lt_err_t lt_gmail_token_error(long http_status, const char *body, size_t len, ch
 
 /* --- profile, list, history, labels -------------------------------------- */
 
-lt_err_t lt_gmail_parse_profile(const char *body, size_t len, uint64_t *history_id,
-                                char *errstr, size_t errstr_size)
+lt_err_t lt_gmail_parse_profile(const char *body, size_t len, uint64_t *history_id, char *errstr,
+                                size_t errstr_size)
 {
     json_object *o;
     lt_err_t err = parse_object(body, len, "getProfile", &o, errstr, errstr_size);
     if (err)
         return err;
     if (get_u64(o, "historyId", history_id) || *history_id == 0)
-        err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
-                        "getProfile: no valid \"historyId\"");
+        err =
+            lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "getProfile: no valid \"historyId\"");
     json_object_put(o);
     return err;
 }
@@ -228,7 +228,8 @@ static lt_err_t page_token(json_object *o, lt_gmail_page_t *out, const char *wha
                            size_t n)
 {
     json_object *v;
-    if (!json_object_object_get_ex(o, "nextPageToken", &v) || json_object_is_type(v, json_type_null))
+    if (!json_object_object_get_ex(o, "nextPageToken", &v) ||
+        json_object_is_type(v, json_type_null))
         return LT_OK;
     size_t l;
     const char *t = get_str(o, "nextPageToken", &l);
@@ -561,8 +562,7 @@ void lt_gmail_classify(long http_status, const char *body, size_t len, lt_gmail_
         if (json_object_object_get_ex(e, "errors", &errs) &&
             json_object_is_type(errs, json_type_array) && json_object_array_length(errs) > 0) {
             json_object *first = json_object_array_get_idx(errs, 0);
-            if (json_object_is_type(first, json_type_object) &&
-                (s = get_str(first, "reason", &l)))
+            if (json_object_is_type(first, json_type_object) && (s = get_str(first, "reason", &l)))
                 printable(out->reason, sizeof(out->reason), s, l);
         }
     }

@@ -48,8 +48,8 @@ lt_err_t lt_gmail_parse_token(const char *body, size_t len, lt_gmail_token_t *ou
 lt_err_t lt_gmail_token_error(long http_status, const char *body, size_t len, char *errstr,
                               size_t errstr_size);
 
-lt_err_t lt_gmail_parse_profile(const char *body, size_t len, uint64_t *history_id,
-                                char *errstr, size_t errstr_size);
+lt_err_t lt_gmail_parse_profile(const char *body, size_t len, uint64_t *history_id, char *errstr,
+                                size_t errstr_size);
 
 typedef struct {
     char id[LT_GMAIL_ID_MAX + 1];
@@ -60,8 +60,8 @@ typedef struct {
 typedef struct {
     lt_gmail_ref_t *refs;
     size_t n;
-    char *next_page_token; /* NULL on the last page */
-    uint64_t history_id;   /* history.list: the mailbox's current historyId */
+    char *next_page_token;   /* NULL on the last page */
+    uint64_t history_id;     /* history.list: the mailbox's current historyId */
     uint64_t last_record_id; /* history.list: id of the last record of the page, 0 none */
 } lt_gmail_page_t;
 
@@ -105,18 +105,18 @@ lt_err_t lt_gmail_b64url_decode(const char *in, size_t len, lt_buf_t *out, char 
 
 /* What to do with a non-2xx answer of the Gmail API. */
 typedef enum {
-    LT_GMAIL_RETRY = 1,  /* 429, 403 rateLimitExceeded/userRateLimitExceeded, 5xx: back off */
-    LT_GMAIL_REFRESH,    /* 401: refresh the access token, then retry */
-    LT_GMAIL_NOT_FOUND,  /* 404 (history expired, message deleted) */
-    LT_GMAIL_FAIL,       /* anything else: *err says the class */
+    LT_GMAIL_RETRY = 1, /* 429, 403 rateLimitExceeded/userRateLimitExceeded, 5xx: back off */
+    LT_GMAIL_REFRESH,   /* 401: refresh the access token, then retry */
+    LT_GMAIL_NOT_FOUND, /* 404 (history expired, message deleted) */
+    LT_GMAIL_FAIL,      /* anything else: *err says the class */
 } lt_gmail_action_t;
 
 typedef struct {
     lt_gmail_action_t action;
-    lt_err_t err;     /* for LT_GMAIL_FAIL: FINAL, REAUTH (403 auth) or INVALID (400) */
-    int quota;        /* 1: a rate-limit answer (429 or 403 rate limit) */
-    char reason[64];  /* errors[0].reason, "" if none */
-    char message[256];/* error.message, "" if none */
+    lt_err_t err;      /* for LT_GMAIL_FAIL: FINAL, REAUTH (403 auth) or INVALID (400) */
+    int quota;         /* 1: a rate-limit answer (429 or 403 rate limit) */
+    char reason[64];   /* errors[0].reason, "" if none */
+    char message[256]; /* error.message, "" if none */
 } lt_gmail_verdict_t;
 
 /* Classify an answer by status and Google's error body (which may be

@@ -26,9 +26,9 @@ typedef struct {
     int tokens_issued;
     int valid_from; /* tokens "tok<N>" with N >= valid_from are accepted */
     int invalid_grant;
-    int barrier;          /* requests with a bad token wait until this many are waiting */
+    int barrier; /* requests with a bad token wait until this many are waiting */
     int waiting;
-    int fail_first;       /* the first fail_first API calls answer fail_status */
+    int fail_first; /* the first fail_first API calls answer fail_status */
     int fail_status;
     const char *fail_body;
     const char *fail_header; /* e.g. "Retry-After: 1" */
@@ -198,10 +198,9 @@ int main(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     pthread_mutex_init(&P.mu, NULL);
     pthread_cond_init(&P.cv, NULL);
-    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION |
-                                                MHD_USE_INTERNAL_POLLING_THREAD,
-                                            0, NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR,
-                                            NULL, MHD_OPTION_END);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL,
+                         NULL, handler, NULL, MHD_OPTION_SOCK_ADDR, NULL, MHD_OPTION_END);
     CHECK_MSG(d != NULL, "libmicrohttpd did not start");
     if (!d)
         return lt_test_done("test_gmail_client");

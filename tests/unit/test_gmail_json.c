@@ -43,10 +43,12 @@ static void test_token(void)
         const char *body;
         lt_err_t want;
     } errs[] = {
-        {400, "{\"error\":\"invalid_grant\",\"error_description\":\"Token has been expired or "
-              "revoked.\"}",
+        {400,
+         "{\"error\":\"invalid_grant\",\"error_description\":\"Token has been expired or "
+         "revoked.\"}",
          LT_ERR_REAUTH},
-        {401, "{\"error\":\"invalid_client\",\"error_description\":\"Unauthorized\"}", LT_ERR_REAUTH},
+        {401, "{\"error\":\"invalid_client\",\"error_description\":\"Unauthorized\"}",
+         LT_ERR_REAUTH},
         {400, "{\"error\":\"unsupported_grant_type\"}", LT_ERR_FINAL},
         {400, "{\"error\":\"invalid_request\"}", LT_ERR_FINAL},
         {503, "<html>busy</html>", LT_ERR_TEMPORARY},
@@ -55,13 +57,14 @@ static void test_token(void)
         {302, "<html>proxy</html>", LT_ERR_TEMPORARY},
     };
     for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
-        lt_err_t got = lt_gmail_token_error(errs[i].status, errs[i].body, strlen(errs[i].body), e,
-                                            sizeof(e));
+        lt_err_t got =
+            lt_gmail_token_error(errs[i].status, errs[i].body, strlen(errs[i].body), e, sizeof(e));
         CHECK_MSG(got == errs[i].want, "token error %zu: %s -> %s", i, errs[i].body,
                   lt_err_name(got));
     }
-    lt_gmail_token_error(400, S("{\"error\":\"invalid_grant\",\"error_description\":\"Token has "
-                                "been expired or revoked.\"}"),
+    lt_gmail_token_error(400,
+                         S("{\"error\":\"invalid_grant\",\"error_description\":\"Token has "
+                           "been expired or revoked.\"}"),
                          e, sizeof(e));
     CHECK_MSG(strstr(e, "invalid_grant") && strstr(e, "expired or revoked"), "%s", e);
 }
@@ -75,9 +78,9 @@ static void test_profile_list(void)
                                      &h, e, sizeof(e)),
               LT_OK);
     CHECK(h == UINT64_MAX);
-    CHECK_INT(lt_gmail_parse_profile(S("{\"historyId\":\"18446744073709551616\"}"), &h, e,
-                                     sizeof(e)),
-              LT_ERR_TEMPORARY);
+    CHECK_INT(
+        lt_gmail_parse_profile(S("{\"historyId\":\"18446744073709551616\"}"), &h, e, sizeof(e)),
+        LT_ERR_TEMPORARY);
     CHECK_INT(lt_gmail_parse_profile(S("{\"historyId\":\"12x\"}"), &h, e, sizeof(e)),
               LT_ERR_TEMPORARY);
     CHECK_INT(lt_gmail_parse_profile(S("{\"historyId\":1234}"), &h, e, sizeof(e)), LT_OK);
@@ -101,9 +104,9 @@ static void test_profile_list(void)
     CHECK(p.next_page_token == NULL);
     lt_gmail_page_free(&p);
     /* an id that would change the URL it is pasted into */
-    CHECK_INT(lt_gmail_parse_list(S("{\"messages\":[{\"id\":\"../profile?x=\"}]}"), &p, e,
-                                  sizeof(e)),
-              LT_ERR_TEMPORARY);
+    CHECK_INT(
+        lt_gmail_parse_list(S("{\"messages\":[{\"id\":\"../profile?x=\"}]}"), &p, e, sizeof(e)),
+        LT_ERR_TEMPORARY);
     CHECK_INT(lt_gmail_parse_list(S("{\"messages\":{\"id\":\"1\"}}"), &p, e, sizeof(e)),
               LT_ERR_TEMPORARY);
     CHECK_INT(lt_gmail_parse_list(S("{\"messages\":[{\"id\":\"1\"}],\"nextPageToken\":\"a\\nb\"}"),
@@ -116,13 +119,17 @@ static void test_profile_list(void)
 static const char *k_history =
     "{\"history\":["
     "{\"id\":\"101\",\"messages\":[{\"id\":\"a1\",\"threadId\":\"t1\"}],"
-    " \"messagesAdded\":[{\"message\":{\"id\":\"a1\",\"threadId\":\"t1\",\"labelIds\":[\"INBOX\"]}}]},"
+    " \"messagesAdded\":[{\"message\":{\"id\":\"a1\",\"threadId\":\"t1\",\"labelIds\":[\"INBOX\"]}}"
+    "]},"
     "{\"id\":\"105\",\"messages\":[{\"id\":\"a2\",\"threadId\":\"t2\"}],"
-    " \"labelsAdded\":[{\"message\":{\"id\":\"a2\",\"threadId\":\"t2\"},\"labelIds\":[\"INBOX\"]}]},"
+    " \"labelsAdded\":[{\"message\":{\"id\":\"a2\",\"threadId\":\"t2\"},\"labelIds\":[\"INBOX\"]}]}"
+    ","
     "{\"id\":\"107\",\"messages\":[{\"id\":\"a3\",\"threadId\":\"t3\"}],"
-    " \"labelsAdded\":[{\"message\":{\"id\":\"a3\",\"threadId\":\"t3\"},\"labelIds\":[\"STARRED\"]}]},"
+    " \"labelsAdded\":[{\"message\":{\"id\":\"a3\",\"threadId\":\"t3\"},\"labelIds\":[\"STARRED\"]}"
+    "]},"
     "{\"id\":\"109\",\"messages\":[{\"id\":\"a1\",\"threadId\":\"t1\"}],"
-    " \"labelsAdded\":[{\"message\":{\"id\":\"a1\",\"threadId\":\"t1\"},\"labelIds\":[\"INBOX\"]}]},"
+    " \"labelsAdded\":[{\"message\":{\"id\":\"a1\",\"threadId\":\"t1\"},\"labelIds\":[\"INBOX\"]}]}"
+    ","
     "{\"id\":\"110\",\"messages\":[{\"id\":\"a4\",\"threadId\":\"t4\"}],"
     " \"messagesDeleted\":[{\"message\":{\"id\":\"a4\",\"threadId\":\"t4\"}}]}"
     "],\"nextPageToken\":\"MTEw\",\"historyId\":\"120\"}";
@@ -151,8 +158,8 @@ static void test_history(void)
     CHECK_INT(p.history_id, 5);
     lt_gmail_page_free(&p);
     static const char *bad[] = {
-        "{\"history\":[]}",                                     /* no historyId */
-        "{\"history\":{},\"historyId\":\"5\"}",                 /* not an array */
+        "{\"history\":[]}",                                           /* no historyId */
+        "{\"history\":{},\"historyId\":\"5\"}",                       /* not an array */
         "{\"history\":[{\"messagesAdded\":[]}],\"historyId\":\"5\"}", /* record without id */
         "{\"history\":[{\"id\":\"9\"},{\"id\":\"8\"}],\"historyId\":\"10\"}", /* out of order */
         "{\"history\":[{\"id\":\"11\"}],\"historyId\":\"10\"}", /* beyond the mailbox */
@@ -195,9 +202,9 @@ static void test_message(void)
     CHECK_INT(lt_buf_len(raw), 15);
     CHECK(!memcmp(lt_buf_data(raw), "From: a\r\n\r\nhi?>", 15));
     /* minimal: no raw needed */
-    CHECK_INT(lt_gmail_parse_message(S("{\"id\":\"18c\",\"historyId\":\"7\"}"), &m, NULL, e,
-                                     sizeof(e)),
-              LT_OK);
+    CHECK_INT(
+        lt_gmail_parse_message(S("{\"id\":\"18c\",\"historyId\":\"7\"}"), &m, NULL, e, sizeof(e)),
+        LT_OK);
     CHECK_INT(m.history_id, 7);
     CHECK_INT(lt_gmail_parse_message(S("{\"id\":\"18c\"}"), &m, raw, e, sizeof(e)),
               LT_ERR_TEMPORARY);
@@ -217,17 +224,9 @@ static void test_message(void)
         const char *in;
         const char *out; /* NULL: invalid */
     } b64[] = {
-        {"", ""},
-        {"QQ", "A"},
-        {"QQ==", "A"},
-        {"QUI", "AB"},
-        {"QUJD", "ABC"},
-        {"QU\r\nJD", "ABC"},
-        {"Q", NULL},
-        {"QQ=", NULL},
-        {"QQ=A", NULL},
-        {"Q*==", NULL},
-        {"QUJD=", NULL},
+        {"", ""},        {"QQ", "A"},         {"QQ==", "A"},   {"QUI", "AB"},
+        {"QUJD", "ABC"}, {"QU\r\nJD", "ABC"}, {"Q", NULL},     {"QQ=", NULL},
+        {"QQ=A", NULL},  {"Q*==", NULL},      {"QUJD=", NULL},
     };
     for (size_t i = 0; i < sizeof(b64) / sizeof(b64[0]); i++) {
         lt_buf_reset(raw);
@@ -261,16 +260,17 @@ static void test_classify(void)
          LT_GMAIL_RETRY, 1, LT_OK},
         {403, "{\"error\":{\"errors\":[{\"reason\":\"rateLimitExceeded\"}]}}", LT_GMAIL_RETRY, 1,
          LT_OK},
-        {403, "{\"error\":{\"code\":403,\"message\":\"Delegation denied\",\"errors\":[{"
-              "\"reason\":\"forbidden\"}]}}",
+        {403,
+         "{\"error\":{\"code\":403,\"message\":\"Delegation denied\",\"errors\":[{"
+         "\"reason\":\"forbidden\"}]}}",
          LT_GMAIL_FAIL, 0, LT_ERR_REAUTH},
-        {401, "{\"error\":{\"code\":401,\"errors\":[{\"reason\":\"authError\"}]}}", LT_GMAIL_REFRESH,
-         0, LT_OK},
+        {401, "{\"error\":{\"code\":401,\"errors\":[{\"reason\":\"authError\"}]}}",
+         LT_GMAIL_REFRESH, 0, LT_OK},
         {404, "{\"error\":{\"code\":404,\"errors\":[{\"reason\":\"notFound\"}]}}",
          LT_GMAIL_NOT_FOUND, 0, LT_ERR_NOT_FOUND},
         {404, "<html>Error 404 (Not Found)!!1</html>", LT_GMAIL_NOT_FOUND, 0, LT_ERR_NOT_FOUND},
-        {500, "{\"error\":{\"code\":500,\"errors\":[{\"reason\":\"backendError\"}]}}", LT_GMAIL_RETRY,
-         0, LT_OK},
+        {500, "{\"error\":{\"code\":500,\"errors\":[{\"reason\":\"backendError\"}]}}",
+         LT_GMAIL_RETRY, 0, LT_OK},
         {503, "", LT_GMAIL_RETRY, 0, LT_OK},
         {502, "{\"error\": {", LT_GMAIL_RETRY, 0, LT_OK},
         {400, "{\"error\":{\"code\":400,\"errors\":[{\"reason\":\"invalidArgument\"}]}}",
