@@ -318,7 +318,10 @@ void lt_kafka_destroy(rd_kafka_t *rk)
     if (!rk)
         return;
     kstate_t *st = rd_kafka_opaque(rk);
-    if (rd_kafka_type(rk) == RD_KAFKA_CONSUMER) {
+    /* A consumer the caller closed already (the worker leaves its group at
+     * the end of its run) is not closed again: that fails with "Broker
+     * handle destroyed". */
+    if (rd_kafka_type(rk) == RD_KAFKA_CONSUMER && !rd_kafka_consumer_closed(rk)) {
         rd_kafka_resp_err_t err = rd_kafka_consumer_close(rk);
         if (err)
             lt_warn(NULL, "kafka: consumer close: %s", rd_kafka_err2str(err));

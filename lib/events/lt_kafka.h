@@ -67,7 +67,8 @@ rd_kafka_t *lt_kafka_producer_new(const lt_config_t *cfg, const char *transactio
 rd_kafka_t *lt_kafka_consumer_new(const lt_config_t *cfg, const char *group_id, char *errstr,
                                   size_t errstr_size);
 
-/* Consumers: rd_kafka_consumer_close() first. Producers are not flushed
+/* Consumers: rd_kafka_consumer_close() first, unless the caller closed it
+ * already (rd_kafka_consumer_closed()). Producers are not flushed
  * (flush or abort before, as the caller's protocol requires). NULL is fine. */
 void lt_kafka_destroy(rd_kafka_t *rk);
 
