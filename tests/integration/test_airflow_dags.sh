@@ -16,7 +16,8 @@ BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_CA_FILE \
-         LATTICE_GMAIL_API_URL LATTICE_GMAIL_TOKEN_URL LATTICE_TEST_GMAIL_URL LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD; do
+         LATTICE_GMAIL_API_URL LATTICE_GMAIL_TOKEN_URL LATTICE_TEST_GMAIL_URL LATTICE_TEST_IMAP_HOST \
+         LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD; do
   [ -n "${!v:-}" ] || { echo "$v not set: run under make test (eval \"\$(deploy/local/stack env)\")" >&2; exit 1; }
 done
 T0=$(date +%s)
@@ -76,7 +77,8 @@ mkdir -p "$AIRFLOW_HOME"
 "$AF" db migrate >"$WORK/migrate.log" 2>&1 &  # meanwhile: fixtures, DagBag checks
 MIGRATE_PID=$!
 
-# --- Fixtures: a folder with 5 messages, three accounts of our own tenant.
+# --- Fixtures, all our own: an IMAP folder with 5 messages, a Gmail emulator user
+# with 6, four accounts of one tenant and one of another (scheduler mode).
 python3 "$HERE/lib/imap_tool.py" create "$FOLDER"
 python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count 5 --seed af
 CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"LATTICE_TEST_IMAP_PASSWORD","folders":["%s"]}' \
@@ -95,9 +97,11 @@ psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, enabled, conf
 psqlq "UPDATE mail_accounts SET status = 'needs_reauth', status_reason = 'test' WHERE tenant_id = '$TENANT' AND account_id = '$ACC_RE'" >/dev/null
 
 # Per-run command topics, IMAP and Gmail, each with a worker of ours.
-TOPIC=$("$ROOT/deploy/local/stack" topic "airflow-cmd-$RUN" 3)
-TOPIC_G=$("$ROOT/deploy/local/stack" topic "airflow-gcmd-$RUN" 3)
-TOPIC_S=$("$ROOT/deploy/local/stack" topic "airflow-scmd-$RUN" 1)  # no worker reads it
+TOPIC=airflow-cmd-$RUN TOPIC_G=airflow-gcmd-$RUN TOPIC_S=airflow-scmd-$RUN  # no worker reads TOPIC_S
+"$ROOT/deploy/local/stack" topic "$TOPIC" 3 >/dev/null & p1=$!
+"$ROOT/deploy/local/stack" topic "$TOPIC_G" 3 >/dev/null & p2=$!
+"$ROOT/deploy/local/stack" topic "$TOPIC_S" 1 >/dev/null
+wait "$p1" "$p2"
 
 # The worker starts now (it reads our topic from the beginning) while Airflow runs.
 LATTICE_TOPIC_COMMANDS=$TOPIC LATTICE_WORKER_GROUP_ID=af-$RUN LATTICE_WORKER_ID=af-$RUN \
