@@ -924,6 +924,36 @@ static void extract_prologue(lt_mime_t *m, GMimeObject *root)
     set_text(m, (const uint8_t *)pro, n, NULL, 0);
 }
 
+/* Input in which gmime found no message at all (its first line is not a
+ * header, nor a blank line, nor an mbox "From " line): no headers; the
+ * whole input is a text/plain body (docs/mime.md). */
+static void extract_whole_input(lt_mime_t *m)
+{
+    size_t cap = raw_text_cap(m);
+    lt_buf_t *raw = lt_buf_new(cap);
+    char chunk[16384];
+    if (g_mime_stream_reset(m->stream) == 0) {
+        for (;;) {
+            ssize_t r = g_mime_stream_read(m->stream, chunk, sizeof(chunk));
+            if (r <= 0)
+                break;
+            size_t room = cap - lt_buf_len(raw);
+            if ((size_t)r > room) {
+                lt_buf_append(raw, chunk, room);
+                m->flags |= LT_MIME_F_TEXT_TRUNCATED;
+                break;
+            }
+            lt_buf_append(raw, chunk, (size_t)r);
+        }
+    }
+    if (lt_buf_len(raw) > 0) {
+        free(m->text);
+        set_text(m, lt_buf_data(raw), lt_buf_len(raw), NULL, 0);
+        m->text_part_id = lt_xstrdup("1");
+    }
+    lt_buf_destroy(raw);
+}
+
 static void extract_addrs(lt_mime_t *m, lt_mime_field_t f, GMimeAddressType type)
 {
     addrs_t *a = &m->addrs[f];
@@ -1276,6 +1306,8 @@ static lt_err_t parse_stream(GMimeStream *stream, const lt_mime_limits_t *limits
         w.pass = 2;
         visit(&w, root, path, 0, 0);
         err = w.err;
+    } else {
+        extract_whole_input(m);
     }
     if (err) {
         lt_mime_destroy(m);

@@ -655,6 +655,87 @@ static void check_prescan(void)
     lt_buf_destroy(b);
 }
 
+/* Input whose first line is not a header (gmime builds no message at all):
+ * no headers, the whole input is the text/plain body (docs/mime.md), from
+ * memory and from a file alike. */
+static void check_not_mime(void)
+{
+    char err[512];
+    lt_mime_t *m = NULL;
+    static const char words[] = "just some words\nand more: lines\r\n\nand a paragraph\n";
+    static const char want[] = "just some words\nand more: lines\n\nand a paragraph\n";
+    CHECK_INT(lt_mime_parse_mem((const uint8_t *)words, sizeof(words) - 1, NULL, &m, err,
+                                sizeof(err)),
+              LT_OK);
+    if (m) {
+        size_t len;
+        CHECK_STR(lt_mime_text(m, &len), want);
+        CHECK_INT(len, sizeof(want) - 1);
+        CHECK_STR(lt_mime_text_source(m), "text/plain");
+        CHECK_STR(lt_mime_text_part_id(m), "1");
+        CHECK(lt_mime_subject(m) == NULL);
+        CHECK(lt_mime_message_id(m) == NULL);
+        CHECK_INT(lt_mime_addr_count(m, LT_MIME_FROM), 0);
+        CHECK_INT(lt_mime_attachment_count(m), 0);
+        CHECK_INT(lt_mime_flags(m), 0);
+        CHECK(lt_mime_header_dup(m, "and more") == NULL);
+    }
+    lt_mime_destroy(m);
+
+    /* the same from a file (the stream is read again from its start) */
+    char path[] = "/tmp/test_mime_words.XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0 && write(fd, words, sizeof(words) - 1) == (ssize_t)(sizeof(words) - 1));
+    if (fd >= 0)
+        close(fd);
+    m = parse_path(path, NULL);
+    if (m) {
+        CHECK_STR(lt_mime_text(m, NULL), want);
+        CHECK_STR(lt_mime_text_source(m), "text/plain");
+    }
+    lt_mime_destroy(m);
+    unlink(path);
+
+    /* one line without a newline; an 8-bit byte that is not UTF-8 (1252) */
+    static const char one[] = "caf\xe9 ol\xe9";
+    CHECK_INT(lt_mime_parse_mem((const uint8_t *)one, sizeof(one) - 1, NULL, &m, err, sizeof(err)),
+              LT_OK);
+    if (m)
+        CHECK_STR(lt_mime_text(m, NULL), "café olé");
+    lt_mime_destroy(m);
+
+    /* the text cap applies: cut and flagged */
+    lt_mime_limits_t lim;
+    memset(&lim, 0, sizeof(lim));
+    lim.max_text = 10;
+    lt_buf_t *b = lt_buf_new(1 << 20);
+    for (int i = 0; i < 2000; i++)
+        lt_buf_appendf(b, "line %d of prose\n", i);
+    CHECK_INT(lt_mime_parse_mem(lt_buf_data(b), lt_buf_len(b), &lim, &m, err, sizeof(err)), LT_OK);
+    if (m) {
+        CHECK_STR(lt_mime_text(m, NULL), "line 0 of ");
+        CHECK_INT(lt_mime_flags(m), LT_MIME_F_TEXT_TRUNCATED);
+    }
+    lt_mime_destroy(m);
+    lt_buf_destroy(b);
+
+    /* unchanged: a header first is a message; empty input has no text */
+    static const char hdr[] = "Subject: x\n\nbody\n";
+    CHECK_INT(lt_mime_parse_mem((const uint8_t *)hdr, sizeof(hdr) - 1, NULL, &m, err, sizeof(err)),
+              LT_OK);
+    if (m) {
+        CHECK_STR(lt_mime_subject(m), "x");
+        CHECK_STR(lt_mime_text(m, NULL), "body\n");
+    }
+    lt_mime_destroy(m);
+    CHECK_INT(lt_mime_parse_mem((const uint8_t *)"", 0, NULL, &m, err, sizeof(err)), LT_OK);
+    if (m) {
+        CHECK_STR(lt_mime_text(m, NULL), "");
+        CHECK(lt_mime_text_source(m) == NULL);
+    }
+    lt_mime_destroy(m);
+}
+
 int main(void)
 {
     lt_mime_global_init();
@@ -664,6 +745,7 @@ int main(void)
     check_limits();
     check_hostile();
     check_prescan();
+    check_not_mime();
     lt_mime_global_shutdown();
     return lt_test_done("test_mime");
 }
