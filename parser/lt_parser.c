@@ -55,7 +55,8 @@ struct lt_parser_s {
     int retry_base_ms;
     int attempt; /* consecutive failed tries of the batch in hand */
     volatile sig_atomic_t stop;
-    lt_parser_stats_t st;
+    lt_parser_stats_t st; /* this thread's totals (log lines) */
+    lt_parser_obs_t *obs; /* metrics, readiness (borrowed) */
 };
 
 static int64_t now_ms(void)
@@ -188,6 +189,7 @@ static lt_err_t dead_letter(lt_parser_t *p, item_t *it, char *errstr, size_t n)
         lt_warn(&c, "record %s[%d]@%lld dead-lettered to %s: %s", rd_kafka_topic_name(m->rkt),
                 (int)m->partition, (long long)m->offset, p->dlq_topic, it->out.reason);
         p->st.dead_letters++;
+        lt_parser_obs_dead_letter(p->obs, it->out.dlq_reason);
     }
     return err;
 }
@@ -252,6 +254,7 @@ static lt_err_t write_rows(lt_parser_t *p, char *errstr, size_t n)
         if (err) {
             it->out.verdict = LT_PARSED_DLQ;
             it->out.err_class = err;
+            it->out.dlq_reason = "row_refused";
             lt_seterr(it->out.reason, sizeof(it->out.reason), err, "row refused by Postgres: %s",
                       e);
             err = dead_letter(p, it, errstr, n);
@@ -271,6 +274,10 @@ static lt_err_t process_batch(lt_parser_t *p, char *errstr, size_t n)
     int64_t t0 = now_ms();
     run_lanes(p);
     int64_t t1 = now_ms();
+    uint64_t read = 0;
+    for (size_t i = 0; i < p->nitems; i++)
+        read += p->items[i].out.raw_bytes;
+    lt_parser_obs_s3_read(p->obs, read);
     for (size_t i = 0; i < p->nitems; i++)
         if (p->items[i].out.verdict == LT_PARSED_RETRY)
             return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "%s", p->items[i].out.reason);
@@ -292,6 +299,7 @@ static lt_err_t process_batch(lt_parser_t *p, char *errstr, size_t n)
         if (it->out.verdict != LT_PARSED_ROW)
             continue;
         p->st.rows++;
+        lt_parser_obs_row(p->obs, it->out.parse_error ? lt_err_name(it->out.err_class) : NULL);
         if (it->out.parse_error) {
             p->st.parse_errors++;
             lt_log_ctx_t c = item_ctx(it);
@@ -307,6 +315,7 @@ static lt_err_t process_batch(lt_parser_t *p, char *errstr, size_t n)
     if (kerr) /* rows are durable: a replay rewrites the same rows */
         lt_warn(NULL, "offset commit: %s (the batch will be read again)", rd_kafka_err2str(kerr));
     p->st.batches++;
+    lt_parser_obs_batch(p->obs, p->nitems, (double)(now_ms() - t0) / 1e3, !kerr);
     lt_debug(NULL,
              "batch of %zu records: fetch+parse %lld ms, DLQ %lld ms, upsert %lld ms, "
              "offsets %lld ms",
@@ -373,14 +382,21 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         lt_error(NULL, "incremental rebalance: %s", rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
     }
+    rd_kafka_topic_partition_list_t *now = NULL;
+    if (!rd_kafka_assignment(rk, &now)) {
+        lt_parser_obs_assignment(p->obs, now->cnt, err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS);
+        rd_kafka_topic_partition_list_destroy(now);
+    }
 }
 
 /* --- lifecycle ----------------------------------------------------------- */
 
-lt_parser_t *lt_parser_new(const lt_config_t *cfg, char *errstr, size_t errstr_size)
+lt_parser_t *lt_parser_new(const lt_config_t *cfg, lt_parser_obs_t *obs, char *errstr,
+                           size_t errstr_size)
 {
     lt_parser_t *p = lt_xcalloc(1, sizeof(*p));
     p->cfg = cfg;
+    p->obs = obs;
     p->raw_topic = lt_config_str(cfg, "LATTICE_TOPIC_RAW");
     p->dlq_topic = lt_config_str(cfg, "LATTICE_PARSER_DLQ_TOPIC");
     p->max_items = (size_t)lt_config_int(cfg, "LATTICE_PARSER_BATCH_MESSAGES");
@@ -549,6 +565,7 @@ lt_err_t lt_parser_run(lt_parser_t *p, char *errstr, size_t errstr_size)
         if (err) {
             p->attempt++;
             p->st.retries++;
+            lt_parser_obs_retry(p->obs);
             lt_warn(NULL, "batch of %zu records not written (attempt %d): %s; redoing it",
                     p->nitems, p->attempt, e);
             rewind_batch(p);

@@ -10,9 +10,9 @@
  * redoes it after a backoff; nothing is committed before its rows are
  * durable.
  *
- * Ownership: the parser borrows cfg (it must outlive the parser) and owns
- * every client it creates. lt_parser_stop() only sets a flag: it may be
- * called from a signal handler. */
+ * Ownership: the parser borrows cfg and obs (they must outlive the parser)
+ * and owns every client it creates. lt_parser_stop() only sets a flag: it
+ * may be called from a signal handler. */
 #ifndef LT_PARSER_H
 #define LT_PARSER_H
 
@@ -21,14 +21,17 @@
 
 #include "lt_config.h"
 #include "lt_err.h"
+#include "lt_parser_obs.h"
 
 typedef struct lt_parser_s lt_parser_t;
 
 /* Connect to Postgres (and check the emails table exists), create the
  * Kafka consumer (group LATTICE_PARSER_GROUP_ID, read_committed) and the
  * DLQ producer (checks LATTICE_PARSER_DLQ_TOPIC exists), the registry and
- * S3 clients. NULL with errstr on failure. */
-lt_parser_t *lt_parser_new(const lt_config_t *cfg, char *errstr, size_t errstr_size);
+ * S3 clients. obs: where the metrics and the assignment go (NULL: none).
+ * NULL with errstr on failure. */
+lt_parser_t *lt_parser_new(const lt_config_t *cfg, lt_parser_obs_t *obs, char *errstr,
+                           size_t errstr_size);
 
 /* Consume until lt_parser_stop(); the batch in hand is finished and
  * committed, then the consumer leaves the group. LT_OK on a clean stop. */
@@ -36,7 +39,8 @@ lt_err_t lt_parser_run(lt_parser_t *p, char *errstr, size_t errstr_size);
 
 void lt_parser_stop(lt_parser_t *p);
 
-/* Totals since start. Any pointer may be NULL. */
+/* Totals since start, for the parser's own thread (its log lines, tests);
+ * other threads read the metrics (lt_parser_obs.h). */
 typedef struct {
     uint64_t events;       /* records handled (rows + dead letters) */
     uint64_t rows;         /* rows upserted */

@@ -40,6 +40,8 @@ static void fetch_and_parse(lt_parser_event_ctx_t *c, const lt_mail_event_t *ev,
         return;
     }
     err = lt_s3_get(c->s3, key, c->raw, e, sizeof(e));
+    if (!err)
+        out->raw_bytes = lt_buf_len(c->raw);
     if (err == LT_ERR_TEMPORARY) {
         out->verdict = LT_PARSED_RETRY;
         out->err_class = err;
@@ -67,17 +69,20 @@ void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, in
     int32_t schema_id = 0;
     lt_mail_event_t *ev = NULL;
     lt_mime_t *m = NULL;
+    int schema_missing = 0;
 
     /* 1. decode: the writer schema from the registry, by the header's id */
     if (!value || !len) {
         out->verdict = LT_PARSED_DLQ;
         out->err_class = LT_ERR_INVALID;
+        out->dlq_reason = "empty";
         snprintf(out->reason, sizeof(out->reason), "empty record value");
         return;
     }
     lt_err_t err = lt_mail_event_peek_schema_id(value, len, &schema_id, e, sizeof(e));
     if (!err) {
         err = lt_registry_get_schema(c->registry, schema_id, c->schema, e, sizeof(e));
+        schema_missing = err != LT_OK;
         if (err && err != LT_ERR_NOT_FOUND && err != LT_ERR_TOO_BIG) {
             /* the registry, not the record: try again later */
             out->verdict = LT_PARSED_RETRY;
@@ -92,6 +97,7 @@ void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, in
     if (err) {
         out->verdict = LT_PARSED_DLQ;
         out->err_class = err;
+        out->dlq_reason = schema_missing ? "unknown_schema" : "undecodable";
         snprintf(out->reason, sizeof(out->reason), "undecodable mail.raw.v1 record: %s", e);
         return;
     }
@@ -112,6 +118,7 @@ void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, in
     if (err) {
         out->verdict = LT_PARSED_DLQ;
         out->err_class = err;
+        out->dlq_reason = "no_row";
         snprintf(out->reason, sizeof(out->reason), "no row: %s", e);
         goto out;
     }

@@ -52,6 +52,10 @@ typedef struct {
     lt_parsed_t verdict;
     lt_err_t err_class;
     int parse_error; /* ROW: stored with parse_error */
+    /* DLQ: a short code for metrics: "empty", "unknown_schema",
+     * "undecodable", "no_row" (the parser adds "row_refused") */
+    const char *dlq_reason;
+    uint64_t raw_bytes; /* bytes of the .eml read from S3 */
     char reason[1024];
     char tenant[129];
     char account[129];

@@ -17,20 +17,23 @@
 #include "lt_parser.h"
 
 static lt_parser_t *g_parser; /* for the signal handler only */
-static atomic_int g_ready;    /* /readyz: 1 from lt_parser_new() until SIGTERM */
+static atomic_int g_stopping; /* /readyz: 503 "stopping" from SIGTERM on */
 
+/* /readyz: the first partition assignment and Postgres (lt_parser_obs.h),
+ * not while stopping. */
 static int parser_ready(void *opaque, char *why, size_t why_size)
 {
-    int r = atomic_load(&g_ready);
-    if (r != 1)
-        snprintf(why, why_size, "%s", r ? "stopping" : "starting");
-    return r == 1;
+    if (atomic_load(&g_stopping)) {
+        snprintf(why, why_size, "stopping");
+        return 0;
+    }
+    return lt_parser_obs_ready(opaque, why, why_size);
 }
 
 static void on_signal(int sig)
 {
     (void)sig;
-    atomic_store(&g_ready, 2);
+    atomic_store(&g_stopping, 1);
     if (g_parser)
         lt_parser_stop(g_parser);
 }
@@ -82,12 +85,13 @@ int main(int argc, char **argv)
     lt_mime_global_init();
     int rc = 0;
     lt_metrics_t *metrics = lt_metrics_new(); /* docs/observability.md */
+    lt_parser_obs_t *obs = lt_parser_obs_new(metrics, cfg);
     lt_http_t *http = NULL;
     if (lt_config_int(cfg, "LATTICE_METRICS_PORT") > 0) {
         http = lt_http_start(&(lt_http_opts_t){"lattice-mail-parser",
                                                lt_config_str(cfg, "LATTICE_METRICS_BIND"),
                                                (int)lt_config_int(cfg, "LATTICE_METRICS_PORT"),
-                                               metrics, parser_ready, NULL},
+                                               metrics, parser_ready, obs},
                              err, sizeof(err));
         if (!http) {
             lt_error(NULL, "cannot start: %s", err);
@@ -95,7 +99,7 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    g_parser = lt_parser_new(cfg, err, sizeof(err));
+    g_parser = lt_parser_new(cfg, obs, err, sizeof(err));
     if (!g_parser) {
         lt_error(NULL, "cannot start: %s", err);
         rc = 1;
@@ -106,17 +110,16 @@ int main(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    int zero = 0;
-    atomic_compare_exchange_strong(&g_ready, &zero, 1);
     if (lt_parser_run(g_parser, err, sizeof(err))) {
         lt_error(NULL, "%s", err);
         rc = 1;
     }
 out:
     lt_http_stop(http);
-    lt_metrics_destroy(metrics);
     lt_parser_destroy(g_parser);
     g_parser = NULL;
+    lt_parser_obs_destroy(obs);
+    lt_metrics_destroy(metrics);
     lt_mime_global_shutdown();
     curl_global_cleanup();
     lt_config_destroy(cfg);

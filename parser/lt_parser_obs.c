@@ -1,0 +1,183 @@
+#include "lt_parser_obs.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "lt_buf.h"
+#include "lt_db.h"
+
+#define PROBE_EVERY_MS 5000
+
+struct lt_parser_obs_s {
+    const lt_config_t *cfg;
+    lt_metric_t *parse_errors, *dead_letters;
+    lt_series_t *events, *rows, *bytes, *batches, *duration, *retries, *assigned, *last_commit,
+        *ready;
+
+    atomic_int have_assignment;
+    pthread_mutex_t probe_mu;
+    lt_db_t *probe_db;
+    int64_t probe_at;
+    int probe_ok;
+    char probe_err[280]; /* "Postgres: " + a 256-byte error */
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_scrape(void *opaque)
+{
+    lt_parser_obs_t *o = opaque;
+    char why[256];
+    lt_series_set(o->ready, lt_parser_obs_ready(o, why, sizeof(why)));
+}
+
+lt_parser_obs_t *lt_parser_obs_new(lt_metrics_t *reg, const lt_config_t *cfg)
+{
+    lt_parser_obs_t *o = lt_xcalloc(1, sizeof(*o));
+    o->cfg = cfg;
+    atomic_init(&o->have_assignment, 0);
+    pthread_mutex_init(&o->probe_mu, NULL);
+
+    o->events = lt_metric_series(lt_metrics_counter(
+        reg, "lattice_parser_events_consumed_total",
+        "mail.raw.v1 records handled in committed batches (rows + dead letters).", NULL));
+    o->rows = lt_metric_series(lt_metrics_counter(reg, "lattice_parser_rows_upserted_total",
+                                                  "Rows upserted into the emails table.", NULL));
+    o->parse_errors =
+        lt_metrics_counter(reg, "lattice_parser_parse_errors_total",
+                           "Rows stored with parse_error, by error class.", "error_class");
+    o->dead_letters = lt_metrics_counter(
+        reg, "lattice_parser_dead_letters_total",
+        "Records written to LATTICE_PARSER_DLQ_TOPIC, by reason: empty, unknown_schema, "
+        "undecodable, no_row, row_refused.",
+        "reason");
+    o->bytes = lt_metric_series(
+        lt_metrics_counter(reg, "lattice_parser_s3_bytes_read_total",
+                           "Bytes of raw messages read from S3 (redone batches included).", NULL));
+    o->batches = lt_metric_series(lt_metrics_counter(reg, "lattice_parser_batches_total",
+                                                     "Batches whose rows are durable.", NULL));
+    double b[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+    o->duration = lt_metric_series(
+        lt_metrics_histogram(reg, "lattice_parser_batch_duration_seconds",
+                             "Batch time from fetch and parse to the offset commit, seconds.", NULL,
+                             b, sizeof(b) / sizeof(b[0])));
+    o->retries = lt_metric_series(lt_metrics_counter(
+        reg, "lattice_parser_batch_retries_total",
+        "Batches redone after a temporary failure (Postgres, S3, registry, DLQ).", NULL));
+    o->assigned = lt_metric_series(
+        lt_metrics_gauge(reg, "lattice_parser_assigned_partitions",
+                         "Partitions of the raw topic assigned to this parser.", NULL));
+    o->last_commit = lt_metric_series(
+        lt_metrics_gauge(reg, "lattice_parser_last_commit_timestamp_seconds",
+                         "Unix time of the last successful offset commit (0: none yet).", NULL));
+    o->ready = lt_metric_series(lt_metrics_gauge(
+        reg, "lattice_parser_ready", "1 when /readyz answers 200 (at the last scrape).", NULL));
+    if (reg)
+        lt_metrics_on_scrape(reg, on_scrape, o);
+    return o;
+}
+
+void lt_parser_obs_destroy(lt_parser_obs_t *o)
+{
+    if (!o)
+        return;
+    lt_db_destroy(o->probe_db);
+    pthread_mutex_destroy(&o->probe_mu);
+    free(o);
+}
+
+void lt_parser_obs_s3_read(lt_parser_obs_t *o, uint64_t bytes)
+{
+    if (o)
+        lt_series_add(o->bytes, (double)bytes);
+}
+
+void lt_parser_obs_row(lt_parser_obs_t *o, const char *parse_error_class)
+{
+    if (!o)
+        return;
+    lt_series_inc(o->rows);
+    if (parse_error_class)
+        lt_series_inc(lt_metric_get(o->parse_errors, parse_error_class));
+}
+
+void lt_parser_obs_dead_letter(lt_parser_obs_t *o, const char *reason)
+{
+    if (o)
+        lt_series_inc(lt_metric_get(o->dead_letters, reason ? reason : "unknown"));
+}
+
+void lt_parser_obs_batch(lt_parser_obs_t *o, size_t records, double seconds, int committed)
+{
+    if (!o)
+        return;
+    lt_series_add(o->events, (double)records);
+    lt_series_inc(o->batches);
+    lt_series_observe(o->duration, seconds);
+    if (committed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        lt_series_set(o->last_commit, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+    }
+}
+
+void lt_parser_obs_retry(lt_parser_obs_t *o)
+{
+    if (o)
+        lt_series_inc(o->retries);
+}
+
+void lt_parser_obs_assignment(lt_parser_obs_t *o, int partitions, int assigned)
+{
+    if (!o)
+        return;
+    lt_series_set(o->assigned, partitions);
+    if (assigned)
+        atomic_store(&o->have_assignment, 1);
+}
+
+int lt_parser_obs_ready(lt_parser_obs_t *o, char *why, size_t why_size)
+{
+    if (!o) {
+        snprintf(why, why_size, "starting");
+        return 0;
+    }
+    if (!atomic_load(&o->have_assignment)) {
+        snprintf(why, why_size, "no partition assignment yet (joining consumer group %s)",
+                 lt_config_str(o->cfg, "LATTICE_PARSER_GROUP_ID"));
+        return 0;
+    }
+    pthread_mutex_lock(&o->probe_mu);
+    int64_t now = mono_ms();
+    if (!o->probe_at || now - o->probe_at >= PROBE_EVERY_MS) {
+        char e[256] = "";
+        if (o->probe_db && !lt_db_ok(o->probe_db)) {
+            lt_db_destroy(o->probe_db);
+            o->probe_db = NULL;
+        }
+        if (!o->probe_db) {
+            static const char *const kw[] = {"connect_timeout", "application_name", NULL};
+            static const char *const val[] = {"3", "lattice-mail-parser-readiness", NULL};
+            o->probe_db = lt_db_connect_params(lt_config_str(o->cfg, "LATTICE_PG_DSN"),
+                                               lt_config_str(o->cfg, "LATTICE_PG_PASSWORD"), kw,
+                                               val, e, sizeof(e));
+        }
+        o->probe_ok = o->probe_db && !lt_db_exec(o->probe_db, "readiness probe", "SELECT 1", 0,
+                                                 NULL, NULL, e, sizeof(e));
+        snprintf(o->probe_err, sizeof(o->probe_err), "Postgres: %s", e);
+        o->probe_at = now;
+    }
+    int ok = o->probe_ok;
+    if (!ok)
+        snprintf(why, why_size, "%s", o->probe_err);
+    pthread_mutex_unlock(&o->probe_mu);
+    return ok;
+}
