@@ -14,7 +14,7 @@
 #include "lt_sched_plan.h"
 
 static lt_sched_t *g_sched; /* for the signal handler only */
-static atomic_int g_ready;    /* /readyz: 1 from lt_sched_new() until SIGTERM */
+static atomic_int g_ready;  /* /readyz: 1 from lt_sched_new() until SIGTERM */
 
 static int sched_ready(void *opaque, char *why, size_t why_size)
 {
@@ -107,6 +107,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     /* --interval: /metrics, /healthz, /readyz (docs/observability.md) */
     metrics = lt_metrics_new();
+    opts.metrics = metrics;
     if (lt_config_int(cfg, "LATTICE_METRICS_PORT") > 0) {
         http = lt_http_start(&(lt_http_opts_t){"lattice-scheduler",
                                                lt_config_str(cfg, "LATTICE_METRICS_BIND"),

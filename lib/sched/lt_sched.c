@@ -40,6 +40,7 @@ typedef struct {
 /* Travels with a produced message to its delivery report. */
 typedef struct {
     char id[LT_SCHED_COMMAND_ID_SIZE];
+    char provider[16]; /* metrics label */
 } dr_rec_t;
 
 struct lt_sched_s {
@@ -64,7 +65,53 @@ struct lt_sched_s {
     uint64_t delivered;
     lt_err_t fatal; /* stops the run */
     char fatal_err[1024];
+
+    /* metrics (opts.metrics; NULL handles without a registry: no-ops) */
+    lt_metric_t *m_seen, *m_sent, *m_in_flight, *m_inactive, *m_failed, *m_runs;
+    lt_series_t *m_duration, *m_last_success;
 };
+
+/* Add n to the provider's series of a per-provider counter. */
+static void count(lt_metric_t *m, const char *provider, double n)
+{
+    lt_series_add(lt_metric_get(m, provider ? provider : "unknown"), n);
+}
+
+static void metrics_init(lt_sched_t *s, lt_metrics_t *reg)
+{
+    s->m_seen = lt_metrics_counter(reg, "lattice_scheduler_accounts_seen_total",
+                                   "Enabled accounts listed by the runs.", "provider");
+    s->m_sent = lt_metrics_counter(reg, "lattice_scheduler_commands_sent_total",
+                                   "Commands delivered to the commands topic (dry run: printed).",
+                                   "provider");
+    s->m_in_flight =
+        lt_metrics_counter(reg, "lattice_scheduler_skipped_in_flight_total",
+                           "Accounts skipped: their previous command is in flight.", "provider");
+    s->m_inactive = lt_metrics_counter(reg, "lattice_scheduler_skipped_inactive_total",
+                                       "Accounts skipped: their status is not active.", "provider");
+    s->m_failed = lt_metrics_counter(
+        reg, "lattice_scheduler_delivery_failures_total",
+        "Commands not produced or not delivered (forgotten again: the next run retries them).",
+        "provider");
+    static const char *const providers[] = {"imap", "gmail"};
+    for (size_t i = 0; i < sizeof(providers) / sizeof(providers[0]); i++) {
+        lt_metric_t *ms[] = {s->m_seen, s->m_sent, s->m_in_flight, s->m_inactive, s->m_failed};
+        for (size_t k = 0; k < sizeof(ms) / sizeof(ms[0]); k++)
+            count(ms[k], providers[i], 0); /* exported at 0 from the start */
+    }
+    s->m_runs = lt_metrics_counter(reg, "lattice_scheduler_runs_total",
+                                   "Runs by result: succeeded, failed (the run or a command), "
+                                   "interrupted (SIGTERM), locked_out (another scheduler held "
+                                   "the run lock).",
+                                   "result");
+    double b[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
+    s->m_duration = lt_metric_series(
+        lt_metrics_histogram(reg, "lattice_scheduler_run_duration_seconds",
+                             "Wall time of the runs, seconds.", NULL, b, sizeof(b) / sizeof(b[0])));
+    s->m_last_success = lt_metric_series(lt_metrics_gauge(
+        reg, "lattice_scheduler_last_success_timestamp_seconds",
+        "Unix time of the end of the last run that succeeded (every command delivered).", NULL));
+}
 
 static double now_s(void)
 {
@@ -95,10 +142,12 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
         lt_log_ctx_t log = {.command_id = rec->id};
         lt_warn(&log, "command not delivered: %s", rd_kafka_err2str(msg->err));
         remember_failed(s, rec->id);
+        count(s->m_failed, rec->provider, 1);
         if (s->stats)
             s->stats->errors++;
     } else {
         s->delivered++;
+        count(s->m_sent, rec->provider, 1);
     }
     free(rec);
 }
@@ -109,6 +158,7 @@ lt_sched_t *lt_sched_new(const lt_config_t *cfg, const lt_sched_opts_t *opts, ch
     lt_sched_t *s = lt_xcalloc(1, sizeof(*s));
     s->opts = *opts;
     s->inflight = -1;
+    metrics_init(s, opts->metrics);
     if (!s->opts.dry_run_out)
         s->opts.dry_run_out = stdout;
     if (s->opts.stale_after_s <= 0 || !s->opts.requested_by ||
@@ -204,6 +254,7 @@ static lt_err_t produce(lt_sched_t *s, const pending_t *p, char *errstr, size_t 
 {
     dr_rec_t *rec = lt_xmalloc(sizeof(*rec));
     memcpy(rec->id, p->id, sizeof(rec->id));
+    snprintf(rec->provider, sizeof(rec->provider), "%s", p->provider);
     double deadline = now_s() + s->opts.flush_timeout_s;
     for (;;) {
         /* The command carries its traceparent; the header repeats it. */
@@ -255,6 +306,7 @@ static void complete_inflight(lt_sched_t *s)
                 .tenant = p->tenant, .account = p->account, .scope = p->scope, .command_id = p->id};
             lt_error(&log, "command not produced: %s", err);
             remember_failed(s, p->id);
+            count(s->m_failed, p->provider, 1);
             s->stats->errors++;
             if (e == LT_ERR_FINAL)
                 set_fatal(s, e, err);
@@ -276,6 +328,7 @@ static void submit_batch(lt_sched_t *s)
         for (size_t i = 0; i < b->n; i++) {
             fwrite(b->items[i].json, 1, b->items[i].json_len, s->opts.dry_run_out);
             fputc('\n', s->opts.dry_run_out);
+            count(s->m_sent, b->items[i].provider, 1);
         }
         fflush(s->opts.dry_run_out);
         s->stats->commands_sent += b->n;
@@ -357,12 +410,15 @@ static int on_account(const lt_account_t *a, void *opaque)
         return 1;
     }
     s->stats->accounts_seen++;
+    count(s->m_seen, lt_account_provider(a), 1);
     if (strcmp(lt_account_status(a), "active") != 0) {
         s->stats->skipped_inactive++;
+        count(s->m_inactive, lt_account_provider(a), 1);
         return 0;
     }
     if (lt_sched_set_has(s->in_flight, lt_account_tenant(a), lt_account_id(a))) {
         s->stats->skipped_in_flight++;
+        count(s->m_in_flight, lt_account_provider(a), 1);
         return 0;
     }
     scope_ctx_t c = {s, lt_account_tenant(a), lt_account_id(a), lt_account_provider(a)};
@@ -483,6 +539,14 @@ out:
         stats->interrupted = 1;
     stats->seconds = now_s() - t0;
     s->stats = NULL;
+    const char *result = stats->locked_out    ? "locked_out"
+                         : e || stats->errors ? "failed"
+                         : stats->interrupted ? "interrupted"
+                                              : "succeeded";
+    lt_series_inc(lt_metric_get(s->m_runs, result));
+    lt_series_observe(s->m_duration, stats->seconds);
+    if (!strcmp(result, "succeeded"))
+        lt_series_set(s->m_last_success, (double)time(NULL));
     lt_log(e || stats->errors ? LT_LOG_WARN : LT_LOG_INFO, NULL,
            "summary: accounts_seen=%llu commands_sent=%llu skipped_in_flight=%llu "
            "skipped_inactive=%llu errors=%llu pruned_issued=%llu seconds=%.3f "

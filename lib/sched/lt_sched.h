@@ -27,10 +27,11 @@
 
 #include "lt_config.h"
 #include "lt_err.h"
+#include "lt_metrics.h"
 
 typedef struct lt_sched_s lt_sched_t;
 
-/* Strings borrowed for the life of the lt_sched_t. */
+/* Strings and the registry borrowed for the life of the lt_sched_t. */
 typedef struct {
     const char *provider;     /* filter; NULL = all */
     const char *tenant;       /* filter; NULL = all */
@@ -41,6 +42,7 @@ typedef struct {
     int flush_timeout_s;      /* wait for delivery reports at most this long */
     int dry_run;              /* print, write nothing (no producer is made) */
     FILE *dry_run_out;        /* where a dry run prints (stdout when NULL) */
+    lt_metrics_t *metrics;    /* run metrics (docs/observability.md); NULL: none */
 } lt_sched_opts_t;
 
 typedef struct {

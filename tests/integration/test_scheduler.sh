@@ -10,7 +10,8 @@
 #   - a real lattice-worker (own topic, group, id) runs the commands it sent
 #     (so the worker's parser accepts them), and finished commands do not
 #     block the next run;
-#   - --interval runs until SIGTERM and exits 0; a missing topic fails.
+#   - --interval runs until SIGTERM and exits 0; a missing topic fails;
+#   - --interval serves /metrics: runs, commands sent, skips, accounts seen.
 set -euo pipefail
 BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -175,6 +176,34 @@ check "--interval: several runs" [ "$(grep -c 'summary:' "$WORK/loop.log")" -ge 
 check "--interval: SIGTERM exits 0" [ "$rc" = 0 ]
 check "--interval: commands only in the first run" \
   [ "$(grep -o 'commands_sent=[0-9]*' "$WORK/loop.log" | cut -d= -f2 | tr '\n' ' ')" = "3 $(grep -c 'summary:' "$WORK/loop.log" | xargs -I{} sh -c 'for i in $(seq 2 {}); do printf "0 "; done')" ]
+
+# ---- 4b. --interval serves /metrics: the run counters move (by provider)
+psqlq "DELETE FROM mail_sync_issued" >/dev/null
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+T0=$(date +%s)
+LATTICE_PG_DSN=$DSN LATTICE_TOPIC_COMMANDS=$TOPIC LATTICE_LOG_FORMAT=text \
+LATTICE_METRICS_PORT=$PORT LATTICE_METRICS_BIND=127.0.0.1 \
+  "$SCHED" --interval 4 --tenant "$TEN" --provider imap >/dev/null 2>"$WORK/mloop.log" &
+SPID=$!
+# two runs (at 0 s and 4 s; each takes milliseconds): scrape right after the second
+for _ in $(seq 1 150); do [ "$(grep -c 'summary:' "$WORK/mloop.log")" -ge 2 ] && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$PORT/metrics" >"$WORK/m.prom" || true
+rcode=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/readyz" || true)
+kill -TERM "$SPID"; rc=0; wait "$SPID" || rc=$?; SPID=
+m() { awk -v k="$1" 'index($0, k" ") == 1 { print $2; f=1 } END { if (!f) print "absent" }' "$WORK/m.prom"; }
+check "metrics: two runs in the log" [ "$(grep -c 'summary:' "$WORK/mloop.log")" = 2 ]
+check "metrics: /readyz 200 between runs" [ "$rcode" = 200 ]
+check "metrics: 2 runs succeeded" [ "$(m 'lattice_scheduler_runs_total{result="succeeded"}')" = 2 ]
+check "metrics: run duration histogram count 2" [ "$(m lattice_scheduler_run_duration_seconds_count)" = 2 ]
+check "metrics: accounts seen 2 x 3 (imap-1, imap-2, imap-flagged)" [ "$(m 'lattice_scheduler_accounts_seen_total{provider="imap"}')" = 6 ]
+check "metrics: 3 commands sent (first run)" [ "$(m 'lattice_scheduler_commands_sent_total{provider="imap"}')" = 3 ]
+check "metrics: 2 skipped in flight (second run)" [ "$(m 'lattice_scheduler_skipped_in_flight_total{provider="imap"}')" = 2 ]
+check "metrics: 2 x 1 skipped inactive" [ "$(m 'lattice_scheduler_skipped_inactive_total{provider="imap"}')" = 2 ]
+check "metrics: no delivery failure" [ "$(m 'lattice_scheduler_delivery_failures_total{provider="imap"}')" = 0 ]
+check "metrics: gmail exported at 0 (filtered out)" [ "$(m 'lattice_scheduler_commands_sent_total{provider="gmail"}')" = 0 ]
+LS=$(m lattice_scheduler_last_success_timestamp_seconds)
+check "metrics: last success time set ($LS >= $T0)" python3 -c "import sys,time; v=float(sys.argv[1]); sys.exit(not ($T0 <= v <= time.time() + 1))" "$LS"
+check "metrics: SIGTERM exits 0" [ "$rc" = 0 ]
 
 # ---- 5. a real worker runs what the scheduler sends
 psqlq "UPDATE mail_sync_issued SET issued_at = now() - interval '2 hours'" >/dev/null
