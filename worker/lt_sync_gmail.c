@@ -233,7 +233,28 @@ typedef struct {
     uint64_t old_history_id;
     char **keep;
     size_t nkeep;
+    /* progress: messages expected after the list being fetched (listing:
+     * resultSizeEstimate less what was listed; 0 on the last page) */
+    int64_t est_after;
 } scope_ctx_t;
+
+/* The command's total: done + what the current list still holds + the
+ * estimate beyond it (lt_sync_set_total). */
+static void set_total(scope_ctx_t *x, size_t left)
+{
+    lt_sync_set_total(x->s, lt_sync_progress_done(x->s) + (int64_t)left + x->est_after);
+}
+
+/* What a listing still expects after `listed` ids when it has (more) or
+ * has not more pages: Google's estimate is of the whole result and rough,
+ * so it only counts while above what was listed; the last page makes the
+ * total exact. */
+int64_t lt_sync_gmail_list_remaining(int64_t estimate, uint64_t listed, int more)
+{
+    if (!more || estimate < 0 || (uint64_t)estimate <= listed)
+        return 0;
+    return estimate - (int64_t)listed;
+}
 
 static lt_err_t on_message(void *opaque, size_t index, lt_err_t status, const lt_gmail_message_t *m,
                            const lt_buf_t *raw, const char *reason)
@@ -286,9 +307,10 @@ static lt_err_t on_minimal(void *opaque, size_t index, lt_err_t status, const lt
     return LT_OK;
 }
 
-static void heartbeat(lt_sync_t *s, int64_t done, int64_t total)
+static void heartbeat(lt_sync_t *s)
 {
-    lt_command_progress_t p = {lt_sync_messages(s), lt_sync_bytes(s), done, total};
+    lt_command_progress_t p = {lt_sync_messages(s), lt_sync_bytes(s), lt_sync_progress_done(s),
+                               lt_sync_progress_total(s)};
     lt_command_heartbeat(lt_sync_db(s), lt_command_id(lt_sync_command(s)), &p, NULL, 0);
 }
 
@@ -321,7 +343,8 @@ static lt_err_t fetch_ids(scope_ctx_t *x, const char *const *ids, size_t n, wm_f
         err = lt_sync_checkpoint(x->s, x->scope, have ? &wm : NULL, resync, errstr, errstr_size);
         if (err)
             return err;
-        heartbeat(x->s, (int64_t)(i + k), (int64_t)n);
+        set_total(x, n - (i + k)); /* messages gone since listing drop out */
+        heartbeat(x->s);
     }
     return LT_OK;
 }
@@ -359,6 +382,9 @@ static lt_err_t list_and_fetch(scope_ctx_t *x, const char *extra_q, int resync, 
         token = page.next_page_token;
         page.next_page_token = NULL;
         listed += page.n;
+        x->est_after =
+            lt_sync_gmail_list_remaining(page.result_size_estimate, listed, token != NULL);
+        set_total(x, page.n); /* resync: an upper bound until the minimal gets */
         const char **ids = lt_xcalloc(page.n ? page.n : 1, sizeof(char *));
         for (size_t i = 0; i < page.n; i++)
             ids[i] = page.refs[i].id;
@@ -366,6 +392,8 @@ static lt_err_t list_and_fetch(scope_ctx_t *x, const char *extra_q, int resync, 
             x->keep = lt_xcalloc(page.n, sizeof(char *));
             x->nkeep = 0;
             err = lt_gmail_get_many(x->g, ids, page.n, 0, on_minimal, x, errstr, n);
+            if (!err)
+                set_total(x, x->nkeep);
             if (!err)
                 err =
                     fetch_ids(x, (const char *const *)x->keep, x->nkeep, NULL, NULL, 0, errstr, n);
@@ -384,6 +412,7 @@ static lt_err_t list_and_fetch(scope_ctx_t *x, const char *extra_q, int resync, 
         lt_gmail_page_free(&page);
     } while (!err && token);
     free(token);
+    x->est_after = 0;
     if (!err)
         lt_debug(lt_sync_log(x->s), "scope %s: %llu messages listed", x->scope,
                  (unsigned long long)listed);
@@ -492,6 +521,9 @@ static lt_err_t incremental(scope_ctx_t *x, uint64_t start, char *errstr, size_t
                 map[m++] = i;
             }
         hist_wm_t hw = {&page, map, m};
+        x->est_after = 0; /* more history pages may follow: not counted */
+        if (!err && m)
+            set_total(x, m);
         if (!err)
             err = fetch_ids(x, ids, m, hist_wm, &hw, 0, errstr, n);
         last_hid = page.history_id;

@@ -61,4 +61,11 @@ lt_err_t lt_sync_gmail_date_query(const char *start_date, const char *end_date, 
  * that is a system label comes back in upper case with *system = 1. */
 int lt_sync_gmail_scope_label(const char *scope, char *label_out, int *system);
 
+/* Progress of a listing (first run, resync, backfill): the messages still
+ * expected after the `listed` ids seen so far, from messages.list's
+ * resultSizeEstimate (of the whole result; -1 unknown) and whether more
+ * pages follow. 0 on the last page (the total is exact then) or when the
+ * estimate is unknown or already exceeded (the total is a lower bound). */
+int64_t lt_sync_gmail_list_remaining(int64_t estimate, uint64_t listed, int more);
+
 #endif

@@ -682,7 +682,7 @@ lt_err_t lt_gmail_list(lt_gmail_t *c, const char *label_id, const char *query,
         add_param(b, "q", query);
     if (page_token)
         add_param(b, "pageToken", page_token);
-    add_param(b, "fields", "messages(id,threadId),nextPageToken");
+    add_param(b, "fields", "messages(id,threadId),nextPageToken,resultSizeEstimate");
     add_param(b, "prettyPrint", "false");
     lt_err_t err = call_one(c, url_of(c, b), COST_LIST, &o, errstr, errstr_size);
     if (err)

@@ -258,10 +258,14 @@ lt_err_t lt_gmail_parse_list(const char *body, size_t len, lt_gmail_page_t *out,
 {
     json_object *o, *msgs;
     memset(out, 0, sizeof(*out));
+    out->result_size_estimate = -1;
     lt_err_t err = parse_object(body, len, "messages.list", &o, errstr, errstr_size);
     if (err)
         return err;
     size_t alloc = 0;
+    uint64_t est;
+    if (!get_u64(o, "resultSizeEstimate", &est) && est <= (uint64_t)INT64_MAX)
+        out->result_size_estimate = (int64_t)est;
     if (json_object_object_get_ex(o, "messages", &msgs)) {
         if (!json_object_is_type(msgs, json_type_array)) {
             err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
@@ -344,6 +348,7 @@ lt_err_t lt_gmail_parse_history(const char *body, size_t len, const char *label,
 {
     json_object *o, *hist;
     memset(out, 0, sizeof(*out));
+    out->result_size_estimate = -1;
     lt_err_t err = parse_object(body, len, "history.list", &o, errstr, errstr_size);
     if (err)
         return err;

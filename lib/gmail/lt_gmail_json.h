@@ -63,11 +63,16 @@ typedef struct {
     char *next_page_token;   /* NULL on the last page */
     uint64_t history_id;     /* history.list: the mailbox's current historyId */
     uint64_t last_record_id; /* history.list: id of the last record of the page, 0 none */
+    /* messages.list: Google's estimate of the size of the WHOLE result (all
+     * pages, not what is left), often rough; -1 when absent or not a
+     * non-negative integer (never an error: only progress uses it). */
+    int64_t result_size_estimate;
 } lt_gmail_page_t;
 
 void lt_gmail_page_free(lt_gmail_page_t *p);
 
-/* messages.list. */
+/* messages.list. result_size_estimate from "resultSizeEstimate" (a JSON
+ * integer or decimal string). */
 lt_err_t lt_gmail_parse_list(const char *body, size_t len, lt_gmail_page_t *out, char *errstr,
                              size_t errstr_size);
 

@@ -54,10 +54,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lt_gmail_page_t p;
     err[0] = 0;
     r = lt_gmail_parse_list(s, size, &p, err, sizeof(err));
+    if (r == LT_OK && p.result_size_estimate < -1)
+        abort();
     check_page(r, &p, err);
     err[0] = 0;
     r = lt_gmail_parse_history(s, size, "INBOX", &p, err, sizeof(err));
-    if (r == LT_OK && p.last_record_id > p.history_id)
+    if (r == LT_OK && (p.last_record_id > p.history_id || p.result_size_estimate != -1))
         abort();
     check_page(r, &p, err);
 

@@ -98,11 +98,37 @@ static void test_profile_list(void)
     CHECK_STR(p.refs[0].thread_id, "18c0");
     CHECK_STR(p.refs[1].thread_id, "");
     CHECK_STR(p.next_page_token, "0815");
+    CHECK_INT(p.result_size_estimate, 2);
     lt_gmail_page_free(&p);
     CHECK_INT(lt_gmail_parse_list(S("{\"resultSizeEstimate\":0}"), &p, e, sizeof(e)), LT_OK);
     CHECK_INT(p.n, 0);
     CHECK(p.next_page_token == NULL);
+    CHECK_INT(p.result_size_estimate, 0);
     lt_gmail_page_free(&p);
+    /* resultSizeEstimate: the whole result's estimate (may exceed this page);
+     * a string (int64 convention) is read too; absent or odd: -1, never an error */
+    static const struct {
+        const char *body;
+        int64_t want;
+    } k_est[] = {
+        {"{\"messages\":[{\"id\":\"1\"}],\"nextPageToken\":\"t\",\"resultSizeEstimate\":1234}",
+         1234},
+        {"{\"messages\":[{\"id\":\"1\"}],\"resultSizeEstimate\":\"4294967296\"}", 4294967296LL},
+        {"{\"messages\":[{\"id\":\"1\"}]}", -1},
+        {"{\"resultSizeEstimate\":-3}", -1},
+        {"{\"resultSizeEstimate\":2.5}", -1},
+        {"{\"resultSizeEstimate\":\"12x\"}", -1},
+        {"{\"resultSizeEstimate\":null}", -1},
+        {"{\"resultSizeEstimate\":\"18446744073709551615\"}", -1}, /* > INT64_MAX */
+        {"{\"resultSizeEstimate\":[1]}", -1},
+    };
+    for (size_t i = 0; i < sizeof(k_est) / sizeof(k_est[0]); i++) {
+        CHECK_INT(lt_gmail_parse_list(k_est[i].body, strlen(k_est[i].body), &p, e, sizeof(e)),
+                  LT_OK);
+        CHECK_MSG(p.result_size_estimate == k_est[i].want, "estimate of %s: %lld", k_est[i].body,
+                  (long long)p.result_size_estimate);
+        lt_gmail_page_free(&p);
+    }
     /* an id that would change the URL it is pasted into */
     CHECK_INT(
         lt_gmail_parse_list(S("{\"messages\":[{\"id\":\"../profile?x=\"}]}"), &p, e, sizeof(e)),
@@ -141,6 +167,7 @@ static void test_history(void)
     CHECK_INT(lt_gmail_parse_history(S(k_history), "INBOX", &p, e, sizeof(e)), LT_OK);
     /* a1 added, a2 labelled INBOX; a3 STARRED only; a1 again kept once; a4 deleted */
     CHECK_INT(p.n, 2);
+    CHECK_INT(p.result_size_estimate, -1); /* history.list has none */
     CHECK_STR(p.refs[0].id, "a1");
     CHECK_INT(p.refs[0].history_id, 101);
     CHECK_STR(p.refs[1].id, "a2");
@@ -320,6 +347,30 @@ static void test_scope_and_dates(void)
               LT_ERR_FINAL);
 }
 
+/* Progress of a listing: the estimate is of the whole result. */
+static void test_list_remaining(void)
+{
+    static const struct {
+        int64_t estimate;
+        uint64_t listed;
+        int more;
+        int64_t want;
+    } t[] = {
+        {1200, 500, 1, 700},  /* first page of ~1200 */
+        {1200, 1000, 1, 200}, /* second page */
+        {1200, 1100, 0, 0},   /* last page: exact, whatever the estimate said */
+        {300, 500, 1, 0},     /* estimate already exceeded: a lower bound */
+        {500, 500, 1, 0},
+        {-1, 500, 1, 0}, /* no estimate */
+        {0, 0, 0, 0},    /* empty scope */
+        {INT64_MAX, 0, 1, INT64_MAX},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        CHECK_MSG(lt_sync_gmail_list_remaining(t[i].estimate, t[i].listed, t[i].more) == t[i].want,
+                  "remaining %zu: %lld", i,
+                  (long long)lt_sync_gmail_list_remaining(t[i].estimate, t[i].listed, t[i].more));
+}
+
 int main(void)
 {
     test_token();
@@ -329,5 +380,6 @@ int main(void)
     test_message();
     test_classify();
     test_scope_and_dates();
+    test_list_remaining();
     return lt_test_done("test_gmail_json");
 }
