@@ -79,6 +79,11 @@ HTML_404 = ("<!DOCTYPE html>\n<html lang=en>\n  <meta charset=utf-8>\n"
             "  <ins>That\u2019s all we know.</ins>\n")
 
 
+# What this emulator supports beyond its first version (GET /healthz lists them, so a
+# test can tell an emulator started from older code).
+FEATURES = ("fault_user", "user_config", "token_requests_by_client")
+
+
 class ApiError(Exception):
     """A Google JSON error (https://developers.google.com/gmail/api/guides/handle-errors)."""
 
@@ -441,6 +446,7 @@ class Mailbox:
         self.hist_recs = []
         self.hist_base = 0
         self.user_labels = {}    # id -> name
+        self.overrides = {}      # Config.USER_FIELDS this user sets for itself
 
     # --- history ------------------------------------------------------------
     def _bump(self):
@@ -640,17 +646,25 @@ class Config:
         self.log_requests = False
         self.update(kw)
 
+    # what a user may override for itself (POST /users/{email}/config)
+    USER_FIELDS = ("latency_ms", "latency_jitter_ms", "quota_units_per_s", "quota_burst_s",
+                   "quota_mode", "retry_after", "concurrency_limit", "access_token_ttl_s")
+
+    @classmethod
+    def coerce(cls, k, v):
+        if k not in cls.FIELDS:
+            raise ValueError("unknown config key %r" % k)
+        typ = cls.FIELDS[k]
+        if typ is bool and isinstance(v, str):
+            v = v.lower() in ("1", "true", "yes", "on")
+        v = typ(v)
+        if k == "quota_mode" and v not in ("429", "403"):
+            raise ValueError("quota_mode must be '429' or '403'")
+        return v
+
     def update(self, kw):
         for k, v in kw.items():
-            if k not in self.FIELDS:
-                raise ValueError("unknown config key %r" % k)
-            typ = self.FIELDS[k]
-            if typ is bool and isinstance(v, str):
-                v = v.lower() in ("1", "true", "yes", "on")
-            v = typ(v)
-            if k == "quota_mode" and v not in ("429", "403"):
-                raise ValueError("quota_mode must be '429' or '403'")
-            setattr(self, k, v)
+            setattr(self, k, self.coerce(k, v))
 
     def as_dict(self):
         return {k: getattr(self, k) for k in self.FIELDS}
@@ -699,7 +713,7 @@ class Emulator:
             "http_requests": 0, "api_calls": 0, "by_method": {}, "by_status": {},
             "units_spent": 0, "units_by_user": {}, "rate_limited": 0, "rate_limited_429": 0,
             "rate_limited_403": 0, "concurrency_rejected": 0, "max_concurrency": 0,
-            "max_concurrency_by_user": {}, "token_requests": 0, "tokens_issued": 0,
+            "max_concurrency_by_user": {}, "token_requests": 0, "token_requests_by_client": {}, "tokens_issued": 0,
             "token_errors": 0, "auth_errors": 0, "batch_requests": 0, "batch_calls": 0,
             "faults_injected": 0, "bytes_sent": 0, "inflight_total": 0,
         }
@@ -722,6 +736,76 @@ class Emulator:
         out["inflight"] = dict(self.inflight)
         return out
 
+    # --- per-user configuration ------------------------------------------------
+    def ucfg(self, addr, key):
+        """A setting as it applies to user `addr` (its override, else the global one)."""
+        mb = self.users.get(addr) if addr else None
+        if mb is not None and key in mb.overrides:
+            return mb.overrides[key]
+        return getattr(self.cfg, key)
+
+    @staticmethod
+    def merge_overrides(old, spec):
+        """old + spec (a null value drops one); ValueError on any bad key or value."""
+        if not isinstance(spec, dict):
+            raise ValueError("config must be an object")
+        new = dict(old)
+        for k, v in spec.items():
+            if k not in Config.USER_FIELDS:
+                raise ValueError("%r cannot be set per user (only %s)"
+                                 % (k, ", ".join(Config.USER_FIELDS)))
+            if v is None:
+                new.pop(k, None)
+            else:
+                new[k] = Config.coerce(k, v)
+        return new
+
+    def set_overrides(self, addr, spec):
+        mb = self.mailbox(addr)
+        mb.overrides = self.merge_overrides(mb.overrides, spec)
+        return self.user_config(addr)
+
+    def user_config(self, addr):
+        mb = self.mailbox(addr)
+        return {"overrides": dict(mb.overrides),
+                "effective": {k: self.ucfg(addr, k) for k in Config.USER_FIELDS}}
+
+    @staticmethod
+    def token_form(headers, body):
+        """The token endpoint's parameters (form body, or JSON as Google also takes)."""
+        ctype = headers.get("content-type", "")
+        if "application/x-www-form-urlencoded" not in ctype and body:
+            try:
+                return {k: str(v) for k, v in json.loads(body).items()}
+            except Exception:
+                return {}
+        return {k: v[0] for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace"),
+                                                          keep_blank_values=True).items()}
+
+    def request_user(self, path, headers, query, body=b""):
+        """The mailbox a request acts for, or None: the owner of the bearer token (API,
+        batch; expired tokens still tell), of the refresh token (/token), or the address
+        in the API path."""
+        if path == "/token":
+            rt = self.token_form(headers, body).get("refresh_token")
+            with self.lock:
+                ent = self.refresh.get(rt) if rt else None
+            return ent[0] if ent else None
+        auth = headers.get("authorization", "")
+        tok = auth[7:].strip() if auth[:7].lower() == "bearer " else \
+            (query.get("access_token") or [None])[0]
+        if tok:
+            with self.lock:
+                ent = self.access.get(tok)
+            if ent:
+                return ent[0]
+        m = re.match(r"^/gmail/v1/users/([^/]+)/", path)
+        if m:
+            addr = urllib.parse.unquote(m.group(1))
+            if addr != "me":
+                return addr
+        return None
+
     # --- faults -------------------------------------------------------------
     def add_fault(self, spec):
         kind = spec.get("kind", "status")
@@ -730,14 +814,16 @@ class Emulator:
         f = {"kind": kind, "count": int(spec.get("count", 1)),
              "status": int(spec.get("status", 503 if kind == "status" else 200)),
              "match": spec.get("match", ""), "delay_ms": float(spec.get("delay_ms", 0)),
-             "in_batch": bool(spec.get("in_batch", False))}
+             "in_batch": bool(spec.get("in_batch", False)), "user": spec.get("user") or ""}
         with self.lock:
             self.fault_seq += 1
             f["id"] = self.fault_seq
             self.faults.append(f)
         return f
 
-    def take_fault(self, path, in_batch=False):
+    def take_fault(self, path, in_batch=False, user=None):
+        """The next fault for a request to `path` acting for `user` (None: unknown; a
+        fault with a "user" then never matches)."""
         if not self.faults:
             return None
         with self.lock:
@@ -745,6 +831,8 @@ class Emulator:
                 if in_batch != f["in_batch"]:
                     continue
                 if f["match"] and f["match"] not in path:
+                    continue
+                if f["user"] and f["user"] != user:
                     continue
                 f["count"] -= 1
                 if f["count"] <= 0:
@@ -761,6 +849,7 @@ class Emulator:
         client_id = spec.get("client_id", "emulator-client")
         secret = spec.get("client_secret", "emulator-secret")
         scope = spec.get("scope", SCOPE_DEFAULT)
+        overrides = self.merge_overrides({}, spec.get("config") or {})
         tokens = list(spec.get("refresh_tokens", []))
         if spec.get("refresh_token"):
             tokens.append(spec["refresh_token"])
@@ -768,6 +857,7 @@ class Emulator:
             if addr in self.users:
                 self._drop_user_tokens(addr)
             mb = Mailbox(addr, self.cfg.history_id_gap, spec.get("seed"))
+            mb.overrides = overrides
             for lab in spec.get("labels", []):
                 mb.user_labels[lab["id"]] = lab.get("name", lab["id"])
             self.users[addr] = mb
@@ -792,6 +882,7 @@ class Emulator:
                 return False
             self._drop_user_tokens(addr)
             del self.users[addr]
+            self.faults = [f for f in self.faults if f["user"] != addr]
             return True
 
     def mailbox(self, addr):
@@ -828,16 +919,7 @@ class Emulator:
 
     def token_endpoint(self, headers, body):
         self.count("token_requests")
-        ctype = headers.get("content-type", "")
-        if "application/x-www-form-urlencoded" not in ctype and body:
-            # Google accepts JSON bodies too, but the OAuth spec form is the norm.
-            try:
-                form = {k: str(v) for k, v in json.loads(body).items()}
-            except Exception:
-                form = {}
-        else:
-            form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace"),
-                                                               keep_blank_values=True).items()}
+        form = self.token_form(headers, body)
         client_id, secret = form.get("client_id"), form.get("client_secret")
         auth = headers.get("authorization", "")
         if auth.lower().startswith("basic "):
@@ -848,6 +930,11 @@ class Emulator:
                 secret = urllib.parse.unquote(csec)
             except Exception:
                 pass
+
+        if client_id:
+            with self.lock:
+                by = self.c["token_requests_by_client"]
+                by[client_id] = by.get(client_id, 0) + 1
 
         def oauth_err(code, err, desc):
             self.count("token_errors")
@@ -875,7 +962,7 @@ class Emulator:
                 ent = None
             else:
                 tok = "ya29.emu-" + secrets.token_urlsafe(48)
-                ttl = self.cfg.access_token_ttl_s
+                ttl = self.ucfg(ent[0], "access_token_ttl_s")
                 self.access[tok] = [ent[0], time.time() + ttl, rt, ent[2]]
                 self.c["tokens_issued"] += 1
         if ent is None:
@@ -914,7 +1001,7 @@ class Emulator:
     def _acquire(self, addr):
         with self.lock:
             n = self.inflight.get(addr, 0) + 1
-            lim = self.cfg.concurrency_limit
+            lim = self.ucfg(addr, "concurrency_limit")
             if lim > 0 and n > lim:
                 self.c["concurrency_rejected"] += 1
                 self.c["rate_limited"] += 1
@@ -935,13 +1022,13 @@ class Emulator:
 
     def _charge(self, addr, cost):
         """Token bucket: returns 0 when charged, else seconds until it would succeed."""
-        rate = self.cfg.quota_units_per_s
+        rate = self.ucfg(addr, "quota_units_per_s")
         if rate <= 0:
             with self.lock:
                 self.c["units_spent"] += cost
                 self.c["units_by_user"][addr] = self.c["units_by_user"].get(addr, 0) + cost
             return 0.0
-        cap = max(rate * self.cfg.quota_burst_s, cost)
+        cap = max(rate * self.ucfg(addr, "quota_burst_s"), cost)
         now = time.monotonic()
         with self.lock:
             b = self.buckets.get(addr)
@@ -956,22 +1043,24 @@ class Emulator:
                 self.c["units_by_user"][addr] = self.c["units_by_user"].get(addr, 0) + cost
                 return 0.0
             self.c["rate_limited"] += 1
-            self.c["rate_limited_" + self.cfg.quota_mode] += 1
+            self.c["rate_limited_" + self.ucfg(addr, "quota_mode")] += 1
             return (cost - b.tokens) / rate
 
-    def _quota_error(self, wait):
+    def _quota_error(self, addr, wait):
         retry_at = rfc3339_ms(time.time() + wait)
-        hdrs = [("Retry-After", str(max(1, math.ceil(wait))))] if self.cfg.retry_after else []
-        if self.cfg.quota_mode == "403":
+        hdrs = [("Retry-After", str(max(1, math.ceil(wait))))] \
+            if self.ucfg(addr, "retry_after") else []
+        if self.ucfg(addr, "quota_mode") == "403":
             return ApiError(403, "User Rate Limit Exceeded", "userRateLimitExceeded",
                             domain="usageLimits", headers=hdrs)
         return ApiError(429, "User-rate limit exceeded.  Retry after " + retry_at,
                         "rateLimitExceeded", domain="usageLimits", headers=hdrs)
 
-    def sleep_latency(self):
-        lat = self.cfg.latency_ms
-        if self.cfg.latency_jitter_ms:
-            lat += random.uniform(0, self.cfg.latency_jitter_ms)
+    def sleep_latency(self, addr=None):
+        lat = self.ucfg(addr, "latency_ms")
+        jitter = self.ucfg(addr, "latency_jitter_ms")
+        if jitter:
+            lat += random.uniform(0, jitter)
         if lat > 0:
             time.sleep(lat / 1000.0)
 
@@ -1006,7 +1095,8 @@ class Emulator:
         with self.lock:
             self.c["by_method"][name] = self.c["by_method"].get(name, 0) + 1
         if in_batch:
-            f = self.take_fault(path, in_batch=True)
+            f = self.take_fault(path, in_batch=True,
+                                user=self.request_user(path, headers, query))
             if f:
                 raise err_backend(f["status"])
         addr = self.authenticate(headers, query)
@@ -1016,13 +1106,14 @@ class Emulator:
         if not self._acquire(addr):
             raise ApiError(429, "Too many concurrent requests for user", "rateLimitExceeded",
                            domain="usageLimits",
-                           headers=[("Retry-After", "1")] if self.cfg.retry_after else [])
+                           headers=[("Retry-After", "1")] if self.ucfg(addr, "retry_after")
+                           else [])
         try:
             wait = self._charge(addr, QUOTA_COST[name])
             if wait > 0:
-                raise self._quota_error(wait)
+                raise self._quota_error(addr, wait)
             if sleep:
-                self.sleep_latency()
+                self.sleep_latency(addr)
             mb = self.users.get(addr)
             if mb is None:
                 raise err_not_found()
@@ -1450,14 +1541,17 @@ class Emulator:
                     self._reset_counters()
                 return 200, {"ok": True}
             if p == "/faults":
+                # ?user= (or {"user"} in a DELETE body): only that user's faults
+                who = (query.get("user") or [data.get("user") if method == "DELETE" else None])[0]
                 if method == "POST":
                     return 200, self.add_fault(data)
                 if method == "DELETE":
                     with self.lock:
-                        self.faults = []
+                        self.faults = [f for f in self.faults if who and f["user"] != who]
                     return 200, {"ok": True}
                 with self.lock:
-                    return 200, {"faults": list(self.faults)}
+                    return 200, {"faults": [f for f in self.faults
+                                            if not who or f["user"] == who]}
             if p == "/tokens/revoke" and method == "POST":
                 ok = self.revoke(data.get("refresh_token", ""))
                 return (200 if ok else 404), {"revoked": ok}
@@ -1511,6 +1605,10 @@ class Emulator:
                             return 404, {"error": "no such message"}
                         return 200, {"id": m.id, "labelIds": list(m.labels),
                                      "historyId": str(mb.history_id)}
+                if rest == ["config"]:
+                    if method == "POST":
+                        return 200, self.set_overrides(addr, data)
+                    return 200, self.user_config(addr)
                 if rest == ["history", "expire"] and method == "POST":
                     keep = int(data.get("keep_records", 0))
                     with mb.lock:
@@ -1589,14 +1687,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         emu.count("http_requests")
         if path == "/healthz" or path == "/_emulator/health":
-            self._send_json(200, {"status": "ok", "users": len(emu.users)}, pretty=False)
+            self._send_json(200, {"status": "ok", "users": len(emu.users),
+                                  "features": list(FEATURES)}, pretty=False)
             return
         if path.startswith("/_emulator/") or path == "/_emulator":
             status, obj = emu.control(method, path, query, body)
             self.server.logf("control %s %s -> %d" % (method, path, status))
             self._send_json(status, obj, pretty=False)
             return
-        fault = emu.take_fault(path)
+        user = None  # whom the request acts for: user faults, per-user latency
+        if emu.faults or path in ("/token", "/batch/gmail/v1"):
+            user = emu.request_user(path, headers, query, body)
+        fault = emu.take_fault(path, user=user)
         if fault:
             self.server.logf("fault %s on %s %s" % (fault["kind"], method, path))
             if self._apply_fault(fault):
@@ -1604,11 +1706,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pretty = query.get("prettyPrint", ["true"])[0].lower() != "false"
         try:
             if path == "/token" and method == "POST":
-                emu.sleep_latency()
+                emu.sleep_latency(user)
                 resp = emu.token_endpoint(headers, body)
                 pretty = True
             elif path == "/batch/gmail/v1" and method == "POST":
-                emu.sleep_latency()
+                emu.sleep_latency(user)
                 resp = emu.batch(headers, body, query)
             else:
                 resp = emu.api_call(method, path, query, headers)

@@ -172,6 +172,7 @@ def test_healthz(server):
     c = Client(server)
     st, _, body = c.json("GET", "/healthz", auth=False)
     assert st == 200 and body["status"] == "ok"
+    assert {"fault_user", "user_config"} <= set(body["features"])
 
 
 def test_token_refresh_success_shape(cl):
@@ -689,6 +690,140 @@ def test_fault_on_token_endpoint_and_delay(cl):
     assert time.monotonic() - t0 >= 0.3
     st, f = cl.ctl("POST", "/faults", {"kind": "explode"})
     assert st == 400
+
+
+def bob_client(cl, rt="rt-bob", **user):
+    spec = {"email": "bob@example.com", "refresh_token": rt, "client_id": CID,
+            "client_secret": SECRET}
+    spec.update(user)
+    st, b = cl.ctl("POST", "/users", spec)
+    assert st == 200, b
+    bob = Client(cl.srv)
+    st, _, t = bob.refresh(rt=rt)
+    assert st == 200, t
+    bob.token = t["access_token"]
+    return bob
+
+
+def test_fault_per_user(cl):
+    """A fault with "user" hits only requests acting for that mailbox (its bearer or
+    refresh token, or its address in the path); other users' requests pass untouched."""
+    bob = bob_client(cl)
+    BOB = "bob@example.com"
+    st, f = cl.ctl("POST", "/faults", {"kind": "status", "status": 503, "count": 2,
+                                       "match": "/profile", "user": BOB})
+    assert st == 200 and f["user"] == BOB
+    for _ in range(3):  # alice: never hit, the fault is not consumed
+        assert cl.api("profile")[0] == 200
+    assert len(cl.ctl("GET", "/faults")[1]["faults"]) == 1
+    # no token at all: the user is unknown, so a user's fault does not match either
+    st, _, _ = cl.request("GET", "/gmail/v1/users/me/profile", auth=False)
+    assert st == 401
+    st, _, b = bob.api("profile")
+    assert st == 503
+    google_error(b, 503, "backendError")
+    # an expired token still tells whose request it is
+    cl.ctl("POST", "/tokens/expire", {"email": BOB})
+    st, _, b = bob.api("profile")
+    assert st == 503
+    assert bob.api("profile")[0] == 401  # fault used up: now the real answer
+    # the token endpoint: the refresh token's owner
+    cl.ctl("POST", "/faults", {"kind": "status", "status": 500, "match": "/token", "user": BOB})
+    assert cl.refresh()[0] == 200
+    assert bob.refresh(rt="rt-bob")[0] == 500
+    assert bob.refresh(rt="rt-bob")[0] == 200
+    # batch parts: the part's (outer) bearer token
+    bob.token = bob.refresh(rt="rt-bob")[2]["access_token"]
+    cl.ctl("POST", "/faults", {"kind": "status", "status": 503, "in_batch": True, "user": BOB})
+    hdr = {"Content-Type": "multipart/mixed; boundary=batch_foobarbaz"}
+    body = batch_body(["GET /gmail/v1/users/me/profile"] * 2)
+    st, h, data = cl.request("POST", "/batch/gmail/v1", body, hdr)
+    assert [p[1] for p in parse_batch(h, data)] == [200, 200]
+    st, h, data = bob.request("POST", "/batch/gmail/v1", body, hdr)
+    assert [p[1] for p in parse_batch(h, data)] == [503, 200]
+    st, c = cl.ctl("GET", "/counters")
+    assert c["faults_injected"] == 4
+
+
+def test_faults_listed_and_cleared_per_user(cl):
+    BOB = "bob@example.com"
+    bob_client(cl)
+    cl.ctl("POST", "/faults", {"kind": "delay", "delay_ms": 1, "count": 5, "user": USER})
+    cl.ctl("POST", "/faults", {"kind": "delay", "delay_ms": 1, "count": 5, "user": BOB})
+    cl.ctl("POST", "/faults", {"kind": "delay", "delay_ms": 1, "count": 5})
+    assert len(cl.ctl("GET", "/faults")[1]["faults"]) == 3
+    st, b = cl.ctl("GET", "/faults?user=" + urllib.parse.quote(BOB))
+    assert st == 200 and [f["user"] for f in b["faults"]] == [BOB]
+    assert cl.ctl("DELETE", "/faults?user=" + urllib.parse.quote(BOB))[0] == 200
+    assert sorted(f["user"] for f in cl.ctl("GET", "/faults")[1]["faults"]) == ["", USER]
+    assert cl.ctl("DELETE", "/faults", {"user": USER})[0] == 200  # the body form
+    assert [f["user"] for f in cl.ctl("GET", "/faults")[1]["faults"]] == [""]
+    # deleting a user drops its faults
+    cl.ctl("POST", "/faults", {"kind": "delay", "delay_ms": 1, "user": BOB})
+    cl.ctl("DELETE", "/users/" + BOB)
+    assert [f["user"] for f in cl.ctl("GET", "/faults")[1]["faults"]] == [""]
+    cl.ctl("DELETE", "/faults")  # no user: all of them
+    assert cl.ctl("GET", "/faults")[1] == {"faults": []}
+
+
+def test_user_config_overrides(cl):
+    """Latency, quota, concurrency and token TTL per user; the global /config and other
+    users are untouched."""
+    BOB = "bob@example.com"
+    bob = bob_client(cl, config={"latency_ms": 300})
+    st, b = cl.ctl("GET", "/users/%s/config" % BOB)
+    assert st == 200 and b["overrides"] == {"latency_ms": 300.0}
+    assert b["effective"]["latency_ms"] == 300.0 and b["effective"]["quota_units_per_s"] == 0
+    assert cl.ctl("GET", "/config")[1]["latency_ms"] == 0
+    t0 = time.monotonic()
+    assert cl.api("profile")[0] == 200
+    assert time.monotonic() - t0 < 0.25
+    t0 = time.monotonic()
+    assert bob.api("profile")[0] == 200
+    assert time.monotonic() - t0 >= 0.3
+    t0 = time.monotonic()
+    assert bob.refresh(rt="rt-bob")[0] == 200  # the token endpoint too
+    assert time.monotonic() - t0 >= 0.3
+    # quota and concurrency for bob only; null drops an override
+    st, b = cl.ctl("POST", "/users/%s/config" % BOB,
+                   {"latency_ms": None, "quota_units_per_s": 1, "quota_mode": "403"})
+    assert st == 200 and b["overrides"] == {"quota_units_per_s": 1.0, "quota_mode": "403"}
+    assert bob.api("profile")[0] == 200
+    st, _, e = bob.api("profile")
+    assert st == 403
+    google_error(e, 403, "userRateLimitExceeded")
+    for _ in range(3):
+        assert cl.api("profile")[0] == 200  # alice: quota still off
+    cl.ctl("POST", "/users/%s/config" % BOB, {"quota_units_per_s": None, "quota_mode": None,
+                                              "concurrency_limit": 1, "latency_ms": 300})
+    with ThreadPoolExecutor(3) as ex:
+        codes = sorted(r[0] for r in ex.map(lambda _: bob.api("profile"), range(3)))
+    assert codes.count(200) >= 1 and codes.count(429) >= 1, codes
+    st, c = cl.ctl("GET", "/counters")
+    assert c["max_concurrency_by_user"][BOB] == 1
+    cl.ctl("POST", "/users/%s/config" % BOB, {"concurrency_limit": None, "latency_ms": None,
+                                              "access_token_ttl_s": 1})
+    st, _, t = bob.refresh(rt="rt-bob")
+    assert t["expires_in"] == 1
+    assert cl.refresh()[2]["expires_in"] == 3599
+    # bad keys and values: 400, nothing changed
+    assert cl.ctl("POST", "/users/%s/config" % BOB, {"history_id_gap": 2})[0] == 400
+    assert cl.ctl("POST", "/users/%s/config" % BOB, {"latency_ms": "x"})[0] == 400
+    assert cl.ctl("POST", "/users/%s/config" % BOB, {"quota_mode": "500"})[0] == 400
+    assert cl.ctl("GET", "/users/%s/config" % BOB)[1]["overrides"] == {"access_token_ttl_s": 1}
+    assert cl.ctl("POST", "/users", {"email": "c@example.com", "config": {"nope": 1}})[0] == 400
+    assert cl.ctl("GET", "/users/c@example.com")[0] == 404  # not created half-way
+    assert cl.ctl("GET", "/users/nobody@example.com/config")[0] == 404
+
+
+def test_token_requests_counted_per_client(cl):
+    cl.ctl("POST", "/counters/reset")
+    cl.refresh()
+    cl.refresh(rt="no-such-token")
+    cl.refresh(cid="client-2", secret="x")
+    st, c = cl.ctl("GET", "/counters")
+    assert c["token_requests"] == 3
+    assert c["token_requests_by_client"] == {CID: 2, "client-2": 1}
 
 
 # ---------------------------------------------------------------------------

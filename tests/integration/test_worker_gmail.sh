@@ -6,8 +6,15 @@
 # added), token expiry mid-sync (401 -> refresh), a 429 storm, 5xx,
 # truncated and malformed bodies (retried), persistent malformed JSON (clear
 # temporary error), history expiry (404 -> resync without re-publishing), a
-# ~16 MB message, attachments, backfill by date, invalid_grant (account
-# marked needs_reauth, no retry loop). Events decoded against the schema.
+# ~16 MB message, attachments, backfill by date (and one slowed down by a
+# per-user latency: "running" status events with progress_done/total),
+# invalid_grant (account marked needs_reauth, no retry loop). Events decoded
+# against the schema.
+# Isolation on the shared emulator: every fault, config override and counter
+# this test uses belongs to its own users / OAuth client (fault "user",
+# /users/{email}/config, token_requests_by_client); nothing global is changed.
+# An emulator started from older code (no such features, see /healthz) is not
+# used: the test then runs a private one from this tree and says so.
 set -euo pipefail
 BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -36,13 +43,16 @@ check() { # check "what" cond...
 }
 tool() { python3 "$HERE/lib/gmail_tool.py" "$@"; }
 SPID=
+EPID=
 cleanup() {
   [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
   # shellcheck disable=SC2086
   [ -n "$SPID" ] && kill $SPID 2>/dev/null || true
-  ctl DELETE /faults >/dev/null 2>&1 || true
+  # only this test's faults and users (deleting a user drops its faults and overrides)
+  ctl DELETE "/faults?user=$USER1" >/dev/null 2>&1 || true
   ctl DELETE "/users/$USER1" >/dev/null 2>&1 || true
   ctl DELETE "/users/$USER2" >/dev/null 2>&1 || true
+  [ -n "$EPID" ] && kill -TERM "$EPID" 2>/dev/null && wait "$EPID" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -57,6 +67,25 @@ ctl() { # ctl METHOD PATH [JSON]: the emulator's control API
   curl -fsS --max-time 120 --cacert "$LATTICE_CA_FILE" -X "$1" -H 'Content-Type: application/json' \
     ${3:+--data-binary "$3"} "$LATTICE_TEST_GMAIL_URL/_emulator$2"
 }
+fault() { # fault JSON-FIELDS: a fault for USER1 only ("user"), never for other tests' users
+  ctl POST /faults "{\"user\":\"$USER1\",$1}" >/dev/null
+}
+
+# The stack's emulator must know per-user faults and overrides; one started from
+# older code is left alone and a private one from this tree is used instead.
+if ! curl -fsS --max-time 10 --cacert "$LATTICE_CA_FILE" "$LATTICE_TEST_GMAIL_URL/healthz" |
+     grep -q '"fault_user"'; then
+  [ -n "${LATTICE_STACK_DIR:-}" ] && [ -s "$LATTICE_STACK_DIR/gmail/server.pem" ] ||
+    { echo "the stack's Gmail emulator predates per-user faults and no certificate for a private one" >&2; exit 1; }
+  "$REPO/tests/gmail-emulator/run" --port 0 --cert "$LATTICE_STACK_DIR/gmail/server.pem" \
+    --key "$LATTICE_STACK_DIR/gmail/server.key" --state-dir "$WORK/emulator" >"$WORK/emulator.log" 2>&1 &
+  EPID=$!
+  for _ in $(seq 1 200); do [ -s "$WORK/emulator/gmail-emulator.ready" ] && break; sleep 0.05; done
+  [ -s "$WORK/emulator/gmail-emulator.ready" ] || { cat "$WORK/emulator.log" >&2; exit 1; }
+  LATTICE_TEST_GMAIL_URL=$(cat "$WORK/emulator/gmail-emulator.ready")
+  export LATTICE_GMAIL_API_URL=$LATTICE_TEST_GMAIL_URL LATTICE_GMAIL_TOKEN_URL=$LATTICE_TEST_GMAIL_URL/token
+  echo "NOTE: the stack's Gmail emulator runs older code (no per-user faults): using a private one at $LATTICE_TEST_GMAIL_URL"
+fi
 
 "$REPO/deploy/local/stack" topic "$CMD_TOPIC" 1 >/dev/null & p1=$!
 "$REPO/deploy/local/stack" topic "$RAW_TOPIC" 3 >/dev/null & p2=$!
@@ -83,6 +112,7 @@ LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_TOPIC_STA
 LATTICE_WORKER_GROUP_ID=test-gmail-$RUN LATTICE_WORKER_ID=test-gmail-$RUN LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest \
 LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_WORKER_BATCH_MESSAGES=7 LATTICE_LOG_FORMAT=text \
 LATTICE_WORKER_RETRY_BASE_MS=200 LATTICE_WORKER_MAX_ATTEMPTS=2 LATTICE_WORKER_CONCURRENCY=2 \
+LATTICE_WORKER_PROGRESS_INTERVAL_S=1 \
 LATTICE_GMAIL_RETRY_BASE_MS=20 LATTICE_GMAIL_MAX_RETRIES=6 LATTICE_GMAIL_MAX_INFLIGHT=6 \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
@@ -124,6 +154,7 @@ raw_ids() { grep -o 'lattice.event_id=[0-9a-f-]*' "$WORK/raw.log" | sort; }
 wm() { psqlq "SELECT watermark_json->>'historyId' FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$ACCOUNT' AND scope='label:INBOX'"; }
 hid() { jget "$(ctl GET "/users/$USER1")" historyId; }
 counter() { jget "$(ctl GET /counters)" "$1"; }
+token_requests() { jget "$(ctl GET /counters)" "cid-$RUN"; } # this test's OAuth client only
 run_ok() { # run_ok WHAT EXPECTED_MESSAGES [extra] -> checks success and the count
   local c s
   c=$(command "$ACCOUNT" "${4:-incremental}" "${3:-}"); s=$(wait_status "$c")
@@ -173,7 +204,7 @@ for _ in $(seq 1 200); do grep -q "command started.*$c" "$WORK/worker.log" && br
 sleep 0.4
 # hold the next calls 400 ms at the emulator's door so several are in flight when the token dies:
 # each gets a 401, one refresh must serve them all (not "rejected after 3 refreshes")
-ctl POST /faults '{"kind":"delay","delay_ms":400,"count":6,"match":"/messages/"}' >/dev/null
+fault '"kind":"delay","delay_ms":400,"count":6,"match":"/messages/"'
 ctl POST /tokens/expire "{\"email\":\"$USER1\"}" >/dev/null
 s=$(wait_status "$c")
 check "token expired mid-sync: 60 messages ($s)" [ "$(jget "$s" messages)" = 60 ]
@@ -183,21 +214,20 @@ check "several 401s in flight: still 6+ requests at once ($(grep -o '[0-9]* in f
 
 # 5. a 429 storm, 5xx, a truncated and a malformed body: retried, nothing lost
 ctl POST "/users/$USER1/messages/generate" '{"count":8,"size":3000,"seed":14}' >/dev/null
-q0=$(counter rate_limited)
-ctl POST /faults '{"kind":"status","status":429,"count":12,"match":"/messages/"}' >/dev/null
-ctl POST /faults '{"kind":"status","status":503,"count":3,"match":"/messages/"}' >/dev/null
-ctl POST /faults '{"kind":"status","status":500,"count":1,"match":"/history"}' >/dev/null
-ctl POST /faults '{"kind":"truncate","count":1,"match":"/messages/"}' >/dev/null
-ctl POST /faults '{"kind":"malformed","count":1,"match":"/messages/"}' >/dev/null
+fault '"kind":"status","status":429,"count":12,"match":"/messages/"'
+fault '"kind":"status","status":503,"count":3,"match":"/messages/"'
+fault '"kind":"status","status":500,"count":1,"match":"/history"'
+fault '"kind":"truncate","count":1,"match":"/messages/"'
+fault '"kind":"malformed","count":1,"match":"/messages/"'
 run_ok "429 storm, 5xx, truncated, malformed" 8
-check "every injected fault was hit" [ "$(ctl GET /faults)" = '{"faults":[]}' ]
+check "every injected fault was hit" [ "$(ctl GET "/faults?user=$USER1")" = '{"faults":[]}' ]
 check "events still unique" [ "$(raw_ids | uniq -d | wc -l)" = 0 ]
 check "104 events" [ "$(raw_keys 104)" = 104 ]
 
 # 6. persistent malformed JSON: a clear temporary error, no crash, worker goes on
-ctl POST /faults '{"kind":"malformed","count":1000,"match":"/history"}' >/dev/null
+fault '"kind":"malformed","count":1000,"match":"/history"'
 c=$(command "$ACCOUNT" incremental); s=$(wait_status "$c")
-ctl DELETE /faults >/dev/null
+ctl DELETE "/faults?user=$USER1" >/dev/null
 check "malformed: failed ($s)" [ "$(jget "$s" result)" = failed ]
 check "malformed: error class temporary" [ "$(jget "$s" error_class)" = temporary ]
 check "malformed: the error says so" bash -c "grep -q 'malformed JSON' <<<'$(jget "$s" error)'"
@@ -223,22 +253,39 @@ run_ok "backfill 2024-03-02" 6 ',"backfill":{"start_date":"2024-03-02","end_date
 check "backfill kept the watermark" [ "$(wm)" = "$W" ]
 check "backfill duplicates carry identical ids (107 distinct)" [ "$(raw_ids | uniq | wc -l)" = 107 ]
 
+# 9b. progress: a backfill of March 1st (24 messages) slowed down by 300 ms per call for
+# USER1 only (a per-user override) runs ~3 s, and the worker reports progress every 1 s:
+# "running" status events whose total is resultSizeEstimate (one page: exact)
+ctl POST "/users/$USER1/config" '{"latency_ms":300}' >/dev/null
+c=$(command "$ACCOUNT" backfill ',"backfill":{"start_date":"2024-03-01","end_date":"2024-03-01"}')
+s=$(wait_status "$c")
+ctl POST "/users/$USER1/config" '{"latency_ms":null}' >/dev/null
+check "slow backfill: succeeded with 24 messages ($s)" [ "$(jget "$s" result)/$(jget "$s" messages)" = succeeded/24 ]
+grep -F "\"command_id\":\"$c\"" "$WORK/status.log" | grep '"result":"running"' >"$WORK/running.log" || true
+check "slow backfill: running status events ($(wc -l <"$WORK/running.log"))" [ -s "$WORK/running.log" ]
+check "slow backfill: every running event has progress_total 24 and 0 <= progress_done <= 24" \
+  awk -F'"progress_total":' '{ split($2, t, /[,}]/); if (t[1] != 24) bad = 1
+       split($0, d, /"progress_done":/); split(d[2], v, /[,}]/); if (v[1] == "" || v[1] < 0 || v[1] > 24) bad = 1 }
+       END { exit bad || NR == 0 }' "$WORK/running.log"
+check "slow backfill: USER1's override removed again" \
+  [ "$(ctl GET "/users/$USER1/config" | grep -o '"overrides":{[^}]*}')" = '"overrides":{}' ]
+
 # 10. invalid_grant: marked needs_reauth, failed with class reauth, no retry loop
 ctl POST /tokens/revoke "{\"refresh_token\":\"rt2-$RUN\"}" >/dev/null
-t0=$(counter token_requests)
+t0=$(token_requests)
 c=$(command "$ACCOUNT2" incremental); s=$(wait_status "$c")
 check "invalid_grant: failed ($s)" [ "$(jget "$s" result)" = failed ]
 check "invalid_grant: class reauth" [ "$(jget "$s" error_class)" = reauth ]
 check "invalid_grant: first attempt, not retried" [ "$(jget "$s" attempt)" = 1 ]
-check "invalid_grant: one token request" [ "$(($(counter token_requests) - t0))" = 1 ]
+check "invalid_grant: one token request" [ "$(($(token_requests) - t0))" = 1 ]
 check "account marked needs_reauth" [ "$(psqlq "SELECT status FROM mail_accounts WHERE tenant_id='$TENANT' AND account_id='$ACCOUNT2'")" = needs_reauth ]
 c=$(command "$ACCOUNT2" incremental); s=$(wait_status "$c")
 check "needs_reauth: the next command fails at once (reauth)" [ "$(jget "$s" error_class)" = reauth ]
-check "needs_reauth: no token request" [ "$(($(counter token_requests) - t0))" = 1 ]
+check "needs_reauth: no token request" [ "$(($(token_requests) - t0))" = 1 ]
 
 # events of the whole run decode against the schema
 tool events "$RAW_TOPIC" >"$WORK/events.json"
-check "every event decodes against mail.raw.v1.avsc" [ "$(wc -l <"$WORK/events.json")" = "$(raw_keys 113)" ]
+check "every event decodes against mail.raw.v1.avsc" [ "$(wc -l <"$WORK/events.json")" = "$(raw_keys 137)" ]
 
 kill -TERM "$WPID"; rc=0; wait "$WPID" || rc=$?; WPID=
 check "worker exited 0 on SIGTERM" [ "$rc" = 0 ]
