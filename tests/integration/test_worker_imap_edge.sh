@@ -123,7 +123,10 @@ check "$NMSG committed events ($(wc -l <"$WORK/events.jsonl"))" [ "$(wc -l <"$WO
 
 # server truth per folder: "<uid> <size> <sha256>" of BODY.PEEK[]
 python3 - "$WORK" "$F_BIG" "$F_MANY" "$F_UNI" "$F_WEIRD" "$F_BULK" "$BULK" "$OVER_UID" <<'EOF' >"$WORK/verdicts"
-import hashlib, json, os, subprocess, sys
+import hashlib, json, os, subprocess, sys, urllib.parse
+bucket_uri = "s3://" + os.environ["LATTICE_S3_BUCKET"]
+def s3path(uri):  # the request path of an s3:// URI (its key is %-encoded once more)
+    return urllib.parse.quote(uri[len(bucket_uri):], safe="/-._~")
 work, f_big, f_many, f_uni, f_weird, f_bulk, bulk, over_uid = sys.argv[1:9]
 ev = [json.loads(l) for l in open(os.path.join(work, "events.jsonl"))]
 by = {}
@@ -162,19 +165,19 @@ for name, folder in (("big", f_big), ("many", f_many), ("uni", f_uni), ("weird",
         else:
             out(p["raw_sha256"] == hashlib.sha256(data).hexdigest() and p["raw_size_bytes"] == len(data),
                 "%s: raw_sha256 and raw_size_bytes = the appended file (%d bytes)" % (base, len(data)))
-        print("obj\t%s\t%s\t%s" % (p["raw_object_uri"], p["raw_sha256"], base))
+        print("obj\t%s\t%s\t%s" % (s3path(p["raw_object_uri"]), p["raw_sha256"], base))
         if base == "big.eml":
             m = p["attachments_manifest"]
             out(len(m) == 1 and m[0]["filename"] == "big.bin" and m[0]["size_bytes"] > 18_000_000,
                 "big.eml: one large attachment in the manifest (%s)" % [(a["filename"], a["size_bytes"]) for a in m])
             for a in m:
-                print("att\t%s\t%s\t%s" % (a["object_uri"], a["sha256"], a["filename"]))
+                print("att\t%s\t%s\t%s" % (s3path(a["object_uri"]), a["sha256"], a["filename"]))
         if base == "many.eml":
             m = p["attachments_manifest"]
             names = sorted(a["filename"] for a in m)
             out(names == ["file-%02d.bin" % i for i in range(60)], "many.eml: 60 manifest entries (%d)" % len(m))
             for a in m:
-                print("att\t%s\t%s\t%s" % (a["object_uri"], a["sha256"], a["filename"]))
+                print("att\t%s\t%s\t%s" % (s3path(a["object_uri"]), a["sha256"], a["filename"]))
 # the unicode folder: mailbox exactly the UTF-8 name
 out(all(e["source"]["mailbox"] == "%s" % f_uni for e in by.get(f_uni, {}).values()) and len(by.get(f_uni, {})) == 3,
     "3 events with mailbox %r" % f_uni)
@@ -190,19 +193,18 @@ while IFS=$'\t' read -r verdict what rest; do
 done < <(grep -E '^(ok|FAIL)' "$WORK/verdicts")
 
 # 4. the objects themselves: sha256 of what S3 holds = the event's (and the server's)
-s3path() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1][len(sys.argv[2]):], safe="/-._~"))' "$1" "s3://$LATTICE_S3_BUCKET"; }
 server=$(for f in "$F_BIG" "$F_MANY" "$F_UNI" "$F_WEIRD"; do imap fetch-sha "$f"; done | awk '{print $3}' | sort)
 bad=0 nobj=0
-while IFS=$'\t' read -r kind uri sha name; do
-  got=$(s3 "$(s3path "$uri")" | sha256sum | cut -d' ' -f1 || true)
+while IFS=$'\t' read -r kind path sha name; do
+  got=$(s3 "$path" | sha256sum | cut -d' ' -f1 || true)
   nobj=$((nobj+1))
   if [ "$got" != "$sha" ]; then bad=$((bad+1)); echo "object $name: sha256 $got, event says $sha" >&2; fi
   if [ "$kind" = obj ] && ! grep -qx "$sha" <<<"$server"; then bad=$((bad+1)); echo "object $name: not what the server serves" >&2; fi
 done < <(grep -E '^(obj|att)' "$WORK/verdicts")
 check "all $nobj objects (.eml + attachments) match their sha256 and the server's bytes" [ "$bad" = 0 ]
 check "16 .eml + 61 attachments checked ($nobj)" [ "$nobj" = 77 ]
-big_uri=$(awk -F'\t' '$1=="obj" && $4=="big.eml" {print $2}' "$WORK/verdicts")
-big_size=$(s3 "$(s3path "$big_uri")" -I | awk 'tolower($1)=="content-length:" {print $2+0}' || true)
+big_path=$(awk -F'\t' '$1=="obj" && $4=="big.eml" {print $2}' "$WORK/verdicts")
+big_size=$(s3 "$big_path" -I | awk 'tolower($1)=="content-length:" {print $2+0}' || true)
 check "big .eml object is $(stat -c %s "$WORK/c/big.eml") bytes ($big_size)" [ "$big_size" = "$(stat -c %s "$WORK/c/big.eml")" ]
 
 # 5. watermarks = max UID of every folder (the over-cap message did not block its folder)
