@@ -146,6 +146,8 @@ for dag_id, tasks in want.items():
     if dag:
         check(f"{dag_id} tasks {sorted(dag.task_ids)}", sorted(dag.task_ids) == sorted(tasks))
 check("only the four DAGs", sorted(bag.dag_ids) == sorted(want))
+check(".airflowignore keeps the shared module out of parsing",
+      sorted(Path(p).name for p in bag.file_last_changed) == sorted(f"{d}.py" for d in want))
 
 import lattice_commands as lc
 data = Path(root) / "tests/data/commands"

@@ -384,7 +384,7 @@ def find_account(account_id: str, provider: str, tenant_id: str | None = None) -
 # Task bodies (wrapped with @task in the DAG files).
 
 
-def _fail(e: Exception):
+def _fail(e: object) -> AirflowFailException:
     return AirflowFailException(str(e))
 
 
