@@ -40,7 +40,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 URL=http://127.0.0.1:$PORT
 
 N1=12   # messages for the incremental (2 attachments each)
-N2=120  # more for the backfill
+N2=400  # more for the backfill (long enough to outlast a progress interval)
 python3 "$HERE/lib/imap_tool.py" create "$FOLDER"
 python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count $N1 --seed m --attachments 2
 CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"LATTICE_TEST_IMAP_PASSWORD","folders":["%s"]}' \
@@ -50,7 +50,7 @@ psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) 
 # 1. Started before its command topic exists: alive, not ready (no assignment).
 LATTICE_TOPIC_COMMANDS=$TOPIC LATTICE_WORKER_GROUP_ID=test-metrics-$RUN LATTICE_WORKER_ID=test-metrics-$RUN \
 LATTICE_KAFKA_TOPIC_METADATA_REFRESH_INTERVAL_MS=1000 LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE \
-LATTICE_WORKER_BATCH_MESSAGES=10 LATTICE_WORKER_PROGRESS_INTERVAL_S=1 LATTICE_LOG_FORMAT=json \
+LATTICE_WORKER_BATCH_MESSAGES=4 LATTICE_WORKER_PROGRESS_INTERVAL_S=1 LATTICE_LOG_FORMAT=json \
 LATTICE_METRICS_PORT=$PORT LATTICE_METRICS_BIND=127.0.0.1 \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
@@ -137,15 +137,18 @@ check "commands_total{dead_lettered} +1" \
 python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count $N2 --seed n --attachments 1 --size 20000
 NB=$((N1 + N2))
 c2=$(command backfill ",\"backfill\":{\"folder\":\"$FOLDER\",\"start_uid\":1}")
-seen_gauge=0
-for _ in $(seq 1 600); do
-  curl -sf "$URL/metrics" >"$WORK/live.prom" || true
-  grep -q "^lattice_worker_command_progress_total{slot=\"[0-9]*\",tenant=\"$TENANT\",account=\"$ACCOUNT\",provider=\"imap\",kind=\"backfill\"} $NB\$" \
-    "$WORK/live.prom" && seen_gauge=1
-  [ -n "$(statuses "$c2" | grep -v '"result":"running"')" ] && break
-  sleep 0.1
-done
+# The gauges live only while the command runs (after its first progress
+# report): scrape in a tight loop beside the wait, not between kcat calls.
+( for _ in $(seq 1 1200); do
+    curl -sf "$URL/metrics" 2>/dev/null |
+      grep -q "^lattice_worker_command_progress_total{slot=\"[0-9]*\",tenant=\"$TENANT\",account=\"$ACCOUNT\",provider=\"imap\",kind=\"backfill\"} $NB\$" &&
+      { touch "$WORK/gauge.seen"; exit 0; }
+    sleep 0.05
+  done ) &
+GPID=$!
 s2=$(wait_final "$c2")
+kill "$GPID" 2>/dev/null || true; wait "$GPID" 2>/dev/null || true
+seen_gauge=0; [ -f "$WORK/gauge.seen" ] && seen_gauge=1
 check "backfill succeeded ($s2)" [ "$(jget "$s2" result)" = succeeded ]
 check "backfill: $NB messages" [ "$(jget "$s2" messages)" = $NB ]
 running=$(statuses "$c2" | grep '"result":"running"' || true)
