@@ -11,6 +11,7 @@
 #   make bench-gmail  Gmail connector vs the 50 msg/s/account quota ceiling, 1/4/16 accounts (docs/benchmarks.md)
 #   make bench-imap  IMAP full sync of a 20k-message folder: lattice-worker vs mbsync (docs/benchmarks.md)
 #   make test-imap-10k  the worker IMAP edge-case test with a 10,000-message folder (make test uses 2,000)
+#   make image-check  run deploy/docker/Dockerfile in debootstrapped bookworm roots (no Docker engine here)
 #   make validate-deploy  render + validate deploy/ offline (k8s schemas, KEDA CRDs, Dockerfile, secrets)
 #   make airflow    the pinned Airflow venv for the command DAGs (.cache/airflow-venv; docs/airflow.md)
 SHELL := /bin/bash
@@ -20,7 +21,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: demo bench-imap test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash
+.PHONY: demo image-check bench-imap test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash
 
 all: build
 
@@ -107,3 +108,7 @@ clean:
 
 validate-deploy: build
 	deploy/validate $(BUILD)
+
+image-check:
+	@command -v debootstrap >/dev/null || apt-get install -y -q --no-install-recommends debootstrap
+	deploy/docker/chroot-build
