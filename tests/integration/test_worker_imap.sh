@@ -6,29 +6,16 @@
 set -euo pipefail
 BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
-for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
-         LATTICE_CA_FILE LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD; do
-  [ -n "${!v:-}" ] || { echo "$v not set: run under make test" >&2; exit 1; }
-done
-BROKER=$LATTICE_KAFKA_BOOTSTRAP_SERVERS
-RUN=$(date +%s)$$
+. "$HERE/lib/common.sh"
+lt_require LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
+  LATTICE_CA_FILE LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD
 TENANT=t$RUN
 ACCOUNT=imap-$RUN
 FOLDER="e2e-$RUN-Entwürfe"
 WORK=$(mktemp -d)
 WPID=
-pass=0 fail=0
-check() { # check "what" cond...
-  local what=$1; shift
-  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
-}
-cleanup() {
-  [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
-  python3 "$HERE/lib/imap_tool.py" delete "$FOLDER" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
+cleanup() { lt_stop "$WPID"; lt_imap_delete "$FOLDER"; rm -rf "$WORK"; }
 trap cleanup EXIT
-psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
 
 python3 "$HERE/lib/imap_tool.py" create "$FOLDER"
 python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count 30 --seed a --attachments 2
@@ -44,29 +31,15 @@ LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_WORKER_BATCH_MESSAGES=7 LATTICE_LOG
 LATTICE_WORKER_RETRY_BASE_MS=200 \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
-for _ in $(seq 1 150); do grep -q "assigned" "$WORK/worker.log" && break; sleep 0.2; done
-check "worker got its assignment" grep -q "assigned" "$WORK/worker.log"
+lt_wait_assigned "$WORK/worker.log"
 
 
 command() { # command KIND [json extra] -> prints the command id
   local id="cmd-$RUN-$1-$(date +%s%N)"
-  local extra=${2:-}
-  printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"%s","tenant_id":"%s","account_id":"%s","provider":"imap","kind":"%s"%s,"requested_at":"2026-11-25T12:00:00Z","requested_by":"test"}\n' \
-    "$ACCOUNT" "$id" "$TENANT" "$ACCOUNT" "$1" "$extra" \
-    | kcat -P -b "$BROKER" -t "$CMD_TOPIC" -K $'\t' 2>/dev/null
+  lt_imap_command "$CMD_TOPIC" "$id" "$TENANT" "$ACCOUNT" "$1" "${2:-}"
   echo "$id"
 }
-wait_status() { # wait_status ID -> prints the status JSON
-  for _ in $(seq 1 300); do
-    local s
-    s=$(kcat -C -b "$BROKER" -t lattice.mail.sync.status.v1 -o beginning -e -q -f '%s\n' 2>/dev/null \
-        | grep -F "\"command_id\":\"$1\"" | tail -1 || true)
-    [ -n "$s" ] && { echo "$s"; return 0; }
-    sleep 0.2
-  done
-  echo "no status for $1" >&2; tail -30 "$WORK/worker.log" >&2; return 1
-}
-jget() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]))' "$1" "$2"; }
+wait_status() { lt_wait_status lattice.mail.sync.status.v1 "$1" "$WORK/worker.log"; }
 raw_count() { # committed events of this account
   kcat -C -b "$BROKER" -t lattice.mail.raw.v1 -o beginning -e -q -X isolation.level=read_committed \
     -f '%k\n' 2>/dev/null | grep -cx "$ACCOUNT" || true
@@ -142,5 +115,4 @@ kill -TERM "$WPID"; rc=0; wait "$WPID" || rc=$?; WPID=
 check "worker exited 0 on SIGTERM" [ "$rc" = 0 ]
 check "no secret in the log" bash -c "! grep -qF '$LATTICE_TEST_IMAP_PASSWORD' '$WORK/worker.log'"
 [ "$fail" = 0 ] || { echo "--- worker log"; tail -50 "$WORK/worker.log"; }
-echo "test_worker_imap: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+lt_summary test_worker_imap

@@ -1,0 +1,92 @@
+# Shared prologue and helpers of tests/integration/test_*.sh. Source it after
+# `set -euo pipefail`:   . "$(dirname "$0")/lib/common.sh"
+# It defines (and runs nothing against the stack):
+#   pass, fail              the check counters (0)
+#   RUN                     a per-run id: seconds + pid
+#   BROKER                  $LATTICE_KAFKA_BOOTSTRAP_SERVERS (empty when unset)
+#   lt_require VAR...       exit 1 with a clear message unless every VAR is set
+#   check WHAT CMD...       run CMD: count a pass, or a fail with "FAILED: WHAT"
+#   lt_summary NAME         print "NAME: P passed, F failed"; fails if F > 0
+#   psqlq SQL               one unaligned, tuples-only psql command on LATTICE_PG_DSN
+#   jget JSON KEY           a top-level field of a JSON object (python3)
+#   lt_free_port            a free TCP port on 127.0.0.1
+#   lt_stop PID...          SIGTERM and reap each non-empty PID; never fails (cleanup)
+#   lt_imap_delete FOLDER...  delete IMAP folders (lib/imap_tool.py); never fails
+#   lt_wait_assigned LOG    wait up to 30 s for "assigned" in a worker log, then check it
+#   lt_imap_command TOPIC ID TENANT ACCOUNT KIND [JSON-EXTRA]
+#                           put one IMAP sync command on TOPIC with kcat (key ACCOUNT)
+#   lt_statuses TOPIC ID    every status event of command ID on TOPIC (maybe none)
+#   lt_wait_status [--final] TOPIC ID LOG
+#                           the last status event of ID (--final: not "running"),
+#                           polled 300 x 0.2 s; none: LOG's tail to stderr, status 1
+# Per-test state (tenant, account, topics, WORK, cleanup trap) stays in the test.
+LT_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+pass=0 fail=0
+RUN=$(date +%s)$$
+BROKER=${LATTICE_KAFKA_BOOTSTRAP_SERVERS:-}
+
+lt_require() {
+  local v
+  for v in "$@"; do
+    [ -n "${!v:-}" ] || { echo "$v not set: run under make test (eval \"\$(deploy/local/stack env)\")" >&2; exit 1; }
+  done
+}
+
+check() { # check "what" cond...
+  local what=$1; shift
+  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
+}
+
+lt_summary() {
+  echo "$1: $pass passed, $fail failed"
+  [ "$fail" = 0 ]
+}
+
+psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
+
+jget() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]))' "$1" "$2"; }
+
+lt_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+lt_stop() {
+  local p
+  for p in "$@"; do
+    [ -n "$p" ] && kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
+  done
+}
+
+lt_imap_delete() {
+  local f
+  for f in "$@"; do python3 "$LT_LIB/imap_tool.py" delete "$f" >/dev/null 2>&1 || true; done
+}
+
+lt_wait_assigned() {
+  for _ in $(seq 1 150); do grep -q "assigned" "$1" && break; sleep 0.2; done
+  check "worker got its assignment" grep -q "assigned" "$1"
+}
+
+lt_imap_command() {
+  printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"%s","tenant_id":"%s","account_id":"%s","provider":"imap","kind":"%s"%s,"requested_at":"2026-11-25T12:00:00Z","requested_by":"test"}\n' \
+    "$4" "$2" "$3" "$4" "$5" "${6:-}" | kcat -P -b "$BROKER" -t "$1" -K $'\t' 2>/dev/null
+}
+
+lt_statuses() {
+  kcat -C -b "$BROKER" -t "$1" -o beginning -e -q -f '%s\n' 2>/dev/null | grep -F "\"command_id\":\"$2\"" || true
+}
+
+lt_wait_status() {
+  local final=0 s
+  [ "$1" = --final ] && { final=1; shift; }
+  for _ in $(seq 1 300); do
+    if [ $final = 1 ]; then
+      s=$(lt_statuses "$1" "$2" | grep -v '"result":"running"' | tail -1 || true)
+    else
+      s=$(lt_statuses "$1" "$2" | tail -1)
+    fi
+    [ -n "$s" ] && { echo "$s"; return 0; }
+    sleep 0.2
+  done
+  echo "no status for $2" >&2; tail -30 "$3" >&2; return 1
+}
