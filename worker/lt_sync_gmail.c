@@ -1,7 +1,6 @@
 #include "lt_sync_gmail.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include "lt_buf.h"
 #include "lt_commands.h"
 #include "lt_gmail_client.h"
+#include "lt_secret.h"
 
 #define SECRET_MAX 4096
 
@@ -50,42 +50,6 @@ static void conf_free(gmail_conf_t *c)
     free(c->scopes);
     memset(c->client_secret, 0, sizeof(c->client_secret));
     memset(c->refresh_token, 0, sizeof(c->refresh_token));
-}
-
-static lt_err_t read_secret(json_object *cfg, const char *name, char *out, size_t outsz,
-                            char *errstr, size_t n)
-{
-    char key[64];
-    json_object *v;
-    snprintf(key, sizeof(key), "%s_env", name);
-    if (json_object_object_get_ex(cfg, key, &v)) {
-        const char *var = json_object_get_string(v);
-        const char *val = var ? getenv(var) : NULL;
-        if (!val || !*val)
-            return lt_seterr(errstr, n, LT_ERR_FINAL,
-                             "account config: %s names environment variable %s, which is not set",
-                             key, var ? var : "(null)");
-        if (snprintf(out, outsz, "%s", val) >= (int)outsz)
-            return lt_seterr(errstr, n, LT_ERR_FINAL, "secret in %s is too long", var);
-        return LT_OK;
-    }
-    snprintf(key, sizeof(key), "%s_file", name);
-    if (json_object_object_get_ex(cfg, key, &v)) {
-        const char *path = json_object_get_string(v);
-        FILE *f = path ? fopen(path, "rb") : NULL;
-        if (!f)
-            return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: %s %s: %s", key,
-                             path ? path : "(null)", strerror(errno));
-        size_t r = fread(out, 1, outsz - 1, f);
-        fclose(f);
-        out[r] = 0;
-        while (r > 0 && (out[r - 1] == '\n' || out[r - 1] == '\r' || out[r - 1] == ' '))
-            out[--r] = 0;
-        if (!r)
-            return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: %s %s is empty", key, path);
-        return LT_OK;
-    }
-    return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: no %s_env or %s_file", name, name);
 }
 
 static void add_scope(gmail_conf_t *c, const char *s)
@@ -145,10 +109,11 @@ static lt_err_t parse_conf(const lt_account_t *a, gmail_conf_t *c, char *errstr,
     }
     if (!c->nscopes)
         add_scope(c, "label:INBOX");
-    if ((err = read_secret(cfg, "client_secret", c->client_secret, sizeof(c->client_secret), errstr,
-                           n)))
+    if ((err = lt_secret_resolve(cfg, "client_secret", c->client_secret, sizeof(c->client_secret),
+                                 errstr, n)))
         return err;
-    return read_secret(cfg, "refresh_token", c->refresh_token, sizeof(c->refresh_token), errstr, n);
+    return lt_secret_resolve(cfg, "refresh_token", c->refresh_token, sizeof(c->refresh_token),
+                             errstr, n);
 }
 
 int lt_sync_gmail_scope_label(const char *scope, char *label_out, int *system)

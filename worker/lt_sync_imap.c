@@ -1,6 +1,5 @@
 #include "lt_sync_imap.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,7 @@
 #include "lt_buf.h"
 #include "lt_commands.h"
 #include "lt_imap_client.h"
+#include "lt_secret.h"
 
 #define SECRET_MAX 4096
 
@@ -30,41 +30,6 @@ static void conf_free(imap_conf_t *c)
         free(c->folders[i]);
     free(c->folders);
     memset(c->password, 0, sizeof(c->password));
-}
-
-static lt_err_t read_secret(json_object *cfg, const char *name, char *out, size_t outsz,
-                            char *errstr, size_t n)
-{
-    char key[64];
-    json_object *v;
-    snprintf(key, sizeof(key), "%s_env", name);
-    if (json_object_object_get_ex(cfg, key, &v)) {
-        const char *var = json_object_get_string(v);
-        const char *val = var ? getenv(var) : NULL;
-        if (!val || !*val)
-            return lt_seterr(errstr, n, LT_ERR_FINAL,
-                             "account config: %s names environment variable %s, which is not set",
-                             key, var ? var : "(null)");
-        if (snprintf(out, outsz, "%s", val) >= (int)outsz)
-            return lt_seterr(errstr, n, LT_ERR_FINAL, "secret in %s is too long", var);
-        return LT_OK;
-    }
-    snprintf(key, sizeof(key), "%s_file", name);
-    if (json_object_object_get_ex(cfg, key, &v)) {
-        const char *path = json_object_get_string(v);
-        FILE *f = path ? fopen(path, "rb") : NULL;
-        if (!f)
-            return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: %s %s: %s", key,
-                             path ? path : "(null)", strerror(errno));
-        size_t r = fread(out, 1, outsz - 1, f);
-        fclose(f);
-        out[r] = 0;
-        while (r > 0 && (out[r - 1] == '\n' || out[r - 1] == '\r'))
-            out[--r] = 0;
-        return LT_OK;
-    }
-    return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: no %s_env or %s_file", name,
-                     name);
 }
 
 static lt_err_t parse_conf(const lt_account_t *a, imap_conf_t *c, char *errstr, size_t n)
@@ -105,7 +70,7 @@ static lt_err_t parse_conf(const lt_account_t *a, imap_conf_t *c, char *errstr, 
         c->folders = lt_xcalloc(1, sizeof(char *));
         c->folders[0] = lt_xstrdup("INBOX");
     }
-    return read_secret(cfg, "password", c->password, sizeof(c->password), errstr, n);
+    return lt_secret_resolve(cfg, "password", c->password, sizeof(c->password), errstr, n);
 }
 
 void lt_sync_imap_message_id(const char *folder, uint32_t uidvalidity, uint32_t uid, char *out,
