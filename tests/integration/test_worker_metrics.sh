@@ -10,33 +10,20 @@ set -euo pipefail
 BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
-         LATTICE_CA_FILE LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER \
-         LATTICE_TEST_IMAP_PASSWORD; do
-  [ -n "${!v:-}" ] || { echo "$v not set: run under make test" >&2; exit 1; }
-done
-BROKER=$LATTICE_KAFKA_BOOTSTRAP_SERVERS
+. "$HERE/lib/common.sh"
+lt_require LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
+  LATTICE_CA_FILE LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER \
+  LATTICE_TEST_IMAP_PASSWORD
 STATUS_TOPIC=${LATTICE_TOPIC_STATUS:-lattice.mail.sync.status.v1}
-RUN=$(date +%s)$$
 TENANT=tm$RUN
 ACCOUNT=imap-metrics-$RUN
 FOLDER="metrics-$RUN"
 TOPIC=test-metrics-cmd-$RUN
 WORK=$(mktemp -d)
 WPID=
-pass=0 fail=0
-check() { # check "what" cond...
-  local what=$1; shift
-  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
-}
-cleanup() {
-  [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
-  python3 "$HERE/lib/imap_tool.py" delete "$FOLDER" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
+cleanup() { lt_stop "$WPID"; lt_imap_delete "$FOLDER"; rm -rf "$WORK"; }
 trap cleanup EXIT
-psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(lt_free_port)
 URL=http://127.0.0.1:$PORT
 
 N1=12   # messages for the incremental (2 attachments each)
@@ -78,23 +65,11 @@ check "ready gauge = 1" is "$(metric s0 lattice_worker_ready)" 1
 
 command() { # command KIND [json extra] -> prints the command id
   local id="cmd-$RUN-$1-$(date +%s%N)"
-  printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"%s","tenant_id":"%s","account_id":"%s","provider":"imap","kind":"%s"%s,"requested_at":"2026-11-25T12:00:00Z","requested_by":"test"}\n' \
-    "$ACCOUNT" "$id" "$TENANT" "$ACCOUNT" "$1" "${2:-}" | kcat -P -b "$BROKER" -t "$TOPIC" -K $'\t' 2>/dev/null
+  lt_imap_command "$TOPIC" "$id" "$TENANT" "$ACCOUNT" "$1" "${2:-}"
   echo "$id"
 }
-statuses() { # statuses ID -> every status event of the command
-  kcat -C -b "$BROKER" -t "$STATUS_TOPIC" -o beginning -e -q -f '%s\n' 2>/dev/null | grep -F "\"command_id\":\"$1\"" || true
-}
-wait_final() { # wait_final ID -> prints the final status JSON
-  for _ in $(seq 1 300); do
-    local s
-    s=$(statuses "$1" | grep -v '"result":"running"' | tail -1)
-    [ -n "$s" ] && { echo "$s"; return 0; }
-    sleep 0.2
-  done
-  echo "no status for $1" >&2; tail -30 "$WORK/worker.log" >&2; return 1
-}
-jget() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]))' "$1" "$2"; }
+statuses() { lt_statuses "$STATUS_TOPIC" "$1"; }
+wait_final() { lt_wait_status --final "$STATUS_TOPIC" "$1" "$WORK/worker.log"; }
 
 # 2. An incremental: every counter moves by what it did.
 T0=$(date +%s)
@@ -203,5 +178,4 @@ echo "scrape: $(wc -c <"$WORK/s3.prom") bytes rendered in ${SCRAPE}s"
 kill -TERM "$WPID"; rc=0; wait "$WPID" || rc=$?; WPID=
 check "worker exited 0" [ "$rc" = 0 ]
 [ "$fail" = 0 ] || { echo "--- worker log"; tail -40 "$WORK/worker.log"; }
-echo "test_worker_metrics: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+lt_summary test_worker_metrics
