@@ -10,13 +10,10 @@ set -euo pipefail
 BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
-         LATTICE_S3_BUCKET LATTICE_S3_ACCESS_KEY_ID LATTICE_S3_SECRET_ACCESS_KEY \
-         LATTICE_CA_FILE LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD; do
-  [ -n "${!v:-}" ] || { echo "$v not set: run under make test" >&2; exit 1; }
-done
-BROKER=$LATTICE_KAFKA_BOOTSTRAP_SERVERS
-RUN=$(date +%s)$$
+. "$HERE/lib/common.sh"
+lt_require LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD \
+  LATTICE_S3_ENDPOINT LATTICE_S3_BUCKET LATTICE_S3_ACCESS_KEY_ID LATTICE_S3_SECRET_ACCESS_KEY \
+  LATTICE_CA_FILE LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD
 TENANT=tp$RUN
 ACCOUNT=imap-parser-$RUN
 FOLDER="parser-$RUN-Posteingang-ä"
@@ -29,20 +26,13 @@ HTMLWORD=axolotl$WORD                  # only in m2's HTML body
 SUBJWORD=Köln$WORD                     # only in m1's subject
 WORK=$(mktemp -d)
 WPID= PPID2=
-pass=0 fail=0
-check() { # check "what" cond...
-  local what=$1; shift
-  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
-}
 cleanup() {
-  [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
-  [ -n "$PPID2" ] && kill -TERM "$PPID2" 2>/dev/null && wait "$PPID2" 2>/dev/null || true
-  python3 "$HERE/lib/imap_tool.py" delete "$FOLDER" >/dev/null 2>&1 || true
+  lt_stop "$WPID" "$PPID2"
+  lt_imap_delete "$FOLDER"
   psqlq "DELETE FROM emails WHERE tenant_id = '$TENANT'; DELETE FROM mail_accounts WHERE tenant_id = '$TENANT'" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
 rows() { psqlq "SELECT count(*) FROM emails WHERE tenant_id = '$TENANT' AND account_id = '$ACCOUNT'"; }
 q1() { psqlq "SELECT $1 FROM emails WHERE tenant_id = '$TENANT' AND account_id = '$ACCOUNT' AND message_id = '$2'"; }
 fts() { psqlq "SELECT string_agg(message_id, ',' ORDER BY message_id) FROM emails WHERE tenant_id = '$TENANT' AND fts @@ plainto_tsquery('simple', '$1')"; }
@@ -146,15 +136,8 @@ LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_LOG_FORMAT=text LATTICE_WORKER_BATC
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
 CID=cmd-parser-$RUN
-printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"%s","tenant_id":"%s","account_id":"%s","provider":"imap","kind":"incremental","requested_at":"2026-11-25T12:00:00Z","requested_by":"test"}\n' \
-  "$ACCOUNT" "$CID" "$TENANT" "$ACCOUNT" | kcat -P -b "$BROKER" -t "$CMD_TOPIC" -K $'\t' 2>/dev/null
-status=
-for _ in $(seq 1 300); do
-  status=$(kcat -C -b "$BROKER" -t lattice.mail.sync.status.v1 -o beginning -e -q -f '%s\n' 2>/dev/null \
-           | grep -F "\"command_id\":\"$CID\"" | tail -1 || true)
-  [ -n "$status" ] && break
-  sleep 0.3
-done
+lt_imap_command "$CMD_TOPIC" "$CID" "$TENANT" "$ACCOUNT" incremental
+status=$(lt_wait_status lattice.mail.sync.status.v1 "$CID" "$WORK/worker.log") || true
 check "worker synced the folder ($status)" grep -q '"result":"succeeded"' <<<"$status"
 check "worker: $TOTAL messages" grep -q "\"messages\":$TOTAL" <<<"$status"
 kill -TERM "$WPID"; wait "$WPID" || true; WPID=
@@ -260,5 +243,4 @@ check "replay: still $TOTAL rows" [ "$(rows)" = "$TOTAL" ]
 check "no body word in the logs" bash -c "! grep -qF -e '$BODYWORD' -e '$HTMLWORD' $WORK/parser*.log"
 check "no secret in the logs" bash -c "! grep -qF -e '$LATTICE_PG_PASSWORD' -e '$LATTICE_S3_SECRET_ACCESS_KEY' $WORK/parser*.log"
 [ "$fail" = 0 ] || { echo "--- parser log"; tail -40 "$WORK/parser1.log"; }
-echo "test_parser: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+lt_summary test_parser
