@@ -11,14 +11,11 @@ set -euo pipefail
 BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
-         LATTICE_S3_BUCKET LATTICE_S3_ACCESS_KEY_ID LATTICE_S3_SECRET_ACCESS_KEY \
-         LATTICE_CA_FILE LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER \
-         LATTICE_TEST_IMAP_PASSWORD; do
-  [ -n "${!v:-}" ] || { echo "$v not set: run under make test" >&2; exit 1; }
-done
-BROKER=$LATTICE_KAFKA_BOOTSTRAP_SERVERS
-RUN=$(date +%s)$$
+. "$HERE/lib/common.sh"
+lt_require LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD \
+  LATTICE_S3_ENDPOINT LATTICE_S3_BUCKET LATTICE_S3_ACCESS_KEY_ID LATTICE_S3_SECRET_ACCESS_KEY \
+  LATTICE_CA_FILE LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER \
+  LATTICE_TEST_IMAP_PASSWORD
 TENANT=tpm$RUN
 ACCOUNT=imap-parser-metrics-$RUN
 FOLDER="parser-metrics-$RUN"
@@ -27,23 +24,16 @@ RAW_TOPIC=test.parser-metrics.raw.$RUN
 DLQ_TOPIC=test.parser-metrics.dlq.$RUN
 WORK=$(mktemp -d)
 WPID= PPID2=
-pass=0 fail=0
-check() { # check "what" cond...
-  local what=$1; shift
-  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
-}
 cleanup() {
-  [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
-  [ -n "$PPID2" ] && kill -TERM "$PPID2" 2>/dev/null && wait "$PPID2" 2>/dev/null || true
-  python3 "$HERE/lib/imap_tool.py" delete "$FOLDER" >/dev/null 2>&1 || true
+  lt_stop "$WPID" "$PPID2"
+  lt_imap_delete "$FOLDER"
   psqlq "DELETE FROM emails WHERE tenant_id = '$TENANT'; DELETE FROM mail_accounts WHERE tenant_id = '$TENANT'" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
 rows() { psqlq "SELECT count(*) FROM emails WHERE tenant_id = '$TENANT' AND account_id = '$ACCOUNT'"; }
 dlq_count() { kcat -C -b "$BROKER" -t "$DLQ_TOPIC" -o beginning -e -q -f '%k\n' 2>/dev/null | grep -c poison || true; }
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(lt_free_port)
 URL=http://127.0.0.1:$PORT
 code() { curl -s -o "$WORK/body" -w '%{http_code}' "$URL$1" || true; }
 scrape() { curl -sf "$URL/metrics" >"$WORK/$1.prom"; }
@@ -101,15 +91,8 @@ LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_LOG_FORMAT=text LATTICE_WORKER_BATC
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
 CID=cmd-parser-metrics-$RUN
-printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"%s","tenant_id":"%s","account_id":"%s","provider":"imap","kind":"incremental","requested_at":"2026-11-25T12:00:00Z","requested_by":"test"}\n' \
-  "$ACCOUNT" "$CID" "$TENANT" "$ACCOUNT" | kcat -P -b "$BROKER" -t "$CMD_TOPIC" -K $'\t' 2>/dev/null
-status=
-for _ in $(seq 1 300); do
-  status=$(kcat -C -b "$BROKER" -t lattice.mail.sync.status.v1 -o beginning -e -q -f '%s\n' 2>/dev/null \
-           | grep -F "\"command_id\":\"$CID\"" | grep -v '"result":"running"' | tail -1 || true)
-  [ -n "$status" ] && break
-  sleep 0.3
-done
+lt_imap_command "$CMD_TOPIC" "$CID" "$TENANT" "$ACCOUNT" incremental
+status=$(lt_wait_status --final lattice.mail.sync.status.v1 "$CID" "$WORK/worker.log") || true
 check "worker synced the folder ($status)" grep -q '"result":"succeeded"' <<<"$status"
 kill -TERM "$WPID"; wait "$WPID" || true; WPID=
 check "worker: no failed consumer close at shutdown" bash -c "! grep -q 'consumer close' '$WORK/worker.log'"
@@ -167,5 +150,4 @@ if [ "$fail" != 0 ]; then
   echo "--- parser log"; tail -30 "$WORK/parser.log"
   echo "--- metrics"; grep '^lattice_parser' "$WORK/s2.prom" || true
 fi
-echo "test_parser_metrics: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+lt_summary test_parser_metrics
