@@ -10,25 +10,18 @@ set -euo pipefail
 BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-for v in LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_S3_ENDPOINT \
-         LATTICE_CA_FILE LATTICE_TEST_IMAP_PASSWORD LATTICE_GMAIL_API_URL LATTICE_GMAIL_TOKEN_URL \
-         LATTICE_TEST_GMAIL_URL; do
-  [ -n "${!v:-}" ] || { echo "$v not set: run under make test" >&2; exit 1; }
-done
-RUN=$(date +%s)$$
+. "$HERE/lib/common.sh"
+lt_require LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_KAFKA_BOOTSTRAP_SERVERS \
+  LATTICE_S3_ENDPOINT LATTICE_CA_FILE LATTICE_TEST_IMAP_PASSWORD LATTICE_GMAIL_API_URL \
+  LATTICE_GMAIL_TOKEN_URL LATTICE_TEST_GMAIL_URL
 SCHEMA=seed_$RUN
 WORK=$(mktemp -d)
 FOLDER=seed-$RUN GUSER=seed$RUN@example.com
 WPID= SPID=
-pass=0 fail=0
-check() { # check "what" cond...
-  local what=$1; shift
-  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
-}
 cleanup() {
-  [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
+  lt_stop "$WPID"
   [ -n "$SPID" ] && kill "$SPID" 2>/dev/null || true
-  python3 "$HERE/lib/imap_tool.py" delete "$FOLDER" >/dev/null 2>&1 || true
+  lt_imap_delete "$FOLDER"
   python3 "$HERE/lib/gmail_tool.py" ctl DELETE "/users/$GUSER" >/dev/null 2>&1 || true
   PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -q -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -147,5 +140,4 @@ kill -TERM "$WPID"; wait "$WPID" || true; WPID=
 check "no secret value in the worker's log" bash -c "! grep -qF -e '$LATTICE_TEST_GMAIL_REFRESH_TOKEN' -e '$LATTICE_TEST_GMAIL_CLIENT_SECRET' -e '$LATTICE_TEST_IMAP_PASSWORD' '$WORK/worker.log'"
 
 [ "$fail" = 0 ] || for f in "$WORK"/*.log; do echo "--- $f"; tail -5 "$f"; done
-echo "test_seed: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+lt_summary test_seed
