@@ -12,14 +12,11 @@ BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 DOC=$ROOT/docs/commands.md
-for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
-         LATTICE_CA_FILE LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER \
-         LATTICE_TEST_IMAP_PASSWORD LATTICE_GMAIL_API_URL LATTICE_GMAIL_TOKEN_URL \
-         LATTICE_TEST_GMAIL_URL; do
-  [ -n "${!v:-}" ] || { echo "$v not set: run under make test" >&2; exit 1; }
-done
-BROKER=$LATTICE_KAFKA_BOOTSTRAP_SERVERS
-RUN=$(date +%s)$$
+. "$HERE/lib/common.sh"
+lt_require LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD \
+  LATTICE_S3_ENDPOINT LATTICE_CA_FILE LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT \
+  LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD LATTICE_GMAIL_API_URL \
+  LATTICE_GMAIL_TOKEN_URL LATTICE_TEST_GMAIL_URL
 TEN=kb-$RUN
 IMAP_ACCT=imap-$RUN GMAIL_ACCT=gmail-$RUN
 FOLDER="kb-$RUN"
@@ -27,18 +24,11 @@ GUSER=kb$RUN@example.com
 CMD_TOPIC=test.kb.cmd.$RUN RAW_TOPIC=test.kb.raw.$RUN STATUS_TOPIC=test.kb.status.$RUN
 WORK=$(mktemp -d)
 WPID= SPID=
-pass=0 fail=0
-check() { # check "what" cond...
-  local what=$1; shift
-  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
-}
 gtool() { python3 "$HERE/lib/gmail_tool.py" "$@"; }
-psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
-jget() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]))' "$1" "$2"; }
 cleanup() {
-  [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
+  lt_stop "$WPID"
   [ -n "$SPID" ] && kill "$SPID" 2>/dev/null || true
-  python3 "$HERE/lib/imap_tool.py" delete "$FOLDER" >/dev/null 2>&1 || true
+  lt_imap_delete "$FOLDER"
   gtool ctl DELETE "/users/$GUSER" >/dev/null 2>&1 || true
   psqlq "DELETE FROM mail_accounts WHERE tenant_id = '$TEN'" >/dev/null 2>&1 || true
   psqlq "DELETE FROM mail_sync_commands WHERE tenant_id = '$TEN'" >/dev/null 2>&1 || true
@@ -84,8 +74,7 @@ LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_LOG_FORMAT=text LATTICE_WORKER_RETR
 WPID=$!
 kcat -C -b "$BROKER" -t "$STATUS_TOPIC" -o beginning -u -q -f '%s\n' >"$WORK/status.log" 2>/dev/null &
 SPID=$!
-for _ in $(seq 1 150); do grep -q "assigned" "$WORK/worker.log" && break; sleep 0.2; done
-check "worker got its assignment" grep -q "assigned" "$WORK/worker.log"
+lt_wait_assigned "$WORK/worker.log"
 
 wait_result() { # wait_result ACCOUNT KIND -> the final status of the account's latest KIND command
   for _ in $(seq 1 1200); do
@@ -148,5 +137,4 @@ check "gmail: 36 committed events (30 + 6)" [ "$(raw_count "$GMAIL_ACCT")" = 36 
 kill -TERM "$WPID"; rc=0; wait "$WPID" || rc=$?; WPID=
 check "worker exited 0" [ "$rc" = 0 ]
 [ "$fail" = 0 ] || { echo "--- worker log"; tail -40 "$WORK/worker.log"; }
-echo "test_kcat_backfill: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+lt_summary test_kcat_backfill
