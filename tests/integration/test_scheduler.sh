@@ -16,33 +16,23 @@ set -euo pipefail
 BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_CA_FILE \
-         LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER \
-         LATTICE_TEST_IMAP_PASSWORD; do
-  [ -n "${!v:-}" ] || { echo "$v not set: run under make test" >&2; exit 1; }
-done
-BROKER=$LATTICE_KAFKA_BOOTSTRAP_SERVERS
+. "$HERE/lib/common.sh"
+lt_require LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_CA_FILE \
+  LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER \
+  LATTICE_TEST_IMAP_PASSWORD
 STACK="$ROOT/deploy/local/stack"
 SCHED="$BUILD/scheduler/lattice-scheduler"
-RUN=$(date +%s)$$
 SCHEMA=sched_$RUN
 TEN=sched-$RUN
 OTHER=sched-other-$RUN
 F1="sched-$RUN-a" F2="sched-$RUN-b"
 WORK=$(mktemp -d)
 WPID= SPID=
-pass=0 fail=0
-check() { # check "what" cond...
-  local what=$1; shift
-  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
-}
 psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
 cleanup() {
-  [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
-  [ -n "$SPID" ] && kill -TERM "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null || true
+  lt_stop "$WPID" "$SPID"
   PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -q -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true
-  python3 "$HERE/lib/imap_tool.py" delete "$F1" >/dev/null 2>&1 || true
-  python3 "$HERE/lib/imap_tool.py" delete "$F2" >/dev/null 2>&1 || true
+  lt_imap_delete "$F1" "$F2"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -212,18 +202,8 @@ LATTICE_WORKER_ID=sched-$RUN LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_LOG_FO
 LATTICE_WORKER_RETRY_BASE_MS=200 \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
-for _ in $(seq 1 150); do grep -q "assigned" "$WORK/worker.log" && break; sleep 0.2; done
-check "worker got its assignment" grep -q "assigned" "$WORK/worker.log"
-wait_status() { # wait_status ID -> the status JSON
-  for _ in $(seq 1 300); do
-    local st
-    st=$(kcat -C -b "$BROKER" -t lattice.mail.sync.status.v1 -o beginning -e -q -f '%s\n' 2>/dev/null \
-        | grep -F "\"command_id\":\"$1\"" | tail -1 || true)
-    [ -n "$st" ] && { echo "$st"; return 0; }
-    sleep 0.2
-  done
-  echo "no status for $1" >&2; tail -30 "$WORK/worker.log" >&2; return 1
-}
+lt_wait_assigned "$WORK/worker.log"
+wait_status() { lt_wait_status lattice.mail.sync.status.v1 "$1" "$WORK/worker.log"; }
 LATTICE_TOPIC_COMMANDS=$TOPIC2 sched w1 --once --tenant "$TEN" --provider imap
 check "worker phase: 3 sent" [ "$(summary w1 commands_sent)" = 3 ]
 topic_lines w1 "$TOPIC2" >/dev/null
@@ -251,5 +231,4 @@ check "no secret in the logs" bash -c "! grep -qF '$LATTICE_TEST_IMAP_PASSWORD' 
 if [ "$fail" != 0 ]; then
   for f in "$WORK"/*.log; do echo "--- $f"; tail -15 "$f"; done
 fi
-echo "test_scheduler: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+lt_summary test_scheduler
