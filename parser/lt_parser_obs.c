@@ -1,15 +1,12 @@
 #include "lt_parser_obs.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "lt_buf.h"
-#include "lt_db.h"
-
-#define PROBE_EVERY_MS 5000
+#include "lt_ready_probe.h"
 
 struct lt_parser_obs_s {
     const lt_config_t *cfg;
@@ -18,19 +15,8 @@ struct lt_parser_obs_s {
         *ready;
 
     atomic_int have_assignment;
-    pthread_mutex_t probe_mu;
-    lt_db_t *probe_db;
-    int64_t probe_at;
-    int probe_ok;
-    char probe_err[280]; /* "Postgres: " + a 256-byte error */
+    lt_ready_probe_t *probe;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void on_scrape(void *opaque)
 {
@@ -44,7 +30,9 @@ lt_parser_obs_t *lt_parser_obs_new(lt_metrics_t *reg, const lt_config_t *cfg)
     lt_parser_obs_t *o = lt_xcalloc(1, sizeof(*o));
     o->cfg = cfg;
     atomic_init(&o->have_assignment, 0);
-    pthread_mutex_init(&o->probe_mu, NULL);
+    o->probe = lt_ready_probe_new(lt_config_str(cfg, "LATTICE_PG_DSN"),
+                                  lt_config_str(cfg, "LATTICE_PG_PASSWORD"),
+                                  "lattice-mail-parser-readiness");
 
     o->events = lt_metric_series(lt_metrics_counter(
         reg, "lattice_parser_events_consumed_total",
@@ -89,8 +77,7 @@ void lt_parser_obs_destroy(lt_parser_obs_t *o)
 {
     if (!o)
         return;
-    lt_db_destroy(o->probe_db);
-    pthread_mutex_destroy(&o->probe_mu);
+    lt_ready_probe_destroy(o->probe);
     free(o);
 }
 
@@ -155,29 +142,5 @@ int lt_parser_obs_ready(lt_parser_obs_t *o, char *why, size_t why_size)
                  lt_config_str(o->cfg, "LATTICE_PARSER_GROUP_ID"));
         return 0;
     }
-    pthread_mutex_lock(&o->probe_mu);
-    int64_t now = mono_ms();
-    if (!o->probe_at || now - o->probe_at >= PROBE_EVERY_MS) {
-        char e[256] = "";
-        if (o->probe_db && !lt_db_ok(o->probe_db)) {
-            lt_db_destroy(o->probe_db);
-            o->probe_db = NULL;
-        }
-        if (!o->probe_db) {
-            static const char *const kw[] = {"connect_timeout", "application_name", NULL};
-            static const char *const val[] = {"3", "lattice-mail-parser-readiness", NULL};
-            o->probe_db = lt_db_connect_params(lt_config_str(o->cfg, "LATTICE_PG_DSN"),
-                                               lt_config_str(o->cfg, "LATTICE_PG_PASSWORD"), kw,
-                                               val, e, sizeof(e));
-        }
-        o->probe_ok = o->probe_db && !lt_db_exec(o->probe_db, "readiness probe", "SELECT 1", 0,
-                                                 NULL, NULL, e, sizeof(e));
-        snprintf(o->probe_err, sizeof(o->probe_err), "Postgres: %s", e);
-        o->probe_at = now;
-    }
-    int ok = o->probe_ok;
-    if (!ok)
-        snprintf(why, why_size, "%s", o->probe_err);
-    pthread_mutex_unlock(&o->probe_mu);
-    return ok;
+    return lt_ready_probe_check(o->probe, why, why_size);
 }

@@ -1,6 +1,5 @@
 #include "lt_worker_obs.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,12 +9,11 @@
 #include <json-c/json.h>
 
 #include "lt_buf.h"
-#include "lt_db.h"
 #include "lt_kafka.h"
 #include "lt_log.h"
+#include "lt_ready_probe.h"
 #include "lt_trace.h"
 
-#define PROBE_EVERY_MS 5000
 #define NPROVIDERS 2
 static const char *const k_providers[NPROVIDERS] = {"imap", "gmail"};
 
@@ -49,19 +47,8 @@ struct lt_worker_obs_s {
     lt_sync_metrics_t sm[NPROVIDERS];
 
     atomic_int have_assignment;
-    pthread_mutex_t probe_mu;
-    lt_db_t *probe_db;
-    int64_t probe_at;
-    int probe_ok;
-    char probe_err[280]; /* "Postgres: " + a 256-byte error */
+    lt_ready_probe_t *probe;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void on_scrape(void *opaque)
 {
@@ -90,7 +77,9 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
     }
     o->progress_interval_ms = (int)lt_config_int(cfg, "LATTICE_WORKER_PROGRESS_INTERVAL_S") * 1000;
     atomic_init(&o->have_assignment, 0);
-    pthread_mutex_init(&o->probe_mu, NULL);
+    o->probe = lt_ready_probe_new(lt_config_str(cfg, "LATTICE_PG_DSN"),
+                                  lt_config_str(cfg, "LATTICE_PG_PASSWORD"),
+                                  "lattice-worker-readiness");
 
     o->commands = lt_metrics_counter(reg, "lattice_worker_commands_total",
                                      "Command attempts by outcome: succeeded, failed, "
@@ -187,8 +176,7 @@ void lt_worker_obs_destroy(lt_worker_obs_t *o)
 {
     if (!o)
         return;
-    lt_db_destroy(o->probe_db);
-    pthread_mutex_destroy(&o->probe_mu);
+    lt_ready_probe_destroy(o->probe);
     free(o->slots);
     free(o);
 }
@@ -388,29 +376,5 @@ int lt_worker_obs_ready(lt_worker_obs_t *o, char *why, size_t why_size)
                  lt_config_str(o->cfg, "LATTICE_WORKER_GROUP_ID"));
         return 0;
     }
-    pthread_mutex_lock(&o->probe_mu);
-    int64_t now = mono_ms();
-    if (!o->probe_at || now - o->probe_at >= PROBE_EVERY_MS) {
-        char e[256] = "";
-        if (o->probe_db && !lt_db_ok(o->probe_db)) {
-            lt_db_destroy(o->probe_db);
-            o->probe_db = NULL;
-        }
-        if (!o->probe_db) {
-            static const char *const kw[] = {"connect_timeout", "application_name", NULL};
-            static const char *const val[] = {"3", "lattice-worker-readiness", NULL};
-            o->probe_db = lt_db_connect_params(lt_config_str(o->cfg, "LATTICE_PG_DSN"),
-                                               lt_config_str(o->cfg, "LATTICE_PG_PASSWORD"), kw,
-                                               val, e, sizeof(e));
-        }
-        o->probe_ok = o->probe_db && !lt_db_exec(o->probe_db, "readiness probe", "SELECT 1", 0,
-                                                 NULL, NULL, e, sizeof(e));
-        snprintf(o->probe_err, sizeof(o->probe_err), "Postgres: %s", e);
-        o->probe_at = now;
-    }
-    int ok = o->probe_ok;
-    if (!ok)
-        snprintf(why, why_size, "%s", o->probe_err);
-    pthread_mutex_unlock(&o->probe_mu);
-    return ok;
+    return lt_ready_probe_check(o->probe, why, why_size);
 }

@@ -1,0 +1,80 @@
+#include "lt_ready_probe.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lt_buf.h"
+#include "lt_db.h"
+
+struct lt_ready_probe {
+    char *dsn, *password, *app;
+    pthread_mutex_t mu;
+    lt_db_t *db;
+    int64_t at;
+    int ok;
+    char err[280]; /* "Postgres: " + a 256-byte error */
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+lt_ready_probe_t *lt_ready_probe_new(const char *dsn, const char *password,
+                                     const char *application_name)
+{
+    lt_ready_probe_t *p = lt_xcalloc(1, sizeof(*p));
+    p->dsn = lt_xstrdup(dsn ? dsn : "");
+    p->password = password ? lt_xstrdup(password) : NULL;
+    p->app = lt_xstrdup(application_name ? application_name : "lattice-readiness");
+    pthread_mutex_init(&p->mu, NULL);
+    return p;
+}
+
+void lt_ready_probe_destroy(lt_ready_probe_t *p)
+{
+    if (!p)
+        return;
+    lt_db_destroy(p->db);
+    pthread_mutex_destroy(&p->mu);
+    if (p->password) {
+        memset(p->password, 0, strlen(p->password));
+        free(p->password);
+    }
+    free(p->dsn);
+    free(p->app);
+    free(p);
+}
+
+int lt_ready_probe_check(lt_ready_probe_t *p, char *why, size_t why_size)
+{
+    pthread_mutex_lock(&p->mu);
+    int64_t now = mono_ms();
+    if (!p->at || now - p->at >= LT_READY_PROBE_EVERY_MS) {
+        char e[256] = "";
+        if (p->db && !lt_db_ok(p->db)) {
+            lt_db_destroy(p->db);
+            p->db = NULL;
+        }
+        if (!p->db) {
+            const char *const kw[] = {"connect_timeout", "application_name", NULL};
+            const char *const val[] = {"3", p->app, NULL};
+            p->db = lt_db_connect_params(p->dsn, p->password, kw, val, e, sizeof(e));
+        }
+        p->ok =
+            p->db && !lt_db_exec(p->db, "readiness probe", "SELECT 1", 0, NULL, NULL, e, sizeof(e));
+        snprintf(p->err, sizeof(p->err), "Postgres: %s", e);
+        p->at = now;
+    }
+    int ok = p->ok;
+    if (!ok)
+        snprintf(why, why_size, "%s", p->err);
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
