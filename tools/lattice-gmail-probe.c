@@ -10,10 +10,14 @@
  * the worker does but without storage or Kafka, then prints messages/s and
  * the client's counters. With --refresh-tokens-file (one token per line, one
  * mailbox each) every line is an account probed at the same time, one
- * thread each (the benchmark's fetch-only rows). Defaults come from
- * LATTICE_GMAIL_API_URL, LATTICE_GMAIL_TOKEN_URL, LATTICE_TLS_CA_FILE.
- * Never prints a token or message content. Exit 0 when every account
- * succeeded. */
+ * thread each (the benchmark's fetch-only rows). Defaults come from the
+ * settings table (lt_config, programs "tools"): LATTICE_GMAIL_API_URL,
+ * LATTICE_GMAIL_TOKEN_URL, LATTICE_TLS_CA_FILE, LATTICE_GMAIL_MAX_INFLIGHT,
+ * LATTICE_GMAIL_QUOTA_UNITS_PER_S, LATTICE_GMAIL_TIMEOUT_S,
+ * LATTICE_GMAIL_MAX_RETRIES, LATTICE_GMAIL_RETRY_BASE_MS; the options
+ * override them. The client secret and refresh token are read from the
+ * variables the options name (as the worker reads an account's). Never prints a token or message
+ * content. Exit 0 when every account succeeded. */
 #include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -24,6 +28,7 @@
 #include <curl/curl.h>
 
 #include "lt_buf.h"
+#include "lt_config.h"
 #include "lt_gmail_client.h"
 #include "lt_log.h"
 
@@ -115,20 +120,40 @@ static void usage(FILE *f)
           f);
 }
 
+static int bad_number(const char *opt, const char *v)
+{
+    fprintf(stderr, "lattice-gmail-probe: %s needs a number >= its minimum, not \"%s\"\n", opt, v);
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     const char *client_id = NULL, *secret_env = NULL, *rt_env = NULL, *rt_file = NULL;
+    char errstr[2048];
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            fputs("\n", stdout);
+            lt_config_print_help(stdout, LT_PROG_TOOLS);
+            return 0;
+        }
+    }
+    lt_config_t *cfg = lt_config_load(LT_PROG_TOOLS, errstr, sizeof(errstr));
+    if (!cfg) {
+        fprintf(stderr, "lattice-gmail-probe: %s\n", errstr);
+        return 2;
+    }
     probe_t base;
     memset(&base, 0, sizeof(base));
-    base.o.api_url = getenv("LATTICE_GMAIL_API_URL");
-    base.o.token_url = getenv("LATTICE_GMAIL_TOKEN_URL");
-    base.o.ca_file = getenv("LATTICE_TLS_CA_FILE");
+    base.o.api_url = lt_config_str(cfg, "LATTICE_GMAIL_API_URL");
+    base.o.token_url = lt_config_str(cfg, "LATTICE_GMAIL_TOKEN_URL");
+    base.o.ca_file = lt_config_str(cfg, "LATTICE_TLS_CA_FILE");
     base.o.user = "me";
-    base.o.max_inflight = 8;
-    base.o.quota_units_per_s = 250;
-    base.o.timeout_s = 120;
-    base.o.max_retries = 8;
-    base.o.retry_base_ms = 1000;
+    base.o.max_inflight = (int)lt_config_int(cfg, "LATTICE_GMAIL_MAX_INFLIGHT");
+    base.o.quota_units_per_s = (int)lt_config_int(cfg, "LATTICE_GMAIL_QUOTA_UNITS_PER_S");
+    base.o.timeout_s = (int)lt_config_int(cfg, "LATTICE_GMAIL_TIMEOUT_S");
+    base.o.max_retries = (int)lt_config_int(cfg, "LATTICE_GMAIL_MAX_RETRIES");
+    base.o.retry_base_ms = (int)lt_config_int(cfg, "LATTICE_GMAIL_RETRY_BASE_MS");
     base.o.retry_max_ms = 64000;
     base.label = "INBOX";
     base.fetch = 100;
@@ -189,15 +214,17 @@ int main(int argc, char **argv)
             break;
         case 'i':
             base.o.max_inflight = atoi(optarg);
+            if (base.o.max_inflight < 1)
+                return lt_config_destroy(cfg), bad_number("--max-inflight", optarg);
             break;
         case 'Q':
-            base.o.quota_units_per_s = atof(optarg);
+            base.o.quota_units_per_s = atof(optarg); /* 0: no client-side pacing */
+            if (base.o.quota_units_per_s < 0)
+                return lt_config_destroy(cfg), bad_number("--quota", optarg);
             break;
-        case 'h':
-            usage(stdout);
-            return 0;
         default:
             usage(stderr);
+            lt_config_destroy(cfg);
             return 2;
         }
     }
@@ -207,11 +234,13 @@ int main(int argc, char **argv)
         fputs("lattice-gmail-probe: --client-id, a set --client-secret-env and a refresh token "
               "are required\n",
               stderr);
+        lt_config_destroy(cfg);
         return 2;
     }
-    char errstr[256];
-    if (lt_log_setup("lattice-gmail-probe", "warn", "text", errstr, sizeof(errstr)))
+    if (lt_log_setup("lattice-gmail-probe", "warn", "text", errstr, sizeof(errstr))) {
+        lt_config_destroy(cfg);
         return 2;
+    }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     base.o.client_id = client_id;
     base.o.client_secret = secret;
@@ -222,6 +251,7 @@ int main(int argc, char **argv)
         const char *rt = getenv(rt_env);
         if (!rt) {
             fprintf(stderr, "lattice-gmail-probe: %s is not set\n", rt_env);
+            lt_config_destroy(cfg);
             return 2;
         }
         tokens = lt_xcalloc(1, sizeof(char *));
@@ -230,6 +260,7 @@ int main(int argc, char **argv)
         FILE *f = fopen(rt_file, "r");
         if (!f) {
             perror(rt_file);
+            lt_config_destroy(cfg);
             return 2;
         }
         char line[4096];
@@ -279,5 +310,6 @@ int main(int argc, char **argv)
     free(p);
     free(th);
     curl_global_cleanup();
+    lt_config_destroy(cfg); /* the options' strings point into it */
     return rc;
 }

@@ -94,7 +94,7 @@ static const lt_setting_t k_settings[] = {
      "the command result), never silently dropped."},
     {"LATTICE_TMP_DIR", LT_SET_STRING, "/tmp", W, 0, 1, 0, 0, NULL, "Worker",
      "Where messages larger than 8 MiB are spooled while they are stored."},
-    {"LATTICE_TLS_CA_FILE", LT_SET_STRING, NULL, W | P, 0, 0, 0, 0, NULL, "Worker",
+    {"LATTICE_TLS_CA_FILE", LT_SET_STRING, NULL, W | P | T, 0, 0, 0, 0, NULL, "Worker",
      "CA bundle for IMAP and Gmail TLS (system store when unset). Certificates are always "
      "verified."},
 
@@ -181,23 +181,23 @@ static const lt_setting_t k_settings[] = {
      "capped at 30 s; the batch is then read and written again."},
 
     /* --- Gmail (docs/gmail.md) --- */
-    {"LATTICE_GMAIL_API_URL", LT_SET_STRING, "https://gmail.googleapis.com", W, 0, 1, 0, 0, NULL,
-     "Gmail", "Base URL of the Gmail API (the emulator: https://127.0.0.1:18443)."},
-    {"LATTICE_GMAIL_TOKEN_URL", LT_SET_STRING, "https://oauth2.googleapis.com/token", W, 0, 1, 0,
-     0, NULL, "Gmail", "Google's OAuth 2.0 token endpoint (refresh-token grant)."},
-    {"LATTICE_GMAIL_MAX_INFLIGHT", LT_SET_INT, "8", W, 0, 0, 1, 100, NULL, "Gmail",
+    {"LATTICE_GMAIL_API_URL", LT_SET_STRING, "https://gmail.googleapis.com", W | T, 0, 1, 0, 0,
+     NULL, "Gmail", "Base URL of the Gmail API (the emulator: https://127.0.0.1:18443)."},
+    {"LATTICE_GMAIL_TOKEN_URL", LT_SET_STRING, "https://oauth2.googleapis.com/token", W | T, 0, 1,
+     0, 0, NULL, "Gmail", "Google's OAuth 2.0 token endpoint (refresh-token grant)."},
+    {"LATTICE_GMAIL_MAX_INFLIGHT", LT_SET_INT, "8", W | T, 0, 0, 1, 100, NULL, "Gmail",
      "Concurrent Gmail API requests per account (HTTP/2 streams or keep-alive connections). "
      "Gmail limits concurrent requests per user; 8 reaches the quota at 50 ms latency."},
-    {"LATTICE_GMAIL_QUOTA_UNITS_PER_S", LT_SET_INT, "250", W, 0, 0, 1, 1000000, NULL, "Gmail",
+    {"LATTICE_GMAIL_QUOTA_UNITS_PER_S", LT_SET_INT, "250", W | T, 0, 0, 1, 1000000, NULL, "Gmail",
      "Per-user quota the client paces itself to (Google: 250 units/s; messages.get costs 5, "
      "history.list 2, getProfile 1)."},
-    {"LATTICE_GMAIL_TIMEOUT_S", LT_SET_INT, "120", W, 0, 0, 1, 3600, NULL, "Gmail",
+    {"LATTICE_GMAIL_TIMEOUT_S", LT_SET_INT, "120", W | T, 0, 0, 1, 3600, NULL, "Gmail",
      "Timeout of one Gmail API or token request, seconds."},
-    {"LATTICE_GMAIL_MAX_RETRIES", LT_SET_INT, "8", W, 0, 0, 0, 100, NULL, "Gmail",
+    {"LATTICE_GMAIL_MAX_RETRIES", LT_SET_INT, "8", W | T, 0, 0, 0, 100, NULL, "Gmail",
      "Retries of one request on 429, 403 rate limit, 5xx, network errors and malformed bodies "
      "(exponential backoff with jitter, at least Retry-After) before the command fails "
      "temporarily."},
-    {"LATTICE_GMAIL_RETRY_BASE_MS", LT_SET_INT, "1000", W, 0, 0, 1, 600000, NULL, "Gmail",
+    {"LATTICE_GMAIL_RETRY_BASE_MS", LT_SET_INT, "1000", W | T, 0, 0, 1, 600000, NULL, "Gmail",
      "First retry delay of a Gmail request; doubles per retry, capped at 64 s."},
 
     /* --- schema registry --- */

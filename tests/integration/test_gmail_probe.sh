@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# lattice-gmail-probe against the stack's Gmail emulator: it takes its
+# defaults from the settings table (LATTICE_GMAIL_*, LATTICE_TLS_CA_FILE:
+# validated, shown in --help) and its options override them. Its own
+# emulator user; nothing global on the emulator is changed.
+set -euo pipefail
+BUILD=${1:?build dir}
+for v in LATTICE_CA_FILE LATTICE_GMAIL_API_URL LATTICE_GMAIL_TOKEN_URL LATTICE_TEST_GMAIL_URL; do
+  [ -n "${!v:-}" ] || { echo "$v not set: run under make test (eval \"\$(deploy/local/stack env)\")" >&2; exit 1; }
+done
+PROBE=$BUILD/tools/lattice-gmail-probe
+RUN=$(date +%s)$$
+USER1=probe$RUN@example.com
+WORK=$(mktemp -d)
+pass=0 fail=0
+check() { # check "what" cond...
+  local what=$1; shift
+  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
+}
+ctl() {
+  curl -fsS --max-time 60 --cacert "$LATTICE_CA_FILE" -X "$1" -H 'Content-Type: application/json' \
+    ${3:+--data-binary "$3"} "$LATTICE_TEST_GMAIL_URL/_emulator$2"
+}
+cleanup() { ctl DELETE "/users/$USER1" >/dev/null 2>&1 || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+ctl POST /users "{\"email\":\"$USER1\",\"refresh_token\":\"rt-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",\"generate\":{\"count\":12,\"size\":3000}}" >/dev/null
+export PROBE_SECRET=cs-$RUN PROBE_RT=rt-$RUN
+probe() { # probe [ENV=VALUE...] -- [options]: output in $WORK/out, exit code echoed
+  local envs=()
+  while [ "$1" != -- ]; do envs+=("$1"); shift; done
+  shift
+  local rc=0
+  env "${envs[@]}" "$PROBE" --client-id "cid-$RUN" --client-secret-env PROBE_SECRET \
+    --refresh-token-env PROBE_RT --label INBOX "$@" >"$WORK/out" 2>&1 || rc=$?
+  echo "$rc"
+}
+secs() { grep -o 'in [0-9.]* s' "$WORK/out" | head -1 | cut -d' ' -f2; }
+BASE=(LATTICE_TLS_CA_FILE="$LATTICE_CA_FILE")
+
+# settings from the table: API/token URLs and the CA
+rc=$(probe "${BASE[@]}" -- --fetch 10)
+check "probe with the table's settings: exit 0 ($(cat "$WORK/out"))" [ "$rc" = 0 ]
+check "listed 10, fetched 10" grep -q 'account 1: ok .*listed 10, fetched 10 ' "$WORK/out"
+check "no secret in the output" bash -c "! grep -qE 'cs-$RUN|rt-$RUN|ya29' '$WORK/out'"
+
+# without LATTICE_TLS_CA_FILE the emulator's certificate is not trusted (verified, not
+# skipped); LATTICE_GMAIL_MAX_RETRIES=0 (from the table too) makes it fail at once
+T0=$(date +%s)
+rc=$(probe LATTICE_TLS_CA_FILE= LATTICE_GMAIL_MAX_RETRIES=0 -- --fetch 1)
+check "no CA: fails ($(head -c 300 "$WORK/out"))" [ "$rc" = 1 ]
+check "no CA: a certificate error" grep -q 'certificate' "$WORK/out"
+
+# a value out of the table's range is refused before anything is sent
+rc=$(probe "${BASE[@]}" LATTICE_GMAIL_MAX_INFLIGHT=0 -- --fetch 1)
+check "LATTICE_GMAIL_MAX_INFLIGHT=0: exit 2" [ "$rc" = 2 ]
+check "LATTICE_GMAIL_MAX_INFLIGHT=0: the table's error" grep -q 'bad configuration: .*LATTICE_GMAIL_MAX_INFLIGHT' "$WORK/out"
+rc=$(probe "${BASE[@]}" LATTICE_GMAIL_API_URL=https://127.0.0.1:1 LATTICE_GMAIL_MAX_RETRIES=0 -- --fetch 1)
+check "LATTICE_GMAIL_API_URL is used: a closed port fails ($rc)" [ "$rc" = 1 ]
+check "LATTICE_GMAIL_MAX_RETRIES=0 is used: both failures within 20 s" [ $(( $(date +%s) - T0 )) -lt 20 ]
+
+# LATTICE_GMAIL_QUOTA_UNITS_PER_S paces the client (bucket starts empty): 10 gets + list +
+# profile = 56 units at 25 units/s take > 1.5 s; the --quota option overrides it
+rc=$(probe "${BASE[@]}" LATTICE_GMAIL_QUOTA_UNITS_PER_S=25 -- --fetch 10)
+check "quota 25 units/s from the table: ok and >= 1.5 s ($(secs) s)" \
+  awk -v rc="$rc" -v s="$(secs)" 'BEGIN { exit !(rc == 0 && s >= 1.5) }'
+rc=$(probe "${BASE[@]}" LATTICE_GMAIL_QUOTA_UNITS_PER_S=25 -- --fetch 10 --quota 5000)
+check "--quota 5000 overrides it: < 1.5 s ($(secs) s)" \
+  awk -v rc="$rc" -v s="$(secs)" 'BEGIN { exit !(rc == 0 && s < 1.5) }'
+rc=$(probe "${BASE[@]}" -- --fetch 1 --max-inflight 0)
+check "--max-inflight 0 refused" [ "$rc" = 2 ]
+
+"$PROBE" --help >"$WORK/help"
+check "--help lists the Gmail settings" grep -q 'LATTICE_GMAIL_MAX_INFLIGHT' "$WORK/help"
+check "--help lists LATTICE_TLS_CA_FILE" grep -q 'LATTICE_TLS_CA_FILE' "$WORK/help"
+
+echo "test_gmail_probe: $pass passed, $fail failed"
+[ "$fail" = 0 ]
