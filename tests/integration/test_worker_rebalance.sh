@@ -8,8 +8,7 @@
 set -euo pipefail
 BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
-for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
-         LATTICE_SCHEMA_REGISTRY_URL LATTICE_CA_FILE LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD; do
-  [ -n "${!v:-}" ] || { echo "$v not set: run under make test" >&2; exit 1; }
-done
+. "$HERE/lib/common.sh"
+lt_require LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
+  LATTICE_SCHEMA_REGISTRY_URL LATTICE_CA_FILE LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD
 exec python3 "$HERE/../crash/worker-rebalance" --build "$BUILD" --messages 300
