@@ -19,13 +19,12 @@ set -euo pipefail
 BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
-         LATTICE_S3_BUCKET LATTICE_S3_ACCESS_KEY_ID LATTICE_S3_SECRET_ACCESS_KEY LATTICE_CA_FILE \
-         LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD; do
-  [ -n "${!v:-}" ] || { echo "$v not set: run under make test" >&2; exit 1; }
-done
+. "$HERE/lib/common.sh"
+lt_require LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD \
+  LATTICE_S3_ENDPOINT LATTICE_S3_BUCKET LATTICE_S3_ACCESS_KEY_ID LATTICE_S3_SECRET_ACCESS_KEY \
+  LATTICE_CA_FILE LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER \
+  LATTICE_TEST_IMAP_PASSWORD
 BULK=${EDGE_BULK_COUNT:-2000}
-BROKER=$LATTICE_KAFKA_BOOTSTRAP_SERVERS
 RUN=edge$(date +%s)$$
 TENANT=t-$RUN
 ACCOUNT=imap-$RUN
@@ -37,21 +36,15 @@ F_WEIRD="$RUN-weird"
 F_BULK="$RUN-bulk"
 WORK=$(mktemp -d /var/tmp/lattice-edge.XXXXXX)
 WPID=
-pass=0 fail=0
-check() { # check "what" cond...
-  local what=$1; shift
-  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
-}
 imap() { python3 "$HERE/lib/imap_tool.py" "$@"; }
 cleanup() {
-  [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
+  lt_stop "$WPID"
   for f in "$F_BIG" "$F_MANY" "$F_UNI" "$RUN/Entwürfe" "$RUN" "$F_WEIRD" "$F_BULK"; do
     imap delete "$f" >/dev/null 2>&1 || true
   done
   [ "${EDGE_KEEP:-}" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
 }
 trap cleanup EXIT
-psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
 s3() { # s3 PATH-AND-QUERY [curl args]: signed request to MinIO
   local p=$1; shift
   curl -sf --aws-sigv4 "aws:amz:${LATTICE_S3_REGION:-us-east-1}:s3" \
@@ -92,8 +85,7 @@ LATTICE_MAX_MESSAGE_BYTES=$CAP LATTICE_TMP_DIR=$WORK \
 WPID=$!
 
 CMD_ID="cmd-$RUN"
-printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"%s","tenant_id":"%s","account_id":"%s","provider":"imap","kind":"incremental","requested_at":"2026-11-25T12:00:00Z","requested_by":"test"}\n' \
-  "$ACCOUNT" "$CMD_ID" "$TENANT" "$ACCOUNT" | kcat -P -b "$BROKER" -t "$CMD_TOPIC" -K $'\t' 2>/dev/null
+lt_imap_command "$CMD_TOPIC" "$CMD_ID" "$TENANT" "$ACCOUNT" incremental
 st=
 for _ in $(seq 1 1800); do # 180 s: a stall fails the test instead of hanging it
   st=$(kcat -C -b "$BROKER" -t "$STATUS_TOPIC" -o beginning -e -q -f '%s\n' 2>/dev/null \
@@ -221,5 +213,4 @@ check "worker exited 0 on SIGTERM" [ "$rc" = 0 ]
 check "no secret in the log" bash -c "! grep -qF '$LATTICE_TEST_IMAP_PASSWORD' '$WORK/worker.log'"
 [ "$fail" = 0 ] || { echo "--- worker log"; tail -40 "$WORK/worker.log"; }
 echo "test_worker_imap_edge: fill $((t_filled - t_start)) s, sync $((t_synced - t_filled)) s ($BULK bulk messages), total $(($(date +%s) - t_start)) s"
-echo "test_worker_imap_edge: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+lt_summary test_worker_imap_edge
