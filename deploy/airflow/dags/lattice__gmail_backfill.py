@@ -10,36 +10,19 @@ See docs/airflow.md."""
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import DAG, Param, get_current_context, task
+from airflow.sdk import Param
 
 import lattice_commands as lc
 
-PROVIDER = "gmail"
-DAG_ID = "lattice__gmail_backfill"
-
-with DAG(
-    dag_id=DAG_ID,
-    description="Backfill command for a date range of one Gmail account",
-    schedule=None,
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
-    catchup=False,
-    doc_md=__doc__,
-    tags=["lattice", PROVIDER, "backfill"],
-    params={
+dag = lc.backfill_dag(
+    "gmail",
+    "Backfill command for a date range of one Gmail account",
+    {
         "account_id": Param(type="string", minLength=1, description="mail_accounts.account_id (a gmail account)"),
         "tenant_id": Param(None, type=["null", "string"], description="Needed only when account_id exists in several tenants"),
         "start_date": Param(type="string", format="date", description="First day, YYYY-MM-DD (UTC, inclusive)"),
         "end_date": Param(type="string", format="date", description="Last day, YYYY-MM-DD (UTC, inclusive)"),
         "scope": Param(None, type=["null", "string"], description="A label or query scope (label:Receipts); empty: every configured scope"),
     },
-) as dag:
-
-    @task(task_id="build_command")
-    def build_command() -> list[dict]:
-        return lc.backfill_command(PROVIDER, DAG_ID, dict(get_current_context()["params"]))
-
-    lc.LatticeProduceOperator(
-        task_id="produce_command",
-        producer_function_kwargs={"commands": build_command()},
-    )
+    __doc__,
+)

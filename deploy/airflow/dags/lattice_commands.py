@@ -6,7 +6,8 @@ account_id, and the lattice-worker pool executes them. Everything the four
 DAGs share lives here once: the account look-ups in Postgres, parameter
 checks, command construction, validation against
 schemas/sync-command.v1.schema.json plus the rules the C parser adds, the W3C
-traceparent, and the producing operator.
+traceparent, the producing operator, and the two DAG factories
+(incremental_dag, backfill_dag) the DAG files call.
 
 Configuration (docs/airflow.md):
   connection ``lattice_kafka``     Kafka producer config in ``extra``
@@ -32,7 +33,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import pendulum
 from airflow.providers.apache.kafka.operators.produce import ProduceToTopicOperator
+from airflow.sdk import DAG, Param, Variable, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 SCHEMA = "lattice.mail.sync.cmd.v1"
@@ -596,3 +599,76 @@ class LatticeProduceOperator(ProduceToTopicOperator):
         ids = [json.loads(v)["command_id"] for _, v, *_ in messages]
         self.log.info("produced %d command(s) to %s: %s", len(ids), self.topic, ", ".join(ids[:20]))
         return ids
+
+
+# --------------------------------------------------------------------------
+# The DAG factories: each DAG file is its docstring, its params and one call.
+
+START_DATE = pendulum.datetime(2025, 1, 1, tz="UTC")
+
+
+def incremental_dag(provider: str, description: str, doc_md: str | None) -> DAG:
+    """lattice__<provider>_sync_incremental: every LATTICE_AIRFLOW_<PROVIDER>_SCHEDULE
+    (default every 10 minutes), one incremental command per enabled account
+    (build_commands + produce_commands), or in scheduler mode one
+    lattice-scheduler run (run_scheduler)."""
+    dag_id = f"lattice__{provider}_sync_incremental"
+    with DAG(
+        dag_id=dag_id,
+        description=description,
+        schedule=os.environ.get(f"LATTICE_AIRFLOW_{provider.upper()}_SCHEDULE", "*/10 * * * *"),
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        doc_md=doc_md,
+        tags=["lattice", provider],
+        params={
+            "tenant_id": Param(None, type=["null", "string"], description="Only this tenant's accounts (default: all)"),
+        },
+    ) as dag:
+        if incremental_mode() == "scheduler":
+
+            @task(task_id="run_scheduler")
+            def run_scheduler_task() -> None:
+                ctx = get_current_context()
+                topic = Variable.get(TOPIC_VARIABLE, default=DEFAULT_TOPIC)
+                run_scheduler(provider, ctx["params"].get("tenant_id"), topic)
+
+            run_scheduler_task()
+        else:
+
+            @task(task_id="build_commands")
+            def build_commands() -> list[dict]:
+                return incremental_commands(provider, dag_id, get_current_context()["params"].get("tenant_id"))
+
+            LatticeProduceOperator(
+                task_id="produce_commands",
+                producer_function_kwargs={"commands": build_commands()},
+            )
+    return dag
+
+
+def backfill_dag(provider: str, description: str, params: dict, doc_md: str | None) -> DAG:
+    """lattice__<provider>_backfill: triggered only; one backfill command from
+    the run's params (build_command + produce_command)."""
+    dag_id = f"lattice__{provider}_backfill"
+    with DAG(
+        dag_id=dag_id,
+        description=description,
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        doc_md=doc_md,
+        tags=["lattice", provider, "backfill"],
+        params=params,
+    ) as dag:
+
+        @task(task_id="build_command")
+        def build_command() -> list[dict]:
+            return backfill_command(provider, dag_id, dict(get_current_context()["params"]))
+
+        LatticeProduceOperator(
+            task_id="produce_command",
+            producer_function_kwargs={"commands": build_command()},
+        )
+    return dag
