@@ -35,12 +35,6 @@ rows() { psqlq "SELECT count(*) FROM emails WHERE tenant_id = '$TENANT' AND acco
 dlq_count() { kcat -C -b "$BROKER" -t "$DLQ_TOPIC" -o beginning -e -q -f '%k\n' 2>/dev/null | grep -c poison || true; }
 PORT=$(lt_free_port)
 URL=http://127.0.0.1:$PORT
-code() { curl -s -o "$WORK/body" -w '%{http_code}' "$URL$1" || true; }
-scrape() { curl -sf "$URL/metrics" >"$WORK/$1.prom"; }
-# metric FILE 'name{labels}' -> value (0 when absent)
-metric() { awk -v k="$2" 'index($0, k" ") == 1 { print $2; f=1 } END { if (!f) print 0 }' "$WORK/$1.prom"; }
-delta() { python3 -c 'import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 6))' "$(metric "$1" "$3")" "$(metric "$2" "$3")"; }
-is() { [ "$(python3 -c 'import sys; print(float(sys.argv[1]) == float(sys.argv[2]))' "$1" "$2")" = True ]; }
 
 for t in "$CMD_TOPIC" "$DLQ_TOPIC"; do "$ROOT/deploy/local/stack" topic "$t" >/dev/null; done
 

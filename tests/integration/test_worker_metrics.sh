@@ -41,7 +41,6 @@ LATTICE_WORKER_BATCH_MESSAGES=4 LATTICE_WORKER_PROGRESS_INTERVAL_S=1 LATTICE_LOG
 LATTICE_METRICS_PORT=$PORT LATTICE_METRICS_BIND=127.0.0.1 \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
-code() { curl -s -o "$WORK/body" -w '%{http_code}' "$URL$1" || true; }
 for _ in $(seq 1 100); do [ "$(code /healthz)" = 200 ] && break; sleep 0.1; done
 check "/healthz 200 while starting" [ "$(code /healthz)" = 200 ]
 sleep 1.5
@@ -53,11 +52,6 @@ check "unknown path 404" [ "$(code /nope)" = 404 ]
 for _ in $(seq 1 150); do [ "$(code /readyz)" = 200 ] && break; sleep 0.2; done
 check "/readyz 200 after the assignment" [ "$(code /readyz)" = 200 ]
 
-scrape() { curl -sf "$URL/metrics" >"$WORK/$1.prom"; }
-# metric FILE 'name{labels}' -> value (0 when absent)
-metric() { awk -v k="$2" 'index($0, k" ") == 1 { print $2; f=1 } END { if (!f) print 0 }' "$WORK/$1.prom"; }
-delta() { python3 -c 'import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 6))' "$(metric "$1" "$3")" "$(metric "$2" "$3")"; }
-is() { [ "$(python3 -c 'import sys; print(float(sys.argv[1]) == float(sys.argv[2]))' "$1" "$2")" = True ]; }
 scrape s0
 check "content type 0.0.4" bash -c "curl -sI '$URL/metrics' | grep -qi '^content-type: text/plain; version=0.0.4'"
 check "assigned partitions = 1" is "$(metric s0 lattice_worker_assigned_partitions)" 1

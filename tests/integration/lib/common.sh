@@ -19,6 +19,12 @@
 #   lt_wait_status [--final] TOPIC ID LOG
 #                           the last status event of ID (--final: not "running"),
 #                           polled 300 x 0.2 s; none: LOG's tail to stderr, status 1
+#   With URL (a metrics server, http://host:port) and WORK (a scratch dir) set:
+#   code PATH               GET URL/PATH -> HTTP status; the body in WORK/body
+#   scrape NAME             GET URL/metrics into WORK/NAME.prom
+#   metric NAME 'name{labels}'  a sample's value in WORK/NAME.prom (0 when absent)
+#   delta NAME1 NAME2 'name{labels}'  its change from scrape NAME1 to NAME2
+#   is A B                  A and B are the same number
 # Per-test state (tenant, account, topics, WORK, cleanup trap) stays in the test.
 LT_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 pass=0 fail=0
@@ -90,3 +96,9 @@ lt_wait_status() {
   done
   echo "no status for $2" >&2; tail -30 "$3" >&2; return 1
 }
+
+code() { curl -s -o "$WORK/body" -w '%{http_code}' "$URL$1" || true; }
+scrape() { curl -sf "$URL/metrics" >"$WORK/$1.prom"; }
+metric() { awk -v k="$2" 'index($0, k" ") == 1 { print $2; f=1 } END { if (!f) print 0 }' "$WORK/$1.prom"; }
+delta() { python3 -c 'import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 6))' "$(metric "$1" "$3")" "$(metric "$2" "$3")"; }
+is() { [ "$(python3 -c 'import sys; print(float(sys.argv[1]) == float(sys.argv[2]))' "$1" "$2")" = True ]; }
