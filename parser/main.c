@@ -3,7 +3,6 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,6 +14,7 @@
 #include "lt_metrics.h"
 #include "lt_mime.h"
 #include "lt_parser.h"
+#include "lt_program.h"
 
 static lt_parser_t *g_parser; /* for the signal handler only */
 static atomic_int g_stopping; /* /readyz: 503 "stopping" from SIGTERM on */
@@ -54,31 +54,13 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--version")) {
-            printf("lattice-mail-parser %s\n", LT_VERSION);
-            return 0;
-        }
-        fprintf(stderr, "lattice-mail-parser: unknown argument %s\n\n", argv[i]);
-        usage(stderr);
+    int st = lt_program_args(argc, argv, "lattice-mail-parser", usage);
+    if (st >= 0)
+        return st;
+    lt_config_t *cfg = lt_program_config("lattice-mail-parser", LT_PROG_PARSER);
+    if (!cfg)
         return 2;
-    }
     char err[4096];
-    lt_config_t *cfg = lt_config_load(LT_PROG_PARSER, err, sizeof(err));
-    if (!cfg) {
-        fprintf(stderr, "lattice-mail-parser: %s\n", err);
-        return 2;
-    }
-    if (lt_log_setup("lattice-mail-parser", lt_config_str(cfg, "LATTICE_LOG_LEVEL"),
-                     lt_config_str(cfg, "LATTICE_LOG_FORMAT"), err, sizeof(err))) {
-        fprintf(stderr, "lattice-mail-parser: %s\n", err);
-        lt_config_destroy(cfg);
-        return 2;
-    }
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     signal(SIGPIPE, SIG_IGN);
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -87,17 +69,11 @@ int main(int argc, char **argv)
     lt_metrics_t *metrics = lt_metrics_new(); /* docs/observability.md */
     lt_parser_obs_t *obs = lt_parser_obs_new(metrics, cfg);
     lt_http_t *http = NULL;
-    if (lt_config_int(cfg, "LATTICE_METRICS_PORT") > 0) {
-        http = lt_http_start(&(lt_http_opts_t){"lattice-mail-parser",
-                                               lt_config_str(cfg, "LATTICE_METRICS_BIND"),
-                                               (int)lt_config_int(cfg, "LATTICE_METRICS_PORT"),
-                                               metrics, parser_ready, obs},
-                             err, sizeof(err));
-        if (!http) {
-            lt_error(NULL, "cannot start: %s", err);
-            rc = 1;
-            goto out;
-        }
+    if (lt_program_http(cfg, "lattice-mail-parser", metrics, parser_ready, obs, &http, err,
+                        sizeof(err))) {
+        lt_error(NULL, "cannot start: %s", err);
+        rc = 1;
+        goto out;
     }
     g_parser = lt_parser_new(cfg, obs, err, sizeof(err));
     if (!g_parser) {
@@ -105,11 +81,7 @@ int main(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    lt_program_on_stop(on_signal);
     if (lt_parser_run(g_parser, err, sizeof(err))) {
         lt_error(NULL, "%s", err);
         rc = 1;

@@ -3,13 +3,13 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
-#include <string.h>
 
 #include "lt_accounts.h"
 #include "lt_config.h"
 #include "lt_http.h"
 #include "lt_log.h"
 #include "lt_metrics.h"
+#include "lt_program.h"
 #include "lt_sched.h"
 #include "lt_sched_plan.h"
 
@@ -73,19 +73,12 @@ int main(int argc, char **argv)
         printf("lattice-scheduler %s\n", LT_VERSION);
         return 0;
     }
-    lt_config_t *cfg = lt_config_load(LT_PROG_SCHEDULER, err, sizeof(err));
-    if (!cfg) {
-        fprintf(stderr, "lattice-scheduler: %s\n", err);
+    lt_config_t *cfg = lt_program_config("lattice-scheduler", LT_PROG_SCHEDULER);
+    if (!cfg)
         return 2;
-    }
     int rc = 2;
     lt_metrics_t *metrics = NULL;
     lt_http_t *http = NULL;
-    if (lt_log_setup("lattice-scheduler", lt_config_str(cfg, "LATTICE_LOG_LEVEL"),
-                     lt_config_str(cfg, "LATTICE_LOG_FORMAT"), err, sizeof(err))) {
-        fprintf(stderr, "lattice-scheduler: %s\n", err);
-        goto out;
-    }
     lt_sched_opts_t opts = {
         .provider =
             args.provider ? args.provider : lt_config_str(cfg, "LATTICE_SCHEDULER_PROVIDER"),
@@ -108,17 +101,11 @@ int main(int argc, char **argv)
     /* --interval: /metrics, /healthz, /readyz (docs/observability.md) */
     metrics = lt_metrics_new();
     opts.metrics = metrics;
-    if (lt_config_int(cfg, "LATTICE_METRICS_PORT") > 0) {
-        http = lt_http_start(&(lt_http_opts_t){"lattice-scheduler",
-                                               lt_config_str(cfg, "LATTICE_METRICS_BIND"),
-                                               (int)lt_config_int(cfg, "LATTICE_METRICS_PORT"),
-                                               metrics, sched_ready, NULL},
-                             err, sizeof(err));
-        if (!http) {
-            lt_error(NULL, "cannot start: %s", err);
-            rc = 1;
-            goto out;
-        }
+    if (lt_program_http(cfg, "lattice-scheduler", metrics, sched_ready, NULL, &http, err,
+                        sizeof(err))) {
+        lt_error(NULL, "cannot start: %s", err);
+        rc = 1;
+        goto out;
     }
     g_sched = lt_sched_new(cfg, &opts, err, sizeof(err));
     if (!g_sched) {
@@ -126,11 +113,7 @@ int main(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    lt_program_on_stop(on_signal);
     int zero = 0;
     atomic_compare_exchange_strong(&g_ready, &zero, 1);
     if (interval > 0) {

@@ -3,7 +3,6 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include "lt_log.h"
 #include "lt_metrics.h"
 #include "lt_mime.h"
+#include "lt_program.h"
 #include "lt_worker.h"
 
 static lt_worker_t *g_worker; /* for the signal handler only */
@@ -48,30 +48,13 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--version")) {
-            printf("lattice-worker %s\n", LT_VERSION);
-            return 0;
-        }
-        fprintf(stderr, "lattice-worker: unknown argument %s\n\n", argv[i]);
-        usage(stderr);
+    int st = lt_program_args(argc, argv, "lattice-worker", usage);
+    if (st >= 0)
+        return st;
+    lt_config_t *cfg = lt_program_config("lattice-worker", LT_PROG_WORKER);
+    if (!cfg)
         return 2;
-    }
     char err[4096];
-    lt_config_t *cfg = lt_config_load(LT_PROG_WORKER, err, sizeof(err));
-    if (!cfg) {
-        fprintf(stderr, "lattice-worker: %s\n", err);
-        return 2;
-    }
-    if (lt_log_setup("lattice-worker", lt_config_str(cfg, "LATTICE_LOG_LEVEL"),
-                     lt_config_str(cfg, "LATTICE_LOG_FORMAT"), err, sizeof(err))) {
-        fprintf(stderr, "lattice-worker: %s\n", err);
-        return 2;
-    }
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     signal(SIGPIPE, SIG_IGN);
     lt_mime_global_init();
@@ -79,18 +62,15 @@ int main(int argc, char **argv)
     lt_metrics_t *metrics = lt_metrics_new();
     lt_http_t *http = NULL;
     _Atomic(lt_worker_t *) ready_worker = NULL;
-    if (lt_config_int(cfg, "LATTICE_METRICS_PORT") > 0) {
-        lt_http_opts_t ho = {"lattice-worker", lt_config_str(cfg, "LATTICE_METRICS_BIND"),
-                             (int)lt_config_int(cfg, "LATTICE_METRICS_PORT"), metrics,
-                             worker_ready, &ready_worker};
-        http = lt_http_start(&ho, err, sizeof(err));
-        if (!http) {
-            lt_error(NULL, "cannot start: %s", err);
-            rc = 1;
-            goto out;
-        }
-        lt_info(NULL, "metrics on http://%s:%d/metrics", ho.bind, lt_http_port(http));
+    if (lt_program_http(cfg, "lattice-worker", metrics, worker_ready, &ready_worker, &http, err,
+                        sizeof(err))) {
+        lt_error(NULL, "cannot start: %s", err);
+        rc = 1;
+        goto out;
     }
+    if (http)
+        lt_info(NULL, "metrics on http://%s:%d/metrics", lt_config_str(cfg, "LATTICE_METRICS_BIND"),
+                lt_http_port(http));
     g_worker = lt_worker_new(cfg, err, sizeof(err));
     if (!g_worker) {
         lt_error(NULL, "cannot start: %s", err);
@@ -99,11 +79,7 @@ int main(int argc, char **argv)
     }
     lt_worker_set_metrics(g_worker, metrics);
     atomic_store(&ready_worker, g_worker);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    lt_program_on_stop(on_signal);
     if (lt_worker_run(g_worker, err, sizeof(err))) {
         lt_error(NULL, "%s", err);
         rc = 1;
