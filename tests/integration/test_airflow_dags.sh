@@ -15,14 +15,11 @@ set -euo pipefail
 BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_CA_FILE \
-         LATTICE_GMAIL_API_URL LATTICE_GMAIL_TOKEN_URL LATTICE_TEST_GMAIL_URL LATTICE_TEST_IMAP_HOST \
-         LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD; do
-  [ -n "${!v:-}" ] || { echo "$v not set: run under make test (eval \"\$(deploy/local/stack env)\")" >&2; exit 1; }
-done
+. "$HERE/lib/common.sh"
+lt_require LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_CA_FILE \
+  LATTICE_GMAIL_API_URL LATTICE_GMAIL_TOKEN_URL LATTICE_TEST_GMAIL_URL LATTICE_TEST_IMAP_HOST \
+  LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD
 T0=$(date +%s)
-BROKER=$LATTICE_KAFKA_BOOTSTRAP_SERVERS
-RUN=$(date +%s)$$
 TENANT=af-t$RUN
 ACC=af-imap-$RUN          # enabled IMAP account with a folder of 5 messages
 ACC_OFF=af-imap-off-$RUN  # disabled IMAP account
@@ -34,21 +31,14 @@ ACC_S=af-imap-s-$RUN
 FOLDER="af-$RUN-Eingang"
 WORK=$(mktemp -d)
 WPID="" GWPID=""
-pass=0 fail=0
-check() { # check "what" cond...
-  local what=$1; shift
-  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
-}
-psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
 ctl() { # ctl METHOD PATH [JSON]: the Gmail emulator's control API
   curl -fsS --max-time 60 --cacert "$LATTICE_CA_FILE" -X "$1" -H 'Content-Type: application/json' \
     ${3:+--data-binary "$3"} "$LATTICE_TEST_GMAIL_URL/_emulator$2"
 }
 cleanup() {
-  [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
-  [ -n "$GWPID" ] && kill -TERM "$GWPID" 2>/dev/null && wait "$GWPID" 2>/dev/null || true
+  lt_stop "$WPID" "$GWPID"
   ctl DELETE "/users/$GUSER" >/dev/null 2>&1 || true
-  python3 "$HERE/lib/imap_tool.py" delete "$FOLDER" >/dev/null 2>&1 || true
+  lt_imap_delete "$FOLDER"
   psqlq "DELETE FROM mail_accounts WHERE tenant_id IN ('$TENANT', '$TENANT_S')" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -301,16 +291,7 @@ check "scheduler mode: lattice-scheduler's commands on $TOPIC_S (one per folder)
 T_DAGS=$(( $(date +%s) - T2 ))
 
 # --- (c) the worker executes the IMAP commands
-wait_status() { # wait_status ID LOG -> prints the final status JSON
-  for _ in $(seq 1 300); do
-    local s
-    s=$(kcat -C -b "$BROKER" -t lattice.mail.sync.status.v1 -o beginning -e -q -f '%s\n' 2>/dev/null \
-        | grep -F "\"command_id\":\"$1\"" | grep -v '"result":"running"' | tail -1 || true)
-    [ -n "$s" ] && { echo "$s"; return 0; }
-    sleep 0.2
-  done
-  echo "no status for $1" >&2; tail -30 "$WORK/$2" >&2; return 1
-}
+wait_status() { lt_wait_status --final lattice.mail.sync.status.v1 "$1" "$WORK/$2"; } # ID LOG
 jget() { python3 -c 'import json,sys
 try: print(json.loads(sys.argv[1]).get(sys.argv[2]))
 except ValueError: print("")' "$1" "$2"; }
@@ -345,5 +326,4 @@ for f in "$WORK"/*.log; do
 done
 [ "$fail" = 0 ] || { echo "--- worker logs"; tail -n 20 "$WORK/worker.log" "$WORK/gworker.log"; }
 echo "test_airflow_dags: timings: venv ${T_INSTALL}s, dagbag+checks ${T_UNIT}s, dags tests ${T_DAGS}s, worker ${T_WORKER}s, total $(( $(date +%s) - T0 ))s"
-echo "test_airflow_dags: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+lt_summary test_airflow_dags
