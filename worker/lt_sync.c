@@ -658,9 +658,9 @@ static void up_destroy(lt_sync_t *s)
 /* The event of a message whose objects are all stored. */
 static lt_err_t up_publish(lt_sync_t *s, up_job_t *j, char *errstr, size_t n)
 {
-    lt_mail_provider_t prov;
+    lt_provider_t prov;
     char uri[LT_OBJKEY_URI_MAX + 1];
-    if (lt_mail_provider_parse(lt_account_provider(s->account), &prov))
+    if (lt_provider_parse(lt_account_provider(s->account), &prov))
         return lt_seterr(errstr, n, LT_ERR_FINAL, "unknown provider %s",
                          lt_account_provider(s->account));
     lt_series_inc(s->env.metrics->messages);
@@ -829,7 +829,7 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
     lt_mime_t *m = NULL;
     lt_mail_event_t *ev = NULL;
     const char *provider = lt_account_provider(s->account);
-    lt_mail_provider_t prov;
+    lt_provider_t prov;
     char key[LT_OBJKEY_MAX + 1], uri[LT_OBJKEY_URI_MAX + 1], sha[LT_S3_SHA256_HEX];
     char mime_err[256];
 
@@ -844,7 +844,7 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
     }
     lt_series_inc(s->env.metrics->messages);
     lt_series_add(s->env.metrics->message_bytes, (double)s->size);
-    if ((err = lt_mail_provider_parse(provider, &prov)))
+    if ((err = lt_provider_parse(provider, &prov)))
         return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "unknown provider %s", provider);
     err = lt_objkey_message(lt_account_tenant(s->account), lt_account_id(s->account), provider,
                             s->pmid, key, sizeof(key), errstr, errstr_size);

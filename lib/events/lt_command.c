@@ -34,17 +34,6 @@ static const char *const k_fields[] = {"schema",       "command_id",   "tenant_i
                                        "provider",     "kind",         "scope",       "backfill",
                                        "requested_at", "requested_by", "traceparent", NULL};
 
-const char *lt_provider_name(lt_provider_t p)
-{
-    switch (p) {
-    case LT_PROVIDER_GMAIL:
-        return "gmail";
-    case LT_PROVIDER_IMAP:
-        return "imap";
-    }
-    return NULL;
-}
-
 const char *lt_sync_kind_name(lt_sync_kind_t k)
 {
     switch (k) {

@@ -20,6 +20,7 @@
 
 #include "lt_buf.h"
 #include "lt_err.h"
+#include "lt_provider.h"
 
 #define LT_COMMAND_SCHEMA "lattice.mail.sync.cmd.v1"
 #define LT_COMMAND_MAX_SIZE (64 * 1024) /* bytes of JSON */
@@ -28,19 +29,13 @@
 #define LT_COMMAND_REQUESTED_BY_MAX 256 /* characters */
 
 typedef enum {
-    LT_PROVIDER_GMAIL = 1,
-    LT_PROVIDER_IMAP = 2,
-} lt_provider_t;
-
-typedef enum {
     LT_SYNC_INCREMENTAL = 1,
     LT_SYNC_BACKFILL = 2,
 } lt_sync_kind_t;
 
 typedef struct lt_command_s lt_command_t;
 
-/* "gmail" / "imap", "incremental" / "backfill" (NULL for other values). */
-const char *lt_provider_name(lt_provider_t p);
+/* "incremental" / "backfill" (NULL for other values). */
 const char *lt_sync_kind_name(lt_sync_kind_t k);
 
 /* Parse and validate `len` bytes of JSON (no NUL needed). On success *out is

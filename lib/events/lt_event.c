@@ -196,7 +196,7 @@ struct lt_mail_event_s {
     char *event_type;
     int64_t event_time;
     char *tenant_id;
-    lt_mail_provider_t provider;
+    lt_provider_t provider;
     char *account_id;
     char *mailbox;
     char *provider_message_id;
@@ -302,31 +302,6 @@ static int is_uuid_text(const char *s)
     return 1;
 }
 
-/* ---- provider ------------------------------------------------------------ */
-
-const char *lt_mail_provider_name(lt_mail_provider_t p)
-{
-    switch (p) {
-    case LT_MAIL_PROVIDER_GMAIL:
-        return "gmail";
-    case LT_MAIL_PROVIDER_IMAP:
-        return "imap";
-    }
-    return "?";
-}
-
-lt_err_t lt_mail_provider_parse(const char *s, lt_mail_provider_t *out)
-{
-    if (s && !strcmp(s, "gmail")) {
-        *out = LT_MAIL_PROVIDER_GMAIL;
-        return LT_OK;
-    }
-    if (s && !strcmp(s, "imap")) {
-        *out = LT_MAIL_PROVIDER_IMAP;
-        return LT_OK;
-    }
-    return LT_ERR_INVALID;
-}
 
 /* ---- event: builder, getters ------------------------------------------- */
 
@@ -335,7 +310,7 @@ lt_mail_event_t *lt_mail_event_new(void)
     lt_mail_event_t *ev = lt_xcalloc(1, sizeof(*ev));
     ev->event_type = lt_xstrdup(LT_MAIL_EVENT_TYPE);
     ev->data_classification = lt_xstrdup(LT_MAIL_DEFAULT_CLASSIFICATION);
-    ev->provider = LT_MAIL_PROVIDER_GMAIL;
+    ev->provider = LT_PROVIDER_GMAIL;
     return ev;
 }
 
@@ -403,12 +378,12 @@ STR_ACCESSORS(raw_sha256)
 STR_ACCESSORS(rfc822_message_id)
 STR_ACCESSORS(data_classification)
 
-void lt_mail_event_set_provider(lt_mail_event_t *ev, lt_mail_provider_t provider)
+void lt_mail_event_set_provider(lt_mail_event_t *ev, lt_provider_t provider)
 {
     ev->provider = provider;
 }
 
-lt_mail_provider_t lt_mail_event_get_provider(const lt_mail_event_t *ev)
+lt_provider_t lt_mail_event_get_provider(const lt_mail_event_t *ev)
 {
     return ev->provider;
 }
@@ -462,16 +437,16 @@ lt_err_t lt_mail_event_get_attachment(const lt_mail_event_t *ev, size_t i,
 
 /* ---- deterministic id ------------------------------------------------------ */
 
-lt_err_t lt_mail_event_id(const char *tenant, lt_mail_provider_t provider, const char *account_id,
+lt_err_t lt_mail_event_id(const char *tenant, lt_provider_t provider, const char *account_id,
                           const char *mailbox_or_null, const char *provider_message_id,
                           char out[37])
 {
     out[0] = 0;
     if (!tenant || !account_id || !provider_message_id ||
-        (provider != LT_MAIL_PROVIDER_GMAIL && provider != LT_MAIL_PROVIDER_IMAP))
+        (provider != LT_PROVIDER_GMAIL && provider != LT_PROVIDER_IMAP))
         return LT_ERR_INVALID;
     const char *parts[6] = {LT_MAIL_EVENT_TYPE,      tenant,
-                            lt_mail_provider_name(provider), account_id,
+                            lt_provider_name(provider), account_id,
                             mailbox_or_null ? mailbox_or_null : "", provider_message_id};
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
@@ -539,7 +514,7 @@ lt_err_t lt_mail_event_to_json(const lt_mail_event_t *ev, lt_buf_t *out)
     json_object_object_add(root, "event_time", json_object_new_int64(ev->event_time));
     json_object_object_add(root, "tenant_id", jstr(ev->tenant_id));
     json_object *src = json_object_new_object();
-    json_object_object_add(src, "provider", jstr(lt_mail_provider_name(ev->provider)));
+    json_object_object_add(src, "provider", jstr(lt_provider_name(ev->provider)));
     json_object_object_add(src, "account_id", jstr(ev->account_id));
     json_object_object_add(src, "mailbox", jstr(ev->mailbox));
     json_object_object_add(root, "source", src);
@@ -711,7 +686,7 @@ static lt_err_t validate(const lt_mail_event_t *ev, char *errstr, size_t n)
     if (!is_uuid_text(ev->event_id))
         return lt_seterr(errstr, n, LT_ERR_INVALID,
                          "mail.raw.v1: event_id is not lower-case UUID text");
-    if (ev->provider != LT_MAIL_PROVIDER_GMAIL && ev->provider != LT_MAIL_PROVIDER_IMAP)
+    if (ev->provider != LT_PROVIDER_GMAIL && ev->provider != LT_PROVIDER_IMAP)
         return lt_seterr(errstr, n, LT_ERR_INVALID, "mail.raw.v1: unknown provider %d",
                          (int)ev->provider);
     if (ev->raw_size_bytes < 0)
@@ -1098,10 +1073,10 @@ static lt_err_t extract(avro_value_t *v, lt_mail_event_t *ev, char *errstr, size
     if (avro_value_get_by_name(v, "source", &src, NULL) ||
         avro_value_get_by_name(&src, "provider", &prov, NULL) || avro_value_get_enum(&prov, &sym))
         return lt_seterr(errstr, n, LT_ERR_INVALID, "mail.raw.v1: cannot read source.provider");
-    if (sym != LT_MAIL_PROVIDER_GMAIL && sym != LT_MAIL_PROVIDER_IMAP)
+    if (sym != LT_PROVIDER_GMAIL && sym != LT_PROVIDER_IMAP)
         return lt_seterr(errstr, n, LT_ERR_INVALID, "mail.raw.v1: unknown provider index %d",
                          sym);
-    ev->provider = (lt_mail_provider_t)sym;
+    ev->provider = (lt_provider_t)sym;
     TRY(get_string(&src, "account_id", &ev->account_id, errstr, n));
     TRY(get_nullable(&src, "mailbox", &ev->mailbox, errstr, n));
     if (avro_value_get_by_name(v, "payload", &pl, NULL))

@@ -21,6 +21,7 @@
 
 #include "lt_buf.h"
 #include "lt_err.h"
+#include "lt_provider.h"
 
 #define LT_MAIL_EVENT_TYPE "mail.raw.v1"
 #define LT_MAIL_RAW_TOPIC "lattice.mail.raw.v1"
@@ -31,16 +32,6 @@
 #define LT_WIRE_HEADER_SIZE 5
 /* Decode refuses values larger than this (a raw event is a few KiB). */
 #define LT_MAIL_EVENT_MAX_WIRE (4u * 1024u * 1024u)
-
-typedef enum {
-    LT_MAIL_PROVIDER_GMAIL = 0, /* symbol order of enum MailProvider */
-    LT_MAIL_PROVIDER_IMAP = 1,
-} lt_mail_provider_t;
-
-/* "gmail" / "imap" ("?" for an out-of-range value). */
-const char *lt_mail_provider_name(lt_mail_provider_t p);
-/* Parse "gmail" / "imap"; LT_ERR_INVALID otherwise. */
-lt_err_t lt_mail_provider_parse(const char *s, lt_mail_provider_t *out);
 
 typedef struct lt_mail_event_s lt_mail_event_t;
 
@@ -56,7 +47,7 @@ void lt_mail_event_set_event_id(lt_mail_event_t *ev, const char *event_id);
 void lt_mail_event_set_event_type(lt_mail_event_t *ev, const char *event_type);
 void lt_mail_event_set_event_time(lt_mail_event_t *ev, int64_t ms);
 void lt_mail_event_set_tenant_id(lt_mail_event_t *ev, const char *tenant_id);
-void lt_mail_event_set_provider(lt_mail_event_t *ev, lt_mail_provider_t provider);
+void lt_mail_event_set_provider(lt_mail_event_t *ev, lt_provider_t provider);
 void lt_mail_event_set_account_id(lt_mail_event_t *ev, const char *account_id);
 void lt_mail_event_set_mailbox(lt_mail_event_t *ev, const char *mailbox_or_null);
 void lt_mail_event_set_provider_message_id(lt_mail_event_t *ev, const char *id);
@@ -81,7 +72,7 @@ const char *lt_mail_event_get_event_id(const lt_mail_event_t *ev);
 const char *lt_mail_event_get_event_type(const lt_mail_event_t *ev);
 int64_t lt_mail_event_get_event_time(const lt_mail_event_t *ev);
 const char *lt_mail_event_get_tenant_id(const lt_mail_event_t *ev);
-lt_mail_provider_t lt_mail_event_get_provider(const lt_mail_event_t *ev);
+lt_provider_t lt_mail_event_get_provider(const lt_mail_event_t *ev);
 const char *lt_mail_event_get_account_id(const lt_mail_event_t *ev);
 const char *lt_mail_event_get_mailbox(const lt_mail_event_t *ev);
 const char *lt_mail_event_get_provider_message_id(const lt_mail_event_t *ev);
@@ -105,7 +96,7 @@ lt_err_t lt_mail_event_get_attachment(const lt_mail_event_t *ev, size_t i,
  * (mailbox NULL hashes as the empty string), version nibble set to 8 and the
  * RFC 9562 variant bits set, formatted as lower-case UUID text into out
  * (36 characters + NUL). LT_ERR_INVALID if a required input is NULL. */
-lt_err_t lt_mail_event_id(const char *tenant, lt_mail_provider_t provider, const char *account_id,
+lt_err_t lt_mail_event_id(const char *tenant, lt_provider_t provider, const char *account_id,
                           const char *mailbox_or_null, const char *provider_message_id,
                           char out[37]);
 

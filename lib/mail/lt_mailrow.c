@@ -58,7 +58,9 @@ lt_err_t lt_mailrow_json(const lt_mail_event_t *ev, const lt_mime_t *m,
     r.account_id = lt_mail_event_get_account_id(ev);
     r.provider_message_id = lt_mail_event_get_provider_message_id(ev);
     r.event_id = lt_mail_event_get_event_id(ev);
-    r.provider = lt_mail_provider_name(lt_mail_event_get_provider(ev));
+    r.provider = lt_provider_name(lt_mail_event_get_provider(ev));
+    if (!r.provider)
+        r.provider = "?"; /* decode refuses it; the emails CHECK would too */
     r.mailbox = lt_mail_event_get_mailbox(ev);
     r.thread_id = lt_mail_event_get_provider_thread_id(ev);
     r.received_at_ms = lt_mail_event_get_received_at(ev);

@@ -106,7 +106,7 @@ int main(void)
     snprintf(pmid, sizeof(pmid), "%ld:%d", (long)time(NULL), (int)getpid());
     lt_mail_event_t *ev = lt_mail_event_new();
     lt_mail_event_set_tenant_id(ev, "test-tenant");
-    lt_mail_event_set_provider(ev, LT_MAIL_PROVIDER_IMAP);
+    lt_mail_event_set_provider(ev, LT_PROVIDER_IMAP);
     lt_mail_event_set_account_id(ev, "test-event-kafka");
     lt_mail_event_set_mailbox(ev, "INBOX/\xc3\x9c" "bersicht");
     lt_mail_event_set_provider_message_id(ev, pmid);

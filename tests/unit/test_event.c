@@ -21,7 +21,7 @@ static lt_mail_event_t *full_event(void)
 {
     lt_mail_event_t *ev = lt_mail_event_new();
     lt_mail_event_set_tenant_id(ev, "personal-\xc3\xbc"); /* personal-ü */
-    lt_mail_event_set_provider(ev, LT_MAIL_PROVIDER_IMAP);
+    lt_mail_event_set_provider(ev, LT_PROVIDER_IMAP);
     lt_mail_event_set_account_id(ev, "workmail-imap");
     lt_mail_event_set_mailbox(ev, "Entw\xc3\xbcrfe/\xe6\x97\xa5\xe6\x9c\xac"); /* Entwürfe/日本 */
     lt_mail_event_set_provider_message_id(ev, PMID4242);
@@ -85,7 +85,7 @@ static void test_round_trip(lt_mail_codec_t *c)
         CHECK_STR(lt_mail_event_get_event_type(back), "mail.raw.v1");
         CHECK_INT(lt_mail_event_get_event_time(back), 1764000000123LL);
         CHECK_STR(lt_mail_event_get_tenant_id(back), "personal-\xc3\xbc");
-        CHECK_INT(lt_mail_event_get_provider(back), LT_MAIL_PROVIDER_IMAP);
+        CHECK_INT(lt_mail_event_get_provider(back), LT_PROVIDER_IMAP);
         CHECK_STR(lt_mail_event_get_account_id(back), "workmail-imap");
         CHECK_STR(lt_mail_event_get_mailbox(back), "Entw\xc3\xbcrfe/\xe6\x97\xa5\xe6\x9c\xac");
         CHECK_STR(lt_mail_event_get_provider_message_id(back), PMID4242);
@@ -150,7 +150,7 @@ static void test_round_trip(lt_mail_codec_t *c)
         CHECK(lt_mail_event_get_mailbox(back) == NULL);
         CHECK(lt_mail_event_get_rfc822_message_id(back) == NULL);
         CHECK_INT(lt_mail_event_attachment_count(back), 0);
-        CHECK_INT(lt_mail_event_get_provider(back), LT_MAIL_PROVIDER_GMAIL);
+        CHECK_INT(lt_mail_event_get_provider(back), LT_PROVIDER_GMAIL);
         lt_mail_event_destroy(back);
     }
     /* a full buffer: TOO_BIG and the buffer left as it was */
@@ -195,7 +195,7 @@ static void test_invalid_events(lt_mail_codec_t *c)
     lt_mail_event_destroy(ev);
 
     ev = full_event();
-    lt_mail_event_set_provider(ev, (lt_mail_provider_t)7);
+    lt_mail_event_set_provider(ev, (lt_provider_t)7);
     CHECK_INT(lt_mail_event_encode(c, ev, 1, out, err, sizeof(err)), LT_ERR_INVALID);
     lt_mail_event_destroy(ev);
 
@@ -214,7 +214,7 @@ static void test_invalid_events(lt_mail_codec_t *c)
 static void test_event_id(void)
 {
     char a[37], b[37];
-    CHECK_INT(lt_mail_event_id("personal", LT_MAIL_PROVIDER_IMAP, "workmail-imap", "INBOX",
+    CHECK_INT(lt_mail_event_id("personal", LT_PROVIDER_IMAP, "workmail-imap", "INBOX",
                                PMID42, a),
               LT_OK);
     CHECK_INT(strlen(a), 36);
@@ -222,7 +222,7 @@ static void test_event_id(void)
     CHECK(strchr("89ab", a[19]) != NULL);               /* RFC 9562 variant */
     CHECK(a[8] == '-' && a[13] == '-' && a[18] == '-' && a[23] == '-');
     /* determinism */
-    CHECK_INT(lt_mail_event_id("personal", LT_MAIL_PROVIDER_IMAP, "workmail-imap", "INBOX",
+    CHECK_INT(lt_mail_event_id("personal", LT_PROVIDER_IMAP, "workmail-imap", "INBOX",
                                PMID42, b),
               LT_OK);
     CHECK_STR(a, b);
@@ -233,35 +233,35 @@ static void test_event_id(void)
     /* sensitive to every input */
     struct {
         const char *t;
-        lt_mail_provider_t p;
+        lt_provider_t p;
         const char *acc, *mb, *pmid;
     } v[] = {
-        {"personaL", LT_MAIL_PROVIDER_IMAP, "workmail-imap", "INBOX", PMID42},
-        {"personal", LT_MAIL_PROVIDER_GMAIL, "workmail-imap", "INBOX", PMID42},
-        {"personal", LT_MAIL_PROVIDER_IMAP, "workmail-imaP", "INBOX", PMID42},
-        {"personal", LT_MAIL_PROVIDER_IMAP, "workmail-imap", "Inbox", PMID42},
-        {"personal", LT_MAIL_PROVIDER_IMAP, "workmail-imap", NULL, PMID42},
-        {"personal", LT_MAIL_PROVIDER_IMAP, "workmail-imap", "INBOX", PMID43},
+        {"personaL", LT_PROVIDER_IMAP, "workmail-imap", "INBOX", PMID42},
+        {"personal", LT_PROVIDER_GMAIL, "workmail-imap", "INBOX", PMID42},
+        {"personal", LT_PROVIDER_IMAP, "workmail-imaP", "INBOX", PMID42},
+        {"personal", LT_PROVIDER_IMAP, "workmail-imap", "Inbox", PMID42},
+        {"personal", LT_PROVIDER_IMAP, "workmail-imap", NULL, PMID42},
+        {"personal", LT_PROVIDER_IMAP, "workmail-imap", "INBOX", PMID43},
         /* the separator matters: shifting text between fields changes the id */
-        {"personal", LT_MAIL_PROVIDER_IMAP, "workmail-imapI", "NBOX", PMID42},
+        {"personal", LT_PROVIDER_IMAP, "workmail-imapI", "NBOX", PMID42},
     };
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         CHECK_INT(lt_mail_event_id(v[i].t, v[i].p, v[i].acc, v[i].mb, v[i].pmid, b), LT_OK);
         CHECK_MSG(strcmp(a, b) != 0, "variant %zu gives the same id", i);
     }
     /* NULL mailbox hashes as the empty string */
-    CHECK_INT(lt_mail_event_id("t", LT_MAIL_PROVIDER_GMAIL, "acc", NULL, "m", a), LT_OK);
-    CHECK_INT(lt_mail_event_id("t", LT_MAIL_PROVIDER_GMAIL, "acc", "", "m", b), LT_OK);
+    CHECK_INT(lt_mail_event_id("t", LT_PROVIDER_GMAIL, "acc", NULL, "m", a), LT_OK);
+    CHECK_INT(lt_mail_event_id("t", LT_PROVIDER_GMAIL, "acc", "", "m", b), LT_OK);
     CHECK_STR(a, b);
-    CHECK_INT(lt_mail_event_id(NULL, LT_MAIL_PROVIDER_GMAIL, "acc", NULL, "m", a),
+    CHECK_INT(lt_mail_event_id(NULL, LT_PROVIDER_GMAIL, "acc", NULL, "m", a),
               LT_ERR_INVALID);
-    CHECK_INT(lt_mail_event_id("t", (lt_mail_provider_t)9, "acc", NULL, "m", a), LT_ERR_INVALID);
+    CHECK_INT(lt_mail_event_id("t", (lt_provider_t)9, "acc", NULL, "m", a), LT_ERR_INVALID);
 
-    lt_mail_provider_t p;
-    CHECK_INT(lt_mail_provider_parse("imap", &p), LT_OK);
-    CHECK_INT(p, LT_MAIL_PROVIDER_IMAP);
-    CHECK_INT(lt_mail_provider_parse("IMAP", &p), LT_ERR_INVALID);
-    CHECK_STR(lt_mail_provider_name(LT_MAIL_PROVIDER_GMAIL), "gmail");
+    lt_provider_t p;
+    CHECK_INT(lt_provider_parse("imap", &p), LT_OK);
+    CHECK_INT(p, LT_PROVIDER_IMAP);
+    CHECK_INT(lt_provider_parse("IMAP", &p), LT_ERR_INVALID);
+    CHECK_STR(lt_provider_name(LT_PROVIDER_GMAIL), "gmail");
 }
 
 static void expect_reject(lt_mail_codec_t *c, const void *data, size_t len, const char *schema,

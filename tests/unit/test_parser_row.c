@@ -169,7 +169,7 @@ static lt_mail_event_t *sample_event(void)
 {
     lt_mail_event_t *ev = lt_mail_event_new();
     lt_mail_event_set_tenant_id(ev, "t1");
-    lt_mail_event_set_provider(ev, LT_MAIL_PROVIDER_GMAIL);
+    lt_mail_event_set_provider(ev, LT_PROVIDER_GMAIL);
     lt_mail_event_set_account_id(ev, "personal-gmail");
     lt_mail_event_set_mailbox(ev, "INBOX");
     lt_mail_event_set_provider_message_id(ev, "18c2f0a1b2c3d4e5");

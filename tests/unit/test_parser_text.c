@@ -68,7 +68,7 @@ static lt_mail_event_t *event(void)
 {
     lt_mail_event_t *ev = lt_mail_event_new();
     lt_mail_event_set_tenant_id(ev, "t");
-    lt_mail_event_set_provider(ev, LT_MAIL_PROVIDER_IMAP);
+    lt_mail_event_set_provider(ev, LT_PROVIDER_IMAP);
     lt_mail_event_set_account_id(ev, "a");
     lt_mail_event_set_provider_message_id(ev, "INBOX;UIDVALIDITY=1;UID=1");
     lt_mail_event_set_received_at(ev, 1);
