@@ -15,87 +15,12 @@
 #include "lt_db.h"
 #include "lt_migrate.h"
 #include "lt_test.h"
+#include "lt_test_db.h"
 
-/* ---- scratch database or schema (same helper in test_state.c) ---- */
-
-typedef struct {
-    const char *dsn, *password;
-    lt_db_t *admin;
-    char name[64];
-    int is_db; /* 1: a database, 0: a schema in the dsn's database */
-} scratch_t;
-
-static int scratch_create(scratch_t *s, const char *tag)
-{
-    char err[512];
-    memset(s, 0, sizeof(*s));
-    s->dsn = lt_test_env("LATTICE_PG_DSN");
-    s->password = lt_test_env("LATTICE_PG_PASSWORD");
-    snprintf(s->name, sizeof(s->name), "lattice_test_%ld_%s", (long)getpid(), tag);
-    s->admin = lt_db_connect(s->dsn, s->password, err, sizeof(err));
-    if (!s->admin) {
-        fprintf(stderr, "cannot connect to Postgres: %s\n", err);
-        return -1;
-    }
-    PGconn *c = lt_db_conn(s->admin);
-    char *ident = PQescapeIdentifier(c, s->name, strlen(s->name));
-    char sql[256];
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", ident);
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) == PGRES_COMMAND_OK) {
-        s->is_db = 1;
-    } else {
-        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        if (!st || strcmp(st, "42501") != 0) {
-            fprintf(stderr, "CREATE DATABASE failed: %s", PQresultErrorMessage(r));
-            PQclear(r);
-            PQfreemem(ident);
-            return -1;
-        }
-        PQclear(r);
-        snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", ident);
-        r = PQexec(c, sql);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            fprintf(stderr, "CREATE SCHEMA failed: %s", PQresultErrorMessage(r));
-            PQclear(r);
-            PQfreemem(ident);
-            return -1;
-        }
-    }
-    PQclear(r);
-    PQfreemem(ident);
-    printf("scratch %s: %s\n", s->is_db ? "database" : "schema", s->name);
-    return 0;
-}
-
-/* The libpq keyword that points a connection at the scratch. */
-static void scratch_kw(const scratch_t *s, const char **kw, const char **val, char *opt,
-                       size_t optn)
-{
-    if (s->is_db) {
-        kw[0] = "dbname";
-        val[0] = s->name;
-    } else {
-        snprintf(opt, optn, "-csearch_path=%s", s->name);
-        kw[0] = "options";
-        val[0] = opt;
-    }
-    kw[1] = val[1] = NULL;
-}
-
-static lt_db_t *scratch_connect(const scratch_t *s)
-{
-    const char *kw[2], *val[2];
-    char opt[128], err[512];
-    scratch_kw(s, kw, val, opt, sizeof(opt));
-    lt_db_t *db = lt_db_connect_params(s->dsn, s->password, kw, val, err, sizeof(err));
-    if (!db)
-        fprintf(stderr, "cannot connect to scratch %s: %s\n", s->name, err);
-    return db;
-}
+/* ---- scratch database or schema: tests/lt_test_db.h ---- */
 
 /* A key=value connection string for the scratch (for the CLI). */
-static char *scratch_dsn(const scratch_t *s)
+static char *scratch_dsn(const lt_scratch_t *s)
 {
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(s->dsn, &perr);
@@ -133,25 +58,6 @@ static char *scratch_dsn(const scratch_t *s)
     return out;
 }
 
-static void scratch_drop(scratch_t *s)
-{
-    if (!s->admin)
-        return;
-    PGconn *c = lt_db_conn(s->admin);
-    char *ident = PQescapeIdentifier(c, s->name, strlen(s->name));
-    char sql[256];
-    if (s->is_db)
-        snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", ident);
-    else
-        snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE", ident);
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        fprintf(stderr, "cleanup of %s failed: %s", s->name, PQresultErrorMessage(r));
-    PQclear(r);
-    PQfreemem(ident);
-    lt_db_destroy(s->admin);
-    s->admin = NULL;
-}
 
 /* ---- helpers ---- */
 
@@ -214,7 +120,7 @@ static void collect(const lt_migration_info_t *m, void *opaque)
 /* ---- concurrent runs ---- */
 
 typedef struct {
-    const scratch_t *s;
+    const lt_scratch_t *s;
     const char *dir;
     int applied;
     lt_err_t err;
@@ -224,7 +130,7 @@ typedef struct {
 static void *migrate_thread(void *arg)
 {
     worker_t *w = arg;
-    lt_db_t *db = scratch_connect(w->s);
+    lt_db_t *db = lt_scratch_connect(w->s);
     if (!db) {
         w->err = LT_ERR_TEMPORARY;
         return NULL;
@@ -242,12 +148,12 @@ int main(void)
     CHECK_MSG(nfiles >= 3, "expected the migrations in %s", dir);
 
     /* 1. Fresh apply: everything applied, tables exist. */
-    scratch_t s1;
-    if (scratch_create(&s1, "a") != 0)
+    lt_scratch_t s1;
+    if (lt_scratch_create(&s1, "a") != 0)
         return lt_test_done("test_migrate (no scratch)") | 1;
     char tmp[] = "/tmp/lt_migrate_XXXXXX";
     CHECK(mkdtemp(tmp) != NULL);
-    lt_db_t *db = scratch_connect(&s1);
+    lt_db_t *db = lt_scratch_connect(&s1);
     CHECK(db != NULL);
     if (!db)
         goto done;
@@ -354,8 +260,8 @@ int main(void)
 
     /* 5. Concurrent runs on a fresh scratch: all succeed, each migration
      * applied exactly once. */
-    scratch_t s2;
-    CHECK(scratch_create(&s2, "b") == 0);
+    lt_scratch_t s2;
+    CHECK(lt_scratch_create(&s2, "b") == 0);
     enum { NTHREADS = 4 };
     worker_t w[NTHREADS];
     pthread_t th[NTHREADS];
@@ -372,7 +278,7 @@ int main(void)
         total += w[i].applied;
     }
     CHECK_INT(total, nfiles);
-    lt_db_t *db2 = scratch_connect(&s2);
+    lt_db_t *db2 = lt_scratch_connect(&s2);
     CHECK(db2 != NULL);
     if (db2) {
         CHECK_INT(count_rows(db2, "SELECT count(*) FROM schema_migrations"), nfiles);
@@ -441,11 +347,11 @@ int main(void)
         }
         free(sdsn);
     }
-    scratch_drop(&s2);
+    lt_scratch_drop(&s2);
 
 done:
     lt_db_destroy(db);
-    scratch_drop(&s1);
+    lt_scratch_drop(&s1);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
     run(cmd);
     return lt_test_done("test_migrate");

@@ -15,104 +15,7 @@
 #include "lt_migrate.h"
 #include "lt_watermark.h"
 #include "lt_test.h"
-
-/* ---- scratch database or schema (same helper in test_migrate.c) ---- */
-
-typedef struct {
-    const char *dsn, *password;
-    lt_db_t *admin;
-    char name[64];
-    int is_db; /* 1: a database, 0: a schema in the dsn's database */
-} scratch_t;
-
-static int scratch_create(scratch_t *s, const char *tag)
-{
-    char err[512];
-    memset(s, 0, sizeof(*s));
-    s->dsn = lt_test_env("LATTICE_PG_DSN");
-    s->password = lt_test_env("LATTICE_PG_PASSWORD");
-    snprintf(s->name, sizeof(s->name), "lattice_test_%ld_%s", (long)getpid(), tag);
-    s->admin = lt_db_connect(s->dsn, s->password, err, sizeof(err));
-    if (!s->admin) {
-        fprintf(stderr, "cannot connect to Postgres: %s\n", err);
-        return -1;
-    }
-    PGconn *c = lt_db_conn(s->admin);
-    char *ident = PQescapeIdentifier(c, s->name, strlen(s->name));
-    char sql[256];
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", ident);
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) == PGRES_COMMAND_OK) {
-        s->is_db = 1;
-    } else {
-        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        if (!st || strcmp(st, "42501") != 0) {
-            fprintf(stderr, "CREATE DATABASE failed: %s", PQresultErrorMessage(r));
-            PQclear(r);
-            PQfreemem(ident);
-            return -1;
-        }
-        PQclear(r);
-        snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", ident);
-        r = PQexec(c, sql);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            fprintf(stderr, "CREATE SCHEMA failed: %s", PQresultErrorMessage(r));
-            PQclear(r);
-            PQfreemem(ident);
-            return -1;
-        }
-    }
-    PQclear(r);
-    PQfreemem(ident);
-    printf("scratch %s: %s\n", s->is_db ? "database" : "schema", s->name);
-    return 0;
-}
-
-/* The libpq keyword that points a connection at the scratch. */
-static void scratch_kw(const scratch_t *s, const char **kw, const char **val, char *opt,
-                       size_t optn)
-{
-    if (s->is_db) {
-        kw[0] = "dbname";
-        val[0] = s->name;
-    } else {
-        snprintf(opt, optn, "-csearch_path=%s", s->name);
-        kw[0] = "options";
-        val[0] = opt;
-    }
-    kw[1] = val[1] = NULL;
-}
-
-static lt_db_t *scratch_connect(const scratch_t *s)
-{
-    const char *kw[2], *val[2];
-    char opt[128], err[512];
-    scratch_kw(s, kw, val, opt, sizeof(opt));
-    lt_db_t *db = lt_db_connect_params(s->dsn, s->password, kw, val, err, sizeof(err));
-    if (!db)
-        fprintf(stderr, "cannot connect to scratch %s: %s\n", s->name, err);
-    return db;
-}
-
-static void scratch_drop(scratch_t *s)
-{
-    if (!s->admin)
-        return;
-    PGconn *c = lt_db_conn(s->admin);
-    char *ident = PQescapeIdentifier(c, s->name, strlen(s->name));
-    char sql[256];
-    if (s->is_db)
-        snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", ident);
-    else
-        snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE", ident);
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        fprintf(stderr, "cleanup of %s failed: %s", s->name, PQresultErrorMessage(r));
-    PQclear(r);
-    PQfreemem(ident);
-    lt_db_destroy(s->admin);
-    s->admin = NULL;
-}
+#include "lt_test_db.h"
 
 /* ---- helpers ---- */
 
@@ -549,9 +452,9 @@ static void test_pending(lt_db_t *db)
 
 /* ---- locks across two connections ---- */
 
-static void test_locks(const scratch_t *s, lt_db_t *a)
+static void test_locks(const lt_scratch_t *s, lt_db_t *a)
 {
-    lt_db_t *b = scratch_connect(s);
+    lt_db_t *b = lt_scratch_connect(s);
     CHECK(b != NULL);
     if (!b)
         return;
@@ -581,7 +484,7 @@ static void test_locks(const scratch_t *s, lt_db_t *a)
     CHECK(lt_account_unlock(b, "personal", "workmail-imap", E) == LT_OK);
 
     /* A lock dies with its connection (a crashed worker). */
-    lt_db_t *c = scratch_connect(s);
+    lt_db_t *c = lt_scratch_connect(s);
     CHECK(c != NULL);
     if (c) {
         CHECK(lt_account_lock(c, "personal", "workmail-imap", E) == LT_OK);
@@ -758,10 +661,10 @@ static void test_tx(lt_db_t *db)
 
 int main(void)
 {
-    scratch_t s;
-    if (scratch_create(&s, "state") != 0)
+    lt_scratch_t s;
+    if (lt_scratch_create(&s, "state") != 0)
         return lt_test_done("test_state (no scratch)") | 1;
-    lt_db_t *db = scratch_connect(&s);
+    lt_db_t *db = lt_scratch_connect(&s);
     CHECK(db != NULL);
     if (db) {
         int applied = 0;
@@ -778,6 +681,6 @@ int main(void)
         }
         lt_db_destroy(db);
     }
-    scratch_drop(&s);
+    lt_scratch_drop(&s);
     return lt_test_done("test_state");
 }
