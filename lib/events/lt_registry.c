@@ -121,8 +121,7 @@ void lt_registry_set_timeouts(lt_registry_t *reg, long connect_ms, long request_
 
 /* ---- caches (called with the lock held) ---- */
 
-static int cache_find_id(lt_registry_t *reg, const char *subject, const char *schema,
-                         int32_t *id)
+static int cache_find_id(lt_registry_t *reg, const char *subject, const char *schema, int32_t *id)
 {
     for (size_t i = 0; i < REG_CACHE_SIZE; i++) {
         id_entry_t *e = &reg->ids[i];
@@ -199,6 +198,16 @@ static char *escape(lt_registry_t *reg, const char *s)
     return copy;
 }
 
+/* path += prefix + the URL-escaped subject + suffix. */
+static lt_err_t subject_path(lt_registry_t *reg, lt_buf_t *path, const char *prefix,
+                             const char *subject, const char *suffix, char *errstr, size_t n)
+{
+    char *esc = escape(reg, subject);
+    int too_long = lt_buf_appendf(path, "%s%s%s", prefix, esc, suffix);
+    free(esc);
+    return too_long ? lt_seterr(errstr, n, LT_ERR_INVALID, "registry: subject too long") : LT_OK;
+}
+
 /* Classify an HTTP error status. */
 static lt_err_t http_class(long status)
 {
@@ -214,8 +223,8 @@ static lt_err_t http_class(long status)
 /* Perform method on base_url + path with an optional JSON body. On a 2xx
  * answer, *json_out is the parsed body (caller puts it). Otherwise an error
  * with the registry's error_code/message. Lock held. */
-static lt_err_t request(lt_registry_t *reg, const char *method, const char *path,
-                        const char *body, json_object **json_out, char *errstr, size_t n)
+static lt_err_t request(lt_registry_t *reg, const char *method, const char *path, const char *body,
+                        json_object **json_out, char *errstr, size_t n)
 {
     *json_out = NULL;
     CURL *c = reg->curl;
@@ -278,8 +287,8 @@ static lt_err_t request(lt_registry_t *reg, const char *method, const char *path
     if (status >= 200 && status < 300) {
         if (!j)
             return lt_seterr(errstr, n, LT_ERR_TEMPORARY,
-                             "registry %s %s: HTTP %ld with a body that is not JSON", method,
-                             path, status);
+                             "registry %s %s: HTTP %ld with a body that is not JSON", method, path,
+                             status);
         *json_out = j;
         return LT_OK;
     }
@@ -314,8 +323,8 @@ static lt_err_t get_id(json_object *j, const char *what, int32_t *id, char *errs
         return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "registry %s: answer without an id", what);
     int64_t x = json_object_get_int64(v);
     if (x < 0 || x > INT32_MAX)
-        return lt_seterr(errstr, n, LT_ERR_FINAL, "registry %s: id %" PRId64 " out of range",
-                         what, x);
+        return lt_seterr(errstr, n, LT_ERR_FINAL, "registry %s: id %" PRId64 " out of range", what,
+                         x);
     *id = (int32_t)x;
     return LT_OK;
 }
@@ -338,14 +347,12 @@ static lt_err_t register_or_lookup(lt_registry_t *reg, int do_register, const ch
         pthread_mutex_unlock(&reg->lock);
         return LT_OK;
     }
-    char *esc = escape(reg, subject);
     char *body = schema_body(schema_json);
     lt_buf_t *path = lt_buf_new(8192);
     json_object *j = NULL;
-    if (lt_buf_appendf(path, "/subjects/%s%s", esc, do_register ? "/versions" : "")) {
-        err = lt_seterr(errstr, n, LT_ERR_INVALID, "registry: subject too long");
+    if ((err = subject_path(reg, path, "/subjects/", subject, do_register ? "/versions" : "",
+                            errstr, n)))
         goto out;
-    }
     err = request(reg, "POST", lt_buf_str(path), body, &j, errstr, n);
     if (err)
         goto out;
@@ -356,7 +363,6 @@ out:
     json_object_put(j);
     lt_buf_destroy(path);
     free(body);
-    free(esc);
     pthread_mutex_unlock(&reg->lock);
     return err;
 }
@@ -373,8 +379,8 @@ lt_err_t lt_registry_lookup(lt_registry_t *reg, const char *subject, const char 
     return register_or_lookup(reg, 0, subject, schema_json, id, errstr, errstr_size);
 }
 
-lt_err_t lt_registry_get_schema(lt_registry_t *reg, int32_t id, lt_buf_t *schema_out,
-                                char *errstr, size_t errstr_size)
+lt_err_t lt_registry_get_schema(lt_registry_t *reg, int32_t id, lt_buf_t *schema_out, char *errstr,
+                                size_t errstr_size)
 {
     if (id < 0)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "registry: negative schema id");
@@ -417,23 +423,20 @@ out:
     return err;
 }
 
-lt_err_t lt_registry_check_compat(lt_registry_t *reg, const char *subject,
-                                  const char *schema_json, int *is_compatible, char *errstr,
-                                  size_t errstr_size)
+lt_err_t lt_registry_check_compat(lt_registry_t *reg, const char *subject, const char *schema_json,
+                                  int *is_compatible, char *errstr, size_t errstr_size)
 {
     lt_err_t err = check_args(subject, schema_json, errstr, errstr_size);
     if (err)
         return err;
     *is_compatible = 0;
     pthread_mutex_lock(&reg->lock);
-    char *esc = escape(reg, subject);
     char *body = schema_body(schema_json);
     lt_buf_t *path = lt_buf_new(8192);
     json_object *j = NULL;
-    if (lt_buf_appendf(path, "/compatibility/subjects/%s/versions/latest", esc)) {
-        err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "registry: subject too long");
+    if ((err = subject_path(reg, path, "/compatibility/subjects/", subject, "/versions/latest",
+                            errstr, errstr_size)))
         goto out;
-    }
     err = request(reg, "POST", lt_buf_str(path), body, &j, errstr, errstr_size);
     if (err)
         goto out;
@@ -456,16 +459,15 @@ out:
     json_object_put(j);
     lt_buf_destroy(path);
     free(body);
-    free(esc);
     pthread_mutex_unlock(&reg->lock);
     return err;
 }
 
 static int valid_level(const char *level)
 {
-    static const char *const levels[] = {"BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD",
-                                         "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE",
-                                         "NONE"};
+    static const char *const levels[] = {
+        "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
+        "FULL",     "FULL_TRANSITIVE",     "NONE"};
     for (size_t i = 0; level && i < sizeof(levels) / sizeof(levels[0]); i++) {
         if (!strcmp(level, levels[i]))
             return 1;
@@ -481,20 +483,16 @@ lt_err_t lt_registry_set_compat(lt_registry_t *reg, const char *subject, const c
                          "registry: a subject and a compatibility level are required");
     lt_err_t err;
     pthread_mutex_lock(&reg->lock);
-    char *esc = escape(reg, subject);
     lt_buf_t *path = lt_buf_new(8192);
     json_object *j = NULL;
     char body[64];
     snprintf(body, sizeof(body), "{\"compatibility\":\"%s\"}", level);
-    if (lt_buf_appendf(path, "/config/%s", esc)) {
-        err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "registry: subject too long");
+    if ((err = subject_path(reg, path, "/config/", subject, "", errstr, errstr_size)))
         goto out;
-    }
     err = request(reg, "PUT", lt_buf_str(path), body, &j, errstr, errstr_size);
 out:
     json_object_put(j);
     lt_buf_destroy(path);
-    free(esc);
     pthread_mutex_unlock(&reg->lock);
     return err;
 }
@@ -507,13 +505,10 @@ lt_err_t lt_registry_get_compat(lt_registry_t *reg, const char *subject, char *l
     level[0] = 0;
     lt_err_t err;
     pthread_mutex_lock(&reg->lock);
-    char *esc = escape(reg, subject);
     lt_buf_t *path = lt_buf_new(8192);
     json_object *j = NULL;
-    if (lt_buf_appendf(path, "/config/%s", esc)) {
-        err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "registry: subject too long");
+    if ((err = subject_path(reg, path, "/config/", subject, "", errstr, errstr_size)))
         goto out;
-    }
     err = request(reg, "GET", lt_buf_str(path), NULL, &j, errstr, errstr_size);
     if (err)
         goto out;
@@ -522,15 +517,13 @@ lt_err_t lt_registry_get_compat(lt_registry_t *reg, const char *subject, char *l
     if (!json_object_object_get_ex(j, "compatibilityLevel", &v) &&
         !json_object_object_get_ex(j, "compatibility", &v)) {
         err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
-                        "registry GET %s: answer without a compatibility level",
-                        lt_buf_str(path));
+                        "registry GET %s: answer without a compatibility level", lt_buf_str(path));
         goto out;
     }
     snprintf(level, level_size, "%s", json_object_get_string(v));
 out:
     json_object_put(j);
     lt_buf_destroy(path);
-    free(esc);
     pthread_mutex_unlock(&reg->lock);
     return err;
 }
@@ -542,13 +535,10 @@ lt_err_t lt_registry_delete_subject(lt_registry_t *reg, const char *subject, int
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "registry: subject required");
     lt_err_t err;
     pthread_mutex_lock(&reg->lock);
-    char *esc = escape(reg, subject);
     lt_buf_t *path = lt_buf_new(8192);
     json_object *j = NULL;
-    if (lt_buf_appendf(path, "/subjects/%s", esc)) {
-        err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "registry: subject too long");
+    if ((err = subject_path(reg, path, "/subjects/", subject, "", errstr, errstr_size)))
         goto out;
-    }
     err = request(reg, "DELETE", lt_buf_str(path), NULL, &j, errstr, errstr_size);
     json_object_put(j);
     j = NULL;
@@ -568,7 +558,6 @@ lt_err_t lt_registry_delete_subject(lt_registry_t *reg, const char *subject, int
 out:
     json_object_put(j);
     lt_buf_destroy(path);
-    free(esc);
     pthread_mutex_unlock(&reg->lock);
     return err;
 }
