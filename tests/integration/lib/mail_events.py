@@ -46,11 +46,17 @@ class Reader:
 
 
 def decode(schema, r, names):
+    """Generic Avro binary decoding; raises on anything that does not fit the schema."""
+    if isinstance(schema, list):
+        i = r.long()
+        if not 0 <= i < len(schema):
+            raise ValueError("union index %d out of range" % i)
+        return decode(schema[i], r, names)
     if isinstance(schema, str):
-        if schema in ("string",):
+        if schema == "string":
             return r.bytes().decode("utf-8")
         if schema == "bytes":
-            return r.bytes()
+            return r.bytes().hex()
         if schema in ("long", "int"):
             return r.long()
         if schema == "null":
@@ -58,32 +64,45 @@ def decode(schema, r, names):
         if schema == "boolean":
             v = r.d[r.p]
             r.p += 1
+            if v > 1:
+                raise ValueError("bad boolean")
             return bool(v)
         if schema in names:
             return decode(names[schema], r, names)
         raise ValueError("unsupported type %s" % schema)
-    if isinstance(schema, list):
-        return decode(schema[r.long()], r, names)
     t = schema["type"]
     if t == "record":
         names[schema["name"]] = schema
+        if "namespace" in schema:
+            names[schema["namespace"] + "." + schema["name"]] = schema
         return {f["name"]: decode(f["type"], r, names) for f in schema["fields"]}
     if t == "enum":
         names[schema["name"]] = schema
-        return schema["symbols"][r.long()]
-    if t == "array":
-        out = []
+        i = r.long()
+        if not 0 <= i < len(schema["symbols"]):
+            raise ValueError("enum index %d out of range" % i)
+        return schema["symbols"][i]
+    if t == "fixed":
+        names[schema["name"]] = schema
+        v = r.d[r.p:r.p + schema["size"]]
+        r.p += schema["size"]
+        return v.hex()
+    if t in ("array", "map"):
+        out = [] if t == "array" else {}
         while True:
             n = r.long()
             if n == 0:
                 return out
             if n < 0:
                 n = -n
-                r.long()  # block size in bytes
-            out += [decode(schema["items"], r, names) for _ in range(n)]
-    if t in ("long", "int", "string", "bytes", "null", "boolean"):
-        return decode(t, r, names)
-    raise ValueError("unsupported schema %r" % t)
+                r.long()
+            for _ in range(n):
+                if t == "array":
+                    out.append(decode(schema["items"], r, names))
+                else:
+                    k = r.bytes().decode("utf-8")
+                    out[k] = decode(schema["values"], r, names)
+    return decode(t, r, names)
 
 
 def read_records(broker, topic):
