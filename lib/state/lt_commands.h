@@ -73,16 +73,4 @@ lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, lt_command_statu
 lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, lt_command_status_t *status,
                                int *attempt, char *errstr, size_t errstr_size);
 
-/* For the scheduler: *in_flight = 1 when a command for the account is
- * running with a heartbeat newer than stale_after_s seconds. */
-lt_err_t lt_commands_in_flight(lt_db_t *db, const char *tenant, const char *account_id,
-                               int stale_after_s, int *in_flight, char *errstr, size_t errstr_size);
-
-/* The bulk variant: fn(tenant, account_id, opaque) for every account with
- * such a command (each account once); fn must not use db; non-zero stops.
- * One query instead of one per account. */
-typedef int (*lt_command_account_fn)(const char *tenant, const char *account_id, void *opaque);
-lt_err_t lt_commands_list_in_flight(lt_db_t *db, int stale_after_s, lt_command_account_fn fn,
-                                    void *opaque, char *errstr, size_t errstr_size);
-
 #endif
