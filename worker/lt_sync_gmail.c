@@ -597,6 +597,7 @@ lt_err_t lt_sync_gmail_run(lt_sync_t *s, const lt_sync_gmail_opts_t *opts, char 
         .max_message_bytes = lt_sync_max_message_bytes(s),
         .log = lt_sync_log(s),
         .cancel = opts->cancel,
+        .tokens = opts->tokens,
     };
     g = lt_gmail_new(&go);
     const char *scope = lt_command_scope(cmd);
@@ -608,10 +609,10 @@ lt_err_t lt_sync_gmail_run(lt_sync_t *s, const lt_sync_gmail_opts_t *opts, char 
     lt_gmail_stats(g, &st);
     lt_info(lt_sync_log(s),
             "gmail: %lld requests, %lld retries, %lld quota errors, %lld server errors, %lld "
-            "units, %lld token refreshes, %d in flight at most",
+            "units, %lld token refreshes, %lld cached token(s) used, %d in flight at most",
             (long long)st.requests, (long long)st.retries, (long long)st.quota_errors,
             (long long)st.server_errors, (long long)st.units, (long long)st.token_refreshes,
-            st.max_inflight_seen);
+            (long long)st.token_reuses, st.max_inflight_seen);
     if (err == LT_ERR_REAUTH) {
         lt_account_set_status(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), "needs_reauth",
                               errstr, NULL, 0);

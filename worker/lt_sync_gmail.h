@@ -33,6 +33,7 @@
 #ifndef LT_SYNC_GMAIL_H
 #define LT_SYNC_GMAIL_H
 
+#include "lt_gmail_tokens.h"
 #include "lt_sync.h"
 
 typedef struct {
@@ -45,6 +46,7 @@ typedef struct {
     int max_retries;
     int retry_base_ms;
     const volatile int *cancel; /* the slot's cancel flag, may be NULL */
+    lt_gmail_tokens_t *tokens;  /* the worker's access-token cache, may be NULL */
 } lt_sync_gmail_opts_t;
 
 lt_err_t lt_sync_gmail_run(lt_sync_t *s, const lt_sync_gmail_opts_t *opts, char *errstr,

@@ -47,6 +47,11 @@ typedef struct slot_s {
     int32_t running_partition; /* -1 when idle */
 } slot_t;
 
+/* Gmail access tokens kept between commands: one per account (a token
+ * costs ~40 bytes here plus its length); beyond that the soonest to expire
+ * is forgotten and its account asks the token endpoint again. */
+#define LT_WORKER_GMAIL_TOKENS 10000
+
 struct lt_worker_s {
     const lt_config_t *cfg;
     char worker_id[256];
@@ -68,7 +73,8 @@ struct lt_worker_s {
      * (librdkafka#4059, fixed in 2.8). Poll thread only. */
     int64_t commit_hold_until;
     int assigns_to_wait;
-    lt_worker_obs_t *obs; /* metrics, progress reports, readiness */
+    lt_worker_obs_t *obs;      /* metrics, progress reports, readiness */
+    lt_gmail_tokens_t *tokens; /* Gmail access tokens, shared by the slots */
 };
 
 /* --- results ------------------------------------------------------------ */
@@ -420,6 +426,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
             .max_retries = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_MAX_RETRIES"),
             .retry_base_ms = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_RETRY_BASE_MS"),
             .cancel = &slot->cancel,
+            .tokens = w->tokens,
         };
         err = lt_sync_gmail_run(sync, &go, errstr, sizeof(errstr));
     }
@@ -622,6 +629,7 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     pthread_mutex_init(&w->mu, NULL);
     w->offsets = lt_offsets_new();
     w->dispatch = lt_dispatch_new();
+    w->tokens = lt_gmail_tokens_new(LT_WORKER_GMAIL_TOKENS);
     w->drain_ms = (int)lt_config_int(cfg, "LATTICE_WORKER_DRAIN_TIMEOUT_S") * 1000;
     const char *id = lt_config_str(cfg, "LATTICE_WORKER_ID");
     if (id)
@@ -784,6 +792,7 @@ void lt_worker_destroy(lt_worker_t *w)
     lt_worker_obs_destroy(w->obs);
     lt_dispatch_destroy(w->dispatch);
     lt_offsets_destroy(w->offsets);
+    lt_gmail_tokens_destroy(w->tokens);
     pthread_mutex_destroy(&w->mu);
     free(w);
 }

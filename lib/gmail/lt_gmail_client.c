@@ -50,6 +50,7 @@ struct lt_gmail_s {
     char access[LT_GMAIL_TOKEN_MAX + 1];
     int64_t access_expires; /* monotonic ms; 0 = none */
     int token_gen;
+    uint8_t token_key[LT_GMAIL_TOKEN_KEY_SIZE]; /* in o.tokens */
 
     lt_gmail_bucket_t bucket;
 
@@ -90,6 +91,8 @@ lt_gmail_t *lt_gmail_new(const lt_gmail_opts_t *o)
     c->client_id = lt_xstrdup(o->client_id ? o->client_id : "");
     c->client_secret = lt_xstrdup(o->client_secret ? o->client_secret : "");
     c->refresh_token = lt_xstrdup(o->refresh_token ? o->refresh_token : "");
+    if (o->tokens)
+        lt_gmail_tokens_key(c->token_url, c->client_id, c->refresh_token, c->user, c->token_key);
     if (o->log) {
         c->log = *o->log;
         c->has_log = 1;
@@ -293,6 +296,9 @@ static lt_err_t refresh_token(lt_gmail_t *c, char *errstr, size_t n)
                 c->access_expires = now_ms() + life * 1000;
                 memset(&tok, 0, sizeof(tok));
                 c->token_gen++;
+                if (c->o.tokens)
+                    lt_gmail_tokens_put(c->o.tokens, c->token_key, c->access, c->access_expires,
+                                        now_ms());
                 goto out;
             }
         } else if (rc != CURLE_OK) {
@@ -322,6 +328,12 @@ static lt_err_t ensure_token(lt_gmail_t *c, char *errstr, size_t n)
     if (c->access[0] && now_ms() < c->access_expires)
         return LT_OK;
     c->access[0] = 0;
+    if (c->o.tokens &&
+        !lt_gmail_tokens_get(c->o.tokens, c->token_key, now_ms(), c->access, &c->access_expires)) {
+        c->token_gen++;
+        c->st.token_reuses++;
+        return LT_OK;
+    }
     return refresh_token(c, errstr, n);
 }
 
@@ -532,6 +544,8 @@ static lt_err_t run(lt_gmail_t *c, req_t *reqs, size_t nreq, on_ok_fn ok, on_gon
                         goto out;
                     }
                     lt_info(LOG(c), "gmail: access token rejected (%s); refreshing", r->last_err);
+                    if (c->o.tokens)
+                        lt_gmail_tokens_drop(c->o.tokens, c->token_key, c->access);
                     c->access[0] = 0;
                 }
                 r->not_before = 0; /* again at once with the new token */

@@ -1,7 +1,9 @@
 /* lt_gmail_client: the Gmail API v1 over libcurl multi, for one account.
  *
  * - OAuth 2.0 refresh-token flow: an access token is obtained on first use,
- *   cached until 60 s before it expires, and refreshed on a 401. The token
+ *   cached until 60 s before it expires, and refreshed on a 401. With a
+ *   shared lt_gmail_tokens_t cache the token outlives the client: the next
+ *   client of the same grant starts with it (no token request). The token
  *   endpoint's invalid_grant / invalid_client give LT_ERR_REAUTH at once (no
  *   retry loop); a 401 that persists after fresh tokens too.
  * - Quota: a client-side token bucket at Google's per-method unit costs
@@ -30,6 +32,7 @@
 #include "lt_buf.h"
 #include "lt_err.h"
 #include "lt_gmail_json.h"
+#include "lt_gmail_tokens.h"
 #include "lt_log.h"
 
 typedef struct lt_gmail_s lt_gmail_t;
@@ -51,6 +54,7 @@ typedef struct {
     uint64_t max_message_bytes; /* decoded raw message cap */
     const lt_log_ctx_t *log;    /* borrowed, may be NULL */
     const volatile int *cancel; /* borrowed, may be NULL: non-zero stops at once */
+    lt_gmail_tokens_t *tokens;  /* borrowed, may be NULL: access tokens shared across clients */
 } lt_gmail_opts_t;
 
 typedef struct {
@@ -59,7 +63,8 @@ typedef struct {
     int64_t quota_errors;  /* 429 and 403 rate-limit answers */
     int64_t server_errors; /* 5xx */
     int64_t units;         /* quota units spent (successful or not) */
-    int64_t token_refreshes;
+    int64_t token_refreshes; /* requests to the token endpoint */
+    int64_t token_reuses;    /* access tokens taken from the shared cache */
     int max_inflight_seen;
 } lt_gmail_stats_t;
 

@@ -186,9 +186,15 @@ assert len({e["payload"]["provider_thread_id"] for e in evs}) == 10  # thread_si
 EOF
 pass=$((pass+1))
 
-# 2. nothing new: nothing published, watermark moves to the current historyId
+# 2. nothing new: nothing published, watermark moves to the current historyId; the
+#    access token of the first run is still good: no token request (the worker's cache)
+t0=$(token_requests)
 run_ok "second run" 0
 check "still 30 events" [ "$(raw_keys 30)" = 30 ]
+check "second run: the cached access token, no token request ($t0 -> $(token_requests))" \
+  [ "$(token_requests)" = "$t0" ]
+check "second run: logged as a cached token" \
+  grep -q "0 token refreshes, 1 cached token(s) used" "$WORK/worker.log"
 
 # 3. new mail (+ a SENT message labelled INBOX, + a SENT-only one that must not come)
 ctl POST "/users/$USER1/messages/generate" '{"count":5,"size":3000,"seed":11}' >/dev/null

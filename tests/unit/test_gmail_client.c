@@ -151,7 +151,7 @@ static void peer_reset(void)
 
 static char g_base[64];
 
-static lt_gmail_t *client(int inflight, double quota)
+static lt_gmail_t *client_with(int inflight, double quota, lt_gmail_tokens_t *tokens)
 {
     static char token_url[96];
     snprintf(token_url, sizeof(token_url), "%s/token", g_base);
@@ -169,8 +169,14 @@ static lt_gmail_t *client(int inflight, double quota)
         .retry_base_ms = 10,
         .retry_max_ms = 50,
         .max_message_bytes = 1 << 20,
+        .tokens = tokens,
     };
     return lt_gmail_new(&o);
+}
+
+static lt_gmail_t *client(int inflight, double quota)
+{
+    return client_with(inflight, quota, NULL);
 }
 
 typedef struct {
@@ -311,6 +317,58 @@ int main(void)
     /* paced (lower bound); the upper bound only guards a hang, speed is bench/'s */
     CHECK_MSG(dt >= 1.45 && dt < 30.0, "150 units at 100 units/s took %.2f s", dt);
     lt_gmail_destroy(g);
+
+    /* 9. a shared token cache: the next client of the grant (the next command)
+     *    uses the token without asking the token endpoint; a 401 on it drops
+     *    it and the fresh token is shared in turn */
+    peer_reset();
+    lt_gmail_tokens_t *tokens = lt_gmail_tokens_new(16);
+    g = client_with(2, 0, tokens);
+    err = lt_gmail_profile(g, &h, e, sizeof(e));
+    CHECK_MSG(err == LT_OK, "cache, first client: %s %s", lt_err_name(err), e);
+    lt_gmail_destroy(g);
+    CHECK_INT(P.token_requests, 1);
+    CHECK_INT((int)lt_gmail_tokens_count(tokens), 1);
+    g = client_with(2, 0, tokens);
+    err = lt_gmail_profile(g, &h, e, sizeof(e));
+    CHECK_MSG(err == LT_OK, "cache, second client: %s %s", lt_err_name(err), e);
+    lt_gmail_stats(g, &st);
+    CHECK_INT(st.token_refreshes, 0);
+    CHECK_INT(st.token_reuses, 1);
+    lt_gmail_destroy(g);
+    CHECK_INT(P.token_requests, 1);
+    pthread_mutex_lock(&P.mu);
+    P.valid_from = 2; /* the cached token 1 is revoked */
+    pthread_mutex_unlock(&P.mu);
+    g = client_with(2, 0, tokens);
+    err = lt_gmail_profile(g, &h, e, sizeof(e));
+    CHECK_MSG(err == LT_OK && h == 42, "cache, revoked token: %s %s", lt_err_name(err), e);
+    lt_gmail_stats(g, &st);
+    CHECK_INT(st.token_reuses, 1);
+    CHECK_INT(st.token_refreshes, 1);
+    lt_gmail_destroy(g);
+    CHECK_INT(P.token_requests, 2);
+    g = client_with(2, 0, tokens); /* token 2 from the cache, accepted */
+    err = lt_gmail_profile(g, &h, e, sizeof(e));
+    CHECK_MSG(err == LT_OK, "cache, after refresh: %s %s", lt_err_name(err), e);
+    lt_gmail_destroy(g);
+    CHECK_INT(P.token_requests, 2);
+    /* another grant (other refresh token) never gets that token */
+    lt_gmail_opts_t other = {.api_url = g_base, .token_url = "", .refresh_token = "rt2",
+                             .client_id = "cid", .max_inflight = 1, .timeout_s = 10,
+                             .max_retries = 0, .tokens = tokens};
+    char tu[96];
+    snprintf(tu, sizeof(tu), "%s/token", g_base);
+    other.token_url = tu;
+    g = lt_gmail_new(&other);
+    err = lt_gmail_profile(g, &h, e, sizeof(e));
+    CHECK_MSG(err == LT_OK, "cache, other grant: %s %s", lt_err_name(err), e);
+    lt_gmail_stats(g, &st);
+    CHECK_INT(st.token_reuses, 0);
+    lt_gmail_destroy(g);
+    CHECK_INT(P.token_requests, 3);
+    CHECK_INT((int)lt_gmail_tokens_count(tokens), 2);
+    lt_gmail_tokens_destroy(tokens);
 
     MHD_stop_daemon(d);
     curl_global_cleanup();
