@@ -12,13 +12,17 @@
 #   lt_free_port            a free TCP port on 127.0.0.1
 #   lt_stop PID...          SIGTERM and reap each non-empty PID; never fails (cleanup)
 #   lt_imap_delete FOLDER...  delete IMAP folders (lib/imap_tool.py); never fails
-#   lt_wait_assigned LOG    wait up to 30 s for "assigned" in a worker log, then check it
+#   lt_wait_assigned LOG    wait up to 120 s (a hang guard: a loaded machine and a
+#                           busy group coordinator can take long) for "assigned" in
+#                           a worker log, then check it
 #   lt_imap_command TOPIC ID TENANT ACCOUNT KIND [JSON-EXTRA]
 #                           put one IMAP sync command on TOPIC with kcat (key ACCOUNT)
 #   lt_statuses TOPIC ID    every status event of command ID on TOPIC (maybe none)
 #   lt_wait_status [--final] TOPIC ID LOG
-#                           the last status event of ID (--final: not "running"),
-#                           polled 300 x 0.2 s; none: LOG's tail to stderr, status 1
+#                           the last status event of ID (--final: not "running";
+#                           without it a long command's progress event may be what
+#                           comes back), polled for up to 300 s; none: LOG's tail
+#                           to stderr, status 1
 #   With URL (a metrics server, http://host:port) and WORK (a scratch dir) set:
 #   code PATH               GET URL/PATH -> HTTP status; the body in WORK/body
 #   scrape NAME             GET URL/metrics into WORK/NAME.prom
@@ -69,7 +73,8 @@ lt_imap_delete() {
 }
 
 lt_wait_assigned() {
-  for _ in $(seq 1 150); do grep -q "assigned" "$1" && break; sleep 0.2; done
+  local end=$((SECONDS + 120))
+  while [ $SECONDS -lt $end ]; do grep -q "assigned" "$1" && break; sleep 0.2; done
   check "worker got its assignment" grep -q "assigned" "$1"
 }
 
@@ -83,9 +88,9 @@ lt_statuses() {
 }
 
 lt_wait_status() {
-  local final=0 s
+  local final=0 s end=$((SECONDS + 300))
   [ "$1" = --final ] && { final=1; shift; }
-  for _ in $(seq 1 300); do
+  while [ $SECONDS -lt $end ]; do
     if [ $final = 1 ]; then
       s=$(lt_statuses "$1" "$2" | grep -v '"result":"running"' | tail -1 || true)
     else
