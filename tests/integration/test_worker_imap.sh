@@ -24,9 +24,11 @@ CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"LATTICE_
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$ACCOUNT', 'imap', '$CONFIG'::jsonb)" >/dev/null
 
 # The worker: its own command topic and consumer group (other tests run
-# workers against the same stack at the same time).
+# workers against the same stack at the same time). earliest: the topic is
+# this run's own, and "latest" is resolved after the assignment is logged, so a
+# command sent right after it could be skipped.
 CMD_TOPIC=$("$HERE/../../deploy/local/stack" topic "test.worker-imap.$RUN.cmd" 3)
-LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_WORKER_GROUP_ID=test-$RUN LATTICE_WORKER_ID=test-$RUN LATTICE_KAFKA_AUTO_OFFSET_RESET=latest \
+LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_WORKER_GROUP_ID=test-$RUN LATTICE_WORKER_ID=test-$RUN LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest \
 LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_WORKER_BATCH_MESSAGES=7 LATTICE_LOG_FORMAT=text \
 LATTICE_WORKER_RETRY_BASE_MS=200 \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
@@ -39,7 +41,7 @@ command() { # command KIND [json extra] -> prints the command id
   lt_imap_command "$CMD_TOPIC" "$id" "$TENANT" "$ACCOUNT" "$1" "${2:-}"
   echo "$id"
 }
-wait_status() { lt_wait_status lattice.mail.sync.status.v1 "$1" "$WORK/worker.log"; }
+wait_status() { lt_wait_status --final lattice.mail.sync.status.v1 "$1" "$WORK/worker.log"; }
 raw_count() { # committed events of this account
   kcat -C -b "$BROKER" -t lattice.mail.raw.v1 -o beginning -e -q -X isolation.level=read_committed \
     -f '%k\n' 2>/dev/null | grep -cx "$ACCOUNT" || true
