@@ -137,7 +137,7 @@ LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_LOG_FORMAT=text LATTICE_WORKER_BATC
 WPID=$!
 CID=cmd-parser-$RUN
 lt_imap_command "$CMD_TOPIC" "$CID" "$TENANT" "$ACCOUNT" incremental
-status=$(lt_wait_status lattice.mail.sync.status.v1 "$CID" "$WORK/worker.log") || true
+status=$(lt_wait_status --final lattice.mail.sync.status.v1 "$CID" "$WORK/worker.log") || true
 check "worker synced the folder ($status)" grep -q '"result":"succeeded"' <<<"$status"
 check "worker: $TOTAL messages" grep -q "\"messages\":$TOTAL" <<<"$status"
 kill -TERM "$WPID"; wait "$WPID" || true; WPID=
@@ -168,8 +168,9 @@ stop_parser() { # sets PRC to the exit code
   kill -TERM "$PPID2"; wait "$PPID2" || PRC=$?; PPID2=
 }
 dlq_count() { kcat -C -b "$BROKER" -t "$DLQ_TOPIC" -o beginning -e -q -f '%k\n' 2>/dev/null | grep -c poison || true; }
-wait_for() { # wait_for ROWS DLQ
-  for _ in $(seq 1 200); do
+wait_for() { # wait_for ROWS DLQ: up to 300 s (a hang guard)
+  local end=$((SECONDS + 300))
+  while [ $SECONDS -lt $end ]; do
     [ "$(rows)" = "$1" ] && [ "$(dlq_count)" = "$2" ] && return 0
     sleep 0.3
   done
@@ -223,7 +224,11 @@ check "DLQ: unknown schema id with its reason" bash -c "grep -a '^poison2|' <<<\
 # offsets were committed: the same group again reads nothing
 before=$(psqlq "SELECT max(parsed_at) FROM emails WHERE tenant_id = '$TENANT'")
 run_parser "$G1" "$WORK/parser2.log"
-sleep 6
+# it has its partitions (a slow group join must not pass the checks below
+# vacuously), then time to read anything it would read again
+for _ in $(seq 1 600); do grep -q "assigned" "$WORK/parser2.log" && break; sleep 0.2; done
+check "restart: partitions assigned" grep -q "assigned" "$WORK/parser2.log"
+sleep 5
 stop_parser; check "restart in the same group: exits 0" [ "$PRC" = 0 ]
 check "restart: nothing parsed again" [ "$(psqlq "SELECT max(parsed_at) FROM emails WHERE tenant_id = '$TENANT'")" = "$before" ]
 check "restart: no new dead letters" [ "$(dlq_count)" = 2 ]
@@ -232,7 +237,8 @@ check "restart: log says 0 events" grep -q "stopped after 0 events" "$WORK/parse
 # replay from the start in a new group: same rows, rewritten
 run_parser "test-parser-replay-$RUN" "$WORK/parser3.log"
 check "replay: dead letters again" wait_for "$TOTAL" 4
-for _ in $(seq 1 100); do
+end=$((SECONDS + 300))
+while [ $SECONDS -lt $end ]; do
   [ "$(psqlq "SELECT count(*) FROM emails WHERE tenant_id = '$TENANT' AND parsed_at > '$before'")" = "$TOTAL" ] && break
   sleep 0.3
 done
