@@ -160,7 +160,7 @@ psqlq "DELETE FROM mail_sync_issued" >/dev/null
 LATTICE_PG_DSN=$DSN LATTICE_TOPIC_COMMANDS=$TOPIC LATTICE_LOG_FORMAT=text \
   "$SCHED" --interval 1 --tenant "$TEN" --provider imap >/dev/null 2>"$WORK/loop.log" &
 SPID=$!
-for _ in $(seq 1 100); do [ "$(grep -c 'summary:' "$WORK/loop.log")" -ge 3 ] && break; sleep 0.1; done
+for _ in $(seq 1 600); do [ "$(grep -c 'summary:' "$WORK/loop.log")" -ge 3 ] && break; sleep 0.1; done # 60 s: a hang guard
 kill -TERM "$SPID"; rc=0; wait "$SPID" || rc=$?; SPID=
 check "--interval: several runs" [ "$(grep -c 'summary:' "$WORK/loop.log")" -ge 3 ]
 check "--interval: SIGTERM exits 0" [ "$rc" = 0 ]
@@ -176,7 +176,7 @@ LATTICE_METRICS_PORT=$PORT LATTICE_METRICS_BIND=127.0.0.1 \
   "$SCHED" --interval 4 --tenant "$TEN" --provider imap >/dev/null 2>"$WORK/mloop.log" &
 SPID=$!
 # two runs (at 0 s and 4 s; each takes milliseconds): scrape right after the second
-for _ in $(seq 1 150); do [ "$(grep -c 'summary:' "$WORK/mloop.log")" -ge 2 ] && break; sleep 0.1; done
+for _ in $(seq 1 600); do [ "$(grep -c 'summary:' "$WORK/mloop.log")" -ge 2 ] && break; sleep 0.1; done # 60 s: a hang guard
 curl -sf "http://127.0.0.1:$PORT/metrics" >"$WORK/m.prom" || true
 rcode=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/readyz" || true)
 kill -TERM "$SPID"; rc=0; wait "$SPID" || rc=$?; SPID=
@@ -203,7 +203,7 @@ LATTICE_WORKER_RETRY_BASE_MS=200 \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
 lt_wait_assigned "$WORK/worker.log"
-wait_status() { lt_wait_status lattice.mail.sync.status.v1 "$1" "$WORK/worker.log"; }
+wait_status() { lt_wait_status --final lattice.mail.sync.status.v1 "$1" "$WORK/worker.log"; }
 LATTICE_TOPIC_COMMANDS=$TOPIC2 sched w1 --once --tenant "$TEN" --provider imap
 check "worker phase: 3 sent" [ "$(summary w1 commands_sent)" = 3 ]
 topic_lines w1 "$TOPIC2" >/dev/null
