@@ -508,8 +508,8 @@ static void test_locks(const lt_scratch_t *s, lt_db_t *a)
         CHECK(lt_account_trylock(b, "personal", "workmail-imap", &locked, E) == LT_OK);
         CHECK_INT(locked, 0);
         lt_db_destroy(c);
-        /* The server notices the closed socket quickly; poll briefly. */
-        for (int i = 0; i < 50; i++) {
+        /* The server notices the closed socket quickly; poll (30 s: a hang guard). */
+        for (int i = 0; i < 300; i++) {
             CHECK(lt_account_trylock(b, "personal", "workmail-imap", &locked, E) == LT_OK);
             if (locked)
                 break;
@@ -524,7 +524,11 @@ static void test_locks(const lt_scratch_t *s, lt_db_t *a)
     char q[128];
     snprintf(q, sizeof(q), "SELECT pg_terminate_backend(%lld)", pid);
     CHECK(sql(a, q) == LT_OK);
-    usleep(100 * 1000);
+    /* terminate only signals it: wait until the backend is gone (30 s: a hang guard) */
+    snprintf(q, sizeof(q), "SELECT count(*) FROM pg_stat_activity WHERE pid = %lld", pid);
+    for (int i = 0; i < 300 && scalar(a, q) != 0; i++)
+        usleep(100 * 1000);
+    CHECK_MSG(scalar(a, q) == 0, "backend %lld still there", pid);
     e = sql(b, "SELECT 1");
     CHECK_MSG(e == LT_ERR_TEMPORARY, "%s: %s", lt_err_name(e), g_err);
     CHECK(!lt_db_ok(b));
