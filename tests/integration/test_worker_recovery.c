@@ -171,11 +171,14 @@ static void run_case(fate_t fate)
         CHECK_MSG(werr == LT_ERR_NOT_FOUND, "%s: the aborted batch's watermark was applied",
                   k_fate[fate]);
     }
-    if (threaded) /* it waited for the decision, and not for the 60 s timeout */
-        CHECK_MSG(took >= LATER_MS - 500 && took < LATER_MS + 20000, "%s: %lld ms", k_fate[fate],
+    /* it waited for the decision (threaded), and not for the 60 s transaction
+     * timeout: the upper bounds only tell the two apart, with room for a loaded
+     * machine */
+    if (threaded)
+        CHECK_MSG(took >= LATER_MS - 500 && took < 45000, "%s: %lld ms", k_fate[fate],
                   (long long)took);
     else
-        CHECK_MSG(took < 15000, "%s: %lld ms", k_fate[fate], (long long)took);
+        CHECK_MSG(took < 45000, "%s: %lld ms", k_fate[fate], (long long)took);
 
     lt_kafka_destroy(reader);
     lt_kafka_destroy(tx);
