@@ -41,7 +41,7 @@ static int peer_fill(peer_t *p)
 static void *peer_main(void *arg)
 {
     peer_t *p = arg;
-    struct timeval tv = {.tv_sec = 5};
+    struct timeval tv = {.tv_sec = 30}; /* a hang guard: a loaded machine may be slow */
     setsockopt(p->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     for (const step_t *s = p->steps; s->op; s++) {
         if (s->op == 'S') {
@@ -103,7 +103,7 @@ static lt_err_t start(session_t *s, const step_t *steps, const lt_imap_opts_t *e
     s->peer.steps = steps;
     s->peer.in = lt_buf_new(1 << 20);
     pthread_create(&s->th, NULL, peer_main, &s->peer);
-    lt_imap_opts_t o = {.host = "peer", .io_timeout_ms = 3000};
+    lt_imap_opts_t o = {.host = "peer", .io_timeout_ms = 30000};
     if (extra)
         o = *extra;
     s->c = lt_imap_new(&o);
@@ -206,7 +206,7 @@ static void test_happy_path(void)
     session_t s;
     char err[512];
     lt_imap_opts_t o = {
-        .host = "peer", .io_timeout_ms = 3000, .fetch_batch = 2, .fetch_pipeline = 2};
+        .host = "peer", .io_timeout_ms = 30000, .fetch_batch = 2, .fetch_pipeline = 2};
     lt_err_t e = start(&s, steps, &o, err, sizeof(err));
     CHECK_MSG(e == LT_OK, "connect: %s", err);
     CHECK(lt_imap_has_cap(s.c, "sasl-ir"));
@@ -420,7 +420,7 @@ static void test_skips_and_errors(void)
     session_t s;
     char err[512];
     lt_imap_mailbox_t mb;
-    lt_imap_opts_t o = {.host = "peer", .io_timeout_ms = 3000, .max_message = 10};
+    lt_imap_opts_t o = {.host = "peer", .io_timeout_ms = 30000, .max_message = 10};
     CHECK_INT(start(&s, steps, &o, err, sizeof(err)), LT_OK);
     CHECK_INT(lt_imap_examine(s.c, "INBOX", &mb, err, sizeof(err)), LT_OK);
     fetch_rec_t r = {.log = lt_buf_new(1 << 16)};
