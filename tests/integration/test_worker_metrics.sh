@@ -41,7 +41,7 @@ LATTICE_WORKER_BATCH_MESSAGES=4 LATTICE_WORKER_PROGRESS_INTERVAL_S=1 LATTICE_LOG
 LATTICE_METRICS_PORT=$PORT LATTICE_METRICS_BIND=127.0.0.1 \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
-for _ in $(seq 1 100); do [ "$(code /healthz)" = 200 ] && break; sleep 0.1; done
+for _ in $(seq 1 600); do [ "$(code /healthz)" = 200 ] && break; sleep 0.1; done # 60 s: a hang guard
 check "/healthz 200 while starting" [ "$(code /healthz)" = 200 ]
 sleep 1.5
 check "/readyz 503 before the assignment" [ "$(code /readyz)" = 503 ]
@@ -49,7 +49,7 @@ check "/readyz says why ($(cat "$WORK/body"))" grep -q "no partition assignment"
 check "unknown path 404" [ "$(code /nope)" = 404 ]
 
 "$ROOT/deploy/local/stack" topic "$TOPIC" >/dev/null
-for _ in $(seq 1 150); do [ "$(code /readyz)" = 200 ] && break; sleep 0.2; done
+for _ in $(seq 1 600); do [ "$(code /readyz)" = 200 ] && break; sleep 0.2; done # 120 s: a hang guard
 check "/readyz 200 after the assignment" [ "$(code /readyz)" = 200 ]
 
 scrape s0
@@ -69,7 +69,8 @@ wait_final() { lt_wait_status --final "$STATUS_TOPIC" "$1" "$WORK/worker.log"; }
 T0=$(date +%s)
 c1=$(command incremental); s1=$(wait_final "$c1")
 check "incremental succeeded ($s1)" [ "$(jget "$s1" result)" = succeeded ]
-scrape s1
+# the slot is freed (in-flight gauge down) just after the status event is sent
+for _ in $(seq 1 150); do scrape s1; is "$(metric s1 lattice_worker_commands_in_flight)" 0 && break; sleep 0.2; done
 OK='lattice_worker_commands_total{provider="imap",kind="incremental",result="succeeded",error_class="none"}'
 check "commands_total{succeeded} +1" is "$(delta s0 s1 "$OK")" 1
 check "messages fetched +$N1" is "$(delta s0 s1 'lattice_worker_messages_fetched_total{provider="imap"}')" $N1
@@ -93,7 +94,7 @@ check "nothing in flight after" is "$(metric s1 lattice_worker_commands_in_fligh
 # 3. A malformed command goes to the DLQ and is counted.
 printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"bad-%s"}\n' "$ACCOUNT" "$RUN" \
   | kcat -P -b "$BROKER" -t "$TOPIC" -K $'\t' 2>/dev/null
-for _ in $(seq 1 100); do
+for _ in $(seq 1 600); do # 120 s: a hang guard
   scrape s2
   is "$(delta s1 s2 lattice_worker_dead_letters_total)" 1 && break
   sleep 0.2
@@ -137,7 +138,8 @@ ok &= dones == sorted(dones)
 sys.exit(0 if ok else 1)
 EOF
 check "progress gauges seen while it ran" [ "$seen_gauge" = 1 ]
-scrape s3
+# they go when the slot is freed, just after the status event is sent
+for _ in $(seq 1 150); do scrape s3; grep -q 'lattice_worker_command_progress_total{' "$WORK/s3.prom" || break; sleep 0.2; done
 check "progress gauges gone after" bash -c "! grep -q 'lattice_worker_command_progress_total{' '$WORK/s3.prom'"
 check "duration histogram: the backfill" \
   is "$(metric s3 'lattice_worker_command_duration_seconds_count{provider="imap",kind="backfill"}')" 1
