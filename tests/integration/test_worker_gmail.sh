@@ -80,7 +80,7 @@ if ! curl -fsS --max-time 10 --cacert "$LATTICE_CA_FILE" "$LATTICE_TEST_GMAIL_UR
   "$REPO/tests/gmail-emulator/run" --port 0 --cert "$LATTICE_STACK_DIR/gmail/server.pem" \
     --key "$LATTICE_STACK_DIR/gmail/server.key" --state-dir "$WORK/emulator" >"$WORK/emulator.log" 2>&1 &
   EPID=$!
-  for _ in $(seq 1 200); do [ -s "$WORK/emulator/gmail-emulator.ready" ] && break; sleep 0.05; done
+  for _ in $(seq 1 1200); do [ -s "$WORK/emulator/gmail-emulator.ready" ] && break; sleep 0.05; done # 60 s: a hang guard
   [ -s "$WORK/emulator/gmail-emulator.ready" ] || { cat "$WORK/emulator.log" >&2; exit 1; }
   LATTICE_TEST_GMAIL_URL=$(cat "$WORK/emulator/gmail-emulator.ready")
   export LATTICE_GMAIL_API_URL=$LATTICE_TEST_GMAIL_URL LATTICE_GMAIL_TOKEN_URL=$LATTICE_TEST_GMAIL_URL/token
@@ -122,7 +122,7 @@ SPID=$!
 kcat -C -b "$BROKER" -t "$RAW_TOPIC" -o beginning -u -q -X isolation.level=read_committed \
   -f '%k %h\n' >"$WORK/raw.log" 2>/dev/null &
 SPID="$SPID $!"
-for _ in $(seq 1 150); do grep -q "assigned" "$WORK/worker.log" && break; sleep 0.2; done
+for _ in $(seq 1 600); do grep -q "assigned" "$WORK/worker.log" && break; sleep 0.2; done # 120 s: a hang guard
 check "worker got its assignment" grep -q "assigned" "$WORK/worker.log"
 
 command() { # command ACCOUNT KIND [json extra] -> prints the command id
@@ -131,8 +131,9 @@ command() { # command ACCOUNT KIND [json extra] -> prints the command id
     "$1" "$id" "$TENANT" "$1" "$2" "${3:-}" | kcat -P -b "$BROKER" -t "$CMD_TOPIC" -K $'\t' 2>/dev/null
   echo "$id"
 }
-wait_status() { # wait_status ID -> prints the final status JSON
-  for _ in $(seq 1 1200); do
+wait_status() { # wait_status ID -> prints the final status JSON (up to 300 s: a hang guard)
+  local end=$((SECONDS + 300))
+  while [ $SECONDS -lt $end ]; do
     local s
     s=$(grep -F "\"command_id\":\"$1\"" "$WORK/status.log" | grep -v '"result":"running"' | tail -1 || true)
     [ -n "$s" ] && { echo "$s"; return 0; }
@@ -140,10 +141,10 @@ wait_status() { # wait_status ID -> prints the final status JSON
   done
   echo "no status for $1" >&2; tail -30 "$WORK/worker.log" >&2; return 1
 }
-# Committed events, from the background consumer: raw_keys N waits (up to 5 s) for N of them.
+# Committed events, from the background consumer: raw_keys N waits (up to 60 s) for N of them.
 raw_keys() {
   local n=0
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 1200); do
     n=$(grep -c . "$WORK/raw.log" || true)
     [ "$n" -ge "${1:-0}" ] && break
     sleep 0.05
