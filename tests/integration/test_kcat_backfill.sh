@@ -77,7 +77,8 @@ SPID=$!
 lt_wait_assigned "$WORK/worker.log"
 
 wait_result() { # wait_result ACCOUNT KIND -> the final status of the account's latest KIND command
-  for _ in $(seq 1 1200); do
+  local end=$((SECONDS + 300)) # a hang guard
+  while [ $SECONDS -lt $end ]; do
     local s
     s=$(grep -F "\"account_id\":\"$1\"" "$WORK/status.log" | grep -F "\"kind\":\"$2\"" \
         | grep -v '"result":"running"' | tail -1 || true)
