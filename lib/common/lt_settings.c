@@ -38,7 +38,8 @@ static const lt_setting_t k_settings[] = {
     {"LATTICE_KAFKA_BOOTSTRAP_SERVERS", LT_SET_STRING, "127.0.0.1:19092", W | S | P | T, 0, 1, 0,
      0, NULL, "Kafka",
      "librdkafka bootstrap.servers. Any LATTICE_KAFKA_<X> is passed through as property <x> "
-     "('_' -> '.')."},
+     "('_' -> '.') to the program's clients that read it (consumer- or producer-only "
+     "properties go to that kind only)."},
     {"LATTICE_KAFKA_SECURITY_PROTOCOL", LT_SET_STRING, NULL, W | S | P | T, 0, 0, 0, 0, NULL,
      "Kafka", "security.protocol: plaintext locally; SASL_SSL for Confluent Cloud."},
     {"LATTICE_KAFKA_SASL_MECHANISMS", LT_SET_STRING, NULL, W | S | P | T, 0, 0, 0, 0, NULL, "Kafka",

@@ -58,9 +58,41 @@ static const enforced_t k_consumer_enforced[] = {
 /* Set by the program from its arguments only. */
 static const char *const k_program_owned[] = {"transactional.id", "group.id", NULL};
 
+/* Properties that only one kind of client reads (librdkafka's
+ * CONFIGURATION.md, column C/P). A LATTICE_KAFKA_* setting is shared by the
+ * consumer and the producers of a program; each client gets only what it
+ * reads, so librdkafka has no CONFWARN to print at every start. */
+static const char *const k_consumer_only[] = {
+    "session.timeout.ms", "heartbeat.interval.ms", "group.instance.id", "group.protocol.type",
+    "group.protocol", "group.remote.assignor", "coordinator.query.interval.ms",
+    "max.poll.interval.ms", "auto.commit.interval.ms", "queued.min.messages",
+    "queued.max.messages.kbytes", "fetch.wait.max.ms", "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes", "max.partition.fetch.bytes", "fetch.max.bytes", "fetch.min.bytes",
+    "fetch.error.backoff.ms", "enable.partition.eof", "check.crcs", "allow.auto.create.topics",
+    "consume.callback.max.messages", "offset.store.method", "isolation.level",
+    "enable.auto.commit", "enable.auto.offset.store", "partition.assignment.strategy",
+    "auto.offset.reset", NULL};
+static const char *const k_producer_only[] = {
+    "transaction.timeout.ms", "enable.gapless.guarantee", "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes", "queue.buffering.max.ms", "linger.ms",
+    "message.send.max.retries", "retries", "queue.buffering.backpressure.threshold",
+    "compression.codec", "compression.type", "batch.num.messages", "batch.size",
+    "delivery.report.only.error", "sticky.partitioning.linger.ms", "request.timeout.ms",
+    "message.timeout.ms", "delivery.timeout.ms", "partitioner", "compression.level", "enable.idempotence", "acks", "request.required.acks",
+    NULL};
+
+static int in_list(const char *const *list, const char *prop)
+{
+    for (; *list; list++)
+        if (!strcmp(*list, prop))
+            return 1;
+    return 0;
+}
+
 typedef struct {
     rd_kafka_conf_t *conf;
     const enforced_t *enforced;
+    const char *const *not_mine; /* properties the other kind of client reads */
 } build_t;
 
 static int value_in(const char *v, const char *value, const char *also)
@@ -107,6 +139,8 @@ static lt_err_t pass_through(const char *prop, const char *value, void *opaque, 
             return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                              "%s: %s is set by the program, not through LATTICE_KAFKA_*", env,
                              prop);
+    if (in_list(b->not_mine, prop))
+        return LT_OK;
     for (const enforced_t *e = b->enforced; e->prop; e++)
         if (!strcmp(e->prop, prop) && !value_in(value, e->value, e->also))
             return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "%s=%s: %s must be %s (%s)", env,
@@ -118,14 +152,15 @@ static lt_err_t pass_through(const char *prop, const char *value, void *opaque, 
 }
 
 static rd_kafka_conf_t *build_conf(const lt_config_t *cfg, const kv_t *defaults,
-                                   const enforced_t *enforced, const char *owned_prop,
+                                   const enforced_t *enforced, const char *const *not_mine,
+                                   const char *owned_prop,
                                    const char *owned_value, char *errstr, size_t errstr_size)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     for (const kv_t *d = defaults; d->prop; d++)
         if (conf_set(conf, d->prop, d->value, errstr, errstr_size))
             goto fail;
-    build_t b = {conf, enforced};
+    build_t b = {conf, enforced, not_mine};
     if (lt_config_kafka_props(cfg, pass_through, &b, errstr, errstr_size))
         goto fail;
     for (const enforced_t *e = enforced; e->prop; e++)
@@ -146,7 +181,8 @@ rd_kafka_conf_t *lt_kafka_producer_conf(const lt_config_t *cfg, const char *tran
         lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "kafka: empty transactional.id");
         return NULL;
     }
-    return build_conf(cfg, k_producer_defaults, k_producer_enforced, "transactional.id",
+    return build_conf(cfg, k_producer_defaults, k_producer_enforced, k_consumer_only,
+                      "transactional.id",
                       transactional_id, errstr, errstr_size);
 }
 
@@ -157,8 +193,8 @@ rd_kafka_conf_t *lt_kafka_consumer_conf(const lt_config_t *cfg, const char *grou
         lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "kafka: a consumer needs a group.id");
         return NULL;
     }
-    return build_conf(cfg, k_consumer_defaults, k_consumer_enforced, "group.id", group_id, errstr,
-                      errstr_size);
+    return build_conf(cfg, k_consumer_defaults, k_consumer_enforced, k_producer_only, "group.id",
+                      group_id, errstr, errstr_size);
 }
 
 /* ---- client state and callbacks ----------------------------------------- */

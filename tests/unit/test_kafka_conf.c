@@ -24,6 +24,8 @@ static const char *k_vars[] = {
     "LATTICE_KAFKA_MESSAGE_TIMEOUT_MS",
     "LATTICE_KAFKA_PARTITION_ASSIGNMENT_STRATEGY",
     "LATTICE_KAFKA_SESSION_TIMEOUT_MS",
+    "LATTICE_KAFKA_TRANSACTION_TIMEOUT_MS",
+    "LATTICE_KAFKA_GROUP_INSTANCE_ID",
     NULL,
 };
 
@@ -167,6 +169,35 @@ static void test_consumer_conf(void)
     if (conf) {
         CHECK_STR(get(conf, "auto.offset.reset"), "largest");
         CHECK_STR(get(conf, "session.timeout.ms"), "12000");
+        rd_kafka_conf_destroy(conf);
+    }
+    lt_config_destroy(cfg);
+
+    /* one setting for all of a program's clients: each client gets only the
+     * properties it reads (no CONFWARN from librdkafka at start) */
+    reset_env();
+    setenv("LATTICE_KAFKA_SESSION_TIMEOUT_MS", "12000", 1);
+    setenv("LATTICE_KAFKA_GROUP_INSTANCE_ID", "worker-0", 1);
+    setenv("LATTICE_KAFKA_TRANSACTION_TIMEOUT_MS", "10000", 1);
+    setenv("LATTICE_KAFKA_LINGER_MS", "7", 1);
+    cfg = load();
+    conf = lt_kafka_consumer_conf(cfg, "g", err, sizeof(err));
+    CHECK_MSG(conf != NULL, "%s", err);
+    if (conf) {
+        CHECK_STR(get(conf, "session.timeout.ms"), "12000");
+        CHECK_STR(get(conf, "group.instance.id"), "worker-0");
+        CHECK_STR(get(conf, "transaction.timeout.ms"), "60000"); /* librdkafka's default */
+        CHECK_STR(get(conf, "linger.ms"), "5");                  /* librdkafka's default */
+        CHECK_STR(get(conf, "enable.idempotence"), "false");
+        rd_kafka_conf_destroy(conf);
+    }
+    conf = lt_kafka_producer_conf(cfg, "t", err, sizeof(err));
+    CHECK_MSG(conf != NULL, "%s", err);
+    if (conf) {
+        CHECK_STR(get(conf, "transaction.timeout.ms"), "10000");
+        CHECK_STR(get(conf, "linger.ms"), "7");
+        CHECK_STR(get(conf, "session.timeout.ms"), "45000"); /* librdkafka's default */
+        CHECK_STR(get(conf, "group.instance.id"), "(unset)");
         rd_kafka_conf_destroy(conf);
     }
     lt_config_destroy(cfg);
