@@ -126,7 +126,8 @@ LATTICE_PG_DSN=$DSN LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_LOG_FORMAT=text \
   "$BUILD/scheduler/lattice-scheduler" --once --tenant personal >"$WORK/sched.out" 2>"$WORK/sched.log"
 check "scheduler sent 2 commands" grep -q 'commands_sent=2 ' "$WORK/sched.log"
 result() { # result ACCOUNT -> "result messages"
-  for _ in $(seq 1 600); do
+  local end=$((SECONDS + 300)) # a hang guard
+  while [ $SECONDS -lt $end ]; do
     local st
     st=$(grep -F "\"account_id\":\"$1\"" "$WORK/status.out" | grep -v '"result":"running"' | tail -1 || true)
     [ -n "$st" ] && { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["result"], d["messages"])' "$st"; return; }
