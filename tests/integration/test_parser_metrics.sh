@@ -58,9 +58,9 @@ LATTICE_KAFKA_TOPIC_METADATA_REFRESH_INTERVAL_MS=1000 LATTICE_LOG_FORMAT=text \
 LATTICE_METRICS_PORT=$PORT LATTICE_METRICS_BIND=127.0.0.1 \
   "$BUILD/parser/lattice-mail-parser" >"$WORK/parser.log" 2>&1 &
 PPID2=$!
-for _ in $(seq 1 100); do [ "$(code /healthz)" = 200 ] && break; sleep 0.1; done
+for _ in $(seq 1 600); do [ "$(code /healthz)" = 200 ] && break; sleep 0.1; done # 60 s: a hang guard
 check "/healthz 200 while starting" [ "$(code /healthz)" = 200 ]
-for _ in $(seq 1 100); do grep -q "parser consuming" "$WORK/parser.log" && break; sleep 0.1; done
+for _ in $(seq 1 600); do grep -q "parser consuming" "$WORK/parser.log" && break; sleep 0.1; done
 sleep 1.5
 check "/readyz 503 before the assignment" [ "$(code /readyz)" = 503 ]
 check "/readyz says why ($(cat "$WORK/body"))" grep -q "no partition assignment" "$WORK/body"
@@ -69,7 +69,7 @@ check "ready gauge 0 before the assignment" is "$(metric s0 lattice_parser_ready
 check "no commit yet" is "$(metric s0 lattice_parser_last_commit_timestamp_seconds)" 0
 
 "$ROOT/deploy/local/stack" topic "$RAW_TOPIC" 2 >/dev/null
-for _ in $(seq 1 150); do [ "$(code /readyz)" = 200 ] && break; sleep 0.2; done
+for _ in $(seq 1 600); do [ "$(code /readyz)" = 200 ] && break; sleep 0.2; done # 120 s: a hang guard
 check "/readyz 200 after the assignment" [ "$(code /readyz)" = 200 ]
 scrape s1
 check "content type 0.0.4" bash -c "curl -sI '$URL/metrics' | grep -qi '^content-type: text/plain; version=0.0.4'"
@@ -96,13 +96,14 @@ printf 'poison\tnot avro at all\n' | kcat -P -b "$BROKER" -t "$RAW_TOPIC" -p 0 -
 printf '\x00\x7f\xff\xff\xf0\x02ab' >"$WORK/badid.bin"
 kcat -P -b "$BROKER" -t "$RAW_TOPIC" -p 1 -k poison2 "$WORK/badid.bin" 2>/dev/null
 
-for _ in $(seq 1 200); do
+end=$((SECONDS + 300)) # a hang guard
+while [ $SECONDS -lt $end ]; do
   [ "$(rows)" = "$TOTAL" ] && [ "$(dlq_count)" = 2 ] && break
   sleep 0.3
 done
 check "parser: $TOTAL rows, 2 dead letters" [ "$(rows)/$(dlq_count)" = "$TOTAL/2" ]
 # the last batch's counters move after its commit: wait for all records
-for _ in $(seq 1 50); do
+for _ in $(seq 1 300); do # 60 s: a hang guard
   scrape s2
   is "$(delta s1 s2 lattice_parser_events_consumed_total)" $((TOTAL + 2)) && break
   sleep 0.2
