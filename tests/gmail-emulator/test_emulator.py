@@ -51,7 +51,7 @@ def server():
                              "--key", key, "--state-dir", state], stdout=log,
                             stderr=subprocess.STDOUT)
     ready = os.path.join(state, "gmail-emulator.ready")
-    deadline = time.time() + 20
+    deadline = time.time() + 60  # a hang guard: python starts slowly on a loaded machine
     while not os.path.exists(ready):
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
@@ -239,11 +239,12 @@ def test_expire_access_tokens_via_control_and_ttl(cl):
     st, b = cl.ctl("POST", "/tokens/expire", {"email": USER})
     assert st == 200 and b["expired"] >= 1
     assert cl.api("profile")[0] == 401
-    cl.ctl("POST", "/config", {"access_token_ttl_s": 1})
+    # 3 s: the call right after the login must land within the TTL on a loaded machine
+    cl.ctl("POST", "/config", {"access_token_ttl_s": 3})
     tok = cl.login()
-    assert tok["expires_in"] == 1
+    assert tok["expires_in"] == 3
     assert cl.api("profile")[0] == 200
-    time.sleep(1.2)
+    time.sleep(3.2)
     assert cl.api("profile")[0] == 401
     cl.login()
     assert cl.api("profile")[0] == 200
@@ -534,12 +535,13 @@ def test_history_retention_records_gives_404(cl):
 
 
 def test_history_retention_seconds_and_control_expire(cl):
-    cl.ctl("POST", "/config", {"history_retention_s": 0.5})
+    # 3 s: the history call right after must land within the retention on a loaded machine
+    cl.ctl("POST", "/config", {"history_retention_s": 3})
     st, _, p = cl.api("profile")
     h0 = p["historyId"]
     add_raw(cl, make_raw("t"))
     assert cl.api("history", startHistoryId=h0)[0] == 200
-    time.sleep(0.7)
+    time.sleep(3.2)
     assert cl.api("history", startHistoryId=h0)[0] == 404
     cl.ctl("POST", "/config", {"history_retention_s": 0})
     st, _, p = cl.api("profile")
@@ -557,7 +559,8 @@ def test_history_retention_seconds_and_control_expire(cl):
 def test_quota_429_rate_limit(cl):
     m = add_raw(cl, make_raw("q"))
     cl.ctl("POST", "/counters/reset")
-    cl.ctl("POST", "/config", {"quota_units_per_s": 10, "quota_burst_s": 1})
+    # 10 units at 1 unit/s: up to 1 s between the calls below before a unit comes back
+    cl.ctl("POST", "/config", {"quota_units_per_s": 1, "quota_burst_s": 10})
     assert cl.api("messages/" + m["id"], format="minimal")[0] == 200
     assert cl.api("messages/" + m["id"], format="minimal")[0] == 200
     st, h, b = cl.api("messages/" + m["id"], format="minimal")
@@ -567,7 +570,7 @@ def test_quota_429_rate_limit(cl):
     assert "Retry after" in b["error"]["message"]
     assert int(h["retry-after"]) >= 1
     assert cl.api("profile")[0] == 429  # 1 unit does not fit either... bucket is at ~0
-    time.sleep(0.6)
+    time.sleep(5.1)
     assert cl.api("messages/" + m["id"], format="minimal")[0] == 200  # refilled 5 units
     st, c = cl.ctl("GET", "/counters")
     assert c["units_spent"] == 15 and c["rate_limited_429"] == 2
@@ -576,7 +579,8 @@ def test_quota_429_rate_limit(cl):
 
 
 def test_quota_403_mode(cl):
-    cl.ctl("POST", "/config", {"quota_units_per_s": 1, "quota_mode": "403"})
+    # 1 unit refilled every 10 s: the second call comes well within that
+    cl.ctl("POST", "/config", {"quota_units_per_s": 0.1, "quota_burst_s": 10, "quota_mode": "403"})
     assert cl.api("profile")[0] == 200
     st, h, b = cl.api("profile")
     assert st == 403
@@ -588,7 +592,7 @@ def test_quota_403_mode(cl):
 def test_quota_is_per_user(cl):
     cl.ctl("POST", "/users", {"email": "bob@example.com", "refresh_token": "rt-bob",
                               "client_id": CID, "client_secret": SECRET})
-    cl.ctl("POST", "/config", {"quota_units_per_s": 1})
+    cl.ctl("POST", "/config", {"quota_units_per_s": 0.1, "quota_burst_s": 10})  # 1 unit per 10 s
     assert cl.api("profile")[0] == 200
     assert cl.api("profile")[0] == 429
     bob = Client(cl.srv)
@@ -609,7 +613,7 @@ def test_concurrency_limit_and_latency(cl):
     assert codes.count(200) >= 2 and codes.count(429) >= 1, codes
     rej = [r for r in res if r[0] == 429][0]
     assert rej[2]["error"]["message"] == "Too many concurrent requests for user"
-    assert took < 1.5  # latency is concurrent, not serialised
+    assert took < 30  # a hang guard; max_concurrency_by_user == 2 below shows it concurrent
     st, c = cl.ctl("GET", "/counters")
     assert c["max_concurrency_by_user"][USER] == 2
     assert c["concurrency_rejected"] == codes.count(429)
@@ -631,7 +635,7 @@ def test_latency_does_not_block_other_users(cl):
         res = list(ex.map(lambda i: users[i % 8].api("profile"), range(16)))
     took = time.monotonic() - t0
     assert all(r[0] == 200 for r in res)
-    assert 0.4 <= took < 1.5
+    assert 0.4 <= took < 6.0  # one at a time would take 16 x 0.4 = 6.4 s
 
 
 # ---------------------------------------------------------------------------
@@ -770,32 +774,38 @@ def test_user_config_overrides(cl):
     """Latency, quota, concurrency and token TTL per user; the global /config and other
     users are untouched."""
     BOB = "bob@example.com"
-    bob = bob_client(cl, config={"latency_ms": 300})
+    # 1.5 s for bob: alice's call (no latency) stays well under it on a loaded machine
+    bob = bob_client(cl, config={"latency_ms": 1500})
     st, b = cl.ctl("GET", "/users/%s/config" % BOB)
-    assert st == 200 and b["overrides"] == {"latency_ms": 300.0}
-    assert b["effective"]["latency_ms"] == 300.0 and b["effective"]["quota_units_per_s"] == 0
+    assert st == 200 and b["overrides"] == {"latency_ms": 1500.0}
+    assert b["effective"]["latency_ms"] == 1500.0 and b["effective"]["quota_units_per_s"] == 0
     assert cl.ctl("GET", "/config")[1]["latency_ms"] == 0
     t0 = time.monotonic()
     assert cl.api("profile")[0] == 200
-    assert time.monotonic() - t0 < 0.25
+    assert time.monotonic() - t0 < 1.0
     t0 = time.monotonic()
     assert bob.api("profile")[0] == 200
-    assert time.monotonic() - t0 >= 0.3
+    assert time.monotonic() - t0 >= 1.5
     t0 = time.monotonic()
     assert bob.refresh(rt="rt-bob")[0] == 200  # the token endpoint too
-    assert time.monotonic() - t0 >= 0.3
-    # quota and concurrency for bob only; null drops an override
+    assert time.monotonic() - t0 >= 1.5
+    # quota and concurrency for bob only; null drops an override (1 unit per 10 s: the
+    # second call comes well within that)
     st, b = cl.ctl("POST", "/users/%s/config" % BOB,
-                   {"latency_ms": None, "quota_units_per_s": 1, "quota_mode": "403"})
-    assert st == 200 and b["overrides"] == {"quota_units_per_s": 1.0, "quota_mode": "403"}
+                   {"latency_ms": None, "quota_units_per_s": 0.1, "quota_burst_s": 10,
+                    "quota_mode": "403"})
+    assert st == 200 and b["overrides"] == {"quota_units_per_s": 0.1, "quota_burst_s": 10.0,
+                                            "quota_mode": "403"}
     assert bob.api("profile")[0] == 200
     st, _, e = bob.api("profile")
     assert st == 403
     google_error(e, 403, "userRateLimitExceeded")
     for _ in range(3):
         assert cl.api("profile")[0] == 200  # alice: quota still off
+    # 1.5 s: the three calls overlap even when a loaded machine starts them slowly
     cl.ctl("POST", "/users/%s/config" % BOB, {"quota_units_per_s": None, "quota_mode": None,
-                                              "concurrency_limit": 1, "latency_ms": 300})
+                                              "quota_burst_s": None,
+                                              "concurrency_limit": 1, "latency_ms": 1500})
     with ThreadPoolExecutor(3) as ex:
         codes = sorted(r[0] for r in ex.map(lambda _: bob.api("profile"), range(3)))
     assert codes.count(200) >= 1 and codes.count(429) >= 1, codes
@@ -955,7 +965,7 @@ def test_scale_20k_messages(cl):
                    {"count": 20000, "size": 3000, "return_ids": False})
     gen_s = time.monotonic() - t0
     assert st == 200 and g["count"] == 20000 and "ids" not in g
-    assert gen_s < 20, gen_s
+    assert gen_s < 120, gen_s  # a hang guard (speed: bench.py)
     t0 = time.monotonic()
     n, tok = 0, None
     while True:
@@ -968,7 +978,7 @@ def test_scale_20k_messages(cl):
         if not tok:
             break
     assert n == 20000
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 120  # a hang guard (speed: bench.py)
     st, _, r = cl.api("messages/" + g["last_id"], format="raw")
     assert st == 200 and abs(len(b64d(r["raw"])) - 3000) < 100
 
