@@ -69,6 +69,12 @@ struct lt_sync_s {
     int64_t progress_last_ms;
     int64_t skipped;
     lt_buf_t *skipped_ids; /* comma-separated, capped */
+    /* the counts as of the last commit: an abort goes back to them, since
+     * the command redoes everything after it (no message counted twice) */
+    struct {
+        int64_t messages, bytes, skipped;
+        size_t skipped_ids_len;
+    } durable;
 
     struct uploader_s *up; /* parallel uploads, NULL until the first */
 };
@@ -150,11 +156,30 @@ void lt_sync_abort(lt_sync_t *s)
         }
         s->txn_open = 0;
         lt_series_add(s->env.metrics->events_aborted, (double)s->uncommitted);
-        s->progress_done -= s->uncommitted;
-        if (s->progress_done < 0)
-            s->progress_done = 0;
         s->uncommitted = 0;
     }
+    /* what was published or skipped since the last commit is done again */
+    if (s->messages > s->durable.messages || s->skipped > s->durable.skipped)
+        lt_info(&s->log, "batch aborted: %lld event(s) and %lld skipped message(s) since the "
+                "last checkpoint are not counted; they are done again",
+                (long long)(s->messages - s->durable.messages),
+                (long long)(s->skipped - s->durable.skipped));
+    s->progress_done -= (s->messages - s->durable.messages) + (s->skipped - s->durable.skipped);
+    if (s->progress_done < 0)
+        s->progress_done = 0;
+    s->messages = s->durable.messages;
+    s->bytes = s->durable.bytes;
+    s->skipped = s->durable.skipped;
+    lt_buf_truncate(s->skipped_ids, s->durable.skipped_ids_len);
+}
+
+/* Everything counted so far is durable (committed, or needs no commit). */
+static void counts_durable(lt_sync_t *s)
+{
+    s->durable.messages = s->messages;
+    s->durable.bytes = s->bytes;
+    s->durable.skipped = s->skipped;
+    s->durable.skipped_ids_len = lt_buf_len(s->skipped_ids);
 }
 
 void lt_sync_destroy(lt_sync_t *s)
@@ -967,11 +992,16 @@ lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_
 
     if (!s->txn_open) {
         /* No event to protect: the watermark may move on its own. */
-        if (!wm)
+        if (!wm) {
+            counts_durable(s); /* skipped ones only: the connector moves past them */
             return LT_OK;
+        }
         int stored = 0;
-        return lt_watermark_set(s->env.db, tenant, acct, scope, provider, wm, resync, &stored,
-                                errstr, errstr_size);
+        err = lt_watermark_set(s->env.db, tenant, acct, scope, provider, wm, resync, &stored,
+                               errstr, errstr_size);
+        if (!err)
+            counts_durable(s);
+        return err;
     }
 
     /* (b) marker, flush, learn its position */
@@ -1041,6 +1071,7 @@ lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_
     s->txn_open = 0;
     lt_series_add(s->env.metrics->events, (double)s->uncommitted);
     s->uncommitted = 0;
+    counts_durable(s);
 
     /* (e) apply */
     if (wm) {

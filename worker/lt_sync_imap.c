@@ -87,6 +87,8 @@ typedef struct {
     uint64_t skipped;
     char err[512];
     lt_buf_t *skipped_uids;
+    uint64_t durable_skipped; /* skipped, skipped_uids as of the last checkpoint */
+    size_t durable_len;
 } fetch_ctx_t;
 
 static lt_err_t cb_begin(void *opaque, uint32_t uid, uint64_t size, int64_t internaldate_ms)
@@ -292,6 +294,8 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
             err = lt_sync_checkpoint(s, folder, backfill ? NULL : &wm, resync, errstr, n);
             if (err)
                 goto retry;
+            f.durable_skipped = f.skipped;
+            f.durable_len = lt_buf_len(f.skipped_uids);
             resync = 0;
             durable = uids[i + k - 1];
             prog.messages = lt_sync_messages(s);
@@ -318,6 +322,8 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
             goto out;
         lt_warn(lt_sync_log(s), "folder %s: %s; reconnecting (attempt %d), resuming after UID %u",
                 folder, errstr, reconnects, durable);
+        f.skipped = f.durable_skipped; /* the batch is fetched again: its skips too */
+        lt_buf_truncate(f.skipped_uids, f.durable_len);
         lt_imap_destroy(ss->c);
         ss->c = NULL;
         first = first && !validity;

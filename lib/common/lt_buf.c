@@ -120,6 +120,14 @@ void lt_buf_reset(lt_buf_t *b)
         b->data[0] = 0;
 }
 
+void lt_buf_truncate(lt_buf_t *b, size_t len)
+{
+    if (len >= b->len)
+        return;
+    b->len = len;
+    b->data[len] = 0;
+}
+
 void lt_buf_consume(lt_buf_t *b, size_t n)
 {
     if (n >= b->len) {

@@ -23,6 +23,8 @@ lt_err_t lt_buf_appendf(lt_buf_t *b, const char *fmt, ...) __attribute__((format
 void lt_buf_reset(lt_buf_t *b);
 /* Drop the first n bytes (n <= length). */
 void lt_buf_consume(lt_buf_t *b, size_t n);
+/* Keep the first len bytes (a longer len changes nothing). */
+void lt_buf_truncate(lt_buf_t *b, size_t len);
 
 const uint8_t *lt_buf_data(const lt_buf_t *b);
 const char *lt_buf_str(const lt_buf_t *b);
