@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
@@ -14,7 +15,9 @@ int lt_scratch_create(lt_scratch_t *s, const char *tag)
     memset(s, 0, sizeof(*s));
     s->dsn = lt_test_env("LATTICE_PG_DSN");
     s->password = lt_test_env("LATTICE_PG_PASSWORD");
-    snprintf(s->name, sizeof(s->name), "lattice_test_%ld_%s", (long)getpid(), tag);
+    /* pid and time: a recycled pid must not meet a crashed run's leftover */
+    snprintf(s->name, sizeof(s->name), "lattice_test_%ld_%ld_%s", (long)getpid(), (long)time(NULL),
+             tag);
     s->admin = lt_db_connect(s->dsn, s->password, err, sizeof(err));
     if (!s->admin) {
         fprintf(stderr, "cannot connect to Postgres: %s\n", err);

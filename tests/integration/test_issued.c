@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lt_accounts.h"
@@ -206,7 +207,8 @@ int main(void)
 {
     g_dsn = lt_test_env("LATTICE_PG_DSN");
     g_password = lt_test_env("LATTICE_PG_PASSWORD");
-    snprintf(g_schema, sizeof(g_schema), "lattice_test_%ld_issued", (long)getpid());
+    snprintf(g_schema, sizeof(g_schema), "lattice_test_%ld_%ld_issued", (long)getpid(),
+             (long)time(NULL)); /* unique per run, also with a recycled pid */
     lt_db_t *admin = lt_db_connect(g_dsn, g_password, E);
     if (!admin) {
         fprintf(stderr, "cannot connect to Postgres: %s\n", g_err);

@@ -1,5 +1,5 @@
 /* lattice-migrate and lib/state/lt_migrate against the stack's Postgres, in
- * a throwaway database per run (lattice_test_<pid>_<n>) when the role may
+ * a throwaway database per run (lattice_test_<pid>_<time>_<n>) when the role may
  * CREATE DATABASE, else in a throwaway schema (search_path). Fresh apply,
  * idempotent re-run, checksum refusal, out-of-order refusal, a failing
  * migration rolls back, concurrent runs, and the CLI. */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -127,7 +128,8 @@ int main(void)
 
     /* removal under FULL, on a scratch subject: the registry refuses it */
     char scratch[128];
-    snprintf(scratch, sizeof(scratch), "lattice.test.registry-%d-value", (int)getpid());
+    snprintf(scratch, sizeof(scratch), "lattice.test.registry-%d-%ld-value", (int)getpid(),
+             (long)time(NULL)); /* unique per run, also with a recycled pid */
     int32_t sid = -1;
     CHECK_INT(lt_registry_register(reg, scratch, schema, &sid, err, sizeof(err)), LT_OK);
     CHECK_INT(lt_registry_set_compat(reg, scratch, "FULL", err, sizeof(err)), LT_OK);
@@ -157,7 +159,8 @@ int main(void)
     {
         char nosub[128];
         int32_t x;
-        snprintf(nosub, sizeof(nosub), "lattice.test.none-%d-value", (int)getpid());
+        snprintf(nosub, sizeof(nosub), "lattice.test.none-%d-%ld-value", (int)getpid(),
+                 (long)time(NULL));
         e = lt_registry_lookup(reg, nosub, schema, &x, err, sizeof(err));
         CHECK_MSG(e == LT_ERR_NOT_FOUND, "lookup unknown subject: %s: %s", lt_err_name(e), err);
     }
