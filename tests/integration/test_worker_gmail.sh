@@ -204,8 +204,11 @@ ctl POST "/users/$USER1/messages/generate" '{"count":1,"size":3000,"labelIds":["
 run_ok "new mail" 6
 check "watermark = the mailbox historyId ($(wm) vs $(hid))" [ "$(wm)" = "$(hid)" ]
 
-# 4. access token expired mid-sync (60 messages take > 1 s at the quota): 401 -> refresh -> go on
+# 4. access token expired mid-sync (60 messages take > 1 s at the quota, and 200 ms more per call
+#    from USER1's latency override: the token dies while it runs even when this script is slow
+#    on a loaded machine): 401 -> refresh -> go on
 ctl POST "/users/$USER1/messages/generate" '{"count":60,"size":3000,"seed":13}' >/dev/null
+ctl POST "/users/$USER1/config" '{"latency_ms":200}' >/dev/null
 c=$(command "$ACCOUNT" incremental)
 for _ in $(seq 1 200); do grep -q "command started.*$c" "$WORK/worker.log" && break; sleep 0.05; done
 sleep 0.4
@@ -214,6 +217,7 @@ sleep 0.4
 fault '"kind":"delay","delay_ms":400,"count":6,"match":"/messages/"'
 ctl POST /tokens/expire "{\"email\":\"$USER1\"}" >/dev/null
 s=$(wait_status "$c")
+ctl POST "/users/$USER1/config" '{"latency_ms":null}' >/dev/null
 check "token expired mid-sync: 60 messages ($s)" [ "$(jget "$s" messages)" = 60 ]
 check "401 answered with a refresh" grep -q "access token rejected" "$WORK/worker.log"
 check "several 401s in flight: still 6+ requests at once ($(grep -o '[0-9]* in flight at most' "$WORK/worker.log" | sort -n | tail -1))" \
