@@ -104,12 +104,14 @@ LATTICE_PG_DSN=$DSN LATTICE_LOG_FORMAT=text "$BUILD/scheduler/lattice-scheduler"
 check "scheduler plan: personal-gmail label:INBOX, workmail-imap INBOX" \
   [ "$(python3 -c 'import json,sys; print(sorted((d["account_id"], d.get("scope")) for d in map(json.loads, sys.stdin)))' <"$WORK/plan.out")" = "[('personal-gmail', 'label:INBOX'), ('workmail-imap', 'INBOX')]" ]
 
-# 8. a worker syncs what was seeded (the defaults, but a folder and a mailbox of this run)
+# 8. a worker syncs what was seeded (the defaults, but a folder, a mailbox and an OAuth
+#    client of this run: the emulator keeps one secret per client id, and another run's
+#    per-run secret for the default "lattice-local" would make this one's invalid_client)
 python3 "$HERE/lib/imap_tool.py" create "$FOLDER"
 python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count 4 --seed seed
-python3 "$HERE/lib/gmail_tool.py" ctl POST /users "{\"email\":\"$GUSER\",\"refresh_token\":\"$LATTICE_TEST_GMAIL_REFRESH_TOKEN\",\"client_id\":\"lattice-local\",\"client_secret\":\"$LATTICE_TEST_GMAIL_CLIENT_SECRET\",\"generate\":{\"count\":3,\"labelIds\":[\"INBOX\"]}}" >/dev/null
+python3 "$HERE/lib/gmail_tool.py" ctl POST /users "{\"email\":\"$GUSER\",\"refresh_token\":\"$LATTICE_TEST_GMAIL_REFRESH_TOKEN\",\"client_id\":\"seed-$RUN\",\"client_secret\":\"$LATTICE_TEST_GMAIL_CLIENT_SECRET\",\"generate\":{\"count\":3,\"labelIds\":[\"INBOX\"]}}" >/dev/null
 psqlq "DELETE FROM mail_accounts" >/dev/null
-LATTICE_SEED_IMAP_FOLDERS=$FOLDER seed s5
+LATTICE_SEED_IMAP_FOLDERS=$FOLDER LATTICE_SEED_GMAIL_CLIENT_ID=seed-$RUN seed s5
 CMD_TOPIC=test.seed.cmd.$RUN RAW_TOPIC=test.seed.raw.$RUN STATUS_TOPIC=test.seed.status.$RUN
 for t in "$CMD_TOPIC 1" "$RAW_TOPIC 1" "$STATUS_TOPIC 1"; do
   # shellcheck disable=SC2086
