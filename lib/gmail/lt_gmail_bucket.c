@@ -36,7 +36,7 @@ void lt_gmail_bucket_take(lt_gmail_bucket_t *b, double cost)
 {
     if (b->rate <= 0)
         return;
-    b->tokens -= cost > b->cap ? b->cap : cost;
+    b->tokens -= cost; /* a cost above the capacity leaves a debt: the average holds */
 }
 
 void lt_gmail_bucket_pause(lt_gmail_bucket_t *b, int64_t until_ms)

@@ -22,9 +22,11 @@ typedef struct {
 
 void lt_gmail_bucket_init(lt_gmail_bucket_t *b, double rate, double burst_s, int64_t now_ms);
 /* 0 when `cost` may be taken now, else the milliseconds to wait. A cost
- * above the capacity is charged as the capacity (it would never fit). */
+ * above the capacity (a small quota) may start once the bucket is full, and
+ * take() then charges it in full: the bucket goes negative and the next
+ * request waits for the debt, so the rate holds at any quota. */
 int64_t lt_gmail_bucket_wait(lt_gmail_bucket_t *b, double cost, int64_t now_ms);
-/* Take `cost` (call after a wait of 0). */
+/* Take `cost` in full (call after a wait of 0); tokens may go below 0. */
 void lt_gmail_bucket_take(lt_gmail_bucket_t *b, double cost);
 /* Empty the bucket and refuse everything until until_ms. */
 void lt_gmail_bucket_pause(lt_gmail_bucket_t *b, int64_t until_ms);

@@ -62,10 +62,24 @@ int main(void)
     CHECK_INT(drain(&b, 5, 100000, 1, NULL), 50); /* after a long idle: 50 at once */
     CHECK(lt_gmail_bucket_wait(&b, 5, 100001) > 0);
 
-    /* a cost above the capacity is charged as the capacity (never stuck) */
+    /* a cost above the capacity starts once the bucket is full (never
+     * stuck) and is charged in full: the next one waits for the debt */
     lt_gmail_bucket_init(&b, 10, 1.0, 0);
     CHECK(lt_gmail_bucket_wait(&b, 100, 0) > 0);
     CHECK_INT(lt_gmail_bucket_wait(&b, 100, 1000), 0);
+    lt_gmail_bucket_take(&b, 100); /* 10 - 100 = -90 */
+    CHECK_INT(lt_gmail_bucket_wait(&b, 100, 1000), 10001); /* back to full: 100 units at 10/s */
+    CHECK_INT(lt_gmail_bucket_wait(&b, 100, 11001), 0);
+    /* a quota of 1 unit/s with a 0.2 s burst: 10 gets of 5 units take ~50 s */
+    lt_gmail_bucket_init(&b, 1, 0.2, 0);
+    int64_t tq = 0;
+    for (int i = 0; i < 10; i++) {
+        int64_t w;
+        while ((w = lt_gmail_bucket_wait(&b, 5, tq)) > 0)
+            tq += w;
+        lt_gmail_bucket_take(&b, 5);
+    }
+    CHECK_MSG(tq >= 44000 && tq <= 46000, "10 x 5 units at 1 unit/s: %lld ms", (long long)tq);
 
     /* pause (429 + Retry-After): nothing before, empty after */
     lt_gmail_bucket_init(&b, 250, 1.0, 0);
