@@ -5,6 +5,7 @@
 #   RUN                     a per-run id: seconds + pid
 #   BROKER                  $LATTICE_KAFKA_BOOTSTRAP_SERVERS (empty when unset)
 #   lt_require VAR...       exit 1 with a clear message unless every VAR is set
+#   lt_require_pipeline VAR...  lt_require Kafka, Postgres, S3 and the CA, and VARs
 #   check WHAT CMD...       run CMD: count a pass, or a fail with "FAILED: WHAT"
 #   lt_summary NAME         print "NAME: P passed, F failed"; fails if F > 0
 #   psqlq SQL               one unaligned, tuples-only psql command on LATTICE_PG_DSN
@@ -40,6 +41,12 @@ lt_require() {
   for v in "$@"; do
     [ -n "${!v:-}" ] || { echo "$v not set: run under make test (eval \"\$(deploy/local/stack env)\")" >&2; exit 1; }
   done
+}
+
+lt_require_pipeline() { # what a worker or the parser needs from the stack, and more
+  lt_require LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD \
+    LATTICE_S3_ENDPOINT LATTICE_S3_BUCKET LATTICE_S3_ACCESS_KEY_ID LATTICE_S3_SECRET_ACCESS_KEY \
+    LATTICE_CA_FILE "$@"
 }
 
 check() { # check "what" cond...
