@@ -48,9 +48,7 @@ check "folder filled: $COUNT messages, last UID $LAST_UID" [ "$LAST_UID" = "$COU
 CMD_TOPIC=$("$ROOT/deploy/local/stack" topic "lattice.test.cmd.$RUN")
 RAW_TOPIC=$("$ROOT/deploy/local/stack" topic "lattice.test.raw.$RUN")
 STATUS_TOPIC=$("$ROOT/deploy/local/stack" topic "lattice.test.status.$RUN")
-CONFIG=$(python3 -c 'import json,os,sys; print(json.dumps({"host": os.environ["LATTICE_TEST_IMAP_HOST"], "port": int(os.environ["LATTICE_TEST_IMAP_PORT"]), "username": sys.argv[1], "password_env": "LATTICE_TEST_IMAP_BENCH_PASSWORD", "folders": [sys.argv[2]]}))' \
-  "$USER_" "$FOLDER")
-psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$ACCOUNT', 'imap', '$CONFIG'::jsonb)" >/dev/null
+lt_imap_account "$TENANT" "$ACCOUNT" "$USER_" LATTICE_TEST_IMAP_BENCH_PASSWORD "$FOLDER"
 
 LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_TOPIC_STATUS=$STATUS_TOPIC \
 LATTICE_WORKER_GROUP_ID=$RUN LATTICE_WORKER_ID=$RUN LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest \

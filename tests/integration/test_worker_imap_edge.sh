@@ -71,9 +71,8 @@ t_filled=$(date +%s)
 CMD_TOPIC=$("$ROOT/deploy/local/stack" topic "lattice.test.cmd.$RUN")
 RAW_TOPIC=$("$ROOT/deploy/local/stack" topic "lattice.test.raw.$RUN")
 STATUS_TOPIC=$("$ROOT/deploy/local/stack" topic "lattice.test.status.$RUN")
-CONFIG=$(python3 -c 'import json,os,sys; print(json.dumps({"host": os.environ["LATTICE_TEST_IMAP_HOST"], "port": int(os.environ["LATTICE_TEST_IMAP_PORT"]), "username": os.environ["LATTICE_TEST_IMAP_USER"], "password_env": "LATTICE_TEST_IMAP_PASSWORD", "folders": sys.argv[1:]}, ensure_ascii=False))' \
-  "$F_BIG" "$F_MANY" "$F_UNI" "$F_WEIRD" "$F_BULK")
-psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$ACCOUNT', 'imap', '$CONFIG'::jsonb)" >/dev/null
+lt_imap_account "$TENANT" "$ACCOUNT" "$LATTICE_TEST_IMAP_USER" LATTICE_TEST_IMAP_PASSWORD \
+  "$F_BIG" "$F_MANY" "$F_UNI" "$F_WEIRD" "$F_BULK"
 
 LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_TOPIC_STATUS=$STATUS_TOPIC \
 LATTICE_WORKER_GROUP_ID=$RUN LATTICE_WORKER_ID=$RUN LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest \

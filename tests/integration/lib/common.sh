@@ -16,6 +16,9 @@
 #   lt_wait_assigned LOG    wait up to 120 s (a hang guard: a loaded machine and a
 #                           busy group coordinator can take long) for "assigned" in
 #                           a worker log, then check it
+#   lt_imap_account TENANT ACCOUNT USER PASSWORD_ENV FOLDER...
+#                           insert an IMAP account of the stack's Dovecot into
+#                           mail_accounts (the password by reference: PASSWORD_ENV)
 #   lt_imap_command TOPIC ID TENANT ACCOUNT KIND [JSON-EXTRA]
 #                           put one IMAP sync command on TOPIC with kcat (key ACCOUNT)
 #   lt_statuses TOPIC ID    every status event of command ID on TOPIC (maybe none)
@@ -83,6 +86,13 @@ lt_wait_assigned() {
   local end=$((SECONDS + 120))
   while [ $SECONDS -lt $end ]; do grep -q "assigned" "$1" && break; sleep 0.2; done
   check "worker got its assignment" grep -q "assigned" "$1"
+}
+
+lt_imap_account() {
+  local config
+  config=$(python3 -c 'import json,os,sys; print(json.dumps({"host": os.environ["LATTICE_TEST_IMAP_HOST"], "port": int(os.environ["LATTICE_TEST_IMAP_PORT"]), "username": sys.argv[1], "password_env": sys.argv[2], "folders": sys.argv[3:]}, ensure_ascii=False).replace("'"'"'", "'"''"'"))' \
+    "${@:3}")
+  psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$1', '$2', 'imap', '$config'::jsonb)" >/dev/null
 }
 
 lt_imap_command() {
