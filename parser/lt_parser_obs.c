@@ -1,6 +1,5 @@
 #include "lt_parser_obs.h"
 
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -9,12 +8,10 @@
 #include "lt_ready_probe.h"
 
 struct lt_parser_obs_s {
-    const lt_config_t *cfg;
     lt_metric_t *parse_errors, *dead_letters;
     lt_series_t *events, *rows, *bytes, *batches, *duration, *retries, *assigned, *last_commit,
         *ready;
 
-    atomic_int have_assignment;
     lt_ready_probe_t *probe;
 };
 
@@ -28,11 +25,10 @@ static void on_scrape(void *opaque)
 lt_parser_obs_t *lt_parser_obs_new(lt_metrics_t *reg, const lt_config_t *cfg)
 {
     lt_parser_obs_t *o = lt_xcalloc(1, sizeof(*o));
-    o->cfg = cfg;
-    atomic_init(&o->have_assignment, 0);
     o->probe = lt_ready_probe_new(lt_config_str(cfg, "LATTICE_PG_DSN"),
                                   lt_config_str(cfg, "LATTICE_PG_PASSWORD"),
-                                  "lattice-mail-parser-readiness");
+                                  "lattice-mail-parser-readiness",
+                                  lt_config_str(cfg, "LATTICE_PARSER_GROUP_ID"));
 
     o->events = lt_metric_series(lt_metrics_counter(
         reg, "lattice_parser_events_consumed_total",
@@ -128,19 +124,10 @@ void lt_parser_obs_assignment(lt_parser_obs_t *o, int partitions, int assigned)
         return;
     lt_series_set(o->assigned, partitions);
     if (assigned)
-        atomic_store(&o->have_assignment, 1);
+        lt_ready_probe_assigned(o->probe);
 }
 
 int lt_parser_obs_ready(lt_parser_obs_t *o, char *why, size_t why_size)
 {
-    if (!o) {
-        snprintf(why, why_size, "starting");
-        return 0;
-    }
-    if (!atomic_load(&o->have_assignment)) {
-        snprintf(why, why_size, "no partition assignment yet (joining consumer group %s)",
-                 lt_config_str(o->cfg, "LATTICE_PARSER_GROUP_ID"));
-        return 0;
-    }
-    return lt_ready_probe_check(o->probe, why, why_size);
+    return lt_ready_probe_check(o ? o->probe : NULL, why, why_size);
 }

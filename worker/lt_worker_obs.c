@@ -1,6 +1,5 @@
 #include "lt_worker_obs.h"
 
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +45,6 @@ struct lt_worker_obs_s {
     lt_series_t *dead_letters, *in_flight, *queued, *assigned, *ready;
     lt_sync_metrics_t sm[NPROVIDERS];
 
-    atomic_int have_assignment;
     lt_ready_probe_t *probe;
 };
 
@@ -76,10 +74,10 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
         o->slots[i].index = i;
     }
     o->progress_interval_ms = (int)lt_config_int(cfg, "LATTICE_WORKER_PROGRESS_INTERVAL_S") * 1000;
-    atomic_init(&o->have_assignment, 0);
     o->probe = lt_ready_probe_new(lt_config_str(cfg, "LATTICE_PG_DSN"),
                                   lt_config_str(cfg, "LATTICE_PG_PASSWORD"),
-                                  "lattice-worker-readiness");
+                                  "lattice-worker-readiness",
+                                  lt_config_str(cfg, "LATTICE_WORKER_GROUP_ID"));
 
     o->commands = lt_metrics_counter(reg, "lattice_worker_commands_total",
                                      "Command attempts by outcome: succeeded, failed, "
@@ -263,7 +261,7 @@ void lt_worker_obs_rebalance(lt_worker_obs_t *o, rd_kafka_t *consumer, rd_kafka_
         rd_kafka_topic_partition_list_destroy(a);
     }
     if (why == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
-        atomic_store(&o->have_assignment, 1);
+        lt_ready_probe_assigned(o->probe);
 }
 
 /* --- progress ------------------------------------------------------------ */
@@ -367,14 +365,5 @@ void lt_worker_obs_sync_env(lt_worker_obs_t *o, int slot, const lt_command_t *cm
 
 int lt_worker_obs_ready(lt_worker_obs_t *o, char *why, size_t why_size)
 {
-    if (!o) {
-        snprintf(why, why_size, "starting");
-        return 0;
-    }
-    if (!atomic_load(&o->have_assignment)) {
-        snprintf(why, why_size, "no partition assignment yet (joining consumer group %s)",
-                 lt_config_str(o->cfg, "LATTICE_WORKER_GROUP_ID"));
-        return 0;
-    }
-    return lt_ready_probe_check(o->probe, why, why_size);
+    return lt_ready_probe_check(o ? o->probe : NULL, why, why_size);
 }

@@ -1,6 +1,7 @@
 #include "lt_ready_probe.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +12,8 @@
 #include "lt_db.h"
 
 struct lt_ready_probe {
-    char *dsn, *password, *app;
+    char *dsn, *password, *app, *group;
+    atomic_int assigned;
     pthread_mutex_t mu;
     lt_db_t *db;
     int64_t at;
@@ -27,12 +29,14 @@ static int64_t mono_ms(void)
 }
 
 lt_ready_probe_t *lt_ready_probe_new(const char *dsn, const char *password,
-                                     const char *application_name)
+                                     const char *application_name, const char *group_id)
 {
     lt_ready_probe_t *p = lt_xcalloc(1, sizeof(*p));
     p->dsn = lt_xstrdup(dsn ? dsn : "");
     p->password = password ? lt_xstrdup(password) : NULL;
     p->app = lt_xstrdup(application_name ? application_name : "lattice-readiness");
+    p->group = group_id ? lt_xstrdup(group_id) : NULL;
+    atomic_init(&p->assigned, group_id ? 0 : 1);
     pthread_mutex_init(&p->mu, NULL);
     return p;
 }
@@ -49,11 +53,26 @@ void lt_ready_probe_destroy(lt_ready_probe_t *p)
     }
     free(p->dsn);
     free(p->app);
+    free(p->group);
     free(p);
+}
+
+void lt_ready_probe_assigned(lt_ready_probe_t *p)
+{
+    atomic_store(&p->assigned, 1);
 }
 
 int lt_ready_probe_check(lt_ready_probe_t *p, char *why, size_t why_size)
 {
+    if (!p) {
+        snprintf(why, why_size, "starting");
+        return 0;
+    }
+    if (!atomic_load(&p->assigned)) {
+        snprintf(why, why_size, "no partition assignment yet (joining consumer group %s)",
+                 p->group);
+        return 0;
+    }
     pthread_mutex_lock(&p->mu);
     int64_t now = mono_ms();
     if (!p->at || now - p->at >= LT_READY_PROBE_EVERY_MS) {

@@ -1,6 +1,7 @@
-/* lt_ready_probe without a server: a refused connection reads "not ready"
- * with a "Postgres: " reason, the result is cached between runs, and the
- * password never shows in the reason. */
+/* lt_ready_probe without a server: not ready before the first assignment
+ * (naming the group), then a refused connection reads "not ready" with a
+ * "Postgres: " reason, the result is cached between runs, and the password
+ * never shows in the reason. */
 #include <string.h>
 
 #include "lt_ready_probe.h"
@@ -11,8 +12,12 @@ int main(void)
     char why[512] = "";
     /* port 1 on loopback: refused at once, no server involved */
     lt_ready_probe_t *p = lt_ready_probe_new("host=127.0.0.1 port=1 dbname=lattice user=lattice",
-                                             "pw-not-in-errors", "lattice-test-readiness");
+                                             "pw-not-in-errors", "lattice-test-readiness",
+                                             "g-test");
     CHECK(p != NULL);
+    CHECK_INT(lt_ready_probe_check(p, why, sizeof(why)), 0);
+    CHECK_STR(why, "no partition assignment yet (joining consumer group g-test)");
+    lt_ready_probe_assigned(p);
     CHECK_INT(lt_ready_probe_check(p, why, sizeof(why)), 0);
     CHECK_MSG(!strncmp(why, "Postgres: ", 10) && strlen(why) > 10, "why: %s", why);
     CHECK_MSG(!strstr(why, "pw-not-in-errors"), "password in reason: %s", why);
@@ -24,7 +29,10 @@ int main(void)
     lt_ready_probe_destroy(p);
     lt_ready_probe_destroy(NULL);
 
-    p = lt_ready_probe_new("host=127.0.0.1 port=1", NULL, NULL);
+    CHECK_INT(lt_ready_probe_check(NULL, why, sizeof(why)), 0);
+    CHECK_STR(why, "starting");
+
+    p = lt_ready_probe_new("host=127.0.0.1 port=1", NULL, NULL, NULL); /* no group: no wait */
     CHECK_INT(lt_ready_probe_check(p, why, sizeof(why)), 0);
     CHECK(!strncmp(why, "Postgres: ", 10));
     lt_ready_probe_destroy(p);
