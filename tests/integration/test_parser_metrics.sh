@@ -56,8 +56,7 @@ LATTICE_KAFKA_TOPIC_METADATA_REFRESH_INTERVAL_MS=1000 LATTICE_LOG_FORMAT=text \
 LATTICE_METRICS_PORT=$PORT LATTICE_METRICS_BIND=127.0.0.1 \
   "$BUILD/parser/lattice-mail-parser" >"$WORK/parser.log" 2>&1 &
 PPID2=$!
-for _ in $(seq 1 600); do [ "$(code /healthz)" = 200 ] && break; sleep 0.1; done # 60 s: a hang guard
-check "/healthz 200 while starting" [ "$(code /healthz)" = 200 ]
+lt_wait_http /healthz "/healthz 200 while starting"
 for _ in $(seq 1 600); do grep -q "parser consuming" "$WORK/parser.log" && break; sleep 0.1; done
 sleep 1.5
 check "/readyz 503 before the assignment" [ "$(code /readyz)" = 503 ]
@@ -67,10 +66,9 @@ check "ready gauge 0 before the assignment" is "$(metric s0 lattice_parser_ready
 check "no commit yet" is "$(metric s0 lattice_parser_last_commit_timestamp_seconds)" 0
 
 "$ROOT/deploy/local/stack" topic "$RAW_TOPIC" 2 >/dev/null
-for _ in $(seq 1 600); do [ "$(code /readyz)" = 200 ] && break; sleep 0.2; done # 120 s: a hang guard
-check "/readyz 200 after the assignment" [ "$(code /readyz)" = 200 ]
+lt_wait_http /readyz "/readyz 200 after the assignment"
 scrape s1
-check "content type 0.0.4" bash -c "curl -sI '$URL/metrics' | grep -qi '^content-type: text/plain; version=0.0.4'"
+lt_check_prom_type
 check "assigned partitions = 2" is "$(metric s1 lattice_parser_assigned_partitions)" 2
 check "ready gauge = 1" is "$(metric s1 lattice_parser_ready)" 1
 check "nothing counted yet" is "$(metric s1 lattice_parser_rows_upserted_total)" 0

@@ -41,19 +41,17 @@ LATTICE_WORKER_BATCH_MESSAGES=4 LATTICE_WORKER_PROGRESS_INTERVAL_S=1 LATTICE_LOG
 LATTICE_METRICS_PORT=$PORT LATTICE_METRICS_BIND=127.0.0.1 \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
-for _ in $(seq 1 600); do [ "$(code /healthz)" = 200 ] && break; sleep 0.1; done # 60 s: a hang guard
-check "/healthz 200 while starting" [ "$(code /healthz)" = 200 ]
+lt_wait_http /healthz "/healthz 200 while starting"
 sleep 1.5
 check "/readyz 503 before the assignment" [ "$(code /readyz)" = 503 ]
 check "/readyz says why ($(cat "$WORK/body"))" grep -q "no partition assignment" "$WORK/body"
 check "unknown path 404" [ "$(code /nope)" = 404 ]
 
 "$ROOT/deploy/local/stack" topic "$TOPIC" >/dev/null
-for _ in $(seq 1 600); do [ "$(code /readyz)" = 200 ] && break; sleep 0.2; done # 120 s: a hang guard
-check "/readyz 200 after the assignment" [ "$(code /readyz)" = 200 ]
+lt_wait_http /readyz "/readyz 200 after the assignment"
 
 scrape s0
-check "content type 0.0.4" bash -c "curl -sI '$URL/metrics' | grep -qi '^content-type: text/plain; version=0.0.4'"
+lt_check_prom_type
 check "assigned partitions = 1" is "$(metric s0 lattice_worker_assigned_partitions)" 1
 check "ready gauge = 1" is "$(metric s0 lattice_worker_ready)" 1
 

@@ -33,6 +33,9 @@
 #   metric NAME 'name{labels}'  a sample's value in WORK/NAME.prom (0 when absent)
 #   delta NAME1 NAME2 'name{labels}'  its change from scrape NAME1 to NAME2
 #   is A B                  A and B are the same number
+#   lt_wait_http PATH WHAT  wait up to 120 s (a hang guard) for URL/PATH to answer
+#                           200, then check it ("WHAT")
+#   lt_check_prom_type      check URL/metrics is Prometheus text format 0.0.4
 # Per-test state (tenant, account, topics, WORK, cleanup trap) stays in the test.
 LT_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 pass=0 fail=0
@@ -124,3 +127,13 @@ scrape() { curl -sf "$URL/metrics" >"$WORK/$1.prom"; }
 metric() { awk -v k="$2" 'index($0, k" ") == 1 { print $2; f=1 } END { if (!f) print 0 }' "$WORK/$1.prom"; }
 delta() { python3 -c 'import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 6))' "$(metric "$1" "$3")" "$(metric "$2" "$3")"; }
 is() { [ "$(python3 -c 'import sys; print(float(sys.argv[1]) == float(sys.argv[2]))' "$1" "$2")" = True ]; }
+
+lt_wait_http() {
+  local end=$((SECONDS + 120))
+  while [ $SECONDS -lt $end ] && [ "$(code "$1")" != 200 ]; do sleep 0.1; done
+  check "$2" [ "$(code "$1")" = 200 ]
+}
+
+lt_check_prom_type() {
+  check "content type 0.0.4" bash -c "curl -sI '$URL/metrics' | grep -qi '^content-type: text/plain; version=0.0.4'"
+}
