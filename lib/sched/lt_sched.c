@@ -11,6 +11,7 @@
 #include "lt_buf.h"
 #include "lt_command.h"
 #include "lt_db.h"
+#include "lt_provider.h"
 #include "lt_issued.h"
 #include "lt_kafka.h"
 #include "lt_log.h"
@@ -93,11 +94,11 @@ static void metrics_init(lt_sched_t *s, lt_metrics_t *reg)
         reg, "lattice_scheduler_delivery_failures_total",
         "Commands not produced or not delivered (forgotten again: the next run retries them).",
         "provider");
-    static const char *const providers[] = {"imap", "gmail"};
-    for (size_t i = 0; i < sizeof(providers) / sizeof(providers[0]); i++) {
+    const char *name;
+    for (int p = 0; (name = lt_provider_name((lt_provider_t)p)); p++) {
         lt_metric_t *ms[] = {s->m_seen, s->m_sent, s->m_in_flight, s->m_inactive, s->m_failed};
         for (size_t k = 0; k < sizeof(ms) / sizeof(ms[0]); k++)
-            count(ms[k], providers[i], 0); /* exported at 0 from the start */
+            count(ms[k], name, 0); /* exported at 0 from the start */
     }
     s->m_runs = lt_metrics_counter(reg, "lattice_scheduler_runs_total",
                                    "Runs by result: succeeded, failed (the run or a command), "
