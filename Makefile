@@ -1,7 +1,8 @@
 # Lattice mail ingest — the front door.
-#   make            install build dependencies if missing, build
-#   make demo       + start the local stack + the two-inbox demo (docs/runbooks/demo-two-inboxes.md)
-#   make test       + start the local stack (real servers on 127.0.0.1) + ctest
+#   make            build (installs nothing: `make deps` does, and demo/test call it)
+#   make deps       install the Debian packages the build, tests and stack need, if missing
+#   make demo       install what is missing, build, start the local stack + the two-inbox demo (docs/runbooks/demo-two-inboxes.md)
+#   make test       install what is missing, build, start the local stack (real servers on 127.0.0.1) + ctest
 #   make test-asan  the same tests, built with AddressSanitizer + UBSan
 #   make crash      kill -9 crash campaign: 5000 messages, 20 kills (CRASH_MESSAGES, CRASH_KILLS, CRASH_SEED)
 #   make stack-up | stack-down | stack-status
@@ -28,13 +29,15 @@ all: build
 deps:
 	@deploy/local/install-deps
 
-$(BUILD)/build.ninja: | deps
+$(BUILD)/build.ninja:
+	@command -v cmake >/dev/null && command -v ninja >/dev/null || \
+	  { echo 'make: cmake or ninja missing: run `make deps` first (installs the Debian packages)' >&2; exit 1; }
 	cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS)
 
-build: deps $(BUILD)/build.ninja
+build: $(BUILD)/build.ninja
 	cmake --build $(BUILD)
 
-stack-up: build
+stack-up: deps build
 	@$(STACK) up
 
 stack-down:
@@ -46,17 +49,17 @@ stack-status:
 stack-smoke: stack-up
 	@$(STACK) smoke
 
-demo: build stack-up
+demo: deps build stack-up
 	@deploy/local/demo $(DEMO_FLAGS)
 
-test: build stack-up
+test: deps build stack-up
 	@set -a; eval "$$($(STACK) env)"; set +a; \
 	  ctest --test-dir $(BUILD) $(CTEST_FLAGS)
 
 test-unit: build
 	ctest --test-dir $(BUILD) -L 'unit|fuzz' $(CTEST_FLAGS)
 
-$(BUILD_ASAN)/build.ninja: | deps
+$(BUILD_ASAN)/build.ninja:
 	cmake -S . -B $(BUILD_ASAN) -G Ninja -DLT_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS)
 
 test-asan: deps $(BUILD_ASAN)/build.ninja stack-up
