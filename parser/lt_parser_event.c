@@ -11,6 +11,53 @@ static void copy_id(char *dst, size_t n, const char *s)
     snprintf(dst, n, "%s", s ? s : "");
 }
 
+/* 1 if `uri` parses and its key lies under `prefix`; else 0 with the
+ * problem in why (bucket_out: the URI's bucket). */
+static int own_key(const char *uri, const char *prefix, char *bucket_out, char *why, size_t n)
+{
+    char key[LT_OBJKEY_MAX + 1], e[256];
+    if (lt_objkey_uri_parse(uri, bucket_out, LT_OBJKEY_BUCKET_MAX + 1, key, sizeof(key), e,
+                            sizeof(e))) {
+        lt_seterr(why, n, LT_ERR_INVALID, "%s", e);
+        return 0;
+    }
+    if (strncmp(key, prefix, strlen(prefix))) {
+        lt_seterr(why, n, LT_ERR_INVALID, "key outside the event's own folder %s: %s", prefix, key);
+        return 0;
+    }
+    return 1;
+}
+
+lt_err_t lt_parser_event_check_keys(const lt_mail_event_t *ev, const char *bucket, char *reason,
+                                    size_t reason_size)
+{
+    char prefix[LT_OBJKEY_MAX + 1], b[LT_OBJKEY_BUCKET_MAX + 1], why[900];
+    if (reason && reason_size)
+        reason[0] = 0;
+    const char *provider = lt_provider_name(lt_mail_event_get_provider(ev));
+    if (lt_objkey_message_prefix(lt_mail_event_get_tenant_id(ev), lt_mail_event_get_account_id(ev),
+                                 provider ? provider : "",
+                                 lt_mail_event_get_provider_message_id(ev), prefix, sizeof(prefix),
+                                 why, sizeof(why)))
+        return lt_seterr(reason, reason_size, LT_ERR_INVALID, "event ids name no object folder: %s",
+                         why);
+    if (!own_key(lt_mail_event_get_raw_object_uri(ev), prefix, b, why, sizeof(why)))
+        return lt_seterr(reason, reason_size, LT_ERR_INVALID, "raw_object_uri: %s", why);
+    size_t na = lt_mail_event_attachment_count(ev);
+    for (size_t i = 0; i < na; i++) {
+        const char *aid = NULL, *uri = NULL;
+        lt_mail_event_get_attachment(ev, i, &aid, NULL, NULL, NULL, NULL, &uri);
+        if (!own_key(uri, prefix, b, why, sizeof(why)))
+            return lt_seterr(reason, reason_size, LT_ERR_INVALID, "attachment %s object_uri: %s",
+                             aid ? aid : "?", why);
+        if (strcmp(b, bucket))
+            return lt_seterr(reason, reason_size, LT_ERR_INVALID,
+                             "attachment %s object_uri: bucket %s is not the raw bucket %s",
+                             aid ? aid : "?", b, bucket);
+    }
+    return LT_OK;
+}
+
 /* The .eml of ev parsed into *m, or a reason in out (parse error) / a
  * RETRY verdict. */
 static void fetch_and_parse(lt_parser_event_ctx_t *c, const lt_mail_event_t *ev, lt_mime_t **m,
@@ -105,13 +152,23 @@ void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, in
     copy_id(out->account, sizeof(out->account), lt_mail_event_get_account_id(ev));
     copy_id(out->event_id, sizeof(out->event_id), lt_mail_event_get_event_id(ev));
 
-    /* 2. the raw message */
+    /* 2. only objects of its own: never another tenant's mail as this
+     * tenant's row */
+    err = lt_parser_event_check_keys(ev, c->bucket, out->reason, sizeof(out->reason));
+    if (err) {
+        out->verdict = LT_PARSED_DLQ;
+        out->err_class = err;
+        out->dlq_reason = "foreign_object";
+        goto out;
+    }
+
+    /* 3. the raw message */
     fetch_and_parse(c, ev, &m, out);
     if (out->verdict == LT_PARSED_RETRY)
         goto out;
     out->parse_error = out->reason[0] != 0;
 
-    /* 3. the row */
+    /* 4. the row */
     lt_mailrow_source_t src = {partition, offset, out->parse_error ? out->reason : NULL,
                                out->parse_error ? lt_err_name(out->err_class) : NULL};
     err = lt_mailrow_json(ev, m, &src, row, e, sizeof(e));

@@ -11,7 +11,8 @@
  *          big, in another bucket or not parseable (the event's values are
  *          still stored)
  *   DLQ    the record cannot become a row (not decodable, unknown schema
- *          id, an event the table cannot hold): dead-letter it
+ *          id, an event the table cannot hold, an object key outside the
+ *          event's own folder): dead-letter it
  *   RETRY  a temporary failure (registry or S3 unreachable): redo the
  *          batch later, commit nothing */
 #ifndef LT_PARSER_EVENT_H
@@ -53,7 +54,8 @@ typedef struct {
     lt_err_t err_class;
     int parse_error; /* ROW: stored with parse_error */
     /* DLQ: a short code for metrics: "empty", "unknown_schema",
-     * "undecodable", "no_row" (the parser adds "row_refused") */
+     * "undecodable", "foreign_object", "no_row" (the parser adds
+     * "row_refused") */
     const char *dlq_reason;
     uint64_t raw_bytes; /* bytes of the .eml read from S3 */
     char reason[1024];
@@ -61,6 +63,19 @@ typedef struct {
     char account[129];
     char event_id[37];
 } lt_parser_outcome_t;
+
+/* Every object the event names must be its own: the key of raw_object_uri
+ * and of each attachment's object_uri must lie under the event's message
+ * folder, lt_objkey_message_prefix(tenant_id, account_id, provider,
+ * provider_message_id), compared byte for byte (so "tenant/a/" never
+ * matches "tenant/a2/...", an id is compared in its escaped form, and the
+ * keys are lt_objkey_is_safe: no "." or ".." segment). Attachments must also
+ * be in `bucket` (the row names them by key in the raw bucket) and their
+ * URIs must parse. A raw_object_uri that does not parse or is in another
+ * bucket passes here: nothing is read, the row gets a parse_error.
+ * LT_OK, or LT_ERR_INVALID with the reason (the record is dead-lettered). */
+lt_err_t lt_parser_event_check_keys(const lt_mail_event_t *ev, const char *bucket, char *reason,
+                                    size_t reason_size);
 
 /* Handle one record value; a ROW appends its JSON to row (reset first). */
 void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, int32_t partition,

@@ -41,7 +41,7 @@ lt_parser_obs_t *lt_parser_obs_new(lt_metrics_t *reg, const lt_config_t *cfg)
     o->dead_letters = lt_metrics_counter(
         reg, "lattice_parser_dead_letters_total",
         "Records written to LATTICE_PARSER_DLQ_TOPIC, by reason: empty, unknown_schema, "
-        "undecodable, no_row, row_refused.",
+        "undecodable, foreign_object, no_row, row_refused.",
         "reason");
     o->bytes = lt_metric_series(
         lt_metrics_counter(reg, "lattice_parser_s3_bytes_read_total",

@@ -420,8 +420,7 @@ static lt_err_t store_attachments(lt_sync_t *s, lt_mime_t *m, lt_mail_event_t *e
         const char *ctype = lt_mime_attachment_content_type(m, i);
         char key[LT_OBJKEY_MAX + 1], uri[LT_OBJKEY_URI_MAX + 1], sha[LT_S3_SHA256_HEX];
         err = lt_objkey_attachment(lt_account_tenant(s->account), lt_account_id(s->account),
-                                   provider, s->pmid, aid, fname ? fname : "attachment", key,
-                                   sizeof(key), errstr, n);
+                                   provider, s->pmid, aid, fname, key, sizeof(key), errstr, n);
         if (err)
             goto out;
         lt_buf_reset(content);
@@ -804,8 +803,8 @@ static lt_err_t message_end_parallel(lt_sync_t *s, char *errstr, size_t n)
         o->fname = fname ? lt_xstrdup(fname) : NULL;
         o->ctype = lt_xstrdup(ctype ? ctype : "application/octet-stream");
         err = lt_objkey_attachment(lt_account_tenant(s->account), lt_account_id(s->account),
-                                   provider, s->pmid, o->aid, fname ? fname : "attachment",
-                                   o->key, sizeof(o->key), errstr, n);
+                                   provider, s->pmid, o->aid, fname, o->key, sizeof(o->key),
+                                   errstr, n);
         if (err)
             goto out;
         o->data = lt_buf_new(s->env.max_message_bytes);

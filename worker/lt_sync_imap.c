@@ -9,6 +9,7 @@
 #include <json-c/json.h>
 
 #include "lt_buf.h"
+#include "lt_command.h"
 #include "lt_commands.h"
 #include "lt_imap_client.h"
 #include "lt_secret.h"
@@ -54,16 +55,21 @@ static lt_err_t parse_conf(const lt_account_t *a, imap_conf_t *c, char *errstr, 
         if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) == 0)
             return lt_seterr(errstr, n, LT_ERR_FINAL,
                              "account config: \"folders\" must be a non-empty array");
-        c->nfolders = json_object_array_length(v);
-        c->folders = lt_xcalloc(c->nfolders, sizeof(char *));
-        for (size_t i = 0; i < c->nfolders; i++) {
+        size_t len = json_object_array_length(v);
+        c->folders = lt_xcalloc(len, sizeof(char *));
+        c->nfolders = 0;
+        for (size_t i = 0; i < len; i++) {
             json_object *f = json_object_array_get_idx(v, i);
-            if (!json_object_is_type(f, json_type_string)) {
-                c->nfolders = i;
+            if (!json_object_is_type(f, json_type_string))
                 return lt_seterr(errstr, n, LT_ERR_FINAL,
                                  "account config: folders[%zu] is not a string", i);
-            }
-            c->folders[i] = lt_xstrdup(json_object_get_string(f));
+            /* INBOX in one spelling (one watermark), each folder once */
+            const char *name = lt_command_imap_mailbox(json_object_get_string(f));
+            int dup = 0;
+            for (size_t k = 0; k < c->nfolders && !dup; k++)
+                dup = !strcmp(c->folders[k], name);
+            if (!dup)
+                c->folders[c->nfolders++] = lt_xstrdup(name);
         }
     } else {
         c->nfolders = 1;

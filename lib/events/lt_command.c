@@ -519,7 +519,7 @@ static lt_err_t parse_backfill(json_object *bf, lt_command_t *c, char *errstr, s
     if (c->start_uid && c->end_uid && c->start_uid > c->end_uid)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                          "backfill: start_uid %u is after end_uid %u", c->start_uid, c->end_uid);
-    c->folder = lt_xstrdup(folder);
+    c->folder = lt_xstrdup(lt_command_imap_mailbox(folder));
     return LT_OK;
 }
 
@@ -580,7 +580,7 @@ static lt_err_t parse_object(json_object *root, lt_command_t *c, char *errstr, s
     if (s && c->provider == LT_PROVIDER_IMAP && c->kind == LT_SYNC_BACKFILL)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                          "scope: not allowed on an imap backfill (the folder is backfill.folder)");
-    c->scope = dup_or_null(s);
+    c->scope = dup_or_null(c->provider == LT_PROVIDER_IMAP ? lt_command_imap_mailbox(s) : s);
 
     json_object *bf;
     int has_bf = json_object_object_get_ex(root, "backfill", &bf);
@@ -857,6 +857,21 @@ lt_sync_kind_t lt_command_kind(const lt_command_t *c)
 {
     return c->kind;
 }
+const char *lt_command_imap_mailbox(const char *name)
+{
+    static const char inbox[] = "INBOX";
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < sizeof(inbox); i++) { /* ASCII only, no locale */
+        char c = name[i];
+        if (c >= 'a' && c <= 'z')
+            c = (char)(c - 'a' + 'A');
+        if (c != inbox[i])
+            return name;
+    }
+    return inbox;
+}
+
 const char *lt_command_scope(const lt_command_t *c)
 {
     return c->scope;

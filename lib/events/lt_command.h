@@ -81,6 +81,15 @@ const char *lt_command_backfill_folder(const lt_command_t *cmd);
 uint32_t lt_command_backfill_start_uid(const lt_command_t *cmd);
 uint32_t lt_command_backfill_end_uid(const lt_command_t *cmd);
 
+/* The one spelling of an IMAP mailbox name for scopes, watermarks and
+ * events: "INBOX" for INBOX in any case (RFC 3501 5.1 and RFC 9051 5.1:
+ * the name INBOX is case-insensitive), every other name as given (they are
+ * case-sensitive; "inbox/Sub" stays as it is: the RFCs make only INBOX
+ * itself case-insensitive, and the hierarchy separator is the server's).
+ * Returns `name` or a static "INBOX"; NULL for NULL. lt_command_parse
+ * applies it to an IMAP command's scope and backfill.folder. */
+const char *lt_command_imap_mailbox(const char *name);
+
 /* Builders for the scheduler and tools. Plain value carriers; every string
  * is borrowed and copied. The result is checked by the same rules as
  * lt_command_parse (it is built by serializing and parsing), so a builder

@@ -101,8 +101,14 @@ typedef struct {
     int bad; /* a list the worker refuses, or too many */
 } scope_list_t;
 
+/* prefix NULL: an IMAP folder, "INBOX" in any case spelled "INBOX" (the
+ * worker's watermark is per folder name, lt_command_imap_mailbox). */
 static void scope_add(scope_list_t *l, const char *prefix, const char *v)
 {
+    if (!prefix) {
+        v = lt_command_imap_mailbox(v);
+        prefix = "";
+    }
     char *s = lt_xmalloc(strlen(prefix) + strlen(v) + 1);
     strcpy(s, prefix);
     strcat(s, v);
@@ -148,7 +154,7 @@ size_t lt_sched_scopes(const char *provider, json_object *config, int per_scope,
     memset(&l, 0, sizeof(l));
     if (per_scope && provider && config && json_object_is_type(config, json_type_object)) {
         if (!strcmp(provider, "imap")) {
-            scope_list(&l, config, "folders", "");
+            scope_list(&l, config, "folders", NULL); /* INBOX in one spelling */
         } else if (!strcmp(provider, "gmail")) {
             /* As the Gmail connector reads them (worker/lt_sync_gmail.c):
              * "scopes" as given, "label_ids" as label:<id>, "query". */

@@ -226,13 +226,15 @@ static lt_err_t build(const char *tenant, const char *account, const char *provi
         kb_lit(&k, "/");
         if (!k.err) {
             char comp[LT_OBJKEY_MAX + 1];
-            if (filename && *filename)
+            if (filename && *filename) {
                 k.err = lt_objkey_component(filename, strlen(filename), LT_OBJKEY_FILENAME_MAX, 1,
                                             comp, sizeof(comp), errstr, errstr_size);
-            else {
+            } else {
+                /* '~' marks a made name: no escaped filename has one
+                 * before a hash, so neither can collide with a real name */
                 char h[HASH_HEX + 1];
                 hash_hex16("", 0, h);
-                snprintf(comp, sizeof(comp), "unnamed~%s", h);
+                snprintf(comp, sizeof(comp), "%s~%s", filename ? "empty" : "unnamed", h);
             }
             kb_lit(&k, comp);
         }

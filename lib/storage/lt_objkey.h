@@ -56,8 +56,11 @@ lt_err_t lt_objkey_message_prefix(const char *tenant, const char *account_id, co
                                   const char *provider_message_id, char *out, size_t outsz,
                                   char *errstr, size_t errstr_size);
 
-/* Key of one attachment. filename may be NULL or empty (then the component
- * is "unnamed~<hash of the empty string>"). */
+/* Key of one attachment. filename may be NULL (missing: the component is
+ * "unnamed~e3b0c44298fc1c14", "unnamed~" + the hash of the empty string) or
+ * empty ("empty~e3b0c44298fc1c14"): two distinct, stable names that no real
+ * filename escapes to. Pass the filename as the message has it, never a
+ * made-up default. */
 lt_err_t lt_objkey_attachment(const char *tenant, const char *account_id, const char *provider,
                               const char *provider_message_id, const char *attachment_id,
                               const char *filename, char *out, size_t outsz, char *errstr,

@@ -466,6 +466,67 @@ static void test_key_and_limits(void)
               err);
 }
 
+/* IMAP: INBOX is case-insensitive (RFC 3501 5.1, RFC 9051 5.1), every other
+ * mailbox name is not: any spelling of INBOX becomes "INBOX" (scope and
+ * backfill.folder), so one folder has one watermark. Gmail scopes and
+ * other names stay as sent. */
+static void test_inbox_case(void)
+{
+    static const struct {
+        const char *provider_kind; /* II, IB or GI */
+        int backfill;
+        const char *given, *want;
+    } rows[] = {
+        {II, 0, "INBOX", "INBOX"},
+        {II, 0, "inbox", "INBOX"},
+        {II, 0, "Inbox", "INBOX"},
+        {II, 0, "iNbOx", "INBOX"},
+        {II, 0, "inbox/Sub", "inbox/Sub"}, /* only INBOX itself */
+        {II, 0, "inbox.Sub", "inbox.Sub"},
+        {II, 0, "INBOX/Sub", "INBOX/Sub"},
+        {II, 0, "inboxes", "inboxes"},
+        {II, 0, " inbox", " inbox"},
+        {II, 0, "Archive", "Archive"},
+        {IB, 1, "inbox", "INBOX"},
+        {IB, 1, "InBox", "INBOX"},
+        {IB, 1, "Sent Items", "Sent Items"},
+        {GI, 0, "inbox", "inbox"}, /* a Gmail query/label scope: as sent */
+        {GI, 0, "label:inbox", "label:inbox"},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char json[512], err[512] = "";
+        if (rows[i].backfill)
+            snprintf(json, sizeof(json), DOC("%s,\"backfill\":{\"folder\":\"%s\"}"),
+                     rows[i].provider_kind, rows[i].given);
+        else
+            snprintf(json, sizeof(json), DOC("%s,\"scope\":\"%s\""), rows[i].provider_kind,
+                     rows[i].given);
+        lt_command_t *c = NULL;
+        CHECK_MSG(lt_command_parse(json, strlen(json), &c, err, sizeof(err)) == LT_OK,
+                  "row %zu: %s", i, err);
+        if (!c)
+            continue;
+        const char *got = rows[i].backfill ? lt_command_backfill_folder(c) : lt_command_scope(c);
+        CHECK_MSG(got && !strcmp(got, rows[i].want), "row %zu: \"%s\" -> \"%s\", want \"%s\"", i,
+                  rows[i].given, got ? got : "(null)", rows[i].want);
+        lt_command_destroy(c);
+    }
+    /* the builder (the scheduler's commands): the same spelling */
+    lt_command_spec_t spec = {0};
+    spec.tenant_id = "t1";
+    spec.account_id = "a1";
+    spec.provider = LT_PROVIDER_IMAP;
+    spec.scope = "inbox";
+    spec.requested_by = "test";
+    lt_command_t *c = NULL;
+    char err[512] = "";
+    CHECK_INT(lt_command_new_incremental(&spec, &c, err, sizeof(err)), LT_OK);
+    if (c) {
+        CHECK_STR(lt_command_scope(c), "INBOX");
+        lt_command_destroy(c);
+    }
+}
+
 int main(void)
 {
     char err[512];
@@ -522,5 +583,6 @@ int main(void)
     CHECK(parse_dir("invalid", 0) >= 30);
     CHECK(parse_dir("invalid-c-only", 0) >= 5);
 
+    test_inbox_case();
     return lt_test_done("test_command");
 }

@@ -188,20 +188,38 @@ static void test_layout(void)
     CHECK(lt_objkey_is_safe(key));
     CHECK_INT(count_char(key, '/'), 10);
 
-    /* Empty or missing filename: a fixed name with the hash of "". */
-    CHECK_INT(lt_objkey_attachment("t", "a", "p", "m", "1", "", key, sizeof(key), err, sizeof(err)),
-              LT_OK);
+    /* A missing filename: "unnamed~" + the hash of "" (as documented). */
+    CHECK_INT(
+        lt_objkey_attachment("t", "a", "p", "m", "1", NULL, key, sizeof(key), err, sizeof(err)),
+        LT_OK);
     CHECK_STR(key,
               "tenant/t/account/a/provider/p/message/m/attachments/1/unnamed~e3b0c44298fc1c14");
+    /* An empty filename is another input, so another key, just as stable. */
     char key2[LT_OBJKEY_MAX + 1];
     CHECK_INT(
-        lt_objkey_attachment("t", "a", "p", "m", "1", NULL, key2, sizeof(key2), err, sizeof(err)),
+        lt_objkey_attachment("t", "a", "p", "m", "1", "", key2, sizeof(key2), err, sizeof(err)),
         LT_OK);
-    CHECK_STR(key2, key);
-    /* ... which cannot collide with a real file literally named so. */
-    CHECK_INT(lt_objkey_attachment("t", "a", "p", "m", "1", "unnamed~e3b0c44298fc1c14", key2,
-                                   sizeof(key2), err, sizeof(err)),
-              LT_OK);
+    CHECK_STR(key2, "tenant/t/account/a/provider/p/message/m/attachments/1/empty~e3b0c44298fc1c14");
+    CHECK(strcmp(key, key2) != 0);
+    CHECK(lt_objkey_is_safe(key2));
+    /* ... neither collides with a real file literally named so, nor with
+     * a made-up default name */
+    const char *lookalikes[] = {
+        "unnamed~e3b0c44298fc1c14", "empty~e3b0c44298fc1c14", "unnamed", "empty", "attachment",
+        "~e3b0c44298fc1c14"};
+    for (size_t i = 0; i < sizeof(lookalikes) / sizeof(lookalikes[0]); i++) {
+        char k3[LT_OBJKEY_MAX + 1];
+        CHECK_INT(lt_objkey_attachment("t", "a", "p", "m", "1", lookalikes[i], k3, sizeof(k3), err,
+                                       sizeof(err)),
+                  LT_OK);
+        CHECK_MSG(strcmp(k3, key) && strcmp(k3, key2), "%s collides", lookalikes[i]);
+    }
+    /* Two unnamed attachments of one message: their ids keep them apart. */
+    CHECK_INT(
+        lt_objkey_attachment("t", "a", "p", "m", "2", NULL, key2, sizeof(key2), err, sizeof(err)),
+        LT_OK);
+    CHECK_STR(key2,
+              "tenant/t/account/a/provider/p/message/m/attachments/2/unnamed~e3b0c44298fc1c14");
     CHECK(strcmp(key, key2) != 0);
 
     /* Empty ids are refused, the output is emptied. */

@@ -160,6 +160,13 @@ static void test_scopes(void)
                  "[INBOX],[Sent Items],[INBOX/Sub]", 3);
     check_scopes("imap", "{\"folders\":[\"INBOX\",\"Sent Items\"]}", 0, "[ALL]", 1);
     check_scopes("imap", "{\"folders\":[\"A\",\"B\",\"A\"]}", 1, "[A],[B]", 2);
+    /* INBOX in any case is one folder (RFC 3501 5.1), one command; other
+     * names are case-sensitive */
+    check_scopes("imap",
+                 "{\"folders\":[\"inbox\",\"INBOX\",\"Inbox\",\"inbox/Sub\",\"INBOX/Sub\"]}", 1,
+                 "[INBOX],[inbox/Sub],[INBOX/Sub]", 3);
+    check_scopes("imap", "{\"folders\":[\"Archive\",\"archive\"]}", 1, "[Archive],[archive]", 2);
+    check_scopes("gmail", "{\"scopes\":[\"inbox\",\"INBOX\"]}", 1, "[inbox],[INBOX]", 2);
     check_scopes("imap", "{}", 1, "[ALL]", 1);
     check_scopes("imap", NULL, 1, "[ALL]", 1);
     check_scopes("imap", "{\"folders\":[]}", 1, "[ALL]", 1);
