@@ -69,12 +69,19 @@ struct lt_sync_s {
     int64_t progress_last_ms;
     int64_t skipped;
     lt_buf_t *skipped_ids; /* comma-separated, capped */
+    int64_t expunged;
+    lt_buf_t *expunged_ids; /* comma-separated, capped */
     /* the counts as of the last commit: an abort goes back to them, since
      * the command redoes everything after it (no message counted twice) */
     struct {
-        int64_t messages, bytes, skipped;
-        size_t skipped_ids_len;
+        int64_t messages, bytes, skipped, expunged;
+        size_t skipped_ids_len, expunged_ids_len;
     } durable;
+
+    /* results of the scopes run so far (lt_sync_scope_done) */
+    lt_sync_scope_t *scopes;
+    size_t nscopes;
+    int64_t scope_messages0; /* messages when the current scope started */
 
     struct uploader_s *up; /* parallel uploads, NULL until the first */
 };
@@ -125,6 +132,7 @@ lt_sync_t *lt_sync_new(const lt_sync_env_t *env, const lt_account_t *account,
     s->progress_total = -1;
     s->started_ms = s->progress_last_ms = mono_ms();
     s->skipped_ids = lt_buf_new(LT_SYNC_SKIPPED_IDS_MAX);
+    s->expunged_ids = lt_buf_new(LT_SYNC_SKIPPED_IDS_MAX);
     if (traceparent && !lt_trace_parse(traceparent, strlen(traceparent), &s->trace, NULL, 0))
         s->have_trace = 1;
     return s;
@@ -164,13 +172,16 @@ void lt_sync_abort(lt_sync_t *s)
                 "last checkpoint are not counted; they are done again",
                 (long long)(s->messages - s->durable.messages),
                 (long long)(s->skipped - s->durable.skipped));
-    s->progress_done -= (s->messages - s->durable.messages) + (s->skipped - s->durable.skipped);
+    s->progress_done -= (s->messages - s->durable.messages) + (s->skipped - s->durable.skipped) +
+                        (s->expunged - s->durable.expunged);
     if (s->progress_done < 0)
         s->progress_done = 0;
     s->messages = s->durable.messages;
     s->bytes = s->durable.bytes;
     s->skipped = s->durable.skipped;
     lt_buf_truncate(s->skipped_ids, s->durable.skipped_ids_len);
+    s->expunged = s->durable.expunged;
+    lt_buf_truncate(s->expunged_ids, s->durable.expunged_ids_len);
 }
 
 /* Everything counted so far is durable (committed, or needs no commit). */
@@ -180,6 +191,8 @@ static void counts_durable(lt_sync_t *s)
     s->durable.bytes = s->bytes;
     s->durable.skipped = s->skipped;
     s->durable.skipped_ids_len = lt_buf_len(s->skipped_ids);
+    s->durable.expunged = s->expunged;
+    s->durable.expunged_ids_len = lt_buf_len(s->expunged_ids);
 }
 
 void lt_sync_destroy(lt_sync_t *s)
@@ -191,6 +204,12 @@ void lt_sync_destroy(lt_sync_t *s)
     up_destroy(s);
     lt_buf_destroy(s->mem);
     lt_buf_destroy(s->skipped_ids);
+    lt_buf_destroy(s->expunged_ids);
+    for (size_t i = 0; i < s->nscopes; i++) {
+        free(s->scopes[i].scope);
+        free(s->scopes[i].error);
+    }
+    free(s->scopes);
     free(s);
 }
 
@@ -222,6 +241,7 @@ void lt_sync_set_scope(lt_sync_t *s, const char *scope)
 {
     snprintf(s->scope, sizeof(s->scope), "%s", scope ? scope : "");
     s->log.scope = s->scope;
+    s->scope_messages0 = s->messages;
 }
 int64_t lt_sync_messages(const lt_sync_t *s)
 {
@@ -308,6 +328,88 @@ int64_t lt_sync_skipped(const lt_sync_t *s)
 const char *lt_sync_skipped_ids(const lt_sync_t *s)
 {
     return lt_buf_str(s->skipped_ids);
+}
+void lt_sync_note_expunged(lt_sync_t *s, const char *provider_message_id)
+{
+    s->expunged++;
+    s->progress_done++;
+    (void)lt_buf_appendf(s->expunged_ids, "%s%s", lt_buf_len(s->expunged_ids) ? "," : "",
+                         provider_message_id);
+}
+int64_t lt_sync_expunged(const lt_sync_t *s)
+{
+    return s->expunged;
+}
+const char *lt_sync_expunged_ids(const lt_sync_t *s)
+{
+    return lt_buf_str(s->expunged_ids);
+}
+
+const char *lt_sync_scope_result_name(lt_sync_scope_result_t r)
+{
+    return r == LT_SYNC_SCOPE_OK ? "ok" : r == LT_SYNC_SCOPE_MISSING ? "missing" : "failed";
+}
+
+void lt_sync_scope_done(lt_sync_t *s, const char *scope, lt_sync_scope_result_t result,
+                        lt_err_t err, const char *error)
+{
+    s->scopes = lt_xrealloc(s->scopes, (s->nscopes + 1) * sizeof(*s->scopes));
+    lt_sync_scope_t *r = &s->scopes[s->nscopes++];
+    r->scope = lt_xstrdup(scope);
+    r->result = result;
+    r->err = result == LT_SYNC_SCOPE_OK ? LT_OK : err;
+    r->error = result != LT_SYNC_SCOPE_OK && error && *error ? lt_xstrdup(error) : NULL;
+    r->messages = s->messages > s->scope_messages0 ? s->messages - s->scope_messages0 : 0;
+    s->scope_messages0 = s->messages;
+}
+
+const lt_sync_scope_t *lt_sync_scopes(const lt_sync_t *s, size_t *n)
+{
+    *n = s->nscopes;
+    return s->scopes;
+}
+
+size_t lt_sync_scopes_ok(const lt_sync_t *s)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < s->nscopes; i++)
+        k += s->scopes[i].result == LT_SYNC_SCOPE_OK;
+    return k;
+}
+
+lt_err_t lt_sync_scopes_result(const lt_sync_t *s, char *errstr, size_t errstr_size)
+{
+    size_t failed = 0;
+    lt_err_t err = LT_OK;
+    const lt_sync_scope_t *first = NULL;
+    for (size_t i = 0; i < s->nscopes; i++) {
+        const lt_sync_scope_t *r = &s->scopes[i];
+        if (r->result == LT_SYNC_SCOPE_OK)
+            continue;
+        failed++;
+        if (!first)
+            first = r;
+        if (r->err == LT_ERR_TEMPORARY)
+            err = LT_ERR_TEMPORARY;
+        else if (!err)
+            err = r->err ? r->err : LT_ERR_FINAL;
+    }
+    if (!failed)
+        return LT_OK;
+    if (s->nscopes == 1)
+        return lt_seterr(errstr, errstr_size, err, "%s", first->error ? first->error : "failed");
+    lt_buf_t *b = lt_buf_new(errstr_size ? errstr_size : 1);
+    lt_buf_appendf(b, "%zu of %zu scopes not synced:", failed, s->nscopes);
+    for (size_t i = 0; i < s->nscopes; i++) {
+        const lt_sync_scope_t *r = &s->scopes[i];
+        if (r->result != LT_SYNC_SCOPE_OK)
+            (void)lt_buf_appendf(b, " %s %s (%s: %s);", r->scope,
+                                 lt_sync_scope_result_name(r->result), lt_err_name(r->err),
+                                 r->error ? r->error : "");
+    }
+    lt_seterr(errstr, errstr_size, err, "%s", lt_buf_str(b));
+    lt_buf_destroy(b);
+    return err;
 }
 
 static lt_err_t kafka_err(rd_kafka_error_t *e, const char *what, char *errstr, size_t n)

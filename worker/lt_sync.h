@@ -155,5 +155,44 @@ uint64_t lt_sync_max_message_bytes(const lt_sync_t *s);
 void lt_sync_note_skipped(lt_sync_t *s, const char *provider_message_id);
 int64_t lt_sync_skipped(const lt_sync_t *s);
 const char *lt_sync_skipped_ids(const lt_sync_t *s); /* comma-separated, "" when none */
+/* A message that was listed but no longer exists when fetched (IMAP: left
+ * out of the FETCH answer or answered NIL, and UID SEARCH no longer finds
+ * it; Gmail: 404 on messages.get): nothing to ingest, but counted and its
+ * id kept like a skipped one, for the command result. Taken back with an
+ * aborted batch. */
+void lt_sync_note_expunged(lt_sync_t *s, const char *provider_message_id);
+int64_t lt_sync_expunged(const lt_sync_t *s);
+const char *lt_sync_expunged_ids(const lt_sync_t *s); /* comma-separated, "" when none */
+
+/* Scopes fail independently: a connector that runs several scopes (IMAP
+ * folders, Gmail labels/queries) reports each one's result once it is done
+ * with it, and goes on with the next unless the failure is the account's
+ * (credentials, Postgres, a batch in doubt, cancel). MISSING: the folder or
+ * label does not exist (a permanent failure of that scope); FAILED: any
+ * other failure, err its class (TEMPORARY: the command is retried, and the
+ * scopes that succeeded resume after their moved watermarks). messages:
+ * those ingested since lt_sync_set_scope() of that scope. */
+typedef enum {
+    LT_SYNC_SCOPE_OK,
+    LT_SYNC_SCOPE_FAILED,
+    LT_SYNC_SCOPE_MISSING,
+} lt_sync_scope_result_t;
+typedef struct {
+    char *scope;
+    lt_sync_scope_result_t result;
+    lt_err_t err;  /* LT_OK when ok */
+    char *error;   /* NULL when ok */
+    int64_t messages;
+} lt_sync_scope_t;
+const char *lt_sync_scope_result_name(lt_sync_scope_result_t r); /* "ok", "failed", "missing" */
+void lt_sync_scope_done(lt_sync_t *s, const char *scope, lt_sync_scope_result_t result,
+                        lt_err_t err, const char *error);
+/* The results so far, in run order (owned by s). */
+const lt_sync_scope_t *lt_sync_scopes(const lt_sync_t *s, size_t *n);
+size_t lt_sync_scopes_ok(const lt_sync_t *s);
+/* The command's outcome from its scopes: LT_OK when none failed; else
+ * LT_ERR_TEMPORARY when one failed temporarily (retry), else the first
+ * failure's class (a missing scope: LT_ERR_FINAL), with a summary in errstr. */
+lt_err_t lt_sync_scopes_result(const lt_sync_t *s, char *errstr, size_t errstr_size);
 
 #endif

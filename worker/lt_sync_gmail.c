@@ -227,6 +227,7 @@ static lt_err_t on_message(void *opaque, size_t index, lt_err_t status, const lt
     scope_ctx_t *x = opaque;
     if (status == LT_ERR_NOT_FOUND) {
         x->gone++; /* deleted since it was listed: nothing to ingest */
+        lt_sync_note_expunged(x->s, x->cur_ids[index]);
         return LT_OK;
     }
     if (status == LT_ERR_TOO_BIG) {
@@ -523,8 +524,11 @@ static lt_err_t sync_scope(lt_sync_t *s, lt_gmail_t *g, const char *scope, const
     x.is_label = lt_sync_gmail_scope_label(scope, label, &system);
     if (x.is_label && !system) {
         err = lt_gmail_label_id(g, label, x.label, errstr, n);
-        if (err == LT_ERR_NOT_FOUND)
-            err = lt_seterr(errstr, n, LT_ERR_FINAL, "scope %s: %s", scope, errstr);
+        if (err == LT_ERR_NOT_FOUND) { /* the caller reports the scope as missing */
+            char why[512];
+            snprintf(why, sizeof(why), "%s", errstr);
+            lt_seterr(errstr, n, err, "scope %s: %s", scope, why);
+        }
         if (err)
             goto out;
     } else if (x.is_label) {
@@ -600,11 +604,32 @@ lt_err_t lt_sync_gmail_run(lt_sync_t *s, const lt_sync_gmail_opts_t *opts, char 
         .tokens = opts->tokens,
     };
     g = lt_gmail_new(&go);
+    /* Scopes fail independently (lt_sync_scope_done): a missing label or a
+     * scope that keeps failing does not keep the others from syncing. */
     const char *scope = lt_command_scope(cmd);
-    if (scope)
-        err = sync_scope(s, g, scope, bf, errstr, errstr_size);
-    for (size_t i = 0; !scope && !err && i < conf.nscopes; i++)
-        err = sync_scope(s, g, conf.scopes[i], bf, errstr, errstr_size);
+    size_t nsc = scope ? 1 : conf.nscopes;
+    for (size_t i = 0; i < nsc; i++) {
+        const char *sc = scope ? scope : conf.scopes[i];
+        char e[1024] = "";
+        lt_err_t serr = sync_scope(s, g, sc, bf, e, sizeof(e));
+        lt_sync_scope_done(s, sc,
+                           !serr                      ? LT_SYNC_SCOPE_OK
+                           : serr == LT_ERR_NOT_FOUND ? LT_SYNC_SCOPE_MISSING
+                                                      : LT_SYNC_SCOPE_FAILED,
+                           serr == LT_ERR_NOT_FOUND ? LT_ERR_FINAL : serr, e);
+        if (!serr)
+            continue;
+        lt_warn(lt_sync_log(s), "scope %s not synced (%s): %s", sc,
+                serr == LT_ERR_NOT_FOUND ? "missing" : lt_err_name(serr), e);
+        /* What fails for every scope ends the command here. */
+        if (serr == LT_ERR_REAUTH || lt_sync_cancelled(s) || lt_sync_in_doubt(s) ||
+            !lt_db_ok(lt_sync_db(s))) {
+            err = lt_seterr(errstr, errstr_size, serr, "%s", e);
+            break;
+        }
+    }
+    if (!err)
+        err = lt_sync_scopes_result(s, errstr, errstr_size);
     lt_gmail_stats_t st;
     lt_gmail_stats(g, &st);
     lt_info(lt_sync_log(s),

@@ -122,12 +122,18 @@ static lt_err_t cb_end(void *opaque)
 static void cb_skipped(void *opaque, uint32_t uid, lt_err_t why, const char *reason)
 {
     fetch_ctx_t *f = opaque;
+    char pmid[1200];
+    lt_sync_imap_message_id(f->folder, f->uidvalidity, uid, pmid, sizeof(pmid));
+    if (why == LT_ERR_NOT_FOUND) { /* UID SEARCH confirmed it is gone */
+        lt_sync_note_expunged(f->s, pmid);
+        lt_info(lt_sync_log(f->s), "folder %s UID %u expunged before it was fetched: %s",
+                f->folder, uid, reason ? reason : "");
+        return;
+    }
     f->skipped++;
     if (uid > f->last_uid)
         f->last_uid = uid;
     lt_buf_appendf(f->skipped_uids, "%s%u", lt_buf_len(f->skipped_uids) ? "," : "", uid);
-    char pmid[1200];
-    lt_sync_imap_message_id(f->folder, f->uidvalidity, uid, pmid, sizeof(pmid));
     lt_sync_note_skipped(f->s, pmid);
     lt_warn(lt_sync_log(f->s), "folder %s UID %u not ingested (%s): %s", f->folder, uid,
             lt_err_name(why), reason ? reason : "");
@@ -139,6 +145,8 @@ typedef struct {
     lt_imap_t *c;
     lt_log_ctx_t log;
     uint64_t max_message;
+    int down;    /* the last session_open failed: the server is out of reach */
+    int flagged; /* the account was flagged: no folder is synced any more */
 } session_t;
 
 static lt_err_t session_open(session_t *ss, char *errstr, size_t n)
@@ -156,6 +164,7 @@ static lt_err_t session_open(session_t *ss, char *errstr, size_t n)
     lt_err_t err = lt_imap_connect(ss->c, errstr, n);
     if (!err)
         err = lt_imap_login(ss->c, ss->conf.user, ss->conf.password, errstr, n);
+    ss->down = err != LT_OK;
     return err;
 }
 
@@ -199,14 +208,18 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
         }
         lt_imap_mailbox_t mb;
         err = lt_imap_examine(ss->c, folder, &mb, errstr, n);
-        if (err == LT_ERR_NOT_FOUND) {
-            err = lt_seterr(errstr, n, LT_ERR_FINAL, "folder \"%s\" does not exist", folder);
+        if (err == LT_ERR_NOT_FOUND) { /* the caller reports the scope as missing */
+            char why[512];
+            snprintf(why, sizeof(why), "%s", errstr);
+            err = lt_seterr(errstr, n, LT_ERR_NOT_FOUND, "folder \"%s\" does not exist (%s)",
+                            folder, why);
             goto out;
         }
         if (err)
             goto retry;
         if (validity && mb.uidvalidity != validity) {
             /* Changed between our own sessions: confirm it is not flapping. */
+            ss->flagged = 1;
             lt_account_set_status(db, lt_account_tenant(a), lt_account_id(a), "flagged",
                                   "UIDVALIDITY changes between sessions", NULL, 0);
             err = lt_seterr(errstr, n, LT_ERR_FINAL,
@@ -238,6 +251,7 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
                 if (err)
                     goto retry;
                 if (mb.uidvalidity != seen) {
+                    ss->flagged = 1;
                     lt_account_set_status(db, lt_account_tenant(a), lt_account_id(a), "flagged",
                                           "UIDVALIDITY changes on every session", NULL, 0);
                     err = lt_seterr(errstr, n, LT_ERR_FINAL,
@@ -369,17 +383,41 @@ lt_err_t lt_sync_imap_run(lt_sync_t *s, const lt_sync_imap_opts_t *opts, char *e
         lt_imap_destroy(ss.c);
         ss.c = NULL;
     }
-    if (lt_command_kind(cmd) == LT_SYNC_BACKFILL) {
-        err = sync_folder(s, &ss, lt_command_backfill_folder(cmd), 1,
-                          lt_command_backfill_start_uid(cmd), lt_command_backfill_end_uid(cmd),
-                          errstr, errstr_size);
-    } else if (lt_command_scope(cmd)) {
-        err = sync_folder(s, &ss, lt_command_scope(cmd), 0, 0, 0, errstr, errstr_size);
-    } else {
-        for (size_t i = 0; i < ss.conf.nfolders && !err; i++)
-            err = sync_folder(s, &ss, ss.conf.folders[i], 0, 0, 0, errstr, errstr_size);
+    /* Folders fail independently (lt_sync_scope_done): a missing one or one
+     * the server fails on does not keep the others from syncing. */
+    int backfill = lt_command_kind(cmd) == LT_SYNC_BACKFILL;
+    const char *one = backfill ? lt_command_backfill_folder(cmd) : lt_command_scope(cmd);
+    size_t nf = one ? 1 : ss.conf.nfolders;
+    err = LT_OK;
+    for (size_t i = 0; i < nf; i++) {
+        const char *folder = one ? one : ss.conf.folders[i];
+        char e[1024] = "";
+        lt_err_t ferr = sync_folder(s, &ss, folder, backfill,
+                                    backfill ? lt_command_backfill_start_uid(cmd) : 0,
+                                    backfill ? lt_command_backfill_end_uid(cmd) : 0, e, sizeof(e));
+        lt_sync_scope_done(s, folder,
+                           !ferr                        ? LT_SYNC_SCOPE_OK
+                           : ferr == LT_ERR_NOT_FOUND   ? LT_SYNC_SCOPE_MISSING
+                                                        : LT_SYNC_SCOPE_FAILED,
+                           ferr == LT_ERR_NOT_FOUND ? LT_ERR_FINAL : ferr, e);
+        if (!ferr)
+            continue;
+        lt_warn(lt_sync_log(s), "folder %s not synced (%s): %s", folder,
+                ferr == LT_ERR_NOT_FOUND ? "missing" : lt_err_name(ferr), e);
+        /* What fails for every folder ends the command here. */
+        if (ferr == LT_ERR_REAUTH || ss.down || ss.flagged || lt_sync_cancelled(s) ||
+            lt_sync_in_doubt(s) || !lt_db_ok(lt_sync_db(s))) {
+            err = lt_seterr(errstr, errstr_size, ferr, "%s", e);
+            break;
+        }
+        if (ferr != LT_ERR_NOT_FOUND) { /* the next folder on a new session */
+            lt_imap_destroy(ss.c);
+            ss.c = NULL;
+        }
     }
-    if (!err && ss.c)
+    if (!err)
+        err = lt_sync_scopes_result(s, errstr, errstr_size);
+    if (ss.c)
         lt_imap_logout(ss.c, NULL, 0);
 out:
     lt_imap_destroy(ss.c);

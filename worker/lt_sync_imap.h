@@ -15,6 +15,11 @@
  * a second session, then the folder is synced again from UID 1 under the
  * new validity; a server that changes it on every session flags the account.
  * Connection lost: reconnect with backoff, resume from the last durable UID.
+ * Every UID of a batch is accounted for (lt_imap_uid_fetch): one the server
+ * does not return is either gone (reported as expunged) or the batch fails
+ * temporarily and is redone; the watermark never moves past it otherwise.
+ * Folders fail independently (lt_sync_scope_done): a missing folder is
+ * reported as such and the other folders still sync.
  * Backfill: folder, start_uid..end_uid; events only, the watermark never
  * moves. */
 #ifndef LT_SYNC_IMAP_H

@@ -115,6 +115,31 @@ static void status_event(lt_worker_t *w, const lt_command_t *cmd, const char *ac
         json_object_object_add(o, "skipped_ids",
                                json_object_new_string(lt_sync_skipped_ids(sync)));
     }
+    if (sync && lt_sync_expunged(sync)) { /* listed, then gone before the fetch */
+        json_object_object_add(o, "expunged", json_object_new_int64(lt_sync_expunged(sync)));
+        json_object_object_add(o, "expunged_ids",
+                               json_object_new_string(lt_sync_expunged_ids(sync)));
+    }
+    size_t nsc = 0;
+    const lt_sync_scope_t *sc = sync ? lt_sync_scopes(sync, &nsc) : NULL;
+    if (nsc) { /* each scope's own result (they fail independently) */
+        json_object *arr = json_object_new_array();
+        for (size_t i = 0; i < nsc; i++) {
+            json_object *e = json_object_new_object();
+            json_object_object_add(e, "scope", json_object_new_string(sc[i].scope));
+            json_object_object_add(
+                e, "result", json_object_new_string(lt_sync_scope_result_name(sc[i].result)));
+            if (sc[i].err)
+                json_object_object_add(e, "error_class",
+                                       json_object_new_string(lt_err_name(sc[i].err)));
+            if (sc[i].error)
+                json_object_object_add(e, "error", json_object_new_string(sc[i].error));
+            json_object_object_add(e, "messages", json_object_new_int64(sc[i].messages));
+            json_object_array_add(arr, e);
+            lt_worker_obs_scope(w->obs, cmd, lt_sync_scope_result_name(sc[i].result), sc[i].err);
+        }
+        json_object_object_add(o, "scopes", arr);
+    }
     json_object_object_add(o, "duration_ms", json_object_new_int64(duration_ms));
     json_object_object_add(o, "attempt", json_object_new_int(attempt));
     json_object_object_add(o, "worker_id", json_object_new_string(w->worker_id));
@@ -461,14 +486,17 @@ fail:
         }
         goto retry_later;
     }
-    lt_error(&log, "command failed (%s): %s", lt_err_name(err), errstr);
+    /* Some scopes synced, others did not: "partial" (the table has no such
+     * status: failed there, with the summary as the error). */
+    const char *result = sync && lt_sync_scopes_ok(sync) ? "partial" : "failed";
+    lt_error(&log, "command %s (%s): %s", result, lt_err_name(err), errstr);
     if (started && slot->db && lt_db_ok(slot->db)) {
         lt_command_progress_t c = {sync ? lt_sync_messages(sync) : 0,
                                    sync ? lt_sync_bytes(sync) : 0, 0, 0};
         lt_command_finish(slot->db, lt_command_id(cmd), LT_COMMAND_FAILED, &c, lt_err_name(err),
                           errstr, NULL, 0);
     }
-    status_event(w, cmd, lt_job_account(job), "failed", err, errstr,
+    status_event(w, cmd, lt_job_account(job), result, err, errstr,
                  sync ? lt_sync_messages(sync) : 0, sync ? lt_sync_bytes(sync) : 0,
                  lt_now_ms() - t0, attempt, tp, sync);
     goto out;

@@ -40,7 +40,8 @@ struct lt_worker_obs_s {
     slot_obs_t *slots;
     int progress_interval_ms;
 
-    lt_metric_t *commands, *duration, *retries, *last_success_acct, *last_success, *rebalances;
+    lt_metric_t *commands, *scopes, *duration, *retries, *last_success_acct, *last_success,
+        *rebalances;
     lt_metric_t *p_done, *p_total, *p_rate, *p_eta;
     lt_series_t *dead_letters, *in_flight, *queued, *assigned, *ready;
     lt_sync_metrics_t sm[NPROVIDERS];
@@ -80,9 +81,14 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
                                   lt_config_str(cfg, "LATTICE_WORKER_GROUP_ID"));
 
     o->commands = lt_metrics_counter(reg, "lattice_worker_commands_total",
-                                     "Command attempts by outcome: succeeded, failed, "
-                                     "dead_lettered (final), retried, cancelled, skipped.",
+                                     "Command attempts by outcome: succeeded, partial (some "
+                                     "scopes failed), failed, dead_lettered (final), retried, "
+                                     "cancelled, skipped.",
                                      "provider,kind,result,error_class");
+    o->scopes = lt_metrics_counter(reg, "lattice_worker_scope_results_total",
+                                   "Scopes (IMAP folders, Gmail labels/queries) of finished "
+                                   "commands by result: ok, failed, missing.",
+                                   "provider,result,error_class");
     double b[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 10800};
     o->duration = lt_metrics_histogram(reg, "lattice_worker_command_duration_seconds",
                                        "Duration of command attempts, seconds.", "provider,kind",
@@ -213,6 +219,16 @@ void lt_worker_obs_command(lt_worker_obs_t *o, const lt_command_t *cmd, const ch
         lt_metric_set(o->last_success_acct, now, lt_command_tenant_id(cmd),
                       lt_command_account_id(cmd), provider);
     }
+}
+
+void lt_worker_obs_scope(lt_worker_obs_t *o, const lt_command_t *cmd, const char *result,
+                         lt_err_t err)
+{
+    if (!o)
+        return;
+    const char *provider, *kind;
+    cmd_labels(cmd, &provider, &kind);
+    lt_series_inc(lt_metric_get(o->scopes, provider, result, err ? lt_err_name(err) : "none"));
 }
 
 void lt_worker_obs_dead_letter(lt_worker_obs_t *o)

@@ -32,14 +32,18 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *registry, const lt_config_t *cf
                                    lt_dispatch_t *dispatch, int nslots);
 void lt_worker_obs_destroy(lt_worker_obs_t *o);
 
-/* A command ended (the status event it got): result "succeeded", "failed",
- * "dead_lettered"; cmd NULL when it did not parse. */
+/* A command ended (the status event it got): result "succeeded", "partial",
+ * "failed", "dead_lettered"; cmd NULL when it did not parse. */
 void lt_worker_obs_command(lt_worker_obs_t *o, const lt_command_t *cmd, const char *result,
                            lt_err_t err, int64_t duration_ms);
 /* An attempt ended without a result: "retried" (backoff) or "cancelled"
  * (shutdown, revoke); "skipped" (already done). */
 void lt_worker_obs_attempt(lt_worker_obs_t *o, const lt_command_t *cmd, const char *result,
                            lt_err_t err, int64_t duration_ms);
+/* One scope's result in a command's final status event: "ok", "failed",
+ * "missing" (err: its class, LT_OK when ok). */
+void lt_worker_obs_scope(lt_worker_obs_t *o, const lt_command_t *cmd, const char *result,
+                         lt_err_t err);
 /* A command was written to the dead-letter topic. */
 void lt_worker_obs_dead_letter(lt_worker_obs_t *o);
 /* A slot starts (running = 1) or ends (0) a command. */

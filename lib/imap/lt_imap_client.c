@@ -29,6 +29,7 @@
 
 enum { S_CLOSED, S_NOT_AUTH, S_AUTH, S_SELECTED };
 enum { K_AUTH, K_EXAMINE, K_READ, K_OTHER }; /* command kinds, for error classes */
+enum { W_NONE, W_DONE, W_NIL }; /* answer to one UID of a UID FETCH */
 
 typedef struct {
     unsigned tag; /* 0 = free */
@@ -86,7 +87,13 @@ struct lt_imap_s {
     int f_mode; /* 0 none, 1 streaming to the callbacks, 2 buffering (UID not yet known) */
     lt_buf_t *f_buf;
     uint64_t f_len;
-    int f_nil; /* the body was NIL */
+    int f_nil;  /* the body was NIL */
+    int f_body; /* the FETCH had a body (delivered, streamed or skipped) */
+    /* The UIDs asked for by the running UID FETCH (ascending, unique) and
+     * what came back for each (W_*). */
+    uint32_t *want;
+    uint8_t *want_st;
+    size_t nwant;
     int bye_seen;
 
     uint8_t rbuf[RBUF_SIZE];
@@ -408,6 +415,22 @@ static uint32_t parse_u32(const char *s, int *ok)
     return (uint32_t)v;
 }
 
+/* Record what the server answered for an asked UID (others are ignored:
+ * unsolicited FETCHes). */
+static void want_mark(lt_imap_t *c, uint32_t uid, uint8_t st)
+{
+    size_t lo = 0, hi = c->nwant;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->want[mid] < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < c->nwant && c->want[lo] == uid && c->want_st[lo] == W_NONE)
+        c->want_st[lo] = st;
+}
+
 static lt_err_t deliver_buffered(lt_imap_t *c, const lt_imap_fetch_t *f)
 {
     const lt_imap_fetch_cb_t *cb = c->fcb;
@@ -438,9 +461,11 @@ static lt_err_t on_fetch_event(lt_imap_t *c, const lt_imap_event_t *ev)
     case LT_IMAP_EV_BODY_SKIPPED:
         c->f_len = ev->literal_len;
         c->f_mode = 0;
+        c->f_body = 1;
         break;
     case LT_IMAP_EV_BODY_BEGIN:
         c->f_len = ev->literal_len;
+        c->f_body = !ev->nil;
         if (ev->nil) {
             c->f_mode = 0;
             c->f_nil = 1;
@@ -470,12 +495,14 @@ static lt_err_t on_fetch_event(lt_imap_t *c, const lt_imap_event_t *ev)
                 err = cb->end(cb->opaque);
         }
         break;
-    case LT_IMAP_EV_FETCH:
+    case LT_IMAP_EV_FETCH: {
+        int body = c->f_body;
+        c->f_body = 0;
         if (c->f_nil) {
+            /* Not "gone" yet: checked with UID SEARCH once the fetch is done. */
             c->f_nil = 0;
-            if ((f->has & LT_IMAP_HAS_UID) && cb->skipped)
-                cb->skipped(cb->opaque, f->uid, LT_ERR_NOT_FOUND,
-                            "the server returned no body (NIL)");
+            if (f->has & LT_IMAP_HAS_UID)
+                want_mark(c, f->uid, W_NIL);
             break;
         }
         if (c->f_mode == 2) {
@@ -484,8 +511,11 @@ static lt_err_t on_fetch_event(lt_imap_t *c, const lt_imap_event_t *ev)
                 return ev_fail(c, LT_ERR_TEMPORARY,
                                "IMAP protocol error: FETCH of message %llu without a UID",
                                (unsigned long long)ev->num);
+            want_mark(c, f->uid, W_DONE);
             return deliver_buffered(c, f);
         }
+        if ((f->has & LT_IMAP_HAS_UID) && body)
+            want_mark(c, f->uid, W_DONE);
         if ((f->has & LT_IMAP_HAS_UID) && f->body_skipped && cb->skipped) {
             char why[128];
             snprintf(why, sizeof(why), "message of %llu bytes is over the %llu-byte cap",
@@ -493,6 +523,7 @@ static lt_err_t on_fetch_event(lt_imap_t *c, const lt_imap_event_t *ev)
             cb->skipped(cb->opaque, f->uid, LT_ERR_TOO_BIG, why);
         }
         break;
+    }
     default:
         break;
     }
@@ -1212,6 +1243,33 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Send the UID SEARCH command in b; keep the UIDs within [lo, hi]. */
+static lt_err_t search_cmd(lt_imap_t *c, lt_buf_t *b, uint32_t lo, uint32_t hi, uint32_t **uids,
+                           size_t *nuids, char *errstr, size_t errstr_size)
+{
+    c->searching = 1;
+    c->search_lo = lo;
+    c->search_hi = hi;
+    c->nuids = 0;
+    lt_err_t err = simple(c, b, K_READ, "UID SEARCH", errstr, errstr_size);
+    c->searching = 0;
+    if (err) {
+        free(c->uids);
+    } else {
+        if (c->nuids)
+            qsort(c->uids, c->nuids, sizeof(*c->uids), cmp_u32);
+        size_t o = 0; /* drop duplicates */
+        for (size_t i = 0; i < c->nuids; i++)
+            if (!o || c->uids[o - 1] != c->uids[i])
+                c->uids[o++] = c->uids[i];
+        *uids = c->uids ? c->uids : lt_xcalloc(1, sizeof(uint32_t));
+        *nuids = o;
+    }
+    c->uids = NULL;
+    c->nuids = c->uids_cap = 0;
+    return err;
+}
+
 lt_err_t lt_imap_uid_search(lt_imap_t *c, uint32_t first, uint32_t last, uint32_t **uids,
                             size_t *nuids, char *errstr, size_t errstr_size)
 {
@@ -1228,27 +1286,8 @@ lt_err_t lt_imap_uid_search(lt_imap_t *c, uint32_t first, uint32_t last, uint32_
         lt_buf_appendf(b, "UID SEARCH UID %u:%u", first, last);
     else
         lt_buf_appendf(b, "UID SEARCH UID %u:*", first);
-    c->searching = 1;
-    c->search_lo = first;
-    c->search_hi = last ? last : UINT32_MAX;
-    c->nuids = 0;
-    err = simple(c, b, K_READ, "UID SEARCH", errstr, errstr_size);
+    err = search_cmd(c, b, first, last ? last : UINT32_MAX, uids, nuids, errstr, errstr_size);
     lt_buf_destroy(b);
-    c->searching = 0;
-    if (err) {
-        free(c->uids);
-    } else {
-        if (c->nuids)
-            qsort(c->uids, c->nuids, sizeof(*c->uids), cmp_u32);
-        size_t o = 0; /* drop duplicates */
-        for (size_t i = 0; i < c->nuids; i++)
-            if (!o || c->uids[o - 1] != c->uids[i])
-                c->uids[o++] = c->uids[i];
-        *uids = c->uids ? c->uids : lt_xcalloc(1, sizeof(uint32_t));
-        *nuids = o;
-    }
-    c->uids = NULL;
-    c->nuids = c->uids_cap = 0;
     return err;
 }
 
@@ -1268,6 +1307,55 @@ static void uid_set(lt_buf_t *b, const uint32_t *u, size_t n)
     }
 }
 
+/* After a UID FETCH that completed: every UID asked for must have been
+ * answered with a body. One left out or answered NIL is looked up again
+ * (UID SEARCH; a UID command, so the server may first tell of expunges it
+ * held back): still there, the fetch failed (TEMPORARY: the caller redoes
+ * the batch, nothing is reported as gone); gone, skipped(LT_ERR_NOT_FOUND). */
+static lt_err_t check_answers(lt_imap_t *c, const lt_imap_fetch_cb_t *cb, char *errstr,
+                              size_t errstr_size)
+{
+    size_t nmiss = 0;
+    for (size_t i = 0; i < c->nwant; i++)
+        if (c->want_st[i] != W_DONE)
+            c->want[nmiss++] = c->want[i]; /* want[] is not needed any more */
+    if (!nmiss)
+        return LT_OK;
+    lt_buf_t *b = lt_buf_new(16 * nmiss + 64);
+    lt_buf_appendf(b, "UID SEARCH UID ");
+    uid_set(b, c->want, nmiss);
+    uint32_t *found = NULL;
+    size_t nfound = 0;
+    lt_err_t err = search_cmd(c, b, c->want[0], c->want[nmiss - 1], &found, &nfound, errstr,
+                              errstr_size);
+    lt_buf_destroy(b);
+    if (err)
+        return err;
+    lt_buf_t *still = lt_buf_new(4096);
+    size_t nstill = 0, k = 0;
+    for (size_t i = 0; i < nmiss; i++) {
+        while (k < nfound && found[k] < c->want[i])
+            k++;
+        if (k < nfound && found[k] == c->want[i]) {
+            if (nstill++ < 20)
+                lt_buf_appendf(still, "%s%u", nstill > 1 ? "," : "", c->want[i]);
+        }
+    }
+    if (nstill) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                        "IMAP UID FETCH: no body for UID %s%s (%zu in all), which UID SEARCH "
+                        "still finds; fetched again later",
+                        lt_buf_str(still), nstill > 20 ? ",..." : "", nstill);
+    } else {
+        for (size_t i = 0; i < nmiss && cb->skipped; i++)
+            cb->skipped(cb->opaque, c->want[i], LT_ERR_NOT_FOUND,
+                        "no longer in the mailbox (expunged before it was fetched)");
+    }
+    lt_buf_destroy(still);
+    free(found);
+    return err;
+}
+
 lt_err_t lt_imap_uid_fetch(lt_imap_t *c, const uint32_t *uids, size_t nuids,
                            const lt_imap_fetch_cb_t *cb, char *errstr, size_t errstr_size)
 {
@@ -1285,6 +1373,15 @@ lt_err_t lt_imap_uid_fetch(lt_imap_t *c, const uint32_t *uids, size_t nuids,
     c->fcb = cb;
     c->f_mode = 0;
     c->f_nil = 0;
+    c->f_body = 0;
+    c->want = lt_xmalloc((nuids ? nuids : 1) * sizeof(*c->want));
+    c->want_st = lt_xcalloc(nuids ? nuids : 1, 1);
+    memcpy(c->want, uids, nuids * sizeof(*uids));
+    qsort(c->want, nuids, sizeof(*c->want), cmp_u32);
+    c->nwant = 0;
+    for (size_t i = 0; i < nuids; i++)
+        if (!c->nwant || c->want[c->nwant - 1] != c->want[i])
+            c->want[c->nwant++] = c->want[i];
     while ((next < nuids && !first_err) || inflight > 0) {
         /* Keep the pipeline full. */
         while (next < nuids && !first_err && inflight < c->fetch_pipeline) {
@@ -1314,8 +1411,15 @@ lt_err_t lt_imap_uid_fetch(lt_imap_t *c, const uint32_t *uids, size_t nuids,
     }
     if (first_err)
         err = lt_seterr(errstr, errstr_size, first_err, "%s", first_msg);
+    if (!err)
+        err = check_answers(c, cb, errstr, errstr_size);
 out:
     c->fcb = NULL;
+    free(c->want);
+    free(c->want_st);
+    c->want = NULL;
+    c->want_st = NULL;
+    c->nwant = 0;
     return err;
 }
 

@@ -124,10 +124,13 @@ lt_err_t lt_imap_uid_search(lt_imap_t *c, uint32_t first, uint32_t last, uint32_
 
 /* Streaming delivery of fetched messages. For each message: begin, data
  * (chunks of at most 64 KiB; only borrowed during the call), end. A message
- * over max_message or one the server returns as NIL gets skipped() instead
- * (why = LT_ERR_TOO_BIG or LT_ERR_NOT_FOUND). UIDs that no longer exist are
- * simply absent. A non-LT_OK return from begin/data/end aborts the fetch
- * with that code and closes the connection. Any callback may be NULL. */
+ * over max_message gets skipped(LT_ERR_TOO_BIG) instead. A UID the server
+ * leaves out of its answer or answers with a NIL body is looked up again
+ * with UID SEARCH once the fetch is done: gone, it gets
+ * skipped(LT_ERR_NOT_FOUND) (expunged); still there, the fetch returns
+ * LT_ERR_TEMPORARY and reports none of them (redo the batch). A non-LT_OK
+ * return from begin/data/end aborts the fetch with that code and closes the
+ * connection. Any callback may be NULL. */
 typedef struct {
     lt_err_t (*begin)(void *opaque, uint32_t uid, uint64_t size, int64_t internaldate_ms);
     lt_err_t (*data)(void *opaque, const uint8_t *chunk, size_t len);
@@ -137,7 +140,8 @@ typedef struct {
 } lt_imap_fetch_cb_t;
 
 /* UID FETCH (UID RFC822.SIZE INTERNALDATE BODY.PEEK[]) of the given UIDs, in
- * commands of opts.fetch_batch UIDs with opts.fetch_pipeline of them in flight. */
+ * commands of opts.fetch_batch UIDs with opts.fetch_pipeline of them in
+ * flight; then, for UIDs not answered with a body, one UID SEARCH (above). */
 lt_err_t lt_imap_uid_fetch(lt_imap_t *c, const uint32_t *uids, size_t nuids,
                            const lt_imap_fetch_cb_t *cb, char *errstr, size_t errstr_size);
 
