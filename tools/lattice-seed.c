@@ -1,8 +1,10 @@
 /* lattice-seed: create or update the tenant "personal" with its two
  * accounts, personal-gmail (gmail) and workmail-imap (imap), from the
  * LATTICE_SEED_* settings (defaults: the local stack). config_json holds
- * references to secrets (names of environment variables, or file paths),
- * never a secret: this program never reads one. Idempotent (upsert). */
+ * references to secrets in the tenant's namespace (variables
+ * LTS_<tenant>__<NAME>, or file names under the worker's
+ * LATTICE_SECRETS_DIR/<tenant>/), never a secret: this program never reads
+ * one. Idempotent (upsert). */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@
 #include "lt_config.h"
 #include "lt_db.h"
 #include "lt_log.h"
+#include "lt_secret.h"
 
 static void usage(FILE *out)
 {
@@ -24,7 +27,8 @@ static void usage(FILE *out)
           "    LATTICE_SEED_GMAIL_ACCOUNT (personal-gmail)  provider gmail\n"
           "    LATTICE_SEED_IMAP_ACCOUNT  (workmail-imap)   provider imap\n"
           "  Both are enabled. config_json names where the worker finds each secret (an\n"
-          "  environment variable: *_ENV settings, or a file: *_PATH settings, which win);\n"
+          "  environment variable LTS_<tenant>__<NAME>: *_ENV settings give NAME; or a file\n"
+          "  under the worker's LATTICE_SECRETS_DIR/<tenant>/: *_PATH settings, which win);\n"
           "  no secret is read or stored. Defaults point at the local stack (Dovecot on\n"
           "  127.0.0.1:19993 as alice@example.test; Gmail through the emulator, whose URLs\n"
           "  are worker settings: LATTICE_GMAIL_API_URL, LATTICE_GMAIL_TOKEN_URL).\n"
@@ -34,40 +38,37 @@ static void usage(FILE *out)
           out);
 }
 
-static int env_name_ok(const char *s)
-{
-    if (!s || !(isalpha((unsigned char)*s) || *s == '_'))
-        return 0;
-    for (const char *p = s; *p; p++)
-        if (!isalnum((unsigned char)*p) && *p != '_')
-            return 0;
-    return strlen(s) <= 255;
-}
-
-/* key_env = the variable's name, or key_file = path when a path is set. */
-static int add_secret_ref(json_object *o, const char *key, const char *env_setting,
-                          const char *path_setting, const lt_config_t *cfg, char *err, size_t n)
+/* key_file = the name under the worker's LATTICE_SECRETS_DIR/<tenant>/ when
+ * a path setting is given, else key_env = LTS_<tenant>__<NAME> (lt_secret.h:
+ * the only names the worker resolves for this tenant). */
+static int add_secret_ref(json_object *o, const char *tenant, const char *key,
+                          const char *env_setting, const char *path_setting,
+                          const lt_config_t *cfg, char *err, size_t n)
 {
     const char *path = lt_config_str(cfg, path_setting);
     const char *env = lt_config_str(cfg, env_setting);
-    char k[64];
+    char k[64], var[256];
     if (path) {
-        if (path[0] != '/') {
-            snprintf(err, n, "%s: an absolute path is required", path_setting);
+        if (!lt_secret_file_name_ok(path)) {
+            snprintf(err, n,
+                     "%s: a name relative to the worker's LATTICE_SECRETS_DIR/<tenant>/ is "
+                     "required (components of A-Z a-z 0-9 . _ -, no '..', not absolute)",
+                     path_setting);
             return -1;
         }
         snprintf(k, sizeof(k), "%s_file", key);
         json_object_object_add(o, k, json_object_new_string(path));
         return 0;
     }
-    if (!env_name_ok(env)) {
+    if (!env || !lt_secret_env_name(tenant, env, var, sizeof(var))) {
         snprintf(err, n,
-                 "%s: the NAME of an environment variable is required ([A-Za-z_][A-Za-z0-9_]*)",
+                 "%s: a NAME of A-Z a-z 0-9 _ is required (the worker's variable is "
+                 "LTS_<tenant>__NAME)",
                  env_setting);
         return -1;
     }
     snprintf(k, sizeof(k), "%s_env", key);
-    json_object_object_add(o, k, json_object_new_string(env));
+    json_object_object_add(o, k, json_object_new_string(var));
     return 0;
 }
 
@@ -94,7 +95,7 @@ static json_object *csv_array(const char *csv, const char *setting, char *err, s
     return a;
 }
 
-static json_object *imap_config(const lt_config_t *cfg, char *err, size_t n)
+static json_object *imap_config(const lt_config_t *cfg, const char *tenant, char *err, size_t n)
 {
     json_object *o = json_object_new_object();
     json_object *folders = csv_array(lt_config_str(cfg, "LATTICE_SEED_IMAP_FOLDERS"),
@@ -107,7 +108,7 @@ static json_object *imap_config(const lt_config_t *cfg, char *err, size_t n)
                            json_object_new_int((int)lt_config_int(cfg, "LATTICE_SEED_IMAP_PORT")));
     json_object_object_add(
         o, "username", json_object_new_string(lt_config_str(cfg, "LATTICE_SEED_IMAP_USERNAME")));
-    if (add_secret_ref(o, "password", "LATTICE_SEED_IMAP_PASSWORD_ENV",
+    if (add_secret_ref(o, tenant, "password", "LATTICE_SEED_IMAP_PASSWORD_ENV",
                        "LATTICE_SEED_IMAP_PASSWORD_PATH", cfg, err, n)) {
         json_object_put(folders);
         goto fail;
@@ -119,7 +120,7 @@ fail:
     return NULL;
 }
 
-static json_object *gmail_config(const lt_config_t *cfg, char *err, size_t n)
+static json_object *gmail_config(const lt_config_t *cfg, const char *tenant, char *err, size_t n)
 {
     json_object *o = json_object_new_object();
     json_object *labels = csv_array(lt_config_str(cfg, "LATTICE_SEED_GMAIL_LABEL_IDS"),
@@ -131,9 +132,9 @@ static json_object *gmail_config(const lt_config_t *cfg, char *err, size_t n)
     json_object_object_add(o, "label_ids", labels);
     json_object_object_add(
         o, "client_id", json_object_new_string(lt_config_str(cfg, "LATTICE_SEED_GMAIL_CLIENT_ID")));
-    if (add_secret_ref(o, "client_secret", "LATTICE_SEED_GMAIL_CLIENT_SECRET_ENV",
+    if (add_secret_ref(o, tenant, "client_secret", "LATTICE_SEED_GMAIL_CLIENT_SECRET_ENV",
                        "LATTICE_SEED_GMAIL_CLIENT_SECRET_PATH", cfg, err, n) ||
-        add_secret_ref(o, "refresh_token", "LATTICE_SEED_GMAIL_REFRESH_TOKEN_ENV",
+        add_secret_ref(o, tenant, "refresh_token", "LATTICE_SEED_GMAIL_REFRESH_TOKEN_ENV",
                        "LATTICE_SEED_GMAIL_REFRESH_TOKEN_PATH", cfg, err, n))
         goto fail;
     return o;
@@ -183,8 +184,8 @@ int main(int argc, char **argv)
                         "A-Z a-z 0-9 . _ : -\n");
         goto out;
     }
-    if (!(rows[0] = gmail_config(cfg, err, sizeof(err))) ||
-        !(rows[1] = imap_config(cfg, err, sizeof(err)))) {
+    if (!(rows[0] = gmail_config(cfg, tenant, err, sizeof(err))) ||
+        !(rows[1] = imap_config(cfg, tenant, err, sizeof(err)))) {
         fprintf(stderr, "lattice-seed: %s\n", err);
         goto out;
     }

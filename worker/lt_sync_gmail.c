@@ -48,8 +48,8 @@ static void conf_free(gmail_conf_t *c)
     for (size_t i = 0; i < c->nscopes; i++)
         free(c->scopes[i]);
     free(c->scopes);
-    memset(c->client_secret, 0, sizeof(c->client_secret));
-    memset(c->refresh_token, 0, sizeof(c->refresh_token));
+    lt_secret_wipe(c->client_secret, sizeof(c->client_secret));
+    lt_secret_wipe(c->refresh_token, sizeof(c->refresh_token));
 }
 
 static void add_scope(gmail_conf_t *c, const char *s)
@@ -78,7 +78,8 @@ static lt_err_t string_list(json_object *v, const char *key, const char *prefix,
     return LT_OK;
 }
 
-static lt_err_t parse_conf(const lt_account_t *a, gmail_conf_t *c, char *errstr, size_t n)
+static lt_err_t parse_conf(const lt_account_t *a, const char *secrets_dir, gmail_conf_t *c,
+                           char *errstr, size_t n)
 {
     json_object *cfg = lt_account_config(a), *v;
     lt_err_t err;
@@ -89,11 +90,28 @@ static lt_err_t parse_conf(const lt_account_t *a, gmail_conf_t *c, char *errstr,
             return lt_seterr(errstr, n, LT_ERR_FINAL, "account config: \"user\" must be a string");
         snprintf(c->user, sizeof(c->user), "%s", json_object_get_string(v));
     }
-    if (!json_object_object_get_ex(cfg, "client_id", &v) ||
-        !json_object_is_type(v, json_type_string) || !json_object_get_string_len(v))
+    /* client_id is no secret: given plainly, or by reference like the
+     * secrets (client_id_env, client_id_file) */
+    lt_secret_ns_t ns = {lt_account_tenant(a), secrets_dir};
+    int by_ref = json_object_object_get_ex(cfg, "client_id_env", NULL) ||
+                 json_object_object_get_ex(cfg, "client_id_file", NULL);
+    if (json_object_object_get_ex(cfg, "client_id", &v)) {
+        if (!json_object_is_type(v, json_type_string) || !json_object_get_string_len(v))
+            return lt_seterr(errstr, n, LT_ERR_FINAL,
+                             "account config: \"client_id\" must be a non-empty string");
+        if (by_ref)
+            return lt_seterr(errstr, n, LT_ERR_FINAL,
+                             "account config: both client_id and client_id_env/client_id_file "
+                             "given; use one");
+        snprintf(c->client_id, sizeof(c->client_id), "%s", json_object_get_string(v));
+    } else if (!by_ref) {
         return lt_seterr(errstr, n, LT_ERR_FINAL,
-                         "account config: \"client_id\" (string) is required");
-    snprintf(c->client_id, sizeof(c->client_id), "%s", json_object_get_string(v));
+                         "account config: \"client_id\" (string), client_id_env or "
+                         "client_id_file is required");
+    } else if ((err = lt_secret_resolve(&ns, cfg, "client_id", c->client_id, sizeof(c->client_id),
+                                        errstr, n))) {
+        return err;
+    }
     if (json_object_object_get_ex(cfg, "scopes", &v) &&
         (err = string_list(v, "scopes", "", c, errstr, n)))
         return err;
@@ -109,10 +127,10 @@ static lt_err_t parse_conf(const lt_account_t *a, gmail_conf_t *c, char *errstr,
     }
     if (!c->nscopes)
         add_scope(c, "label:INBOX");
-    if ((err = lt_secret_resolve(cfg, "client_secret", c->client_secret, sizeof(c->client_secret),
-                                 errstr, n)))
+    if ((err = lt_secret_resolve(&ns, cfg, "client_secret", c->client_secret,
+                                 sizeof(c->client_secret), errstr, n)))
         return err;
-    return lt_secret_resolve(cfg, "refresh_token", c->refresh_token, sizeof(c->refresh_token),
+    return lt_secret_resolve(&ns, cfg, "refresh_token", c->refresh_token, sizeof(c->refresh_token),
                              errstr, n);
 }
 
@@ -571,7 +589,7 @@ lt_err_t lt_sync_gmail_run(lt_sync_t *s, const lt_sync_gmail_opts_t *opts, char 
     const lt_account_t *a = lt_sync_account(s);
     const lt_command_t *cmd = lt_sync_command(s);
     lt_gmail_t *g = NULL;
-    lt_err_t err = parse_conf(a, &conf, errstr, errstr_size);
+    lt_err_t err = parse_conf(a, opts->secrets_dir, &conf, errstr, errstr_size);
     if (err)
         goto out;
     char bfq[128];

@@ -47,6 +47,7 @@ typedef struct {
     int retry_base_ms;
     const volatile int *cancel; /* the slot's cancel flag, may be NULL */
     lt_gmail_tokens_t *tokens;  /* the worker's access-token cache, may be NULL */
+    const char *secrets_dir;    /* LATTICE_SECRETS_DIR (lt_secret.h); NULL: no file references */
 } lt_sync_gmail_opts_t;
 
 lt_err_t lt_sync_gmail_run(lt_sync_t *s, const lt_sync_gmail_opts_t *opts, char *errstr,

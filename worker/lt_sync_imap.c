@@ -30,10 +30,11 @@ static void conf_free(imap_conf_t *c)
     for (size_t i = 0; i < c->nfolders; i++)
         free(c->folders[i]);
     free(c->folders);
-    memset(c->password, 0, sizeof(c->password));
+    lt_secret_wipe(c->password, sizeof(c->password));
 }
 
-static lt_err_t parse_conf(const lt_account_t *a, imap_conf_t *c, char *errstr, size_t n)
+static lt_err_t parse_conf(const lt_account_t *a, const char *secrets_dir, imap_conf_t *c,
+                           char *errstr, size_t n)
 {
     json_object *cfg = lt_account_config(a), *v;
     memset(c, 0, sizeof(*c));
@@ -76,7 +77,8 @@ static lt_err_t parse_conf(const lt_account_t *a, imap_conf_t *c, char *errstr, 
         c->folders = lt_xcalloc(1, sizeof(char *));
         c->folders[0] = lt_xstrdup("INBOX");
     }
-    return lt_secret_resolve(cfg, "password", c->password, sizeof(c->password), errstr, n);
+    lt_secret_ns_t ns = {lt_account_tenant(a), secrets_dir};
+    return lt_secret_resolve(&ns, cfg, "password", c->password, sizeof(c->password), errstr, n);
 }
 
 void lt_sync_imap_message_id(const char *folder, uint32_t uidvalidity, uint32_t uid, char *out,
@@ -367,7 +369,7 @@ lt_err_t lt_sync_imap_run(lt_sync_t *s, const lt_sync_imap_opts_t *opts, char *e
     ss.log = *lt_sync_log(s);
     ss.max_message = lt_sync_max_message_bytes(s);
     const lt_command_t *cmd = lt_sync_command(s);
-    lt_err_t err = parse_conf(lt_sync_account(s), &ss.conf, errstr, errstr_size);
+    lt_err_t err = parse_conf(lt_sync_account(s), opts->secrets_dir, &ss.conf, errstr, errstr_size);
     if (err)
         goto out;
     err = session_open(&ss, errstr, errstr_size);

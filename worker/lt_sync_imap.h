@@ -2,7 +2,7 @@
  *
  * Account config_json:
  *   {"host": "imap.mail.us-east-1.awsapps.com", "port": 993,
- *    "username": "user@example.com", "password_env": "VAR" | "password_file": "/path",
+ *    "username": "user@example.com", "password_env": "LTS_<tenant>__VAR" | "password_file": "name",
  *    "folders": ["INBOX", ...]}                      (folders default ["INBOX"])
  *
  * provider_message_id = "<folder>;UIDVALIDITY=<v>;UID=<u>" (after RFC 5092's
@@ -31,6 +31,7 @@ typedef struct {
     const char *ca_file; /* NULL: system store */
     int max_reconnects;  /* per command */
     int retry_base_ms;
+    const char *secrets_dir; /* LATTICE_SECRETS_DIR (lt_secret.h); NULL: no file references */
 } lt_sync_imap_opts_t;
 
 /* Run the command of `s`. On failure the class says what to do (temporary:

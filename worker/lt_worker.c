@@ -438,7 +438,8 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
         goto fail;
     if (lt_command_provider(cmd) == LT_PROVIDER_IMAP) {
         lt_sync_imap_opts_t io = {lt_config_str(w->cfg, "LATTICE_TLS_CA_FILE"), 5,
-                                  (int)lt_config_int(w->cfg, "LATTICE_WORKER_RETRY_BASE_MS")};
+                                  (int)lt_config_int(w->cfg, "LATTICE_WORKER_RETRY_BASE_MS"),
+                                  lt_config_str(w->cfg, "LATTICE_SECRETS_DIR")};
         err = lt_sync_imap_run(sync, &io, errstr, sizeof(errstr));
     } else {
         lt_sync_gmail_opts_t go = {
@@ -452,6 +453,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
             .retry_base_ms = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_RETRY_BASE_MS"),
             .cancel = &slot->cancel,
             .tokens = w->tokens,
+            .secrets_dir = lt_config_str(w->cfg, "LATTICE_SECRETS_DIR"),
         };
         err = lt_sync_gmail_run(sync, &go, errstr, sizeof(errstr));
     }

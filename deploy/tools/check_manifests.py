@@ -12,7 +12,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-SECRETISH = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY)", re.I)
+# A name ending in _DIR names a directory (LATTICE_SECRETS_DIR), not a secret.
+SECRETISH = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY)(?!.*_DIR$)", re.I)
 
 
 def strict(schema):

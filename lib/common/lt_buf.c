@@ -10,6 +10,7 @@ struct lt_buf_s {
     size_t len;
     size_t alloc;
     size_t cap;
+    int secret; /* lt_buf_new_secret: wipe what is freed or reset */
 };
 
 void *lt_xmalloc(size_t n)
@@ -57,10 +58,26 @@ lt_buf_t *lt_buf_new(size_t cap)
     return b;
 }
 
+lt_buf_t *lt_buf_new_secret(size_t cap)
+{
+    lt_buf_t *b = lt_buf_new(cap);
+    b->secret = 1;
+    return b;
+}
+
+void lt_buf_wipe(lt_buf_t *b)
+{
+    if (b->data)
+        explicit_bzero(b->data, b->alloc);
+    b->len = 0;
+}
+
 void lt_buf_destroy(lt_buf_t *b)
 {
     if (!b)
         return;
+    if (b->secret)
+        lt_buf_wipe(b);
     free(b->data);
     free(b);
 }
@@ -74,7 +91,15 @@ static lt_err_t grow(lt_buf_t *b, size_t need)
     size_t n = b->alloc ? b->alloc : 256;
     while (n < need + 1)
         n = n > SIZE_MAX / 2 ? need + 1 : n * 2;
-    b->data = lt_xrealloc(b->data, n);
+    if (b->secret && b->data) { /* realloc would free the old copy as it is */
+        uint8_t *d = lt_xmalloc(n);
+        memcpy(d, b->data, b->len + 1);
+        explicit_bzero(b->data, b->alloc);
+        free(b->data);
+        b->data = d;
+    } else {
+        b->data = lt_xrealloc(b->data, n);
+    }
     b->alloc = n;
     return LT_OK;
 }
@@ -115,6 +140,8 @@ lt_err_t lt_buf_appendf(lt_buf_t *b, const char *fmt, ...)
 
 void lt_buf_reset(lt_buf_t *b)
 {
+    if (b->secret)
+        lt_buf_wipe(b);
     b->len = 0;
     if (b->data)
         b->data[0] = 0;
@@ -135,6 +162,8 @@ void lt_buf_consume(lt_buf_t *b, size_t n)
         return;
     }
     memmove(b->data, b->data + n, b->len - n);
+    if (b->secret)
+        explicit_bzero(b->data + b->len - n, n);
     b->len -= n;
     b->data[b->len] = 0;
 }

@@ -16,7 +16,14 @@
 typedef struct lt_buf_s lt_buf_t;
 
 lt_buf_t *lt_buf_new(size_t cap);
+/* A buffer for secrets (an OAuth form, a token response): the old block is
+ * zeroed before it is freed when the buffer grows, and lt_buf_reset,
+ * lt_buf_destroy and lt_buf_wipe zero what it held. */
+lt_buf_t *lt_buf_new_secret(size_t cap);
 void lt_buf_destroy(lt_buf_t *b);
+/* Zero every allocated byte (not only the content) and empty the buffer;
+ * the memory stays the buffer's. */
+void lt_buf_wipe(lt_buf_t *b);
 
 lt_err_t lt_buf_append(lt_buf_t *b, const void *data, size_t len);
 lt_err_t lt_buf_appendf(lt_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -95,6 +95,11 @@ static const lt_setting_t k_settings[] = {
      "the command result), never silently dropped."},
     {"LATTICE_TMP_DIR", LT_SET_STRING, "/tmp", W, 0, 1, 0, 0, NULL, "Worker",
      "Where messages larger than 8 MiB are spooled while they are stored."},
+    {"LATTICE_SECRETS_DIR", LT_SET_STRING, NULL, W, 0, 0, 0, 0, NULL, "Worker",
+     "Directory of the account secrets that config_json names by file (password_file, "
+     "*_file): a name resolves only to <dir>/<tenant id>/<name>, never outside it (no "
+     "absolute path, no '..', no link out). Empty: file references are refused. Variables "
+     "(*_env) must be named LTS_<tenant>__<NAME> (docs/operations.md, \"Account secrets\")."},
     {"LATTICE_TLS_CA_FILE", LT_SET_STRING, NULL, W | P | T, 0, 0, 0, 0, NULL, "Worker",
      "CA bundle for IMAP and Gmail TLS (system store when unset). Certificates are always "
      "verified."},
@@ -128,13 +133,12 @@ static const lt_setting_t k_settings[] = {
      "IMAPS port (WorkMail: 993)."},
     {"LATTICE_SEED_IMAP_USERNAME", LT_SET_STRING, "alice@example.test", T, 0, 1, 0, 0, NULL, "Seed",
      "IMAP login."},
-    {"LATTICE_SEED_IMAP_PASSWORD_ENV", LT_SET_STRING, "LATTICE_TEST_IMAP_PASSWORD", T, 0, 0, 0, 0,
-     NULL, "Seed",
-     "NAME of the worker's environment variable holding the IMAP password (stored as "
+    {"LATTICE_SEED_IMAP_PASSWORD_ENV", LT_SET_STRING, "IMAP_PASSWORD", T, 0, 0, 0, 0, NULL, "Seed",
+     "NAME of the IMAP password's variable: the worker reads LTS_<tenant>__NAME (stored as "
      "password_env; the password itself is never read or stored)."},
     {"LATTICE_SEED_IMAP_PASSWORD_PATH", LT_SET_STRING, NULL, T, 0, 0, 0, 0, NULL, "Seed",
-     "Path of a file holding the IMAP password in the worker (stored as password_file, instead "
-     "of password_env)."},
+     "Name of a file under the worker's LATTICE_SECRETS_DIR/<tenant>/ holding the IMAP password "
+     "(stored as password_file, instead of password_env)."},
     {"LATTICE_SEED_IMAP_FOLDERS", LT_SET_STRING, "INBOX", T, 0, 1, 0, 0, NULL, "Seed",
      "Folders to sync, comma-separated."},
     {"LATTICE_SEED_GMAIL_ACCOUNT", LT_SET_STRING, "personal-gmail", T, 0, 1, 0, 0, NULL, "Seed",
@@ -145,16 +149,18 @@ static const lt_setting_t k_settings[] = {
      "Gmail label ids to sync, comma-separated."},
     {"LATTICE_SEED_GMAIL_CLIENT_ID", LT_SET_STRING, "lattice-local", T, 0, 1, 0, 0, NULL, "Seed",
      "OAuth client id (not a secret)."},
-    {"LATTICE_SEED_GMAIL_CLIENT_SECRET_ENV", LT_SET_STRING, "LATTICE_TEST_GMAIL_CLIENT_SECRET", T,
-     0, 0, 0, 0, NULL, "Seed",
-     "NAME of the worker's environment variable holding the OAuth client secret."},
+    {"LATTICE_SEED_GMAIL_CLIENT_SECRET_ENV", LT_SET_STRING, "GMAIL_CLIENT_SECRET", T, 0, 0, 0, 0,
+     NULL, "Seed",
+     "NAME of the OAuth client secret's variable: the worker reads LTS_<tenant>__NAME."},
     {"LATTICE_SEED_GMAIL_CLIENT_SECRET_PATH", LT_SET_STRING, NULL, T, 0, 0, 0, 0, NULL, "Seed",
-     "Path of a file holding the client secret in the worker (instead of the variable)."},
-    {"LATTICE_SEED_GMAIL_REFRESH_TOKEN_ENV", LT_SET_STRING, "LATTICE_TEST_GMAIL_REFRESH_TOKEN", T,
-     0, 0, 0, 0, NULL, "Seed",
-     "NAME of the worker's environment variable holding the OAuth refresh token."},
+     "Name of a file under the worker's LATTICE_SECRETS_DIR/<tenant>/ holding the client "
+     "secret (instead of the variable)."},
+    {"LATTICE_SEED_GMAIL_REFRESH_TOKEN_ENV", LT_SET_STRING, "GMAIL_REFRESH_TOKEN", T, 0, 0, 0, 0,
+     NULL, "Seed",
+     "NAME of the OAuth refresh token's variable: the worker reads LTS_<tenant>__NAME."},
     {"LATTICE_SEED_GMAIL_REFRESH_TOKEN_PATH", LT_SET_STRING, NULL, T, 0, 0, 0, 0, NULL, "Seed",
-     "Path of a file holding the refresh token in the worker (instead of the variable)."},
+     "Name of a file under the worker's LATTICE_SECRETS_DIR/<tenant>/ holding the refresh "
+     "token (instead of the variable)."},
 
     /* --- parser --- */
     {"LATTICE_PARSER_GROUP_ID", LT_SET_STRING, "lattice-mail-parser", P, 0, 1, 0, 0, NULL, "Parser",

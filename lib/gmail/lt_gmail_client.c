@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 
 #define LIST_BODY_MAX ((size_t)16 << 20)
 #define TOKEN_BODY_MAX ((size_t)64 << 10)
@@ -146,15 +147,16 @@ void lt_gmail_destroy(lt_gmail_t *c)
     free(c->user);
     free(c->user_esc);
     free(c->client_id);
+    /* OPENSSL_cleanse: a memset before free() may be dropped by the compiler */
     if (c->client_secret) {
-        memset(c->client_secret, 0, strlen(c->client_secret));
+        OPENSSL_cleanse(c->client_secret, strlen(c->client_secret));
         free(c->client_secret);
     }
     if (c->refresh_token) {
-        memset(c->refresh_token, 0, strlen(c->refresh_token));
+        OPENSSL_cleanse(c->refresh_token, strlen(c->refresh_token));
         free(c->refresh_token);
     }
-    memset(c->access, 0, sizeof(c->access));
+    OPENSSL_cleanse(c->access, sizeof(c->access));
     lt_buf_destroy(c->raw);
     free(c);
 }
@@ -165,6 +167,15 @@ void lt_gmail_stats(const lt_gmail_t *c, lt_gmail_stats_t *out)
 }
 
 /* --- curl plumbing ------------------------------------------------------- */
+
+/* Request headers hold the bearer token: wiped before they are freed. */
+static void free_hdrs(struct curl_slist *l)
+{
+    for (struct curl_slist *e = l; e; e = e->next)
+        if (e->data)
+            OPENSSL_cleanse(e->data, strlen(e->data));
+    curl_slist_free_all(l);
+}
 
 static size_t on_write(char *p, size_t sz, size_t nm, void *ud)
 {
@@ -252,15 +263,21 @@ static lt_err_t refresh_token(lt_gmail_t *c, char *errstr, size_t n)
     req_t r;
     memset(&r, 0, sizeof(r));
     r.url = c->token_url;
-    r.body = lt_buf_new(TOKEN_BODY_MAX);
+    /* The form holds the client secret and the refresh token, the answer
+     * the access token: buffers that are wiped when they grow or go. */
+    r.body = lt_buf_new_secret(TOKEN_BODY_MAX);
     char *id = curl_easy_escape(h, c->client_id, 0),
          *sec = curl_easy_escape(h, c->client_secret, 0),
          *rt = curl_easy_escape(h, c->refresh_token, 0);
-    lt_buf_t *form = lt_buf_new(64 * 1024);
+    lt_buf_t *form = lt_buf_new_secret(64 * 1024);
     lt_buf_appendf(form, "grant_type=refresh_token&client_id=%s&client_secret=%s&refresh_token=%s",
                    id ? id : "", sec ? sec : "", rt ? rt : "");
     curl_free(id);
+    if (sec)
+        OPENSSL_cleanse(sec, strlen(sec));
     curl_free(sec);
+    if (rt)
+        OPENSSL_cleanse(rt, strlen(rt));
     curl_free(rt);
     if (!c->refresh_token[0] || !c->client_id[0]) {
         err = lt_seterr(errstr, n, LT_ERR_REAUTH, "no client_id or refresh token configured");
@@ -294,7 +311,7 @@ static lt_err_t refresh_token(lt_gmail_t *c, char *errstr, size_t n)
                                    ? tok.expires_in_s - TOKEN_EARLY_S
                                    : tok.expires_in_s / 2;
                 c->access_expires = now_ms() + life * 1000;
-                memset(&tok, 0, sizeof(tok));
+                OPENSSL_cleanse(&tok, sizeof(tok));
                 c->token_gen++;
                 if (c->o.tokens)
                     lt_gmail_tokens_put(c->o.tokens, c->token_key, c->access, c->access_expires,
@@ -364,11 +381,11 @@ static void req_start(lt_gmail_t *c, req_t *r)
     /* HTTP/2 (Google): wait for the first connection and multiplex on it;
      * HTTP/1.1 (the emulator, proxies): one connection per request in flight. */
     curl_easy_setopt(r->h, CURLOPT_PIPEWAIT, c->http1 ? 0L : 1L);
-    curl_slist_free_all(r->hdrs);
+    free_hdrs(r->hdrs);
     char auth[LT_GMAIL_TOKEN_MAX + 32];
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->access);
     r->hdrs = curl_slist_append(NULL, auth);
-    memset(auth, 0, sizeof(auth));
+    OPENSSL_cleanse(auth, sizeof(auth));
     curl_easy_setopt(r->h, CURLOPT_HTTPHEADER, r->hdrs);
     r->token_gen = c->token_gen;
     r->state = 1;
@@ -390,7 +407,7 @@ static void req_release(lt_gmail_t *c, req_t *r)
     if (r->h)
         curl_easy_cleanup(r->h);
     r->h = NULL;
-    curl_slist_free_all(r->hdrs); /* holds the bearer token */
+    free_hdrs(r->hdrs);
     r->hdrs = NULL;
     lt_buf_destroy(r->body);
     r->body = NULL;

@@ -73,6 +73,14 @@ class Psql:
 
 # --- object keys (lib/storage/lt_objkey.c) ---------------------------------
 
+def secret_env(tenant, name):
+    """The variable an account of tenant may name for its secret name:
+    LTS_<tenant, letters and digits kept, other bytes _XX>__<name>
+    (lib/common/lt_secret.h)."""
+    return "LTS_" + "".join(chr(b) if chr(b).isascii() and chr(b).isalnum() else "_%02X" % b
+                            for b in tenant.encode()) + "__" + name
+
+
 def key_component(raw):
     out = []
     b = raw.encode()

@@ -78,13 +78,16 @@ MIGRATE_PID=$!
 python3 "$HERE/lib/imap_tool.py" create "$FOLDER"
 python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count 5 --seed af
 # (the config names the env variable that holds the password, never the password)
-CFMT='{"host":"%s","port":%s,"username":"%s","password_env":"LATTICE_TEST_IMAP_PASSWORD","folders":["%s"]}'  # pragma: allowlist secret
+IMAP_PW_VAR=$(lt_secret_env "$TENANT" IMAP_PASSWORD) # the worker reads the password from it
+export "$IMAP_PW_VAR=$LATTICE_TEST_IMAP_PASSWORD"
+CFMT='{"host":"%s","port":%s,"username":"%s","password_env":"'"$IMAP_PW_VAR"'","folders":["%s"]}'  # pragma: allowlist secret
 CONFIG=$(printf "$CFMT" "$LATTICE_TEST_IMAP_HOST" "$LATTICE_TEST_IMAP_PORT" "$LATTICE_TEST_IMAP_USER" "$FOLDER")
 # 6 INBOX messages an hour apart from 2024-03-01T20:00Z: 4 on March 1st (UTC), 2 on the 2nd.
 ctl POST /users "{\"email\":\"$GUSER\",\"refresh_token\":\"rt-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",
   \"generate\":{\"count\":6,\"size\":3000,\"start\":1709323200,\"interval_s\":3600,\"labelIds\":[\"INBOX\"],\"seed\":$((RUN % 1000))}}" >/dev/null
-export AF_TEST_GMAIL_CLIENT_SECRET=cs-$RUN AF_TEST_GMAIL_REFRESH_TOKEN=rt-$RUN  # read by the worker
-GCONFIG="{\"user\":\"me\",\"label_ids\":[\"INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"AF_TEST_GMAIL_CLIENT_SECRET\",\"refresh_token_env\":\"AF_TEST_GMAIL_REFRESH_TOKEN\"}"
+GCS_VAR=$(lt_secret_env "$TENANT" GMAIL_CLIENT_SECRET) GRT_VAR=$(lt_secret_env "$TENANT" GMAIL_REFRESH_TOKEN)
+export "$GCS_VAR=cs-$RUN" "$GRT_VAR=rt-$RUN"  # read by the worker
+GCONFIG="{\"user\":\"me\",\"label_ids\":[\"INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"$GCS_VAR\",\"refresh_token_env\":\"$GRT_VAR\"}"
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, enabled, config_json) VALUES
   ('$TENANT', '$ACC', 'imap', true, '$CONFIG'::jsonb),
   ('$TENANT', '$ACC_OFF', 'imap', false, '$CONFIG'::jsonb),

@@ -60,10 +60,13 @@ python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count 10 --seed kb
 START=1709251200 # 2024-03-01T00:00:00Z: 30 messages an hour apart, 24 on March 1st, 6 on the 2nd
 gtool ctl POST /users "{\"email\":\"$GUSER\",\"refresh_token\":\"rt-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",
   \"generate\":{\"count\":30,\"size\":3000,\"start\":$START,\"interval_s\":3600,\"labelIds\":[\"INBOX\"],\"seed\":$((RUN % 1000))}}" >/dev/null
-export KB_GMAIL_CLIENT_SECRET=cs-$RUN KB_GMAIL_REFRESH_TOKEN=rt-$RUN
-IMAP_CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"LATTICE_TEST_IMAP_PASSWORD","folders":["%s"]}' \
+GCS_VAR=$(lt_secret_env "$TEN" GMAIL_CLIENT_SECRET) GRT_VAR=$(lt_secret_env "$TEN" GMAIL_REFRESH_TOKEN)
+export "$GCS_VAR=cs-$RUN" "$GRT_VAR=rt-$RUN"
+IMAP_PW_VAR=$(lt_secret_env "$TEN" IMAP_PASSWORD) # the worker reads the password from it
+export "$IMAP_PW_VAR=$LATTICE_TEST_IMAP_PASSWORD"
+IMAP_CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"'"$IMAP_PW_VAR"'","folders":["%s"]}' \
   "$LATTICE_TEST_IMAP_HOST" "$LATTICE_TEST_IMAP_PORT" "$LATTICE_TEST_IMAP_USER" "$FOLDER")
-GMAIL_CONFIG="{\"user\":\"me\",\"label_ids\":[\"INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"KB_GMAIL_CLIENT_SECRET\",\"refresh_token_env\":\"KB_GMAIL_REFRESH_TOKEN\"}"
+GMAIL_CONFIG="{\"user\":\"me\",\"label_ids\":[\"INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"$GCS_VAR\",\"refresh_token_env\":\"$GRT_VAR\"}"
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES
   ('$TEN', '$IMAP_ACCT', 'imap', '$IMAP_CONFIG'::jsonb), ('$TEN', '$GMAIL_ACCT', 'gmail', '$GMAIL_CONFIG'::jsonb)" >/dev/null
 

@@ -123,7 +123,9 @@ python3 "$HERE/lib/imap_tool.py" append-files "$FOLDER" "$WORK"/m1.eml "$WORK"/m
   "$WORK"/m4.eml "$WORK"/m5.eml >"$WORK/uids"
 python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count $NGEN --seed p$RUN --attachments 1
 TOTAL=$((NGEN + 5))
-CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"LATTICE_TEST_IMAP_PASSWORD","folders":["%s"]}' \
+IMAP_PW_VAR=$(lt_secret_env "$TENANT" IMAP_PASSWORD) # the worker reads the password from it
+export "$IMAP_PW_VAR=$LATTICE_TEST_IMAP_PASSWORD"
+CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"'"$IMAP_PW_VAR"'","folders":["%s"]}' \
   "$LATTICE_TEST_IMAP_HOST" "$LATTICE_TEST_IMAP_PORT" "$LATTICE_TEST_IMAP_USER" "$FOLDER")
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$ACCOUNT', 'imap', '$CONFIG'::jsonb)" >/dev/null
 

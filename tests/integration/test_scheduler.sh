@@ -58,8 +58,10 @@ python3 "$HERE/lib/imap_tool.py" create "$F1"
 python3 "$HERE/lib/imap_tool.py" append "$F1" --count 3 --seed s1
 python3 "$HERE/lib/imap_tool.py" create "$F2"
 python3 "$HERE/lib/imap_tool.py" append "$F2" --count 2 --seed s2
+IMAP_PW_VAR=$(lt_secret_env "$TEN" IMAP_PASSWORD) # the worker reads the password from it
+export "$IMAP_PW_VAR=$LATTICE_TEST_IMAP_PASSWORD"
 imapconf() { # folders as JSON list
-  printf '{"host":"%s","port":%s,"username":"%s","password_env":"LATTICE_TEST_IMAP_PASSWORD","folders":%s}' \
+  printf '{"host":"%s","port":%s,"username":"%s","password_env":"'"$IMAP_PW_VAR"'","folders":%s}' \
     "$LATTICE_TEST_IMAP_HOST" "$LATTICE_TEST_IMAP_PORT" "$LATTICE_TEST_IMAP_USER" "$1"
 }
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, enabled, config_json, status) VALUES

@@ -33,7 +33,11 @@ LATTICE_PG_DSN=$DSN "$BUILD/tools/lattice-migrate" --dir "$ROOT/migrations" >"$W
   || { cat "$WORK/migrate.log" >&2; exit 1; }
 psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
 # Secrets the worker would have in its environment: the seed must not copy them.
+# The seeded accounts name them in tenant personal's namespace (LTS_personal__*).
 export LATTICE_TEST_GMAIL_CLIENT_SECRET=cs-secret-$RUN LATTICE_TEST_GMAIL_REFRESH_TOKEN=rt-secret-$RUN
+export LTS_personal__GMAIL_CLIENT_SECRET=$LATTICE_TEST_GMAIL_CLIENT_SECRET \
+  LTS_personal__GMAIL_REFRESH_TOKEN=$LATTICE_TEST_GMAIL_REFRESH_TOKEN \
+  LTS_personal__IMAP_PASSWORD=$LATTICE_TEST_IMAP_PASSWORD
 seed() { # seed LOG [args]
   local log=$1; shift
   LATTICE_PG_DSN=$DSN LATTICE_LOG_FORMAT=text "$BUILD/tools/lattice-seed" "$@" >"$WORK/$log.out" 2>"$WORK/$log.log"
@@ -44,8 +48,8 @@ rows() { psqlq "SELECT id, tenant_id, account_id, provider, enabled, config_json
 rc=0; seed s1 || rc=$?
 check "seed exit 0" [ "$rc" = 0 ]
 check "two accounts" [ "$(psqlq "SELECT count(*) FROM mail_accounts")" = 2 ]
-check "personal-gmail: gmail, enabled, config" [ "$(psqlq "SELECT provider, enabled, config_json = '{\"user\":\"me\",\"label_ids\":[\"INBOX\"],\"client_id\":\"lattice-local\",\"client_secret_env\":\"LATTICE_TEST_GMAIL_CLIENT_SECRET\",\"refresh_token_env\":\"LATTICE_TEST_GMAIL_REFRESH_TOKEN\"}'::jsonb FROM mail_accounts WHERE tenant_id = 'personal' AND account_id = 'personal-gmail'")" = "gmail|t|t" ]
-check "workmail-imap: imap, enabled, config" [ "$(psqlq "SELECT provider, enabled, config_json = '{\"host\":\"127.0.0.1\",\"port\":19993,\"username\":\"alice@example.test\",\"password_env\":\"LATTICE_TEST_IMAP_PASSWORD\",\"folders\":[\"INBOX\"]}'::jsonb FROM mail_accounts WHERE tenant_id = 'personal' AND account_id = 'workmail-imap'")" = "imap|t|t" ]
+check "personal-gmail: gmail, enabled, config" [ "$(psqlq "SELECT provider, enabled, config_json = '{\"user\":\"me\",\"label_ids\":[\"INBOX\"],\"client_id\":\"lattice-local\",\"client_secret_env\":\"LTS_personal__GMAIL_CLIENT_SECRET\",\"refresh_token_env\":\"LTS_personal__GMAIL_REFRESH_TOKEN\"}'::jsonb FROM mail_accounts WHERE tenant_id = 'personal' AND account_id = 'personal-gmail'")" = "gmail|t|t" ]
+check "workmail-imap: imap, enabled, config" [ "$(psqlq "SELECT provider, enabled, config_json = '{\"host\":\"127.0.0.1\",\"port\":19993,\"username\":\"alice@example.test\",\"password_env\":\"LTS_personal__IMAP_PASSWORD\",\"folders\":[\"INBOX\"]}'::jsonb FROM mail_accounts WHERE tenant_id = 'personal' AND account_id = 'workmail-imap'")" = "imap|t|t" ]
 rows >"$WORK/rows1"
 
 # 2. idempotent: the same rows (same ids) after a second run
@@ -57,11 +61,11 @@ check "second run: rows unchanged" cmp -s "$WORK/rows1" "$WORK/rows2"
 # 3. a later run re-enables and updates the config, keeps the status
 psqlq "UPDATE mail_accounts SET enabled = false WHERE account_id = 'workmail-imap'" >/dev/null
 psqlq "UPDATE mail_accounts SET status = 'needs_reauth', status_reason = 'test' WHERE account_id = 'personal-gmail'" >/dev/null
-LATTICE_SEED_IMAP_FOLDERS="INBOX, Sent Items ,," LATTICE_SEED_IMAP_PASSWORD_PATH=/var/run/secrets/lattice/accounts/workmail-imap.password seed s3
+LATTICE_SEED_IMAP_FOLDERS="INBOX, Sent Items ,," LATTICE_SEED_IMAP_PASSWORD_PATH=imap/workmail-imap.password seed s3
 check "re-enabled" [ "$(psqlq "SELECT enabled FROM mail_accounts WHERE account_id = 'workmail-imap'")" = t ]
 check "status kept" [ "$(psqlq "SELECT status FROM mail_accounts WHERE account_id = 'personal-gmail'")" = needs_reauth ]
 check "folders list, file reference instead of the variable" \
-  [ "$(psqlq "SELECT config_json->'folders', config_json->>'password_file', config_json ? 'password_env' FROM mail_accounts WHERE account_id = 'workmail-imap'")" = '["INBOX", "Sent Items"]|/var/run/secrets/lattice/accounts/workmail-imap.password|f' ]
+  [ "$(psqlq "SELECT config_json->'folders', config_json->>'password_file', config_json ? 'password_env' FROM mail_accounts WHERE account_id = 'workmail-imap'")" = '["INBOX", "Sent Items"]|imap/workmail-imap.password|f' ]
 check "still two accounts, same ids" [ "$(psqlq "SELECT string_agg(id::text, ',' ORDER BY id) FROM mail_accounts")" = "$(cut -d'|' -f1 "$WORK/rows1" | paste -sd,)" ]
 
 # 4. no secret value stored or logged: every *_PASSWORD / *_SECRET* / *TOKEN* variable of this
@@ -84,8 +88,14 @@ check "no secret value in config_json or the output" [ "$leaks" = 0 ]
 psqlq "DELETE FROM mail_accounts" >/dev/null
 rc=0; LATTICE_SEED_IMAP_PASSWORD_ENV='not a name' seed bad1 || rc=$?
 check "bad variable name: exit 2" [ "$rc" = 2 ]
-rc=0; LATTICE_SEED_GMAIL_REFRESH_TOKEN_PATH=relative/path seed bad2 || rc=$?
-check "relative secret path: exit 2" [ "$rc" = 2 ]
+rc=0; LATTICE_SEED_GMAIL_REFRESH_TOKEN_PATH=/var/run/secrets/kubernetes.io/serviceaccount/token seed bad2 || rc=$?
+check "absolute secret path: exit 2" [ "$rc" = 2 ]
+rc=0; LATTICE_SEED_GMAIL_REFRESH_TOKEN_PATH=../other/token seed bad2b || rc=$?
+check "secret path out of the tenant directory: exit 2" [ "$rc" = 2 ]
+rc=0; LATTICE_SEED_IMAP_PASSWORD_ENV=LATTICE_S3_SECRET_ACCESS_KEY LATTICE_SEED_GMAIL_CLIENT_SECRET_ENV=A-B seed bad2c || rc=$?
+check "variable NAME not of A-Z a-z 0-9 _: exit 2" [ "$rc" = 2 ]
+LATTICE_SEED_IMAP_PASSWORD_ENV=LATTICE_S3_SECRET_ACCESS_KEY seed dry0 --dry-run
+check "a NAME is always put in the tenant's namespace" grep -qF '"password_env":"LTS_personal__LATTICE_S3_SECRET_ACCESS_KEY"' "$WORK/dry0.out"
 rc=0; LATTICE_SEED_TENANT='a b' seed bad3 || rc=$?
 check "bad tenant: exit 2" [ "$rc" = 2 ]
 rc=0; seed bad4 --frobnicate || rc=$?

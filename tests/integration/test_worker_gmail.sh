@@ -19,6 +19,7 @@ set -euo pipefail
 BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+. "$HERE/lib/common.sh" # lt_secret_env
 for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
          LATTICE_CA_FILE LATTICE_GMAIL_API_URL LATTICE_GMAIL_TOKEN_URL LATTICE_TEST_GMAIL_URL; do
   [ -n "${!v:-}" ] || { echo "$v not set: run under make test (eval \"\$(deploy/local/stack env)\")" >&2; exit 1; }
@@ -28,8 +29,10 @@ RUN=$(date +%s)$$
 TENANT=tg$RUN
 ACCOUNT=gmail-$RUN
 ACCOUNT2=gmail-revoked-$RUN
+ACCOUNT3=gmail-refs-$RUN
 USER1=u$RUN@example.com
 USER2=r$RUN@example.com
+USER3=c$RUN@example.com
 CMD_TOPIC=test.gmail.cmd.$RUN
 RAW_TOPIC=test.gmail.raw.$RUN
 STATUS_TOPIC=test.gmail.status.$RUN
@@ -52,6 +55,7 @@ cleanup() {
   ctl DELETE "/faults?user=$USER1" >/dev/null 2>&1 || true
   ctl DELETE "/users/$USER1" >/dev/null 2>&1 || true
   ctl DELETE "/users/$USER2" >/dev/null 2>&1 || true
+  ctl DELETE "/users/$USER3" >/dev/null 2>&1 || true
   [ -n "$EPID" ] && kill -TERM "$EPID" 2>/dev/null && wait "$EPID" 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -100,19 +104,29 @@ ctl POST /users "{\"email\":\"$USER1\",\"refresh_token\":\"rt-$RUN\",\"client_id
 SENT=$(ctl POST "/users/$USER1/messages/generate" '{"count":2,"size":2000,"labelIds":["SENT"],"seed":7}')
 SENT_ID=$(grep -o '"ids":\["[0-9a-f]*' <<<"$SENT" | cut -d'"' -f4)
 ctl POST /users "{\"email\":\"$USER2\",\"refresh_token\":\"rt2-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",\"generate\":{\"count\":3}}" >/dev/null
-printf 'rt2-%s\n' "$RUN" >"$WORK/rt2"
+ctl POST /users "{\"email\":\"$USER3\",\"refresh_token\":\"rt3-$RUN\",\"client_id\":\"cid3-$RUN\",\"client_secret\":\"cs3-$RUN\",\"generate\":{\"count\":2}}" >/dev/null
 
-export TEST_GMAIL_CLIENT_SECRET=cs-$RUN TEST_GMAIL_REFRESH_TOKEN=rt-$RUN
-CONFIG="{\"user\":\"me\",\"label_ids\":[\"INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"TEST_GMAIL_CLIENT_SECRET\",\"refresh_token_env\":\"TEST_GMAIL_REFRESH_TOKEN\"}"
-CONFIG2="{\"user\":\"$USER2\",\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"TEST_GMAIL_CLIENT_SECRET\",\"refresh_token_file\":\"$WORK/rt2\"}"
+# Secrets in the tenant's namespace: variables LTS_<tenant>__*, files under
+# LATTICE_SECRETS_DIR/<tenant>/ (ACCOUNT3: the client id by reference too).
+mkdir -p "$WORK/secrets/$TENANT/gmail"
+printf 'rt2-%s\n' "$RUN" >"$WORK/secrets/$TENANT/rt2"
+printf 'cs3-%s\n' "$RUN" >"$WORK/secrets/$TENANT/gmail/cs3"
+printf 'rt3-%s\n' "$RUN" >"$WORK/secrets/$TENANT/gmail/rt3"
+GCS_VAR=$(lt_secret_env "$TENANT" GMAIL_CLIENT_SECRET) GRT_VAR=$(lt_secret_env "$TENANT" GMAIL_REFRESH_TOKEN)
+GCID_VAR=$(lt_secret_env "$TENANT" GMAIL_CLIENT_ID)
+export "$GCS_VAR=cs-$RUN" "$GRT_VAR=rt-$RUN" "$GCID_VAR=cid3-$RUN"
+CONFIG="{\"user\":\"me\",\"label_ids\":[\"INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"$GCS_VAR\",\"refresh_token_env\":\"$GRT_VAR\"}"
+CONFIG2="{\"user\":\"$USER2\",\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"$GCS_VAR\",\"refresh_token_file\":\"rt2\"}"
+CONFIG3="{\"user\":\"$USER3\",\"client_id_env\":\"$GCID_VAR\",\"client_secret_file\":\"gmail/cs3\",\"refresh_token_file\":\"gmail/rt3\"}"
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES
-  ('$TENANT', '$ACCOUNT', 'gmail', '$CONFIG'::jsonb), ('$TENANT', '$ACCOUNT2', 'gmail', '$CONFIG2'::jsonb)" >/dev/null
+  ('$TENANT', '$ACCOUNT', 'gmail', '$CONFIG'::jsonb), ('$TENANT', '$ACCOUNT2', 'gmail', '$CONFIG2'::jsonb),
+  ('$TENANT', '$ACCOUNT3', 'gmail', '$CONFIG3'::jsonb)" >/dev/null
 
 LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_TOPIC_STATUS=$STATUS_TOPIC \
 LATTICE_WORKER_GROUP_ID=test-gmail-$RUN LATTICE_WORKER_ID=test-gmail-$RUN LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest \
 LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_WORKER_BATCH_MESSAGES=7 LATTICE_LOG_FORMAT=text \
 LATTICE_WORKER_RETRY_BASE_MS=200 LATTICE_WORKER_MAX_ATTEMPTS=2 LATTICE_WORKER_CONCURRENCY=2 \
-LATTICE_WORKER_PROGRESS_INTERVAL_S=1 \
+LATTICE_WORKER_PROGRESS_INTERVAL_S=1 LATTICE_SECRETS_DIR=$WORK/secrets \
 LATTICE_GMAIL_RETRY_BASE_MS=20 LATTICE_GMAIL_MAX_RETRIES=6 LATTICE_GMAIL_MAX_INFLIGHT=6 \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
@@ -281,6 +295,11 @@ check "slow backfill: every running event has progress_total 24 and 0 <= progres
 check "slow backfill: USER1's override removed again" \
   [ "$(ctl GET "/users/$USER1/config" | grep -o '"overrides":{[^}]*}')" = '"overrides":{}' ]
 
+# 9c. client_id_env, and secrets by file in subfolders of the tenant's directory
+c=$(command "$ACCOUNT3" incremental); s=$(wait_status "$c")
+check "client_id_env account: succeeded ($s)" [ "$(jget "$s" result)" = succeeded ]
+check "client_id_env account: 2 messages" [ "$(jget "$s" messages)" = 2 ]
+
 # 10. invalid_grant: marked needs_reauth, failed with class reauth, no retry loop
 ctl POST /tokens/revoke "{\"refresh_token\":\"rt2-$RUN\"}" >/dev/null
 t0=$(token_requests)
@@ -296,11 +315,11 @@ check "needs_reauth: no token request" [ "$(($(token_requests) - t0))" = 1 ]
 
 # events of the whole run decode against the schema
 tool events "$RAW_TOPIC" >"$WORK/events.json"
-check "every event decodes against mail.raw.v1.avsc" [ "$(wc -l <"$WORK/events.json")" = "$(raw_keys 137)" ]
+check "every event decodes against mail.raw.v1.avsc" [ "$(wc -l <"$WORK/events.json")" = "$(raw_keys 139)" ]
 
 kill -TERM "$WPID"; rc=0; wait "$WPID" || rc=$?; WPID=
 check "worker exited 0 on SIGTERM" [ "$rc" = 0 ]
-check "no secret or token in the log" bash -c "! grep -qE 'cs-$RUN|rt-$RUN|rt2-$RUN|ya29' '$WORK/worker.log'"
+check "no secret or token in the log" bash -c "! grep -qE 'cs3?-$RUN|rt[23]?-$RUN|ya29' '$WORK/worker.log'"
 [ "$fail" = 0 ] || { echo "--- worker log"; tail -60 "$WORK/worker.log"; }
 echo "test_worker_gmail: $pass passed, $fail failed in $(( $(date +%s) - T0 )) s"
 [ "$fail" = 0 ]

@@ -19,7 +19,9 @@ trap cleanup EXIT
 
 python3 "$HERE/lib/imap_tool.py" create "$FOLDER"
 python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count 30 --seed a --attachments 2
-CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"LATTICE_TEST_IMAP_PASSWORD","folders":["%s"]}' \
+IMAP_PW_VAR=$(lt_secret_env "$TENANT" IMAP_PASSWORD) # the worker reads the password from it
+export "$IMAP_PW_VAR=$LATTICE_TEST_IMAP_PASSWORD"
+CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"'"$IMAP_PW_VAR"'","folders":["%s"]}' \
   "$LATTICE_TEST_IMAP_HOST" "$LATTICE_TEST_IMAP_PORT" "$LATTICE_TEST_IMAP_USER" "$FOLDER")
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$ACCOUNT', 'imap', '$CONFIG'::jsonb)" >/dev/null
 

@@ -30,7 +30,9 @@ N1=12   # messages for the incremental (2 attachments each)
 N2=400  # more for the backfill (long enough to outlast a progress interval)
 python3 "$HERE/lib/imap_tool.py" create "$FOLDER"
 python3 "$HERE/lib/imap_tool.py" append "$FOLDER" --count $N1 --seed m --attachments 2
-CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"LATTICE_TEST_IMAP_PASSWORD","folders":["%s"]}' \
+IMAP_PW_VAR=$(lt_secret_env "$TENANT" IMAP_PASSWORD) # the worker reads the password from it
+export "$IMAP_PW_VAR=$LATTICE_TEST_IMAP_PASSWORD"
+CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"'"$IMAP_PW_VAR"'","folders":["%s"]}' \
   "$LATTICE_TEST_IMAP_HOST" "$LATTICE_TEST_IMAP_PORT" "$LATTICE_TEST_IMAP_USER" "$FOLDER")
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$ACCOUNT', 'imap', '$CONFIG'::jsonb)" >/dev/null
 

@@ -16,9 +16,14 @@
 #   lt_wait_assigned LOG    wait up to 120 s (a hang guard: a loaded machine and a
 #                           busy group coordinator can take long) for "assigned" in
 #                           a worker log, then check it
-#   lt_imap_account TENANT ACCOUNT USER PASSWORD_ENV FOLDER...
+#   lt_secret_env TENANT NAME  the variable an account of TENANT may name for NAME:
+#                           LTS_<tenant, letters and digits kept, others _XX>__NAME
+#                           (lib/common/lt_secret.h)
+#   lt_imap_account TENANT ACCOUNT USER PASSWORD_VAR FOLDER...
 #                           insert an IMAP account of the stack's Dovecot into
-#                           mail_accounts (the password by reference: PASSWORD_ENV)
+#                           mail_accounts; the password by reference: exports
+#                           $(lt_secret_env TENANT IMAP_PASSWORD) = $PASSWORD_VAR
+#                           (call it before the worker starts) and names that
 #   lt_imap_command TOPIC ID TENANT ACCOUNT KIND [JSON-EXTRA]
 #                           put one IMAP sync command on TOPIC with kcat (key ACCOUNT)
 #   lt_statuses TOPIC ID    every status event of command ID on TOPIC (maybe none)
@@ -91,10 +96,16 @@ lt_wait_assigned() {
   check "worker got its assignment" grep -q "assigned" "$1"
 }
 
+lt_secret_env() {
+  python3 -c 'import sys; print("LTS_" + "".join(chr(b) if chr(b).isascii() and chr(b).isalnum() else "_%02X" % b for b in sys.argv[1].encode()) + "__" + sys.argv[2])' "$1" "$2"
+}
+
 lt_imap_account() {
-  local config
+  local config var
+  var=$(lt_secret_env "$1" IMAP_PASSWORD)
+  export "$var=${!4}"
   config=$(python3 -c 'import json,os,sys; print(json.dumps({"host": os.environ["LATTICE_TEST_IMAP_HOST"], "port": int(os.environ["LATTICE_TEST_IMAP_PORT"]), "username": sys.argv[1], "password_env": sys.argv[2], "folders": sys.argv[3:]}, ensure_ascii=False).replace("'"'"'", "'"''"'"))' \
-    "${@:3}")
+    "$3" "$var" "${@:5}")
   psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$1', '$2', 'imap', '$config'::jsonb)" >/dev/null
 }
 
