@@ -55,9 +55,11 @@ lt_imap_account "$TENANT" "$IMAP_ACCOUNT" "$LATTICE_TEST_IMAP_USER" LATTICE_TEST
 ctl POST /users "{\"email\":\"$GUSER\",\"refresh_token\":\"rt-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",\"generate\":{\"count\":4,\"labelIds\":[\"INBOX\"]}}" >/dev/null
 ctl POST /users "{\"email\":\"$GUSER2\",\"refresh_token\":\"rt2-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",\"labels\":[{\"id\":\"Label_$RUN\",\"name\":\"work-$RUN\"}],\"generate\":{\"count\":3,\"labelIds\":[\"INBOX\"]}}" >/dev/null
 ctl POST "/users/$GUSER2/messages/generate" "{\"count\":2,\"labelIds\":[\"Label_$RUN\"],\"seed\":3}" >/dev/null
-export TEST_SCOPES_CLIENT_SECRET=cs-$RUN TEST_SCOPES_REFRESH_TOKEN=rt-$RUN TEST_SCOPES_REFRESH_TOKEN2=rt2-$RUN
-GCONF="{\"user\":\"me\",\"scopes\":[\"label:Label_${RUN}gone\",\"label:INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"TEST_SCOPES_CLIENT_SECRET\",\"refresh_token_env\":\"TEST_SCOPES_REFRESH_TOKEN\"}"
-GCONF2="{\"user\":\"me\",\"scopes\":[\"label:Label_$RUN\",\"label:INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"TEST_SCOPES_CLIENT_SECRET\",\"refresh_token_env\":\"TEST_SCOPES_REFRESH_TOKEN2\"}"
+CS_VAR=$(lt_secret_env "$TENANT" CLIENT_SECRET) RT_VAR=$(lt_secret_env "$TENANT" REFRESH_TOKEN)
+RT2_VAR=$(lt_secret_env "$TENANT" REFRESH_TOKEN2)
+export "$CS_VAR=cs-$RUN" "$RT_VAR=rt-$RUN" "$RT2_VAR=rt2-$RUN"
+GCONF="{\"user\":\"me\",\"scopes\":[\"label:Label_${RUN}gone\",\"label:INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"$CS_VAR\",\"refresh_token_env\":\"$RT_VAR\"}"
+GCONF2="{\"user\":\"me\",\"scopes\":[\"label:Label_$RUN\",\"label:INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"$CS_VAR\",\"refresh_token_env\":\"$RT2_VAR\"}"
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES
   ('$TENANT', '$GMAIL_ACCOUNT', 'gmail', '$GCONF'::jsonb), ('$TENANT', '$GMAIL_ACCOUNT2', 'gmail', '$GCONF2'::jsonb)" >/dev/null
 
