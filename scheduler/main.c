@@ -1,5 +1,5 @@
 /* lattice-scheduler: emits incremental sync commands for the enabled
- * accounts (lib/sched/lt_sched.h does the work). */
+ * accounts (lt_sched.h does the work). */
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>

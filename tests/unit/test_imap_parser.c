@@ -402,7 +402,7 @@ static void check_big_body(void)
     lt_buf_t *in = lt_buf_new(n + 1024);
     lt_buf_appendf(in, "* 1 FETCH (UID 5 BODY[] {%zu}\r\n", n);
     for (size_t i = 0; i < n; i++)
-        lt_buf_append(in, "abcdefghijklmnopqrstuvwxyz\r\n" + (i % 28), 1);
+        lt_buf_append(in, &"abcdefghijklmnopqrstuvwxyz\r\n"[i % 28], 1);
     lt_buf_appendf(in, ")\r\nA1 OK done\r\n");
     size_t chunk = 16384, maxc = 0;
     lt_imap_parser_opts_t o = {.max_line = 1024};

@@ -631,8 +631,8 @@ static void check_prescan(void)
      * parts of a digest (message/rfc822 by default): their headers count */
     lim.max_header_lines = 50;
     static const char *const shapes[] = {
-        "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: Message(x) /\n"
-        " rfc822\n\n",
+        ("Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: Message(x) /\n"
+         " rfc822\n\n"),
         "Content-Type: multipart/digest; boundary=d\n\n--d\n\n",
         "Content-Type: message/rfc822\n\n",
     };

@@ -1,4 +1,4 @@
-/* lattice-scheduler's pure parts (lib/sched/lt_sched_plan.h): command line,
+/* lattice-scheduler's pure parts (scheduler/lt_sched_plan.h): command line,
  * scopes, commands (accepted by the worker's parser), the in-flight set. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* lt_mailrow: the emails row (lib/state/lt_emails.h) of one message, built
+/* lt_mailrow: the emails row (lt_emails.h) of one message, built
  * from its mail.raw.v1 event and its parsed raw message (pure: no I/O).
  *
  * What comes from where (docs/parser.md):
