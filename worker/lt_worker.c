@@ -163,14 +163,32 @@ static lt_err_t dead_letter(lt_worker_t *w, const lt_job_t *job, lt_err_t why, c
                                          RD_KAFKA_PARTITION_UA, key, strlen(key), v, len, h,
                                          TXN_TIMEOUT_MS, NULL, NULL, e, sizeof(e));
     if (err)
-        lt_error(&ctx, "dead-letter of %s[%d]@%lld failed: %s", key, (int)lt_job_partition(job),
-                 (long long)lt_job_offset(job), e);
+        lt_error(&ctx,
+                 "dead-letter of %s[%d]@%lld failed (attempt %d): %s; the command is kept and "
+                 "dead-lettered again after a backoff",
+                 key, (int)lt_job_partition(job), (long long)lt_job_offset(job),
+                 lt_job_attempt(job), e);
     else
         lt_warn(&ctx, "command %s[%d]@%lld dead-lettered: %s", key, (int)lt_job_partition(job),
                 (long long)lt_job_offset(job), reason);
     if (!err)
         lt_worker_obs_dead_letter(w->obs);
     return err;
+}
+
+/* Dead-letter a command that parsed but must not run (its id is another
+ * account's, its attempts are spent): the DLQ, then its status event.
+ * Non-zero when the DLQ write failed (the caller retries the job). */
+static lt_err_t dead_letter_command(lt_worker_t *w, const lt_job_t *job, const lt_command_t *cmd,
+                                    const char *reason, const lt_log_ctx_t *log, int64_t t0,
+                                    int attempt, const char *tp)
+{
+    lt_err_t err = dead_letter(w, job, LT_ERR_FINAL, reason, log);
+    if (err)
+        return err;
+    status_event(w, cmd, lt_job_account(job), "dead_lettered", LT_ERR_FINAL, reason, 0, 0,
+                 lt_now_ms() - t0, attempt, tp && *tp ? tp : NULL, NULL);
+    return LT_OK;
 }
 
 /* --- slots -------------------------------------------------------------- */
@@ -314,16 +332,43 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
     if (err)
         goto fail;
 
-    /* 3. already done? (a replay after a crash or a late offset commit) */
+    /* 3. already done? (a replay after a crash or a late offset commit) A
+     * command id is one account's: the same id for another account is not
+     * this command's outcome; it is dead-lettered. */
     lt_command_status_t st = LT_COMMAND_NONE;
     int prev_attempts = 0;
-    err = lt_command_get_status(slot->db, lt_command_id(cmd), &st, &prev_attempts, errstr,
+    err = lt_command_get_status(slot->db, lt_command_id(cmd), lt_command_tenant_id(cmd),
+                                lt_command_account_id(cmd), &st, &prev_attempts, errstr,
                                 sizeof(errstr));
+    if (err == LT_ERR_FINAL) {
+        if (dead_letter_command(w, job, cmd, errstr, &log, t0, attempt, tp))
+            goto retry_later;
+        err = LT_OK;
+        goto out;
+    }
     if (err && err != LT_ERR_NOT_FOUND)
         goto fail;
     if (st == LT_COMMAND_SUCCEEDED || st == LT_COMMAND_DEAD_LETTERED) {
         lt_info(&log, "command already %s; not run again", lt_command_status_name(st));
         lt_worker_obs_attempt(w->obs, cmd, "skipped", LT_OK, 0);
+        err = LT_OK;
+        goto out;
+    }
+    /* Attempts count across restarts: the row has them. A command started
+     * max times and never finished took its worker down each time (killed,
+     * out of memory); it is not run again. */
+    int max_attempts = (int)lt_config_int(w->cfg, "LATTICE_WORKER_MAX_ATTEMPTS");
+    if (prev_attempts >= max_attempts) {
+        char reason[1100];
+        snprintf(reason, sizeof(reason),
+                 "gave up after %d attempts (LATTICE_WORKER_MAX_ATTEMPTS): the last one %s",
+                 prev_attempts,
+                 st == LT_COMMAND_RUNNING ? "never finished (its worker stopped or crashed)"
+                                          : "failed");
+        if (dead_letter_command(w, job, cmd, reason, &log, t0, prev_attempts, tp))
+            goto retry_later;
+        lt_command_finish(slot->db, lt_command_id(cmd), LT_COMMAND_DEAD_LETTERED, NULL, "final",
+                          reason, NULL, 0);
         err = LT_OK;
         goto out;
     }
@@ -383,9 +428,17 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
     int att = 0;
     lt_command_status_t prev;
     err = lt_command_start(slot->db, &ci, &att, &prev, errstr, sizeof(errstr));
+    if (err == LT_ERR_FINAL) { /* the id became another account's meanwhile */
+        if (dead_letter_command(w, job, cmd, errstr, &log, t0, attempt, tp))
+            goto retry_later;
+        err = LT_OK;
+        goto out;
+    }
     if (err)
         goto fail;
     started = 1;
+    if (att > attempt)
+        attempt = att; /* this process's attempts and its predecessors' */
     lt_info(&log, "command started (%s, attempt %d)", lt_sync_kind_name(lt_command_kind(cmd)),
             att);
 
@@ -446,6 +499,8 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
 fail:
     if (slot->cancel) {
         lt_warn(&log, "command abandoned (%s); it will be run again", errstr);
+        if (started && slot->db && lt_db_ok(slot->db))
+            lt_command_abandon(slot->db, lt_command_id(cmd), att, NULL, 0);
         lt_worker_obs_attempt(w->obs, cmd, "cancelled", err, lt_now_ms() - t0);
         rr = R_CANCELLED;
         goto out;
@@ -659,15 +714,22 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     w->producer = lt_kafka_producer_new(cfg, NULL, errstr, errstr_size);
     if (!w->producer)
         goto fail;
-    /* the topics the slots produce to must exist (auto-create is off) */
-    const char *need[] = {lt_config_str(cfg, "LATTICE_TOPIC_RAW"),
-                          lt_config_str(cfg, "LATTICE_TOPIC_CHECKPOINTS")};
+    /* every topic the worker produces to must exist (auto-create is off):
+     * a missing one fails now, not at the first command that needs it (a
+     * missing DLQ would hold its command, retried, forever) */
+    const char *need[] = {"LATTICE_TOPIC_RAW", "LATTICE_TOPIC_CHECKPOINTS",
+                          "LATTICE_TOPIC_STATUS", "LATTICE_TOPIC_DLQ"};
     for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
-        lt_err_t terr = lt_kafka_warm_topic(w->producer, need[i], 10000, errstr, errstr_size);
-        if (terr == LT_ERR_NOT_FOUND)
+        char e[512];
+        lt_err_t terr =
+            lt_kafka_warm_topic(w->producer, lt_config_str(cfg, need[i]), 10000, e, sizeof(e));
+        if (terr == LT_ERR_NOT_FOUND) {
+            lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
+                      "%s: %s (topics are not auto-created: create it first)", need[i], e);
             goto fail;
+        }
         if (terr)
-            lt_warn(NULL, "%s", errstr);
+            lt_warn(NULL, "%s: %s", need[i], e);
     }
     rd_kafka_conf_t *conf =
         lt_kafka_consumer_conf(cfg, lt_config_str(cfg, "LATTICE_WORKER_GROUP_ID"), errstr,

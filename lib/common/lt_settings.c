@@ -81,7 +81,8 @@ static const lt_setting_t k_settings[] = {
      "are read; events still follow their objects, in message order. 1: one at a time."},
     {"LATTICE_WORKER_MAX_ATTEMPTS", LT_SET_INT, "5", W, 0, 0, 1, 100, NULL, "Worker",
      "Attempts of a command failing temporarily (exponential backoff) before it is reported "
-     "failed."},
+     "failed. Counted across worker restarts (the command's row): a command started this many "
+     "times that never finished (its worker was killed each time) is dead-lettered."},
     {"LATTICE_WORKER_RETRY_BASE_MS", LT_SET_INT, "1000", W, 0, 0, 1, 600000, NULL, "Worker",
      "First retry delay; doubles per attempt, with jitter, capped at 5 minutes."},
     {"LATTICE_WORKER_DRAIN_TIMEOUT_S", LT_SET_INT, "25", W, 0, 0, 1, 3600, NULL, "Worker",
