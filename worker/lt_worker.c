@@ -73,6 +73,7 @@ struct lt_worker_s {
      * (librdkafka#4059, fixed in 2.8). Poll thread only. */
     int64_t commit_hold_until;
     int assigns_to_wait;
+    char spill_prefix[256]; /* this worker's spill files in LATTICE_TMP_DIR */
     lt_worker_obs_t *obs;      /* metrics, progress reports, readiness */
     lt_gmail_tokens_t *tokens; /* Gmail access tokens, shared by the slots */
 };
@@ -453,6 +454,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
         .raw_topic = lt_config_str(w->cfg, "LATTICE_TOPIC_RAW"),
         .checkpoint_topic = lt_config_str(w->cfg, "LATTICE_TOPIC_CHECKPOINTS"),
         .tmp_dir = lt_config_str(w->cfg, "LATTICE_TMP_DIR"),
+        .spill_prefix = w->spill_prefix,
         .max_message_bytes = (uint64_t)lt_config_int(w->cfg, "LATTICE_MAX_MESSAGE_BYTES"),
         .batch_messages = (int)lt_config_int(w->cfg, "LATTICE_WORKER_BATCH_MESSAGES"),
         .s3_parallel = (int)lt_config_int(w->cfg, "LATTICE_WORKER_S3_PARALLEL"),
@@ -691,6 +693,16 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
         snprintf(w->worker_id, sizeof(w->worker_id), "%s", id);
     else if (gethostname(w->worker_id, sizeof(w->worker_id) - 1))
         snprintf(w->worker_id, sizeof(w->worker_id), "worker");
+
+    /* spill files of a predecessor killed mid-message (kill -9, OOM) */
+    lt_sync_spill_prefix(w->worker_id, w->spill_prefix, sizeof(w->spill_prefix));
+    int spilled = lt_sync_spill_cleanup(lt_config_str(cfg, "LATTICE_TMP_DIR"), w->spill_prefix,
+                                        errstr, errstr_size);
+    if (spilled < 0)
+        lt_warn(NULL, "%s", errstr);
+    else if (spilled > 0)
+        lt_info(NULL, "removed %d spill file(s) %s* left in %s", spilled, w->spill_prefix,
+                lt_config_str(cfg, "LATTICE_TMP_DIR"));
 
     if (!lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID") ||
         !lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY")) {
