@@ -73,6 +73,10 @@ struct lt_worker_s {
      * (librdkafka#4059, fixed in 2.8). Poll thread only. */
     int64_t commit_hold_until;
     int assigns_to_wait;
+    /* Flow control (poll thread only): fetching is paused while the queue
+     * holds queue_max commands, resumed at half. */
+    int queue_max;
+    int paused;
     char spill_prefix[256]; /* this worker's spill files in LATTICE_TMP_DIR */
     lt_worker_obs_t *obs;      /* metrics, progress reports, readiness */
     lt_gmail_tokens_t *tokens; /* Gmail access tokens, shared by the slots */
@@ -656,6 +660,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         lt_info(NULL, "assigned %d partition(s)", parts->cnt);
         e = rd_kafka_incremental_assign(rk, parts);
+        if (!e && w->paused) /* the queue is still full: these wait too */
+            rd_kafka_pause_partitions(rk, parts);
         if (w->assigns_to_wait > 0 && --w->assigns_to_wait == 0)
             w->commit_hold_until = 0;
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
@@ -677,6 +683,40 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     lt_worker_obs_rebalance(w->obs, rk, err);
 }
 
+/* Pause fetching while the queue is full, resume when half of it has been
+ * taken. The poll loop goes on meanwhile (rebalances, max.poll.interval.ms),
+ * and a paused partition resumes from the next command not yet taken. */
+static void flow_control(lt_worker_t *w)
+{
+    int queued = lt_dispatch_queued(w->dispatch);
+    int pause;
+    if (!w->paused && queued >= w->queue_max)
+        pause = 1;
+    else if (w->paused && queued <= w->queue_max / 2)
+        pause = 0;
+    else
+        return;
+    rd_kafka_topic_partition_list_t *assigned = NULL;
+    if (rd_kafka_assignment(w->consumer, &assigned))
+        return;
+    rd_kafka_resp_err_t e = pause ? rd_kafka_pause_partitions(w->consumer, assigned)
+                                  : rd_kafka_resume_partitions(w->consumer, assigned);
+    rd_kafka_topic_partition_list_destroy(assigned);
+    if (e) {
+        lt_warn(NULL, "%s partitions: %s", pause ? "pause" : "resume", rd_kafka_err2str(e));
+        return;
+    }
+    w->paused = pause;
+    lt_worker_obs_paused(w->obs, pause);
+    if (pause)
+        lt_info(NULL,
+                "paused fetching commands: %d queued (LATTICE_WORKER_QUEUE_MAX %d); resuming at "
+                "%d",
+                queued, w->queue_max, w->queue_max / 2);
+    else
+        lt_info(NULL, "resumed fetching commands: %d queued", queued);
+}
+
 /* --- lifecycle ----------------------------------------------------------- */
 
 lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_size)
@@ -688,6 +728,7 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     w->dispatch = lt_dispatch_new();
     w->tokens = lt_gmail_tokens_new(LT_WORKER_GMAIL_TOKENS);
     w->drain_ms = (int)lt_config_int(cfg, "LATTICE_WORKER_DRAIN_TIMEOUT_S") * 1000;
+    w->queue_max = (int)lt_config_int(cfg, "LATTICE_WORKER_QUEUE_MAX");
     const char *id = lt_config_str(cfg, "LATTICE_WORKER_ID");
     if (id)
         snprintf(w->worker_id, sizeof(w->worker_id), "%s", id);
@@ -824,6 +865,7 @@ lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
             rd_kafka_message_destroy(m);
         }
         rd_kafka_poll(w->producer, 0);
+        flow_control(w);
         if (lt_now_ms() - last_commit > 1000 && lt_now_ms() >= w->commit_hold_until) {
             commit_ready(w, NULL);
             last_commit = lt_now_ms();

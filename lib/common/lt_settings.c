@@ -88,6 +88,10 @@ static const lt_setting_t k_settings[] = {
     {"LATTICE_WORKER_DRAIN_TIMEOUT_S", LT_SET_INT, "25", W, 0, 0, 1, 3600, NULL, "Worker",
      "On SIGTERM or a revoked partition: how long running commands may finish before they are "
      "abandoned at their next message (nothing uncommitted is lost; it is redone)."},
+    {"LATTICE_WORKER_QUEUE_MAX", LT_SET_INT, "10000", W, 0, 0, 1, 10000000, NULL, "Worker",
+     "Commands held in memory (taken from Kafka, waiting for a slot, their account or a "
+     "backoff) before the worker pauses fetching its partitions; it resumes when half of them "
+     "have been taken. Still polled while paused, so it stays in the consumer group."},
     {"LATTICE_WORKER_LOCK_TIMEOUT_S", LT_SET_INT, "30", W, 0, 0, 1, 3600, NULL, "Worker",
      "How long a command waits for its account's lock (held by another worker) before retrying "
      "later."},

@@ -10,7 +10,7 @@
  * choosing jobs stay within a log factor per take. */
 static void test_cost_per_take(void)
 {
-    enum { HOT = 5000, OTHERS = 5000 };
+    enum { HOT = 50000, OTHERS = 50000 }; /* 100k queued */
     lt_dispatch_t *d = lt_dispatch_new();
     char acct[32];
     for (int i = 0; i < HOT; i++)
