@@ -51,6 +51,7 @@ CMD_TOPIC=$("$HERE/../../deploy/local/stack" topic "test.worker-commands.$RUN.cm
 mkdir -p "$WORK/tmp"
 worker() { # worker LOG [VAR=VALUE...]: a worker of this run in the background
   local log=$1; shift
+  : >"$log"
   env LATTICE_TOPIC_COMMANDS="$CMD_TOPIC" LATTICE_WORKER_GROUP_ID="test-$RUN" \
     LATTICE_WORKER_ID="test-$RUN" LATTICE_KAFKA_GROUP_INSTANCE_ID="test-$RUN" \
     LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest LATTICE_TLS_CA_FILE="$LATTICE_CA_FILE" \
