@@ -3,7 +3,11 @@
  * Jobs (commands taken from the consumer) are handed to slot threads in
  * arrival order, except that two jobs of the same account never run at the
  * same time: a job whose account is busy waits behind it. A job may carry a
- * not-before time (retry with backoff). Thread-safe. */
+ * not-before time (retry with backoff). Thread-safe.
+ *
+ * Cost: push, pop and finish are O(log accounts) (a hash of accounts, each
+ * with its FIFO of jobs, and heaps of the idle accounts); cancelling a
+ * partition walks everything once. */
 #ifndef LT_DISPATCH_H
 #define LT_DISPATCH_H
 
@@ -39,15 +43,23 @@ lt_job_t *lt_dispatch_pop(lt_dispatch_t *d, int timeout_ms);
  * the account's commands is kept), else it is destroyed. */
 void lt_dispatch_finish(lt_dispatch_t *d, lt_job_t *job, int requeue);
 
-/* Drop queued (not running) jobs of a partition; returns how many. */
+/* Drop queued (not running) jobs of a partition (revoked); returns how
+ * many. A job of it running now is not queued again by
+ * lt_dispatch_finish(): it is destroyed. Jobs pushed later (the partition
+ * assigned again) are queued as usual. */
 int lt_dispatch_cancel_partition(lt_dispatch_t *d, int32_t partition);
 /* Running jobs of a partition (all partitions when partition < 0). */
 int lt_dispatch_running(lt_dispatch_t *d, int32_t partition);
 /* Queued + running jobs. */
 int lt_dispatch_size(lt_dispatch_t *d);
+/* Queued (not running) jobs. */
+int lt_dispatch_queued(lt_dispatch_t *d);
 /* Wait until no job of the partition (any when < 0) runs, up to timeout_ms;
  * returns the number still running. */
 int lt_dispatch_wait_idle(lt_dispatch_t *d, int32_t partition, int timeout_ms);
+/* Elementary steps spent choosing jobs so far (the cost of takes, for
+ * tests). */
+uint64_t lt_dispatch_steps(lt_dispatch_t *d);
 /* Wake every waiter; pop returns NULL from now on. */
 void lt_dispatch_close(lt_dispatch_t *d);
 

@@ -1,5 +1,6 @@
 #include "lt_sync.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -448,10 +449,55 @@ lt_err_t lt_sync_message_begin(lt_sync_t *s, const char *provider_message_id,
     return LT_OK;
 }
 
+void lt_sync_spill_prefix(const char *worker_id, char *out, size_t out_size)
+{
+    char id[200];
+    size_t i = 0;
+    for (; worker_id && worker_id[i] && i < sizeof(id) - 1; i++) {
+        char c = worker_id[i];
+        id[i] = ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '_' || c == '-')
+                    ? c
+                    : '_';
+    }
+    id[i] = 0;
+    snprintf(out, out_size, "lattice-%s-msg-", id);
+}
+
+int lt_sync_spill_cleanup(const char *tmp_dir, const char *prefix, char *errstr,
+                          size_t errstr_size)
+{
+    const char *dir = tmp_dir ? tmp_dir : "/tmp";
+    DIR *d = opendir(dir);
+    if (!d) {
+        lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "spill directory %s: %s", dir,
+                  strerror(errno));
+        return -1;
+    }
+    size_t plen = strlen(prefix);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *name = e->d_name;
+        if (strncmp(name, prefix, plen) || strlen(name + plen) != 6)
+            continue;
+        int ok = 1; /* mkstemp's six characters: [A-Za-z0-9] */
+        for (const char *c = name + plen; *c; c++)
+            if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')))
+                ok = 0;
+        char path[4096];
+        if (ok && snprintf(path, sizeof(path), "%s/%s", dir, name) < (int)sizeof(path) &&
+            !unlink(path))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
 static lt_err_t spill(lt_sync_t *s, char *errstr, size_t n)
 {
-    snprintf(s->path, sizeof(s->path), "%s/lattice-msg-XXXXXX",
-             s->env.tmp_dir ? s->env.tmp_dir : "/tmp");
+    snprintf(s->path, sizeof(s->path), "%s/%sXXXXXX", s->env.tmp_dir ? s->env.tmp_dir : "/tmp",
+             s->env.spill_prefix ? s->env.spill_prefix : "lattice-msg-");
     s->fd = mkstemp(s->path);
     if (s->fd < 0)
         return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "temp file in %s: %s", s->env.tmp_dir,

@@ -73,6 +73,9 @@ typedef struct {
     const char *raw_topic;
     const char *checkpoint_topic;
     const char *tmp_dir;
+    /* Spill files are <tmp_dir>/<spill_prefix>XXXXXX (lt_sync_spill_prefix;
+     * NULL: "lattice-msg-"), so a restarted worker finds its own. */
+    const char *spill_prefix;
     uint64_t max_message_bytes;
     int batch_messages; /* checkpoint hint for connectors */
     int s3_parallel;    /* > 1: objects of in-memory messages stored by this many threads */
@@ -85,6 +88,16 @@ typedef struct {
     void *progress_opaque;
     int progress_interval_ms;
 } lt_sync_env_t;
+
+/* The spill file prefix of a worker: "lattice-<worker id>-msg-", bytes
+ * other than [A-Za-z0-9._-] of the id as '_'. */
+void lt_sync_spill_prefix(const char *worker_id, char *out, size_t out_size);
+/* Remove the spill files a killed predecessor of this worker left in
+ * tmp_dir: the names of exactly <prefix>XXXXXX (another worker's, whose id
+ * merely starts like this one's, are kept). Returns how many, -1 when the
+ * directory cannot be read (errstr says why). */
+int lt_sync_spill_cleanup(const char *tmp_dir, const char *prefix, char *errstr,
+                          size_t errstr_size);
 
 lt_sync_t *lt_sync_new(const lt_sync_env_t *env, const lt_account_t *account,
                        const lt_command_t *cmd, const char *traceparent,

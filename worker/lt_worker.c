@@ -73,6 +73,11 @@ struct lt_worker_s {
      * (librdkafka#4059, fixed in 2.8). Poll thread only. */
     int64_t commit_hold_until;
     int assigns_to_wait;
+    /* Flow control (poll thread only): fetching is paused while the queue
+     * holds queue_max commands, resumed at half. */
+    int queue_max;
+    int paused;
+    char spill_prefix[256]; /* this worker's spill files in LATTICE_TMP_DIR */
     lt_worker_obs_t *obs;      /* metrics, progress reports, readiness */
     lt_gmail_tokens_t *tokens; /* Gmail access tokens, shared by the slots */
 };
@@ -188,14 +193,32 @@ static lt_err_t dead_letter(lt_worker_t *w, const lt_job_t *job, lt_err_t why, c
                                          RD_KAFKA_PARTITION_UA, key, strlen(key), v, len, h,
                                          TXN_TIMEOUT_MS, NULL, NULL, e, sizeof(e));
     if (err)
-        lt_error(&ctx, "dead-letter of %s[%d]@%lld failed: %s", key, (int)lt_job_partition(job),
-                 (long long)lt_job_offset(job), e);
+        lt_error(&ctx,
+                 "dead-letter of %s[%d]@%lld failed (attempt %d): %s; the command is kept and "
+                 "dead-lettered again after a backoff",
+                 key, (int)lt_job_partition(job), (long long)lt_job_offset(job),
+                 lt_job_attempt(job), e);
     else
         lt_warn(&ctx, "command %s[%d]@%lld dead-lettered: %s", key, (int)lt_job_partition(job),
                 (long long)lt_job_offset(job), reason);
     if (!err)
         lt_worker_obs_dead_letter(w->obs);
     return err;
+}
+
+/* Dead-letter a command that parsed but must not run (its id is another
+ * account's, its attempts are spent): the DLQ, then its status event.
+ * Non-zero when the DLQ write failed (the caller retries the job). */
+static lt_err_t dead_letter_command(lt_worker_t *w, const lt_job_t *job, const lt_command_t *cmd,
+                                    const char *reason, const lt_log_ctx_t *log, int64_t t0,
+                                    int attempt, const char *tp)
+{
+    lt_err_t err = dead_letter(w, job, LT_ERR_FINAL, reason, log);
+    if (err)
+        return err;
+    status_event(w, cmd, lt_job_account(job), "dead_lettered", LT_ERR_FINAL, reason, 0, 0,
+                 lt_now_ms() - t0, attempt, tp && *tp ? tp : NULL, NULL);
+    return LT_OK;
 }
 
 /* --- slots -------------------------------------------------------------- */
@@ -339,16 +362,43 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
     if (err)
         goto fail;
 
-    /* 3. already done? (a replay after a crash or a late offset commit) */
+    /* 3. already done? (a replay after a crash or a late offset commit) A
+     * command id is one account's: the same id for another account is not
+     * this command's outcome; it is dead-lettered. */
     lt_command_status_t st = LT_COMMAND_NONE;
     int prev_attempts = 0;
-    err = lt_command_get_status(slot->db, lt_command_id(cmd), &st, &prev_attempts, errstr,
+    err = lt_command_get_status(slot->db, lt_command_id(cmd), lt_command_tenant_id(cmd),
+                                lt_command_account_id(cmd), &st, &prev_attempts, errstr,
                                 sizeof(errstr));
+    if (err == LT_ERR_FINAL) {
+        if (dead_letter_command(w, job, cmd, errstr, &log, t0, attempt, tp))
+            goto retry_later;
+        err = LT_OK;
+        goto out;
+    }
     if (err && err != LT_ERR_NOT_FOUND)
         goto fail;
     if (st == LT_COMMAND_SUCCEEDED || st == LT_COMMAND_DEAD_LETTERED) {
         lt_info(&log, "command already %s; not run again", lt_command_status_name(st));
         lt_worker_obs_attempt(w->obs, cmd, "skipped", LT_OK, 0);
+        err = LT_OK;
+        goto out;
+    }
+    /* Attempts count across restarts: the row has them. A command started
+     * max times and never finished took its worker down each time (killed,
+     * out of memory); it is not run again. */
+    int max_attempts = (int)lt_config_int(w->cfg, "LATTICE_WORKER_MAX_ATTEMPTS");
+    if (prev_attempts >= max_attempts) {
+        char reason[1100];
+        snprintf(reason, sizeof(reason),
+                 "gave up after %d attempts (LATTICE_WORKER_MAX_ATTEMPTS): the last one %s",
+                 prev_attempts,
+                 st == LT_COMMAND_RUNNING ? "never finished (its worker stopped or crashed)"
+                                          : "failed");
+        if (dead_letter_command(w, job, cmd, reason, &log, t0, prev_attempts, tp))
+            goto retry_later;
+        lt_command_finish(slot->db, lt_command_id(cmd), LT_COMMAND_DEAD_LETTERED, NULL, "final",
+                          reason, NULL, 0);
         err = LT_OK;
         goto out;
     }
@@ -408,9 +458,17 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
     int att = 0;
     lt_command_status_t prev;
     err = lt_command_start(slot->db, &ci, &att, &prev, errstr, sizeof(errstr));
+    if (err == LT_ERR_FINAL) { /* the id became another account's meanwhile */
+        if (dead_letter_command(w, job, cmd, errstr, &log, t0, attempt, tp))
+            goto retry_later;
+        err = LT_OK;
+        goto out;
+    }
     if (err)
         goto fail;
     started = 1;
+    if (att > attempt)
+        attempt = att; /* this process's attempts and its predecessors' */
     lt_info(&log, "command started (%s, attempt %d)", lt_sync_kind_name(lt_command_kind(cmd)),
             att);
 
@@ -425,6 +483,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
         .raw_topic = lt_config_str(w->cfg, "LATTICE_TOPIC_RAW"),
         .checkpoint_topic = lt_config_str(w->cfg, "LATTICE_TOPIC_CHECKPOINTS"),
         .tmp_dir = lt_config_str(w->cfg, "LATTICE_TMP_DIR"),
+        .spill_prefix = w->spill_prefix,
         .max_message_bytes = (uint64_t)lt_config_int(w->cfg, "LATTICE_MAX_MESSAGE_BYTES"),
         .batch_messages = (int)lt_config_int(w->cfg, "LATTICE_WORKER_BATCH_MESSAGES"),
         .s3_parallel = (int)lt_config_int(w->cfg, "LATTICE_WORKER_S3_PARALLEL"),
@@ -473,6 +532,8 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
 fail:
     if (slot->cancel) {
         lt_warn(&log, "command abandoned (%s); it will be run again", errstr);
+        if (started && slot->db && lt_db_ok(slot->db))
+            lt_command_abandon(slot->db, lt_command_id(cmd), att, NULL, 0);
         lt_worker_obs_attempt(w->obs, cmd, "cancelled", err, lt_now_ms() - t0);
         rr = R_CANCELLED;
         goto out;
@@ -629,6 +690,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         lt_info(NULL, "assigned %d partition(s)", parts->cnt);
         e = rd_kafka_incremental_assign(rk, parts);
+        if (!e && w->paused) /* the queue is still full: these wait too */
+            rd_kafka_pause_partitions(rk, parts);
         if (w->assigns_to_wait > 0 && --w->assigns_to_wait == 0)
             w->commit_hold_until = 0;
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
@@ -650,6 +713,40 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     lt_worker_obs_rebalance(w->obs, rk, err);
 }
 
+/* Pause fetching while the queue is full, resume when half of it has been
+ * taken. The poll loop goes on meanwhile (rebalances, max.poll.interval.ms),
+ * and a paused partition resumes from the next command not yet taken. */
+static void flow_control(lt_worker_t *w)
+{
+    int queued = lt_dispatch_queued(w->dispatch);
+    int pause;
+    if (!w->paused && queued >= w->queue_max)
+        pause = 1;
+    else if (w->paused && queued <= w->queue_max / 2)
+        pause = 0;
+    else
+        return;
+    rd_kafka_topic_partition_list_t *assigned = NULL;
+    if (rd_kafka_assignment(w->consumer, &assigned))
+        return;
+    rd_kafka_resp_err_t e = pause ? rd_kafka_pause_partitions(w->consumer, assigned)
+                                  : rd_kafka_resume_partitions(w->consumer, assigned);
+    rd_kafka_topic_partition_list_destroy(assigned);
+    if (e) {
+        lt_warn(NULL, "%s partitions: %s", pause ? "pause" : "resume", rd_kafka_err2str(e));
+        return;
+    }
+    w->paused = pause;
+    lt_worker_obs_paused(w->obs, pause);
+    if (pause)
+        lt_info(NULL,
+                "paused fetching commands: %d queued (LATTICE_WORKER_QUEUE_MAX %d); resuming at "
+                "%d",
+                queued, w->queue_max, w->queue_max / 2);
+    else
+        lt_info(NULL, "resumed fetching commands: %d queued", queued);
+}
+
 /* --- lifecycle ----------------------------------------------------------- */
 
 lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_size)
@@ -661,11 +758,22 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     w->dispatch = lt_dispatch_new();
     w->tokens = lt_gmail_tokens_new(LT_WORKER_GMAIL_TOKENS);
     w->drain_ms = (int)lt_config_int(cfg, "LATTICE_WORKER_DRAIN_TIMEOUT_S") * 1000;
+    w->queue_max = (int)lt_config_int(cfg, "LATTICE_WORKER_QUEUE_MAX");
     const char *id = lt_config_str(cfg, "LATTICE_WORKER_ID");
     if (id)
         snprintf(w->worker_id, sizeof(w->worker_id), "%s", id);
     else if (gethostname(w->worker_id, sizeof(w->worker_id) - 1))
         snprintf(w->worker_id, sizeof(w->worker_id), "worker");
+
+    /* spill files of a predecessor killed mid-message (kill -9, OOM) */
+    lt_sync_spill_prefix(w->worker_id, w->spill_prefix, sizeof(w->spill_prefix));
+    int spilled = lt_sync_spill_cleanup(lt_config_str(cfg, "LATTICE_TMP_DIR"), w->spill_prefix,
+                                        errstr, errstr_size);
+    if (spilled < 0)
+        lt_warn(NULL, "%s", errstr);
+    else if (spilled > 0)
+        lt_info(NULL, "removed %d spill file(s) %s* left in %s", spilled, w->spill_prefix,
+                lt_config_str(cfg, "LATTICE_TMP_DIR"));
 
     if (!lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID") ||
         !lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY")) {
@@ -689,15 +797,22 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     w->producer = lt_kafka_producer_new(cfg, NULL, errstr, errstr_size);
     if (!w->producer)
         goto fail;
-    /* the topics the slots produce to must exist (auto-create is off) */
-    const char *need[] = {lt_config_str(cfg, "LATTICE_TOPIC_RAW"),
-                          lt_config_str(cfg, "LATTICE_TOPIC_CHECKPOINTS")};
+    /* every topic the worker produces to must exist (auto-create is off):
+     * a missing one fails now, not at the first command that needs it (a
+     * missing DLQ would hold its command, retried, forever) */
+    const char *need[] = {"LATTICE_TOPIC_RAW", "LATTICE_TOPIC_CHECKPOINTS",
+                          "LATTICE_TOPIC_STATUS", "LATTICE_TOPIC_DLQ"};
     for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
-        lt_err_t terr = lt_kafka_warm_topic(w->producer, need[i], 10000, errstr, errstr_size);
-        if (terr == LT_ERR_NOT_FOUND)
+        char e[512];
+        lt_err_t terr =
+            lt_kafka_warm_topic(w->producer, lt_config_str(cfg, need[i]), 10000, e, sizeof(e));
+        if (terr == LT_ERR_NOT_FOUND) {
+            lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
+                      "%s: %s (topics are not auto-created: create it first)", need[i], e);
             goto fail;
+        }
         if (terr)
-            lt_warn(NULL, "%s", errstr);
+            lt_warn(NULL, "%s: %s", need[i], e);
     }
     rd_kafka_conf_t *conf =
         lt_kafka_consumer_conf(cfg, lt_config_str(cfg, "LATTICE_WORKER_GROUP_ID"), errstr,
@@ -780,6 +895,7 @@ lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
             rd_kafka_message_destroy(m);
         }
         rd_kafka_poll(w->producer, 0);
+        flow_control(w);
         if (lt_now_ms() - last_commit > 1000 && lt_now_ms() >= w->commit_hold_until) {
             commit_ready(w, NULL);
             last_commit = lt_now_ms();

@@ -43,7 +43,7 @@ struct lt_worker_obs_s {
     lt_metric_t *commands, *scopes, *duration, *retries, *last_success_acct, *last_success,
         *rebalances;
     lt_metric_t *p_done, *p_total, *p_rate, *p_eta;
-    lt_series_t *dead_letters, *in_flight, *queued, *assigned, *ready;
+    lt_series_t *dead_letters, *in_flight, *queued, *assigned, *ready, *paused, *pauses;
     lt_sync_metrics_t sm[NPROVIDERS];
 
     lt_ready_probe_t *probe;
@@ -106,6 +106,13 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
         reg, "lattice_worker_commands_queued",
         "Commands taken from Kafka and waiting for a slot (or their account, or a backoff).",
         NULL));
+    o->paused = lt_metric_series(lt_metrics_gauge(
+        reg, "lattice_worker_consumer_paused",
+        "1 while fetching commands is paused: LATTICE_WORKER_QUEUE_MAX commands are queued.",
+        NULL));
+    o->pauses = lt_metric_series(
+        lt_metrics_counter(reg, "lattice_worker_consumer_pauses_total",
+                           "Times fetching commands was paused (the queue was full).", NULL));
     lt_series_set(lt_metric_series(lt_metrics_gauge(reg, "lattice_worker_slots",
                                                      "LATTICE_WORKER_CONCURRENCY.", NULL)),
                   nslots);
@@ -189,6 +196,15 @@ static void cmd_labels(const lt_command_t *cmd, const char **provider, const cha
 {
     *provider = cmd ? lt_provider_name(lt_command_provider(cmd)) : "unknown";
     *kind = cmd ? lt_sync_kind_name(lt_command_kind(cmd)) : "unknown";
+}
+
+void lt_worker_obs_paused(lt_worker_obs_t *o, int paused)
+{
+    if (!o)
+        return;
+    lt_series_set(o->paused, paused);
+    if (paused)
+        lt_series_inc(o->pauses);
 }
 
 void lt_worker_obs_attempt(lt_worker_obs_t *o, const lt_command_t *cmd, const char *result,

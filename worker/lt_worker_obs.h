@@ -46,6 +46,9 @@ void lt_worker_obs_scope(lt_worker_obs_t *o, const lt_command_t *cmd, const char
                          lt_err_t err);
 /* A command was written to the dead-letter topic. */
 void lt_worker_obs_dead_letter(lt_worker_obs_t *o);
+/* Fetching from the command topic paused (1: the in-memory queue is full)
+ * or resumed (0). */
+void lt_worker_obs_paused(lt_worker_obs_t *o, int paused);
 /* A slot starts (running = 1) or ends (0) a command. */
 void lt_worker_obs_slot(lt_worker_obs_t *o, int slot, int running);
 /* After a rebalance callback: the assignment size, and readiness. */

@@ -81,12 +81,17 @@ static const lt_setting_t k_settings[] = {
      "are read; events still follow their objects, in message order. 1: one at a time."},
     {"LATTICE_WORKER_MAX_ATTEMPTS", LT_SET_INT, "5", W, 0, 0, 1, 100, NULL, "Worker",
      "Attempts of a command failing temporarily (exponential backoff) before it is reported "
-     "failed."},
+     "failed. Counted across worker restarts (the command's row): a command started this many "
+     "times that never finished (its worker was killed each time) is dead-lettered."},
     {"LATTICE_WORKER_RETRY_BASE_MS", LT_SET_INT, "1000", W, 0, 0, 1, 600000, NULL, "Worker",
      "First retry delay; doubles per attempt, with jitter, capped at 5 minutes."},
     {"LATTICE_WORKER_DRAIN_TIMEOUT_S", LT_SET_INT, "25", W, 0, 0, 1, 3600, NULL, "Worker",
      "On SIGTERM or a revoked partition: how long running commands may finish before they are "
      "abandoned at their next message (nothing uncommitted is lost; it is redone)."},
+    {"LATTICE_WORKER_QUEUE_MAX", LT_SET_INT, "10000", W, 0, 0, 1, 10000000, NULL, "Worker",
+     "Commands held in memory (taken from Kafka, waiting for a slot, their account or a "
+     "backoff) before the worker pauses fetching its partitions; it resumes when half of them "
+     "have been taken. Still polled while paused, so it stays in the consumer group."},
     {"LATTICE_WORKER_LOCK_TIMEOUT_S", LT_SET_INT, "30", W, 0, 0, 1, 3600, NULL, "Worker",
      "How long a command waits for its account's lock (held by another worker) before retrying "
      "later."},

@@ -58,10 +58,12 @@ lt_err_t lt_command_start(lt_db_t *db, const lt_command_info_t *c, int *attempt,
                             c->kind,       c->scope,  c->worker_id};
     /* `prev` reads the row before the upsert (the statement's snapshot);
      * the upsert itself serialises on the key. A command that succeeded or
-     * was dead-lettered is not restarted: its row stays as it is. */
+     * was dead-lettered is not restarted: its row stays as it is. Nor is a
+     * row of another tenant or account that has the same id. */
     lt_err_t err = lt_db_exec(
         db, "command start",
-        "WITH prev AS (SELECT status, attempt FROM mail_sync_commands WHERE command_id = $1), "
+        "WITH prev AS (SELECT status, attempt, tenant_id = $2 AND account_id = $3 AS own "
+        "FROM mail_sync_commands WHERE command_id = $1), "
         "up AS (INSERT INTO mail_sync_commands AS c (command_id, tenant_id, account_id, "
         "provider, kind, scope, status, attempt, worker_id, started_at, heartbeat_at) "
         "VALUES ($1, $2, $3, $4, $5, $6, 'running', 1, $7, now(), now()) "
@@ -70,12 +72,18 @@ lt_err_t lt_command_start(lt_db_t *db, const lt_command_info_t *c, int *attempt,
         "finished_at = NULL, error_class = NULL, error = NULL, messages = 0, bytes = 0, "
         "progress_done = NULL, progress_total = NULL "
         "WHERE c.status NOT IN ('succeeded', 'dead_lettered') "
+        "AND c.tenant_id = EXCLUDED.tenant_id AND c.account_id = EXCLUDED.account_id "
         "RETURNING c.attempt) "
         "SELECT COALESCE((SELECT attempt FROM up), (SELECT attempt FROM prev)), "
-        "(SELECT status FROM prev), (SELECT count(*) FROM up)",
+        "(SELECT status FROM prev), (SELECT count(*) FROM up), (SELECT own FROM prev)",
         7, params, &r, errstr, errstr_size);
     if (err)
         return err;
+    if (!PQgetisnull(r, 0, 3) && strcmp(PQgetvalue(r, 0, 3), "t") != 0) {
+        PQclear(r);
+        return lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
+                         "command id %s is already used by another account", c->command_id);
+    }
     if (attempt)
         *attempt = PQgetisnull(r, 0, 0) ? 0 : atoi(PQgetvalue(r, 0, 0));
     if (previous && !PQgetisnull(r, 0, 1))
@@ -169,22 +177,52 @@ lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, lt_command_statu
     return err;
 }
 
-lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, lt_command_status_t *status,
-                               int *attempt, char *errstr, size_t errstr_size)
+lt_err_t lt_command_abandon(lt_db_t *db, const char *command_id, int attempt, char *errstr,
+                            size_t errstr_size)
+{
+    PGresult *r = NULL;
+    char att[16];
+    if (!id_ok(command_id))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad command id");
+    snprintf(att, sizeof(att), "%d", attempt);
+    const char *params[] = {command_id, att};
+    lt_err_t err = lt_db_exec(db, "command abandon",
+                              "UPDATE mail_sync_commands SET status = 'failed', "
+                              "attempt = GREATEST(attempt - 1, 1), finished_at = now(), "
+                              "heartbeat_at = now(), error_class = 'cancelled', "
+                              "error = 'given up cleanly; run again' "
+                              "WHERE command_id = $1 AND status = 'running' AND attempt = $2",
+                              2, params, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    if (strcmp(PQcmdTuples(r), "1") != 0)
+        err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "command %s is not running",
+                        command_id);
+    PQclear(r);
+    return err;
+}
+
+lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, const char *tenant,
+                               const char *account_id, lt_command_status_t *status, int *attempt,
+                               char *errstr, size_t errstr_size)
 {
     PGresult *r = NULL;
     if (!id_ok(command_id))
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad command id");
-    const char *params[] = {command_id};
-    lt_err_t err =
-        lt_db_exec(db, "command status",
-                   "SELECT status, attempt FROM mail_sync_commands WHERE command_id = $1", 1,
-                   params, &r, errstr, errstr_size);
+    const char *params[] = {command_id, tenant, account_id};
+    lt_err_t err = lt_db_exec(db, "command status",
+                              "SELECT status, attempt, ($2::text IS NULL OR tenant_id = $2) AND "
+                              "($3::text IS NULL OR account_id = $3) "
+                              "FROM mail_sync_commands WHERE command_id = $1",
+                              3, params, &r, errstr, errstr_size);
     if (err)
         return err;
     if (PQntuples(r) == 0) {
         err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "command %s has no record",
                         command_id);
+    } else if (strcmp(PQgetvalue(r, 0, 2), "t") != 0) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
+                        "command id %s is already used by another account", command_id);
     } else {
         *status = parse_status(PQgetvalue(r, 0, 0));
         if (attempt)

@@ -51,7 +51,10 @@ typedef struct {
  * SUCCEEDED or was DEAD_LETTERED is not restarted: the row is left as it
  * is, *attempt is its attempt, and the caller must not run it again.
  * Otherwise the row becomes running and *attempt (may be NULL) is 1 for a
- * new command id, else the previous attempt + 1. */
+ * new command id, else the previous attempt + 1.
+ * A command id is one (tenant, account)'s: LT_ERR_FINAL, the row untouched,
+ * when the id's row belongs to another tenant or account (the command is to
+ * be dead-lettered, not run, and not taken for that row's outcome). */
 lt_err_t lt_command_start(lt_db_t *db, const lt_command_info_t *c, int *attempt,
                           lt_command_status_t *previous, char *errstr, size_t errstr_size);
 
@@ -69,8 +72,20 @@ lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, lt_command_statu
                            const lt_command_progress_t *counts, const char *error_class,
                            const char *error, char *errstr, size_t errstr_size);
 
-/* The row's status (LT_ERR_NOT_FOUND when none) and attempt (may be NULL). */
-lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, lt_command_status_t *status,
-                               int *attempt, char *errstr, size_t errstr_size);
+/* A running command given up cleanly (its partition revoked, the worker
+ * stopping): status failed, error_class "cancelled", and the attempt is
+ * not counted (attempts count the runs that failed or never finished: a
+ * worker killed during each). `attempt` is the run's (lt_command_start):
+ * LT_ERR_NOT_FOUND, nothing changed, when the command is not running that
+ * attempt (another worker has started it since). */
+lt_err_t lt_command_abandon(lt_db_t *db, const char *command_id, int attempt, char *errstr,
+                            size_t errstr_size);
+
+/* The row's status (LT_ERR_NOT_FOUND when none) and attempt (may be NULL).
+ * With tenant and account_id (each may be NULL: any), LT_ERR_FINAL when the
+ * id's row is another tenant's or account's. */
+lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, const char *tenant,
+                               const char *account_id, lt_command_status_t *status, int *attempt,
+                               char *errstr, size_t errstr_size);
 
 #endif

@@ -584,7 +584,7 @@ static void test_commands(lt_db_t *db)
     CHECK(lt_command_finish(db, "01JCMD-A", LT_COMMAND_SUCCEEDED, &done, NULL, NULL, E) == LT_OK);
     CHECK_INT(running_fresh(db, "workmail-imap", 60), 0);
     CHECK(lt_command_heartbeat(db, "01JCMD-A", &pr, E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_command_get_status(db, "01JCMD-A", &st, &attempt, E) == LT_OK);
+    CHECK(lt_command_get_status(db, "01JCMD-A", NULL, NULL, &st, &attempt, E) == LT_OK);
     CHECK(st == LT_COMMAND_SUCCEEDED && attempt == 1);
     CHECK_INT(scalar(db, "SELECT messages FROM mail_sync_commands WHERE command_id = '01JCMD-A' "
                          "AND finished_at IS NOT NULL AND bytes = 1048576"),
@@ -594,7 +594,7 @@ static void test_commands(lt_db_t *db)
     CHECK(lt_command_start(db, &c, &attempt, &prev, E) == LT_OK);
     CHECK_INT(attempt, 1);
     CHECK(prev == LT_COMMAND_SUCCEEDED);
-    CHECK(lt_command_get_status(db, "01JCMD-A", &st, NULL, E) == LT_OK &&
+    CHECK(lt_command_get_status(db, "01JCMD-A", NULL, NULL, &st, NULL, E) == LT_OK &&
           st == LT_COMMAND_SUCCEEDED);
     CHECK_INT(running_fresh(db, "workmail-imap", 60), 0);
     /* A failed one is: attempt 2, counters reset. */
@@ -631,19 +631,56 @@ static void test_commands(lt_db_t *db)
     CHECK_INT(scalar(db, FRESH_ACCOUNTS), 0);
     CHECK(lt_command_finish(db, "01JCMD-B", LT_COMMAND_DEAD_LETTERED, NULL, "final",
                             "account disabled", E) == LT_OK);
-    CHECK(lt_command_get_status(db, "01JCMD-B", &st, NULL, E) == LT_OK &&
+    CHECK(lt_command_get_status(db, "01JCMD-B", NULL, NULL, &st, NULL, E) == LT_OK &&
           st == LT_COMMAND_DEAD_LETTERED);
     CHECK(lt_command_start(db, &c2, &attempt, &prev, E) == LT_OK);
     CHECK(prev == LT_COMMAND_DEAD_LETTERED && attempt == 1);
-    CHECK(lt_command_get_status(db, "01JCMD-B", &st, NULL, E) == LT_OK &&
+    CHECK(lt_command_get_status(db, "01JCMD-B", NULL, NULL, &st, NULL, E) == LT_OK &&
           st == LT_COMMAND_DEAD_LETTERED);
-    CHECK(lt_command_get_status(db, "01JCMD-Z", &st, NULL, E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_command_get_status(db, "01JCMD-Z", NULL, NULL, &st, NULL, E) == LT_ERR_NOT_FOUND);
     /* A command for an unknown account is still recorded (no FK). */
     lt_command_info_t c3 = c;
     c3.command_id = "01JCMD-C";
     c3.account_id = "unknown-account";
     c3.scope = NULL;
     CHECK(lt_command_start(db, &c3, &attempt, &prev, E) == LT_OK);
+
+    /* A command id is one account's: the same id sent for another tenant or
+     * account neither reads as that command's outcome nor restarts its row. */
+    lt_command_info_t other = c;
+    other.command_id = "01JCMD-A"; /* failed above, attempt 2 */
+    other.tenant = "other-tenant";
+    CHECK(lt_command_start(db, &other, &attempt, &prev, E) == LT_ERR_FINAL);
+    CHECK_MSG(strstr(g_err, "another account") != NULL, "reason: %s", g_err);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM mail_sync_commands WHERE command_id = '01JCMD-A' "
+                         "AND tenant_id = 'personal' AND account_id = 'workmail-imap' AND "
+                         "status = 'failed' AND attempt = 2"),
+              1);
+    CHECK(lt_command_get_status(db, "01JCMD-A", "other-tenant", "workmail-imap", &st, &attempt,
+                                E) == LT_ERR_FINAL);
+    CHECK(lt_command_get_status(db, "01JCMD-A", "personal", "workmail-imap", &st, &attempt, E) ==
+              LT_OK &&
+          st == LT_COMMAND_FAILED && attempt == 2);
+    other.command_id = "01JCMD-B"; /* dead-lettered above */
+    other.tenant = "personal";
+    other.account_id = "personal-gmail";
+    CHECK(lt_command_start(db, &other, &attempt, &prev, E) == LT_ERR_FINAL);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM mail_sync_commands WHERE command_id = '01JCMD-B' "
+                         "AND account_id = 'workmail-imap' AND status = 'dead_lettered'"),
+              1);
+
+    /* A run given up cleanly (a drain) does not count as an attempt. */
+    lt_command_info_t c4 = c;
+    c4.command_id = "01JCMD-D";
+    CHECK(lt_command_start(db, &c4, &attempt, &prev, E) == LT_OK && attempt == 1);
+    CHECK(lt_command_start(db, &c4, &attempt, &prev, E) == LT_OK && attempt == 2);
+    CHECK(lt_command_abandon(db, "01JCMD-D", 1, E) == LT_ERR_NOT_FOUND); /* not that run */
+    CHECK(lt_command_abandon(db, "01JCMD-D", 2, E) == LT_OK);
+    CHECK(lt_command_get_status(db, "01JCMD-D", "personal", "workmail-imap", &st, &attempt, E) ==
+              LT_OK &&
+          st == LT_COMMAND_FAILED && attempt == 1);
+    CHECK(lt_command_abandon(db, "01JCMD-D", 1, E) == LT_ERR_NOT_FOUND); /* not running */
+    CHECK(lt_command_start(db, &c4, &attempt, &prev, E) == LT_OK && attempt == 2);
 }
 
 /* ---- transactions ---- */

@@ -1,10 +1,89 @@
 /* Job queue: per-account serialisation and order, retries, partition
- * cancellation. */
+ * cancellation, a retry of a revoked partition, the cost of a take. */
+#include <stdio.h>
+
 #include "lt_dispatch.h"
 #include "lt_test.h"
 
+/* One account with many queued commands ahead of many other accounts' must
+ * not make every take walk the busy account's backlog: the steps spent
+ * choosing jobs stay within a log factor per take. */
+static void test_cost_per_take(void)
+{
+    enum { HOT = 50000, OTHERS = 50000 }; /* 100k queued */
+    lt_dispatch_t *d = lt_dispatch_new();
+    char acct[32];
+    for (int i = 0; i < HOT; i++)
+        lt_dispatch_push(d, lt_job_new(0, i, "hot", "h", 1));
+    for (int i = 0; i < OTHERS; i++) {
+        snprintf(acct, sizeof(acct), "acct-%d", i);
+        lt_dispatch_push(d, lt_job_new(1, i, acct, "o", 1));
+    }
+    CHECK_INT(lt_dispatch_size(d), HOT + OTHERS);
+    lt_job_t *hot = lt_dispatch_pop(d, 10); /* "hot" runs; its backlog waits */
+    CHECK(hot && !strcmp(lt_job_account(hot), "hot") && lt_job_offset(hot) == 0);
+    int ok = 1;
+    for (int i = 0; i < OTHERS; i++) { /* arrival order across accounts */
+        lt_job_t *j = lt_dispatch_pop(d, 10);
+        if (!j || lt_job_partition(j) != 1 || lt_job_offset(j) != i)
+            ok = 0;
+        if (j)
+            lt_dispatch_finish(d, j, 0);
+    }
+    CHECK_MSG(ok, "other accounts' jobs not handed out in arrival order");
+    lt_dispatch_finish(d, hot, 0);
+    for (int i = 1; i < HOT; i++) { /* then the backlog, in order */
+        lt_job_t *j = lt_dispatch_pop(d, 10);
+        if (!j || lt_job_offset(j) != i)
+            ok = 0;
+        if (j)
+            lt_dispatch_finish(d, j, 0);
+    }
+    CHECK_MSG(ok, "the busy account's backlog not handed out in order");
+    CHECK_INT(lt_dispatch_size(d), 0);
+    uint64_t steps = lt_dispatch_steps(d);
+    uint64_t takes = HOT + OTHERS;
+    fprintf(stderr, "cost: %llu steps for %llu takes (%.1f per take)\n",
+            (unsigned long long)steps, (unsigned long long)takes, (double)steps / (double)takes);
+    CHECK_MSG(steps <= takes * 64, "choosing a job costs more than O(log n) per take");
+    lt_dispatch_destroy(d);
+}
+
+/* A command of a revoked partition that fails temporarily while the
+ * revocation drains is not queued again: the partition's new owner runs it. */
+static void test_retry_after_revoke(void)
+{
+    lt_dispatch_t *d = lt_dispatch_new();
+    lt_dispatch_push(d, lt_job_new(3, 10, "acct-r", "r1", 2));
+    lt_dispatch_push(d, lt_job_new(4, 20, "acct-s", "s1", 2));
+    lt_job_t *r = lt_dispatch_pop(d, 10);
+    lt_job_t *s = lt_dispatch_pop(d, 10);
+    CHECK(r && s && lt_job_partition(r) == 3 && lt_job_partition(s) == 4);
+    CHECK_INT(lt_dispatch_cancel_partition(d, 3), 0); /* revoked: nothing queued */
+    lt_job_retry_at(r, 0);
+    lt_dispatch_finish(d, r, 1); /* the retry of the revoked partition's command */
+    lt_job_retry_at(s, 0);
+    lt_dispatch_finish(d, s, 1); /* partition 4 is still ours: queued again */
+    CHECK_INT(lt_dispatch_size(d), 1);
+    lt_job_t *again = lt_dispatch_pop(d, 10);
+    CHECK(again && lt_job_partition(again) == 4);
+    CHECK(lt_dispatch_pop(d, 10) == NULL);
+    lt_dispatch_finish(d, again, 0);
+    /* assigned again later: its commands are taken as usual */
+    lt_dispatch_push(d, lt_job_new(3, 10, "acct-r", "r1", 2));
+    lt_job_t *r2 = lt_dispatch_pop(d, 10);
+    CHECK(r2 && lt_job_partition(r2) == 3);
+    lt_job_retry_at(r2, 0);
+    lt_dispatch_finish(d, r2, 1);
+    CHECK_INT(lt_dispatch_size(d), 1);
+    lt_dispatch_destroy(d);
+}
+
 int main(void)
 {
+    test_cost_per_take();
+    test_retry_after_revoke();
+
     lt_dispatch_t *d = lt_dispatch_new();
     lt_dispatch_push(d, lt_job_new(0, 1, "acct-a", "a1", 2));
     lt_dispatch_push(d, lt_job_new(0, 2, "acct-a", "a2", 2));
