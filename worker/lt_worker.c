@@ -41,6 +41,7 @@ typedef struct slot_s {
     lt_db_t *db;
     lt_s3_t *s3;
     rd_kafka_t *producer;
+    int txn_timeout_ms; /* the producer's transaction.timeout.ms */
     rd_kafka_t *marker_reader;
     lt_mail_codec_t *codec;
     volatile int cancel;
@@ -257,6 +258,14 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
         rd_kafka_conf_t *conf = lt_kafka_producer_conf(cfg, txid, errstr, n);
         if (!conf)
             return LT_ERR_FINAL;
+        /* flush, commit and abort wait as long as a transaction may live */
+        char tmo[32];
+        size_t tmo_len = sizeof(tmo);
+        s->txn_timeout_ms = TXN_TIMEOUT_MS;
+        if (rd_kafka_conf_get(conf, "transaction.timeout.ms", tmo, &tmo_len) ==
+                RD_KAFKA_CONF_OK &&
+            atoi(tmo) > 0)
+            s->txn_timeout_ms = atoi(tmo);
         s->producer = lt_kafka_new(RD_KAFKA_PRODUCER, conf, s, lt_sync_dr_cb, errstr, n);
         if (!s->producer)
             return LT_ERR_TEMPORARY;
@@ -428,7 +437,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
         .max_message_bytes = (uint64_t)lt_config_int(w->cfg, "LATTICE_MAX_MESSAGE_BYTES"),
         .batch_messages = (int)lt_config_int(w->cfg, "LATTICE_WORKER_BATCH_MESSAGES"),
         .s3_parallel = (int)lt_config_int(w->cfg, "LATTICE_WORKER_S3_PARALLEL"),
-        .txn_timeout_ms = TXN_TIMEOUT_MS,
+        .txn_timeout_ms = slot->txn_timeout_ms,
         .cancel = &slot->cancel,
     };
     lt_worker_obs_sync_env(w->obs, slot->index, cmd, tp[0] ? tp : NULL, att, &env);
