@@ -516,8 +516,19 @@ retry_later:
     lt_job_retry_at(job, lt_now_ms() + backoff_ms(w, attempt));
     lt_worker_obs_attempt(w->obs, cmd, "retried", err, lt_now_ms() - t0);
     rr = R_RETRY;
-out:
+out:;
+    int renew = sync && lt_sync_producer_unusable(sync);
     lt_sync_destroy(sync);
+    if (renew) {
+        /* Kept, it would refuse every later transaction of this slot. The
+         * next slot_open() creates a new one with the same transactional.id:
+         * its init_transactions() completes or aborts the open transaction,
+         * and the pending row's recovery reads which. */
+        lt_warn(&log, "slot %d: its transactional producer can begin no new transaction; "
+                "replacing it", slot->index);
+        lt_kafka_destroy(slot->producer);
+        slot->producer = NULL;
+    }
     if (locked && slot->db && lt_db_ok(slot->db))
         lt_account_unlock(slot->db, lt_command_tenant_id(cmd), lt_command_account_id(cmd), NULL, 0);
     if (slot->db && !lt_db_ok(slot->db)) {
@@ -559,6 +570,10 @@ static void *slot_main(void *arg)
             lt_offsets_done(w->offsets, lt_job_partition(job), lt_job_offset(job));
         pthread_mutex_unlock(&w->mu);
         lt_dispatch_finish(w->dispatch, job, r == R_RETRY && !w->stop);
+        /* a replaced producer is opened now, not by the next command: its
+         * init_transactions() settles the transaction the old one left */
+        if (!s->producer && !w->stop && slot_open(s, e, sizeof(e)))
+            lt_warn(NULL, "slot %d: %s (retried with its next command)", s->index, e);
     }
     slot_close(s);
     return NULL;
