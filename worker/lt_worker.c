@@ -516,19 +516,20 @@ retry_later:
     lt_job_retry_at(job, lt_now_ms() + backoff_ms(w, attempt));
     lt_worker_obs_attempt(w->obs, cmd, "retried", err, lt_now_ms() - t0);
     rr = R_RETRY;
-out:;
-    int renew = sync && lt_sync_producer_unusable(sync);
-    lt_sync_destroy(sync);
-    if (renew) {
+out:
+    if (sync && lt_sync_producer_unusable(sync)) {
         /* Kept, it would refuse every later transaction of this slot. The
          * next slot_open() creates a new one with the same transactional.id:
          * its init_transactions() completes or aborts the open transaction,
-         * and the pending row's recovery reads which. */
+         * and the pending row's recovery reads which. Destroyed before the
+         * sync (which no longer calls it), so no delivery report can come
+         * for the sync's counters after they are freed. */
         lt_warn(&log, "slot %d: its transactional producer can begin no new transaction; "
                 "replacing it", slot->index);
         lt_kafka_destroy(slot->producer);
         slot->producer = NULL;
     }
+    lt_sync_destroy(sync);
     if (locked && slot->db && lt_db_ok(slot->db))
         lt_account_unlock(slot->db, lt_command_tenant_id(cmd), lt_command_account_id(cmd), NULL, 0);
     if (slot->db && !lt_db_ok(slot->db)) {

@@ -198,6 +198,7 @@ for phase in ${LT_TEST_PHASES:-indoubt fenced}; do "phase_$phase"; done
 
 kill -TERM "$WPID"; rc=0; wait "$WPID" || rc=$?; WPID=
 check "worker exited 0 on SIGTERM" [ "$rc" = 0 ]
+check "no sanitizer report in the worker log" bash -c "! grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' '$WORK/worker.log'"
 echo "--- the worker's Kafka transaction errors, replacements and recoveries"
 grep -E 'commit_transaction|begin_transaction|replacing it|recovered in-doubt|command (failed|succeeded)' "$WORK/worker.log" | cut -c1-260 || true
 [ "$fail" = 0 ] || { echo "--- worker log"; grep -v ' kafka ' "$WORK/worker.log" | tail -60; }
