@@ -26,7 +26,9 @@ BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib/common.sh"
 lt_require_pipeline LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD
-KAFKA_LIBS=${LATTICE_CACHE_DIR:-$HERE/../../.cache}/kafka-3.9.1/libs
+# the stack's Kafka version and cache (deploy/local/stack)
+KAFKA_VERSION=$(sed -n 's/^KAFKA_VERSION=//p' "$HERE/../../deploy/local/stack")
+KAFKA_LIBS=${LATTICE_CACHE_DIR:-$HERE/../../.cache}/kafka-$KAFKA_VERSION/libs
 [ -d "$KAFKA_LIBS" ] || { echo "no Kafka jars in $KAFKA_LIBS: deploy/local/stack up installs them" >&2; exit 1; }
 
 TENANT=t$RUN
