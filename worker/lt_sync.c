@@ -55,6 +55,7 @@ struct lt_sync_s {
     int txn_open;
     int64_t uncommitted;
     int in_doubt; /* a batch's fate or watermark is left to recovery */
+    int producer_unusable; /* the producer can start no new transaction */
     lt_dr_t ev_dr;
     lt_dr_t marker_dr;
 
@@ -158,9 +159,17 @@ void lt_sync_abort(lt_sync_t *s)
 {
     up_discard(s); /* their events were never produced */
     if (s->txn_open) {
-        rd_kafka_error_t *e = rd_kafka_abort_transaction(s->env.producer, s->env.txn_timeout_ms);
+        /* A producer to be replaced is not asked: the new one's
+         * init_transactions() aborts the open transaction. */
+        rd_kafka_error_t *e =
+            s->producer_unusable
+                ? NULL
+                : rd_kafka_abort_transaction(s->env.producer, s->env.txn_timeout_ms);
         if (e) {
-            lt_warn(&s->log, "abort_transaction: %s", rd_kafka_error_string(e));
+            /* until an abort succeeds the producer begins no transaction */
+            lt_warn(&s->log, "abort_transaction: %s; the producer is replaced",
+                    rd_kafka_error_string(e));
+            s->producer_unusable = 1;
             rd_kafka_error_destroy(e);
         }
         s->txn_open = 0;
@@ -259,6 +268,10 @@ int64_t lt_sync_uncommitted(const lt_sync_t *s)
 int lt_sync_in_doubt(const lt_sync_t *s)
 {
     return s->in_doubt;
+}
+int lt_sync_producer_unusable(const lt_sync_t *s)
+{
+    return s->producer_unusable;
 }
 
 void lt_sync_progress_get(const lt_sync_t *s, lt_sync_progress_t *p)
@@ -413,9 +426,15 @@ lt_err_t lt_sync_scopes_result(const lt_sync_t *s, char *errstr, size_t errstr_s
     return err;
 }
 
-static lt_err_t kafka_err(rd_kafka_error_t *e, const char *what, char *errstr, size_t n)
+/* A fatal error (fenced, ...) leaves the producer unusable for good; the
+ * slot replaces it, so for the command it is temporary: the retry runs on
+ * the new producer. */
+static lt_err_t kafka_err(lt_sync_t *s, rd_kafka_error_t *e, const char *what, char *errstr,
+                          size_t n)
 {
-    lt_err_t code = rd_kafka_error_is_fatal(e) ? LT_ERR_FINAL : LT_ERR_TEMPORARY;
+    lt_err_t code = LT_ERR_TEMPORARY;
+    if (rd_kafka_error_is_fatal(e))
+        s->producer_unusable = 1;
     lt_seterr(errstr, n, code, "%s: %s", what, rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
     return code;
@@ -426,8 +445,12 @@ static lt_err_t ensure_txn(lt_sync_t *s, char *errstr, size_t n)
     if (s->txn_open)
         return LT_OK;
     rd_kafka_error_t *e = rd_kafka_begin_transaction(s->env.producer);
-    if (e)
-        return kafka_err(e, "begin_transaction", errstr, n);
+    if (e) {
+        /* begin fails only in a state no later call leaves (a commit or
+         * abort left unfinished, a fatal error): a new producer is needed */
+        s->producer_unusable = 1;
+        return kafka_err(s, e, "begin_transaction", errstr, n);
+    }
     s->txn_open = 1;
     memset(&s->ev_dr, 0, sizeof(s->ev_dr));
     memset(&s->marker_dr, 0, sizeof(s->marker_dr));
@@ -624,6 +647,8 @@ static lt_err_t produce_event(lt_sync_t *s, lt_mail_event_t *ev, uint64_t size, 
         RD_KAFKA_V_OPAQUE(&s->ev_dr), RD_KAFKA_V_END);
     if (kerr) {
         rd_kafka_headers_destroy(hdrs);
+        if (kerr == RD_KAFKA_RESP_ERR__FATAL)
+            s->producer_unusable = 1;
         err = lt_seterr(errstr, n, LT_ERR_TEMPORARY, "produce: %s",
                         rd_kafka_err2str(kerr));
         goto out;
@@ -1115,6 +1140,8 @@ static lt_err_t produce_marker(lt_sync_t *s, const char *scope, const char *wm_j
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&s->marker_dr),
         RD_KAFKA_V_END);
     json_object_put(o);
+    if (kerr == RD_KAFKA_RESP_ERR__FATAL)
+        s->producer_unusable = 1;
     if (kerr)
         return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "produce marker: %s",
                          rd_kafka_err2str(kerr));
@@ -1197,13 +1224,18 @@ lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_
         rd_kafka_error_destroy(e);
     }
     if (e) {
-        int abortable = rd_kafka_error_txn_requires_abort(e);
-        err = kafka_err(e, "commit_transaction", errstr, errstr_size);
-        if (!abortable && err != LT_ERR_FINAL) {
-            /* Outcome unknown (e.g. timeout): leave the pending row for
-             * recovery, which reads the marker to decide. */
+        int abortable = rd_kafka_error_txn_requires_abort(e) && !rd_kafka_error_is_fatal(e);
+        err = kafka_err(s, e, "commit_transaction", errstr, errstr_size);
+        if (!abortable) {
+            /* Outcome unknown (e.g. a timeout), or a fatal error (fenced):
+             * leave the pending row for recovery, which reads the marker to
+             * decide. The producer stays in its commit, or is dead, and
+             * begins no transaction: it is replaced, and the new one's
+             * init_transactions() (same transactional.id) completes or
+             * aborts this transaction. */
             s->txn_open = 0;
             s->in_doubt = 1;
+            s->producer_unusable = 1;
             return LT_ERR_TEMPORARY;
         }
         lt_sync_abort(s);

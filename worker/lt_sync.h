@@ -145,6 +145,12 @@ int64_t lt_sync_uncommitted(const lt_sync_t *s);
  * The connector must end the command (not redo the batch: that would
  * publish it twice); the command's next run recovers first. */
 int lt_sync_in_doubt(const lt_sync_t *s);
+/* Non-zero when the producer can begin no new transaction: a commit whose
+ * outcome is unknown, an abort that failed, or a fatal error (fenced, ...).
+ * The slot replaces it with a new producer of the same transactional.id,
+ * whose init_transactions() completes or aborts the open transaction (the
+ * pending row's recovery then reads the decision from the marker). */
+int lt_sync_producer_unusable(const lt_sync_t *s);
 
 /* Progress of long work (backfill, first full sync): the connector calls
  * this when it learns how much work is left (IMAP: after each UID SEARCH,

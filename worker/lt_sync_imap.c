@@ -339,8 +339,9 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
             goto out;
         /* Postgres gone: so is the account lock; the command is retried on
          * a new connection (a new IMAP session cannot help). A batch left
-         * in doubt is resolved by that retry's recovery, not redone here. */
-        if (!lt_db_ok(lt_sync_db(s)) || lt_sync_in_doubt(s))
+         * in doubt is resolved by that retry's recovery, not redone here;
+         * a producer to be replaced is replaced between attempts. */
+        if (!lt_db_ok(lt_sync_db(s)) || lt_sync_in_doubt(s) || lt_sync_producer_unusable(s))
             goto out;
         lt_warn(lt_sync_log(s), "folder %s: %s; reconnecting (attempt %d), resuming after UID %u",
                 folder, errstr, reconnects, durable);

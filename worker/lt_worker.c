@@ -41,6 +41,7 @@ typedef struct slot_s {
     lt_db_t *db;
     lt_s3_t *s3;
     rd_kafka_t *producer;
+    int txn_timeout_ms; /* the producer's transaction.timeout.ms */
     rd_kafka_t *marker_reader;
     lt_mail_codec_t *codec;
     volatile int cancel;
@@ -280,6 +281,14 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
         rd_kafka_conf_t *conf = lt_kafka_producer_conf(cfg, txid, errstr, n);
         if (!conf)
             return LT_ERR_FINAL;
+        /* flush, commit and abort wait as long as a transaction may live */
+        char tmo[32];
+        size_t tmo_len = sizeof(tmo);
+        s->txn_timeout_ms = TXN_TIMEOUT_MS;
+        if (rd_kafka_conf_get(conf, "transaction.timeout.ms", tmo, &tmo_len) ==
+                RD_KAFKA_CONF_OK &&
+            atoi(tmo) > 0)
+            s->txn_timeout_ms = atoi(tmo);
         s->producer = lt_kafka_new(RD_KAFKA_PRODUCER, conf, s, lt_sync_dr_cb, errstr, n);
         if (!s->producer)
             return LT_ERR_TEMPORARY;
@@ -487,7 +496,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
         .max_message_bytes = (uint64_t)lt_config_int(w->cfg, "LATTICE_MAX_MESSAGE_BYTES"),
         .batch_messages = (int)lt_config_int(w->cfg, "LATTICE_WORKER_BATCH_MESSAGES"),
         .s3_parallel = (int)lt_config_int(w->cfg, "LATTICE_WORKER_S3_PARALLEL"),
-        .txn_timeout_ms = TXN_TIMEOUT_MS,
+        .txn_timeout_ms = slot->txn_timeout_ms,
         .cancel = &slot->cancel,
     };
     lt_worker_obs_sync_env(w->obs, slot->index, cmd, tp[0] ? tp : NULL, att, &env);
@@ -569,6 +578,18 @@ retry_later:
     lt_worker_obs_attempt(w->obs, cmd, "retried", err, lt_now_ms() - t0);
     rr = R_RETRY;
 out:
+    if (sync && lt_sync_producer_unusable(sync)) {
+        /* Kept, it would refuse every later transaction of this slot. The
+         * next slot_open() creates a new one with the same transactional.id:
+         * its init_transactions() completes or aborts the open transaction,
+         * and the pending row's recovery reads which. Destroyed before the
+         * sync (which no longer calls it), so no delivery report can come
+         * for the sync's counters after they are freed. */
+        lt_warn(&log, "slot %d: its transactional producer can begin no new transaction; "
+                "replacing it", slot->index);
+        lt_kafka_destroy(slot->producer);
+        slot->producer = NULL;
+    }
     lt_sync_destroy(sync);
     if (locked && slot->db && lt_db_ok(slot->db))
         lt_account_unlock(slot->db, lt_command_tenant_id(cmd), lt_command_account_id(cmd), NULL, 0);
@@ -611,6 +632,10 @@ static void *slot_main(void *arg)
             lt_offsets_done(w->offsets, lt_job_partition(job), lt_job_offset(job));
         pthread_mutex_unlock(&w->mu);
         lt_dispatch_finish(w->dispatch, job, r == R_RETRY && !w->stop);
+        /* a replaced producer is opened now, not by the next command: its
+         * init_transactions() settles the transaction the old one left */
+        if (!s->producer && !w->stop && slot_open(s, e, sizeof(e)))
+            lt_warn(NULL, "slot %d: %s (retried with its next command)", s->index, e);
     }
     slot_close(s);
     return NULL;
