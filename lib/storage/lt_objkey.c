@@ -258,6 +258,21 @@ lt_err_t lt_objkey_message_prefix(const char *tenant, const char *account_id, co
                  errstr, errstr_size);
 }
 
+lt_err_t lt_objkey_manifest(const char *tenant, const char *account_id, const char *provider,
+                            const char *provider_message_id, char *out, size_t outsz,
+                            char *errstr, size_t errstr_size)
+{
+    lt_err_t err = lt_objkey_message_prefix(tenant, account_id, provider, provider_message_id,
+                                            out, outsz, errstr, errstr_size);
+    if (err)
+        return err;
+    size_t n = strlen(out);
+    if (n + sizeof("manifest.json") - 1 > LT_OBJKEY_MAX || n + sizeof("manifest.json") > outsz)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "object key too long");
+    memcpy(out + n, "manifest.json", sizeof("manifest.json"));
+    return LT_OK;
+}
+
 lt_err_t lt_objkey_attachment(const char *tenant, const char *account_id, const char *provider,
                               const char *provider_message_id, const char *attachment_id,
                               const char *filename, char *out, size_t outsz, char *errstr,
@@ -393,4 +408,30 @@ lt_err_t lt_objkey_uri_parse(const char *uri, char *bucket_out, size_t bucket_si
     memcpy(bucket_out, bucket, blen + 1);
     memcpy(key_out, key, klen + 1);
     return LT_OK;
+}
+
+static size_t ctype_name(const char *s)
+{
+    size_t n = 0;
+    if (!((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') ||
+          (s[0] >= '0' && s[0] <= '9')))
+        return 0;
+    while (s[n] && n <= LT_OBJKEY_CTYPE_NAME_MAX &&
+           ((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
+            (s[n] >= '0' && s[n] <= '9') || strchr("!#$&^_.+-", s[n])))
+        n++;
+    return n;
+}
+
+const char *lt_objkey_content_type(const char *declared)
+{
+    if (!declared)
+        return LT_OBJKEY_CTYPE_FALLBACK;
+    size_t t = ctype_name(declared);
+    if (!t || t > LT_OBJKEY_CTYPE_NAME_MAX || declared[t] != '/')
+        return LT_OBJKEY_CTYPE_FALLBACK;
+    size_t s = ctype_name(declared + t + 1);
+    if (!s || s > LT_OBJKEY_CTYPE_NAME_MAX || declared[t + 1 + s])
+        return LT_OBJKEY_CTYPE_FALLBACK;
+    return declared;
 }

@@ -3,6 +3,7 @@
  * Layout (see docs/storage.md):
  *   tenant/{t}/account/{a}/provider/{p}/message/{m}/message.eml
  *   tenant/{t}/account/{a}/provider/{p}/message/{m}/attachments/{id}/{filename}
+ *   tenant/{t}/account/{a}/provider/{p}/message/{m}/manifest.json
  *
  * Every {component} is made safe by one reversible escape: the bytes
  * [A-Za-z0-9_.-] are kept (a leading '.' is escaped), every other byte
@@ -56,12 +57,28 @@ lt_err_t lt_objkey_message_prefix(const char *tenant, const char *account_id, co
                                   const char *provider_message_id, char *out, size_t outsz,
                                   char *errstr, size_t errstr_size);
 
+/* Key of the full attachments manifest of a message whose event carries only
+ * part of it (lt_mail_event_fit()): the message folder + "manifest.json". */
+lt_err_t lt_objkey_manifest(const char *tenant, const char *account_id, const char *provider,
+                            const char *provider_message_id, char *out, size_t outsz,
+                            char *errstr, size_t errstr_size);
+
 /* Key of one attachment. filename may be NULL or empty (then the component
  * is "unnamed~<hash of the empty string>"). */
 lt_err_t lt_objkey_attachment(const char *tenant, const char *account_id, const char *provider,
                               const char *provider_message_id, const char *attachment_id,
                               const char *filename, char *out, size_t outsz, char *errstr,
                               size_t errstr_size);
+
+/* The content type an object is stored with (the PUT's Content-Type):
+ * `declared` when it is a bare media type "type/subtype" of RFC 6838
+ * restricted names (a letter or digit, then [A-Za-z0-9!#$&^_.+-]), each
+ * name 1..63 bytes; otherwise (NULL, parameters, spaces, controls, too
+ * long) "application/octet-stream". Never NULL. A message declares its
+ * parts' types, so this keeps outside data from S3 request headers. */
+#define LT_OBJKEY_CTYPE_NAME_MAX 63
+#define LT_OBJKEY_CTYPE_FALLBACK "application/octet-stream"
+const char *lt_objkey_content_type(const char *declared);
 
 /* 1 if `key` is a key this project will read or write: 1..LT_OBJKEY_MAX
  * bytes of valid UTF-8 without control characters or '\', not starting
