@@ -60,6 +60,39 @@ static void fetch_and_parse(lt_parser_event_ctx_t *c, const lt_mail_event_t *ev,
     }
 }
 
+/* An event whose manifest was cut to fit Kafka references the whole one:
+ * read it into ev (so the row lists every attachment). Failing that, the
+ * inline part stays and the reason goes into out (parse error), or a RETRY
+ * verdict for a temporary failure. */
+static void load_manifest(lt_parser_event_ctx_t *c, lt_mail_event_t *ev, lt_parser_outcome_t *out)
+{
+    const char *ref = lt_mail_event_get_attachments_manifest_ref(ev);
+    if (!ref)
+        return;
+    char bucket[LT_OBJKEY_BUCKET_MAX + 1], key[LT_OBJKEY_MAX + 1];
+    char e[900];
+    lt_err_t err = lt_objkey_uri_parse(ref, bucket, sizeof(bucket), key, sizeof(key), e,
+                                       sizeof(e));
+    if (!err && strcmp(bucket, c->bucket))
+        err = lt_seterr(e, sizeof(e), LT_ERR_FINAL, "in bucket %s; this parser reads bucket %s",
+                        bucket, c->bucket);
+    if (!err)
+        err = lt_s3_get(c->s3, key, c->raw, e, sizeof(e));
+    if (err == LT_ERR_TEMPORARY) {
+        out->verdict = LT_PARSED_RETRY;
+        out->err_class = err;
+        snprintf(out->reason, sizeof(out->reason), "attachments manifest: %s", e);
+        return;
+    }
+    if (!err)
+        err = lt_mail_event_manifest_from_json(ev, lt_buf_str(c->raw), lt_buf_len(c->raw), e,
+                                               sizeof(e));
+    if (err) {
+        out->err_class = err;
+        snprintf(out->reason, sizeof(out->reason), "attachments manifest: %s", e);
+    }
+}
+
 void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, int32_t partition,
                      int64_t offset, lt_buf_t *row, lt_parser_outcome_t *out)
 {
@@ -105,7 +138,10 @@ void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, in
     copy_id(out->account, sizeof(out->account), lt_mail_event_get_account_id(ev));
     copy_id(out->event_id, sizeof(out->event_id), lt_mail_event_get_event_id(ev));
 
-    /* 2. the raw message */
+    /* 2. the whole manifest when the event carries part of it, the raw message */
+    load_manifest(c, ev, out);
+    if (out->verdict == LT_PARSED_RETRY)
+        goto out;
     fetch_and_parse(c, ev, &m, out);
     if (out->verdict == LT_PARSED_RETRY)
         goto out;
