@@ -145,6 +145,14 @@ void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, in
     fetch_and_parse(c, ev, &m, out);
     if (out->verdict == LT_PARSED_RETRY)
         goto out;
+    /* what the worker could not derive (an attachment left out, a manifest
+     * dropped, a content type replaced) marks the row too, unless this
+     * parse found a reason of its own */
+    const char *worker_error = lt_mail_event_get_parse_error(ev);
+    if (!out->reason[0] && worker_error) {
+        out->err_class = LT_ERR_INVALID;
+        snprintf(out->reason, sizeof(out->reason), "ingest: %s", worker_error);
+    }
     out->parse_error = out->reason[0] != 0;
 
     /* 3. the row */
