@@ -12,8 +12,9 @@
 # command succeeds and the folder's watermark reaches the last UID; every
 # normal message has its event; every poison message is either published
 # (raw object present, event present, parse_error set or the manifest moved
-# to an object the event references) or named in the status event's
-# skipped_ids; the worker's metrics count them; a second command publishes
+# to an object the event references; the hostile part stored as
+# application/octet-stream) or named in the status event's skipped_ids; the
+# worker's metrics count them; a second command publishes
 # nothing; the parser reads the full manifest object (1,000 attachments in
 # the emails row) and marks the rows of partly derived messages.
 # Then the same poison messages in a second folder, through the one-thread
@@ -118,6 +119,8 @@ for l in open(os.path.join(work, "uids")):
         m = p["attachments_manifest"]
         out(len(m) == 1 and m[0]["content_type"] == "application/octet-stream",
             "%s: attachment stored as application/octet-stream (%s)" % (base, [a["content_type"] for a in m]))
+        for a in m:
+            print("att\t%s\t%s" % (a["object_uri"], base))
 out(len(ev) == 7 - len(skipped), "7 messages = %d events + %d skipped" % (len(ev), len(skipped)))
 EOF
 while IFS=$'\t' read -r verdict what; do
@@ -129,13 +132,13 @@ done < <(grep -E '^(ok|FAIL)' "$WORK/verdicts")
 maxsize=$(sort -n "$WORK/sizes" | tail -1)
 check "every event is under 1,000,000 bytes (largest ${maxsize:-none})" [ -n "$maxsize" ] && [ "${maxsize:-0}" -lt 1000000 ]
 
-s3get() { # s3get s3://bucket/key -> the object on stdout
+s3get() { # s3get s3://bucket/key [curl args] -> the object on stdout
   local k=${1#s3://$LATTICE_S3_BUCKET/}
   k=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe="/-._~"))' "$k")
   curl -sf --aws-sigv4 "aws:amz:${LATTICE_S3_REGION:-us-east-1}:s3" \
     --user "$LATTICE_S3_ACCESS_KEY_ID:$LATTICE_S3_SECRET_ACCESS_KEY" \
     -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
-    "$LATTICE_S3_ENDPOINT/$LATTICE_S3_BUCKET/$k"
+    "${@:2}" "$LATTICE_S3_ENDPOINT/$LATTICE_S3_BUCKET/$k"
 }
 while IFS=$'\t' read -r kind uri name; do
   case $kind in
@@ -143,8 +146,12 @@ while IFS=$'\t' read -r kind uri name; do
     manifest)
       n=$(s3get "$uri" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["attachments_manifest"]))' || echo 0)
       check "$name: the manifest object lists 1000 attachments ($n)" [ "$n" = 1000 ] ;;
+    att) # the PUT's Content-Type, as S3 keeps it
+      ct=$(s3get "$uri" -I | tr -d '\r' | awk -F': ' 'tolower($1) == "content-type" { print $2 }')
+      check "$name: its attachment object has Content-Type application/octet-stream ($ct)" \
+        [ "$ct" = application/octet-stream ] ;;
   esac
-done < <(grep -E '^(raw|manifest)' "$WORK/verdicts")
+done < <(grep -E '^(raw|manifest|att)' "$WORK/verdicts")
 check "the worker counted the poison messages (log)" grep -q "not fully derived\|skipped" "$WORK/worker.log"
 scrape m1
 check "metric: 2 messages published partly derived (ctype, refused)" \
