@@ -71,8 +71,7 @@ static void load_manifest(lt_parser_event_ctx_t *c, lt_mail_event_t *ev, lt_pars
         return;
     char bucket[LT_OBJKEY_BUCKET_MAX + 1], key[LT_OBJKEY_MAX + 1];
     char e[900];
-    lt_err_t err = lt_objkey_uri_parse(ref, bucket, sizeof(bucket), key, sizeof(key), e,
-                                       sizeof(e));
+    lt_err_t err = lt_objkey_uri_parse(ref, bucket, sizeof(bucket), key, sizeof(key), e, sizeof(e));
     if (!err && strcmp(bucket, c->bucket))
         err = lt_seterr(e, sizeof(e), LT_ERR_FINAL, "in bucket %s; this parser reads bucket %s",
                         bucket, c->bucket);

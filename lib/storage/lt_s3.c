@@ -577,7 +577,6 @@ static void req_init(req_t *r, const char *method)
     r->fd = -1;
 }
 
-
 lt_err_t lt_s3_put(lt_s3_t *s3, const char *key, const void *data, size_t len,
                    const char *content_type, char sha256_hex_out[LT_S3_SHA256_HEX], char *errstr,
                    size_t errstr_size)
