@@ -43,6 +43,16 @@ lt_err_t lt_parser_event_check_keys(const lt_mail_event_t *ev, const char *bucke
                          why);
     if (!own_key(lt_mail_event_get_raw_object_uri(ev), prefix, b, why, sizeof(why)))
         return lt_seterr(reason, reason_size, LT_ERR_INVALID, "raw_object_uri: %s", why);
+    const char *ref = lt_mail_event_get_attachments_manifest_ref(ev);
+    if (ref) {
+        if (!own_key(ref, prefix, b, why, sizeof(why)))
+            return lt_seterr(reason, reason_size, LT_ERR_INVALID, "attachments_manifest_ref: %s",
+                             why);
+        if (strcmp(b, bucket))
+            return lt_seterr(reason, reason_size, LT_ERR_INVALID,
+                             "attachments_manifest_ref: bucket %s is not the raw bucket %s", b,
+                             bucket);
+    }
     size_t na = lt_mail_event_attachment_count(ev);
     for (size_t i = 0; i < na; i++) {
         const char *aid = NULL, *uri = NULL;
@@ -107,6 +117,38 @@ static void fetch_and_parse(lt_parser_event_ctx_t *c, const lt_mail_event_t *ev,
     }
 }
 
+/* An event whose manifest was cut to fit Kafka references the whole one:
+ * read it into ev (so the row lists every attachment). Failing that, the
+ * inline part stays and the reason goes into out (parse error), or a RETRY
+ * verdict for a temporary failure. */
+static void load_manifest(lt_parser_event_ctx_t *c, lt_mail_event_t *ev, lt_parser_outcome_t *out)
+{
+    const char *ref = lt_mail_event_get_attachments_manifest_ref(ev);
+    if (!ref)
+        return;
+    char bucket[LT_OBJKEY_BUCKET_MAX + 1], key[LT_OBJKEY_MAX + 1];
+    char e[900];
+    lt_err_t err = lt_objkey_uri_parse(ref, bucket, sizeof(bucket), key, sizeof(key), e, sizeof(e));
+    if (!err && strcmp(bucket, c->bucket))
+        err = lt_seterr(e, sizeof(e), LT_ERR_FINAL, "in bucket %s; this parser reads bucket %s",
+                        bucket, c->bucket);
+    if (!err)
+        err = lt_s3_get(c->s3, key, c->raw, e, sizeof(e));
+    if (err == LT_ERR_TEMPORARY) {
+        out->verdict = LT_PARSED_RETRY;
+        out->err_class = err;
+        snprintf(out->reason, sizeof(out->reason), "attachments manifest: %s", e);
+        return;
+    }
+    if (!err)
+        err = lt_mail_event_manifest_from_json(ev, lt_buf_str(c->raw), lt_buf_len(c->raw), e,
+                                               sizeof(e));
+    if (err) {
+        out->err_class = err;
+        snprintf(out->reason, sizeof(out->reason), "attachments manifest: %s", e);
+    }
+}
+
 void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, int32_t partition,
                      int64_t offset, lt_buf_t *row, lt_parser_outcome_t *out)
 {
@@ -153,7 +195,8 @@ void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, in
     copy_id(out->event_id, sizeof(out->event_id), lt_mail_event_get_event_id(ev));
 
     /* 2. only objects of its own: never another tenant's mail as this
-     * tenant's row */
+     * tenant's row (the raw message, the inline manifest, the reference to
+     * the whole manifest) */
     err = lt_parser_event_check_keys(ev, c->bucket, out->reason, sizeof(out->reason));
     if (err) {
         out->verdict = LT_PARSED_DLQ;
@@ -162,10 +205,35 @@ void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, in
         goto out;
     }
 
-    /* 3. the raw message */
+    /* 3. the whole manifest when the event carries part of it; its entries
+     * must be the event's own too */
+    if (lt_mail_event_get_attachments_manifest_ref(ev)) {
+        load_manifest(c, ev, out);
+        if (out->verdict == LT_PARSED_RETRY)
+            goto out;
+        /* a failed load keeps its reason in out (a parse error) */
+        char why[sizeof(out->reason) - 32];
+        err = lt_parser_event_check_keys(ev, c->bucket, why, sizeof(why));
+        if (err) {
+            snprintf(out->reason, sizeof(out->reason), "attachments manifest: %s", why);
+            out->verdict = LT_PARSED_DLQ;
+            out->err_class = err;
+            out->dlq_reason = "foreign_object";
+            goto out;
+        }
+    }
+
     fetch_and_parse(c, ev, &m, out);
     if (out->verdict == LT_PARSED_RETRY)
         goto out;
+    /* what the worker could not derive (an attachment left out, a manifest
+     * dropped, a content type replaced) marks the row too, unless this
+     * parse found a reason of its own */
+    const char *worker_error = lt_mail_event_get_parse_error(ev);
+    if (!out->reason[0] && worker_error) {
+        out->err_class = LT_ERR_INVALID;
+        snprintf(out->reason, sizeof(out->reason), "ingest: %s", worker_error);
+    }
     out->parse_error = out->reason[0] != 0;
 
     /* 4. the row */

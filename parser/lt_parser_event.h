@@ -3,6 +3,7 @@
  * lt_parser_event_ctx_t per thread.
  *
  *   value --(wire header, registry schema, Avro decode)--> event
+ *         --(S3 GET of attachments_manifest_ref, when set)--> the whole manifest
  *         --(S3 GET of raw_object_uri)--> .eml bytes
  *         --(lt_mime)--> message --(lt_mailrow)--> row JSON
  *

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -329,6 +330,7 @@ uint64_t lt_sync_max_message_bytes(const lt_sync_t *s)
 }
 void lt_sync_note_skipped(lt_sync_t *s, const char *provider_message_id)
 {
+    lt_series_inc(s->env.metrics->messages_skipped);
     s->skipped++;
     s->progress_done++; /* handled, for the progress report */
     /* ids beyond the cap are only counted */
@@ -579,8 +581,47 @@ void lt_sync_message_abandon(lt_sync_t *s)
     message_reset(s);
 }
 
+/* --- messages that fail the same way on every attempt ----------------------
+ * An error caused by the message itself (LT_ERR_INVALID: e.g. a field S3 or
+ * the codec refuses; LT_ERR_TOO_BIG: e.g. an event over the Kafka limit)
+ * would come back on every run and block the scope for ever. So the message
+ * is published with what could be derived and payload.parse_error saying
+ * what could not; when not even that can be published it is skipped and
+ * reported (lt_sync_note_skipped: status event skipped/skipped_ids, a
+ * metric, a log line). Anything else (network, S3 or Kafka down) still
+ * fails the batch, which is redone. */
+static int per_message(lt_err_t err)
+{
+    return err == LT_ERR_INVALID || err == LT_ERR_TOO_BIG;
+}
+
+#define LT_SYNC_REASON_MAX 2000
+
+/* Append a reason to *r (a capped "; "-separated list, printable ASCII). */
+static void reason_add(lt_buf_t **r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reason_add(lt_buf_t **r, const char *fmt, ...)
+{
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    for (char *p = tmp; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            *p = '?';
+    if (!*r)
+        *r = lt_buf_new(LT_SYNC_REASON_MAX);
+    (void)lt_buf_appendf(*r, "%s%s", lt_buf_len(*r) ? "; " : "", tmp);
+}
+
+static void skip_message(lt_sync_t *s, const char *pmid, const char *why)
+{
+    lt_warn(&s->log, "message %s skipped, reported in the command result: %s", pmid, why);
+    lt_sync_note_skipped(s, pmid);
+}
+
 static lt_err_t store_attachments(lt_sync_t *s, lt_mime_t *m, lt_mail_event_t *ev,
-                                  const char *provider, char *errstr, size_t n)
+                                  const char *provider, lt_buf_t **reason, char *errstr, size_t n)
 {
     lt_err_t err = LT_OK;
     lt_buf_t *content = lt_buf_new(s->env.max_message_bytes);
@@ -596,10 +637,14 @@ static lt_err_t store_attachments(lt_sync_t *s, lt_mime_t *m, lt_mail_event_t *e
             goto out;
         lt_buf_reset(content);
         err = lt_mime_attachment_read(m, i, content, errstr, n);
-        if (err)
-            goto out;
-        err = lt_s3_put(s->env.s3, key, lt_buf_data(content), lt_buf_len(content),
-                        ctype ? ctype : "application/octet-stream", sha, errstr, n);
+        if (!err)
+            err = lt_s3_put(s->env.s3, key, lt_buf_data(content), lt_buf_len(content),
+                            ctype ? ctype : "application/octet-stream", sha, errstr, n);
+        if (err && per_message(err)) { /* this attachment only: left out, said why */
+            reason_add(reason, "attachment %s not stored: %s", aid, errstr);
+            err = LT_OK;
+            continue;
+        }
         if (err)
             goto out;
         lt_s3_uri(s->env.s3, key, uri, sizeof(uri));
@@ -613,13 +658,53 @@ out:
     return err;
 }
 
-/* Encode ev and produce it inside the open transaction (begun if needed). */
+/* ev encodes to more than the bound: store its whole manifest as an object,
+ * reference it, keep the longest prefix of the manifest that fits. */
+static lt_err_t bound_event(lt_sync_t *s, lt_mail_event_t *ev, size_t bound, char *errstr,
+                            size_t n)
+{
+    char key[LT_OBJKEY_MAX + 1], uri[LT_OBJKEY_URI_MAX + 1];
+    size_t natt = lt_mail_event_attachment_count(ev), kept = 0;
+    lt_buf_t *json = lt_buf_new((size_t)1 << 30);
+    lt_err_t err = lt_objkey_manifest(lt_account_tenant(s->account), lt_account_id(s->account),
+                                      lt_account_provider(s->account),
+                                      lt_mail_event_get_provider_message_id(ev), key,
+                                      sizeof(key), errstr, n);
+    if (!err && natt && (err = lt_mail_event_manifest_to_json(ev, json)))
+        lt_seterr(errstr, n, err, "manifest JSON of %zu attachments", natt);
+    if (!err && natt)
+        err = lt_s3_put(s->env.s3, key, lt_buf_data(json), lt_buf_len(json), "application/json",
+                        NULL, errstr, n);
+    if (!err && natt) {
+        lt_s3_uri(s->env.s3, key, uri, sizeof(uri));
+        lt_mail_event_set_attachments_manifest_ref(ev, uri);
+        lt_series_inc(s->env.metrics->objects_manifest);
+    }
+    if (!err)
+        err = lt_mail_event_fit(s->env.codec, ev, bound, &kept, errstr, n);
+    if (!err && natt)
+        lt_info(&s->log, "message %s: event over %zu bytes; %zu of %zu manifest entries inline, "
+                "the whole manifest in %s",
+                lt_mail_event_get_provider_message_id(ev), bound, kept, natt, key);
+    lt_buf_destroy(json);
+    return err;
+}
+
+/* Encode ev (bounded: bound_event) and produce it inside the open
+ * transaction (begun if needed). */
 static lt_err_t produce_event(lt_sync_t *s, lt_mail_event_t *ev, uint64_t size, char *errstr,
                               size_t n)
 {
     lt_err_t err;
-    lt_buf_t *wire = lt_buf_new(LT_MAIL_EVENT_MAX_WIRE);
+    size_t bound = s->env.event_max_bytes ? s->env.event_max_bytes
+                                          : LT_MAIL_EVENT_DEFAULT_MAX_BYTES;
+    lt_buf_t *wire = lt_buf_new(bound);
     err = lt_mail_event_encode(s->env.codec, ev, s->env.schema_id, wire, errstr, n);
+    if (err == LT_ERR_TOO_BIG) {
+        err = bound_event(s, ev, bound, errstr, n);
+        if (!err)
+            err = lt_mail_event_encode(s->env.codec, ev, s->env.schema_id, wire, errstr, n);
+    }
     if (err)
         goto out;
     err = ensure_txn(s, errstr, n);
@@ -649,7 +734,11 @@ static lt_err_t produce_event(lt_sync_t *s, lt_mail_event_t *ev, uint64_t size, 
         rd_kafka_headers_destroy(hdrs);
         if (kerr == RD_KAFKA_RESP_ERR__FATAL)
             s->producer_unusable = 1;
-        err = lt_seterr(errstr, n, LT_ERR_TEMPORARY, "produce: %s",
+        /* refused for its size: the same on every attempt */
+        err = lt_seterr(errstr, n,
+                        kerr == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? LT_ERR_TOO_BIG
+                                                                     : LT_ERR_TEMPORARY,
+                        "produce: event of %zu bytes: %s", lt_buf_len(wire),
                         rd_kafka_err2str(kerr));
         goto out;
     }
@@ -661,6 +750,44 @@ static lt_err_t produce_event(lt_sync_t *s, lt_mail_event_t *ev, uint64_t size, 
     s->bytes += (int64_t)size;
 out:
     lt_buf_destroy(wire);
+    return err;
+}
+
+/* Produce ev with reason (NULL: fully derived) as its parse_error. An error
+ * of the message itself: published again as the bare envelope (raw object,
+ * no manifest) saying why; failing that, skipped and reported. */
+static lt_err_t publish(lt_sync_t *s, lt_mail_event_t *ev, uint64_t size, lt_buf_t *reason,
+                        char *errstr, size_t n)
+{
+    lt_mail_event_set_parse_error(ev, reason ? lt_buf_str(reason) : NULL);
+    lt_err_t err = lt_mail_event_derive_id(ev, errstr, n);
+    if (!err)
+        err = produce_event(s, ev, size, errstr, n);
+    if (!per_message(err)) {
+        if (!err && reason) {
+            lt_series_inc(s->env.metrics->messages_partial);
+            lt_warn(&s->log, "message %s published, not fully derived: %s",
+                    lt_mail_event_get_provider_message_id(ev), lt_buf_str(reason));
+        }
+        return err;
+    }
+    lt_buf_t *why = NULL;
+    reason_add(&why, "event not publishable as derived: %s", errstr);
+    lt_mail_event_truncate_attachments(ev, 0);
+    lt_mail_event_set_attachments_manifest_ref(ev, NULL);
+    lt_mail_event_set_attachments_manifest_truncated(ev, 0);
+    lt_mail_event_set_rfc822_message_id(ev, NULL);
+    lt_mail_event_set_parse_error(ev, lt_buf_str(why));
+    err = produce_event(s, ev, size, errstr, n);
+    if (!err) {
+        lt_series_inc(s->env.metrics->messages_partial);
+        lt_warn(&s->log, "message %s published without manifest: %s",
+                lt_mail_event_get_provider_message_id(ev), lt_buf_str(why));
+    } else if (per_message(err)) {
+        skip_message(s, lt_mail_event_get_provider_message_id(ev), errstr);
+        err = LT_OK;
+    }
+    lt_buf_destroy(why);
     return err;
 }
 
@@ -686,6 +813,7 @@ typedef struct {
     char *aid, *fname; /* attachments */
     char sha[LT_S3_SHA256_HEX];
     int state; /* 0 queued, 1 storing, 2 done */
+    lt_err_t err; /* storing it failed */
 } up_obj_t;
 
 typedef struct up_job_s {
@@ -696,8 +824,9 @@ typedef struct up_job_s {
     uint64_t size;
     up_obj_t *obj; /* [0] the .eml */
     size_t nobj, ndone;
-    lt_err_t err;
+    lt_err_t err; /* of the .eml, or one that fails the batch */
     char errstr[512];
+    lt_buf_t *reason; /* what could not be derived (parse_error), NULL: none */
 } up_job_t;
 
 typedef struct {
@@ -727,6 +856,7 @@ static void job_free(up_job_t *j)
         free(j->obj[i].fname);
     }
     free(j->obj);
+    lt_buf_destroy(j->reason);
     free(j->thread_id);
     free(j->mailbox);
     free(j->rfc822_id);
@@ -760,9 +890,12 @@ static void *up_main(void *arg)
         o->data = NULL;
         pthread_mutex_lock(&u->mu);
         o->state = 2;
+        o->err = err;
         j->ndone++;
         u->bytes -= o->len;
-        if (err && !j->err) {
+        if (err && per_message(err) && o != j->obj) /* an attachment: left out, said why */
+            reason_add(&j->reason, "attachment %s not stored: %s", o->aid, e);
+        else if (err && !j->err) {
             j->err = err;
             snprintf(j->errstr, sizeof(j->errstr), "%s", e);
         }
@@ -881,15 +1014,15 @@ static lt_err_t up_publish(lt_sync_t *s, up_job_t *j, char *errstr, size_t n)
     lt_series_add(s->env.metrics->object_bytes_message, (double)j->size);
     for (size_t i = 1; i < j->nobj; i++) {
         up_obj_t *o = &j->obj[i];
+        if (o->err)
+            continue;
         lt_s3_uri(s->env.s3, o->key, uri, sizeof(uri));
         lt_mail_event_add_attachment(ev, o->aid, o->fname, o->ctype, (int64_t)o->len, o->sha,
                                      uri);
         lt_series_inc(s->env.metrics->objects_attachment);
         lt_series_add(s->env.metrics->object_bytes_attachment, (double)o->len);
     }
-    lt_err_t err = lt_mail_event_derive_id(ev, errstr, n);
-    if (!err)
-        err = produce_event(s, ev, j->size, errstr, n);
+    lt_err_t err = publish(s, ev, j->size, j->reason, errstr, n);
     lt_mail_event_destroy(ev);
     return err;
 }
@@ -923,10 +1056,14 @@ static lt_err_t up_collect(lt_sync_t *s, int all, size_t room, char *errstr, siz
         u->njobs--;
         pthread_mutex_unlock(&u->mu);
         lt_err_t err = j->err;
-        if (err)
+        if (err && per_message(err)) { /* no raw object: nothing to publish */
+            skip_message(s, j->pmid, j->errstr);
+            err = LT_OK;
+        } else if (err) {
             lt_seterr(errstr, n, err, "%s", j->errstr);
-        else
+        } else {
             err = up_publish(s, j, errstr, n);
+        }
         job_free(j);
         if (err)
             return err;
@@ -962,26 +1099,42 @@ static lt_err_t message_end_parallel(lt_sync_t *s, char *errstr, size_t n)
     if (merr == LT_OK) {
         const char *mid = lt_mime_message_id(m);
         j->rfc822_id = mid ? lt_xstrdup(mid) : NULL;
+        if (lt_mime_flags(m) & LT_MIME_F_CTYPE_REPLACED)
+            reason_add(&j->reason, "an attachment's declared Content-Type is not a media type; "
+                                   "stored as application/octet-stream");
     } else {
         /* Unparseable MIME: the raw message is stored and published all the
-         * same (nothing is lost); the manifest stays empty. */
+         * same (nothing is lost); the manifest stays empty, parse_error says why. */
         lt_warn(&s->log, "message %s: MIME not parsed (%s); published without manifest",
                 s->pmid, mime_err);
+        reason_add(&j->reason, "MIME: %s", mime_err);
     }
+    j->nobj = 1;
     for (size_t i = 0; i < natt; i++) {
-        up_obj_t *o = &j->obj[i + 1];
+        up_obj_t *o = &j->obj[j->nobj++];
         const char *fname = lt_mime_attachment_filename(m, i);
         const char *ctype = lt_mime_attachment_content_type(m, i);
         o->aid = lt_xstrdup(lt_mime_attachment_id(m, i));
         o->fname = fname ? lt_xstrdup(fname) : NULL;
         o->ctype = lt_xstrdup(ctype ? ctype : "application/octet-stream");
         err = lt_objkey_attachment(lt_account_tenant(s->account), lt_account_id(s->account),
-                                   provider, s->pmid, o->aid, fname, o->key, sizeof(o->key),
-                                   errstr, n);
-        if (err)
-            goto out;
-        o->data = lt_buf_new(s->env.max_message_bytes);
-        err = lt_mime_attachment_read(m, i, o->data, errstr, n);
+                                   provider, s->pmid, o->aid, fname, o->key,
+                                   sizeof(o->key), errstr, n);
+        if (!err) {
+            o->data = lt_buf_new(s->env.max_message_bytes);
+            err = lt_mime_attachment_read(m, i, o->data, errstr, n);
+        }
+        if (err && per_message(err)) { /* this attachment only: left out, said why */
+            reason_add(&j->reason, "attachment %s not stored: %s", o->aid, errstr);
+            lt_buf_destroy(o->data);
+            free(o->ctype);
+            free(o->aid);
+            free(o->fname);
+            memset(o, 0, sizeof(*o));
+            j->nobj--;
+            err = LT_OK;
+            continue;
+        }
         if (err)
             goto out;
         o->len = lt_buf_len(o->data);
@@ -1029,6 +1182,7 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
     lt_provider_t prov;
     char key[LT_OBJKEY_MAX + 1], uri[LT_OBJKEY_URI_MAX + 1], sha[LT_S3_SHA256_HEX];
     char mime_err[256];
+    lt_buf_t *reason = NULL; /* what could not be derived */
 
     if (!s->in_message)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "end outside a message");
@@ -1062,13 +1216,13 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
         err = lt_s3_put_file(s->env.s3, key, s->fd, "message/rfc822", sha, &sz, errstr,
                              errstr_size);
         if (err)
-            goto out;
+            goto raw_failed;
         merr = lt_mime_parse_file(s->path, &lim, &m, mime_err, sizeof(mime_err));
     } else {
         err = lt_s3_put(s->env.s3, key, lt_buf_data(s->mem), lt_buf_len(s->mem),
                         "message/rfc822", sha, errstr, errstr_size);
         if (err)
-            goto out;
+            goto raw_failed;
         merr = lt_mime_parse_mem(lt_buf_data(s->mem), lt_buf_len(s->mem), &lim, &m, mime_err,
                                  sizeof(mime_err));
     }
@@ -1092,23 +1246,31 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
     lt_mail_event_set_data_classification(ev, lt_account_classification(s->account));
     if (merr == LT_OK) {
         lt_mail_event_set_rfc822_message_id(ev, lt_mime_message_id(m));
+        if (lt_mime_flags(m) & LT_MIME_F_CTYPE_REPLACED)
+            reason_add(&reason, "an attachment's declared Content-Type is not a media type; "
+                                "stored as application/octet-stream");
         /* 3. the attachments */
-        err = store_attachments(s, m, ev, provider, errstr, errstr_size);
+        err = store_attachments(s, m, ev, provider, &reason, errstr, errstr_size);
         if (err)
             goto out;
     } else {
         /* Unparseable MIME: the raw message is stored and published all the
-         * same (nothing is lost); the manifest stays empty. */
+         * same (nothing is lost); the manifest stays empty, parse_error says why. */
         lt_warn(&s->log, "message %s: MIME not parsed (%s); published without manifest",
                 s->pmid, mime_err);
+        reason_add(&reason, "MIME: %s", mime_err);
     }
-    err = lt_mail_event_derive_id(ev, errstr, errstr_size);
-    if (err)
-        goto out;
 
     /* 4. produce inside the transaction */
-    err = produce_event(s, ev, s->size, errstr, errstr_size);
+    err = publish(s, ev, s->size, reason, errstr, errstr_size);
+    goto out;
+raw_failed:
+    if (per_message(err)) { /* no raw object: nothing to publish */
+        skip_message(s, s->pmid, errstr);
+        err = LT_OK;
+    }
 out:
+    lt_buf_destroy(reason);
     lt_mail_event_destroy(ev);
     lt_mime_destroy(m);
     message_reset(s);

@@ -16,6 +16,14 @@
  * lt_sync_checkpoint() instead of the message's own: either way the
  * connector aborts and resumes after its last checkpoint, as for any error.
  *
+ * A message that fails the same way on every attempt (an error of the
+ * message itself, LT_ERR_INVALID or LT_ERR_TOO_BIG: MIME the parser
+ * refuses, an attachment S3 refuses, an event too big) never fails the
+ * batch: it is published with what could be derived and
+ * payload.parse_error saying what could not, or, when not even its raw
+ * object or bare event can be stored, skipped and reported
+ * (lt_sync_note_skipped). lt_sync_message_end() then returns LT_OK.
+ *
  * Ownership: an lt_sync_t belongs to one slot thread and lives for one
  * command; everything it borrows (db, s3, producer, registry) belongs to
  * the slot. */
@@ -50,6 +58,9 @@ typedef struct {
     lt_series_t *objects_attachment;   /* attachment objects stored */
     lt_series_t *object_bytes_message; /* their bytes */
     lt_series_t *object_bytes_attachment;
+    lt_series_t *objects_manifest;  /* full manifests stored (event over the bound) */
+    lt_series_t *messages_partial;  /* published with payload.parse_error set */
+    lt_series_t *messages_skipped;  /* not published, reported (lt_sync_note_skipped) */
 } lt_sync_metrics_t;
 
 /* Progress of a command (lt_sync_set_total). */
@@ -77,6 +88,10 @@ typedef struct {
      * NULL: "lattice-msg-"), so a restarted worker finds its own. */
     const char *spill_prefix;
     uint64_t max_message_bytes;
+    /* Largest event (wire format); a bigger one keeps part of its manifest
+     * inline and the whole as an object (lt_mail_event_fit()). 0: the
+     * default LT_MAIL_EVENT_DEFAULT_MAX_BYTES. */
+    size_t event_max_bytes;
     int batch_messages; /* checkpoint hint for connectors */
     int s3_parallel;    /* > 1: objects of in-memory messages stored by this many threads */
     int txn_timeout_ms;

@@ -494,6 +494,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
         .tmp_dir = lt_config_str(w->cfg, "LATTICE_TMP_DIR"),
         .spill_prefix = w->spill_prefix,
         .max_message_bytes = (uint64_t)lt_config_int(w->cfg, "LATTICE_MAX_MESSAGE_BYTES"),
+        .event_max_bytes = (size_t)lt_config_int(w->cfg, "LATTICE_EVENT_MAX_BYTES"),
         .batch_messages = (int)lt_config_int(w->cfg, "LATTICE_WORKER_BATCH_MESSAGES"),
         .s3_parallel = (int)lt_config_int(w->cfg, "LATTICE_WORKER_S3_PARALLEL"),
         .txn_timeout_ms = slot->txn_timeout_ms,

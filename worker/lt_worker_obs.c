@@ -162,10 +162,20 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
         "mail.raw.v1 events produced in a transaction that was aborted (redone later).",
         "provider");
     lt_metric_t *objs = lt_metrics_counter(reg, "lattice_worker_objects_stored_total",
-                                           "Objects written to S3: message (.eml), attachment.",
+                                           "Objects written to S3: message (.eml), attachment, manifest.",
                                            "provider,kind");
     lt_metric_t *obytes = lt_metrics_counter(reg, "lattice_worker_object_bytes_stored_total",
                                              "Bytes written to S3.", "provider,kind");
+    lt_metric_t *partial = lt_metrics_counter(
+        reg, "lattice_worker_messages_partial_total",
+        "Messages published with payload.parse_error set: MIME the parser refused, an "
+        "attachment that could not be stored, a content type replaced, an event too big.",
+        "provider");
+    lt_metric_t *skipped = lt_metrics_counter(
+        reg, "lattice_worker_messages_skipped_total",
+        "Messages not published and reported in the command result (skipped_ids): over "
+        "LATTICE_MAX_MESSAGE_BYTES, gone, or no raw object or event could be stored.",
+        "provider");
     for (int i = 0; i < NPROVIDERS; i++) {
         const char *p = k_providers[i];
         o->sm[i] = (lt_sync_metrics_t){
@@ -177,6 +187,9 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
             .objects_attachment = lt_metric_get(objs, p, "attachment"),
             .object_bytes_message = lt_metric_get(obytes, p, "message"),
             .object_bytes_attachment = lt_metric_get(obytes, p, "attachment"),
+            .objects_manifest = lt_metric_get(objs, p, "manifest"),
+            .messages_partial = lt_metric_get(partial, p),
+            .messages_skipped = lt_metric_get(skipped, p),
         };
     }
     lt_metrics_on_scrape(reg, on_scrape, o);

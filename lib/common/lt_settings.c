@@ -98,6 +98,11 @@ static const lt_setting_t k_settings[] = {
     {"LATTICE_MAX_MESSAGE_BYTES", LT_SET_INT, "67108864", W, 0, 0, 1024, 5368709120LL, NULL,
      "Worker", "Largest message ingested; larger ones are reported (skipped count and UIDs/ids in "
      "the command result), never silently dropped."},
+    {"LATTICE_EVENT_MAX_BYTES", LT_SET_INT, "900000", W, 0, 0, 65536, 4194304, NULL, "Worker",
+     "Largest mail.raw.v1 event (Kafka record value). A message whose event would be larger "
+     "(e.g. thousands of attachments) keeps the first manifest entries inline and its whole "
+     "manifest as an object the event references. Keep it below the producer's and the "
+     "broker's message.max.bytes (1000000 by default)."},
     {"LATTICE_TMP_DIR", LT_SET_STRING, "/tmp", W, 0, 1, 0, 0, NULL, "Worker",
      "Where messages larger than 8 MiB are spooled while they are stored."},
     {"LATTICE_SECRETS_DIR", LT_SET_STRING, NULL, W, 0, 0, 0, 0, NULL, "Worker",

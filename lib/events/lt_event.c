@@ -163,6 +163,24 @@ static const char mail_raw_v1_schema[] =
     "            \"type\": [\"null\", \"string\"],\n"
     "            \"default\": null,\n"
     "            \"doc\": \"The Message-ID header of the message, without angle brackets; null when absent.\"\n"
+    "          },\n"
+    "          {\n"
+    "            \"name\": \"attachments_manifest_truncated\",\n"
+    "            \"type\": \"boolean\",\n"
+    "            \"default\": false,\n"
+    "            \"doc\": \"True when attachments_manifest lists only the first attachments, so that the event stays under the Kafka message size limit; the full manifest is then the object at attachments_manifest_ref.\"\n"
+    "          },\n"
+    "          {\n"
+    "            \"name\": \"attachments_manifest_ref\",\n"
+    "            \"type\": [\"null\", \"string\"],\n"
+    "            \"default\": null,\n"
+    "            \"doc\": \"Object storage URI of the full manifest (JSON: {\\\"attachments_manifest\\\": [entries with the fields of MailAttachment]}) when attachments_manifest_truncated is true; null otherwise.\"\n"
+    "          },\n"
+    "          {\n"
+    "            \"name\": \"parse_error\",\n"
+    "            \"type\": [\"null\", \"string\"],\n"
+    "            \"default\": null,\n"
+    "            \"doc\": \"Why the message could only be partly derived (MIME structure the parser refused, an attachment that could not be stored, a declared content type replaced by application/octet-stream); null when it was derived fully. The raw message is stored in every case.\"\n"
     "          }\n"
     "        ]\n"
     "      }\n"
@@ -209,6 +227,9 @@ struct lt_mail_event_s {
     size_t natt;
     size_t att_alloc;
     char *rfc822_message_id;
+    int manifest_truncated;
+    char *manifest_ref;
+    char *parse_error;
     char *data_classification;
 };
 
@@ -217,6 +238,10 @@ typedef struct {
     avro_schema_t schema;       /* parsed writer schema */
     avro_value_iface_t *iface;  /* resolved writer -> reader, NULL if same schema */
     avro_value_t resolved;      /* instance of iface whose dest is the codec's value */
+    /* 1: iface is the writer's own generic class and resolved a value of it
+     * (read as written; fields added to mail.raw.v1 later take their
+     * defaults: avro-c 1.11 crashes resolving a reader field the writer lacks) */
+    int native;
 } writer_entry_t;
 
 struct lt_mail_codec_s {
@@ -340,6 +365,8 @@ void lt_mail_event_destroy(lt_mail_event_t *ev)
         attachment_free(&ev->att[i]);
     free(ev->att);
     free(ev->rfc822_message_id);
+    free(ev->manifest_ref);
+    free(ev->parse_error);
     free(ev->data_classification);
     free(ev);
 }
@@ -377,6 +404,37 @@ INT_ACCESSORS(raw_size_bytes)
 STR_ACCESSORS(raw_sha256)
 STR_ACCESSORS(rfc822_message_id)
 STR_ACCESSORS(data_classification)
+
+void lt_mail_event_set_attachments_manifest_ref(lt_mail_event_t *ev, const char *uri_or_null)
+{
+    replace_str(&ev->manifest_ref, uri_or_null);
+}
+const char *lt_mail_event_get_attachments_manifest_ref(const lt_mail_event_t *ev)
+{
+    return ev->manifest_ref;
+}
+void lt_mail_event_set_attachments_manifest_truncated(lt_mail_event_t *ev, int truncated)
+{
+    ev->manifest_truncated = truncated != 0;
+}
+int lt_mail_event_get_attachments_manifest_truncated(const lt_mail_event_t *ev)
+{
+    return ev->manifest_truncated;
+}
+void lt_mail_event_set_parse_error(lt_mail_event_t *ev, const char *reason_or_null)
+{
+    replace_str(&ev->parse_error, reason_or_null);
+}
+const char *lt_mail_event_get_parse_error(const lt_mail_event_t *ev)
+{
+    return ev->parse_error;
+}
+
+void lt_mail_event_truncate_attachments(lt_mail_event_t *ev, size_t n)
+{
+    while (ev->natt > n)
+        attachment_free(&ev->att[--ev->natt]);
+}
 
 void lt_mail_event_set_provider(lt_mail_event_t *ev, lt_provider_t provider)
 {
@@ -499,11 +557,110 @@ const char *lt_mail_event_schema_json(void)
     return mail_raw_v1_schema;
 }
 
-/* ---- JSON (debugging, tests) --------------------------------------------- */
+/* ---- JSON (debugging, tests; the manifest object) -------------------------- */
+
+static lt_err_t check_str(const char *name, const char *s, int required, int nonempty,
+                          char *errstr, size_t errstr_size);
 
 static json_object *jstr(const char *s)
 {
     return s ? json_object_new_string(s) : NULL; /* NULL is JSON null */
+}
+
+static json_object *manifest_json(const lt_mail_event_t *ev)
+{
+    json_object *arr = json_object_new_array();
+    for (size_t i = 0; i < ev->natt; i++) {
+        const attachment_t *a = &ev->att[i];
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "attachment_id", jstr(a->attachment_id));
+        json_object_object_add(o, "filename", jstr(a->filename));
+        json_object_object_add(o, "content_type", jstr(a->content_type));
+        json_object_object_add(o, "size_bytes", json_object_new_int64(a->size_bytes));
+        json_object_object_add(o, "sha256", jstr(a->sha256));
+        json_object_object_add(o, "object_uri", jstr(a->object_uri));
+        json_object_array_add(arr, o);
+    }
+    return arr;
+}
+
+lt_err_t lt_mail_event_manifest_to_json(const lt_mail_event_t *ev, lt_buf_t *out)
+{
+    json_object *root = json_object_new_object();
+    json_object_object_add(root, "attachments_manifest", manifest_json(ev));
+    const char *s = json_object_to_json_string_ext(
+        root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    lt_err_t err = lt_buf_append(out, s, strlen(s));
+    json_object_put(root);
+    return err;
+}
+
+/* A string member of o, or NULL (absent or JSON null); -1 if another type. */
+static int jget_str(json_object *o, const char *name, const char **out)
+{
+    json_object *v = NULL;
+    *out = NULL;
+    if (!json_object_object_get_ex(o, name, &v) || !v)
+        return 0;
+    if (!json_object_is_type(v, json_type_string))
+        return -1;
+    *out = json_object_get_string(v);
+    return 0;
+}
+
+lt_err_t lt_mail_event_manifest_from_json(lt_mail_event_t *ev, const char *json, size_t len,
+                                          char *errstr, size_t errstr_size)
+{
+    lt_err_t err = LT_OK;
+    json_tokener *tok = json_tokener_new();
+    json_object *root = json_tokener_parse_ex(tok, json, (int)len);
+    int complete = json_tokener_get_error(tok) == json_tokener_success &&
+                   json_tokener_get_parse_end(tok) == len;
+    json_tokener_free(tok);
+    json_object *arr = NULL;
+    if (!root || !complete || len > INT32_MAX ||
+        !json_object_object_get_ex(root, "attachments_manifest", &arr) ||
+        !json_object_is_type(arr, json_type_array)) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                        "manifest: not a JSON object with an attachments_manifest array");
+        goto out;
+    }
+    lt_mail_event_t *tmp = lt_mail_event_new();
+    size_t n = json_object_array_length(arr);
+    for (size_t i = 0; i < n && !err; i++) {
+        json_object *o = json_object_array_get_idx(arr, i), *size = NULL;
+        const char *aid, *fname, *ctype, *sha, *uri;
+        if (!json_object_is_type(o, json_type_object) || jget_str(o, "attachment_id", &aid) ||
+            jget_str(o, "filename", &fname) || jget_str(o, "content_type", &ctype) ||
+            jget_str(o, "sha256", &sha) || jget_str(o, "object_uri", &uri) ||
+            !json_object_object_get_ex(o, "size_bytes", &size) ||
+            !json_object_is_type(size, json_type_int) || !aid || !ctype || !sha || !uri ||
+            check_str("attachment.attachment_id", aid, 1, 1, errstr, errstr_size) ||
+            check_str("attachment.filename", fname, 0, 0, errstr, errstr_size) ||
+            check_str("attachment.content_type", ctype, 1, 1, errstr, errstr_size) ||
+            check_str("attachment.object_uri", uri, 1, 1, errstr, errstr_size) ||
+            !is_lower_hex(sha, 64) || json_object_get_int64(size) < 0) {
+            err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                            "manifest: entry %zu is not a valid attachment", i);
+            break;
+        }
+        lt_mail_event_add_attachment(tmp, aid, fname, ctype, json_object_get_int64(size), sha,
+                                     uri);
+    }
+    if (!err) { /* swap the lists */
+        attachment_t *a = ev->att;
+        size_t na = ev->natt, nalloc = ev->att_alloc;
+        ev->att = tmp->att;
+        ev->natt = tmp->natt;
+        ev->att_alloc = tmp->att_alloc;
+        tmp->att = a;
+        tmp->natt = na;
+        tmp->att_alloc = nalloc;
+    }
+    lt_mail_event_destroy(tmp);
+out:
+    json_object_put(root);
+    return err;
 }
 
 lt_err_t lt_mail_event_to_json(const lt_mail_event_t *ev, lt_buf_t *out)
@@ -525,20 +682,13 @@ lt_err_t lt_mail_event_to_json(const lt_mail_event_t *ev, lt_buf_t *out)
     json_object_object_add(pl, "raw_object_uri", jstr(ev->raw_object_uri));
     json_object_object_add(pl, "raw_size_bytes", json_object_new_int64(ev->raw_size_bytes));
     json_object_object_add(pl, "raw_sha256", jstr(ev->raw_sha256));
-    json_object *arr = json_object_new_array();
-    for (size_t i = 0; i < ev->natt; i++) {
-        const attachment_t *a = &ev->att[i];
-        json_object *o = json_object_new_object();
-        json_object_object_add(o, "attachment_id", jstr(a->attachment_id));
-        json_object_object_add(o, "filename", jstr(a->filename));
-        json_object_object_add(o, "content_type", jstr(a->content_type));
-        json_object_object_add(o, "size_bytes", json_object_new_int64(a->size_bytes));
-        json_object_object_add(o, "sha256", jstr(a->sha256));
-        json_object_object_add(o, "object_uri", jstr(a->object_uri));
-        json_object_array_add(arr, o);
-    }
+    json_object *arr = manifest_json(ev);
     json_object_object_add(pl, "attachments_manifest", arr);
     json_object_object_add(pl, "rfc822_message_id", jstr(ev->rfc822_message_id));
+    json_object_object_add(pl, "attachments_manifest_truncated",
+                           json_object_new_boolean(ev->manifest_truncated));
+    json_object_object_add(pl, "attachments_manifest_ref", jstr(ev->manifest_ref));
+    json_object_object_add(pl, "parse_error", jstr(ev->parse_error));
     json_object_object_add(root, "payload", pl);
     json_object_object_add(root, "data_classification", jstr(ev->data_classification));
     const char *s = json_object_to_json_string_ext(
@@ -665,6 +815,8 @@ static lt_err_t validate(const lt_mail_event_t *ev, char *errstr, size_t n)
     CHK("payload.raw_object_uri", ev->raw_object_uri, 1, 1);
     CHK("payload.raw_sha256", ev->raw_sha256, 1, 1);
     CHK("payload.rfc822_message_id", ev->rfc822_message_id, 0, 0);
+    CHK("payload.attachments_manifest_ref", ev->manifest_ref, 0, 0);
+    CHK("payload.parse_error", ev->parse_error, 0, 0);
     CHK("data_classification", ev->data_classification, 1, 1);
     for (size_t i = 0; i < ev->natt; i++) {
         const attachment_t *a = &ev->att[i];
@@ -720,7 +872,13 @@ static int fill_value(avro_value_t *v, const lt_mail_event_t *ev)
         set_string(&pl, "raw_object_uri", ev->raw_object_uri) ||
         set_long(&pl, "raw_size_bytes", ev->raw_size_bytes) ||
         set_string(&pl, "raw_sha256", ev->raw_sha256) ||
-        set_nullable(&pl, "rfc822_message_id", ev->rfc822_message_id))
+        set_nullable(&pl, "rfc822_message_id", ev->rfc822_message_id) ||
+        set_nullable(&pl, "attachments_manifest_ref", ev->manifest_ref) ||
+        set_nullable(&pl, "parse_error", ev->parse_error))
+        return -1;
+    avro_value_t trunc;
+    if (avro_value_get_by_name(&pl, "attachments_manifest_truncated", &trunc, NULL) ||
+        avro_value_set_boolean(&trunc, ev->manifest_truncated))
         return -1;
     if (avro_value_get_by_name(&pl, "attachments_manifest", &arr, NULL))
         return -1;
@@ -789,6 +947,64 @@ out:
     free(tmp);
     avro_value_reset(&c->value);
     return err;
+}
+
+static lt_err_t encoded_size(lt_mail_codec_t *c, const lt_mail_event_t *ev, size_t *size,
+                             char *errstr, size_t errstr_size)
+{
+    lt_err_t err = LT_OK;
+    avro_value_reset(&c->value);
+    if (fill_value(&c->value, ev) || avro_value_sizeof(&c->value, size))
+        err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "mail.raw.v1: avro size: %s",
+                        avro_strerror());
+    else
+        *size += LT_WIRE_HEADER_SIZE;
+    avro_value_reset(&c->value);
+    return err;
+}
+
+lt_err_t lt_mail_event_fit(lt_mail_codec_t *c, lt_mail_event_t *ev, size_t max_wire,
+                           size_t *kept, char *errstr, size_t errstr_size)
+{
+    size_t all = ev->natt, size = 0;
+    lt_err_t err = validate(ev, errstr, errstr_size);
+    if (!err)
+        err = encoded_size(c, ev, &size, errstr, errstr_size);
+    if (err)
+        return err;
+    if (kept)
+        *kept = all;
+    if (size <= max_wire)
+        return LT_OK;
+    /* the largest prefix of the manifest that fits (sizes grow with it) */
+    int was = ev->manifest_truncated;
+    ev->manifest_truncated = 1;
+    size_t lo = 0, hi = all;
+    ev->natt = 0;
+    err = encoded_size(c, ev, &size, errstr, errstr_size);
+    if (!err && size > max_wire)
+        err = lt_seterr(errstr, errstr_size, LT_ERR_TOO_BIG,
+                        "mail.raw.v1: %zu bytes without any manifest entry, over the %zu-byte "
+                        "bound",
+                        size, max_wire);
+    while (!err && hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        ev->natt = mid;
+        err = encoded_size(c, ev, &size, errstr, errstr_size);
+        if (size <= max_wire)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    ev->natt = all;
+    if (err) {
+        ev->manifest_truncated = was;
+        return err;
+    }
+    lt_mail_event_truncate_attachments(ev, lo);
+    if (kept)
+        *kept = lo;
+    return LT_OK;
 }
 
 /* -- pre-validation: a bounded walk of the Avro binary encoding --
@@ -967,6 +1183,58 @@ lt_err_t lt_mail_event_peek_schema_id(const void *data, size_t len, int32_t *sch
     return LT_OK;
 }
 
+/* The optional payload fields added to mail.raw.v1 after its first version:
+ * a writer from before them is read as written (they keep their defaults). */
+static const char *const k_later_fields[] = {"attachments_manifest_truncated",
+                                             "attachments_manifest_ref", "parse_error"};
+
+/* A record's field schema by name, NULL if none (avro-c 1.11's
+ * avro_schema_record_field_get() crashes on a record without fields). */
+static avro_schema_t field_get(avro_schema_t rec, const char *name)
+{
+    size_t n = avro_schema_record_size(rec);
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(avro_schema_record_field_name(rec, (int)i), name))
+            return avro_schema_record_field_get_by_index(rec, (int)i);
+    return NULL;
+}
+
+static int is_later_field(const char *name)
+{
+    for (size_t k = 0; k < sizeof(k_later_fields) / sizeof(k_later_fields[0]); k++)
+        if (!strcmp(name, k_later_fields[k]))
+            return 1;
+    return 0;
+}
+
+/* Which reader record fields the writer lacks (records, and records inside
+ * arrays, matched by field name): 0 none, 1 only k_later_fields, 2 others.
+ * avro-c 1.11's avro_resolved_writer_new() crashes on a reader field the
+ * writer lacks, so it is only called when this says 0. */
+static int missing_fields(avro_schema_t w, avro_schema_t r, int depth)
+{
+    if (depth > WALK_MAX_DEPTH)
+        return 2;
+    if (is_avro_array(w) && is_avro_array(r))
+        return missing_fields(avro_schema_array_items(w), avro_schema_array_items(r), depth + 1);
+    if (!is_avro_record(w) || !is_avro_record(r))
+        return 0; /* other mismatches are avro-c's to judge */
+    int worst = 0;
+    size_t nr = avro_schema_record_size(r);
+    for (size_t i = 0; i < nr; i++) {
+        const char *name = avro_schema_record_field_name(r, (int)i);
+        avro_schema_t wf = field_get(w, name);
+        int m;
+        if (!wf)
+            m = is_later_field(name) ? 1 : 2;
+        else
+            m = missing_fields(wf, avro_schema_record_field_get_by_index(r, (int)i), depth + 1);
+        if (m > worst)
+            worst = m;
+    }
+    return worst;
+}
+
 /* The writer-schema cache entry for json (parsed and resolved on a miss). */
 static lt_err_t writer_get(lt_mail_codec_t *c, const char *json, writer_entry_t **out,
                            char *errstr, size_t errstr_size)
@@ -986,7 +1254,16 @@ static lt_err_t writer_get(lt_mail_codec_t *c, const char *json, writer_entry_t 
                          avro_strerror());
     }
     if (!avro_schema_equal(w->schema, c->schema)) {
-        w->iface = avro_resolved_writer_new(w->schema, c->schema);
+        int missing = missing_fields(w->schema, c->schema, 0);
+        if (missing == 2) {
+            writer_entry_clear(w);
+            return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                             "writer schema cannot be read as mail.raw.v1: it lacks a field "
+                             "that has no default");
+        }
+        w->native = missing == 1;
+        w->iface = w->native ? avro_generic_class_from_schema(w->schema)
+                             : avro_resolved_writer_new(w->schema, c->schema);
         if (!w->iface) {
             lt_err_t err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                                      "writer schema cannot be read as mail.raw.v1: %s",
@@ -994,7 +1271,16 @@ static lt_err_t writer_get(lt_mail_codec_t *c, const char *json, writer_entry_t 
             writer_entry_clear(w);
             return err;
         }
-        if (avro_resolved_writer_new_value(w->iface, &w->resolved)) {
+        if (w->native) {
+            if (avro_generic_value_new(w->iface, &w->resolved)) {
+                lt_err_t err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                                         "writer value: %s", avro_strerror());
+                avro_value_iface_decref(w->iface);
+                w->iface = NULL;
+                writer_entry_clear(w);
+                return err;
+            }
+        } else if (avro_resolved_writer_new_value(w->iface, &w->resolved)) {
             lt_err_t err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                                      "resolved value: %s", avro_strerror());
             avro_value_iface_decref(w->iface);
@@ -1002,7 +1288,8 @@ static lt_err_t writer_get(lt_mail_codec_t *c, const char *json, writer_entry_t 
             writer_entry_clear(w);
             return err;
         }
-        avro_resolved_writer_set_dest(&w->resolved, &c->value);
+        if (!w->native)
+            avro_resolved_writer_set_dest(&w->resolved, &c->value);
     }
     w->json = lt_xstrdup(json);
     *out = w;
@@ -1088,6 +1375,19 @@ static lt_err_t extract(avro_value_t *v, lt_mail_event_t *ev, char *errstr, size
     TRY(get_long(&pl, "raw_size_bytes", &ev->raw_size_bytes, errstr, n));
     TRY(get_string(&pl, "raw_sha256", &ev->raw_sha256, errstr, n));
     TRY(get_nullable(&pl, "rfc822_message_id", &ev->rfc822_message_id, errstr, n));
+    /* added later: a writer without them (read natively) leaves the defaults */
+    avro_value_t f;
+    int b = 0;
+    if (!avro_value_get_by_name(&pl, "attachments_manifest_truncated", &f, NULL)) {
+        if (avro_value_get_boolean(&f, &b))
+            return lt_seterr(errstr, n, LT_ERR_INVALID,
+                             "mail.raw.v1: cannot read payload.attachments_manifest_truncated");
+        ev->manifest_truncated = b != 0;
+    }
+    if (!avro_value_get_by_name(&pl, "attachments_manifest_ref", &f, NULL))
+        TRY(get_nullable(&pl, "attachments_manifest_ref", &ev->manifest_ref, errstr, n));
+    if (!avro_value_get_by_name(&pl, "parse_error", &f, NULL))
+        TRY(get_nullable(&pl, "parse_error", &ev->parse_error, errstr, n));
     size_t count = 0;
     if (avro_value_get_by_name(&pl, "attachments_manifest", &arr, NULL) ||
         avro_value_get_size(&arr, &count))
@@ -1125,6 +1425,7 @@ lt_err_t lt_mail_event_decode(lt_mail_codec_t *c, const void *data, size_t len,
                          LT_MAIL_EVENT_MAX_WIRE);
     avro_schema_t wschema = c->schema;
     avro_value_t *target = &c->value;
+    int native = 0;
     if (writer_schema_json) {
         writer_entry_t *we = NULL;
         err = writer_get(c, writer_schema_json, &we, errstr, errstr_size);
@@ -1133,6 +1434,7 @@ lt_err_t lt_mail_event_decode(lt_mail_codec_t *c, const void *data, size_t len,
         wschema = we->schema;
         if (we->iface)
             target = &we->resolved;
+        native = we->native;
     }
     const uint8_t *datum = (const uint8_t *)data + LT_WIRE_HEADER_SIZE;
     size_t dlen = len - LT_WIRE_HEADER_SIZE;
@@ -1155,7 +1457,7 @@ lt_err_t lt_mail_event_decode(lt_mail_codec_t *c, const void *data, size_t len,
         goto out;
     }
     ev = lt_mail_event_new();
-    if ((err = extract(&c->value, ev, errstr, errstr_size)))
+    if ((err = extract(native ? target : &c->value, ev, errstr, errstr_size)))
         goto out;
     if (schema_id)
         *schema_id = id;
@@ -1166,5 +1468,7 @@ out:
     if (r)
         avro_reader_free(r);
     avro_value_reset(&c->value);
+    if (native)
+        avro_value_reset(target);
     return err;
 }

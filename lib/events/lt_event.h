@@ -63,6 +63,15 @@ void lt_mail_event_add_attachment(lt_mail_event_t *ev, const char *attachment_id
                                   const char *filename_or_null, const char *content_type,
                                   int64_t size_bytes, const char *sha256_hex,
                                   const char *object_uri);
+/* Keep the first n attachments of the manifest (n >= count: no change). */
+void lt_mail_event_truncate_attachments(lt_mail_event_t *ev, size_t n);
+/* payload.attachments_manifest_truncated / _ref: the inline manifest lists
+ * only the first attachments; the full one is the object at the ref (its
+ * JSON: lt_mail_event_manifest_to_json()). */
+void lt_mail_event_set_attachments_manifest_truncated(lt_mail_event_t *ev, int truncated);
+void lt_mail_event_set_attachments_manifest_ref(lt_mail_event_t *ev, const char *uri_or_null);
+/* payload.parse_error: why the message was only partly derived (NULL: it was not). */
+void lt_mail_event_set_parse_error(lt_mail_event_t *ev, const char *reason_or_null);
 /* Set event_id from the event's own tenant, provider, account, mailbox and
  * provider_message_id (lt_mail_event_id()). LT_ERR_INVALID if one is unset. */
 lt_err_t lt_mail_event_derive_id(lt_mail_event_t *ev, char *errstr, size_t errstr_size);
@@ -83,6 +92,9 @@ int64_t lt_mail_event_get_raw_size_bytes(const lt_mail_event_t *ev);
 const char *lt_mail_event_get_raw_sha256(const lt_mail_event_t *ev);
 const char *lt_mail_event_get_rfc822_message_id(const lt_mail_event_t *ev);
 const char *lt_mail_event_get_data_classification(const lt_mail_event_t *ev);
+int lt_mail_event_get_attachments_manifest_truncated(const lt_mail_event_t *ev);
+const char *lt_mail_event_get_attachments_manifest_ref(const lt_mail_event_t *ev);
+const char *lt_mail_event_get_parse_error(const lt_mail_event_t *ev);
 size_t lt_mail_event_attachment_count(const lt_mail_event_t *ev);
 /* Attachment i (< count); any out pointer may be NULL. LT_ERR_NOT_FOUND if i
  * is out of range. Strings are borrowed. */
@@ -99,6 +111,17 @@ lt_err_t lt_mail_event_get_attachment(const lt_mail_event_t *ev, size_t i,
 lt_err_t lt_mail_event_id(const char *tenant, lt_provider_t provider, const char *account_id,
                           const char *mailbox_or_null, const char *provider_message_id,
                           char out[37]);
+
+/* The manifest object: {"attachments_manifest": [{"attachment_id",
+ * "filename" (or null), "content_type", "size_bytes", "sha256",
+ * "object_uri"}, ...]} (the Avro field names), appended to out. */
+lt_err_t lt_mail_event_manifest_to_json(const lt_mail_event_t *ev, lt_buf_t *out);
+/* Replace ev's attachments with those of a manifest object (as written by
+ * lt_mail_event_manifest_to_json()). LT_ERR_INVALID (ev unchanged) for
+ * anything else: not JSON, a missing or mistyped field, bad UTF-8, a sha256
+ * that is not 64 lower-case hex digits, a negative size. */
+lt_err_t lt_mail_event_manifest_from_json(lt_mail_event_t *ev, const char *json, size_t len,
+                                          char *errstr, size_t errstr_size);
 
 /* JSON of the event for debugging and tests (Avro JSON field names; nullable
  * strings as null or a string, not Avro's union wrapping). Appends to out. */
@@ -120,6 +143,18 @@ void lt_mail_codec_destroy(lt_mail_codec_t *c);
  * reached (out is then left as it was). */
 lt_err_t lt_mail_event_encode(lt_mail_codec_t *c, const lt_mail_event_t *ev, int32_t schema_id,
                               lt_buf_t *out, char *errstr, size_t errstr_size);
+
+/* Bound an event so a Kafka broker and producer with their defaults
+ * (message.max.bytes 1,000,000) accept it: max_wire is the largest wire
+ * format (header included) allowed. If ev encodes to more, the manifest is
+ * cut to its longest prefix that fits and attachments_manifest_truncated is
+ * set (the caller stores the full manifest first and sets
+ * attachments_manifest_ref, which counts). *kept (may be NULL): entries
+ * left. LT_ERR_INVALID for an invalid event; LT_ERR_TOO_BIG (ev unchanged)
+ * when even an empty manifest does not fit. */
+#define LT_MAIL_EVENT_DEFAULT_MAX_BYTES 900000u
+lt_err_t lt_mail_event_fit(lt_mail_codec_t *c, lt_mail_event_t *ev, size_t max_wire,
+                           size_t *kept, char *errstr, size_t errstr_size);
 
 /* Read the wire header: LT_ERR_INVALID for a short value or a bad magic byte. */
 lt_err_t lt_mail_event_peek_schema_id(const void *data, size_t len, int32_t *schema_id,

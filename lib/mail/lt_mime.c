@@ -5,6 +5,7 @@
  * own caps, picks the text body, lists the attachments and hashes them. All
  * strings handed out are copies made UTF-8 clean here. */
 #include "lt_mime.h"
+#include "lt_media_type.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -665,11 +666,16 @@ static lt_err_t buf_write(void *opaque, const uint8_t *data, size_t len)
 /* ------------------------------------------------------------------ */
 /* Walking the tree */
 
-static char *lower_mime_type(GMimeObject *obj)
+/* "type/subtype" in lower case; a declared type that is not a bounded media
+ * type (lt_media_type_safe) is application/octet-stream, flagged. */
+static char *lower_mime_type(GMimeObject *obj, unsigned *flags)
 {
     GMimeContentType *ct = g_mime_object_get_content_type(obj);
     char *t = ct ? g_mime_content_type_get_mime_type(ct) : NULL;
-    char *r = lt_xstrdup(t ? t : "application/octet-stream");
+    const char *safe = lt_media_type_safe(t);
+    if (t && safe != t)
+        *flags |= LT_MIME_F_CTYPE_REPLACED;
+    char *r = lt_xstrdup(safe);
     g_free(t);
     for (char *p = r; *p; p++)
         if (*p >= 'A' && *p <= 'Z')
@@ -770,7 +776,7 @@ static lt_err_t add_attachment(walk_t *w, GMimeObject *obj, const char *id)
     memset(a, 0, sizeof(*a));
     a->obj = g_object_ref(obj);
     a->id = lt_xstrdup(id);
-    a->content_type = lower_mime_type(obj);
+    a->content_type = lower_mime_type(obj, &m->flags);
     a->filename = clean_header_nonempty(m, raw_filename(obj));
     if (!a->filename && GMIME_IS_MESSAGE_PART(obj))
         a->filename = message_filename(m, g_mime_message_part_get_message(GMIME_MESSAGE_PART(obj)));

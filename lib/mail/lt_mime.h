@@ -86,6 +86,9 @@ enum {
     LT_MIME_F_DEPTH_CAPPED = 1 << 1,     /* parts deeper than max_depth ignored */
     LT_MIME_F_TOO_MANY_PARTS = 1 << 2,   /* attachments past max_attachments ignored */
     LT_MIME_F_HEADER_TRUNCATED = 1 << 3, /* a header string or list was cut */
+    LT_MIME_F_CTYPE_REPLACED = 1 << 4,   /* an attachment's declared Content-Type was
+                                            not a bounded media type: reported as
+                                            application/octet-stream */
 };
 unsigned lt_mime_flags(const lt_mime_t *m);
 
@@ -144,7 +147,9 @@ const char *lt_mime_attachment_id(const lt_mime_t *m, size_t i);
 /* Decoded file name (RFC 2231 / RFC 2047); NULL if none. For an attached
  * message without one: "<subject>.eml" or "message.eml". Not path-safe. */
 const char *lt_mime_attachment_filename(const lt_mime_t *m, size_t i);
-/* "type/subtype", lower case. Never NULL. */
+/* "type/subtype", lower case, a bounded media type (lt_media_type_safe:
+ * anything else declared is "application/octet-stream" and sets
+ * LT_MIME_F_CTYPE_REPLACED). Never NULL. */
 const char *lt_mime_attachment_content_type(const lt_mime_t *m, size_t i);
 /* "attachment", "inline" (lower case, as sent) or NULL if no header. */
 const char *lt_mime_attachment_disposition(const lt_mime_t *m, size_t i);

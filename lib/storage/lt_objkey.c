@@ -260,6 +260,21 @@ lt_err_t lt_objkey_message_prefix(const char *tenant, const char *account_id, co
                  errstr, errstr_size);
 }
 
+lt_err_t lt_objkey_manifest(const char *tenant, const char *account_id, const char *provider,
+                            const char *provider_message_id, char *out, size_t outsz,
+                            char *errstr, size_t errstr_size)
+{
+    lt_err_t err = lt_objkey_message_prefix(tenant, account_id, provider, provider_message_id,
+                                            out, outsz, errstr, errstr_size);
+    if (err)
+        return err;
+    size_t n = strlen(out);
+    if (n + sizeof("manifest.json") - 1 > LT_OBJKEY_MAX || n + sizeof("manifest.json") > outsz)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "object key too long");
+    memcpy(out + n, "manifest.json", sizeof("manifest.json"));
+    return LT_OK;
+}
+
 lt_err_t lt_objkey_attachment(const char *tenant, const char *account_id, const char *provider,
                               const char *provider_message_id, const char *attachment_id,
                               const char *filename, char *out, size_t outsz, char *errstr,

@@ -3,6 +3,7 @@
  * Layout (see docs/storage.md):
  *   tenant/{t}/account/{a}/provider/{p}/message/{m}/message.eml
  *   tenant/{t}/account/{a}/provider/{p}/message/{m}/attachments/{id}/{filename}
+ *   tenant/{t}/account/{a}/provider/{p}/message/{m}/manifest.json
  *
  * Every {component} is made safe by one reversible escape: the bytes
  * [A-Za-z0-9_.-] are kept (a leading '.' is escaped), every other byte
@@ -55,6 +56,12 @@ lt_err_t lt_objkey_message(const char *tenant, const char *account_id, const cha
 lt_err_t lt_objkey_message_prefix(const char *tenant, const char *account_id, const char *provider,
                                   const char *provider_message_id, char *out, size_t outsz,
                                   char *errstr, size_t errstr_size);
+
+/* Key of the full attachments manifest of a message whose event carries only
+ * part of it (lt_mail_event_fit()): the message folder + "manifest.json". */
+lt_err_t lt_objkey_manifest(const char *tenant, const char *account_id, const char *provider,
+                            const char *provider_message_id, char *out, size_t outsz,
+                            char *errstr, size_t errstr_size);
 
 /* Key of one attachment. filename may be NULL (missing: the component is
  * "unnamed~e3b0c44298fc1c14", "unnamed~" + the hash of the empty string) or

@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 
 #include "lt_log.h"
+#include "lt_media_type.h"
 #include "lt_objkey.h"
 
 #define ERRBODY_CAP (16 * 1024) /* S3 error documents are small */
@@ -577,13 +578,6 @@ static void req_init(req_t *r, const char *method)
     r->fd = -1;
 }
 
-static lt_err_t check_ctype(const char *ct, char *errstr, size_t errstr_size)
-{
-    if (ct && (has_ctl(ct) || strlen(ct) > 200))
-        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "S3: bad content type");
-    return LT_OK;
-}
-
 lt_err_t lt_s3_put(lt_s3_t *s3, const char *key, const void *data, size_t len,
                    const char *content_type, char sha256_hex_out[LT_S3_SHA256_HEX], char *errstr,
                    size_t errstr_size)
@@ -593,8 +587,10 @@ lt_err_t lt_s3_put(lt_s3_t *s3, const char *key, const void *data, size_t len,
     req_t r;
     lt_err_t err;
     snprintf(what, sizeof(what), "PUT %s", key ? key : "(null)");
-    if ((err = object_url(s3, key, url, errstr, errstr_size)) ||
-        (err = check_ctype(content_type, errstr, errstr_size)))
+    /* a declared type that is not a bounded media type is stored as
+     * application/octet-stream: never an error that repeats for a message */
+    content_type = lt_media_type_safe(content_type);
+    if ((err = object_url(s3, key, url, errstr, errstr_size)))
         goto out;
     if (!data && len) {
         err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "S3 %s: no data", what);
@@ -629,8 +625,10 @@ lt_err_t lt_s3_put_file(lt_s3_t *s3, const char *key, int fd, const char *conten
     lt_err_t err;
     struct stat st;
     snprintf(what, sizeof(what), "PUT %s", key ? key : "(null)");
-    if ((err = object_url(s3, key, url, errstr, errstr_size)) ||
-        (err = check_ctype(content_type, errstr, errstr_size)))
+    /* a declared type that is not a bounded media type is stored as
+     * application/octet-stream: never an error that repeats for a message */
+    content_type = lt_media_type_safe(content_type);
+    if ((err = object_url(s3, key, url, errstr, errstr_size)))
         goto out;
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "S3 %s: not a regular file", what);

@@ -54,7 +54,9 @@ lt_s3_t *lt_s3_dup(const lt_s3_t *s3);
 const char *lt_s3_bucket(const lt_s3_t *s3);
 
 /* Store len bytes (data may be NULL when len is 0) under key; the same key
- * again overwrites (idempotent). content_type NULL: application/octet-stream.
+ * again overwrites (idempotent). content_type: stored as given when it is a
+ * bare media type (lt_media_type_safe()), else (NULL, too long,
+ * parameters, bad bytes) as application/octet-stream.
  * sha256_hex_out (may be NULL) receives the SHA-256 of the data, which is
  * also stored as user metadata (x-amz-meta-lattice-sha256). */
 lt_err_t lt_s3_put(lt_s3_t *s3, const char *key, const void *data, size_t len,

@@ -1,5 +1,6 @@
 /* mail.raw.v1 codec: round trip, wire header, deterministic ids, rejection of
  * bad input, schema evolution (a writer with an extra optional field). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -394,6 +395,179 @@ static void test_evolved_writer(lt_mail_codec_t *c)
     json_object_put(s);
 }
 
+/* 1,000 attachments with 600-byte names: over librdkafka's default
+ * message.max.bytes (1,000,000) when encoded whole. */
+#define BIG_NATT 1000
+#define BIG_BOUND 900000
+static lt_mail_event_t *big_event(void)
+{
+    lt_mail_event_t *ev = full_event();
+    char name[601], uri[1100];
+    for (int i = 0; i < BIG_NATT; i++) {
+        snprintf(name, sizeof(name), "%04d-", i);
+        memset(name + 5, 'n', 595);
+        name[600] = 0;
+        char aid[16];
+        snprintf(aid, sizeof(aid), "%d", i + 2);
+        snprintf(uri, sizeof(uri),
+                 "s3://lattice-mail/tenant/personal/account/workmail-imap/provider/imap/"
+                 "message/x/attachments/%s/%.200s",
+                 aid, name);
+        lt_mail_event_add_attachment(ev, aid, name, "application/octet-stream", 1000 + i, SHA_B,
+                                     uri);
+    }
+    return ev;
+}
+
+static void test_bound(lt_mail_codec_t *c)
+{
+    char err[256] = "";
+    lt_mail_event_t *ev = big_event();
+    /* whole: over the bound (and over 1,000,000 with real object URIs) */
+    lt_buf_t *out = lt_buf_new(BIG_BOUND);
+    CHECK_INT(lt_mail_event_encode(c, ev, 7, out, err, sizeof(err)), LT_ERR_TOO_BIG);
+    /* the full manifest as JSON (what the worker stores), read back */
+    lt_buf_t *mj = lt_buf_new((size_t)16 << 20);
+    CHECK_INT(lt_mail_event_manifest_to_json(ev, mj), LT_OK);
+    lt_mail_event_t *full = lt_mail_event_new();
+    CHECK_INT(lt_mail_event_manifest_from_json(full, lt_buf_str(mj), lt_buf_len(mj), err,
+                                               sizeof(err)),
+              LT_OK);
+    CHECK_INT(lt_mail_event_attachment_count(full), BIG_NATT + 3);
+    const char *fname = NULL, *uri = NULL;
+    int64_t size = 0;
+    CHECK_INT(lt_mail_event_get_attachment(full, BIG_NATT + 2, NULL, &fname, NULL, &size, NULL,
+                                           &uri),
+              LT_OK);
+    CHECK(fname && strlen(fname) == 600 && !strncmp(fname, "0999-", 5));
+    CHECK_INT(size, 1999);
+    /* bounded: the manifest is cut, flagged and referenced; it encodes under the bound */
+    lt_mail_event_set_attachments_manifest_ref(ev, "s3://lattice-mail/x/manifest.json");
+    size_t kept = 0;
+    CHECK_INT(lt_mail_event_fit(c, ev, BIG_BOUND, &kept, err, sizeof(err)), LT_OK);
+    CHECK(kept > 0 && kept < BIG_NATT + 3);
+    CHECK_INT(lt_mail_event_attachment_count(ev), kept);
+    CHECK(lt_mail_event_get_attachments_manifest_truncated(ev));
+    lt_buf_reset(out);
+    lt_err_t e = lt_mail_event_encode(c, ev, 7, out, err, sizeof(err));
+    CHECK_MSG(e == LT_OK && lt_buf_len(out) <= BIG_BOUND,
+              "1000 attachments x 600-byte names: %s, %zu bytes (bound %d): %s", lt_err_name(e),
+              lt_buf_len(out), BIG_BOUND, err);
+    printf("1000 attachments x 600-byte names: %zu bytes bounded (%zu of %d manifest entries "
+           "inline)\n",
+           lt_buf_len(out), kept, BIG_NATT + 3);
+    /* the longest prefix: one more entry would not fit */
+    lt_mail_event_t *back = NULL;
+    CHECK_INT(lt_mail_event_decode(c, lt_buf_data(out), lt_buf_len(out), NULL, &back, NULL, err,
+                                   sizeof(err)),
+              LT_OK);
+    if (back) {
+        CHECK(lt_mail_event_get_attachments_manifest_truncated(back));
+        CHECK_STR(lt_mail_event_get_attachments_manifest_ref(back),
+                  "s3://lattice-mail/x/manifest.json");
+        CHECK_INT(lt_mail_event_attachment_count(back), kept);
+        lt_mail_event_destroy(back);
+    }
+    /* a small event is left alone */
+    lt_mail_event_t *small = full_event();
+    CHECK_INT(lt_mail_event_fit(c, small, BIG_BOUND, &kept, err, sizeof(err)), LT_OK);
+    CHECK_INT(kept, 3);
+    CHECK(!lt_mail_event_get_attachments_manifest_truncated(small));
+    /* a bound that not even the envelope fits: TOO_BIG, event unchanged */
+    CHECK_INT(lt_mail_event_fit(c, small, 100, &kept, err, sizeof(err)), LT_ERR_TOO_BIG);
+    CHECK_INT(lt_mail_event_attachment_count(small), 3);
+    CHECK(!lt_mail_event_get_attachments_manifest_truncated(small));
+    /* manifest JSON that is not one */
+    const char *bad[] = {"", "[]", "{\"attachments_manifest\":{}}",
+                         "{\"attachments_manifest\":[{\"attachment_id\":\"1\"}]}",
+                         "{\"attachments_manifest\":[]} x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK_INT(lt_mail_event_manifest_from_json(small, bad[i], strlen(bad[i]), err,
+                                                   sizeof(err)),
+                  LT_ERR_INVALID);
+    CHECK_INT(lt_mail_event_attachment_count(small), 3);
+    lt_mail_event_destroy(small);
+    lt_mail_event_destroy(full);
+    lt_buf_destroy(mj);
+    lt_buf_destroy(out);
+    lt_mail_event_destroy(ev);
+}
+
+/* The fields added later (manifest truncated/ref, parse_error) round trip,
+ * and an event written with the schema from before them still decodes
+ * (they take their defaults). */
+static void test_later_fields(lt_mail_codec_t *c)
+{
+    char err[256] = "";
+    lt_mail_event_t *ev = full_event();
+    lt_mail_event_set_parse_error(ev, "MIME: message structure over the caps");
+    lt_mail_event_set_attachments_manifest_ref(ev, "s3://lattice-mail/m/manifest.json");
+    lt_mail_event_set_attachments_manifest_truncated(ev, 1);
+    lt_buf_t *out = lt_buf_new(1 << 20);
+    CHECK_INT(lt_mail_event_encode(c, ev, 3, out, err, sizeof(err)), LT_OK);
+    lt_mail_event_t *back = NULL;
+    CHECK_INT(lt_mail_event_decode(c, lt_buf_data(out), lt_buf_len(out), NULL, &back, NULL, err,
+                                   sizeof(err)),
+              LT_OK);
+    if (back) {
+        char *j1 = json_of(ev), *j2 = json_of(back);
+        CHECK_STR(j1, j2);
+        free(j1);
+        free(j2);
+        lt_mail_event_destroy(back);
+        back = NULL;
+    }
+    /* the older writer: the schema without the three fields; its datum is
+     * the new one without their 3 trailing payload bytes... */
+    json_object *s = json_tokener_parse(lt_mail_event_schema_json());
+    json_object *fields = NULL, *pl = NULL, *plt = NULL, *plf = NULL;
+    json_object_object_get_ex(s, "fields", &fields);
+    for (size_t i = 0; i < json_object_array_length(fields); i++) {
+        json_object *f = json_object_array_get_idx(fields, i), *n = NULL;
+        json_object_object_get_ex(f, "name", &n);
+        if (!strcmp(json_object_get_string(n), "payload"))
+            pl = f;
+    }
+    CHECK(pl != NULL);
+    json_object_object_get_ex(pl, "type", &plt);
+    json_object_object_get_ex(plt, "fields", &plf);
+    size_t nf = json_object_array_length(plf);
+    CHECK(nf > 3);
+    json_object_array_del_idx(plf, nf - 3, 3);
+    const char *old = json_object_to_json_string_ext(s, JSON_C_TO_STRING_PLAIN);
+    lt_mail_event_t *plain = full_event();
+    lt_buf_reset(out);
+    CHECK_INT(lt_mail_event_encode(c, plain, 3, out, err, sizeof(err)), LT_OK);
+    /* new layout: ... rfc822_message_id, false, null, null, data_classification */
+    lt_buf_t *olddat = lt_buf_new(1 << 20);
+    const uint8_t *p = lt_buf_data(out);
+    size_t cls = strlen(LT_MAIL_DEFAULT_CLASSIFICATION) + 1; /* zigzag length byte + text */
+    size_t at = lt_buf_len(out) - cls - 3;
+    CHECK(p[at] == 0 && p[at + 1] == 0 && p[at + 2] == 0);
+    lt_buf_append(olddat, p, at);
+    lt_buf_append(olddat, p + at + 3, cls);
+    for (int round = 0; round < 2; round++) {
+        CHECK_INT(lt_mail_event_decode(c, lt_buf_data(olddat), lt_buf_len(olddat), old, &back,
+                                       NULL, err, sizeof(err)),
+                  LT_OK);
+        CHECK_MSG(back != NULL, "older writer: %s", err);
+        if (back) {
+            char *j1 = json_of(plain), *j2 = json_of(back);
+            CHECK_STR(j1, j2);
+            free(j1);
+            free(j2);
+            CHECK(lt_mail_event_get_parse_error(back) == NULL);
+            lt_mail_event_destroy(back);
+            back = NULL;
+        }
+    }
+    lt_buf_destroy(olddat);
+    lt_mail_event_destroy(plain);
+    json_object_put(s);
+    lt_buf_destroy(out);
+    lt_mail_event_destroy(ev);
+}
+
 int main(void)
 {
     char err[256];
@@ -406,6 +580,8 @@ int main(void)
     test_event_id();
     test_reject(c);
     test_evolved_writer(c);
+    test_bound(c);
+    test_later_fields(c);
     lt_mail_codec_destroy(c);
     return lt_test_done("test_event");
 }

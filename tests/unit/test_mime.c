@@ -736,9 +736,40 @@ static void check_not_mime(void)
     lt_mime_destroy(m);
 }
 
+/* A part's Content-Type is outside data that ends up in S3 PUT headers: an
+ * overlong or malformed media type is reported as application/octet-stream,
+ * a valid one as is (lower case). */
+static void check_hostile_content_type(void)
+{
+    char err[512];
+    lt_mime_t *m = NULL;
+    lt_buf_t *b = lt_buf_new((size_t)1 << 20);
+    lt_buf_appendf(b, "Subject: ctype\nMIME-Version: 1.0\n"
+                      "Content-Type: multipart/mixed; boundary=zz\n\n"
+                      "--zz\nContent-Type: text/plain\n\nhello\n"
+                      "--zz\nContent-Type: application/");
+    for (int i = 0; i < 300; i++)
+        lt_buf_append(b, "x", 1);
+    lt_buf_appendf(b, "\nContent-Disposition: attachment; filename=a.bin\n\nAAAA\n"
+                      "--zz\nContent-Type: Image/PNG\n"
+                      "Content-Disposition: attachment; filename=b.png\n\nPNG\n"
+                      "--zz\nContent-Type: app{}lication/x\n"
+                      "Content-Disposition: attachment; filename=c.bin\n\nCCC\n--zz--\n");
+    CHECK_INT(lt_mime_parse_mem(lt_buf_data(b), lt_buf_len(b), NULL, &m, err, sizeof(err)), LT_OK);
+    CHECK_INT(m ? lt_mime_attachment_count(m) : 0, 3);
+    if (m && lt_mime_attachment_count(m) == 3) {
+        CHECK_STR(lt_mime_attachment_content_type(m, 0), "application/octet-stream");
+        CHECK_STR(lt_mime_attachment_content_type(m, 1), "image/png");
+        CHECK_STR(lt_mime_attachment_content_type(m, 2), "application/octet-stream");
+    }
+    lt_mime_destroy(m);
+    lt_buf_destroy(b);
+}
+
 int main(void)
 {
     lt_mime_global_init();
+    check_hostile_content_type();
     run_cases();
     check_addresses();
     check_streaming();

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lt_media_type.h"
 #include "lt_objkey.h"
 #include "lt_test.h"
 
@@ -365,8 +366,42 @@ static void test_uri(void)
               LT_ERR_TOO_BIG);
 }
 
+/* The manifest key of a message with a long id, and the content type an
+ * object is stored with. */
+static void test_manifest_and_ctype(void)
+{
+    char key[LT_OBJKEY_MAX + 1], err[256];
+    CHECK_INT(lt_objkey_manifest("acme", "42", "imap", "INBOX;UIDVALIDITY=1;UID=7", key,
+                                 sizeof(key), err, sizeof(err)),
+              LT_OK);
+    CHECK_STR(key, "tenant/acme/account/42/provider/imap/message/INBOX%3BUIDVALIDITY%3D1%3BUID%3D7/"
+                   "manifest.json");
+    CHECK(lt_objkey_is_safe(key));
+    char small[40];
+    CHECK(lt_objkey_manifest("acme", "42", "imap", "7", small, sizeof(small), err, sizeof(err)) !=
+          LT_OK);
+
+    const char *ok[] = {"application/pdf", "image/svg+xml", "message/rfc822",
+                        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                        "Text/Plain"};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        CHECK_STR(lt_media_type_safe(ok[i]), ok[i]);
+    char longsub[300] = "application/";
+    memset(longsub + 12, 'x', 250);
+    longsub[262] = 0;
+    char name64[80] = "application/";
+    memset(name64 + 12, 'y', 64);
+    name64[76] = 0;
+    const char *bad[] = {NULL, "", "text", "text/", "/plain", "text/plain; charset=utf-8",
+                         "text/pl ain", "text/plain\r\nX-Amz-Meta-Evil: 1", "te{xt/plain",
+                         "text/plain/x", ".text/plain", "text/\xc3\xa9", longsub, name64};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK_STR(lt_media_type_safe(bad[i]), "application/octet-stream");
+}
+
 int main(void)
 {
+    test_manifest_and_ctype();
     test_escape_table();
     test_escape_errors();
     test_truncation();

@@ -11,6 +11,11 @@ KIND weird:    DIR/NN-<what>.eml: 8-bit headers and bodies without MIME
                bad base64, broken headers, nested multiparts cut short), a
                NUL byte, a header-only message.
 KIND plain:    DIR/plain-NN.eml, a few small ordinary messages.
+KIND poison:   DIR/poison-ctype.eml (an attachment whose Content-Type is over
+               300 bytes), DIR/poison-wide.eml (1,000 attachments with
+               600-byte file names: its whole manifest is over 1 MB),
+               DIR/poison-refused.eml (21,000 boundary-like lines: over the
+               MIME structure cap, the parser refuses it), DIR/normal-NN.eml.
 All line ends are CRLF (Dovecot turns bare LF into CRLF on APPEND, so a
 LF-only message would not come back byte for byte). Deterministic content.
 Not part of the product."""
@@ -94,10 +99,32 @@ def weird():
     return m
 
 
+def poison():
+    m = {}
+    m["poison-ctype"] = head("poison ctype", "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"pc\"\r\n") + \
+        b"\r\n--pc\r\nContent-Type: text/plain\r\n\r\nhostile content type\r\n--pc\r\n" \
+        b"Content-Type: application/" + b"x" * 300 + b"\r\n" \
+        b"Content-Disposition: attachment; filename=\"hostile.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n" + \
+        b64(b"hostile " * 20) + b"--pc--\r\n"
+    wide = head("poison wide", "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"pw\"\r\n") + \
+        b"\r\n--pw\r\nContent-Type: text/plain\r\n\r\n1000 attachments\r\n"
+    for i in range(1000):
+        name = ("%04d-" % i) + "n" * 591 + ".bin"
+        wide += ("--pw\r\nContent-Type: application/octet-stream\r\n"
+                 "Content-Disposition: attachment; filename=\"%s\"\r\n"
+                 "Content-Transfer-Encoding: base64\r\n\r\n" % name).encode() + b64(b"w%d" % i)
+    m["poison-wide"] = wide + b"--pw--\r\n"
+    m["poison-refused"] = head("poison refused", "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"pr\"\r\n") + \
+        b"\r\n--pr\r\nContent-Type: text/plain\r\n\r\nrefused\r\n" + b"--x\r\n" * 21000 + b"--pr--\r\n"
+    for i in range(4):
+        m["normal-%02d" % i] = head("normal %d" % i) + b"\r\nnormal body %d\r\n" % i
+    return m
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("dir")
-    p.add_argument("kind", choices=["big", "many", "weird", "plain"])
+    p.add_argument("kind", choices=["big", "many", "weird", "plain", "poison"])
     p.add_argument("--size", type=int, default=25 << 20)
     p.add_argument("--name", default=None)
     a = p.parse_args()
@@ -108,6 +135,8 @@ def main():
         msgs = {"many": many()}
     elif a.kind == "weird":
         msgs = weird()
+    elif a.kind == "poison":
+        msgs = poison()
     else:
         msgs = {"plain-%02d" % i: head("plain %d" % i) + b"\r\nplain body %d\r\n" % i for i in range(3)}
     for name, data in msgs.items():
