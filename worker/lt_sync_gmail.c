@@ -209,6 +209,13 @@ typedef struct {
     int cur_resync;
     char *resume_token;   /* from a stored cursor: the page to list first */
     char *resume_last_id; /* and the last id of it already done */
+    /* search scope, incremental: the ids the query lists, sorted (listed
+     * once, again only for history newer than query_upto) */
+    char **query_ids;
+    size_t nquery_ids, query_alloc, query_sorted; /* [0, query_sorted) sorted */
+    char *query_token; /* the listing's next page */
+    uint64_t query_upto;
+    int query_started, query_done;
 } scope_ctx_t;
 
 /* The command's total: done + what the current list still holds + the
@@ -537,34 +544,84 @@ static int hist_wm(void *opaque, size_t last, lt_watermark_t *wm)
     return 1;
 }
 
-/* Search scope: keep the candidates messages.list q= names. */
+/* Search scope: keep the candidates messages.list q= names. The query is
+ * listed once per command, lazily (newest first: new mail is found on its
+ * first pages) and kept across history pages; only a candidate recorded
+ * after the listing started (history id above query_upto) that the listing
+ * did not name lists it again. */
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void query_reset(scope_ctx_t *x)
+{
+    free_strs(x->query_ids, x->nquery_ids);
+    x->query_ids = NULL;
+    x->nquery_ids = x->query_alloc = x->query_sorted = 0;
+    free(x->query_token);
+    x->query_token = NULL;
+    x->query_started = x->query_done = 0;
+}
+
 static lt_err_t filter_query(scope_ctx_t *x, const lt_gmail_page_t *page, char *keep, char *errstr,
                              size_t n)
 {
     size_t left = page->n;
-    char *token = NULL;
     lt_err_t err = LT_OK;
+    int restarted = 0;
     memset(keep, 0, page->n);
+    if (x->nquery_ids) {
+        if (x->query_sorted < x->nquery_ids) {
+            qsort(x->query_ids, x->nquery_ids, sizeof(char *), cmp_str);
+            x->query_sorted = x->nquery_ids;
+        }
+        for (size_t k = 0; k < page->n; k++) {
+            const char *id = page->refs[k].id;
+            if (bsearch(&id, x->query_ids, x->nquery_ids, sizeof(char *), cmp_str)) {
+                keep[k] = 1;
+                left--;
+            }
+        }
+    }
     while (left) {
+        if (x->query_done) {
+            int newer = 0;
+            for (size_t k = 0; k < page->n && !newer; k++)
+                newer = !keep[k] && page->refs[k].history_id > x->query_upto;
+            if (!newer || restarted)
+                break; /* not (or no longer) in the query's result */
+            query_reset(x);
+            restarted = 1;
+        }
+        if (!x->query_started) {
+            /* every record up to the mailbox's position at this history
+             * page existed before this listing */
+            x->query_upto = page->history_id;
+            x->query_started = 1;
+        }
         lt_gmail_page_t lp;
-        err = lt_gmail_list(x->g, NULL, x->query, token, &lp, errstr, n);
-        free(token);
-        token = NULL;
+        err = lt_gmail_list(x->g, NULL, x->query, x->query_token, &lp, errstr, n);
         if (err)
             break;
-        for (size_t i = 0; i < lp.n; i++)
+        free(x->query_token);
+        x->query_token = lp.next_page_token;
+        lp.next_page_token = NULL;
+        x->query_done = x->query_token == NULL;
+        for (size_t i = 0; i < lp.n; i++) {
             for (size_t k = 0; k < page->n; k++)
                 if (!keep[k] && !strcmp(lp.refs[i].id, page->refs[k].id)) {
                     keep[k] = 1;
                     left--;
                 }
-        token = lp.next_page_token;
-        lp.next_page_token = NULL;
+            if (x->nquery_ids == x->query_alloc) {
+                x->query_alloc = x->query_alloc ? x->query_alloc * 2 : 512;
+                x->query_ids = lt_xrealloc(x->query_ids, x->query_alloc * sizeof(char *));
+            }
+            x->query_ids[x->nquery_ids++] = lt_xstrdup(lp.refs[i].id);
+        }
         lt_gmail_page_free(&lp);
-        if (!token)
-            break;
     }
-    free(token);
     return err;
 }
 
@@ -712,6 +769,7 @@ out:
     lt_buf_destroy(x.skipped_ids);
     free(x.resume_token);
     free(x.resume_last_id);
+    query_reset(&x);
     return err;
 }
 
