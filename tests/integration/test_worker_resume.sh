@@ -2,7 +2,8 @@
 # Long syncs resume where their last committed batch left them after a
 # kill -9 (docs/delivery-protocol.md, "Progress of long syncs"):
 #   (a) a Gmail first sync of N messages (the emulator slowed down per user),
-#   (b) an IMAP backfill of a UID range 1..N against Dovecot.
+#   (b) an IMAP backfill of a UID range 1..N against Dovecot,
+#   (c) a Gmail backfill of a date range holding N messages.
 # Each time the worker is killed once the command's progress_done passes
 # about half of N, restarted with the same LATTICE_WORKER_ID (it reads the
 # unfinished command again), and the command runs to success. Then, reading
@@ -24,6 +25,8 @@ TENANT=tr$RUN
 GACCT=gmail-resume-$RUN
 IACCT=imap-resume-$RUN
 GUSER=resume$RUN@example.com
+BACCT=gmail-backfill-$RUN
+BUSER=resumebf$RUN@example.com
 FOLDER=Resume$RUN
 CMD_TOPIC=test.resume.cmd.$RUN
 RAW_TOPIC=test.resume.raw.$RUN
@@ -39,8 +42,9 @@ ctl() { # ctl METHOD PATH [JSON]: the emulator's control API
 cleanup() {
   [ -n "$WPID" ] && kill -KILL "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
   ctl DELETE "/users/$GUSER" >/dev/null 2>&1 || true
+  ctl DELETE "/users/$BUSER" >/dev/null 2>&1 || true
   lt_imap_delete "$FOLDER"
-  rm -rf "$WORK"
+  if [ -n "${LATTICE_KEEP_WORK:-}" ]; then echo "logs kept in $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -57,6 +61,14 @@ ctl POST "/users/$GUSER/config" '{"latency_ms":15}' >/dev/null
 export TEST_RESUME_CLIENT_SECRET=cs-$RUN TEST_RESUME_REFRESH_TOKEN=rt-$RUN
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$GACCT', 'gmail',
   '{\"user\":\"$GUSER\",\"label_ids\":[\"INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"TEST_RESUME_CLIENT_SECRET\",\"refresh_token_env\":\"TEST_RESUME_REFRESH_TOKEN\"}'::jsonb)" >/dev/null
+
+# Gmail backfill: N messages a minute apart from 2024-03-01T00:00Z, slowed down as above.
+ctl POST /users "{\"email\":\"$BUSER\",\"refresh_token\":\"rtb-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",
+  \"generate\":{\"count\":$N,\"size\":3000,\"labelIds\":[\"INBOX\"],\"start\":1709251200,\"interval_s\":60,\"seed\":$((RUN % 1000 + 1))}}" >/dev/null
+ctl POST "/users/$BUSER/config" '{"latency_ms":15}' >/dev/null
+psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$BACCT', 'gmail',
+  '{\"user\":\"$BUSER\",\"label_ids\":[\"INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"TEST_RESUME_CLIENT_SECRET\",\"refresh_token_env\":\"TEST_RESUME_REFRESH_TOKEN_B\"}'::jsonb)" >/dev/null
+export TEST_RESUME_REFRESH_TOKEN_B=rtb-$RUN
 
 # IMAP: N messages (with an attachment each: S3 work per message) in a folder of its own.
 fill=$("$REPO/deploy/local/fill-mailbox" --user "$LATTICE_TEST_IMAP_USER" \
@@ -148,6 +160,15 @@ check "imap: no watermark written by the backfill" \
 done_i=$(grep -o "resuming after UID [0-9]* ([0-9]* done before)" "$WORK/imap-2.log" | head -1 | grep -o '([0-9]* done' | tr -dc 0-9 || true)
 check "imap: progress resumed from the batches done before the kill (${done_i:-none})" \
   [ "${done_i:-0}" -ge $((N / 2 - BATCH)) ]
+
+# (c) Gmail backfill of the day holding the N messages
+run_killed gmail-backfill "$BACCT" gmail "resume-gbf-$RUN" \
+  ',"kind":"backfill","backfill":{"start_date":"2024-03-01","end_date":"2024-03-01"}'
+count_events "$BACCT" "$N" gmail-backfill
+check "gmail backfill: the restarted worker resumed the listing" \
+  grep -q "resuming the listing after message" "$WORK/gmail-backfill-2.log"
+check "gmail backfill: no watermark written" \
+  [ -z "$(psqlq "SELECT 1 FROM mail_watermarks WHERE tenant_id = '$TENANT' AND account_id = '$BACCT'")" ]
 
 for f in "$WORK"/*.log; do
   if grep -qiE "AddressSanitizer|runtime error:" "$f"; then check "no sanitizer report in $(basename "$f")" false; fi
