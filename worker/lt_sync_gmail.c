@@ -204,8 +204,8 @@ typedef struct {
     /* durable progress of a listing (full sync: scope home; backfill:
      * command home); LT_CURSOR_NONE: none (incremental) */
     lt_cursor_home_t cur_home;
-    char *cur_page_token;       /* the token that listed the page being fetched; NULL: first */
-    uint64_t cur_history_id;    /* full sync: the position taken before listing */
+    char *cur_page_token;    /* the token that listed the page being fetched; NULL: first */
+    uint64_t cur_history_id; /* full sync: the position taken before listing */
     int cur_resync;
     char *resume_token;   /* from a stored cursor: the page to list first */
     char *resume_last_id; /* and the last id of it already done */
@@ -213,7 +213,7 @@ typedef struct {
      * once, again only for history newer than query_upto) */
     char **query_ids;
     size_t nquery_ids, query_alloc, query_sorted; /* [0, query_sorted) sorted */
-    char *query_token; /* the listing's next page */
+    char *query_token;                            /* the listing's next page */
     uint64_t query_upto;
     int query_started, query_done;
 } scope_ctx_t;
@@ -380,8 +380,8 @@ static lt_err_t fetch_ids(scope_ctx_t *x, const char *const *ids, size_t n, wm_f
                                             cur, errstr, errstr_size);
             free(cur);
         } else {
-            err = lt_sync_checkpoint(x->s, x->scope, have ? &wm : NULL, resync, errstr,
-                                     errstr_size);
+            err =
+                lt_sync_checkpoint(x->s, x->scope, have ? &wm : NULL, resync, errstr, errstr_size);
         }
         if (err)
             return err;
@@ -424,14 +424,15 @@ static lt_err_t list_and_fetch(scope_ctx_t *x, const char *extra_q, int resync, 
             /* the stored page token is no longer accepted: list again from
              * the start (messages done before are published again, with
              * the same ids; nothing is missed) */
-            lt_warn(lt_sync_log(x->s), "scope %s: stored page token refused (%s); listing again "
-                    "from the start", x->scope, errstr);
+            lt_warn(lt_sync_log(x->s),
+                    "scope %s: stored page token refused (%s); listing again "
+                    "from the start",
+                    x->scope, errstr);
             free(token);
             token = NULL;
             free(skip_through);
             skip_through = NULL;
-            err = lt_gmail_list(x->g, x->is_label ? x->label : NULL, query, NULL, &page, errstr,
-                                n);
+            err = lt_gmail_list(x->g, x->is_label ? x->label : NULL, query, NULL, &page, errstr, n);
         }
         free(x->cur_page_token);
         x->cur_page_token = token;
@@ -446,8 +447,10 @@ static lt_err_t list_and_fetch(scope_ctx_t *x, const char *extra_q, int resync, 
                 if (!strcmp(page.refs[i].id, skip_through))
                     from = i + 1;
             if (!from)
-                lt_warn(lt_sync_log(x->s), "scope %s: message %s of the stored cursor is no longer "
-                        "listed; its page is fetched whole", x->scope, skip_through);
+                lt_warn(lt_sync_log(x->s),
+                        "scope %s: message %s of the stored cursor is no longer "
+                        "listed; its page is fetched whole",
+                        x->scope, skip_through);
             else
                 lt_info(lt_sync_log(x->s), "scope %s: resuming the listing after message %s",
                         x->scope, skip_through);
@@ -712,10 +715,9 @@ static lt_err_t sync_scope(lt_sync_t *s, lt_gmail_t *g, const char *scope, const
     if (bf_query) {
         /* the backfill's position: in its command row (same id when Kafka
          * delivers it again) */
-        err = lt_watermark_cursor_get(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a),
-                                      scope, "gmail", LT_CURSOR_COMMAND,
-                                      lt_command_id(lt_sync_command(s)), cur, sizeof(cur), errstr,
-                                      n);
+        err = lt_watermark_cursor_get(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), scope,
+                                      "gmail", LT_CURSOR_COMMAND, lt_command_id(lt_sync_command(s)),
+                                      cur, sizeof(cur), errstr, n);
         if (err && err != LT_ERR_NOT_FOUND)
             goto out;
         if (!err && cursor_load(&x, cur)) {
@@ -739,8 +741,8 @@ static lt_err_t sync_scope(lt_sync_t *s, lt_gmail_t *g, const char *scope, const
         cursor_load(&x, cur);
         if (x.cur_history_id) {
             lt_info(lt_sync_log(s),
-                    "scope %s: resuming the %s started at historyId %llu (%lld done before)",
-                    scope, x.cur_resync ? "full resync" : "first sync",
+                    "scope %s: resuming the %s started at historyId %llu (%lld done before)", scope,
+                    x.cur_resync ? "full resync" : "first sync",
                     (unsigned long long)x.cur_history_id, (long long)lt_sync_progress_done(s));
             err = full_sync(&x, x.cur_resync, 1, errstr, n);
             goto out;

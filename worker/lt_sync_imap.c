@@ -171,10 +171,9 @@ static lt_err_t backfill_resume(lt_sync_t *s, const char *folder, uint32_t uidva
 {
     const lt_account_t *a = lt_sync_account(s);
     char cur[LT_WATERMARK_CURSOR_MAX];
-    lt_err_t err = lt_watermark_cursor_get(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a),
-                                           folder, "imap", LT_CURSOR_COMMAND,
-                                           lt_command_id(lt_sync_command(s)), cur, sizeof(cur),
-                                           errstr, n);
+    lt_err_t err = lt_watermark_cursor_get(
+        lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), folder, "imap", LT_CURSOR_COMMAND,
+        lt_command_id(lt_sync_command(s)), cur, sizeof(cur), errstr, n);
     if (err == LT_ERR_NOT_FOUND)
         return LT_OK;
     if (err)
@@ -190,8 +189,10 @@ static lt_err_t backfill_resume(lt_sync_t *s, const char *folder, uint32_t uidva
         done = json_object_get_int64(v);
     json_object_put(o);
     if (validity != uidvalidity || !last) {
-        lt_warn(lt_sync_log(s), "backfill of %s: cursor %s is for UIDVALIDITY %u, folder has %u; "
-                "starting the range again", folder, cur, validity, uidvalidity);
+        lt_warn(lt_sync_log(s),
+                "backfill of %s: cursor %s is for UIDVALIDITY %u, folder has %u; "
+                "starting the range again",
+                folder, cur, validity, uidvalidity);
         return LT_OK;
     }
     *durable = last;
@@ -338,8 +339,8 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
                 snprintf(cur, sizeof(cur),
                          "{\"uidvalidity\": %u, \"last_uid\": %u, \"done\": %lld}", validity,
                          uids[i + k - 1], (long long)lt_sync_progress_done(s));
-                err = lt_sync_checkpoint_cursor(s, folder, NULL, 0, LT_CURSOR_COMMAND, cur,
-                                                errstr, n);
+                err = lt_sync_checkpoint_cursor(s, folder, NULL, 0, LT_CURSOR_COMMAND, cur, errstr,
+                                                n);
             } else {
                 err = lt_sync_checkpoint(s, folder, &wm, resync, errstr, n);
             }

@@ -555,8 +555,12 @@ static void test_cursors(lt_db_t *db)
     lt_watermark_t wm;
     int stored = -1, attempt = 0;
     lt_command_status_t prev;
-    lt_command_info_t c = {.command_id = "bf-cursor-1", .tenant = T, .account_id = I,
-                           .provider = "imap", .kind = "backfill", .worker_id = "w"};
+    lt_command_info_t c = {.command_id = "bf-cursor-1",
+                           .tenant = T,
+                           .account_id = I,
+                           .provider = "imap",
+                           .kind = "backfill",
+                           .worker_id = "w"};
     CHECK(lt_command_start(db, &c, &attempt, &prev, E) == LT_OK);
     CHECK(lt_watermark_cursor_get(db, T, I, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
                                   cur, sizeof(cur), E) == LT_ERR_NOT_FOUND);
