@@ -315,6 +315,12 @@ void lt_sync_set_total(lt_sync_t *s, int64_t total)
     progress_tick(s);
 }
 
+void lt_sync_progress_resume(lt_sync_t *s, int64_t done)
+{
+    if (done > 0)
+        s->progress_done += done;
+}
+
 int64_t lt_sync_progress_done(const lt_sync_t *s)
 {
     return s->progress_done;
@@ -1313,7 +1319,18 @@ static lt_err_t produce_marker(lt_sync_t *s, const char *scope, const char *wm_j
 lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
                             int resync, char *errstr, size_t errstr_size)
 {
+    return lt_sync_checkpoint_cursor(s, scope, wm, resync, LT_CURSOR_NONE, NULL, errstr,
+                                     errstr_size);
+}
+
+lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
+                                   int resync, lt_cursor_home_t home, const char *cursor,
+                                   char *errstr, size_t errstr_size)
+{
     lt_err_t err;
+    if (cursor && strlen(cursor) >= LT_WATERMARK_CURSOR_MAX)
+        return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "sync cursor too long (%zu bytes)",
+                         strlen(cursor));
     const char *tenant = lt_account_tenant(s->account);
     const char *acct = lt_account_id(s->account);
     const char *provider = lt_account_provider(s->account);
@@ -1328,15 +1345,19 @@ lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_
 
     if (!s->txn_open) {
         /* No event to protect: the watermark may move on its own. */
-        if (!wm) {
-            counts_durable(s); /* skipped ones only: the connector moves past them */
-            return LT_OK;
+        err = LT_OK;
+        if (wm) {
+            int stored = 0;
+            err = lt_watermark_set(s->env.db, tenant, acct, scope, provider, wm, resync, &stored,
+                                   errstr, errstr_size);
         }
-        int stored = 0;
-        err = lt_watermark_set(s->env.db, tenant, acct, scope, provider, wm, resync, &stored,
-                               errstr, errstr_size);
+        /* (after the watermark: a full sync's final cursor is deleted once
+         * its watermark is stored; a crash between redoes nothing) */
+        if (!err && home)
+            err = lt_watermark_cursor_set(s->env.db, tenant, acct, scope, provider, home,
+                                          lt_command_id(s->cmd), cursor, errstr, errstr_size);
         if (!err)
-            counts_durable(s);
+            counts_durable(s); /* skipped ones only: the connector moves past them */
         return err;
     }
 
@@ -1361,9 +1382,15 @@ lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_
     /* (c) the in-doubt record */
     lt_watermark_pending_t p;
     memset(&p, 0, sizeof(p));
-    if (wm) {
-        p.wm = *wm;
+    int pending = wm || home;
+    if (pending) {
+        if (wm)
+            p.wm = *wm;
+        p.no_wm = !wm;
         p.resync = resync;
+        p.cursor_home = home;
+        if (home && cursor)
+            snprintf(p.cursor, sizeof(p.cursor), "%s", cursor);
         snprintf(p.command_id, sizeof(p.command_id), "%s", lt_command_id(s->cmd));
         snprintf(p.marker_topic, sizeof(p.marker_topic), "%s", s->env.checkpoint_topic);
         p.marker_partition = s->marker_dr.partition;
@@ -1401,7 +1428,7 @@ lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_
             return LT_ERR_TEMPORARY;
         }
         lt_sync_abort(s);
-        if (wm) {
+        if (pending) {
             char e2[256];
             if (lt_watermark_pending_discard(s->env.db, tenant, acct, scope, provider, &p, e2,
                                              sizeof(e2)))
@@ -1415,7 +1442,7 @@ lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_
     counts_durable(s);
 
     /* (e) apply */
-    if (wm) {
+    if (pending) {
         int stored = 0;
         err = lt_watermark_pending_apply(s->env.db, tenant, acct, scope, provider, &p, &stored,
                                          errstr, errstr_size);

@@ -147,6 +147,15 @@ void lt_sync_message_abandon(lt_sync_t *s);
  * watermark change, e.g. a backfill). */
 lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
                             int resync, char *errstr, size_t errstr_size);
+/* The same, and move the durable progress of a long sync with the batch:
+ * `cursor` (a JSON object; NULL or "" with LT_CURSOR_SCOPE: the full sync
+ * is done, its cursor is deleted) is written to its home (lt_watermark.h)
+ * in the Postgres transaction that applies the batch, so it never covers an
+ * uncommitted event nor lags a committed one (docs/delivery-protocol.md,
+ * "Progress of long syncs"). home LT_CURSOR_NONE: lt_sync_checkpoint(). */
+lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
+                                   int resync, lt_cursor_home_t home, const char *cursor,
+                                   char *errstr, size_t errstr_size);
 /* Abort the open transaction (nothing given since the last checkpoint is
  * published). */
 void lt_sync_abort(lt_sync_t *s);
@@ -176,6 +185,9 @@ int lt_sync_producer_unusable(const lt_sync_t *s);
  * events: docs/commands.md). total < 0: unknown again. */
 void lt_sync_set_total(lt_sync_t *s, int64_t total);
 int64_t lt_sync_progress_done(const lt_sync_t *s);
+/* A resumed long sync: `done` messages were ingested by earlier runs (from
+ * its cursor); counted as done before this run's own. */
+void lt_sync_progress_resume(lt_sync_t *s, int64_t done);
 int64_t lt_sync_progress_total(const lt_sync_t *s);
 /* Fill p with the progress now (for a final report). */
 void lt_sync_progress_get(const lt_sync_t *s, lt_sync_progress_t *p);

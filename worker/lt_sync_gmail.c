@@ -219,6 +219,21 @@ typedef struct {
     /* progress: messages expected after the list being fetched (listing:
      * resultSizeEstimate less what was listed; 0 on the last page) */
     int64_t est_after;
+    /* durable progress of a listing (full sync: scope home; backfill:
+     * command home); LT_CURSOR_NONE: none (incremental) */
+    lt_cursor_home_t cur_home;
+    char *cur_page_token;    /* the token that listed the page being fetched; NULL: first */
+    uint64_t cur_history_id; /* full sync: the position taken before listing */
+    int cur_resync;
+    char *resume_token;   /* from a stored cursor: the page to list first */
+    char *resume_last_id; /* and the last id of it already done */
+    /* search scope, incremental: the ids the query lists, sorted (listed
+     * once, again only for history newer than query_upto) */
+    char **query_ids;
+    size_t nquery_ids, query_alloc, query_sorted; /* [0, query_sorted) sorted */
+    char *query_token;                            /* the listing's next page */
+    uint64_t query_upto;
+    int query_started, query_done;
 } scope_ctx_t;
 
 /* The command's total: done + what the current list still holds + the
@@ -298,6 +313,60 @@ static void heartbeat(lt_sync_t *s)
     lt_command_heartbeat(lt_sync_db(s), lt_command_id(lt_sync_command(s)), &p, NULL, 0);
 }
 
+/* The cursor after the batch ending with last_id (docs/delivery-protocol.md,
+ * "Progress of long syncs"): the page token that lists the page being
+ * fetched and the last id of it done. messages.list is newest first, so
+ * mail arriving meanwhile is listed before the token's position (and is in
+ * the history after the full sync's historyId); a resumed listing skips the
+ * page through last_id. */
+static char *cursor_json(const scope_ctx_t *x, const char *last_id)
+{
+    json_object *o = json_object_new_object();
+    if (x->cur_home == LT_CURSOR_SCOPE) {
+        char h[32];
+        snprintf(h, sizeof(h), "%llu", (unsigned long long)x->cur_history_id);
+        json_object_object_add(o, "historyId", json_object_new_string(h));
+        json_object_object_add(o, "resync", json_object_new_boolean(x->cur_resync));
+        if (x->cur_resync) {
+            snprintf(h, sizeof(h), "%llu", (unsigned long long)x->old_history_id);
+            json_object_object_add(o, "oldHistoryId", json_object_new_string(h));
+        }
+    }
+    json_object_object_add(o, "pageToken",
+                           x->cur_page_token ? json_object_new_string(x->cur_page_token) : NULL);
+    json_object_object_add(o, "lastId", json_object_new_string(last_id));
+    json_object_object_add(o, "done", json_object_new_int64(lt_sync_progress_done(x->s)));
+    char *out = lt_xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    json_object_put(o);
+    return out;
+}
+
+/* A stored cursor (lt_watermark_cursor_get) into x->resume_*; 1 when the
+ * listing is complete ("complete": true). */
+static int cursor_load(scope_ctx_t *x, const char *json)
+{
+    json_object *o = json_tokener_parse(json), *v;
+    int complete = 0;
+    if (!o)
+        return 0;
+    if (json_object_object_get_ex(o, "complete", &v) && json_object_get_boolean(v))
+        complete = 1;
+    if (json_object_object_get_ex(o, "historyId", &v))
+        x->cur_history_id = strtoull(json_object_get_string(v), NULL, 10);
+    if (json_object_object_get_ex(o, "resync", &v))
+        x->cur_resync = json_object_get_boolean(v);
+    if (json_object_object_get_ex(o, "oldHistoryId", &v))
+        x->old_history_id = strtoull(json_object_get_string(v), NULL, 10);
+    if (json_object_object_get_ex(o, "pageToken", &v) && json_object_is_type(v, json_type_string))
+        x->resume_token = lt_xstrdup(json_object_get_string(v));
+    if (json_object_object_get_ex(o, "lastId", &v) && json_object_is_type(v, json_type_string))
+        x->resume_last_id = lt_xstrdup(json_object_get_string(v));
+    if (json_object_object_get_ex(o, "done", &v))
+        lt_sync_progress_resume(x->s, json_object_get_int64(v));
+    json_object_put(o);
+    return complete;
+}
+
 /* Fetch (format=raw) and ingest ids[0..n), checkpointing every batch; the
  * watermark of each batch from wm_of (may be NULL: events only). */
 typedef int (*wm_fn)(void *opaque, size_t last_index, lt_watermark_t *wm);
@@ -324,7 +393,15 @@ static lt_err_t fetch_ids(scope_ctx_t *x, const char *const *ids, size_t n, wm_f
         lt_watermark_t wm;
         memset(&wm, 0, sizeof(wm));
         int have = wm_of && wm_of(wm_opaque, i + k - 1, &wm);
-        err = lt_sync_checkpoint(x->s, x->scope, have ? &wm : NULL, resync, errstr, errstr_size);
+        if (x->cur_home) {
+            char *cur = cursor_json(x, ids[i + k - 1]);
+            err = lt_sync_checkpoint_cursor(x->s, x->scope, have ? &wm : NULL, resync, x->cur_home,
+                                            cur, errstr, errstr_size);
+            free(cur);
+        } else {
+            err =
+                lt_sync_checkpoint(x->s, x->scope, have ? &wm : NULL, resync, errstr, errstr_size);
+        }
         if (err)
             return err;
         set_total(x, n - (i + k)); /* messages gone since listing drop out */
@@ -353,49 +430,87 @@ static lt_err_t list_and_fetch(scope_ctx_t *x, const char *extra_q, int resync, 
         query = x->query;
     else if (extra_q)
         query = extra_q;
-    char *token = NULL;
+    /* a stored cursor: list from its page, skip the page through its last id */
+    char *token = x->resume_token;
+    char *skip_through = x->resume_last_id;
+    x->resume_token = x->resume_last_id = NULL;
     lt_err_t err = LT_OK;
     uint64_t listed = 0;
     do {
         lt_gmail_page_t page;
         err = lt_gmail_list(x->g, x->is_label ? x->label : NULL, query, token, &page, errstr, n);
-        free(token);
+        if (err == LT_ERR_FINAL && token && skip_through) {
+            /* the stored page token is no longer accepted: list again from
+             * the start (messages done before are published again, with
+             * the same ids; nothing is missed) */
+            lt_warn(lt_sync_log(x->s),
+                    "scope %s: stored page token refused (%s); listing again "
+                    "from the start",
+                    x->scope, errstr);
+            free(token);
+            token = NULL;
+            free(skip_through);
+            skip_through = NULL;
+            err = lt_gmail_list(x->g, x->is_label ? x->label : NULL, query, NULL, &page, errstr, n);
+        }
+        free(x->cur_page_token);
+        x->cur_page_token = token;
         token = NULL;
         if (err)
             break;
         token = page.next_page_token;
         page.next_page_token = NULL;
+        size_t from = 0;
+        if (skip_through) {
+            for (size_t i = 0; i < page.n; i++)
+                if (!strcmp(page.refs[i].id, skip_through))
+                    from = i + 1;
+            if (!from)
+                lt_warn(lt_sync_log(x->s),
+                        "scope %s: message %s of the stored cursor is no longer "
+                        "listed; its page is fetched whole",
+                        x->scope, skip_through);
+            else
+                lt_info(lt_sync_log(x->s), "scope %s: resuming the listing after message %s",
+                        x->scope, skip_through);
+            free(skip_through);
+            skip_through = NULL;
+        }
         listed += page.n;
         x->est_after =
             lt_sync_gmail_list_remaining(page.result_size_estimate, listed, token != NULL);
-        set_total(x, page.n); /* resync: an upper bound until the minimal gets */
+        set_total(x, page.n - from); /* resync: an upper bound until the minimal gets */
         const char **ids = lt_xcalloc(page.n ? page.n : 1, sizeof(char *));
-        for (size_t i = 0; i < page.n; i++)
-            ids[i] = page.refs[i].id;
-        if (resync && page.n) {
-            x->keep = lt_xcalloc(page.n, sizeof(char *));
+        for (size_t i = from; i < page.n; i++)
+            ids[i - from] = page.refs[i].id;
+        size_t nids = page.n - from;
+        if (resync && nids) {
+            x->keep = lt_xcalloc(nids, sizeof(char *));
             x->nkeep = 0;
-            err = lt_gmail_get_many(x->g, ids, page.n, 0, on_minimal, x, errstr, n);
+            err = lt_gmail_get_many(x->g, ids, nids, 0, on_minimal, x, errstr, n);
             if (!err)
                 set_total(x, x->nkeep);
             if (!err)
                 err =
                     fetch_ids(x, (const char *const *)x->keep, x->nkeep, NULL, NULL, 0, errstr, n);
-            if (!err && page.n > x->nkeep)
+            if (!err && nids > x->nkeep)
                 lt_info(lt_sync_log(x->s),
                         "resync of %s: %zu of %zu listed messages unchanged since historyId %llu; "
                         "not published again",
-                        x->scope, page.n - x->nkeep, page.n, (unsigned long long)x->old_history_id);
+                        x->scope, nids - x->nkeep, nids, (unsigned long long)x->old_history_id);
             free_strs(x->keep, x->nkeep);
             x->keep = NULL;
             x->nkeep = 0;
         } else {
-            err = fetch_ids(x, ids, page.n, NULL, NULL, 0, errstr, n);
+            err = fetch_ids(x, ids, nids, NULL, NULL, 0, errstr, n);
         }
         free(ids);
         lt_gmail_page_free(&page);
     } while (!err && token);
     free(token);
+    free(skip_through);
+    free(x->cur_page_token);
+    x->cur_page_token = NULL;
     x->est_after = 0;
     if (!err)
         lt_debug(lt_sync_log(x->s), "scope %s: %llu messages listed", x->scope,
@@ -403,19 +518,31 @@ static lt_err_t list_and_fetch(scope_ctx_t *x, const char *extra_q, int resync, 
     return err;
 }
 
-static lt_err_t full_sync(scope_ctx_t *x, int resync, char *errstr, size_t n)
+/* A first sync or full resync. Its progress is the scope's cursor
+ * (mail_sync_cursors), so whichever command runs the scope next resumes it;
+ * resume: x->cur_history_id and x->resume_* come from that cursor. */
+static lt_err_t full_sync(scope_ctx_t *x, int resync, int resume, char *errstr, size_t n)
 {
-    uint64_t h = 0;
-    /* The position is taken before listing: whatever arrives meanwhile is
-     * in the history after it (and maybe in the list too: same event id). */
-    lt_err_t err = lt_gmail_profile(x->g, &h, errstr, n);
+    lt_err_t err = LT_OK;
+    if (!resume) {
+        /* The position is taken before listing: whatever arrives meanwhile
+         * is in the history after it (and maybe in the list too: same
+         * event id). A resumed sync keeps the position of its start. */
+        x->cur_history_id = 0;
+        err = lt_gmail_profile(x->g, &x->cur_history_id, errstr, n);
+        if (err)
+            return err;
+        x->cur_resync = resync;
+    }
+    x->cur_home = LT_CURSOR_SCOPE;
+    err = list_and_fetch(x, NULL, x->cur_resync, errstr, n);
+    x->cur_home = LT_CURSOR_NONE;
     if (err)
         return err;
-    err = list_and_fetch(x, NULL, resync, errstr, n);
-    if (err)
-        return err;
-    lt_watermark_t wm = {h, 0, 0};
-    return lt_sync_checkpoint(x->s, x->scope, &wm, resync, errstr, n);
+    /* the watermark, and the cursor deleted, with the last batch */
+    lt_watermark_t wm = {x->cur_history_id, 0, 0};
+    return lt_sync_checkpoint_cursor(x->s, x->scope, &wm, x->cur_resync, LT_CURSOR_SCOPE, NULL,
+                                     errstr, n);
 }
 
 /* History refs of one page, and the watermark after each prefix. */
@@ -439,34 +566,84 @@ static int hist_wm(void *opaque, size_t last, lt_watermark_t *wm)
     return 1;
 }
 
-/* Search scope: keep the candidates messages.list q= names. */
+/* Search scope: keep the candidates messages.list q= names. The query is
+ * listed once per command, lazily (newest first: new mail is found on its
+ * first pages) and kept across history pages; only a candidate recorded
+ * after the listing started (history id above query_upto) that the listing
+ * did not name lists it again. */
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void query_reset(scope_ctx_t *x)
+{
+    free_strs(x->query_ids, x->nquery_ids);
+    x->query_ids = NULL;
+    x->nquery_ids = x->query_alloc = x->query_sorted = 0;
+    free(x->query_token);
+    x->query_token = NULL;
+    x->query_started = x->query_done = 0;
+}
+
 static lt_err_t filter_query(scope_ctx_t *x, const lt_gmail_page_t *page, char *keep, char *errstr,
                              size_t n)
 {
     size_t left = page->n;
-    char *token = NULL;
     lt_err_t err = LT_OK;
+    int restarted = 0;
     memset(keep, 0, page->n);
+    if (x->nquery_ids) {
+        if (x->query_sorted < x->nquery_ids) {
+            qsort(x->query_ids, x->nquery_ids, sizeof(char *), cmp_str);
+            x->query_sorted = x->nquery_ids;
+        }
+        for (size_t k = 0; k < page->n; k++) {
+            const char *id = page->refs[k].id;
+            if (bsearch(&id, x->query_ids, x->nquery_ids, sizeof(char *), cmp_str)) {
+                keep[k] = 1;
+                left--;
+            }
+        }
+    }
     while (left) {
+        if (x->query_done) {
+            int newer = 0;
+            for (size_t k = 0; k < page->n && !newer; k++)
+                newer = !keep[k] && page->refs[k].history_id > x->query_upto;
+            if (!newer || restarted)
+                break; /* not (or no longer) in the query's result */
+            query_reset(x);
+            restarted = 1;
+        }
+        if (!x->query_started) {
+            /* every record up to the mailbox's position at this history
+             * page existed before this listing */
+            x->query_upto = page->history_id;
+            x->query_started = 1;
+        }
         lt_gmail_page_t lp;
-        err = lt_gmail_list(x->g, NULL, x->query, token, &lp, errstr, n);
-        free(token);
-        token = NULL;
+        err = lt_gmail_list(x->g, NULL, x->query, x->query_token, &lp, errstr, n);
         if (err)
             break;
-        for (size_t i = 0; i < lp.n; i++)
+        free(x->query_token);
+        x->query_token = lp.next_page_token;
+        lp.next_page_token = NULL;
+        x->query_done = x->query_token == NULL;
+        for (size_t i = 0; i < lp.n; i++) {
             for (size_t k = 0; k < page->n; k++)
                 if (!keep[k] && !strcmp(lp.refs[i].id, page->refs[k].id)) {
                     keep[k] = 1;
                     left--;
                 }
-        token = lp.next_page_token;
-        lp.next_page_token = NULL;
+            if (x->nquery_ids == x->query_alloc) {
+                x->query_alloc = x->query_alloc ? x->query_alloc * 2 : 512;
+                x->query_ids = lt_xrealloc(x->query_ids, x->query_alloc * sizeof(char *));
+            }
+            x->query_ids[x->nquery_ids++] = lt_xstrdup(lp.refs[i].id);
+        }
         lt_gmail_page_free(&lp);
-        if (!token)
-            break;
     }
-    free(token);
     return err;
 }
 
@@ -485,7 +662,7 @@ static lt_err_t incremental(scope_ctx_t *x, uint64_t start, char *errstr, size_t
                     "scope %s: history from %llu is no longer available (%s); full resync",
                     x->scope, (unsigned long long)start, errstr);
             x->old_history_id = start;
-            return full_sync(x, 1, errstr, n);
+            return full_sync(x, 1, 0, errstr, n);
         }
         if (err)
             return err;
@@ -556,17 +733,52 @@ static lt_err_t sync_scope(lt_sync_t *s, lt_gmail_t *g, const char *scope, const
     }
 
     const lt_account_t *a = lt_sync_account(s);
+    char cur[LT_WATERMARK_CURSOR_MAX];
     if (bf_query) {
+        /* the backfill's position: in its command row (same id when Kafka
+         * delivers it again) */
+        err = lt_watermark_cursor_get(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), scope,
+                                      "gmail", LT_CURSOR_COMMAND, lt_command_id(lt_sync_command(s)),
+                                      cur, sizeof(cur), errstr, n);
+        if (err && err != LT_ERR_NOT_FOUND)
+            goto out;
+        if (!err && cursor_load(&x, cur)) {
+            lt_info(lt_sync_log(s), "backfill of scope %s: done by an earlier run", scope);
+            goto out;
+        }
+        x.cur_home = LT_CURSOR_COMMAND;
         err = list_and_fetch(&x, bf_query, 0, errstr, n);
         if (!err)
-            err = lt_sync_checkpoint(s, scope, NULL, 0, errstr, n);
+            err = lt_sync_checkpoint_cursor(s, scope, NULL, 0, LT_CURSOR_COMMAND,
+                                            "{\"complete\": true}", errstr, n);
         goto out;
     }
+    err = lt_watermark_cursor_get(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), scope,
+                                  "gmail", LT_CURSOR_SCOPE, lt_command_id(lt_sync_command(s)), cur,
+                                  sizeof(cur), errstr, n);
+    if (err && err != LT_ERR_NOT_FOUND)
+        goto out;
+    if (!err) {
+        /* a full sync an earlier command left unfinished: resume it */
+        cursor_load(&x, cur);
+        if (x.cur_history_id) {
+            lt_info(lt_sync_log(s),
+                    "scope %s: resuming the %s started at historyId %llu (%lld done before)", scope,
+                    x.cur_resync ? "full resync" : "first sync",
+                    (unsigned long long)x.cur_history_id, (long long)lt_sync_progress_done(s));
+            err = full_sync(&x, x.cur_resync, 1, errstr, n);
+            goto out;
+        }
+        free(x.resume_token);
+        free(x.resume_last_id);
+        x.resume_token = x.resume_last_id = NULL;
+    }
+    err = LT_OK;
     lt_watermark_t wm;
     lt_err_t werr = lt_watermark_get(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), scope,
                                      "gmail", &wm, errstr, n);
     if (werr == LT_ERR_NOT_FOUND)
-        err = full_sync(&x, 0, errstr, n);
+        err = full_sync(&x, 0, 0, errstr, n);
     else if (werr)
         err = werr;
     else
@@ -579,6 +791,9 @@ out:
         lt_info(lt_sync_log(s), "scope %s: %llu message(s) deleted before they were fetched", scope,
                 (unsigned long long)x.gone);
     lt_buf_destroy(x.skipped_ids);
+    free(x.resume_token);
+    free(x.resume_last_id);
+    query_reset(&x);
     return err;
 }
 

@@ -180,6 +180,45 @@ static void backoff_sleep(const lt_sync_imap_opts_t *opts, int attempt)
     nanosleep(&ts, NULL);
 }
 
+/* A backfill run again (Kafka re-delivers its command after a crash or a
+ * rebalance): resume after the last UID its committed batches covered, if
+ * the folder's UIDVALIDITY is still the one the cursor was written in. */
+static lt_err_t backfill_resume(lt_sync_t *s, const char *folder, uint32_t uidvalidity,
+                                uint32_t *durable, char *errstr, size_t n)
+{
+    const lt_account_t *a = lt_sync_account(s);
+    char cur[LT_WATERMARK_CURSOR_MAX];
+    lt_err_t err = lt_watermark_cursor_get(
+        lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), folder, "imap", LT_CURSOR_COMMAND,
+        lt_command_id(lt_sync_command(s)), cur, sizeof(cur), errstr, n);
+    if (err == LT_ERR_NOT_FOUND)
+        return LT_OK;
+    if (err)
+        return err;
+    json_object *o = json_tokener_parse(cur), *v;
+    uint32_t validity = 0, last = 0;
+    int64_t done = 0;
+    if (o && json_object_object_get_ex(o, "uidvalidity", &v))
+        validity = (uint32_t)json_object_get_int64(v);
+    if (o && json_object_object_get_ex(o, "last_uid", &v))
+        last = (uint32_t)json_object_get_int64(v);
+    if (o && json_object_object_get_ex(o, "done", &v))
+        done = json_object_get_int64(v);
+    json_object_put(o);
+    if (validity != uidvalidity || !last) {
+        lt_warn(lt_sync_log(s),
+                "backfill of %s: cursor %s is for UIDVALIDITY %u, folder has %u; "
+                "starting the range again",
+                folder, cur, validity, uidvalidity);
+        return LT_OK;
+    }
+    *durable = last;
+    lt_sync_progress_resume(s, done);
+    lt_info(lt_sync_log(s), "backfill of %s: resuming after UID %u (%lld done before)", folder,
+            last, (long long)done);
+    return LT_OK;
+}
+
 /* Sync one folder (incremental) or one UID range (backfill). */
 static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int backfill,
                             uint32_t bf_start, uint32_t bf_end, char *errstr, size_t n)
@@ -232,6 +271,8 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
         }
         uint32_t start;
         if (backfill) {
+            if (first && (err = backfill_resume(s, folder, mb.uidvalidity, &durable, errstr, n)))
+                goto retry;
             validity = mb.uidvalidity;
             start = durable ? durable + 1 : (bf_start ? bf_start : 1);
         } else if (first) {
@@ -289,8 +330,9 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
             if (err)
                 goto retry;
         }
-        lt_command_progress_t prog = {lt_sync_messages(s), lt_sync_bytes(s), 0, (int64_t)nuids};
         lt_sync_set_total(s, lt_sync_progress_done(s) + (int64_t)nuids);
+        lt_command_progress_t prog = {lt_sync_messages(s), lt_sync_bytes(s),
+                                      lt_sync_progress_done(s), lt_sync_progress_total(s)};
         lt_command_heartbeat(db, lt_command_id(lt_sync_command(s)), &prog, NULL, 0);
 
         size_t batch = (size_t)lt_sync_batch_messages(s);
@@ -313,7 +355,17 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
                 goto retry;
             }
             lt_watermark_t wm = {0, validity, uids[i + k - 1]};
-            err = lt_sync_checkpoint(s, folder, backfill ? NULL : &wm, resync, errstr, n);
+            if (backfill) {
+                /* the backfill's position moves with the batch (command row) */
+                char cur[128];
+                snprintf(cur, sizeof(cur),
+                         "{\"uidvalidity\": %u, \"last_uid\": %u, \"done\": %lld}", validity,
+                         uids[i + k - 1], (long long)lt_sync_progress_done(s));
+                err = lt_sync_checkpoint_cursor(s, folder, NULL, 0, LT_CURSOR_COMMAND, cur, errstr,
+                                                n);
+            } else {
+                err = lt_sync_checkpoint(s, folder, &wm, resync, errstr, n);
+            }
             if (err)
                 goto retry;
             f.durable_skipped = f.skipped;
@@ -322,7 +374,7 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
             durable = uids[i + k - 1];
             prog.messages = lt_sync_messages(s);
             prog.bytes = lt_sync_bytes(s);
-            prog.progress_done = (int64_t)(i + k);
+            prog.progress_done = lt_sync_progress_done(s);
             lt_command_heartbeat(db, lt_command_id(lt_sync_command(s)), &prog, NULL, 0);
         }
         if (!backfill && (nuids == 0 && (resync || durable == 0))) {

@@ -195,6 +195,18 @@ lt_err_t lt_watermark_set(lt_db_t *db, const char *tenant, const char *account_i
     return err;
 }
 
+static const char *home_name(lt_cursor_home_t h)
+{
+    return h == LT_CURSOR_COMMAND ? "command" : h == LT_CURSOR_SCOPE ? "scope" : NULL;
+}
+
+static lt_cursor_home_t home_parse(const char *s)
+{
+    return !strcmp(s, "command") ? LT_CURSOR_COMMAND
+           : !strcmp(s, "scope") ? LT_CURSOR_SCOPE
+                                 : LT_CURSOR_NONE;
+}
+
 lt_err_t lt_watermark_pending_put(lt_db_t *db, const char *tenant, const char *account_id,
                                   const char *scope, const char *provider,
                                   const lt_watermark_pending_t *p, char *errstr, size_t errstr_size)
@@ -205,41 +217,144 @@ lt_err_t lt_watermark_pending_put(lt_db_t *db, const char *tenant, const char *a
         return err;
     if (!p->command_id[0] || !p->marker_topic[0] || p->marker_partition < 0 ||
         p->marker_offset < 0 || !memchr(p->command_id, 0, sizeof(p->command_id)) ||
-        !memchr(p->marker_topic, 0, sizeof(p->marker_topic)))
+        !memchr(p->marker_topic, 0, sizeof(p->marker_topic)) ||
+        !memchr(p->cursor, 0, sizeof(p->cursor)))
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                          "pending watermark needs a command id, a marker topic and a "
                          "non-negative partition and offset");
-    err = lt_watermark_to_json(provider, &p->wm, json, errstr, errstr_size);
-    if (err)
+    if (p->no_wm && p->cursor_home == LT_CURSOR_NONE)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "pending row without a watermark needs a cursor");
+    if (!p->no_wm && (err = lt_watermark_to_json(provider, &p->wm, json, errstr, errstr_size)))
         return err;
     snprintf(part, sizeof(part), "%" PRId32, p->marker_partition);
     snprintf(off, sizeof(off), "%" PRId64, p->marker_offset);
-    const char *params[] = {
-        tenant,        account_id,      scope, provider, json, p->resync ? "true" : "false",
-        p->command_id, p->marker_topic, part,  off};
+    const char *params[] = {tenant,
+                            account_id,
+                            scope,
+                            provider,
+                            p->no_wm ? NULL : json,
+                            p->resync ? "true" : "false",
+                            p->command_id,
+                            p->marker_topic,
+                            part,
+                            off,
+                            home_name(p->cursor_home),
+                            p->cursor_home && p->cursor[0] ? p->cursor : NULL};
     return lt_db_exec(
         db, "put pending watermark",
         "INSERT INTO mail_watermark_pending (tenant_id, account_id, scope, provider, "
-        "watermark_json, resync, command_id, marker_topic, marker_partition, marker_offset) "
-        "VALUES ($1, $2, $3, $4, $5::jsonb, $6::boolean, $7, $8, $9::integer, $10::bigint) "
+        "watermark_json, resync, command_id, marker_topic, marker_partition, marker_offset, "
+        "cursor_home, cursor_json) "
+        "VALUES ($1, $2, $3, $4, $5::jsonb, $6::boolean, $7, $8, $9::integer, $10::bigint, $11, "
+        "$12::jsonb) "
         "ON CONFLICT (tenant_id, account_id, scope, provider) DO UPDATE SET "
         "watermark_json = EXCLUDED.watermark_json, resync = EXCLUDED.resync, "
         "command_id = EXCLUDED.command_id, marker_topic = EXCLUDED.marker_topic, "
         "marker_partition = EXCLUDED.marker_partition, marker_offset = EXCLUDED.marker_offset, "
+        "cursor_home = EXCLUDED.cursor_home, cursor_json = EXCLUDED.cursor_json, "
         "created_at = now()",
-        10, params, NULL, errstr, errstr_size);
+        12, params, NULL, errstr, errstr_size);
+}
+
+lt_err_t lt_watermark_cursor_set(lt_db_t *db, const char *tenant, const char *account_id,
+                                 const char *scope, const char *provider, lt_cursor_home_t home,
+                                 const char *command_id, const char *cursor, char *errstr,
+                                 size_t errstr_size)
+{
+    lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
+    if (err)
+        return err;
+    if (!command_id || !*command_id || home == LT_CURSOR_NONE)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "a cursor needs a home and a command id");
+    if (cursor && !*cursor)
+        cursor = NULL;
+    if (home == LT_CURSOR_COMMAND) {
+        /* 0007 may re-key the row by (tenant, account, command id): all three match */
+        const char *params[] = {tenant, account_id, scope, cursor, command_id};
+        return lt_db_exec(db, "set command cursor",
+                          "UPDATE mail_sync_commands SET cursor_json = CASE WHEN $4::jsonb IS NULL "
+                          "THEN COALESCE(cursor_json, '{}'::jsonb) - $3::text "
+                          "ELSE COALESCE(cursor_json, '{}'::jsonb) || "
+                          "jsonb_build_object($3::text, $4::jsonb) END "
+                          "WHERE command_id = $5 AND tenant_id = $1 AND account_id = $2",
+                          5, params, NULL, errstr, errstr_size);
+    }
+    if (!cursor) {
+        const char *params[] = {tenant, account_id, scope, provider};
+        return lt_db_exec(db, "delete scope cursor",
+                          "DELETE FROM mail_sync_cursors WHERE tenant_id = $1 AND account_id = $2 "
+                          "AND scope = $3 AND provider = $4",
+                          4, params, NULL, errstr, errstr_size);
+    }
+    const char *params[] = {tenant, account_id, scope, provider, cursor, command_id};
+    return lt_db_exec(db, "set scope cursor",
+                      "INSERT INTO mail_sync_cursors (tenant_id, account_id, scope, provider, "
+                      "cursor_json, command_id) VALUES ($1, $2, $3, $4, $5::jsonb, $6) "
+                      "ON CONFLICT (tenant_id, account_id, scope, provider) DO UPDATE SET "
+                      "cursor_json = EXCLUDED.cursor_json, command_id = EXCLUDED.command_id",
+                      6, params, NULL, errstr, errstr_size);
+}
+
+lt_err_t lt_watermark_cursor_get(lt_db_t *db, const char *tenant, const char *account_id,
+                                 const char *scope, const char *provider, lt_cursor_home_t home,
+                                 const char *command_id, char *out, size_t outsz, char *errstr,
+                                 size_t errstr_size)
+{
+    PGresult *r = NULL;
+    out[0] = 0;
+    lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
+    if (err)
+        return err;
+    if (home == LT_CURSOR_COMMAND) {
+        if (!command_id || !*command_id)
+            return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "command cursor: no command id");
+        const char *params[] = {tenant, account_id, scope, command_id};
+        err = lt_db_exec(db, "get command cursor",
+                         "SELECT (cursor_json -> $3::text)::text FROM mail_sync_commands "
+                         "WHERE command_id = $4 AND tenant_id = $1 AND account_id = $2",
+                         4, params, &r, errstr, errstr_size);
+    } else {
+        const char *params[] = {tenant, account_id, scope, provider};
+        err = lt_db_exec(db, "get scope cursor",
+                         "SELECT cursor_json::text FROM mail_sync_cursors WHERE tenant_id = $1 "
+                         "AND account_id = $2 AND scope = $3 AND provider = $4",
+                         4, params, &r, errstr, errstr_size);
+    }
+    if (err)
+        return err;
+    if (PQntuples(r) == 0 || PQgetisnull(r, 0, 0))
+        err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "no cursor");
+    else if ((size_t)PQgetlength(r, 0, 0) >= outsz)
+        err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "stored cursor is too long (%d bytes)",
+                        PQgetlength(r, 0, 0));
+    else
+        snprintf(out, outsz, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return err;
 }
 
 #define PENDING_COLUMNS                                                                            \
-    "watermark_json::text, resync, command_id, marker_topic, marker_partition, marker_offset"
+    "watermark_json::text, resync, command_id, marker_topic, marker_partition, marker_offset, "    \
+    "cursor_home, cursor_json::text"
 
 static lt_err_t pending_from_row(const PGresult *r, int i, int col0, const char *provider,
                                  lt_watermark_pending_t *out, char *errstr, size_t errstr_size)
 {
     char e[256];
     memset(out, 0, sizeof(*out));
-    if (lt_watermark_from_json(provider, PQgetvalue(r, i, col0), &out->wm, e, sizeof(e)))
+    if (PQgetisnull(r, i, col0))
+        out->no_wm = 1;
+    else if (lt_watermark_from_json(provider, PQgetvalue(r, i, col0), &out->wm, e, sizeof(e)))
         return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "stored pending watermark: %s", e);
+    if (!PQgetisnull(r, i, col0 + 6))
+        out->cursor_home = home_parse(PQgetvalue(r, i, col0 + 6));
+    if (!PQgetisnull(r, i, col0 + 7)) {
+        if ((size_t)PQgetlength(r, i, col0 + 7) >= sizeof(out->cursor))
+            return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "stored pending cursor too long");
+        snprintf(out->cursor, sizeof(out->cursor), "%s", PQgetvalue(r, i, col0 + 7));
+    }
     out->resync = !strcmp(PQgetvalue(r, i, col0 + 1), "t");
     snprintf(out->command_id, sizeof(out->command_id), "%s", PQgetvalue(r, i, col0 + 2));
     snprintf(out->marker_topic, sizeof(out->marker_topic), "%s", PQgetvalue(r, i, col0 + 3));
@@ -295,7 +410,7 @@ static lt_err_t pending_delete(lt_db_t *db, const char *what, const char *tenant
         "DELETE FROM mail_watermark_pending WHERE tenant_id = $1 AND account_id = $2 AND "
         "scope = $3 AND provider = $4 AND ($5::text IS NULL OR (command_id = $5 AND "
         "marker_topic = $6 AND marker_partition = $7::integer AND marker_offset = $8::bigint)) "
-        "RETURNING watermark_json::text, resync",
+        "RETURNING watermark_json::text, resync, cursor_home, cursor_json::text, command_id",
         8, params, res, errstr, errstr_size);
     if (err)
         return err;
@@ -328,8 +443,14 @@ lt_err_t lt_watermark_pending_apply(lt_db_t *db, const char *tenant, const char 
                          &r, errstr, errstr_size);
     if (err)
         goto out;
-    err = upsert(db, tenant, account_id, scope, provider, PQgetvalue(r, 0, 0),
-                 !strcmp(PQgetvalue(r, 0, 1), "t"), stored, errstr, errstr_size);
+    if (!PQgetisnull(r, 0, 0))
+        err = upsert(db, tenant, account_id, scope, provider, PQgetvalue(r, 0, 0),
+                     !strcmp(PQgetvalue(r, 0, 1), "t"), stored, errstr, errstr_size);
+    if (!err && !PQgetisnull(r, 0, 2))
+        err = lt_watermark_cursor_set(db, tenant, account_id, scope, provider,
+                                      home_parse(PQgetvalue(r, 0, 2)), PQgetvalue(r, 0, 4),
+                                      PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3), errstr,
+                                      errstr_size);
     if (err)
         goto out;
     err = lt_db_commit(db, errstr, errstr_size);

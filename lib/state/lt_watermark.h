@@ -42,6 +42,16 @@ typedef struct {
 #define LT_WATERMARK_JSON_MAX 96
 #define LT_WATERMARK_COMMAND_ID_MAX 256
 #define LT_WATERMARK_TOPIC_MAX 249
+#define LT_WATERMARK_CURSOR_MAX 4096 /* a cursor's JSON text, NUL included */
+
+/* Durable progress of a long sync (docs/delivery-protocol.md, "Progress of
+ * long syncs"): a cursor is a JSON object written after a batch, atomically
+ * with its watermark (the pending row carries both). Its home:
+ *   LT_CURSOR_COMMAND: mail_sync_commands.cursor_json -> scope (a backfill;
+ *                      the command id is the pending row's);
+ *   LT_CURSOR_SCOPE:   mail_sync_cursors (tenant, account, scope, provider):
+ *                      a full sync in progress; an empty cursor deletes it. */
+typedef enum { LT_CURSOR_NONE = 0, LT_CURSOR_COMMAND = 1, LT_CURSOR_SCOPE = 2 } lt_cursor_home_t;
 
 /* Encode as watermark_json ("gmail" or "imap"); LT_ERR_INVALID for another
  * provider or an imap uidvalidity of 0. */
@@ -68,6 +78,9 @@ lt_err_t lt_watermark_set(lt_db_t *db, const char *tenant, const char *account_i
 typedef struct {
     lt_watermark_t wm;
     int resync;
+    int no_wm; /* 1: the batch moves only its cursor (wm unused) */
+    lt_cursor_home_t cursor_home;
+    char cursor[LT_WATERMARK_CURSOR_MAX]; /* JSON object; "" = none (scope home: delete) */
     char command_id[LT_WATERMARK_COMMAND_ID_MAX + 1];
     char marker_topic[LT_WATERMARK_TOPIC_MAX + 1];
     int32_t marker_partition;
@@ -87,7 +100,8 @@ lt_err_t lt_watermark_pending_get(lt_db_t *db, const char *tenant, const char *a
                                   lt_watermark_pending_t *out, char *errstr, size_t errstr_size);
 
 /* (e) / recovery "visible": in one transaction apply the pending watermark
- * to mail_watermarks (same guard, its resync flag) and delete the row.
+ * to mail_watermarks (same guard, its resync flag), write its cursor to the
+ * cursor's home (lt_watermark_cursor_set) and delete the row.
  * `expect` (may be NULL): only if the row still has this command id and
  * marker (else LT_ERR_NOT_FOUND, nothing changed). *stored as for _set.
  * LT_ERR_NOT_FOUND when there is no pending row. */
@@ -102,6 +116,21 @@ lt_err_t lt_watermark_pending_discard(lt_db_t *db, const char *tenant, const cha
                                       const char *scope, const char *provider,
                                       const lt_watermark_pending_t *expect, char *errstr,
                                       size_t errstr_size);
+
+/* Write a cursor to its home outside the delivery protocol (a batch without
+ * events: nothing to protect). cursor NULL or "": the scope home's row is
+ * deleted, the command home's key removed. command_id: the command whose
+ * row holds it (LT_CURSOR_COMMAND) or that wrote it (LT_CURSOR_SCOPE). */
+lt_err_t lt_watermark_cursor_set(lt_db_t *db, const char *tenant, const char *account_id,
+                                 const char *scope, const char *provider, lt_cursor_home_t home,
+                                 const char *command_id, const char *cursor, char *errstr,
+                                 size_t errstr_size);
+/* The cursor stored for scope (home LT_CURSOR_COMMAND: in command_id's row)
+ * as JSON text into out; LT_ERR_NOT_FOUND when there is none. */
+lt_err_t lt_watermark_cursor_get(lt_db_t *db, const char *tenant, const char *account_id,
+                                 const char *scope, const char *provider, lt_cursor_home_t home,
+                                 const char *command_id, char *out, size_t outsz, char *errstr,
+                                 size_t errstr_size);
 
 /* Every pending row of one account (recovery at start-up / assignment).
  * fn gets borrowed values; it must not use db; non-zero stops. */

@@ -545,6 +545,82 @@ static void test_locks(const lt_scratch_t *s, lt_db_t *a)
 
 /* ---- commands ---- */
 
+/* ---- durable progress of long syncs: cursors move with the pending row ---- */
+
+static void test_cursors(lt_db_t *db)
+{
+    const char *T = "personal", *I = "workmail-imap", *G = "personal-gmail";
+    char cur[LT_WATERMARK_CURSOR_MAX];
+    lt_watermark_pending_t p, got;
+    lt_watermark_t wm;
+    int stored = -1, attempt = 0;
+    lt_command_status_t prev;
+    lt_command_info_t c = {.command_id = "bf-cursor-1",
+                           .tenant = T,
+                           .account_id = I,
+                           .provider = "imap",
+                           .kind = "backfill",
+                           .worker_id = "w"};
+    CHECK(lt_command_start(db, &c, &attempt, &prev, E) == LT_OK);
+    CHECK(lt_watermark_cursor_get(db, T, I, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
+                                  cur, sizeof(cur), E) == LT_ERR_NOT_FOUND);
+
+    /* a backfill batch: no watermark, the cursor in the command row */
+    memset(&p, 0, sizeof(p));
+    p.no_wm = 1;
+    p.cursor_home = LT_CURSOR_COMMAND;
+    snprintf(p.cursor, sizeof(p.cursor), "{\"uidvalidity\": 7, \"last_uid\": 50}");
+    snprintf(p.command_id, sizeof(p.command_id), "bf-cursor-1");
+    snprintf(p.marker_topic, sizeof(p.marker_topic), "ckpt");
+    p.marker_offset = 9;
+    CHECK(lt_watermark_get(db, T, I, "Archive", "imap", &wm, E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_pending_put(db, T, I, "Archive", "imap", &p, E) == LT_OK);
+    CHECK(lt_watermark_pending_get(db, T, I, "Archive", "imap", &got, E) == LT_OK);
+    CHECK(got.no_wm == 1 && got.cursor_home == LT_CURSOR_COMMAND);
+    /* not applied yet: the Kafka transaction is in doubt */
+    CHECK(lt_watermark_cursor_get(db, T, I, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
+                                  cur, sizeof(cur), E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_pending_apply(db, T, I, "Archive", "imap", &got, &stored, E) == LT_OK);
+    CHECK_INT(stored, 0); /* no watermark written */
+    CHECK(lt_watermark_get(db, T, I, "Archive", "imap", &wm, E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_cursor_get(db, T, I, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
+                                  cur, sizeof(cur), E) == LT_OK);
+    CHECK(strstr(cur, "\"last_uid\": 50") != NULL);
+    /* an aborted batch's cursor is discarded with its row */
+    snprintf(p.cursor, sizeof(p.cursor), "{\"uidvalidity\": 7, \"last_uid\": 100}");
+    CHECK(lt_watermark_pending_put(db, T, I, "Archive", "imap", &p, E) == LT_OK);
+    CHECK(lt_watermark_pending_discard(db, T, I, "Archive", "imap", NULL, E) == LT_OK);
+    CHECK(lt_watermark_cursor_get(db, T, I, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
+                                  cur, sizeof(cur), E) == LT_OK);
+    CHECK(strstr(cur, "\"last_uid\": 50") != NULL);
+    /* the row of another account with the same command id is not touched */
+    CHECK(lt_watermark_cursor_get(db, T, G, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
+                                  cur, sizeof(cur), E) == LT_ERR_NOT_FOUND);
+    /* a pending row needs a watermark or a cursor */
+    p.cursor_home = LT_CURSOR_NONE;
+    CHECK(lt_watermark_pending_put(db, T, I, "Archive", "imap", &p, E) == LT_ERR_INVALID);
+
+    /* a first sync: scope cursor while it runs; the final batch stores the
+     * watermark and deletes the cursor in one transaction */
+    CHECK(lt_watermark_cursor_set(db, T, G, "label:Big", "gmail", LT_CURSOR_SCOPE, "fs-1",
+                                  "{\"historyId\": \"500\", \"lastId\": \"a1\"}", E) == LT_OK);
+    CHECK(lt_watermark_cursor_get(db, T, G, "label:Big", "gmail", LT_CURSOR_SCOPE, NULL, cur,
+                                  sizeof(cur), E) == LT_OK);
+    CHECK(strstr(cur, "\"a1\"") != NULL);
+    memset(&p, 0, sizeof(p));
+    p.wm = gm(500);
+    p.cursor_home = LT_CURSOR_SCOPE; /* empty cursor: delete */
+    snprintf(p.command_id, sizeof(p.command_id), "fs-2");
+    snprintf(p.marker_topic, sizeof(p.marker_topic), "ckpt");
+    CHECK(lt_watermark_pending_put(db, T, G, "label:Big", "gmail", &p, E) == LT_OK);
+    CHECK(lt_watermark_pending_apply(db, T, G, "label:Big", "gmail", NULL, &stored, E) == LT_OK);
+    CHECK_INT(stored, 1);
+    CHECK(lt_watermark_get(db, T, G, "label:Big", "gmail", &wm, E) == LT_OK &&
+          wm.history_id == 500);
+    CHECK(lt_watermark_cursor_get(db, T, G, "label:Big", "gmail", LT_CURSOR_SCOPE, NULL, cur,
+                                  sizeof(cur), E) == LT_ERR_NOT_FOUND);
+}
+
 static void test_commands(lt_db_t *db)
 {
     int attempt = -1;
@@ -719,6 +795,7 @@ int main(void)
             test_pending(db);
             test_locks(&s, db);
             test_commands(db);
+            test_cursors(db);
             test_tx(db);
         }
         lt_db_destroy(db);
