@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lt_clock.h"
 #include "lt_s3.h"
 
 typedef struct {
@@ -32,12 +33,6 @@ typedef struct {
     atomic_long *next;
     atomic_long *errors;
 } job_t;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static double proc_cpu_s(const char *pid) {
     char path[64], buf[4096];
@@ -119,12 +114,12 @@ int main(int argc, char **argv) {
         cpu0 += proc_cpu_s(argv[a]);
     struct rusage ru0, ru1;
     getrusage(RUSAGE_SELF, &ru0);
-    double t0 = now_s();
+    double t0 = lt_now_s();
     for (long t = 0; t < p; t++)
         pthread_create(&th[t], NULL, run, &jobs[t]);
     for (long t = 0; t < p; t++)
         pthread_join(th[t], NULL);
-    double secs = now_s() - t0;
+    double secs = lt_now_s() - t0;
     getrusage(RUSAGE_SELF, &ru1);
     for (int a = 7; a < argc; a++)
         cpu1 += proc_cpu_s(argv[a]);

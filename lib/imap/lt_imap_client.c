@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "lt_buf.h"
+#include "lt_clock.h"
 #include "lt_imap_parser.h"
 #include "lt_imap_utf7.h"
 
@@ -100,13 +101,6 @@ struct lt_imap_s {
 };
 
 /* ---------------------------------------------------------------- utils */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void copy_str(char *dst, size_t n, const char *src)
 {
@@ -366,7 +360,7 @@ static lt_err_t tls_start(lt_imap_t *c, int64_t deadline, char *errstr, size_t e
         int e = SSL_get_error(c->ssl, r);
         if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
             return tls_failure(c, "handshake", errstr, errstr_size);
-        int left = (int)(deadline - now_ms());
+        int left = (int)(deadline - lt_now_ms());
         lt_err_t err = wait_fd(c, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, left > 0 ? left : 0,
                                "connect", errstr, errstr_size);
         if (err)
@@ -884,7 +878,7 @@ lt_err_t lt_imap_connect_fd(lt_imap_t *c, int fd, char *errstr, size_t errstr_si
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return set_broken(c, LT_ERR_TEMPORARY, errstr, errstr_size, "IMAP: fcntl failed");
     if (c->tls) {
-        lt_err_t err = tls_start(c, now_ms() + c->connect_timeout_ms, errstr, errstr_size);
+        lt_err_t err = tls_start(c, lt_now_ms() + c->connect_timeout_ms, errstr, errstr_size);
         if (err)
             return err;
     }
@@ -895,7 +889,7 @@ lt_err_t lt_imap_connect(lt_imap_t *c, char *errstr, size_t errstr_size)
 {
     if (c->fd >= 0 || c->broken)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "IMAP: handle already used");
-    int64_t deadline = now_ms() + c->connect_timeout_ms;
+    int64_t deadline = lt_now_ms() + c->connect_timeout_ms;
     char port[16];
     snprintf(port, sizeof(port), "%d", c->port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
@@ -911,7 +905,7 @@ lt_err_t lt_imap_connect(lt_imap_t *c, char *errstr, size_t errstr_size)
             continue;
         if (connect(fd, a->ai_addr, a->ai_addrlen) == 0 || errno == EINPROGRESS) {
             struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-            int left = (int)(deadline - now_ms());
+            int left = (int)(deadline - lt_now_ms());
             int r = left > 0 ? poll(&pfd, 1, left) : 0;
             int soerr = 0;
             socklen_t sl = sizeof(soerr);

@@ -11,19 +11,13 @@
 #include <openssl/evp.h>
 
 #include "lt_buf.h"
+#include "lt_clock.h"
 #include "lt_objkey.h"
 #include "lt_s3.h"
 #include "lt_test.h"
 
 static const char *endpoint, *bucket, *akid, *secret, *region;
 static char run[64]; /* unique key prefix of this run */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void sha256_of(const void *d, size_t n, char out[65])
 {
@@ -176,9 +170,9 @@ static void test_big_file(lt_s3_t *s3)
 
     key_of(key, sizeof(key), "big/message.eml");
     uint64_t size = 0;
-    double t0 = now_s();
+    double t0 = lt_now_s();
     lt_err_t e = lt_s3_put_file(s3, key, fd, "message/rfc822", sha, &size, err, sizeof(err));
-    double t_put = now_s() - t0;
+    double t_put = lt_now_s() - t0;
     CHECK_MSG(e == LT_OK, "put_file: %s", err);
     CHECK_STR(sha, want);
     CHECK_INT(size, n);
@@ -188,9 +182,9 @@ static void test_big_file(lt_s3_t *s3)
     CHECK_STR(msha, want);
 
     lt_buf_t *b = lt_buf_new(32u * 1024 * 1024);
-    t0 = now_s();
+    t0 = lt_now_s();
     e = lt_s3_get(s3, key, b, err, sizeof(err));
-    double t_get = now_s() - t0;
+    double t_get = lt_now_s() - t0;
     CHECK_MSG(e == LT_OK, "get: %s", err);
     CHECK_INT(lt_buf_len(b), n);
     CHECK(lt_buf_len(b) == n && memcmp(lt_buf_data(b), data, n) == 0);
@@ -205,22 +199,22 @@ static void test_big_file(lt_s3_t *s3)
     /* 1 MB objects from memory, a few times over the kept-alive connection. */
     const size_t m = 1024 * 1024;
     const int reps = 20;
-    t0 = now_s();
+    t0 = lt_now_s();
     for (int i = 0; i < reps; i++) {
         char k[512];
         snprintf(k, sizeof(k), "%s/mb/%d", run, i);
         CHECK_INT(lt_s3_put(s3, k, data + (size_t)i * 1000, m, NULL, NULL, err, sizeof(err)),
                   LT_OK);
     }
-    t_put = now_s() - t0;
-    t0 = now_s();
+    t_put = lt_now_s() - t0;
+    t0 = lt_now_s();
     for (int i = 0; i < reps; i++) {
         char k[512];
         snprintf(k, sizeof(k), "%s/mb/%d", run, i);
         CHECK_INT(lt_s3_get(s3, k, b, err, sizeof(err)), LT_OK);
         CHECK(lt_buf_len(b) == m && memcmp(lt_buf_data(b), data + (size_t)i * 1000, m) == 0);
     }
-    t_get = now_s() - t0;
+    t_get = lt_now_s() - t0;
     printf("1 MB x %d: PUT %.1f MB/s (%.1f ms each), GET %.1f MB/s (%.1f ms each)\n", reps,
            reps / t_put, 1000 * t_put / reps, reps / t_get, 1000 * t_get / reps);
     for (int i = 0; i < reps; i++) {

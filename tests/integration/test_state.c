@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "lt_accounts.h"
+#include "lt_clock.h"
 #include "lt_commands.h"
 #include "lt_db.h"
 #include "lt_migrate.h"
@@ -55,13 +56,6 @@ static int running_fresh(lt_db_t *db, const char *account, int secs)
 #define FRESH_ACCOUNTS                                                                             \
     "SELECT count(DISTINCT (tenant_id, account_id)) FROM mail_sync_commands WHERE status = "       \
     "'running' AND heartbeat_at > now() - interval '60 seconds'"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* ---- accounts ---- */
 
@@ -488,9 +482,9 @@ static void test_locks(const lt_scratch_t *s, lt_db_t *a)
     CHECK_INT(locked, 1);
     CHECK(lt_account_unlock(b, T, "personal-gmail", E) == LT_OK);
     /* Bounded wait. */
-    double t0 = now_s();
+    double t0 = lt_now_s();
     lt_err_t e = lt_account_lock_timeout(b, T, "workmail-imap", 300, E);
-    double waited = now_s() - t0;
+    double waited = lt_now_s() - t0;
     CHECK_MSG(e == LT_ERR_TEMPORARY, "%s", g_err);
     CHECK_MSG(waited >= 0.25 && waited < 5, "waited %.3f s", waited);
     CHECK(lt_db_ok(b));
