@@ -89,7 +89,6 @@ struct lt_sync_s {
     struct uploader_s *up; /* parallel uploads, NULL until the first */
 };
 
-void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
 void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     lt_dr_t *d = m->_private;

@@ -32,8 +32,6 @@
 #define POLL_MS 200
 #define TXN_TIMEOUT_MS 60000
 
-void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
-
 typedef struct slot_s {
     lt_worker_t *w;
     int index;

@@ -50,8 +50,6 @@ static lt_command_t *g_cmd;
 static char g_run[64];
 static int g_uid;
 
-void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
-
 /* A mock cluster of one broker with the two topics, owned by its own handle
  * (it lives as long as that handle, across the producers of a case). */
 static rd_kafka_mock_cluster_t *mock_new(rd_kafka_t **owner)
