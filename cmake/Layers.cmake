@@ -43,7 +43,7 @@ endmacro()
 
 # --- the layers ------------------------------------------------------------
 lt_layer(common DIR lib/common
-  WHAT "errors, capped buffers, logger, clocks, settings table, secrets")
+  WHAT "errors, capped buffers, logger, clocks, base64 digits, settings table, secrets")
 lt_layer(storage DIR lib/storage DEPS common
   WHAT "S3 client (SigV4, libcurl), object keys")
 lt_layer(state DIR lib/state DEPS common
