@@ -10,7 +10,7 @@
 #include <json-c/json.h>
 
 #include "lt_buf.h"
-#include "lt_commands.h"
+#include "lt_command_log.h"
 #include "lt_gmail_client.h"
 #include "lt_secret.h"
 

@@ -10,7 +10,7 @@
 
 #include "lt_buf.h"
 #include "lt_command.h"
-#include "lt_commands.h"
+#include "lt_command_log.h"
 #include "lt_imap_client.h"
 #include "lt_secret.h"
 

@@ -14,7 +14,7 @@
 #include "lt_accounts.h"
 #include "lt_buf.h"
 #include "lt_command.h"
-#include "lt_commands.h"
+#include "lt_command_log.h"
 #include "lt_db.h"
 #include "lt_dispatch.h"
 #include "lt_event.h"
@@ -372,11 +372,11 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
     /* 3. already done? (a replay after a crash or a late offset commit) A
      * command id is one account's: the same id for another account is not
      * this command's outcome; it is dead-lettered. */
-    lt_command_status_t st = LT_COMMAND_NONE;
-    int prev_attempts = 0;
+    lt_command_state_t prev_state = {LT_COMMAND_NONE, 0};
     err = lt_command_get_status(slot->db, lt_command_id(cmd), lt_command_tenant_id(cmd),
-                                lt_command_account_id(cmd), &st, &prev_attempts, errstr,
-                                sizeof(errstr));
+                                lt_command_account_id(cmd), &prev_state, errstr, sizeof(errstr));
+    lt_command_status_t st = prev_state.status;
+    int prev_attempts = prev_state.attempt;
     if (err == LT_ERR_FINAL) {
         if (dead_letter_command(w, job, cmd, errstr, &log, t0, attempt, tp))
             goto retry_later;
@@ -404,8 +404,11 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
                                           : "failed");
         if (dead_letter_command(w, job, cmd, reason, &log, t0, prev_attempts, tp))
             goto retry_later;
-        lt_command_finish(slot->db, lt_command_id(cmd), LT_COMMAND_DEAD_LETTERED, NULL, "final",
-                          reason, NULL, 0);
+        lt_command_finish(slot->db, lt_command_id(cmd),
+                          &(lt_command_outcome_t){.status = LT_COMMAND_DEAD_LETTERED,
+                                                  .error_class = "final",
+                                                  .error = reason},
+                          NULL, 0);
         err = LT_OK;
         goto out;
     }
@@ -432,8 +435,11 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
         int att = 0;
         lt_command_status_t prev;
         if (!lt_command_start(slot->db, &ci, &att, &prev, NULL, 0))
-            lt_command_finish(slot->db, lt_command_id(cmd), LT_COMMAND_DEAD_LETTERED, NULL,
-                              "final", reason, NULL, 0);
+            lt_command_finish(slot->db, lt_command_id(cmd),
+                              &(lt_command_outcome_t){.status = LT_COMMAND_DEAD_LETTERED,
+                                                      .error_class = "final",
+                                                      .error = reason},
+                              NULL, 0);
         status_event(w, cmd, lt_job_account(job), "dead_lettered", LT_ERR_FINAL, reason, 0, 0,
                      lt_now_ms() - t0, attempt, tp, NULL);
         err = LT_OK;
@@ -528,8 +534,9 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
         goto fail;
 
     lt_command_progress_t done = {lt_sync_messages(sync), lt_sync_bytes(sync), 0, 0};
-    lt_command_finish(slot->db, lt_command_id(cmd), LT_COMMAND_SUCCEEDED, &done, NULL, NULL, NULL,
-                      0);
+    lt_command_finish(slot->db, lt_command_id(cmd),
+                      &(lt_command_outcome_t){.status = LT_COMMAND_SUCCEEDED, .counts = &done},
+                      NULL, 0);
     lt_info(&log, "command succeeded: %lld messages, %lld bytes in %lld ms",
             (long long)lt_sync_messages(sync), (long long)lt_sync_bytes(sync),
             (long long)(lt_now_ms() - t0));
@@ -552,8 +559,12 @@ fail:
         if (started && slot->db && lt_db_ok(slot->db)) {
             lt_command_progress_t c = {sync ? lt_sync_messages(sync) : 0,
                                        sync ? lt_sync_bytes(sync) : 0, 0, 0};
-            lt_command_finish(slot->db, lt_command_id(cmd), LT_COMMAND_FAILED, &c, "temporary",
-                              errstr, NULL, 0);
+            lt_command_finish(slot->db, lt_command_id(cmd),
+                              &(lt_command_outcome_t){.status = LT_COMMAND_FAILED,
+                                                      .counts = &c,
+                                                      .error_class = "temporary",
+                                                      .error = errstr},
+                              NULL, 0);
         }
         goto retry_later;
     }
@@ -564,8 +575,12 @@ fail:
     if (started && slot->db && lt_db_ok(slot->db)) {
         lt_command_progress_t c = {sync ? lt_sync_messages(sync) : 0,
                                    sync ? lt_sync_bytes(sync) : 0, 0, 0};
-        lt_command_finish(slot->db, lt_command_id(cmd), LT_COMMAND_FAILED, &c, lt_err_name(err),
-                          errstr, NULL, 0);
+        lt_command_finish(slot->db, lt_command_id(cmd),
+                          &(lt_command_outcome_t){.status = LT_COMMAND_FAILED,
+                                                  .counts = &c,
+                                                  .error_class = lt_err_name(err),
+                                                  .error = errstr},
+                          NULL, 0);
     }
     status_event(w, cmd, lt_job_account(job), result, err, errstr,
                  sync ? lt_sync_messages(sync) : 0, sync ? lt_sync_bytes(sync) : 0,

@@ -11,7 +11,7 @@
 
 #include "lt_accounts.h"
 #include "lt_clock.h"
-#include "lt_commands.h"
+#include "lt_command_log.h"
 #include "lt_db.h"
 #include "lt_migrate.h"
 #include "lt_watermark.h"
@@ -618,7 +618,8 @@ static void test_cursors(lt_db_t *db)
 static void test_commands(lt_db_t *db)
 {
     int attempt = -1;
-    lt_command_status_t prev = LT_COMMAND_RUNNING, st;
+    lt_command_status_t prev = LT_COMMAND_RUNNING;
+    lt_command_state_t cs;
     lt_command_info_t c = {.command_id = "01JCMD-A",
                            .tenant = "personal",
                            .account_id = "workmail-imap",
@@ -651,11 +652,14 @@ static void test_commands(lt_db_t *db)
 
     lt_command_progress_t done = {
         .messages = 250, .bytes = 1 << 20, .progress_done = 250, .progress_total = 250};
-    CHECK(lt_command_finish(db, "01JCMD-A", LT_COMMAND_SUCCEEDED, &done, NULL, NULL, E) == LT_OK);
+    CHECK(
+        lt_command_finish(db, "01JCMD-A",
+                          &(lt_command_outcome_t){.status = LT_COMMAND_SUCCEEDED, .counts = &done},
+                          E) == LT_OK);
     CHECK_INT(running_fresh(db, "workmail-imap", 60), 0);
     CHECK(lt_command_heartbeat(db, "01JCMD-A", &pr, E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_command_get_status(db, "01JCMD-A", NULL, NULL, &st, &attempt, E) == LT_OK);
-    CHECK(st == LT_COMMAND_SUCCEEDED && attempt == 1);
+    CHECK(lt_command_get_status(db, "01JCMD-A", NULL, NULL, &cs, E) == LT_OK);
+    CHECK(cs.status == LT_COMMAND_SUCCEEDED && cs.attempt == 1);
     CHECK_INT(scalar(db, "SELECT messages FROM mail_sync_commands WHERE command_id = '01JCMD-A' "
                          "AND finished_at IS NOT NULL AND bytes = 1048576"),
               250);
@@ -664,11 +668,15 @@ static void test_commands(lt_db_t *db)
     CHECK(lt_command_start(db, &c, &attempt, &prev, E) == LT_OK);
     CHECK_INT(attempt, 1);
     CHECK(prev == LT_COMMAND_SUCCEEDED);
-    CHECK(lt_command_get_status(db, "01JCMD-A", NULL, NULL, &st, NULL, E) == LT_OK &&
-          st == LT_COMMAND_SUCCEEDED);
+    CHECK(lt_command_get_status(db, "01JCMD-A", NULL, NULL, &cs, E) == LT_OK &&
+          cs.status == LT_COMMAND_SUCCEEDED);
     CHECK_INT(running_fresh(db, "workmail-imap", 60), 0);
     /* A failed one is: attempt 2, counters reset. */
-    CHECK(lt_command_finish(db, "01JCMD-A", LT_COMMAND_FAILED, NULL, "temporary", "x", E) == LT_OK);
+    CHECK(lt_command_finish(db, "01JCMD-A",
+                            &(lt_command_outcome_t){.status = LT_COMMAND_FAILED,
+                                                    .error_class = "temporary",
+                                                    .error = "x"},
+                            E) == LT_OK);
     CHECK(lt_command_start(db, &c, &attempt, &prev, E) == LT_OK);
     CHECK_INT(attempt, 2);
     CHECK(prev == LT_COMMAND_FAILED);
@@ -680,15 +688,18 @@ static void test_commands(lt_db_t *db)
     char longerr[5000];
     memset(longerr, 'e', sizeof(longerr) - 1);
     longerr[sizeof(longerr) - 1] = 0;
-    CHECK(lt_command_finish(db, "01JCMD-A", LT_COMMAND_FAILED, NULL, "temporary", longerr, E) ==
-          LT_OK);
+    CHECK(lt_command_finish(db, "01JCMD-A",
+                            &(lt_command_outcome_t){.status = LT_COMMAND_FAILED,
+                                                    .error_class = "temporary",
+                                                    .error = longerr},
+                            E) == LT_OK);
     CHECK_INT(scalar(db, "SELECT length(error) FROM mail_sync_commands WHERE command_id = "
                          "'01JCMD-A' AND error_class = 'temporary' AND status = 'failed'"),
               2000);
-    CHECK(lt_command_finish(db, "nope", LT_COMMAND_FAILED, NULL, NULL, NULL, E) ==
+    CHECK(lt_command_finish(db, "nope", &(lt_command_outcome_t){.status = LT_COMMAND_FAILED}, E) ==
           LT_ERR_NOT_FOUND);
-    CHECK(lt_command_finish(db, "01JCMD-A", LT_COMMAND_RUNNING, NULL, NULL, NULL, E) ==
-          LT_ERR_INVALID);
+    CHECK(lt_command_finish(db, "01JCMD-A", &(lt_command_outcome_t){.status = LT_COMMAND_RUNNING},
+                            E) == LT_ERR_INVALID);
 
     /* A running command with a stale heartbeat is not in flight. */
     lt_command_info_t c2 = c;
@@ -699,15 +710,18 @@ static void test_commands(lt_db_t *db)
     CHECK_INT(running_fresh(db, "workmail-imap", 60), 0);
     CHECK_INT(running_fresh(db, "workmail-imap", 3600), 1);
     CHECK_INT(scalar(db, FRESH_ACCOUNTS), 0);
-    CHECK(lt_command_finish(db, "01JCMD-B", LT_COMMAND_DEAD_LETTERED, NULL, "final",
-                            "account disabled", E) == LT_OK);
-    CHECK(lt_command_get_status(db, "01JCMD-B", NULL, NULL, &st, NULL, E) == LT_OK &&
-          st == LT_COMMAND_DEAD_LETTERED);
+    CHECK(lt_command_finish(db, "01JCMD-B",
+                            &(lt_command_outcome_t){.status = LT_COMMAND_DEAD_LETTERED,
+                                                    .error_class = "final",
+                                                    .error = "account disabled"},
+                            E) == LT_OK);
+    CHECK(lt_command_get_status(db, "01JCMD-B", NULL, NULL, &cs, E) == LT_OK &&
+          cs.status == LT_COMMAND_DEAD_LETTERED);
     CHECK(lt_command_start(db, &c2, &attempt, &prev, E) == LT_OK);
     CHECK(prev == LT_COMMAND_DEAD_LETTERED && attempt == 1);
-    CHECK(lt_command_get_status(db, "01JCMD-B", NULL, NULL, &st, NULL, E) == LT_OK &&
-          st == LT_COMMAND_DEAD_LETTERED);
-    CHECK(lt_command_get_status(db, "01JCMD-Z", NULL, NULL, &st, NULL, E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_command_get_status(db, "01JCMD-B", NULL, NULL, &cs, E) == LT_OK &&
+          cs.status == LT_COMMAND_DEAD_LETTERED);
+    CHECK(lt_command_get_status(db, "01JCMD-Z", NULL, NULL, &cs, E) == LT_ERR_NOT_FOUND);
     /* A command for an unknown account is still recorded (no FK). */
     lt_command_info_t c3 = c;
     c3.command_id = "01JCMD-C";
@@ -726,11 +740,10 @@ static void test_commands(lt_db_t *db)
                          "AND tenant_id = 'personal' AND account_id = 'workmail-imap' AND "
                          "status = 'failed' AND attempt = 2"),
               1);
-    CHECK(lt_command_get_status(db, "01JCMD-A", "other-tenant", "workmail-imap", &st, &attempt,
-                                E) == LT_ERR_FINAL);
-    CHECK(lt_command_get_status(db, "01JCMD-A", "personal", "workmail-imap", &st, &attempt, E) ==
-              LT_OK &&
-          st == LT_COMMAND_FAILED && attempt == 2);
+    CHECK(lt_command_get_status(db, "01JCMD-A", "other-tenant", "workmail-imap", &cs, E) ==
+          LT_ERR_FINAL);
+    CHECK(lt_command_get_status(db, "01JCMD-A", "personal", "workmail-imap", &cs, E) == LT_OK &&
+          cs.status == LT_COMMAND_FAILED && cs.attempt == 2);
     other.command_id = "01JCMD-B"; /* dead-lettered above */
     other.tenant = "personal";
     other.account_id = "personal-gmail";
@@ -746,9 +759,8 @@ static void test_commands(lt_db_t *db)
     CHECK(lt_command_start(db, &c4, &attempt, &prev, E) == LT_OK && attempt == 2);
     CHECK(lt_command_abandon(db, "01JCMD-D", 1, E) == LT_ERR_NOT_FOUND); /* not that run */
     CHECK(lt_command_abandon(db, "01JCMD-D", 2, E) == LT_OK);
-    CHECK(lt_command_get_status(db, "01JCMD-D", "personal", "workmail-imap", &st, &attempt, E) ==
-              LT_OK &&
-          st == LT_COMMAND_FAILED && attempt == 1);
+    CHECK(lt_command_get_status(db, "01JCMD-D", "personal", "workmail-imap", &cs, E) == LT_OK &&
+          cs.status == LT_COMMAND_FAILED && cs.attempt == 1);
     CHECK(lt_command_abandon(db, "01JCMD-D", 1, E) == LT_ERR_NOT_FOUND); /* not running */
     CHECK(lt_command_start(db, &c4, &attempt, &prev, E) == LT_OK && attempt == 2);
 }

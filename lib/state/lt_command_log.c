@@ -1,4 +1,4 @@
-#include "lt_commands.h"
+#include "lt_command_log.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -134,10 +134,11 @@ lt_err_t lt_command_heartbeat(lt_db_t *db, const char *command_id,
     return err;
 }
 
-lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, lt_command_status_t status,
-                           const lt_command_progress_t *counts, const char *error_class,
-                           const char *error, char *errstr, size_t errstr_size)
+lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, const lt_command_outcome_t *outcome,
+                           char *errstr, size_t errstr_size)
 {
+    lt_command_status_t status = outcome->status;
+    const char *error_class = outcome->error_class, *error = outcome->error;
     char m[32], b[32], d[32], t[32];
     char capped[LT_COMMAND_ERROR_MAX + 1];
     PGresult *r = NULL;
@@ -150,7 +151,7 @@ lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, lt_command_statu
     if (error)
         lt_db_cap_utf8(capped, sizeof(capped), error);
     const lt_command_progress_t none = {-1, -1, -1, -1};
-    const lt_command_progress_t *p = counts ? counts : &none;
+    const lt_command_progress_t *p = outcome->counts ? outcome->counts : &none;
     const char *params[] = {command_id,
                             lt_command_status_name(status),
                             num_or_null(p->messages, m),
@@ -203,8 +204,8 @@ lt_err_t lt_command_abandon(lt_db_t *db, const char *command_id, int attempt, ch
 }
 
 lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, const char *tenant,
-                               const char *account_id, lt_command_status_t *status, int *attempt,
-                               char *errstr, size_t errstr_size)
+                               const char *account_id, lt_command_state_t *out, char *errstr,
+                               size_t errstr_size)
 {
     PGresult *r = NULL;
     if (!id_ok(command_id))
@@ -224,9 +225,8 @@ lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, const char *
         err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
                         "command id %s is already used by another account", command_id);
     } else {
-        *status = parse_status(PQgetvalue(r, 0, 0));
-        if (attempt)
-            *attempt = atoi(PQgetvalue(r, 0, 1));
+        out->status = parse_status(PQgetvalue(r, 0, 0));
+        out->attempt = atoi(PQgetvalue(r, 0, 1));
     }
     PQclear(r);
     return err;
