@@ -47,7 +47,7 @@ lt_layer(common DIR lib/common
 lt_layer(storage DIR lib/storage DEPS common
   WHAT "S3 client (SigV4, libcurl), object keys")
 lt_layer(state DIR lib/state DEPS common
-  WHAT "Postgres: connection, migrations, accounts, watermarks, commands, issued")
+  WHAT "Postgres: connection, migrations, accounts, account locks, watermarks, command log, issued")
 lt_layer(events DIR lib/events DEPS common
   WHAT "mail.raw.v1 Avro codec, schema registry, sync commands, trace context, Kafka clients")
 lt_layer(imap DIR lib/imap DEPS common

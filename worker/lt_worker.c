@@ -11,6 +11,7 @@
 #include <json-c/json.h>
 #include <librdkafka/rdkafka.h>
 
+#include "lt_account_lock.h"
 #include "lt_accounts.h"
 #include "lt_buf.h"
 #include "lt_command.h"

@@ -1,6 +1,5 @@
-/* lt_watermark: per-scope sync positions (mail_watermarks), the delivery
- * protocol's in-doubt record (mail_watermark_pending) and per-account
- * serialisation (advisory locks).
+/* lt_watermark: per-scope sync positions (mail_watermarks) and the
+ * delivery protocol's in-doubt record (mail_watermark_pending).
  *
  * Formats (watermark_json):
  *   gmail: {"historyId": "123"}                     (string: a uint64)
@@ -22,7 +21,7 @@
  *   (e) lt_watermark_pending_apply()        -- apply + delete, one tx
  * Recovery (a pending row found before a batch): read the marker with a
  * read_committed consumer; visible -> _apply(); aborted -> _discard().
- * The worker holds lt_account_lock() throughout. */
+ * The worker holds lt_account_lock() (lt_account_lock.h) throughout. */
 #ifndef LT_WATERMARK_H
 #define LT_WATERMARK_H
 
@@ -139,23 +138,5 @@ typedef int (*lt_watermark_pending_fn)(const char *scope, const char *provider,
 lt_err_t lt_watermark_pending_list(lt_db_t *db, const char *tenant, const char *account_id,
                                    lt_watermark_pending_fn fn, void *opaque, char *errstr,
                                    size_t errstr_size);
-
-/* Per-account serialisation: a session-level pg_advisory_lock on a 64-bit
- * hash of ("lattice.account", tenant, account_id). Held until unlocked or
- * the connection ends (a crashed worker releases it). Re-entrant per
- * connection: lock twice, unlock twice. */
-long long lt_account_lock_key(const char *tenant, const char *account_id);
-/* Wait until locked. */
-lt_err_t lt_account_lock(lt_db_t *db, const char *tenant, const char *account_id, char *errstr,
-                         size_t errstr_size);
-/* Wait at most timeout_ms; LT_ERR_TEMPORARY when another session holds it. */
-lt_err_t lt_account_lock_timeout(lt_db_t *db, const char *tenant, const char *account_id,
-                                 int timeout_ms, char *errstr, size_t errstr_size);
-/* Do not wait: *locked = 1 when acquired, 0 when another session holds it. */
-lt_err_t lt_account_trylock(lt_db_t *db, const char *tenant, const char *account_id, int *locked,
-                            char *errstr, size_t errstr_size);
-/* LT_ERR_NOT_FOUND when this connection did not hold it. */
-lt_err_t lt_account_unlock(lt_db_t *db, const char *tenant, const char *account_id, char *errstr,
-                           size_t errstr_size);
 
 #endif

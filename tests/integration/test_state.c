@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lt_account_lock.h"
 #include "lt_accounts.h"
 #include "lt_clock.h"
 #include "lt_command_log.h"

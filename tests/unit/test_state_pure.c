@@ -5,6 +5,7 @@
 
 #include <json-c/json.h>
 
+#include "lt_account_lock.h"
 #include "lt_accounts.h"
 #include "lt_command_log.h"
 #include "lt_db.h"
