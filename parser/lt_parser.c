@@ -175,9 +175,15 @@ static lt_err_t dead_letter(lt_parser_t *p, item_t *it, char *errstr, size_t n)
     snprintf(num, sizeof(num), "%lld", (long long)m->offset);
     rd_kafka_header_add(h, "lattice.dlq.source_offset", -1, num, -1);
     rd_kafka_header_add(h, "lattice.dlq.consumer", -1, "lattice-mail-parser", -1);
-    lt_err_t err = lt_kafka_produce_sync(
-        p->producer, p->dlq_topic, RD_KAFKA_PARTITION_UA, m->key, m->key ? m->key_len : 0,
-        m->payload, m->payload ? m->len : 0, h, DLQ_TIMEOUT_MS, NULL, NULL, errstr, n);
+    lt_err_t err = lt_kafka_produce_sync(p->producer,
+                                         &(lt_kafka_msg_t){.topic = p->dlq_topic,
+                                                           .partition = RD_KAFKA_PARTITION_UA,
+                                                           .key = m->key,
+                                                           .key_len = m->key ? m->key_len : 0,
+                                                           .value = m->payload,
+                                                           .value_len = m->payload ? m->len : 0,
+                                                           .headers = h},
+                                         DLQ_TIMEOUT_MS, NULL, errstr, n);
     lt_log_ctx_t c = item_ctx(it);
     if (!err) {
         lt_warn(&c, "record %s[%d]@%lld dead-lettered to %s: %s", rd_kafka_topic_name(m->rkt),

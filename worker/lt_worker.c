@@ -189,9 +189,16 @@ static lt_err_t dead_letter(lt_worker_t *w, const lt_job_t *job, lt_err_t why, c
     if (!ctx.account)
         ctx.account = key;
     char e[512];
-    lt_err_t err = lt_kafka_produce_sync(w->producer, lt_config_str(w->cfg, "LATTICE_TOPIC_DLQ"),
-                                         RD_KAFKA_PARTITION_UA, key, strlen(key), v, len, h,
-                                         TXN_TIMEOUT_MS, NULL, NULL, e, sizeof(e));
+    lt_err_t err =
+        lt_kafka_produce_sync(w->producer,
+                              &(lt_kafka_msg_t){.topic = lt_config_str(w->cfg, "LATTICE_TOPIC_DLQ"),
+                                                .partition = RD_KAFKA_PARTITION_UA,
+                                                .key = key,
+                                                .key_len = strlen(key),
+                                                .value = v,
+                                                .value_len = len,
+                                                .headers = h},
+                              TXN_TIMEOUT_MS, NULL, e, sizeof(e));
     if (err)
         lt_error(&ctx,
                  "dead-letter of %s[%d]@%lld failed (attempt %d): %s; the command is kept and "

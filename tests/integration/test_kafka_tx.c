@@ -218,13 +218,20 @@ int main(void)
         goto done;
     for (int i = 0; i < N_INPUT; i++) {
         char v[32];
-        int64_t off = -1;
+        lt_kafka_pos_t pos = {-1, -1};
         snprintf(v, sizeof(v), "input-%d", i);
-        lt_err_t r = lt_kafka_produce_sync(p0, g_in, RD_KAFKA_PARTITION_UA, "acct-1", 6, v,
-                                           strlen(v), lt_kafka_headers_with_traceparent(NULL),
-                                           30000, NULL, &off, err, sizeof(err));
+        lt_err_t r = lt_kafka_produce_sync(
+            p0,
+            &(lt_kafka_msg_t){.topic = g_in,
+                              .partition = RD_KAFKA_PARTITION_UA,
+                              .key = "acct-1",
+                              .key_len = 6,
+                              .value = v,
+                              .value_len = strlen(v),
+                              .headers = lt_kafka_headers_with_traceparent(NULL)},
+            30000, &pos, err, sizeof(err));
         CHECK_MSG(r == LT_OK, "produce_sync: %s", err);
-        CHECK_INT(off, i); /* idempotent producer, one partition: 0, 1, 2 */
+        CHECK_INT(pos.offset, i); /* idempotent producer, one partition: 0, 1, 2 */
     }
 
     /* 2. A consumer group reads them (cooperative-sticky, no auto commit). */
@@ -316,16 +323,21 @@ int main(void)
         snprintf(g_sent[N_COMMITTED].value, sizeof(g_sent[0].value), "after-abort");
         snprintf(g_sent[N_COMMITTED].key, sizeof(g_sent[0].key), "acct-1");
         lt_trace_format(&root, g_sent[N_COMMITTED].traceparent);
-        int64_t off = -1;
+        lt_kafka_pos_t pos = {-1, -1};
         /* The sync helper inside a transaction (flush + delivery report). */
-        lt_err_t r = lt_kafka_produce_sync(
-            tx, g_out, RD_KAFKA_PARTITION_UA, g_sent[N_COMMITTED].key,
-            strlen(g_sent[N_COMMITTED].key), g_sent[N_COMMITTED].value,
-            strlen(g_sent[N_COMMITTED].value),
-            lt_kafka_headers_with_traceparent(g_sent[N_COMMITTED].traceparent), 30000, NULL, &off,
-            err, sizeof(err));
+        lt_err_t r =
+            lt_kafka_produce_sync(tx,
+                                  &(lt_kafka_msg_t){.topic = g_out,
+                                                    .partition = RD_KAFKA_PARTITION_UA,
+                                                    .key = g_sent[N_COMMITTED].key,
+                                                    .key_len = strlen(g_sent[N_COMMITTED].key),
+                                                    .value = g_sent[N_COMMITTED].value,
+                                                    .value_len = strlen(g_sent[N_COMMITTED].value),
+                                                    .headers = lt_kafka_headers_with_traceparent(
+                                                        g_sent[N_COMMITTED].traceparent)},
+                                  30000, &pos, err, sizeof(err));
         CHECK_MSG(r == LT_OK, "%s", err);
-        CHECK(off >= 0);
+        CHECK(pos.offset >= 0);
         int64_t t3 = lt_now_ms();
         txn_ok(rd_kafka_commit_transaction(tx, 30000), "commit 3");
         printf("commit_transaction after an abort: %" PRId64 " ms\n", lt_now_ms() - t3);

@@ -101,14 +101,18 @@ static void run_case(fate_t fate)
         goto out_early;
     rd_kafka_error_t *e = rd_kafka_begin_transaction(tx);
     CHECK(e == NULL);
-    int32_t part = -1;
-    int64_t off = -1;
+    lt_kafka_pos_t pos = {-1, -1};
     char key[300];
     snprintf(key, sizeof(key), "%s/%s/%s", tenant, account, SCOPE);
     const char *marker = "{\"test\":\"recovery\"}";
-    CHECK_MSG(lt_kafka_produce_sync(tx, ckpt, RD_KAFKA_PARTITION_UA, key, strlen(key), marker,
-                                    strlen(marker), NULL, 30000, &part, &off, err,
-                                    sizeof(err)) == LT_OK,
+    CHECK_MSG(lt_kafka_produce_sync(tx,
+                                    &(lt_kafka_msg_t){.topic = ckpt,
+                                                      .partition = RD_KAFKA_PARTITION_UA,
+                                                      .key = key,
+                                                      .key_len = strlen(key),
+                                                      .value = marker,
+                                                      .value_len = strlen(marker)},
+                                    30000, &pos, err, sizeof(err)) == LT_OK,
               "%s", err);
     lt_watermark_pending_t p;
     memset(&p, 0, sizeof(p));
@@ -116,8 +120,8 @@ static void run_case(fate_t fate)
     p.wm.last_uid = 42;
     snprintf(p.command_id, sizeof(p.command_id), "%s", cid);
     snprintf(p.marker_topic, sizeof(p.marker_topic), "%s", ckpt);
-    p.marker_partition = part;
-    p.marker_offset = off;
+    p.marker_partition = pos.partition;
+    p.marker_offset = pos.offset;
     CHECK_MSG(lt_watermark_pending_put(g_db, tenant, account, SCOPE, "imap", &p, err,
                                        sizeof(err)) == LT_OK,
               "%s", err);
