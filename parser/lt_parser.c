@@ -450,11 +450,17 @@ lt_parser_t *lt_parser_new(const lt_config_t *cfg, lt_parser_obs_t *obs, char *e
         if (!l->ctx.codec)
             goto fail;
         l->ctx.s3 = lt_s3_new(
-            lt_config_str(cfg, "LATTICE_S3_ENDPOINT"), lt_config_str(cfg, "LATTICE_S3_REGION"),
-            l->ctx.bucket, lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID"),
-            lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY"),
-            lt_config_bool(cfg, "LATTICE_S3_PATH_STYLE"), lt_config_str(cfg, "LATTICE_S3_CA_FILE"),
-            (long)lt_config_int(cfg, "LATTICE_S3_TIMEOUT_S"), errstr, errstr_size);
+            &(lt_s3_config_t){
+                .endpoint = lt_config_str(cfg, "LATTICE_S3_ENDPOINT"),
+                .region = lt_config_str(cfg, "LATTICE_S3_REGION"),
+                .bucket = l->ctx.bucket,
+                .access_key_id = lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID"),
+                .secret_access_key = lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY"),
+                .addressing = lt_config_bool(cfg, "LATTICE_S3_PATH_STYLE") ? LT_S3_PATH_STYLE
+                                                                           : LT_S3_VIRTUAL_HOSTED,
+                .ca_file = lt_config_str(cfg, "LATTICE_S3_CA_FILE"),
+                .timeout_s = (long)lt_config_int(cfg, "LATTICE_S3_TIMEOUT_S")},
+            errstr, errstr_size);
         if (!l->ctx.s3)
             goto fail;
     }

@@ -263,14 +263,18 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
             return LT_ERR_TEMPORARY;
     }
     if (!s->s3) {
-        s->s3 = lt_s3_new(lt_config_str(cfg, "LATTICE_S3_ENDPOINT"),
-                          lt_config_str(cfg, "LATTICE_S3_REGION"),
-                          lt_config_str(cfg, "LATTICE_S3_BUCKET"),
-                          lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID"),
-                          lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY"),
-                          lt_config_bool(cfg, "LATTICE_S3_PATH_STYLE"),
-                          lt_config_str(cfg, "LATTICE_S3_CA_FILE"),
-                          (long)lt_config_int(cfg, "LATTICE_S3_TIMEOUT_S"), errstr, n);
+        s->s3 = lt_s3_new(
+            &(lt_s3_config_t){
+                .endpoint = lt_config_str(cfg, "LATTICE_S3_ENDPOINT"),
+                .region = lt_config_str(cfg, "LATTICE_S3_REGION"),
+                .bucket = lt_config_str(cfg, "LATTICE_S3_BUCKET"),
+                .access_key_id = lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID"),
+                .secret_access_key = lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY"),
+                .addressing = lt_config_bool(cfg, "LATTICE_S3_PATH_STYLE") ? LT_S3_PATH_STYLE
+                                                                           : LT_S3_VIRTUAL_HOSTED,
+                .ca_file = lt_config_str(cfg, "LATTICE_S3_CA_FILE"),
+                .timeout_s = (long)lt_config_int(cfg, "LATTICE_S3_TIMEOUT_S")},
+            errstr, n);
         if (!s->s3)
             return LT_ERR_FINAL;
     }

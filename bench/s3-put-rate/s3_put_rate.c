@@ -92,7 +92,14 @@ int main(int argc, char **argv) {
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     char err[512];
-    lt_s3_t *base = lt_s3_new(argv[1], region, argv[2], akid, sk, 1, NULL, 60, err, sizeof(err));
+    lt_s3_t *base = lt_s3_new(&(lt_s3_config_t){.endpoint = argv[1],
+                                                .region = region,
+                                                .bucket = argv[2],
+                                                .access_key_id = akid,
+                                                .secret_access_key = sk,
+                                                .addressing = LT_S3_PATH_STYLE,
+                                                .timeout_s = 60},
+                              err, sizeof(err));
     if (!base) {
         fprintf(stderr, "lt_s3_new: %s\n", err);
         return 1;

@@ -43,8 +43,15 @@ static void fill(uint8_t *p, size_t n, uint64_t seed)
 static lt_s3_t *open_s3(const char *sk)
 {
     char err[512];
-    lt_s3_t *s3 = lt_s3_new(endpoint, region, bucket, akid, sk, 1, getenv("LATTICE_S3_CA_FILE"),
-                            120, err, sizeof(err));
+    lt_s3_t *s3 = lt_s3_new(&(lt_s3_config_t){.endpoint = endpoint,
+                                              .region = region,
+                                              .bucket = bucket,
+                                              .access_key_id = akid,
+                                              .secret_access_key = sk,
+                                              .addressing = LT_S3_PATH_STYLE,
+                                              .ca_file = getenv("LATTICE_S3_CA_FILE"),
+                                              .timeout_s = 120},
+                            err, sizeof(err));
     CHECK_MSG(s3 != NULL, "lt_s3_new: %s", err);
     return s3;
 }
@@ -244,8 +251,15 @@ static void test_refused(void)
         lt_s3_destroy(bad);
     }
     char e2[512];
-    lt_s3_t *nokey = lt_s3_new(endpoint, region, bucket, "NOSUCHACCESSKEY", secret, 1,
-                               getenv("LATTICE_S3_CA_FILE"), 30, e2, sizeof(e2));
+    lt_s3_t *nokey = lt_s3_new(&(lt_s3_config_t){.endpoint = endpoint,
+                                                 .region = region,
+                                                 .bucket = bucket,
+                                                 .access_key_id = "NOSUCHACCESSKEY",
+                                                 .secret_access_key = secret,
+                                                 .addressing = LT_S3_PATH_STYLE,
+                                                 .ca_file = getenv("LATTICE_S3_CA_FILE"),
+                                                 .timeout_s = 30},
+                               e2, sizeof(e2));
     CHECK(nokey != NULL);
     if (nokey) {
         CHECK_INT(lt_s3_put(nokey, key, "x", 1, NULL, NULL, err, sizeof(err)), LT_ERR_FINAL);
@@ -264,7 +278,14 @@ static void test_missing_bucket(void)
 {
     char err[512], b2[64];
     snprintf(b2, sizeof(b2), "lt-missing-%ld", (long)getpid());
-    lt_s3_t *s3 = lt_s3_new(endpoint, region, b2, akid, secret, 1, getenv("LATTICE_S3_CA_FILE"), 30,
+    lt_s3_t *s3 = lt_s3_new(&(lt_s3_config_t){.endpoint = endpoint,
+                                              .region = region,
+                                              .bucket = b2,
+                                              .access_key_id = akid,
+                                              .secret_access_key = secret,
+                                              .addressing = LT_S3_PATH_STYLE,
+                                              .ca_file = getenv("LATTICE_S3_CA_FILE"),
+                                              .timeout_s = 30},
                             err, sizeof(err));
     CHECK(s3 != NULL);
     if (!s3)

@@ -107,8 +107,14 @@ static void test_classify(void)
 static void test_new_validation(void)
 {
     char err[256];
-    lt_s3_t *s3 = lt_s3_new("http://127.0.0.1:9", "us-east-1", "lattice-mail", "AK", "SK", 1, NULL,
-                            5, err, sizeof(err));
+    lt_s3_t *s3 = lt_s3_new(&(lt_s3_config_t){.endpoint = "http://127.0.0.1:9",
+                                              .region = "us-east-1",
+                                              .bucket = "lattice-mail",
+                                              .access_key_id = "AK",
+                                              .secret_access_key = "SK",
+                                              .addressing = LT_S3_PATH_STYLE,
+                                              .timeout_s = 5},
+                            err, sizeof(err));
     CHECK_MSG(s3 != NULL, "%s", err);
     char uri[256];
     if (s3) {
@@ -157,16 +163,28 @@ static void test_new_validation(void)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = 0;
-        s3 = lt_s3_new(bad[i].endpoint, bad[i].region, bad[i].bucket, bad[i].ak, bad[i].sk, 1, NULL,
-                       bad[i].timeout, err, sizeof(err));
+        s3 = lt_s3_new(&(lt_s3_config_t){.endpoint = bad[i].endpoint,
+                                         .region = bad[i].region,
+                                         .bucket = bad[i].bucket,
+                                         .access_key_id = bad[i].ak,
+                                         .secret_access_key = bad[i].sk,
+                                         .addressing = LT_S3_PATH_STYLE,
+                                         .timeout_s = bad[i].timeout},
+                       err, sizeof(err));
         CHECK_MSG(s3 == NULL, "case %zu accepted", i);
         CHECK_MSG(err[0] != 0, "case %zu: no errstr", i);
         CHECK_MSG(strstr(err, "SK") == NULL, "case %zu: secret in errstr: %s", i, err);
         lt_s3_destroy(s3);
     }
     /* Virtual-host style is accepted too. */
-    s3 = lt_s3_new("https://s3.eu-central-1.amazonaws.com", "eu-central-1", "lattice-mail", "AK",
-                   "SK", 0, NULL, 5, err, sizeof(err));
+    s3 = lt_s3_new(&(lt_s3_config_t){.endpoint = "https://s3.eu-central-1.amazonaws.com",
+                                     .region = "eu-central-1",
+                                     .bucket = "lattice-mail",
+                                     .access_key_id = "AK",
+                                     .secret_access_key = "SK",
+                                     .addressing = LT_S3_VIRTUAL_HOSTED,
+                                     .timeout_s = 5},
+                   err, sizeof(err));
     CHECK_MSG(s3 != NULL, "%s", err);
     lt_s3_destroy(s3);
 }
