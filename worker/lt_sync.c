@@ -643,8 +643,11 @@ static lt_err_t store_attachments(lt_sync_t *s, lt_mime_t *m, lt_mail_event_t *e
         lt_buf_reset(content);
         err = lt_mime_attachment_read(m, i, content, errstr, n);
         if (!err)
-            err = lt_s3_put(s->env.s3, key, lt_buf_data(content), lt_buf_len(content),
-                            ctype ? ctype : "application/octet-stream", sha, errstr, n);
+            err = lt_s3_put(
+                s->env.s3,
+                &(lt_s3_object_t){.key = key,
+                                  .content_type = ctype ? ctype : "application/octet-stream"},
+                lt_buf_data(content), lt_buf_len(content), sha, errstr, n);
         if (err && per_message(err)) { /* this attachment only: left out, said why */
             reason_add(reason, "attachment %s not stored: %s", aid, errstr);
             err = LT_OK;
@@ -678,8 +681,9 @@ static lt_err_t bound_event(lt_sync_t *s, lt_mail_event_t *ev, size_t bound, cha
     if (!err && natt && (err = lt_mail_event_manifest_to_json(ev, json)))
         lt_seterr(errstr, n, err, "manifest JSON of %zu attachments", natt);
     if (!err && natt)
-        err = lt_s3_put(s->env.s3, key, lt_buf_data(json), lt_buf_len(json), "application/json",
-                        NULL, errstr, n);
+        err =
+            lt_s3_put(s->env.s3, &(lt_s3_object_t){.key = key, .content_type = "application/json"},
+                      lt_buf_data(json), lt_buf_len(json), NULL, errstr, n);
     if (!err && natt) {
         lt_s3_uri(s->env.s3, key, uri, sizeof(uri));
         lt_mail_event_set_attachments_manifest_ref(ev, uri);
@@ -889,8 +893,8 @@ static void *up_main(void *arg)
         o->state = 1;
         pthread_mutex_unlock(&u->mu);
         char e[512] = "";
-        lt_err_t err = lt_s3_put(t->s3, o->key, lt_buf_data(o->data), lt_buf_len(o->data),
-                                 o->ctype, o->sha, e, sizeof(e));
+        lt_err_t err = lt_s3_put(t->s3, &(lt_s3_object_t){.key = o->key, .content_type = o->ctype},
+                                 lt_buf_data(o->data), lt_buf_len(o->data), o->sha, e, sizeof(e));
         lt_buf_destroy(o->data);
         o->data = NULL;
         pthread_mutex_lock(&u->mu);
@@ -1218,14 +1222,15 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
             err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "seek: %s", strerror(errno));
             goto out;
         }
-        err = lt_s3_put_file(s->env.s3, key, s->fd, "message/rfc822", sha, &sz, errstr,
-                             errstr_size);
+        err = lt_s3_put_file(s->env.s3,
+                             &(lt_s3_object_t){.key = key, .content_type = "message/rfc822"}, s->fd,
+                             sha, &sz, errstr, errstr_size);
         if (err)
             goto raw_failed;
         merr = lt_mime_parse_file(s->path, &lim, &m, mime_err, sizeof(mime_err));
     } else {
-        err = lt_s3_put(s->env.s3, key, lt_buf_data(s->mem), lt_buf_len(s->mem),
-                        "message/rfc822", sha, errstr, errstr_size);
+        err = lt_s3_put(s->env.s3, &(lt_s3_object_t){.key = key, .content_type = "message/rfc822"},
+                        lt_buf_data(s->mem), lt_buf_len(s->mem), sha, errstr, errstr_size);
         if (err)
             goto raw_failed;
         merr = lt_mime_parse_mem(lt_buf_data(s->mem), lt_buf_len(s->mem), &lim, &m, mime_err,

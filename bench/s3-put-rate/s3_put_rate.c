@@ -65,7 +65,8 @@ static void *run(void *arg) {
             break;
         snprintf((char *)data, j->size < 32 ? j->size : 32, "%031ld", i);
         snprintf(key, sizeof(key), "%s/%ld", j->prefix, i);
-        if (lt_s3_put(j->s3, key, data, j->size, "message/rfc822", NULL, err, sizeof(err)) != LT_OK) {
+        if (lt_s3_put(j->s3, &(lt_s3_object_t){.key = key, .content_type = "message/rfc822"}, data,
+                      j->size, NULL, err, sizeof(err)) != LT_OK) {
             if (atomic_fetch_add(j->errors, 1) < 3)
                 fprintf(stderr, "PUT %s: %s\n", key, err);
         }

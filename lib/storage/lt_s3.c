@@ -581,10 +581,10 @@ static void req_init(req_t *r, const char *method)
     r->fd = -1;
 }
 
-lt_err_t lt_s3_put(lt_s3_t *s3, const char *key, const void *data, size_t len,
-                   const char *content_type, char sha256_hex_out[LT_S3_SHA256_HEX], char *errstr,
-                   size_t errstr_size)
+lt_err_t lt_s3_put(lt_s3_t *s3, const lt_s3_object_t *obj, const void *data, size_t len,
+                   char sha256_hex_out[LT_S3_SHA256_HEX], char *errstr, size_t errstr_size)
 {
+    const char *key = obj->key, *content_type = obj->content_type;
     lt_buf_t *url = lt_buf_new(8192);
     char what[64 + LT_OBJKEY_MAX], sha[LT_S3_SHA256_HEX];
     req_t r;
@@ -616,10 +616,11 @@ out:
     return err;
 }
 
-lt_err_t lt_s3_put_file(lt_s3_t *s3, const char *key, int fd, const char *content_type,
+lt_err_t lt_s3_put_file(lt_s3_t *s3, const lt_s3_object_t *obj, int fd,
                         char sha256_hex_out[LT_S3_SHA256_HEX], uint64_t *size_out, char *errstr,
                         size_t errstr_size)
 {
+    const char *key = obj->key, *content_type = obj->content_type;
     lt_buf_t *url = lt_buf_new(8192);
     char what[64 + LT_OBJKEY_MAX], sha[LT_S3_SHA256_HEX];
     unsigned char *chunk = NULL;

@@ -66,20 +66,27 @@ lt_s3_t *lt_s3_dup(const lt_s3_t *s3);
 
 const char *lt_s3_bucket(const lt_s3_t *s3);
 
-/* Store len bytes (data may be NULL when len is 0) under key; the same key
- * again overwrites (idempotent). content_type: stored as given when it is a
- * bare media type (lt_media_type_safe()), else (NULL, too long,
- * parameters, bad bytes) as application/octet-stream.
- * sha256_hex_out (may be NULL) receives the SHA-256 of the data, which is
- * also stored as user metadata (x-amz-meta-lattice-sha256). */
-lt_err_t lt_s3_put(lt_s3_t *s3, const char *key, const void *data, size_t len,
-                   const char *content_type, char sha256_hex_out[LT_S3_SHA256_HEX], char *errstr,
-                   size_t errstr_size);
+/* An object to store: its key and media type. content_type is stored as
+ * given when it is a bare media type (lt_media_type_safe()), else (NULL,
+ * too long, parameters, bad bytes) as application/octet-stream. A plain
+ * value carrier; strings borrowed. */
+typedef struct {
+    const char *key;
+    const char *content_type;
+} lt_s3_object_t;
 
-/* Store the whole regular file open at fd (read with pread from offset 0;
- * the file position is not used). The file is hashed first, then streamed.
- * size_out (may be NULL) receives its size. The fd stays the caller's. */
-lt_err_t lt_s3_put_file(lt_s3_t *s3, const char *key, int fd, const char *content_type,
+/* Store len bytes (data may be NULL when len is 0) as obj; the same key
+ * again overwrites (idempotent). sha256_hex_out (may be NULL) receives the
+ * SHA-256 of the data, which is also stored as user metadata
+ * (x-amz-meta-lattice-sha256). */
+lt_err_t lt_s3_put(lt_s3_t *s3, const lt_s3_object_t *obj, const void *data, size_t len,
+                   char sha256_hex_out[LT_S3_SHA256_HEX], char *errstr, size_t errstr_size);
+
+/* Store the whole regular file open at fd as obj (read with pread from
+ * offset 0; the file position is not used). The file is hashed first, then
+ * streamed. size_out (may be NULL) receives its size. The fd stays the
+ * caller's. */
+lt_err_t lt_s3_put_file(lt_s3_t *s3, const lt_s3_object_t *obj, int fd,
                         char sha256_hex_out[LT_S3_SHA256_HEX], uint64_t *size_out, char *errstr,
                         size_t errstr_size);
 

@@ -65,7 +65,9 @@ static void test_round_trip(lt_s3_t *s3)
 {
     char err[512], key[512], sha[LT_S3_SHA256_HEX], etag[LT_S3_ETAG_MAX], msha[LT_S3_SHA256_HEX];
     key_of(key, sizeof(key), "abc.txt");
-    CHECK_INT(lt_s3_put(s3, key, "abc", 3, "text/plain", sha, err, sizeof(err)), LT_OK);
+    CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = key, .content_type = "text/plain"}, "abc", 3,
+                        sha, err, sizeof(err)),
+              LT_OK);
     /* FIPS 180-2 test vector for "abc". */
     CHECK_STR(sha, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     uint64_t size = 0;
@@ -79,8 +81,12 @@ static void test_round_trip(lt_s3_t *s3)
     CHECK_STR(lt_buf_str(b), "abc");
 
     /* Same key twice: fine, the second content wins. */
-    CHECK_INT(lt_s3_put(s3, key, "abcd", 4, "text/plain", sha, err, sizeof(err)), LT_OK);
-    CHECK_INT(lt_s3_put(s3, key, "abcd", 4, "text/plain", NULL, err, sizeof(err)), LT_OK);
+    CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = key, .content_type = "text/plain"}, "abcd", 4,
+                        sha, err, sizeof(err)),
+              LT_OK);
+    CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = key, .content_type = "text/plain"}, "abcd", 4,
+                        NULL, err, sizeof(err)),
+              LT_OK);
     CHECK_INT(lt_s3_get(s3, key, b, err, sizeof(err)), LT_OK);
     CHECK_STR(lt_buf_str(b), "abcd");
 
@@ -92,7 +98,7 @@ static void test_round_trip(lt_s3_t *s3)
 
     /* Empty object. */
     key_of(key, sizeof(key), "empty");
-    CHECK_INT(lt_s3_put(s3, key, NULL, 0, NULL, sha, err, sizeof(err)), LT_OK);
+    CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = key}, NULL, 0, sha, err, sizeof(err)), LT_OK);
     CHECK_STR(sha, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     CHECK_INT(lt_s3_head(s3, key, &size, NULL, NULL, err, sizeof(err)), LT_OK);
     CHECK_INT(size, 0);
@@ -130,8 +136,8 @@ static void test_odd_keys(lt_s3_t *s3)
     lt_buf_t *b = lt_buf_new(1024);
     for (int i = 0; names[i]; i++) {
         snprintf(full, sizeof(full), "%s/odd/%s", run, names[i]);
-        CHECK_MSG(lt_s3_put(s3, full, names[i], strlen(names[i]), NULL, NULL, err, sizeof(err)) ==
-                      LT_OK,
+        CHECK_MSG(lt_s3_put(s3, &(lt_s3_object_t){.key = full}, names[i], strlen(names[i]), NULL,
+                            err, sizeof(err)) == LT_OK,
                   "put %s: %s", names[i], err);
         CHECK_MSG(lt_s3_get(s3, full, b, err, sizeof(err)) == LT_OK, "get %s: %s", names[i], err);
         CHECK_STR(lt_buf_str(b), names[i]);
@@ -144,13 +150,17 @@ static void test_odd_keys(lt_s3_t *s3)
     CHECK_INT(lt_objkey_attachment(run, "../..", "imap", "<CAF+x/y@mail>", "1.2", fname, key,
                                    sizeof(key), err, sizeof(err)),
               LT_OK);
-    CHECK_INT(lt_s3_put(s3, key, "pdf", 3, "application/pdf", NULL, err, sizeof(err)), LT_OK);
+    CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = key, .content_type = "application/pdf"}, "pdf",
+                        3, NULL, err, sizeof(err)),
+              LT_OK);
     CHECK_INT(lt_s3_get(s3, key, b, err, sizeof(err)), LT_OK);
     CHECK_STR(lt_buf_str(b), "pdf");
     CHECK_INT(lt_objkey_message(run, "../..", "imap", "<CAF+x/y@mail>", key, sizeof(key), err,
                                 sizeof(err)),
               LT_OK);
-    CHECK_INT(lt_s3_put(s3, key, "eml", 3, "message/rfc822", NULL, err, sizeof(err)), LT_OK);
+    CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = key, .content_type = "message/rfc822"}, "eml",
+                        3, NULL, err, sizeof(err)),
+              LT_OK);
     CHECK_INT(lt_s3_get(s3, key, b, err, sizeof(err)), LT_OK);
     CHECK_STR(lt_buf_str(b), "eml");
     lt_buf_destroy(b);
@@ -178,7 +188,8 @@ static void test_big_file(lt_s3_t *s3)
     key_of(key, sizeof(key), "big/message.eml");
     uint64_t size = 0;
     double t0 = lt_now_s();
-    lt_err_t e = lt_s3_put_file(s3, key, fd, "message/rfc822", sha, &size, err, sizeof(err));
+    lt_err_t e = lt_s3_put_file(s3, &(lt_s3_object_t){.key = key, .content_type = "message/rfc822"},
+                                fd, sha, &size, err, sizeof(err));
     double t_put = lt_now_s() - t0;
     CHECK_MSG(e == LT_OK, "put_file: %s", err);
     CHECK_STR(sha, want);
@@ -210,7 +221,8 @@ static void test_big_file(lt_s3_t *s3)
     for (int i = 0; i < reps; i++) {
         char k[512];
         snprintf(k, sizeof(k), "%s/mb/%d", run, i);
-        CHECK_INT(lt_s3_put(s3, k, data + (size_t)i * 1000, m, NULL, NULL, err, sizeof(err)),
+        CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = k}, data + (size_t)i * 1000, m, NULL, err,
+                            sizeof(err)),
                   LT_OK);
     }
     t_put = lt_now_s() - t0;
@@ -241,7 +253,8 @@ static void test_refused(void)
     key_of(key, sizeof(key), "refused");
     lt_s3_t *bad = open_s3("definitely-not-the-secret");
     if (bad) {
-        CHECK_INT(lt_s3_put(bad, key, "x", 1, NULL, NULL, err, sizeof(err)), LT_ERR_FINAL);
+        CHECK_INT(lt_s3_put(bad, &(lt_s3_object_t){.key = key}, "x", 1, NULL, err, sizeof(err)),
+                  LT_ERR_FINAL);
         CHECK_MSG(strstr(err, "SignatureDoesNotMatch") != NULL, "%s", err);
         CHECK_MSG(strstr(err, "definitely-not") == NULL, "secret in errstr: %s", err);
         lt_buf_t *b = lt_buf_new(100);
@@ -262,7 +275,8 @@ static void test_refused(void)
                                e2, sizeof(e2));
     CHECK(nokey != NULL);
     if (nokey) {
-        CHECK_INT(lt_s3_put(nokey, key, "x", 1, NULL, NULL, err, sizeof(err)), LT_ERR_FINAL);
+        CHECK_INT(lt_s3_put(nokey, &(lt_s3_object_t){.key = key}, "x", 1, NULL, err, sizeof(err)),
+                  LT_ERR_FINAL);
         CHECK_MSG(strstr(err, "InvalidAccessKeyId") != NULL, "%s", err);
         lt_s3_destroy(nokey);
     }
@@ -290,7 +304,8 @@ static void test_missing_bucket(void)
     CHECK(s3 != NULL);
     if (!s3)
         return;
-    CHECK_INT(lt_s3_put(s3, "k", "x", 1, NULL, NULL, err, sizeof(err)), LT_ERR_FINAL);
+    CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = "k"}, "x", 1, NULL, err, sizeof(err)),
+              LT_ERR_FINAL);
     CHECK_MSG(strstr(err, "NoSuchBucket") != NULL, "%s", err);
     lt_s3_destroy(s3);
 }

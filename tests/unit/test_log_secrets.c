@@ -64,7 +64,8 @@ static void run_paths(const lt_log_ctx_t *ctx)
     CHECK_MSG(s3 != NULL, "%s", err);
     if (s3) {
         char sha[LT_S3_SHA256_HEX];
-        CHECK(lt_s3_put(s3, "k", "x", 1, "text/plain", sha, err, sizeof(err)) != LT_OK);
+        CHECK(lt_s3_put(s3, &(lt_s3_object_t){.key = "k", .content_type = "text/plain"}, "x", 1,
+                        sha, err, sizeof(err)) != LT_OK);
         lt_error(ctx, "s3: %s", err);
         lt_s3_destroy(s3);
     }

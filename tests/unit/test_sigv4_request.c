@@ -125,18 +125,25 @@ static void test_new_validation(void)
         /* Unsafe keys are refused before any network I/O. */
         lt_buf_t *b = lt_buf_new(100);
         CHECK_INT(lt_s3_get(s3, "a/../b", b, err, sizeof(err)), LT_ERR_INVALID);
-        CHECK_INT(lt_s3_put(s3, "/abs", "x", 1, NULL, NULL, err, sizeof(err)), LT_ERR_INVALID);
+        CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = "/abs"}, "x", 1, NULL, err, sizeof(err)),
+                  LT_ERR_INVALID);
         /* A content type that is not a bounded media type (a message
          * declares its parts' types) is sent as application/octet-stream,
          * never an error that would repeat for the message: these get as
          * far as the network (nothing listens: temporary). */
-        CHECK_INT(lt_s3_put(s3, "ok", "x", 1, "text/plain\r\nX-Evil: 1", NULL, err, sizeof(err)),
-                  LT_ERR_TEMPORARY);
+        CHECK_INT(
+            lt_s3_put(s3, &(lt_s3_object_t){.key = "ok", .content_type = "text/plain\r\nX-Evil: 1"},
+                      "x", 1, NULL, err, sizeof(err)),
+            LT_ERR_TEMPORARY);
         char longtype[320] = "application/";
         memset(longtype + 12, 'x', 300);
         longtype[312] = 0;
-        CHECK_INT(lt_s3_put(s3, "ok", "x", 1, longtype, NULL, err, sizeof(err)), LT_ERR_TEMPORARY);
-        CHECK_INT(lt_s3_put_file(s3, "ok", -1, NULL, NULL, NULL, err, sizeof(err)), LT_ERR_INVALID);
+        CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = "ok", .content_type = longtype}, "x", 1,
+                            NULL, err, sizeof(err)),
+                  LT_ERR_TEMPORARY);
+        CHECK_INT(
+            lt_s3_put_file(s3, &(lt_s3_object_t){.key = "ok"}, -1, NULL, NULL, err, sizeof(err)),
+            LT_ERR_INVALID);
         /* Nothing listens on port 9: a network failure is temporary. */
         CHECK_INT(lt_s3_head(s3, "ok", NULL, NULL, NULL, err, sizeof(err)), LT_ERR_TEMPORARY);
         CHECK(strstr(err, "HEAD ok") != NULL);
