@@ -1352,14 +1352,15 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
         err = LT_OK;
         if (wm) {
             int stored = 0;
-            err = lt_watermark_set(s->env.db, tenant, acct, scope, provider, wm, resync, &stored,
-                                   errstr, errstr_size);
+            err = lt_watermark_set(s->env.db, &(lt_watermark_key_t){tenant, acct, scope, provider},
+                                   wm, resync, &stored, errstr, errstr_size);
         }
         /* (after the watermark: a full sync's final cursor is deleted once
          * its watermark is stored; a crash between redoes nothing) */
         if (!err && home)
-            err = lt_watermark_cursor_set(s->env.db, tenant, acct, scope, provider, home,
-                                          lt_command_id(s->cmd), cursor, errstr, errstr_size);
+            err = lt_watermark_cursor_set(s->env.db,
+                                          &(lt_watermark_key_t){tenant, acct, scope, provider},
+                                          home, lt_command_id(s->cmd), cursor, errstr, errstr_size);
         if (!err)
             counts_durable(s); /* skipped ones only: the connector moves past them */
         return err;
@@ -1399,8 +1400,9 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
         snprintf(p.marker_topic, sizeof(p.marker_topic), "%s", s->env.checkpoint_topic);
         p.marker_partition = s->marker_dr.partition;
         p.marker_offset = s->marker_dr.offset;
-        err = lt_watermark_pending_put(s->env.db, tenant, acct, scope, provider, &p, errstr,
-                                       errstr_size);
+        err = lt_watermark_pending_put(s->env.db,
+                                       &(lt_watermark_key_t){tenant, acct, scope, provider}, &p,
+                                       errstr, errstr_size);
         if (err)
             goto abort;
     }
@@ -1434,8 +1436,9 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
         lt_sync_abort(s);
         if (pending) {
             char e2[256];
-            if (lt_watermark_pending_discard(s->env.db, tenant, acct, scope, provider, &p, e2,
-                                             sizeof(e2)))
+            if (lt_watermark_pending_discard(s->env.db,
+                                             &(lt_watermark_key_t){tenant, acct, scope, provider},
+                                             &p, e2, sizeof(e2)))
                 lt_warn(&s->log, "discard pending after abort: %s", e2);
         }
         return err;
@@ -1448,8 +1451,9 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
     /* (e) apply */
     if (pending) {
         int stored = 0;
-        err = lt_watermark_pending_apply(s->env.db, tenant, acct, scope, provider, &p, &stored,
-                                         errstr, errstr_size);
+        err = lt_watermark_pending_apply(s->env.db,
+                                         &(lt_watermark_key_t){tenant, acct, scope, provider}, &p,
+                                         &stored, errstr, errstr_size);
         if (err) {
             s->in_doubt = 1; /* committed: recovery applies it, nobody redoes it */
             return err;
@@ -1551,10 +1555,12 @@ lt_err_t lt_sync_recover(lt_sync_t *s, char *errstr, size_t errstr_size)
             break;
         }
         int stored = 0;
-        err = v ? lt_watermark_pending_apply(s->env.db, tenant, acct, r->scope, r->provider, &r->p,
-                                             &stored, errstr, errstr_size)
-                : lt_watermark_pending_discard(s->env.db, tenant, acct, r->scope, r->provider,
-                                               &r->p, errstr, errstr_size);
+        err = v ? lt_watermark_pending_apply(
+                      s->env.db, &(lt_watermark_key_t){tenant, acct, r->scope, r->provider}, &r->p,
+                      &stored, errstr, errstr_size)
+                : lt_watermark_pending_discard(
+                      s->env.db, &(lt_watermark_key_t){tenant, acct, r->scope, r->provider}, &r->p,
+                      errstr, errstr_size);
         if (!err)
             lt_info(&s->log, "recovered in-doubt batch of scope %s (command %s): %s", r->scope,
                     r->p.command_id, v ? "committed, watermark applied" : "aborted, discarded");

@@ -737,9 +737,13 @@ static lt_err_t sync_scope(lt_sync_t *s, lt_gmail_t *g, const char *scope, const
     if (bf_query) {
         /* the backfill's position: in its command row (same id when Kafka
          * delivers it again) */
-        err = lt_watermark_cursor_get(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), scope,
-                                      "gmail", LT_CURSOR_COMMAND, lt_command_id(lt_sync_command(s)),
-                                      cur, sizeof(cur), errstr, n);
+        err = lt_watermark_cursor_get(lt_sync_db(s),
+                                      &(lt_watermark_key_t){.tenant = lt_account_tenant(a),
+                                                            .account_id = lt_account_id(a),
+                                                            .scope = scope,
+                                                            .provider = "gmail"},
+                                      LT_CURSOR_COMMAND, lt_command_id(lt_sync_command(s)), cur,
+                                      errstr, n);
         if (err && err != LT_ERR_NOT_FOUND)
             goto out;
         if (!err && cursor_load(&x, cur)) {
@@ -753,9 +757,13 @@ static lt_err_t sync_scope(lt_sync_t *s, lt_gmail_t *g, const char *scope, const
                                             "{\"complete\": true}", errstr, n);
         goto out;
     }
-    err = lt_watermark_cursor_get(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), scope,
-                                  "gmail", LT_CURSOR_SCOPE, lt_command_id(lt_sync_command(s)), cur,
-                                  sizeof(cur), errstr, n);
+    err =
+        lt_watermark_cursor_get(lt_sync_db(s),
+                                &(lt_watermark_key_t){.tenant = lt_account_tenant(a),
+                                                      .account_id = lt_account_id(a),
+                                                      .scope = scope,
+                                                      .provider = "gmail"},
+                                LT_CURSOR_SCOPE, lt_command_id(lt_sync_command(s)), cur, errstr, n);
     if (err && err != LT_ERR_NOT_FOUND)
         goto out;
     if (!err) {
@@ -775,8 +783,12 @@ static lt_err_t sync_scope(lt_sync_t *s, lt_gmail_t *g, const char *scope, const
     }
     err = LT_OK;
     lt_watermark_t wm;
-    lt_err_t werr = lt_watermark_get(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), scope,
-                                     "gmail", &wm, errstr, n);
+    lt_err_t werr = lt_watermark_get(lt_sync_db(s),
+                                     &(lt_watermark_key_t){.tenant = lt_account_tenant(a),
+                                                           .account_id = lt_account_id(a),
+                                                           .scope = scope,
+                                                           .provider = "gmail"},
+                                     &wm, errstr, n);
     if (werr == LT_ERR_NOT_FOUND)
         err = full_sync(&x, 0, 0, errstr, n);
     else if (werr)

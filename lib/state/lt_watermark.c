@@ -126,10 +126,11 @@ out:
     return err;
 }
 
-lt_err_t lt_watermark_get(lt_db_t *db, const char *tenant, const char *account_id,
-                          const char *scope, const char *provider, lt_watermark_t *out,
+lt_err_t lt_watermark_get(lt_db_t *db, const lt_watermark_key_t *key, lt_watermark_t *out,
                           char *errstr, size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     PGresult *r = NULL;
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
     if (err)
@@ -179,10 +180,11 @@ static lt_err_t upsert(lt_db_t *db, const char *tenant, const char *account_id, 
     return LT_OK;
 }
 
-lt_err_t lt_watermark_set(lt_db_t *db, const char *tenant, const char *account_id,
-                          const char *scope, const char *provider, const lt_watermark_t *wm,
+lt_err_t lt_watermark_set(lt_db_t *db, const lt_watermark_key_t *key, const lt_watermark_t *wm,
                           int resync, int *stored, char *errstr, size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     char json[LT_WATERMARK_JSON_MAX];
     if (stored)
         *stored = 0;
@@ -207,10 +209,11 @@ static lt_cursor_home_t home_parse(const char *s)
                                  : LT_CURSOR_NONE;
 }
 
-lt_err_t lt_watermark_pending_put(lt_db_t *db, const char *tenant, const char *account_id,
-                                  const char *scope, const char *provider,
+lt_err_t lt_watermark_pending_put(lt_db_t *db, const lt_watermark_key_t *key,
                                   const lt_watermark_pending_t *p, char *errstr, size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     char json[LT_WATERMARK_JSON_MAX], part[16], off[32];
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
     if (err)
@@ -257,11 +260,12 @@ lt_err_t lt_watermark_pending_put(lt_db_t *db, const char *tenant, const char *a
         12, params, NULL, errstr, errstr_size);
 }
 
-lt_err_t lt_watermark_cursor_set(lt_db_t *db, const char *tenant, const char *account_id,
-                                 const char *scope, const char *provider, lt_cursor_home_t home,
+lt_err_t lt_watermark_cursor_set(lt_db_t *db, const lt_watermark_key_t *key, lt_cursor_home_t home,
                                  const char *command_id, const char *cursor, char *errstr,
                                  size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
     if (err)
         return err;
@@ -297,11 +301,13 @@ lt_err_t lt_watermark_cursor_set(lt_db_t *db, const char *tenant, const char *ac
                       6, params, NULL, errstr, errstr_size);
 }
 
-lt_err_t lt_watermark_cursor_get(lt_db_t *db, const char *tenant, const char *account_id,
-                                 const char *scope, const char *provider, lt_cursor_home_t home,
-                                 const char *command_id, char *out, size_t outsz, char *errstr,
-                                 size_t errstr_size)
+lt_err_t lt_watermark_cursor_get(lt_db_t *db, const lt_watermark_key_t *key, lt_cursor_home_t home,
+                                 const char *command_id, char out[LT_WATERMARK_CURSOR_MAX],
+                                 char *errstr, size_t errstr_size)
 {
+    const size_t outsz = LT_WATERMARK_CURSOR_MAX;
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     PGresult *r = NULL;
     out[0] = 0;
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
@@ -363,10 +369,11 @@ static lt_err_t pending_from_row(const PGresult *r, int i, int col0, const char 
     return LT_OK;
 }
 
-lt_err_t lt_watermark_pending_get(lt_db_t *db, const char *tenant, const char *account_id,
-                                  const char *scope, const char *provider,
+lt_err_t lt_watermark_pending_get(lt_db_t *db, const lt_watermark_key_t *key,
                                   lt_watermark_pending_t *out, char *errstr, size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     PGresult *r = NULL;
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
     if (err)
@@ -424,11 +431,12 @@ static lt_err_t pending_delete(lt_db_t *db, const char *what, const char *tenant
     return LT_OK;
 }
 
-lt_err_t lt_watermark_pending_apply(lt_db_t *db, const char *tenant, const char *account_id,
-                                    const char *scope, const char *provider,
+lt_err_t lt_watermark_pending_apply(lt_db_t *db, const lt_watermark_key_t *key,
                                     const lt_watermark_pending_t *expect, int *stored, char *errstr,
                                     size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     PGresult *r = NULL;
     int began = 0;
     if (stored)
@@ -447,8 +455,7 @@ lt_err_t lt_watermark_pending_apply(lt_db_t *db, const char *tenant, const char 
         err = upsert(db, tenant, account_id, scope, provider, PQgetvalue(r, 0, 0),
                      !strcmp(PQgetvalue(r, 0, 1), "t"), stored, errstr, errstr_size);
     if (!err && !PQgetisnull(r, 0, 2))
-        err = lt_watermark_cursor_set(db, tenant, account_id, scope, provider,
-                                      home_parse(PQgetvalue(r, 0, 2)), PQgetvalue(r, 0, 4),
+        err = lt_watermark_cursor_set(db, key, home_parse(PQgetvalue(r, 0, 2)), PQgetvalue(r, 0, 4),
                                       PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3), errstr,
                                       errstr_size);
     if (err)
@@ -464,11 +471,12 @@ out:
     return err;
 }
 
-lt_err_t lt_watermark_pending_discard(lt_db_t *db, const char *tenant, const char *account_id,
-                                      const char *scope, const char *provider,
+lt_err_t lt_watermark_pending_discard(lt_db_t *db, const lt_watermark_key_t *key,
                                       const lt_watermark_pending_t *expect, char *errstr,
                                       size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     PGresult *r = NULL;
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
     if (err)

@@ -272,28 +272,43 @@ static void test_watermarks(lt_db_t *db)
     lt_watermark_t w, got;
     int stored = -1;
 
-    CHECK(lt_watermark_get(db, T, G, "INBOX", "gmail", &got, E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &got, E) ==
+          LT_ERR_NOT_FOUND);
 
     /* Gmail: numeric compare, never backwards unless resync. */
     w = gm(9);
-    CHECK(lt_watermark_set(db, T, G, "INBOX", "gmail", &w, 0, &stored, E) == LT_OK && stored == 1);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 1);
     w = gm(10); /* "10" < "9" as strings: must compare as numbers */
-    CHECK(lt_watermark_set(db, T, G, "INBOX", "gmail", &w, 0, &stored, E) == LT_OK && stored == 1);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 1);
     w = gm(9);
-    CHECK(lt_watermark_set(db, T, G, "INBOX", "gmail", &w, 0, &stored, E) == LT_OK && stored == 0);
-    CHECK(lt_watermark_get(db, T, G, "INBOX", "gmail", &got, E) == LT_OK);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 0);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &got, E) == LT_OK);
     CHECK(got.history_id == 10);
     w = gm(10); /* equal: idempotent rewrite */
-    CHECK(lt_watermark_set(db, T, G, "INBOX", "gmail", &w, 0, &stored, E) == LT_OK && stored == 1);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 1);
     w = gm(UINT64_MAX);
-    CHECK(lt_watermark_set(db, T, G, "INBOX", "gmail", &w, 0, &stored, E) == LT_OK && stored == 1);
-    CHECK(lt_watermark_get(db, T, G, "INBOX", "gmail", &got, E) == LT_OK &&
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 1);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &got, E) == LT_OK &&
           got.history_id == UINT64_MAX);
     w = gm(5); /* explicit resync moves it backwards */
-    CHECK(lt_watermark_set(db, T, G, "INBOX", "gmail", &w, 1, &stored, E) == LT_OK && stored == 1);
-    CHECK(lt_watermark_get(db, T, G, "INBOX", "gmail", &got, E) == LT_OK && got.history_id == 5);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &w, 1, &stored, E) ==
+              LT_OK &&
+          stored == 1);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &got, E) == LT_OK &&
+          got.history_id == 5);
     /* Scopes are independent. */
-    CHECK(lt_watermark_get(db, T, G, "label:Work", "gmail", &got, E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, G, "label:Work", "gmail"}, &got, E) ==
+          LT_ERR_NOT_FOUND);
     /* Stored format as documented. */
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_watermarks WHERE account_id = "
                          "'personal-gmail' AND watermark_json = '{\"historyId\": \"5\"}'"),
@@ -302,16 +317,24 @@ static void test_watermarks(lt_db_t *db)
     /* IMAP: last_uid never backwards within a uidvalidity; a new
      * uidvalidity replaces. */
     w = im(9999, 100);
-    CHECK(lt_watermark_set(db, T, I, "INBOX", "imap", &w, 0, &stored, E) == LT_OK && stored == 1);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 1);
     w = im(9999, 50); /* a backfill finishing behind the incremental one */
-    CHECK(lt_watermark_set(db, T, I, "INBOX", "imap", &w, 0, &stored, E) == LT_OK && stored == 0);
-    CHECK(lt_watermark_get(db, T, I, "INBOX", "imap", &got, E) == LT_OK);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 0);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got, E) == LT_OK);
     CHECK(got.uidvalidity == 9999 && got.last_uid == 100);
     w = im(9999, 150);
-    CHECK(lt_watermark_set(db, T, I, "INBOX", "imap", &w, 0, &stored, E) == LT_OK && stored == 1);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 1);
     w = im(10000, 3); /* UIDVALIDITY changed: replaces, even though last_uid is lower */
-    CHECK(lt_watermark_set(db, T, I, "INBOX", "imap", &w, 0, &stored, E) == LT_OK && stored == 1);
-    CHECK(lt_watermark_get(db, T, I, "INBOX", "imap", &got, E) == LT_OK);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 1);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got, E) == LT_OK);
     CHECK(got.uidvalidity == 10000 && got.last_uid == 3);
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_watermarks WHERE account_id = "
                          "'workmail-imap' AND watermark_json = "
@@ -319,18 +342,22 @@ static void test_watermarks(lt_db_t *db)
               1);
     /* Folder names with any characters are scopes. */
     w = im(1, 1);
-    CHECK(lt_watermark_set(db, T, I, "Archive/2024 \xc3\xa9t\xc3\xa9 \"q\"", "imap", &w, 0, &stored,
-                           E) == LT_OK);
-    CHECK(lt_watermark_get(db, T, I, "Archive/2024 \xc3\xa9t\xc3\xa9 \"q\"", "imap", &got, E) ==
-          LT_OK);
+    CHECK(lt_watermark_set(
+              db, &(lt_watermark_key_t){T, I, "Archive/2024 \xc3\xa9t\xc3\xa9 \"q\"", "imap"}, &w,
+              0, &stored, E) == LT_OK);
+    CHECK(lt_watermark_get(
+              db, &(lt_watermark_key_t){T, I, "Archive/2024 \xc3\xa9t\xc3\xa9 \"q\"", "imap"}, &got,
+              E) == LT_OK);
 
     /* Refusals. */
     w = im(0, 1);
-    CHECK(lt_watermark_set(db, T, I, "INBOX", "imap", &w, 0, &stored, E) == LT_ERR_INVALID);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &w, 0, &stored, E) ==
+          LT_ERR_INVALID);
     w = gm(1);
-    CHECK(lt_watermark_set(db, T, "nobody", "INBOX", "gmail", &w, 0, &stored, E) ==
-          LT_ERR_INVALID); /* foreign key */
-    CHECK(lt_watermark_set(db, T, G, "", "gmail", &w, 0, &stored, E) == LT_ERR_INVALID);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, "nobody", "INBOX", "gmail"}, &w, 0, &stored,
+                           E) == LT_ERR_INVALID); /* foreign key */
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, G, "", "gmail"}, &w, 0, &stored, E) ==
+          LT_ERR_INVALID);
     /* The table refuses a malformed watermark written directly. */
     CHECK(sql(db, "INSERT INTO mail_watermarks (tenant_id, account_id, scope, provider, "
                   "watermark_json) VALUES ('personal', 'personal-gmail', 'x', 'gmail', "
@@ -371,90 +398,120 @@ static void test_pending(lt_db_t *db)
     lt_watermark_t wm;
     int stored = -1;
 
-    CHECK(lt_watermark_pending_get(db, T, I, "INBOX", "imap", &got, E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_pending_apply(db, T, I, "INBOX", "imap", NULL, &stored, E) ==
+    CHECK(lt_watermark_pending_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got, E) ==
           LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, NULL,
+                                     &stored, E) == LT_ERR_NOT_FOUND);
 
     /* (c) put, (e) apply: watermark moves, row gone. Current: (10000, 3). */
     p = pend(im(10000, 40), "cmd-1", 3, 1234567890123LL);
-    CHECK(lt_watermark_pending_put(db, T, I, "INBOX", "imap", &p, E) == LT_OK);
-    CHECK(lt_watermark_pending_get(db, T, I, "INBOX", "imap", &got, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p, E) ==
+          LT_OK);
+    CHECK(lt_watermark_pending_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got, E) ==
+          LT_OK);
     CHECK_STR(got.command_id, "cmd-1");
     CHECK_STR(got.marker_topic, "lattice.mail.raw.v1");
     CHECK_INT(got.marker_partition, 3);
     CHECK(got.marker_offset == 1234567890123LL);
     CHECK(got.wm.uidvalidity == 10000 && got.wm.last_uid == 40 && got.resync == 0);
     /* The watermark itself has not moved yet. */
-    CHECK(lt_watermark_get(db, T, I, "INBOX", "imap", &wm, E) == LT_OK && wm.last_uid == 3);
-    CHECK(lt_watermark_pending_apply(db, T, I, "INBOX", "imap", &got, &stored, E) == LT_OK);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &wm, E) == LT_OK &&
+          wm.last_uid == 3);
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got,
+                                     &stored, E) == LT_OK);
     CHECK_INT(stored, 1);
-    CHECK(lt_watermark_get(db, T, I, "INBOX", "imap", &wm, E) == LT_OK && wm.last_uid == 40);
-    CHECK(lt_watermark_pending_get(db, T, I, "INBOX", "imap", &got, E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_pending_apply(db, T, I, "INBOX", "imap", NULL, &stored, E) ==
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &wm, E) == LT_OK &&
+          wm.last_uid == 40);
+    CHECK(lt_watermark_pending_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got, E) ==
           LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, NULL,
+                                     &stored, E) == LT_ERR_NOT_FOUND);
 
     /* Upsert replaces; apply with a stale expectation changes nothing. */
     p = pend(im(10000, 50), "cmd-2", 0, 10);
-    CHECK(lt_watermark_pending_put(db, T, I, "INBOX", "imap", &p, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p, E) ==
+          LT_OK);
     lt_watermark_pending_t p3 = pend(im(10000, 60), "cmd-3", 0, 11);
-    CHECK(lt_watermark_pending_put(db, T, I, "INBOX", "imap", &p3, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p3, E) ==
+          LT_OK);
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_watermark_pending"), 1);
-    CHECK(lt_watermark_pending_apply(db, T, I, "INBOX", "imap", &p, &stored, E) ==
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p, &stored,
+                                     E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_pending_discard(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p, E) ==
           LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_pending_discard(db, T, I, "INBOX", "imap", &p, E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_pending_get(db, T, I, "INBOX", "imap", &got, E) == LT_OK);
+    CHECK(lt_watermark_pending_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got, E) ==
+          LT_OK);
     CHECK_STR(got.command_id, "cmd-3");
 
     /* Recovery "aborted": discard; the watermark is untouched. */
-    CHECK(lt_watermark_pending_discard(db, T, I, "INBOX", "imap", &p3, E) == LT_OK);
-    CHECK(lt_watermark_pending_get(db, T, I, "INBOX", "imap", &got, E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_get(db, T, I, "INBOX", "imap", &wm, E) == LT_OK && wm.last_uid == 40);
-    CHECK(lt_watermark_pending_discard(db, T, I, "INBOX", "imap", NULL, E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_pending_discard(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p3, E) ==
+          LT_OK);
+    CHECK(lt_watermark_pending_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got, E) ==
+          LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &wm, E) == LT_OK &&
+          wm.last_uid == 40);
+    CHECK(lt_watermark_pending_discard(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, NULL, E) ==
+          LT_ERR_NOT_FOUND);
 
     /* Apply keeps the guard: a pending behind the stored one is deleted
      * but does not move the watermark back. */
     p = pend(im(10000, 20), "cmd-4", 1, 5);
-    CHECK(lt_watermark_pending_put(db, T, I, "INBOX", "imap", &p, E) == LT_OK);
-    CHECK(lt_watermark_pending_apply(db, T, I, "INBOX", "imap", NULL, &stored, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p, E) ==
+          LT_OK);
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, NULL,
+                                     &stored, E) == LT_OK);
     CHECK_INT(stored, 0);
-    CHECK(lt_watermark_get(db, T, I, "INBOX", "imap", &wm, E) == LT_OK && wm.last_uid == 40);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &wm, E) == LT_OK &&
+          wm.last_uid == 40);
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_watermark_pending"), 0);
     /* ... unless it is a resync. */
     p = pend(im(10000, 20), "cmd-5", 1, 6);
     p.resync = 1;
-    CHECK(lt_watermark_pending_put(db, T, I, "INBOX", "imap", &p, E) == LT_OK);
-    CHECK(lt_watermark_pending_apply(db, T, I, "INBOX", "imap", NULL, &stored, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p, E) ==
+          LT_OK);
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, NULL,
+                                     &stored, E) == LT_OK);
     CHECK_INT(stored, 1);
-    CHECK(lt_watermark_get(db, T, I, "INBOX", "imap", &wm, E) == LT_OK && wm.last_uid == 20);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &wm, E) == LT_OK &&
+          wm.last_uid == 20);
 
     /* Apply creates the first watermark of a scope. */
     p = pend(gm(777), "cmd-6", 2, 99);
-    CHECK(lt_watermark_pending_put(db, T, G, "label:Work", "gmail", &p, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, G, "label:Work", "gmail"}, &p, E) ==
+          LT_OK);
     p = pend(im(5, 5), "cmd-7", 2, 100);
-    CHECK(lt_watermark_pending_put(db, T, I, "Sent", "imap", &p, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "Sent", "imap"}, &p, E) ==
+          LT_OK);
     p = pend(im(5, 6), "cmd-8", 2, 101);
-    CHECK(lt_watermark_pending_put(db, T, I, "Drafts", "imap", &p, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "Drafts", "imap"}, &p, E) ==
+          LT_OK);
     plist_t l = {0};
     CHECK(lt_watermark_pending_list(db, T, I, on_pending, &l, E) == LT_OK);
     CHECK_INT(l.n, 2);
     CHECK_STR(l.scopes, "Drafts:imap:cmd-8;Sent:imap:cmd-7;");
-    CHECK(lt_watermark_pending_apply(db, T, G, "label:Work", "gmail", NULL, &stored, E) == LT_OK &&
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, G, "label:Work", "gmail"}, NULL,
+                                     &stored, E) == LT_OK &&
           stored == 1);
-    CHECK(lt_watermark_get(db, T, G, "label:Work", "gmail", &wm, E) == LT_OK &&
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, G, "label:Work", "gmail"}, &wm, E) ==
+              LT_OK &&
           wm.history_id == 777);
 
     /* Bad input never reaches the table. */
     p = pend(im(5, 5), "", 0, 0);
-    CHECK(lt_watermark_pending_put(db, T, I, "Sent", "imap", &p, E) == LT_ERR_INVALID);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "Sent", "imap"}, &p, E) ==
+          LT_ERR_INVALID);
     p = pend(im(5, 5), "c", -1, 0);
-    CHECK(lt_watermark_pending_put(db, T, I, "Sent", "imap", &p, E) == LT_ERR_INVALID);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "Sent", "imap"}, &p, E) ==
+          LT_ERR_INVALID);
 
     /* Deleting an account takes its watermarks and pending rows along. */
     CHECK(lt_account_upsert(db, "personal", "gone", "imap", 1, NULL, NULL, E) == LT_OK);
     lt_watermark_t w1 = im(1, 1);
-    CHECK(lt_watermark_set(db, T, "gone", "INBOX", "imap", &w1, 0, NULL, E) == LT_OK);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, "gone", "INBOX", "imap"}, &w1, 0, NULL,
+                           E) == LT_OK);
     p = pend(im(1, 2), "cmd-9", 0, 1);
-    CHECK(lt_watermark_pending_put(db, T, "gone", "INBOX", "imap", &p, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, "gone", "INBOX", "imap"}, &p, E) ==
+          LT_OK);
     CHECK(lt_account_delete(db, T, "gone", E) == LT_OK);
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_watermarks WHERE account_id = 'gone'"), 0);
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_watermark_pending WHERE account_id = 'gone'"),
@@ -557,8 +614,8 @@ static void test_cursors(lt_db_t *db)
                            .kind = "backfill",
                            .worker_id = "w"};
     CHECK(lt_command_start(db, &c, &attempt, &prev, E) == LT_OK);
-    CHECK(lt_watermark_cursor_get(db, T, I, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
-                                  cur, sizeof(cur), E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_cursor_get(db, &(lt_watermark_key_t){T, I, "Archive", "imap"},
+                                  LT_CURSOR_COMMAND, "bf-cursor-1", cur, E) == LT_ERR_NOT_FOUND);
 
     /* a backfill batch: no watermark, the cursor in the command row */
     memset(&p, 0, sizeof(p));
@@ -568,52 +625,64 @@ static void test_cursors(lt_db_t *db)
     snprintf(p.command_id, sizeof(p.command_id), "bf-cursor-1");
     snprintf(p.marker_topic, sizeof(p.marker_topic), "ckpt");
     p.marker_offset = 9;
-    CHECK(lt_watermark_get(db, T, I, "Archive", "imap", &wm, E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_pending_put(db, T, I, "Archive", "imap", &p, E) == LT_OK);
-    CHECK(lt_watermark_pending_get(db, T, I, "Archive", "imap", &got, E) == LT_OK);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, &wm, E) ==
+          LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, &p, E) ==
+          LT_OK);
+    CHECK(lt_watermark_pending_get(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, &got, E) ==
+          LT_OK);
     CHECK(got.no_wm == 1 && got.cursor_home == LT_CURSOR_COMMAND);
     /* not applied yet: the Kafka transaction is in doubt */
-    CHECK(lt_watermark_cursor_get(db, T, I, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
-                                  cur, sizeof(cur), E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_pending_apply(db, T, I, "Archive", "imap", &got, &stored, E) == LT_OK);
+    CHECK(lt_watermark_cursor_get(db, &(lt_watermark_key_t){T, I, "Archive", "imap"},
+                                  LT_CURSOR_COMMAND, "bf-cursor-1", cur, E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, &got,
+                                     &stored, E) == LT_OK);
     CHECK_INT(stored, 0); /* no watermark written */
-    CHECK(lt_watermark_get(db, T, I, "Archive", "imap", &wm, E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_cursor_get(db, T, I, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
-                                  cur, sizeof(cur), E) == LT_OK);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, &wm, E) ==
+          LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_cursor_get(db, &(lt_watermark_key_t){T, I, "Archive", "imap"},
+                                  LT_CURSOR_COMMAND, "bf-cursor-1", cur, E) == LT_OK);
     CHECK(strstr(cur, "\"last_uid\": 50") != NULL);
     /* an aborted batch's cursor is discarded with its row */
     snprintf(p.cursor, sizeof(p.cursor), "{\"uidvalidity\": 7, \"last_uid\": 100}");
-    CHECK(lt_watermark_pending_put(db, T, I, "Archive", "imap", &p, E) == LT_OK);
-    CHECK(lt_watermark_pending_discard(db, T, I, "Archive", "imap", NULL, E) == LT_OK);
-    CHECK(lt_watermark_cursor_get(db, T, I, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
-                                  cur, sizeof(cur), E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, &p, E) ==
+          LT_OK);
+    CHECK(lt_watermark_pending_discard(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, NULL,
+                                       E) == LT_OK);
+    CHECK(lt_watermark_cursor_get(db, &(lt_watermark_key_t){T, I, "Archive", "imap"},
+                                  LT_CURSOR_COMMAND, "bf-cursor-1", cur, E) == LT_OK);
     CHECK(strstr(cur, "\"last_uid\": 50") != NULL);
     /* the row of another account with the same command id is not touched */
-    CHECK(lt_watermark_cursor_get(db, T, G, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
-                                  cur, sizeof(cur), E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_cursor_get(db, &(lt_watermark_key_t){T, G, "Archive", "imap"},
+                                  LT_CURSOR_COMMAND, "bf-cursor-1", cur, E) == LT_ERR_NOT_FOUND);
     /* a pending row needs a watermark or a cursor */
     p.cursor_home = LT_CURSOR_NONE;
-    CHECK(lt_watermark_pending_put(db, T, I, "Archive", "imap", &p, E) == LT_ERR_INVALID);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, &p, E) ==
+          LT_ERR_INVALID);
 
     /* a first sync: scope cursor while it runs; the final batch stores the
      * watermark and deletes the cursor in one transaction */
-    CHECK(lt_watermark_cursor_set(db, T, G, "label:Big", "gmail", LT_CURSOR_SCOPE, "fs-1",
+    CHECK(lt_watermark_cursor_set(db, &(lt_watermark_key_t){T, G, "label:Big", "gmail"},
+                                  LT_CURSOR_SCOPE, "fs-1",
                                   "{\"historyId\": \"500\", \"lastId\": \"a1\"}", E) == LT_OK);
-    CHECK(lt_watermark_cursor_get(db, T, G, "label:Big", "gmail", LT_CURSOR_SCOPE, NULL, cur,
-                                  sizeof(cur), E) == LT_OK);
+    CHECK(lt_watermark_cursor_get(db, &(lt_watermark_key_t){T, G, "label:Big", "gmail"},
+                                  LT_CURSOR_SCOPE, NULL, cur, E) == LT_OK);
     CHECK(strstr(cur, "\"a1\"") != NULL);
     memset(&p, 0, sizeof(p));
     p.wm = gm(500);
     p.cursor_home = LT_CURSOR_SCOPE; /* empty cursor: delete */
     snprintf(p.command_id, sizeof(p.command_id), "fs-2");
     snprintf(p.marker_topic, sizeof(p.marker_topic), "ckpt");
-    CHECK(lt_watermark_pending_put(db, T, G, "label:Big", "gmail", &p, E) == LT_OK);
-    CHECK(lt_watermark_pending_apply(db, T, G, "label:Big", "gmail", NULL, &stored, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, G, "label:Big", "gmail"}, &p, E) ==
+          LT_OK);
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, G, "label:Big", "gmail"}, NULL,
+                                     &stored, E) == LT_OK);
     CHECK_INT(stored, 1);
-    CHECK(lt_watermark_get(db, T, G, "label:Big", "gmail", &wm, E) == LT_OK &&
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, G, "label:Big", "gmail"}, &wm, E) ==
+              LT_OK &&
           wm.history_id == 500);
-    CHECK(lt_watermark_cursor_get(db, T, G, "label:Big", "gmail", LT_CURSOR_SCOPE, NULL, cur,
-                                  sizeof(cur), E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_cursor_get(db, &(lt_watermark_key_t){T, G, "label:Big", "gmail"},
+                                  LT_CURSOR_SCOPE, NULL, cur, E) == LT_ERR_NOT_FOUND);
 }
 
 static void test_commands(lt_db_t *db)

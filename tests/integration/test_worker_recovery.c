@@ -122,8 +122,8 @@ static void run_case(fate_t fate)
     snprintf(p.marker_topic, sizeof(p.marker_topic), "%s", ckpt);
     p.marker_partition = pos.partition;
     p.marker_offset = pos.offset;
-    CHECK_MSG(lt_watermark_pending_put(g_db, tenant, account, SCOPE, "imap", &p, err,
-                                       sizeof(err)) == LT_OK,
+    CHECK_MSG(lt_watermark_pending_put(g_db, &(lt_watermark_key_t){tenant, account, SCOPE, "imap"},
+                                       &p, err, sizeof(err)) == LT_OK,
               "%s", err);
     if (fate == COMMITTED)
         CHECK((e = rd_kafka_commit_transaction(tx, 30000)) == NULL);
@@ -163,11 +163,12 @@ static void run_case(fate_t fate)
         pthread_join(th, NULL);
 
     lt_watermark_pending_t left;
-    CHECK_MSG(lt_watermark_pending_get(g_db, tenant, account, SCOPE, "imap", &left, err,
-                                       sizeof(err)) == LT_ERR_NOT_FOUND,
+    CHECK_MSG(lt_watermark_pending_get(g_db, &(lt_watermark_key_t){tenant, account, SCOPE, "imap"},
+                                       &left, err, sizeof(err)) == LT_ERR_NOT_FOUND,
               "%s: pending row left", k_fate[fate]);
     lt_watermark_t wm;
-    lt_err_t werr = lt_watermark_get(g_db, tenant, account, SCOPE, "imap", &wm, err, sizeof(err));
+    lt_err_t werr = lt_watermark_get(g_db, &(lt_watermark_key_t){tenant, account, SCOPE, "imap"},
+                                     &wm, err, sizeof(err));
     if (fate == COMMITTED || fate == COMMITTED_LATER) {
         CHECK_MSG(werr == LT_OK && wm.uidvalidity == 777 && wm.last_uid == 42,
                   "%s: watermark not applied", k_fate[fate]);
