@@ -35,10 +35,12 @@ lt_err_t lt_parser_event_check_keys(const lt_mail_event_t *ev, const char *bucke
     if (reason && reason_size)
         reason[0] = 0;
     const char *provider = lt_provider_name(lt_mail_event_get_provider(ev));
-    if (lt_objkey_message_prefix(lt_mail_event_get_tenant_id(ev), lt_mail_event_get_account_id(ev),
-                                 provider ? provider : "",
-                                 lt_mail_event_get_provider_message_id(ev), prefix, sizeof(prefix),
-                                 why, sizeof(why)))
+    if (lt_objkey_message_prefix(
+            &(lt_objkey_msg_t){.tenant = lt_mail_event_get_tenant_id(ev),
+                               .account_id = lt_mail_event_get_account_id(ev),
+                               .provider = provider ? provider : "",
+                               .provider_message_id = lt_mail_event_get_provider_message_id(ev)},
+            prefix, sizeof(prefix), why, sizeof(why)))
         return lt_seterr(reason, reason_size, LT_ERR_INVALID, "event ids name no object folder: %s",
                          why);
     if (!own_key(lt_mail_event_get_raw_object_uri(ev), prefix, b, why, sizeof(why)))

@@ -636,8 +636,11 @@ static lt_err_t store_attachments(lt_sync_t *s, lt_mime_t *m, lt_mail_event_t *e
         const char *fname = lt_mime_attachment_filename(m, i);
         const char *ctype = lt_mime_attachment_content_type(m, i);
         char key[LT_OBJKEY_MAX + 1], uri[LT_OBJKEY_URI_MAX + 1], sha[LT_S3_SHA256_HEX];
-        err = lt_objkey_attachment(lt_account_tenant(s->account), lt_account_id(s->account),
-                                   provider, s->pmid, aid, fname, key, sizeof(key), errstr, n);
+        err = lt_objkey_attachment(&(lt_objkey_msg_t){.tenant = lt_account_tenant(s->account),
+                                                      .account_id = lt_account_id(s->account),
+                                                      .provider = provider,
+                                                      .provider_message_id = s->pmid},
+                                   aid, fname, key, sizeof(key), errstr, n);
         if (err)
             goto out;
         lt_buf_reset(content);
@@ -674,10 +677,12 @@ static lt_err_t bound_event(lt_sync_t *s, lt_mail_event_t *ev, size_t bound, cha
     char key[LT_OBJKEY_MAX + 1], uri[LT_OBJKEY_URI_MAX + 1];
     size_t natt = lt_mail_event_attachment_count(ev), kept = 0;
     lt_buf_t *json = lt_buf_new((size_t)1 << 30);
-    lt_err_t err = lt_objkey_manifest(lt_account_tenant(s->account), lt_account_id(s->account),
-                                      lt_account_provider(s->account),
-                                      lt_mail_event_get_provider_message_id(ev), key,
-                                      sizeof(key), errstr, n);
+    lt_err_t err = lt_objkey_manifest(
+        &(lt_objkey_msg_t){.tenant = lt_account_tenant(s->account),
+                           .account_id = lt_account_id(s->account),
+                           .provider = lt_account_provider(s->account),
+                           .provider_message_id = lt_mail_event_get_provider_message_id(ev)},
+        key, sizeof(key), errstr, n);
     if (!err && natt && (err = lt_mail_event_manifest_to_json(ev, json)))
         lt_seterr(errstr, n, err, "manifest JSON of %zu attachments", natt);
     if (!err && natt)
@@ -1101,8 +1106,11 @@ static lt_err_t message_end_parallel(lt_sync_t *s, char *errstr, size_t n)
     size_t natt = merr == LT_OK ? lt_mime_attachment_count(m) : 0;
     j->obj = lt_xcalloc(natt + 1, sizeof(up_obj_t));
     j->nobj = natt + 1;
-    err = lt_objkey_message(lt_account_tenant(s->account), lt_account_id(s->account), provider,
-                            s->pmid, j->obj[0].key, sizeof(j->obj[0].key), errstr, n);
+    err = lt_objkey_message(&(lt_objkey_msg_t){.tenant = lt_account_tenant(s->account),
+                                               .account_id = lt_account_id(s->account),
+                                               .provider = provider,
+                                               .provider_message_id = s->pmid},
+                            j->obj[0].key, sizeof(j->obj[0].key), errstr, n);
     if (err)
         goto out;
     if (merr == LT_OK) {
@@ -1126,9 +1134,11 @@ static lt_err_t message_end_parallel(lt_sync_t *s, char *errstr, size_t n)
         o->aid = lt_xstrdup(lt_mime_attachment_id(m, i));
         o->fname = fname ? lt_xstrdup(fname) : NULL;
         o->ctype = lt_xstrdup(ctype ? ctype : "application/octet-stream");
-        err = lt_objkey_attachment(lt_account_tenant(s->account), lt_account_id(s->account),
-                                   provider, s->pmid, o->aid, fname, o->key,
-                                   sizeof(o->key), errstr, n);
+        err = lt_objkey_attachment(&(lt_objkey_msg_t){.tenant = lt_account_tenant(s->account),
+                                                      .account_id = lt_account_id(s->account),
+                                                      .provider = provider,
+                                                      .provider_message_id = s->pmid},
+                                   o->aid, fname, o->key, sizeof(o->key), errstr, n);
         if (!err) {
             o->data = lt_buf_new(s->env.max_message_bytes);
             err = lt_mime_attachment_read(m, i, o->data, errstr, n);
@@ -1206,8 +1216,11 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
     lt_series_add(s->env.metrics->message_bytes, (double)s->size);
     if ((err = lt_provider_parse(provider, &prov)))
         return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "unknown provider %s", provider);
-    err = lt_objkey_message(lt_account_tenant(s->account), lt_account_id(s->account), provider,
-                            s->pmid, key, sizeof(key), errstr, errstr_size);
+    err = lt_objkey_message(&(lt_objkey_msg_t){.tenant = lt_account_tenant(s->account),
+                                               .account_id = lt_account_id(s->account),
+                                               .provider = provider,
+                                               .provider_message_id = s->pmid},
+                            key, sizeof(key), errstr, errstr_size);
     if (err)
         goto out;
 

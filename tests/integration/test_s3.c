@@ -147,16 +147,16 @@ static void test_odd_keys(lt_s3_t *s3)
     for (int i = 0; i < 120; i++)
         strcat(fname, "\xc3\xa9");
     strcat(fname, " final.pdf");
-    CHECK_INT(lt_objkey_attachment(run, "../..", "imap", "<CAF+x/y@mail>", "1.2", fname, key,
-                                   sizeof(key), err, sizeof(err)),
+    CHECK_INT(lt_objkey_attachment(&(lt_objkey_msg_t){run, "../..", "imap", "<CAF+x/y@mail>"},
+                                   "1.2", fname, key, sizeof(key), err, sizeof(err)),
               LT_OK);
     CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = key, .content_type = "application/pdf"}, "pdf",
                         3, NULL, err, sizeof(err)),
               LT_OK);
     CHECK_INT(lt_s3_get(s3, key, b, err, sizeof(err)), LT_OK);
     CHECK_STR(lt_buf_str(b), "pdf");
-    CHECK_INT(lt_objkey_message(run, "../..", "imap", "<CAF+x/y@mail>", key, sizeof(key), err,
-                                sizeof(err)),
+    CHECK_INT(lt_objkey_message(&(lt_objkey_msg_t){run, "../..", "imap", "<CAF+x/y@mail>"}, key,
+                                sizeof(key), err, sizeof(err)),
               LT_OK);
     CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = key, .content_type = "message/rfc822"}, "eml",
                         3, NULL, err, sizeof(err)),
