@@ -320,10 +320,12 @@ lt_err_t lt_accounts_list_enabled(lt_db_t *db, const char *provider, const char 
     return err;
 }
 
-lt_err_t lt_account_upsert(lt_db_t *db, const char *tenant, const char *account_id,
-                           const char *provider, int enabled, const char *config_json,
-                           const char *classification, char *errstr, size_t errstr_size)
+lt_err_t lt_account_upsert(lt_db_t *db, const lt_account_row_t *row, char *errstr,
+                           size_t errstr_size)
 {
+    const char *tenant = row->tenant, *account_id = row->account_id, *provider = row->provider;
+    const char *config_json = row->config_json, *classification = row->classification;
+    int enabled = row->enabled;
     lt_err_t err = check_ids(tenant, account_id, errstr, errstr_size);
     if (err)
         return err;

@@ -63,13 +63,27 @@ static int running_fresh(lt_db_t *db, const char *account, int secs)
 static void test_accounts(lt_db_t *db)
 {
     lt_account_t *a = NULL;
-    CHECK(lt_account_upsert(db, "personal", "personal-gmail", "gmail", 1,
-                            "{\"user\":\"me@example.com\",\"refresh_token_env\":\"GMAIL_RT\"}",
-                            NULL, E) == LT_OK);
-    CHECK(lt_account_upsert(db, "personal", "workmail-imap", "imap", 1,
-                            "{\"host\":\"imap.mail.us-east-1.awsapps.com\",\"port\":993,"
-                            "\"username\":\"me\",\"password_env\":\"IMAP_PW\"}",
-                            "restricted", E) == LT_OK);
+    CHECK(
+        lt_account_upsert(
+            db,
+            &(lt_account_row_t){
+                .tenant = "personal",
+                .account_id = "personal-gmail",
+                .provider = "gmail",
+                .enabled = 1,
+                .config_json = "{\"user\":\"me@example.com\",\"refresh_token_env\":\"GMAIL_RT\"}"},
+            E) == LT_OK);
+    CHECK(lt_account_upsert(
+              db,
+              &(lt_account_row_t){.tenant = "personal",
+                                  .account_id = "workmail-imap",
+                                  .provider = "imap",
+                                  .enabled = 1,
+                                  .config_json =
+                                      "{\"host\":\"imap.mail.us-east-1.awsapps.com\",\"port\":993,"
+                                      "\"username\":\"me\",\"password_env\":\"IMAP_PW\"}",
+                                  .classification = "restricted"},
+              E) == LT_OK);
     lt_err_t e = lt_account_load(db, "personal", "personal-gmail", &a, E);
     CHECK_MSG(e == LT_OK && a, "%s", g_err);
     if (a) {
@@ -104,7 +118,11 @@ static void test_accounts(lt_db_t *db)
     CHECK(lt_account_load(db, "per sonal", "x", &a, E) == LT_ERR_INVALID);
     CHECK(lt_account_load(db, "personal", "", &a, E) == LT_ERR_INVALID);
     /* Disabled: FINAL, the caller dead-letters. */
-    CHECK(lt_account_upsert(db, "personal", "old-imap", "imap", 0, NULL, NULL, E) == LT_OK);
+    CHECK(lt_account_upsert(
+              db,
+              &(lt_account_row_t){
+                  .tenant = "personal", .account_id = "old-imap", .provider = "imap", .enabled = 0},
+              E) == LT_OK);
     e = lt_account_load(db, "personal", "old-imap", &a, E);
     CHECK(e == LT_ERR_FINAL && !a);
     CHECK_MSG(strstr(g_err, "disabled") != NULL, "%s", g_err);
@@ -117,11 +135,25 @@ static void test_accounts(lt_db_t *db)
     CHECK(e == LT_ERR_FINAL && !a);
     CHECK_MSG(strstr(g_err, "\"password\"") && !strstr(g_err, "s3cr3t"), "%s", g_err);
     /* The upsert refuses such a config, bad JSON and bad providers. */
-    CHECK(lt_account_upsert(db, "personal", "leaky2", "imap", 1, "{\"token\":\"abc\"}", NULL, E) ==
-          LT_ERR_INVALID);
-    CHECK(lt_account_upsert(db, "personal", "bad", "imap", 1, "{not json", NULL, E) ==
-          LT_ERR_INVALID);
-    CHECK(lt_account_upsert(db, "personal", "bad", "pop3", 1, NULL, NULL, E) == LT_ERR_INVALID);
+    CHECK(lt_account_upsert(db,
+                            &(lt_account_row_t){.tenant = "personal",
+                                                .account_id = "leaky2",
+                                                .provider = "imap",
+                                                .enabled = 1,
+                                                .config_json = "{\"token\":\"abc\"}"},
+                            E) == LT_ERR_INVALID);
+    CHECK(lt_account_upsert(db,
+                            &(lt_account_row_t){.tenant = "personal",
+                                                .account_id = "bad",
+                                                .provider = "imap",
+                                                .enabled = 1,
+                                                .config_json = "{not json"},
+                            E) == LT_ERR_INVALID);
+    CHECK(lt_account_upsert(
+              db,
+              &(lt_account_row_t){
+                  .tenant = "personal", .account_id = "bad", .provider = "pop3", .enabled = 1},
+              E) == LT_ERR_INVALID);
     /* The database's own checks, classified INVALID (constraint). */
     e = sql(db, "INSERT INTO mail_accounts (tenant_id, account_id, provider) VALUES "
                 "('bad tenant', 'x', 'imap')");
@@ -154,7 +186,12 @@ static void test_accounts(lt_db_t *db)
           LT_ERR_INVALID);
     /* Upsert updates in place, keeps status. */
     CHECK(lt_account_set_status(db, "personal", "workmail-imap", "flagged", "review", E) == LT_OK);
-    CHECK(lt_account_upsert(db, "personal", "workmail-imap", "imap", 1, "{\"host\":\"h2\"}", NULL,
+    CHECK(lt_account_upsert(db,
+                            &(lt_account_row_t){.tenant = "personal",
+                                                .account_id = "workmail-imap",
+                                                .provider = "imap",
+                                                .enabled = 1,
+                                                .config_json = "{\"host\":\"h2\"}"},
                             E) == LT_OK);
     CHECK(lt_account_load(db, "personal", "workmail-imap", &a, E) == LT_OK);
     if (a) {
@@ -505,7 +542,11 @@ static void test_pending(lt_db_t *db)
           LT_ERR_INVALID);
 
     /* Deleting an account takes its watermarks and pending rows along. */
-    CHECK(lt_account_upsert(db, "personal", "gone", "imap", 1, NULL, NULL, E) == LT_OK);
+    CHECK(lt_account_upsert(
+              db,
+              &(lt_account_row_t){
+                  .tenant = "personal", .account_id = "gone", .provider = "imap", .enabled = 1},
+              E) == LT_OK);
     lt_watermark_t w1 = im(1, 1);
     CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, "gone", "INBOX", "imap"}, &w1, 0, NULL,
                            E) == LT_OK);
