@@ -1094,14 +1094,38 @@ static lt_err_t authenticate(lt_imap_t *c, const char *mech, const lt_buf_t *ir,
     return err;
 }
 
-lt_err_t lt_imap_login(lt_imap_t *c, const char *user, const char *password, char *errstr,
-                       size_t errstr_size)
+/* The preamble of every login: a connection not yet authenticated. */
+static lt_err_t check_login(lt_imap_t *c, char *errstr, size_t errstr_size)
 {
     lt_err_t err = check_open(c, S_NOT_AUTH, errstr, errstr_size);
     if (err)
         return err;
     if (c->state != S_NOT_AUTH)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "IMAP: already logged in");
+    return LT_OK;
+}
+
+/* AUTHENTICATE mech with the raw SASL response `raw` (taken: wiped and
+ * freed), sent base64-encoded; the encoded copy is wiped too. */
+static lt_err_t authenticate_secret(lt_imap_t *c, const char *mech, lt_buf_t *raw, char *errstr,
+                                    size_t errstr_size)
+{
+    lt_buf_t *ir = lt_buf_new(2 * lt_buf_len(raw) + 16);
+    b64(ir, lt_buf_data(raw), lt_buf_len(raw));
+    OPENSSL_cleanse((void *)lt_buf_data(raw), lt_buf_len(raw));
+    lt_buf_destroy(raw);
+    lt_err_t err = authenticate(c, mech, ir, errstr, errstr_size);
+    OPENSSL_cleanse((void *)lt_buf_data(ir), lt_buf_len(ir));
+    lt_buf_destroy(ir);
+    return err;
+}
+
+lt_err_t lt_imap_login(lt_imap_t *c, const char *user, const char *password, char *errstr,
+                       size_t errstr_size)
+{
+    lt_err_t err = check_login(c, errstr, errstr_size);
+    if (err)
+        return err;
     size_t ul = strlen(user), pl = strlen(password);
     if (lt_imap_has_cap(c, "AUTH=PLAIN")) {
         lt_buf_t *raw = lt_buf_new(ul + pl + 2);
@@ -1109,14 +1133,7 @@ lt_err_t lt_imap_login(lt_imap_t *c, const char *user, const char *password, cha
         lt_buf_append(raw, user, ul);
         lt_buf_append(raw, "", 1);
         lt_buf_append(raw, password, pl);
-        lt_buf_t *ir = lt_buf_new(2 * (ul + pl) + 16);
-        b64(ir, lt_buf_data(raw), lt_buf_len(raw));
-        OPENSSL_cleanse((void *)lt_buf_data(raw), lt_buf_len(raw));
-        lt_buf_destroy(raw);
-        err = authenticate(c, "PLAIN", ir, errstr, errstr_size);
-        OPENSSL_cleanse((void *)lt_buf_data(ir), lt_buf_len(ir));
-        lt_buf_destroy(ir);
-        return err;
+        return authenticate_secret(c, "PLAIN", raw, errstr, errstr_size);
     }
     if (lt_imap_has_cap(c, "LOGINDISABLED"))
         return lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
@@ -1177,25 +1194,16 @@ lt_err_t lt_imap_login(lt_imap_t *c, const char *user, const char *password, cha
 lt_err_t lt_imap_login_xoauth2(lt_imap_t *c, const char *user, const char *token, char *errstr,
                                size_t errstr_size)
 {
-    lt_err_t err = check_open(c, S_NOT_AUTH, errstr, errstr_size);
+    lt_err_t err = check_login(c, errstr, errstr_size);
     if (err)
         return err;
-    if (c->state != S_NOT_AUTH)
-        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "IMAP: already logged in");
     if (!lt_imap_has_cap(c, "AUTH=XOAUTH2"))
         return lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
                          "IMAP: the server does not offer AUTH=XOAUTH2");
     size_t n = strlen(user) + strlen(token) + 32;
     lt_buf_t *raw = lt_buf_new(n);
     lt_buf_appendf(raw, "user=%s\001auth=Bearer %s\001\001", user, token);
-    lt_buf_t *ir = lt_buf_new(2 * n + 16);
-    b64(ir, lt_buf_data(raw), lt_buf_len(raw));
-    OPENSSL_cleanse((void *)lt_buf_data(raw), lt_buf_len(raw));
-    lt_buf_destroy(raw);
-    err = authenticate(c, "XOAUTH2", ir, errstr, errstr_size);
-    OPENSSL_cleanse((void *)lt_buf_data(ir), lt_buf_len(ir));
-    lt_buf_destroy(ir);
-    return err;
+    return authenticate_secret(c, "XOAUTH2", raw, errstr, errstr_size);
 }
 
 void lt_imap_folders_free(lt_imap_folder_t *folders, size_t nfolders)
