@@ -484,8 +484,11 @@ lt_err_t lt_sched_run_once(lt_sched_t *s, lt_sched_stats_t *stats, char *errstr,
             goto out;
         stats->pruned = (uint64_t)pruned;
     }
-    if ((e = lt_issued_list_in_flight(s->wdb, s->opts.stale_after_s, s->opts.provider,
-                                      s->opts.tenant, on_in_flight, s, errstr, errstr_size)))
+    if ((e = lt_issued_list_in_flight(s->wdb,
+                                      &(lt_issued_filter_t){.stale_after_s = s->opts.stale_after_s,
+                                                            .provider = s->opts.provider,
+                                                            .tenant = s->opts.tenant},
+                                      on_in_flight, s, errstr, errstr_size)))
         goto out;
     if (s->fatal) {
         e = lt_seterr(errstr, errstr_size, s->fatal, "%s", s->fatal_err);

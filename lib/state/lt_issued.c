@@ -114,10 +114,12 @@ lt_err_t lt_issued_prune(lt_db_t *db, int stale_after_s, long long *deleted, cha
     return LT_OK;
 }
 
-lt_err_t lt_issued_list_in_flight(lt_db_t *db, int stale_after_s, const char *provider,
-                                  const char *tenant, lt_issued_account_fn fn, void *opaque,
-                                  char *errstr, size_t errstr_size)
+lt_err_t lt_issued_list_in_flight(lt_db_t *db, const lt_issued_filter_t *filter,
+                                  lt_issued_account_fn fn, void *opaque, char *errstr,
+                                  size_t errstr_size)
 {
+    int stale_after_s = filter->stale_after_s;
+    const char *provider = filter->provider, *tenant = filter->tenant;
     char secs[16];
     PGresult *r = NULL;
     if (stale_after_s <= 0)

@@ -64,7 +64,9 @@ static int collect(const char *tenant, const char *account, void *opaque)
 static lt_sched_set_t *in_flight(lt_db_t *db, int stale, const char *provider, const char *tenant)
 {
     lt_sched_set_t *set = lt_sched_set_new(1000);
-    lt_err_t e = lt_issued_list_in_flight(db, stale, provider, tenant, collect, set, E);
+    lt_err_t e = lt_issued_list_in_flight(
+        db, &(lt_issued_filter_t){.stale_after_s = stale, .provider = provider, .tenant = tenant},
+        collect, set, E);
     CHECK_MSG(e == LT_OK, "list in flight: %s", g_err);
     return set;
 }
@@ -169,7 +171,8 @@ static void test_issued(lt_db_t *db)
     CHECK_INT(pruned, 2);
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_sync_issued"), 2); /* c1, c2 */
     CHECK(lt_issued_prune(db, 0, NULL, E) == LT_ERR_INVALID);
-    CHECK(lt_issued_list_in_flight(db, 0, NULL, NULL, collect, NULL, E) == LT_ERR_INVALID);
+    CHECK(lt_issued_list_in_flight(db, &(lt_issued_filter_t){.stale_after_s = 0}, collect, NULL,
+                                   E) == LT_ERR_INVALID);
 
     /* deleting an account deletes its issued rows */
     CHECK(lt_account_delete(db, "t1", "a1", E) == LT_OK);
