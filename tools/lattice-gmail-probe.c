@@ -92,8 +92,9 @@ static void *probe(void *arg)
     p->listed = n;
     for (long i = 0; !p->err && p->fetch && i < n; i += 500) {
         long k = n - i < 500 ? n - i : 500;
-        p->err = lt_gmail_get_many(g, (const char *const *)ids + i, (size_t)k, 1, on_msg, p,
-                                   p->errstr, sizeof(p->errstr));
+        p->err =
+            lt_gmail_get_many(g, (const char *const *)ids + i, (size_t)k, LT_GMAIL_FORMAT_RAW,
+                              &(lt_gmail_message_cb_t){on_msg, p}, p->errstr, sizeof(p->errstr));
     }
     p->seconds = lt_now_s() - t0;
     lt_gmail_stats(g, &p->st);

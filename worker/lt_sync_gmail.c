@@ -383,7 +383,9 @@ static lt_err_t fetch_ids(scope_ctx_t *x, const char *const *ids, size_t n, wm_f
         x->err[0] = 0;
         x->err_code = LT_OK;
         x->cur_ids = ids + i;
-        lt_err_t err = lt_gmail_get_many(x->g, ids + i, k, 1, on_message, x, errstr, errstr_size);
+        lt_err_t err =
+            lt_gmail_get_many(x->g, ids + i, k, LT_GMAIL_FORMAT_RAW,
+                              &(lt_gmail_message_cb_t){on_message, x}, errstr, errstr_size);
         if (err) {
             if (x->err_code && x->err[0])
                 lt_seterr(errstr, errstr_size, x->err_code, "%s", x->err);
@@ -487,7 +489,8 @@ static lt_err_t list_and_fetch(scope_ctx_t *x, const char *extra_q, int resync, 
         if (resync && nids) {
             x->keep = lt_xcalloc(nids, sizeof(char *));
             x->nkeep = 0;
-            err = lt_gmail_get_many(x->g, ids, nids, 0, on_minimal, x, errstr, n);
+            err = lt_gmail_get_many(x->g, ids, nids, LT_GMAIL_FORMAT_MINIMAL,
+                                    &(lt_gmail_message_cb_t){on_minimal, x}, errstr, n);
             if (!err)
                 set_total(x, x->nkeep);
             if (!err)

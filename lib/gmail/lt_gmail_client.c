@@ -794,9 +794,11 @@ static lt_err_t many_gone(lt_gmail_t *c, req_t *r, lt_err_t why, const char *rea
     return m->fn(m->opaque, r->index, why, NULL, NULL, reason);
 }
 
-lt_err_t lt_gmail_get_many(lt_gmail_t *c, const char *const *ids, size_t n, int raw,
-                           lt_gmail_message_fn fn, void *opaque, char *errstr, size_t errstr_size)
+lt_err_t lt_gmail_get_many(lt_gmail_t *c, const char *const *ids, size_t n,
+                           lt_gmail_format_t format, const lt_gmail_message_cb_t *cb, char *errstr,
+                           size_t errstr_size)
 {
+    int raw = format == LT_GMAIL_FORMAT_RAW;
     if (n == 0)
         return LT_OK;
     req_t *reqs = lt_xcalloc(n, sizeof(req_t));
@@ -821,7 +823,7 @@ lt_err_t lt_gmail_get_many(lt_gmail_t *c, const char *const *ids, size_t n, int 
         reqs[i].index = i;
         reqs[i].body_cap = raw ? cap : LIST_BODY_MAX;
     }
-    many_t m = {raw, fn, opaque};
+    many_t m = {raw, cb->fn, cb->opaque};
     lt_err_t err = run(c, reqs, n, many_ok, many_gone, &m, errstr, errstr_size);
     for (size_t i = 0; i < n; i++)
         free(reqs[i].url);

@@ -1509,9 +1509,12 @@ lt_err_t lt_imap_delete(lt_imap_t *c, const char *name, char *errstr, size_t err
     return name_cmd(c, "DELETE", name, errstr, errstr_size);
 }
 
-lt_err_t lt_imap_append(lt_imap_t *c, const char *name, const void *msg, size_t len,
-                        const char *flags, uint32_t *uid, char *errstr, size_t errstr_size)
+lt_err_t lt_imap_append(lt_imap_t *c, const char *name, const lt_imap_message_t *message,
+                        uint32_t *uid, char *errstr, size_t errstr_size)
 {
+    const void *msg = message->data;
+    size_t len = message->len;
+    const char *flags = message->flags;
     if (uid)
         *uid = 0;
     lt_err_t err = check_open(c, S_AUTH, errstr, errstr_size);

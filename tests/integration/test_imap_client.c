@@ -177,8 +177,9 @@ static void test_folder_roundtrip(void)
     uint32_t uids[N];
     for (unsigned i = 0; i < N; i++) {
         msgs[i] = make_msg(i, sizes[i] < 200 ? 200 : sizes[i]);
-        e = lt_imap_append(c, name, lt_buf_data(msgs[i]), lt_buf_len(msgs[i]), NULL, &uids[i], err,
-                           sizeof(err));
+        e = lt_imap_append(
+            c, name, &(lt_imap_message_t){.data = lt_buf_data(msgs[i]), .len = lt_buf_len(msgs[i])},
+            &uids[i], err, sizeof(err));
         CHECK_MSG(e == LT_OK, "append %u: %s", i, err);
         CHECK(uids[i] > 0);
     }
@@ -271,8 +272,9 @@ static void test_big_and_bulk(void)
     size_t big = 25u * 1024 * 1024;
     lt_buf_t *bigmsg = make_msg(1000, big);
     uint32_t biguid = 0;
-    lt_err_t e = lt_imap_append(c, name, lt_buf_data(bigmsg), lt_buf_len(bigmsg), NULL, &biguid,
-                                err, sizeof(err));
+    lt_err_t e = lt_imap_append(
+        c, name, &(lt_imap_message_t){.data = lt_buf_data(bigmsg), .len = lt_buf_len(bigmsg)},
+        &biguid, err, sizeof(err));
     CHECK_MSG(e == LT_OK, "append 25 MB: %s", err);
 
     enum { BULK = 1000 };
@@ -281,8 +283,9 @@ static void test_big_and_bulk(void)
     double t0 = lt_now_s();
     for (unsigned i = 0; i < BULK; i++) {
         msgs[i] = make_msg(i, 20 * 1024);
-        e = lt_imap_append(c, name, lt_buf_data(msgs[i]), lt_buf_len(msgs[i]), NULL, &uids[i], err,
-                           sizeof(err));
+        e = lt_imap_append(
+            c, name, &(lt_imap_message_t){.data = lt_buf_data(msgs[i]), .len = lt_buf_len(msgs[i])},
+            &uids[i], err, sizeof(err));
         if (e) {
             CHECK_MSG(e == LT_OK, "append %u: %s", i, err);
             break;

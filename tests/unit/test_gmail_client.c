@@ -219,7 +219,8 @@ int main(void)
     P.barrier = 6;
     pthread_mutex_unlock(&P.mu);
     count_t cnt = {0, 0};
-    err = lt_gmail_get_many(g, k_ids, 6, 1, on_msg, &cnt, e, sizeof(e));
+    err = lt_gmail_get_many(g, k_ids, 6, LT_GMAIL_FORMAT_RAW,
+                            &(lt_gmail_message_cb_t){on_msg, &cnt}, e, sizeof(e));
     CHECK_MSG(err == LT_OK, "401 burst: %s %s", lt_err_name(err), e);
     CHECK_INT(cnt.ok, 6);
     CHECK_INT(P.token_requests, 2);
@@ -305,7 +306,8 @@ int main(void)
     g = client(4, 100);
     cnt.ok = cnt.other = 0;
     t0 = lt_now_s();
-    err = lt_gmail_get_many(g, k_ids, 30, 1, on_msg, &cnt, e, sizeof(e));
+    err = lt_gmail_get_many(g, k_ids, 30, LT_GMAIL_FORMAT_RAW,
+                            &(lt_gmail_message_cb_t){on_msg, &cnt}, e, sizeof(e));
     dt = lt_now_s() - t0;
     CHECK_MSG(err == LT_OK && cnt.ok == 30, "pacing: %s %s, %d ok", lt_err_name(err), e, cnt.ok);
     /* paced (lower bound); the upper bound only guards a hang, speed is bench/'s */
