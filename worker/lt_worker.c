@@ -251,8 +251,11 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
     const lt_config_t *cfg = s->w->cfg;
     /* An idle connection may have died unnoticed (server restart, admin
      * termination): check it, or the command spends an attempt on it. */
-    if (s->db && (!lt_db_ok(s->db) ||
-                  lt_db_exec(s->db, "connection check", "SELECT 1", 0, NULL, NULL, NULL, 0))) {
+    if (s->db &&
+        (!lt_db_ok(s->db) ||
+         lt_db_exec(s->db,
+                    &(lt_db_query_t){.what = "connection check", .sql = "SELECT 1", .nparams = 0},
+                    NULL, NULL, 0))) {
         lt_db_destroy(s->db);
         s->db = NULL;
     }

@@ -80,7 +80,10 @@ int lt_ready_probe_check(lt_ready_probe_t *p, char *why, size_t why_size)
             p->db = lt_db_connect_params(p->dsn, p->password, kw, val, e, sizeof(e));
         }
         p->ok =
-            p->db && !lt_db_exec(p->db, "readiness probe", "SELECT 1", 0, NULL, NULL, e, sizeof(e));
+            p->db &&
+            !lt_db_exec(
+                p->db, &(lt_db_query_t){.what = "readiness probe", .sql = "SELECT 1", .nparams = 0},
+                NULL, e, sizeof(e));
         snprintf(p->err, sizeof(p->err), "Postgres: %s", e);
         p->at = now;
     }

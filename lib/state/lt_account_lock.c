@@ -24,8 +24,12 @@ lt_err_t lt_account_lock(lt_db_t *db, const char *tenant, const char *account_id
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad tenant or account id");
     key_text(tenant, account_id, key);
     const char *params[] = {key};
-    return lt_db_exec(db, "account lock", "SELECT pg_advisory_lock($1::bigint)", 1, params, NULL,
-                      errstr, errstr_size);
+    return lt_db_exec(db,
+                      &(lt_db_query_t){.what = "account lock",
+                                       .sql = "SELECT pg_advisory_lock($1::bigint)",
+                                       .nparams = 1,
+                                       .params = params},
+                      NULL, errstr, errstr_size);
 }
 
 lt_err_t lt_account_lock_timeout(lt_db_t *db, const char *tenant, const char *account_id,
@@ -47,12 +51,20 @@ lt_err_t lt_account_lock_timeout(lt_db_t *db, const char *tenant, const char *ac
     if (err)
         return err;
     const char *p1[] = {ms};
-    err = lt_db_exec(db, "account lock", "SELECT set_config('lock_timeout', $1, true)", 1, p1, NULL,
-                     errstr, errstr_size);
+    err = lt_db_exec(db,
+                     &(lt_db_query_t){.what = "account lock",
+                                      .sql = "SELECT set_config('lock_timeout', $1, true)",
+                                      .nparams = 1,
+                                      .params = p1},
+                     NULL, errstr, errstr_size);
     const char *p2[] = {key};
     if (!err)
-        err = lt_db_exec(db, "account lock", "SELECT pg_advisory_lock($1::bigint)", 1, p2, NULL,
-                         errstr, errstr_size);
+        err = lt_db_exec(db,
+                         &(lt_db_query_t){.what = "account lock",
+                                          .sql = "SELECT pg_advisory_lock($1::bigint)",
+                                          .nparams = 1,
+                                          .params = p2},
+                         NULL, errstr, errstr_size);
     if (!err)
         return lt_db_commit(db, errstr, errstr_size);
     lt_db_rollback(db);
@@ -73,8 +85,12 @@ lt_err_t lt_account_trylock(lt_db_t *db, const char *tenant, const char *account
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad tenant or account id");
     key_text(tenant, account_id, key);
     const char *params[] = {key};
-    lt_err_t err = lt_db_exec(db, "account trylock", "SELECT pg_try_advisory_lock($1::bigint)", 1,
-                              params, &r, errstr, errstr_size);
+    lt_err_t err = lt_db_exec(db,
+                              &(lt_db_query_t){.what = "account trylock",
+                                               .sql = "SELECT pg_try_advisory_lock($1::bigint)",
+                                               .nparams = 1,
+                                               .params = params},
+                              &r, errstr, errstr_size);
     if (err)
         return err;
     *locked = !strcmp(PQgetvalue(r, 0, 0), "t");
@@ -91,8 +107,12 @@ lt_err_t lt_account_unlock(lt_db_t *db, const char *tenant, const char *account_
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad tenant or account id");
     key_text(tenant, account_id, key);
     const char *params[] = {key};
-    lt_err_t err = lt_db_exec(db, "account unlock", "SELECT pg_advisory_unlock($1::bigint)", 1,
-                              params, &r, errstr, errstr_size);
+    lt_err_t err = lt_db_exec(db,
+                              &(lt_db_query_t){.what = "account unlock",
+                                               .sql = "SELECT pg_advisory_unlock($1::bigint)",
+                                               .nparams = 1,
+                                               .params = params},
+                              &r, errstr, errstr_size);
     if (err)
         return err;
     if (strcmp(PQgetvalue(r, 0, 0), "t") != 0)

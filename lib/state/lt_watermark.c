@@ -136,10 +136,15 @@ lt_err_t lt_watermark_get(lt_db_t *db, const lt_watermark_key_t *key, lt_waterma
     if (err)
         return err;
     const char *params[] = {tenant, account_id, scope, provider};
-    err = lt_db_exec(db, "get watermark",
-                     "SELECT watermark_json::text FROM mail_watermarks WHERE tenant_id = $1 AND "
-                     "account_id = $2 AND scope = $3 AND provider = $4",
-                     4, params, &r, errstr, errstr_size);
+    err = lt_db_exec(
+        db,
+        &(lt_db_query_t){
+            .what = "get watermark",
+            .sql = "SELECT watermark_json::text FROM mail_watermarks WHERE tenant_id = $1 AND "
+                   "account_id = $2 AND scope = $3 AND provider = $4",
+            .nparams = 4,
+            .params = params},
+        &r, errstr, errstr_size);
     if (err)
         return err;
     if (PQntuples(r) == 0) {
@@ -170,8 +175,11 @@ static lt_err_t upsert(lt_db_t *db, const char *tenant, const char *account_id, 
 {
     PGresult *r = NULL;
     const char *params[] = {tenant, account_id, scope, provider, json, resync ? "true" : "false"};
-    lt_err_t err =
-        lt_db_exec(db, "set watermark", k_upsert_sql, 6, params, &r, errstr, errstr_size);
+    lt_err_t err = lt_db_exec(
+        db,
+        &(lt_db_query_t){
+            .what = "set watermark", .sql = k_upsert_sql, .nparams = 6, .params = params},
+        &r, errstr, errstr_size);
     if (err)
         return err;
     if (stored)
@@ -245,19 +253,24 @@ lt_err_t lt_watermark_pending_put(lt_db_t *db, const lt_watermark_key_t *key,
                             home_name(p->cursor_home),
                             p->cursor_home && p->cursor[0] ? p->cursor : NULL};
     return lt_db_exec(
-        db, "put pending watermark",
-        "INSERT INTO mail_watermark_pending (tenant_id, account_id, scope, provider, "
-        "watermark_json, resync, command_id, marker_topic, marker_partition, marker_offset, "
-        "cursor_home, cursor_json) "
-        "VALUES ($1, $2, $3, $4, $5::jsonb, $6::boolean, $7, $8, $9::integer, $10::bigint, $11, "
-        "$12::jsonb) "
-        "ON CONFLICT (tenant_id, account_id, scope, provider) DO UPDATE SET "
-        "watermark_json = EXCLUDED.watermark_json, resync = EXCLUDED.resync, "
-        "command_id = EXCLUDED.command_id, marker_topic = EXCLUDED.marker_topic, "
-        "marker_partition = EXCLUDED.marker_partition, marker_offset = EXCLUDED.marker_offset, "
-        "cursor_home = EXCLUDED.cursor_home, cursor_json = EXCLUDED.cursor_json, "
-        "created_at = now()",
-        12, params, NULL, errstr, errstr_size);
+        db,
+        &(lt_db_query_t){
+            .what = "put pending watermark",
+            .sql = "INSERT INTO mail_watermark_pending (tenant_id, account_id, scope, provider, "
+                   "watermark_json, resync, command_id, marker_topic, marker_partition, "
+                   "marker_offset, cursor_home, cursor_json) "
+                   "VALUES ($1, $2, $3, $4, $5::jsonb, $6::boolean, $7, $8, $9::integer, "
+                   "$10::bigint, $11, $12::jsonb) "
+                   "ON CONFLICT (tenant_id, account_id, scope, provider) DO UPDATE SET "
+                   "watermark_json = EXCLUDED.watermark_json, resync = EXCLUDED.resync, "
+                   "command_id = EXCLUDED.command_id, marker_topic = EXCLUDED.marker_topic, "
+                   "marker_partition = EXCLUDED.marker_partition, "
+                   "marker_offset = EXCLUDED.marker_offset, "
+                   "cursor_home = EXCLUDED.cursor_home, cursor_json = EXCLUDED.cursor_json, "
+                   "created_at = now()",
+            .nparams = 12,
+            .params = params},
+        NULL, errstr, errstr_size);
 }
 
 lt_err_t lt_watermark_cursor_set(lt_db_t *db, const lt_watermark_key_t *key, lt_cursor_home_t home,
@@ -277,28 +290,43 @@ lt_err_t lt_watermark_cursor_set(lt_db_t *db, const lt_watermark_key_t *key, lt_
     if (home == LT_CURSOR_COMMAND) {
         /* 0007 may re-key the row by (tenant, account, command id): all three match */
         const char *params[] = {tenant, account_id, scope, cursor, command_id};
-        return lt_db_exec(db, "set command cursor",
-                          "UPDATE mail_sync_commands SET cursor_json = CASE WHEN $4::jsonb IS NULL "
-                          "THEN COALESCE(cursor_json, '{}'::jsonb) - $3::text "
-                          "ELSE COALESCE(cursor_json, '{}'::jsonb) || "
-                          "jsonb_build_object($3::text, $4::jsonb) END "
-                          "WHERE command_id = $5 AND tenant_id = $1 AND account_id = $2",
-                          5, params, NULL, errstr, errstr_size);
+        return lt_db_exec(
+            db,
+            &(lt_db_query_t){
+                .what = "set command cursor",
+                .sql = "UPDATE mail_sync_commands SET cursor_json = CASE WHEN $4::jsonb IS NULL "
+                       "THEN COALESCE(cursor_json, '{}'::jsonb) - $3::text "
+                       "ELSE COALESCE(cursor_json, '{}'::jsonb) || "
+                       "jsonb_build_object($3::text, $4::jsonb) END "
+                       "WHERE command_id = $5 AND tenant_id = $1 AND account_id = $2",
+                .nparams = 5,
+                .params = params},
+            NULL, errstr, errstr_size);
     }
     if (!cursor) {
         const char *params[] = {tenant, account_id, scope, provider};
-        return lt_db_exec(db, "delete scope cursor",
-                          "DELETE FROM mail_sync_cursors WHERE tenant_id = $1 AND account_id = $2 "
-                          "AND scope = $3 AND provider = $4",
-                          4, params, NULL, errstr, errstr_size);
+        return lt_db_exec(
+            db,
+            &(lt_db_query_t){
+                .what = "delete scope cursor",
+                .sql = "DELETE FROM mail_sync_cursors WHERE tenant_id = $1 AND account_id = $2 "
+                       "AND scope = $3 AND provider = $4",
+                .nparams = 4,
+                .params = params},
+            NULL, errstr, errstr_size);
     }
     const char *params[] = {tenant, account_id, scope, provider, cursor, command_id};
-    return lt_db_exec(db, "set scope cursor",
-                      "INSERT INTO mail_sync_cursors (tenant_id, account_id, scope, provider, "
-                      "cursor_json, command_id) VALUES ($1, $2, $3, $4, $5::jsonb, $6) "
-                      "ON CONFLICT (tenant_id, account_id, scope, provider) DO UPDATE SET "
-                      "cursor_json = EXCLUDED.cursor_json, command_id = EXCLUDED.command_id",
-                      6, params, NULL, errstr, errstr_size);
+    return lt_db_exec(
+        db,
+        &(lt_db_query_t){
+            .what = "set scope cursor",
+            .sql = "INSERT INTO mail_sync_cursors (tenant_id, account_id, scope, provider, "
+                   "cursor_json, command_id) VALUES ($1, $2, $3, $4, $5::jsonb, $6) "
+                   "ON CONFLICT (tenant_id, account_id, scope, provider) DO UPDATE SET "
+                   "cursor_json = EXCLUDED.cursor_json, command_id = EXCLUDED.command_id",
+            .nparams = 6,
+            .params = params},
+        NULL, errstr, errstr_size);
 }
 
 lt_err_t lt_watermark_cursor_get(lt_db_t *db, const lt_watermark_key_t *key, lt_cursor_home_t home,
@@ -317,16 +345,26 @@ lt_err_t lt_watermark_cursor_get(lt_db_t *db, const lt_watermark_key_t *key, lt_
         if (!command_id || !*command_id)
             return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "command cursor: no command id");
         const char *params[] = {tenant, account_id, scope, command_id};
-        err = lt_db_exec(db, "get command cursor",
-                         "SELECT (cursor_json -> $3::text)::text FROM mail_sync_commands "
-                         "WHERE command_id = $4 AND tenant_id = $1 AND account_id = $2",
-                         4, params, &r, errstr, errstr_size);
+        err =
+            lt_db_exec(db,
+                       &(lt_db_query_t){
+                           .what = "get command cursor",
+                           .sql = "SELECT (cursor_json -> $3::text)::text FROM mail_sync_commands "
+                                  "WHERE command_id = $4 AND tenant_id = $1 AND account_id = $2",
+                           .nparams = 4,
+                           .params = params},
+                       &r, errstr, errstr_size);
     } else {
         const char *params[] = {tenant, account_id, scope, provider};
-        err = lt_db_exec(db, "get scope cursor",
-                         "SELECT cursor_json::text FROM mail_sync_cursors WHERE tenant_id = $1 "
-                         "AND account_id = $2 AND scope = $3 AND provider = $4",
-                         4, params, &r, errstr, errstr_size);
+        err = lt_db_exec(
+            db,
+            &(lt_db_query_t){
+                .what = "get scope cursor",
+                .sql = "SELECT cursor_json::text FROM mail_sync_cursors WHERE tenant_id = $1 "
+                       "AND account_id = $2 AND scope = $3 AND provider = $4",
+                .nparams = 4,
+                .params = params},
+            &r, errstr, errstr_size);
     }
     if (err)
         return err;
@@ -379,10 +417,14 @@ lt_err_t lt_watermark_pending_get(lt_db_t *db, const lt_watermark_key_t *key,
     if (err)
         return err;
     const char *params[] = {tenant, account_id, scope, provider};
-    err = lt_db_exec(db, "get pending watermark",
-                     "SELECT " PENDING_COLUMNS " FROM mail_watermark_pending WHERE tenant_id = $1 "
-                     "AND account_id = $2 AND scope = $3 AND provider = $4",
-                     4, params, &r, errstr, errstr_size);
+    err = lt_db_exec(db,
+                     &(lt_db_query_t){.what = "get pending watermark",
+                                      .sql = "SELECT " PENDING_COLUMNS
+                                             " FROM mail_watermark_pending WHERE tenant_id = $1 "
+                                             "AND account_id = $2 AND scope = $3 AND provider = $4",
+                                      .nparams = 4,
+                                      .params = params},
+                     &r, errstr, errstr_size);
     if (err)
         return err;
     if (PQntuples(r) == 0)
@@ -413,12 +455,19 @@ static lt_err_t pending_delete(lt_db_t *db, const char *what, const char *tenant
                             expect ? part : NULL,
                             expect ? off : NULL};
     lt_err_t err = lt_db_exec(
-        db, what,
-        "DELETE FROM mail_watermark_pending WHERE tenant_id = $1 AND account_id = $2 AND "
-        "scope = $3 AND provider = $4 AND ($5::text IS NULL OR (command_id = $5 AND "
-        "marker_topic = $6 AND marker_partition = $7::integer AND marker_offset = $8::bigint)) "
-        "RETURNING watermark_json::text, resync, cursor_home, cursor_json::text, command_id",
-        8, params, res, errstr, errstr_size);
+        db,
+        &(lt_db_query_t){
+            .what = what,
+            .sql =
+                "DELETE FROM mail_watermark_pending WHERE tenant_id = $1 AND account_id = $2 AND "
+                "scope = $3 AND provider = $4 AND ($5::text IS NULL OR (command_id = $5 AND "
+                "marker_topic = $6 AND marker_partition = $7::integer "
+                "AND marker_offset = $8::bigint)) "
+                "RETURNING watermark_json::text, resync, cursor_home, cursor_json::text, "
+                "command_id",
+            .nparams = 8,
+            .params = params},
+        res, errstr, errstr_size);
     if (err)
         return err;
     if (PQntuples(*res) == 0) {
@@ -497,11 +546,15 @@ lt_err_t lt_watermark_pending_list(lt_db_t *db, const char *tenant, const char *
                          "tenant and account ids must be 1..128 characters of [A-Za-z0-9._:-]");
     const char *params[] = {tenant, account_id};
     /* One in-doubt row per scope: a handful per account, no streaming. */
-    lt_err_t err = lt_db_exec(db, "list pending watermarks",
-                              "SELECT scope, provider, " PENDING_COLUMNS
-                              " FROM mail_watermark_pending WHERE tenant_id = $1 AND "
-                              "account_id = $2 ORDER BY scope, provider",
-                              2, params, &r, errstr, errstr_size);
+    lt_err_t err =
+        lt_db_exec(db,
+                   &(lt_db_query_t){.what = "list pending watermarks",
+                                    .sql = "SELECT scope, provider, " PENDING_COLUMNS
+                                           " FROM mail_watermark_pending WHERE tenant_id = $1 AND "
+                                           "account_id = $2 ORDER BY scope, provider",
+                                    .nparams = 2,
+                                    .params = params},
+                   &r, errstr, errstr_size);
     if (err)
         return err;
     for (int i = 0; i < PQntuples(r); i++) {

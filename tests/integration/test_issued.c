@@ -35,7 +35,8 @@ static lt_db_t *connect_scratch(void)
 
 static lt_err_t sql(lt_db_t *db, const char *q)
 {
-    lt_err_t e = lt_db_exec(db, "test sql", q, 0, NULL, NULL, E);
+    lt_err_t e =
+        lt_db_exec(db, &(lt_db_query_t){.what = "test sql", .sql = q, .nparams = 0}, NULL, E);
     if (e)
         fprintf(stderr, "%s: %s\n", q, g_err);
     return e;
@@ -44,7 +45,7 @@ static lt_err_t sql(lt_db_t *db, const char *q)
 static long long scalar(lt_db_t *db, const char *q)
 {
     PGresult *r = NULL;
-    if (lt_db_exec(db, "scalar", q, 0, NULL, &r, E)) {
+    if (lt_db_exec(db, &(lt_db_query_t){.what = "scalar", .sql = q, .nparams = 0}, &r, E)) {
         fprintf(stderr, "%s: %s\n", q, g_err);
         return -1;
     }

@@ -287,7 +287,8 @@ int main(void)
              "INSERT INTO mail_accounts (tenant_id, account_id, provider) VALUES ('%s', '%s', "
              "'imap')",
              tenant, account);
-    CHECK_MSG(lt_db_exec(g_db, "insert account", sql, 0, NULL, NULL, err, sizeof(err)) == LT_OK,
+    CHECK_MSG(lt_db_exec(g_db, &(lt_db_query_t){.what = "insert account", .sql = sql, .nparams = 0},
+                         NULL, err, sizeof(err)) == LT_OK,
               "%s", err);
     CHECK_MSG(lt_account_load(g_db, tenant, account, &g_acct, err, sizeof(err)) == LT_OK, "%s",
               err);

@@ -26,13 +26,13 @@ static char g_err[1024];
 
 static lt_err_t sql(lt_db_t *db, const char *q)
 {
-    return lt_db_exec(db, "test sql", q, 0, NULL, NULL, E);
+    return lt_db_exec(db, &(lt_db_query_t){.what = "test sql", .sql = q, .nparams = 0}, NULL, E);
 }
 
 static long long scalar(lt_db_t *db, const char *q)
 {
     PGresult *r = NULL;
-    if (lt_db_exec(db, "scalar", q, 0, NULL, &r, E)) {
+    if (lt_db_exec(db, &(lt_db_query_t){.what = "scalar", .sql = q, .nparams = 0}, &r, E)) {
         fprintf(stderr, "%s: %s\n", q, g_err);
         return -1;
     }
@@ -277,10 +277,15 @@ static void test_list(lt_db_t *db)
     /* The plan for a provider filter uses the scheduler's index. */
     PGresult *r = NULL;
     CHECK(sql(db, "ANALYZE mail_accounts") == LT_OK);
-    CHECK(lt_db_exec(db, "explain",
-                     "EXPLAIN SELECT id FROM mail_accounts WHERE enabled AND provider = 'gmail' "
-                     "AND tenant_id = 'bulk3' ORDER BY provider, tenant_id, account_id",
-                     0, NULL, &r, E) == LT_OK);
+    CHECK(
+        lt_db_exec(
+            db,
+            &(lt_db_query_t){
+                .what = "explain",
+                .sql = "EXPLAIN SELECT id FROM mail_accounts WHERE enabled AND provider = 'gmail' "
+                       "AND tenant_id = 'bulk3' ORDER BY provider, tenant_id, account_id",
+                .nparams = 0},
+            &r, E) == LT_OK);
     int uses_index = 0;
     for (int i = 0; r && i < PQntuples(r); i++)
         if (strstr(PQgetvalue(r, i, 0), "mail_accounts_enabled_by_provider"))
