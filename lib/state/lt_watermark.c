@@ -169,10 +169,11 @@ static const char *k_upsert_sql =
     "mail_watermarks.watermark_json, EXCLUDED.watermark_json) "
     "RETURNING 1";
 
-static lt_err_t upsert(lt_db_t *db, const char *tenant, const char *account_id, const char *scope,
-                       const char *provider, const char *json, int resync, int *stored,
-                       char *errstr, size_t errstr_size)
+static lt_err_t upsert(lt_db_t *db, const lt_watermark_key_t *key, const char *json, int resync,
+                       int *stored, char *errstr, size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     PGresult *r = NULL;
     const char *params[] = {tenant, account_id, scope, provider, json, resync ? "true" : "false"};
     lt_err_t err = lt_db_exec(
@@ -200,8 +201,7 @@ lt_err_t lt_watermark_set(lt_db_t *db, const lt_watermark_key_t *key, const lt_w
     if (!err)
         err = lt_watermark_to_json(provider, wm, json, errstr, errstr_size);
     if (!err)
-        err = upsert(db, tenant, account_id, scope, provider, json, resync, stored, errstr,
-                     errstr_size);
+        err = upsert(db, key, json, resync, stored, errstr, errstr_size);
     return err;
 }
 
@@ -436,11 +436,12 @@ lt_err_t lt_watermark_pending_get(lt_db_t *db, const lt_watermark_key_t *key,
 }
 
 /* DELETE the pending row (matching `expect` if given), returning it. */
-static lt_err_t pending_delete(lt_db_t *db, const char *what, const char *tenant,
-                               const char *account_id, const char *scope, const char *provider,
+static lt_err_t pending_delete(lt_db_t *db, const char *what, const lt_watermark_key_t *key,
                                const lt_watermark_pending_t *expect, PGresult **res, char *errstr,
                                size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     char part[16] = "", off[32] = "";
     if (expect) {
         snprintf(part, sizeof(part), "%" PRId32, expect->marker_partition);
@@ -496,13 +497,12 @@ lt_err_t lt_watermark_pending_apply(lt_db_t *db, const lt_watermark_key_t *key,
     if ((err = lt_db_begin(db, errstr, errstr_size)) != LT_OK)
         goto out;
     began = 1;
-    err = pending_delete(db, "apply pending watermark", tenant, account_id, scope, provider, expect,
-                         &r, errstr, errstr_size);
+    err = pending_delete(db, "apply pending watermark", key, expect, &r, errstr, errstr_size);
     if (err)
         goto out;
     if (!PQgetisnull(r, 0, 0))
-        err = upsert(db, tenant, account_id, scope, provider, PQgetvalue(r, 0, 0),
-                     !strcmp(PQgetvalue(r, 0, 1), "t"), stored, errstr, errstr_size);
+        err = upsert(db, key, PQgetvalue(r, 0, 0), !strcmp(PQgetvalue(r, 0, 1), "t"), stored,
+                     errstr, errstr_size);
     if (!err && !PQgetisnull(r, 0, 2))
         err = lt_watermark_cursor_set(db, key, home_parse(PQgetvalue(r, 0, 2)), PQgetvalue(r, 0, 4),
                                       PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3), errstr,
@@ -530,8 +530,7 @@ lt_err_t lt_watermark_pending_discard(lt_db_t *db, const lt_watermark_key_t *key
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
     if (err)
         return err;
-    err = pending_delete(db, "discard pending watermark", tenant, account_id, scope, provider,
-                         expect, &r, errstr, errstr_size);
+    err = pending_delete(db, "discard pending watermark", key, expect, &r, errstr, errstr_size);
     PQclear(r);
     return err;
 }
