@@ -55,6 +55,7 @@ typedef struct slot_s {
 
 struct lt_worker_s {
     const lt_config_t *cfg;
+    const lt_settings_t *set; /* cfg's, read once at start */
     char worker_id[256];
     rd_kafka_t *consumer;
     rd_kafka_t *producer; /* DLQ and status: idempotent, not transactional */
@@ -152,7 +153,7 @@ static void status_event(lt_worker_t *w, const lt_command_t *cmd, const char *ac
     json_object_object_add(o, "finished_at_ms", json_object_new_int64((int64_t)time(NULL) * 1000));
     const char *v = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
     rd_kafka_headers_t *h = lt_kafka_headers_with_traceparent(traceparent);
-    const char *topic = lt_config_str(w->cfg, "LATTICE_TOPIC_STATUS");
+    const char *topic = w->set->topic.status;
     rd_kafka_resp_err_t kerr = rd_kafka_producev(
         w->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(account_key, strlen(account_key)),
         RD_KAFKA_V_VALUE((void *)v, strlen(v)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
@@ -179,8 +180,7 @@ static lt_err_t dead_letter(lt_worker_t *w, const lt_job_t *job, lt_err_t why, c
     char num[32];
     rd_kafka_header_add(h, "lattice.dlq.reason", -1, reason, -1);
     rd_kafka_header_add(h, "lattice.dlq.error_class", -1, lt_err_name(why), -1);
-    rd_kafka_header_add(h, "lattice.dlq.source_topic", -1,
-                        lt_config_str(w->cfg, "LATTICE_TOPIC_COMMANDS"), -1);
+    rd_kafka_header_add(h, "lattice.dlq.source_topic", -1, w->set->topic.commands, -1);
     snprintf(num, sizeof(num), "%d", (int)lt_job_partition(job));
     rd_kafka_header_add(h, "lattice.dlq.source_partition", -1, num, -1);
     snprintf(num, sizeof(num), "%lld", (long long)lt_job_offset(job));
@@ -190,9 +190,9 @@ static lt_err_t dead_letter(lt_worker_t *w, const lt_job_t *job, lt_err_t why, c
     if (!ctx.account)
         ctx.account = key;
     char e[512];
-    lt_err_t err = lt_kafka_produce_sync(w->producer, lt_config_str(w->cfg, "LATTICE_TOPIC_DLQ"),
-                                         RD_KAFKA_PARTITION_UA, key, strlen(key), v, len, h,
-                                         TXN_TIMEOUT_MS, NULL, NULL, e, sizeof(e));
+    lt_err_t err =
+        lt_kafka_produce_sync(w->producer, w->set->topic.dlq, RD_KAFKA_PARTITION_UA, key,
+                              strlen(key), v, len, h, TXN_TIMEOUT_MS, NULL, NULL, e, sizeof(e));
     if (err)
         lt_error(&ctx,
                  "dead-letter of %s[%d]@%lld failed (attempt %d): %s; the command is kept and "
@@ -243,6 +243,7 @@ static void slot_close(slot_t *s)
 static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
 {
     const lt_config_t *cfg = s->w->cfg;
+    const lt_settings_t *set = s->w->set;
     /* An idle connection may have died unnoticed (server restart, admin
      * termination): check it, or the command spends an attempt on it. */
     if (s->db && (!lt_db_ok(s->db) ||
@@ -251,20 +252,14 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
         s->db = NULL;
     }
     if (!s->db) {
-        s->db = lt_db_connect(lt_config_str(cfg, "LATTICE_PG_DSN"),
-                              lt_config_str(cfg, "LATTICE_PG_PASSWORD"), errstr, n);
+        s->db = lt_db_connect(set->pg.dsn, set->pg.password, errstr, n);
         if (!s->db)
             return LT_ERR_TEMPORARY;
     }
     if (!s->s3) {
-        s->s3 = lt_s3_new(lt_config_str(cfg, "LATTICE_S3_ENDPOINT"),
-                          lt_config_str(cfg, "LATTICE_S3_REGION"),
-                          lt_config_str(cfg, "LATTICE_S3_BUCKET"),
-                          lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID"),
-                          lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY"),
-                          lt_config_bool(cfg, "LATTICE_S3_PATH_STYLE"),
-                          lt_config_str(cfg, "LATTICE_S3_CA_FILE"),
-                          (long)lt_config_int(cfg, "LATTICE_S3_TIMEOUT_S"), errstr, n);
+        s->s3 = lt_s3_new(set->s3.endpoint, set->s3.region, set->s3.bucket, set->s3.access_key_id,
+                          set->s3.secret_access_key, set->s3.path_style, set->s3.ca_file,
+                          (long)set->s3.timeout_s, errstr, n);
         if (!s->s3)
             return LT_ERR_FINAL;
     }
@@ -275,9 +270,8 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
     }
     if (!s->producer) {
         char txid[512];
-        snprintf(txid, sizeof(txid), "%s-%s-%d",
-                 lt_config_str(cfg, "LATTICE_WORKER_TRANSACTIONAL_ID_PREFIX"), s->w->worker_id,
-                 s->index);
+        snprintf(txid, sizeof(txid), "%s-%s-%d", set->worker.transactional_id_prefix,
+                 s->w->worker_id, s->index);
         rd_kafka_conf_t *conf = lt_kafka_producer_conf(cfg, txid, errstr, n);
         if (!conf)
             return LT_ERR_FINAL;
@@ -294,10 +288,8 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
             return LT_ERR_TEMPORARY;
         /* metadata now, not on librdkafka's 1 s timer inside the first commit */
         char e[256];
-        if (lt_kafka_warm_topic(s->producer, lt_config_str(cfg, "LATTICE_TOPIC_RAW"), 10000, e,
-                                sizeof(e)) ||
-            lt_kafka_warm_topic(s->producer, lt_config_str(cfg, "LATTICE_TOPIC_CHECKPOINTS"),
-                                10000, e, sizeof(e)))
+        if (lt_kafka_warm_topic(s->producer, set->topic.raw, 10000, e, sizeof(e)) ||
+            lt_kafka_warm_topic(s->producer, set->topic.checkpoints, 10000, e, sizeof(e)))
             lt_warn(NULL, "slot %d: %s", s->index, e);
     }
     if (!s->marker_reader) {
@@ -318,7 +310,7 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
 
 static int64_t backoff_ms(const lt_worker_t *w, int attempt)
 {
-    int64_t base = lt_config_int(w->cfg, "LATTICE_WORKER_RETRY_BASE_MS");
+    int64_t base = w->set->worker.retry_base_ms;
     int64_t ms = base << (attempt < 10 ? attempt - 1 : 9);
     if (ms > 300000)
         ms = 300000;
@@ -396,7 +388,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
     /* Attempts count across restarts: the row has them. A command started
      * max times and never finished took its worker down each time (killed,
      * out of memory); it is not run again. */
-    int max_attempts = (int)lt_config_int(w->cfg, "LATTICE_WORKER_MAX_ATTEMPTS");
+    int max_attempts = w->set->worker.max_attempts;
     if (prev_attempts >= max_attempts) {
         char reason[1100];
         snprintf(reason, sizeof(reason),
@@ -454,9 +446,7 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
 
     /* 5. exclusive for the account, across processes */
     err = lt_account_lock_timeout(slot->db, lt_command_tenant_id(cmd), lt_command_account_id(cmd),
-                                  (int)lt_config_int(w->cfg, "LATTICE_WORKER_LOCK_TIMEOUT_S") *
-                                      1000,
-                                  errstr, sizeof(errstr));
+                                  w->set->worker.lock_timeout_s * 1000, errstr, sizeof(errstr));
     if (err)
         goto fail;
     locked = 1;
@@ -489,14 +479,14 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
         .marker_reader = slot->marker_reader,
         .codec = slot->codec,
         .schema_id = w->schema_id,
-        .raw_topic = lt_config_str(w->cfg, "LATTICE_TOPIC_RAW"),
-        .checkpoint_topic = lt_config_str(w->cfg, "LATTICE_TOPIC_CHECKPOINTS"),
-        .tmp_dir = lt_config_str(w->cfg, "LATTICE_TMP_DIR"),
+        .raw_topic = w->set->topic.raw,
+        .checkpoint_topic = w->set->topic.checkpoints,
+        .tmp_dir = w->set->worker.tmp_dir,
         .spill_prefix = w->spill_prefix,
-        .max_message_bytes = (uint64_t)lt_config_int(w->cfg, "LATTICE_MAX_MESSAGE_BYTES"),
-        .event_max_bytes = (size_t)lt_config_int(w->cfg, "LATTICE_EVENT_MAX_BYTES"),
-        .batch_messages = (int)lt_config_int(w->cfg, "LATTICE_WORKER_BATCH_MESSAGES"),
-        .s3_parallel = (int)lt_config_int(w->cfg, "LATTICE_WORKER_S3_PARALLEL"),
+        .max_message_bytes = (uint64_t)w->set->worker.max_message_bytes,
+        .event_max_bytes = (size_t)w->set->worker.event_max_bytes,
+        .batch_messages = w->set->worker.batch_messages,
+        .s3_parallel = w->set->worker.s3_parallel,
         .txn_timeout_ms = slot->txn_timeout_ms,
         .cancel = &slot->cancel,
     };
@@ -506,23 +496,22 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
     if (err)
         goto fail;
     if (lt_command_provider(cmd) == LT_PROVIDER_IMAP) {
-        lt_sync_imap_opts_t io = {lt_config_str(w->cfg, "LATTICE_TLS_CA_FILE"), 5,
-                                  (int)lt_config_int(w->cfg, "LATTICE_WORKER_RETRY_BASE_MS"),
-                                  lt_config_str(w->cfg, "LATTICE_SECRETS_DIR")};
+        lt_sync_imap_opts_t io = {w->set->tls_ca_file, 5, w->set->worker.retry_base_ms,
+                                  w->set->worker.secrets_dir};
         err = lt_sync_imap_run(sync, &io, errstr, sizeof(errstr));
     } else {
         lt_sync_gmail_opts_t go = {
-            .api_url = lt_config_str(w->cfg, "LATTICE_GMAIL_API_URL"),
-            .token_url = lt_config_str(w->cfg, "LATTICE_GMAIL_TOKEN_URL"),
-            .ca_file = lt_config_str(w->cfg, "LATTICE_TLS_CA_FILE"),
-            .max_inflight = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_MAX_INFLIGHT"),
-            .quota_units_per_s = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_QUOTA_UNITS_PER_S"),
-            .timeout_s = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_TIMEOUT_S"),
-            .max_retries = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_MAX_RETRIES"),
-            .retry_base_ms = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_RETRY_BASE_MS"),
+            .api_url = w->set->gmail.api_url,
+            .token_url = w->set->gmail.token_url,
+            .ca_file = w->set->tls_ca_file,
+            .max_inflight = w->set->gmail.max_inflight,
+            .quota_units_per_s = w->set->gmail.quota_units_per_s,
+            .timeout_s = w->set->gmail.timeout_s,
+            .max_retries = w->set->gmail.max_retries,
+            .retry_base_ms = w->set->gmail.retry_base_ms,
             .cancel = &slot->cancel,
             .tokens = w->tokens,
-            .secrets_dir = lt_config_str(w->cfg, "LATTICE_SECRETS_DIR"),
+            .secrets_dir = w->set->worker.secrets_dir,
         };
         err = lt_sync_gmail_run(sync, &go, errstr, sizeof(errstr));
     }
@@ -548,8 +537,7 @@ fail:
         rr = R_CANCELLED;
         goto out;
     }
-    if (err == LT_ERR_TEMPORARY &&
-        attempt < (int)lt_config_int(w->cfg, "LATTICE_WORKER_MAX_ATTEMPTS")) {
+    if (err == LT_ERR_TEMPORARY && attempt < w->set->worker.max_attempts) {
         lt_warn(&log, "command failed temporarily (attempt %d): %s; retrying", attempt, errstr);
         if (started && slot->db && lt_db_ok(slot->db)) {
             lt_command_progress_t c = {sync ? lt_sync_messages(sync) : 0,
@@ -779,13 +767,15 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
 {
     lt_worker_t *w = lt_xcalloc(1, sizeof(*w));
     w->cfg = cfg;
+    w->set = lt_config_settings(cfg);
+    const lt_settings_t *set = w->set;
     pthread_mutex_init(&w->mu, NULL);
     w->offsets = lt_offsets_new();
     w->dispatch = lt_dispatch_new();
     w->tokens = lt_gmail_tokens_new(LT_WORKER_GMAIL_TOKENS);
-    w->drain_ms = (int)lt_config_int(cfg, "LATTICE_WORKER_DRAIN_TIMEOUT_S") * 1000;
-    w->queue_max = (int)lt_config_int(cfg, "LATTICE_WORKER_QUEUE_MAX");
-    const char *id = lt_config_str(cfg, "LATTICE_WORKER_ID");
+    w->drain_ms = set->worker.drain_timeout_s * 1000;
+    w->queue_max = set->worker.queue_max;
+    const char *id = set->worker.id;
     if (id)
         snprintf(w->worker_id, sizeof(w->worker_id), "%s", id);
     else if (gethostname(w->worker_id, sizeof(w->worker_id) - 1))
@@ -793,29 +783,25 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
 
     /* spill files of a predecessor killed mid-message (kill -9, OOM) */
     lt_sync_spill_prefix(w->worker_id, w->spill_prefix, sizeof(w->spill_prefix));
-    int spilled = lt_sync_spill_cleanup(lt_config_str(cfg, "LATTICE_TMP_DIR"), w->spill_prefix,
-                                        errstr, errstr_size);
+    int spilled = lt_sync_spill_cleanup(set->worker.tmp_dir, w->spill_prefix, errstr, errstr_size);
     if (spilled < 0)
         lt_warn(NULL, "%s", errstr);
     else if (spilled > 0)
         lt_info(NULL, "removed %d spill file(s) %s* left in %s", spilled, w->spill_prefix,
-                lt_config_str(cfg, "LATTICE_TMP_DIR"));
+                set->worker.tmp_dir);
 
-    if (!lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID") ||
-        !lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY")) {
+    if (!set->s3.access_key_id || !set->s3.secret_access_key) {
         lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                   "LATTICE_S3_ACCESS_KEY_ID and LATTICE_S3_SECRET_ACCESS_KEY (or their _FILE "
                   "variants) are required");
         goto fail;
     }
-    w->registry = lt_registry_new(lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_URL"),
-                                  lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_USERNAME"),
-                                  lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_PASSWORD"),
-                                  lt_config_str(cfg, "LATTICE_TLS_CA_FILE"), errstr, errstr_size);
+    w->registry = lt_registry_new(set->registry.url, set->registry.username, set->registry.password,
+                                  set->tls_ca_file, errstr, errstr_size);
     if (!w->registry)
         goto fail;
     char subject[300];
-    snprintf(subject, sizeof(subject), "%s-value", lt_config_str(cfg, "LATTICE_TOPIC_RAW"));
+    snprintf(subject, sizeof(subject), "%s-value", set->topic.raw);
     if (lt_registry_register(w->registry, subject, lt_mail_event_schema_json(), &w->schema_id,
                              errstr, errstr_size))
         goto fail;
@@ -826,23 +812,24 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     /* every topic the worker produces to must exist (auto-create is off):
      * a missing one fails now, not at the first command that needs it (a
      * missing DLQ would hold its command, retried, forever) */
-    const char *need[] = {"LATTICE_TOPIC_RAW", "LATTICE_TOPIC_CHECKPOINTS",
-                          "LATTICE_TOPIC_STATUS", "LATTICE_TOPIC_DLQ"};
+    const struct {
+        const char *setting, *topic;
+    } need[] = {{"LATTICE_TOPIC_RAW", set->topic.raw},
+                {"LATTICE_TOPIC_CHECKPOINTS", set->topic.checkpoints},
+                {"LATTICE_TOPIC_STATUS", set->topic.status},
+                {"LATTICE_TOPIC_DLQ", set->topic.dlq}};
     for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
         char e[512];
-        lt_err_t terr =
-            lt_kafka_warm_topic(w->producer, lt_config_str(cfg, need[i]), 10000, e, sizeof(e));
+        lt_err_t terr = lt_kafka_warm_topic(w->producer, need[i].topic, 10000, e, sizeof(e));
         if (terr == LT_ERR_NOT_FOUND) {
             lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
-                      "%s: %s (topics are not auto-created: create it first)", need[i], e);
+                      "%s: %s (topics are not auto-created: create it first)", need[i].setting, e);
             goto fail;
         }
         if (terr)
-            lt_warn(NULL, "%s: %s", need[i], e);
+            lt_warn(NULL, "%s: %s", need[i].setting, e);
     }
-    rd_kafka_conf_t *conf =
-        lt_kafka_consumer_conf(cfg, lt_config_str(cfg, "LATTICE_WORKER_GROUP_ID"), errstr,
-                               errstr_size);
+    rd_kafka_conf_t *conf = lt_kafka_consumer_conf(cfg, set->worker.group_id, errstr, errstr_size);
     if (!conf)
         goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
@@ -850,7 +837,7 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     if (!w->consumer)
         goto fail;
 
-    w->nslots = (int)lt_config_int(cfg, "LATTICE_WORKER_CONCURRENCY");
+    w->nslots = set->worker.concurrency;
     w->slots = lt_xcalloc((size_t)w->nslots, sizeof(slot_t));
     for (int i = 0; i < w->nslots; i++) {
         w->slots[i].w = w;
@@ -886,7 +873,7 @@ int lt_worker_ready(lt_worker_t *w, char *why, size_t why_size)
 
 lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
 {
-    const char *topic = lt_config_str(w->cfg, "LATTICE_TOPIC_COMMANDS");
+    const char *topic = w->set->topic.commands;
     rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(sub, topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t kerr = rd_kafka_subscribe(w->consumer, sub);
