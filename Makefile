@@ -12,7 +12,8 @@
 #   make bench-gmail  Gmail connector vs the 50 msg/s/account quota ceiling, 1/4/16 accounts (docs/benchmarks.md)
 #   make bench-imap  IMAP full sync of a 20k-message folder: lattice-worker vs mbsync (docs/benchmarks.md)
 #   make test-imap-10k  the worker IMAP edge-case test with a 10,000-message folder (make test uses 2,000)
-#   make image-check  run deploy/docker/Dockerfile in debootstrapped bookworm roots (no Docker engine here)
+#   make image      build deploy/docker/Dockerfile with buildah: OCI archive + digest in build-image/ (docs/operations.md)
+#   make image-check  make image, then run lattice-migrate and the two-inbox demo's programs from the image against the stack
 #   make validate-deploy  render + validate deploy/ offline (k8s schemas, KEDA CRDs, Dockerfile, secrets)
 #   make airflow    the pinned Airflow venv for the command DAGs (.cache/airflow-venv; docs/airflow.md)
 SHELL := /bin/bash
@@ -22,7 +23,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: demo image-check bench-imap test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash
+.PHONY: demo image image-deps image-check bench-imap test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash
 
 all: build
 
@@ -112,6 +113,17 @@ clean:
 validate-deploy: build
 	deploy/validate $(BUILD)
 
-image-check:
-	@command -v debootstrap >/dev/null || apt-get install -y -q --no-install-recommends debootstrap
-	deploy/docker/chroot-build
+# buildah (and debootstrap, for the base roots where no registry is reachable), only when missing
+image-deps:
+	@missing=""; for c in buildah debootstrap; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	  if [ -n "$$missing" ]; then \
+	    SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	    echo "image-deps: installing$$missing" >&2; \
+	    $$SUDO apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing >&2; \
+	  fi
+
+image: image-deps
+	deploy/docker/image build
+
+image-check: image-deps build stack-up
+	@set -a; eval "$$($(STACK) env)"; set +a; deploy/docker/image check

@@ -41,6 +41,7 @@ typedef struct {
 
 struct lt_parser_s {
     const lt_config_t *cfg;
+    const lt_settings_t *set; /* cfg's, read once at start */
     const char *raw_topic;
     const char *dlq_topic;
     rd_kafka_t *consumer;
@@ -199,8 +200,7 @@ static lt_err_t db_ready(lt_parser_t *p, char *errstr, size_t n)
     if (p->db && lt_db_ok(p->db))
         return LT_OK;
     lt_db_destroy(p->db);
-    p->db = lt_db_connect(lt_config_str(p->cfg, "LATTICE_PG_DSN"),
-                          lt_config_str(p->cfg, "LATTICE_PG_PASSWORD"), errstr, n);
+    p->db = lt_db_connect(p->set->pg.dsn, p->set->pg.password, errstr, n);
     return p->db ? LT_OK : LT_ERR_TEMPORARY;
 }
 
@@ -396,18 +396,19 @@ lt_parser_t *lt_parser_new(const lt_config_t *cfg, lt_parser_obs_t *obs, char *e
 {
     lt_parser_t *p = lt_xcalloc(1, sizeof(*p));
     p->cfg = cfg;
+    p->set = lt_config_settings(cfg);
+    const lt_settings_t *set = p->set;
     p->obs = obs;
-    p->raw_topic = lt_config_str(cfg, "LATTICE_TOPIC_RAW");
-    p->dlq_topic = lt_config_str(cfg, "LATTICE_PARSER_DLQ_TOPIC");
-    p->max_items = (size_t)lt_config_int(cfg, "LATTICE_PARSER_BATCH_MESSAGES");
-    p->batch_wait_ms = (int)lt_config_int(cfg, "LATTICE_PARSER_BATCH_WAIT_MS");
-    p->retry_base_ms = (int)lt_config_int(cfg, "LATTICE_PARSER_RETRY_BASE_MS");
+    p->raw_topic = set->topic.raw;
+    p->dlq_topic = set->parser.dlq_topic;
+    p->max_items = (size_t)set->parser.batch_messages;
+    p->batch_wait_ms = set->parser.batch_wait_ms;
+    p->retry_base_ms = set->parser.retry_base_ms;
     p->items = lt_xcalloc(p->max_items, sizeof(item_t));
     for (size_t i = 0; i < p->max_items; i++)
         p->items[i].row = lt_buf_new(ROW_CAP);
 
-    if (!lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID") ||
-        !lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY")) {
+    if (!set->s3.access_key_id || !set->s3.secret_access_key) {
         lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                   "LATTICE_S3_ACCESS_KEY_ID and LATTICE_S3_SECRET_ACCESS_KEY (or their _FILE "
                   "variants) are required");
@@ -418,30 +419,27 @@ lt_parser_t *lt_parser_new(const lt_config_t *cfg, lt_parser_obs_t *obs, char *e
                   "LATTICE_PARSER_DLQ_TOPIC must differ from LATTICE_TOPIC_RAW");
         goto fail;
     }
-    p->db = lt_db_connect(lt_config_str(cfg, "LATTICE_PG_DSN"),
-                          lt_config_str(cfg, "LATTICE_PG_PASSWORD"), errstr, errstr_size);
+    p->db = lt_db_connect(set->pg.dsn, set->pg.password, errstr, errstr_size);
     if (!p->db || lt_emails_check(p->db, errstr, errstr_size))
         goto fail;
-    p->registry = lt_registry_new(lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_URL"),
-                                  lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_USERNAME"),
-                                  lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_PASSWORD"),
-                                  lt_config_str(cfg, "LATTICE_TLS_CA_FILE"), errstr, errstr_size);
+    p->registry = lt_registry_new(set->registry.url, set->registry.username, set->registry.password,
+                                  set->tls_ca_file, errstr, errstr_size);
     if (!p->registry)
         goto fail;
 
-    p->nlanes = (int)lt_config_int(cfg, "LATTICE_PARSER_CONCURRENCY");
+    p->nlanes = set->parser.concurrency;
     p->lanes = lt_xcalloc((size_t)p->nlanes, sizeof(lane_t));
     lt_mime_limits_t lim;
     lt_mime_limits_default(&lim);
-    lim.max_text = (size_t)lt_config_int(cfg, "LATTICE_PARSER_MAX_BODY_BYTES");
-    uint64_t max_msg = (uint64_t)lt_config_int(cfg, "LATTICE_PARSER_MAX_MESSAGE_BYTES");
+    lim.max_text = (size_t)set->parser.max_body_bytes;
+    uint64_t max_msg = (uint64_t)set->parser.max_message_bytes;
     lim.max_input = (size_t)max_msg;
     for (int i = 0; i < p->nlanes; i++) {
         lane_t *l = &p->lanes[i];
         l->p = p;
         l->index = i;
         l->ctx.registry = p->registry;
-        l->ctx.bucket = lt_config_str(cfg, "LATTICE_S3_BUCKET");
+        l->ctx.bucket = set->s3.bucket;
         l->ctx.max_message_bytes = max_msg;
         l->ctx.limits = lim;
         l->ctx.raw = lt_buf_new((size_t)max_msg);
@@ -449,18 +447,17 @@ lt_parser_t *lt_parser_new(const lt_config_t *cfg, lt_parser_obs_t *obs, char *e
         l->ctx.codec = lt_mail_codec_new(errstr, errstr_size);
         if (!l->ctx.codec)
             goto fail;
-        l->ctx.s3 = lt_s3_new(
-            &(lt_s3_config_t){
-                .endpoint = lt_config_str(cfg, "LATTICE_S3_ENDPOINT"),
-                .region = lt_config_str(cfg, "LATTICE_S3_REGION"),
-                .bucket = l->ctx.bucket,
-                .access_key_id = lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID"),
-                .secret_access_key = lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY"),
-                .addressing = lt_config_bool(cfg, "LATTICE_S3_PATH_STYLE") ? LT_S3_PATH_STYLE
-                                                                           : LT_S3_VIRTUAL_HOSTED,
-                .ca_file = lt_config_str(cfg, "LATTICE_S3_CA_FILE"),
-                .timeout_s = (long)lt_config_int(cfg, "LATTICE_S3_TIMEOUT_S")},
-            errstr, errstr_size);
+        l->ctx.s3 =
+            lt_s3_new(&(lt_s3_config_t){.endpoint = set->s3.endpoint,
+                                        .region = set->s3.region,
+                                        .bucket = l->ctx.bucket,
+                                        .access_key_id = set->s3.access_key_id,
+                                        .secret_access_key = set->s3.secret_access_key,
+                                        .addressing = set->s3.path_style ? LT_S3_PATH_STYLE
+                                                                         : LT_S3_VIRTUAL_HOSTED,
+                                        .ca_file = set->s3.ca_file,
+                                        .timeout_s = (long)set->s3.timeout_s},
+                      errstr, errstr_size);
         if (!l->ctx.s3)
             goto fail;
     }
@@ -471,8 +468,7 @@ lt_parser_t *lt_parser_new(const lt_config_t *cfg, lt_parser_obs_t *obs, char *e
     lt_err_t err = lt_kafka_warm_topic(p->producer, p->dlq_topic, 10000, errstr, errstr_size);
     if (err)
         goto fail;
-    rd_kafka_conf_t *conf = lt_kafka_consumer_conf(
-        cfg, lt_config_str(cfg, "LATTICE_PARSER_GROUP_ID"), errstr, errstr_size);
+    rd_kafka_conf_t *conf = lt_kafka_consumer_conf(cfg, set->parser.group_id, errstr, errstr_size);
     if (!conf)
         goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
@@ -526,8 +522,7 @@ lt_err_t lt_parser_run(lt_parser_t *p, char *errstr, size_t errstr_size)
         return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "subscribe %s: %s", p->raw_topic,
                          rd_kafka_err2str(kerr));
     lt_info(NULL, "parser consuming %s as group %s: batches of %zu, %d thread(s), DLQ %s",
-            p->raw_topic, lt_config_str(p->cfg, "LATTICE_PARSER_GROUP_ID"), p->max_items, p->nlanes,
-            p->dlq_topic);
+            p->raw_topic, p->set->parser.group_id, p->max_items, p->nlanes, p->dlq_topic);
 
     int64_t stats_ms = lt_now_ms();
     uint64_t stats_events = 0;

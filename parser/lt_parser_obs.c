@@ -25,10 +25,9 @@ static void on_scrape(void *opaque)
 lt_parser_obs_t *lt_parser_obs_new(lt_metrics_t *reg, const lt_config_t *cfg)
 {
     lt_parser_obs_t *o = lt_xcalloc(1, sizeof(*o));
-    o->probe = lt_ready_probe_new(lt_config_str(cfg, "LATTICE_PG_DSN"),
-                                  lt_config_str(cfg, "LATTICE_PG_PASSWORD"),
-                                  "lattice-mail-parser-readiness",
-                                  lt_config_str(cfg, "LATTICE_PARSER_GROUP_ID"));
+    const lt_settings_t *set = lt_config_settings(cfg);
+    o->probe = lt_ready_probe_new(set->pg.dsn, set->pg.password, "lattice-mail-parser-readiness",
+                                  set->parser.group_id);
 
     o->events = lt_metric_series(lt_metrics_counter(
         reg, "lattice_parser_events_consumed_total",

@@ -163,8 +163,8 @@ lt_sched_t *lt_sched_new(const lt_config_t *cfg, const lt_sched_opts_t *opts, ch
         goto fail;
     }
     s->json = lt_buf_new(LT_COMMAND_MAX_SIZE + 1);
-    const char *dsn = lt_config_str(cfg, "LATTICE_PG_DSN");
-    const char *pw = lt_config_str(cfg, "LATTICE_PG_PASSWORD");
+    const char *dsn = lt_config_settings(cfg)->pg.dsn;
+    const char *pw = lt_config_settings(cfg)->pg.password;
     if (!(s->rdb = lt_db_connect(dsn, pw, errstr, errstr_size)) ||
         !(s->wdb = lt_db_connect(dsn, pw, errstr, errstr_size)))
         goto fail;

@@ -76,27 +76,25 @@ int main(int argc, char **argv)
     lt_config_t *cfg = lt_program_config("lattice-scheduler", LT_PROG_SCHEDULER);
     if (!cfg)
         return 2;
+    const lt_settings_t *set = lt_config_settings(cfg);
     int rc = 2;
     lt_metrics_t *metrics = NULL;
     lt_http_t *http = NULL;
     lt_sched_opts_t opts = {
-        .provider =
-            args.provider ? args.provider : lt_config_str(cfg, "LATTICE_SCHEDULER_PROVIDER"),
-        .tenant = args.tenant ? args.tenant : lt_config_str(cfg, "LATTICE_SCHEDULER_TENANT"),
-        .topic = lt_config_str(cfg, "LATTICE_TOPIC_COMMANDS"),
+        .provider = args.provider ? args.provider : set->scheduler.provider,
+        .tenant = args.tenant ? args.tenant : set->scheduler.tenant,
+        .topic = set->topic.commands,
         .requested_by = "scheduler",
-        .stale_after_s = (int)lt_config_int(cfg, "LATTICE_SCHEDULER_STALE_AFTER_S"),
-        .per_scope = lt_config_bool(cfg, "LATTICE_SCHEDULER_PER_SCOPE"),
-        .flush_timeout_s = (int)lt_config_int(cfg, "LATTICE_SCHEDULER_FLUSH_TIMEOUT_S"),
+        .stale_after_s = set->scheduler.stale_after_s,
+        .per_scope = set->scheduler.per_scope,
+        .flush_timeout_s = set->scheduler.flush_timeout_s,
         .dry_run = args.dry_run,
     };
     if (opts.tenant && !lt_account_id_valid(opts.tenant)) {
         fprintf(stderr, "lattice-scheduler: LATTICE_SCHEDULER_TENANT: not a tenant id\n");
         goto out;
     }
-    int interval = args.once         ? 0
-                   : args.interval_s ? args.interval_s
-                                     : (int)lt_config_int(cfg, "LATTICE_SCHEDULER_INTERVAL_S");
+    int interval = args.once ? 0 : args.interval_s ? args.interval_s : set->scheduler.interval_s;
     signal(SIGPIPE, SIG_IGN);
     /* --interval: /metrics, /healthz, /readyz (docs/observability.md) */
     metrics = lt_metrics_new();

@@ -137,17 +137,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "lattice-gmail-probe: %s\n", errstr);
         return 2;
     }
+    const lt_settings_t *set = lt_config_settings(cfg);
     probe_t base;
     memset(&base, 0, sizeof(base));
-    base.o.api_url = lt_config_str(cfg, "LATTICE_GMAIL_API_URL");
-    base.o.token_url = lt_config_str(cfg, "LATTICE_GMAIL_TOKEN_URL");
-    base.o.ca_file = lt_config_str(cfg, "LATTICE_TLS_CA_FILE");
+    base.o.api_url = set->gmail.api_url;
+    base.o.token_url = set->gmail.token_url;
+    base.o.ca_file = set->tls_ca_file;
     base.o.user = "me";
-    base.o.max_inflight = (int)lt_config_int(cfg, "LATTICE_GMAIL_MAX_INFLIGHT");
-    base.o.quota_units_per_s = (int)lt_config_int(cfg, "LATTICE_GMAIL_QUOTA_UNITS_PER_S");
-    base.o.timeout_s = (int)lt_config_int(cfg, "LATTICE_GMAIL_TIMEOUT_S");
-    base.o.max_retries = (int)lt_config_int(cfg, "LATTICE_GMAIL_MAX_RETRIES");
-    base.o.retry_base_ms = (int)lt_config_int(cfg, "LATTICE_GMAIL_RETRY_BASE_MS");
+    base.o.max_inflight = set->gmail.max_inflight;
+    base.o.quota_units_per_s = set->gmail.quota_units_per_s;
+    base.o.timeout_s = set->gmail.timeout_s;
+    base.o.max_retries = set->gmail.max_retries;
+    base.o.retry_base_ms = set->gmail.retry_base_ms;
     base.o.retry_max_ms = 64000;
     base.label = "INBOX";
     base.fetch = 100;

@@ -79,16 +79,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "lattice-migrate: %s\n", err);
         return 1;
     }
-    if (lt_log_setup("lattice-migrate", lt_config_str(cfg, "LATTICE_LOG_LEVEL"),
-                     lt_config_str(cfg, "LATTICE_LOG_FORMAT"), err, sizeof(err))) {
+    const lt_settings_t *set = lt_config_settings(cfg);
+    if (lt_log_setup("lattice-migrate", set->log.level, set->log.format, err, sizeof(err))) {
         fprintf(stderr, "lattice-migrate: %s\n", err);
         goto out;
     }
     if (!dir)
-        dir = lt_config_str(cfg, "LATTICE_MIGRATIONS_DIR");
+        dir = set->pg.migrations_dir;
 
-    db = lt_db_connect(lt_config_str(cfg, "LATTICE_PG_DSN"),
-                       lt_config_str(cfg, "LATTICE_PG_PASSWORD"), err, sizeof(err));
+    db = lt_db_connect(set->pg.dsn, set->pg.password, err, sizeof(err));
     if (!db) {
         lt_error(NULL, "%s", err);
         goto out;

@@ -42,11 +42,9 @@ static void usage(FILE *out)
  * a path setting is given, else key_env = LTS_<tenant>__<NAME> (lt_secret.h:
  * the only names the worker resolves for this tenant). */
 static int add_secret_ref(json_object *o, const char *tenant, const char *key,
-                          const char *env_setting, const char *path_setting,
-                          const lt_config_t *cfg, char *err, size_t n)
+                          const char *env_setting, const char *env, const char *path_setting,
+                          const char *path, char *err, size_t n)
 {
-    const char *path = lt_config_str(cfg, path_setting);
-    const char *env = lt_config_str(cfg, env_setting);
     char k[64], var[256];
     if (path) {
         if (!lt_secret_file_name_ok(path)) {
@@ -95,21 +93,18 @@ static json_object *csv_array(const char *csv, const char *setting, char *err, s
     return a;
 }
 
-static json_object *imap_config(const lt_config_t *cfg, const char *tenant, char *err, size_t n)
+static json_object *imap_config(const lt_settings_t *set, const char *tenant, char *err, size_t n)
 {
     json_object *o = json_object_new_object();
-    json_object *folders = csv_array(lt_config_str(cfg, "LATTICE_SEED_IMAP_FOLDERS"),
-                                     "LATTICE_SEED_IMAP_FOLDERS", err, n);
+    json_object *folders = csv_array(set->seed.imap_folders, "LATTICE_SEED_IMAP_FOLDERS", err, n);
     if (!folders)
         goto fail;
-    json_object_object_add(o, "host",
-                           json_object_new_string(lt_config_str(cfg, "LATTICE_SEED_IMAP_HOST")));
-    json_object_object_add(o, "port",
-                           json_object_new_int((int)lt_config_int(cfg, "LATTICE_SEED_IMAP_PORT")));
-    json_object_object_add(
-        o, "username", json_object_new_string(lt_config_str(cfg, "LATTICE_SEED_IMAP_USERNAME")));
+    json_object_object_add(o, "host", json_object_new_string(set->seed.imap_host));
+    json_object_object_add(o, "port", json_object_new_int(set->seed.imap_port));
+    json_object_object_add(o, "username", json_object_new_string(set->seed.imap_username));
     if (add_secret_ref(o, tenant, "password", "LATTICE_SEED_IMAP_PASSWORD_ENV",
-                       "LATTICE_SEED_IMAP_PASSWORD_PATH", cfg, err, n)) {
+                       set->seed.imap_password_env, "LATTICE_SEED_IMAP_PASSWORD_PATH",
+                       set->seed.imap_password_path, err, n)) {
         json_object_put(folders);
         goto fail;
     }
@@ -120,22 +115,22 @@ fail:
     return NULL;
 }
 
-static json_object *gmail_config(const lt_config_t *cfg, const char *tenant, char *err, size_t n)
+static json_object *gmail_config(const lt_settings_t *set, const char *tenant, char *err, size_t n)
 {
     json_object *o = json_object_new_object();
-    json_object *labels = csv_array(lt_config_str(cfg, "LATTICE_SEED_GMAIL_LABEL_IDS"),
-                                    "LATTICE_SEED_GMAIL_LABEL_IDS", err, n);
+    json_object *labels =
+        csv_array(set->seed.gmail_label_ids, "LATTICE_SEED_GMAIL_LABEL_IDS", err, n);
     if (!labels)
         goto fail;
-    json_object_object_add(o, "user",
-                           json_object_new_string(lt_config_str(cfg, "LATTICE_SEED_GMAIL_USER")));
+    json_object_object_add(o, "user", json_object_new_string(set->seed.gmail_user));
     json_object_object_add(o, "label_ids", labels);
-    json_object_object_add(
-        o, "client_id", json_object_new_string(lt_config_str(cfg, "LATTICE_SEED_GMAIL_CLIENT_ID")));
+    json_object_object_add(o, "client_id", json_object_new_string(set->seed.gmail_client_id));
     if (add_secret_ref(o, tenant, "client_secret", "LATTICE_SEED_GMAIL_CLIENT_SECRET_ENV",
-                       "LATTICE_SEED_GMAIL_CLIENT_SECRET_PATH", cfg, err, n) ||
+                       set->seed.gmail_client_secret_env, "LATTICE_SEED_GMAIL_CLIENT_SECRET_PATH",
+                       set->seed.gmail_client_secret_path, err, n) ||
         add_secret_ref(o, tenant, "refresh_token", "LATTICE_SEED_GMAIL_REFRESH_TOKEN_ENV",
-                       "LATTICE_SEED_GMAIL_REFRESH_TOKEN_PATH", cfg, err, n))
+                       set->seed.gmail_refresh_token_env, "LATTICE_SEED_GMAIL_REFRESH_TOKEN_PATH",
+                       set->seed.gmail_refresh_token_path, err, n))
         goto fail;
     return o;
 fail:
@@ -169,14 +164,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "lattice-seed: %s\n", err);
         return 2;
     }
-    if (lt_log_setup("lattice-seed", lt_config_str(cfg, "LATTICE_LOG_LEVEL"),
-                     lt_config_str(cfg, "LATTICE_LOG_FORMAT"), err, sizeof(err))) {
+    const lt_settings_t *set = lt_config_settings(cfg);
+    if (lt_log_setup("lattice-seed", set->log.level, set->log.format, err, sizeof(err))) {
         fprintf(stderr, "lattice-seed: %s\n", err);
         goto out;
     }
-    const char *tenant = lt_config_str(cfg, "LATTICE_SEED_TENANT");
-    const char *ids[2] = {lt_config_str(cfg, "LATTICE_SEED_GMAIL_ACCOUNT"),
-                          lt_config_str(cfg, "LATTICE_SEED_IMAP_ACCOUNT")};
+    const char *tenant = set->seed.tenant;
+    const char *ids[2] = {set->seed.gmail_account, set->seed.imap_account};
     const char *providers[2] = {"gmail", "imap"};
     if (!lt_account_id_valid(tenant) || !lt_account_id_valid(ids[0]) ||
         !lt_account_id_valid(ids[1])) {
@@ -184,8 +178,8 @@ int main(int argc, char **argv)
                         "A-Z a-z 0-9 . _ : -\n");
         goto out;
     }
-    if (!(rows[0] = gmail_config(cfg, tenant, err, sizeof(err))) ||
-        !(rows[1] = imap_config(cfg, tenant, err, sizeof(err)))) {
+    if (!(rows[0] = gmail_config(set, tenant, err, sizeof(err))) ||
+        !(rows[1] = imap_config(set, tenant, err, sizeof(err)))) {
         fprintf(stderr, "lattice-seed: %s\n", err);
         goto out;
     }
@@ -206,8 +200,7 @@ int main(int argc, char **argv)
         goto out;
     }
     rc = 1;
-    db = lt_db_connect(lt_config_str(cfg, "LATTICE_PG_DSN"),
-                       lt_config_str(cfg, "LATTICE_PG_PASSWORD"), err, sizeof(err));
+    db = lt_db_connect(set->pg.dsn, set->pg.password, err, sizeof(err));
     if (!db) {
         lt_error(NULL, "%s", err);
         goto out;

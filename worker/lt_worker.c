@@ -54,6 +54,7 @@ typedef struct slot_s {
 
 struct lt_worker_s {
     const lt_config_t *cfg;
+    const lt_settings_t *set; /* cfg's, read once at start */
     char worker_id[256];
     rd_kafka_t *consumer;
     rd_kafka_t *producer; /* DLQ and status: idempotent, not transactional */
@@ -151,7 +152,7 @@ static void status_event(lt_worker_t *w, const lt_command_t *cmd, const char *ac
     json_object_object_add(o, "finished_at_ms", json_object_new_int64((int64_t)time(NULL) * 1000));
     const char *v = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
     rd_kafka_headers_t *h = lt_kafka_headers_with_traceparent(traceparent);
-    const char *topic = lt_config_str(w->cfg, "LATTICE_TOPIC_STATUS");
+    const char *topic = w->set->topic.status;
     rd_kafka_resp_err_t kerr = rd_kafka_producev(
         w->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(account_key, strlen(account_key)),
         RD_KAFKA_V_VALUE((void *)v, strlen(v)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
@@ -178,8 +179,7 @@ static lt_err_t dead_letter(lt_worker_t *w, const lt_job_t *job, lt_err_t why, c
     char num[32];
     rd_kafka_header_add(h, "lattice.dlq.reason", -1, reason, -1);
     rd_kafka_header_add(h, "lattice.dlq.error_class", -1, lt_err_name(why), -1);
-    rd_kafka_header_add(h, "lattice.dlq.source_topic", -1,
-                        lt_config_str(w->cfg, "LATTICE_TOPIC_COMMANDS"), -1);
+    rd_kafka_header_add(h, "lattice.dlq.source_topic", -1, w->set->topic.commands, -1);
     snprintf(num, sizeof(num), "%d", (int)lt_job_partition(job));
     rd_kafka_header_add(h, "lattice.dlq.source_partition", -1, num, -1);
     snprintf(num, sizeof(num), "%lld", (long long)lt_job_offset(job));
@@ -189,16 +189,15 @@ static lt_err_t dead_letter(lt_worker_t *w, const lt_job_t *job, lt_err_t why, c
     if (!ctx.account)
         ctx.account = key;
     char e[512];
-    lt_err_t err =
-        lt_kafka_produce_sync(w->producer,
-                              &(lt_kafka_msg_t){.topic = lt_config_str(w->cfg, "LATTICE_TOPIC_DLQ"),
-                                                .partition = RD_KAFKA_PARTITION_UA,
-                                                .key = key,
-                                                .key_len = strlen(key),
-                                                .value = v,
-                                                .value_len = len,
-                                                .headers = h},
-                              TXN_TIMEOUT_MS, NULL, e, sizeof(e));
+    lt_err_t err = lt_kafka_produce_sync(w->producer,
+                                         &(lt_kafka_msg_t){.topic = w->set->topic.dlq,
+                                                           .partition = RD_KAFKA_PARTITION_UA,
+                                                           .key = key,
+                                                           .key_len = strlen(key),
+                                                           .value = v,
+                                                           .value_len = len,
+                                                           .headers = h},
+                                         TXN_TIMEOUT_MS, NULL, e, sizeof(e));
     if (err)
         lt_error(&ctx,
                  "dead-letter of %s[%d]@%lld failed (attempt %d): %s; the command is kept and "
@@ -249,6 +248,7 @@ static void slot_close(slot_t *s)
 static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
 {
     const lt_config_t *cfg = s->w->cfg;
+    const lt_settings_t *set = s->w->set;
     /* An idle connection may have died unnoticed (server restart, admin
      * termination): check it, or the command spends an attempt on it. */
     if (s->db &&
@@ -260,24 +260,21 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
         s->db = NULL;
     }
     if (!s->db) {
-        s->db = lt_db_connect(lt_config_str(cfg, "LATTICE_PG_DSN"),
-                              lt_config_str(cfg, "LATTICE_PG_PASSWORD"), errstr, n);
+        s->db = lt_db_connect(set->pg.dsn, set->pg.password, errstr, n);
         if (!s->db)
             return LT_ERR_TEMPORARY;
     }
     if (!s->s3) {
-        s->s3 = lt_s3_new(
-            &(lt_s3_config_t){
-                .endpoint = lt_config_str(cfg, "LATTICE_S3_ENDPOINT"),
-                .region = lt_config_str(cfg, "LATTICE_S3_REGION"),
-                .bucket = lt_config_str(cfg, "LATTICE_S3_BUCKET"),
-                .access_key_id = lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID"),
-                .secret_access_key = lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY"),
-                .addressing = lt_config_bool(cfg, "LATTICE_S3_PATH_STYLE") ? LT_S3_PATH_STYLE
-                                                                           : LT_S3_VIRTUAL_HOSTED,
-                .ca_file = lt_config_str(cfg, "LATTICE_S3_CA_FILE"),
-                .timeout_s = (long)lt_config_int(cfg, "LATTICE_S3_TIMEOUT_S")},
-            errstr, n);
+        s->s3 = lt_s3_new(&(lt_s3_config_t){.endpoint = set->s3.endpoint,
+                                            .region = set->s3.region,
+                                            .bucket = set->s3.bucket,
+                                            .access_key_id = set->s3.access_key_id,
+                                            .secret_access_key = set->s3.secret_access_key,
+                                            .addressing = set->s3.path_style ? LT_S3_PATH_STYLE
+                                                                             : LT_S3_VIRTUAL_HOSTED,
+                                            .ca_file = set->s3.ca_file,
+                                            .timeout_s = (long)set->s3.timeout_s},
+                          errstr, n);
         if (!s->s3)
             return LT_ERR_FINAL;
     }
@@ -288,9 +285,8 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
     }
     if (!s->producer) {
         char txid[512];
-        snprintf(txid, sizeof(txid), "%s-%s-%d",
-                 lt_config_str(cfg, "LATTICE_WORKER_TRANSACTIONAL_ID_PREFIX"), s->w->worker_id,
-                 s->index);
+        snprintf(txid, sizeof(txid), "%s-%s-%d", set->worker.transactional_id_prefix,
+                 s->w->worker_id, s->index);
         rd_kafka_conf_t *conf = lt_kafka_producer_conf(cfg, txid, errstr, n);
         if (!conf)
             return LT_ERR_FINAL;
@@ -307,10 +303,8 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
             return LT_ERR_TEMPORARY;
         /* metadata now, not on librdkafka's 1 s timer inside the first commit */
         char e[256];
-        if (lt_kafka_warm_topic(s->producer, lt_config_str(cfg, "LATTICE_TOPIC_RAW"), 10000, e,
-                                sizeof(e)) ||
-            lt_kafka_warm_topic(s->producer, lt_config_str(cfg, "LATTICE_TOPIC_CHECKPOINTS"),
-                                10000, e, sizeof(e)))
+        if (lt_kafka_warm_topic(s->producer, set->topic.raw, 10000, e, sizeof(e)) ||
+            lt_kafka_warm_topic(s->producer, set->topic.checkpoints, 10000, e, sizeof(e)))
             lt_warn(NULL, "slot %d: %s", s->index, e);
     }
     if (!s->marker_reader) {
@@ -331,176 +325,225 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
 
 static int64_t backoff_ms(const lt_worker_t *w, int attempt)
 {
-    int64_t base = lt_config_int(w->cfg, "LATTICE_WORKER_RETRY_BASE_MS");
+    int64_t base = w->set->worker.retry_base_ms;
     int64_t ms = base << (attempt < 10 ? attempt - 1 : 9);
     if (ms > 300000)
         ms = 300000;
     return ms / 2 + rand() % (ms / 2 + 1);
 }
 
-static run_result_t run_job(slot_t *slot, lt_job_t *job)
-{
-    lt_worker_t *w = slot->w;
-    char errstr[1024] = "";
+/* One command's run, shared by the steps below. */
+typedef struct {
+    slot_t *slot;
+    lt_worker_t *w;
+    lt_job_t *job;
+    lt_command_t *cmd;  /* owned */
+    lt_account_t *acct; /* owned */
+    lt_sync_t *sync;    /* owned */
+    lt_log_ctx_t log;
+    char tp[LT_TRACEPARENT_SIZE], trace_hex[LT_TRACE_ID_HEX_SIZE];
+    char errstr[1024];
     lt_err_t err;
-    lt_command_t *cmd = NULL;
-    lt_account_t *acct = NULL;
-    lt_sync_t *sync = NULL;
-    int locked = 0, started = 0;
-    run_result_t rr = R_DONE;
-    int64_t t0 = lt_now_ms();
-    size_t len;
-    const uint8_t *value = lt_job_value(job, &len);
-    lt_log_ctx_t log = {0};
-    char tp[LT_TRACEPARENT_SIZE] = "", trace_hex[LT_TRACE_ID_HEX_SIZE] = "";
-    int attempt = lt_job_attempt(job);
+    int64_t t0;
+    int attempt; /* this process's attempts and, once started, its predecessors' */
+    int att;     /* the command row's attempt, once started */
+    int locked, started;
+} job_run_t;
 
-    /* 1. the command itself */
-    err = lt_command_parse((const char *)value, len, &cmd, errstr, sizeof(errstr));
-    if (!err)
-        err = lt_command_check_key(cmd, lt_job_account(job), strlen(lt_job_account(job)), errstr,
-                                   sizeof(errstr));
-    if (err) {
-        if (dead_letter(w, job, LT_ERR_FINAL, errstr, &log))
-            goto retry_later;
-        status_event(w, cmd, lt_job_account(job), "dead_lettered", LT_ERR_FINAL, errstr, 0, 0,
-                     lt_now_ms() - t0, attempt, NULL, NULL);
-        goto out;
+/* What a step leaves to do: the next step, nothing (the outcome is
+ * reported), the failure path (r->err set), or a retry later. */
+typedef enum { STEP_NEXT, STEP_DONE, STEP_FAIL, STEP_RETRY } step_t;
+
+/* 1. the command itself */
+static step_t job_parse(job_run_t *r)
+{
+    size_t len;
+    const uint8_t *value = lt_job_value(r->job, &len);
+    const char *key = lt_job_account(r->job);
+    r->err = lt_command_parse((const char *)value, len, &r->cmd, r->errstr, sizeof(r->errstr));
+    if (!r->err)
+        r->err = lt_command_check_key(r->cmd, key, strlen(key), r->errstr, sizeof(r->errstr));
+    if (r->err) {
+        if (dead_letter(r->w, r->job, LT_ERR_FINAL, r->errstr, &r->log))
+            return STEP_RETRY;
+        status_event(r->w, r->cmd, key, "dead_lettered", LT_ERR_FINAL, r->errstr, 0, 0,
+                     lt_now_ms() - r->t0, r->attempt, NULL, NULL);
+        return STEP_DONE;
     }
     lt_trace_t tr;
     int propagated = 0;
-    if (!lt_trace_continue(lt_command_traceparent(cmd), &tr, &propagated, NULL, 0)) {
-        lt_trace_format(&tr, tp);
-        lt_trace_id_hex(&tr, trace_hex);
+    if (!lt_trace_continue(lt_command_traceparent(r->cmd), &tr, &propagated, NULL, 0)) {
+        lt_trace_format(&tr, r->tp);
+        lt_trace_id_hex(&tr, r->trace_hex);
     }
-    log.tenant = lt_command_tenant_id(cmd);
-    log.account = lt_command_account_id(cmd);
-    log.scope = lt_command_scope(cmd);
-    log.command_id = lt_command_id(cmd);
-    log.trace_id = trace_hex;
+    r->log.tenant = lt_command_tenant_id(r->cmd);
+    r->log.account = lt_command_account_id(r->cmd);
+    r->log.scope = lt_command_scope(r->cmd);
+    r->log.command_id = lt_command_id(r->cmd);
+    r->log.trace_id = r->trace_hex;
+    return STEP_NEXT;
+}
 
-    /* 2. resources */
-    err = slot_open(slot, errstr, sizeof(errstr));
-    if (err)
-        goto fail;
-
-    /* 3. already done? (a replay after a crash or a late offset commit) A
-     * command id is one account's: the same id for another account is not
-     * this command's outcome; it is dead-lettered. */
+/* 3. already done? (a replay after a crash or a late offset commit) A
+ * command id is one account's: the same id for another account is not
+ * this command's outcome; it is dead-lettered. */
+static step_t job_check_status(job_run_t *r)
+{
+    lt_worker_t *w = r->w;
+    lt_command_t *cmd = r->cmd;
+    lt_db_t *db = r->slot->db;
     lt_command_state_t prev_state = {LT_COMMAND_NONE, 0};
-    err = lt_command_get_status(slot->db, lt_command_id(cmd), lt_command_tenant_id(cmd),
-                                lt_command_account_id(cmd), &prev_state, errstr, sizeof(errstr));
+    r->err = lt_command_get_status(db, lt_command_id(cmd), lt_command_tenant_id(cmd),
+                                   lt_command_account_id(cmd), &prev_state, r->errstr,
+                                   sizeof(r->errstr));
     lt_command_status_t st = prev_state.status;
     int prev_attempts = prev_state.attempt;
-    if (err == LT_ERR_FINAL) {
-        if (dead_letter_command(w, job, cmd, errstr, &log, t0, attempt, tp))
-            goto retry_later;
-        err = LT_OK;
-        goto out;
+    if (r->err == LT_ERR_FINAL) {
+        if (dead_letter_command(w, r->job, cmd, r->errstr, &r->log, r->t0, r->attempt, r->tp))
+            return STEP_RETRY;
+        r->err = LT_OK;
+        return STEP_DONE;
     }
-    if (err && err != LT_ERR_NOT_FOUND)
-        goto fail;
+    if (r->err && r->err != LT_ERR_NOT_FOUND)
+        return STEP_FAIL;
     if (st == LT_COMMAND_SUCCEEDED || st == LT_COMMAND_DEAD_LETTERED) {
-        lt_info(&log, "command already %s; not run again", lt_command_status_name(st));
+        lt_info(&r->log, "command already %s; not run again", lt_command_status_name(st));
         lt_worker_obs_attempt(w->obs, cmd, "skipped", LT_OK, 0);
-        err = LT_OK;
-        goto out;
+        r->err = LT_OK;
+        return STEP_DONE;
     }
     /* Attempts count across restarts: the row has them. A command started
      * max times and never finished took its worker down each time (killed,
      * out of memory); it is not run again. */
-    int max_attempts = (int)lt_config_int(w->cfg, "LATTICE_WORKER_MAX_ATTEMPTS");
-    if (prev_attempts >= max_attempts) {
+    if (prev_attempts >= w->set->worker.max_attempts) {
         char reason[1100];
         snprintf(reason, sizeof(reason),
                  "gave up after %d attempts (LATTICE_WORKER_MAX_ATTEMPTS): the last one %s",
                  prev_attempts,
                  st == LT_COMMAND_RUNNING ? "never finished (its worker stopped or crashed)"
                                           : "failed");
-        if (dead_letter_command(w, job, cmd, reason, &log, t0, prev_attempts, tp))
-            goto retry_later;
-        lt_command_finish(slot->db, lt_command_id(cmd),
+        if (dead_letter_command(w, r->job, cmd, reason, &r->log, r->t0, prev_attempts, r->tp))
+            return STEP_RETRY;
+        lt_command_finish(db, lt_command_id(cmd),
                           &(lt_command_outcome_t){.status = LT_COMMAND_DEAD_LETTERED,
                                                   .error_class = "final",
                                                   .error = reason},
                           NULL, 0);
-        err = LT_OK;
-        goto out;
+        r->err = LT_OK;
+        return STEP_DONE;
     }
+    return STEP_NEXT;
+}
 
-    /* 4. the account */
-    err = lt_account_load(slot->db, lt_command_tenant_id(cmd), lt_command_account_id(cmd), &acct,
-                          errstr, sizeof(errstr));
-    if (!err && strcmp(lt_account_provider(acct), lt_provider_name(lt_command_provider(cmd)))) {
-        err = lt_seterr(errstr, sizeof(errstr), LT_ERR_FINAL,
-                        "command provider %s does not match account provider %s",
-                        lt_provider_name(lt_command_provider(cmd)), lt_account_provider(acct));
+static lt_command_info_t command_info(const job_run_t *r)
+{
+    const lt_command_t *cmd = r->cmd;
+    lt_command_info_t ci = {lt_command_id(cmd),
+                            lt_command_tenant_id(cmd),
+                            lt_command_account_id(cmd),
+                            lt_provider_name(lt_command_provider(cmd)),
+                            lt_sync_kind_name(lt_command_kind(cmd)),
+                            lt_command_scope(cmd),
+                            r->w->worker_id};
+    return ci;
+}
+
+/* 4. the account */
+static step_t job_check_account(job_run_t *r)
+{
+    lt_command_t *cmd = r->cmd;
+    lt_db_t *db = r->slot->db;
+    r->err = lt_account_load(db, lt_command_tenant_id(cmd), lt_command_account_id(cmd), &r->acct,
+                             r->errstr, sizeof(r->errstr));
+    if (!r->err &&
+        strcmp(lt_account_provider(r->acct), lt_provider_name(lt_command_provider(cmd)))) {
+        r->err =
+            lt_seterr(r->errstr, sizeof(r->errstr), LT_ERR_FINAL,
+                      "command provider %s does not match account provider %s",
+                      lt_provider_name(lt_command_provider(cmd)), lt_account_provider(r->acct));
     }
-    if (err == LT_ERR_NOT_FOUND || err == LT_ERR_FINAL || err == LT_ERR_INVALID) {
+    if (r->err == LT_ERR_NOT_FOUND || r->err == LT_ERR_FINAL || r->err == LT_ERR_INVALID) {
         char reason[1100];
         snprintf(reason, sizeof(reason), "%s%s",
-                 err == LT_ERR_NOT_FOUND ? "unknown account: " : "", errstr);
-        if (dead_letter(w, job, LT_ERR_FINAL, reason, &log))
-            goto retry_later;
-        lt_command_info_t ci = {lt_command_id(cmd), lt_command_tenant_id(cmd),
-                                lt_command_account_id(cmd),
-                                lt_provider_name(lt_command_provider(cmd)),
-                                lt_sync_kind_name(lt_command_kind(cmd)), lt_command_scope(cmd),
-                                w->worker_id};
+                 r->err == LT_ERR_NOT_FOUND ? "unknown account: " : "", r->errstr);
+        if (dead_letter(r->w, r->job, LT_ERR_FINAL, reason, &r->log))
+            return STEP_RETRY;
+        lt_command_info_t ci = command_info(r);
         int att = 0;
         lt_command_status_t prev;
-        if (!lt_command_start(slot->db, &ci, &att, &prev, NULL, 0))
-            lt_command_finish(slot->db, lt_command_id(cmd),
+        if (!lt_command_start(db, &ci, &att, &prev, NULL, 0))
+            lt_command_finish(db, lt_command_id(cmd),
                               &(lt_command_outcome_t){.status = LT_COMMAND_DEAD_LETTERED,
                                                       .error_class = "final",
                                                       .error = reason},
                               NULL, 0);
-        status_event(w, cmd, lt_job_account(job), "dead_lettered", LT_ERR_FINAL, reason, 0, 0,
-                     lt_now_ms() - t0, attempt, tp, NULL);
-        err = LT_OK;
-        goto out;
+        status_event(r->w, cmd, lt_job_account(r->job), "dead_lettered", LT_ERR_FINAL, reason, 0, 0,
+                     lt_now_ms() - r->t0, r->attempt, r->tp, NULL);
+        r->err = LT_OK;
+        return STEP_DONE;
     }
-    if (err)
-        goto fail;
-    if (strcmp(lt_account_status(acct), "active")) {
-        err = lt_seterr(errstr, sizeof(errstr),
-                        strcmp(lt_account_status(acct), "needs_reauth") ? LT_ERR_FINAL
-                                                                       : LT_ERR_REAUTH,
-                        "account is %s: %s", lt_account_status(acct),
-                        lt_account_status_reason(acct) ? lt_account_status_reason(acct) : "");
-        goto fail;
+    if (r->err)
+        return STEP_FAIL;
+    const char *status = lt_account_status(r->acct);
+    if (strcmp(status, "active")) {
+        const char *why = lt_account_status_reason(r->acct);
+        r->err = lt_seterr(r->errstr, sizeof(r->errstr),
+                           strcmp(status, "needs_reauth") ? LT_ERR_FINAL : LT_ERR_REAUTH,
+                           "account is %s: %s", status, why ? why : "");
+        return STEP_FAIL;
     }
+    return STEP_NEXT;
+}
 
-    /* 5. exclusive for the account, across processes */
-    err = lt_account_lock_timeout(slot->db, lt_command_tenant_id(cmd), lt_command_account_id(cmd),
-                                  (int)lt_config_int(w->cfg, "LATTICE_WORKER_LOCK_TIMEOUT_S") *
-                                      1000,
-                                  errstr, sizeof(errstr));
-    if (err)
-        goto fail;
-    locked = 1;
-    lt_command_info_t ci = {lt_command_id(cmd), lt_command_tenant_id(cmd),
-                            lt_command_account_id(cmd), lt_provider_name(lt_command_provider(cmd)),
-                            lt_sync_kind_name(lt_command_kind(cmd)), lt_command_scope(cmd),
-                            w->worker_id};
-    int att = 0;
+/* Whether the command runs now: 2. resources, 3. its row, 4. its account. */
+static step_t job_classify(job_run_t *r)
+{
+    r->err = slot_open(r->slot, r->errstr, sizeof(r->errstr));
+    if (r->err)
+        return STEP_FAIL;
+    step_t st = job_check_status(r);
+    if (st != STEP_NEXT)
+        return st;
+    return job_check_account(r);
+}
+
+/* 5. exclusive for the account, across processes */
+static step_t job_start(job_run_t *r)
+{
+    lt_command_t *cmd = r->cmd;
+    lt_db_t *db = r->slot->db;
+    r->err = lt_account_lock_timeout(db, lt_command_tenant_id(cmd), lt_command_account_id(cmd),
+                                     r->w->set->worker.lock_timeout_s * 1000, r->errstr,
+                                     sizeof(r->errstr));
+    if (r->err)
+        return STEP_FAIL;
+    r->locked = 1;
+    lt_command_info_t ci = command_info(r);
     lt_command_status_t prev;
-    err = lt_command_start(slot->db, &ci, &att, &prev, errstr, sizeof(errstr));
-    if (err == LT_ERR_FINAL) { /* the id became another account's meanwhile */
-        if (dead_letter_command(w, job, cmd, errstr, &log, t0, attempt, tp))
-            goto retry_later;
-        err = LT_OK;
-        goto out;
+    r->err = lt_command_start(db, &ci, &r->att, &prev, r->errstr, sizeof(r->errstr));
+    if (r->err == LT_ERR_FINAL) { /* the id became another account's meanwhile */
+        if (dead_letter_command(r->w, r->job, cmd, r->errstr, &r->log, r->t0, r->attempt, r->tp))
+            return STEP_RETRY;
+        r->err = LT_OK;
+        return STEP_DONE;
     }
-    if (err)
-        goto fail;
-    started = 1;
-    if (att > attempt)
-        attempt = att; /* this process's attempts and its predecessors' */
-    lt_info(&log, "command started (%s, attempt %d)", lt_sync_kind_name(lt_command_kind(cmd)),
-            att);
+    if (r->err)
+        return STEP_FAIL;
+    r->started = 1;
+    if (r->att > r->attempt)
+        r->attempt = r->att; /* this process's attempts and its predecessors' */
+    lt_info(&r->log, "command started (%s, attempt %d)", lt_sync_kind_name(lt_command_kind(cmd)),
+            r->att);
+    return STEP_NEXT;
+}
 
-    /* 6. recover, then run */
+/* 6. recover, then run */
+static step_t job_sync(job_run_t *r)
+{
+    slot_t *slot = r->slot;
+    lt_worker_t *w = r->w;
+    const lt_settings_t *set = w->set;
+    const char *tp = r->tp[0] ? r->tp : NULL;
     lt_sync_env_t env = {
         .db = slot->db,
         .s3 = slot->s3,
@@ -508,126 +551,178 @@ static run_result_t run_job(slot_t *slot, lt_job_t *job)
         .marker_reader = slot->marker_reader,
         .codec = slot->codec,
         .schema_id = w->schema_id,
-        .raw_topic = lt_config_str(w->cfg, "LATTICE_TOPIC_RAW"),
-        .checkpoint_topic = lt_config_str(w->cfg, "LATTICE_TOPIC_CHECKPOINTS"),
-        .tmp_dir = lt_config_str(w->cfg, "LATTICE_TMP_DIR"),
+        .raw_topic = set->topic.raw,
+        .checkpoint_topic = set->topic.checkpoints,
+        .tmp_dir = set->worker.tmp_dir,
         .spill_prefix = w->spill_prefix,
-        .max_message_bytes = (uint64_t)lt_config_int(w->cfg, "LATTICE_MAX_MESSAGE_BYTES"),
-        .event_max_bytes = (size_t)lt_config_int(w->cfg, "LATTICE_EVENT_MAX_BYTES"),
-        .batch_messages = (int)lt_config_int(w->cfg, "LATTICE_WORKER_BATCH_MESSAGES"),
-        .s3_parallel = (int)lt_config_int(w->cfg, "LATTICE_WORKER_S3_PARALLEL"),
+        .max_message_bytes = (uint64_t)set->worker.max_message_bytes,
+        .event_max_bytes = (size_t)set->worker.event_max_bytes,
+        .batch_messages = set->worker.batch_messages,
+        .s3_parallel = set->worker.s3_parallel,
         .txn_timeout_ms = slot->txn_timeout_ms,
         .cancel = &slot->cancel,
     };
-    lt_worker_obs_sync_env(w->obs, slot->index, cmd, tp[0] ? tp : NULL, att, &env);
-    sync = lt_sync_new(&env, acct, cmd, tp[0] ? tp : NULL, &log);
-    err = lt_sync_recover(sync, errstr, sizeof(errstr));
-    if (err)
-        goto fail;
-    if (lt_command_provider(cmd) == LT_PROVIDER_IMAP) {
-        lt_sync_imap_opts_t io = {lt_config_str(w->cfg, "LATTICE_TLS_CA_FILE"), 5,
-                                  (int)lt_config_int(w->cfg, "LATTICE_WORKER_RETRY_BASE_MS"),
-                                  lt_config_str(w->cfg, "LATTICE_SECRETS_DIR")};
-        err = lt_sync_imap_run(sync, &io, errstr, sizeof(errstr));
+    lt_worker_obs_sync_env(w->obs, slot->index, r->cmd, tp, r->att, &env);
+    r->sync = lt_sync_new(&env, r->acct, r->cmd, tp, &r->log);
+    r->err = lt_sync_recover(r->sync, r->errstr, sizeof(r->errstr));
+    if (r->err)
+        return STEP_FAIL;
+    if (lt_command_provider(r->cmd) == LT_PROVIDER_IMAP) {
+        lt_sync_imap_opts_t io = {set->tls_ca_file, 5, set->worker.retry_base_ms,
+                                  set->worker.secrets_dir};
+        r->err = lt_sync_imap_run(r->sync, &io, r->errstr, sizeof(r->errstr));
     } else {
         lt_sync_gmail_opts_t go = {
-            .api_url = lt_config_str(w->cfg, "LATTICE_GMAIL_API_URL"),
-            .token_url = lt_config_str(w->cfg, "LATTICE_GMAIL_TOKEN_URL"),
-            .ca_file = lt_config_str(w->cfg, "LATTICE_TLS_CA_FILE"),
-            .max_inflight = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_MAX_INFLIGHT"),
-            .quota_units_per_s = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_QUOTA_UNITS_PER_S"),
-            .timeout_s = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_TIMEOUT_S"),
-            .max_retries = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_MAX_RETRIES"),
-            .retry_base_ms = (int)lt_config_int(w->cfg, "LATTICE_GMAIL_RETRY_BASE_MS"),
+            .api_url = set->gmail.api_url,
+            .token_url = set->gmail.token_url,
+            .ca_file = set->tls_ca_file,
+            .max_inflight = set->gmail.max_inflight,
+            .quota_units_per_s = set->gmail.quota_units_per_s,
+            .timeout_s = set->gmail.timeout_s,
+            .max_retries = set->gmail.max_retries,
+            .retry_base_ms = set->gmail.retry_base_ms,
             .cancel = &slot->cancel,
             .tokens = w->tokens,
-            .secrets_dir = lt_config_str(w->cfg, "LATTICE_SECRETS_DIR"),
+            .secrets_dir = set->worker.secrets_dir,
         };
-        err = lt_sync_gmail_run(sync, &go, errstr, sizeof(errstr));
+        r->err = lt_sync_gmail_run(r->sync, &go, r->errstr, sizeof(r->errstr));
     }
-    if (err)
-        goto fail;
+    return r->err ? STEP_FAIL : STEP_NEXT;
+}
 
+static void job_succeeded(job_run_t *r)
+{
+    lt_sync_t *sync = r->sync;
     lt_command_progress_t done = {lt_sync_messages(sync), lt_sync_bytes(sync), 0, 0};
-    lt_command_finish(slot->db, lt_command_id(cmd),
+    lt_command_finish(r->slot->db, lt_command_id(r->cmd),
                       &(lt_command_outcome_t){.status = LT_COMMAND_SUCCEEDED, .counts = &done},
                       NULL, 0);
-    lt_info(&log, "command succeeded: %lld messages, %lld bytes in %lld ms",
+    lt_info(&r->log, "command succeeded: %lld messages, %lld bytes in %lld ms",
             (long long)lt_sync_messages(sync), (long long)lt_sync_bytes(sync),
-            (long long)(lt_now_ms() - t0));
-    status_event(w, cmd, lt_job_account(job), "succeeded", LT_OK, NULL, lt_sync_messages(sync),
-                 lt_sync_bytes(sync), lt_now_ms() - t0, att, tp, sync);
-    goto out;
+            (long long)(lt_now_ms() - r->t0));
+    status_event(r->w, r->cmd, lt_job_account(r->job), "succeeded", LT_OK, NULL,
+                 lt_sync_messages(sync), lt_sync_bytes(sync), lt_now_ms() - r->t0, r->att, r->tp,
+                 r->sync);
+}
 
-fail:
+static run_result_t job_retry(job_run_t *r)
+{
+    lt_job_retry_at(r->job, lt_now_ms() + backoff_ms(r->w, r->attempt));
+    lt_worker_obs_attempt(r->w->obs, r->cmd, "retried", r->err, lt_now_ms() - r->t0);
+    return R_RETRY;
+}
+
+/* The command row of a started command that failed, when the database
+ * still answers. */
+static void job_record_failure(job_run_t *r, const char *error_class)
+{
+    lt_db_t *db = r->slot->db;
+    if (!r->started || !db || !lt_db_ok(db))
+        return;
+    lt_command_progress_t c = {r->sync ? lt_sync_messages(r->sync) : 0,
+                               r->sync ? lt_sync_bytes(r->sync) : 0, 0, 0};
+    lt_command_finish(db, lt_command_id(r->cmd),
+                      &(lt_command_outcome_t){.status = LT_COMMAND_FAILED,
+                                              .counts = &c,
+                                              .error_class = error_class,
+                                              .error = r->errstr},
+                      NULL, 0);
+}
+
+static run_result_t job_failed(job_run_t *r)
+{
+    slot_t *slot = r->slot;
+    lt_worker_t *w = r->w;
     if (slot->cancel) {
-        lt_warn(&log, "command abandoned (%s); it will be run again", errstr);
-        if (started && slot->db && lt_db_ok(slot->db))
-            lt_command_abandon(slot->db, lt_command_id(cmd), att, NULL, 0);
-        lt_worker_obs_attempt(w->obs, cmd, "cancelled", err, lt_now_ms() - t0);
-        rr = R_CANCELLED;
-        goto out;
+        lt_warn(&r->log, "command abandoned (%s); it will be run again", r->errstr);
+        if (r->started && slot->db && lt_db_ok(slot->db))
+            lt_command_abandon(slot->db, lt_command_id(r->cmd), r->att, NULL, 0);
+        lt_worker_obs_attempt(w->obs, r->cmd, "cancelled", r->err, lt_now_ms() - r->t0);
+        return R_CANCELLED;
     }
-    if (err == LT_ERR_TEMPORARY &&
-        attempt < (int)lt_config_int(w->cfg, "LATTICE_WORKER_MAX_ATTEMPTS")) {
-        lt_warn(&log, "command failed temporarily (attempt %d): %s; retrying", attempt, errstr);
-        if (started && slot->db && lt_db_ok(slot->db)) {
-            lt_command_progress_t c = {sync ? lt_sync_messages(sync) : 0,
-                                       sync ? lt_sync_bytes(sync) : 0, 0, 0};
-            lt_command_finish(slot->db, lt_command_id(cmd),
-                              &(lt_command_outcome_t){.status = LT_COMMAND_FAILED,
-                                                      .counts = &c,
-                                                      .error_class = "temporary",
-                                                      .error = errstr},
-                              NULL, 0);
-        }
-        goto retry_later;
+    if (r->err == LT_ERR_TEMPORARY && r->attempt < w->set->worker.max_attempts) {
+        lt_warn(&r->log, "command failed temporarily (attempt %d): %s; retrying", r->attempt,
+                r->errstr);
+        job_record_failure(r, "temporary");
+        return job_retry(r);
     }
     /* Some scopes synced, others did not: "partial" (the table has no such
      * status: failed there, with the summary as the error). */
-    const char *result = sync && lt_sync_scopes_ok(sync) ? "partial" : "failed";
-    lt_error(&log, "command %s (%s): %s", result, lt_err_name(err), errstr);
-    if (started && slot->db && lt_db_ok(slot->db)) {
-        lt_command_progress_t c = {sync ? lt_sync_messages(sync) : 0,
-                                   sync ? lt_sync_bytes(sync) : 0, 0, 0};
-        lt_command_finish(slot->db, lt_command_id(cmd),
-                          &(lt_command_outcome_t){.status = LT_COMMAND_FAILED,
-                                                  .counts = &c,
-                                                  .error_class = lt_err_name(err),
-                                                  .error = errstr},
-                          NULL, 0);
-    }
-    status_event(w, cmd, lt_job_account(job), result, err, errstr,
-                 sync ? lt_sync_messages(sync) : 0, sync ? lt_sync_bytes(sync) : 0,
-                 lt_now_ms() - t0, attempt, tp, sync);
-    goto out;
+    const char *result = r->sync && lt_sync_scopes_ok(r->sync) ? "partial" : "failed";
+    lt_error(&r->log, "command %s (%s): %s", result, lt_err_name(r->err), r->errstr);
+    job_record_failure(r, lt_err_name(r->err));
+    status_event(w, r->cmd, lt_job_account(r->job), result, r->err, r->errstr,
+                 r->sync ? lt_sync_messages(r->sync) : 0, r->sync ? lt_sync_bytes(r->sync) : 0,
+                 lt_now_ms() - r->t0, r->attempt, r->tp, r->sync);
+    return R_DONE;
+}
 
-retry_later:
-    lt_job_retry_at(job, lt_now_ms() + backoff_ms(w, attempt));
-    lt_worker_obs_attempt(w->obs, cmd, "retried", err, lt_now_ms() - t0);
-    rr = R_RETRY;
-out:
-    if (sync && lt_sync_producer_unusable(sync)) {
+/* Report the outcome a step left. */
+static run_result_t job_finish(job_run_t *r, step_t st)
+{
+    switch (st) {
+    case STEP_NEXT: /* every step done */
+        job_succeeded(r);
+        return R_DONE;
+    case STEP_DONE:
+        return R_DONE;
+    case STEP_FAIL:
+        return job_failed(r);
+    case STEP_RETRY:
+        return job_retry(r);
+    }
+    return R_DONE;
+}
+
+static void job_release(job_run_t *r)
+{
+    slot_t *slot = r->slot;
+    if (r->sync && lt_sync_producer_unusable(r->sync)) {
         /* Kept, it would refuse every later transaction of this slot. The
          * next slot_open() creates a new one with the same transactional.id:
          * its init_transactions() completes or aborts the open transaction,
          * and the pending row's recovery reads which. Destroyed before the
          * sync (which no longer calls it), so no delivery report can come
          * for the sync's counters after they are freed. */
-        lt_warn(&log, "slot %d: its transactional producer can begin no new transaction; "
-                "replacing it", slot->index);
+        lt_warn(&r->log,
+                "slot %d: its transactional producer can begin no new transaction; "
+                "replacing it",
+                slot->index);
         lt_kafka_destroy(slot->producer);
         slot->producer = NULL;
     }
-    lt_sync_destroy(sync);
-    if (locked && slot->db && lt_db_ok(slot->db))
-        lt_account_unlock(slot->db, lt_command_tenant_id(cmd), lt_command_account_id(cmd), NULL, 0);
+    lt_sync_destroy(r->sync);
+    if (r->locked && slot->db && lt_db_ok(slot->db))
+        lt_account_unlock(slot->db, lt_command_tenant_id(r->cmd), lt_command_account_id(r->cmd),
+                          NULL, 0);
     if (slot->db && !lt_db_ok(slot->db)) {
         lt_db_destroy(slot->db); /* a dead connection also dropped the lock */
         slot->db = NULL;
     }
-    lt_account_destroy(acct);
-    lt_command_destroy(cmd);
+    lt_account_destroy(r->acct);
+    lt_command_destroy(r->cmd);
+}
+
+/* Classify, run and finish one command; every outcome is reported (status
+ * event, DLQ, command row) before it returns. */
+static run_result_t run_job(slot_t *slot, lt_job_t *job)
+{
+    job_run_t r = {
+        .slot = slot,
+        .w = slot->w,
+        .job = job,
+        .t0 = lt_now_ms(),
+        .attempt = lt_job_attempt(job),
+    };
+    step_t st = job_parse(&r);
+    if (st == STEP_NEXT)
+        st = job_classify(&r);
+    if (st == STEP_NEXT)
+        st = job_start(&r);
+    if (st == STEP_NEXT)
+        st = job_sync(&r);
+    run_result_t rr = job_finish(&r, st);
+    job_release(&r);
     return rr;
 }
 
@@ -807,13 +902,15 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
 {
     lt_worker_t *w = lt_xcalloc(1, sizeof(*w));
     w->cfg = cfg;
+    w->set = lt_config_settings(cfg);
+    const lt_settings_t *set = w->set;
     pthread_mutex_init(&w->mu, NULL);
     w->offsets = lt_offsets_new();
     w->dispatch = lt_dispatch_new();
     w->tokens = lt_gmail_tokens_new(LT_WORKER_GMAIL_TOKENS);
-    w->drain_ms = (int)lt_config_int(cfg, "LATTICE_WORKER_DRAIN_TIMEOUT_S") * 1000;
-    w->queue_max = (int)lt_config_int(cfg, "LATTICE_WORKER_QUEUE_MAX");
-    const char *id = lt_config_str(cfg, "LATTICE_WORKER_ID");
+    w->drain_ms = set->worker.drain_timeout_s * 1000;
+    w->queue_max = set->worker.queue_max;
+    const char *id = set->worker.id;
     if (id)
         snprintf(w->worker_id, sizeof(w->worker_id), "%s", id);
     else if (gethostname(w->worker_id, sizeof(w->worker_id) - 1))
@@ -821,29 +918,25 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
 
     /* spill files of a predecessor killed mid-message (kill -9, OOM) */
     lt_sync_spill_prefix(w->worker_id, w->spill_prefix, sizeof(w->spill_prefix));
-    int spilled = lt_sync_spill_cleanup(lt_config_str(cfg, "LATTICE_TMP_DIR"), w->spill_prefix,
-                                        errstr, errstr_size);
+    int spilled = lt_sync_spill_cleanup(set->worker.tmp_dir, w->spill_prefix, errstr, errstr_size);
     if (spilled < 0)
         lt_warn(NULL, "%s", errstr);
     else if (spilled > 0)
         lt_info(NULL, "removed %d spill file(s) %s* left in %s", spilled, w->spill_prefix,
-                lt_config_str(cfg, "LATTICE_TMP_DIR"));
+                set->worker.tmp_dir);
 
-    if (!lt_config_str(cfg, "LATTICE_S3_ACCESS_KEY_ID") ||
-        !lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY")) {
+    if (!set->s3.access_key_id || !set->s3.secret_access_key) {
         lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                   "LATTICE_S3_ACCESS_KEY_ID and LATTICE_S3_SECRET_ACCESS_KEY (or their _FILE "
                   "variants) are required");
         goto fail;
     }
-    w->registry = lt_registry_new(lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_URL"),
-                                  lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_USERNAME"),
-                                  lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_PASSWORD"),
-                                  lt_config_str(cfg, "LATTICE_TLS_CA_FILE"), errstr, errstr_size);
+    w->registry = lt_registry_new(set->registry.url, set->registry.username, set->registry.password,
+                                  set->tls_ca_file, errstr, errstr_size);
     if (!w->registry)
         goto fail;
     char subject[300];
-    snprintf(subject, sizeof(subject), "%s-value", lt_config_str(cfg, "LATTICE_TOPIC_RAW"));
+    snprintf(subject, sizeof(subject), "%s-value", set->topic.raw);
     if (lt_registry_register(w->registry, subject, lt_mail_event_schema_json(), &w->schema_id,
                              errstr, errstr_size))
         goto fail;
@@ -854,23 +947,24 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     /* every topic the worker produces to must exist (auto-create is off):
      * a missing one fails now, not at the first command that needs it (a
      * missing DLQ would hold its command, retried, forever) */
-    const char *need[] = {"LATTICE_TOPIC_RAW", "LATTICE_TOPIC_CHECKPOINTS",
-                          "LATTICE_TOPIC_STATUS", "LATTICE_TOPIC_DLQ"};
+    const struct {
+        const char *setting, *topic;
+    } need[] = {{"LATTICE_TOPIC_RAW", set->topic.raw},
+                {"LATTICE_TOPIC_CHECKPOINTS", set->topic.checkpoints},
+                {"LATTICE_TOPIC_STATUS", set->topic.status},
+                {"LATTICE_TOPIC_DLQ", set->topic.dlq}};
     for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
         char e[512];
-        lt_err_t terr =
-            lt_kafka_warm_topic(w->producer, lt_config_str(cfg, need[i]), 10000, e, sizeof(e));
+        lt_err_t terr = lt_kafka_warm_topic(w->producer, need[i].topic, 10000, e, sizeof(e));
         if (terr == LT_ERR_NOT_FOUND) {
             lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
-                      "%s: %s (topics are not auto-created: create it first)", need[i], e);
+                      "%s: %s (topics are not auto-created: create it first)", need[i].setting, e);
             goto fail;
         }
         if (terr)
-            lt_warn(NULL, "%s: %s", need[i], e);
+            lt_warn(NULL, "%s: %s", need[i].setting, e);
     }
-    rd_kafka_conf_t *conf =
-        lt_kafka_consumer_conf(cfg, lt_config_str(cfg, "LATTICE_WORKER_GROUP_ID"), errstr,
-                               errstr_size);
+    rd_kafka_conf_t *conf = lt_kafka_consumer_conf(cfg, set->worker.group_id, errstr, errstr_size);
     if (!conf)
         goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
@@ -878,7 +972,7 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     if (!w->consumer)
         goto fail;
 
-    w->nslots = (int)lt_config_int(cfg, "LATTICE_WORKER_CONCURRENCY");
+    w->nslots = set->worker.concurrency;
     w->slots = lt_xcalloc((size_t)w->nslots, sizeof(slot_t));
     for (int i = 0; i < w->nslots; i++) {
         w->slots[i].w = w;
@@ -914,7 +1008,7 @@ int lt_worker_ready(lt_worker_t *w, char *why, size_t why_size)
 
 lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
 {
-    const char *topic = lt_config_str(w->cfg, "LATTICE_TOPIC_COMMANDS");
+    const char *topic = w->set->topic.commands;
     rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(sub, topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t kerr = rd_kafka_subscribe(w->consumer, sub);

@@ -32,7 +32,7 @@ typedef struct {
 
 struct lt_worker_obs_s {
     lt_metrics_t *reg;
-    const lt_config_t *cfg;
+    const lt_settings_t *set;
     char worker_id[256];
     rd_kafka_t *producer;
     lt_dispatch_t *dispatch;
@@ -64,7 +64,8 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
 {
     lt_worker_obs_t *o = lt_xcalloc(1, sizeof(*o));
     o->reg = reg;
-    o->cfg = cfg;
+    o->set = lt_config_settings(cfg);
+    const lt_settings_t *set = o->set;
     snprintf(o->worker_id, sizeof(o->worker_id), "%s", worker_id);
     o->producer = producer;
     o->dispatch = dispatch;
@@ -74,11 +75,9 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
         o->slots[i].o = o;
         o->slots[i].index = i;
     }
-    o->progress_interval_ms = (int)lt_config_int(cfg, "LATTICE_WORKER_PROGRESS_INTERVAL_S") * 1000;
-    o->probe = lt_ready_probe_new(lt_config_str(cfg, "LATTICE_PG_DSN"),
-                                  lt_config_str(cfg, "LATTICE_PG_PASSWORD"),
-                                  "lattice-worker-readiness",
-                                  lt_config_str(cfg, "LATTICE_WORKER_GROUP_ID"));
+    o->progress_interval_ms = set->worker.progress_interval_s * 1000;
+    o->probe = lt_ready_probe_new(set->pg.dsn, set->pg.password, "lattice-worker-readiness",
+                                  set->worker.group_id);
 
     o->commands = lt_metrics_counter(reg, "lattice_worker_commands_total",
                                      "Command attempts by outcome: succeeded, partial (some "
@@ -126,7 +125,7 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
     o->last_success = lt_metrics_gauge(
         reg, "lattice_worker_last_success_timestamp_seconds",
         "Unix time of the last command that succeeded on this worker.", "provider");
-    long long amax = lt_config_int(cfg, "LATTICE_METRICS_ACCOUNT_SERIES_MAX");
+    long long amax = set->metrics.account_series_max;
     if (amax > 0)
         o->last_success_acct = lt_metrics_gauge_volatile(
             reg, "lattice_worker_account_last_success_timestamp_seconds",
@@ -345,9 +344,9 @@ static void running_event(slot_obs_t *so, lt_sync_t *s, const lt_sync_progress_t
     const char *key = lt_command_account_id(cmd);
     rd_kafka_headers_t *h = lt_kafka_headers_with_traceparent(so->tp[0] ? so->tp : NULL);
     rd_kafka_resp_err_t kerr = rd_kafka_producev(
-        o->producer, RD_KAFKA_V_TOPIC(lt_config_str(o->cfg, "LATTICE_TOPIC_STATUS")),
-        RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)v, strlen(v)),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+        o->producer, RD_KAFKA_V_TOPIC(o->set->topic.status), RD_KAFKA_V_KEY(key, strlen(key)),
+        RD_KAFKA_V_VALUE((void *)v, strlen(v)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
     if (kerr) {
         rd_kafka_headers_destroy(h);
         lt_warn(lt_sync_log(s), "progress status event not produced: %s", rd_kafka_err2str(kerr));

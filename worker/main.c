@@ -73,7 +73,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (http)
-        lt_info(NULL, "metrics on http://%s:%d/metrics", lt_config_str(cfg, "LATTICE_METRICS_BIND"),
+        lt_info(NULL, "metrics on http://%s:%d/metrics", lt_config_settings(cfg)->metrics.bind,
                 lt_http_port(http));
     g_worker = lt_worker_new(cfg, err, sizeof(err));
     if (!g_worker) {

@@ -4,7 +4,11 @@
     commands") are exactly the README's "Build from source" block;
   - with --build DIR: every binary it copies exists in DIR, and the runtime
     stage installs the Debian package of every library those binaries need
-    (readelf NEEDED -> ldconfig -> dpkg -S).
+    (readelf NEEDED -> ldconfig -> dpkg -S);
+  - its stages start FROM the registry's debian:bookworm and
+    debian:bookworm-slim by default (build arguments that `make image`
+    replaces only where no registry is reachable), and the runtime stage
+    carries the OCI labels version, revision and source.
 usage: check_dockerfile.py --root REPO [--build DIR]"""
 import argparse
 import re
@@ -40,6 +44,30 @@ def readme_build_commands(text):
         if line and not line.startswith("#"):
             cmds.append(line)
     return cmds
+
+
+BASE_IMAGES = ["debian:bookworm", "debian:bookworm-slim"]
+LABELS = ["org.opencontainers.image.version", "org.opencontainers.image.revision",
+          "org.opencontainers.image.source"]
+
+
+def base_images(text):
+    """The FROM images with the global ARG defaults filled in."""
+    text = text.replace("\\\n", " ")
+    args, froms = {}, []
+    for line in text.splitlines():
+        m = re.match(r"\s*ARG\s+(\w+)=(\S+)", line)
+        if m and not froms:
+            args[m.group(1)] = m.group(2)
+        m = re.match(r"\s*FROM\s+(\S+)", line, re.I)
+        if m:
+            froms.append(re.sub(r"\$\{(\w+)\}", lambda v: args.get(v.group(1), v.group(0)), m.group(1)))
+    return froms
+
+
+def missing_labels(text):
+    stage = text.split("AS runtime", 1)[-1]
+    return [k for k in LABELS if not re.search(rf"\b{re.escape(k)}=\"?\$\{{\w+\}}", stage)]
 
 
 def runtime_packages(text):
@@ -92,6 +120,10 @@ def main():
     r_cmds = readme_build_commands((root / "README.md").read_text())
     if d_cmds != r_cmds:
         errs.append(f"build commands differ:\n  Dockerfile: {d_cmds}\n  README:     {r_cmds}")
+    if base_images(df) != BASE_IMAGES:
+        errs.append(f"base images {base_images(df)}: by default they must be {BASE_IMAGES}")
+    for k in missing_labels(df):
+        errs.append(f"runtime stage: no {k} label from a build argument")
     if a.build:
         want = runtime_packages(df)
         for rel in copied_binaries(df):

@@ -17,9 +17,19 @@ extern char **environ;
 struct lt_config_s {
     const lt_setting_t *table;
     size_t n;
-    char **values; /* owned; NULL = unset, no default */
+    lt_settings_t set; /* strings owned */
     unsigned program;
 };
+
+static const char **str_field(lt_settings_t *set, const lt_setting_t *s)
+{
+    return (const char **)(void *)((char *)set + s->offset);
+}
+
+static const char *str_value(const lt_config_t *cfg, const lt_setting_t *s)
+{
+    return *(const char *const *)(const void *)((const char *)&cfg->set + s->offset);
+}
 
 static const char *k_kafka_prefix = "LATTICE_KAFKA_";
 
@@ -106,6 +116,7 @@ static void validate(const lt_setting_t *s, const char *v, lt_buf_t *problems)
     case LT_SET_STRING:
         break;
     case LT_SET_INT:
+    case LT_SET_INT64:
         if (parse_int(v, &x))
             lt_buf_appendf(problems, "%s=\"%s\": not a whole number; ", s->env, v);
         else if (x < s->min || x > s->max)
@@ -123,11 +134,37 @@ static void validate(const lt_setting_t *s, const char *v, lt_buf_t *problems)
     }
 }
 
+/* Store a valid value in its typed field; `v` is taken. */
+static void store(lt_settings_t *set, const lt_setting_t *s, char *v)
+{
+    void *field = (char *)set + s->offset;
+    long long x = 0;
+    int b = 0;
+    switch (s->type) {
+    case LT_SET_STRING:
+    case LT_SET_ENUM:
+        *(const char **)field = v;
+        return;
+    case LT_SET_INT:
+        parse_int(v, &x);
+        *(int *)field = (int)x;
+        break;
+    case LT_SET_INT64:
+        parse_int(v, &x);
+        *(int64_t *)field = (int64_t)x;
+        break;
+    case LT_SET_BOOL:
+        parse_bool(v, &b);
+        *(bool *)field = b != 0;
+        break;
+    }
+    free(v);
+}
+
 lt_config_t *lt_config_load(unsigned program, char *errstr, size_t errstr_size)
 {
     lt_config_t *cfg = lt_xcalloc(1, sizeof(*cfg));
     cfg->table = lt_settings_table(&cfg->n);
-    cfg->values = lt_xcalloc(cfg->n, sizeof(char *));
     cfg->program = program;
     lt_buf_t *problems = lt_buf_new(8192);
 
@@ -143,22 +180,26 @@ lt_config_t *lt_config_load(unsigned program, char *errstr, size_t errstr_size)
             lt_buf_appendf(problems, "set %s or %s, not both; ", s->env, fname);
             continue;
         }
+        char *val = NULL;
         if (file && *file) {
             char e[512];
-            char *val = NULL;
             if (read_secret_file(file, &val, e, sizeof(e))) {
                 lt_buf_appendf(problems, "%s: %s; ", fname, e);
                 continue;
             }
-            cfg->values[i] = val;
         } else if (v && *v) {
-            cfg->values[i] = lt_xstrdup(v);
+            val = lt_xstrdup(v);
         } else if (s->def) {
-            cfg->values[i] = lt_xstrdup(s->def);
+            val = lt_xstrdup(s->def);
         }
-        if (cfg->values[i])
-            validate(s, cfg->values[i], problems);
-        else if (s->required)
+        if (val) {
+            size_t before = lt_buf_len(problems);
+            validate(s, val, problems);
+            if (lt_buf_len(problems) == before)
+                store(&cfg->set, s, val);
+            else
+                free(val);
+        } else if (s->required)
             lt_buf_appendf(problems, "%s is required%s; ", s->env,
                            s->secret ? " (or its _FILE variant)" : "");
     }
@@ -182,46 +223,22 @@ void lt_config_destroy(lt_config_t *cfg)
     if (!cfg)
         return;
     for (size_t i = 0; i < cfg->n; i++) {
-        if (cfg->values[i]) {
-            if (cfg->table[i].secret)
-                memset(cfg->values[i], 0, strlen(cfg->values[i]));
-            free(cfg->values[i]);
+        const lt_setting_t *s = &cfg->table[i];
+        if (s->type != LT_SET_STRING && s->type != LT_SET_ENUM)
+            continue;
+        char *v = (char *)*str_field(&cfg->set, s);
+        if (v) {
+            if (s->secret)
+                memset(v, 0, strlen(v));
+            free(v);
         }
     }
-    free(cfg->values);
     free(cfg);
 }
 
-static size_t find(const lt_config_t *cfg, const char *env)
+const lt_settings_t *lt_config_settings(const lt_config_t *cfg)
 {
-    for (size_t i = 0; i < cfg->n; i++)
-        if (!strcmp(cfg->table[i].env, env))
-            return i;
-    fprintf(stderr, "lattice: bug: setting %s is not in the settings table\n", env);
-    abort();
-}
-
-const char *lt_config_str(const lt_config_t *cfg, const char *env)
-{
-    return cfg->values[find(cfg, env)];
-}
-
-long long lt_config_int(const lt_config_t *cfg, const char *env)
-{
-    const char *v = lt_config_str(cfg, env);
-    long long x = 0;
-    if (v)
-        parse_int(v, &x);
-    return x;
-}
-
-int lt_config_bool(const lt_config_t *cfg, const char *env)
-{
-    const char *v = lt_config_str(cfg, env);
-    int b = 0;
-    if (v)
-        parse_bool(v, &b);
-    return b;
+    return &cfg->set;
 }
 
 /* LATTICE_KAFKA_SASL_PASSWORD -> sasl.password ("__" keeps a literal '_'). */
@@ -249,13 +266,13 @@ lt_err_t lt_config_kafka_props(const lt_config_t *cfg, lt_config_kafka_fn fn, vo
     /* Defaults of table rows first (overridden below when set). */
     for (size_t i = 0; i < cfg->n; i++) {
         const lt_setting_t *s = &cfg->table[i];
-        if (strncmp(s->env, k_kafka_prefix, plen) || !cfg->values[i])
+        if (s->type != LT_SET_STRING || strncmp(s->env, k_kafka_prefix, plen) || !str_value(cfg, s))
             continue;
         if (getenv(s->env))
             continue; /* passed below from the environment */
         char prop[256];
         kafka_prop_name(s->env + plen, strlen(s->env + plen), prop, sizeof(prop));
-        lt_err_t err = fn(prop, cfg->values[i], opaque, errstr, errstr_size);
+        lt_err_t err = fn(prop, str_value(cfg, s), opaque, errstr, errstr_size);
         if (err)
             return err;
     }
@@ -324,6 +341,7 @@ static const char *type_name(const lt_setting_t *s)
     case LT_SET_STRING:
         return "string";
     case LT_SET_INT:
+    case LT_SET_INT64:
         return "integer";
     case LT_SET_BOOL:
         return "true|false";

@@ -1,9 +1,10 @@
 /* lt_config: settings from the environment, described by one table.
  *
  * The table (lt_settings.c) gives every setting's environment name, type,
- * default, which programs read it, whether it is a secret, and a
- * description. The same table validates the environment, prints --help and
- * generates .env.example, so the three cannot drift apart.
+ * the field of lt_settings_t it fills, default, which programs read it,
+ * whether it is a secret, and a description. The same table validates the
+ * environment once at start, fills the typed struct the programs read,
+ * prints --help and generates .env.example, so they cannot drift apart.
  *
  * Secrets: a secret setting NAME may instead be given as NAME_FILE, the path
  * of a mounted file holding the value (trailing newline dropped). Secret
@@ -18,6 +19,7 @@
 #include <stdio.h>
 
 #include "lt_err.h"
+#include "lt_settings.h"
 
 /* Which programs read a setting (bit mask). */
 enum {
@@ -35,11 +37,10 @@ typedef struct lt_config_s lt_config_t;
 lt_config_t *lt_config_load(unsigned program, char *errstr, size_t errstr_size);
 void lt_config_destroy(lt_config_t *cfg);
 
-/* Value of a setting (its default when unset); NULL when unset with no
- * default. Asking for a name that is not in the table aborts (a bug). */
-const char *lt_config_str(const lt_config_t *cfg, const char *env);
-long long lt_config_int(const lt_config_t *cfg, const char *env);
-int lt_config_bool(const lt_config_t *cfg, const char *env);
+/* The settings, typed (lt_settings.h): each field holds its row's value or
+ * default; a string is NULL when unset with no default. Fields of rows that
+ * are not `program`'s are zero. Valid until lt_config_destroy(). */
+const lt_settings_t *lt_config_settings(const lt_config_t *cfg);
 
 /* Call fn(name, value, opaque, errstr, errstr_size) for every librdkafka
  * property given through LATTICE_KAFKA_* (table defaults included, empty

@@ -32,10 +32,11 @@
  *   // main(): registry + HTTP endpoint (LATTICE_METRICS_PORT, 0 = off)
  *   lt_metrics_t *reg = lt_metrics_new();
  *   lt_http_t *http = NULL;
- *   if (lt_config_int(cfg, "LATTICE_METRICS_PORT") > 0)
+ *   const lt_settings_t *set = lt_config_settings(cfg);
+ *   if (set->metrics.port > 0)
  *       http = lt_http_start(&(lt_http_opts_t){
- *           .bind = lt_config_str(cfg, "LATTICE_METRICS_BIND"),
- *           .port = (int)lt_config_int(cfg, "LATTICE_METRICS_PORT"),
+ *           .bind = set->metrics.bind,
+ *           .port = set->metrics.port,
  *           .metrics = reg, .ready = my_ready, .ready_opaque = me}, err, sizeof(err));
  *   // (NULL http with err filled, e.g. "port in use": exit 1)
  *

@@ -31,8 +31,8 @@ lt_config_t *lt_program_config(const char *name, unsigned program)
         fprintf(stderr, "%s: %s\n", name, err);
         return NULL;
     }
-    if (lt_log_setup(name, lt_config_str(cfg, "LATTICE_LOG_LEVEL"),
-                     lt_config_str(cfg, "LATTICE_LOG_FORMAT"), err, sizeof(err))) {
+    const lt_settings_t *set = lt_config_settings(cfg);
+    if (lt_log_setup(name, set->log.level, set->log.format, err, sizeof(err))) {
         fprintf(stderr, "%s: %s\n", name, err);
         lt_config_destroy(cfg);
         return NULL;
@@ -53,14 +53,11 @@ lt_err_t lt_program_http(const lt_config_t *cfg, const lt_program_http_t *serve,
                          char *errstr, size_t errstr_size)
 {
     *out = NULL;
-    if (lt_config_int(cfg, "LATTICE_METRICS_PORT") <= 0)
+    const lt_settings_t *set = lt_config_settings(cfg);
+    if (set->metrics.port <= 0)
         return LT_OK;
-    lt_http_opts_t ho = {serve->name,
-                         lt_config_str(cfg, "LATTICE_METRICS_BIND"),
-                         (int)lt_config_int(cfg, "LATTICE_METRICS_PORT"),
-                         serve->metrics,
-                         serve->ready,
-                         serve->ready_opaque};
+    lt_http_opts_t ho = {serve->name,    set->metrics.bind, set->metrics.port,
+                         serve->metrics, serve->ready,      serve->ready_opaque};
     *out = lt_http_start(&ho, errstr, errstr_size);
     return *out ? LT_OK : LT_ERR_TEMPORARY;
 }

@@ -264,18 +264,17 @@ int main(void)
     CHECK_MSG(g_db != NULL, "%s", err);
     if (!g_cfg || !g_db)
         return lt_test_done("test_kafka_txn_errors");
-    g_s3 = lt_s3_new(
-        &(lt_s3_config_t){.endpoint = lt_config_str(g_cfg, "LATTICE_S3_ENDPOINT"),
-                          .region = lt_config_str(g_cfg, "LATTICE_S3_REGION"),
-                          .bucket = lt_config_str(g_cfg, "LATTICE_S3_BUCKET"),
-                          .access_key_id = lt_config_str(g_cfg, "LATTICE_S3_ACCESS_KEY_ID"),
-                          .secret_access_key = lt_config_str(g_cfg, "LATTICE_S3_SECRET_ACCESS_KEY"),
-                          .addressing = lt_config_bool(g_cfg, "LATTICE_S3_PATH_STYLE")
-                                            ? LT_S3_PATH_STYLE
-                                            : LT_S3_VIRTUAL_HOSTED,
-                          .ca_file = lt_config_str(g_cfg, "LATTICE_S3_CA_FILE"),
-                          .timeout_s = (long)lt_config_int(g_cfg, "LATTICE_S3_TIMEOUT_S")},
-        err, sizeof(err));
+    const lt_settings_t *set = lt_config_settings(g_cfg);
+    g_s3 = lt_s3_new(&(lt_s3_config_t){.endpoint = set->s3.endpoint,
+                                       .region = set->s3.region,
+                                       .bucket = set->s3.bucket,
+                                       .access_key_id = set->s3.access_key_id,
+                                       .secret_access_key = set->s3.secret_access_key,
+                                       .addressing = set->s3.path_style ? LT_S3_PATH_STYLE
+                                                                        : LT_S3_VIRTUAL_HOSTED,
+                                       .ca_file = set->s3.ca_file,
+                                       .timeout_s = (long)set->s3.timeout_s},
+                     err, sizeof(err));
     CHECK_MSG(g_s3 != NULL, "%s", err);
     g_codec = lt_mail_codec_new(err, sizeof(err));
     CHECK_MSG(g_codec != NULL, "%s", err);

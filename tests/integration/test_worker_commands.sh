@@ -45,7 +45,7 @@ s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(64); c=[]
 while True: c.append(s.accept()[0])' "$HPORT" &
 HPID=$!
-psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$HANG', 'imap', '{\"host\":\"127.0.0.1\",\"port\":$HPORT,\"username\":\"u\",\"password_env\":\"LATTICE_TEST_IMAP_PASSWORD\",\"folders\":[\"INBOX\"]}'::jsonb)" >/dev/null
+psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$HANG', 'imap', '{\"host\":\"127.0.0.1\",\"port\":$HPORT,\"username\":\"u\",\"password_env\":\"$(lt_secret_env "$TENANT" IMAP_PASSWORD)\",\"folders\":[\"INBOX\"]}'::jsonb)" >/dev/null
 
 CMD_TOPIC=$("$HERE/../../deploy/local/stack" topic "test.worker-commands.$RUN.cmd" 3)
 mkdir -p "$WORK/tmp"

@@ -51,9 +51,10 @@ wait $p1 $p2
 
 ctl POST /users "{\"email\":\"$GUSER\",\"refresh_token\":\"rt-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",
   \"generate\":{\"count\":10,\"size\":1000,\"labelIds\":[\"INBOX\",\"STARRED\"],\"seed\":1}}" >/dev/null
-export TEST_GQ_CLIENT_SECRET=cs-$RUN TEST_GQ_REFRESH_TOKEN=rt-$RUN
+CS_VAR=$(lt_secret_env "$TENANT" CLIENT_SECRET) RT_VAR=$(lt_secret_env "$TENANT" REFRESH_TOKEN)
+export "$CS_VAR=cs-$RUN" "$RT_VAR=rt-$RUN"
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$ACCOUNT', 'gmail',
-  '{\"user\":\"$GUSER\",\"query\":\"is:starred\",\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"TEST_GQ_CLIENT_SECRET\",\"refresh_token_env\":\"TEST_GQ_REFRESH_TOKEN\"}'::jsonb)" >/dev/null
+  '{\"user\":\"$GUSER\",\"query\":\"is:starred\",\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"$CS_VAR\",\"refresh_token_env\":\"$RT_VAR\"}'::jsonb)" >/dev/null
 
 LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_TOPIC_STATUS=$STATUS_TOPIC \
 LATTICE_WORKER_GROUP_ID=test-gquery-$RUN LATTICE_WORKER_ID=test-gquery-$RUN \

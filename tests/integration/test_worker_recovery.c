@@ -73,7 +73,7 @@ static void run_case(fate_t fate)
     snprintf(account, sizeof(account), "rec-a%s-%s", g_run, k_fate[fate]);
     snprintf(txid, sizeof(txid), "lattice-test-recovery-%s-%d", g_run, (int)fate);
     snprintf(cid, sizeof(cid), "rec-cmd-%s-%d", g_run, (int)fate);
-    const char *ckpt = lt_config_str(g_cfg, "LATTICE_TOPIC_CHECKPOINTS");
+    const char *ckpt = lt_config_settings(g_cfg)->topic.checkpoints;
 
     snprintf(sql, sizeof(sql),
              "INSERT INTO mail_accounts (tenant_id, account_id, provider) VALUES ('%s', '%s', "

@@ -58,17 +58,19 @@ wait $p1 $p2 $p3
 ctl POST /users "{\"email\":\"$GUSER\",\"refresh_token\":\"rt-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",
   \"generate\":{\"count\":$N,\"size\":3000,\"labelIds\":[\"INBOX\"],\"seed\":$((RUN % 1000))}}" >/dev/null
 ctl POST "/users/$GUSER/config" '{"latency_ms":15}' >/dev/null
-export TEST_RESUME_CLIENT_SECRET=cs-$RUN TEST_RESUME_REFRESH_TOKEN=rt-$RUN
+CS_VAR=$(lt_secret_env "$TENANT" CLIENT_SECRET) RT_VAR=$(lt_secret_env "$TENANT" REFRESH_TOKEN)
+RTB_VAR=$(lt_secret_env "$TENANT" REFRESH_TOKEN_B)
+export "$CS_VAR=cs-$RUN" "$RT_VAR=rt-$RUN"
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$GACCT', 'gmail',
-  '{\"user\":\"$GUSER\",\"label_ids\":[\"INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"TEST_RESUME_CLIENT_SECRET\",\"refresh_token_env\":\"TEST_RESUME_REFRESH_TOKEN\"}'::jsonb)" >/dev/null
+  '{\"user\":\"$GUSER\",\"label_ids\":[\"INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"$CS_VAR\",\"refresh_token_env\":\"$RT_VAR\"}'::jsonb)" >/dev/null
 
 # Gmail backfill: N messages a minute apart from 2024-03-01T00:00Z, slowed down as above.
 ctl POST /users "{\"email\":\"$BUSER\",\"refresh_token\":\"rtb-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",
   \"generate\":{\"count\":$N,\"size\":3000,\"labelIds\":[\"INBOX\"],\"start\":1709251200,\"interval_s\":60,\"seed\":$((RUN % 1000 + 1))}}" >/dev/null
 ctl POST "/users/$BUSER/config" '{"latency_ms":15}' >/dev/null
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$BACCT', 'gmail',
-  '{\"user\":\"$BUSER\",\"label_ids\":[\"INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"TEST_RESUME_CLIENT_SECRET\",\"refresh_token_env\":\"TEST_RESUME_REFRESH_TOKEN_B\"}'::jsonb)" >/dev/null
-export TEST_RESUME_REFRESH_TOKEN_B=rtb-$RUN
+  '{\"user\":\"$BUSER\",\"label_ids\":[\"INBOX\"],\"client_id\":\"cid-$RUN\",\"client_secret_env\":\"$CS_VAR\",\"refresh_token_env\":\"$RTB_VAR\"}'::jsonb)" >/dev/null
+export "$RTB_VAR=rtb-$RUN"
 
 # IMAP: N messages (with an attachment each: S3 work per message) in a folder of its own.
 fill=$("$REPO/deploy/local/fill-mailbox" --user "$LATTICE_TEST_IMAP_USER" \

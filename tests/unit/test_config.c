@@ -1,10 +1,12 @@
 /* Settings table: defaults, validation with clear errors, secrets from
  * files, Kafka pass-through, and .env.example kept in step. */
+#include <limits.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "lt_buf.h"
 #include "lt_config.h"
+#include "lt_settings.h"
 #include "lt_test.h"
 
 static void clear_env(void)
@@ -30,20 +32,72 @@ static lt_err_t collect(const char *prop, const char *value, void *opaque, char 
     return LT_OK;
 }
 
+/* The table itself: one row per name, each bound to its own field, int
+ * rows' bounds within their field, every default valid for its row. */
+static void check_table(void)
+{
+    size_t n;
+    const lt_setting_t *t = lt_settings_table(&n);
+    CHECK(n > 0);
+    for (size_t i = 0; i < n; i++) {
+        const lt_setting_t *s = &t[i];
+        CHECK_MSG(!strncmp(s->env, "LATTICE_", 8), "%s", s->env);
+        CHECK_MSG(s->offset < sizeof(lt_settings_t), "%s", s->env);
+        CHECK_MSG(s->group && s->desc && s->programs, "%s", s->env);
+        CHECK_MSG((s->type == LT_SET_ENUM) == (s->choices != NULL), "%s", s->env);
+        if (s->type == LT_SET_INT)
+            CHECK_MSG(s->min >= INT_MIN && s->max <= INT_MAX && s->min <= s->max, "%s", s->env);
+        if (s->type == LT_SET_INT64)
+            CHECK_MSG(s->min <= s->max, "%s", s->env);
+        for (size_t j = i + 1; j < n; j++) {
+            CHECK_MSG(strcmp(s->env, t[j].env), "%s twice", s->env);
+            CHECK_MSG(s->offset != t[j].offset, "%s and %s share a field", s->env, t[j].env);
+        }
+    }
+}
+
 int main(void)
 {
     char err[1024];
+    check_table();
     clear_env();
 
     lt_config_t *c = lt_config_load(LT_PROG_WORKER, err, sizeof(err));
     CHECK_MSG(c != NULL, "%s", err);
     if (c) {
-        CHECK_STR(lt_config_str(c, "LATTICE_LOG_LEVEL"), "info");
-        CHECK_INT(lt_config_int(c, "LATTICE_S3_TIMEOUT_S"), 120);
-        CHECK_INT(lt_config_bool(c, "LATTICE_S3_PATH_STYLE"), 1);
-        CHECK(lt_config_str(c, "LATTICE_KAFKA_SASL_PASSWORD") == NULL);
+        CHECK_STR(lt_config_settings(c)->log.level, "info");
+        CHECK_INT(lt_config_settings(c)->s3.timeout_s, 120);
+        CHECK_INT(lt_config_settings(c)->s3.path_style, 1);
+        CHECK(lt_config_settings(c)->kafka.sasl_password == NULL);
+        /* every type lands in its field, defaults included */
+        CHECK_INT(lt_config_settings(c)->worker.concurrency, 4);
+        CHECK_INT(lt_config_settings(c)->worker.max_message_bytes, 67108864);
+        CHECK_STR(lt_config_settings(c)->s3.bucket, "lattice-mail");
+        /* rows of other programs are not read: their fields stay zero */
+        CHECK(lt_config_settings(c)->seed.tenant == NULL);
+        CHECK_INT(lt_config_settings(c)->scheduler.stale_after_s, 0);
+        CHECK_INT(lt_config_settings(c)->parser.max_message_bytes, 0);
         lt_config_destroy(c);
     }
+
+    /* Values from the environment: a 64-bit integer beyond INT_MAX, a bool
+     * false, an enum as written. */
+    setenv("LATTICE_MAX_MESSAGE_BYTES", "5000000000", 1);
+    setenv("LATTICE_S3_PATH_STYLE", "off", 1);
+    setenv("LATTICE_LOG_LEVEL", "WARN", 1);
+    setenv("LATTICE_WORKER_CONCURRENCY", "256", 1);
+    c = lt_config_load(LT_PROG_WORKER, err, sizeof(err));
+    CHECK_MSG(c != NULL, "%s", err);
+    if (c) {
+        CHECK(lt_config_settings(c)->worker.max_message_bytes == 5000000000LL);
+        CHECK_INT(lt_config_settings(c)->s3.path_style, 0);
+        CHECK_STR(lt_config_settings(c)->log.level, "WARN");
+        CHECK_INT(lt_config_settings(c)->worker.concurrency, 256);
+        lt_config_destroy(c);
+    }
+    unsetenv("LATTICE_MAX_MESSAGE_BYTES");
+    unsetenv("LATTICE_WORKER_CONCURRENCY");
+    clear_env();
 
     /* Bad values: every problem is named in one message. */
     setenv("LATTICE_LOG_LEVEL", "loud", 1);
@@ -62,7 +116,7 @@ int main(void)
     c = lt_config_load(LT_PROG_WORKER, err, sizeof(err));
     CHECK_MSG(c != NULL, "an empty value falls back to the default: %s", err);
     if (c)
-        CHECK_STR(lt_config_str(c, "LATTICE_TOPIC_RAW"), "lattice.mail.raw.v1");
+        CHECK_STR(lt_config_settings(c)->topic.raw, "lattice.mail.raw.v1");
     lt_config_destroy(c);
     unsetenv("LATTICE_TOPIC_RAW");
     /* Secrets are not needed by every program (lattice-migrate has no S3). */
@@ -70,7 +124,7 @@ int main(void)
     c = lt_config_load(LT_PROG_TOOLS, err, sizeof(err));
     CHECK_MSG(c != NULL, "%s", err);
     if (c)
-        CHECK(lt_config_str(c, "LATTICE_S3_SECRET_ACCESS_KEY") == NULL);
+        CHECK(lt_config_settings(c)->s3.secret_access_key == NULL);
     lt_config_destroy(c);
 
     /* Secret from a mounted file; trailing newline dropped. */
@@ -83,7 +137,7 @@ int main(void)
     c = lt_config_load(LT_PROG_WORKER, err, sizeof(err));
     CHECK_MSG(c != NULL, "%s", err);
     if (c)
-        CHECK_STR(lt_config_str(c, "LATTICE_S3_SECRET_ACCESS_KEY"), "from-file");
+        CHECK_STR(lt_config_settings(c)->s3.secret_access_key, "from-file");
     lt_config_destroy(c);
     /* Both the value and the file: ambiguous, refused. */
     setenv("LATTICE_S3_SECRET_ACCESS_KEY", "x", 1);

@@ -46,7 +46,7 @@ static void run_paths(const lt_log_ctx_t *ctx)
 
     /* Postgres: refused */
     lt_db_t *db = lt_db_connect("host=127.0.0.1 port=1 dbname=x user=lattice connect_timeout=2",
-                                lt_config_str(cfg, "LATTICE_PG_PASSWORD"), err, sizeof(err));
+                                lt_config_settings(cfg)->pg.password, err, sizeof(err));
     CHECK(db == NULL);
     lt_error(ctx, "postgres: %s", err);
     lt_db_destroy(db);
@@ -57,7 +57,7 @@ static void run_paths(const lt_log_ctx_t *ctx)
                           .region = "us-east-1",
                           .bucket = "lattice-mail",
                           .access_key_id = "AKIDEXAMPLE",
-                          .secret_access_key = lt_config_str(cfg, "LATTICE_S3_SECRET_ACCESS_KEY"),
+                          .secret_access_key = lt_config_settings(cfg)->s3.secret_access_key,
                           .addressing = LT_S3_PATH_STYLE,
                           .timeout_s = 5},
         err, sizeof(err));
@@ -71,9 +71,9 @@ static void run_paths(const lt_log_ctx_t *ctx)
     }
 
     /* schema registry with basic auth: refused */
-    lt_registry_t *reg = lt_registry_new("http://127.0.0.1:1", "sr-user",
-                                         lt_config_str(cfg, "LATTICE_SCHEMA_REGISTRY_PASSWORD"),
-                                         NULL, err, sizeof(err));
+    lt_registry_t *reg =
+        lt_registry_new("http://127.0.0.1:1", "sr-user", lt_config_settings(cfg)->registry.password,
+                        NULL, err, sizeof(err));
     if (reg) {
         int32_t id;
         CHECK(lt_registry_register(reg, "s-value", "\"string\"", &id, err, sizeof(err)) != LT_OK);
