@@ -5,26 +5,15 @@
 # emulator user; nothing global on the emulator is changed.
 set -euo pipefail
 BUILD=${1:?build dir}
-for v in LATTICE_CA_FILE LATTICE_GMAIL_API_URL LATTICE_GMAIL_TOKEN_URL LATTICE_TEST_GMAIL_URL; do
-  [ -n "${!v:-}" ] || { echo "$v not set: run under make test (eval \"\$(deploy/local/stack env)\")" >&2; exit 1; }
-done
+. "$(dirname "$0")/lib/common.sh"
+lt_require LATTICE_CA_FILE LATTICE_GMAIL_API_URL LATTICE_GMAIL_TOKEN_URL LATTICE_TEST_GMAIL_URL
 PROBE=$BUILD/tools/lattice-gmail-probe
-RUN=$(date +%s)$$
 USER1=probe$RUN@example.com
 WORK=$(mktemp -d)
-pass=0 fail=0
-check() { # check "what" cond...
-  local what=$1; shift
-  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
-}
-ctl() {
-  curl -fsS --max-time 60 --cacert "$LATTICE_CA_FILE" -X "$1" -H 'Content-Type: application/json' \
-    ${3:+--data-binary "$3"} "$LATTICE_TEST_GMAIL_URL/_emulator$2"
-}
-cleanup() { ctl DELETE "/users/$USER1" >/dev/null 2>&1 || true; rm -rf "$WORK"; }
+cleanup() { lt_gmail_ctl DELETE "/users/$USER1" >/dev/null 2>&1 || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-ctl POST /users "{\"email\":\"$USER1\",\"refresh_token\":\"rt-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",\"generate\":{\"count\":60,\"size\":3000}}" >/dev/null
+lt_gmail_ctl POST /users "{\"email\":\"$USER1\",\"refresh_token\":\"rt-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",\"generate\":{\"count\":60,\"size\":3000}}" >/dev/null
 export PROBE_SECRET=cs-$RUN PROBE_RT=rt-$RUN
 probe() { # probe [ENV=VALUE...] -- [options]: output in $WORK/out, exit code echoed
   local envs=()
@@ -76,5 +65,4 @@ check "--max-inflight 0 refused" [ "$rc" = 2 ]
 check "--help lists the Gmail settings" grep -q 'LATTICE_GMAIL_MAX_INFLIGHT' "$WORK/help"
 check "--help lists LATTICE_TLS_CA_FILE" grep -q 'LATTICE_TLS_CA_FILE' "$WORK/help"
 
-echo "test_gmail_probe: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+lt_summary test_gmail_probe

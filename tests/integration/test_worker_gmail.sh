@@ -19,13 +19,8 @@ set -euo pipefail
 BUILD=${1:?build dir}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-. "$HERE/lib/common.sh" # lt_secret_env
-for v in LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
-         LATTICE_CA_FILE LATTICE_GMAIL_API_URL LATTICE_GMAIL_TOKEN_URL LATTICE_TEST_GMAIL_URL; do
-  [ -n "${!v:-}" ] || { echo "$v not set: run under make test (eval \"\$(deploy/local/stack env)\")" >&2; exit 1; }
-done
-BROKER=$LATTICE_KAFKA_BOOTSTRAP_SERVERS
-RUN=$(date +%s)$$
+. "$HERE/lib/common.sh"
+lt_require_pipeline LATTICE_GMAIL_API_URL LATTICE_GMAIL_TOKEN_URL LATTICE_TEST_GMAIL_URL
 TENANT=tg$RUN
 ACCOUNT=gmail-$RUN
 ACCOUNT2=gmail-revoked-$RUN
@@ -39,40 +34,25 @@ STATUS_TOPIC=test.gmail.status.$RUN
 WORK=$(mktemp -d)
 WPID=
 T0=$(date +%s)
-pass=0 fail=0
-check() { # check "what" cond...
-  local what=$1; shift
-  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $what" >&2; fi
-}
 tool() { python3 "$HERE/lib/gmail_tool.py" "$@"; }
 SPID=
 EPID=
 cleanup() {
-  [ -n "$WPID" ] && kill -TERM "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
+  lt_stop "$WPID"
   # shellcheck disable=SC2086
   [ -n "$SPID" ] && kill $SPID 2>/dev/null || true
   # only this test's faults and users (deleting a user drops its faults and overrides)
-  ctl DELETE "/faults?user=$USER1" >/dev/null 2>&1 || true
-  ctl DELETE "/users/$USER1" >/dev/null 2>&1 || true
-  ctl DELETE "/users/$USER2" >/dev/null 2>&1 || true
-  ctl DELETE "/users/$USER3" >/dev/null 2>&1 || true
-  [ -n "$EPID" ] && kill -TERM "$EPID" 2>/dev/null && wait "$EPID" 2>/dev/null || true
+  lt_gmail_ctl DELETE "/faults?user=$USER1" >/dev/null 2>&1 || true
+  lt_gmail_ctl DELETE "/users/$USER1" >/dev/null 2>&1 || true
+  lt_gmail_ctl DELETE "/users/$USER2" >/dev/null 2>&1 || true
+  lt_gmail_ctl DELETE "/users/$USER3" >/dev/null 2>&1 || true
+  lt_stop "$EPID"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
-# (python3 starts slowly on a loaded machine: plain tools for the many small reads)
-jget() { # jget JSON KEY: a number or a string without escapes
-  local v
-  v=$(grep -o "\"$2\":\(\"[^\"]*\"\|[0-9-]*\)" <<<"$1" | head -1 | cut -d: -f2-)
-  v=${v#\"}; echo "${v%\"}"
-}
-ctl() { # ctl METHOD PATH [JSON]: the emulator's control API
-  curl -fsS --max-time 120 --cacert "$LATTICE_CA_FILE" -X "$1" -H 'Content-Type: application/json' \
-    ${3:+--data-binary "$3"} "$LATTICE_TEST_GMAIL_URL/_emulator$2"
-}
+# (python3 starts slowly on a loaded machine: jgetq, plain tools, for the many small reads)
 fault() { # fault JSON-FIELDS: a fault for USER1 only ("user"), never for other tests' users
-  ctl POST /faults "{\"user\":\"$USER1\",$1}" >/dev/null
+  lt_gmail_ctl POST /faults "{\"user\":\"$USER1\",$1}" >/dev/null
 }
 
 # The stack's emulator must know per-user faults and overrides; one started from
@@ -99,12 +79,12 @@ wait $p1 $p2
 # Mailboxes: 30 INBOX messages with one attachment each, an hour apart from
 # 2024-03-01T00:00Z (24 on March 1st UTC, 6 on March 2nd), and 2 in SENT only.
 START=1709251200
-ctl POST /users "{\"email\":\"$USER1\",\"refresh_token\":\"rt-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",
+lt_gmail_ctl POST /users "{\"email\":\"$USER1\",\"refresh_token\":\"rt-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",
   \"generate\":{\"count\":30,\"size\":6000,\"attachments\":1,\"attachment_size\":3000,\"start\":$START,\"interval_s\":3600,\"labelIds\":[\"INBOX\",\"UNREAD\"],\"thread_size\":3,\"seed\":$((RUN % 1000))}}" >/dev/null
-SENT=$(ctl POST "/users/$USER1/messages/generate" '{"count":2,"size":2000,"labelIds":["SENT"],"seed":7}')
+SENT=$(lt_gmail_ctl POST "/users/$USER1/messages/generate" '{"count":2,"size":2000,"labelIds":["SENT"],"seed":7}')
 SENT_ID=$(grep -o '"ids":\["[0-9a-f]*' <<<"$SENT" | cut -d'"' -f4)
-ctl POST /users "{\"email\":\"$USER2\",\"refresh_token\":\"rt2-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",\"generate\":{\"count\":3}}" >/dev/null
-ctl POST /users "{\"email\":\"$USER3\",\"refresh_token\":\"rt3-$RUN\",\"client_id\":\"cid3-$RUN\",\"client_secret\":\"cs3-$RUN\",\"generate\":{\"count\":2}}" >/dev/null
+lt_gmail_ctl POST /users "{\"email\":\"$USER2\",\"refresh_token\":\"rt2-$RUN\",\"client_id\":\"cid-$RUN\",\"client_secret\":\"cs-$RUN\",\"generate\":{\"count\":3}}" >/dev/null
+lt_gmail_ctl POST /users "{\"email\":\"$USER3\",\"refresh_token\":\"rt3-$RUN\",\"client_id\":\"cid3-$RUN\",\"client_secret\":\"cs3-$RUN\",\"generate\":{\"count\":2}}" >/dev/null
 
 # Secrets in the tenant's namespace: variables LTS_<tenant>__*, files under
 # LATTICE_SECRETS_DIR/<tenant>/ (ACCOUNT3: the client id by reference too).
@@ -136,8 +116,7 @@ SPID=$!
 kcat -C -b "$BROKER" -t "$RAW_TOPIC" -o beginning -u -q -X isolation.level=read_committed \
   -f '%k %h\n' >"$WORK/raw.log" 2>/dev/null &
 SPID="$SPID $!"
-for _ in $(seq 1 600); do grep -q "assigned" "$WORK/worker.log" && break; sleep 0.2; done # 120 s: a hang guard
-check "worker got its assignment" grep -q "assigned" "$WORK/worker.log"
+lt_wait_assigned "$WORK/worker.log"
 
 command() { # command ACCOUNT KIND [json extra] -> prints the command id
   local id="cmd-$RUN-$2-$(date +%s%N)"
@@ -167,14 +146,14 @@ raw_keys() {
 }
 raw_ids() { grep -o 'lattice.event_id=[0-9a-f-]*' "$WORK/raw.log" | sort; }
 wm() { psqlq "SELECT watermark_json->>'historyId' FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$ACCOUNT' AND scope='label:INBOX'"; }
-hid() { jget "$(ctl GET "/users/$USER1")" historyId; }
-counter() { jget "$(ctl GET /counters)" "$1"; }
-token_requests() { jget "$(ctl GET /counters)" "cid-$RUN"; } # this test's OAuth client only
+hid() { jgetq "$(lt_gmail_ctl GET "/users/$USER1")" historyId; }
+counter() { jgetq "$(lt_gmail_ctl GET /counters)" "$1"; }
+token_requests() { jgetq "$(lt_gmail_ctl GET /counters)" "cid-$RUN"; } # this test's OAuth client only
 run_ok() { # run_ok WHAT EXPECTED_MESSAGES [extra] -> checks success and the count
   local c s
   c=$(command "$ACCOUNT" "${4:-incremental}" "${3:-}"); s=$(wait_status "$c")
-  check "$1: succeeded ($s)" [ "$(jget "$s" result)" = succeeded ]
-  check "$1: $2 messages ($(jget "$s" messages))" [ "$(jget "$s" messages)" = "$2" ]
+  check "$1: succeeded ($s)" [ "$(jgetq "$s" result)" = succeeded ]
+  check "$1: $2 messages ($(jgetq "$s" messages))" [ "$(jgetq "$s" messages)" = "$2" ]
 }
 
 # 1. first run: profile historyId before the list, everything in INBOX, watermark set
@@ -212,65 +191,65 @@ check "second run: logged as a cached token" \
   grep -q "0 token refreshes, 1 cached token(s) used" "$WORK/worker.log"
 
 # 3. new mail (+ a SENT message labelled INBOX, + a SENT-only one that must not come)
-ctl POST "/users/$USER1/messages/generate" '{"count":5,"size":3000,"seed":11}' >/dev/null
-ctl POST "/users/$USER1/messages/$SENT_ID/labels" '{"add":["INBOX"]}' >/dev/null
-ctl POST "/users/$USER1/messages/generate" '{"count":1,"size":3000,"labelIds":["SENT"],"seed":12}' >/dev/null
+lt_gmail_ctl POST "/users/$USER1/messages/generate" '{"count":5,"size":3000,"seed":11}' >/dev/null
+lt_gmail_ctl POST "/users/$USER1/messages/$SENT_ID/labels" '{"add":["INBOX"]}' >/dev/null
+lt_gmail_ctl POST "/users/$USER1/messages/generate" '{"count":1,"size":3000,"labelIds":["SENT"],"seed":12}' >/dev/null
 run_ok "new mail" 6
 check "watermark = the mailbox historyId ($(wm) vs $(hid))" [ "$(wm)" = "$(hid)" ]
 
 # 4. access token expired mid-sync (60 messages take > 1 s at the quota, and 200 ms more per call
 #    from USER1's latency override: the token dies while it runs even when this script is slow
 #    on a loaded machine): 401 -> refresh -> go on
-ctl POST "/users/$USER1/messages/generate" '{"count":60,"size":3000,"seed":13}' >/dev/null
-ctl POST "/users/$USER1/config" '{"latency_ms":200}' >/dev/null
+lt_gmail_ctl POST "/users/$USER1/messages/generate" '{"count":60,"size":3000,"seed":13}' >/dev/null
+lt_gmail_ctl POST "/users/$USER1/config" '{"latency_ms":200}' >/dev/null
 c=$(command "$ACCOUNT" incremental)
 for _ in $(seq 1 200); do grep -q "command started.*$c" "$WORK/worker.log" && break; sleep 0.05; done
 sleep 0.4
 # hold the next calls 400 ms at the emulator's door so several are in flight when the token dies:
 # each gets a 401, one refresh must serve them all (not "rejected after 3 refreshes")
 fault '"kind":"delay","delay_ms":400,"count":6,"match":"/messages/"'
-ctl POST /tokens/expire "{\"email\":\"$USER1\"}" >/dev/null
+lt_gmail_ctl POST /tokens/expire "{\"email\":\"$USER1\"}" >/dev/null
 s=$(wait_status "$c")
-ctl POST "/users/$USER1/config" '{"latency_ms":null}' >/dev/null
-check "token expired mid-sync: 60 messages ($s)" [ "$(jget "$s" messages)" = 60 ]
+lt_gmail_ctl POST "/users/$USER1/config" '{"latency_ms":null}' >/dev/null
+check "token expired mid-sync: 60 messages ($s)" [ "$(jgetq "$s" messages)" = 60 ]
 check "401 answered with a refresh" grep -q "access token rejected" "$WORK/worker.log"
 check "several 401s in flight: still 6+ requests at once ($(grep -o '[0-9]* in flight at most' "$WORK/worker.log" | sort -n | tail -1))" \
   bash -c "grep -o '[0-9]* in flight at most' '$WORK/worker.log' | sort -n | tail -1 | grep -q '^6 '"
 
 # 5. a 429 storm, 5xx, a truncated and a malformed body: retried, nothing lost
-ctl POST "/users/$USER1/messages/generate" '{"count":8,"size":3000,"seed":14}' >/dev/null
+lt_gmail_ctl POST "/users/$USER1/messages/generate" '{"count":8,"size":3000,"seed":14}' >/dev/null
 fault '"kind":"status","status":429,"count":12,"match":"/messages/"'
 fault '"kind":"status","status":503,"count":3,"match":"/messages/"'
 fault '"kind":"status","status":500,"count":1,"match":"/history"'
 fault '"kind":"truncate","count":1,"match":"/messages/"'
 fault '"kind":"malformed","count":1,"match":"/messages/"'
 run_ok "429 storm, 5xx, truncated, malformed" 8
-check "every injected fault was hit" [ "$(ctl GET "/faults?user=$USER1")" = '{"faults":[]}' ]
+check "every injected fault was hit" [ "$(lt_gmail_ctl GET "/faults?user=$USER1")" = '{"faults":[]}' ]
 check "events still unique" [ "$(raw_ids | uniq -d | wc -l)" = 0 ]
 check "104 events" [ "$(raw_keys 104)" = 104 ]
 
 # 6. persistent malformed JSON: a clear temporary error, no crash, worker goes on
 fault '"kind":"malformed","count":1000,"match":"/history"'
 c=$(command "$ACCOUNT" incremental); s=$(wait_status "$c")
-ctl DELETE "/faults?user=$USER1" >/dev/null
-check "malformed: failed ($s)" [ "$(jget "$s" result)" = failed ]
-check "malformed: error class temporary" [ "$(jget "$s" error_class)" = temporary ]
-check "malformed: the error says so" bash -c "grep -q 'malformed JSON' <<<'$(jget "$s" error)'"
+lt_gmail_ctl DELETE "/faults?user=$USER1" >/dev/null
+check "malformed: failed ($s)" [ "$(jgetq "$s" result)" = failed ]
+check "malformed: error class temporary" [ "$(jgetq "$s" error_class)" = temporary ]
+check "malformed: the error says so" bash -c "grep -q 'malformed JSON' <<<'$(jgetq "$s" error)'"
 check "worker still running" kill -0 "$WPID"
 
 # 7. history expired (404): resync; only the 2 new messages are published
-ctl POST "/users/$USER1/messages/generate" '{"count":2,"size":3000,"seed":15}' >/dev/null
-ctl POST "/users/$USER1/history/expire" '{}' >/dev/null
+lt_gmail_ctl POST "/users/$USER1/messages/generate" '{"count":2,"size":3000,"seed":15}' >/dev/null
+lt_gmail_ctl POST "/users/$USER1/history/expire" '{}' >/dev/null
 run_ok "history 404 resync" 2
 check "resync logged" grep -q "full resync" "$WORK/worker.log"
 check "106 events, all unique" [ "$(raw_keys 106)" = 106 ] && check "no duplicate" [ "$(raw_ids | uniq -d | wc -l)" = 0 ]
 check "watermark after resync = the mailbox historyId" [ "$(wm)" = "$(hid)" ]
 
 # 8. a large message (~16 MB with a 6 MB attachment)
-ctl POST "/users/$USER1/messages/generate" '{"count":1,"size":16000000,"attachments":1,"attachment_size":6000000,"seed":16}' >/dev/null
+lt_gmail_ctl POST "/users/$USER1/messages/generate" '{"count":1,"size":16000000,"attachments":1,"attachment_size":6000000,"seed":16}' >/dev/null
 c=$(command "$ACCOUNT" incremental); s=$(wait_status "$c")
-check "large message: 1 message ($s)" [ "$(jget "$s" messages)" = 1 ]
-check "large message: >= 16 MB" [ "$(jget "$s" bytes)" -ge 16000000 ]
+check "large message: 1 message ($s)" [ "$(jgetq "$s" messages)" = 1 ]
+check "large message: >= 16 MB" [ "$(jgetq "$s" bytes)" -ge 16000000 ]
 
 # 9. backfill by date: March 2nd 2024 (UTC) = the 6 last generated messages; same ids, watermark kept
 W=$(wm)
@@ -281,11 +260,11 @@ check "backfill duplicates carry identical ids (107 distinct)" [ "$(raw_ids | un
 # 9b. progress: a backfill of March 1st (24 messages) slowed down by 300 ms per call for
 # USER1 only (a per-user override) runs ~3 s, and the worker reports progress every 1 s:
 # "running" status events whose total is resultSizeEstimate (one page: exact)
-ctl POST "/users/$USER1/config" '{"latency_ms":300}' >/dev/null
+lt_gmail_ctl POST "/users/$USER1/config" '{"latency_ms":300}' >/dev/null
 c=$(command "$ACCOUNT" backfill ',"backfill":{"start_date":"2024-03-01","end_date":"2024-03-01"}')
 s=$(wait_status "$c")
-ctl POST "/users/$USER1/config" '{"latency_ms":null}' >/dev/null
-check "slow backfill: succeeded with 24 messages ($s)" [ "$(jget "$s" result)/$(jget "$s" messages)" = succeeded/24 ]
+lt_gmail_ctl POST "/users/$USER1/config" '{"latency_ms":null}' >/dev/null
+check "slow backfill: succeeded with 24 messages ($s)" [ "$(jgetq "$s" result)/$(jgetq "$s" messages)" = succeeded/24 ]
 grep -F "\"command_id\":\"$c\"" "$WORK/status.log" | grep '"result":"running"' >"$WORK/running.log" || true
 check "slow backfill: running status events ($(wc -l <"$WORK/running.log"))" [ -s "$WORK/running.log" ]
 check "slow backfill: every running event has progress_total 24 and 0 <= progress_done <= 24" \
@@ -293,24 +272,24 @@ check "slow backfill: every running event has progress_total 24 and 0 <= progres
        split($0, d, /"progress_done":/); split(d[2], v, /[,}]/); if (v[1] == "" || v[1] < 0 || v[1] > 24) bad = 1 }
        END { exit bad || NR == 0 }' "$WORK/running.log"
 check "slow backfill: USER1's override removed again" \
-  [ "$(ctl GET "/users/$USER1/config" | grep -o '"overrides":{[^}]*}')" = '"overrides":{}' ]
+  [ "$(lt_gmail_ctl GET "/users/$USER1/config" | grep -o '"overrides":{[^}]*}')" = '"overrides":{}' ]
 
 # 9c. client_id_env, and secrets by file in subfolders of the tenant's directory
 c=$(command "$ACCOUNT3" incremental); s=$(wait_status "$c")
-check "client_id_env account: succeeded ($s)" [ "$(jget "$s" result)" = succeeded ]
-check "client_id_env account: 2 messages" [ "$(jget "$s" messages)" = 2 ]
+check "client_id_env account: succeeded ($s)" [ "$(jgetq "$s" result)" = succeeded ]
+check "client_id_env account: 2 messages" [ "$(jgetq "$s" messages)" = 2 ]
 
 # 10. invalid_grant: marked needs_reauth, failed with class reauth, no retry loop
-ctl POST /tokens/revoke "{\"refresh_token\":\"rt2-$RUN\"}" >/dev/null
+lt_gmail_ctl POST /tokens/revoke "{\"refresh_token\":\"rt2-$RUN\"}" >/dev/null
 t0=$(token_requests)
 c=$(command "$ACCOUNT2" incremental); s=$(wait_status "$c")
-check "invalid_grant: failed ($s)" [ "$(jget "$s" result)" = failed ]
-check "invalid_grant: class reauth" [ "$(jget "$s" error_class)" = reauth ]
-check "invalid_grant: first attempt, not retried" [ "$(jget "$s" attempt)" = 1 ]
+check "invalid_grant: failed ($s)" [ "$(jgetq "$s" result)" = failed ]
+check "invalid_grant: class reauth" [ "$(jgetq "$s" error_class)" = reauth ]
+check "invalid_grant: first attempt, not retried" [ "$(jgetq "$s" attempt)" = 1 ]
 check "invalid_grant: one token request" [ "$(($(token_requests) - t0))" = 1 ]
 check "account marked needs_reauth" [ "$(psqlq "SELECT status FROM mail_accounts WHERE tenant_id='$TENANT' AND account_id='$ACCOUNT2'")" = needs_reauth ]
 c=$(command "$ACCOUNT2" incremental); s=$(wait_status "$c")
-check "needs_reauth: the next command fails at once (reauth)" [ "$(jget "$s" error_class)" = reauth ]
+check "needs_reauth: the next command fails at once (reauth)" [ "$(jgetq "$s" error_class)" = reauth ]
 check "needs_reauth: no token request" [ "$(($(token_requests) - t0))" = 1 ]
 
 # events of the whole run decode against the schema
@@ -321,5 +300,4 @@ kill -TERM "$WPID"; rc=0; wait "$WPID" || rc=$?; WPID=
 check "worker exited 0 on SIGTERM" [ "$rc" = 0 ]
 check "no secret or token in the log" bash -c "! grep -qE 'cs3?-$RUN|rt[23]?-$RUN|ya29' '$WORK/worker.log'"
 [ "$fail" = 0 ] || { echo "--- worker log"; tail -60 "$WORK/worker.log"; }
-echo "test_worker_gmail: $pass passed, $fail failed in $(( $(date +%s) - T0 )) s"
-[ "$fail" = 0 ]
+lt_summary "test_worker_gmail (in $(( $(date +%s) - T0 )) s)"

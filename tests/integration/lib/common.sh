@@ -10,9 +10,16 @@
 #   lt_summary NAME         print "NAME: P passed, F failed"; fails if F > 0
 #   psqlq SQL               one unaligned, tuples-only psql command on LATTICE_PG_DSN
 #   jget JSON KEY           a top-level field of a JSON object (python3)
+#   jgetq JSON KEY          the first "KEY": a number or a string without escapes, with
+#                           grep (no python3 start: for many small reads); empty if none
 #   lt_free_port            a free TCP port on 127.0.0.1
 #   lt_stop PID...          SIGTERM and reap each non-empty PID; never fails (cleanup)
 #   lt_imap_delete FOLDER...  delete IMAP folders (lib/imap_tool.py); never fails
+#   lt_gmail_ctl METHOD PATH [JSON]
+#                           the Gmail emulator's control API:
+#                           $LATTICE_TEST_GMAIL_URL/_emulator PATH (CA $LATTICE_CA_FILE);
+#                           the body to stdout, status 1 on an HTTP error; 120 s at
+#                           most (a hang guard)
 #   lt_wait_assigned LOG    wait up to 120 s (a hang guard: a loaded machine and a
 #                           busy group coordinator can take long) for "assigned" in
 #                           a worker log, then check it
@@ -74,6 +81,12 @@ psqlq() { PGPASSWORD=$LATTICE_PG_PASSWORD psql "$LATTICE_PG_DSN" -X -A -t -v ON_
 
 jget() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]))' "$1" "$2"; }
 
+jgetq() {
+  local v
+  v=$(grep -o "\"$2\":\(\"[^\"]*\"\|[0-9-]*\)" <<<"$1" | head -1 | cut -d: -f2-)
+  v=${v#\"}; echo "${v%\"}"
+}
+
 lt_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -88,6 +101,11 @@ lt_stop() {
 lt_imap_delete() {
   local f
   for f in "$@"; do python3 "$LT_LIB/imap_tool.py" delete "$f" >/dev/null 2>&1 || true; done
+}
+
+lt_gmail_ctl() {
+  curl -fsS --max-time 120 --cacert "$LATTICE_CA_FILE" -X "$1" -H 'Content-Type: application/json' \
+    ${3:+--data-binary "$3"} "$LATTICE_TEST_GMAIL_URL/_emulator$2"
 }
 
 lt_wait_assigned() {
