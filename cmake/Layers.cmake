@@ -43,11 +43,11 @@ endmacro()
 
 # --- the layers ------------------------------------------------------------
 lt_layer(common DIR lib/common
-  WHAT "errors, capped buffers, logger, settings table, secrets")
+  WHAT "errors, capped buffers, logger, clocks, base64 digits, settings table, secrets")
 lt_layer(storage DIR lib/storage DEPS common
   WHAT "S3 client (SigV4, libcurl), object keys")
 lt_layer(state DIR lib/state DEPS common
-  WHAT "Postgres: connection, migrations, accounts, watermarks, commands, issued")
+  WHAT "Postgres: connection, migrations, accounts, account locks, watermarks, command log, issued")
 lt_layer(events DIR lib/events DEPS common
   WHAT "mail.raw.v1 Avro codec, schema registry, sync commands, trace context, Kafka clients")
 lt_layer(imap DIR lib/imap DEPS common

@@ -358,8 +358,11 @@ static lt_err_t run_chunk(lt_db_t *db, const lt_buf_t *json, size_t *written, ch
 {
     PGresult *res = NULL;
     const char *params[] = {lt_buf_str(json)};
-    lt_err_t err =
-        lt_db_exec(db, "emails upsert", k_upsert_sql, 1, params, &res, errstr, errstr_size);
+    lt_err_t err = lt_db_exec(
+        db,
+        &(lt_db_query_t){
+            .what = "emails upsert", .sql = k_upsert_sql, .nparams = 1, .params = params},
+        &res, errstr, errstr_size);
     if (err)
         return err;
     *written += (size_t)strtoull(PQcmdTuples(res), NULL, 10);
@@ -406,8 +409,11 @@ lt_err_t lt_emails_upsert(lt_db_t *db, const char *const *rows, size_t n, size_t
 lt_err_t lt_emails_check(lt_db_t *db, char *errstr, size_t errstr_size)
 {
     PGresult *res = NULL;
-    lt_err_t err = lt_db_exec(db, "emails check", "SELECT to_regclass('emails') IS NOT NULL", 0,
-                              NULL, &res, errstr, errstr_size);
+    lt_err_t err = lt_db_exec(db,
+                              &(lt_db_query_t){.what = "emails check",
+                                               .sql = "SELECT to_regclass('emails') IS NOT NULL",
+                                               .nparams = 0},
+                              &res, errstr, errstr_size);
     if (err)
         return err;
     int ok = PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "t");

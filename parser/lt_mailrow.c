@@ -45,11 +45,14 @@ lt_err_t lt_mailrow_json(const lt_mail_event_t *ev, const lt_mime_t *m,
     lt_email_attachment_t *att = na ? lt_xcalloc(na, sizeof(*att)) : NULL;
     objref_t *refs = na ? lt_xcalloc(na, sizeof(*refs)) : NULL;
     for (size_t i = 0; i < na; i++) {
-        const char *uri = NULL;
-        lt_mail_event_get_attachment(ev, i, &att[i].attachment_id, &att[i].filename,
-                                     &att[i].content_type, &att[i].size_bytes, &att[i].sha256,
-                                     &uri);
-        split_uri(uri, &refs[i]);
+        lt_mail_attachment_t a = {0};
+        lt_mail_event_get_attachment(ev, i, &a);
+        att[i].attachment_id = a.attachment_id;
+        att[i].filename = a.filename;
+        att[i].content_type = a.content_type;
+        att[i].size_bytes = a.size_bytes;
+        att[i].sha256 = a.sha256_hex;
+        split_uri(a.object_uri, &refs[i]);
         att[i].object_key = refs[i].key;
     }
 

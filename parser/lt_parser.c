@@ -10,6 +10,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "lt_buf.h"
+#include "lt_clock.h"
 #include "lt_db.h"
 #include "lt_emails.h"
 #include "lt_event.h"
@@ -59,13 +60,6 @@ struct lt_parser_s {
     lt_parser_stats_t st; /* this thread's totals (log lines) */
     lt_parser_obs_t *obs; /* metrics, readiness (borrowed) */
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static lt_log_ctx_t item_ctx(const item_t *it)
 {
@@ -182,9 +176,15 @@ static lt_err_t dead_letter(lt_parser_t *p, item_t *it, char *errstr, size_t n)
     snprintf(num, sizeof(num), "%lld", (long long)m->offset);
     rd_kafka_header_add(h, "lattice.dlq.source_offset", -1, num, -1);
     rd_kafka_header_add(h, "lattice.dlq.consumer", -1, "lattice-mail-parser", -1);
-    lt_err_t err = lt_kafka_produce_sync(
-        p->producer, p->dlq_topic, RD_KAFKA_PARTITION_UA, m->key, m->key ? m->key_len : 0,
-        m->payload, m->payload ? m->len : 0, h, DLQ_TIMEOUT_MS, NULL, NULL, errstr, n);
+    lt_err_t err = lt_kafka_produce_sync(p->producer,
+                                         &(lt_kafka_msg_t){.topic = p->dlq_topic,
+                                                           .partition = RD_KAFKA_PARTITION_UA,
+                                                           .key = m->key,
+                                                           .key_len = m->key ? m->key_len : 0,
+                                                           .value = m->payload,
+                                                           .value_len = m->payload ? m->len : 0,
+                                                           .headers = h},
+                                         DLQ_TIMEOUT_MS, NULL, errstr, n);
     lt_log_ctx_t c = item_ctx(it);
     if (!err) {
         lt_warn(&c, "record %s[%d]@%lld dead-lettered to %s: %s", rd_kafka_topic_name(m->rkt),
@@ -271,9 +271,9 @@ out:
  * the commit failed harmlessly); otherwise nothing was committed. */
 static lt_err_t process_batch(lt_parser_t *p, char *errstr, size_t n)
 {
-    int64_t t0 = now_ms();
+    int64_t t0 = lt_now_ms();
     run_lanes(p);
-    int64_t t1 = now_ms();
+    int64_t t1 = lt_now_ms();
     uint64_t read = 0;
     for (size_t i = 0; i < p->nitems; i++)
         read += p->items[i].out.raw_bytes;
@@ -289,11 +289,11 @@ static lt_err_t process_batch(lt_parser_t *p, char *errstr, size_t n)
                 return err == LT_ERR_TOO_BIG ? LT_ERR_FINAL : LT_ERR_TEMPORARY;
         }
     }
-    int64_t t2 = now_ms();
+    int64_t t2 = lt_now_ms();
     lt_err_t err = write_rows(p, errstr, n);
     if (err)
         return LT_ERR_TEMPORARY;
-    int64_t t3 = now_ms();
+    int64_t t3 = lt_now_ms();
     for (size_t i = 0; i < p->nitems; i++) {
         item_t *it = &p->items[i];
         if (it->out.verdict != LT_PARSED_ROW)
@@ -315,12 +315,12 @@ static lt_err_t process_batch(lt_parser_t *p, char *errstr, size_t n)
     if (kerr) /* rows are durable: a replay rewrites the same rows */
         lt_warn(NULL, "offset commit: %s (the batch will be read again)", rd_kafka_err2str(kerr));
     p->st.batches++;
-    lt_parser_obs_batch(p->obs, p->nitems, (double)(now_ms() - t0) / 1e3, !kerr);
+    lt_parser_obs_batch(p->obs, p->nitems, (double)(lt_now_ms() - t0) / 1e3, !kerr);
     lt_debug(NULL,
              "batch of %zu records: fetch+parse %lld ms, DLQ %lld ms, upsert %lld ms, "
              "offsets %lld ms",
              p->nitems, (long long)(t1 - t0), (long long)(t2 - t1), (long long)(t3 - t2),
-             (long long)(now_ms() - t3));
+             (long long)(lt_now_ms() - t3));
     drop_all(p);
     return LT_OK;
 }
@@ -348,8 +348,8 @@ static void backoff(lt_parser_t *p)
     if (ms > BACKOFF_MAX_MS)
         ms = BACKOFF_MAX_MS;
     ms = ms / 2 + rand() % (ms / 2 + 1);
-    int64_t until = now_ms() + ms;
-    while (!p->stop && now_ms() < until) {
+    int64_t until = lt_now_ms() + ms;
+    while (!p->stop && lt_now_ms() < until) {
         struct timespec ts = {0, 50 * 1000000L};
         nanosleep(&ts, NULL);
     }
@@ -447,9 +447,17 @@ lt_parser_t *lt_parser_new(const lt_config_t *cfg, lt_parser_obs_t *obs, char *e
         l->ctx.codec = lt_mail_codec_new(errstr, errstr_size);
         if (!l->ctx.codec)
             goto fail;
-        l->ctx.s3 = lt_s3_new(set->s3.endpoint, set->s3.region, l->ctx.bucket,
-                              set->s3.access_key_id, set->s3.secret_access_key, set->s3.path_style,
-                              set->s3.ca_file, (long)set->s3.timeout_s, errstr, errstr_size);
+        l->ctx.s3 =
+            lt_s3_new(&(lt_s3_config_t){.endpoint = set->s3.endpoint,
+                                        .region = set->s3.region,
+                                        .bucket = l->ctx.bucket,
+                                        .access_key_id = set->s3.access_key_id,
+                                        .secret_access_key = set->s3.secret_access_key,
+                                        .addressing = set->s3.path_style ? LT_S3_PATH_STYLE
+                                                                         : LT_S3_VIRTUAL_HOSTED,
+                                        .ca_file = set->s3.ca_file,
+                                        .timeout_s = (long)set->s3.timeout_s},
+                      errstr, errstr_size);
         if (!l->ctx.s3)
             goto fail;
     }
@@ -486,7 +494,7 @@ void lt_parser_stats(const lt_parser_t *p, lt_parser_stats_t *out)
 
 static void log_stats(lt_parser_t *p, int64_t *last_ms, uint64_t *last_events, int final)
 {
-    int64_t t = now_ms();
+    int64_t t = lt_now_ms();
     if (!final && t - *last_ms < STATS_EVERY_MS)
         return;
     if (p->st.events != *last_events || final) {
@@ -516,7 +524,7 @@ lt_err_t lt_parser_run(lt_parser_t *p, char *errstr, size_t errstr_size)
     lt_info(NULL, "parser consuming %s as group %s: batches of %zu, %d thread(s), DLQ %s",
             p->raw_topic, p->set->parser.group_id, p->max_items, p->nlanes, p->dlq_topic);
 
-    int64_t stats_ms = now_ms();
+    int64_t stats_ms = lt_now_ms();
     uint64_t stats_events = 0;
     while (!p->stop) {
         /* fill: wait for a first record, then up to batch_wait_ms for more
@@ -526,7 +534,7 @@ lt_err_t lt_parser_run(lt_parser_t *p, char *errstr, size_t errstr_size)
         while (p->nitems < p->max_items && waiting) {
             int timeout = 200;
             if (p->nitems) {
-                int64_t left = first_ms + p->batch_wait_ms - now_ms();
+                int64_t left = first_ms + p->batch_wait_ms - lt_now_ms();
                 timeout = left <= 0 ? 0 : left < 100 ? (int)left : 100;
             }
             rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, timeout);
@@ -537,7 +545,7 @@ lt_err_t lt_parser_run(lt_parser_t *p, char *errstr, size_t errstr_size)
                 rd_kafka_message_destroy(m);
             } else if (m) {
                 if (!p->nitems)
-                    first_ms = now_ms();
+                    first_ms = lt_now_ms();
                 p->items[p->nitems++].msg = m;
             } else if (p->nitems && timeout == 0) {
                 waiting = 0;

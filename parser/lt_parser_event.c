@@ -35,10 +35,12 @@ lt_err_t lt_parser_event_check_keys(const lt_mail_event_t *ev, const char *bucke
     if (reason && reason_size)
         reason[0] = 0;
     const char *provider = lt_provider_name(lt_mail_event_get_provider(ev));
-    if (lt_objkey_message_prefix(lt_mail_event_get_tenant_id(ev), lt_mail_event_get_account_id(ev),
-                                 provider ? provider : "",
-                                 lt_mail_event_get_provider_message_id(ev), prefix, sizeof(prefix),
-                                 why, sizeof(why)))
+    if (lt_objkey_message_prefix(
+            &(lt_objkey_msg_t){.tenant = lt_mail_event_get_tenant_id(ev),
+                               .account_id = lt_mail_event_get_account_id(ev),
+                               .provider = provider ? provider : "",
+                               .provider_message_id = lt_mail_event_get_provider_message_id(ev)},
+            prefix, sizeof(prefix), why, sizeof(why)))
         return lt_seterr(reason, reason_size, LT_ERR_INVALID, "event ids name no object folder: %s",
                          why);
     if (!own_key(lt_mail_event_get_raw_object_uri(ev), prefix, b, why, sizeof(why)))
@@ -55,8 +57,9 @@ lt_err_t lt_parser_event_check_keys(const lt_mail_event_t *ev, const char *bucke
     }
     size_t na = lt_mail_event_attachment_count(ev);
     for (size_t i = 0; i < na; i++) {
-        const char *aid = NULL, *uri = NULL;
-        lt_mail_event_get_attachment(ev, i, &aid, NULL, NULL, NULL, NULL, &uri);
+        lt_mail_attachment_t a = {0};
+        lt_mail_event_get_attachment(ev, i, &a);
+        const char *aid = a.attachment_id, *uri = a.object_uri;
         if (!own_key(uri, prefix, b, why, sizeof(why)))
             return lt_seterr(reason, reason_size, LT_ERR_INVALID, "attachment %s object_uri: %s",
                              aid ? aid : "?", why);
@@ -181,8 +184,7 @@ void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, in
         }
     }
     if (!err)
-        err = lt_mail_event_decode(c->codec, value, len, lt_buf_str(c->schema), &ev, NULL, e,
-                                   sizeof(e));
+        err = lt_mail_event_decode(c->codec, value, len, lt_buf_str(c->schema), &ev, e, sizeof(e));
     if (err) {
         out->verdict = LT_PARSED_DLQ;
         out->err_class = err;

@@ -2,9 +2,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "lt_buf.h"
+#include "lt_clock.h"
 #include "lt_ready_probe.h"
 
 struct lt_parser_obs_s {
@@ -104,11 +104,8 @@ void lt_parser_obs_batch(lt_parser_obs_t *o, size_t records, double seconds, int
     lt_series_add(o->events, (double)records);
     lt_series_inc(o->batches);
     lt_series_observe(o->duration, seconds);
-    if (committed) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        lt_series_set(o->last_commit, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
-    }
+    if (committed)
+        lt_series_set(o->last_commit, lt_wall_s());
 }
 
 void lt_parser_obs_retry(lt_parser_obs_t *o)

@@ -69,8 +69,12 @@ int main(int argc, char **argv)
     lt_metrics_t *metrics = lt_metrics_new(); /* docs/observability.md */
     lt_parser_obs_t *obs = lt_parser_obs_new(metrics, cfg);
     lt_http_t *http = NULL;
-    if (lt_program_http(cfg, "lattice-mail-parser", metrics, parser_ready, obs, &http, err,
-                        sizeof(err))) {
+    if (lt_program_http(cfg,
+                        &(lt_program_http_t){.name = "lattice-mail-parser",
+                                             .metrics = metrics,
+                                             .ready = parser_ready,
+                                             .ready_opaque = obs},
+                        &http, err, sizeof(err))) {
         lt_error(NULL, "cannot start: %s", err);
         rc = 1;
         goto out;

@@ -9,12 +9,13 @@
 
 #include "lt_accounts.h"
 #include "lt_buf.h"
+#include "lt_clock.h"
 #include "lt_command.h"
 #include "lt_db.h"
-#include "lt_provider.h"
 #include "lt_issued.h"
 #include "lt_kafka.h"
 #include "lt_log.h"
+#include "lt_provider.h"
 #include "lt_sched_plan.h"
 #include "lt_trace.h"
 
@@ -112,13 +113,6 @@ static void metrics_init(lt_sched_t *s, lt_metrics_t *reg)
     s->m_last_success = lt_metric_series(lt_metrics_gauge(
         reg, "lattice_scheduler_last_success_timestamp_seconds",
         "Unix time of the end of the last run that succeeded (every command delivered).", NULL));
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void remember_failed(lt_sched_t *s, const char *id)
@@ -256,7 +250,7 @@ static lt_err_t produce(lt_sched_t *s, const pending_t *p, char *errstr, size_t 
     dr_rec_t *rec = lt_xmalloc(sizeof(*rec));
     memcpy(rec->id, p->id, sizeof(rec->id));
     snprintf(rec->provider, sizeof(rec->provider), "%s", p->provider);
-    double deadline = now_s() + s->opts.flush_timeout_s;
+    double deadline = lt_now_s() + s->opts.flush_timeout_s;
     for (;;) {
         /* The command carries its traceparent; the header repeats it. */
         rd_kafka_headers_t *h = lt_kafka_headers_with_traceparent(p->traceparent);
@@ -268,7 +262,7 @@ static lt_err_t produce(lt_sched_t *s, const pending_t *p, char *errstr, size_t 
             return LT_OK;
         if (h)
             rd_kafka_headers_destroy(h);
-        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL && now_s() < deadline) {
+        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL && lt_now_s() < deadline) {
             rd_kafka_poll(s->rk, 50);
             continue;
         }
@@ -288,9 +282,9 @@ static void complete_inflight(lt_sched_t *s)
         return;
     batch_t *b = &s->batches[s->inflight];
     s->inflight = -1;
-    double t0 = now_s();
+    double t0 = lt_now_s();
     lt_err_t e = lt_issued_record_wait(s->wdb, err, sizeof(err));
-    s->stats->record_seconds += now_s() - t0;
+    s->stats->record_seconds += lt_now_s() - t0;
     if (e) {
         lt_error(NULL, "%zu command(s) not issued: %s", b->n, err);
         s->stats->errors += b->n;
@@ -345,9 +339,9 @@ static void submit_batch(lt_sched_t *s)
         pending_t *p = &b->items[i];
         s->rows[i] = (lt_issued_t){p->id, p->tenant, p->account, p->provider, p->scope};
     }
-    double t0 = now_s();
+    double t0 = lt_now_s();
     lt_err_t e = lt_issued_record_send(s->wdb, s->rows, b->n, err, sizeof(err));
-    s->stats->record_seconds += now_s() - t0;
+    s->stats->record_seconds += lt_now_s() - t0;
     if (e) {
         lt_error(NULL, "%zu command(s) not issued: %s", b->n, err);
         s->stats->errors += b->n;
@@ -462,7 +456,7 @@ lt_err_t lt_sched_run_once(lt_sched_t *s, lt_sched_stats_t *stats, char *errstr,
     long long pruned = 0;
     lt_err_t e;
     memset(stats, 0, sizeof(*stats));
-    double t0 = now_s();
+    double t0 = lt_now_s();
     s->stats = stats;
     s->fatal = LT_OK;
     s->fatal_err[0] = 0;
@@ -490,8 +484,11 @@ lt_err_t lt_sched_run_once(lt_sched_t *s, lt_sched_stats_t *stats, char *errstr,
             goto out;
         stats->pruned = (uint64_t)pruned;
     }
-    if ((e = lt_issued_list_in_flight(s->wdb, s->opts.stale_after_s, s->opts.provider,
-                                      s->opts.tenant, on_in_flight, s, errstr, errstr_size)))
+    if ((e = lt_issued_list_in_flight(s->wdb,
+                                      &(lt_issued_filter_t){.stale_after_s = s->opts.stale_after_s,
+                                                            .provider = s->opts.provider,
+                                                            .tenant = s->opts.tenant},
+                                      on_in_flight, s, errstr, errstr_size)))
         goto out;
     if (s->fatal) {
         e = lt_seterr(errstr, errstr_size, s->fatal, "%s", s->fatal_err);
@@ -513,9 +510,9 @@ lt_err_t lt_sched_run_once(lt_sched_t *s, lt_sched_stats_t *stats, char *errstr,
     complete_inflight(s);
     batch_free(&s->batches[s->cur]); /* left over after a fatal error */
     if (!s->opts.dry_run) {
-        double t1 = now_s();
+        double t1 = lt_now_s();
         await_deliveries(s);
-        stats->deliver_seconds = now_s() - t1;
+        stats->deliver_seconds = lt_now_s() - t1;
     }
     if (s->nfailed) {
         char ferr[512];
@@ -538,7 +535,7 @@ out:
     }
     if (s->stop)
         stats->interrupted = 1;
-    stats->seconds = now_s() - t0;
+    stats->seconds = lt_now_s() - t0;
     s->stats = NULL;
     const char *result = stats->locked_out    ? "locked_out"
                          : e || stats->errors ? "failed"
@@ -568,12 +565,12 @@ lt_err_t lt_sched_run_every(lt_sched_t *s, int interval_s, char *errstr, size_t 
     if (interval_s <= 0)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "interval must be > 0");
     while (!s->stop) {
-        double t0 = now_s();
+        double t0 = lt_now_s();
         lt_sched_stats_t st;
         char err[1024];
         if (lt_sched_run_once(s, &st, err, sizeof(err)))
             lt_error(NULL, "run failed: %s; next run in %d s", err, interval_s);
-        while (!s->stop && now_s() < t0 + interval_s) {
+        while (!s->stop && lt_now_s() < t0 + interval_s) {
             struct timespec ts = {0, 100 * 1000 * 1000};
             nanosleep(&ts, NULL);
             if (s->rk)

@@ -99,8 +99,10 @@ int main(int argc, char **argv)
     /* --interval: /metrics, /healthz, /readyz (docs/observability.md) */
     metrics = lt_metrics_new();
     opts.metrics = metrics;
-    if (lt_program_http(cfg, "lattice-scheduler", metrics, sched_ready, NULL, &http, err,
-                        sizeof(err))) {
+    if (lt_program_http(cfg,
+                        &(lt_program_http_t){
+                            .name = "lattice-scheduler", .metrics = metrics, .ready = sched_ready},
+                        &http, err, sizeof(err))) {
         lt_error(NULL, "cannot start: %s", err);
         rc = 1;
         goto out;

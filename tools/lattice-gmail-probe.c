@@ -23,11 +23,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <curl/curl.h>
 
 #include "lt_buf.h"
+#include "lt_clock.h"
 #include "lt_config.h"
 #include "lt_gmail_client.h"
 #include "lt_log.h"
@@ -46,13 +46,6 @@ typedef struct {
     lt_gmail_stats_t st;
 } probe_t;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static lt_err_t on_msg(void *opaque, size_t index, lt_err_t status, const lt_gmail_message_t *m,
                        const lt_buf_t *raw, const char *reason)
 {
@@ -69,7 +62,7 @@ static lt_err_t on_msg(void *opaque, size_t index, lt_err_t status, const lt_gma
 static void *probe(void *arg)
 {
     probe_t *p = arg;
-    double t0 = now_s();
+    double t0 = lt_now_s();
     lt_gmail_t *g = lt_gmail_new(&p->o);
     char **ids = NULL;
     char *token = NULL;
@@ -99,10 +92,11 @@ static void *probe(void *arg)
     p->listed = n;
     for (long i = 0; !p->err && p->fetch && i < n; i += 500) {
         long k = n - i < 500 ? n - i : 500;
-        p->err = lt_gmail_get_many(g, (const char *const *)ids + i, (size_t)k, 1, on_msg, p,
-                                   p->errstr, sizeof(p->errstr));
+        p->err =
+            lt_gmail_get_many(g, (const char *const *)ids + i, (size_t)k, LT_GMAIL_FORMAT_RAW,
+                              &(lt_gmail_message_cb_t){on_msg, p}, p->errstr, sizeof(p->errstr));
     }
-    p->seconds = now_s() - t0;
+    p->seconds = lt_now_s() - t0;
     lt_gmail_stats(g, &p->st);
     lt_gmail_destroy(g);
     for (long i = 0; i < n; i++)

@@ -207,8 +207,13 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < 2; i++) {
         lt_log_ctx_t log = {.tenant = tenant, .account = ids[i]};
-        if (lt_account_upsert(db, tenant, ids[i], providers[i], 1,
-                              json_object_to_json_string_ext(rows[i], JSON_C_TO_STRING_PLAIN), NULL,
+        if (lt_account_upsert(db,
+                              &(lt_account_row_t){.tenant = tenant,
+                                                  .account_id = ids[i],
+                                                  .provider = providers[i],
+                                                  .enabled = 1,
+                                                  .config_json = json_object_to_json_string_ext(
+                                                      rows[i], JSON_C_TO_STRING_PLAIN)},
                               err, sizeof(err))) {
             lt_error(&log, "not seeded: %s", err);
             goto out;

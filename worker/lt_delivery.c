@@ -8,7 +8,6 @@
 
 #include <json-c/json.h>
 
-void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
 void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     lt_dr_t *d = m->_private;
@@ -171,14 +170,15 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
         err = LT_OK;
         if (wm) {
             int stored = 0;
-            err = lt_watermark_set(s->env.db, tenant, acct, scope, provider, wm, resync, &stored,
-                                   errstr, errstr_size);
+            err = lt_watermark_set(s->env.db, &(lt_watermark_key_t){tenant, acct, scope, provider},
+                                   wm, resync, &stored, errstr, errstr_size);
         }
         /* (after the watermark: a full sync's final cursor is deleted once
          * its watermark is stored; a crash between redoes nothing) */
         if (!err && home)
-            err = lt_watermark_cursor_set(s->env.db, tenant, acct, scope, provider, home,
-                                          lt_command_id(s->cmd), cursor, errstr, errstr_size);
+            err = lt_watermark_cursor_set(s->env.db,
+                                          &(lt_watermark_key_t){tenant, acct, scope, provider},
+                                          home, lt_command_id(s->cmd), cursor, errstr, errstr_size);
         if (!err)
             counts_durable(s); /* skipped ones only: the connector moves past them */
         return err;
@@ -218,8 +218,9 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
         snprintf(p.marker_topic, sizeof(p.marker_topic), "%s", s->env.checkpoint_topic);
         p.marker_partition = s->marker_dr.partition;
         p.marker_offset = s->marker_dr.offset;
-        err = lt_watermark_pending_put(s->env.db, tenant, acct, scope, provider, &p, errstr,
-                                       errstr_size);
+        err = lt_watermark_pending_put(s->env.db,
+                                       &(lt_watermark_key_t){tenant, acct, scope, provider}, &p,
+                                       errstr, errstr_size);
         if (err)
             goto abort;
     }
@@ -253,8 +254,9 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
         lt_sync_abort(s);
         if (pending) {
             char e2[256];
-            if (lt_watermark_pending_discard(s->env.db, tenant, acct, scope, provider, &p, e2,
-                                             sizeof(e2)))
+            if (lt_watermark_pending_discard(s->env.db,
+                                             &(lt_watermark_key_t){tenant, acct, scope, provider},
+                                             &p, e2, sizeof(e2)))
                 lt_warn(&s->log, "discard pending after abort: %s", e2);
         }
         return err;
@@ -267,8 +269,9 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
     /* (e) apply */
     if (pending) {
         int stored = 0;
-        err = lt_watermark_pending_apply(s->env.db, tenant, acct, scope, provider, &p, &stored,
-                                         errstr, errstr_size);
+        err = lt_watermark_pending_apply(s->env.db,
+                                         &(lt_watermark_key_t){tenant, acct, scope, provider}, &p,
+                                         &stored, errstr, errstr_size);
         if (err) {
             s->in_doubt = 1; /* committed: recovery applies it, nobody redoes it */
             return err;

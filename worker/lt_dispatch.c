@@ -59,13 +59,6 @@ struct lt_dispatch_s {
     uint64_t steps;
 };
 
-int64_t lt_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 lt_job_t *lt_job_new(int32_t partition, int64_t offset, const char *account_key,
                      const void *value, size_t value_len)
 {

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lt_clock.h" /* lt_now_ms(): the clock of lt_job_retry_at */
+
 typedef struct lt_dispatch_s lt_dispatch_t;
 typedef struct lt_job_s lt_job_t;
 
@@ -62,7 +64,5 @@ int lt_dispatch_wait_idle(lt_dispatch_t *d, int32_t partition, int timeout_ms);
 uint64_t lt_dispatch_steps(lt_dispatch_t *d);
 /* Wake every waiter; pop returns NULL from now on. */
 void lt_dispatch_close(lt_dispatch_t *d);
-
-int64_t lt_now_ms(void);
 
 #endif

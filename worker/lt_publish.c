@@ -55,15 +55,18 @@ static lt_err_t bound_event(lt_sync_t *s, lt_mail_event_t *ev, size_t bound, cha
     char key[LT_OBJKEY_MAX + 1], uri[LT_OBJKEY_URI_MAX + 1];
     size_t natt = lt_mail_event_attachment_count(ev), kept = 0;
     lt_buf_t *json = lt_buf_new((size_t)1 << 30);
-    lt_err_t err = lt_objkey_manifest(lt_account_tenant(s->account), lt_account_id(s->account),
-                                      lt_account_provider(s->account),
-                                      lt_mail_event_get_provider_message_id(ev), key,
-                                      sizeof(key), errstr, n);
+    lt_err_t err = lt_objkey_manifest(
+        &(lt_objkey_msg_t){.tenant = lt_account_tenant(s->account),
+                           .account_id = lt_account_id(s->account),
+                           .provider = lt_account_provider(s->account),
+                           .provider_message_id = lt_mail_event_get_provider_message_id(ev)},
+        key, sizeof(key), errstr, n);
     if (!err && natt && (err = lt_mail_event_manifest_to_json(ev, json)))
         lt_seterr(errstr, n, err, "manifest JSON of %zu attachments", natt);
     if (!err && natt)
-        err = lt_s3_put(s->env.s3, key, lt_buf_data(json), lt_buf_len(json), "application/json",
-                        NULL, errstr, n);
+        err =
+            lt_s3_put(s->env.s3, &(lt_s3_object_t){.key = key, .content_type = "application/json"},
+                      lt_buf_data(json), lt_buf_len(json), NULL, errstr, n);
     if (!err && natt) {
         lt_s3_uri(s->env.s3, key, uri, sizeof(uri));
         lt_mail_event_set_attachments_manifest_ref(ev, uri);

@@ -94,10 +94,12 @@ lt_err_t lt_sync_recover(lt_sync_t *s, char *errstr, size_t errstr_size)
             break;
         }
         int stored = 0;
-        err = v ? lt_watermark_pending_apply(s->env.db, tenant, acct, r->scope, r->provider, &r->p,
-                                             &stored, errstr, errstr_size)
-                : lt_watermark_pending_discard(s->env.db, tenant, acct, r->scope, r->provider,
-                                               &r->p, errstr, errstr_size);
+        err = v ? lt_watermark_pending_apply(
+                      s->env.db, &(lt_watermark_key_t){tenant, acct, r->scope, r->provider}, &r->p,
+                      &stored, errstr, errstr_size)
+                : lt_watermark_pending_discard(
+                      s->env.db, &(lt_watermark_key_t){tenant, acct, r->scope, r->provider}, &r->p,
+                      errstr, errstr_size);
         if (!err)
             lt_info(&s->log, "recovered in-doubt batch of scope %s (command %s): %s", r->scope,
                     r->p.command_id, v ? "committed, watermark applied" : "aborted, discarded");

@@ -263,15 +263,21 @@ static lt_err_t store_attachments(lt_sync_t *s, lt_mime_t *m, lt_mail_event_t *e
         const char *fname = lt_mime_attachment_filename(m, i);
         const char *ctype = lt_mime_attachment_content_type(m, i);
         char key[LT_OBJKEY_MAX + 1], uri[LT_OBJKEY_URI_MAX + 1], sha[LT_S3_SHA256_HEX];
-        err = lt_objkey_attachment(lt_account_tenant(s->account), lt_account_id(s->account),
-                                   provider, s->pmid, aid, fname, key, sizeof(key), errstr, n);
+        err = lt_objkey_attachment(&(lt_objkey_msg_t){.tenant = lt_account_tenant(s->account),
+                                                      .account_id = lt_account_id(s->account),
+                                                      .provider = provider,
+                                                      .provider_message_id = s->pmid},
+                                   aid, fname, key, sizeof(key), errstr, n);
         if (err)
             goto out;
         lt_buf_reset(content);
         err = lt_mime_attachment_read(m, i, content, errstr, n);
         if (!err)
-            err = lt_s3_put(s->env.s3, key, lt_buf_data(content), lt_buf_len(content),
-                            ctype ? ctype : "application/octet-stream", sha, errstr, n);
+            err = lt_s3_put(
+                s->env.s3,
+                &(lt_s3_object_t){.key = key,
+                                  .content_type = ctype ? ctype : "application/octet-stream"},
+                lt_buf_data(content), lt_buf_len(content), sha, errstr, n);
         if (err && lt_sync_per_message(err)) { /* this attachment only: left out, said why */
             lt_sync_reason_add(reason, "attachment %s not stored: %s", aid, errstr);
             err = LT_OK;
@@ -314,8 +320,11 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
     lt_series_add(s->env.metrics->message_bytes, (double)s->size);
     if ((err = lt_provider_parse(provider, &prov)))
         return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "unknown provider %s", provider);
-    err = lt_objkey_message(lt_account_tenant(s->account), lt_account_id(s->account), provider,
-                            s->pmid, key, sizeof(key), errstr, errstr_size);
+    err = lt_objkey_message(&(lt_objkey_msg_t){.tenant = lt_account_tenant(s->account),
+                                               .account_id = lt_account_id(s->account),
+                                               .provider = provider,
+                                               .provider_message_id = s->pmid},
+                            key, sizeof(key), errstr, errstr_size);
     if (err)
         goto out;
 
@@ -330,14 +339,15 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
             err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "seek: %s", strerror(errno));
             goto out;
         }
-        err = lt_s3_put_file(s->env.s3, key, s->fd, "message/rfc822", sha, &sz, errstr,
-                             errstr_size);
+        err = lt_s3_put_file(s->env.s3,
+                             &(lt_s3_object_t){.key = key, .content_type = "message/rfc822"}, s->fd,
+                             sha, &sz, errstr, errstr_size);
         if (err)
             goto raw_failed;
         merr = lt_mime_parse_file(s->path, &lim, &m, mime_err, sizeof(mime_err));
     } else {
-        err = lt_s3_put(s->env.s3, key, lt_buf_data(s->mem), lt_buf_len(s->mem),
-                        "message/rfc822", sha, errstr, errstr_size);
+        err = lt_s3_put(s->env.s3, &(lt_s3_object_t){.key = key, .content_type = "message/rfc822"},
+                        lt_buf_data(s->mem), lt_buf_len(s->mem), sha, errstr, errstr_size);
         if (err)
             goto raw_failed;
         merr = lt_mime_parse_mem(lt_buf_data(s->mem), lt_buf_len(s->mem), &lim, &m, mime_err,

@@ -104,6 +104,11 @@ typedef struct {
     int progress_interval_ms;
 } lt_sync_env_t;
 
+/* The delivery-report callback (dr_msg_cb) of the producer given in
+ * lt_sync_env_t: it records each message's outcome in the state the
+ * sync passed as the message opaque. */
+void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
+
 /* The spill file prefix of a worker: "lattice-<worker id>-msg-", bytes
  * other than [A-Za-z0-9._-] of the id as '_'. */
 void lt_sync_spill_prefix(const char *worker_id, char *out, size_t out_size);

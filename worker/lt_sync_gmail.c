@@ -10,7 +10,7 @@
 #include <json-c/json.h>
 
 #include "lt_buf.h"
-#include "lt_commands.h"
+#include "lt_command_log.h"
 #include "lt_gmail_client.h"
 #include "lt_secret.h"
 
@@ -383,7 +383,9 @@ static lt_err_t fetch_ids(scope_ctx_t *x, const char *const *ids, size_t n, wm_f
         x->err[0] = 0;
         x->err_code = LT_OK;
         x->cur_ids = ids + i;
-        lt_err_t err = lt_gmail_get_many(x->g, ids + i, k, 1, on_message, x, errstr, errstr_size);
+        lt_err_t err =
+            lt_gmail_get_many(x->g, ids + i, k, LT_GMAIL_FORMAT_RAW,
+                              &(lt_gmail_message_cb_t){on_message, x}, errstr, errstr_size);
         if (err) {
             if (x->err_code && x->err[0])
                 lt_seterr(errstr, errstr_size, x->err_code, "%s", x->err);
@@ -487,7 +489,8 @@ static lt_err_t list_and_fetch(scope_ctx_t *x, const char *extra_q, int resync, 
         if (resync && nids) {
             x->keep = lt_xcalloc(nids, sizeof(char *));
             x->nkeep = 0;
-            err = lt_gmail_get_many(x->g, ids, nids, 0, on_minimal, x, errstr, n);
+            err = lt_gmail_get_many(x->g, ids, nids, LT_GMAIL_FORMAT_MINIMAL,
+                                    &(lt_gmail_message_cb_t){on_minimal, x}, errstr, n);
             if (!err)
                 set_total(x, x->nkeep);
             if (!err)
@@ -737,9 +740,13 @@ static lt_err_t sync_scope(lt_sync_t *s, lt_gmail_t *g, const char *scope, const
     if (bf_query) {
         /* the backfill's position: in its command row (same id when Kafka
          * delivers it again) */
-        err = lt_watermark_cursor_get(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), scope,
-                                      "gmail", LT_CURSOR_COMMAND, lt_command_id(lt_sync_command(s)),
-                                      cur, sizeof(cur), errstr, n);
+        err = lt_watermark_cursor_get(lt_sync_db(s),
+                                      &(lt_watermark_key_t){.tenant = lt_account_tenant(a),
+                                                            .account_id = lt_account_id(a),
+                                                            .scope = scope,
+                                                            .provider = "gmail"},
+                                      LT_CURSOR_COMMAND, lt_command_id(lt_sync_command(s)), cur,
+                                      errstr, n);
         if (err && err != LT_ERR_NOT_FOUND)
             goto out;
         if (!err && cursor_load(&x, cur)) {
@@ -753,9 +760,13 @@ static lt_err_t sync_scope(lt_sync_t *s, lt_gmail_t *g, const char *scope, const
                                             "{\"complete\": true}", errstr, n);
         goto out;
     }
-    err = lt_watermark_cursor_get(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), scope,
-                                  "gmail", LT_CURSOR_SCOPE, lt_command_id(lt_sync_command(s)), cur,
-                                  sizeof(cur), errstr, n);
+    err =
+        lt_watermark_cursor_get(lt_sync_db(s),
+                                &(lt_watermark_key_t){.tenant = lt_account_tenant(a),
+                                                      .account_id = lt_account_id(a),
+                                                      .scope = scope,
+                                                      .provider = "gmail"},
+                                LT_CURSOR_SCOPE, lt_command_id(lt_sync_command(s)), cur, errstr, n);
     if (err && err != LT_ERR_NOT_FOUND)
         goto out;
     if (!err) {
@@ -775,8 +786,12 @@ static lt_err_t sync_scope(lt_sync_t *s, lt_gmail_t *g, const char *scope, const
     }
     err = LT_OK;
     lt_watermark_t wm;
-    lt_err_t werr = lt_watermark_get(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), scope,
-                                     "gmail", &wm, errstr, n);
+    lt_err_t werr = lt_watermark_get(lt_sync_db(s),
+                                     &(lt_watermark_key_t){.tenant = lt_account_tenant(a),
+                                                           .account_id = lt_account_id(a),
+                                                           .scope = scope,
+                                                           .provider = "gmail"},
+                                     &wm, errstr, n);
     if (werr == LT_ERR_NOT_FOUND)
         err = full_sync(&x, 0, 0, errstr, n);
     else if (werr)

@@ -10,7 +10,7 @@
 
 #include "lt_buf.h"
 #include "lt_command.h"
-#include "lt_commands.h"
+#include "lt_command_log.h"
 #include "lt_imap_client.h"
 #include "lt_secret.h"
 
@@ -188,9 +188,13 @@ static lt_err_t backfill_resume(lt_sync_t *s, const char *folder, uint32_t uidva
 {
     const lt_account_t *a = lt_sync_account(s);
     char cur[LT_WATERMARK_CURSOR_MAX];
-    lt_err_t err = lt_watermark_cursor_get(
-        lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), folder, "imap", LT_CURSOR_COMMAND,
-        lt_command_id(lt_sync_command(s)), cur, sizeof(cur), errstr, n);
+    lt_err_t err = lt_watermark_cursor_get(lt_sync_db(s),
+                                           &(lt_watermark_key_t){.tenant = lt_account_tenant(a),
+                                                                 .account_id = lt_account_id(a),
+                                                                 .scope = folder,
+                                                                 .provider = "imap"},
+                                           LT_CURSOR_COMMAND, lt_command_id(lt_sync_command(s)),
+                                           cur, errstr, n);
     if (err == LT_ERR_NOT_FOUND)
         return LT_OK;
     if (err)
@@ -277,8 +281,12 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
             start = durable ? durable + 1 : (bf_start ? bf_start : 1);
         } else if (first) {
             lt_watermark_t wm;
-            lt_err_t werr = lt_watermark_get(db, lt_account_tenant(a), lt_account_id(a), folder,
-                                             "imap", &wm, errstr, n);
+            lt_err_t werr = lt_watermark_get(db,
+                                             &(lt_watermark_key_t){.tenant = lt_account_tenant(a),
+                                                                   .account_id = lt_account_id(a),
+                                                                   .scope = folder,
+                                                                   .provider = "imap"},
+                                             &wm, errstr, n);
             if (werr && werr != LT_ERR_NOT_FOUND) {
                 err = werr;
                 goto retry;

@@ -102,8 +102,8 @@ static void *up_main(void *arg)
         o->state = 1;
         pthread_mutex_unlock(&u->mu);
         char e[512] = "";
-        lt_err_t err = lt_s3_put(t->s3, o->key, lt_buf_data(o->data), lt_buf_len(o->data),
-                                 o->ctype, o->sha, e, sizeof(e));
+        lt_err_t err = lt_s3_put(t->s3, &(lt_s3_object_t){.key = o->key, .content_type = o->ctype},
+                                 lt_buf_data(o->data), lt_buf_len(o->data), o->sha, e, sizeof(e));
         lt_buf_destroy(o->data);
         o->data = NULL;
         pthread_mutex_lock(&u->mu);
@@ -310,8 +310,11 @@ lt_err_t lt_sync_message_end_parallel(lt_sync_t *s, char *errstr, size_t n)
     size_t natt = merr == LT_OK ? lt_mime_attachment_count(m) : 0;
     j->obj = lt_xcalloc(natt + 1, sizeof(up_obj_t));
     j->nobj = natt + 1;
-    err = lt_objkey_message(lt_account_tenant(s->account), lt_account_id(s->account), provider,
-                            s->pmid, j->obj[0].key, sizeof(j->obj[0].key), errstr, n);
+    err = lt_objkey_message(&(lt_objkey_msg_t){.tenant = lt_account_tenant(s->account),
+                                               .account_id = lt_account_id(s->account),
+                                               .provider = provider,
+                                               .provider_message_id = s->pmid},
+                            j->obj[0].key, sizeof(j->obj[0].key), errstr, n);
     if (err)
         goto out;
     if (merr == LT_OK) {
@@ -336,9 +339,11 @@ lt_err_t lt_sync_message_end_parallel(lt_sync_t *s, char *errstr, size_t n)
         o->aid = lt_xstrdup(lt_mime_attachment_id(m, i));
         o->fname = fname ? lt_xstrdup(fname) : NULL;
         o->ctype = lt_xstrdup(ctype ? ctype : "application/octet-stream");
-        err = lt_objkey_attachment(lt_account_tenant(s->account), lt_account_id(s->account),
-                                   provider, s->pmid, o->aid, fname, o->key,
-                                   sizeof(o->key), errstr, n);
+        err = lt_objkey_attachment(&(lt_objkey_msg_t){.tenant = lt_account_tenant(s->account),
+                                                      .account_id = lt_account_id(s->account),
+                                                      .provider = provider,
+                                                      .provider_message_id = s->pmid},
+                                   o->aid, fname, o->key, sizeof(o->key), errstr, n);
         if (!err) {
             o->data = lt_buf_new(s->env.max_message_bytes);
             err = lt_mime_attachment_read(m, i, o->data, errstr, n);

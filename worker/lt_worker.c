@@ -11,10 +11,11 @@
 #include <json-c/json.h>
 #include <librdkafka/rdkafka.h>
 
+#include "lt_account_lock.h"
 #include "lt_accounts.h"
 #include "lt_buf.h"
 #include "lt_command.h"
-#include "lt_commands.h"
+#include "lt_command_log.h"
 #include "lt_db.h"
 #include "lt_dispatch.h"
 #include "lt_event.h"
@@ -31,8 +32,6 @@
 
 #define POLL_MS 200
 #define TXN_TIMEOUT_MS 60000
-
-void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
 
 typedef struct slot_s {
     lt_worker_t *w;
@@ -190,9 +189,15 @@ static lt_err_t dead_letter(lt_worker_t *w, const lt_job_t *job, lt_err_t why, c
     if (!ctx.account)
         ctx.account = key;
     char e[512];
-    lt_err_t err =
-        lt_kafka_produce_sync(w->producer, w->set->topic.dlq, RD_KAFKA_PARTITION_UA, key,
-                              strlen(key), v, len, h, TXN_TIMEOUT_MS, NULL, NULL, e, sizeof(e));
+    lt_err_t err = lt_kafka_produce_sync(w->producer,
+                                         &(lt_kafka_msg_t){.topic = w->set->topic.dlq,
+                                                           .partition = RD_KAFKA_PARTITION_UA,
+                                                           .key = key,
+                                                           .key_len = strlen(key),
+                                                           .value = v,
+                                                           .value_len = len,
+                                                           .headers = h},
+                                         TXN_TIMEOUT_MS, NULL, e, sizeof(e));
     if (err)
         lt_error(&ctx,
                  "dead-letter of %s[%d]@%lld failed (attempt %d): %s; the command is kept and "
@@ -246,8 +251,11 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
     const lt_settings_t *set = s->w->set;
     /* An idle connection may have died unnoticed (server restart, admin
      * termination): check it, or the command spends an attempt on it. */
-    if (s->db && (!lt_db_ok(s->db) ||
-                  lt_db_exec(s->db, "connection check", "SELECT 1", 0, NULL, NULL, NULL, 0))) {
+    if (s->db &&
+        (!lt_db_ok(s->db) ||
+         lt_db_exec(s->db,
+                    &(lt_db_query_t){.what = "connection check", .sql = "SELECT 1", .nparams = 0},
+                    NULL, NULL, 0))) {
         lt_db_destroy(s->db);
         s->db = NULL;
     }
@@ -257,9 +265,16 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
             return LT_ERR_TEMPORARY;
     }
     if (!s->s3) {
-        s->s3 = lt_s3_new(set->s3.endpoint, set->s3.region, set->s3.bucket, set->s3.access_key_id,
-                          set->s3.secret_access_key, set->s3.path_style, set->s3.ca_file,
-                          (long)set->s3.timeout_s, errstr, n);
+        s->s3 = lt_s3_new(&(lt_s3_config_t){.endpoint = set->s3.endpoint,
+                                            .region = set->s3.region,
+                                            .bucket = set->s3.bucket,
+                                            .access_key_id = set->s3.access_key_id,
+                                            .secret_access_key = set->s3.secret_access_key,
+                                            .addressing = set->s3.path_style ? LT_S3_PATH_STYLE
+                                                                             : LT_S3_VIRTUAL_HOSTED,
+                                            .ca_file = set->s3.ca_file,
+                                            .timeout_s = (long)set->s3.timeout_s},
+                          errstr, n);
         if (!s->s3)
             return LT_ERR_FINAL;
     }
@@ -377,11 +392,12 @@ static step_t job_check_status(job_run_t *r)
     lt_worker_t *w = r->w;
     lt_command_t *cmd = r->cmd;
     lt_db_t *db = r->slot->db;
-    lt_command_status_t st = LT_COMMAND_NONE;
-    int prev_attempts = 0;
+    lt_command_state_t prev_state = {LT_COMMAND_NONE, 0};
     r->err = lt_command_get_status(db, lt_command_id(cmd), lt_command_tenant_id(cmd),
-                                   lt_command_account_id(cmd), &st, &prev_attempts, r->errstr,
+                                   lt_command_account_id(cmd), &prev_state, r->errstr,
                                    sizeof(r->errstr));
+    lt_command_status_t st = prev_state.status;
+    int prev_attempts = prev_state.attempt;
     if (r->err == LT_ERR_FINAL) {
         if (dead_letter_command(w, r->job, cmd, r->errstr, &r->log, r->t0, r->attempt, r->tp))
             return STEP_RETRY;
@@ -408,7 +424,10 @@ static step_t job_check_status(job_run_t *r)
                                           : "failed");
         if (dead_letter_command(w, r->job, cmd, reason, &r->log, r->t0, prev_attempts, r->tp))
             return STEP_RETRY;
-        lt_command_finish(db, lt_command_id(cmd), LT_COMMAND_DEAD_LETTERED, NULL, "final", reason,
+        lt_command_finish(db, lt_command_id(cmd),
+                          &(lt_command_outcome_t){.status = LT_COMMAND_DEAD_LETTERED,
+                                                  .error_class = "final",
+                                                  .error = reason},
                           NULL, 0);
         r->err = LT_OK;
         return STEP_DONE;
@@ -453,8 +472,11 @@ static step_t job_check_account(job_run_t *r)
         int att = 0;
         lt_command_status_t prev;
         if (!lt_command_start(db, &ci, &att, &prev, NULL, 0))
-            lt_command_finish(db, lt_command_id(cmd), LT_COMMAND_DEAD_LETTERED, NULL, "final",
-                              reason, NULL, 0);
+            lt_command_finish(db, lt_command_id(cmd),
+                              &(lt_command_outcome_t){.status = LT_COMMAND_DEAD_LETTERED,
+                                                      .error_class = "final",
+                                                      .error = reason},
+                              NULL, 0);
         status_event(r->w, cmd, lt_job_account(r->job), "dead_lettered", LT_ERR_FINAL, reason, 0, 0,
                      lt_now_ms() - r->t0, r->attempt, r->tp, NULL);
         r->err = LT_OK;
@@ -572,7 +594,8 @@ static void job_succeeded(job_run_t *r)
 {
     lt_sync_t *sync = r->sync;
     lt_command_progress_t done = {lt_sync_messages(sync), lt_sync_bytes(sync), 0, 0};
-    lt_command_finish(r->slot->db, lt_command_id(r->cmd), LT_COMMAND_SUCCEEDED, &done, NULL, NULL,
+    lt_command_finish(r->slot->db, lt_command_id(r->cmd),
+                      &(lt_command_outcome_t){.status = LT_COMMAND_SUCCEEDED, .counts = &done},
                       NULL, 0);
     lt_info(&r->log, "command succeeded: %lld messages, %lld bytes in %lld ms",
             (long long)lt_sync_messages(sync), (long long)lt_sync_bytes(sync),
@@ -598,7 +621,11 @@ static void job_record_failure(job_run_t *r, const char *error_class)
         return;
     lt_command_progress_t c = {r->sync ? lt_sync_messages(r->sync) : 0,
                                r->sync ? lt_sync_bytes(r->sync) : 0, 0, 0};
-    lt_command_finish(db, lt_command_id(r->cmd), LT_COMMAND_FAILED, &c, error_class, r->errstr,
+    lt_command_finish(db, lt_command_id(r->cmd),
+                      &(lt_command_outcome_t){.status = LT_COMMAND_FAILED,
+                                              .counts = &c,
+                                              .error_class = error_class,
+                                              .error = r->errstr},
                       NULL, 0);
 }
 

@@ -62,8 +62,12 @@ int main(int argc, char **argv)
     lt_metrics_t *metrics = lt_metrics_new();
     lt_http_t *http = NULL;
     _Atomic(lt_worker_t *) ready_worker = NULL;
-    if (lt_program_http(cfg, "lattice-worker", metrics, worker_ready, &ready_worker, &http, err,
-                        sizeof(err))) {
+    if (lt_program_http(cfg,
+                        &(lt_program_http_t){.name = "lattice-worker",
+                                             .metrics = metrics,
+                                             .ready = worker_ready,
+                                             .ready_opaque = &ready_worker},
+                        &http, err, sizeof(err))) {
         lt_error(NULL, "cannot start: %s", err);
         rc = 1;
         goto out;

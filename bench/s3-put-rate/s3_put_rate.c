@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lt_clock.h"
 #include "lt_s3.h"
 
 typedef struct {
@@ -32,12 +33,6 @@ typedef struct {
     atomic_long *next;
     atomic_long *errors;
 } job_t;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static double proc_cpu_s(const char *pid) {
     char path[64], buf[4096];
@@ -70,7 +65,8 @@ static void *run(void *arg) {
             break;
         snprintf((char *)data, j->size < 32 ? j->size : 32, "%031ld", i);
         snprintf(key, sizeof(key), "%s/%ld", j->prefix, i);
-        if (lt_s3_put(j->s3, key, data, j->size, "message/rfc822", NULL, err, sizeof(err)) != LT_OK) {
+        if (lt_s3_put(j->s3, &(lt_s3_object_t){.key = key, .content_type = "message/rfc822"}, data,
+                      j->size, NULL, err, sizeof(err)) != LT_OK) {
             if (atomic_fetch_add(j->errors, 1) < 3)
                 fprintf(stderr, "PUT %s: %s\n", key, err);
         }
@@ -97,7 +93,14 @@ int main(int argc, char **argv) {
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     char err[512];
-    lt_s3_t *base = lt_s3_new(argv[1], region, argv[2], akid, sk, 1, NULL, 60, err, sizeof(err));
+    lt_s3_t *base = lt_s3_new(&(lt_s3_config_t){.endpoint = argv[1],
+                                                .region = region,
+                                                .bucket = argv[2],
+                                                .access_key_id = akid,
+                                                .secret_access_key = sk,
+                                                .addressing = LT_S3_PATH_STYLE,
+                                                .timeout_s = 60},
+                              err, sizeof(err));
     if (!base) {
         fprintf(stderr, "lt_s3_new: %s\n", err);
         return 1;
@@ -119,12 +122,12 @@ int main(int argc, char **argv) {
         cpu0 += proc_cpu_s(argv[a]);
     struct rusage ru0, ru1;
     getrusage(RUSAGE_SELF, &ru0);
-    double t0 = now_s();
+    double t0 = lt_now_s();
     for (long t = 0; t < p; t++)
         pthread_create(&th[t], NULL, run, &jobs[t]);
     for (long t = 0; t < p; t++)
         pthread_join(th[t], NULL);
-    double secs = now_s() - t0;
+    double secs = lt_now_s() - t0;
     getrusage(RUSAGE_SELF, &ru1);
     for (int a = 7; a < argc; a++)
         cpu1 += proc_cpu_s(argv[a]);

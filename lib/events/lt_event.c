@@ -471,25 +471,13 @@ size_t lt_mail_event_attachment_count(const lt_mail_event_t *ev)
 }
 
 lt_err_t lt_mail_event_get_attachment(const lt_mail_event_t *ev, size_t i,
-                                      const char **attachment_id, const char **filename,
-                                      const char **content_type, int64_t *size_bytes,
-                                      const char **sha256_hex, const char **object_uri)
+                                      lt_mail_attachment_t *out)
 {
     if (i >= ev->natt)
         return LT_ERR_NOT_FOUND;
     const attachment_t *a = &ev->att[i];
-    if (attachment_id)
-        *attachment_id = a->attachment_id;
-    if (filename)
-        *filename = a->filename;
-    if (content_type)
-        *content_type = a->content_type;
-    if (size_bytes)
-        *size_bytes = a->size_bytes;
-    if (sha256_hex)
-        *sha256_hex = a->sha256;
-    if (object_uri)
-        *object_uri = a->object_uri;
+    *out = (lt_mail_attachment_t){a->attachment_id, a->filename, a->content_type,
+                                  a->size_bytes,    a->sha256,   a->object_uri};
     return LT_OK;
 }
 
@@ -1411,8 +1399,8 @@ static lt_err_t extract(avro_value_t *v, lt_mail_event_t *ev, char *errstr, size
 }
 
 lt_err_t lt_mail_event_decode(lt_mail_codec_t *c, const void *data, size_t len,
-                              const char *writer_schema_json, lt_mail_event_t **out,
-                              int32_t *schema_id, char *errstr, size_t errstr_size)
+                              const char *writer_schema_json, lt_mail_event_t **out, char *errstr,
+                              size_t errstr_size)
 {
     *out = NULL;
     int32_t id = 0;
@@ -1459,8 +1447,6 @@ lt_err_t lt_mail_event_decode(lt_mail_codec_t *c, const void *data, size_t len,
     ev = lt_mail_event_new();
     if ((err = extract(native ? target : &c->value, ev, errstr, errstr_size)))
         goto out;
-    if (schema_id)
-        *schema_id = id;
     *out = ev;
     ev = NULL;
 out:

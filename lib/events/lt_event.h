@@ -96,12 +96,21 @@ int lt_mail_event_get_attachments_manifest_truncated(const lt_mail_event_t *ev);
 const char *lt_mail_event_get_attachments_manifest_ref(const lt_mail_event_t *ev);
 const char *lt_mail_event_get_parse_error(const lt_mail_event_t *ev);
 size_t lt_mail_event_attachment_count(const lt_mail_event_t *ev);
-/* Attachment i (< count); any out pointer may be NULL. LT_ERR_NOT_FOUND if i
- * is out of range. Strings are borrowed. */
+/* One entry of the attachments manifest, as read: strings borrowed from
+ * the event. */
+typedef struct {
+    const char *attachment_id;
+    const char *filename; /* NULL: the part had none */
+    const char *content_type;
+    int64_t size_bytes;
+    const char *sha256_hex;
+    const char *object_uri;
+} lt_mail_attachment_t;
+
+/* Attachment i (< count) into *out. LT_ERR_NOT_FOUND, *out untouched, if i
+ * is out of range. */
 lt_err_t lt_mail_event_get_attachment(const lt_mail_event_t *ev, size_t i,
-                                      const char **attachment_id, const char **filename,
-                                      const char **content_type, int64_t *size_bytes,
-                                      const char **sha256_hex, const char **object_uri);
+                                      lt_mail_attachment_t *out);
 
 /* Deterministic event id: the first 16 bytes of SHA-256 over
  * "mail.raw.v1\0<tenant>\0<provider>\0<account_id>\0<mailbox>\0<provider_message_id>"
@@ -167,9 +176,10 @@ lt_err_t lt_mail_event_peek_schema_id(const void *data, size_t len, int32_t *sch
  * reader does not know are skipped). The datum is checked by a bounded walk
  * of the binary encoding before avro-c reads it, so garbage is rejected with
  * LT_ERR_INVALID and a reason in errstr, never a crash. On success *out is a
- * new event (caller destroys) and *schema_id (may be NULL) the header's id. */
+ * new event (caller destroys); the header's schema id is
+ * lt_mail_event_peek_schema_id()'s. */
 lt_err_t lt_mail_event_decode(lt_mail_codec_t *c, const void *data, size_t len,
-                              const char *writer_schema_json, lt_mail_event_t **out,
-                              int32_t *schema_id, char *errstr, size_t errstr_size);
+                              const char *writer_schema_json, lt_mail_event_t **out, char *errstr,
+                              size_t errstr_size);
 
 #endif

@@ -396,11 +396,11 @@ void lt_kafka_delivery_stats(rd_kafka_t *rk, uint64_t *delivered, uint64_t *fail
 
 /* ---- producing ---------------------------------------------------------- */
 
-lt_err_t lt_kafka_produce_sync(rd_kafka_t *rk, const char *topic, int32_t partition,
-                               const void *key, size_t keylen, const void *value, size_t len,
-                               rd_kafka_headers_t *headers, int timeout_ms, int32_t *out_partition,
-                               int64_t *out_offset, char *errstr, size_t errstr_size)
+lt_err_t lt_kafka_produce_sync(rd_kafka_t *rk, const lt_kafka_msg_t *msg, int timeout_ms,
+                               lt_kafka_pos_t *pos, char *errstr, size_t errstr_size)
 {
+    const char *topic = msg->topic;
+    rd_kafka_headers_t *headers = msg->headers;
     kstate_t *st = rd_kafka_opaque(rk);
     lt_err_t ret = LT_OK;
     sync_dr_t *s = lt_xcalloc(1, sizeof(*s));
@@ -409,10 +409,12 @@ lt_err_t lt_kafka_produce_sync(rd_kafka_t *rk, const char *topic, int32_t partit
     st->waiting = s;
     pthread_mutex_unlock(&st->lock);
 
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_KEY(key, keylen),
-        RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(s), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t err =
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(msg->partition),
+                          RD_KAFKA_V_KEY(msg->key, msg->key_len),
+                          RD_KAFKA_V_VALUE((void *)msg->value, msg->value_len),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
+                          RD_KAFKA_V_OPAQUE(s), RD_KAFKA_V_END);
     if (err) {
         if (headers)
             rd_kafka_headers_destroy(headers);
@@ -437,11 +439,9 @@ lt_err_t lt_kafka_produce_sync(rd_kafka_t *rk, const char *topic, int32_t partit
                 break;
             }
         err = s->err;
-        if (!err) {
-            if (out_partition)
-                *out_partition = s->partition;
-            if (out_offset)
-                *out_offset = s->offset;
+        if (!err && pos) {
+            pos->partition = s->partition;
+            pos->offset = s->offset;
         }
         free(s);
         if (err)

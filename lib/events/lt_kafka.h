@@ -78,15 +78,31 @@ void *lt_kafka_user_opaque(rd_kafka_t *rk);
 void lt_kafka_delivery_stats(rd_kafka_t *rk, uint64_t *delivered, uint64_t *failed,
                              rd_kafka_resp_err_t *last_error);
 
+/* One message to produce. A plain value carrier; nothing owned but the
+ * headers (see lt_kafka_produce_sync()). */
+typedef struct {
+    const char *topic;
+    int32_t partition; /* RD_KAFKA_PARTITION_UA: the partitioner's choice (0 is partition 0) */
+    const void *key;   /* NULL: none */
+    size_t key_len;
+    const void *value; /* copied */
+    size_t value_len;
+    rd_kafka_headers_t *headers; /* NULL: none */
+} lt_kafka_msg_t;
+
+/* Where a message was written. */
+typedef struct {
+    int32_t partition;
+    int64_t offset;
+} lt_kafka_pos_t;
+
 /* Produce one message and wait up to timeout_ms for its delivery report
- * (rd_kafka_flush, so other queued messages are flushed too). `headers` is
- * always taken (NULL: none). In a transactional producer a transaction
- * must be open. *partition and *offset (may be NULL) receive where it was
- * written. Errors are classified by lt_kafka_resp_err_class(). */
-lt_err_t lt_kafka_produce_sync(rd_kafka_t *rk, const char *topic, int32_t partition,
-                               const void *key, size_t keylen, const void *value, size_t len,
-                               rd_kafka_headers_t *headers, int timeout_ms, int32_t *out_partition,
-                               int64_t *out_offset, char *errstr, size_t errstr_size);
+ * (rd_kafka_flush, so other queued messages are flushed too). msg->headers
+ * is always taken. In a transactional producer a transaction must be open.
+ * *pos (may be NULL) receives where it was written, on success only.
+ * Errors are classified by lt_kafka_resp_err_class(). */
+lt_err_t lt_kafka_produce_sync(rd_kafka_t *rk, const lt_kafka_msg_t *msg, int timeout_ms,
+                               lt_kafka_pos_t *pos, char *errstr, size_t errstr_size);
 
 /* Fetch `topic`'s metadata into the client: checks at start-up that the
  * topic exists (auto-create is off) and spares the first transaction a

@@ -1,5 +1,6 @@
 #include "lt_gmail_client.h"
 
+#include "lt_clock.h"
 #include "lt_gmail_bucket.h"
 
 #include <errno.h>
@@ -60,13 +61,6 @@ struct lt_gmail_s {
     int http1;     /* the server answered HTTP/1.x: no multiplexing to wait for */
     lt_buf_t *raw; /* decoded message of the current callback */
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static char *dup_or_null(const char *s)
 {
@@ -130,7 +124,7 @@ lt_gmail_t *lt_gmail_new(const lt_gmail_opts_t *o)
     double burst = 1.0;
     if (c->o.quota_units_per_s > 0)
         burst -= (double)c->o.max_inflight * COST_GET / c->o.quota_units_per_s;
-    lt_gmail_bucket_init(&c->bucket, c->o.quota_units_per_s, burst < 0.2 ? 0.2 : burst, now_ms());
+    lt_gmail_bucket_init(&c->bucket, c->o.quota_units_per_s, burst < 0.2 ? 0.2 : burst, lt_now_ms());
     c->raw = lt_buf_new((size_t)c->o.max_message_bytes);
     return c;
 }
@@ -310,12 +304,12 @@ static lt_err_t refresh_token(lt_gmail_t *c, char *errstr, size_t n)
                 int64_t life = tok.expires_in_s > 2 * TOKEN_EARLY_S
                                    ? tok.expires_in_s - TOKEN_EARLY_S
                                    : tok.expires_in_s / 2;
-                c->access_expires = now_ms() + life * 1000;
+                c->access_expires = lt_now_ms() + life * 1000;
                 OPENSSL_cleanse(&tok, sizeof(tok));
                 c->token_gen++;
                 if (c->o.tokens)
                     lt_gmail_tokens_put(c->o.tokens, c->token_key, c->access, c->access_expires,
-                                        now_ms());
+                                        lt_now_ms());
                 goto out;
             }
         } else if (rc != CURLE_OK) {
@@ -342,11 +336,11 @@ out:
 
 static lt_err_t ensure_token(lt_gmail_t *c, char *errstr, size_t n)
 {
-    if (c->access[0] && now_ms() < c->access_expires)
+    if (c->access[0] && lt_now_ms() < c->access_expires)
         return LT_OK;
     c->access[0] = 0;
     if (c->o.tokens &&
-        !lt_gmail_tokens_get(c->o.tokens, c->token_key, now_ms(), c->access, &c->access_expires)) {
+        !lt_gmail_tokens_get(c->o.tokens, c->token_key, lt_now_ms(), c->access, &c->access_expires)) {
         c->token_gen++;
         c->st.token_reuses++;
         return LT_OK;
@@ -422,9 +416,9 @@ static lt_err_t req_retry(lt_gmail_t *c, req_t *r, int quota, char *errstr, size
                          r->last_err);
     c->st.retries++;
     int64_t d = backoff_ms(c, r->attempts - 1, r->retry_after_s);
-    r->not_before = now_ms() + d;
+    r->not_before = lt_now_ms() + d;
     if (quota) /* the whole account is over its quota: everyone waits */
-        lt_gmail_bucket_pause(&c->bucket, now_ms() + d);
+        lt_gmail_bucket_pause(&c->bucket, lt_now_ms() + d);
     lt_debug(LOG(c), "gmail: %s; retry %d in %lld ms", r->last_err, r->attempts, (long long)d);
     return LT_OK;
 }
@@ -442,7 +436,7 @@ static lt_err_t run(lt_gmail_t *c, req_t *reqs, size_t nreq, on_ok_fn ok, on_gon
             goto out;
         }
         /* start what may start, in order */
-        int64_t t = now_ms(), wait = 200;
+        int64_t t = lt_now_ms(), wait = 200;
         for (size_t i = next; i < nreq && c->inflight < c->o.max_inflight; i++) {
             req_t *r = &reqs[i];
             if (r->state != 0) {
@@ -461,11 +455,11 @@ static lt_err_t run(lt_gmail_t *c, req_t *reqs, size_t nreq, on_ok_fn ok, on_gon
                     wait = w;
                 break;
             }
-            if (!c->access[0] || now_ms() >= c->access_expires) {
+            if (!c->access[0] || lt_now_ms() >= c->access_expires) {
                 err = ensure_token(c, errstr, n);
                 if (err)
                     goto out;
-                t = now_ms();
+                t = lt_now_ms();
             }
             req_start(c, r);
         }
@@ -800,9 +794,11 @@ static lt_err_t many_gone(lt_gmail_t *c, req_t *r, lt_err_t why, const char *rea
     return m->fn(m->opaque, r->index, why, NULL, NULL, reason);
 }
 
-lt_err_t lt_gmail_get_many(lt_gmail_t *c, const char *const *ids, size_t n, int raw,
-                           lt_gmail_message_fn fn, void *opaque, char *errstr, size_t errstr_size)
+lt_err_t lt_gmail_get_many(lt_gmail_t *c, const char *const *ids, size_t n,
+                           lt_gmail_format_t format, const lt_gmail_message_cb_t *cb, char *errstr,
+                           size_t errstr_size)
 {
+    int raw = format == LT_GMAIL_FORMAT_RAW;
     if (n == 0)
         return LT_OK;
     req_t *reqs = lt_xcalloc(n, sizeof(req_t));
@@ -827,7 +823,7 @@ lt_err_t lt_gmail_get_many(lt_gmail_t *c, const char *const *ids, size_t n, int 
         reqs[i].index = i;
         reqs[i].body_cap = raw ? cap : LIST_BODY_MAX;
     }
-    many_t m = {raw, fn, opaque};
+    many_t m = {raw, cb->fn, cb->opaque};
     lt_err_t err = run(c, reqs, n, many_ok, many_gone, &m, errstr, errstr_size);
     for (size_t i = 0; i < n; i++)
         free(reqs[i].url);

@@ -101,9 +101,22 @@ typedef lt_err_t (*lt_gmail_message_fn)(void *opaque, size_t index, lt_err_t sta
                                         const lt_gmail_message_t *m, const lt_buf_t *raw,
                                         const char *reason);
 
-/* messages.get of every id, max_inflight at a time: format=raw when raw is
- * non-zero, else format=minimal (id, threadId, historyId, internalDate). */
-lt_err_t lt_gmail_get_many(lt_gmail_t *c, const char *const *ids, size_t n, int raw,
-                           lt_gmail_message_fn fn, void *opaque, char *errstr, size_t errstr_size);
+/* What messages.get returns. */
+typedef enum {
+    LT_GMAIL_FORMAT_MINIMAL = 0, /* id, threadId, historyId, internalDate */
+    LT_GMAIL_FORMAT_RAW = 1,     /* those and the raw message */
+} lt_gmail_format_t;
+
+/* Where lt_gmail_get_many delivers: fn(opaque, ...). */
+typedef struct {
+    lt_gmail_message_fn fn;
+    void *opaque;
+} lt_gmail_message_cb_t;
+
+/* messages.get of every id in the format, max_inflight at a time, each
+ * result to cb. */
+lt_err_t lt_gmail_get_many(lt_gmail_t *c, const char *const *ids, size_t n,
+                           lt_gmail_format_t format, const lt_gmail_message_cb_t *cb, char *errstr,
+                           size_t errstr_size);
 
 #endif

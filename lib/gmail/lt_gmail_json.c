@@ -10,6 +10,8 @@
 
 #include <json-c/json.h>
 
+#include "lt_b64.h"
+
 #define JSON_DEPTH 64
 
 int lt_gmail_id_valid(const char *s, size_t len)
@@ -448,21 +450,6 @@ lt_err_t lt_gmail_parse_labels_find(const char *body, size_t len, const char *na
 
 /* --- message ------------------------------------------------------------- */
 
-static int b64val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-' || c == '+')
-        return 62;
-    if (c == '_' || c == '/')
-        return 63;
-    return -1;
-}
-
 lt_err_t lt_gmail_b64url_decode(const char *in, size_t len, lt_buf_t *out, char *errstr,
                                 size_t errstr_size)
 {
@@ -479,7 +466,7 @@ lt_err_t lt_gmail_b64url_decode(const char *in, size_t len, lt_buf_t *out, char 
             pad++;
             continue;
         }
-        int v = b64val(c);
+        int v = lt_b64_value(c, "-+", "_/");
         if (v < 0 || pad)
             return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                              "base64url: bad character at offset %zu", i);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "lt_buf.h"
+#include "lt_clock.h"
 #include "lt_imap_parser.h"
 #include "lt_imap_utf7.h"
 
@@ -100,13 +101,6 @@ struct lt_imap_s {
 };
 
 /* ---------------------------------------------------------------- utils */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void copy_str(char *dst, size_t n, const char *src)
 {
@@ -366,7 +360,7 @@ static lt_err_t tls_start(lt_imap_t *c, int64_t deadline, char *errstr, size_t e
         int e = SSL_get_error(c->ssl, r);
         if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
             return tls_failure(c, "handshake", errstr, errstr_size);
-        int left = (int)(deadline - now_ms());
+        int left = (int)(deadline - lt_now_ms());
         lt_err_t err = wait_fd(c, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, left > 0 ? left : 0,
                                "connect", errstr, errstr_size);
         if (err)
@@ -530,64 +524,171 @@ static lt_err_t on_fetch_event(lt_imap_t *c, const lt_imap_event_t *ev)
     return err ? ev_fail(c, err, "IMAP: fetch aborted by the message callback") : LT_OK;
 }
 
+/* A response code that any status carries (tagged or not). */
+static void on_common_code(lt_imap_t *c, const lt_imap_event_t *ev)
+{
+    if (ev->code && !strcmp(ev->code, "CAPABILITY") && ev->nstrs)
+        set_caps(c, ev->strs, ev->nstrs);
+    if (ev->code && !strcmp(ev->code, "ALERT"))
+        lt_warn(c->log, "IMAP server alert: %s", ev->text);
+}
+
+/* A tagged response completes its command's slot. */
+static lt_err_t on_tagged(lt_imap_t *c, const lt_imap_event_t *ev)
+{
+    int ok;
+    unsigned tag = ev->tag[0] == 'A' ? parse_u32(ev->tag + 1, &ok) : (ok = 0);
+    pending_t *p = NULL;
+    for (int i = 0; ok && i < MAX_INFLIGHT; i++)
+        if (c->pend[i].tag == tag && !c->pend[i].done)
+            p = &c->pend[i];
+    if (!p)
+        return ev_fail(c, LT_ERR_TEMPORARY,
+                       "IMAP protocol error: tagged response for unknown tag %s", ev->tag);
+    p->done = 1;
+    p->st = ev->status;
+    copy_str(p->code, sizeof(p->code), ev->code);
+    copy_str(p->code_arg, sizeof(p->code_arg), ev->code_arg);
+    copy_str(p->text, sizeof(p->text), ev->text);
+    on_common_code(c, ev);
+    return LT_OK;
+}
+
+/* UIDVALIDITY and UIDNEXT of the mailbox being examined. */
+static lt_err_t on_mailbox_code(lt_imap_t *c, const lt_imap_event_t *ev)
+{
+    int ok;
+    if (!strcmp(ev->code, "UIDVALIDITY")) {
+        c->mb->uidvalidity = parse_u32(ev->code_arg, &ok);
+        if (!ok || !c->mb->uidvalidity)
+            return ev_fail(c, LT_ERR_TEMPORARY, "IMAP protocol error: bad UIDVALIDITY");
+    } else if (!strcmp(ev->code, "UIDNEXT")) {
+        c->mb->uidnext = parse_u32(ev->code_arg, &ok);
+        if (!ok)
+            return ev_fail(c, LT_ERR_TEMPORARY, "IMAP protocol error: bad UIDNEXT");
+    }
+    return LT_OK;
+}
+
+/* An untagged OK / NO / BAD / PREAUTH / BYE: the greeting, a BYE, codes. */
+static lt_err_t on_status(lt_imap_t *c, const lt_imap_event_t *ev)
+{
+    if (ev->status == LT_IMAP_BYE) {
+        c->bye_seen = 1;
+        if (c->logging_out)
+            return LT_OK;
+        return ev_fail(c, LT_ERR_TEMPORARY, "IMAP: the server said BYE%s%s%s %s",
+                       ev->code ? " [" : "", ev->code ? ev->code : "", ev->code ? "]" : "",
+                       ev->text);
+    }
+    if (!c->greeted) {
+        c->greeted = 1;
+        if (ev->status == LT_IMAP_PREAUTH)
+            c->state = S_AUTH;
+        else if (ev->status != LT_IMAP_OK)
+            return ev_fail(c, LT_ERR_TEMPORARY, "IMAP: greeting is not OK: %s", ev->text);
+    }
+    on_common_code(c, ev);
+    if (c->mb && ev->code && ev->status == LT_IMAP_OK)
+        return on_mailbox_code(c, ev);
+    return LT_OK;
+}
+
+/* The folder flags of a LIST response's attributes. */
+static unsigned folder_flags(const lt_imap_event_t *ev)
+{
+    static const struct {
+        const char *a;
+        unsigned f;
+    } attrs[] = {
+        {"\\NOSELECT", LT_IMAP_FOLDER_NOSELECT}, {"\\NONEXISTENT", LT_IMAP_FOLDER_NOSELECT},
+        {"\\ALL", LT_IMAP_FOLDER_ALL},           {"\\ARCHIVE", LT_IMAP_FOLDER_ARCHIVE},
+        {"\\DRAFTS", LT_IMAP_FOLDER_DRAFTS},     {"\\FLAGGED", LT_IMAP_FOLDER_FLAGGED},
+        {"\\JUNK", LT_IMAP_FOLDER_JUNK},         {"\\SENT", LT_IMAP_FOLDER_SENT},
+        {"\\TRASH", LT_IMAP_FOLDER_TRASH}};
+    unsigned flags = 0;
+    for (size_t i = 0; i < ev->nstrs; i++)
+        for (size_t k = 0; k < sizeof(attrs) / sizeof(attrs[0]); k++)
+            if (!strcasecmp(ev->strs[i], attrs[k].a))
+                flags |= attrs[k].f;
+    return flags;
+}
+
+/* One folder of a LIST in progress (others are ignored). */
+static lt_err_t on_list(lt_imap_t *c, const lt_imap_event_t *ev)
+{
+    if (!c->folders_cap && !c->folders)
+        return LT_OK; /* not listing */
+    if (c->nfolders >= MAX_FOLDERS)
+        return ev_fail(c, LT_ERR_TOO_BIG, "IMAP: more than %d folders", MAX_FOLDERS);
+    if (c->nfolders == c->folders_cap) {
+        c->folders_cap *= 2;
+        c->folders = lt_xrealloc(c->folders, c->folders_cap * sizeof(*c->folders));
+    }
+    lt_imap_folder_t *f = &c->folders[c->nfolders++];
+    memset(f, 0, sizeof(*f));
+    f->wire_name = lt_xmalloc(ev->mailbox_len + 1);
+    memcpy(f->wire_name, ev->mailbox, ev->mailbox_len);
+    f->wire_name[ev->mailbox_len] = 0;
+    f->delimiter = ev->delimiter;
+    lt_buf_t *b = lt_buf_new(4 * ev->mailbox_len + 16);
+    char e[200];
+    if (ev->mailbox_len == strlen(f->wire_name) &&
+        lt_imap_utf7_decode(ev->mailbox, ev->mailbox_len, b, e, sizeof(e)) == LT_OK) {
+        f->name = lt_xstrdup(lt_buf_str(b));
+    } else {
+        lt_warn(c->log, "IMAP: folder name is not valid modified UTF-7; skipped from "
+                        "examination");
+    }
+    lt_buf_destroy(b);
+    f->flags |= folder_flags(ev);
+    return LT_OK;
+}
+
+/* The UIDs of a UID SEARCH in progress, within its range. */
+static lt_err_t on_search(lt_imap_t *c, const lt_imap_event_t *ev)
+{
+    if (!c->searching)
+        return LT_OK;
+    for (size_t i = 0; i < ev->nnums; i++) {
+        uint32_t u = ev->nums[i];
+        if (u < c->search_lo || u > c->search_hi)
+            continue; /* "n:*" always includes the highest UID, even below n */
+        if (c->nuids >= MAX_SEARCH_UIDS)
+            return ev_fail(c, LT_ERR_TOO_BIG, "IMAP: search result over %u UIDs", MAX_SEARCH_UIDS);
+        if (c->nuids == c->uids_cap) {
+            c->uids_cap = c->uids_cap ? c->uids_cap * 2 : 1024;
+            c->uids = lt_xrealloc(c->uids, c->uids_cap * sizeof(*c->uids));
+        }
+        c->uids[c->nuids++] = u;
+    }
+    return LT_OK;
+}
+
+/* The FLAGS of the UID lt_imap_uid_flags() asked for, space-separated. */
+static void on_fetch_flags(lt_imap_t *c, const lt_imap_event_t *ev)
+{
+    if (!c->flags_out || !(ev->fetch.has & LT_IMAP_HAS_UID) || ev->fetch.uid != c->flags_uid ||
+        !(ev->fetch.has & LT_IMAP_HAS_FLAGS))
+        return;
+    size_t o = 0;
+    c->flags_found = 1;
+    c->flags_out[0] = 0;
+    for (size_t i = 0; i < ev->nstrs; i++)
+        o += (size_t)snprintf(c->flags_out + (o < c->flags_size ? o : c->flags_size - 1),
+                              o < c->flags_size ? c->flags_size - o : 1, "%s%s", i ? " " : "",
+                              ev->strs[i]);
+}
+
+/* The parser's event callback: one handler per kind of response. */
 static lt_err_t on_event(void *opaque, const lt_imap_event_t *ev)
 {
     lt_imap_t *c = opaque;
     switch (ev->type) {
-    case LT_IMAP_EV_TAGGED: {
-        int ok;
-        unsigned tag = ev->tag[0] == 'A' ? parse_u32(ev->tag + 1, &ok) : (ok = 0);
-        pending_t *p = NULL;
-        for (int i = 0; ok && i < MAX_INFLIGHT; i++)
-            if (c->pend[i].tag == tag && !c->pend[i].done)
-                p = &c->pend[i];
-        if (!p)
-            return ev_fail(c, LT_ERR_TEMPORARY,
-                           "IMAP protocol error: tagged response for unknown tag %s", ev->tag);
-        p->done = 1;
-        p->st = ev->status;
-        copy_str(p->code, sizeof(p->code), ev->code);
-        copy_str(p->code_arg, sizeof(p->code_arg), ev->code_arg);
-        copy_str(p->text, sizeof(p->text), ev->text);
-        if (ev->nstrs && ev->code && !strcmp(ev->code, "CAPABILITY"))
-            set_caps(c, ev->strs, ev->nstrs);
-        if (ev->code && !strcmp(ev->code, "ALERT"))
-            lt_warn(c->log, "IMAP server alert: %s", ev->text);
-        return LT_OK;
-    }
+    case LT_IMAP_EV_TAGGED:
+        return on_tagged(c, ev);
     case LT_IMAP_EV_STATUS:
-        if (ev->status == LT_IMAP_BYE) {
-            c->bye_seen = 1;
-            if (c->logging_out)
-                return LT_OK;
-            return ev_fail(c, LT_ERR_TEMPORARY, "IMAP: the server said BYE%s%s%s %s",
-                           ev->code ? " [" : "", ev->code ? ev->code : "", ev->code ? "]" : "",
-                           ev->text);
-        }
-        if (!c->greeted) {
-            c->greeted = 1;
-            if (ev->status == LT_IMAP_PREAUTH)
-                c->state = S_AUTH;
-            else if (ev->status != LT_IMAP_OK)
-                return ev_fail(c, LT_ERR_TEMPORARY, "IMAP: greeting is not OK: %s", ev->text);
-        }
-        if (ev->code && !strcmp(ev->code, "CAPABILITY") && ev->nstrs)
-            set_caps(c, ev->strs, ev->nstrs);
-        if (ev->code && !strcmp(ev->code, "ALERT"))
-            lt_warn(c->log, "IMAP server alert: %s", ev->text);
-        if (c->mb && ev->code && ev->status == LT_IMAP_OK) {
-            int ok;
-            if (!strcmp(ev->code, "UIDVALIDITY")) {
-                c->mb->uidvalidity = parse_u32(ev->code_arg, &ok);
-                if (!ok || !c->mb->uidvalidity)
-                    return ev_fail(c, LT_ERR_TEMPORARY, "IMAP protocol error: bad UIDVALIDITY");
-            } else if (!strcmp(ev->code, "UIDNEXT")) {
-                c->mb->uidnext = parse_u32(ev->code_arg, &ok);
-                if (!ok)
-                    return ev_fail(c, LT_ERR_TEMPORARY, "IMAP protocol error: bad UIDNEXT");
-            }
-        }
-        return LT_OK;
+        return on_status(c, ev);
     case LT_IMAP_EV_CONTINUE:
         c->cont++;
         copy_str(c->cont_text, sizeof(c->cont_text), ev->text);
@@ -602,82 +703,18 @@ static lt_err_t on_event(void *opaque, const lt_imap_event_t *ev)
         if (c->exists)
             c->exists--;
         return LT_OK;
-    case LT_IMAP_EV_LIST: {
-        if (!c->folders_cap && !c->folders)
-            return LT_OK; /* not listing */
-        if (c->nfolders >= MAX_FOLDERS)
-            return ev_fail(c, LT_ERR_TOO_BIG, "IMAP: more than %d folders", MAX_FOLDERS);
-        if (c->nfolders == c->folders_cap) {
-            c->folders_cap *= 2;
-            c->folders = lt_xrealloc(c->folders, c->folders_cap * sizeof(*c->folders));
-        }
-        lt_imap_folder_t *f = &c->folders[c->nfolders++];
-        memset(f, 0, sizeof(*f));
-        f->wire_name = lt_xmalloc(ev->mailbox_len + 1);
-        memcpy(f->wire_name, ev->mailbox, ev->mailbox_len);
-        f->wire_name[ev->mailbox_len] = 0;
-        f->delimiter = ev->delimiter;
-        lt_buf_t *b = lt_buf_new(4 * ev->mailbox_len + 16);
-        char e[200];
-        if (ev->mailbox_len == strlen(f->wire_name) &&
-            lt_imap_utf7_decode(ev->mailbox, ev->mailbox_len, b, e, sizeof(e)) == LT_OK) {
-            f->name = lt_xstrdup(lt_buf_str(b));
-        } else {
-            lt_warn(c->log, "IMAP: folder name is not valid modified UTF-7; skipped from "
-                            "examination");
-        }
-        lt_buf_destroy(b);
-        static const struct {
-            const char *a;
-            unsigned f;
-        } attrs[] = {
-            {"\\NOSELECT", LT_IMAP_FOLDER_NOSELECT}, {"\\NONEXISTENT", LT_IMAP_FOLDER_NOSELECT},
-            {"\\ALL", LT_IMAP_FOLDER_ALL},           {"\\ARCHIVE", LT_IMAP_FOLDER_ARCHIVE},
-            {"\\DRAFTS", LT_IMAP_FOLDER_DRAFTS},     {"\\FLAGGED", LT_IMAP_FOLDER_FLAGGED},
-            {"\\JUNK", LT_IMAP_FOLDER_JUNK},         {"\\SENT", LT_IMAP_FOLDER_SENT},
-            {"\\TRASH", LT_IMAP_FOLDER_TRASH}};
-        for (size_t i = 0; i < ev->nstrs; i++)
-            for (size_t k = 0; k < sizeof(attrs) / sizeof(attrs[0]); k++)
-                if (!strcasecmp(ev->strs[i], attrs[k].a))
-                    f->flags |= attrs[k].f;
-        return LT_OK;
-    }
+    case LT_IMAP_EV_LIST:
+        return on_list(c, ev);
     case LT_IMAP_EV_SEARCH:
-        if (!c->searching)
-            return LT_OK;
-        for (size_t i = 0; i < ev->nnums; i++) {
-            uint32_t u = ev->nums[i];
-            if (u < c->search_lo || u > c->search_hi)
-                continue; /* "n:*" always includes the highest UID, even below n */
-            if (c->nuids >= MAX_SEARCH_UIDS)
-                return ev_fail(c, LT_ERR_TOO_BIG, "IMAP: search result over %u UIDs",
-                               MAX_SEARCH_UIDS);
-            if (c->nuids == c->uids_cap) {
-                c->uids_cap = c->uids_cap ? c->uids_cap * 2 : 1024;
-                c->uids = lt_xrealloc(c->uids, c->uids_cap * sizeof(*c->uids));
-            }
-            c->uids[c->nuids++] = u;
-        }
-        return LT_OK;
+        return on_search(c, ev);
     case LT_IMAP_EV_FETCH:
-        if (c->flags_out && (ev->fetch.has & LT_IMAP_HAS_UID) && ev->fetch.uid == c->flags_uid &&
-            (ev->fetch.has & LT_IMAP_HAS_FLAGS)) {
-            size_t o = 0;
-            c->flags_found = 1;
-            c->flags_out[0] = 0;
-            for (size_t i = 0; i < ev->nstrs; i++)
-                o += (size_t)snprintf(c->flags_out + (o < c->flags_size ? o : c->flags_size - 1),
-                                      o < c->flags_size ? c->flags_size - o : 1, "%s%s",
-                                      i ? " " : "", ev->strs[i]);
-        }
+        on_fetch_flags(c, ev);
         /* fall through */
     case LT_IMAP_EV_BODY_BEGIN:
     case LT_IMAP_EV_BODY_DATA:
     case LT_IMAP_EV_BODY_END:
     case LT_IMAP_EV_BODY_SKIPPED:
-        if (c->fcb)
-            return on_fetch_event(c, ev);
-        return LT_OK;
+        return c->fcb ? on_fetch_event(c, ev) : LT_OK;
     default:
         return LT_OK;
     }
@@ -884,7 +921,7 @@ lt_err_t lt_imap_connect_fd(lt_imap_t *c, int fd, char *errstr, size_t errstr_si
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return set_broken(c, LT_ERR_TEMPORARY, errstr, errstr_size, "IMAP: fcntl failed");
     if (c->tls) {
-        lt_err_t err = tls_start(c, now_ms() + c->connect_timeout_ms, errstr, errstr_size);
+        lt_err_t err = tls_start(c, lt_now_ms() + c->connect_timeout_ms, errstr, errstr_size);
         if (err)
             return err;
     }
@@ -895,7 +932,7 @@ lt_err_t lt_imap_connect(lt_imap_t *c, char *errstr, size_t errstr_size)
 {
     if (c->fd >= 0 || c->broken)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "IMAP: handle already used");
-    int64_t deadline = now_ms() + c->connect_timeout_ms;
+    int64_t deadline = lt_now_ms() + c->connect_timeout_ms;
     char port[16];
     snprintf(port, sizeof(port), "%d", c->port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
@@ -911,7 +948,7 @@ lt_err_t lt_imap_connect(lt_imap_t *c, char *errstr, size_t errstr_size)
             continue;
         if (connect(fd, a->ai_addr, a->ai_addrlen) == 0 || errno == EINPROGRESS) {
             struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-            int left = (int)(deadline - now_ms());
+            int left = (int)(deadline - lt_now_ms());
             int r = left > 0 ? poll(&pfd, 1, left) : 0;
             int soerr = 0;
             socklen_t sl = sizeof(soerr);
@@ -1057,14 +1094,38 @@ static lt_err_t authenticate(lt_imap_t *c, const char *mech, const lt_buf_t *ir,
     return err;
 }
 
-lt_err_t lt_imap_login(lt_imap_t *c, const char *user, const char *password, char *errstr,
-                       size_t errstr_size)
+/* The preamble of every login: a connection not yet authenticated. */
+static lt_err_t check_login(lt_imap_t *c, char *errstr, size_t errstr_size)
 {
     lt_err_t err = check_open(c, S_NOT_AUTH, errstr, errstr_size);
     if (err)
         return err;
     if (c->state != S_NOT_AUTH)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "IMAP: already logged in");
+    return LT_OK;
+}
+
+/* AUTHENTICATE mech with the raw SASL response `raw` (taken: wiped and
+ * freed), sent base64-encoded; the encoded copy is wiped too. */
+static lt_err_t authenticate_secret(lt_imap_t *c, const char *mech, lt_buf_t *raw, char *errstr,
+                                    size_t errstr_size)
+{
+    lt_buf_t *ir = lt_buf_new(2 * lt_buf_len(raw) + 16);
+    b64(ir, lt_buf_data(raw), lt_buf_len(raw));
+    OPENSSL_cleanse((void *)lt_buf_data(raw), lt_buf_len(raw));
+    lt_buf_destroy(raw);
+    lt_err_t err = authenticate(c, mech, ir, errstr, errstr_size);
+    OPENSSL_cleanse((void *)lt_buf_data(ir), lt_buf_len(ir));
+    lt_buf_destroy(ir);
+    return err;
+}
+
+lt_err_t lt_imap_login(lt_imap_t *c, const char *user, const char *password, char *errstr,
+                       size_t errstr_size)
+{
+    lt_err_t err = check_login(c, errstr, errstr_size);
+    if (err)
+        return err;
     size_t ul = strlen(user), pl = strlen(password);
     if (lt_imap_has_cap(c, "AUTH=PLAIN")) {
         lt_buf_t *raw = lt_buf_new(ul + pl + 2);
@@ -1072,14 +1133,7 @@ lt_err_t lt_imap_login(lt_imap_t *c, const char *user, const char *password, cha
         lt_buf_append(raw, user, ul);
         lt_buf_append(raw, "", 1);
         lt_buf_append(raw, password, pl);
-        lt_buf_t *ir = lt_buf_new(2 * (ul + pl) + 16);
-        b64(ir, lt_buf_data(raw), lt_buf_len(raw));
-        OPENSSL_cleanse((void *)lt_buf_data(raw), lt_buf_len(raw));
-        lt_buf_destroy(raw);
-        err = authenticate(c, "PLAIN", ir, errstr, errstr_size);
-        OPENSSL_cleanse((void *)lt_buf_data(ir), lt_buf_len(ir));
-        lt_buf_destroy(ir);
-        return err;
+        return authenticate_secret(c, "PLAIN", raw, errstr, errstr_size);
     }
     if (lt_imap_has_cap(c, "LOGINDISABLED"))
         return lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
@@ -1140,25 +1194,16 @@ lt_err_t lt_imap_login(lt_imap_t *c, const char *user, const char *password, cha
 lt_err_t lt_imap_login_xoauth2(lt_imap_t *c, const char *user, const char *token, char *errstr,
                                size_t errstr_size)
 {
-    lt_err_t err = check_open(c, S_NOT_AUTH, errstr, errstr_size);
+    lt_err_t err = check_login(c, errstr, errstr_size);
     if (err)
         return err;
-    if (c->state != S_NOT_AUTH)
-        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "IMAP: already logged in");
     if (!lt_imap_has_cap(c, "AUTH=XOAUTH2"))
         return lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
                          "IMAP: the server does not offer AUTH=XOAUTH2");
     size_t n = strlen(user) + strlen(token) + 32;
     lt_buf_t *raw = lt_buf_new(n);
     lt_buf_appendf(raw, "user=%s\001auth=Bearer %s\001\001", user, token);
-    lt_buf_t *ir = lt_buf_new(2 * n + 16);
-    b64(ir, lt_buf_data(raw), lt_buf_len(raw));
-    OPENSSL_cleanse((void *)lt_buf_data(raw), lt_buf_len(raw));
-    lt_buf_destroy(raw);
-    err = authenticate(c, "XOAUTH2", ir, errstr, errstr_size);
-    OPENSSL_cleanse((void *)lt_buf_data(ir), lt_buf_len(ir));
-    lt_buf_destroy(ir);
-    return err;
+    return authenticate_secret(c, "XOAUTH2", raw, errstr, errstr_size);
 }
 
 void lt_imap_folders_free(lt_imap_folder_t *folders, size_t nfolders)
@@ -1464,9 +1509,12 @@ lt_err_t lt_imap_delete(lt_imap_t *c, const char *name, char *errstr, size_t err
     return name_cmd(c, "DELETE", name, errstr, errstr_size);
 }
 
-lt_err_t lt_imap_append(lt_imap_t *c, const char *name, const void *msg, size_t len,
-                        const char *flags, uint32_t *uid, char *errstr, size_t errstr_size)
+lt_err_t lt_imap_append(lt_imap_t *c, const char *name, const lt_imap_message_t *message,
+                        uint32_t *uid, char *errstr, size_t errstr_size)
 {
+    const void *msg = message->data;
+    size_t len = message->len;
+    const char *flags = message->flags;
     if (uid)
         *uid = 0;
     lt_err_t err = check_open(c, S_AUTH, errstr, errstr_size);

@@ -152,10 +152,17 @@ lt_err_t lt_imap_logout(lt_imap_t *c, char *errstr, size_t errstr_size);
 
 lt_err_t lt_imap_create(lt_imap_t *c, const char *name, char *errstr, size_t errstr_size);
 lt_err_t lt_imap_delete(lt_imap_t *c, const char *name, char *errstr, size_t errstr_size);
-/* APPEND a message (as a literal); flags like "\\Seen" or NULL. *uid (may be
- * NULL) gets the new UID from [APPENDUID] (UIDPLUS), else 0. */
-lt_err_t lt_imap_append(lt_imap_t *c, const char *name, const void *msg, size_t len,
-                        const char *flags, uint32_t *uid, char *errstr, size_t errstr_size);
+/* A message to APPEND. A plain value carrier; nothing owned. */
+typedef struct {
+    const void *data; /* sent as a literal */
+    size_t len;
+    const char *flags; /* like "\\Seen"; NULL: none */
+} lt_imap_message_t;
+
+/* APPEND msg to the folder name. *uid (may be NULL) gets the new UID from
+ * [APPENDUID] (UIDPLUS), else 0. */
+lt_err_t lt_imap_append(lt_imap_t *c, const char *name, const lt_imap_message_t *msg, uint32_t *uid,
+                        char *errstr, size_t errstr_size);
 /* UID FETCH uid (FLAGS) of the examined mailbox: the flags space-separated
  * into flags (NUL-terminated); LT_ERR_NOT_FOUND when no such UID. */
 lt_err_t lt_imap_uid_flags(lt_imap_t *c, uint32_t uid, char *flags, size_t flags_size, char *errstr,

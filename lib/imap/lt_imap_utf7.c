@@ -2,22 +2,9 @@
 
 #include <stdint.h>
 
-static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
+#include "lt_b64.h"
 
-static int b64val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == ',')
-        return 63;
-    return -1;
-}
+static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
 
 static int is_direct(uint32_t cp)
 {
@@ -189,7 +176,7 @@ lt_err_t lt_imap_utf7_decode(const char *utf7, size_t len, lt_buf_t *out, char *
             }
             if (s[i] == '-')
                 break;
-            int v = b64val(s[i]);
+            int v = lt_b64_value(s[i], "+", ",");
             if (v < 0) {
                 why = "invalid character in base64 run";
                 goto bad;

@@ -3,14 +3,18 @@
  * gmime parses (persisting the input stream, so attachment content stays in
  * the input and is decoded on demand); this module walks the tree with its
  * own caps, picks the text body, lists the attachments and hashes them. All
- * strings handed out are copies made UTF-8 clean here. */
+ * strings handed out are copies made UTF-8 clean (lt_mime_charset). Beside
+ * it: lt_mime_prescan (the caps checked before gmime parses) and
+ * lt_mime_html (the text of an HTML body). */
 #include "lt_mime.h"
 #include "lt_media_type.h"
+#include "lt_mime_charset.h"
+#include "lt_mime_html.h"
+#include "lt_mime_prescan.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <gmime/gmime.h>
-#include <iconv.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,241 +180,9 @@ static LtMimeCbStream *cb_stream_new(lt_mime_write_fn fn, void *opaque)
     return s;
 }
 
-/* ------------------------------------------------------------------ */
-/* UTF-8 and charsets */
-
-static const uint8_t REPLACEMENT[3] = {0xEF, 0xBF, 0xBD}; /* U+FFFD */
-
-/* Length of the valid UTF-8 sequence at p (n bytes left), 0 if invalid.
- * NUL counts as invalid: our strings are C strings. */
-static size_t utf8_seq(const uint8_t *p, size_t n)
-{
-    uint8_t c = p[0];
-    if (c < 0x80)
-        return c ? 1 : 0;
-    if (c < 0xC2)
-        return 0;
-    if (c < 0xE0)
-        return n >= 2 && (p[1] & 0xC0) == 0x80 ? 2 : 0;
-    if (c < 0xF0) {
-        if (n < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80)
-            return 0;
-        if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] >= 0xA0))
-            return 0;
-        return 3;
-    }
-    if (c < 0xF5) {
-        if (n < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
-            return 0;
-        if ((c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] >= 0x90))
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
-/* Expected length of a sequence by its lead byte (0: not a lead byte). */
-static size_t utf8_lead_len(uint8_t c)
-{
-    if (c >= 0xC2 && c < 0xE0)
-        return 2;
-    if (c >= 0xE0 && c < 0xF0)
-        return 3;
-    if (c >= 0xF0 && c < 0xF5)
-        return 4;
-    return 0;
-}
-
-/* Valid UTF-8, ignoring a sequence cut short by the end of the data (the
- * data may have been cut at a cap). */
-static int utf8_valid(const uint8_t *p, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        size_t k = utf8_seq(p + i, n - i);
-        if (k == 0) {
-            size_t want = utf8_lead_len(p[i]);
-            if (want && n - i < want) {
-                int prefix_ok = 1;
-                for (size_t j = i + 1; j < n; j++)
-                    prefix_ok &= (p[j] & 0xC0) == 0x80;
-                return prefix_ok;
-            }
-            return 0;
-        }
-        i += k;
-    }
-    return 1;
-}
-
-static lt_err_t put_cp(lt_buf_t *b, uint32_t cp)
-{
-    uint8_t u[4];
-    size_t n;
-    if (cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return lt_buf_append(b, REPLACEMENT, 3);
-    if (cp < 0x80) {
-        u[0] = (uint8_t)cp;
-        n = 1;
-    } else if (cp < 0x800) {
-        u[0] = (uint8_t)(0xC0 | (cp >> 6));
-        u[1] = (uint8_t)(0x80 | (cp & 0x3F));
-        n = 2;
-    } else if (cp < 0x10000) {
-        u[0] = (uint8_t)(0xE0 | (cp >> 12));
-        u[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
-        u[2] = (uint8_t)(0x80 | (cp & 0x3F));
-        n = 3;
-    } else {
-        u[0] = (uint8_t)(0xF0 | (cp >> 18));
-        u[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3F));
-        u[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
-        u[3] = (uint8_t)(0x80 | (cp & 0x3F));
-        n = 4;
-    }
-    return lt_buf_append(b, u, n);
-}
-
-/* Windows-1252 0x80..0x9F; 0 = undefined. */
-static const uint16_t CP1252[32] = {
-    0x20AC, 0,      0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160,
-    0x2039, 0x0152, 0,      0x017D, 0,      0,      0x2018, 0x2019, 0x201C, 0x201D, 0x2022,
-    0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0,      0x017E, 0x0178,
-};
-
-static void from_cp1252(const uint8_t *p, size_t n, lt_buf_t *out)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint32_t cp = p[i];
-        if (cp >= 0x80 && cp < 0xA0)
-            cp = CP1252[cp - 0x80];
-        if (cp == 0)
-            cp = 0xFFFD;
-        if (put_cp(out, cp))
-            return;
-    }
-}
-
-/* Copy valid UTF-8, each invalid byte becoming U+FFFD. */
-static void utf8_sanitize(const uint8_t *p, size_t n, lt_buf_t *out)
-{
-    size_t i = 0;
-    while (i < n) {
-        size_t start = i;
-        size_t k;
-        while (i < n && (k = utf8_seq(p + i, n - i)) != 0)
-            i += k;
-        if (i > start && lt_buf_append(out, p + start, i - start))
-            return;
-        if (i < n) {
-            if (lt_buf_append(out, REPLACEMENT, 3))
-                return;
-            i++;
-        }
-    }
-}
-
-/* No usable charset: UTF-8 if the bytes are UTF-8, else Windows-1252 (the
- * common case of undeclared 8-bit mail). */
-static void from_unknown(const uint8_t *p, size_t n, lt_buf_t *out)
-{
-    if (utf8_valid(p, n))
-        utf8_sanitize(p, n, out);
-    else
-        from_cp1252(p, n, out);
-}
-
-static int is_ascii_name(const char *cs)
-{
-    return !strcasecmp(cs, "us-ascii") || !strcasecmp(cs, "ascii") ||
-           !strcasecmp(cs, "ansi_x3.4-1968") || !strcasecmp(cs, "iso646-us");
-}
-
-/* raw bytes in charset cs (may be NULL) to UTF-8 (maybe still with NULs and
- * CRs; the caller cleans). */
-static void to_utf8(const char *cs, const uint8_t *p, size_t n, lt_buf_t *out)
-{
-    if (!cs || !*cs || is_ascii_name(cs)) {
-        from_unknown(p, n, out);
-        return;
-    }
-    if (!strcasecmp(cs, "utf-8") || !strcasecmp(cs, "utf8")) {
-        utf8_sanitize(p, n, out);
-        return;
-    }
-    const char *name = g_mime_charset_iconv_name(cs);
-    iconv_t cd = iconv_open("UTF-8", name ? name : cs);
-    if (cd == (iconv_t)-1) {
-        from_unknown(p, n, out);
-        return;
-    }
-    char *in = (char *)p;
-    size_t inleft = n;
-    char tmp[16384];
-    while (inleft > 0) {
-        char *o = tmp;
-        size_t oleft = sizeof(tmp);
-        size_t r = iconv(cd, &in, &inleft, &o, &oleft);
-        int e = errno;
-        if (o > tmp && lt_buf_append(out, tmp, (size_t)(o - tmp)))
-            goto out;
-        if (r == (size_t)-1) {
-            if (e == E2BIG)
-                continue;
-            /* EILSEQ / EINVAL: one bad byte becomes U+FFFD, go on. */
-            if (lt_buf_append(out, REPLACEMENT, 3))
-                goto out;
-            in++;
-            inleft--;
-        }
-    }
-    char *o = tmp;
-    size_t oleft = sizeof(tmp);
-    iconv(cd, NULL, NULL, &o, &oleft);
-    if (o > tmp)
-        lt_buf_append(out, tmp, (size_t)(o - tmp));
-out:
-    iconv_close(cd);
-}
-
-/* Cut b to at most max bytes at a UTF-8 character boundary. */
-static int utf8_cut(char *s, size_t *len, size_t max)
-{
-    if (*len <= max)
-        return 0;
-    size_t n = max;
-    while (n > 0 && ((uint8_t)s[n] & 0xC0) == 0x80)
-        n--;
-    s[n] = 0;
-    *len = n;
-    return 1;
-}
-
-/* A header string made clean: valid UTF-8, CR/LF as spaces, at most max
- * bytes (cut: *flags gets LT_MIME_F_HEADER_TRUNCATED). NULL in, NULL out. */
-static char *clean_string(const char *s, size_t max, unsigned *flags)
-{
-    if (!s)
-        return NULL;
-    size_t n = strlen(s);
-    lt_buf_t *b = lt_buf_new(n * 3 + 16);
-    utf8_sanitize((const uint8_t *)s, n, b);
-    size_t len;
-    char *r = (char *)lt_buf_steal(b, &len);
-    lt_buf_destroy(b);
-    if (!r)
-        r = lt_xstrdup("");
-    for (size_t i = 0; i < len; i++)
-        if (r[i] == '\r' || r[i] == '\n')
-            r[i] = ' ';
-    if (utf8_cut(r, &len, max))
-        *flags |= LT_MIME_F_HEADER_TRUNCATED;
-    return r;
-}
-
 static char *clean_header(lt_mime_t *m, const char *s)
 {
-    return clean_string(s, m->lim.max_header, &m->flags);
+    return lt_mime_clean_string(s, m->lim.max_header, &m->flags);
 }
 
 static char *clean_header_nonempty(lt_mime_t *m, const char *s)
@@ -421,201 +193,6 @@ static char *clean_header_nonempty(lt_mime_t *m, const char *s)
         r = NULL;
     }
     return r;
-}
-
-/* ------------------------------------------------------------------ */
-/* HTML to text: drop tags, comments, script and style; decode the common
- * entities; collapse white space; block tags become line breaks. */
-
-static int ascii_ieq(const char *a, size_t n, const char *lit)
-{
-    size_t k = strlen(lit);
-    if (n < k)
-        return 0;
-    return strncasecmp(a, lit, k) == 0;
-}
-
-static int is_ws(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
-}
-
-static const char *memfind_ci(const char *s, size_t n, const char *lit)
-{
-    size_t k = strlen(lit);
-    for (size_t i = 0; i + k <= n; i++)
-        if (strncasecmp(s + i, lit, k) == 0)
-            return s + i;
-    return NULL;
-}
-
-typedef struct {
-    lt_buf_t *out;
-    int space; /* a space is pending */
-    int nl;    /* consecutive line breaks at the end of out */
-    int any;   /* text written */
-} html_out_t;
-
-static void h_newline(html_out_t *h)
-{
-    h->space = 0;
-    if (!h->any || h->nl >= 2)
-        return;
-    lt_buf_append(h->out, "\n", 1);
-    h->nl++;
-}
-
-static void h_text(html_out_t *h, const void *p, size_t n)
-{
-    if (h->space && h->any && h->nl == 0)
-        lt_buf_append(h->out, " ", 1);
-    h->space = 0;
-    lt_buf_append(h->out, p, n);
-    h->nl = 0;
-    h->any = 1;
-}
-
-static const char *const BLOCK_TAGS[] = {
-    "br",  "p",       "div",     "tr",     "li",     "h1", "h2",         "h3",
-    "h4",  "h5",      "h6",      "table",  "ul",     "ol", "blockquote", "hr",
-    "pre", "section", "article", "header", "footer", "dt", "dd",
-};
-
-static size_t html_entity(html_out_t *h, const char *s, size_t n)
-{
-    /* s[0] == '&'; returns bytes consumed, 0 if not an entity. */
-    size_t end = 1;
-    while (end < n && end < 12 && s[end] != ';')
-        end++;
-    if (end >= n || s[end] != ';')
-        return 0;
-    const char *e = s + 1;
-    size_t k = end - 1;
-    uint32_t cp = 0;
-    if (k >= 2 && e[0] == '#') {
-        int hex = e[1] == 'x' || e[1] == 'X';
-        size_t i = hex ? 2 : 1;
-        if (i >= k)
-            return 0;
-        for (; i < k; i++) {
-            char c = e[i];
-            uint32_t d;
-            if (c >= '0' && c <= '9')
-                d = (uint32_t)(c - '0');
-            else if (hex && c >= 'a' && c <= 'f')
-                d = (uint32_t)(c - 'a' + 10);
-            else if (hex && c >= 'A' && c <= 'F')
-                d = (uint32_t)(c - 'A' + 10);
-            else
-                return 0;
-            cp = cp * (hex ? 16 : 10) + d;
-            if (cp > 0x10FFFF)
-                cp = 0x110000; /* stays invalid */
-        }
-    } else {
-        static const struct {
-            const char *name;
-            uint32_t cp;
-        } names[] = {{"amp", '&'},     {"lt", '<'},        {"gt", '>'},       {"quot", '"'},
-                     {"apos", '\''},   {"nbsp", ' '},      {"copy", 0xA9},    {"reg", 0xAE},
-                     {"euro", 0x20AC}, {"hellip", 0x2026}, {"mdash", 0x2014}, {"ndash", 0x2013}};
-        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-            if (strlen(names[i].name) == k && !memcmp(e, names[i].name, k))
-                cp = names[i].cp;
-        if (!cp)
-            return 0;
-    }
-    lt_buf_t *tmp = lt_buf_new(8);
-    put_cp(tmp, cp);
-    h_text(h, lt_buf_data(tmp), lt_buf_len(tmp));
-    lt_buf_destroy(tmp);
-    return end + 1;
-}
-
-static void html_to_text(const char *s, size_t n, lt_buf_t *out)
-{
-    html_out_t h = {out, 0, 0, 0};
-    size_t i = 0;
-    while (i < n) {
-        char c = s[i];
-        if (c == '<') {
-            const char *r = s + i;
-            size_t left = n - i;
-            if (ascii_ieq(r, left, "<!--")) {
-                const char *e = memfind_ci(r + 4, left - 4, "-->");
-                i = e ? (size_t)(e - s) + 3 : n;
-                continue;
-            }
-            size_t j = 1;
-            if (j < left && (r[j] == '/' || r[j] == '!' || r[j] == '?'))
-                j++;
-            size_t name_at = j;
-            while (j < left && ((r[j] >= 'a' && r[j] <= 'z') || (r[j] >= 'A' && r[j] <= 'Z') ||
-                                (r[j] >= '0' && r[j] <= '9')))
-                j++;
-            size_t name_len = j - name_at;
-            if (name_len == 0 && name_at == 1) {
-                h_text(&h, "<", 1); /* a literal '<' */
-                i++;
-                continue;
-            }
-            const char *gt = memchr(r + j, '>', left - j);
-            size_t tag_end = gt ? (size_t)(gt - s) + 1 : n;
-            const char *name = r + name_at;
-            int closing = r[1] == '/';
-            const char *skip_to = NULL; /* elements whose content is not text */
-            if (!closing && name_len == 6 && !strncasecmp(name, "script", 6))
-                skip_to = "</script";
-            else if (!closing && name_len == 5 && !strncasecmp(name, "style", 5))
-                skip_to = "</style";
-            else if (!closing && name_len == 5 && !strncasecmp(name, "title", 5))
-                skip_to = "</title";
-            if (skip_to) {
-                const char *e = memfind_ci(s + tag_end, n - tag_end, skip_to);
-                const char *g = e ? memchr(e, '>', (size_t)(s + n - e)) : NULL;
-                i = g ? (size_t)(g - s) + 1 : n;
-                continue;
-            }
-            int block = 0;
-            for (size_t t = 0; t < sizeof(BLOCK_TAGS) / sizeof(BLOCK_TAGS[0]); t++)
-                if (strlen(BLOCK_TAGS[t]) == name_len &&
-                    !strncasecmp(name, BLOCK_TAGS[t], name_len))
-                    block = 1;
-            if (block)
-                h_newline(&h);
-            else if (name_len == 2 && (!strncasecmp(name, "td", 2) || !strncasecmp(name, "th", 2)))
-                h.space = 1;
-            i = tag_end;
-            continue;
-        }
-        if (c == '&') {
-            size_t k = html_entity(&h, s + i, n - i);
-            if (k) {
-                i += k;
-                continue;
-            }
-        }
-        if (is_ws(c)) {
-            h.space = 1;
-            i++;
-            continue;
-        }
-        size_t k = i + 1;
-        while (k < n && s[k] != '<' && s[k] != '&' && !is_ws(s[k]))
-            k++;
-        h_text(&h, s + i, k - i);
-        i = k;
-    }
-    /* no trailing line breaks */
-    size_t len = lt_buf_len(out);
-    const uint8_t *d = lt_buf_data(out);
-    while (len > 0 && d[len - 1] == '\n')
-        len--;
-    if (len < lt_buf_len(out)) {
-        uint8_t *all = lt_buf_steal(out, &(size_t){0});
-        lt_buf_append(out, all, len);
-        free(all);
-    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -741,7 +318,7 @@ static char *message_filename(lt_mime_t *m, GMimeMessage *inner)
     if (!s)
         return lt_xstrdup("message.eml");
     size_t len = strlen(s);
-    utf8_cut(s, &len, 200);
+    lt_mime_utf8_cut(s, &len, 200);
     for (char *p = s; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7F || strchr("/\\:*?\"<>|", *p))
             *p = '_';
@@ -858,7 +435,7 @@ static size_t raw_text_cap(const lt_mime_t *m)
 static void set_text(lt_mime_t *m, const uint8_t *raw, size_t raw_len, const char *cs, int html)
 {
     lt_buf_t *u = lt_buf_new(raw_len * 4 + 16);
-    to_utf8(cs, raw, raw_len, u);
+    lt_mime_to_utf8(cs, raw, raw_len, u);
 
     /* Clean: valid UTF-8, no NUL, CRLF and lone CR as LF. */
     lt_buf_t *c = lt_buf_new(lt_buf_len(u) * 3 + 16);
@@ -868,10 +445,10 @@ static void set_text(lt_mime_t *m, const uint8_t *raw, size_t raw_len, const cha
         size_t s = i;
         while (i < n && p[i] != '\r' && p[i] != 0)
             i++;
-        utf8_sanitize(p + s, i - s, c);
+        lt_mime_utf8_sanitize(p + s, i - s, c);
         if (i < n) {
             if (p[i] == 0)
-                lt_buf_append(c, REPLACEMENT, 3);
+                lt_buf_append(c, LT_MIME_REPLACEMENT, 3);
             else
                 lt_buf_append(c, "\n", 1);
             if (p[i] == '\r' && i + 1 < n && p[i + 1] == '\n')
@@ -884,7 +461,7 @@ static void set_text(lt_mime_t *m, const uint8_t *raw, size_t raw_len, const cha
     lt_buf_t *t = c;
     if (html) {
         t = lt_buf_new(lt_buf_len(c) + 16);
-        html_to_text(lt_buf_str(c), lt_buf_len(c), t);
+        lt_mime_html_to_text(lt_buf_str(c), lt_buf_len(c), t);
         lt_buf_destroy(c);
     }
     size_t len;
@@ -894,7 +471,7 @@ static void set_text(lt_mime_t *m, const uint8_t *raw, size_t raw_len, const cha
         m->text = lt_xstrdup("");
         len = 0;
     }
-    if (utf8_cut(m->text, &len, m->lim.max_text))
+    if (lt_mime_utf8_cut(m->text, &len, m->lim.max_text))
         m->flags |= LT_MIME_F_TEXT_TRUNCATED;
     m->text_len = len;
     m->text_source = html ? "text/html" : "text/plain";
@@ -1048,175 +625,6 @@ static void extract_headers(lt_mime_t *m)
 }
 
 /* ------------------------------------------------------------------ */
-/* Pre-scan: a streaming, over-counting estimate of what gmime would build,
- * so that a small input cannot make it allocate gigabytes. Header blocks
- * are: the top one, the one after each "--" line, and one more after a block
- * whose Content-Type says message/ (or every part of a message that has a
- * multipart/digest anywhere). */
-
-typedef struct {
-    size_t max_parts, max_header_lines, max_header_bytes;
-    size_t parts, header_lines, header_bytes;
-    size_t line_pos;
-    uint8_t head[2];
-    int blocks_left; /* header blocks still expected: >0 means in a header */
-    int block_msg;   /* this block's Content-Type is message/... */
-    int digest;      /* a multipart/digest seen */
-    char name[16];   /* header name at line start, lower case */
-    size_t name_len;
-    int in_name;  /* still reading the name */
-    int in_ctype; /* inside a Content-Type header (with folded lines) */
-    int comment;  /* depth of (comment) in Content-Type */
-    char win[17]; /* last lower-case non-blank Content-Type chars */
-    const char *over;
-} prescan_t;
-
-static void prescan_init(prescan_t *s, const lt_mime_limits_t *l)
-{
-    memset(s, 0, sizeof(*s));
-    s->max_parts = l->max_parts;
-    s->max_header_lines = l->max_header_lines;
-    s->max_header_bytes = l->max_header_bytes;
-    s->blocks_left = 1;
-    s->in_name = 1;
-}
-
-static int ends_with(const char *w, const char *lit)
-{
-    size_t a = strlen(w), b = strlen(lit);
-    return a >= b && !memcmp(w + a - b, lit, b);
-}
-
-static void prescan_ctype_char(prescan_t *s, uint8_t c)
-{
-    if (c == '(') {
-        s->comment++;
-        return;
-    }
-    if (c == ')' && s->comment) {
-        s->comment--;
-        return;
-    }
-    if (s->comment || c == ' ' || c == '\t' || c == '\r')
-        return;
-    if (c == ';') { /* parameters follow: only the media type matters */
-        s->in_ctype = 0;
-        return;
-    }
-    if (c >= 'A' && c <= 'Z')
-        c = (uint8_t)(c - 'A' + 'a');
-    size_t n = strlen(s->win);
-    if (n == sizeof(s->win) - 1) {
-        memmove(s->win, s->win + 1, n - 1);
-        n--;
-    }
-    s->win[n] = (char)c;
-    s->win[n + 1] = 0;
-    if (ends_with(s->win, "message/"))
-        s->block_msg = 1;
-    if (ends_with(s->win, "multipart/digest"))
-        s->digest = 1;
-}
-
-static void prescan_end_line(prescan_t *s)
-{
-    int empty = s->line_pos == 0 || (s->line_pos == 1 && s->head[0] == '\r');
-    int dashes = s->line_pos >= 2 && s->head[0] == '-' && s->head[1] == '-';
-    if (dashes) {
-        if (++s->parts > s->max_parts)
-            s->over = "boundary-like lines";
-        s->blocks_left = s->digest ? 2 : 1;
-        s->block_msg = 0;
-        s->in_ctype = 0;
-    } else if (s->blocks_left > 0) {
-        if (empty) {
-            s->blocks_left--;
-            if (s->block_msg && s->blocks_left == 0)
-                s->blocks_left = 1;
-            s->block_msg = 0;
-            s->in_ctype = 0;
-        } else if (++s->header_lines > s->max_header_lines) {
-            s->over = "header lines";
-        }
-    }
-    s->line_pos = 0;
-    s->name_len = 0;
-    s->in_name = 1;
-}
-
-static void prescan_header_char(prescan_t *s, uint8_t c)
-{
-    if (s->line_pos == 1) { /* first byte of the line */
-        if (c == ' ' || c == '\t') {
-            s->in_name = 0; /* folded: same header goes on */
-            return;
-        }
-        s->in_ctype = 0;
-        s->comment = 0;
-        s->win[0] = 0;
-    }
-    if (s->in_name) {
-        if (c == ':') {
-            while (s->name_len &&
-                   (s->name[s->name_len - 1] == ' ' || s->name[s->name_len - 1] == '\t'))
-                s->name_len--;
-            s->in_ctype = s->name_len == 12 && !memcmp(s->name, "content-type", 12);
-            s->in_name = 0;
-        } else if (s->name_len < sizeof(s->name)) {
-            s->name[s->name_len++] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-        } else {
-            s->in_name = 0;
-        }
-        return;
-    }
-    if (s->in_ctype)
-        prescan_ctype_char(s, c);
-}
-
-static void prescan_feed(prescan_t *s, const uint8_t *p, size_t n)
-{
-    size_t i = 0;
-    while (i < n && !s->over) {
-        uint8_t c = p[i];
-        if (c == '\n') {
-            prescan_end_line(s);
-            i++;
-            continue;
-        }
-        if (s->line_pos < 2)
-            s->head[s->line_pos] = c;
-        s->line_pos++;
-        if (s->blocks_left > 0) {
-            if (++s->header_bytes > s->max_header_bytes) {
-                s->over = "header bytes";
-                return;
-            }
-            prescan_header_char(s, c);
-            i++;
-        } else if (s->line_pos >= 2 || c != '-') {
-            /* a body line that is not boundary-like: skip to its end */
-            const uint8_t *nl = memchr(p + i + 1, '\n', n - i - 1);
-            if (!nl)
-                return;
-            i = (size_t)(nl - p);
-        } else {
-            i++;
-        }
-    }
-}
-
-static lt_err_t prescan_result(const prescan_t *s, char *errstr, size_t errstr_size)
-{
-    if (!s->over)
-        return LT_OK;
-    return lt_seterr(errstr, errstr_size, LT_ERR_TOO_BIG,
-                     "message structure over the caps (%s): %zu boundary-like lines (cap %zu), "
-                     "%zu header lines (cap %zu), %zu header bytes (cap %zu) seen",
-                     s->over, s->parts, s->max_parts, s->header_lines, s->max_header_lines,
-                     s->header_bytes, s->max_header_bytes);
-}
-
-/* ------------------------------------------------------------------ */
 /* Parsing */
 
 void lt_mime_limits_default(lt_mime_limits_t *l)
@@ -1333,10 +741,10 @@ lt_err_t lt_mime_parse_mem(const uint8_t *data, size_t len, const lt_mime_limits
     if (len > l.max_input)
         return lt_seterr(errstr, errstr_size, LT_ERR_TOO_BIG,
                          "message of %zu bytes is over the %zu byte cap", len, l.max_input);
-    prescan_t ps;
-    prescan_init(&ps, &l);
-    prescan_feed(&ps, data, len);
-    lt_err_t err = prescan_result(&ps, errstr, errstr_size);
+    lt_mime_prescan_t ps;
+    lt_mime_prescan_init(&ps, &l);
+    lt_mime_prescan_feed(&ps, data, len);
+    lt_err_t err = lt_mime_prescan_result(&ps, errstr, errstr_size);
     if (err)
         return err;
     GMimeStream *s = g_mime_stream_mem_new_with_buffer(len ? (const char *)data : "", len);
@@ -1364,8 +772,8 @@ lt_err_t lt_mime_parse_file(const char *path, const lt_mime_limits_t *limits, lt
                          l.max_input);
     }
     /* Pre-scan through a small buffer (the file is not held in memory). */
-    prescan_t ps;
-    prescan_init(&ps, &l);
+    lt_mime_prescan_t ps;
+    lt_mime_prescan_init(&ps, &l);
     uint8_t buf[65536];
     uint64_t left = (uint64_t)st.st_size;
     while (left > 0 && !ps.over) {
@@ -1378,10 +786,10 @@ lt_err_t lt_mime_parse_file(const char *path, const lt_mime_limits_t *limits, lt
             return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "read %s: %s", path,
                              r < 0 ? strerror(e) : "file shrank while reading");
         }
-        prescan_feed(&ps, buf, (size_t)r);
+        lt_mime_prescan_feed(&ps, buf, (size_t)r);
         left -= (uint64_t)r;
     }
-    lt_err_t err = prescan_result(&ps, errstr, errstr_size);
+    lt_err_t err = lt_mime_prescan_result(&ps, errstr, errstr_size);
     if (err) {
         close(fd);
         return err;
@@ -1508,7 +916,7 @@ char *lt_mime_header_dup(const lt_mime_t *m, const char *name)
         return NULL;
     const char *v = g_mime_object_get_header(GMIME_OBJECT(m->msg), name);
     unsigned ignored = 0;
-    return clean_string(v, m->lim.max_header, &ignored);
+    return lt_mime_clean_string(v, m->lim.max_header, &ignored);
 }
 
 const char *lt_mime_text(const lt_mime_t *m, size_t *len)

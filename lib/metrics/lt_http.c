@@ -14,6 +14,7 @@
 #include <microhttpd.h>
 
 #include "lt_buf.h"
+#include "lt_clock.h"
 #include "lt_log.h"
 
 /* A scrape larger than this is a cardinality bug; answer 500. */
@@ -62,13 +63,6 @@ static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status, con
     return reply(c, status, "text/plain; charset=utf-8", body, len + 1);
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
                                const char *method, const char *version, const char *upload,
                                size_t *upload_size, void **req_cls)
@@ -77,7 +71,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))
         return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed");
     if (!strcmp(url, "/metrics")) {
-        double t0 = now_s();
+        double t0 = lt_now_s();
         lt_buf_t *b = lt_buf_new(METRICS_MAX_BYTES);
         lt_err_t err = lt_metrics_render(h->o.metrics, b);
         if (err) {
@@ -88,7 +82,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         size_t len;
         uint8_t *body = lt_buf_steal(b, &len);
         lt_buf_destroy(b);
-        lt_series_set(h->scrape_seconds, now_s() - t0);
+        lt_series_set(h->scrape_seconds, lt_now_s() - t0);
         return reply(c, MHD_HTTP_OK, LT_METRICS_CONTENT_TYPE, (char *)body, len);
     }
     if (!strcmp(url, "/healthz"))

@@ -49,15 +49,15 @@ void lt_program_on_stop(void (*handler)(int))
     sigaction(SIGINT, &sa, NULL);
 }
 
-lt_err_t lt_program_http(const lt_config_t *cfg, const char *name, lt_metrics_t *metrics,
-                         lt_http_ready_fn ready, void *ready_opaque, lt_http_t **out, char *errstr,
-                         size_t errstr_size)
+lt_err_t lt_program_http(const lt_config_t *cfg, const lt_program_http_t *serve, lt_http_t **out,
+                         char *errstr, size_t errstr_size)
 {
     *out = NULL;
     const lt_settings_t *set = lt_config_settings(cfg);
     if (set->metrics.port <= 0)
         return LT_OK;
-    lt_http_opts_t ho = {name, set->metrics.bind, set->metrics.port, metrics, ready, ready_opaque};
+    lt_http_opts_t ho = {serve->name,    set->metrics.bind, set->metrics.port,
+                         serve->metrics, serve->ready,      serve->ready_opaque};
     *out = lt_http_start(&ho, errstr, errstr_size);
     return *out ? LT_OK : LT_ERR_TEMPORARY;
 }

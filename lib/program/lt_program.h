@@ -27,11 +27,18 @@ lt_config_t *lt_program_config(const char *name, unsigned program);
 /* Install handler for SIGTERM and SIGINT (sigaction, no flags). */
 void lt_program_on_stop(void (*handler)(int));
 
+/* What a program serves on its HTTP endpoint. A plain value carrier. */
+typedef struct {
+    const char *name;       /* the program, for lattice_build_info */
+    lt_metrics_t *metrics;  /* NULL: /metrics is empty */
+    lt_http_ready_fn ready; /* NULL: always ready */
+    void *ready_opaque;
+} lt_program_http_t;
+
 /* Start /metrics, /healthz and /readyz on LATTICE_METRICS_BIND and
  * LATTICE_METRICS_PORT; *out stays NULL when the port is 0 (disabled). The
  * caller owns *out (lt_http_stop). */
-lt_err_t lt_program_http(const lt_config_t *cfg, const char *name, lt_metrics_t *metrics,
-                         lt_http_ready_fn ready, void *ready_opaque, lt_http_t **out, char *errstr,
-                         size_t errstr_size);
+lt_err_t lt_program_http(const lt_config_t *cfg, const lt_program_http_t *serve, lt_http_t **out,
+                         char *errstr, size_t errstr_size);
 
 #endif

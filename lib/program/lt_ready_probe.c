@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "lt_buf.h"
+#include "lt_clock.h"
 #include "lt_db.h"
 
 struct lt_ready_probe {
@@ -20,13 +20,6 @@ struct lt_ready_probe {
     int ok;
     char err[280]; /* "Postgres: " + a 256-byte error */
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 lt_ready_probe_t *lt_ready_probe_new(const char *dsn, const char *password,
                                      const char *application_name, const char *group_id)
@@ -74,7 +67,7 @@ int lt_ready_probe_check(lt_ready_probe_t *p, char *why, size_t why_size)
         return 0;
     }
     pthread_mutex_lock(&p->mu);
-    int64_t now = mono_ms();
+    int64_t now = lt_now_ms();
     if (!p->at || now - p->at >= LT_READY_PROBE_EVERY_MS) {
         char e[256] = "";
         if (p->db && !lt_db_ok(p->db)) {
@@ -87,7 +80,10 @@ int lt_ready_probe_check(lt_ready_probe_t *p, char *why, size_t why_size)
             p->db = lt_db_connect_params(p->dsn, p->password, kw, val, e, sizeof(e));
         }
         p->ok =
-            p->db && !lt_db_exec(p->db, "readiness probe", "SELECT 1", 0, NULL, NULL, e, sizeof(e));
+            p->db &&
+            !lt_db_exec(
+                p->db, &(lt_db_query_t){.what = "readiness probe", .sql = "SELECT 1", .nparams = 0},
+                NULL, e, sizeof(e));
         snprintf(p->err, sizeof(p->err), "Postgres: %s", e);
         p->at = now;
     }

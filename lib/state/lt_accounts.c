@@ -166,10 +166,14 @@ lt_err_t lt_account_load(lt_db_t *db, const char *tenant, const char *account_id
     if (err)
         return err;
     const char *params[] = {tenant, account_id};
-    err = lt_db_exec(db, "load account",
-                     "SELECT " ACCOUNT_COLUMNS
-                     " FROM mail_accounts WHERE tenant_id = $1 AND account_id = $2",
-                     2, params, &r, errstr, errstr_size);
+    err = lt_db_exec(
+        db,
+        &(lt_db_query_t){.what = "load account",
+                         .sql = "SELECT " ACCOUNT_COLUMNS
+                                " FROM mail_accounts WHERE tenant_id = $1 AND account_id = $2",
+                         .nparams = 2,
+                         .params = params},
+        &r, errstr, errstr_size);
     if (err)
         goto out;
     if (PQntuples(r) == 0) {
@@ -254,10 +258,14 @@ lt_err_t lt_account_set_status(lt_db_t *db, const char *tenant, const char *acco
         lt_db_cap_utf8(capped, sizeof(capped), reason);
     const char *params[] = {tenant, account_id, status, reason ? capped : NULL};
     PGresult *r = NULL;
-    err = lt_db_exec(db, "set account status",
-                     "UPDATE mail_accounts SET status = $3, status_reason = $4 "
-                     "WHERE tenant_id = $1 AND account_id = $2",
-                     4, params, &r, errstr, errstr_size);
+    err = lt_db_exec(
+        db,
+        &(lt_db_query_t){.what = "set account status",
+                         .sql = "UPDATE mail_accounts SET status = $3, status_reason = $4 "
+                                "WHERE tenant_id = $1 AND account_id = $2",
+                         .nparams = 4,
+                         .params = params},
+        &r, errstr, errstr_size);
     if (err)
         return err;
     if (strcmp(PQcmdTuples(r), "1") != 0)
@@ -320,10 +328,12 @@ lt_err_t lt_accounts_list_enabled(lt_db_t *db, const char *provider, const char 
     return err;
 }
 
-lt_err_t lt_account_upsert(lt_db_t *db, const char *tenant, const char *account_id,
-                           const char *provider, int enabled, const char *config_json,
-                           const char *classification, char *errstr, size_t errstr_size)
+lt_err_t lt_account_upsert(lt_db_t *db, const lt_account_row_t *row, char *errstr,
+                           size_t errstr_size)
 {
+    const char *tenant = row->tenant, *account_id = row->account_id, *provider = row->provider;
+    const char *config_json = row->config_json, *classification = row->classification;
+    int enabled = row->enabled;
     lt_err_t err = check_ids(tenant, account_id, errstr, errstr_size);
     if (err)
         return err;
@@ -341,14 +351,19 @@ lt_err_t lt_account_upsert(lt_db_t *db, const char *tenant, const char *account_
     const char *params[] = {tenant,   account_id,
                             provider, enabled ? "true" : "false",
                             cfg,      classification ? classification : "confidential"};
-    return lt_db_exec(db, "upsert account",
-                      "INSERT INTO mail_accounts (tenant_id, account_id, provider, enabled, "
-                      "config_json, data_classification) VALUES ($1, $2, $3, $4::boolean, "
-                      "$5::jsonb, $6) ON CONFLICT (tenant_id, account_id) DO UPDATE SET "
-                      "provider = EXCLUDED.provider, enabled = EXCLUDED.enabled, "
-                      "config_json = EXCLUDED.config_json, "
-                      "data_classification = EXCLUDED.data_classification",
-                      6, params, NULL, errstr, errstr_size);
+    return lt_db_exec(
+        db,
+        &(lt_db_query_t){.what = "upsert account",
+                         .sql =
+                             "INSERT INTO mail_accounts (tenant_id, account_id, provider, enabled, "
+                             "config_json, data_classification) VALUES ($1, $2, $3, $4::boolean, "
+                             "$5::jsonb, $6) ON CONFLICT (tenant_id, account_id) DO UPDATE SET "
+                             "provider = EXCLUDED.provider, enabled = EXCLUDED.enabled, "
+                             "config_json = EXCLUDED.config_json, "
+                             "data_classification = EXCLUDED.data_classification",
+                         .nparams = 6,
+                         .params = params},
+        NULL, errstr, errstr_size);
 }
 
 lt_err_t lt_account_delete(lt_db_t *db, const char *tenant, const char *account_id, char *errstr,
@@ -359,9 +374,14 @@ lt_err_t lt_account_delete(lt_db_t *db, const char *tenant, const char *account_
         return err;
     const char *params[] = {tenant, account_id};
     PGresult *r = NULL;
-    err = lt_db_exec(db, "delete account",
-                     "DELETE FROM mail_accounts WHERE tenant_id = $1 AND account_id = $2", 2,
-                     params, &r, errstr, errstr_size);
+    err =
+        lt_db_exec(db,
+                   &(lt_db_query_t){
+                       .what = "delete account",
+                       .sql = "DELETE FROM mail_accounts WHERE tenant_id = $1 AND account_id = $2",
+                       .nparams = 2,
+                       .params = params},
+                   &r, errstr, errstr_size);
     if (err)
         return err;
     if (strcmp(PQcmdTuples(r), "1") != 0)

@@ -61,12 +61,20 @@ typedef int (*lt_account_fn)(const lt_account_t *a, void *opaque);
 lt_err_t lt_accounts_list_enabled(lt_db_t *db, const char *provider, const char *tenant,
                                   lt_account_fn fn, void *opaque, char *errstr, size_t errstr_size);
 
-/* Insert or update an account (for seeding and tests). config_json: a JSON
- * object as text (NULL = "{}"); classification NULL = "confidential".
- * Status is left as is on update (new accounts are "active"). */
-lt_err_t lt_account_upsert(lt_db_t *db, const char *tenant, const char *account_id,
-                           const char *provider, int enabled, const char *config_json,
-                           const char *classification, char *errstr, size_t errstr_size);
+/* An account row to write. A plain value carrier; strings borrowed. */
+typedef struct {
+    const char *tenant;
+    const char *account_id;
+    const char *provider; /* "gmail" or "imap" */
+    int enabled;
+    const char *config_json;    /* a JSON object as text; NULL: "{}" */
+    const char *classification; /* NULL: "confidential" */
+} lt_account_row_t;
+
+/* Insert or update an account (for seeding and tests). Status is left as
+ * is on update (new accounts are "active"). */
+lt_err_t lt_account_upsert(lt_db_t *db, const lt_account_row_t *row, char *errstr,
+                           size_t errstr_size);
 
 /* Delete an account (its watermarks and pending rows go with it).
  * NOT_FOUND if none. */

@@ -154,9 +154,12 @@ lt_err_t lt_db_result_error(lt_db_t *db, const char *what, const PGresult *res, 
     return lt_db_classify_sqlstate(state);
 }
 
-lt_err_t lt_db_exec(lt_db_t *db, const char *what, const char *sql, int nparams,
-                    const char *const *params, PGresult **res, char *errstr, size_t errstr_size)
+lt_err_t lt_db_exec(lt_db_t *db, const lt_db_query_t *q, PGresult **res, char *errstr,
+                    size_t errstr_size)
 {
+    const char *what = q->what, *sql = q->sql;
+    int nparams = q->nparams;
+    const char *const *params = q->params;
     if (res)
         *res = NULL;
     if (PQstatus(db->conn) != CONNECTION_OK) {
@@ -179,13 +182,15 @@ lt_err_t lt_db_exec(lt_db_t *db, const char *what, const char *sql, int nparams,
 
 lt_err_t lt_db_begin(lt_db_t *db, char *errstr, size_t errstr_size)
 {
-    return lt_db_exec(db, "begin", "BEGIN", 0, NULL, NULL, errstr, errstr_size);
+    return lt_db_exec(db, &(lt_db_query_t){.what = "begin", .sql = "BEGIN", .nparams = 0}, NULL,
+                      errstr, errstr_size);
 }
 
 lt_err_t lt_db_commit(lt_db_t *db, char *errstr, size_t errstr_size)
 {
     PGresult *r = NULL;
-    lt_err_t err = lt_db_exec(db, "commit", "COMMIT", 0, NULL, &r, errstr, errstr_size);
+    lt_err_t err = lt_db_exec(db, &(lt_db_query_t){.what = "commit", .sql = "COMMIT", .nparams = 0},
+                              &r, errstr, errstr_size);
     if (err)
         return err;
     /* COMMIT of a failed transaction "succeeds" as ROLLBACK. */

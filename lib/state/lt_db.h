@@ -51,13 +51,21 @@ PGconn *lt_db_conn(lt_db_t *db);
  * NULL or empty -> TEMPORARY (no server answer: the connection broke). */
 lt_err_t lt_db_classify_sqlstate(const char *sqlstate);
 
-/* Run one statement with text parameters (NULL element = SQL NULL). On
- * success, *res (if res != NULL) receives the result: the caller PQclear()s
- * it. On failure *res is NULL, errstr holds "<what>: <server message>
- * (SQLSTATE xxxxx)" and the code is classified as above (a broken connection
- * is TEMPORARY). `what` names the operation in the message. */
-lt_err_t lt_db_exec(lt_db_t *db, const char *what, const char *sql, int nparams,
-                    const char *const *params, PGresult **res, char *errstr, size_t errstr_size);
+/* One statement and its text parameters (NULL element = SQL NULL). A plain
+ * value carrier; nothing owned. */
+typedef struct {
+    const char *what; /* names the operation in error messages */
+    const char *sql;
+    int nparams;
+    const char *const *params;
+} lt_db_query_t;
+
+/* Run one statement. On success, *res (if res != NULL) receives the result:
+ * the caller PQclear()s it. On failure *res is NULL, errstr holds "<what>:
+ * <server message> (SQLSTATE xxxxx)" and the code is classified as above (a
+ * broken connection is TEMPORARY). */
+lt_err_t lt_db_exec(lt_db_t *db, const lt_db_query_t *q, PGresult **res, char *errstr,
+                    size_t errstr_size);
 
 /* Transactions. lt_db_rollback() is safe to call when no transaction is
  * open and on a broken connection (then it does nothing). */

@@ -83,10 +83,14 @@ lt_err_t lt_issued_forget(lt_db_t *db, const char *const *command_ids, size_t n,
     for (size_t i = 0; i < n; i++)
         json_object_array_add(arr, json_object_new_string(command_ids[i] ? command_ids[i] : ""));
     const char *params[] = {json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN)};
-    lt_err_t err = lt_db_exec(db, "forget issued commands",
-                              "DELETE FROM mail_sync_issued WHERE command_id IN "
-                              "(SELECT jsonb_array_elements_text($1::jsonb))",
-                              1, params, NULL, errstr, errstr_size);
+    lt_err_t err =
+        lt_db_exec(db,
+                   &(lt_db_query_t){.what = "forget issued commands",
+                                    .sql = "DELETE FROM mail_sync_issued WHERE command_id IN "
+                                           "(SELECT jsonb_array_elements_text($1::jsonb))",
+                                    .nparams = 1,
+                                    .params = params},
+                   NULL, errstr, errstr_size);
     json_object_put(arr);
     return err;
 }
@@ -102,10 +106,14 @@ lt_err_t lt_issued_prune(lt_db_t *db, int stale_after_s, long long *deleted, cha
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "stale_after_s must be > 0");
     snprintf(secs, sizeof(secs), "%d", stale_after_s);
     const char *params[] = {secs};
-    lt_err_t err = lt_db_exec(db, "prune issued commands",
-                              "DELETE FROM mail_sync_issued WHERE issued_at <= "
-                              "now() - make_interval(secs => $1::integer)",
-                              1, params, &r, errstr, errstr_size);
+    lt_err_t err =
+        lt_db_exec(db,
+                   &(lt_db_query_t){.what = "prune issued commands",
+                                    .sql = "DELETE FROM mail_sync_issued WHERE issued_at <= "
+                                           "now() - make_interval(secs => $1::integer)",
+                                    .nparams = 1,
+                                    .params = params},
+                   &r, errstr, errstr_size);
     if (err)
         return err;
     if (deleted)
@@ -114,10 +122,12 @@ lt_err_t lt_issued_prune(lt_db_t *db, int stale_after_s, long long *deleted, cha
     return LT_OK;
 }
 
-lt_err_t lt_issued_list_in_flight(lt_db_t *db, int stale_after_s, const char *provider,
-                                  const char *tenant, lt_issued_account_fn fn, void *opaque,
-                                  char *errstr, size_t errstr_size)
+lt_err_t lt_issued_list_in_flight(lt_db_t *db, const lt_issued_filter_t *filter,
+                                  lt_issued_account_fn fn, void *opaque, char *errstr,
+                                  size_t errstr_size)
 {
+    int stale_after_s = filter->stale_after_s;
+    const char *provider = filter->provider, *tenant = filter->tenant;
     char secs[16];
     PGresult *r = NULL;
     if (stale_after_s <= 0)
@@ -126,16 +136,24 @@ lt_err_t lt_issued_list_in_flight(lt_db_t *db, int stale_after_s, const char *pr
     const char *params[] = {secs, provider, tenant};
     /* Bounded by the accounts issued within one threshold: one result. */
     lt_err_t err = lt_db_exec(
-        db, "list in-flight accounts",
-        "SELECT tenant_id, account_id FROM mail_sync_commands"
-        " WHERE status = 'running' AND heartbeat_at > now() - make_interval(secs => $1::integer)"
-        " AND ($2::text IS NULL OR provider = $2) AND ($3::text IS NULL OR tenant_id = $3)"
-        " UNION"
-        " SELECT i.tenant_id, i.account_id FROM mail_sync_issued i"
-        " WHERE i.issued_at > now() - make_interval(secs => $1::integer)"
-        " AND ($2::text IS NULL OR i.provider = $2) AND ($3::text IS NULL OR i.tenant_id = $3)"
-        " AND NOT EXISTS (SELECT 1 FROM mail_sync_commands c WHERE c.command_id = i.command_id)",
-        3, params, &r, errstr, errstr_size);
+        db,
+        &(lt_db_query_t){
+            .what = "list in-flight accounts",
+            .sql =
+                "SELECT tenant_id, account_id FROM mail_sync_commands"
+                " WHERE status = 'running'"
+                " AND heartbeat_at > now() - make_interval(secs => $1::integer)"
+                " AND ($2::text IS NULL OR provider = $2) AND ($3::text IS NULL OR tenant_id = $3)"
+                " UNION"
+                " SELECT i.tenant_id, i.account_id FROM mail_sync_issued i"
+                " WHERE i.issued_at > now() - make_interval(secs => $1::integer)"
+                " AND ($2::text IS NULL OR i.provider = $2)"
+                " AND ($3::text IS NULL OR i.tenant_id = $3)"
+                " AND NOT EXISTS (SELECT 1 FROM mail_sync_commands c"
+                " WHERE c.command_id = i.command_id)",
+            .nparams = 3,
+            .params = params},
+        &r, errstr, errstr_size);
     if (err)
         return err;
     for (int i = 0; i < PQntuples(r); i++)
@@ -159,8 +177,12 @@ lt_err_t lt_issued_run_trylock(lt_db_t *db, const char *provider, const char *te
     *locked = 0;
     run_key(provider, tenant, key);
     const char *params[] = {key};
-    lt_err_t err = lt_db_exec(db, "scheduler trylock", "SELECT pg_try_advisory_lock($1::bigint)", 1,
-                              params, &r, errstr, errstr_size);
+    lt_err_t err = lt_db_exec(db,
+                              &(lt_db_query_t){.what = "scheduler trylock",
+                                               .sql = "SELECT pg_try_advisory_lock($1::bigint)",
+                                               .nparams = 1,
+                                               .params = params},
+                              &r, errstr, errstr_size);
     if (err)
         return err;
     *locked = !strcmp(PQgetvalue(r, 0, 0), "t");
@@ -175,8 +197,12 @@ lt_err_t lt_issued_run_unlock(lt_db_t *db, const char *provider, const char *ten
     PGresult *r = NULL;
     run_key(provider, tenant, key);
     const char *params[] = {key};
-    lt_err_t err = lt_db_exec(db, "scheduler unlock", "SELECT pg_advisory_unlock($1::bigint)", 1,
-                              params, &r, errstr, errstr_size);
+    lt_err_t err = lt_db_exec(db,
+                              &(lt_db_query_t){.what = "scheduler unlock",
+                                               .sql = "SELECT pg_advisory_unlock($1::bigint)",
+                                               .nparams = 1,
+                                               .params = params},
+                              &r, errstr, errstr_size);
     if (err)
         return err;
     if (strcmp(PQgetvalue(r, 0, 0), "t") != 0)

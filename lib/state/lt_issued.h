@@ -51,13 +51,19 @@ lt_err_t lt_issued_forget(lt_db_t *db, const char *const *command_ids, size_t n,
 lt_err_t lt_issued_prune(lt_db_t *db, int stale_after_s, long long *deleted, char *errstr,
                          size_t errstr_size);
 
+/* Which accounts in flight to list. A plain value carrier. */
+typedef struct {
+    int stale_after_s;    /* > 0 (see above) */
+    const char *provider; /* NULL: all */
+    const char *tenant;   /* NULL: all */
+} lt_issued_filter_t;
+
 /* fn(tenant, account_id, opaque) once for every account in flight (see
- * above), optionally only of one provider and/or tenant (NULL = all). fn
- * must not use db; non-zero stops. */
+ * above) that passes the filter. fn must not use db; non-zero stops. */
 typedef int (*lt_issued_account_fn)(const char *tenant, const char *account_id, void *opaque);
-lt_err_t lt_issued_list_in_flight(lt_db_t *db, int stale_after_s, const char *provider,
-                                  const char *tenant, lt_issued_account_fn fn, void *opaque,
-                                  char *errstr, size_t errstr_size);
+lt_err_t lt_issued_list_in_flight(lt_db_t *db, const lt_issued_filter_t *filter,
+                                  lt_issued_account_fn fn, void *opaque, char *errstr,
+                                  size_t errstr_size);
 
 /* The run lock, keyed by the filters (NULL = all): *locked = 1 when taken,
  * 0 when another session holds it. Released by lt_issued_run_unlock() or

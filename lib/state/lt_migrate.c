@@ -213,18 +213,25 @@ static lt_err_t load_applied(lt_db_t *db, migration_list_t *l, char *errstr, siz
 {
     PGresult *r = NULL;
     lt_err_t err =
-        lt_db_exec(db, "schema_migrations", "SELECT to_regclass('schema_migrations') IS NOT NULL",
-                   0, NULL, &r, errstr, errstr_size);
+        lt_db_exec(db,
+                   &(lt_db_query_t){.what = "schema_migrations",
+                                    .sql = "SELECT to_regclass('schema_migrations') IS NOT NULL",
+                                    .nparams = 0},
+                   &r, errstr, errstr_size);
     if (err)
         return err;
     int exists = !strcmp(PQgetvalue(r, 0, 0), "t");
     PQclear(r);
     if (!exists)
         return LT_OK;
-    err = lt_db_exec(db, "schema_migrations",
-                     "SELECT version, name, sha256, applied_at::text FROM schema_migrations "
-                     "ORDER BY version",
-                     0, NULL, &r, errstr, errstr_size);
+    err = lt_db_exec(
+        db,
+        &(lt_db_query_t){
+            .what = "schema_migrations",
+            .sql = "SELECT version, name, sha256, applied_at::text FROM schema_migrations "
+                   "ORDER BY version",
+            .nparams = 0},
+        &r, errstr, errstr_size);
     if (err)
         return err;
     for (int i = 0; i < PQntuples(r); i++) {
@@ -315,10 +322,14 @@ static lt_err_t apply_one(lt_db_t *db, const char *dir, migration_t *m, char *er
     char version[16];
     snprintf(version, sizeof(version), "%d", m->version);
     const char *params[] = {version, m->name, m->sha256};
-    err = lt_db_exec(db, what,
-                     "INSERT INTO schema_migrations (version, name, sha256, applied_at) "
-                     "VALUES ($1::int, $2, $3, now())",
-                     3, params, NULL, errstr, errstr_size);
+    err = lt_db_exec(
+        db,
+        &(lt_db_query_t){.what = what,
+                         .sql = "INSERT INTO schema_migrations (version, name, sha256, applied_at) "
+                                "VALUES ($1::int, $2, $3, now())",
+                         .nparams = 3,
+                         .params = params},
+        NULL, errstr, errstr_size);
     if (err)
         goto out;
     err = lt_db_commit(db, errstr, errstr_size);
@@ -344,18 +355,24 @@ lt_err_t lt_migrate_apply(lt_db_t *db, const char *dir, lt_migration_fn on_appli
 
     if (applied)
         *applied = 0;
-    lt_err_t err = lt_db_exec(db, "migration lock", "SELECT pg_advisory_lock($1::bigint)", 1, kp,
+    lt_err_t err = lt_db_exec(db,
+                              &(lt_db_query_t){.what = "migration lock",
+                                               .sql = "SELECT pg_advisory_lock($1::bigint)",
+                                               .nparams = 1,
+                                               .params = kp},
                               NULL, errstr, errstr_size);
     if (err)
         goto out;
     locked = 1;
-    err = lt_db_exec(db, "schema_migrations",
-                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                     " version integer PRIMARY KEY,"
-                     " name text NOT NULL,"
-                     " sha256 text NOT NULL,"
-                     " applied_at timestamptz NOT NULL DEFAULT now())",
-                     0, NULL, NULL, errstr, errstr_size);
+    err = lt_db_exec(db,
+                     &(lt_db_query_t){.what = "schema_migrations",
+                                      .sql = "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                             " version integer PRIMARY KEY,"
+                                             " name text NOT NULL,"
+                                             " sha256 text NOT NULL,"
+                                             " applied_at timestamptz NOT NULL DEFAULT now())",
+                                      .nparams = 0},
+                     NULL, errstr, errstr_size);
     if (err)
         goto out;
     err = load_all(db, dir, &l, errstr, errstr_size);
@@ -400,8 +417,12 @@ lt_err_t lt_migrate_apply(lt_db_t *db, const char *dir, lt_migration_fn on_appli
     }
 out:
     if (locked && lt_db_ok(db))
-        lt_db_exec(db, "migration unlock", "SELECT pg_advisory_unlock($1::bigint)", 1, kp, NULL,
-                   NULL, 0);
+        lt_db_exec(db,
+                   &(lt_db_query_t){.what = "migration unlock",
+                                    .sql = "SELECT pg_advisory_unlock($1::bigint)",
+                                    .nparams = 1,
+                                    .params = kp},
+                   NULL, NULL, 0);
     if (applied)
         *applied = n;
     list_free(&l);

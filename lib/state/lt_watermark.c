@@ -126,19 +126,25 @@ out:
     return err;
 }
 
-lt_err_t lt_watermark_get(lt_db_t *db, const char *tenant, const char *account_id,
-                          const char *scope, const char *provider, lt_watermark_t *out,
+lt_err_t lt_watermark_get(lt_db_t *db, const lt_watermark_key_t *key, lt_watermark_t *out,
                           char *errstr, size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     PGresult *r = NULL;
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
     if (err)
         return err;
     const char *params[] = {tenant, account_id, scope, provider};
-    err = lt_db_exec(db, "get watermark",
-                     "SELECT watermark_json::text FROM mail_watermarks WHERE tenant_id = $1 AND "
-                     "account_id = $2 AND scope = $3 AND provider = $4",
-                     4, params, &r, errstr, errstr_size);
+    err = lt_db_exec(
+        db,
+        &(lt_db_query_t){
+            .what = "get watermark",
+            .sql = "SELECT watermark_json::text FROM mail_watermarks WHERE tenant_id = $1 AND "
+                   "account_id = $2 AND scope = $3 AND provider = $4",
+            .nparams = 4,
+            .params = params},
+        &r, errstr, errstr_size);
     if (err)
         return err;
     if (PQntuples(r) == 0) {
@@ -163,14 +169,18 @@ static const char *k_upsert_sql =
     "mail_watermarks.watermark_json, EXCLUDED.watermark_json) "
     "RETURNING 1";
 
-static lt_err_t upsert(lt_db_t *db, const char *tenant, const char *account_id, const char *scope,
-                       const char *provider, const char *json, int resync, int *stored,
-                       char *errstr, size_t errstr_size)
+static lt_err_t upsert(lt_db_t *db, const lt_watermark_key_t *key, const char *json, int resync,
+                       int *stored, char *errstr, size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     PGresult *r = NULL;
     const char *params[] = {tenant, account_id, scope, provider, json, resync ? "true" : "false"};
-    lt_err_t err =
-        lt_db_exec(db, "set watermark", k_upsert_sql, 6, params, &r, errstr, errstr_size);
+    lt_err_t err = lt_db_exec(
+        db,
+        &(lt_db_query_t){
+            .what = "set watermark", .sql = k_upsert_sql, .nparams = 6, .params = params},
+        &r, errstr, errstr_size);
     if (err)
         return err;
     if (stored)
@@ -179,10 +189,11 @@ static lt_err_t upsert(lt_db_t *db, const char *tenant, const char *account_id, 
     return LT_OK;
 }
 
-lt_err_t lt_watermark_set(lt_db_t *db, const char *tenant, const char *account_id,
-                          const char *scope, const char *provider, const lt_watermark_t *wm,
+lt_err_t lt_watermark_set(lt_db_t *db, const lt_watermark_key_t *key, const lt_watermark_t *wm,
                           int resync, int *stored, char *errstr, size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     char json[LT_WATERMARK_JSON_MAX];
     if (stored)
         *stored = 0;
@@ -190,8 +201,7 @@ lt_err_t lt_watermark_set(lt_db_t *db, const char *tenant, const char *account_i
     if (!err)
         err = lt_watermark_to_json(provider, wm, json, errstr, errstr_size);
     if (!err)
-        err = upsert(db, tenant, account_id, scope, provider, json, resync, stored, errstr,
-                     errstr_size);
+        err = upsert(db, key, json, resync, stored, errstr, errstr_size);
     return err;
 }
 
@@ -207,10 +217,11 @@ static lt_cursor_home_t home_parse(const char *s)
                                  : LT_CURSOR_NONE;
 }
 
-lt_err_t lt_watermark_pending_put(lt_db_t *db, const char *tenant, const char *account_id,
-                                  const char *scope, const char *provider,
+lt_err_t lt_watermark_pending_put(lt_db_t *db, const lt_watermark_key_t *key,
                                   const lt_watermark_pending_t *p, char *errstr, size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     char json[LT_WATERMARK_JSON_MAX], part[16], off[32];
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
     if (err)
@@ -242,26 +253,32 @@ lt_err_t lt_watermark_pending_put(lt_db_t *db, const char *tenant, const char *a
                             home_name(p->cursor_home),
                             p->cursor_home && p->cursor[0] ? p->cursor : NULL};
     return lt_db_exec(
-        db, "put pending watermark",
-        "INSERT INTO mail_watermark_pending (tenant_id, account_id, scope, provider, "
-        "watermark_json, resync, command_id, marker_topic, marker_partition, marker_offset, "
-        "cursor_home, cursor_json) "
-        "VALUES ($1, $2, $3, $4, $5::jsonb, $6::boolean, $7, $8, $9::integer, $10::bigint, $11, "
-        "$12::jsonb) "
-        "ON CONFLICT (tenant_id, account_id, scope, provider) DO UPDATE SET "
-        "watermark_json = EXCLUDED.watermark_json, resync = EXCLUDED.resync, "
-        "command_id = EXCLUDED.command_id, marker_topic = EXCLUDED.marker_topic, "
-        "marker_partition = EXCLUDED.marker_partition, marker_offset = EXCLUDED.marker_offset, "
-        "cursor_home = EXCLUDED.cursor_home, cursor_json = EXCLUDED.cursor_json, "
-        "created_at = now()",
-        12, params, NULL, errstr, errstr_size);
+        db,
+        &(lt_db_query_t){
+            .what = "put pending watermark",
+            .sql = "INSERT INTO mail_watermark_pending (tenant_id, account_id, scope, provider, "
+                   "watermark_json, resync, command_id, marker_topic, marker_partition, "
+                   "marker_offset, cursor_home, cursor_json) "
+                   "VALUES ($1, $2, $3, $4, $5::jsonb, $6::boolean, $7, $8, $9::integer, "
+                   "$10::bigint, $11, $12::jsonb) "
+                   "ON CONFLICT (tenant_id, account_id, scope, provider) DO UPDATE SET "
+                   "watermark_json = EXCLUDED.watermark_json, resync = EXCLUDED.resync, "
+                   "command_id = EXCLUDED.command_id, marker_topic = EXCLUDED.marker_topic, "
+                   "marker_partition = EXCLUDED.marker_partition, "
+                   "marker_offset = EXCLUDED.marker_offset, "
+                   "cursor_home = EXCLUDED.cursor_home, cursor_json = EXCLUDED.cursor_json, "
+                   "created_at = now()",
+            .nparams = 12,
+            .params = params},
+        NULL, errstr, errstr_size);
 }
 
-lt_err_t lt_watermark_cursor_set(lt_db_t *db, const char *tenant, const char *account_id,
-                                 const char *scope, const char *provider, lt_cursor_home_t home,
+lt_err_t lt_watermark_cursor_set(lt_db_t *db, const lt_watermark_key_t *key, lt_cursor_home_t home,
                                  const char *command_id, const char *cursor, char *errstr,
                                  size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
     if (err)
         return err;
@@ -273,35 +290,52 @@ lt_err_t lt_watermark_cursor_set(lt_db_t *db, const char *tenant, const char *ac
     if (home == LT_CURSOR_COMMAND) {
         /* 0007 may re-key the row by (tenant, account, command id): all three match */
         const char *params[] = {tenant, account_id, scope, cursor, command_id};
-        return lt_db_exec(db, "set command cursor",
-                          "UPDATE mail_sync_commands SET cursor_json = CASE WHEN $4::jsonb IS NULL "
-                          "THEN COALESCE(cursor_json, '{}'::jsonb) - $3::text "
-                          "ELSE COALESCE(cursor_json, '{}'::jsonb) || "
-                          "jsonb_build_object($3::text, $4::jsonb) END "
-                          "WHERE command_id = $5 AND tenant_id = $1 AND account_id = $2",
-                          5, params, NULL, errstr, errstr_size);
+        return lt_db_exec(
+            db,
+            &(lt_db_query_t){
+                .what = "set command cursor",
+                .sql = "UPDATE mail_sync_commands SET cursor_json = CASE WHEN $4::jsonb IS NULL "
+                       "THEN COALESCE(cursor_json, '{}'::jsonb) - $3::text "
+                       "ELSE COALESCE(cursor_json, '{}'::jsonb) || "
+                       "jsonb_build_object($3::text, $4::jsonb) END "
+                       "WHERE command_id = $5 AND tenant_id = $1 AND account_id = $2",
+                .nparams = 5,
+                .params = params},
+            NULL, errstr, errstr_size);
     }
     if (!cursor) {
         const char *params[] = {tenant, account_id, scope, provider};
-        return lt_db_exec(db, "delete scope cursor",
-                          "DELETE FROM mail_sync_cursors WHERE tenant_id = $1 AND account_id = $2 "
-                          "AND scope = $3 AND provider = $4",
-                          4, params, NULL, errstr, errstr_size);
+        return lt_db_exec(
+            db,
+            &(lt_db_query_t){
+                .what = "delete scope cursor",
+                .sql = "DELETE FROM mail_sync_cursors WHERE tenant_id = $1 AND account_id = $2 "
+                       "AND scope = $3 AND provider = $4",
+                .nparams = 4,
+                .params = params},
+            NULL, errstr, errstr_size);
     }
     const char *params[] = {tenant, account_id, scope, provider, cursor, command_id};
-    return lt_db_exec(db, "set scope cursor",
-                      "INSERT INTO mail_sync_cursors (tenant_id, account_id, scope, provider, "
-                      "cursor_json, command_id) VALUES ($1, $2, $3, $4, $5::jsonb, $6) "
-                      "ON CONFLICT (tenant_id, account_id, scope, provider) DO UPDATE SET "
-                      "cursor_json = EXCLUDED.cursor_json, command_id = EXCLUDED.command_id",
-                      6, params, NULL, errstr, errstr_size);
+    return lt_db_exec(
+        db,
+        &(lt_db_query_t){
+            .what = "set scope cursor",
+            .sql = "INSERT INTO mail_sync_cursors (tenant_id, account_id, scope, provider, "
+                   "cursor_json, command_id) VALUES ($1, $2, $3, $4, $5::jsonb, $6) "
+                   "ON CONFLICT (tenant_id, account_id, scope, provider) DO UPDATE SET "
+                   "cursor_json = EXCLUDED.cursor_json, command_id = EXCLUDED.command_id",
+            .nparams = 6,
+            .params = params},
+        NULL, errstr, errstr_size);
 }
 
-lt_err_t lt_watermark_cursor_get(lt_db_t *db, const char *tenant, const char *account_id,
-                                 const char *scope, const char *provider, lt_cursor_home_t home,
-                                 const char *command_id, char *out, size_t outsz, char *errstr,
-                                 size_t errstr_size)
+lt_err_t lt_watermark_cursor_get(lt_db_t *db, const lt_watermark_key_t *key, lt_cursor_home_t home,
+                                 const char *command_id, char out[LT_WATERMARK_CURSOR_MAX],
+                                 char *errstr, size_t errstr_size)
 {
+    const size_t outsz = LT_WATERMARK_CURSOR_MAX;
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     PGresult *r = NULL;
     out[0] = 0;
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
@@ -311,16 +345,26 @@ lt_err_t lt_watermark_cursor_get(lt_db_t *db, const char *tenant, const char *ac
         if (!command_id || !*command_id)
             return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "command cursor: no command id");
         const char *params[] = {tenant, account_id, scope, command_id};
-        err = lt_db_exec(db, "get command cursor",
-                         "SELECT (cursor_json -> $3::text)::text FROM mail_sync_commands "
-                         "WHERE command_id = $4 AND tenant_id = $1 AND account_id = $2",
-                         4, params, &r, errstr, errstr_size);
+        err =
+            lt_db_exec(db,
+                       &(lt_db_query_t){
+                           .what = "get command cursor",
+                           .sql = "SELECT (cursor_json -> $3::text)::text FROM mail_sync_commands "
+                                  "WHERE command_id = $4 AND tenant_id = $1 AND account_id = $2",
+                           .nparams = 4,
+                           .params = params},
+                       &r, errstr, errstr_size);
     } else {
         const char *params[] = {tenant, account_id, scope, provider};
-        err = lt_db_exec(db, "get scope cursor",
-                         "SELECT cursor_json::text FROM mail_sync_cursors WHERE tenant_id = $1 "
-                         "AND account_id = $2 AND scope = $3 AND provider = $4",
-                         4, params, &r, errstr, errstr_size);
+        err = lt_db_exec(
+            db,
+            &(lt_db_query_t){
+                .what = "get scope cursor",
+                .sql = "SELECT cursor_json::text FROM mail_sync_cursors WHERE tenant_id = $1 "
+                       "AND account_id = $2 AND scope = $3 AND provider = $4",
+                .nparams = 4,
+                .params = params},
+            &r, errstr, errstr_size);
     }
     if (err)
         return err;
@@ -363,19 +407,24 @@ static lt_err_t pending_from_row(const PGresult *r, int i, int col0, const char 
     return LT_OK;
 }
 
-lt_err_t lt_watermark_pending_get(lt_db_t *db, const char *tenant, const char *account_id,
-                                  const char *scope, const char *provider,
+lt_err_t lt_watermark_pending_get(lt_db_t *db, const lt_watermark_key_t *key,
                                   lt_watermark_pending_t *out, char *errstr, size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     PGresult *r = NULL;
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
     if (err)
         return err;
     const char *params[] = {tenant, account_id, scope, provider};
-    err = lt_db_exec(db, "get pending watermark",
-                     "SELECT " PENDING_COLUMNS " FROM mail_watermark_pending WHERE tenant_id = $1 "
-                     "AND account_id = $2 AND scope = $3 AND provider = $4",
-                     4, params, &r, errstr, errstr_size);
+    err = lt_db_exec(db,
+                     &(lt_db_query_t){.what = "get pending watermark",
+                                      .sql = "SELECT " PENDING_COLUMNS
+                                             " FROM mail_watermark_pending WHERE tenant_id = $1 "
+                                             "AND account_id = $2 AND scope = $3 AND provider = $4",
+                                      .nparams = 4,
+                                      .params = params},
+                     &r, errstr, errstr_size);
     if (err)
         return err;
     if (PQntuples(r) == 0)
@@ -387,11 +436,12 @@ lt_err_t lt_watermark_pending_get(lt_db_t *db, const char *tenant, const char *a
 }
 
 /* DELETE the pending row (matching `expect` if given), returning it. */
-static lt_err_t pending_delete(lt_db_t *db, const char *what, const char *tenant,
-                               const char *account_id, const char *scope, const char *provider,
+static lt_err_t pending_delete(lt_db_t *db, const char *what, const lt_watermark_key_t *key,
                                const lt_watermark_pending_t *expect, PGresult **res, char *errstr,
                                size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     char part[16] = "", off[32] = "";
     if (expect) {
         snprintf(part, sizeof(part), "%" PRId32, expect->marker_partition);
@@ -406,12 +456,19 @@ static lt_err_t pending_delete(lt_db_t *db, const char *what, const char *tenant
                             expect ? part : NULL,
                             expect ? off : NULL};
     lt_err_t err = lt_db_exec(
-        db, what,
-        "DELETE FROM mail_watermark_pending WHERE tenant_id = $1 AND account_id = $2 AND "
-        "scope = $3 AND provider = $4 AND ($5::text IS NULL OR (command_id = $5 AND "
-        "marker_topic = $6 AND marker_partition = $7::integer AND marker_offset = $8::bigint)) "
-        "RETURNING watermark_json::text, resync, cursor_home, cursor_json::text, command_id",
-        8, params, res, errstr, errstr_size);
+        db,
+        &(lt_db_query_t){
+            .what = what,
+            .sql =
+                "DELETE FROM mail_watermark_pending WHERE tenant_id = $1 AND account_id = $2 AND "
+                "scope = $3 AND provider = $4 AND ($5::text IS NULL OR (command_id = $5 AND "
+                "marker_topic = $6 AND marker_partition = $7::integer "
+                "AND marker_offset = $8::bigint)) "
+                "RETURNING watermark_json::text, resync, cursor_home, cursor_json::text, "
+                "command_id",
+            .nparams = 8,
+            .params = params},
+        res, errstr, errstr_size);
     if (err)
         return err;
     if (PQntuples(*res) == 0) {
@@ -424,11 +481,12 @@ static lt_err_t pending_delete(lt_db_t *db, const char *what, const char *tenant
     return LT_OK;
 }
 
-lt_err_t lt_watermark_pending_apply(lt_db_t *db, const char *tenant, const char *account_id,
-                                    const char *scope, const char *provider,
+lt_err_t lt_watermark_pending_apply(lt_db_t *db, const lt_watermark_key_t *key,
                                     const lt_watermark_pending_t *expect, int *stored, char *errstr,
                                     size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     PGresult *r = NULL;
     int began = 0;
     if (stored)
@@ -439,16 +497,14 @@ lt_err_t lt_watermark_pending_apply(lt_db_t *db, const char *tenant, const char 
     if ((err = lt_db_begin(db, errstr, errstr_size)) != LT_OK)
         goto out;
     began = 1;
-    err = pending_delete(db, "apply pending watermark", tenant, account_id, scope, provider, expect,
-                         &r, errstr, errstr_size);
+    err = pending_delete(db, "apply pending watermark", key, expect, &r, errstr, errstr_size);
     if (err)
         goto out;
     if (!PQgetisnull(r, 0, 0))
-        err = upsert(db, tenant, account_id, scope, provider, PQgetvalue(r, 0, 0),
-                     !strcmp(PQgetvalue(r, 0, 1), "t"), stored, errstr, errstr_size);
+        err = upsert(db, key, PQgetvalue(r, 0, 0), !strcmp(PQgetvalue(r, 0, 1), "t"), stored,
+                     errstr, errstr_size);
     if (!err && !PQgetisnull(r, 0, 2))
-        err = lt_watermark_cursor_set(db, tenant, account_id, scope, provider,
-                                      home_parse(PQgetvalue(r, 0, 2)), PQgetvalue(r, 0, 4),
+        err = lt_watermark_cursor_set(db, key, home_parse(PQgetvalue(r, 0, 2)), PQgetvalue(r, 0, 4),
                                       PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3), errstr,
                                       errstr_size);
     if (err)
@@ -464,17 +520,17 @@ out:
     return err;
 }
 
-lt_err_t lt_watermark_pending_discard(lt_db_t *db, const char *tenant, const char *account_id,
-                                      const char *scope, const char *provider,
+lt_err_t lt_watermark_pending_discard(lt_db_t *db, const lt_watermark_key_t *key,
                                       const lt_watermark_pending_t *expect, char *errstr,
                                       size_t errstr_size)
 {
+    const char *tenant = key->tenant, *account_id = key->account_id, *scope = key->scope,
+               *provider = key->provider;
     PGresult *r = NULL;
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
     if (err)
         return err;
-    err = pending_delete(db, "discard pending watermark", tenant, account_id, scope, provider,
-                         expect, &r, errstr, errstr_size);
+    err = pending_delete(db, "discard pending watermark", key, expect, &r, errstr, errstr_size);
     PQclear(r);
     return err;
 }
@@ -489,11 +545,15 @@ lt_err_t lt_watermark_pending_list(lt_db_t *db, const char *tenant, const char *
                          "tenant and account ids must be 1..128 characters of [A-Za-z0-9._:-]");
     const char *params[] = {tenant, account_id};
     /* One in-doubt row per scope: a handful per account, no streaming. */
-    lt_err_t err = lt_db_exec(db, "list pending watermarks",
-                              "SELECT scope, provider, " PENDING_COLUMNS
-                              " FROM mail_watermark_pending WHERE tenant_id = $1 AND "
-                              "account_id = $2 ORDER BY scope, provider",
-                              2, params, &r, errstr, errstr_size);
+    lt_err_t err =
+        lt_db_exec(db,
+                   &(lt_db_query_t){.what = "list pending watermarks",
+                                    .sql = "SELECT scope, provider, " PENDING_COLUMNS
+                                           " FROM mail_watermark_pending WHERE tenant_id = $1 AND "
+                                           "account_id = $2 ORDER BY scope, provider",
+                                    .nparams = 2,
+                                    .params = params},
+                   &r, errstr, errstr_size);
     if (err)
         return err;
     for (int i = 0; i < PQntuples(r); i++) {
@@ -504,103 +564,6 @@ lt_err_t lt_watermark_pending_list(lt_db_t *db, const char *tenant, const char *
         if (fn(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), &p, opaque))
             break;
     }
-    PQclear(r);
-    return err;
-}
-
-long long lt_account_lock_key(const char *tenant, const char *account_id)
-{
-    const char *parts[] = {"lattice.account", tenant, account_id};
-    return lt_db_lock_key(parts, 3);
-}
-
-static void key_text(const char *tenant, const char *account_id, char out[32])
-{
-    snprintf(out, 32, "%lld", lt_account_lock_key(tenant, account_id));
-}
-
-lt_err_t lt_account_lock(lt_db_t *db, const char *tenant, const char *account_id, char *errstr,
-                         size_t errstr_size)
-{
-    char key[32];
-    if (!lt_account_id_valid(tenant) || !lt_account_id_valid(account_id))
-        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad tenant or account id");
-    key_text(tenant, account_id, key);
-    const char *params[] = {key};
-    return lt_db_exec(db, "account lock", "SELECT pg_advisory_lock($1::bigint)", 1, params, NULL,
-                      errstr, errstr_size);
-}
-
-lt_err_t lt_account_lock_timeout(lt_db_t *db, const char *tenant, const char *account_id,
-                                 int timeout_ms, char *errstr, size_t errstr_size)
-{
-    char key[32], ms[32];
-    if (!lt_account_id_valid(tenant) || !lt_account_id_valid(account_id))
-        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad tenant or account id");
-    if (timeout_ms <= 0)
-        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "lock timeout must be > 0 ms");
-    if (PQtransactionStatus(lt_db_conn(db)) != PQTRANS_IDLE)
-        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
-                         "account lock with timeout: not inside a transaction");
-    key_text(tenant, account_id, key);
-    snprintf(ms, sizeof(ms), "%d", timeout_ms);
-    /* lock_timeout bounds the wait; SET LOCAL ends with the transaction
-     * while the session-level lock stays. */
-    lt_err_t err = lt_db_begin(db, errstr, errstr_size);
-    if (err)
-        return err;
-    const char *p1[] = {ms};
-    err = lt_db_exec(db, "account lock", "SELECT set_config('lock_timeout', $1, true)", 1, p1, NULL,
-                     errstr, errstr_size);
-    const char *p2[] = {key};
-    if (!err)
-        err = lt_db_exec(db, "account lock", "SELECT pg_advisory_lock($1::bigint)", 1, p2, NULL,
-                         errstr, errstr_size);
-    if (!err)
-        return lt_db_commit(db, errstr, errstr_size);
-    lt_db_rollback(db);
-    if (err == LT_ERR_TEMPORARY && lt_db_ok(db))
-        lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
-                  "account %s/%s is locked by another session (waited %d ms)", tenant, account_id,
-                  timeout_ms);
-    return err;
-}
-
-lt_err_t lt_account_trylock(lt_db_t *db, const char *tenant, const char *account_id, int *locked,
-                            char *errstr, size_t errstr_size)
-{
-    char key[32];
-    PGresult *r = NULL;
-    *locked = 0;
-    if (!lt_account_id_valid(tenant) || !lt_account_id_valid(account_id))
-        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad tenant or account id");
-    key_text(tenant, account_id, key);
-    const char *params[] = {key};
-    lt_err_t err = lt_db_exec(db, "account trylock", "SELECT pg_try_advisory_lock($1::bigint)", 1,
-                              params, &r, errstr, errstr_size);
-    if (err)
-        return err;
-    *locked = !strcmp(PQgetvalue(r, 0, 0), "t");
-    PQclear(r);
-    return LT_OK;
-}
-
-lt_err_t lt_account_unlock(lt_db_t *db, const char *tenant, const char *account_id, char *errstr,
-                           size_t errstr_size)
-{
-    char key[32];
-    PGresult *r = NULL;
-    if (!lt_account_id_valid(tenant) || !lt_account_id_valid(account_id))
-        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad tenant or account id");
-    key_text(tenant, account_id, key);
-    const char *params[] = {key};
-    lt_err_t err = lt_db_exec(db, "account unlock", "SELECT pg_advisory_unlock($1::bigint)", 1,
-                              params, &r, errstr, errstr_size);
-    if (err)
-        return err;
-    if (strcmp(PQgetvalue(r, 0, 0), "t") != 0)
-        err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND,
-                        "account %s/%s was not locked by this session", tenant, account_id);
     PQclear(r);
     return err;
 }

@@ -1,6 +1,5 @@
-/* lt_watermark: per-scope sync positions (mail_watermarks), the delivery
- * protocol's in-doubt record (mail_watermark_pending) and per-account
- * serialisation (advisory locks).
+/* lt_watermark: per-scope sync positions (mail_watermarks) and the
+ * delivery protocol's in-doubt record (mail_watermark_pending).
  *
  * Formats (watermark_json):
  *   gmail: {"historyId": "123"}                     (string: a uint64)
@@ -22,7 +21,7 @@
  *   (e) lt_watermark_pending_apply()        -- apply + delete, one tx
  * Recovery (a pending row found before a batch): read the marker with a
  * read_committed consumer; visible -> _apply(); aborted -> _discard().
- * The worker holds lt_account_lock() throughout. */
+ * The worker holds lt_account_lock() (lt_account_lock.h) throughout. */
 #ifndef LT_WATERMARK_H
 #define LT_WATERMARK_H
 
@@ -62,16 +61,24 @@ lt_err_t lt_watermark_to_json(const char *provider, const lt_watermark_t *wm,
 lt_err_t lt_watermark_from_json(const char *provider, const char *json, lt_watermark_t *wm,
                                 char *errstr, size_t errstr_size);
 
+/* Which watermark (and pending row, and scope cursor): one scope of one
+ * account of a tenant, read with its provider's format. A plain value
+ * carrier; strings borrowed. */
+typedef struct {
+    const char *tenant;
+    const char *account_id;
+    const char *scope;    /* e.g. an IMAP folder, a Gmail label or query scope */
+    const char *provider; /* "gmail" or "imap" */
+} lt_watermark_key_t;
+
 /* The stored watermark; LT_ERR_NOT_FOUND when there is none yet. */
-lt_err_t lt_watermark_get(lt_db_t *db, const char *tenant, const char *account_id,
-                          const char *scope, const char *provider, lt_watermark_t *out,
+lt_err_t lt_watermark_get(lt_db_t *db, const lt_watermark_key_t *key, lt_watermark_t *out,
                           char *errstr, size_t errstr_size);
 
 /* Store a watermark under the guard (resync = 1 bypasses it). *stored
  * (may be NULL) = 1 when written, 0 when the stored one was ahead and was
  * kept. The account must exist (else LT_ERR_INVALID: foreign key). */
-lt_err_t lt_watermark_set(lt_db_t *db, const char *tenant, const char *account_id,
-                          const char *scope, const char *provider, const lt_watermark_t *wm,
+lt_err_t lt_watermark_set(lt_db_t *db, const lt_watermark_key_t *key, const lt_watermark_t *wm,
                           int resync, int *stored, char *errstr, size_t errstr_size);
 
 /* The in-doubt record of one batch. A plain value (fixed-size strings). */
@@ -89,14 +96,12 @@ typedef struct {
 
 /* (c): upsert the pending row (replaces an unresolved one for the same
  * key: resolve first). */
-lt_err_t lt_watermark_pending_put(lt_db_t *db, const char *tenant, const char *account_id,
-                                  const char *scope, const char *provider,
+lt_err_t lt_watermark_pending_put(lt_db_t *db, const lt_watermark_key_t *key,
                                   const lt_watermark_pending_t *p, char *errstr,
                                   size_t errstr_size);
 
 /* The pending row, LT_ERR_NOT_FOUND when none. */
-lt_err_t lt_watermark_pending_get(lt_db_t *db, const char *tenant, const char *account_id,
-                                  const char *scope, const char *provider,
+lt_err_t lt_watermark_pending_get(lt_db_t *db, const lt_watermark_key_t *key,
                                   lt_watermark_pending_t *out, char *errstr, size_t errstr_size);
 
 /* (e) / recovery "visible": in one transaction apply the pending watermark
@@ -105,15 +110,13 @@ lt_err_t lt_watermark_pending_get(lt_db_t *db, const char *tenant, const char *a
  * `expect` (may be NULL): only if the row still has this command id and
  * marker (else LT_ERR_NOT_FOUND, nothing changed). *stored as for _set.
  * LT_ERR_NOT_FOUND when there is no pending row. */
-lt_err_t lt_watermark_pending_apply(lt_db_t *db, const char *tenant, const char *account_id,
-                                    const char *scope, const char *provider,
+lt_err_t lt_watermark_pending_apply(lt_db_t *db, const lt_watermark_key_t *key,
                                     const lt_watermark_pending_t *expect, int *stored, char *errstr,
                                     size_t errstr_size);
 
 /* Recovery "aborted": delete the pending row (`expect` as above).
  * LT_ERR_NOT_FOUND when there is none. */
-lt_err_t lt_watermark_pending_discard(lt_db_t *db, const char *tenant, const char *account_id,
-                                      const char *scope, const char *provider,
+lt_err_t lt_watermark_pending_discard(lt_db_t *db, const lt_watermark_key_t *key,
                                       const lt_watermark_pending_t *expect, char *errstr,
                                       size_t errstr_size);
 
@@ -121,16 +124,14 @@ lt_err_t lt_watermark_pending_discard(lt_db_t *db, const char *tenant, const cha
  * events: nothing to protect). cursor NULL or "": the scope home's row is
  * deleted, the command home's key removed. command_id: the command whose
  * row holds it (LT_CURSOR_COMMAND) or that wrote it (LT_CURSOR_SCOPE). */
-lt_err_t lt_watermark_cursor_set(lt_db_t *db, const char *tenant, const char *account_id,
-                                 const char *scope, const char *provider, lt_cursor_home_t home,
+lt_err_t lt_watermark_cursor_set(lt_db_t *db, const lt_watermark_key_t *key, lt_cursor_home_t home,
                                  const char *command_id, const char *cursor, char *errstr,
                                  size_t errstr_size);
 /* The cursor stored for scope (home LT_CURSOR_COMMAND: in command_id's row)
  * as JSON text into out; LT_ERR_NOT_FOUND when there is none. */
-lt_err_t lt_watermark_cursor_get(lt_db_t *db, const char *tenant, const char *account_id,
-                                 const char *scope, const char *provider, lt_cursor_home_t home,
-                                 const char *command_id, char *out, size_t outsz, char *errstr,
-                                 size_t errstr_size);
+lt_err_t lt_watermark_cursor_get(lt_db_t *db, const lt_watermark_key_t *key, lt_cursor_home_t home,
+                                 const char *command_id, char out[LT_WATERMARK_CURSOR_MAX],
+                                 char *errstr, size_t errstr_size);
 
 /* Every pending row of one account (recovery at start-up / assignment).
  * fn gets borrowed values; it must not use db; non-zero stops. */
@@ -139,23 +140,5 @@ typedef int (*lt_watermark_pending_fn)(const char *scope, const char *provider,
 lt_err_t lt_watermark_pending_list(lt_db_t *db, const char *tenant, const char *account_id,
                                    lt_watermark_pending_fn fn, void *opaque, char *errstr,
                                    size_t errstr_size);
-
-/* Per-account serialisation: a session-level pg_advisory_lock on a 64-bit
- * hash of ("lattice.account", tenant, account_id). Held until unlocked or
- * the connection ends (a crashed worker releases it). Re-entrant per
- * connection: lock twice, unlock twice. */
-long long lt_account_lock_key(const char *tenant, const char *account_id);
-/* Wait until locked. */
-lt_err_t lt_account_lock(lt_db_t *db, const char *tenant, const char *account_id, char *errstr,
-                         size_t errstr_size);
-/* Wait at most timeout_ms; LT_ERR_TEMPORARY when another session holds it. */
-lt_err_t lt_account_lock_timeout(lt_db_t *db, const char *tenant, const char *account_id,
-                                 int timeout_ms, char *errstr, size_t errstr_size);
-/* Do not wait: *locked = 1 when acquired, 0 when another session holds it. */
-lt_err_t lt_account_trylock(lt_db_t *db, const char *tenant, const char *account_id, int *locked,
-                            char *errstr, size_t errstr_size);
-/* LT_ERR_NOT_FOUND when this connection did not hold it. */
-lt_err_t lt_account_unlock(lt_db_t *db, const char *tenant, const char *account_id, char *errstr,
-                           size_t errstr_size);
 
 #endif

@@ -66,9 +66,11 @@ static void hash_hex16(const void *raw, size_t len, char out[HASH_HEX + 1])
     out[HASH_HEX] = 0;
 }
 
-lt_err_t lt_objkey_component(const void *rawv, size_t len, size_t cap, int keep_ext, char *out,
+lt_err_t lt_objkey_component(const void *rawv, size_t len, lt_objkey_limit_t limit, char *out,
                              size_t outsz, char *errstr, size_t errstr_size)
 {
+    size_t cap = limit.cap;
+    int keep_ext = limit.keep_ext;
     const uint8_t *raw = rawv;
     if (cap < LT_OBJKEY_CAP_MIN || cap > LT_OBJKEY_MAX || outsz <= cap || !out)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
@@ -187,7 +189,7 @@ static void kb_lit(kb_t *k, const char *s)
     k->len += n;
 }
 
-static void kb_comp(kb_t *k, const char *what, const char *raw, size_t cap, int keep_ext)
+static void kb_comp(kb_t *k, const char *what, const char *raw)
 {
     char comp[LT_OBJKEY_MAX + 1];
     if (k->err)
@@ -196,39 +198,42 @@ static void kb_comp(kb_t *k, const char *what, const char *raw, size_t cap, int 
         k->err = lt_seterr(k->errstr, k->errstr_size, LT_ERR_INVALID, "object key: empty %s", what);
         return;
     }
-    k->err = lt_objkey_component(raw, strlen(raw), cap, keep_ext, comp, sizeof(comp), k->errstr,
-                                 k->errstr_size);
+    k->err = lt_objkey_component(raw, strlen(raw), LT_OBJKEY_ID_LIMIT, comp, sizeof(comp),
+                                 k->errstr, k->errstr_size);
     kb_lit(k, comp);
 }
 
-static lt_err_t build(const char *tenant, const char *account, const char *provider,
-                      const char *msgid, const char *att_id, const char *filename, int kind,
-                      char *out, size_t outsz, char *errstr, size_t errstr_size)
+typedef enum { KEY_PREFIX, KEY_MESSAGE, KEY_ATTACHMENT } key_kind_t;
+
+/* The key of kind into k's output (k: its output, size and errstr set).
+ * att_id and filename: KEY_ATTACHMENT only. */
+static lt_err_t build(kb_t k, const lt_objkey_msg_t *m, key_kind_t kind, const char *att_id,
+                      const char *filename)
 {
-    kb_t k = {out, outsz, 0, LT_OK, errstr, errstr_size};
-    if (!out || outsz == 0)
-        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "object key: no output buffer");
+    char *out = k.out;
+    if (!out || k.outsz == 0)
+        return lt_seterr(k.errstr, k.errstr_size, LT_ERR_INVALID, "object key: no output buffer");
     out[0] = 0;
     kb_lit(&k, "tenant/");
-    kb_comp(&k, "tenant", tenant, LT_OBJKEY_COMPONENT_MAX, 0);
+    kb_comp(&k, "tenant", m->tenant);
     kb_lit(&k, "/account/");
-    kb_comp(&k, "account id", account, LT_OBJKEY_COMPONENT_MAX, 0);
+    kb_comp(&k, "account id", m->account_id);
     kb_lit(&k, "/provider/");
-    kb_comp(&k, "provider", provider, LT_OBJKEY_COMPONENT_MAX, 0);
+    kb_comp(&k, "provider", m->provider);
     kb_lit(&k, "/message/");
-    kb_comp(&k, "provider message id", msgid, LT_OBJKEY_COMPONENT_MAX, 0);
+    kb_comp(&k, "provider message id", m->provider_message_id);
     kb_lit(&k, "/");
-    if (kind == 1) {
+    if (kind == KEY_MESSAGE) {
         kb_lit(&k, "message.eml");
-    } else if (kind == 2) {
+    } else if (kind == KEY_ATTACHMENT) {
         kb_lit(&k, "attachments/");
-        kb_comp(&k, "attachment id", att_id, LT_OBJKEY_COMPONENT_MAX, 0);
+        kb_comp(&k, "attachment id", att_id);
         kb_lit(&k, "/");
         if (!k.err) {
             char comp[LT_OBJKEY_MAX + 1];
             if (filename && *filename) {
-                k.err = lt_objkey_component(filename, strlen(filename), LT_OBJKEY_FILENAME_MAX, 1,
-                                            comp, sizeof(comp), errstr, errstr_size);
+                k.err = lt_objkey_component(filename, strlen(filename), LT_OBJKEY_FILENAME_LIMIT,
+                                            comp, sizeof(comp), k.errstr, k.errstr_size);
             } else {
                 /* '~' marks a made name: no escaped filename has one
                  * before a hash, so neither can collide with a real name */
@@ -244,28 +249,24 @@ static lt_err_t build(const char *tenant, const char *account, const char *provi
     return k.err;
 }
 
-lt_err_t lt_objkey_message(const char *tenant, const char *account_id, const char *provider,
-                           const char *provider_message_id, char *out, size_t outsz, char *errstr,
+#define KB(out, outsz, errstr, errstr_size) ((kb_t){out, outsz, 0, LT_OK, errstr, errstr_size})
+
+lt_err_t lt_objkey_message(const lt_objkey_msg_t *msg, char *out, size_t outsz, char *errstr,
                            size_t errstr_size)
 {
-    return build(tenant, account_id, provider, provider_message_id, NULL, NULL, 1, out, outsz,
-                 errstr, errstr_size);
+    return build(KB(out, outsz, errstr, errstr_size), msg, KEY_MESSAGE, NULL, NULL);
 }
 
-lt_err_t lt_objkey_message_prefix(const char *tenant, const char *account_id, const char *provider,
-                                  const char *provider_message_id, char *out, size_t outsz,
-                                  char *errstr, size_t errstr_size)
+lt_err_t lt_objkey_message_prefix(const lt_objkey_msg_t *msg, char *out, size_t outsz, char *errstr,
+                                  size_t errstr_size)
 {
-    return build(tenant, account_id, provider, provider_message_id, NULL, NULL, 0, out, outsz,
-                 errstr, errstr_size);
+    return build(KB(out, outsz, errstr, errstr_size), msg, KEY_PREFIX, NULL, NULL);
 }
 
-lt_err_t lt_objkey_manifest(const char *tenant, const char *account_id, const char *provider,
-                            const char *provider_message_id, char *out, size_t outsz,
-                            char *errstr, size_t errstr_size)
+lt_err_t lt_objkey_manifest(const lt_objkey_msg_t *msg, char *out, size_t outsz, char *errstr,
+                            size_t errstr_size)
 {
-    lt_err_t err = lt_objkey_message_prefix(tenant, account_id, provider, provider_message_id,
-                                            out, outsz, errstr, errstr_size);
+    lt_err_t err = lt_objkey_message_prefix(msg, out, outsz, errstr, errstr_size);
     if (err)
         return err;
     size_t n = strlen(out);
@@ -275,13 +276,11 @@ lt_err_t lt_objkey_manifest(const char *tenant, const char *account_id, const ch
     return LT_OK;
 }
 
-lt_err_t lt_objkey_attachment(const char *tenant, const char *account_id, const char *provider,
-                              const char *provider_message_id, const char *attachment_id,
+lt_err_t lt_objkey_attachment(const lt_objkey_msg_t *msg, const char *attachment_id,
                               const char *filename, char *out, size_t outsz, char *errstr,
                               size_t errstr_size)
 {
-    return build(tenant, account_id, provider, provider_message_id, attachment_id, filename, 2, out,
-                 outsz, errstr, errstr_size);
+    return build(KB(out, outsz, errstr, errstr_size), msg, KEY_ATTACHMENT, attachment_id, filename);
 }
 
 /* Length of the valid UTF-8 sequence at p (no overlongs, surrogates or

@@ -33,11 +33,19 @@
 #define LT_OBJKEY_URI_MAX (5 + LT_OBJKEY_BUCKET_MAX + 1 + LT_OBJKEY_MAX) /* "s3://b/k" */
 
 /* Escape `len` raw bytes (any bytes, NUL included) into one key component of
- * at most `cap` bytes (LT_OBJKEY_CAP_MIN <= cap <= LT_OBJKEY_MAX).
- * keep_ext: when truncating, keep the extension (last ".xyz", 1..16 raw
- * bytes) after the hash. Empty input is LT_ERR_INVALID. outsz must be > cap
- * (LT_ERR_INVALID otherwise). */
-lt_err_t lt_objkey_component(const void *raw, size_t len, size_t cap, int keep_ext, char *out,
+ * at most limit.cap bytes (LT_OBJKEY_CAP_MIN <= cap <= LT_OBJKEY_MAX).
+ * limit.keep_ext: when truncating, keep the extension (last ".xyz", 1..16
+ * raw bytes) after the hash. Empty input is LT_ERR_INVALID. outsz must be
+ * > cap (LT_ERR_INVALID otherwise). */
+typedef struct {
+    size_t cap;   /* LT_OBJKEY_CAP_MIN..LT_OBJKEY_MAX */
+    int keep_ext; /* 1: a truncated name keeps its extension */
+} lt_objkey_limit_t;
+/* The limits of an id component (tenant, account, ...) and of a filename. */
+#define LT_OBJKEY_ID_LIMIT ((lt_objkey_limit_t){LT_OBJKEY_COMPONENT_MAX, 0})
+#define LT_OBJKEY_FILENAME_LIMIT ((lt_objkey_limit_t){LT_OBJKEY_FILENAME_MAX, 1})
+
+lt_err_t lt_objkey_component(const void *raw, size_t len, lt_objkey_limit_t limit, char *out,
                              size_t outsz, char *errstr, size_t errstr_size);
 
 /* Undo lt_objkey_component for an untruncated component: writes the raw
@@ -46,30 +54,35 @@ lt_err_t lt_objkey_component(const void *raw, size_t len, size_t cap, int keep_e
  * LT_ERR_TOO_BIG if out is too small. */
 lt_err_t lt_objkey_decode_component(const char *comp, void *out, size_t outsz, size_t *outlen);
 
-/* Key of the raw message. All ids non-empty C strings. */
-lt_err_t lt_objkey_message(const char *tenant, const char *account_id, const char *provider,
-                           const char *provider_message_id, char *out, size_t outsz, char *errstr,
+/* The message an object belongs to: all ids non-empty C strings. A plain
+ * value carrier; strings borrowed. */
+typedef struct {
+    const char *tenant;
+    const char *account_id;
+    const char *provider;
+    const char *provider_message_id;
+} lt_objkey_msg_t;
+
+/* Key of the raw message. */
+lt_err_t lt_objkey_message(const lt_objkey_msg_t *msg, char *out, size_t outsz, char *errstr,
                            size_t errstr_size);
 
 /* The folder of one message, "tenant/.../message/{m}/" (ends with '/'): every
  * key of that message (message.eml, attachments) starts with it. */
-lt_err_t lt_objkey_message_prefix(const char *tenant, const char *account_id, const char *provider,
-                                  const char *provider_message_id, char *out, size_t outsz,
-                                  char *errstr, size_t errstr_size);
+lt_err_t lt_objkey_message_prefix(const lt_objkey_msg_t *msg, char *out, size_t outsz, char *errstr,
+                                  size_t errstr_size);
 
 /* Key of the full attachments manifest of a message whose event carries only
  * part of it (lt_mail_event_fit()): the message folder + "manifest.json". */
-lt_err_t lt_objkey_manifest(const char *tenant, const char *account_id, const char *provider,
-                            const char *provider_message_id, char *out, size_t outsz,
-                            char *errstr, size_t errstr_size);
+lt_err_t lt_objkey_manifest(const lt_objkey_msg_t *msg, char *out, size_t outsz, char *errstr,
+                            size_t errstr_size);
 
 /* Key of one attachment. filename may be NULL (missing: the component is
  * "unnamed~e3b0c44298fc1c14", "unnamed~" + the hash of the empty string) or
  * empty ("empty~e3b0c44298fc1c14"): two distinct, stable names that no real
  * filename escapes to. Pass the filename as the message has it, never a
  * made-up default. */
-lt_err_t lt_objkey_attachment(const char *tenant, const char *account_id, const char *provider,
-                              const char *provider_message_id, const char *attachment_id,
+lt_err_t lt_objkey_attachment(const lt_objkey_msg_t *msg, const char *attachment_id,
                               const char *filename, char *out, size_t outsz, char *errstr,
                               size_t errstr_size);
 

@@ -148,10 +148,12 @@ out:
     return err;
 }
 
-lt_s3_t *lt_s3_new(const char *endpoint, const char *region, const char *bucket,
-                   const char *access_key_id, const char *secret_access_key, int path_style,
-                   const char *ca_file, long timeout_s, char *errstr, size_t errstr_size)
+lt_s3_t *lt_s3_new(const lt_s3_config_t *cfg, char *errstr, size_t errstr_size)
 {
+    const char *endpoint = cfg->endpoint, *region = cfg->region, *bucket = cfg->bucket;
+    const char *access_key_id = cfg->access_key_id, *secret_access_key = cfg->secret_access_key;
+    const char *ca_file = cfg->ca_file;
+    long timeout_s = cfg->timeout_s;
     if (!endpoint || !region || !bucket || !access_key_id || !secret_access_key) {
         lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                   "S3: missing endpoint, region, bucket or keys");
@@ -181,7 +183,8 @@ lt_s3_t *lt_s3_new(const char *endpoint, const char *region, const char *bucket,
     s3->ca_file = ca_file && *ca_file ? lt_xstrdup(ca_file) : NULL;
     s3->timeout_s = timeout_s;
     snprintf(s3->sigv4, sizeof(s3->sigv4), "aws:amz:%s:s3", region);
-    if (parse_endpoint(s3, endpoint, path_style, errstr, errstr_size) != LT_OK) {
+    if (parse_endpoint(s3, endpoint, cfg->addressing == LT_S3_PATH_STYLE, errstr, errstr_size) !=
+        LT_OK) {
         lt_s3_destroy(s3);
         return NULL;
     }
@@ -578,10 +581,10 @@ static void req_init(req_t *r, const char *method)
     r->fd = -1;
 }
 
-lt_err_t lt_s3_put(lt_s3_t *s3, const char *key, const void *data, size_t len,
-                   const char *content_type, char sha256_hex_out[LT_S3_SHA256_HEX], char *errstr,
-                   size_t errstr_size)
+lt_err_t lt_s3_put(lt_s3_t *s3, const lt_s3_object_t *obj, const void *data, size_t len,
+                   char sha256_hex_out[LT_S3_SHA256_HEX], char *errstr, size_t errstr_size)
 {
+    const char *key = obj->key, *content_type = obj->content_type;
     lt_buf_t *url = lt_buf_new(8192);
     char what[64 + LT_OBJKEY_MAX], sha[LT_S3_SHA256_HEX];
     req_t r;
@@ -613,10 +616,11 @@ out:
     return err;
 }
 
-lt_err_t lt_s3_put_file(lt_s3_t *s3, const char *key, int fd, const char *content_type,
+lt_err_t lt_s3_put_file(lt_s3_t *s3, const lt_s3_object_t *obj, int fd,
                         char sha256_hex_out[LT_S3_SHA256_HEX], uint64_t *size_out, char *errstr,
                         size_t errstr_size)
 {
+    const char *key = obj->key, *content_type = obj->content_type;
     lt_buf_t *url = lt_buf_new(8192);
     char what[64 + LT_OBJKEY_MAX], sha[LT_S3_SHA256_HEX];
     unsigned char *chunk = NULL;

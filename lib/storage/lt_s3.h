@@ -37,15 +37,28 @@ typedef struct lt_s3_s lt_s3_t;
 #define LT_S3_ETAG_MAX 128
 #define LT_S3_PUT_MAX ((uint64_t)5 << 30) /* S3's limit for one PUT: 5 GiB */
 
-/* endpoint: "http(s)://host[:port]" (no path). region: e.g. "us-east-1".
- * path_style: 1 for https://host/bucket/key (MinIO), 0 for
- * https://bucket.host/key (AWS). ca_file: PEM bundle to verify the server
- * with, NULL for the system store (verification is always on).
- * timeout_s: limit for one whole request. All strings are copied; the
- * secret is wiped from memory by lt_s3_destroy(). NULL on bad arguments. */
-lt_s3_t *lt_s3_new(const char *endpoint, const char *region, const char *bucket,
-                   const char *access_key_id, const char *secret_access_key, int path_style,
-                   const char *ca_file, long timeout_s, char *errstr, size_t errstr_size);
+/* How a bucket is addressed. */
+typedef enum {
+    LT_S3_VIRTUAL_HOSTED = 0, /* https://bucket.host/key (AWS) */
+    LT_S3_PATH_STYLE = 1,     /* https://host/bucket/key (MinIO) */
+} lt_s3_addressing_t;
+
+/* Where and how to reach the store. A plain value carrier; strings
+ * borrowed (lt_s3_new() copies them). */
+typedef struct {
+    const char *endpoint; /* "http(s)://host[:port]" (no path) */
+    const char *region;   /* e.g. "us-east-1" */
+    const char *bucket;
+    const char *access_key_id;
+    const char *secret_access_key; /* wiped from memory by lt_s3_destroy() */
+    lt_s3_addressing_t addressing;
+    const char *ca_file; /* PEM bundle to verify the server with; NULL or "": the
+                          * system store (verification is always on) */
+    long timeout_s;      /* limit for one whole request, 1..86400 */
+} lt_s3_config_t;
+
+/* A client of one bucket. NULL on bad settings (errstr says which). */
+lt_s3_t *lt_s3_new(const lt_s3_config_t *cfg, char *errstr, size_t errstr_size);
 void lt_s3_destroy(lt_s3_t *s3);
 /* A new handle with the same settings and its own connection (for another
  * thread). NULL only when libcurl cannot make a handle. */
@@ -53,20 +66,27 @@ lt_s3_t *lt_s3_dup(const lt_s3_t *s3);
 
 const char *lt_s3_bucket(const lt_s3_t *s3);
 
-/* Store len bytes (data may be NULL when len is 0) under key; the same key
- * again overwrites (idempotent). content_type: stored as given when it is a
- * bare media type (lt_media_type_safe()), else (NULL, too long,
- * parameters, bad bytes) as application/octet-stream.
- * sha256_hex_out (may be NULL) receives the SHA-256 of the data, which is
- * also stored as user metadata (x-amz-meta-lattice-sha256). */
-lt_err_t lt_s3_put(lt_s3_t *s3, const char *key, const void *data, size_t len,
-                   const char *content_type, char sha256_hex_out[LT_S3_SHA256_HEX], char *errstr,
-                   size_t errstr_size);
+/* An object to store: its key and media type. content_type is stored as
+ * given when it is a bare media type (lt_media_type_safe()), else (NULL,
+ * too long, parameters, bad bytes) as application/octet-stream. A plain
+ * value carrier; strings borrowed. */
+typedef struct {
+    const char *key;
+    const char *content_type;
+} lt_s3_object_t;
 
-/* Store the whole regular file open at fd (read with pread from offset 0;
- * the file position is not used). The file is hashed first, then streamed.
- * size_out (may be NULL) receives its size. The fd stays the caller's. */
-lt_err_t lt_s3_put_file(lt_s3_t *s3, const char *key, int fd, const char *content_type,
+/* Store len bytes (data may be NULL when len is 0) as obj; the same key
+ * again overwrites (idempotent). sha256_hex_out (may be NULL) receives the
+ * SHA-256 of the data, which is also stored as user metadata
+ * (x-amz-meta-lattice-sha256). */
+lt_err_t lt_s3_put(lt_s3_t *s3, const lt_s3_object_t *obj, const void *data, size_t len,
+                   char sha256_hex_out[LT_S3_SHA256_HEX], char *errstr, size_t errstr_size);
+
+/* Store the whole regular file open at fd as obj (read with pread from
+ * offset 0; the file position is not used). The file is hashed first, then
+ * streamed. size_out (may be NULL) receives its size. The fd stays the
+ * caller's. */
+lt_err_t lt_s3_put_file(lt_s3_t *s3, const lt_s3_object_t *obj, int fd,
                         char sha256_hex_out[LT_S3_SHA256_HEX], uint64_t *size_out, char *errstr,
                         size_t errstr_size);
 

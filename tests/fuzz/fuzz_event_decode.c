@@ -54,19 +54,20 @@ static void check(const uint8_t *data, size_t size, const char *schema)
     char err[256] = "";
     lt_mail_event_t *ev = NULL;
     int32_t id = -1;
-    lt_err_t e = lt_mail_event_decode(codec, data, size, schema, &ev, &id, err, sizeof(err));
+    lt_err_t e = lt_mail_event_decode(codec, data, size, schema, &ev, err, sizeof(err));
     if (e != LT_OK) {
         ASSERT(ev == NULL);
         ASSERT(e == LT_ERR_INVALID || e == LT_ERR_TOO_BIG);
         ASSERT(err[0] != 0);
         return;
     }
+    ASSERT(lt_mail_event_peek_schema_id(data, size, &id, err, sizeof(err)) == LT_OK);
     ASSERT(ev != NULL && id >= 0);
     lt_buf_t *wire = lt_buf_new(LT_MAIL_EVENT_MAX_WIRE);
     if (lt_mail_event_encode(codec, ev, id, wire, err, sizeof(err)) == LT_OK) {
         lt_mail_event_t *back = NULL;
-        ASSERT(lt_mail_event_decode(codec, lt_buf_data(wire), lt_buf_len(wire), NULL, &back,
-                                    NULL, err, sizeof(err)) == LT_OK);
+        ASSERT(lt_mail_event_decode(codec, lt_buf_data(wire), lt_buf_len(wire), NULL, &back, err,
+                                    sizeof(err)) == LT_OK);
         lt_buf_t *j1 = lt_buf_new(LT_MAIL_EVENT_MAX_WIRE * 2),
                  *j2 = lt_buf_new(LT_MAIL_EVENT_MAX_WIRE * 2);
         ASSERT(lt_mail_event_to_json(ev, j1) == LT_OK);

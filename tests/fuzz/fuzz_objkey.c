@@ -35,7 +35,8 @@ static int segments(const char *k)
 static void check_component(const uint8_t *raw, size_t len, int keep_ext, size_t cap)
 {
     char a[LT_OBJKEY_MAX + 1], b[LT_OBJKEY_MAX + 1], err[128];
-    lt_err_t e = lt_objkey_component(raw, len, cap, keep_ext, a, sizeof(a), err, sizeof(err));
+    lt_err_t e = lt_objkey_component(raw, len, (lt_objkey_limit_t){cap, keep_ext}, a, sizeof(a),
+                                     err, sizeof(err));
     if (len == 0) {
         ASSERT(e == LT_ERR_INVALID);
         return;
@@ -44,7 +45,8 @@ static void check_component(const uint8_t *raw, size_t len, int keep_ext, size_t
     ASSERT(strlen(a) >= 1 && strlen(a) <= cap);
     ASSERT(strchr(a, '/') == NULL && strcmp(a, ".") && strcmp(a, "..") && a[0] != '.');
     ASSERT(lt_objkey_is_safe(a));
-    ASSERT(lt_objkey_component(raw, len, cap, keep_ext, b, sizeof(b), err, sizeof(err)) == LT_OK);
+    ASSERT(lt_objkey_component(raw, len, (lt_objkey_limit_t){cap, keep_ext}, b, sizeof(b), err,
+                               sizeof(err)) == LT_OK);
     ASSERT(strcmp(a, b) == 0);
 
     uint8_t back[LT_OBJKEY_MAX + 1];
@@ -61,7 +63,8 @@ static void check_component(const uint8_t *raw, size_t len, int keep_ext, size_t
     ASSERT(alt);
     memcpy(alt, raw, len);
     alt[len - 1] ^= 0x01;
-    ASSERT(lt_objkey_component(alt, len, cap, keep_ext, b, sizeof(b), err, sizeof(err)) == LT_OK);
+    ASSERT(lt_objkey_component(alt, len, (lt_objkey_limit_t){cap, keep_ext}, b, sizeof(b), err,
+                               sizeof(err)) == LT_OK);
     ASSERT(strcmp(a, b) != 0);
     free(alt);
 }
@@ -95,19 +98,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     char k1[LT_OBJKEY_MAX + 1], k2[LT_OBJKEY_MAX + 1], pre[LT_OBJKEY_MAX + 1], err[128];
-    lt_err_t e1 = lt_objkey_message(f[0], f[1], f[2], f[3], k1, sizeof(k1), err, sizeof(err));
-    lt_err_t e2 = lt_objkey_message(f[0], f[1], f[2], f[3], k2, sizeof(k2), err, sizeof(err));
+    lt_err_t e1 = lt_objkey_message(&(lt_objkey_msg_t){f[0], f[1], f[2], f[3]}, k1, sizeof(k1), err,
+                                    sizeof(err));
+    lt_err_t e2 = lt_objkey_message(&(lt_objkey_msg_t){f[0], f[1], f[2], f[3]}, k2, sizeof(k2), err,
+                                    sizeof(err));
     ASSERT(e1 == e2);
     if (e1 == LT_OK) {
         ASSERT(strcmp(k1, k2) == 0);
         ASSERT(lt_objkey_is_safe(k1) && k1[0] != '/');
         ASSERT(segments(k1) == 9);
-        ASSERT(lt_objkey_message_prefix(f[0], f[1], f[2], f[3], pre, sizeof(pre), err,
-                                        sizeof(err)) == LT_OK);
+        ASSERT(lt_objkey_message_prefix(&(lt_objkey_msg_t){f[0], f[1], f[2], f[3]}, pre,
+                                        sizeof(pre), err, sizeof(err)) == LT_OK);
         ASSERT(strncmp(k1, pre, strlen(pre)) == 0 && strcmp(k1 + strlen(pre), "message.eml") == 0);
 
-        lt_err_t e3 = lt_objkey_attachment(f[0], f[1], f[2], f[3], f[4], f[5], k2, sizeof(k2), err,
-                                           sizeof(err));
+        lt_err_t e3 = lt_objkey_attachment(&(lt_objkey_msg_t){f[0], f[1], f[2], f[3]}, f[4], f[5],
+                                           k2, sizeof(k2), err, sizeof(err));
         if (e3 == LT_OK) {
             ASSERT(lt_objkey_is_safe(k2));
             ASSERT(segments(k2) == 11);

@@ -196,7 +196,7 @@ int main(void)
         e = lt_registry_get_schema(reg, wid, schema, err, sizeof(err));
         CHECK_MSG(e == LT_OK, "get schema %d: %s", (int)wid, err);
         lt_mail_event_t *back = NULL;
-        e = lt_mail_event_decode(codec, m->payload, m->len, lt_buf_str(schema), &back, NULL, err,
+        e = lt_mail_event_decode(codec, m->payload, m->len, lt_buf_str(schema), &back, err,
                                  sizeof(err));
         CHECK_MSG(e == LT_OK, "decode: %s", err);
         if (back) {
@@ -255,8 +255,7 @@ int main(void)
         CHECK_INT((unsigned char)out[0], 0); /* magic byte */
         CHECK(!memcmp(out, lt_buf_data(wire), (size_t)n));
         lt_mail_event_t *back = NULL;
-        CHECK_INT(lt_mail_event_decode(codec, out, (size_t)n, NULL, &back, NULL, err,
-                                       sizeof(err)),
+        CHECK_INT(lt_mail_event_decode(codec, out, (size_t)n, NULL, &back, err, sizeof(err)),
                   LT_OK);
         lt_mail_event_destroy(back);
     }

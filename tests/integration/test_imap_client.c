@@ -13,18 +13,12 @@
 #include <unistd.h>
 
 #include "lt_buf.h"
+#include "lt_clock.h"
 #include "lt_imap_client.h"
 #include "lt_test.h"
 
 static const char *host, *ca, *user, *pass;
 static int port;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static lt_imap_t *connect_login(const lt_imap_opts_t *extra)
 {
@@ -183,8 +177,9 @@ static void test_folder_roundtrip(void)
     uint32_t uids[N];
     for (unsigned i = 0; i < N; i++) {
         msgs[i] = make_msg(i, sizes[i] < 200 ? 200 : sizes[i]);
-        e = lt_imap_append(c, name, lt_buf_data(msgs[i]), lt_buf_len(msgs[i]), NULL, &uids[i], err,
-                           sizeof(err));
+        e = lt_imap_append(
+            c, name, &(lt_imap_message_t){.data = lt_buf_data(msgs[i]), .len = lt_buf_len(msgs[i])},
+            &uids[i], err, sizeof(err));
         CHECK_MSG(e == LT_OK, "append %u: %s", i, err);
         CHECK(uids[i] > 0);
     }
@@ -277,24 +272,26 @@ static void test_big_and_bulk(void)
     size_t big = 25u * 1024 * 1024;
     lt_buf_t *bigmsg = make_msg(1000, big);
     uint32_t biguid = 0;
-    lt_err_t e = lt_imap_append(c, name, lt_buf_data(bigmsg), lt_buf_len(bigmsg), NULL, &biguid,
-                                err, sizeof(err));
+    lt_err_t e = lt_imap_append(
+        c, name, &(lt_imap_message_t){.data = lt_buf_data(bigmsg), .len = lt_buf_len(bigmsg)},
+        &biguid, err, sizeof(err));
     CHECK_MSG(e == LT_OK, "append 25 MB: %s", err);
 
     enum { BULK = 1000 };
     lt_buf_t *msgs[BULK];
     uint32_t uids[BULK];
-    double t0 = now_s();
+    double t0 = lt_now_s();
     for (unsigned i = 0; i < BULK; i++) {
         msgs[i] = make_msg(i, 20 * 1024);
-        e = lt_imap_append(c, name, lt_buf_data(msgs[i]), lt_buf_len(msgs[i]), NULL, &uids[i], err,
-                           sizeof(err));
+        e = lt_imap_append(
+            c, name, &(lt_imap_message_t){.data = lt_buf_data(msgs[i]), .len = lt_buf_len(msgs[i])},
+            &uids[i], err, sizeof(err));
         if (e) {
             CHECK_MSG(e == LT_OK, "append %u: %s", i, err);
             break;
         }
     }
-    double tappend = now_s() - t0;
+    double tappend = lt_now_s() - t0;
     lt_imap_logout(c, err, sizeof(err));
     lt_imap_destroy(c);
 
@@ -305,9 +302,9 @@ static void test_big_and_bulk(void)
     CHECK_INT(mb.exists, BULK + 1);
     verify_t v = {.want = &bigmsg, .uids = &biguid, .n = 1};
     lt_imap_fetch_cb_t cb = {v_begin, v_data, v_end, v_skipped, &v};
-    t0 = now_s();
+    t0 = lt_now_s();
     e = lt_imap_uid_fetch(c, &biguid, 1, &cb, err, sizeof(err));
-    double tbig = now_s() - t0;
+    double tbig = lt_now_s() - t0;
     CHECK_MSG(e == LT_OK, "fetch 25 MB: %s", err);
     CHECK_INT(v.got, 1);
     CHECK_INT(v.bad, 0);
@@ -350,9 +347,9 @@ static void test_big_and_bulk(void)
         for (int r = 0; r < nruns; r++) {
             verify_t vb = {.want = msgs, .uids = uids, .n = BULK};
             lt_imap_fetch_cb_t fcb = {v_begin, v_data, v_end, v_skipped, &vb};
-            t0 = now_s();
+            t0 = lt_now_s();
             e = lt_imap_uid_fetch(cb3, uids, BULK, &fcb, err, sizeof(err));
-            runs[r] = now_s() - t0;
+            runs[r] = lt_now_s() - t0;
             CHECK_MSG(e == LT_OK, "bulk fetch: %s", err);
             CHECK_INT(vb.got, BULK);
             CHECK_INT(vb.bad, 0);

@@ -35,7 +35,8 @@ static lt_db_t *connect_scratch(void)
 
 static lt_err_t sql(lt_db_t *db, const char *q)
 {
-    lt_err_t e = lt_db_exec(db, "test sql", q, 0, NULL, NULL, E);
+    lt_err_t e =
+        lt_db_exec(db, &(lt_db_query_t){.what = "test sql", .sql = q, .nparams = 0}, NULL, E);
     if (e)
         fprintf(stderr, "%s: %s\n", q, g_err);
     return e;
@@ -44,7 +45,7 @@ static lt_err_t sql(lt_db_t *db, const char *q)
 static long long scalar(lt_db_t *db, const char *q)
 {
     PGresult *r = NULL;
-    if (lt_db_exec(db, "scalar", q, 0, NULL, &r, E)) {
+    if (lt_db_exec(db, &(lt_db_query_t){.what = "scalar", .sql = q, .nparams = 0}, &r, E)) {
         fprintf(stderr, "%s: %s\n", q, g_err);
         return -1;
     }
@@ -64,7 +65,9 @@ static int collect(const char *tenant, const char *account, void *opaque)
 static lt_sched_set_t *in_flight(lt_db_t *db, int stale, const char *provider, const char *tenant)
 {
     lt_sched_set_t *set = lt_sched_set_new(1000);
-    lt_err_t e = lt_issued_list_in_flight(db, stale, provider, tenant, collect, set, E);
+    lt_err_t e = lt_issued_list_in_flight(
+        db, &(lt_issued_filter_t){.stale_after_s = stale, .provider = provider, .tenant = tenant},
+        collect, set, E);
     CHECK_MSG(e == LT_OK, "list in flight: %s", g_err);
     return set;
 }
@@ -169,7 +172,8 @@ static void test_issued(lt_db_t *db)
     CHECK_INT(pruned, 2);
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_sync_issued"), 2); /* c1, c2 */
     CHECK(lt_issued_prune(db, 0, NULL, E) == LT_ERR_INVALID);
-    CHECK(lt_issued_list_in_flight(db, 0, NULL, NULL, collect, NULL, E) == LT_ERR_INVALID);
+    CHECK(lt_issued_list_in_flight(db, &(lt_issued_filter_t){.stale_after_s = 0}, collect, NULL,
+                                   E) == LT_ERR_INVALID);
 
     /* deleting an account deletes its issued rows */
     CHECK(lt_account_delete(db, "t1", "a1", E) == LT_OK);

@@ -16,11 +16,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lt_clock.h"
 #include "lt_config.h"
 #include "lt_kafka.h"
 #include "lt_log.h"
-#include "lt_test.h"
 #include "lt_trace.h"
+#include "lt_test.h"
 
 #define N_COMMITTED 5
 #define N_ABORTED 3
@@ -28,13 +29,6 @@
 #define WAIT_MS 60000
 
 static char g_base[128], g_in[160], g_out[160], g_group[160], g_txid[160];
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int admin_wait(rd_kafka_queue_t *q, rd_kafka_event_type_t type, const char *what)
 {
@@ -81,8 +75,8 @@ static int create_topics(rd_kafka_t *rk)
     rd_kafka_NewTopic_destroy_array(t, 2);
     rd_kafka_queue_destroy(q);
     /* Wait until the broker's metadata shows both with their partitions. */
-    int64_t deadline = now_ms() + WAIT_MS;
-    while (ok && now_ms() < deadline) {
+    int64_t deadline = lt_now_ms() + WAIT_MS;
+    while (ok && lt_now_ms() < deadline) {
         const struct rd_kafka_metadata *md = NULL;
         int found = 0;
         if (rd_kafka_metadata(rk, 1, NULL, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -161,8 +155,8 @@ static int read_out(rd_kafka_t *rk, int *aborted_seen, int check_headers)
     rd_kafka_topic_partition_list_destroy(parts);
     int count = 0, eof = 0;
     *aborted_seen = 0;
-    int64_t deadline = now_ms() + WAIT_MS;
-    while (eof < 2 && now_ms() < deadline) {
+    int64_t deadline = lt_now_ms() + WAIT_MS;
+    while (eof < 2 && lt_now_ms() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
         if (!m)
             continue;
@@ -224,13 +218,20 @@ int main(void)
         goto done;
     for (int i = 0; i < N_INPUT; i++) {
         char v[32];
-        int64_t off = -1;
+        lt_kafka_pos_t pos = {-1, -1};
         snprintf(v, sizeof(v), "input-%d", i);
-        lt_err_t r = lt_kafka_produce_sync(p0, g_in, RD_KAFKA_PARTITION_UA, "acct-1", 6, v,
-                                           strlen(v), lt_kafka_headers_with_traceparent(NULL),
-                                           30000, NULL, &off, err, sizeof(err));
+        lt_err_t r = lt_kafka_produce_sync(
+            p0,
+            &(lt_kafka_msg_t){.topic = g_in,
+                              .partition = RD_KAFKA_PARTITION_UA,
+                              .key = "acct-1",
+                              .key_len = 6,
+                              .value = v,
+                              .value_len = strlen(v),
+                              .headers = lt_kafka_headers_with_traceparent(NULL)},
+            30000, &pos, err, sizeof(err));
         CHECK_MSG(r == LT_OK, "produce_sync: %s", err);
-        CHECK_INT(off, i); /* idempotent producer, one partition: 0, 1, 2 */
+        CHECK_INT(pos.offset, i); /* idempotent producer, one partition: 0, 1, 2 */
     }
 
     /* 2. A consumer group reads them (cooperative-sticky, no auto commit). */
@@ -244,8 +245,8 @@ int main(void)
     rd_kafka_topic_partition_list_destroy(sub);
     int got = 0;
     int64_t last_offset = -1;
-    int64_t deadline = now_ms() + WAIT_MS;
-    while (got < N_INPUT && now_ms() < deadline) {
+    int64_t deadline = lt_now_ms() + WAIT_MS;
+    while (got < N_INPUT && lt_now_ms() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 500);
         if (!m)
             continue;
@@ -259,12 +260,12 @@ int main(void)
     CHECK_INT(last_offset, N_INPUT - 1);
 
     /* 3. Transactional producer: commit N messages + the group's offsets. */
-    int64_t t0 = now_ms();
+    int64_t t0 = lt_now_ms();
     rd_kafka_t *tx = lt_kafka_producer_new(cfg, g_txid, err, sizeof(err));
     CHECK_MSG(tx != NULL, "%s", err);
     if (!tx)
         goto done_c;
-    printf("init_transactions: %" PRId64 " ms\n", now_ms() - t0);
+    printf("init_transactions: %" PRId64 " ms\n", lt_now_ms() - t0);
     /* The topics exist (and the first commit does not wait for metadata). */
     CHECK_INT(lt_kafka_warm_topic(tx, g_out, 10000, err, sizeof(err)), LT_OK);
     CHECK_INT(lt_kafka_warm_topic(tx, g_in, 10000, err, sizeof(err)), LT_OK);
@@ -274,7 +275,7 @@ int main(void)
     printf("missing topic: %s\n", err);
     lt_trace_t root;
     CHECK_INT(lt_trace_new(&root, err, sizeof(err)), LT_OK);
-    t0 = now_ms();
+    t0 = lt_now_ms();
     if (txn_ok(rd_kafka_begin_transaction(tx), "begin 1")) {
         for (int i = 0; i < N_COMMITTED; i++) {
             lt_trace_t child;
@@ -285,20 +286,20 @@ int main(void)
             CHECK_INT(produce_txn_msg(tx, g_sent[i].value, g_sent[i].key, g_sent[i].traceparent),
                       LT_OK);
         }
-        int64_t t1 = now_ms();
+        int64_t t1 = lt_now_ms();
         rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(offs, g_in, 0)->offset = last_offset + 1;
         rd_kafka_consumer_group_metadata_t *gm = rd_kafka_consumer_group_metadata(c);
         txn_ok(rd_kafka_send_offsets_to_transaction(tx, offs, gm, 30000), "send_offsets 1");
         rd_kafka_consumer_group_metadata_destroy(gm);
         rd_kafka_topic_partition_list_destroy(offs);
-        int64_t t2 = now_ms();
+        int64_t t2 = lt_now_ms();
         txn_ok(rd_kafka_commit_transaction(tx, 30000), "commit 1");
         printf("send_offsets_to_transaction: %" PRId64 " ms, commit_transaction: %" PRId64 " ms\n",
-               t2 - t1, now_ms() - t2);
+               t2 - t1, lt_now_ms() - t2);
     }
     printf("transaction of %d messages + offsets committed in %" PRId64 " ms\n", N_COMMITTED,
-           now_ms() - t0);
+           lt_now_ms() - t0);
 
     /* 4. Abort M messages (flushed to the log first) and lower offsets. */
     if (txn_ok(rd_kafka_begin_transaction(tx), "begin 2")) {
@@ -322,19 +323,24 @@ int main(void)
         snprintf(g_sent[N_COMMITTED].value, sizeof(g_sent[0].value), "after-abort");
         snprintf(g_sent[N_COMMITTED].key, sizeof(g_sent[0].key), "acct-1");
         lt_trace_format(&root, g_sent[N_COMMITTED].traceparent);
-        int64_t off = -1;
+        lt_kafka_pos_t pos = {-1, -1};
         /* The sync helper inside a transaction (flush + delivery report). */
-        lt_err_t r = lt_kafka_produce_sync(
-            tx, g_out, RD_KAFKA_PARTITION_UA, g_sent[N_COMMITTED].key,
-            strlen(g_sent[N_COMMITTED].key), g_sent[N_COMMITTED].value,
-            strlen(g_sent[N_COMMITTED].value),
-            lt_kafka_headers_with_traceparent(g_sent[N_COMMITTED].traceparent), 30000, NULL, &off,
-            err, sizeof(err));
+        lt_err_t r =
+            lt_kafka_produce_sync(tx,
+                                  &(lt_kafka_msg_t){.topic = g_out,
+                                                    .partition = RD_KAFKA_PARTITION_UA,
+                                                    .key = g_sent[N_COMMITTED].key,
+                                                    .key_len = strlen(g_sent[N_COMMITTED].key),
+                                                    .value = g_sent[N_COMMITTED].value,
+                                                    .value_len = strlen(g_sent[N_COMMITTED].value),
+                                                    .headers = lt_kafka_headers_with_traceparent(
+                                                        g_sent[N_COMMITTED].traceparent)},
+                                  30000, &pos, err, sizeof(err));
         CHECK_MSG(r == LT_OK, "%s", err);
-        CHECK(off >= 0);
-        int64_t t3 = now_ms();
+        CHECK(pos.offset >= 0);
+        int64_t t3 = lt_now_ms();
         txn_ok(rd_kafka_commit_transaction(tx, 30000), "commit 3");
-        printf("commit_transaction after an abort: %" PRId64 " ms\n", now_ms() - t3);
+        printf("commit_transaction after an abort: %" PRId64 " ms\n", lt_now_ms() - t3);
     }
     uint64_t delivered = 0, failed = 9;
     lt_kafka_delivery_stats(tx, &delivered, &failed, NULL);

@@ -50,8 +50,6 @@ static lt_command_t *g_cmd;
 static char g_run[64];
 static int g_uid;
 
-void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
-
 /* A mock cluster of one broker with the two topics, owned by its own handle
  * (it lives as long as that handle, across the producers of a case). */
 static rd_kafka_mock_cluster_t *mock_new(rd_kafka_t **owner)
@@ -267,9 +265,16 @@ int main(void)
     if (!g_cfg || !g_db)
         return lt_test_done("test_kafka_txn_errors");
     const lt_settings_t *set = lt_config_settings(g_cfg);
-    g_s3 = lt_s3_new(set->s3.endpoint, set->s3.region, set->s3.bucket, set->s3.access_key_id,
-                     set->s3.secret_access_key, set->s3.path_style, set->s3.ca_file,
-                     (long)set->s3.timeout_s, err, sizeof(err));
+    g_s3 = lt_s3_new(&(lt_s3_config_t){.endpoint = set->s3.endpoint,
+                                       .region = set->s3.region,
+                                       .bucket = set->s3.bucket,
+                                       .access_key_id = set->s3.access_key_id,
+                                       .secret_access_key = set->s3.secret_access_key,
+                                       .addressing = set->s3.path_style ? LT_S3_PATH_STYLE
+                                                                        : LT_S3_VIRTUAL_HOSTED,
+                                       .ca_file = set->s3.ca_file,
+                                       .timeout_s = (long)set->s3.timeout_s},
+                     err, sizeof(err));
     CHECK_MSG(g_s3 != NULL, "%s", err);
     g_codec = lt_mail_codec_new(err, sizeof(err));
     CHECK_MSG(g_codec != NULL, "%s", err);
@@ -281,7 +286,8 @@ int main(void)
              "INSERT INTO mail_accounts (tenant_id, account_id, provider) VALUES ('%s', '%s', "
              "'imap')",
              tenant, account);
-    CHECK_MSG(lt_db_exec(g_db, "insert account", sql, 0, NULL, NULL, err, sizeof(err)) == LT_OK,
+    CHECK_MSG(lt_db_exec(g_db, &(lt_db_query_t){.what = "insert account", .sql = sql, .nparams = 0},
+                         NULL, err, sizeof(err)) == LT_OK,
               "%s", err);
     CHECK_MSG(lt_account_load(g_db, tenant, account, &g_acct, err, sizeof(err)) == LT_OK, "%s",
               err);

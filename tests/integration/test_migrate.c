@@ -65,7 +65,8 @@ static int count_rows(lt_db_t *db, const char *sql)
 {
     PGresult *r = NULL;
     char err[512];
-    if (lt_db_exec(db, "count", sql, 0, NULL, &r, err, sizeof(err))) {
+    if (lt_db_exec(db, &(lt_db_query_t){.what = "count", .sql = sql, .nparams = 0}, &r, err,
+                   sizeof(err))) {
         fprintf(stderr, "%s: %s\n", sql, err);
         return -1;
     }
@@ -79,8 +80,12 @@ static int table_exists(lt_db_t *db, const char *name)
     PGresult *r = NULL;
     char err[512];
     const char *p[] = {name};
-    if (lt_db_exec(db, "regclass", "SELECT to_regclass($1) IS NOT NULL", 1, p, &r, err,
-                   sizeof(err)))
+    if (lt_db_exec(db,
+                   &(lt_db_query_t){.what = "regclass",
+                                    .sql = "SELECT to_regclass($1) IS NOT NULL",
+                                    .nparams = 1,
+                                    .params = p},
+                   &r, err, sizeof(err)))
         return -1;
     int e = !strcmp(PQgetvalue(r, 0, 0), "t");
     PQclear(r);

@@ -187,7 +187,7 @@ int main(void)
         CHECK_INT(lt_mail_event_encode(c, ev, id, wire, err, sizeof(err)), LT_OK);
         lt_mail_event_t *back = NULL;
         e = lt_mail_event_decode(c, lt_buf_data(wire), lt_buf_len(wire), lt_buf_str(got), &back,
-                                 NULL, err, sizeof(err));
+                                 err, sizeof(err));
         CHECK_MSG(e == LT_OK, "decode with the registry's schema: %s", err);
         if (back)
             CHECK_STR(lt_mail_event_get_event_id(back), lt_mail_event_get_event_id(ev));

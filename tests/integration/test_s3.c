@@ -11,19 +11,13 @@
 #include <openssl/evp.h>
 
 #include "lt_buf.h"
+#include "lt_clock.h"
 #include "lt_objkey.h"
 #include "lt_s3.h"
 #include "lt_test.h"
 
 static const char *endpoint, *bucket, *akid, *secret, *region;
 static char run[64]; /* unique key prefix of this run */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void sha256_of(const void *d, size_t n, char out[65])
 {
@@ -49,8 +43,15 @@ static void fill(uint8_t *p, size_t n, uint64_t seed)
 static lt_s3_t *open_s3(const char *sk)
 {
     char err[512];
-    lt_s3_t *s3 = lt_s3_new(endpoint, region, bucket, akid, sk, 1, getenv("LATTICE_S3_CA_FILE"),
-                            120, err, sizeof(err));
+    lt_s3_t *s3 = lt_s3_new(&(lt_s3_config_t){.endpoint = endpoint,
+                                              .region = region,
+                                              .bucket = bucket,
+                                              .access_key_id = akid,
+                                              .secret_access_key = sk,
+                                              .addressing = LT_S3_PATH_STYLE,
+                                              .ca_file = getenv("LATTICE_S3_CA_FILE"),
+                                              .timeout_s = 120},
+                            err, sizeof(err));
     CHECK_MSG(s3 != NULL, "lt_s3_new: %s", err);
     return s3;
 }
@@ -64,7 +65,9 @@ static void test_round_trip(lt_s3_t *s3)
 {
     char err[512], key[512], sha[LT_S3_SHA256_HEX], etag[LT_S3_ETAG_MAX], msha[LT_S3_SHA256_HEX];
     key_of(key, sizeof(key), "abc.txt");
-    CHECK_INT(lt_s3_put(s3, key, "abc", 3, "text/plain", sha, err, sizeof(err)), LT_OK);
+    CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = key, .content_type = "text/plain"}, "abc", 3,
+                        sha, err, sizeof(err)),
+              LT_OK);
     /* FIPS 180-2 test vector for "abc". */
     CHECK_STR(sha, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     uint64_t size = 0;
@@ -78,8 +81,12 @@ static void test_round_trip(lt_s3_t *s3)
     CHECK_STR(lt_buf_str(b), "abc");
 
     /* Same key twice: fine, the second content wins. */
-    CHECK_INT(lt_s3_put(s3, key, "abcd", 4, "text/plain", sha, err, sizeof(err)), LT_OK);
-    CHECK_INT(lt_s3_put(s3, key, "abcd", 4, "text/plain", NULL, err, sizeof(err)), LT_OK);
+    CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = key, .content_type = "text/plain"}, "abcd", 4,
+                        sha, err, sizeof(err)),
+              LT_OK);
+    CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = key, .content_type = "text/plain"}, "abcd", 4,
+                        NULL, err, sizeof(err)),
+              LT_OK);
     CHECK_INT(lt_s3_get(s3, key, b, err, sizeof(err)), LT_OK);
     CHECK_STR(lt_buf_str(b), "abcd");
 
@@ -91,7 +98,7 @@ static void test_round_trip(lt_s3_t *s3)
 
     /* Empty object. */
     key_of(key, sizeof(key), "empty");
-    CHECK_INT(lt_s3_put(s3, key, NULL, 0, NULL, sha, err, sizeof(err)), LT_OK);
+    CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = key}, NULL, 0, sha, err, sizeof(err)), LT_OK);
     CHECK_STR(sha, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     CHECK_INT(lt_s3_head(s3, key, &size, NULL, NULL, err, sizeof(err)), LT_OK);
     CHECK_INT(size, 0);
@@ -129,8 +136,8 @@ static void test_odd_keys(lt_s3_t *s3)
     lt_buf_t *b = lt_buf_new(1024);
     for (int i = 0; names[i]; i++) {
         snprintf(full, sizeof(full), "%s/odd/%s", run, names[i]);
-        CHECK_MSG(lt_s3_put(s3, full, names[i], strlen(names[i]), NULL, NULL, err, sizeof(err)) ==
-                      LT_OK,
+        CHECK_MSG(lt_s3_put(s3, &(lt_s3_object_t){.key = full}, names[i], strlen(names[i]), NULL,
+                            err, sizeof(err)) == LT_OK,
                   "put %s: %s", names[i], err);
         CHECK_MSG(lt_s3_get(s3, full, b, err, sizeof(err)) == LT_OK, "get %s: %s", names[i], err);
         CHECK_STR(lt_buf_str(b), names[i]);
@@ -140,16 +147,20 @@ static void test_odd_keys(lt_s3_t *s3)
     for (int i = 0; i < 120; i++)
         strcat(fname, "\xc3\xa9");
     strcat(fname, " final.pdf");
-    CHECK_INT(lt_objkey_attachment(run, "../..", "imap", "<CAF+x/y@mail>", "1.2", fname, key,
-                                   sizeof(key), err, sizeof(err)),
+    CHECK_INT(lt_objkey_attachment(&(lt_objkey_msg_t){run, "../..", "imap", "<CAF+x/y@mail>"},
+                                   "1.2", fname, key, sizeof(key), err, sizeof(err)),
               LT_OK);
-    CHECK_INT(lt_s3_put(s3, key, "pdf", 3, "application/pdf", NULL, err, sizeof(err)), LT_OK);
+    CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = key, .content_type = "application/pdf"}, "pdf",
+                        3, NULL, err, sizeof(err)),
+              LT_OK);
     CHECK_INT(lt_s3_get(s3, key, b, err, sizeof(err)), LT_OK);
     CHECK_STR(lt_buf_str(b), "pdf");
-    CHECK_INT(lt_objkey_message(run, "../..", "imap", "<CAF+x/y@mail>", key, sizeof(key), err,
-                                sizeof(err)),
+    CHECK_INT(lt_objkey_message(&(lt_objkey_msg_t){run, "../..", "imap", "<CAF+x/y@mail>"}, key,
+                                sizeof(key), err, sizeof(err)),
               LT_OK);
-    CHECK_INT(lt_s3_put(s3, key, "eml", 3, "message/rfc822", NULL, err, sizeof(err)), LT_OK);
+    CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = key, .content_type = "message/rfc822"}, "eml",
+                        3, NULL, err, sizeof(err)),
+              LT_OK);
     CHECK_INT(lt_s3_get(s3, key, b, err, sizeof(err)), LT_OK);
     CHECK_STR(lt_buf_str(b), "eml");
     lt_buf_destroy(b);
@@ -176,9 +187,10 @@ static void test_big_file(lt_s3_t *s3)
 
     key_of(key, sizeof(key), "big/message.eml");
     uint64_t size = 0;
-    double t0 = now_s();
-    lt_err_t e = lt_s3_put_file(s3, key, fd, "message/rfc822", sha, &size, err, sizeof(err));
-    double t_put = now_s() - t0;
+    double t0 = lt_now_s();
+    lt_err_t e = lt_s3_put_file(s3, &(lt_s3_object_t){.key = key, .content_type = "message/rfc822"},
+                                fd, sha, &size, err, sizeof(err));
+    double t_put = lt_now_s() - t0;
     CHECK_MSG(e == LT_OK, "put_file: %s", err);
     CHECK_STR(sha, want);
     CHECK_INT(size, n);
@@ -188,9 +200,9 @@ static void test_big_file(lt_s3_t *s3)
     CHECK_STR(msha, want);
 
     lt_buf_t *b = lt_buf_new(32u * 1024 * 1024);
-    t0 = now_s();
+    t0 = lt_now_s();
     e = lt_s3_get(s3, key, b, err, sizeof(err));
-    double t_get = now_s() - t0;
+    double t_get = lt_now_s() - t0;
     CHECK_MSG(e == LT_OK, "get: %s", err);
     CHECK_INT(lt_buf_len(b), n);
     CHECK(lt_buf_len(b) == n && memcmp(lt_buf_data(b), data, n) == 0);
@@ -205,22 +217,23 @@ static void test_big_file(lt_s3_t *s3)
     /* 1 MB objects from memory, a few times over the kept-alive connection. */
     const size_t m = 1024 * 1024;
     const int reps = 20;
-    t0 = now_s();
+    t0 = lt_now_s();
     for (int i = 0; i < reps; i++) {
         char k[512];
         snprintf(k, sizeof(k), "%s/mb/%d", run, i);
-        CHECK_INT(lt_s3_put(s3, k, data + (size_t)i * 1000, m, NULL, NULL, err, sizeof(err)),
+        CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = k}, data + (size_t)i * 1000, m, NULL, err,
+                            sizeof(err)),
                   LT_OK);
     }
-    t_put = now_s() - t0;
-    t0 = now_s();
+    t_put = lt_now_s() - t0;
+    t0 = lt_now_s();
     for (int i = 0; i < reps; i++) {
         char k[512];
         snprintf(k, sizeof(k), "%s/mb/%d", run, i);
         CHECK_INT(lt_s3_get(s3, k, b, err, sizeof(err)), LT_OK);
         CHECK(lt_buf_len(b) == m && memcmp(lt_buf_data(b), data + (size_t)i * 1000, m) == 0);
     }
-    t_get = now_s() - t0;
+    t_get = lt_now_s() - t0;
     printf("1 MB x %d: PUT %.1f MB/s (%.1f ms each), GET %.1f MB/s (%.1f ms each)\n", reps,
            reps / t_put, 1000 * t_put / reps, reps / t_get, 1000 * t_get / reps);
     for (int i = 0; i < reps; i++) {
@@ -240,7 +253,8 @@ static void test_refused(void)
     key_of(key, sizeof(key), "refused");
     lt_s3_t *bad = open_s3("definitely-not-the-secret");
     if (bad) {
-        CHECK_INT(lt_s3_put(bad, key, "x", 1, NULL, NULL, err, sizeof(err)), LT_ERR_FINAL);
+        CHECK_INT(lt_s3_put(bad, &(lt_s3_object_t){.key = key}, "x", 1, NULL, err, sizeof(err)),
+                  LT_ERR_FINAL);
         CHECK_MSG(strstr(err, "SignatureDoesNotMatch") != NULL, "%s", err);
         CHECK_MSG(strstr(err, "definitely-not") == NULL, "secret in errstr: %s", err);
         lt_buf_t *b = lt_buf_new(100);
@@ -250,11 +264,19 @@ static void test_refused(void)
         lt_s3_destroy(bad);
     }
     char e2[512];
-    lt_s3_t *nokey = lt_s3_new(endpoint, region, bucket, "NOSUCHACCESSKEY", secret, 1,
-                               getenv("LATTICE_S3_CA_FILE"), 30, e2, sizeof(e2));
+    lt_s3_t *nokey = lt_s3_new(&(lt_s3_config_t){.endpoint = endpoint,
+                                                 .region = region,
+                                                 .bucket = bucket,
+                                                 .access_key_id = "NOSUCHACCESSKEY",
+                                                 .secret_access_key = secret,
+                                                 .addressing = LT_S3_PATH_STYLE,
+                                                 .ca_file = getenv("LATTICE_S3_CA_FILE"),
+                                                 .timeout_s = 30},
+                               e2, sizeof(e2));
     CHECK(nokey != NULL);
     if (nokey) {
-        CHECK_INT(lt_s3_put(nokey, key, "x", 1, NULL, NULL, err, sizeof(err)), LT_ERR_FINAL);
+        CHECK_INT(lt_s3_put(nokey, &(lt_s3_object_t){.key = key}, "x", 1, NULL, err, sizeof(err)),
+                  LT_ERR_FINAL);
         CHECK_MSG(strstr(err, "InvalidAccessKeyId") != NULL, "%s", err);
         lt_s3_destroy(nokey);
     }
@@ -270,12 +292,20 @@ static void test_missing_bucket(void)
 {
     char err[512], b2[64];
     snprintf(b2, sizeof(b2), "lt-missing-%ld", (long)getpid());
-    lt_s3_t *s3 = lt_s3_new(endpoint, region, b2, akid, secret, 1, getenv("LATTICE_S3_CA_FILE"), 30,
+    lt_s3_t *s3 = lt_s3_new(&(lt_s3_config_t){.endpoint = endpoint,
+                                              .region = region,
+                                              .bucket = b2,
+                                              .access_key_id = akid,
+                                              .secret_access_key = secret,
+                                              .addressing = LT_S3_PATH_STYLE,
+                                              .ca_file = getenv("LATTICE_S3_CA_FILE"),
+                                              .timeout_s = 30},
                             err, sizeof(err));
     CHECK(s3 != NULL);
     if (!s3)
         return;
-    CHECK_INT(lt_s3_put(s3, "k", "x", 1, NULL, NULL, err, sizeof(err)), LT_ERR_FINAL);
+    CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = "k"}, "x", 1, NULL, err, sizeof(err)),
+              LT_ERR_FINAL);
     CHECK_MSG(strstr(err, "NoSuchBucket") != NULL, "%s", err);
     lt_s3_destroy(s3);
 }

@@ -9,8 +9,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lt_account_lock.h"
 #include "lt_accounts.h"
-#include "lt_commands.h"
+#include "lt_clock.h"
+#include "lt_command_log.h"
 #include "lt_db.h"
 #include "lt_migrate.h"
 #include "lt_watermark.h"
@@ -24,13 +26,13 @@ static char g_err[1024];
 
 static lt_err_t sql(lt_db_t *db, const char *q)
 {
-    return lt_db_exec(db, "test sql", q, 0, NULL, NULL, E);
+    return lt_db_exec(db, &(lt_db_query_t){.what = "test sql", .sql = q, .nparams = 0}, NULL, E);
 }
 
 static long long scalar(lt_db_t *db, const char *q)
 {
     PGresult *r = NULL;
-    if (lt_db_exec(db, "scalar", q, 0, NULL, &r, E)) {
+    if (lt_db_exec(db, &(lt_db_query_t){.what = "scalar", .sql = q, .nparams = 0}, &r, E)) {
         fprintf(stderr, "%s: %s\n", q, g_err);
         return -1;
     }
@@ -56,25 +58,32 @@ static int running_fresh(lt_db_t *db, const char *account, int secs)
     "SELECT count(DISTINCT (tenant_id, account_id)) FROM mail_sync_commands WHERE status = "       \
     "'running' AND heartbeat_at > now() - interval '60 seconds'"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* ---- accounts ---- */
 
 static void test_accounts(lt_db_t *db)
 {
     lt_account_t *a = NULL;
-    CHECK(lt_account_upsert(db, "personal", "personal-gmail", "gmail", 1,
-                            "{\"user\":\"me@example.com\",\"refresh_token_env\":\"GMAIL_RT\"}",
-                            NULL, E) == LT_OK);
-    CHECK(lt_account_upsert(db, "personal", "workmail-imap", "imap", 1,
-                            "{\"host\":\"imap.mail.us-east-1.awsapps.com\",\"port\":993,"
-                            "\"username\":\"me\",\"password_env\":\"IMAP_PW\"}",
-                            "restricted", E) == LT_OK);
+    CHECK(
+        lt_account_upsert(
+            db,
+            &(lt_account_row_t){
+                .tenant = "personal",
+                .account_id = "personal-gmail",
+                .provider = "gmail",
+                .enabled = 1,
+                .config_json = "{\"user\":\"me@example.com\",\"refresh_token_env\":\"GMAIL_RT\"}"},
+            E) == LT_OK);
+    CHECK(lt_account_upsert(
+              db,
+              &(lt_account_row_t){.tenant = "personal",
+                                  .account_id = "workmail-imap",
+                                  .provider = "imap",
+                                  .enabled = 1,
+                                  .config_json =
+                                      "{\"host\":\"imap.mail.us-east-1.awsapps.com\",\"port\":993,"
+                                      "\"username\":\"me\",\"password_env\":\"IMAP_PW\"}",
+                                  .classification = "restricted"},
+              E) == LT_OK);
     lt_err_t e = lt_account_load(db, "personal", "personal-gmail", &a, E);
     CHECK_MSG(e == LT_OK && a, "%s", g_err);
     if (a) {
@@ -109,7 +118,11 @@ static void test_accounts(lt_db_t *db)
     CHECK(lt_account_load(db, "per sonal", "x", &a, E) == LT_ERR_INVALID);
     CHECK(lt_account_load(db, "personal", "", &a, E) == LT_ERR_INVALID);
     /* Disabled: FINAL, the caller dead-letters. */
-    CHECK(lt_account_upsert(db, "personal", "old-imap", "imap", 0, NULL, NULL, E) == LT_OK);
+    CHECK(lt_account_upsert(
+              db,
+              &(lt_account_row_t){
+                  .tenant = "personal", .account_id = "old-imap", .provider = "imap", .enabled = 0},
+              E) == LT_OK);
     e = lt_account_load(db, "personal", "old-imap", &a, E);
     CHECK(e == LT_ERR_FINAL && !a);
     CHECK_MSG(strstr(g_err, "disabled") != NULL, "%s", g_err);
@@ -122,11 +135,25 @@ static void test_accounts(lt_db_t *db)
     CHECK(e == LT_ERR_FINAL && !a);
     CHECK_MSG(strstr(g_err, "\"password\"") && !strstr(g_err, "s3cr3t"), "%s", g_err);
     /* The upsert refuses such a config, bad JSON and bad providers. */
-    CHECK(lt_account_upsert(db, "personal", "leaky2", "imap", 1, "{\"token\":\"abc\"}", NULL, E) ==
-          LT_ERR_INVALID);
-    CHECK(lt_account_upsert(db, "personal", "bad", "imap", 1, "{not json", NULL, E) ==
-          LT_ERR_INVALID);
-    CHECK(lt_account_upsert(db, "personal", "bad", "pop3", 1, NULL, NULL, E) == LT_ERR_INVALID);
+    CHECK(lt_account_upsert(db,
+                            &(lt_account_row_t){.tenant = "personal",
+                                                .account_id = "leaky2",
+                                                .provider = "imap",
+                                                .enabled = 1,
+                                                .config_json = "{\"token\":\"abc\"}"},
+                            E) == LT_ERR_INVALID);
+    CHECK(lt_account_upsert(db,
+                            &(lt_account_row_t){.tenant = "personal",
+                                                .account_id = "bad",
+                                                .provider = "imap",
+                                                .enabled = 1,
+                                                .config_json = "{not json"},
+                            E) == LT_ERR_INVALID);
+    CHECK(lt_account_upsert(
+              db,
+              &(lt_account_row_t){
+                  .tenant = "personal", .account_id = "bad", .provider = "pop3", .enabled = 1},
+              E) == LT_ERR_INVALID);
     /* The database's own checks, classified INVALID (constraint). */
     e = sql(db, "INSERT INTO mail_accounts (tenant_id, account_id, provider) VALUES "
                 "('bad tenant', 'x', 'imap')");
@@ -159,7 +186,12 @@ static void test_accounts(lt_db_t *db)
           LT_ERR_INVALID);
     /* Upsert updates in place, keeps status. */
     CHECK(lt_account_set_status(db, "personal", "workmail-imap", "flagged", "review", E) == LT_OK);
-    CHECK(lt_account_upsert(db, "personal", "workmail-imap", "imap", 1, "{\"host\":\"h2\"}", NULL,
+    CHECK(lt_account_upsert(db,
+                            &(lt_account_row_t){.tenant = "personal",
+                                                .account_id = "workmail-imap",
+                                                .provider = "imap",
+                                                .enabled = 1,
+                                                .config_json = "{\"host\":\"h2\"}"},
                             E) == LT_OK);
     CHECK(lt_account_load(db, "personal", "workmail-imap", &a, E) == LT_OK);
     if (a) {
@@ -245,10 +277,15 @@ static void test_list(lt_db_t *db)
     /* The plan for a provider filter uses the scheduler's index. */
     PGresult *r = NULL;
     CHECK(sql(db, "ANALYZE mail_accounts") == LT_OK);
-    CHECK(lt_db_exec(db, "explain",
-                     "EXPLAIN SELECT id FROM mail_accounts WHERE enabled AND provider = 'gmail' "
-                     "AND tenant_id = 'bulk3' ORDER BY provider, tenant_id, account_id",
-                     0, NULL, &r, E) == LT_OK);
+    CHECK(
+        lt_db_exec(
+            db,
+            &(lt_db_query_t){
+                .what = "explain",
+                .sql = "EXPLAIN SELECT id FROM mail_accounts WHERE enabled AND provider = 'gmail' "
+                       "AND tenant_id = 'bulk3' ORDER BY provider, tenant_id, account_id",
+                .nparams = 0},
+            &r, E) == LT_OK);
     int uses_index = 0;
     for (int i = 0; r && i < PQntuples(r); i++)
         if (strstr(PQgetvalue(r, i, 0), "mail_accounts_enabled_by_provider"))
@@ -277,28 +314,43 @@ static void test_watermarks(lt_db_t *db)
     lt_watermark_t w, got;
     int stored = -1;
 
-    CHECK(lt_watermark_get(db, T, G, "INBOX", "gmail", &got, E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &got, E) ==
+          LT_ERR_NOT_FOUND);
 
     /* Gmail: numeric compare, never backwards unless resync. */
     w = gm(9);
-    CHECK(lt_watermark_set(db, T, G, "INBOX", "gmail", &w, 0, &stored, E) == LT_OK && stored == 1);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 1);
     w = gm(10); /* "10" < "9" as strings: must compare as numbers */
-    CHECK(lt_watermark_set(db, T, G, "INBOX", "gmail", &w, 0, &stored, E) == LT_OK && stored == 1);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 1);
     w = gm(9);
-    CHECK(lt_watermark_set(db, T, G, "INBOX", "gmail", &w, 0, &stored, E) == LT_OK && stored == 0);
-    CHECK(lt_watermark_get(db, T, G, "INBOX", "gmail", &got, E) == LT_OK);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 0);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &got, E) == LT_OK);
     CHECK(got.history_id == 10);
     w = gm(10); /* equal: idempotent rewrite */
-    CHECK(lt_watermark_set(db, T, G, "INBOX", "gmail", &w, 0, &stored, E) == LT_OK && stored == 1);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 1);
     w = gm(UINT64_MAX);
-    CHECK(lt_watermark_set(db, T, G, "INBOX", "gmail", &w, 0, &stored, E) == LT_OK && stored == 1);
-    CHECK(lt_watermark_get(db, T, G, "INBOX", "gmail", &got, E) == LT_OK &&
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 1);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &got, E) == LT_OK &&
           got.history_id == UINT64_MAX);
     w = gm(5); /* explicit resync moves it backwards */
-    CHECK(lt_watermark_set(db, T, G, "INBOX", "gmail", &w, 1, &stored, E) == LT_OK && stored == 1);
-    CHECK(lt_watermark_get(db, T, G, "INBOX", "gmail", &got, E) == LT_OK && got.history_id == 5);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &w, 1, &stored, E) ==
+              LT_OK &&
+          stored == 1);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, G, "INBOX", "gmail"}, &got, E) == LT_OK &&
+          got.history_id == 5);
     /* Scopes are independent. */
-    CHECK(lt_watermark_get(db, T, G, "label:Work", "gmail", &got, E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, G, "label:Work", "gmail"}, &got, E) ==
+          LT_ERR_NOT_FOUND);
     /* Stored format as documented. */
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_watermarks WHERE account_id = "
                          "'personal-gmail' AND watermark_json = '{\"historyId\": \"5\"}'"),
@@ -307,16 +359,24 @@ static void test_watermarks(lt_db_t *db)
     /* IMAP: last_uid never backwards within a uidvalidity; a new
      * uidvalidity replaces. */
     w = im(9999, 100);
-    CHECK(lt_watermark_set(db, T, I, "INBOX", "imap", &w, 0, &stored, E) == LT_OK && stored == 1);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 1);
     w = im(9999, 50); /* a backfill finishing behind the incremental one */
-    CHECK(lt_watermark_set(db, T, I, "INBOX", "imap", &w, 0, &stored, E) == LT_OK && stored == 0);
-    CHECK(lt_watermark_get(db, T, I, "INBOX", "imap", &got, E) == LT_OK);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 0);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got, E) == LT_OK);
     CHECK(got.uidvalidity == 9999 && got.last_uid == 100);
     w = im(9999, 150);
-    CHECK(lt_watermark_set(db, T, I, "INBOX", "imap", &w, 0, &stored, E) == LT_OK && stored == 1);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 1);
     w = im(10000, 3); /* UIDVALIDITY changed: replaces, even though last_uid is lower */
-    CHECK(lt_watermark_set(db, T, I, "INBOX", "imap", &w, 0, &stored, E) == LT_OK && stored == 1);
-    CHECK(lt_watermark_get(db, T, I, "INBOX", "imap", &got, E) == LT_OK);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &w, 0, &stored, E) ==
+              LT_OK &&
+          stored == 1);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got, E) == LT_OK);
     CHECK(got.uidvalidity == 10000 && got.last_uid == 3);
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_watermarks WHERE account_id = "
                          "'workmail-imap' AND watermark_json = "
@@ -324,18 +384,22 @@ static void test_watermarks(lt_db_t *db)
               1);
     /* Folder names with any characters are scopes. */
     w = im(1, 1);
-    CHECK(lt_watermark_set(db, T, I, "Archive/2024 \xc3\xa9t\xc3\xa9 \"q\"", "imap", &w, 0, &stored,
-                           E) == LT_OK);
-    CHECK(lt_watermark_get(db, T, I, "Archive/2024 \xc3\xa9t\xc3\xa9 \"q\"", "imap", &got, E) ==
-          LT_OK);
+    CHECK(lt_watermark_set(
+              db, &(lt_watermark_key_t){T, I, "Archive/2024 \xc3\xa9t\xc3\xa9 \"q\"", "imap"}, &w,
+              0, &stored, E) == LT_OK);
+    CHECK(lt_watermark_get(
+              db, &(lt_watermark_key_t){T, I, "Archive/2024 \xc3\xa9t\xc3\xa9 \"q\"", "imap"}, &got,
+              E) == LT_OK);
 
     /* Refusals. */
     w = im(0, 1);
-    CHECK(lt_watermark_set(db, T, I, "INBOX", "imap", &w, 0, &stored, E) == LT_ERR_INVALID);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &w, 0, &stored, E) ==
+          LT_ERR_INVALID);
     w = gm(1);
-    CHECK(lt_watermark_set(db, T, "nobody", "INBOX", "gmail", &w, 0, &stored, E) ==
-          LT_ERR_INVALID); /* foreign key */
-    CHECK(lt_watermark_set(db, T, G, "", "gmail", &w, 0, &stored, E) == LT_ERR_INVALID);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, "nobody", "INBOX", "gmail"}, &w, 0, &stored,
+                           E) == LT_ERR_INVALID); /* foreign key */
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, G, "", "gmail"}, &w, 0, &stored, E) ==
+          LT_ERR_INVALID);
     /* The table refuses a malformed watermark written directly. */
     CHECK(sql(db, "INSERT INTO mail_watermarks (tenant_id, account_id, scope, provider, "
                   "watermark_json) VALUES ('personal', 'personal-gmail', 'x', 'gmail', "
@@ -376,90 +440,124 @@ static void test_pending(lt_db_t *db)
     lt_watermark_t wm;
     int stored = -1;
 
-    CHECK(lt_watermark_pending_get(db, T, I, "INBOX", "imap", &got, E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_pending_apply(db, T, I, "INBOX", "imap", NULL, &stored, E) ==
+    CHECK(lt_watermark_pending_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got, E) ==
           LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, NULL,
+                                     &stored, E) == LT_ERR_NOT_FOUND);
 
     /* (c) put, (e) apply: watermark moves, row gone. Current: (10000, 3). */
     p = pend(im(10000, 40), "cmd-1", 3, 1234567890123LL);
-    CHECK(lt_watermark_pending_put(db, T, I, "INBOX", "imap", &p, E) == LT_OK);
-    CHECK(lt_watermark_pending_get(db, T, I, "INBOX", "imap", &got, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p, E) ==
+          LT_OK);
+    CHECK(lt_watermark_pending_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got, E) ==
+          LT_OK);
     CHECK_STR(got.command_id, "cmd-1");
     CHECK_STR(got.marker_topic, "lattice.mail.raw.v1");
     CHECK_INT(got.marker_partition, 3);
     CHECK(got.marker_offset == 1234567890123LL);
     CHECK(got.wm.uidvalidity == 10000 && got.wm.last_uid == 40 && got.resync == 0);
     /* The watermark itself has not moved yet. */
-    CHECK(lt_watermark_get(db, T, I, "INBOX", "imap", &wm, E) == LT_OK && wm.last_uid == 3);
-    CHECK(lt_watermark_pending_apply(db, T, I, "INBOX", "imap", &got, &stored, E) == LT_OK);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &wm, E) == LT_OK &&
+          wm.last_uid == 3);
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got,
+                                     &stored, E) == LT_OK);
     CHECK_INT(stored, 1);
-    CHECK(lt_watermark_get(db, T, I, "INBOX", "imap", &wm, E) == LT_OK && wm.last_uid == 40);
-    CHECK(lt_watermark_pending_get(db, T, I, "INBOX", "imap", &got, E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_pending_apply(db, T, I, "INBOX", "imap", NULL, &stored, E) ==
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &wm, E) == LT_OK &&
+          wm.last_uid == 40);
+    CHECK(lt_watermark_pending_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got, E) ==
           LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, NULL,
+                                     &stored, E) == LT_ERR_NOT_FOUND);
 
     /* Upsert replaces; apply with a stale expectation changes nothing. */
     p = pend(im(10000, 50), "cmd-2", 0, 10);
-    CHECK(lt_watermark_pending_put(db, T, I, "INBOX", "imap", &p, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p, E) ==
+          LT_OK);
     lt_watermark_pending_t p3 = pend(im(10000, 60), "cmd-3", 0, 11);
-    CHECK(lt_watermark_pending_put(db, T, I, "INBOX", "imap", &p3, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p3, E) ==
+          LT_OK);
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_watermark_pending"), 1);
-    CHECK(lt_watermark_pending_apply(db, T, I, "INBOX", "imap", &p, &stored, E) ==
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p, &stored,
+                                     E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_pending_discard(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p, E) ==
           LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_pending_discard(db, T, I, "INBOX", "imap", &p, E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_pending_get(db, T, I, "INBOX", "imap", &got, E) == LT_OK);
+    CHECK(lt_watermark_pending_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got, E) ==
+          LT_OK);
     CHECK_STR(got.command_id, "cmd-3");
 
     /* Recovery "aborted": discard; the watermark is untouched. */
-    CHECK(lt_watermark_pending_discard(db, T, I, "INBOX", "imap", &p3, E) == LT_OK);
-    CHECK(lt_watermark_pending_get(db, T, I, "INBOX", "imap", &got, E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_get(db, T, I, "INBOX", "imap", &wm, E) == LT_OK && wm.last_uid == 40);
-    CHECK(lt_watermark_pending_discard(db, T, I, "INBOX", "imap", NULL, E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_pending_discard(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p3, E) ==
+          LT_OK);
+    CHECK(lt_watermark_pending_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &got, E) ==
+          LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &wm, E) == LT_OK &&
+          wm.last_uid == 40);
+    CHECK(lt_watermark_pending_discard(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, NULL, E) ==
+          LT_ERR_NOT_FOUND);
 
     /* Apply keeps the guard: a pending behind the stored one is deleted
      * but does not move the watermark back. */
     p = pend(im(10000, 20), "cmd-4", 1, 5);
-    CHECK(lt_watermark_pending_put(db, T, I, "INBOX", "imap", &p, E) == LT_OK);
-    CHECK(lt_watermark_pending_apply(db, T, I, "INBOX", "imap", NULL, &stored, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p, E) ==
+          LT_OK);
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, NULL,
+                                     &stored, E) == LT_OK);
     CHECK_INT(stored, 0);
-    CHECK(lt_watermark_get(db, T, I, "INBOX", "imap", &wm, E) == LT_OK && wm.last_uid == 40);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &wm, E) == LT_OK &&
+          wm.last_uid == 40);
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_watermark_pending"), 0);
     /* ... unless it is a resync. */
     p = pend(im(10000, 20), "cmd-5", 1, 6);
     p.resync = 1;
-    CHECK(lt_watermark_pending_put(db, T, I, "INBOX", "imap", &p, E) == LT_OK);
-    CHECK(lt_watermark_pending_apply(db, T, I, "INBOX", "imap", NULL, &stored, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &p, E) ==
+          LT_OK);
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, NULL,
+                                     &stored, E) == LT_OK);
     CHECK_INT(stored, 1);
-    CHECK(lt_watermark_get(db, T, I, "INBOX", "imap", &wm, E) == LT_OK && wm.last_uid == 20);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "INBOX", "imap"}, &wm, E) == LT_OK &&
+          wm.last_uid == 20);
 
     /* Apply creates the first watermark of a scope. */
     p = pend(gm(777), "cmd-6", 2, 99);
-    CHECK(lt_watermark_pending_put(db, T, G, "label:Work", "gmail", &p, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, G, "label:Work", "gmail"}, &p, E) ==
+          LT_OK);
     p = pend(im(5, 5), "cmd-7", 2, 100);
-    CHECK(lt_watermark_pending_put(db, T, I, "Sent", "imap", &p, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "Sent", "imap"}, &p, E) ==
+          LT_OK);
     p = pend(im(5, 6), "cmd-8", 2, 101);
-    CHECK(lt_watermark_pending_put(db, T, I, "Drafts", "imap", &p, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "Drafts", "imap"}, &p, E) ==
+          LT_OK);
     plist_t l = {0};
     CHECK(lt_watermark_pending_list(db, T, I, on_pending, &l, E) == LT_OK);
     CHECK_INT(l.n, 2);
     CHECK_STR(l.scopes, "Drafts:imap:cmd-8;Sent:imap:cmd-7;");
-    CHECK(lt_watermark_pending_apply(db, T, G, "label:Work", "gmail", NULL, &stored, E) == LT_OK &&
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, G, "label:Work", "gmail"}, NULL,
+                                     &stored, E) == LT_OK &&
           stored == 1);
-    CHECK(lt_watermark_get(db, T, G, "label:Work", "gmail", &wm, E) == LT_OK &&
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, G, "label:Work", "gmail"}, &wm, E) ==
+              LT_OK &&
           wm.history_id == 777);
 
     /* Bad input never reaches the table. */
     p = pend(im(5, 5), "", 0, 0);
-    CHECK(lt_watermark_pending_put(db, T, I, "Sent", "imap", &p, E) == LT_ERR_INVALID);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "Sent", "imap"}, &p, E) ==
+          LT_ERR_INVALID);
     p = pend(im(5, 5), "c", -1, 0);
-    CHECK(lt_watermark_pending_put(db, T, I, "Sent", "imap", &p, E) == LT_ERR_INVALID);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "Sent", "imap"}, &p, E) ==
+          LT_ERR_INVALID);
 
     /* Deleting an account takes its watermarks and pending rows along. */
-    CHECK(lt_account_upsert(db, "personal", "gone", "imap", 1, NULL, NULL, E) == LT_OK);
+    CHECK(lt_account_upsert(
+              db,
+              &(lt_account_row_t){
+                  .tenant = "personal", .account_id = "gone", .provider = "imap", .enabled = 1},
+              E) == LT_OK);
     lt_watermark_t w1 = im(1, 1);
-    CHECK(lt_watermark_set(db, T, "gone", "INBOX", "imap", &w1, 0, NULL, E) == LT_OK);
+    CHECK(lt_watermark_set(db, &(lt_watermark_key_t){T, "gone", "INBOX", "imap"}, &w1, 0, NULL,
+                           E) == LT_OK);
     p = pend(im(1, 2), "cmd-9", 0, 1);
-    CHECK(lt_watermark_pending_put(db, T, "gone", "INBOX", "imap", &p, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, "gone", "INBOX", "imap"}, &p, E) ==
+          LT_OK);
     CHECK(lt_account_delete(db, T, "gone", E) == LT_OK);
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_watermarks WHERE account_id = 'gone'"), 0);
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_watermark_pending WHERE account_id = 'gone'"),
@@ -488,9 +586,9 @@ static void test_locks(const lt_scratch_t *s, lt_db_t *a)
     CHECK_INT(locked, 1);
     CHECK(lt_account_unlock(b, T, "personal-gmail", E) == LT_OK);
     /* Bounded wait. */
-    double t0 = now_s();
+    double t0 = lt_now_s();
     lt_err_t e = lt_account_lock_timeout(b, T, "workmail-imap", 300, E);
-    double waited = now_s() - t0;
+    double waited = lt_now_s() - t0;
     CHECK_MSG(e == LT_ERR_TEMPORARY, "%s", g_err);
     CHECK_MSG(waited >= 0.25 && waited < 5, "waited %.3f s", waited);
     CHECK(lt_db_ok(b));
@@ -562,8 +660,8 @@ static void test_cursors(lt_db_t *db)
                            .kind = "backfill",
                            .worker_id = "w"};
     CHECK(lt_command_start(db, &c, &attempt, &prev, E) == LT_OK);
-    CHECK(lt_watermark_cursor_get(db, T, I, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
-                                  cur, sizeof(cur), E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_cursor_get(db, &(lt_watermark_key_t){T, I, "Archive", "imap"},
+                                  LT_CURSOR_COMMAND, "bf-cursor-1", cur, E) == LT_ERR_NOT_FOUND);
 
     /* a backfill batch: no watermark, the cursor in the command row */
     memset(&p, 0, sizeof(p));
@@ -573,58 +671,71 @@ static void test_cursors(lt_db_t *db)
     snprintf(p.command_id, sizeof(p.command_id), "bf-cursor-1");
     snprintf(p.marker_topic, sizeof(p.marker_topic), "ckpt");
     p.marker_offset = 9;
-    CHECK(lt_watermark_get(db, T, I, "Archive", "imap", &wm, E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_pending_put(db, T, I, "Archive", "imap", &p, E) == LT_OK);
-    CHECK(lt_watermark_pending_get(db, T, I, "Archive", "imap", &got, E) == LT_OK);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, &wm, E) ==
+          LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, &p, E) ==
+          LT_OK);
+    CHECK(lt_watermark_pending_get(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, &got, E) ==
+          LT_OK);
     CHECK(got.no_wm == 1 && got.cursor_home == LT_CURSOR_COMMAND);
     /* not applied yet: the Kafka transaction is in doubt */
-    CHECK(lt_watermark_cursor_get(db, T, I, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
-                                  cur, sizeof(cur), E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_pending_apply(db, T, I, "Archive", "imap", &got, &stored, E) == LT_OK);
+    CHECK(lt_watermark_cursor_get(db, &(lt_watermark_key_t){T, I, "Archive", "imap"},
+                                  LT_CURSOR_COMMAND, "bf-cursor-1", cur, E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, &got,
+                                     &stored, E) == LT_OK);
     CHECK_INT(stored, 0); /* no watermark written */
-    CHECK(lt_watermark_get(db, T, I, "Archive", "imap", &wm, E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_watermark_cursor_get(db, T, I, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
-                                  cur, sizeof(cur), E) == LT_OK);
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, &wm, E) ==
+          LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_cursor_get(db, &(lt_watermark_key_t){T, I, "Archive", "imap"},
+                                  LT_CURSOR_COMMAND, "bf-cursor-1", cur, E) == LT_OK);
     CHECK(strstr(cur, "\"last_uid\": 50") != NULL);
     /* an aborted batch's cursor is discarded with its row */
     snprintf(p.cursor, sizeof(p.cursor), "{\"uidvalidity\": 7, \"last_uid\": 100}");
-    CHECK(lt_watermark_pending_put(db, T, I, "Archive", "imap", &p, E) == LT_OK);
-    CHECK(lt_watermark_pending_discard(db, T, I, "Archive", "imap", NULL, E) == LT_OK);
-    CHECK(lt_watermark_cursor_get(db, T, I, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
-                                  cur, sizeof(cur), E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, &p, E) ==
+          LT_OK);
+    CHECK(lt_watermark_pending_discard(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, NULL,
+                                       E) == LT_OK);
+    CHECK(lt_watermark_cursor_get(db, &(lt_watermark_key_t){T, I, "Archive", "imap"},
+                                  LT_CURSOR_COMMAND, "bf-cursor-1", cur, E) == LT_OK);
     CHECK(strstr(cur, "\"last_uid\": 50") != NULL);
     /* the row of another account with the same command id is not touched */
-    CHECK(lt_watermark_cursor_get(db, T, G, "Archive", "imap", LT_CURSOR_COMMAND, "bf-cursor-1",
-                                  cur, sizeof(cur), E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_cursor_get(db, &(lt_watermark_key_t){T, G, "Archive", "imap"},
+                                  LT_CURSOR_COMMAND, "bf-cursor-1", cur, E) == LT_ERR_NOT_FOUND);
     /* a pending row needs a watermark or a cursor */
     p.cursor_home = LT_CURSOR_NONE;
-    CHECK(lt_watermark_pending_put(db, T, I, "Archive", "imap", &p, E) == LT_ERR_INVALID);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, I, "Archive", "imap"}, &p, E) ==
+          LT_ERR_INVALID);
 
     /* a first sync: scope cursor while it runs; the final batch stores the
      * watermark and deletes the cursor in one transaction */
-    CHECK(lt_watermark_cursor_set(db, T, G, "label:Big", "gmail", LT_CURSOR_SCOPE, "fs-1",
+    CHECK(lt_watermark_cursor_set(db, &(lt_watermark_key_t){T, G, "label:Big", "gmail"},
+                                  LT_CURSOR_SCOPE, "fs-1",
                                   "{\"historyId\": \"500\", \"lastId\": \"a1\"}", E) == LT_OK);
-    CHECK(lt_watermark_cursor_get(db, T, G, "label:Big", "gmail", LT_CURSOR_SCOPE, NULL, cur,
-                                  sizeof(cur), E) == LT_OK);
+    CHECK(lt_watermark_cursor_get(db, &(lt_watermark_key_t){T, G, "label:Big", "gmail"},
+                                  LT_CURSOR_SCOPE, NULL, cur, E) == LT_OK);
     CHECK(strstr(cur, "\"a1\"") != NULL);
     memset(&p, 0, sizeof(p));
     p.wm = gm(500);
     p.cursor_home = LT_CURSOR_SCOPE; /* empty cursor: delete */
     snprintf(p.command_id, sizeof(p.command_id), "fs-2");
     snprintf(p.marker_topic, sizeof(p.marker_topic), "ckpt");
-    CHECK(lt_watermark_pending_put(db, T, G, "label:Big", "gmail", &p, E) == LT_OK);
-    CHECK(lt_watermark_pending_apply(db, T, G, "label:Big", "gmail", NULL, &stored, E) == LT_OK);
+    CHECK(lt_watermark_pending_put(db, &(lt_watermark_key_t){T, G, "label:Big", "gmail"}, &p, E) ==
+          LT_OK);
+    CHECK(lt_watermark_pending_apply(db, &(lt_watermark_key_t){T, G, "label:Big", "gmail"}, NULL,
+                                     &stored, E) == LT_OK);
     CHECK_INT(stored, 1);
-    CHECK(lt_watermark_get(db, T, G, "label:Big", "gmail", &wm, E) == LT_OK &&
+    CHECK(lt_watermark_get(db, &(lt_watermark_key_t){T, G, "label:Big", "gmail"}, &wm, E) ==
+              LT_OK &&
           wm.history_id == 500);
-    CHECK(lt_watermark_cursor_get(db, T, G, "label:Big", "gmail", LT_CURSOR_SCOPE, NULL, cur,
-                                  sizeof(cur), E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_watermark_cursor_get(db, &(lt_watermark_key_t){T, G, "label:Big", "gmail"},
+                                  LT_CURSOR_SCOPE, NULL, cur, E) == LT_ERR_NOT_FOUND);
 }
 
 static void test_commands(lt_db_t *db)
 {
     int attempt = -1;
-    lt_command_status_t prev = LT_COMMAND_RUNNING, st;
+    lt_command_status_t prev = LT_COMMAND_RUNNING;
+    lt_command_state_t cs;
     lt_command_info_t c = {.command_id = "01JCMD-A",
                            .tenant = "personal",
                            .account_id = "workmail-imap",
@@ -657,11 +768,14 @@ static void test_commands(lt_db_t *db)
 
     lt_command_progress_t done = {
         .messages = 250, .bytes = 1 << 20, .progress_done = 250, .progress_total = 250};
-    CHECK(lt_command_finish(db, "01JCMD-A", LT_COMMAND_SUCCEEDED, &done, NULL, NULL, E) == LT_OK);
+    CHECK(
+        lt_command_finish(db, "01JCMD-A",
+                          &(lt_command_outcome_t){.status = LT_COMMAND_SUCCEEDED, .counts = &done},
+                          E) == LT_OK);
     CHECK_INT(running_fresh(db, "workmail-imap", 60), 0);
     CHECK(lt_command_heartbeat(db, "01JCMD-A", &pr, E) == LT_ERR_NOT_FOUND);
-    CHECK(lt_command_get_status(db, "01JCMD-A", NULL, NULL, &st, &attempt, E) == LT_OK);
-    CHECK(st == LT_COMMAND_SUCCEEDED && attempt == 1);
+    CHECK(lt_command_get_status(db, "01JCMD-A", NULL, NULL, &cs, E) == LT_OK);
+    CHECK(cs.status == LT_COMMAND_SUCCEEDED && cs.attempt == 1);
     CHECK_INT(scalar(db, "SELECT messages FROM mail_sync_commands WHERE command_id = '01JCMD-A' "
                          "AND finished_at IS NOT NULL AND bytes = 1048576"),
               250);
@@ -670,11 +784,15 @@ static void test_commands(lt_db_t *db)
     CHECK(lt_command_start(db, &c, &attempt, &prev, E) == LT_OK);
     CHECK_INT(attempt, 1);
     CHECK(prev == LT_COMMAND_SUCCEEDED);
-    CHECK(lt_command_get_status(db, "01JCMD-A", NULL, NULL, &st, NULL, E) == LT_OK &&
-          st == LT_COMMAND_SUCCEEDED);
+    CHECK(lt_command_get_status(db, "01JCMD-A", NULL, NULL, &cs, E) == LT_OK &&
+          cs.status == LT_COMMAND_SUCCEEDED);
     CHECK_INT(running_fresh(db, "workmail-imap", 60), 0);
     /* A failed one is: attempt 2, counters reset. */
-    CHECK(lt_command_finish(db, "01JCMD-A", LT_COMMAND_FAILED, NULL, "temporary", "x", E) == LT_OK);
+    CHECK(lt_command_finish(db, "01JCMD-A",
+                            &(lt_command_outcome_t){.status = LT_COMMAND_FAILED,
+                                                    .error_class = "temporary",
+                                                    .error = "x"},
+                            E) == LT_OK);
     CHECK(lt_command_start(db, &c, &attempt, &prev, E) == LT_OK);
     CHECK_INT(attempt, 2);
     CHECK(prev == LT_COMMAND_FAILED);
@@ -686,15 +804,18 @@ static void test_commands(lt_db_t *db)
     char longerr[5000];
     memset(longerr, 'e', sizeof(longerr) - 1);
     longerr[sizeof(longerr) - 1] = 0;
-    CHECK(lt_command_finish(db, "01JCMD-A", LT_COMMAND_FAILED, NULL, "temporary", longerr, E) ==
-          LT_OK);
+    CHECK(lt_command_finish(db, "01JCMD-A",
+                            &(lt_command_outcome_t){.status = LT_COMMAND_FAILED,
+                                                    .error_class = "temporary",
+                                                    .error = longerr},
+                            E) == LT_OK);
     CHECK_INT(scalar(db, "SELECT length(error) FROM mail_sync_commands WHERE command_id = "
                          "'01JCMD-A' AND error_class = 'temporary' AND status = 'failed'"),
               2000);
-    CHECK(lt_command_finish(db, "nope", LT_COMMAND_FAILED, NULL, NULL, NULL, E) ==
+    CHECK(lt_command_finish(db, "nope", &(lt_command_outcome_t){.status = LT_COMMAND_FAILED}, E) ==
           LT_ERR_NOT_FOUND);
-    CHECK(lt_command_finish(db, "01JCMD-A", LT_COMMAND_RUNNING, NULL, NULL, NULL, E) ==
-          LT_ERR_INVALID);
+    CHECK(lt_command_finish(db, "01JCMD-A", &(lt_command_outcome_t){.status = LT_COMMAND_RUNNING},
+                            E) == LT_ERR_INVALID);
 
     /* A running command with a stale heartbeat is not in flight. */
     lt_command_info_t c2 = c;
@@ -705,15 +826,18 @@ static void test_commands(lt_db_t *db)
     CHECK_INT(running_fresh(db, "workmail-imap", 60), 0);
     CHECK_INT(running_fresh(db, "workmail-imap", 3600), 1);
     CHECK_INT(scalar(db, FRESH_ACCOUNTS), 0);
-    CHECK(lt_command_finish(db, "01JCMD-B", LT_COMMAND_DEAD_LETTERED, NULL, "final",
-                            "account disabled", E) == LT_OK);
-    CHECK(lt_command_get_status(db, "01JCMD-B", NULL, NULL, &st, NULL, E) == LT_OK &&
-          st == LT_COMMAND_DEAD_LETTERED);
+    CHECK(lt_command_finish(db, "01JCMD-B",
+                            &(lt_command_outcome_t){.status = LT_COMMAND_DEAD_LETTERED,
+                                                    .error_class = "final",
+                                                    .error = "account disabled"},
+                            E) == LT_OK);
+    CHECK(lt_command_get_status(db, "01JCMD-B", NULL, NULL, &cs, E) == LT_OK &&
+          cs.status == LT_COMMAND_DEAD_LETTERED);
     CHECK(lt_command_start(db, &c2, &attempt, &prev, E) == LT_OK);
     CHECK(prev == LT_COMMAND_DEAD_LETTERED && attempt == 1);
-    CHECK(lt_command_get_status(db, "01JCMD-B", NULL, NULL, &st, NULL, E) == LT_OK &&
-          st == LT_COMMAND_DEAD_LETTERED);
-    CHECK(lt_command_get_status(db, "01JCMD-Z", NULL, NULL, &st, NULL, E) == LT_ERR_NOT_FOUND);
+    CHECK(lt_command_get_status(db, "01JCMD-B", NULL, NULL, &cs, E) == LT_OK &&
+          cs.status == LT_COMMAND_DEAD_LETTERED);
+    CHECK(lt_command_get_status(db, "01JCMD-Z", NULL, NULL, &cs, E) == LT_ERR_NOT_FOUND);
     /* A command for an unknown account is still recorded (no FK). */
     lt_command_info_t c3 = c;
     c3.command_id = "01JCMD-C";
@@ -732,11 +856,10 @@ static void test_commands(lt_db_t *db)
                          "AND tenant_id = 'personal' AND account_id = 'workmail-imap' AND "
                          "status = 'failed' AND attempt = 2"),
               1);
-    CHECK(lt_command_get_status(db, "01JCMD-A", "other-tenant", "workmail-imap", &st, &attempt,
-                                E) == LT_ERR_FINAL);
-    CHECK(lt_command_get_status(db, "01JCMD-A", "personal", "workmail-imap", &st, &attempt, E) ==
-              LT_OK &&
-          st == LT_COMMAND_FAILED && attempt == 2);
+    CHECK(lt_command_get_status(db, "01JCMD-A", "other-tenant", "workmail-imap", &cs, E) ==
+          LT_ERR_FINAL);
+    CHECK(lt_command_get_status(db, "01JCMD-A", "personal", "workmail-imap", &cs, E) == LT_OK &&
+          cs.status == LT_COMMAND_FAILED && cs.attempt == 2);
     other.command_id = "01JCMD-B"; /* dead-lettered above */
     other.tenant = "personal";
     other.account_id = "personal-gmail";
@@ -752,9 +875,8 @@ static void test_commands(lt_db_t *db)
     CHECK(lt_command_start(db, &c4, &attempt, &prev, E) == LT_OK && attempt == 2);
     CHECK(lt_command_abandon(db, "01JCMD-D", 1, E) == LT_ERR_NOT_FOUND); /* not that run */
     CHECK(lt_command_abandon(db, "01JCMD-D", 2, E) == LT_OK);
-    CHECK(lt_command_get_status(db, "01JCMD-D", "personal", "workmail-imap", &st, &attempt, E) ==
-              LT_OK &&
-          st == LT_COMMAND_FAILED && attempt == 1);
+    CHECK(lt_command_get_status(db, "01JCMD-D", "personal", "workmail-imap", &cs, E) == LT_OK &&
+          cs.status == LT_COMMAND_FAILED && cs.attempt == 1);
     CHECK(lt_command_abandon(db, "01JCMD-D", 1, E) == LT_ERR_NOT_FOUND); /* not running */
     CHECK(lt_command_start(db, &c4, &attempt, &prev, E) == LT_OK && attempt == 2);
 }

@@ -79,7 +79,8 @@ static void run_case(fate_t fate)
              "INSERT INTO mail_accounts (tenant_id, account_id, provider) VALUES ('%s', '%s', "
              "'imap')",
              tenant, account);
-    CHECK_MSG(lt_db_exec(g_db, "insert account", sql, 0, NULL, NULL, err, sizeof(err)) == LT_OK,
+    CHECK_MSG(lt_db_exec(g_db, &(lt_db_query_t){.what = "insert account", .sql = sql, .nparams = 0},
+                         NULL, err, sizeof(err)) == LT_OK,
               "%s", err);
     lt_account_t *acct = NULL;
     CHECK_MSG(lt_account_load(g_db, tenant, account, &acct, err, sizeof(err)) == LT_OK, "%s",
@@ -101,14 +102,18 @@ static void run_case(fate_t fate)
         goto out_early;
     rd_kafka_error_t *e = rd_kafka_begin_transaction(tx);
     CHECK(e == NULL);
-    int32_t part = -1;
-    int64_t off = -1;
+    lt_kafka_pos_t pos = {-1, -1};
     char key[300];
     snprintf(key, sizeof(key), "%s/%s/%s", tenant, account, SCOPE);
     const char *marker = "{\"test\":\"recovery\"}";
-    CHECK_MSG(lt_kafka_produce_sync(tx, ckpt, RD_KAFKA_PARTITION_UA, key, strlen(key), marker,
-                                    strlen(marker), NULL, 30000, &part, &off, err,
-                                    sizeof(err)) == LT_OK,
+    CHECK_MSG(lt_kafka_produce_sync(tx,
+                                    &(lt_kafka_msg_t){.topic = ckpt,
+                                                      .partition = RD_KAFKA_PARTITION_UA,
+                                                      .key = key,
+                                                      .key_len = strlen(key),
+                                                      .value = marker,
+                                                      .value_len = strlen(marker)},
+                                    30000, &pos, err, sizeof(err)) == LT_OK,
               "%s", err);
     lt_watermark_pending_t p;
     memset(&p, 0, sizeof(p));
@@ -116,10 +121,10 @@ static void run_case(fate_t fate)
     p.wm.last_uid = 42;
     snprintf(p.command_id, sizeof(p.command_id), "%s", cid);
     snprintf(p.marker_topic, sizeof(p.marker_topic), "%s", ckpt);
-    p.marker_partition = part;
-    p.marker_offset = off;
-    CHECK_MSG(lt_watermark_pending_put(g_db, tenant, account, SCOPE, "imap", &p, err,
-                                       sizeof(err)) == LT_OK,
+    p.marker_partition = pos.partition;
+    p.marker_offset = pos.offset;
+    CHECK_MSG(lt_watermark_pending_put(g_db, &(lt_watermark_key_t){tenant, account, SCOPE, "imap"},
+                                       &p, err, sizeof(err)) == LT_OK,
               "%s", err);
     if (fate == COMMITTED)
         CHECK((e = rd_kafka_commit_transaction(tx, 30000)) == NULL);
@@ -159,11 +164,12 @@ static void run_case(fate_t fate)
         pthread_join(th, NULL);
 
     lt_watermark_pending_t left;
-    CHECK_MSG(lt_watermark_pending_get(g_db, tenant, account, SCOPE, "imap", &left, err,
-                                       sizeof(err)) == LT_ERR_NOT_FOUND,
+    CHECK_MSG(lt_watermark_pending_get(g_db, &(lt_watermark_key_t){tenant, account, SCOPE, "imap"},
+                                       &left, err, sizeof(err)) == LT_ERR_NOT_FOUND,
               "%s: pending row left", k_fate[fate]);
     lt_watermark_t wm;
-    lt_err_t werr = lt_watermark_get(g_db, tenant, account, SCOPE, "imap", &wm, err, sizeof(err));
+    lt_err_t werr = lt_watermark_get(g_db, &(lt_watermark_key_t){tenant, account, SCOPE, "imap"},
+                                     &wm, err, sizeof(err));
     if (fate == COMMITTED || fate == COMMITTED_LATER) {
         CHECK_MSG(werr == LT_OK && wm.uidvalidity == 777 && wm.last_uid == 42,
                   "%s: watermark not applied", k_fate[fate]);

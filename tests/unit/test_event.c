@@ -77,8 +77,8 @@ static void test_round_trip(lt_mail_codec_t *c)
 
     lt_mail_event_t *back = NULL;
     id = 0;
-    CHECK_INT(lt_mail_event_decode(c, p, lt_buf_len(out), NULL, &back, &id, err, sizeof(err)),
-              LT_OK);
+    CHECK_INT(lt_mail_event_decode(c, p, lt_buf_len(out), NULL, &back, err, sizeof(err)), LT_OK);
+    CHECK_INT(lt_mail_event_peek_schema_id(p, lt_buf_len(out), &id, err, sizeof(err)), LT_OK);
     CHECK_MSG(back != NULL, "%s", err);
     if (back) {
         CHECK_INT(id, 0x01020304);
@@ -98,23 +98,20 @@ static void test_round_trip(lt_mail_codec_t *c)
         CHECK_STR(lt_mail_event_get_rfc822_message_id(back), "CAF=x+y@mail.example.com");
         CHECK_STR(lt_mail_event_get_data_classification(back), "confidential");
         CHECK_INT(lt_mail_event_attachment_count(back), 3);
-        const char *aid, *fn, *ct, *sha, *uri;
-        int64_t sz;
-        CHECK_INT(lt_mail_event_get_attachment(back, 0, &aid, &fn, &ct, &sz, &sha, &uri), LT_OK);
-        CHECK_STR(aid, "1.2");
-        CHECK_STR(fn, "r\xc3\xa9sum\xc3\xa9 \xf0\x9f\x93\x8e.pdf");
-        CHECK_STR(ct, "application/pdf");
-        CHECK_INT(sz, 52345);
-        CHECK_STR(sha, SHA_B);
-        CHECK_STR(uri, "s3://lattice-mail/a/1.2");
-        CHECK_INT(lt_mail_event_get_attachment(back, 1, &aid, &fn, &ct, &sz, &sha, &uri), LT_OK);
-        CHECK(fn == NULL);
-        CHECK_INT(sz, 0);
-        CHECK_INT(lt_mail_event_get_attachment(back, 2, &aid, &fn, NULL, NULL, NULL, NULL),
-                  LT_OK);
-        CHECK_STR(fn, "\"quoted\"\\back.txt");
-        CHECK_INT(lt_mail_event_get_attachment(back, 3, &aid, NULL, NULL, NULL, NULL, NULL),
-                  LT_ERR_NOT_FOUND);
+        lt_mail_attachment_t a;
+        CHECK_INT(lt_mail_event_get_attachment(back, 0, &a), LT_OK);
+        CHECK_STR(a.attachment_id, "1.2");
+        CHECK_STR(a.filename, "r\xc3\xa9sum\xc3\xa9 \xf0\x9f\x93\x8e.pdf");
+        CHECK_STR(a.content_type, "application/pdf");
+        CHECK_INT(a.size_bytes, 52345);
+        CHECK_STR(a.sha256_hex, SHA_B);
+        CHECK_STR(a.object_uri, "s3://lattice-mail/a/1.2");
+        CHECK_INT(lt_mail_event_get_attachment(back, 1, &a), LT_OK);
+        CHECK(a.filename == NULL);
+        CHECK_INT(a.size_bytes, 0);
+        CHECK_INT(lt_mail_event_get_attachment(back, 2, &a), LT_OK);
+        CHECK_STR(a.filename, "\"quoted\"\\back.txt");
+        CHECK_INT(lt_mail_event_get_attachment(back, 3, &a), LT_ERR_NOT_FOUND);
 
         char *j1 = json_of(ev), *j2 = json_of(back);
         CHECK_STR(j1, j2);
@@ -144,9 +141,9 @@ static void test_round_trip(lt_mail_codec_t *c)
     CHECK_INT(lt_mail_event_encode(c, min, 7, m2, err, sizeof(err)), LT_OK);
     CHECK_INT(lt_buf_len(m1), lt_buf_len(m2));
     CHECK(!memcmp(lt_buf_data(m1), lt_buf_data(m2), lt_buf_len(m1)));
-    CHECK_INT(lt_mail_event_decode(c, lt_buf_data(m1), lt_buf_len(m1), NULL, &back, NULL, err,
-                                   sizeof(err)),
-              LT_OK);
+    CHECK_INT(
+        lt_mail_event_decode(c, lt_buf_data(m1), lt_buf_len(m1), NULL, &back, err, sizeof(err)),
+        LT_OK);
     if (back) {
         CHECK(lt_mail_event_get_mailbox(back) == NULL);
         CHECK(lt_mail_event_get_rfc822_message_id(back) == NULL);
@@ -270,7 +267,7 @@ static void expect_reject(lt_mail_codec_t *c, const void *data, size_t len, cons
 {
     char err[256] = "";
     lt_mail_event_t *ev = (lt_mail_event_t *)1;
-    lt_err_t e = lt_mail_event_decode(c, data, len, schema, &ev, NULL, err, sizeof(err));
+    lt_err_t e = lt_mail_event_decode(c, data, len, schema, &ev, err, sizeof(err));
     CHECK_MSG(e == LT_ERR_INVALID, "len %zu: got %s", len, lt_err_name(e));
     CHECK(ev == NULL);
     if (why_contains)
@@ -338,7 +335,7 @@ static void test_reject(lt_mail_codec_t *c)
 
     /* the intact value still decodes (nothing above corrupted the codec) */
     lt_mail_event_t *back = NULL;
-    CHECK_INT(lt_mail_event_decode(c, w, n, NULL, &back, NULL, err, sizeof(err)), LT_OK);
+    CHECK_INT(lt_mail_event_decode(c, w, n, NULL, &back, err, sizeof(err)), LT_OK);
     lt_mail_event_destroy(back);
     free(w);
     lt_buf_destroy(out);
@@ -368,9 +365,9 @@ static void test_evolved_writer(lt_mail_codec_t *c)
     lt_buf_append(out, tail, sizeof(tail));
     lt_mail_event_t *back = NULL;
     for (int round = 0; round < 2; round++) { /* the second round hits the cache */
-        CHECK_INT(lt_mail_event_decode(c, lt_buf_data(out), lt_buf_len(out), v2, &back, NULL,
-                                       err, sizeof(err)),
-                  LT_OK);
+        CHECK_INT(
+            lt_mail_event_decode(c, lt_buf_data(out), lt_buf_len(out), v2, &back, err, sizeof(err)),
+            LT_OK);
         CHECK_MSG(back != NULL, "%s", err);
         if (back) {
             char *j1 = json_of(ev), *j2 = json_of(back);
@@ -434,11 +431,10 @@ static void test_bound(lt_mail_codec_t *c)
                                                sizeof(err)),
               LT_OK);
     CHECK_INT(lt_mail_event_attachment_count(full), BIG_NATT + 3);
-    const char *fname = NULL, *uri = NULL;
-    int64_t size = 0;
-    CHECK_INT(lt_mail_event_get_attachment(full, BIG_NATT + 2, NULL, &fname, NULL, &size, NULL,
-                                           &uri),
-              LT_OK);
+    lt_mail_attachment_t last = {0};
+    CHECK_INT(lt_mail_event_get_attachment(full, BIG_NATT + 2, &last), LT_OK);
+    const char *fname = last.filename;
+    int64_t size = last.size_bytes;
     CHECK(fname && strlen(fname) == 600 && !strncmp(fname, "0999-", 5));
     CHECK_INT(size, 1999);
     /* bounded: the manifest is cut, flagged and referenced; it encodes under the bound */
@@ -458,9 +454,9 @@ static void test_bound(lt_mail_codec_t *c)
            lt_buf_len(out), kept, BIG_NATT + 3);
     /* the longest prefix: one more entry would not fit */
     lt_mail_event_t *back = NULL;
-    CHECK_INT(lt_mail_event_decode(c, lt_buf_data(out), lt_buf_len(out), NULL, &back, NULL, err,
-                                   sizeof(err)),
-              LT_OK);
+    CHECK_INT(
+        lt_mail_event_decode(c, lt_buf_data(out), lt_buf_len(out), NULL, &back, err, sizeof(err)),
+        LT_OK);
     if (back) {
         CHECK(lt_mail_event_get_attachments_manifest_truncated(back));
         CHECK_STR(lt_mail_event_get_attachments_manifest_ref(back),
@@ -506,9 +502,9 @@ static void test_later_fields(lt_mail_codec_t *c)
     lt_buf_t *out = lt_buf_new(1 << 20);
     CHECK_INT(lt_mail_event_encode(c, ev, 3, out, err, sizeof(err)), LT_OK);
     lt_mail_event_t *back = NULL;
-    CHECK_INT(lt_mail_event_decode(c, lt_buf_data(out), lt_buf_len(out), NULL, &back, NULL, err,
-                                   sizeof(err)),
-              LT_OK);
+    CHECK_INT(
+        lt_mail_event_decode(c, lt_buf_data(out), lt_buf_len(out), NULL, &back, err, sizeof(err)),
+        LT_OK);
     if (back) {
         char *j1 = json_of(ev), *j2 = json_of(back);
         CHECK_STR(j1, j2);
@@ -547,8 +543,8 @@ static void test_later_fields(lt_mail_codec_t *c)
     lt_buf_append(olddat, p, at);
     lt_buf_append(olddat, p + at + 3, cls);
     for (int round = 0; round < 2; round++) {
-        CHECK_INT(lt_mail_event_decode(c, lt_buf_data(olddat), lt_buf_len(olddat), old, &back,
-                                       NULL, err, sizeof(err)),
+        CHECK_INT(lt_mail_event_decode(c, lt_buf_data(olddat), lt_buf_len(olddat), old, &back, err,
+                                       sizeof(err)),
                   LT_OK);
         CHECK_MSG(back != NULL, "older writer: %s", err);
         if (back) {

@@ -16,6 +16,7 @@
 #include <microhttpd.h>
 
 #include "lt_buf.h"
+#include "lt_clock.h"
 #include "lt_gmail_client.h"
 #include "lt_test.h"
 
@@ -36,13 +37,6 @@ typedef struct {
 } peer_t;
 
 static peer_t P;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *body,
                              const char *header)
@@ -225,7 +219,8 @@ int main(void)
     P.barrier = 6;
     pthread_mutex_unlock(&P.mu);
     count_t cnt = {0, 0};
-    err = lt_gmail_get_many(g, k_ids, 6, 1, on_msg, &cnt, e, sizeof(e));
+    err = lt_gmail_get_many(g, k_ids, 6, LT_GMAIL_FORMAT_RAW,
+                            &(lt_gmail_message_cb_t){on_msg, &cnt}, e, sizeof(e));
     CHECK_MSG(err == LT_OK, "401 burst: %s %s", lt_err_name(err), e);
     CHECK_INT(cnt.ok, 6);
     CHECK_INT(P.token_requests, 2);
@@ -251,9 +246,9 @@ int main(void)
     P.fail_body = "{\"error\":{\"code\":429,\"errors\":[{\"reason\":\"rateLimitExceeded\","
                   "\"domain\":\"usageLimits\"}]}}";
     g = client(4, 0);
-    double t0 = now_s();
+    double t0 = lt_now_s();
     err = lt_gmail_profile(g, &h, e, sizeof(e));
-    double dt = now_s() - t0;
+    double dt = lt_now_s() - t0;
     CHECK_MSG(err == LT_OK && h == 42, "429: %s %s", lt_err_name(err), e);
     /* it waited for Retry-After (lower bound); the upper bound only guards a hang */
     CHECK_MSG(dt >= 1.0 && dt < 30.0, "429 + Retry-After: 1 took %.2f s", dt);
@@ -310,9 +305,10 @@ int main(void)
     peer_reset();
     g = client(4, 100);
     cnt.ok = cnt.other = 0;
-    t0 = now_s();
-    err = lt_gmail_get_many(g, k_ids, 30, 1, on_msg, &cnt, e, sizeof(e));
-    dt = now_s() - t0;
+    t0 = lt_now_s();
+    err = lt_gmail_get_many(g, k_ids, 30, LT_GMAIL_FORMAT_RAW,
+                            &(lt_gmail_message_cb_t){on_msg, &cnt}, e, sizeof(e));
+    dt = lt_now_s() - t0;
     CHECK_MSG(err == LT_OK && cnt.ok == 30, "pacing: %s %s, %d ok", lt_err_name(err), e, cnt.ok);
     /* paced (lower bound); the upper bound only guards a hang, speed is bench/'s */
     CHECK_MSG(dt >= 1.45 && dt < 30.0, "150 units at 100 units/s took %.2f s", dt);

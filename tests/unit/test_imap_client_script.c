@@ -478,8 +478,9 @@ static void test_append_and_abort(void)
     lt_imap_mailbox_t mb;
     CHECK_INT(start(&s, steps, NULL, err, sizeof(err)), LT_OK);
     uint32_t uid = 0;
-    lt_err_t e =
-        lt_imap_append(s.c, "Entw\xc3\xbcrfe", "Hello", 5, "\\Seen", &uid, err, sizeof(err));
+    lt_err_t e = lt_imap_append(s.c, "Entw\xc3\xbcrfe",
+                                &(lt_imap_message_t){.data = "Hello", .len = 5, .flags = "\\Seen"},
+                                &uid, err, sizeof(err));
     CHECK_MSG(e == LT_OK, "append: %s", err);
     CHECK_INT(uid, 3955);
     CHECK_INT(lt_imap_examine(s.c, "INBOX", &mb, err, sizeof(err)), LT_OK);

@@ -285,13 +285,20 @@ static void test_errors_and_clients(void)
     CHECK_MSG(rk != NULL, "%s", err);
     if (rk) {
         CHECK(lt_kafka_user_opaque(rk) == &user);
-        int32_t part = -5;
-        lt_err_t r = lt_kafka_produce_sync(rk, "lattice.test", RD_KAFKA_PARTITION_UA, "k", 1, "v",
-                                           1, lt_kafka_headers_with_traceparent(NULL), 5000, &part,
-                                           NULL, err, sizeof(err));
+        lt_kafka_pos_t pos = {-5, -5};
+        lt_err_t r = lt_kafka_produce_sync(
+            rk,
+            &(lt_kafka_msg_t){.topic = "lattice.test",
+                              .partition = RD_KAFKA_PARTITION_UA,
+                              .key = "k",
+                              .key_len = 1,
+                              .value = "v",
+                              .value_len = 1,
+                              .headers = lt_kafka_headers_with_traceparent(NULL)},
+            5000, &pos, err, sizeof(err));
         CHECK_INT(r, LT_ERR_TEMPORARY);
         CHECK_MSG(strstr(err, "delivery to lattice.test failed") != NULL, "%s", err);
-        CHECK_INT(part, -5);
+        CHECK_INT(pos.partition, -5); /* untouched on failure */
         uint64_t ok = 9, failed = 0;
         rd_kafka_resp_err_t last = 0;
         lt_kafka_delivery_stats(rk, &ok, &failed, &last);

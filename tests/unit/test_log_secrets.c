@@ -52,13 +52,20 @@ static void run_paths(const lt_log_ctx_t *ctx)
     lt_db_destroy(db);
 
     /* S3: refused */
-    lt_s3_t *s3 =
-        lt_s3_new("http://127.0.0.1:1", "us-east-1", "lattice-mail", "AKIDEXAMPLE",
-                  lt_config_settings(cfg)->s3.secret_access_key, 1, NULL, 5, err, sizeof(err));
+    lt_s3_t *s3 = lt_s3_new(
+        &(lt_s3_config_t){.endpoint = "http://127.0.0.1:1",
+                          .region = "us-east-1",
+                          .bucket = "lattice-mail",
+                          .access_key_id = "AKIDEXAMPLE",
+                          .secret_access_key = lt_config_settings(cfg)->s3.secret_access_key,
+                          .addressing = LT_S3_PATH_STYLE,
+                          .timeout_s = 5},
+        err, sizeof(err));
     CHECK_MSG(s3 != NULL, "%s", err);
     if (s3) {
         char sha[LT_S3_SHA256_HEX];
-        CHECK(lt_s3_put(s3, "k", "x", 1, "text/plain", sha, err, sizeof(err)) != LT_OK);
+        CHECK(lt_s3_put(s3, &(lt_s3_object_t){.key = "k", .content_type = "text/plain"}, "x", 1,
+                        sha, err, sizeof(err)) != LT_OK);
         lt_error(ctx, "s3: %s", err);
         lt_s3_destroy(s3);
     }

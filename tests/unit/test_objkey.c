@@ -40,8 +40,8 @@ static void test_escape_table(void)
     for (size_t i = 0; i < sizeof(esc_cases) / sizeof(esc_cases[0]); i++) {
         const esc_case_t *c = &esc_cases[i];
         size_t len = c->len ? c->len : strlen(c->raw);
-        lt_err_t e = lt_objkey_component(c->raw, len, LT_OBJKEY_COMPONENT_MAX, 0, out, sizeof(out),
-                                         err, sizeof(err));
+        lt_err_t e = lt_objkey_component(c->raw, len, LT_OBJKEY_ID_LIMIT, out, sizeof(out), err,
+                                         sizeof(err));
         CHECK_INT(e, LT_OK);
         CHECK_STR(out, c->want);
         /* Reversible: decoding gives the original bytes back. */
@@ -56,14 +56,18 @@ static void test_escape_table(void)
 static void test_escape_errors(void)
 {
     char out[LT_OBJKEY_MAX + 1], err[256];
-    CHECK_INT(lt_objkey_component("", 0, 150, 0, out, sizeof(out), err, sizeof(err)),
+    CHECK_INT(
+        lt_objkey_component("", 0, (lt_objkey_limit_t){150, 0}, out, sizeof(out), err, sizeof(err)),
+        LT_ERR_INVALID);
+    CHECK_INT(lt_objkey_component(NULL, 3, (lt_objkey_limit_t){150, 0}, out, sizeof(out), err,
+                                  sizeof(err)),
               LT_ERR_INVALID);
-    CHECK_INT(lt_objkey_component(NULL, 3, 150, 0, out, sizeof(out), err, sizeof(err)),
-              LT_ERR_INVALID);
-    CHECK_INT(lt_objkey_component("abc", 3, 10, 0, out, sizeof(out), err, sizeof(err)),
+    CHECK_INT(lt_objkey_component("abc", 3, (lt_objkey_limit_t){10, 0}, out, sizeof(out), err,
+                                  sizeof(err)),
               LT_ERR_INVALID); /* cap below minimum */
-    CHECK_INT(lt_objkey_component("abc", 3, 150, 0, out, 150, err, sizeof(err)),
-              LT_ERR_INVALID); /* output smaller than cap + 1 */
+    CHECK_INT(
+        lt_objkey_component("abc", 3, (lt_objkey_limit_t){150, 0}, out, 150, err, sizeof(err)),
+        LT_ERR_INVALID); /* output smaller than cap + 1 */
 
     /* Decoding refuses what the encoder never produces. */
     char back[64];
@@ -91,7 +95,7 @@ static void test_truncation(void)
     /* 300 x 'a' + ".pdf": cut to 200 bytes, extension kept after the hash. */
     memset(longname, 'a', 300);
     strcpy(longname + 300, ".pdf");
-    CHECK_INT(lt_objkey_component(longname, strlen(longname), LT_OBJKEY_FILENAME_MAX, 1, out,
+    CHECK_INT(lt_objkey_component(longname, strlen(longname), LT_OBJKEY_FILENAME_LIMIT, out,
                                   sizeof(out), err, sizeof(err)),
               LT_OK);
     CHECK_INT(strlen(out), LT_OBJKEY_FILENAME_MAX);
@@ -104,7 +108,7 @@ static void test_truncation(void)
     /* Same prefix, different tail: different names (the hash covers all). */
     memset(longname, 'a', 300);
     strcpy(longname + 300, "b.pdf");
-    CHECK_INT(lt_objkey_component(longname, strlen(longname), LT_OBJKEY_FILENAME_MAX, 1, out2,
+    CHECK_INT(lt_objkey_component(longname, strlen(longname), LT_OBJKEY_FILENAME_LIMIT, out2,
                                   sizeof(out2), err, sizeof(err)),
               LT_OK);
     CHECK(strcmp(out, out2) != 0);
@@ -112,7 +116,7 @@ static void test_truncation(void)
 
     /* Deterministic. */
     char out3[LT_OBJKEY_MAX + 1];
-    lt_objkey_component(longname, strlen(longname), LT_OBJKEY_FILENAME_MAX, 1, out3, sizeof(out3),
+    lt_objkey_component(longname, strlen(longname), LT_OBJKEY_FILENAME_LIMIT, out3, sizeof(out3),
                         err, sizeof(err));
     CHECK_STR(out2, out3);
 
@@ -123,9 +127,9 @@ static void test_truncation(void)
         n += 2;
     }
     longname[n] = 0;
-    CHECK_INT(lt_objkey_component(longname, n, LT_OBJKEY_COMPONENT_MAX, 0, out, sizeof(out), err,
-                                  sizeof(err)),
-              LT_OK);
+    CHECK_INT(
+        lt_objkey_component(longname, n, LT_OBJKEY_ID_LIMIT, out, sizeof(out), err, sizeof(err)),
+        LT_OK);
     CHECK(strlen(out) <= LT_OBJKEY_COMPONENT_MAX);
     tilde = strchr(out, '~');
     CHECK(tilde && (tilde - out) % 3 == 0); /* only whole %XX before the '~' */
@@ -134,29 +138,29 @@ static void test_truncation(void)
     /* An id is cut without extension logic. */
     memset(longname, 'x', 400);
     strcpy(longname + 400, ".eml");
-    lt_objkey_component(longname, strlen(longname), LT_OBJKEY_COMPONENT_MAX, 0, out, sizeof(out),
-                        err, sizeof(err));
+    lt_objkey_component(longname, strlen(longname), LT_OBJKEY_ID_LIMIT, out, sizeof(out), err,
+                        sizeof(err));
     CHECK_INT(strlen(out), LT_OBJKEY_COMPONENT_MAX);
     CHECK(strstr(out, ".eml") == NULL);
 
     /* Exactly at the cap: kept, no hash. */
     memset(longname, 'y', LT_OBJKEY_COMPONENT_MAX);
     longname[LT_OBJKEY_COMPONENT_MAX] = 0;
-    lt_objkey_component(longname, LT_OBJKEY_COMPONENT_MAX, LT_OBJKEY_COMPONENT_MAX, 0, out,
-                        sizeof(out), err, sizeof(err));
+    lt_objkey_component(longname, LT_OBJKEY_COMPONENT_MAX, LT_OBJKEY_ID_LIMIT, out, sizeof(out),
+                        err, sizeof(err));
     CHECK_STR(out, longname);
     /* One more byte: truncated. */
     longname[LT_OBJKEY_COMPONENT_MAX] = 'y';
     longname[LT_OBJKEY_COMPONENT_MAX + 1] = 0;
-    lt_objkey_component(longname, LT_OBJKEY_COMPONENT_MAX + 1, LT_OBJKEY_COMPONENT_MAX, 0, out,
-                        sizeof(out), err, sizeof(err));
+    lt_objkey_component(longname, LT_OBJKEY_COMPONENT_MAX + 1, LT_OBJKEY_ID_LIMIT, out, sizeof(out),
+                        err, sizeof(err));
     CHECK_INT(count_char(out, '~'), 1);
 
     /* A very long extension is not kept (it is part of the name). */
     memset(longname, 'z', 300);
     strcpy(longname + 300, ".abcdefghijklmnopqrstuvwxyz");
-    lt_objkey_component(longname, strlen(longname), LT_OBJKEY_FILENAME_MAX, 1, out, sizeof(out),
-                        err, sizeof(err));
+    lt_objkey_component(longname, strlen(longname), LT_OBJKEY_FILENAME_LIMIT, out, sizeof(out), err,
+                        sizeof(err));
     CHECK(strstr(out, ".abcdefghijklmnopqrstuvwxyz") == NULL);
     CHECK_INT(strlen(out), LT_OBJKEY_FILENAME_MAX);
 }
@@ -164,24 +168,25 @@ static void test_truncation(void)
 static void test_layout(void)
 {
     char key[LT_OBJKEY_MAX + 1], pre[LT_OBJKEY_MAX + 1], err[256];
-    CHECK_INT(lt_objkey_message("acme", "42", "imap", "1700000000-17", key, sizeof(key), err,
-                                sizeof(err)),
+    CHECK_INT(lt_objkey_message(&(lt_objkey_msg_t){"acme", "42", "imap", "1700000000-17"}, key,
+                                sizeof(key), err, sizeof(err)),
               LT_OK);
     CHECK_STR(key, "tenant/acme/account/42/provider/imap/message/1700000000-17/message.eml");
-    CHECK_INT(lt_objkey_message_prefix("acme", "42", "imap", "1700000000-17", pre, sizeof(pre), err,
-                                       sizeof(err)),
+    CHECK_INT(lt_objkey_message_prefix(&(lt_objkey_msg_t){"acme", "42", "imap", "1700000000-17"},
+                                       pre, sizeof(pre), err, sizeof(err)),
               LT_OK);
     CHECK_STR(pre, "tenant/acme/account/42/provider/imap/message/1700000000-17/");
 
-    CHECK_INT(lt_objkey_attachment("acme", "42", "gmail", "18c2f0a1b2c3d4e5", "2",
-                                   "Rechnung M\xc3\xa4rz.pdf", key, sizeof(key), err, sizeof(err)),
+    CHECK_INT(lt_objkey_attachment(&(lt_objkey_msg_t){"acme", "42", "gmail", "18c2f0a1b2c3d4e5"},
+                                   "2", "Rechnung M\xc3\xa4rz.pdf", key, sizeof(key), err,
+                                   sizeof(err)),
               LT_OK);
     CHECK_STR(key, "tenant/acme/account/42/provider/gmail/message/18c2f0a1b2c3d4e5/attachments/2/"
                    "Rechnung%20M%C3%A4rz.pdf");
 
     /* Traversal attempts stay inside the message's folder. */
-    CHECK_INT(lt_objkey_attachment("../..", "..", "/", "../../x", ".", "../../../etc/passwd", key,
-                                   sizeof(key), err, sizeof(err)),
+    CHECK_INT(lt_objkey_attachment(&(lt_objkey_msg_t){"../..", "..", "/", "../../x"}, ".",
+                                   "../../../etc/passwd", key, sizeof(key), err, sizeof(err)),
               LT_OK);
     CHECK_STR(key,
               "tenant/%2E.%2F../account/%2E./provider/%2F/message/%2E.%2F..%2Fx/attachments/%2E/"
@@ -190,16 +195,16 @@ static void test_layout(void)
     CHECK_INT(count_char(key, '/'), 10);
 
     /* A missing filename: "unnamed~" + the hash of "" (as documented). */
-    CHECK_INT(
-        lt_objkey_attachment("t", "a", "p", "m", "1", NULL, key, sizeof(key), err, sizeof(err)),
-        LT_OK);
+    CHECK_INT(lt_objkey_attachment(&(lt_objkey_msg_t){"t", "a", "p", "m"}, "1", NULL, key,
+                                   sizeof(key), err, sizeof(err)),
+              LT_OK);
     CHECK_STR(key,
               "tenant/t/account/a/provider/p/message/m/attachments/1/unnamed~e3b0c44298fc1c14");
     /* An empty filename is another input, so another key, just as stable. */
     char key2[LT_OBJKEY_MAX + 1];
-    CHECK_INT(
-        lt_objkey_attachment("t", "a", "p", "m", "1", "", key2, sizeof(key2), err, sizeof(err)),
-        LT_OK);
+    CHECK_INT(lt_objkey_attachment(&(lt_objkey_msg_t){"t", "a", "p", "m"}, "1", "", key2,
+                                   sizeof(key2), err, sizeof(err)),
+              LT_OK);
     CHECK_STR(key2, "tenant/t/account/a/provider/p/message/m/attachments/1/empty~e3b0c44298fc1c14");
     CHECK(strcmp(key, key2) != 0);
     CHECK(lt_objkey_is_safe(key2));
@@ -210,45 +215,50 @@ static void test_layout(void)
         "~e3b0c44298fc1c14"};
     for (size_t i = 0; i < sizeof(lookalikes) / sizeof(lookalikes[0]); i++) {
         char k3[LT_OBJKEY_MAX + 1];
-        CHECK_INT(lt_objkey_attachment("t", "a", "p", "m", "1", lookalikes[i], k3, sizeof(k3), err,
-                                       sizeof(err)),
+        CHECK_INT(lt_objkey_attachment(&(lt_objkey_msg_t){"t", "a", "p", "m"}, "1", lookalikes[i],
+                                       k3, sizeof(k3), err, sizeof(err)),
                   LT_OK);
         CHECK_MSG(strcmp(k3, key) && strcmp(k3, key2), "%s collides", lookalikes[i]);
     }
     /* Two unnamed attachments of one message: their ids keep them apart. */
-    CHECK_INT(
-        lt_objkey_attachment("t", "a", "p", "m", "2", NULL, key2, sizeof(key2), err, sizeof(err)),
-        LT_OK);
+    CHECK_INT(lt_objkey_attachment(&(lt_objkey_msg_t){"t", "a", "p", "m"}, "2", NULL, key2,
+                                   sizeof(key2), err, sizeof(err)),
+              LT_OK);
     CHECK_STR(key2,
               "tenant/t/account/a/provider/p/message/m/attachments/2/unnamed~e3b0c44298fc1c14");
     CHECK(strcmp(key, key2) != 0);
 
     /* Empty ids are refused, the output is emptied. */
-    CHECK_INT(lt_objkey_message("", "a", "p", "m", key, sizeof(key), err, sizeof(err)),
+    CHECK_INT(lt_objkey_message(&(lt_objkey_msg_t){"", "a", "p", "m"}, key, sizeof(key), err,
+                                sizeof(err)),
               LT_ERR_INVALID);
     CHECK_STR(key, "");
     CHECK(strstr(err, "tenant") != NULL);
-    CHECK_INT(lt_objkey_message("t", "a", "p", NULL, key, sizeof(key), err, sizeof(err)),
+    CHECK_INT(lt_objkey_message(&(lt_objkey_msg_t){"t", "a", "p", NULL}, key, sizeof(key), err,
+                                sizeof(err)),
               LT_ERR_INVALID);
-    CHECK_INT(lt_objkey_attachment("t", "a", "p", "m", "", "f", key, sizeof(key), err, sizeof(err)),
+    CHECK_INT(lt_objkey_attachment(&(lt_objkey_msg_t){"t", "a", "p", "m"}, "", "f", key,
+                                   sizeof(key), err, sizeof(err)),
               LT_ERR_INVALID);
 
     /* Too small an output buffer. */
     char small[20];
-    CHECK_INT(lt_objkey_message("t", "a", "p", "m", small, sizeof(small), err, sizeof(err)),
+    CHECK_INT(lt_objkey_message(&(lt_objkey_msg_t){"t", "a", "p", "m"}, small, sizeof(small), err,
+                                sizeof(err)),
               LT_ERR_TOO_BIG);
 
     /* Worst case: every component at its cap still fits S3's 1024 bytes. */
     char huge[2000];
     memset(huge, '/', sizeof(huge) - 1);
     huge[sizeof(huge) - 1] = 0;
-    CHECK_INT(lt_objkey_attachment(huge, huge, huge, huge, huge, huge, key, sizeof(key), err,
-                                   sizeof(err)),
+    CHECK_INT(lt_objkey_attachment(&(lt_objkey_msg_t){huge, huge, huge, huge}, huge, huge, key,
+                                   sizeof(key), err, sizeof(err)),
               LT_OK);
     CHECK(strlen(key) <= LT_OBJKEY_MAX);
     CHECK(lt_objkey_is_safe(key));
     CHECK_INT(count_char(key, '/'), 10);
-    CHECK_INT(lt_objkey_message_prefix(huge, huge, huge, huge, pre, sizeof(pre), err, sizeof(err)),
+    CHECK_INT(lt_objkey_message_prefix(&(lt_objkey_msg_t){huge, huge, huge, huge}, pre, sizeof(pre),
+                                       err, sizeof(err)),
               LT_OK);
     CHECK(strncmp(key, pre, strlen(pre)) == 0);
 
@@ -257,7 +267,8 @@ static void test_layout(void)
     char seen[8][LT_OBJKEY_MAX + 1];
     int n = 0;
     for (int i = 0; alike[i]; i++, n++)
-        lt_objkey_message("t", "a", "p", alike[i], seen[i], sizeof(seen[i]), err, sizeof(err));
+        lt_objkey_message(&(lt_objkey_msg_t){"t", "a", "p", alike[i]}, seen[i], sizeof(seen[i]),
+                          err, sizeof(err));
     for (int i = 0; i < n; i++)
         for (int j = i + 1; j < n; j++)
             CHECK_MSG(strcmp(seen[i], seen[j]) != 0, "%s == %s", alike[i], alike[j]);
@@ -333,8 +344,8 @@ static void test_uri(void)
 
     /* Round trip of a generated key with escapes. */
     char key[LT_OBJKEY_MAX + 1];
-    lt_objkey_attachment("t", "a", "p", "<id@x>", "1", "a b.txt", key, sizeof(key), err,
-                         sizeof(err));
+    lt_objkey_attachment(&(lt_objkey_msg_t){"t", "a", "p", "<id@x>"}, "1", "a b.txt", key,
+                         sizeof(key), err, sizeof(err));
     CHECK_INT(lt_objkey_uri_format("lattice-mail", key, uri, sizeof(uri)), LT_OK);
     CHECK_INT(lt_objkey_uri_parse(uri, b, sizeof(b), k, sizeof(k), err, sizeof(err)), LT_OK);
     CHECK_STR(k, key);
@@ -371,15 +382,16 @@ static void test_uri(void)
 static void test_manifest_and_ctype(void)
 {
     char key[LT_OBJKEY_MAX + 1], err[256];
-    CHECK_INT(lt_objkey_manifest("acme", "42", "imap", "INBOX;UIDVALIDITY=1;UID=7", key,
-                                 sizeof(key), err, sizeof(err)),
-              LT_OK);
+    CHECK_INT(
+        lt_objkey_manifest(&(lt_objkey_msg_t){"acme", "42", "imap", "INBOX;UIDVALIDITY=1;UID=7"},
+                           key, sizeof(key), err, sizeof(err)),
+        LT_OK);
     CHECK_STR(key, "tenant/acme/account/42/provider/imap/message/INBOX%3BUIDVALIDITY%3D1%3BUID%3D7/"
                    "manifest.json");
     CHECK(lt_objkey_is_safe(key));
     char small[40];
-    CHECK(lt_objkey_manifest("acme", "42", "imap", "7", small, sizeof(small), err, sizeof(err)) !=
-          LT_OK);
+    CHECK(lt_objkey_manifest(&(lt_objkey_msg_t){"acme", "42", "imap", "7"}, small, sizeof(small),
+                             err, sizeof(err)) != LT_OK);
 
     const char *ok[] = {"application/pdf", "image/svg+xml", "message/rfc822",
                         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",

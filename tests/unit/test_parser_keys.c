@@ -19,9 +19,9 @@ static void raw_uri(const char *bucket, const char *tenant, const char *account,
                     const char *provider, const char *pmid, char *out, size_t n)
 {
     char key[LT_OBJKEY_MAX + 1], err[256];
-    CHECK_INT(
-        lt_objkey_message(tenant, account, provider, pmid, key, sizeof(key), err, sizeof(err)),
-        LT_OK);
+    CHECK_INT(lt_objkey_message(&(lt_objkey_msg_t){tenant, account, provider, pmid}, key,
+                                sizeof(key), err, sizeof(err)),
+              LT_OK);
     CHECK_INT(lt_objkey_uri_format(bucket, key, out, n), LT_OK);
 }
 
@@ -30,8 +30,8 @@ static void att_uri(const char *bucket, const char *tenant, const char *account,
                     char *out, size_t n)
 {
     char key[LT_OBJKEY_MAX + 1], err[256];
-    CHECK_INT(lt_objkey_attachment(tenant, account, provider, pmid, aid, fname, key, sizeof(key),
-                                   err, sizeof(err)),
+    CHECK_INT(lt_objkey_attachment(&(lt_objkey_msg_t){tenant, account, provider, pmid}, aid, fname,
+                                   key, sizeof(key), err, sizeof(err)),
               LT_OK);
     CHECK_INT(lt_objkey_uri_format(bucket, key, out, n), LT_OK);
 }

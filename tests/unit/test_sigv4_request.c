@@ -107,8 +107,14 @@ static void test_classify(void)
 static void test_new_validation(void)
 {
     char err[256];
-    lt_s3_t *s3 = lt_s3_new("http://127.0.0.1:9", "us-east-1", "lattice-mail", "AK", "SK", 1, NULL,
-                            5, err, sizeof(err));
+    lt_s3_t *s3 = lt_s3_new(&(lt_s3_config_t){.endpoint = "http://127.0.0.1:9",
+                                              .region = "us-east-1",
+                                              .bucket = "lattice-mail",
+                                              .access_key_id = "AK",
+                                              .secret_access_key = "SK",
+                                              .addressing = LT_S3_PATH_STYLE,
+                                              .timeout_s = 5},
+                            err, sizeof(err));
     CHECK_MSG(s3 != NULL, "%s", err);
     char uri[256];
     if (s3) {
@@ -119,18 +125,25 @@ static void test_new_validation(void)
         /* Unsafe keys are refused before any network I/O. */
         lt_buf_t *b = lt_buf_new(100);
         CHECK_INT(lt_s3_get(s3, "a/../b", b, err, sizeof(err)), LT_ERR_INVALID);
-        CHECK_INT(lt_s3_put(s3, "/abs", "x", 1, NULL, NULL, err, sizeof(err)), LT_ERR_INVALID);
+        CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = "/abs"}, "x", 1, NULL, err, sizeof(err)),
+                  LT_ERR_INVALID);
         /* A content type that is not a bounded media type (a message
          * declares its parts' types) is sent as application/octet-stream,
          * never an error that would repeat for the message: these get as
          * far as the network (nothing listens: temporary). */
-        CHECK_INT(lt_s3_put(s3, "ok", "x", 1, "text/plain\r\nX-Evil: 1", NULL, err, sizeof(err)),
-                  LT_ERR_TEMPORARY);
+        CHECK_INT(
+            lt_s3_put(s3, &(lt_s3_object_t){.key = "ok", .content_type = "text/plain\r\nX-Evil: 1"},
+                      "x", 1, NULL, err, sizeof(err)),
+            LT_ERR_TEMPORARY);
         char longtype[320] = "application/";
         memset(longtype + 12, 'x', 300);
         longtype[312] = 0;
-        CHECK_INT(lt_s3_put(s3, "ok", "x", 1, longtype, NULL, err, sizeof(err)), LT_ERR_TEMPORARY);
-        CHECK_INT(lt_s3_put_file(s3, "ok", -1, NULL, NULL, NULL, err, sizeof(err)), LT_ERR_INVALID);
+        CHECK_INT(lt_s3_put(s3, &(lt_s3_object_t){.key = "ok", .content_type = longtype}, "x", 1,
+                            NULL, err, sizeof(err)),
+                  LT_ERR_TEMPORARY);
+        CHECK_INT(
+            lt_s3_put_file(s3, &(lt_s3_object_t){.key = "ok"}, -1, NULL, NULL, err, sizeof(err)),
+            LT_ERR_INVALID);
         /* Nothing listens on port 9: a network failure is temporary. */
         CHECK_INT(lt_s3_head(s3, "ok", NULL, NULL, NULL, err, sizeof(err)), LT_ERR_TEMPORARY);
         CHECK(strstr(err, "HEAD ok") != NULL);
@@ -157,16 +170,28 @@ static void test_new_validation(void)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = 0;
-        s3 = lt_s3_new(bad[i].endpoint, bad[i].region, bad[i].bucket, bad[i].ak, bad[i].sk, 1, NULL,
-                       bad[i].timeout, err, sizeof(err));
+        s3 = lt_s3_new(&(lt_s3_config_t){.endpoint = bad[i].endpoint,
+                                         .region = bad[i].region,
+                                         .bucket = bad[i].bucket,
+                                         .access_key_id = bad[i].ak,
+                                         .secret_access_key = bad[i].sk,
+                                         .addressing = LT_S3_PATH_STYLE,
+                                         .timeout_s = bad[i].timeout},
+                       err, sizeof(err));
         CHECK_MSG(s3 == NULL, "case %zu accepted", i);
         CHECK_MSG(err[0] != 0, "case %zu: no errstr", i);
         CHECK_MSG(strstr(err, "SK") == NULL, "case %zu: secret in errstr: %s", i, err);
         lt_s3_destroy(s3);
     }
     /* Virtual-host style is accepted too. */
-    s3 = lt_s3_new("https://s3.eu-central-1.amazonaws.com", "eu-central-1", "lattice-mail", "AK",
-                   "SK", 0, NULL, 5, err, sizeof(err));
+    s3 = lt_s3_new(&(lt_s3_config_t){.endpoint = "https://s3.eu-central-1.amazonaws.com",
+                                     .region = "eu-central-1",
+                                     .bucket = "lattice-mail",
+                                     .access_key_id = "AK",
+                                     .secret_access_key = "SK",
+                                     .addressing = LT_S3_VIRTUAL_HOSTED,
+                                     .timeout_s = 5},
+                   err, sizeof(err));
     CHECK_MSG(s3 != NULL, "%s", err);
     lt_s3_destroy(s3);
 }

@@ -5,8 +5,9 @@
 
 #include <json-c/json.h>
 
+#include "lt_account_lock.h"
 #include "lt_accounts.h"
-#include "lt_commands.h"
+#include "lt_command_log.h"
 #include "lt_db.h"
 #include "lt_migrate.h"
 #include "lt_watermark.h"

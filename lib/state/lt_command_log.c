@@ -1,4 +1,4 @@
-#include "lt_commands.h"
+#include "lt_command_log.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -61,22 +61,28 @@ lt_err_t lt_command_start(lt_db_t *db, const lt_command_info_t *c, int *attempt,
      * was dead-lettered is not restarted: its row stays as it is. Nor is a
      * row of another tenant or account that has the same id. */
     lt_err_t err = lt_db_exec(
-        db, "command start",
-        "WITH prev AS (SELECT status, attempt, tenant_id = $2 AND account_id = $3 AS own "
-        "FROM mail_sync_commands WHERE command_id = $1), "
-        "up AS (INSERT INTO mail_sync_commands AS c (command_id, tenant_id, account_id, "
-        "provider, kind, scope, status, attempt, worker_id, started_at, heartbeat_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6, 'running', 1, $7, now(), now()) "
-        "ON CONFLICT (command_id) DO UPDATE SET status = 'running', attempt = c.attempt + 1, "
-        "worker_id = EXCLUDED.worker_id, started_at = now(), heartbeat_at = now(), "
-        "finished_at = NULL, error_class = NULL, error = NULL, messages = 0, bytes = 0, "
-        "progress_done = NULL, progress_total = NULL "
-        "WHERE c.status NOT IN ('succeeded', 'dead_lettered') "
-        "AND c.tenant_id = EXCLUDED.tenant_id AND c.account_id = EXCLUDED.account_id "
-        "RETURNING c.attempt) "
-        "SELECT COALESCE((SELECT attempt FROM up), (SELECT attempt FROM prev)), "
-        "(SELECT status FROM prev), (SELECT count(*) FROM up), (SELECT own FROM prev)",
-        7, params, &r, errstr, errstr_size);
+        db,
+        &(lt_db_query_t){
+            .what = "command start",
+            .sql =
+                "WITH prev AS (SELECT status, attempt, tenant_id = $2 AND account_id = $3 AS own "
+                "FROM mail_sync_commands WHERE command_id = $1), "
+                "up AS (INSERT INTO mail_sync_commands AS c (command_id, tenant_id, account_id, "
+                "provider, kind, scope, status, attempt, worker_id, started_at, heartbeat_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, 'running', 1, $7, now(), now()) "
+                "ON CONFLICT (command_id) DO UPDATE SET status = 'running', "
+                "attempt = c.attempt + 1, "
+                "worker_id = EXCLUDED.worker_id, started_at = now(), heartbeat_at = now(), "
+                "finished_at = NULL, error_class = NULL, error = NULL, messages = 0, bytes = 0, "
+                "progress_done = NULL, progress_total = NULL "
+                "WHERE c.status NOT IN ('succeeded', 'dead_lettered') "
+                "AND c.tenant_id = EXCLUDED.tenant_id AND c.account_id = EXCLUDED.account_id "
+                "RETURNING c.attempt) "
+                "SELECT COALESCE((SELECT attempt FROM up), (SELECT attempt FROM prev)), "
+                "(SELECT status FROM prev), (SELECT count(*) FROM up), (SELECT own FROM prev)",
+            .nparams = 7,
+            .params = params},
+        &r, errstr, errstr_size);
     if (err)
         return err;
     if (!PQgetisnull(r, 0, 3) && strcmp(PQgetvalue(r, 0, 3), "t") != 0) {
@@ -117,14 +123,18 @@ lt_err_t lt_command_heartbeat(lt_db_t *db, const char *command_id,
     const lt_command_progress_t *p = progress ? progress : &none;
     const char *params[] = {command_id, num_or_null(p->messages, m), num_or_null(p->bytes, b),
                             num_or_null(p->progress_done, d), num_or_null(p->progress_total, t)};
-    lt_err_t err = lt_db_exec(db, "command heartbeat",
-                              "UPDATE mail_sync_commands SET heartbeat_at = now(), "
-                              "messages = COALESCE($2::integer, messages), "
-                              "bytes = COALESCE($3::bigint, bytes), "
-                              "progress_done = COALESCE($4::bigint, progress_done), "
-                              "progress_total = COALESCE($5::bigint, progress_total) "
-                              "WHERE command_id = $1 AND status = 'running'",
-                              5, params, &r, errstr, errstr_size);
+    lt_err_t err =
+        lt_db_exec(db,
+                   &(lt_db_query_t){.what = "command heartbeat",
+                                    .sql = "UPDATE mail_sync_commands SET heartbeat_at = now(), "
+                                           "messages = COALESCE($2::integer, messages), "
+                                           "bytes = COALESCE($3::bigint, bytes), "
+                                           "progress_done = COALESCE($4::bigint, progress_done), "
+                                           "progress_total = COALESCE($5::bigint, progress_total) "
+                                           "WHERE command_id = $1 AND status = 'running'",
+                                    .nparams = 5,
+                                    .params = params},
+                   &r, errstr, errstr_size);
     if (err)
         return err;
     if (strcmp(PQcmdTuples(r), "1") != 0)
@@ -134,10 +144,11 @@ lt_err_t lt_command_heartbeat(lt_db_t *db, const char *command_id,
     return err;
 }
 
-lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, lt_command_status_t status,
-                           const lt_command_progress_t *counts, const char *error_class,
-                           const char *error, char *errstr, size_t errstr_size)
+lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, const lt_command_outcome_t *outcome,
+                           char *errstr, size_t errstr_size)
 {
+    lt_command_status_t status = outcome->status;
+    const char *error_class = outcome->error_class, *error = outcome->error;
     char m[32], b[32], d[32], t[32];
     char capped[LT_COMMAND_ERROR_MAX + 1];
     PGresult *r = NULL;
@@ -150,7 +161,7 @@ lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, lt_command_statu
     if (error)
         lt_db_cap_utf8(capped, sizeof(capped), error);
     const lt_command_progress_t none = {-1, -1, -1, -1};
-    const lt_command_progress_t *p = counts ? counts : &none;
+    const lt_command_progress_t *p = outcome->counts ? outcome->counts : &none;
     const char *params[] = {command_id,
                             lt_command_status_name(status),
                             num_or_null(p->messages, m),
@@ -159,15 +170,19 @@ lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, lt_command_statu
                             num_or_null(p->progress_total, t),
                             error_class,
                             error ? capped : NULL};
-    lt_err_t err = lt_db_exec(db, "command finish",
-                              "UPDATE mail_sync_commands SET status = $2, finished_at = now(), "
-                              "heartbeat_at = now(), "
-                              "messages = COALESCE($3::integer, messages), "
-                              "bytes = COALESCE($4::bigint, bytes), "
-                              "progress_done = COALESCE($5::bigint, progress_done), "
-                              "progress_total = COALESCE($6::bigint, progress_total), "
-                              "error_class = $7, error = $8 WHERE command_id = $1",
-                              8, params, &r, errstr, errstr_size);
+    lt_err_t err = lt_db_exec(
+        db,
+        &(lt_db_query_t){.what = "command finish",
+                         .sql = "UPDATE mail_sync_commands SET status = $2, finished_at = now(), "
+                                "heartbeat_at = now(), "
+                                "messages = COALESCE($3::integer, messages), "
+                                "bytes = COALESCE($4::bigint, bytes), "
+                                "progress_done = COALESCE($5::bigint, progress_done), "
+                                "progress_total = COALESCE($6::bigint, progress_total), "
+                                "error_class = $7, error = $8 WHERE command_id = $1",
+                         .nparams = 8,
+                         .params = params},
+        &r, errstr, errstr_size);
     if (err)
         return err;
     if (strcmp(PQcmdTuples(r), "1") != 0)
@@ -186,13 +201,17 @@ lt_err_t lt_command_abandon(lt_db_t *db, const char *command_id, int attempt, ch
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad command id");
     snprintf(att, sizeof(att), "%d", attempt);
     const char *params[] = {command_id, att};
-    lt_err_t err = lt_db_exec(db, "command abandon",
-                              "UPDATE mail_sync_commands SET status = 'failed', "
-                              "attempt = GREATEST(attempt - 1, 1), finished_at = now(), "
-                              "heartbeat_at = now(), error_class = 'cancelled', "
-                              "error = 'given up cleanly; run again' "
-                              "WHERE command_id = $1 AND status = 'running' AND attempt = $2",
-                              2, params, &r, errstr, errstr_size);
+    lt_err_t err = lt_db_exec(
+        db,
+        &(lt_db_query_t){.what = "command abandon",
+                         .sql = "UPDATE mail_sync_commands SET status = 'failed', "
+                                "attempt = GREATEST(attempt - 1, 1), finished_at = now(), "
+                                "heartbeat_at = now(), error_class = 'cancelled', "
+                                "error = 'given up cleanly; run again' "
+                                "WHERE command_id = $1 AND status = 'running' AND attempt = $2",
+                         .nparams = 2,
+                         .params = params},
+        &r, errstr, errstr_size);
     if (err)
         return err;
     if (strcmp(PQcmdTuples(r), "1") != 0)
@@ -203,18 +222,22 @@ lt_err_t lt_command_abandon(lt_db_t *db, const char *command_id, int attempt, ch
 }
 
 lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, const char *tenant,
-                               const char *account_id, lt_command_status_t *status, int *attempt,
-                               char *errstr, size_t errstr_size)
+                               const char *account_id, lt_command_state_t *out, char *errstr,
+                               size_t errstr_size)
 {
     PGresult *r = NULL;
     if (!id_ok(command_id))
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad command id");
     const char *params[] = {command_id, tenant, account_id};
-    lt_err_t err = lt_db_exec(db, "command status",
-                              "SELECT status, attempt, ($2::text IS NULL OR tenant_id = $2) AND "
-                              "($3::text IS NULL OR account_id = $3) "
-                              "FROM mail_sync_commands WHERE command_id = $1",
-                              3, params, &r, errstr, errstr_size);
+    lt_err_t err = lt_db_exec(
+        db,
+        &(lt_db_query_t){.what = "command status",
+                         .sql = "SELECT status, attempt, ($2::text IS NULL OR tenant_id = $2) AND "
+                                "($3::text IS NULL OR account_id = $3) "
+                                "FROM mail_sync_commands WHERE command_id = $1",
+                         .nparams = 3,
+                         .params = params},
+        &r, errstr, errstr_size);
     if (err)
         return err;
     if (PQntuples(r) == 0) {
@@ -224,9 +247,8 @@ lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, const char *
         err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
                         "command id %s is already used by another account", command_id);
     } else {
-        *status = parse_status(PQgetvalue(r, 0, 0));
-        if (attempt)
-            *attempt = atoi(PQgetvalue(r, 0, 1));
+        out->status = parse_status(PQgetvalue(r, 0, 0));
+        out->attempt = atoi(PQgetvalue(r, 0, 1));
     }
     PQclear(r);
     return err;

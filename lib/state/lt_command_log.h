@@ -1,4 +1,4 @@
-/* lt_commands: the mail_sync_commands table, the worker's record of the
+/* lt_command_log: the mail_sync_commands table, the worker's record of the
  * commands it runs (one row per command id) and the scheduler's
  * "still in flight?" check.
  *
@@ -7,8 +7,8 @@
  * lt_command_finish() with the outcome. A running command whose heartbeat
  * is older than the scheduler's stale_after_s counts as dead (its worker
  * crashed); the scheduler may then emit a new command. */
-#ifndef LT_COMMANDS_H
-#define LT_COMMANDS_H
+#ifndef LT_COMMAND_LOG_H
+#define LT_COMMAND_LOG_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -64,13 +64,18 @@ lt_err_t lt_command_heartbeat(lt_db_t *db, const char *command_id,
                               const lt_command_progress_t *progress, char *errstr,
                               size_t errstr_size);
 
-/* Finish: status SUCCEEDED, FAILED or DEAD_LETTERED, the counters (may be
- * NULL: kept), error_class (lt_err_name() of the failure, NULL on success)
- * and error (capped at 2000 bytes; never a secret or message content).
- * LT_ERR_NOT_FOUND when the command id has no row. */
-lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, lt_command_status_t status,
-                           const lt_command_progress_t *counts, const char *error_class,
-                           const char *error, char *errstr, size_t errstr_size);
+/* How a command ended. A plain value carrier; strings borrowed. */
+typedef struct {
+    lt_command_status_t status;          /* SUCCEEDED, FAILED or DEAD_LETTERED */
+    const lt_command_progress_t *counts; /* NULL: the stored counters are kept */
+    const char *error_class;             /* lt_err_name() of the failure; NULL on success */
+    const char *error; /* capped at 2000 bytes; never a secret or message content */
+} lt_command_outcome_t;
+
+/* Finish with the outcome. LT_ERR_NOT_FOUND when the command id has no
+ * row; LT_ERR_INVALID for another status. */
+lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, const lt_command_outcome_t *outcome,
+                           char *errstr, size_t errstr_size);
 
 /* A running command given up cleanly (its partition revoked, the worker
  * stopping): status failed, error_class "cancelled", and the attempt is
@@ -81,11 +86,17 @@ lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, lt_command_statu
 lt_err_t lt_command_abandon(lt_db_t *db, const char *command_id, int attempt, char *errstr,
                             size_t errstr_size);
 
-/* The row's status (LT_ERR_NOT_FOUND when none) and attempt (may be NULL).
- * With tenant and account_id (each may be NULL: any), LT_ERR_FINAL when the
- * id's row is another tenant's or account's. */
+/* A row's state as lt_command_get_status() reads it. */
+typedef struct {
+    lt_command_status_t status;
+    int attempt;
+} lt_command_state_t;
+
+/* The row's status and attempt (LT_ERR_NOT_FOUND when none). With tenant
+ * and account_id (each may be NULL: any), LT_ERR_FINAL when the id's row is
+ * another tenant's or account's. */
 lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, const char *tenant,
-                               const char *account_id, lt_command_status_t *status, int *attempt,
-                               char *errstr, size_t errstr_size);
+                               const char *account_id, lt_command_state_t *out, char *errstr,
+                               size_t errstr_size);
 
 #endif
