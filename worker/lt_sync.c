@@ -8,17 +8,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lt_clock.h"
 #include "lt_mime.h"
 #include "lt_objkey.h"
 
 static const lt_sync_metrics_t k_no_metrics;
-
-int64_t lt_sync_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 lt_sync_t *lt_sync_new(const lt_sync_env_t *env, const lt_account_t *account,
                        const lt_command_t *cmd, const char *traceparent, const lt_log_ctx_t *log)
@@ -34,7 +28,7 @@ lt_sync_t *lt_sync_new(const lt_sync_env_t *env, const lt_account_t *account,
     if (!s->env.metrics)
         s->env.metrics = &k_no_metrics;
     s->progress_total = -1;
-    s->started_ms = s->progress_last_ms = lt_sync_mono_ms();
+    s->started_ms = s->progress_last_ms = lt_now_ms();
     s->skipped_ids = lt_buf_new(LT_SYNC_SKIPPED_IDS_MAX);
     s->expunged_ids = lt_buf_new(LT_SYNC_SKIPPED_IDS_MAX);
     if (traceparent && !lt_trace_parse(traceparent, strlen(traceparent), &s->trace, NULL, 0))

@@ -83,7 +83,6 @@ struct lt_sync_s {
 };
 
 /* lt_sync.c */
-int64_t lt_sync_mono_ms(void);
 void lt_sync_message_reset(lt_sync_t *s);
 
 /* lt_sync_progress.c: report when a total is known and the interval has

@@ -2,9 +2,11 @@
  * expunged (lt_sync.h). */
 #include "lt_sync_internal.h"
 
+#include "lt_clock.h"
+
 void lt_sync_progress_get(const lt_sync_t *s, lt_sync_progress_t *p)
 {
-    int64_t now = lt_sync_mono_ms();
+    int64_t now = lt_now_ms();
     p->done = s->progress_done;
     p->total = s->progress_total;
     p->elapsed_ms = now - s->started_ms;
@@ -23,7 +25,7 @@ void lt_sync_progress_tick(lt_sync_t *s)
 {
     if (!s->env.progress || s->progress_total < 0)
         return;
-    int64_t now = lt_sync_mono_ms();
+    int64_t now = lt_now_ms();
     if (now - s->progress_last_ms < s->env.progress_interval_ms)
         return;
     s->progress_last_ms = now;
@@ -36,7 +38,7 @@ void lt_sync_set_total(lt_sync_t *s, int64_t total)
 {
     s->progress_total = total < 0 ? -1 : total;
     if (total >= 0 && !s->progress_t0) {
-        s->progress_t0 = lt_sync_mono_ms();
+        s->progress_t0 = lt_now_ms();
         s->progress_d0 = s->progress_done;
     }
     lt_sync_progress_tick(s);
