@@ -63,7 +63,29 @@ QUOTA_COST = {
     "gmail.users.history.list": 2,
     "gmail.users.labels.list": 1,
     "gmail.users.labels.get": 1,
+    "gmail.users.labels.create": 5,
+    "gmail.users.messages.trash": 5,
+    "gmail.users.messages.untrash": 5,
+    "gmail.users.messages.modify": 5,
+    "gmail.users.messages.batchModify": 50,
+    "gmail.users.messages.delete": 10,
 }
+
+# The write methods and the OAuth scopes that allow them (each method's reference page,
+# "Authorization scopes"); the read methods accept any scope the token has.
+SCOPE_FULL = "https://mail.google.com/"
+SCOPE_MODIFY = "https://www.googleapis.com/auth/gmail.modify"
+SCOPE_LABELS = "https://www.googleapis.com/auth/gmail.labels"
+WRITE_SCOPES = {
+    "gmail.users.messages.trash": (SCOPE_FULL, SCOPE_MODIFY),
+    "gmail.users.messages.untrash": (SCOPE_FULL, SCOPE_MODIFY),
+    "gmail.users.messages.modify": (SCOPE_FULL, SCOPE_MODIFY),
+    "gmail.users.messages.batchModify": (SCOPE_FULL, SCOPE_MODIFY),
+    "gmail.users.messages.delete": (SCOPE_FULL,),
+    "gmail.users.labels.create": (SCOPE_FULL, SCOPE_MODIFY, SCOPE_LABELS),
+}
+MAX_MODIFY_LABELS = 100      # messages.modify: "up to 100 labels with each update"
+MAX_BATCH_MODIFY_IDS = 1000  # messages.batchModify: "a limit of 1000 ids per request"
 
 AUTH_HELP = ("Expected OAuth 2 access token, login cookie or other valid authentication "
              "credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.")
@@ -81,7 +103,7 @@ HTML_404 = ("<!DOCTYPE html>\n<html lang=en>\n  <meta charset=utf-8>\n"
 
 # What this emulator supports beyond its first version (GET /healthz lists them, so a
 # test can tell an emulator started from older code).
-FEATURES = ("fault_user", "user_config", "token_requests_by_client")
+FEATURES = ("fault_user", "user_config", "token_requests_by_client", "modify")
 
 
 class ApiError(Exception):
@@ -446,6 +468,8 @@ class Mailbox:
         self.hist_recs = []
         self.hist_base = 0
         self.user_labels = {}    # id -> name
+        self.label_props = {}    # id -> visibility/color fields given at creation
+        self.label_seq = 0
         self.overrides = {}      # Config.USER_FIELDS this user sets for itself
 
     # --- history ------------------------------------------------------------
@@ -481,6 +505,40 @@ class Mailbox:
     def expire_all_history(self):
         self.min_valid_start = self.history_id
         self.hist_ids, self.hist_recs, self.hist_base = [], [], 0
+
+    # --- labels -------------------------------------------------------------
+    def label_exists(self, lab):
+        return lab in SYSTEM_LABELS or lab in self.user_labels
+
+    def create_label(self, name, props=None, label_id=None):
+        """A user label (id Label_N unless given); ValueError on a name that exists
+        (case-insensitive, system names included) or an id in use."""
+        name = (name or "").strip()
+        if not name:
+            raise ValueError("label name required")
+        low = name.lower()
+        if any(low == n.lower() for n in list(self.user_labels.values()) + SYSTEM_LABELS):
+            raise ValueError("label name exists or conflicts: %s" % name)
+        if label_id is None:
+            while True:
+                self.label_seq += 1
+                label_id = "Label_%d" % self.label_seq
+                if label_id not in self.user_labels:
+                    break
+        elif self.label_exists(label_id):
+            raise ValueError("label id in use: %s" % label_id)
+        self.user_labels[label_id] = name
+        if props:
+            self.label_props[label_id] = dict(props)
+        return self.label_resource(label_id)
+
+    def label_resource(self, lab):
+        if lab in SYSTEM_LABELS:
+            return {"id": lab, "name": lab, "type": "system"}
+        res = {"id": lab, "name": self.user_labels[lab]}
+        res.update(self.label_props.get(lab, {}))
+        res["type"] = "user"
+        return res
 
     # --- messages -----------------------------------------------------------
     def _new_id(self, internal_ms):
@@ -971,6 +1029,11 @@ class Emulator:
                               "token_type": "Bearer"})
 
     def authenticate(self, headers, query):
+        """The address the access token acts for (or a 401 ApiError)."""
+        return self._auth_entry(headers, query)[0]
+
+    def _auth_entry(self, headers, query):
+        """The access token's [email, expiry, refresh_token, scope] (or a 401 ApiError)."""
         auth = headers.get("authorization", "")
         tok = None
         if auth[:7].lower() == "bearer ":
@@ -995,7 +1058,20 @@ class Emulator:
                            headers=[("WWW-Authenticate",
                                      'Bearer realm="https://accounts.google.com/", '
                                      'error="invalid_token"')])
-        return ent[0]
+        return ent
+
+    @staticmethod
+    def check_scope(name, granted):
+        """403 insufficientPermissions when no scope of `granted` (space-separated) allows
+        the write method `name`; read methods are not checked."""
+        need = WRITE_SCOPES.get(name)
+        if need is None or set(need) & set((granted or "").split()):
+            return
+        raise ApiError(403, "Request had insufficient authentication scopes.",
+                       "insufficientPermissions", status="PERMISSION_DENIED",
+                       headers=[("WWW-Authenticate",
+                                 'Bearer realm="https://accounts.google.com/", '
+                                 'error="insufficient_scope", scope="%s"' % " ".join(need))])
 
     # --- limits -------------------------------------------------------------
     def _acquire(self, addr):
@@ -1076,16 +1152,30 @@ class Emulator:
         (re.compile(r"^/gmail/v1/users/([^/]+)/labels/([^/]+)$"), "gmail.users.labels.get"),
     ]
 
+    _WRITE_ROUTES = [
+        ("POST", re.compile(r"^/gmail/v1/users/([^/]+)/messages/batchModify$"),
+         "gmail.users.messages.batchModify"),
+        ("POST", re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)/trash$"),
+         "gmail.users.messages.trash"),
+        ("POST", re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)/untrash$"),
+         "gmail.users.messages.untrash"),
+        ("POST", re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)/modify$"),
+         "gmail.users.messages.modify"),
+        ("DELETE", re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)$"),
+         "gmail.users.messages.delete"),
+        ("POST", re.compile(r"^/gmail/v1/users/([^/]+)/labels$"), "gmail.users.labels.create"),
+    ]
+
     def route(self, method, path):
-        if method != "GET":
-            return None, None
-        for rx, name in self._ROUTES:
+        routes = [(rx, name) for m, rx, name in self._WRITE_ROUTES if m == method] \
+            if method != "GET" else self._ROUTES
+        for rx, name in routes:
             m = rx.match(path)
             if m:
                 return name, [urllib.parse.unquote(g) for g in m.groups()]
         return None, None
 
-    def api_call(self, method, path, query, headers, in_batch=False, sleep=True):
+    def api_call(self, method, path, query, headers, in_batch=False, sleep=True, body=b""):
         """One Gmail API call (top level or batch part). Returns a Response."""
         name, args = self.route(method, path)
         if name is None:
@@ -1099,10 +1189,15 @@ class Emulator:
                                 user=self.request_user(path, headers, query))
             if f:
                 raise err_backend(f["status"])
-        addr = self.authenticate(headers, query)
+        ent = self._auth_entry(headers, query)
+        addr = ent[0]
         uid = args[0]
         if uid != "me" and uid != addr:
             raise ApiError(403, "Delegation denied for " + addr, "forbidden")
+        self.check_scope(name, ent[3])
+        req = None
+        if name in self._BODY_METHODS:
+            req = self._json_body(body)
         if not self._acquire(addr):
             raise ApiError(429, "Too many concurrent requests for user", "rateLimitExceeded",
                            domain="usageLimits",
@@ -1118,9 +1213,14 @@ class Emulator:
             if mb is None:
                 raise err_not_found()
             handler = getattr(self, "_api_" + name.split(".", 2)[2].replace(".", "_"))
-            obj = handler(mb, args[1:], query)
+            if req is not None:
+                obj = handler(mb, args[1:], query, req)
+            else:
+                obj = handler(mb, args[1:], query)
         finally:
             self._release(addr)
+        if obj is None:  # a method whose answer has no body (delete, batchModify)
+            return Response(204)
         fields = query.get("fields")
         if fields:
             try:
@@ -1128,6 +1228,109 @@ class Emulator:
             except ValueError:
                 raise err_invalid("Invalid field selection " + fields[0], location="fields")
         return Response(200, obj)
+
+    _BODY_METHODS = ("gmail.users.messages.modify", "gmail.users.messages.batchModify",
+                     "gmail.users.labels.create")
+
+    @staticmethod
+    def _json_body(body):
+        """The JSON object of a write method's request body ({} when empty)."""
+        if not body or not body.strip():
+            return {}
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            raise ApiError(400, "Invalid JSON payload received.", "parseError")
+        if not isinstance(obj, dict):
+            raise ApiError(400, "Invalid JSON payload received. Expected an object.",
+                           "parseError")
+        return obj
+
+    @staticmethod
+    def _id_list(req, field, limit=None):
+        v = req.get(field, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise err_invalid("Invalid value at '%s': expected a list of strings" % field,
+                              location=field)
+        if limit is not None and len(v) > limit:
+            raise err_invalid("Too many values in '%s': %d (limit %d)" % (field, len(v), limit),
+                              location=field)
+        return v
+
+    @staticmethod
+    def _check_labels(mb, labels):
+        for lab in labels:
+            if not mb.label_exists(lab):
+                raise err_invalid("Invalid label: " + lab)
+
+    @staticmethod
+    def _min_message(m):
+        res = {"id": m.id, "threadId": m.thread_id}
+        if m.labels:
+            res["labelIds"] = list(m.labels)
+        return res
+
+    def _api_messages_trash(self, mb, args, query):
+        with mb.lock:
+            m = self._get_msg(mb, args[0])
+            mb.relabel(m.id, ["TRASH"], [])
+            return self._min_message(m)
+
+    def _api_messages_untrash(self, mb, args, query):
+        with mb.lock:
+            m = self._get_msg(mb, args[0])
+            mb.relabel(m.id, [], ["TRASH"])
+            return self._min_message(m)
+
+    def _api_messages_delete(self, mb, args, query):
+        with mb.lock:
+            m = self._get_msg(mb, args[0])
+            mb.delete(m.id)
+        return None
+
+    def _api_messages_modify(self, mb, args, query, req):
+        add = self._id_list(req, "addLabelIds", MAX_MODIFY_LABELS)
+        remove = self._id_list(req, "removeLabelIds", MAX_MODIFY_LABELS)
+        with mb.lock:
+            m = self._get_msg(mb, args[0])
+            self._check_labels(mb, add + remove)
+            mb.relabel(m.id, add, remove)
+            return self._min_message(m)
+
+    def _api_messages_batchModify(self, mb, args, query, req):
+        ids = self._id_list(req, "ids", MAX_BATCH_MODIFY_IDS)
+        add = self._id_list(req, "addLabelIds")
+        remove = self._id_list(req, "removeLabelIds")
+        for mid in ids:
+            if not re.fullmatch(r"[0-9a-fA-F]{1,32}", mid):
+                raise err_invalid("Invalid id value", location="ids")
+        with mb.lock:
+            self._check_labels(mb, add + remove)
+            for mid in ids:
+                mb.relabel(mid, add, remove)  # an unknown id changes nothing
+        return None
+
+    def _api_labels_create(self, mb, args, query, req):
+        name = req.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise err_invalid("Invalid label name", location="name")
+        props = {}
+        for k, allowed in (("messageListVisibility", ("show", "hide")),
+                           ("labelListVisibility", ("labelShow", "labelShowIfUnread",
+                                                    "labelHide"))):
+            if k in req:
+                if req[k] not in allowed:
+                    raise err_invalid("Invalid value at 'label.%s': \"%s\"" % (k, req[k]),
+                                      location=k)
+                props[k] = req[k]
+        if isinstance(req.get("color"), dict):
+            props["color"] = dict(req["color"])
+        with mb.lock:
+            try:
+                return mb.create_label(name, props)
+            except ValueError:
+                raise ApiError(409, "Label name exists or conflicts", "duplicate",
+                               status="ABORTED")
 
     @staticmethod
     def _int_param(query, name, default, lo, hi):
@@ -1154,7 +1357,9 @@ class Emulator:
     def _api_labels_list(self, mb, args, query):
         with mb.lock:
             labs = [{"id": lab, "name": lab, "type": "system"} for lab in SYSTEM_LABELS]
-            labs += [{"id": k, "name": v, "type": "user"} for k, v in mb.user_labels.items()]
+            # the list carries only id, name, the visibilities and type (labels.list reference)
+            labs += [{k: v for k, v in mb.label_resource(lab).items() if k != "color"}
+                     for lab in mb.user_labels]
         return {"labels": labs}
 
     def _api_labels_get(self, mb, args, query):
@@ -1416,7 +1621,8 @@ class Emulator:
                 self.encode_json(e.body, True)
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
         try:
-            resp = self.api_call(method, url.path, query, hdrs, in_batch=True, sleep=False)
+            resp = self.api_call(method, url.path, query, hdrs, in_batch=True, sleep=False,
+                                 body=inner[sep.end():] if sep else b"")
         except ApiError as e:
             return e.code, [("Content-Type", "application/json; charset=UTF-8")] + e.headers, \
                 self.encode_json(e.body, True)
@@ -1605,6 +1811,30 @@ class Emulator:
                             return 404, {"error": "no such message"}
                         return 200, {"id": m.id, "labelIds": list(m.labels),
                                      "historyId": str(mb.history_id)}
+                if len(rest) == 3 and rest[0] == "messages" and rest[2] in ("trash", "untrash") \
+                        and method == "POST":
+                    # what the user does in the Gmail UI: history labelAdded/labelRemoved TRASH
+                    with mb.lock:
+                        m = mb.relabel(rest[1], ["TRASH"] if rest[2] == "trash" else [],
+                                       ["TRASH"] if rest[2] == "untrash" else [])
+                        if m is None:
+                            return 404, {"error": "no such message"}
+                        return 200, {"id": m.id, "labelIds": list(m.labels),
+                                     "historyId": str(mb.history_id)}
+                if rest == ["labels"]:
+                    with mb.lock:
+                        if method == "POST":
+                            try:
+                                return 200, mb.create_label(
+                                    data.get("name"),
+                                    {k: data[k] for k in ("messageListVisibility",
+                                                          "labelListVisibility", "color")
+                                     if k in data},
+                                    data.get("id"))
+                            except ValueError as e:
+                                return 409, {"error": str(e)}
+                        return 200, {"labels": [mb.label_resource(k) for k in SYSTEM_LABELS] +
+                                     [mb.label_resource(k) for k in mb.user_labels]}
                 if rest == ["config"]:
                     if method == "POST":
                         return 200, self.set_overrides(addr, data)
@@ -1713,7 +1943,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 emu.sleep_latency(user)
                 resp = emu.batch(headers, body, query)
             else:
-                resp = emu.api_call(method, path, query, headers)
+                resp = emu.api_call(method, path, query, headers, body=body)
         except ApiError as e:
             resp = Response(e.code, e.body, headers=e.headers)
         except Exception as e:  # a bug in the emulator: answer like Google would

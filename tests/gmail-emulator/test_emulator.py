@@ -926,6 +926,319 @@ def test_batch_inner_fault(cl):
 
 
 # ---------------------------------------------------------------------------
+# mailbox changes: trash, untrash, delete, modify, batchModify, labels.create
+# ---------------------------------------------------------------------------
+
+SCOPE_MODIFY = "https://www.googleapis.com/auth/gmail.modify"
+SCOPE_FULL = "https://mail.google.com/"
+
+
+def scoped_client(cl, scope, rt=None):
+    """A client for USER whose token carries `scope` (the default user's is readonly)."""
+    rt = rt or "rt-alice-" + str(abs(hash(scope)))
+    st, b = cl.ctl("POST", "/tokens/add", {"email": USER, "refresh_token": rt,
+                                           "client_id": CID, "scope": scope})
+    assert st == 200, b
+    c = Client(cl.srv)
+    st, _, t = c.refresh(rt=rt)
+    assert st == 200 and t["scope"] == scope, t
+    c.token = t["access_token"]
+    return c
+
+
+def post(c, path, obj=None, **params):
+    q = urllib.parse.urlencode(params, doseq=True)
+    body = json.dumps(obj).encode() if obj is not None else None
+    return c.json("POST", "/gmail/v1/users/me/" + path + ("?" + q if q else ""), body,
+                  {"Content-Type": "application/json"} if body is not None else None)
+
+
+def history_since(c, h0, **params):
+    st, _, h = c.api("history", startHistoryId=h0, **params)
+    assert st == 200, h
+    return h.get("history", []), h["historyId"]
+
+
+def test_healthz_lists_modify_feature(server):
+    st, _, body = Client(server).json("GET", "/healthz", auth=False)
+    assert st == 200 and "modify" in body["features"]
+
+
+def test_write_methods_need_their_scopes(cl):
+    m = add_raw(cl, make_raw("s1"))
+    st, _, p0 = cl.api("profile")
+    # the default token is gmail.readonly: every write answers 403, nothing changes
+    for method, path, body in (("POST", "messages/%s/trash" % m["id"], None),
+                               ("POST", "messages/%s/untrash" % m["id"], None),
+                               ("POST", "messages/%s/modify" % m["id"], {"addLabelIds": ["STARRED"]}),
+                               ("POST", "messages/batchModify", {"ids": [m["id"]]}),
+                               ("DELETE", "messages/" + m["id"], None),
+                               ("POST", "labels", {"name": "X"})):
+        st, h, b = cl.json(method, "/gmail/v1/users/me/" + path,
+                           json.dumps(body).encode() if body else None)
+        assert st == 403, (path, b)
+        google_error(b, 403, "insufficientPermissions")
+        assert b["error"]["message"] == "Request had insufficient authentication scopes."
+        assert b["error"]["status"] == "PERMISSION_DENIED"
+        assert 'error="insufficient_scope"' in h["www-authenticate"]
+    st, _, p1 = cl.api("profile")
+    assert p1["historyId"] == p0["historyId"]
+    # gmail.modify may trash and relabel but not delete (https://mail.google.com/ only)
+    mod = scoped_client(cl, SCOPE_MODIFY)
+    st, _, b = mod.json("DELETE", "/gmail/v1/users/me/messages/" + m["id"])
+    assert st == 403
+    google_error(b, 403, "insufficientPermissions")
+    st, _, b = post(mod, "messages/%s/trash" % m["id"])
+    assert st == 200, b
+    # gmail.labels may create labels only
+    lab = scoped_client(cl, "https://www.googleapis.com/auth/gmail.labels", rt="rt-labels")
+    st, _, b = post(lab, "labels", {"name": "Receipts"})
+    assert st == 200 and b["id"].startswith("Label_")
+    st, _, b = post(lab, "messages/%s/untrash" % m["id"])
+    assert st == 403
+
+
+def test_trash_untrash_shapes_history_and_list(cl):
+    c = scoped_client(cl, SCOPE_MODIFY)
+    m = add_raw(cl, make_raw("t1"), labelIds=["INBOX", "UNREAD"])
+    other = add_raw(cl, make_raw("t2"), labelIds=["INBOX"])
+    st, _, p0 = c.api("profile")
+    h0 = p0["historyId"]
+    st, _, b = post(c, "messages/%s/trash" % m["id"])
+    assert st == 200
+    assert b == {"id": m["id"], "threadId": m["threadId"],
+                 "labelIds": ["INBOX", "UNREAD", "TRASH"]}
+    st, _, p1 = c.api("profile")
+    assert int(p1["historyId"]) > int(h0)
+    recs, cur = history_since(c, h0)
+    assert cur == p1["historyId"] and len(recs) == 1
+    assert recs[0] == {"id": p1["historyId"],
+                       "messages": [{"id": m["id"], "threadId": m["threadId"]}],
+                       "labelsAdded": [{"message": {"id": m["id"], "threadId": m["threadId"],
+                                                    "labelIds": ["INBOX", "UNREAD", "TRASH"]},
+                                        "labelIds": ["TRASH"]}]}
+    # the trash is left out of messages.list unless asked for
+    ids = lambda r: [x["id"] for x in r.get("messages", [])]  # noqa: E731
+    st, _, r = c.api("messages")
+    assert ids(r) == [other["id"]]
+    st, _, r = c.api("messages", includeSpamTrash="true")
+    assert set(ids(r)) == {m["id"], other["id"]}
+    st, _, r = c.api("messages", labelIds="TRASH")
+    assert ids(r) == [m["id"]]
+    st, _, r = c.api("messages", q="in:trash")
+    assert ids(r) == [m["id"]]
+    # a trashed message can still be read; its historyId is the trash record
+    st, _, g = c.api("messages/" + m["id"], format="minimal")
+    assert st == 200 and g["historyId"] == p1["historyId"] and "TRASH" in g["labelIds"]
+    # trashing again changes nothing (no record)
+    st, _, b = post(c, "messages/%s/trash" % m["id"])
+    assert st == 200 and b["labelIds"].count("TRASH") == 1
+    assert len(history_since(c, h0)[0]) == 1
+    st, _, b = post(c, "messages/%s/untrash" % m["id"])
+    assert st == 200 and b["labelIds"] == ["INBOX", "UNREAD"]
+    recs, _ = history_since(c, h0)
+    assert len(recs) == 2 and int(recs[1]["id"]) > int(recs[0]["id"])
+    assert recs[1]["labelsRemoved"] == [{"message": {"id": m["id"], "threadId": m["threadId"],
+                                                     "labelIds": ["INBOX", "UNREAD"]},
+                                         "labelIds": ["TRASH"]}]
+    st, _, r = c.api("messages")
+    assert set(ids(r)) == {m["id"], other["id"]}
+    # unknown / malformed ids
+    st, _, b = post(c, "messages/0000000000000001/trash")
+    assert st == 404
+    google_error(b, 404, "notFound")
+    st, _, b = post(c, "messages/not-hex/untrash")
+    assert st == 400
+
+
+def test_delete_is_permanent_with_message_deleted_record(cl):
+    c = scoped_client(cl, SCOPE_FULL)
+    m = add_raw(cl, make_raw("d1"), labelIds=["INBOX", "Label_9"])
+    keep = add_raw(cl, make_raw("d2"))
+    st, _, p0 = c.api("profile")
+    st, h, data = c.request("DELETE", "/gmail/v1/users/me/messages/" + m["id"])
+    assert st == 204 and data == b""
+    st, _, b = c.api("messages/" + m["id"])
+    assert st == 404
+    st, _, p1 = c.api("profile")
+    assert p1["messagesTotal"] == p0["messagesTotal"] - 1
+    assert int(p1["historyId"]) > int(p0["historyId"])
+    recs, _ = history_since(c, p0["historyId"])
+    assert recs == [{"id": p1["historyId"],
+                     "messages": [{"id": m["id"], "threadId": m["threadId"]}],
+                     "messagesDeleted": [{"message": {"id": m["id"], "threadId": m["threadId"],
+                                                      "labelIds": ["INBOX", "Label_9"]}}]}]
+    # historyTypes filters (repeatable); labelId matches the deleted message's labels
+    assert len(history_since(c, p0["historyId"], historyTypes="messageDeleted")[0]) == 1
+    assert history_since(c, p0["historyId"], historyTypes=["labelAdded", "labelRemoved"])[0] == []
+    assert len(history_since(c, p0["historyId"], labelId="Label_9")[0]) == 1
+    assert history_since(c, p0["historyId"], labelId="STARRED")[0] == []
+    st, _, b = c.json("DELETE", "/gmail/v1/users/me/messages/" + m["id"])
+    assert st == 404
+    google_error(b, 404, "notFound")
+    st, _, r = c.api("messages", includeSpamTrash="true")
+    assert [x["id"] for x in r["messages"]] == [keep["id"]]
+    # a delete costs 10 units
+    cl.ctl("POST", "/counters/reset")
+    c.request("DELETE", "/gmail/v1/users/me/messages/" + keep["id"])
+    st, cnt = cl.ctl("GET", "/counters")
+    assert cnt["units_by_user"][USER] == 10
+    assert cnt["by_method"] == {"gmail.users.messages.delete": 1}
+
+
+def test_labels_create_list_and_modify(cl):
+    c = scoped_client(cl, SCOPE_MODIFY)
+    st, _, lab = post(c, "labels", {"name": "Projects/Lattice", "labelListVisibility": "labelShow",
+                                    "messageListVisibility": "show"})
+    assert st == 200
+    assert lab == {"id": lab["id"], "name": "Projects/Lattice", "labelListVisibility": "labelShow",
+                   "messageListVisibility": "show", "type": "user"}
+    assert lab["id"].startswith("Label_")
+    st, _, lab2 = post(c, "labels", {"name": "Receipts",
+                                     "color": {"textColor": "#000000",
+                                               "backgroundColor": "#ffffff"}})
+    assert st == 200 and lab2["id"] != lab["id"] and lab2["type"] == "user"
+    assert lab2["color"] == {"textColor": "#000000", "backgroundColor": "#ffffff"}
+    st, _, b = post(c, "labels", {"name": "receipts"})
+    assert st == 409
+    google_error(b, 409, "duplicate")
+    assert b["error"]["message"] == "Label name exists or conflicts"
+    st, _, b = post(c, "labels", {"name": "INBOX"})
+    assert st == 409
+    st, _, b = post(c, "labels", {})
+    assert st == 400
+    st, _, b = post(c, "labels", {"name": "Y", "labelListVisibility": "sometimes"})
+    assert st == 400
+    st, _, ls = c.api("labels")
+    by_id = {x["id"]: x for x in ls["labels"]}
+    assert by_id["INBOX"] == {"id": "INBOX", "name": "INBOX", "type": "system"}
+    assert by_id[lab["id"]] == lab
+    assert by_id[lab2["id"]] == {"id": lab2["id"], "name": "Receipts", "type": "user"}
+    st, _, g = c.api("labels/" + lab["id"])
+    assert st == 200 and g["name"] == "Projects/Lattice" and g["messagesTotal"] == 0
+
+    m = add_raw(cl, make_raw("m1"), labelIds=["INBOX", "UNREAD"])
+    st, _, p0 = c.api("profile")
+    # a "move": add the custom label, remove INBOX and UNREAD
+    st, _, b = post(c, "messages/%s/modify" % m["id"],
+                    {"addLabelIds": [lab["id"]], "removeLabelIds": ["INBOX", "UNREAD"]})
+    assert st == 200
+    assert b == {"id": m["id"], "threadId": m["threadId"], "labelIds": [lab["id"]]}
+    recs, cur = history_since(c, p0["historyId"])
+    assert len(recs) == 2 and cur == recs[1]["id"]
+    assert recs[0]["labelsAdded"] == [{"message": {"id": m["id"], "threadId": m["threadId"],
+                                                   "labelIds": ["INBOX", "UNREAD", lab["id"]]},
+                                       "labelIds": [lab["id"]]}]
+    assert recs[1]["labelsRemoved"] == [{"message": {"id": m["id"], "threadId": m["threadId"],
+                                                     "labelIds": [lab["id"]]},
+                                         "labelIds": ["INBOX", "UNREAD"]}]
+    assert [r["id"] for r in history_since(c, p0["historyId"], historyTypes="labelRemoved")[0]] \
+        == [recs[1]["id"]]
+    assert len(history_since(c, p0["historyId"], labelId=lab["id"])[0]) == 2
+    # messages.list labelIds honours custom labels; the message left the inbox
+    st, _, r = c.api("messages", labelIds=lab["id"])
+    assert [x["id"] for x in r["messages"]] == [m["id"]]
+    st, _, r = c.api("messages", labelIds="INBOX")
+    assert "messages" not in r
+    st, _, g = c.api("labels/" + lab["id"])
+    assert g["messagesTotal"] == 1
+    # unknown labels, too many labels, unknown message, bad JSON: errors, no change
+    st, _, b = post(c, "messages/%s/modify" % m["id"], {"addLabelIds": ["Label_999999"]})
+    assert st == 400 and b["error"]["message"] == "Invalid label: Label_999999"
+    google_error(b, 400, "invalidArgument")
+    st, _, b = post(c, "messages/%s/modify" % m["id"],
+                    {"addLabelIds": ["STARRED"] * 101})
+    assert st == 400
+    st, _, b = post(c, "messages/0000000000000001/modify", {"addLabelIds": ["STARRED"]})
+    assert st == 404
+    st, _, b = c.json("POST", "/gmail/v1/users/me/messages/%s/modify" % m["id"], b"{nope",
+                      {"Content-Type": "application/json"})
+    assert st == 400
+    assert history_since(c, cur)[0] == []
+    # a no-op modify answers the message and makes no record
+    st, _, b = post(c, "messages/%s/modify" % m["id"], {"addLabelIds": [lab["id"]]})
+    assert st == 200 and b["labelIds"] == [lab["id"]]
+    assert history_since(c, cur)[0] == []
+
+
+def test_batch_modify(cl):
+    c = scoped_client(cl, SCOPE_MODIFY)
+    ms = [add_raw(cl, make_raw("bm%d" % i), labelIds=["INBOX", "UNREAD"]) for i in range(3)]
+    st, _, p0 = c.api("profile")
+    cl.ctl("POST", "/counters/reset")
+    st, _, data = c.request("POST", "/gmail/v1/users/me/messages/batchModify",
+                            json.dumps({"ids": [m["id"] for m in ms] + ["0000000000000001"],
+                                        "addLabelIds": ["STARRED"],
+                                        "removeLabelIds": ["UNREAD"]}).encode(),
+                            {"Content-Type": "application/json"})
+    assert st == 204 and data == b""
+    st, cnt = cl.ctl("GET", "/counters")
+    assert cnt["units_by_user"][USER] == 50
+    recs, _ = history_since(c, p0["historyId"])
+    assert [list(r)[2] for r in recs] == ["labelsAdded", "labelsRemoved"] * 3
+    assert [r["messages"][0]["id"] for r in recs] == [ms[0]["id"]] * 2 + [ms[1]["id"]] * 2 + \
+        [ms[2]["id"]] * 2
+    for m in ms:
+        st, _, g = c.api("messages/" + m["id"], format="minimal")
+        assert g["labelIds"] == ["INBOX", "STARRED"]
+    st, _, b = post(c, "messages/batchModify", {"ids": ["1"] * 1001, "addLabelIds": ["STARRED"]})
+    assert st == 400
+    st, _, b = post(c, "messages/batchModify", {"ids": [ms[0]["id"]], "addLabelIds": ["nope"]})
+    assert st == 400 and b["error"]["message"] == "Invalid label: nope"
+
+
+def test_modify_in_a_batch_request(cl):
+    c = scoped_client(cl, SCOPE_MODIFY)
+    m = add_raw(cl, make_raw("bb1"))
+    calls = ["POST /gmail/v1/users/me/messages/%s/modify\r\nContent-Type: application/json"
+             "\r\n\r\n{\"addLabelIds\": [\"STARRED\"]}" % m["id"],
+             "POST /gmail/v1/users/me/messages/%s/trash" % m["id"],
+             "GET /gmail/v1/users/me/messages/%s?format=minimal" % m["id"]]
+    st, h, data = c.request("POST", "/batch/gmail/v1", batch_body(calls),
+                            {"Content-Type": "multipart/mixed; boundary=batch_foobarbaz"})
+    assert st == 200
+    parts = parse_batch(h, data)
+    assert [p[1] for p in parts] == [200, 200, 200]
+    assert parts[0][2]["labelIds"] == ["INBOX", "UNREAD", "STARRED"]
+    assert parts[2][2]["labelIds"] == ["INBOX", "UNREAD", "STARRED", "TRASH"]
+
+
+def test_control_user_changes_trash_labels_delete(cl):
+    """What the user does in the Gmail UI, through the control API: each change advances
+    the mailbox historyId and makes the record the API then lists."""
+    m = add_raw(cl, make_raw("u1"), labelIds=["INBOX"])
+    st, s0 = cl.ctl("GET", "/users/" + USER)
+    h0 = s0["historyId"]
+    st, lab = cl.ctl("POST", "/users/%s/labels" % USER, {"name": "Travel"})
+    assert st == 200 and lab["id"].startswith("Label_") and lab["type"] == "user"
+    st, b = cl.ctl("POST", "/users/%s/labels" % USER, {"name": "travel"})
+    assert st == 409
+    st, ls = cl.ctl("GET", "/users/%s/labels" % USER)
+    assert lab in ls["labels"]
+    st, b = cl.ctl("POST", "/users/%s/messages/%s/labels" % (USER, m["id"]),
+                   {"add": [lab["id"]], "remove": ["INBOX"]})
+    assert st == 200 and b["labelIds"] == [lab["id"]]
+    st, b = cl.ctl("POST", "/users/%s/messages/%s/trash" % (USER, m["id"]))
+    assert st == 200 and b["labelIds"] == [lab["id"], "TRASH"]
+    h_trash = b["historyId"]
+    st, b = cl.ctl("POST", "/users/%s/messages/%s/untrash" % (USER, m["id"]))
+    assert st == 200 and b["labelIds"] == [lab["id"]] and int(b["historyId"]) > int(h_trash)
+    st, b = cl.ctl("DELETE", "/users/%s/messages/%s" % (USER, m["id"]))
+    assert st == 200
+    st, b = cl.ctl("POST", "/users/%s/messages/%s/trash" % (USER, m["id"]))
+    assert st == 404
+    recs, cur = history_since(cl, h0)
+    kinds = [[k for k in r if k not in ("id", "messages")][0] for r in recs]
+    assert kinds == ["labelsAdded", "labelsRemoved", "labelsAdded", "labelsRemoved",
+                     "messagesDeleted"]
+    assert recs[2]["labelsAdded"][0]["labelIds"] == ["TRASH"]
+    st, s1 = cl.ctl("GET", "/users/" + USER)
+    assert s1["historyId"] == cur == recs[-1]["id"] and int(cur) > int(h0)
+    st, _, ls = cl.api("labels")
+    assert {"id": lab["id"], "name": "Travel", "type": "user"} in ls["labels"]
+
+
+# ---------------------------------------------------------------------------
 # control API, keep-alive, gzip, scale
 # ---------------------------------------------------------------------------
 
