@@ -207,8 +207,10 @@ lt_err_t lt_imap_examine_qresync(lt_imap_t *c, const char *name, const lt_imap_q
  * mailbox: every message of set whose flags changed after modseq is given to
  * cb->changed; with vanished (needs QRESYNC enabled, else LT_ERR_INVALID)
  * the UIDs of set expunged since modseq come to cb->vanished (earlier = 1).
- * Needs CONDSTORE advertised (else LT_ERR_INVALID). VANISHED or EXPUNGE
- * arriving meanwhile (earlier = 0) are delivered too. */
+ * Needs CONDSTORE advertised (else LT_ERR_INVALID). A VANISHED arriving
+ * meanwhile (earlier = 0: expunged now) is delivered too; a plain EXPUNGE
+ * (sequence number only, sent when QRESYNC is not enabled) only lowers
+ * lt_imap_exists(). */
 lt_err_t lt_imap_uid_fetch_changed(lt_imap_t *c, const lt_imap_range_t *set, size_t nset,
                                    uint64_t modseq, int vanished, const lt_imap_changes_cb_t *cb,
                                    char *errstr, size_t errstr_size);
