@@ -50,6 +50,9 @@ struct lt_imap_s {
     uint64_t max_message;
     int fetch_pipeline;
     const lt_log_ctx_t *log;
+    unsigned hide_caps;
+    unsigned enabled; /* LT_IMAP_CAP_* confirmed by ENABLED */
+    const lt_imap_changes_cb_t *ccb;
 
     int fd;
     SSL_CTX *ctx;
@@ -370,12 +373,26 @@ static lt_err_t tls_start(lt_imap_t *c, int64_t deadline, char *errstr, size_t e
 
 /* -------------------------------------------------------------- events */
 
+/* The LT_IMAP_CAP_* bit of an extension name, 0 for others. */
+static unsigned cap_bit(const char *name)
+{
+    if (!strcasecmp(name, "CONDSTORE"))
+        return LT_IMAP_CAP_CONDSTORE;
+    if (!strcasecmp(name, "QRESYNC"))
+        return LT_IMAP_CAP_QRESYNC;
+    if (!strcasecmp(name, "ENABLE"))
+        return LT_IMAP_CAP_ENABLE;
+    return 0;
+}
+
 static void set_caps(lt_imap_t *c, const char *const *strs, size_t n)
 {
     size_t o = 0;
     c->caps_gen++;
     c->caps[o++] = ' ';
     for (size_t i = 0; i < n; i++) {
+        if (cap_bit(strs[i]) & c->hide_caps)
+            continue; /* simulated server without it */
         size_t l = strlen(strs[i]);
         if (o + l + 2 >= sizeof(c->caps))
             break;
@@ -566,6 +583,10 @@ static lt_err_t on_mailbox_code(lt_imap_t *c, const lt_imap_event_t *ev)
         c->mb->uidnext = parse_u32(ev->code_arg, &ok);
         if (!ok)
             return ev_fail(c, LT_ERR_TEMPORARY, "IMAP protocol error: bad UIDNEXT");
+    } else if (!strcmp(ev->code, "HIGHESTMODSEQ")) {
+        c->mb->highestmodseq = ev->modseq; /* checked by the parser */
+    } else if (!strcmp(ev->code, "NOMODSEQ")) {
+        c->mb->nomodseq = 1;
     }
     return LT_OK;
 }
@@ -680,6 +701,33 @@ static void on_fetch_flags(lt_imap_t *c, const lt_imap_event_t *ev)
                               ev->strs[i]);
 }
 
+/* ENABLED, VANISHED and FETCH FLAGS for lt_imap_enable() and the change callbacks. */
+static lt_err_t on_changes(lt_imap_t *c, const lt_imap_event_t *ev)
+{
+    lt_err_t err = LT_OK;
+    const lt_imap_changes_cb_t *cb = c->ccb;
+    if (ev->type == LT_IMAP_EV_ENABLED) {
+        for (size_t i = 0; i < ev->nstrs; i++) {
+            unsigned b = cap_bit(ev->strs[i]);
+            c->enabled |= b == LT_IMAP_CAP_QRESYNC ? b | LT_IMAP_CAP_CONDSTORE : b;
+        }
+        return LT_OK;
+    }
+    if (ev->type == LT_IMAP_EV_VANISHED) {
+        if (!ev->earlier) { /* expunged now: the message count drops */
+            uint64_t n = lt_imap_ranges_count(ev->ranges, ev->nranges);
+            c->exists = n >= c->exists ? 0 : c->exists - (uint32_t)n;
+        }
+        if (cb && cb->vanished)
+            err = cb->vanished(cb->opaque, ev->ranges, ev->nranges, ev->earlier);
+    } else if (ev->type == LT_IMAP_EV_FETCH && cb && cb->changed &&
+               (ev->fetch.has & LT_IMAP_HAS_UID) && (ev->fetch.has & LT_IMAP_HAS_FLAGS)) {
+        err = cb->changed(cb->opaque, ev->fetch.uid, ev->strs, ev->nstrs,
+                          (ev->fetch.has & LT_IMAP_HAS_MODSEQ) ? ev->fetch.modseq : 0);
+    }
+    return err ? ev_fail(c, err, "IMAP: aborted by the change callback") : LT_OK;
+}
+
 /* The parser's event callback: one handler per kind of response. */
 static lt_err_t on_event(void *opaque, const lt_imap_event_t *ev)
 {
@@ -707,8 +755,15 @@ static lt_err_t on_event(void *opaque, const lt_imap_event_t *ev)
         return on_list(c, ev);
     case LT_IMAP_EV_SEARCH:
         return on_search(c, ev);
-    case LT_IMAP_EV_FETCH:
+    case LT_IMAP_EV_ENABLED:
+    case LT_IMAP_EV_VANISHED:
+        return on_changes(c, ev);
+    case LT_IMAP_EV_FETCH: {
         on_fetch_flags(c, ev);
+        lt_err_t err = on_changes(c, ev);
+        if (err)
+            return err;
+    }
         /* fall through */
     case LT_IMAP_EV_BODY_BEGIN:
     case LT_IMAP_EV_BODY_DATA:
@@ -877,6 +932,7 @@ lt_imap_t *lt_imap_new(const lt_imap_opts_t *o)
     if (c->fetch_pipeline > MAX_INFLIGHT - 1)
         c->fetch_pipeline = MAX_INFLIGHT - 1;
     c->log = o->log;
+    c->hide_caps = o->hide_caps;
     c->fd = -1;
     lt_imap_parser_opts_t po = {.max_line = c->max_line, .max_message = c->max_message};
     c->parser = lt_imap_parser_new(&po, on_event, c);
@@ -1241,39 +1297,211 @@ lt_err_t lt_imap_list(lt_imap_t *c, lt_imap_folder_t **folders, size_t *nfolders
     return err;
 }
 
-lt_err_t lt_imap_examine(lt_imap_t *c, const char *name, lt_imap_mailbox_t *mb, char *errstr,
-                         size_t errstr_size)
+static lt_err_t search_cmd(lt_imap_t *c, lt_buf_t *b, uint32_t lo, uint32_t hi, uint32_t **uids,
+                           size_t *nuids, char *errstr, size_t errstr_size);
+
+/* The ranges as a sequence set; hi = LT_IMAP_STAR as "*". */
+static void range_set(lt_buf_t *b, const lt_imap_range_t *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        lt_buf_appendf(b, "%s%u", i ? "," : "", r[i].lo);
+        if (r[i].hi == LT_IMAP_STAR)
+            lt_buf_appendf(b, ":*");
+        else if (r[i].hi != r[i].lo)
+            lt_buf_appendf(b, ":%u", r[i].hi);
+    }
+}
+
+static int ranges_ok(const lt_imap_range_t *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!r[i].lo || r[i].hi < r[i].lo)
+            return 0;
+    return 1;
+}
+
+/* EXAMINE or SELECT (verb), with QRESYNC parameters when q. */
+static lt_err_t open_mailbox(lt_imap_t *c, const char *verb, const char *name,
+                             const lt_imap_qresync_t *q, lt_imap_mailbox_t *mb,
+                             const lt_imap_changes_cb_t *cb, char *errstr, size_t errstr_size)
 {
     memset(mb, 0, sizeof(*mb));
     lt_err_t err = check_open(c, S_AUTH, errstr, errstr_size);
     if (err)
         return err;
-    lt_buf_t *b = lt_buf_new(16 * 1024);
-    lt_buf_appendf(b, "EXAMINE ");
+    lt_buf_t *b = lt_buf_new(16 * 1024 + (q ? 24 * q->nknown : 0));
+    lt_buf_appendf(b, "%s ", verb);
     if ((err = encode_name(name, b, errstr, errstr_size))) {
         lt_buf_destroy(b);
         return err;
     }
+    if (q) {
+        lt_buf_appendf(b, " (QRESYNC (%u %llu", q->uidvalidity, (unsigned long long)q->modseq);
+        if (q->nknown) {
+            lt_buf_appendf(b, " ");
+            range_set(b, q->known, q->nknown);
+        }
+        lt_buf_appendf(b, "))");
+    }
     c->state = S_AUTH; /* a failed EXAMINE leaves no mailbox selected */
     c->exists = 0;
     c->mb = mb;
+    c->ccb = cb;
     int slot;
     err = send_cmd(c, b, &slot, errstr, errstr_size);
     lt_buf_destroy(b);
     if (!err)
         err = wait_slot(c, slot, 0, errstr, errstr_size);
     c->mb = NULL;
+    c->ccb = NULL;
     if (err)
         return err;
     int ro = !strcmp(c->pend[slot].code, "READ-ONLY");
-    if ((err = finish(c, slot, K_EXAMINE, "EXAMINE", errstr, errstr_size)))
+    if ((err = finish(c, slot, K_EXAMINE, verb, errstr, errstr_size)))
         return err;
     mb->exists = c->exists;
     mb->read_only = ro;
     if (!mb->uidvalidity)
         return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
-                         "IMAP EXAMINE: the server sent no UIDVALIDITY");
+                         "IMAP %s: the server sent no UIDVALIDITY", verb);
     c->state = S_SELECTED;
+    return LT_OK;
+}
+
+lt_err_t lt_imap_examine(lt_imap_t *c, const char *name, lt_imap_mailbox_t *mb, char *errstr,
+                         size_t errstr_size)
+{
+    return open_mailbox(c, "EXAMINE", name, NULL, mb, NULL, errstr, errstr_size);
+}
+
+lt_err_t lt_imap_examine_qresync(lt_imap_t *c, const char *name, const lt_imap_qresync_t *q,
+                                 lt_imap_mailbox_t *mb, const lt_imap_changes_cb_t *cb,
+                                 char *errstr, size_t errstr_size)
+{
+    memset(mb, 0, sizeof(*mb));
+    if (!(c->enabled & LT_IMAP_CAP_QRESYNC))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "IMAP: QRESYNC is not enabled on this connection");
+    if (!q->uidvalidity || !q->modseq || q->modseq > LT_IMAP_MODSEQ_MAX ||
+        !ranges_ok(q->known, q->nknown))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "IMAP: bad QRESYNC parameters");
+    return open_mailbox(c, "EXAMINE", name, q, mb, cb, errstr, errstr_size);
+}
+
+lt_err_t lt_imap_select(lt_imap_t *c, const char *name, lt_imap_mailbox_t *mb, char *errstr,
+                        size_t errstr_size)
+{
+    return open_mailbox(c, "SELECT", name, NULL, mb, NULL, errstr, errstr_size);
+}
+
+unsigned lt_imap_enabled(const lt_imap_t *c)
+{
+    return c->enabled;
+}
+
+lt_err_t lt_imap_enable(lt_imap_t *c, const char *exts, unsigned *enabled, char *errstr,
+                        size_t errstr_size)
+{
+    if (enabled)
+        *enabled = 0;
+    lt_err_t err = check_open(c, S_AUTH, errstr, errstr_size);
+    if (err)
+        return err;
+    if (c->state != S_AUTH)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "IMAP: ENABLE before a mailbox is examined");
+    lt_buf_t *b = lt_buf_new(64 + strlen(exts));
+    lt_buf_appendf(b, "ENABLE");
+    size_t nsent = 0;
+    const char *p = exts;
+    while (*p) {
+        size_t n = strcspn(p, " ");
+        char name[64];
+        if (n && n < sizeof(name)) {
+            memcpy(name, p, n);
+            name[n] = 0;
+            int ok = 1;
+            for (size_t i = 0; i < n; i++)
+                if (!(name[i] >= 'A' && name[i] <= 'Z') && !(name[i] >= 'a' && name[i] <= 'z') &&
+                    !(name[i] >= '0' && name[i] <= '9') && !strchr("=-_.+", name[i]))
+                    ok = 0;
+            if (!ok) {
+                lt_buf_destroy(b);
+                return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                                 "IMAP: bad extension name for ENABLE");
+            }
+            if (lt_imap_has_cap(c, name)) {
+                lt_buf_appendf(b, " %s", name);
+                nsent++;
+            }
+        }
+        p += n;
+        while (*p == ' ')
+            p++;
+    }
+    if (nsent && lt_imap_has_cap(c, "ENABLE"))
+        err = simple(c, b, K_OTHER, "ENABLE", errstr, errstr_size);
+    lt_buf_destroy(b);
+    if (!err && enabled)
+        *enabled = c->enabled;
+    return err;
+}
+
+lt_err_t lt_imap_uid_fetch_changed(lt_imap_t *c, const lt_imap_range_t *set, size_t nset,
+                                   uint64_t modseq, int vanished, const lt_imap_changes_cb_t *cb,
+                                   char *errstr, size_t errstr_size)
+{
+    lt_err_t err = check_open(c, S_SELECTED, errstr, errstr_size);
+    if (err)
+        return err;
+    if (!nset || !ranges_ok(set, nset) || modseq > LT_IMAP_MODSEQ_MAX)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "IMAP: bad UID set or modseq");
+    if (!lt_imap_has_cap(c, "CONDSTORE") && !(c->enabled & LT_IMAP_CAP_CONDSTORE))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "IMAP: the server does not offer CONDSTORE");
+    if (vanished && !(c->enabled & LT_IMAP_CAP_QRESYNC))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "IMAP: VANISHED needs QRESYNC enabled");
+    lt_buf_t *b = lt_buf_new(24 * nset + 96);
+    lt_buf_appendf(b, "UID FETCH ");
+    range_set(b, set, nset);
+    lt_buf_appendf(b, " (FLAGS) (CHANGEDSINCE %llu%s)", (unsigned long long)modseq,
+                   vanished ? " VANISHED" : "");
+    c->ccb = cb;
+    err = simple(c, b, K_READ, "UID FETCH CHANGEDSINCE", errstr, errstr_size);
+    c->ccb = NULL;
+    lt_buf_destroy(b);
+    return err;
+}
+
+lt_err_t lt_imap_uid_search_all(lt_imap_t *c, lt_imap_range_t **ranges, size_t *nranges,
+                                char *errstr, size_t errstr_size)
+{
+    *ranges = NULL;
+    *nranges = 0;
+    lt_err_t err = check_open(c, S_SELECTED, errstr, errstr_size);
+    if (err)
+        return err;
+    uint32_t *uids = NULL;
+    size_t n = 0;
+    lt_buf_t *b = lt_buf_new(32);
+    lt_buf_appendf(b, "UID SEARCH ALL");
+    err = search_cmd(c, b, 1, UINT32_MAX, &uids, &n, errstr, errstr_size);
+    lt_buf_destroy(b);
+    if (err)
+        return err;
+    /* uids is ascending and unique: runs of consecutive UIDs become ranges. */
+    size_t o = 0;
+    lt_imap_range_t *r = lt_xmalloc((n ? n : 1) * sizeof(*r));
+    for (size_t i = 0; i < n; i++) {
+        if (o && r[o - 1].hi != UINT32_MAX && uids[i] == r[o - 1].hi + 1)
+            r[o - 1].hi = uids[i];
+        else
+            r[o++] = (lt_imap_range_t){uids[i], uids[i]};
+    }
+    free(uids);
+    *ranges = n ? lt_xrealloc(r, o * sizeof(*r)) : r;
+    *nranges = o;
     return LT_OK;
 }
 
@@ -1572,5 +1800,36 @@ lt_err_t lt_imap_uid_flags(lt_imap_t *c, uint32_t uid, char *flags, size_t flags
     c->flags_out = NULL;
     if (!err && !c->flags_found)
         err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "IMAP: no message with UID %u", uid);
+    return err;
+}
+
+lt_err_t lt_imap_uid_store(lt_imap_t *c, uint32_t uid, const char *op, const char *flags,
+                           char *errstr, size_t errstr_size)
+{
+    lt_err_t err = check_open(c, S_SELECTED, errstr, errstr_size);
+    if (err)
+        return err;
+    if (!uid || (strcmp(op, "+FLAGS") && strcmp(op, "-FLAGS") && strcmp(op, "FLAGS")) ||
+        strpbrk(flags, "()\r\n"))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "IMAP: bad UID STORE arguments");
+    lt_buf_t *b = lt_buf_new(64 + strlen(flags));
+    lt_buf_appendf(b, "UID STORE %u %s.SILENT (%s)", uid, op, flags);
+    err = simple(c, b, K_OTHER, "UID STORE", errstr, errstr_size);
+    lt_buf_destroy(b);
+    return err;
+}
+
+lt_err_t lt_imap_uid_expunge(lt_imap_t *c, uint32_t uid, char *errstr, size_t errstr_size)
+{
+    lt_err_t err = lt_imap_uid_store(c, uid, "+FLAGS", "\\Deleted", errstr, errstr_size);
+    if (err)
+        return err;
+    if (!lt_imap_has_cap(c, "UIDPLUS"))
+        return lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
+                         "IMAP: UID EXPUNGE needs UIDPLUS");
+    lt_buf_t *b = lt_buf_new(48);
+    lt_buf_appendf(b, "UID EXPUNGE %u", uid);
+    err = simple(c, b, K_OTHER, "UID EXPUNGE", errstr, errstr_size);
+    lt_buf_destroy(b);
     return err;
 }

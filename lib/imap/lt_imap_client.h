@@ -9,7 +9,7 @@
  * Read-only guarantee: mailboxes are opened with EXAMINE and messages read
  * with BODY.PEEK[], so ingestion never sets \Seen nor changes anything. The
  * only writing commands are the helpers for tests and tools at the end
- * (CREATE, DELETE, APPEND), which the ingestion path never calls.
+ * (CREATE, DELETE, APPEND, SELECT, UID STORE, UID EXPUNGE), which the ingestion path never calls.
  *
  * Errors (lt_err_t + errstr, never a password or message content):
  *   LT_ERR_TEMPORARY  network error, timeout, connection closed, BYE, TLS
@@ -34,9 +34,17 @@
 #include <stdint.h>
 
 #include "lt_err.h"
+#include "lt_imap_parser.h"
 #include "lt_log.h"
 
 typedef struct lt_imap_s lt_imap_t;
+
+/* Extensions of RFC 7162 / RFC 5161, as bits (opts.hide_caps, lt_imap_enable()). */
+enum {
+    LT_IMAP_CAP_CONDSTORE = 1u << 0,
+    LT_IMAP_CAP_QRESYNC = 1u << 1,
+    LT_IMAP_CAP_ENABLE = 1u << 2,
+};
 
 typedef struct {
     const char *host;        /* name or IP address: connect target and TLS identity */
@@ -50,6 +58,8 @@ typedef struct {
     size_t fetch_batch;      /* UIDs per UID FETCH command; 0 = 250 */
     int fetch_pipeline;      /* UID FETCH commands in flight (1..8); 0 = 2 */
     const lt_log_ctx_t *log; /* borrowed until destroy; may be NULL */
+    unsigned hide_caps;      /* LT_IMAP_CAP_* taken as not advertised, whatever the server
+                                says (tests simulate servers without them); 0 = none */
 } lt_imap_opts_t;
 
 /* Copies what it needs of opts (strings included). */
@@ -107,6 +117,10 @@ typedef struct {
     uint32_t uidnext; /* 0 when the server did not say */
     uint32_t exists;
     int read_only; /* the server confirmed [READ-ONLY] */
+    uint64_t highestmodseq; /* [HIGHESTMODSEQ n] (RFC 7162); 0 when not sent. It may be lower
+                               than a value seen before (a server bug or restore): reported
+                               as sent, the caller decides */
+    int nomodseq;           /* [NOMODSEQ]: the mailbox has no mod-sequences */
 } lt_imap_mailbox_t;
 
 /* EXAMINE (read-only SELECT) a mailbox by its UTF-8 name. */
@@ -145,6 +159,68 @@ typedef struct {
 lt_err_t lt_imap_uid_fetch(lt_imap_t *c, const uint32_t *uids, size_t nuids,
                            const lt_imap_fetch_cb_t *cb, char *errstr, size_t errstr_size);
 
+/* ---- CONDSTORE / QRESYNC (RFC 7162) ---- */
+
+/* ENABLE (RFC 5161) the space-separated extensions in exts ("QRESYNC",
+ * "CONDSTORE QRESYNC") that the server advertises; the others are not sent.
+ * *enabled (LT_IMAP_CAP_* bits) gets what the server confirmed with
+ * "* ENABLED" (QRESYNC implies CONDSTORE). Without ENABLE or any of them
+ * advertised nothing is sent and *enabled = 0: LT_OK, the caller falls
+ * back. Only before a mailbox is examined (authenticated state). */
+lt_err_t lt_imap_enable(lt_imap_t *c, const char *exts, unsigned *enabled, char *errstr,
+                        size_t errstr_size);
+/* The LT_IMAP_CAP_* enabled on this connection. */
+unsigned lt_imap_enabled(const lt_imap_t *c);
+
+/* Changes reported by the server: a FETCH with FLAGS (uid, flags borrowed
+ * during the call, modseq or 0 when not sent), and VANISHED UID ranges
+ * (earlier = 1 for VANISHED (EARLIER), i.e. expunged before this command;
+ * 0 for expunges happening now). A non-LT_OK return aborts the command with
+ * that code and closes the connection. Either may be NULL. */
+typedef struct {
+    lt_err_t (*changed)(void *opaque, uint32_t uid, const char *const *flags, size_t nflags,
+                        uint64_t modseq);
+    lt_err_t (*vanished)(void *opaque, const lt_imap_range_t *ranges, size_t n, int earlier);
+    void *opaque;
+} lt_imap_changes_cb_t;
+
+/* What the client knew of a mailbox: QRESYNC parameters. known (may be
+ * NULL/0) are the UIDs it knows of; LT_IMAP_STAR as hi is sent as "*". */
+typedef struct {
+    uint32_t uidvalidity;
+    uint64_t modseq; /* >= 1 */
+    const lt_imap_range_t *known;
+    size_t nknown;
+} lt_imap_qresync_t;
+
+/* EXAMINE name (QRESYNC (uidvalidity modseq [known])) with QRESYNC enabled
+ * (else LT_ERR_INVALID). The server reports, through cb, the UIDs expunged
+ * since modseq (VANISHED (EARLIER)) and the flags changed since
+ * (FETCH UID FLAGS MODSEQ), unless uidvalidity differs (then nothing:
+ * compare mb->uidvalidity). mb as for lt_imap_examine(), with
+ * highestmodseq or nomodseq. */
+lt_err_t lt_imap_examine_qresync(lt_imap_t *c, const char *name, const lt_imap_qresync_t *q,
+                                 lt_imap_mailbox_t *mb, const lt_imap_changes_cb_t *cb,
+                                 char *errstr, size_t errstr_size);
+
+/* UID FETCH set (FLAGS) (CHANGEDSINCE modseq [VANISHED]) of the examined
+ * mailbox: every message of set whose flags changed after modseq is given to
+ * cb->changed; with vanished (needs QRESYNC enabled, else LT_ERR_INVALID)
+ * the UIDs of set expunged since modseq come to cb->vanished (earlier = 1).
+ * Needs CONDSTORE advertised (else LT_ERR_INVALID). A VANISHED arriving
+ * meanwhile (earlier = 0: expunged now) is delivered too; a plain EXPUNGE
+ * (sequence number only, sent when QRESYNC is not enabled) only lowers
+ * lt_imap_exists(). */
+lt_err_t lt_imap_uid_fetch_changed(lt_imap_t *c, const lt_imap_range_t *set, size_t nset,
+                                   uint64_t modseq, int vanished, const lt_imap_changes_cb_t *cb,
+                                   char *errstr, size_t errstr_size);
+
+/* UID SEARCH ALL of the examined mailbox as ascending, disjoint,
+ * non-adjacent ranges (*ranges caller frees; at most 16 M UIDs): the UID
+ * list of a mailbox without QRESYNC, to find expunges by difference. */
+lt_err_t lt_imap_uid_search_all(lt_imap_t *c, lt_imap_range_t **ranges, size_t *nranges,
+                                char *errstr, size_t errstr_size);
+
 /* LOGOUT and close. */
 lt_err_t lt_imap_logout(lt_imap_t *c, char *errstr, size_t errstr_size);
 
@@ -167,5 +243,14 @@ lt_err_t lt_imap_append(lt_imap_t *c, const char *name, const lt_imap_message_t 
  * into flags (NUL-terminated); LT_ERR_NOT_FOUND when no such UID. */
 lt_err_t lt_imap_uid_flags(lt_imap_t *c, uint32_t uid, char *flags, size_t flags_size, char *errstr,
                            size_t errstr_size);
+/* SELECT (read-write) a mailbox: only for the writing helpers below. */
+lt_err_t lt_imap_select(lt_imap_t *c, const char *name, lt_imap_mailbox_t *mb, char *errstr,
+                        size_t errstr_size);
+/* UID STORE uid op (flags) of the selected mailbox; op is "+FLAGS",
+ * "-FLAGS" or "FLAGS" (".SILENT" is added). */
+lt_err_t lt_imap_uid_store(lt_imap_t *c, uint32_t uid, const char *op, const char *flags,
+                           char *errstr, size_t errstr_size);
+/* Set \Deleted on uid and UID EXPUNGE it (needs UIDPLUS). */
+lt_err_t lt_imap_uid_expunge(lt_imap_t *c, uint32_t uid, char *errstr, size_t errstr_size);
 
 #endif

@@ -43,6 +43,8 @@ struct lt_imap_parser_s {
     size_t nstrs, strs_cap;
     uint32_t *nums;
     size_t nnums, nums_cap;
+    lt_imap_range_t *ranges; /* at most one set per response: < line length / 2 ranges */
+    size_t nranges, ranges_cap;
 };
 
 typedef struct {
@@ -152,6 +154,17 @@ static void push_num(lt_imap_parser_t *p, uint32_t n)
     p->nums[p->nnums++] = n;
 }
 
+static void push_range(lt_imap_parser_t *p, uint32_t a, uint32_t b)
+{
+    if (p->nranges == p->ranges_cap) {
+        p->ranges_cap = p->ranges_cap ? p->ranges_cap * 2 : 64;
+        p->ranges = lt_xrealloc(p->ranges, p->ranges_cap * sizeof(*p->ranges));
+    }
+    p->ranges[p->nranges].lo = a < b ? a : b;
+    p->ranges[p->nranges].hi = a < b ? b : a;
+    p->nranges++;
+}
+
 static void prepare(lt_imap_parser_t *p, size_t len)
 {
     size_t need = 3 * len + 64; /* strings are disjoint slices of the input, +1 NUL each;
@@ -164,6 +177,7 @@ static void prepare(lt_imap_parser_t *p, size_t len)
     p->arena_len = 0;
     p->nstrs = 0;
     p->nnums = 0;
+    p->nranges = 0;
 }
 
 static lt_err_t emit(lt_imap_parser_t *p, lt_imap_event_t *ev)
@@ -227,6 +241,53 @@ static int read_nz32(cur_t *c, uint32_t *out)
     if (v == 0)
         return fail(c, "expected a non-zero number");
     *out = (uint32_t)v;
+    return 0;
+}
+
+/* seq-number: nz-number or "*" (= star). */
+static int read_seqnum(cur_t *c, uint32_t star, uint32_t *out)
+{
+    if (peek(c) == '*') {
+        c->pos++;
+        *out = star;
+        return 0;
+    }
+    return read_nz32(c, out);
+}
+
+/* sequence-set into the parser's ranges (at most max of them; every range
+ * takes two bytes or more, so the line cap bounds them anyway). */
+static int read_seqset(cur_t *c, uint32_t star, size_t max)
+{
+    lt_imap_parser_t *p = c->p;
+    p->nranges = 0;
+    for (;;) {
+        uint32_t a, b;
+        if (read_seqnum(c, star, &a))
+            return -1;
+        b = a;
+        if (peek(c) == ':') {
+            c->pos++;
+            if (read_seqnum(c, star, &b))
+                return -1;
+        }
+        if (p->nranges >= max)
+            return fail(c, "too many ranges in a sequence set");
+        push_range(p, a, b);
+        if (peek(c) != ',')
+            return 0;
+        c->pos++;
+    }
+}
+
+/* "(" mod-sequence-value ")" of a FETCH MODSEQ item; 1..2^63-1 (0 is
+ * allowed only in a STORE's UNCHANGEDSINCE, never sent by servers). */
+static int read_modseq(cur_t *c, uint64_t *out)
+{
+    if (read_number(c, LT_IMAP_MODSEQ_MAX, out))
+        return -1;
+    if (*out == 0)
+        return fail(c, "mod-sequence 0");
     return 0;
 }
 
@@ -407,17 +468,37 @@ static int read_resp_text(cur_t *c, lt_imap_event_t *ev)
         for (char *q = code; *q; q++)
             *q = (char)upc((unsigned char)*q);
         ev->code = code;
+        size_t arg_start = c->pos, arg_end = c->pos;
         if (c->b[c->pos] == ' ') {
-            start = ++c->pos;
+            arg_start = start = ++c->pos;
             while (c->pos < c->len && c->b[c->pos] != ']')
                 c->pos++;
             if (at_end(c))
                 return fail(c, "unterminated response code");
             ev->code_arg = arena_put(c->p, c->b + start, c->pos - start);
+            arg_end = c->pos;
         }
         c->pos++; /* ']' */
         if (peek(c) == ' ')
             c->pos++;
+        if (!strcmp(code, "HIGHESTMODSEQ") || !strcmp(code, "MODIFIED")) {
+            /* The argument is checked where it stands in the line. */
+            cur_t a = {.p = c->p, .b = c->b, .len = arg_end, .pos = arg_start};
+            int r = !ev->code_arg ? fail(&a, "response code without its argument")
+                    : code[0] == 'H' ? read_modseq(&a, &ev->modseq)
+                                     : read_seqset(&a, LT_IMAP_STAR, SIZE_MAX);
+            if (!r && !at_end(&a))
+                r = fail(&a, "garbage in a response code");
+            if (r) {
+                c->err = a.err;
+                c->errpos = a.errpos;
+                return -1;
+            }
+            if (code[0] == 'M') {
+                ev->ranges = c->p->ranges;
+                ev->nranges = c->p->nranges;
+            }
+        }
         if (ev->code_arg && !strcmp(code, "CAPABILITY")) {
             const char *a = ev->code_arg;
             while (*a) {
@@ -656,6 +737,11 @@ static int parse_fetch(cur_t *c, uint32_t seq, lt_imap_fetch_t *f)
                 return fail(c, "malformed INTERNALDATE");
             }
             f->has |= LT_IMAP_HAS_DATE;
+        } else if (ieq(name, "MODSEQ")) {
+            if (expect(c, '(', "expected '(' of MODSEQ") || read_modseq(c, &f->modseq) ||
+                expect(c, ')', "expected ')' of MODSEQ"))
+                return -1;
+            f->has |= LT_IMAP_HAS_MODSEQ;
         } else if (ieq(name, "FLAGS")) {
             c->p->nstrs = 0;
             if (read_flag_list(c))
@@ -779,6 +865,44 @@ static int parse_untagged(cur_t *c)
         if (!at_end(c) && peek(c) != ' ')
             return fail(c, "garbage after the mailbox name");
         c->pos = c->len;
+    } else if (!strcmp(w, "ENABLED")) {
+        ev.type = LT_IMAP_EV_ENABLED;
+        while (!at_end(c)) {
+            const char *a;
+            if (expect(c, ' ', "expected SP between extensions"))
+                return -1;
+            if (at_end(c))
+                break; /* a trailing SP */
+            if (read_atom(c, 0, &a))
+                return -1;
+            push_str(p, a);
+        }
+        ev.strs = p->strs;
+        ev.nstrs = p->nstrs;
+    } else if (!strcmp(w, "VANISHED")) {
+        ev.type = LT_IMAP_EV_VANISHED;
+        if (expect(c, ' ', "expected SP after VANISHED"))
+            return -1;
+        if (peek(c) == '(') {
+            const char *tag;
+            c->pos++;
+            if (read_atom(c, 0, &tag))
+                return -1;
+            if (!ieq(tag, "EARLIER")) {
+                c->pos -= strlen(tag);
+                return fail(c, "expected EARLIER");
+            }
+            if (expect(c, ')', "expected ')' after EARLIER") ||
+                expect(c, ' ', "expected SP after (EARLIER)"))
+                return -1;
+            ev.earlier = 1;
+        }
+        if (read_seqset(c, LT_IMAP_STAR, SIZE_MAX))
+            return -1;
+        if (!at_end(c))
+            return fail(c, "garbage after the VANISHED set");
+        ev.ranges = p->ranges;
+        ev.nranges = p->nranges;
     } else if (!strcmp(w, "SEARCH")) {
         ev.type = LT_IMAP_EV_SEARCH;
         while (!at_end(c)) {
@@ -1053,6 +1177,7 @@ void lt_imap_parser_destroy(lt_imap_parser_t *p)
     free(p->arena);
     free(p->strs);
     free(p->nums);
+    free(p->ranges);
     free(p);
 }
 
@@ -1177,4 +1302,63 @@ const char *lt_imap_status_name(lt_imap_status_t s)
         return "PREAUTH";
     }
     return "?";
+}
+
+lt_err_t lt_imap_parse_seqset(const char *s, size_t len, uint32_t star, lt_imap_range_t *out,
+                              size_t max, size_t *nout)
+{
+    size_t n = 0;
+    size_t i = 0;
+    *nout = 0;
+    if (len == 0)
+        return LT_ERR_INVALID;
+    for (;;) {
+        uint32_t v[2];
+        int k = 0;
+        for (;;) {
+            if (i < len && s[i] == '*') {
+                v[k] = star;
+                i++;
+            } else {
+                uint64_t x = 0;
+                size_t st = i;
+                while (i < len && s[i] >= '0' && s[i] <= '9') {
+                    x = x * 10 + (uint64_t)(s[i] - '0');
+                    if (x > UINT32_MAX)
+                        return LT_ERR_INVALID;
+                    i++;
+                }
+                if (i == st || x == 0)
+                    return LT_ERR_INVALID;
+                v[k] = (uint32_t)x;
+            }
+            if (k == 0 && i < len && s[i] == ':') {
+                i++;
+                k = 1;
+                continue;
+            }
+            break;
+        }
+        if (k == 0)
+            v[1] = v[0];
+        if (n >= max)
+            return LT_ERR_TOO_BIG;
+        out[n].lo = v[0] < v[1] ? v[0] : v[1];
+        out[n].hi = v[0] < v[1] ? v[1] : v[0];
+        n++;
+        *nout = n;
+        if (i == len)
+            return LT_OK;
+        if (s[i] != ',')
+            return LT_ERR_INVALID;
+        i++;
+    }
+}
+
+uint64_t lt_imap_ranges_count(const lt_imap_range_t *r, size_t n)
+{
+    uint64_t t = 0;
+    for (size_t i = 0; i < n; i++)
+        t += (uint64_t)r[i].hi - r[i].lo + 1;
+    return t;
 }

@@ -53,6 +53,8 @@ typedef enum {
     LT_IMAP_EV_BODY_END,     /* num, section */
     LT_IMAP_EV_BODY_SKIPPED, /* num, section, literal_len (> max_message); fetch as for BEGIN */
     LT_IMAP_EV_OTHER,        /* any other untagged response: name (upper case), text = the rest */
+    LT_IMAP_EV_ENABLED,      /* "* ENABLED ..." (RFC 5161): strs = extension names as sent */
+    LT_IMAP_EV_VANISHED,     /* "* VANISHED [(EARLIER)] set" (RFC 7162): ranges, earlier */
 } lt_imap_ev_type_t;
 
 typedef enum {
@@ -69,13 +71,25 @@ enum {
     LT_IMAP_HAS_DATE = 1u << 2,  /* INTERNALDATE */
     LT_IMAP_HAS_FLAGS = 1u << 3, /* FLAGS (in strs) */
     LT_IMAP_HAS_BODY = 1u << 4,  /* a body section (streamed, skipped, quoted or NIL) */
+    LT_IMAP_HAS_MODSEQ = 1u << 5, /* MODSEQ (n) (RFC 7162) */
 };
+
+/* One range of a sequence set ("7" is 7:7; "9:3" is 3:9; "*" is the star
+ * value given, LT_IMAP_STAR for sets the server sends). */
+typedef struct {
+    uint32_t lo, hi; /* lo <= hi, both >= 1 */
+} lt_imap_range_t;
+
+#define LT_IMAP_STAR UINT32_MAX
+/* Highest mod-sequence value (RFC 7162: 63 bits). */
+#define LT_IMAP_MODSEQ_MAX ((uint64_t)INT64_MAX)
 
 typedef struct {
     unsigned has; /* LT_IMAP_HAS_* */
     uint32_t uid;
     uint64_t size;           /* RFC822.SIZE */
     int64_t internaldate_ms; /* INTERNALDATE as Unix epoch milliseconds */
+    uint64_t modseq;         /* MODSEQ (n); 0 when absent */
     int body_skipped;        /* a body was over max_message and discarded */
 } lt_imap_fetch_t;
 
@@ -85,6 +99,10 @@ typedef struct {
     lt_imap_status_t status; /* TAGGED, STATUS */
     const char *code;        /* response code atom in upper case ("UIDVALIDITY"), or NULL */
     const char *code_arg;    /* the rest inside the brackets, or NULL */
+    uint64_t modseq;         /* code HIGHESTMODSEQ: its value (checked, 1..2^63-1) */
+    const lt_imap_range_t *ranges; /* VANISHED; code MODIFIED: the set, as sent */
+    size_t nranges;
+    int earlier;             /* VANISHED (EARLIER) */
     const char *text;        /* human-readable text ("" when none) */
     const char *name;        /* OTHER: the response name; LIST: "LIST" or "LSUB" */
     uint64_t num;
@@ -129,5 +147,14 @@ int lt_imap_parser_idle(const lt_imap_parser_t *p);
 lt_err_t lt_imap_parse_internaldate(const char *s, size_t len, int64_t *ms);
 
 const char *lt_imap_status_name(lt_imap_status_t s);
+
+/* A sequence set ("1:5,7,9:*", RFC 3501 sequence-set) into at most max
+ * ranges (out, caller's array); "*" becomes star. LT_ERR_INVALID when
+ * malformed (0, a number over 2^32-1, empty parts, anything else),
+ * LT_ERR_TOO_BIG over max ranges. */
+lt_err_t lt_imap_parse_seqset(const char *s, size_t len, uint32_t star, lt_imap_range_t *out,
+                              size_t max, size_t *nout);
+/* How many numbers the ranges cover (no overflow: at most n * 2^32). */
+uint64_t lt_imap_ranges_count(const lt_imap_range_t *r, size_t n);
 
 #endif

@@ -64,6 +64,11 @@ static lt_err_t on_event(void *opaque, const lt_imap_event_t *ev)
     mix(d, &ev->fetch.has, sizeof(ev->fetch.has));
     mix(d, &ev->fetch.uid, sizeof(ev->fetch.uid));
     mix(d, &ev->literal_len, sizeof(ev->literal_len));
+    mix(d, &ev->fetch.modseq, sizeof(ev->fetch.modseq));
+    mix(d, &ev->modseq, sizeof(ev->modseq));
+    mix(d, &ev->earlier, sizeof(ev->earlier));
+    if (ev->nranges)
+        mix(d, ev->ranges, ev->nranges * sizeof(*ev->ranges));
     return LT_OK;
 }
 

@@ -577,6 +577,243 @@ static void test_missing_uid(void)
 #undef NIL2
 }
 
+/* ---- CONDSTORE / QRESYNC (RFC 7162) ---- */
+
+typedef struct {
+    lt_buf_t *log;
+    int abort_changed;
+} chg_rec_t;
+
+static lt_err_t c_changed(void *o, uint32_t uid, const char *const *flags, size_t n,
+                          uint64_t modseq)
+{
+    chg_rec_t *r = o;
+    lt_buf_appendf(r->log, "changed %u (", uid);
+    for (size_t i = 0; i < n; i++)
+        lt_buf_appendf(r->log, "%s%s", i ? " " : "", flags[i]);
+    lt_buf_appendf(r->log, ") %llu;", (unsigned long long)modseq);
+    return r->abort_changed ? LT_ERR_FINAL : LT_OK;
+}
+
+static lt_err_t c_vanished(void *o, const lt_imap_range_t *rg, size_t n, int earlier)
+{
+    chg_rec_t *r = o;
+    lt_buf_appendf(r->log, "vanished%s", earlier ? " earlier" : "");
+    for (size_t i = 0; i < n; i++)
+        lt_buf_appendf(r->log, " %u:%u", rg[i].lo, rg[i].hi);
+    lt_buf_appendf(r->log, ";");
+    return LT_OK;
+}
+
+#define QR_GREETING "* PREAUTH [CAPABILITY IMAP4rev1 ENABLE CONDSTORE QRESYNC UIDPLUS] hi\r\n"
+
+/* ENABLE, EXAMINE with QRESYNC (the RFC 7162 3.2.5.2 example), UID FETCH
+ * CHANGEDSINCE with VANISHED arriving in the middle of the FETCH, UID SEARCH
+ * ALL as ranges. */
+static void test_qresync(void)
+{
+    const step_t steps[] = {
+        {'S', QR_GREETING},
+        {'C', "A1 ENABLE QRESYNC"},
+        {'S', "* ENABLED QRESYNC\r\nA1 OK Enabled.\r\n"},
+        {'C', "A2 EXAMINE INBOX (QRESYNC (67890007 20050715194045000 41:211,214:541))"},
+        {'S', "* OK [CLOSED] Previous mailbox closed.\r\n"
+              "* FLAGS (\\Answered \\Flagged \\Draft \\Deleted \\Seen)\r\n"
+              "* 314 EXISTS\r\n* OK [UIDVALIDITY 67890007] UIDVALIDITY\r\n"
+              "* OK [UIDNEXT 567] Predicted next UID\r\n"
+              "* OK [HIGHESTMODSEQ 20060115205545359] Highest mailbox mod-sequence\r\n"
+              "* VANISHED (EARLIER) 41,43:116,118,120:211,214:540\r\n"
+              "* 49 FETCH (UID 117 FLAGS (\\Seen \\Answered) MODSEQ (20060115194045001))\r\n"},
+        {'P', ""},
+        {'S', "* 50 FETCH (UID 119 FLAGS (\\Draft $MDNSent) MODSEQ (20060115194045308))\r\n"
+              "* 100 FETCH (FLAGS () UID 541 MODSEQ (20060115194045001))\r\n"
+              "A2 OK [READ-ONLY] EXAMINE completed\r\n"},
+        {'C', "A3 UID FETCH 300:500,600:* (FLAGS) (CHANGEDSINCE 12345 VANISHED)"},
+        {'S', "* VANISHED (EARLIER) 301:305\r\n"
+              "* 1 FETCH (UID 300 FLAGS (\\Seen) MODSEQ (12350))\r\n"
+              "* VANISHED 310,320\r\n"
+              "* 2 FETCH (UID 330 FLAGS (\\Flagged \\Seen) MODSEQ (12360))\r\n"
+              "A3 OK Conditional FETCH completed\r\n"},
+        {'C', "A4 UID SEARCH ALL"},
+        {'S', "* SEARCH 9 1 2 3 5 7 8 4294967295 2\r\nA4 OK done\r\n"},
+        {'C', "A5 LOGOUT"},
+        {'S', "* BYE bye\r\nA5 OK Logout completed.\r\n"},
+        {0, NULL},
+    };
+    session_t s;
+    char err[512];
+    lt_err_t e = start(&s, steps, NULL, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "connect: %s", err);
+    unsigned en = 99;
+    e = lt_imap_enable(s.c, "QRESYNC", &en, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "enable: %s", err);
+    CHECK_INT(en, LT_IMAP_CAP_QRESYNC | LT_IMAP_CAP_CONDSTORE);
+    CHECK_INT(lt_imap_enabled(s.c), en);
+
+    chg_rec_t r = {.log = lt_buf_new(4096)};
+    lt_imap_changes_cb_t cb = {c_changed, c_vanished, &r};
+    lt_imap_range_t known[] = {{41, 211}, {214, 541}};
+    lt_imap_qresync_t q = {67890007, 20050715194045000ull, known, 2};
+    lt_imap_mailbox_t mb;
+    e = lt_imap_examine_qresync(s.c, "INBOX", &q, &mb, &cb, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "examine: %s", err);
+    CHECK_INT(mb.uidvalidity, 67890007u);
+    CHECK_INT(mb.uidnext, 567);
+    CHECK_INT(mb.exists, 314);
+    CHECK(mb.highestmodseq == 20060115205545359ull);
+    CHECK_INT(mb.nomodseq, 0);
+    CHECK_INT(mb.read_only, 1);
+    CHECK_STR(lt_buf_str(r.log), "vanished earlier 41:41 43:116 118:118 120:211 214:540;"
+                                 "changed 117 (\\Seen \\Answered) 20060115194045001;"
+                                 "changed 119 (\\Draft $MDNSent) 20060115194045308;"
+                                 "changed 541 () 20060115194045001;");
+
+    lt_buf_reset(r.log);
+    lt_imap_range_t set[] = {{300, 500}, {600, LT_IMAP_STAR}};
+    e = lt_imap_uid_fetch_changed(s.c, set, 2, 12345, 1, &cb, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "fetch changed: %s", err);
+    CHECK_STR(lt_buf_str(r.log), "vanished earlier 301:305;changed 300 (\\Seen) 12350;"
+                                 "vanished 310:310 320:320;changed 330 (\\Flagged \\Seen) 12360;");
+    CHECK_INT(lt_imap_exists(s.c), 312); /* the two expunged now */
+
+    lt_imap_range_t *all = NULL;
+    size_t nall = 0;
+    e = lt_imap_uid_search_all(s.c, &all, &nall, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "search all: %s", err);
+    CHECK_INT(nall, 4); /* sorted, duplicates dropped, runs joined */
+    if (nall == 4)
+        CHECK(all[0].lo == 1 && all[0].hi == 3 && all[1].lo == 5 && all[1].hi == 5 &&
+              all[2].lo == 7 && all[2].hi == 9 && all[3].lo == 4294967295u &&
+              all[3].hi == 4294967295u);
+    free(all);
+    e = lt_imap_logout(s.c, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "logout: %s", err);
+    lt_buf_destroy(r.log);
+    finish(&s, "qresync");
+}
+
+/* NOMODSEQ, then a HIGHESTMODSEQ lower than the one asked for (surfaced,
+ * not an error), then garbage in HIGHESTMODSEQ (protocol error). */
+static void test_qresync_odd(void)
+{
+    const step_t steps[] = {
+        {'S', QR_GREETING},
+        {'C', "A1 ENABLE CONDSTORE QRESYNC"},
+        {'S', "* ENABLED CONDSTORE QRESYNC\r\nA1 OK Enabled.\r\n"},
+        {'C', "A2 EXAMINE plain (QRESYNC (7 100))"},
+        {'S', "* 2 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 3] x\r\n"
+              "* OK [NOMODSEQ] Sorry, this mailbox format doesn't support modsequences\r\n"
+              "A2 OK [READ-ONLY] done\r\n"},
+        {'C', "A3 EXAMINE back (QRESYNC (7 100 1:*))"},
+        {'S', "* 2 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [HIGHESTMODSEQ 5] x\r\n"
+              "A3 OK [READ-ONLY] done\r\n"},
+        {'C', "A4 EXAMINE bad (QRESYNC (7 100 1:*))"},
+        {'S', "* OK [UIDVALIDITY 7] x\r\n* OK [HIGHESTMODSEQ 99999999999999999999] x\r\n"},
+        {0, NULL},
+    };
+    session_t s;
+    char err[512];
+    lt_err_t e = start(&s, steps, NULL, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "connect: %s", err);
+    unsigned en = 0;
+    e = lt_imap_enable(s.c, "CONDSTORE QRESYNC", &en, err, sizeof(err));
+    CHECK_INT(en, LT_IMAP_CAP_QRESYNC | LT_IMAP_CAP_CONDSTORE);
+    chg_rec_t r = {.log = lt_buf_new(4096)};
+    lt_imap_changes_cb_t cb = {c_changed, c_vanished, &r};
+    lt_imap_qresync_t q = {7, 100, NULL, 0};
+    lt_imap_mailbox_t mb;
+    e = lt_imap_examine_qresync(s.c, "plain", &q, &mb, &cb, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "examine nomodseq: %s", err);
+    CHECK_INT(mb.nomodseq, 1);
+    CHECK(mb.highestmodseq == 0);
+    CHECK_INT(mb.uidnext, 3);
+    lt_imap_range_t all[] = {{1, LT_IMAP_STAR}};
+    q.known = all;
+    q.nknown = 1;
+    e = lt_imap_examine_qresync(s.c, "back", &q, &mb, &cb, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "examine backwards: %s", err);
+    CHECK(mb.highestmodseq == 5); /* lower than the 100 asked for: the caller decides */
+    CHECK_INT(mb.nomodseq, 0);
+    CHECK_STR(lt_buf_str(r.log), "");
+    e = lt_imap_examine_qresync(s.c, "bad", &q, &mb, &cb, err, sizeof(err));
+    CHECK_INT(e, LT_ERR_TEMPORARY);
+    CHECK_MSG(strstr(err, "number out of range") != NULL, "%s", err);
+    lt_buf_destroy(r.log);
+    finish(&s, "qresync-odd");
+}
+
+/* A server without CONDSTORE/QRESYNC (simulated with hide_caps, and one
+ * without ENABLE): nothing is enabled, the QRESYNC calls refuse, UID SEARCH
+ * ALL is the fallback. A change callback's error aborts the command. */
+static void test_no_qresync(void)
+{
+    const step_t steps[] = {
+        {'S', QR_GREETING},
+        {'C', "A1 EXAMINE INBOX"},
+        {'S', "* 3 EXISTS\r\n* OK [UIDVALIDITY 9] x\r\n* OK [HIGHESTMODSEQ 40] x\r\n"
+              "A1 OK [READ-ONLY] done\r\n"},
+        {'C', "A2 UID SEARCH ALL"},
+        {'S', "* SEARCH\r\nA2 OK done\r\n"},
+        {0, NULL},
+    };
+    session_t s;
+    char err[512];
+    lt_imap_opts_t o = {.host = "peer",
+                        .io_timeout_ms = 30000,
+                        .hide_caps = LT_IMAP_CAP_CONDSTORE | LT_IMAP_CAP_QRESYNC};
+    lt_err_t e = start(&s, steps, &o, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "connect: %s", err);
+    CHECK(!lt_imap_has_cap(s.c, "QRESYNC") && !lt_imap_has_cap(s.c, "condstore"));
+    CHECK(lt_imap_has_cap(s.c, "ENABLE") && lt_imap_has_cap(s.c, "UIDPLUS"));
+    unsigned en = 99;
+    e = lt_imap_enable(s.c, "QRESYNC CONDSTORE", &en, err, sizeof(err));
+    CHECK_MSG(e == LT_OK && en == 0, "enable: %s", err); /* nothing sent */
+    lt_imap_qresync_t q = {9, 30, NULL, 0};
+    lt_imap_mailbox_t mb;
+    CHECK_INT(lt_imap_examine_qresync(s.c, "INBOX", &q, &mb, NULL, err, sizeof(err)),
+              LT_ERR_INVALID);
+    e = lt_imap_examine(s.c, "INBOX", &mb, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "examine: %s", err);
+    CHECK(mb.highestmodseq == 40); /* sent anyway: still reported */
+    lt_imap_range_t set[] = {{1, LT_IMAP_STAR}};
+    CHECK_INT(lt_imap_uid_fetch_changed(s.c, set, 1, 30, 0, NULL, err, sizeof(err)),
+              LT_ERR_INVALID);
+    CHECK_MSG(strstr(err, "CONDSTORE") != NULL, "%s", err);
+    lt_imap_range_t *all = NULL;
+    size_t nall = 9;
+    e = lt_imap_uid_search_all(s.c, &all, &nall, err, sizeof(err));
+    CHECK_MSG(e == LT_OK && nall == 0 && all != NULL, "search all: %s", err);
+    free(all);
+    finish(&s, "no-qresync");
+
+    /* No ENABLE advertised at all. */
+    const step_t steps2[] = {
+        {'S', "* PREAUTH [CAPABILITY IMAP4rev1 CONDSTORE QRESYNC] hi\r\n"},
+        {'C', "A1 EXAMINE x"},
+        {'S', "* OK [UIDVALIDITY 9] x\r\nA1 OK done\r\n"},
+        {'C', "A2 UID FETCH 4:6 (FLAGS) (CHANGEDSINCE 1)"},
+        {'S', "* 1 FETCH (UID 4 FLAGS (\\Seen) MODSEQ (3))\r\n"},
+        {0, NULL},
+    };
+    e = start(&s, steps2, NULL, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "connect: %s", err);
+    e = lt_imap_enable(s.c, "QRESYNC", &en, err, sizeof(err));
+    CHECK_MSG(e == LT_OK && en == 0, "enable without ENABLE: %s", err);
+    e = lt_imap_examine(s.c, "x", &mb, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "examine: %s", err);
+    lt_imap_range_t set2[] = {{4, 6}};
+    CHECK_INT(lt_imap_uid_fetch_changed(s.c, set2, 1, 1, 1, NULL, err, sizeof(err)),
+              LT_ERR_INVALID); /* VANISHED needs QRESYNC enabled */
+    chg_rec_t r = {.log = lt_buf_new(256), .abort_changed = 1};
+    lt_imap_changes_cb_t cb = {c_changed, c_vanished, &r};
+    e = lt_imap_uid_fetch_changed(s.c, set2, 1, 1, 0, &cb, err, sizeof(err));
+    CHECK_INT(e, LT_ERR_FINAL); /* the callback's code */
+    CHECK_STR(lt_buf_str(r.log), "changed 4 (\\Seen) 3;");
+    CHECK_INT(lt_imap_uid_search_all(s.c, &all, &nall, err, sizeof(err)), LT_ERR_TEMPORARY);
+    lt_buf_destroy(r.log);
+    finish(&s, "no-enable");
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -591,5 +828,8 @@ int main(void)
     test_append_and_abort();
     test_garbage();
     test_missing_uid();
+    test_qresync();
+    test_qresync_odd();
+    test_no_qresync();
     return lt_test_done("test_imap_client_script");
 }

@@ -43,10 +43,18 @@ static void put_fetch(lt_buf_t *b, const lt_imap_fetch_t *f)
         lt_buf_appendf(b, " size=%llu", (unsigned long long)f->size);
     if (f->has & LT_IMAP_HAS_DATE)
         lt_buf_appendf(b, " date=%lld", (long long)f->internaldate_ms);
+    if (f->has & LT_IMAP_HAS_MODSEQ)
+        lt_buf_appendf(b, " modseq=%llu", (unsigned long long)f->modseq);
     if (f->has & LT_IMAP_HAS_BODY)
         lt_buf_appendf(b, " body");
     if (f->body_skipped)
         lt_buf_appendf(b, " skipped");
+}
+
+static void put_ranges(lt_buf_t *b, const lt_imap_event_t *ev)
+{
+    for (size_t i = 0; i < ev->nranges; i++)
+        lt_buf_appendf(b, "%s%u-%u", i ? "," : " ", ev->ranges[i].lo, ev->ranges[i].hi);
 }
 
 static lt_err_t record(void *opaque, const lt_imap_event_t *ev)
@@ -83,9 +91,23 @@ static lt_err_t record(void *opaque, const lt_imap_event_t *ev)
         if (ev->code)
             lt_buf_appendf(b, " [%s%s%s]", ev->code, ev->code_arg ? " " : "",
                            ev->code_arg ? ev->code_arg : "");
+        if (ev->modseq)
+            lt_buf_appendf(b, " modseq=%llu", (unsigned long long)ev->modseq);
+        if (ev->nranges) {
+            lt_buf_appendf(b, " set");
+            put_ranges(b, ev);
+        }
         lt_buf_appendf(b, " text=%s", ev->text);
         if (ev->nstrs)
             put_strs(b, ev);
+        break;
+    case LT_IMAP_EV_ENABLED:
+        lt_buf_appendf(b, "ENABLED");
+        put_strs(b, ev);
+        break;
+    case LT_IMAP_EV_VANISHED:
+        lt_buf_appendf(b, "VANISHED%s", ev->earlier ? " EARLIER" : "");
+        put_ranges(b, ev);
         break;
     case LT_IMAP_EV_CONTINUE:
         lt_buf_appendf(b, "CONTINUE text=%s", ev->text);
@@ -227,7 +249,7 @@ static const tcase_t cases[] = {
      "STATUS OK [UNSEEN 12] text=Message 12 is first unseen\n"
      "STATUS OK [UIDVALIDITY 3857529045] text=UIDs valid\n"
      "STATUS OK [UIDNEXT 4392] text=Predicted next UID\n"
-     "STATUS OK [HIGHESTMODSEQ 7] text=\n"
+     "STATUS OK [HIGHESTMODSEQ 7] modseq=7 text=\n"
      "TAGGED A3 OK [READ-ONLY] text=Examine completed.\n"},
     {"fetch",
      "* 1 FETCH (UID 7 RFC822.SIZE 12 INTERNALDATE \"17-Jul-1996 02:44:25 -0700\" "
@@ -263,8 +285,9 @@ static const tcase_t cases[] = {
      "BEGIN 6 BODY[]<0> len=0 uid=12 body\nEND 6 BODY[]<0>\nFETCH 6 uid=12 body\n"
      "BEGIN 7 BINARY[] len=3 uid=13 body\nDATA \\x00\\x01\\x02\nEND 7 BINARY[]\n"
      "FETCH 7 uid=13 body\n"
-     "BEGIN 8 BODY[HEADER.FIELDS (FROM \"TO\")] len=4 uid=14 body\nDATA ab\\x0d\\x0a\n"
-     "END 8 BODY[HEADER.FIELDS (FROM \"TO\")]\nFETCH 8 uid=14 body\n"
+     "BEGIN 8 BODY[HEADER.FIELDS (FROM \"TO\")] len=4 uid=14 modseq=12345 body\n"
+     "DATA ab\\x0d\\x0a\n"
+     "END 8 BODY[HEADER.FIELDS (FROM \"TO\")]\nFETCH 8 uid=14 modseq=12345 body\n"
      "TAGGED A5 OK text=done\n"},
     {"over-cap-skipped",
      "* 1 FETCH (UID 1 RFC822.SIZE 20 BODY[] {20}\r\n0123456789{1}\r\n}89\r\n)\r\n"
@@ -283,7 +306,7 @@ static const tcase_t cases[] = {
      "* BYE [UNAVAILABLE] Server shutting down.\r\n",
      "SEARCH 3 5 4294967295\nSEARCH\nSEARCH 7\nTAGGED A7 OK text=Search done\n"
      "CONTINUE text=\nCONTINUE text=\nCONTINUE text=dXNlcg==\n"
-     "OTHER ID text=(\"name\" \"Dovecot\")\nOTHER XSTATE text=foo\nOTHER ENABLED text=\n"
+     "OTHER ID text=(\"name\" \"Dovecot\")\nOTHER XSTATE text=foo\nENABLED ()\n"
      "STATUS BYE [UNAVAILABLE] text=Server shutting down.\n"},
     {"no-bad",
      "A8 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
@@ -317,6 +340,51 @@ static const tcase_t cases[] = {
     {"long-line", "* OK 0123456789012345678901234567890123456789\r\n", "ERROR too_big", 32, 0},
     {"long-literal", "* LIST () \"/\" {100}\r\n", "ERROR too_big", 64, 0},
     {"huge-literal-number", "* LIST () \"/\" {99999999999999999999}\r\n", "ERROR invalid"},
+    /* CONDSTORE / QRESYNC (RFC 7162) */
+    {"qresync-examine",
+     "* CAPABILITY IMAP4rev1 ENABLE CONDSTORE QRESYNC\r\n"
+     "* ENABLED QRESYNC condstore \r\n"
+     "* OK [UIDVALIDITY 3857529045] UIDs valid\r\n"
+     "* OK [HIGHESTMODSEQ 9223372036854775807] Highest\r\n"
+     "* VANISHED (EARLIER) 41,43:116,118,120:211,214:540\r\n"
+     "* 49 FETCH (UID 117 FLAGS (\\Seen \\Answered) MODSEQ (90060115194045001))\r\n"
+     "* 50 FETCH (MODSEQ (1) UID 119)\r\n"
+     "* OK [NOMODSEQ] Sorry, this mailbox format doesn't support modsequences\r\n"
+     "A1 OK [READ-ONLY] done\r\n",
+     "CAPABILITY (IMAP4rev1 ENABLE CONDSTORE QRESYNC)\nENABLED (QRESYNC condstore)\n"
+     "STATUS OK [UIDVALIDITY 3857529045] text=UIDs valid\n"
+     "STATUS OK [HIGHESTMODSEQ 9223372036854775807] modseq=9223372036854775807 text=Highest\n"
+     "VANISHED EARLIER 41-41,43-116,118-118,120-211,214-540\n"
+     "FETCH 49 uid=117 modseq=90060115194045001 (\\Seen \\Answered)\n"
+     "FETCH 50 uid=119 modseq=1\n"
+     "STATUS OK [NOMODSEQ] text=Sorry, this mailbox format doesn't support modsequences\n"
+     "TAGGED A1 OK [READ-ONLY] text=done\n"},
+    {"vanished-mid-fetch",
+     "* 1 FETCH (UID 4 MODSEQ (12) BODY[] {3}\r\nabc)\r\n"
+     "* VANISHED 5:7,9\r\n* VANISHED 4294967295:*\r\n* vanished 30:20\r\n"
+     "* 2 FETCH (UID 8 FLAGS () MODSEQ (13))\r\n"
+     "A2 OK [MODIFIED 7,9:12] Conditional STORE failed\r\n",
+     "BEGIN 1 BODY[] len=3 uid=4 modseq=12 body\nDATA abc\nEND 1 BODY[]\n"
+     "FETCH 1 uid=4 modseq=12 body\n"
+     "VANISHED 5-7,9-9\nVANISHED 4294967295-4294967295\nVANISHED 20-30\n"
+     "FETCH 2 uid=8 modseq=13 ()\n"
+     "TAGGED A2 OK [MODIFIED 7,9:12] set 7-7,9-12 text=Conditional STORE failed\n"},
+    {"vanished-zero", "* VANISHED (EARLIER) 0:3\r\n", "ERROR invalid"},
+    {"vanished-overflow", "* VANISHED 1:4294967296\r\n", "ERROR invalid"},
+    {"vanished-huge-number", "* VANISHED 99999999999999999999999999\r\n", "ERROR invalid"},
+    {"vanished-empty-part", "* VANISHED 1,,2\r\n", "ERROR invalid"},
+    {"vanished-trailing-comma", "* VANISHED 1,2,\r\n", "ERROR invalid"},
+    {"vanished-no-set", "* VANISHED (EARLIER)\r\n", "ERROR invalid"},
+    {"vanished-later", "* VANISHED (LATER) 1\r\n", "ERROR invalid"},
+    {"vanished-range3", "* VANISHED 1:2:3\r\n", "ERROR invalid"},
+    {"vanished-long", "* VANISHED 1,3,5,7,9,11,13,15,17,19,21,23,25,27,29\r\n", "ERROR too_big",
+     32, 0},
+    {"modseq-zero", "* 1 FETCH (UID 1 MODSEQ (0))\r\n", "ERROR invalid"},
+    {"modseq-63bit", "* 1 FETCH (UID 1 MODSEQ (9223372036854775808))\r\n", "ERROR invalid"},
+    {"modseq-no-parens", "* 1 FETCH (UID 1 MODSEQ 5)\r\n", "ERROR invalid"},
+    {"highestmodseq-bad", "* OK [HIGHESTMODSEQ 12x] x\r\n", "ERROR invalid"},
+    {"highestmodseq-none", "* OK [HIGHESTMODSEQ] x\r\n", "ERROR invalid"},
+    {"modified-bad", "A1 OK [MODIFIED 1,0] x\r\n", "ERROR invalid"},
 };
 
 static int starts_with(const char *s, const char *prefix)
@@ -445,6 +513,42 @@ static void check_dates(void)
 
 /* Found by the fuzzer: errors are reported in stream order whatever the
  * chunking -- here the cap is crossed before the NUL byte. */
+/* lt_imap_parse_seqset(): ranges, "*", and hostile sets. */
+static void check_seqset(void)
+{
+    lt_imap_range_t r[4];
+    size_t n;
+    const char *s = "1:5,7,9:*,12:10";
+    CHECK_INT(lt_imap_parse_seqset(s, strlen(s), 100, r, 4, &n), LT_OK);
+    CHECK_INT(n, 4);
+    CHECK(r[0].lo == 1 && r[0].hi == 5 && r[1].lo == 7 && r[1].hi == 7);
+    CHECK(r[2].lo == 9 && r[2].hi == 100 && r[3].lo == 10 && r[3].hi == 12);
+    CHECK(lt_imap_ranges_count(r, n) == 5 + 1 + 92 + 3);
+    CHECK_INT(lt_imap_parse_seqset("*:1", 3, LT_IMAP_STAR, r, 4, &n), LT_OK);
+    CHECK(n == 1 && r[0].lo == 1 && r[0].hi == UINT32_MAX);
+    CHECK(lt_imap_ranges_count(r, n) == UINT32_MAX);
+    static const char *bad[] = {"",   "0",  "1:0", ",1",  "1,",      "1::2", "a",
+                                "1 2", "*5", "1:2:3", "4294967296", "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK_MSG(lt_imap_parse_seqset(bad[i], strlen(bad[i]), 9, r, 4, &n) == LT_ERR_INVALID,
+                  "seqset \"%s\" accepted", bad[i]);
+    CHECK_INT(lt_imap_parse_seqset("1,2,3,4,5", 9, 9, r, 4, &n), LT_ERR_TOO_BIG);
+    CHECK_INT(n, 4);
+    /* A huge set in a huge line: 1 MiB of "n," under a 2 MiB cap, all ranges kept. */
+    lt_buf_t *in = lt_buf_new(4u << 20);
+    lt_buf_appendf(in, "* VANISHED (EARLIER) ");
+    for (uint32_t i = 0; i < 100000; i++)
+        lt_buf_appendf(in, "%s%u", i ? "," : "", 4294967295u - 2 * i);
+    lt_buf_appendf(in, "\r\n");
+    lt_imap_parser_opts_t o = {.max_line = 2u << 20};
+    size_t chunks[] = {4093, 1, 65536};
+    char *got = run(lt_buf_str(in), lt_buf_len(in), chunks, 3, &o, NULL);
+    CHECK(strncmp(got, "VANISHED EARLIER 4294967295-4294967295,4294967293-", 50) == 0);
+    CHECK(strstr(got, ",4294767297-4294767297\n") != NULL);
+    free(got);
+    lt_buf_destroy(in);
+}
+
 static void check_error_order(void)
 {
     static const char in[] = "* OK 0123456789012345678901234567890123456789\0x\r\n";
@@ -482,5 +586,6 @@ int main(void)
     check_dates();
     check_sticky_error();
     check_error_order();
+    check_seqset();
     return lt_test_done("test_imap_parser");
 }
