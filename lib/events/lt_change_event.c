@@ -27,7 +27,7 @@ static const char mail_change_v1_schema[] =
     "    {\n"
     "      \"name\": \"event_id\",\n"
     "      \"type\": \"string\",\n"
-    "      \"doc\": \"Deterministic event id (UUID text, version nibble 8): the first 16 bytes of SHA-256 over \\\"mail.change.v1\\\\0tenant_id\\\\0provider\\\\0account_id\\\\0mailbox\\\\0provider_message_id\\\\0kind\\\\0position\\\" followed by \\\"\\\\0item\\\" for each entry of flags or labels in byte order (a null mailbox, provider_message_id or position hashes as the empty string, position as decimal digits). A replay of the same change produces the same id; consumers deduplicate on it.\"\n"
+    "      \"doc\": \"Deterministic event id (UUID text, version nibble 8): the first 16 bytes of SHA-256 over \\\"mail.change.v1\\\\0tenant_id\\\\0provider\\\\0account_id\\\\0mailbox\\\\0provider_message_id\\\\0kind\\\\0position\\\" followed by \\\"\\\\0item\\\" for each entry of flags or labels in byte order (a null mailbox or provider_message_id hashes as the empty string; position as decimal digits, or when null \\\"@\\\" and event_time in decimal digits). With a position, a replay of the same change produces the same id; without one, the same state reached twice never shares an id. Consumers deduplicate on it.\"\n"
     "    },\n"
     "    {\n"
     "      \"name\": \"event_type\",\n"
@@ -431,9 +431,13 @@ lt_err_t lt_change_event_derive_id(lt_change_event_t *ev, char *errstr, size_t e
         if (!items->v[i])
             return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                              "mail.change.v1: a %s entry is unset", kind);
-    char pos[24] = "";
+    /* without a position, the time: the same set reached twice (\Seen,
+     * unset, \Seen) must not share an id, or deduplication drops the last */
+    char pos[24];
     if (ev->position >= 0)
         snprintf(pos, sizeof(pos), "%" PRId64, ev->position);
+    else
+        snprintf(pos, sizeof(pos), "@%" PRId64, ev->event_time);
     const char *parts[8] = {LT_CHANGE_EVENT_TYPE,
                             ev->tenant_id,
                             lt_provider_name(ev->provider),

@@ -281,6 +281,25 @@ static void test_derive_id(void)
     lt_change_event_set_position(b, 4712);
     CHECK(lt_change_event_derive_id(b, err, sizeof(err)) == LT_OK);
     CHECK(strcmp(lt_change_event_get_event_id(b), id2) != 0);
+    /* without a position the time counts: the same set at two times (\Seen,
+     * unset, \Seen again) gets two ids, so deduplication keeps both */
+    lt_change_event_set_kind(a, LT_CHANGE_FLAGS);
+    lt_change_event_set_position(a, -1);
+    lt_change_event_set_event_time(a, 1000);
+    CHECK(lt_change_event_derive_id(a, err, sizeof(err)) == LT_OK);
+    snprintf(id2, sizeof(id2), "%s", lt_change_event_get_event_id(a));
+    CHECK(lt_change_event_derive_id(a, err, sizeof(err)) == LT_OK);
+    CHECK_STR(lt_change_event_get_event_id(a), id2);
+    lt_change_event_set_event_time(a, 3000);
+    CHECK(lt_change_event_derive_id(a, err, sizeof(err)) == LT_OK);
+    CHECK(strcmp(lt_change_event_get_event_id(a), id2) != 0);
+    /* with a position the time does not count (a replay keeps its id) */
+    lt_change_event_set_position(a, 9);
+    CHECK(lt_change_event_derive_id(a, err, sizeof(err)) == LT_OK);
+    snprintf(id2, sizeof(id2), "%s", lt_change_event_get_event_id(a));
+    lt_change_event_set_event_time(a, 5000);
+    CHECK(lt_change_event_derive_id(a, err, sizeof(err)) == LT_OK);
+    CHECK_STR(lt_change_event_get_event_id(a), id2);
     lt_change_event_set_tenant_id(b, NULL);
     CHECK(lt_change_event_derive_id(b, err, sizeof(err)) == LT_ERR_INVALID);
     lt_change_event_destroy(a);
