@@ -39,6 +39,7 @@ typedef struct {
     struct {
         const char *commands;    /* LATTICE_TOPIC_COMMANDS */
         const char *raw;         /* LATTICE_TOPIC_RAW */
+        const char *changes;     /* LATTICE_TOPIC_CHANGES */
         const char *dlq;         /* LATTICE_TOPIC_DLQ */
         const char *status;      /* LATTICE_TOPIC_STATUS */
         const char *checkpoints; /* LATTICE_TOPIC_CHECKPOINTS */

@@ -119,6 +119,19 @@ int main(void)
         CHECK_STR(lt_config_settings(c)->topic.raw, "lattice.mail.raw.v1");
     lt_config_destroy(c);
     unsetenv("LATTICE_TOPIC_RAW");
+    /* The change topic: a default, and an override read into topic.changes. */
+    c = lt_config_load(LT_PROG_WORKER, err, sizeof(err));
+    CHECK_MSG(c != NULL, "%s", err);
+    if (c)
+        CHECK_STR(lt_config_settings(c)->topic.changes, "lattice.mail.change.v1");
+    lt_config_destroy(c);
+    setenv("LATTICE_TOPIC_CHANGES", "tenant-a.mail.change.v1", 1);
+    c = lt_config_load(LT_PROG_WORKER, err, sizeof(err));
+    CHECK_MSG(c != NULL, "%s", err);
+    if (c)
+        CHECK_STR(lt_config_settings(c)->topic.changes, "tenant-a.mail.change.v1");
+    lt_config_destroy(c);
+    unsetenv("LATTICE_TOPIC_CHANGES");
     /* Secrets are not needed by every program (lattice-migrate has no S3). */
     unsetenv("LATTICE_S3_SECRET_ACCESS_KEY");
     c = lt_config_load(LT_PROG_TOOLS, err, sizeof(err));
