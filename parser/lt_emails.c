@@ -123,11 +123,10 @@ static lt_err_t field_bool(lt_buf_t *b, int *first, const char *key, int v)
     return err ? err : lt_buf_appendf(b, "%s", v ? "true" : "false");
 }
 
-static lt_err_t field_strv(lt_buf_t *b, int *first, const char *key, const char *const *v, size_t n)
+/* A JSON array of strings (NULL entries as ""). */
+static lt_err_t put_strv(lt_buf_t *b, const char *const *v, size_t n)
 {
-    lt_err_t err = put_key(b, first, key);
-    if (!err)
-        err = lt_buf_append(b, "[", 1);
+    lt_err_t err = lt_buf_append(b, "[", 1);
     for (size_t i = 0; !err && i < n; i++) {
         if (i)
             err = lt_buf_append(b, ",", 1);
@@ -135,6 +134,12 @@ static lt_err_t field_strv(lt_buf_t *b, int *first, const char *key, const char 
             err = put_str(b, v[i] ? v[i] : "", v[i] ? strlen(v[i]) : 0);
     }
     return err ? err : lt_buf_append(b, "]", 1);
+}
+
+static lt_err_t field_strv(lt_buf_t *b, int *first, const char *key, const char *const *v, size_t n)
+{
+    lt_err_t err = put_key(b, first, key);
+    return err ? err : put_strv(b, v, n);
 }
 
 static int is_uuid(const char *s)
@@ -288,6 +293,12 @@ lt_err_t lt_emails_row_json(const lt_email_row_t *r, lt_buf_t *out, char *errstr
         err = field_int(b, &f, "kafka_partition", r->kafka_partition);
     if (!err)
         err = field_int(b, &f, "kafka_offset", r->kafka_offset);
+    if (!err) {
+        if (r->event_time_ms > 0 && r->event_time_ms <= MS_MAX)
+            err = field_int(b, &f, "event_time_ms", r->event_time_ms);
+        else
+            err = field_str(b, &f, "event_time_ms", NULL);
+    }
     if (!err)
         err = lt_buf_append(b, "}", 1);
     if (!err)
@@ -307,14 +318,14 @@ lt_err_t lt_emails_row_json(const lt_email_row_t *r, lt_buf_t *out, char *errstr
     "cc_display text, date_ms bigint, date_raw text, body_text text, body_source text, "           \
     "body_truncated boolean, attachments jsonb, raw_bucket text, raw_object_key text, "            \
     "raw_size_bytes bigint, raw_sha256 text, data_classification text, parse_error text, "         \
-    "parse_error_class text, kafka_partition integer, kafka_offset bigint"
+    "parse_error_class text, kafka_partition integer, kafka_offset bigint, event_time_ms bigint"
 
 #define ROW_NAMES                                                                                  \
     "tenant_id, account_id, provider_message_id, event_id, provider, mailbox, thread_id, "         \
     "received_at_ms, message_id, subject, from_display, from_email, to_addrs, cc_addrs, "          \
     "to_display, cc_display, date_ms, date_raw, body_text, body_source, body_truncated, "          \
     "attachments, raw_bucket, raw_object_key, raw_size_bytes, raw_sha256, data_classification, "   \
-    "parse_error, parse_error_class, kafka_partition, kafka_offset"
+    "parse_error, parse_error_class, kafka_partition, kafka_offset, event_time_ms"
 
 /* Every column but the key, created_at and the generated ones. */
 #define UPDATE_SET(x)                                                                              \
@@ -331,12 +342,21 @@ lt_err_t lt_emails_row_json(const lt_email_row_t *r, lt_buf_t *out, char *errstr
     ".parse_error_class, kafka_partition = " x ".kafka_partition, kafka_offset = " x               \
     ".kafka_offset, parsed_at = now()"
 
+/* A re-added message (an event not older than the deletion) is live again;
+ * flags and labels are the changes' alone, never touched by an upsert. */
+#define READD_CASE "e.deleted_at IS NOT NULL AND EXCLUDED.presence_as_of >= e.presence_as_of"
+#define UPDATE_PRESENCE                                                                            \
+    ", deleted_at = CASE WHEN " READD_CASE " THEN NULL ELSE e.deleted_at END, "                  \
+    "changed_at = CASE WHEN " READD_CASE " THEN now() ELSE e.changed_at END, "                   \
+    "presence_as_of = GREATEST(e.presence_as_of, EXCLUDED.presence_as_of)"
+
 static const char k_upsert_sql[] =
     "INSERT INTO emails AS e (tenant_id, account_id, provider_message_id, event_id, provider, "
     "mailbox, thread_id, received_at, message_id, subject, from_display, from_email, to_addrs, "
     "cc_addrs, to_display, cc_display, date_header, date_raw, body_text, body_source, "
     "body_truncated, attachments, raw_bucket, raw_object_key, raw_size_bytes, raw_sha256, "
-    "data_classification, parse_error, parse_error_class, kafka_partition, kafka_offset) "
+    "data_classification, parse_error, parse_error_class, kafka_partition, kafka_offset, "
+    "presence_as_of) "
     "SELECT DISTINCT ON (r.tenant_id, r.account_id, r.provider_message_id) "
     "r.tenant_id, r.account_id, r.provider_message_id, r.event_id, r.provider, r.mailbox, "
     "r.thread_id, 'epoch'::timestamptz + r.received_at_ms * interval '1 millisecond', "
@@ -346,12 +366,13 @@ static const char k_upsert_sql[] =
     "coalesce(r.body_text, ''), r.body_source, coalesce(r.body_truncated, false), "
     "coalesce(r.attachments, '[]'), r.raw_bucket, r.raw_object_key, r.raw_size_bytes, "
     "r.raw_sha256, r.data_classification, r.parse_error, r.parse_error_class, "
-    "r.kafka_partition, r.kafka_offset "
+    "r.kafka_partition, r.kafka_offset, "
+    "'epoch'::timestamptz + r.event_time_ms * interval '1 millisecond' "
     "FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (" ROW_COLUMNS ")) "
     "WITH ORDINALITY AS r(" ROW_NAMES ", ord) "
     "ORDER BY r.tenant_id, r.account_id, r.provider_message_id, r.ord DESC "
     "ON CONFLICT (tenant_id, account_id, provider_message_id) DO UPDATE SET " UPDATE_SET(
-        "EXCLUDED");
+        "EXCLUDED") UPDATE_PRESENCE;
 
 static lt_err_t run_chunk(lt_db_t *db, const lt_buf_t *json, size_t *written, char *errstr,
                           size_t errstr_size)
@@ -406,12 +427,158 @@ lt_err_t lt_emails_upsert(lt_db_t *db, const char *const *rows, size_t n, size_t
     return err;
 }
 
+/* ---- mailbox changes ---- */
+
+const char *lt_email_change_result_name(lt_email_change_result_t r)
+{
+    switch (r) {
+    case LT_EMAIL_CHANGE_APPLIED:
+        return "applied";
+    case LT_EMAIL_CHANGE_SAME:
+        return "same";
+    case LT_EMAIL_CHANGE_STALE:
+        return "stale";
+    case LT_EMAIL_CHANGE_UNKNOWN:
+        return "unknown";
+    }
+    return "?";
+}
+
+#define CHANGE_KEY(x)                                                                              \
+    x ".tenant_id = $1 AND " x ".account_id = $2 AND " x ".provider_message_id = $3 AND " x        \
+    ".provider = $4"
+#define CHANGE_TIME "'epoch'::timestamptz + $5::bigint * interval '1 millisecond'"
+
+/* One statement: the UPDATE (only when the change is not older than the
+ * attribute's state and would alter something) and, from the snapshot
+ * before it, what the row held. Columns: wrote, found, stale, differs. */
+static const char k_deleted_sql[] =
+    "WITH v AS (SELECT " CHANGE_TIME " AS t), "
+    "u AS (UPDATE emails e SET deleted_at = coalesce(e.deleted_at, v.t), presence_as_of = v.t, "
+    "changed_at = CASE WHEN e.deleted_at IS NULL THEN now() ELSE e.changed_at END FROM v "
+    "WHERE " CHANGE_KEY("e") " AND (e.presence_as_of IS NULL OR v.t > e.presence_as_of OR "
+    "(v.t = e.presence_as_of AND e.deleted_at IS NULL)) RETURNING 1) "
+    "SELECT (SELECT count(*) FROM u), e.tenant_id IS NOT NULL, "
+    "coalesce(e.presence_as_of > v.t, false), e.deleted_at IS NULL "
+    "FROM v LEFT JOIN emails e ON " CHANGE_KEY("e");
+
+/* flags / labels: the set sorted (bytewise) without duplicates, so that
+ * equal sets compare equal. */
+#define SET_SQL(col)                                                                               \
+    "WITH v AS (SELECT " CHANGE_TIME " AS t, ARRAY(SELECT DISTINCT x COLLATE \"C\" FROM "          \
+    "jsonb_array_elements_text($6::jsonb) AS a(x) ORDER BY 1) AS s), "                             \
+    "u AS (UPDATE emails e SET " col " = v.s, " col "_as_of = v.t, "                               \
+    "changed_at = CASE WHEN e." col " IS DISTINCT FROM v.s THEN now() ELSE e.changed_at END "      \
+    "FROM v WHERE " CHANGE_KEY("e") " AND (e." col "_as_of IS NULL OR v.t > e." col "_as_of OR "   \
+    "(v.t = e." col "_as_of AND e." col " IS DISTINCT FROM v.s)) RETURNING 1) "                    \
+    "SELECT (SELECT count(*) FROM u), e.tenant_id IS NOT NULL, "                                   \
+    "coalesce(e." col "_as_of > v.t, false), e." col " IS DISTINCT FROM v.s "                      \
+    "FROM v LEFT JOIN emails e ON " CHANGE_KEY("e")
+
+static const char k_flags_sql[] = SET_SQL("flags");
+static const char k_labels_sql[] = SET_SQL("labels");
+
+static lt_err_t change_check(const lt_email_change_t *c, char *errstr, size_t errstr_size)
+{
+    if (!c || !c->tenant_id || !c->account_id || !c->provider || !c->provider_message_id)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "email change: key field missing");
+    if (strcmp(c->provider, "gmail") && strcmp(c->provider, "imap"))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "email change: unknown provider");
+    if (c->event_time_ms < MS_MIN || c->event_time_ms > MS_MAX)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "email change: event_time %" PRId64 " ms out of range", c->event_time_ms);
+    if (c->n_values && !c->values)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "email change: NULL values");
+    for (size_t i = 0; i < c->n_values; i++)
+        if (!c->values[i])
+            return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "email change: NULL value");
+    return LT_OK;
+}
+
+static lt_err_t apply_change(lt_db_t *db, const char *what, const char *sql, int with_values,
+                             const lt_email_change_t *c, lt_email_change_result_t *result,
+                             char *errstr, size_t errstr_size)
+{
+    lt_err_t err = change_check(c, errstr, errstr_size);
+    if (err)
+        return err;
+    PGresult *res = NULL;
+    lt_buf_t *json = NULL;
+    char ms[24];
+    snprintf(ms, sizeof(ms), "%" PRId64, c->event_time_ms);
+    const char *params[6] = {c->tenant_id, c->account_id, c->provider_message_id, c->provider, ms,
+                             NULL};
+    if (with_values) {
+        json = lt_buf_new((size_t)1 << 30);
+        err = put_strv(json, c->values, c->n_values);
+        if (err) {
+            lt_seterr(errstr, errstr_size, err, "%s: values over 1 GiB", what);
+            goto out;
+        }
+        params[5] = lt_buf_str(json);
+    }
+    err = lt_db_exec(db,
+                     &(lt_db_query_t){.what = what,
+                                      .sql = sql,
+                                      .nparams = with_values ? 6 : 5,
+                                      .params = params},
+                     &res, errstr, errstr_size);
+    if (err)
+        goto out;
+    if (PQntuples(res) != 1 || PQnfields(res) != 4) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "%s: unexpected result", what);
+        goto out;
+    }
+    long wrote = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    int found = !strcmp(PQgetvalue(res, 0, 1), "t");
+    int stale = !strcmp(PQgetvalue(res, 0, 2), "t");
+    int differs = !strcmp(PQgetvalue(res, 0, 3), "t");
+    lt_email_change_result_t r;
+    if (!found)
+        r = LT_EMAIL_CHANGE_UNKNOWN;
+    else if (wrote && differs)
+        r = LT_EMAIL_CHANGE_APPLIED;
+    else if (stale)
+        r = LT_EMAIL_CHANGE_STALE;
+    else
+        r = LT_EMAIL_CHANGE_SAME;
+    if (result)
+        *result = r;
+out:
+    PQclear(res);
+    lt_buf_destroy(json);
+    return err;
+}
+
+lt_err_t lt_emails_apply_deleted(lt_db_t *db, const lt_email_change_t *c,
+                                 lt_email_change_result_t *result, char *errstr,
+                                 size_t errstr_size)
+{
+    return apply_change(db, "emails deleted", k_deleted_sql, 0, c, result, errstr, errstr_size);
+}
+
+lt_err_t lt_emails_apply_flags(lt_db_t *db, const lt_email_change_t *c,
+                               lt_email_change_result_t *result, char *errstr, size_t errstr_size)
+{
+    return apply_change(db, "emails flags", k_flags_sql, 1, c, result, errstr, errstr_size);
+}
+
+lt_err_t lt_emails_apply_labels(lt_db_t *db, const lt_email_change_t *c,
+                                lt_email_change_result_t *result, char *errstr,
+                                size_t errstr_size)
+{
+    return apply_change(db, "emails labels", k_labels_sql, 1, c, result, errstr, errstr_size);
+}
+
 lt_err_t lt_emails_check(lt_db_t *db, char *errstr, size_t errstr_size)
 {
     PGresult *res = NULL;
+    /* The table, and the columns of 0009 (the upsert writes them). */
     lt_err_t err = lt_db_exec(db,
                               &(lt_db_query_t){.what = "emails check",
-                                               .sql = "SELECT to_regclass('emails') IS NOT NULL",
+                                               .sql = "SELECT count(*) = 1 FROM pg_attribute "
+                                                      "WHERE attrelid = to_regclass('emails') "
+                                                      "AND attname = 'presence_as_of'",
                                                .nparams = 0},
                               &res, errstr, errstr_size);
     if (err)
@@ -420,7 +587,7 @@ lt_err_t lt_emails_check(lt_db_t *db, char *errstr, size_t errstr_size)
     PQclear(res);
     if (!ok)
         return lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
-                         "table emails does not exist: run lattice-migrate "
-                         "(migrations/0004_emails.sql)");
+                         "table emails (with deleted_at, flags, labels) does not exist: run "
+                         "lattice-migrate (migrations/0004_emails.sql, 0009_email_changes.sql)");
     return LT_OK;
 }

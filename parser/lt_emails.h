@@ -8,6 +8,10 @@
  * provider_message_id): a replayed message rewrites its row; within one
  * call the last row of a key wins.
  *
+ * Mailbox changes (lt_emails_apply_*) mark a row deleted and replace its
+ * flags or labels; they never create a row. See docs/parser.md, "Mailbox
+ * changes".
+ *
  * Ownership: an lt_email_row_t borrows every string and array; nothing is
  * kept after a call returns. */
 #ifndef LT_EMAILS_H
@@ -73,6 +77,10 @@ typedef struct {
     const char *parse_error_class;
     int32_t kafka_partition;
     int64_t kafka_offset;
+    /* The event's event_time (epoch ms): a re-added message (a row marked
+     * deleted) is live again only when this is not older than the
+     * deletion; 0 = unknown, never un-deletes. */
+    int64_t event_time_ms;
 } lt_email_row_t;
 
 /* Append the row as one JSON object to out (the format lt_emails_upsert()
@@ -95,6 +103,55 @@ lt_err_t lt_emails_row_json(const lt_email_row_t *row, lt_buf_t *out, char *errs
  * transaction is then aborted. */
 lt_err_t lt_emails_upsert(lt_db_t *db, const char *const *rows, size_t n, size_t *written,
                           char *errstr, size_t errstr_size);
+
+/* One mailbox change for one message (strings borrowed). The message is
+ * found by (tenant_id, account_id, provider_message_id) and must have the
+ * given provider. event_time_ms orders changes: per attribute (presence,
+ * flags, labels) a change older than the one applied last is ignored. */
+typedef struct {
+    const char *tenant_id;
+    const char *account_id;
+    const char *provider; /* "gmail" | "imap" */
+    const char *provider_message_id;
+    int64_t event_time_ms; /* epoch ms, years 1..9999 */
+    /* flags / labels only: the full new set (n_values strings, none NULL;
+     * duplicates and order do not matter). Ignored by _deleted. */
+    const char *const *values;
+    size_t n_values;
+} lt_email_change_t;
+
+/* What an apply did. */
+typedef enum {
+    LT_EMAIL_CHANGE_APPLIED = 0, /* the row changed */
+    LT_EMAIL_CHANGE_SAME,        /* already in that state (a repeat): nothing changed */
+    LT_EMAIL_CHANGE_STALE,       /* older than the state stored: ignored */
+    LT_EMAIL_CHANGE_UNKNOWN      /* no such message (or another provider): ignored */
+} lt_email_change_result_t;
+
+/* "applied", "same", "stale", "unknown" (a metrics label). */
+const char *lt_email_change_result_name(lt_email_change_result_t r);
+
+/* Mark the message deleted: deleted_at = the change's event time (a row
+ * already marked keeps its first time). The row stays, out of emails_live
+ * and the live search; a later mail.raw.v1 event for the message (not older
+ * than this change) makes it live again. */
+lt_err_t lt_emails_apply_deleted(lt_db_t *db, const lt_email_change_t *c,
+                                 lt_email_change_result_t *result, char *errstr,
+                                 size_t errstr_size);
+
+/* Replace the message's flags (IMAP flags and keywords) with the full set. */
+lt_err_t lt_emails_apply_flags(lt_db_t *db, const lt_email_change_t *c,
+                               lt_email_change_result_t *result, char *errstr, size_t errstr_size);
+
+/* Replace the message's labels (Gmail labelIds) with the full set. */
+lt_err_t lt_emails_apply_labels(lt_db_t *db, const lt_email_change_t *c,
+                                lt_email_change_result_t *result, char *errstr,
+                                size_t errstr_size);
+
+/* All three: LT_ERR_INVALID (nothing sent) if a key field is missing, the
+ * provider is unknown, event_time_ms is out of range or values is NULL with
+ * n_values > 0; otherwise lt_db_exec()'s errors. *result (may be NULL) is
+ * set on LT_OK. Each is one statement, idempotent: a repeat is SAME. */
 
 /* LT_OK if the emails table exists (migrations applied); LT_ERR_FINAL
  * with "run lattice-migrate" otherwise. */

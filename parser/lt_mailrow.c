@@ -77,6 +77,7 @@ lt_err_t lt_mailrow_json(const lt_mail_event_t *ev, const lt_mime_t *m,
     r.data_classification = lt_mail_event_get_data_classification(ev);
     r.kafka_partition = src->kafka_partition;
     r.kafka_offset = src->kafka_offset;
+    r.event_time_ms = lt_mail_event_get_event_time(ev);
     r.parse_error = src->parse_error;
     r.parse_error_class = src->parse_error ? src->parse_error_class : NULL;
 

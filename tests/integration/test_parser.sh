@@ -33,7 +33,7 @@ cleanup() {
 trap cleanup EXIT
 rows() { psqlq "SELECT count(*) FROM emails WHERE tenant_id = '$TENANT' AND account_id = '$ACCOUNT'"; }
 q1() { psqlq "SELECT $1 FROM emails WHERE tenant_id = '$TENANT' AND account_id = '$ACCOUNT' AND message_id = '$2'"; }
-fts() { psqlq "SELECT string_agg(message_id, ',' ORDER BY message_id) FROM emails WHERE tenant_id = '$TENANT' AND fts @@ plainto_tsquery('simple', '$1')"; }
+fts() { psqlq "SELECT string_agg(message_id, ',' ORDER BY message_id) FROM emails_live WHERE tenant_id = '$TENANT' AND fts @@ plainto_tsquery('simple', '$1')"; }
 s3() { # s3 METHOD KEY -> HTTP status (the key percent-encoded for the path)
   local how=(-X "$1"); [ "$1" = HEAD ] && how=(-I)
   curl -s -o /dev/null -w '%{http_code}' "${how[@]}" --aws-sigv4 "aws:amz:${LATTICE_S3_REGION:-us-east-1}:s3" \
@@ -214,7 +214,7 @@ check "FTS: body word finds only m1" [ "$(fts "$BODYWORD")" = "$M1" ]
 check "FTS: HTML word finds only m2" [ "$(fts "$HTMLWORD")" = "$M2" ]
 check "FTS: subject word (any case) finds only m1" [ "$(fts "$(tr '[:lower:]' '[:upper:]' <<<"$SUBJWORD")")" = "$M1" ]
 check "FTS: sender name finds m1" [ "$(fts "Zoë")" = "$M1" ]
-check "FTS uses the GIN index" bash -c "PGPASSWORD=\$LATTICE_PG_PASSWORD psql \"\$LATTICE_PG_DSN\" -X -A -t -c \"SET enable_seqscan = off; EXPLAIN SELECT 1 FROM emails WHERE fts @@ plainto_tsquery('simple', 'x')\" | grep -q emails_fts"
+check "FTS uses the GIN index" bash -c "PGPASSWORD=\$LATTICE_PG_PASSWORD psql \"\$LATTICE_PG_DSN\" -X -A -t -c \"SET enable_seqscan = off; EXPLAIN SELECT 1 FROM emails_live WHERE fts @@ plainto_tsquery('simple', 'x')\" | grep -q emails_fts_live"
 
 # dead letters: the records unchanged, with reasons
 dlq=$(kcat -C -b "$BROKER" -t "$DLQ_TOPIC" -o beginning -e -q -f '%k|%h|%s\n' 2>/dev/null | tr -d '\000')

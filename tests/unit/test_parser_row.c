@@ -84,6 +84,7 @@ static void test_row_minimal(void)
     CHECK_INT(jint(o, "kafka_offset"), 41);
     CHECK(jnull(o, "subject"));
     CHECK(jnull(o, "date_ms"));
+    CHECK(jnull(o, "event_time_ms")); /* unknown: never un-deletes */
     CHECK(jnull(o, "parse_error"));
     CHECK_STR(jstr(o, "body_text"), "");
     json_object *v = NULL;
@@ -251,6 +252,7 @@ static void test_mailrow_parsed(void)
     CHECK_INT(jint(o, "raw_size_bytes"), 1234);
     CHECK_INT(jint(o, "kafka_partition"), 3);
     CHECK_INT(jint(o, "kafka_offset"), 99);
+    CHECK_INT(jint(o, "event_time_ms"), 1764063001000LL); /* orders a re-add after a deletion */
     CHECK(jnull(o, "parse_error"));
     /* attachments come from the event's manifest, not from the message */
     CHECK(json_object_object_get_ex(o, "attachments", &v) && json_object_array_length(v) == 2);
