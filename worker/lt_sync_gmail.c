@@ -669,6 +669,19 @@ static lt_err_t incremental(scope_ctx_t *x, uint64_t start, char *errstr, size_t
         }
         if (err)
             return err;
+        if (last_hid == start && page.history_id && page.history_id < start) {
+            /* Gmail's historyId only grows: a mailbox whose current one is
+             * behind the stored position was recreated or restored, and
+             * its history says nothing of what it holds now. Everything is
+             * listed again, nothing filtered as "unchanged". */
+            lt_warn(lt_sync_log(x->s),
+                    "scope %s: the mailbox's historyId %llu is behind the stored %llu "
+                    "(mailbox recreated or restored); full resync",
+                    x->scope, (unsigned long long)page.history_id, (unsigned long long)start);
+            lt_gmail_page_free(&page);
+            x->old_history_id = 0;
+            return full_sync(x, 1, 0, errstr, n);
+        }
         token = page.next_page_token;
         page.next_page_token = NULL;
         char *keep = lt_xcalloc(page.n ? page.n : 1, 1);
