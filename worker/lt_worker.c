@@ -87,11 +87,31 @@ struct lt_worker_s {
 
 typedef enum { R_DONE, R_RETRY, R_CANCELLED } run_result_t;
 
-static void status_event(lt_worker_t *w, const lt_command_t *cmd, const char *account_key,
-                         const char *result, lt_err_t err, const char *error, int64_t messages,
-                         int64_t bytes, int64_t duration_ms, int attempt, const char *traceparent,
-                         const lt_sync_t *sync)
+/* One status event: the command (or, when it could not be parsed, the
+ * record's account key), its result and counts. */
+typedef struct {
+    const lt_command_t *cmd;
+    const char *account_key; /* when cmd is NULL */
+    const char *result;      /* "succeeded", "failed", "partial", "dead_lettered", ... */
+    lt_err_t err;
+    const char *error; /* may be NULL */
+    int64_t messages;
+    int64_t bytes;
+    int64_t duration_ms;
+    int attempt;
+    const char *traceparent; /* may be NULL */
+    const lt_sync_t *sync;   /* skipped, expunged, scopes; may be NULL */
+} status_t;
+
+static void status_event(lt_worker_t *w, const status_t *st)
 {
+    const lt_command_t *cmd = st->cmd;
+    const char *account_key = st->account_key, *result = st->result, *error = st->error;
+    const char *traceparent = st->traceparent;
+    lt_err_t err = st->err;
+    int64_t messages = st->messages, bytes = st->bytes, duration_ms = st->duration_ms;
+    int attempt = st->attempt;
+    const lt_sync_t *sync = st->sync;
     lt_worker_obs_command(w->obs, cmd, result, err, duration_ms);
     json_object *o = json_object_new_object();
     json_object_object_add(o, "schema", json_object_new_string("lattice.mail.sync.status.v1"));
@@ -222,8 +242,14 @@ static lt_err_t dead_letter_command(lt_worker_t *w, const lt_job_t *job, const l
     lt_err_t err = dead_letter(w, job, LT_ERR_FINAL, reason, log);
     if (err)
         return err;
-    status_event(w, cmd, lt_job_account(job), "dead_lettered", LT_ERR_FINAL, reason, 0, 0,
-                 lt_now_ms() - t0, attempt, tp && *tp ? tp : NULL, NULL);
+    status_event(w, &(status_t){.cmd = cmd,
+                                .account_key = lt_job_account(job),
+                                .result = "dead_lettered",
+                                .err = LT_ERR_FINAL,
+                                .error = reason,
+                                .duration_ms = lt_now_ms() - t0,
+                                .attempt = attempt,
+                                .traceparent = tp && *tp ? tp : NULL});
     return LT_OK;
 }
 
@@ -366,8 +392,13 @@ static step_t job_parse(job_run_t *r)
     if (r->err) {
         if (dead_letter(r->w, r->job, LT_ERR_FINAL, r->errstr, &r->log))
             return STEP_RETRY;
-        status_event(r->w, r->cmd, key, "dead_lettered", LT_ERR_FINAL, r->errstr, 0, 0,
-                     lt_now_ms() - r->t0, r->attempt, NULL, NULL);
+        status_event(r->w, &(status_t){.cmd = r->cmd,
+                                       .account_key = key,
+                                       .result = "dead_lettered",
+                                       .err = LT_ERR_FINAL,
+                                       .error = r->errstr,
+                                       .duration_ms = lt_now_ms() - r->t0,
+                                       .attempt = r->attempt});
         return STEP_DONE;
     }
     lt_trace_t tr;
@@ -477,8 +508,14 @@ static step_t job_check_account(job_run_t *r)
                                                       .error_class = "final",
                                                       .error = reason},
                               NULL, 0);
-        status_event(r->w, cmd, lt_job_account(r->job), "dead_lettered", LT_ERR_FINAL, reason, 0, 0,
-                     lt_now_ms() - r->t0, r->attempt, r->tp, NULL);
+        status_event(r->w, &(status_t){.cmd = cmd,
+                                       .account_key = lt_job_account(r->job),
+                                       .result = "dead_lettered",
+                                       .err = LT_ERR_FINAL,
+                                       .error = reason,
+                                       .duration_ms = lt_now_ms() - r->t0,
+                                       .attempt = r->attempt,
+                                       .traceparent = r->tp});
         r->err = LT_OK;
         return STEP_DONE;
     }
@@ -600,9 +637,15 @@ static void job_succeeded(job_run_t *r)
     lt_info(&r->log, "command succeeded: %lld messages, %lld bytes in %lld ms",
             (long long)lt_sync_messages(sync), (long long)lt_sync_bytes(sync),
             (long long)(lt_now_ms() - r->t0));
-    status_event(r->w, r->cmd, lt_job_account(r->job), "succeeded", LT_OK, NULL,
-                 lt_sync_messages(sync), lt_sync_bytes(sync), lt_now_ms() - r->t0, r->att, r->tp,
-                 r->sync);
+    status_event(r->w, &(status_t){.cmd = r->cmd,
+                                   .account_key = lt_job_account(r->job),
+                                   .result = "succeeded",
+                                   .messages = lt_sync_messages(sync),
+                                   .bytes = lt_sync_bytes(sync),
+                                   .duration_ms = lt_now_ms() - r->t0,
+                                   .attempt = r->att,
+                                   .traceparent = r->tp,
+                                   .sync = r->sync});
 }
 
 static run_result_t job_retry(job_run_t *r)
@@ -651,9 +694,17 @@ static run_result_t job_failed(job_run_t *r)
     const char *result = r->sync && lt_sync_scopes_ok(r->sync) ? "partial" : "failed";
     lt_error(&r->log, "command %s (%s): %s", result, lt_err_name(r->err), r->errstr);
     job_record_failure(r, lt_err_name(r->err));
-    status_event(w, r->cmd, lt_job_account(r->job), result, r->err, r->errstr,
-                 r->sync ? lt_sync_messages(r->sync) : 0, r->sync ? lt_sync_bytes(r->sync) : 0,
-                 lt_now_ms() - r->t0, r->attempt, r->tp, r->sync);
+    status_event(w, &(status_t){.cmd = r->cmd,
+                                .account_key = lt_job_account(r->job),
+                                .result = result,
+                                .err = r->err,
+                                .error = r->errstr,
+                                .messages = r->sync ? lt_sync_messages(r->sync) : 0,
+                                .bytes = r->sync ? lt_sync_bytes(r->sync) : 0,
+                                .duration_ms = lt_now_ms() - r->t0,
+                                .attempt = r->attempt,
+                                .traceparent = r->tp,
+                                .sync = r->sync});
     return R_DONE;
 }
 
