@@ -111,37 +111,45 @@ static const char *num_or_null(int64_t v, char buf[32])
     return buf;
 }
 
+/* Run q, which updates the row of command_id: LT_ERR_NOT_FOUND ("command
+ * <id> <missing>") unless exactly one row changed. */
+static lt_err_t update_one(lt_db_t *db, const lt_db_query_t *q, const char *command_id,
+                           const char *missing, char *errstr, size_t errstr_size)
+{
+    PGresult *r = NULL;
+    lt_err_t err = lt_db_exec(db, q, &r, errstr, errstr_size);
+    if (err)
+        return err;
+    if (strcmp(PQcmdTuples(r), "1") != 0)
+        err =
+            lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "command %s %s", command_id, missing);
+    PQclear(r);
+    return err;
+}
+
 lt_err_t lt_command_heartbeat(lt_db_t *db, const char *command_id,
                               const lt_command_progress_t *progress, char *errstr,
                               size_t errstr_size)
 {
     char m[32], b[32], d[32], t[32];
-    PGresult *r = NULL;
     if (!id_ok(command_id))
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad command id");
     const lt_command_progress_t none = {-1, -1, -1, -1};
     const lt_command_progress_t *p = progress ? progress : &none;
     const char *params[] = {command_id, num_or_null(p->messages, m), num_or_null(p->bytes, b),
                             num_or_null(p->progress_done, d), num_or_null(p->progress_total, t)};
-    lt_err_t err =
-        lt_db_exec(db,
-                   &(lt_db_query_t){.what = "command heartbeat",
-                                    .sql = "UPDATE mail_sync_commands SET heartbeat_at = now(), "
+    return update_one(db,
+                      &(lt_db_query_t){.what = "command heartbeat",
+                                       .sql =
+                                           "UPDATE mail_sync_commands SET heartbeat_at = now(), "
                                            "messages = COALESCE($2::integer, messages), "
                                            "bytes = COALESCE($3::bigint, bytes), "
                                            "progress_done = COALESCE($4::bigint, progress_done), "
                                            "progress_total = COALESCE($5::bigint, progress_total) "
                                            "WHERE command_id = $1 AND status = 'running'",
-                                    .nparams = 5,
-                                    .params = params},
-                   &r, errstr, errstr_size);
-    if (err)
-        return err;
-    if (strcmp(PQcmdTuples(r), "1") != 0)
-        err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "command %s is not running",
-                        command_id);
-    PQclear(r);
-    return err;
+                                       .nparams = 5,
+                                       .params = params},
+                      command_id, "is not running", errstr, errstr_size);
 }
 
 lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, const lt_command_outcome_t *outcome,
@@ -151,7 +159,6 @@ lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, const lt_command
     const char *error_class = outcome->error_class, *error = outcome->error;
     char m[32], b[32], d[32], t[32];
     char capped[LT_COMMAND_ERROR_MAX + 1];
-    PGresult *r = NULL;
     if (!id_ok(command_id))
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad command id");
     if (status != LT_COMMAND_SUCCEEDED && status != LT_COMMAND_FAILED &&
@@ -170,7 +177,7 @@ lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, const lt_command
                             num_or_null(p->progress_total, t),
                             error_class,
                             error ? capped : NULL};
-    lt_err_t err = lt_db_exec(
+    return update_one(
         db,
         &(lt_db_query_t){.what = "command finish",
                          .sql = "UPDATE mail_sync_commands SET status = $2, finished_at = now(), "
@@ -182,26 +189,18 @@ lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, const lt_command
                                 "error_class = $7, error = $8 WHERE command_id = $1",
                          .nparams = 8,
                          .params = params},
-        &r, errstr, errstr_size);
-    if (err)
-        return err;
-    if (strcmp(PQcmdTuples(r), "1") != 0)
-        err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "command %s has no record",
-                        command_id);
-    PQclear(r);
-    return err;
+        command_id, "has no record", errstr, errstr_size);
 }
 
 lt_err_t lt_command_abandon(lt_db_t *db, const char *command_id, int attempt, char *errstr,
                             size_t errstr_size)
 {
-    PGresult *r = NULL;
     char att[16];
     if (!id_ok(command_id))
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "bad command id");
     snprintf(att, sizeof(att), "%d", attempt);
     const char *params[] = {command_id, att};
-    lt_err_t err = lt_db_exec(
+    return update_one(
         db,
         &(lt_db_query_t){.what = "command abandon",
                          .sql = "UPDATE mail_sync_commands SET status = 'failed', "
@@ -211,14 +210,7 @@ lt_err_t lt_command_abandon(lt_db_t *db, const char *command_id, int attempt, ch
                                 "WHERE command_id = $1 AND status = 'running' AND attempt = $2",
                          .nparams = 2,
                          .params = params},
-        &r, errstr, errstr_size);
-    if (err)
-        return err;
-    if (strcmp(PQcmdTuples(r), "1") != 0)
-        err = lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "command %s is not running",
-                        command_id);
-    PQclear(r);
-    return err;
+        command_id, "is not running", errstr, errstr_size);
 }
 
 lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, const char *tenant,
