@@ -108,9 +108,10 @@ printf 'nobody-%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"ghost-%s",
   "$RUN" "$RUN" "$TENANT" "$RUN" | kcat -P -b "$BROKER" -t "$CMD_TOPIC" -K $'\t' 2>/dev/null
 sg=$(wait_status "ghost-$RUN")
 check "unknown account dead-lettered" [ "$(jget "$sg" result)" = dead_lettered ]
-dlq=$(kcat -C -b "$BROKER" -t lattice.mail.sync.cmd.dlq.v1 -o beginning -e -q -f '%h %s\n' 2>/dev/null)
-check "DLQ holds the malformed command with its reason" bash -c "grep -F 'bad-$RUN' <<<'$dlq' | grep -q 'lattice.dlq.reason='"
-check "DLQ holds the unknown account's command" bash -c "grep -F 'ghost-$RUN' <<<'$dlq' | grep -q 'unknown account'"
+# a file: the shared DLQ can outgrow one command-line argument (128 KiB)
+kcat -C -b "$BROKER" -t lattice.mail.sync.cmd.dlq.v1 -o beginning -e -q -f '%h %s\n' >"$WORK/dlq" 2>/dev/null || true
+check "DLQ holds the malformed command with its reason" bash -c "grep -F 'bad-$RUN' '$WORK/dlq' | grep -q 'lattice.dlq.reason='"
+check "DLQ holds the unknown account's command" bash -c "grep -F 'ghost-$RUN' '$WORK/dlq' | grep -q 'unknown account'"
 c6=$(command incremental); s6=$(wait_status "$c6")
 check "worker carries on after the DLQ" [ "$(jget "$s6" result)" = succeeded ]
 
