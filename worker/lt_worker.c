@@ -22,6 +22,7 @@
 #include "lt_kafka.h"
 #include "lt_log.h"
 #include "lt_offsets.h"
+#include "lt_change_event.h"
 #include "lt_registry.h"
 #include "lt_s3.h"
 #include "lt_sync.h"
@@ -43,6 +44,7 @@ typedef struct slot_s {
     int txn_timeout_ms; /* the producer's transaction.timeout.ms */
     rd_kafka_t *marker_reader;
     lt_mail_codec_t *codec;
+    lt_change_codec_t *change_codec;
     volatile int cancel;
     int32_t running_partition; /* -1 when idle */
 } slot_t;
@@ -60,6 +62,7 @@ struct lt_worker_s {
     rd_kafka_t *producer; /* DLQ and status: idempotent, not transactional */
     lt_registry_t *registry;
     int32_t schema_id;
+    int32_t change_schema_id; /* -1: change tracking off */
     lt_dispatch_t *dispatch;
     pthread_mutex_t mu; /* offsets, slots' running_partition */
     lt_offsets_t *offsets;
@@ -263,6 +266,8 @@ static void slot_close(slot_t *s)
     }
     lt_kafka_destroy(s->marker_reader); /* closes it */
     lt_mail_codec_destroy(s->codec);
+    lt_change_codec_destroy(s->change_codec);
+    s->change_codec = NULL;
     lt_s3_destroy(s->s3);
     lt_db_destroy(s->db);
     s->producer = s->marker_reader = NULL;
@@ -307,6 +312,11 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
     if (!s->codec) {
         s->codec = lt_mail_codec_new(errstr, n);
         if (!s->codec)
+            return LT_ERR_FINAL;
+    }
+    if (!s->change_codec && s->w->change_schema_id >= 0) {
+        s->change_codec = lt_change_codec_new(errstr, n);
+        if (!s->change_codec)
             return LT_ERR_FINAL;
     }
     if (!s->producer) {
@@ -589,6 +599,10 @@ static step_t job_sync(job_run_t *r)
         .codec = slot->codec,
         .schema_id = w->schema_id,
         .raw_topic = set->topic.raw,
+        .change_codec = slot->change_codec,
+        .change_schema_id = w->change_schema_id,
+        .change_topic = set->topic.changes,
+        .track_changes = set->worker.track_changes,
         .checkpoint_topic = set->topic.checkpoints,
         .tmp_dir = set->worker.tmp_dir,
         .spill_prefix = w->spill_prefix,
@@ -991,6 +1005,13 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     if (lt_registry_register(w->registry, subject, lt_mail_event_schema_json(), &w->schema_id,
                              errstr, errstr_size))
         goto fail;
+    w->change_schema_id = -1;
+    if (set->worker.track_changes) {
+        snprintf(subject, sizeof(subject), "%s-value", set->topic.changes);
+        if (lt_registry_register(w->registry, subject, lt_change_event_schema_json(),
+                                 &w->change_schema_id, errstr, errstr_size))
+            goto fail;
+    }
 
     w->producer = lt_kafka_producer_new(cfg, NULL, errstr, errstr_size);
     if (!w->producer)
@@ -1003,8 +1024,11 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     } need[] = {{"LATTICE_TOPIC_RAW", set->topic.raw},
                 {"LATTICE_TOPIC_CHECKPOINTS", set->topic.checkpoints},
                 {"LATTICE_TOPIC_STATUS", set->topic.status},
-                {"LATTICE_TOPIC_DLQ", set->topic.dlq}};
+                {"LATTICE_TOPIC_DLQ", set->topic.dlq},
+                {"LATTICE_TOPIC_CHANGES", set->worker.track_changes ? set->topic.changes : NULL}};
     for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
+        if (!need[i].topic)
+            continue;
         char e[512];
         lt_err_t terr = lt_kafka_warm_topic(w->producer, need[i].topic, 10000, e, sizeof(e));
         if (terr == LT_ERR_NOT_FOUND) {

@@ -175,6 +175,11 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
         "Messages not published and reported in the command result (skipped_ids): over "
         "LATTICE_MAX_MESSAGE_BYTES, gone, or no raw object or event could be stored.",
         "provider");
+    lt_metric_t *changes = lt_metrics_counter(
+        reg, "lattice_worker_changes_published_total",
+        "mail.change.v1 events committed (Kafka transaction), by kind: deleted, flags, labels, "
+        "reset.",
+        "provider,kind");
     for (int i = 0; i < NPROVIDERS; i++) {
         const char *p = k_providers[i];
         o->sm[i] = (lt_sync_metrics_t){
@@ -190,6 +195,8 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
             .messages_partial = lt_metric_get(partial, p),
             .messages_skipped = lt_metric_get(skipped, p),
         };
+        for (int k = 0; k < 4; k++)
+            o->sm[i].changes[k] = lt_metric_get(changes, p, lt_change_kind_name((lt_change_kind_t)k));
     }
     lt_metrics_on_scrape(reg, on_scrape, o);
     return o;

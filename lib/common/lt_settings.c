@@ -188,6 +188,14 @@ static const lt_setting_t k_settings[] = {
      .max = 100000,
      .group = "Worker",
      .desc = "Messages per Kafka transaction (one watermark step)."},
+    {.env = "LATTICE_WORKER_TRACK_CHANGES",
+     LT_SET_FIELD_BOOL(worker.track_changes),
+     .def = "true",
+     .programs = W,
+     .group = "Worker",
+     .desc = "Publish mailbox changes (deleted messages, flags, labels) on LATTICE_TOPIC_CHANGES "
+             "with the incremental sync. An account turns it off in its config_json: "
+             "\"track_changes\": false, or {\"off\": [scopes]} (docs/events.md)."},
     {.env = "LATTICE_WORKER_S3_PARALLEL",
      LT_SET_FIELD_INT(worker.s3_parallel),
      .def = "8",
