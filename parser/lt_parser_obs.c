@@ -76,7 +76,7 @@ lt_parser_obs_t *lt_parser_obs_new(lt_metrics_t *reg, const lt_config_t *cfg)
         "Batches redone after a temporary failure (Postgres, S3, registry, DLQ).", NULL));
     o->assigned = lt_metric_series(
         lt_metrics_gauge(reg, "lattice_parser_assigned_partitions",
-                         "Partitions of the raw topic assigned to this parser.", NULL));
+                         "Partitions of the raw and change topics assigned to this parser.", NULL));
     o->last_commit = lt_metric_series(
         lt_metrics_gauge(reg, "lattice_parser_last_commit_timestamp_seconds",
                          "Unix time of the last successful offset commit (0: none yet).", NULL));
