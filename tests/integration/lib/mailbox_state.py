@@ -29,7 +29,6 @@ LATTICE_PG_PASSWORD (as the shell tests do). Exit 0 when everything matches,
 Python 3 standard library only.
 """
 import argparse
-import base64
 import imaplib
 import json
 import os
@@ -116,24 +115,8 @@ def fmt(s):
 # ---- IMAP ------------------------------------------------------------------
 
 
-def mutf7_encode(name):
-    """A UTF-8 mailbox name in IMAP's modified UTF-7 (RFC 3501 5.1.3)."""
-    out, run = [], []
-
-    def flush():
-        if run:
-            b = "".join(run).encode("utf-16-be")
-            out.append("&" + base64.b64encode(b).decode().rstrip("=").replace("/", ",") + "-")
-            run.clear()
-
-    for ch in name:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            run.append(ch)
-    flush()
-    return "".join(out)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from imap_tool import mutf7 as mutf7_encode  # noqa: E402  (RFC 3501 5.1.3 modified UTF-7)
 
 
 def imap_quote(s):
