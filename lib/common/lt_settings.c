@@ -122,7 +122,7 @@ static const lt_setting_t k_settings[] = {
     {.env = "LATTICE_TOPIC_CHANGES",
      LT_SET_FIELD_STRING(topic.changes),
      .def = "lattice.mail.change.v1",
-     .programs = W | T,
+     .programs = W | P | T,
      .required = true,
      .group = "Kafka",
      .desc = "Topic of mail.change.v1 events (Avro, Confluent wire format, keyed by "
@@ -469,8 +469,8 @@ static const lt_setting_t k_settings[] = {
      .required = true,
      .group = "Parser",
      .desc =
-         "Kafka consumer group of lattice-mail-parser on LATTICE_TOPIC_RAW (reset its offsets to "
-         "parse again: rows are upserted)."},
+         "Kafka consumer group of lattice-mail-parser on LATTICE_TOPIC_RAW and "
+         "LATTICE_TOPIC_CHANGES (reset its offsets to parse again: rows are upserted)."},
     {.env = "LATTICE_PARSER_DLQ_TOPIC",
      LT_SET_FIELD_STRING(parser.dlq_topic),
      .def = "lattice.mail.parser.dlq.v1",
@@ -533,6 +533,15 @@ static const lt_setting_t k_settings[] = {
      .desc =
          "First wait after a temporary failure (Postgres, S3 or registry unreachable); doubles, "
          "capped at 30 s; the batch is then read and written again."},
+    {.env = "LATTICE_PARSER_PENDING_RETENTION_S",
+     LT_SET_FIELD_INT64(parser.pending_retention_s),
+     .def = "604800",
+     .programs = P,
+     .min = 60,
+     .max = 315360000LL,
+     .group = "Parser",
+     .desc = "Seconds a mailbox change for a message not (yet) stored waits for the message's raw "
+             "event in emails_changes_pending before it is purged (default 7 days)."},
 
     /* --- Gmail (docs/gmail.md) --- */
     {.env = "LATTICE_GMAIL_API_URL",

@@ -99,6 +99,7 @@ typedef struct {
         int max_body_bytes;
         int64_t max_message_bytes;
         int retry_base_ms;
+        int64_t pending_retention_s;
     } parser;
     struct { /* LATTICE_GMAIL_* */
         const char *api_url;
