@@ -793,6 +793,6 @@ lt_err_t lt_emails_check(lt_db_t *db, char *errstr, size_t errstr_size)
         return lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
                          "table emails (with deleted_at, flags, labels) or emails_changes_pending "
                          "does not exist: run lattice-migrate (migrations/0004_emails.sql, "
-                         "0009_email_changes.sql, 0010_email_changes_pending.sql)");
+                         "0009_email_changes.sql, 0013_email_changes_pending.sql)");
     return LT_OK;
 }

@@ -1,5 +1,5 @@
 /* lt_emails: the emails table (migrations/0004_emails.sql, 0009, and the
- * pending changes of 0010), one row per
+ * pending changes of 0013), one row per
  * parsed message, written by lattice-mail-parser (docs/parser.md).
  *
  * Rows travel as JSON objects: lt_emails_row_json() turns a row into one

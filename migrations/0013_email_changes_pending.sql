@@ -1,4 +1,4 @@
--- 0010: mailbox changes that arrived before their message (docs/parser.md,
+-- 0013: mailbox changes that arrived before their message (docs/parser.md,
 -- "Mailbox changes", "Changes before their message").
 --
 -- mail.raw.v1 and mail.change.v1 are read independently, so a change (a
