@@ -81,7 +81,7 @@ lt_err_t lt_sync_produce_wire(lt_sync_t *s, const char *topic, const lt_buf_t *w
         return lt_seterr(errstr, n,
                          kerr == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? LT_ERR_TOO_BIG
                                                                       : LT_ERR_TEMPORARY,
-                         "produce to %s: record of %zu bytes: %s", topic, lt_buf_len(wire),
+                         "produce: event of %zu bytes: %s", lt_buf_len(wire),
                          rd_kafka_err2str(kerr));
     }
     rd_kafka_poll(s->env.producer, 0);
