@@ -10,6 +10,7 @@
 #define S LT_PROG_SCHEDULER
 #define P LT_PROG_PARSER
 #define T LT_PROG_TOOLS
+#define WA LT_PROG_WATCHER
 #define ALL LT_PROG_ALL
 
 static const lt_setting_t k_settings[] = {
@@ -286,7 +287,7 @@ static const lt_setting_t k_settings[] = {
      .desc = "Where messages larger than 8 MiB are spooled while they are stored."},
     {.env = "LATTICE_SECRETS_DIR",
      LT_SET_FIELD_STRING(worker.secrets_dir),
-     .programs = W,
+     .programs = W | WA,
      .group = "Worker",
      .desc =
          "Directory of the account secrets that config_json names by file (password_file, "
@@ -295,7 +296,7 @@ static const lt_setting_t k_settings[] = {
          "(*_env) must be named LTS_<tenant>__<NAME> (docs/operations.md, \"Account secrets\")."},
     {.env = "LATTICE_TLS_CA_FILE",
      LT_SET_FIELD_STRING(tls_ca_file),
-     .programs = W | P | T,
+     .programs = W | P | T | WA,
      .group = "Worker",
      .desc = "CA bundle for IMAP and Gmail TLS (system store when unset). Certificates are always "
              "verified."},
@@ -547,21 +548,21 @@ static const lt_setting_t k_settings[] = {
     {.env = "LATTICE_GMAIL_API_URL",
      LT_SET_FIELD_STRING(gmail.api_url),
      .def = "https://gmail.googleapis.com",
-     .programs = W | T,
+     .programs = W | T | WA,
      .required = true,
      .group = "Gmail",
      .desc = "Base URL of the Gmail API (the emulator: https://127.0.0.1:18443)."},
     {.env = "LATTICE_GMAIL_TOKEN_URL",
      LT_SET_FIELD_STRING(gmail.token_url),
      .def = "https://oauth2.googleapis.com/token",
-     .programs = W | T,
+     .programs = W | T | WA,
      .required = true,
      .group = "Gmail",
      .desc = "Google's OAuth 2.0 token endpoint (refresh-token grant)."},
     {.env = "LATTICE_GMAIL_MAX_INFLIGHT",
      LT_SET_FIELD_INT(gmail.max_inflight),
      .def = "8",
-     .programs = W | T,
+     .programs = W | T | WA,
      .min = 1,
      .max = 100,
      .group = "Gmail",
@@ -571,7 +572,7 @@ static const lt_setting_t k_settings[] = {
     {.env = "LATTICE_GMAIL_QUOTA_UNITS_PER_S",
      LT_SET_FIELD_INT(gmail.quota_units_per_s),
      .def = "250",
-     .programs = W | T,
+     .programs = W | T | WA,
      .min = 1,
      .max = 1000000,
      .group = "Gmail",
@@ -581,7 +582,7 @@ static const lt_setting_t k_settings[] = {
     {.env = "LATTICE_GMAIL_TIMEOUT_S",
      LT_SET_FIELD_INT(gmail.timeout_s),
      .def = "120",
-     .programs = W | T,
+     .programs = W | T | WA,
      .min = 1,
      .max = 3600,
      .group = "Gmail",
@@ -589,7 +590,7 @@ static const lt_setting_t k_settings[] = {
     {.env = "LATTICE_GMAIL_MAX_RETRIES",
      LT_SET_FIELD_INT(gmail.max_retries),
      .def = "8",
-     .programs = W | T,
+     .programs = W | T | WA,
      .min = 0,
      .max = 100,
      .group = "Gmail",
@@ -600,13 +601,77 @@ static const lt_setting_t k_settings[] = {
     {.env = "LATTICE_GMAIL_RETRY_BASE_MS",
      LT_SET_FIELD_INT(gmail.retry_base_ms),
      .def = "1000",
-     .programs = W | T,
+     .programs = W | T | WA,
      .min = 1,
      .max = 600000,
      .group = "Gmail",
      .desc = "First retry delay of a Gmail request; doubles per retry, capped at 64 s."},
 
-    /* --- schema registry --- */
+        /* --- Gmail push (docs/gmail-push.md) --- */
+    {.env = "LATTICE_WATCHER_GMAIL_TOPIC",
+     LT_SET_FIELD_STRING(watcher_gmail.topic),
+     .programs = WA,
+     .group = "Gmail push",
+     .desc = "Cloud Pub/Sub topic Gmail publishes to, projects/PROJECT/topics/TOPIC (users.watch "
+             "topicName); unset: Gmail accounts are not watched (the scheduler still syncs them)."},
+    {.env = "LATTICE_WATCHER_GMAIL_RENEW_S",
+     LT_SET_FIELD_INT(watcher_gmail.renew_s),
+     .def = "86400",
+     .programs = WA,
+     .min = 1,
+     .max = 518400,
+     .group = "Gmail push",
+     .desc = "Interval between two users.watch calls of an account, seconds; a watch lasts 7 days "
+             "and is always renewed before it expires (Google: renew daily)."},
+    {.env = "LATTICE_WATCHER_GMAIL_PUSH_BIND",
+     LT_SET_FIELD_STRING(watcher_gmail.push_bind),
+     .def = "0.0.0.0",
+     .programs = WA,
+     .group = "Gmail push",
+     .desc = "Address of the push endpoint that receives the Pub/Sub push requests."},
+    {.env = "LATTICE_WATCHER_GMAIL_PUSH_PORT",
+     LT_SET_FIELD_INT(watcher_gmail.push_port),
+     .def = "0",
+     .programs = WA,
+     .min = 0,
+     .max = 65535,
+     .group = "Gmail push",
+     .desc = "Port of the push endpoint (behind the HTTPS ingress the subscription's push URL "
+             "names); 0 = no endpoint."},
+    {.env = "LATTICE_WATCHER_GMAIL_PUSH_PATH",
+     LT_SET_FIELD_STRING(watcher_gmail.push_path),
+     .def = "/gmail/push",
+     .programs = WA,
+     .group = "Gmail push",
+     .desc = "URL path of the push endpoint."},
+    {.env = "LATTICE_WATCHER_GMAIL_PUSH_KEYS_FILE",
+     LT_SET_FIELD_STRING(watcher_gmail.push_keys_file),
+     .programs = WA,
+     .group = "Gmail push",
+     .desc = "Google's signing keys of the push OIDC tokens: a copy of "
+             "https://www.googleapis.com/oauth2/v3/certs (JWKS), of .../oauth2/v1/certs, or PEM "
+             "public keys; re-read when it changes. Set: every push must carry a valid token."},
+    {.env = "LATTICE_WATCHER_GMAIL_PUSH_AUDIENCE",
+     LT_SET_FIELD_STRING(watcher_gmail.push_audience),
+     .programs = WA,
+     .group = "Gmail push",
+     .desc = "The audience the push subscription puts in its OIDC tokens (required with the "
+             "keys file)."},
+    {.env = "LATTICE_WATCHER_GMAIL_PUSH_SERVICE_ACCOUNT",
+     LT_SET_FIELD_STRING(watcher_gmail.push_service_account),
+     .programs = WA,
+     .group = "Gmail push",
+     .desc = "The service account the push subscription signs as (the token's email claim); "
+             "unset: any Google-verified email."},
+    {.env = "LATTICE_WATCHER_GMAIL_PUSH_TOKEN",
+     LT_SET_FIELD_STRING(watcher_gmail.push_token),
+     .programs = WA,
+     .secret = true,
+     .group = "Gmail push",
+     .desc = "Shared secret the push URL carries as ?token= (or _FILE); with the keys file both "
+             "are required. The OIDC token is the stronger check: prefer it."},
+
+/* --- schema registry --- */
     {.env = "LATTICE_SCHEMA_REGISTRY_URL",
      LT_SET_FIELD_STRING(registry.url),
      .def = "http://127.0.0.1:18080/apis/ccompat/v7",

@@ -110,6 +110,17 @@ typedef struct {
         int max_retries;
         int retry_base_ms;
     } gmail;
+    struct { /* LATTICE_WATCHER_GMAIL_* (docs/gmail-push.md) */
+        const char *topic;                /* LATTICE_WATCHER_GMAIL_TOPIC */
+        int renew_s;                      /* LATTICE_WATCHER_GMAIL_RENEW_S */
+        const char *push_bind;            /* LATTICE_WATCHER_GMAIL_PUSH_BIND */
+        int push_port;                    /* LATTICE_WATCHER_GMAIL_PUSH_PORT */
+        const char *push_path;            /* LATTICE_WATCHER_GMAIL_PUSH_PATH */
+        const char *push_keys_file;       /* LATTICE_WATCHER_GMAIL_PUSH_KEYS_FILE */
+        const char *push_audience;        /* LATTICE_WATCHER_GMAIL_PUSH_AUDIENCE */
+        const char *push_service_account; /* LATTICE_WATCHER_GMAIL_PUSH_SERVICE_ACCOUNT */
+        const char *push_token;           /* LATTICE_WATCHER_GMAIL_PUSH_TOKEN (secret) */
+    } watcher_gmail;
     struct { /* LATTICE_SCHEMA_REGISTRY_* */
         const char *url;
         const char *username;
