@@ -215,9 +215,11 @@ static const lt_setting_t k_settings[] = {
      .max = 100,
      .group = "Worker",
      .desc =
-         "Attempts of a command failing temporarily (exponential backoff) before it is reported "
-         "failed. Counted across worker restarts (the command's row): a command started this many "
-         "times that never finished (its worker was killed each time) is dead-lettered."},
+         "Runs of a command in a row that never finished and made no durable progress (no "
+         "watermark or cursor moved: its worker was killed or ran out of memory each time) "
+         "before the command is dead-lettered. Counted across worker restarts (the command's "
+         "row). A run that moved the watermark starts the count again; temporary failures are "
+         "bounded by LATTICE_WORKER_RETRY_WINDOW_S instead."},
     {.env = "LATTICE_WORKER_RETRY_BASE_MS",
      LT_SET_FIELD_INT(worker.retry_base_ms),
      .def = "1000",
@@ -225,7 +227,29 @@ static const lt_setting_t k_settings[] = {
      .min = 1,
      .max = 600000,
      .group = "Worker",
-     .desc = "First retry delay; doubles per attempt, with jitter, capped at 5 minutes."},
+     .desc = "First retry delay of a command failing temporarily; doubles per failure, with "
+             "jitter, up to LATTICE_WORKER_RETRY_MAX_MS."},
+    {.env = "LATTICE_WORKER_RETRY_MAX_MS",
+     LT_SET_FIELD_INT(worker.retry_max_ms),
+     .def = "30000",
+     .programs = W,
+     .min = 1,
+     .max = 3600000,
+     .group = "Worker",
+     .desc = "Longest retry delay of a command failing temporarily (the backoff's cap): how "
+             "long after a recovered outage the command may still wait."},
+    {.env = "LATTICE_WORKER_RETRY_WINDOW_S",
+     LT_SET_FIELD_INT(worker.retry_window_s),
+     .def = "600",
+     .programs = W,
+     .min = 0,
+     .max = 86400,
+     .group = "Worker",
+     .desc =
+         "How long a command failing temporarily (Postgres, Kafka, S3 or the provider "
+         "unreachable, a 5xx) is retried before it is reported failed, seconds from its first "
+         "failure (monotonic clock). An attempt that moved the watermark starts the window "
+         "again. 0: no retry."},
     {.env = "LATTICE_WORKER_DRAIN_TIMEOUT_S",
      LT_SET_FIELD_INT(worker.drain_timeout_s),
      .def = "25",
@@ -768,6 +792,25 @@ static const lt_setting_t k_settings[] = {
      .max = 3600,
      .group = "Object storage",
      .desc = "Timeout of one object request, seconds."},
+    {.env = "LATTICE_S3_LOW_SPEED_TIME_S",
+     LT_SET_FIELD_INT(s3.low_speed_time_s),
+     .def = "30",
+     .programs = W,
+     .min = 0,
+     .max = 3600,
+     .group = "Object storage",
+     .desc = "A request whose transfer stays below LATTICE_S3_LOW_SPEED_BYTES per second this "
+             "long is given up as stalled (a frozen or black-holed server) and retried, long "
+             "before LATTICE_S3_TIMEOUT_S. 0: off."},
+    {.env = "LATTICE_S3_LOW_SPEED_BYTES",
+     LT_SET_FIELD_INT(s3.low_speed_bytes),
+     .def = "1",
+     .programs = W,
+     .min = 1,
+     .max = 100000000,
+     .group = "Object storage",
+     .desc = "Bytes per second under which a request counts as stalled (see "
+             "LATTICE_S3_LOW_SPEED_TIME_S)."},
 };
 
 const lt_setting_t *lt_settings_table(size_t *count)

@@ -55,6 +55,8 @@ typedef struct {
         bool track_changes;                  /* LATTICE_WORKER_TRACK_CHANGES */
         int max_attempts;                    /* LATTICE_WORKER_MAX_ATTEMPTS */
         int retry_base_ms;                   /* LATTICE_WORKER_RETRY_BASE_MS */
+        int retry_max_ms;                    /* LATTICE_WORKER_RETRY_MAX_MS */
+        int retry_window_s;                  /* LATTICE_WORKER_RETRY_WINDOW_S */
         int drain_timeout_s;                 /* LATTICE_WORKER_DRAIN_TIMEOUT_S */
         int queue_max;                       /* LATTICE_WORKER_QUEUE_MAX */
         int lock_timeout_s;                  /* LATTICE_WORKER_LOCK_TIMEOUT_S */
@@ -140,6 +142,8 @@ typedef struct {
         const char *secret_access_key;
         const char *ca_file;
         int timeout_s;
+        int low_speed_time_s; /* 0: no stall detection */
+        int low_speed_bytes;
     } s3;
 } lt_settings_t;
 
