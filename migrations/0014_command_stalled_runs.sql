@@ -1,4 +1,4 @@
--- 0010: runs of a command that ended without finishing and without durable
+-- 0014: runs of a command that ended without finishing and without durable
 -- progress (docs/operations.md, "Retries").
 --
 -- `attempt` numbers every run of a command id. A run that never finished
