@@ -275,7 +275,7 @@ static void health_up(lt_kafka_health_t *h, int txn, const char *how)
     int64_t now = lt_now_ms();
     pthread_mutex_lock(&h->lock);
     int was_down = h->brokers_down, txn_logged = h->txn_down && h->txn_logged;
-    int brokers_back = was_down || h->suspect;
+    int brokers_back = was_down || h->suspect, was_suspect = h->suspect && !was_down;
     int64_t since = h->down_since, txn_since = h->txn_down_since;
     uint64_t errors = h->client_errors - h->errors_at_down;
     h->brokers_down = h->suspect = 0;
@@ -289,6 +289,10 @@ static void health_up(lt_kafka_health_t *h, int txn, const char *how)
         lt_info(NULL, "kafka: brokers reachable again after %.1f s (%s; %llu client error(s) "
                       "meanwhile)",
                 (double)(now - since) / 1000.0, how, (unsigned long long)errors);
+    else if (was_suspect && errors)
+        lt_warn(NULL, "kafka: %llu client connection error(s) in %.1f s, but the brokers "
+                      "answer (%s): a broker restart or a client reconnecting",
+                (unsigned long long)errors, (double)(now - since) / 1000.0, how);
     if (txn_logged)
         lt_info(NULL, "kafka: transaction coordinator available again after %.1f s",
                 (double)(now - txn_since) / 1000.0);
@@ -308,7 +312,11 @@ static lt_log_level_t health_error(lt_kafka_health_t *h, int err, const char *re
         reason = "";
     pthread_mutex_lock(&h->lock);
     h->client_errors++;
-    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && !h->brokers_down && !h->suspect) {
+    /* any lost connection makes the brokers suspect at once (each client
+     * reports its own, before librdkafka says all are down): the probe
+     * decides, so a burst of them is one line, not one per client */
+    if ((err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__TRANSPORT) &&
+        !h->brokers_down && !h->suspect) {
         h->suspect = 1;
         h->down_since = now;
         h->errors_at_down = h->client_errors - 1;
@@ -432,7 +440,10 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
                                     : LT_LOG_DEBUG;
     /* during a known outage the clients' own lines repeat it: debug */
     kstate_t *st = rd_kafka_opaque(rk);
-    if (l >= LT_LOG_WARN && st && st->health) {
+    if (l >= LT_LOG_WARN && st && st->health && fac && !strcmp(fac, "FAIL")) {
+        /* a lost connection: as the error callback's _TRANSPORT */
+        l = health_error(st->health, RD_KAFKA_RESP_ERR__TRANSPORT, buf, l);
+    } else if (l >= LT_LOG_WARN && st && st->health) {
         pthread_mutex_lock(&st->health->lock);
         if (st->health->brokers_down || st->health->suspect || st->health->txn_down)
             l = LT_LOG_DEBUG;
