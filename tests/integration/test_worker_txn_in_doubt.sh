@@ -94,7 +94,8 @@ kafka_start() {
 kafka_start
 BROKER=127.0.0.1:$KPORT
 CMD_TOPIC=cmd.$RUN RAW_TOPIC=raw.$RUN CKPT_TOPIC=ckpt.$RUN STATUS_TOPIC=status.$RUN DLQ_TOPIC=dlq.$RUN
-for t in "$CMD_TOPIC" "$RAW_TOPIC" "$CKPT_TOPIC:cleanup.policy=compact" "$STATUS_TOPIC" "$DLQ_TOPIC"; do
+CHG_TOPIC=change.$RUN
+for t in "$CMD_TOPIC" "$RAW_TOPIC" "$CKPT_TOPIC:cleanup.policy=compact" "$STATUS_TOPIC" "$DLQ_TOPIC" "$CHG_TOPIC"; do
   cfg=${t#*:}; [ "$cfg" = "$t" ] && cfg=
   kjava -Xmx128m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC org.apache.kafka.tools.TopicCommand \
     --bootstrap-server "$BROKER" --create --topic "${t%%:*}" --partitions 1 --replication-factor 1 \
@@ -136,6 +137,7 @@ side_release() {
 # transaction.timeout.ms 4 s: each commit_transaction try waits that long.
 LATTICE_KAFKA_BOOTSTRAP_SERVERS=$BROKER LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_TOPIC_RAW=$RAW_TOPIC \
 LATTICE_TOPIC_CHECKPOINTS=$CKPT_TOPIC LATTICE_TOPIC_STATUS=$STATUS_TOPIC LATTICE_TOPIC_DLQ=$DLQ_TOPIC \
+LATTICE_TOPIC_CHANGES=$CHG_TOPIC \
 LATTICE_WORKER_GROUP_ID=test-$RUN LATTICE_WORKER_ID=test-$RUN LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest \
 LATTICE_KAFKA_TRANSACTION_TIMEOUT_MS=4000 LATTICE_WORKER_CONCURRENCY=1 LATTICE_WORKER_BATCH_MESSAGES=5 \
 LATTICE_WORKER_RETRY_BASE_MS=500 LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_LOG_FORMAT=text \
