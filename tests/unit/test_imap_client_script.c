@@ -252,7 +252,7 @@ static void test_happy_path(void)
         CHECK(uids[0] == 3 && uids[1] == 5 && uids[2] == 7);
 
     fetch_rec_t r = {.log = lt_buf_new(1 << 16)};
-    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r};
+    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r, NULL};
     e = lt_imap_uid_fetch(s.c, uids, n, &cb, err, sizeof(err));
     free(uids);
     CHECK_MSG(e == LT_OK, "fetch: %s", err);
@@ -357,7 +357,7 @@ static void test_bye_mid_fetch(void)
     CHECK_INT(start(&s, steps, NULL, err, sizeof(err)), LT_OK);
     CHECK_INT(lt_imap_examine(s.c, "INBOX", &mb, err, sizeof(err)), LT_OK);
     fetch_rec_t r = {.log = lt_buf_new(1 << 16)};
-    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r};
+    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r, NULL};
     uint32_t uids[] = {1, 2};
     lt_err_t e = lt_imap_uid_fetch(s.c, uids, 2, &cb, err, sizeof(err));
     CHECK_INT(e, LT_ERR_TEMPORARY);
@@ -388,7 +388,7 @@ static void test_drop_mid_literal(void)
     CHECK_INT(start(&s, steps, NULL, err, sizeof(err)), LT_OK);
     CHECK_INT(lt_imap_examine(s.c, "INBOX", &mb, err, sizeof(err)), LT_OK);
     fetch_rec_t r = {.log = lt_buf_new(1 << 16)};
-    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r};
+    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r, NULL};
     uint32_t uid = 1;
     lt_err_t e = lt_imap_uid_fetch(s.c, &uid, 1, &cb, err, sizeof(err));
     CHECK_INT(e, LT_ERR_TEMPORARY);
@@ -424,7 +424,7 @@ static void test_skips_and_errors(void)
     CHECK_INT(start(&s, steps, &o, err, sizeof(err)), LT_OK);
     CHECK_INT(lt_imap_examine(s.c, "INBOX", &mb, err, sizeof(err)), LT_OK);
     fetch_rec_t r = {.log = lt_buf_new(1 << 16)};
-    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r};
+    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r, NULL};
     uint32_t uids[] = {1, 2, 3};
     lt_err_t e = lt_imap_uid_fetch(s.c, uids, 3, &cb, err, sizeof(err));
     CHECK_INT(e, LT_ERR_TEMPORARY);
@@ -485,7 +485,7 @@ static void test_append_and_abort(void)
     CHECK_INT(uid, 3955);
     CHECK_INT(lt_imap_examine(s.c, "INBOX", &mb, err, sizeof(err)), LT_OK);
     fetch_rec_t r = {.log = lt_buf_new(1 << 16), .abort_at_data = 1};
-    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r};
+    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r, NULL};
     uid = 1;
     CHECK_INT(lt_imap_uid_fetch(s.c, &uid, 1, &cb, err, sizeof(err)), LT_ERR_FINAL);
     lt_buf_destroy(r.log);
@@ -557,7 +557,7 @@ static void test_missing_uid(void)
     snprintf(gone, sizeof(gone), "%sskipped 2 not_found;", both);
     for (int round = 0; round < 4; round++) {
         fetch_rec_t r = {.log = lt_buf_new(1 << 16)};
-        lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r};
+        lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r, NULL};
         err[0] = 0;
         lt_err_t e = lt_imap_uid_fetch(s.c, uids, 3, &cb, err, sizeof(err));
         if (round % 2 == 0) { /* still exists: redo the batch later */
