@@ -32,6 +32,8 @@ typedef struct {
     int max_reconnects;  /* per command */
     int retry_base_ms;
     const char *secrets_dir; /* LATTICE_SECRETS_DIR (lt_secret.h); NULL: no file references */
+    int flags_scan_interval_s; /* LATTICE_IMAP_FLAGS_SCAN_INTERVAL_S: full FLAGS listing of a
+                                  folder without QRESYNC at most this often; 0: every sync */
 } lt_sync_imap_opts_t;
 
 /* Run the command of `s`. On failure the class says what to do (temporary:

@@ -52,7 +52,7 @@ LATTICE_WORKER_BATCH_MESSAGES=1 \
 WPID=$!
 lt_wait_assigned "$WORK/worker.log"
 
-wm() { psqlq "SELECT watermark_json FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$1' AND scope='INBOX'"; }
+wm() { psqlq "SELECT jsonb_build_object('last_uid', watermark_json->'last_uid', 'uidvalidity', watermark_json->'uidvalidity') FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$1' AND scope='INBOX'"; }
 events() { # committed events of account $1 (all committed before the final status event)
   kcat -C -b "$BROKER" -t "$RAW_TOPIC" -o beginning -e -q -X isolation.level=read_committed \
     -f '%k\n' 2>/dev/null | grep -cx "$1" || true
