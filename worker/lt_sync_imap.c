@@ -232,8 +232,14 @@ static lt_err_t session_open(session_t *ss, char *errstr, size_t n)
         err = lt_imap_login(ss->c, ss->conf.user, ss->conf.password, errstr, n);
     ss->down = err != LT_OK;
     /* (only before a mailbox is examined; not advertised: nothing sent) */
-    if (!err && ss->want_qresync)
-        err = lt_imap_enable(ss->c, "QRESYNC", NULL, errstr, n);
+    if (!err && ss->want_qresync) {
+        char e[512];
+        lt_err_t eerr = lt_imap_enable(ss->c, "QRESYNC", NULL, e, sizeof(e));
+        if (eerr == LT_ERR_TEMPORARY) /* the connection is gone */
+            err = lt_seterr(errstr, n, eerr, "%s", e);
+        else if (eerr) /* refused: the folders get the fallback */
+            lt_warn(&ss->log, "ENABLE QRESYNC refused (%s): change tracking without it", e);
+    }
     return err;
 }
 
@@ -428,8 +434,10 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
                                                              .reset_reason =
                                                                  LT_CHANGE_RESET_UIDVALIDITY},
                                          errstr, n);
-                    if (err)
+                    if (err) {
+                        chg = 1; /* redone after the retry's abort */
                         goto retry;
+                    }
                     lt_sync_known_forget(s);
                     lt_imap_changes_first(&mb, lt_imap_enabled(ss->c), (int64_t)time(NULL),
                                           &next);
@@ -449,11 +457,9 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
                                                       ss->opts->flags_scan_interval_s,
                                                   .now_s = (int64_t)time(NULL)},
                                               &next, errstr, n);
-                    if (err) {
-                        lt_sync_abort(s);
+                    chg = 1; /* on failure: redone after the retry's abort */
+                    if (err)
                         goto retry;
-                    }
-                    chg = 1;
                 }
             }
             validity = mb.uidvalidity;
