@@ -443,15 +443,30 @@ lt_err_t lt_imap_changes_run(lt_imap_changes_t *ch, lt_imap_t *c, const lt_imap_
     const lt_watermark_t *wm = in->wm;
     const lt_imap_mailbox_t *mb = in->mb;
     unsigned enabled = lt_imap_enabled(c);
-    lt_err_t err = load_known(ch, wm->uidvalidity, errstr, n);
+    const lt_account_t *a = lt_sync_account(ch->s);
+    long long count = 0;
+    lt_err_t err = lt_known_count(lt_sync_db(ch->s),
+                                  &(lt_watermark_key_t){.tenant = lt_account_tenant(a),
+                                                        .account_id = lt_account_id(a),
+                                                        .scope = ch->folder,
+                                                        .provider = "imap"},
+                                  &count, errstr, n);
     if (err)
         return err;
+    known_reset(ch);
     memset(&ch->st, 0, sizeof(ch->st));
-    ch->st.known = ch->nkn;
     ch->last_uid = wm->last_uid;
     int scan = 0;
-    lt_imap_chg_mode_t mode = lt_imap_chg_mode(wm, mb, enabled, in->examined_qresync, ch->nkn,
-                                               in->now_s, in->flags_scan_interval_s, &scan);
+    lt_imap_chg_mode_t mode =
+        lt_imap_chg_mode(wm, mb, enabled, in->examined_qresync, (size_t)count, in->now_s,
+                         in->flags_scan_interval_s, &scan);
+    /* the known set is read only when there is something to compare: a
+     * QRESYNC answer with nothing in it needs none (a quiet folder) */
+    if (mode != LT_IMAP_CHG_QRESYNC || ch->nvan || ch->nfl) {
+        if ((err = load_known(ch, wm->uidvalidity, errstr, n)))
+            return err;
+    }
+    ch->st.known = mode == LT_IMAP_CHG_QRESYNC && !ch->nkn ? (size_t)count : ch->nkn;
     ch->st.mode = mode;
     ch->st.scanned_flags = scan;
     ch->seeding = mode == LT_IMAP_CHG_SEED;
