@@ -263,7 +263,7 @@ static int cmp_known(const void *a, const void *b)
 static known_t *known_find(lt_imap_changes_t *ch, uint32_t uid)
 {
     known_t key = {uid, NULL, 0};
-    return bsearch(&key, ch->kn, ch->nkn, sizeof(*ch->kn), cmp_known);
+    return ch->nkn ? bsearch(&key, ch->kn, ch->nkn, sizeof(*ch->kn), cmp_known) : NULL;
 }
 
 static lt_err_t load_known(lt_imap_changes_t *ch, uint32_t validity, char *errstr, size_t n)
@@ -280,7 +280,8 @@ static lt_err_t load_known(lt_imap_changes_t *ch, uint32_t validity, char *errst
                                  on_known, ch, errstr, n);
     if (err)
         return err;
-    qsort(ch->kn, ch->nkn, sizeof(*ch->kn), cmp_known);
+    if (ch->nkn)
+        qsort(ch->kn, ch->nkn, sizeof(*ch->kn), cmp_known);
     return LT_OK;
 }
 
@@ -423,7 +424,7 @@ static lt_err_t compare_uids(emit_t *e, lt_imap_t *c, int64_t position, char *er
         for (size_t i = 0; i < nr; i++)
             for (uint64_t u = r[i].lo; u <= r[i].hi && u <= ch->last_uid; u++) {
                 known_t key = {(uint32_t)u, NULL, 0};
-                if (!bsearch(&key, ch->kn, before, sizeof(*ch->kn), cmp_known))
+                if (!before || !bsearch(&key, ch->kn, before, sizeof(*ch->kn), cmp_known))
                     known_push(ch, (uint32_t)u, NULL);
             }
         if (ch->nkn > before)
