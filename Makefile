@@ -11,6 +11,7 @@
 #   make bench-scheduler  lattice-scheduler --once over 100k accounts (docs/benchmarks.md)
 #   make bench-gmail  Gmail connector vs the 50 msg/s/account quota ceiling, 1/4/16 accounts (docs/benchmarks.md)
 #   make bench-imap  IMAP full sync of a 20k-message folder: lattice-worker vs mbsync (docs/benchmarks.md)
+#   make bench-imap-changes  a quiet incremental sync of a 100k-message folder by change-tracking mode (docs/benchmarks.md)
 #   make test-imap-10k  the worker IMAP edge-case test with a 10,000-message folder (make test uses 2,000)
 #   make soak       1-hour soak: 20 IMAP accounts, a message a second; RSS/fds/threads of each program (docs/soak.md; SOAK_FLAGS="--minutes 10")
 #   make image      build deploy/docker/Dockerfile with buildah: OCI archive + digest in build-image/ (docs/operations.md)
@@ -24,7 +25,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: demo image image-deps image-check bench-imap test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash soak
+.PHONY: demo image image-deps image-check bench-imap bench-imap-changes test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash soak
 
 all: build
 
@@ -99,6 +100,10 @@ bench-gmail: build stack-up
 # IMAP full sync, lattice-worker vs mbsync, alternating (BENCH_COUNT, BENCH_REPEAT): docs/benchmarks.md
 bench-imap: build stack-up
 	@set -a; eval "$$($(STACK) env)"; set +a; bench/imap-vs-mbsync $(BUILD)
+
+# A quiet IMAP incremental sync by change-tracking mode (BENCH_COUNT, BENCH_REPEAT): docs/benchmarks.md
+bench-imap-changes: build stack-up
+	@set -a; eval "$$($(STACK) env)"; set +a; bench/imap-changes $(BUILD)
 
 test-imap-10k: build stack-up
 	@set -a; eval "$$($(STACK) env)"; set +a; \

@@ -543,7 +543,7 @@ static lt_err_t full_sync(scope_ctx_t *x, int resync, int resume, char *errstr, 
     if (err)
         return err;
     /* the watermark, and the cursor deleted, with the last batch */
-    lt_watermark_t wm = {x->cur_history_id, 0, 0};
+    lt_watermark_t wm = {.history_id = x->cur_history_id};
     return lt_sync_checkpoint_cursor(x->s, x->scope, &wm, x->cur_resync, LT_CURSOR_SCOPE, NULL,
                                      errstr, n);
 }
@@ -715,7 +715,7 @@ static lt_err_t incremental(scope_ctx_t *x, uint64_t start, char *errstr, size_t
     if (err)
         return err;
     /* Everything up to the mailbox's historyId is done. */
-    lt_watermark_t wm = {last_hid, 0, 0};
+    lt_watermark_t wm = {.history_id = last_hid};
     return lt_sync_checkpoint(x->s, x->scope, &wm, 0, errstr, n);
 }
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include "lt_command_log.h"
 #include "lt_imap_client.h"
 #include "lt_secret.h"
+#include "lt_sync_imap_changes.h"
 
 #define SECRET_MAX 4096
 
@@ -23,6 +25,7 @@ typedef struct {
     char password[SECRET_MAX];
     char **folders;
     size_t nfolders;
+    unsigned hide_caps; /* "imap_disable_caps": extensions taken as absent */
 } imap_conf_t;
 
 static void conf_free(imap_conf_t *c)
@@ -77,6 +80,30 @@ static lt_err_t parse_conf(const lt_account_t *a, const char *secrets_dir, imap_
         c->folders = lt_xcalloc(1, sizeof(char *));
         c->folders[0] = lt_xstrdup("INBOX");
     }
+    if (json_object_object_get_ex(cfg, "imap_disable_caps", &v)) {
+        static const struct {
+            const char *name;
+            unsigned bit;
+        } caps[] = {{"CONDSTORE", LT_IMAP_CAP_CONDSTORE},
+                    {"QRESYNC", LT_IMAP_CAP_QRESYNC},
+                    {"ENABLE", LT_IMAP_CAP_ENABLE}};
+        size_t len = json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 0;
+        if (!json_object_is_type(v, json_type_array))
+            return lt_seterr(errstr, n, LT_ERR_FINAL,
+                             "account config: \"imap_disable_caps\" must be an array");
+        for (size_t i = 0; i < len; i++) {
+            const char *x = json_object_get_string(json_object_array_get_idx(v, i));
+            size_t k = 0;
+            while (k < sizeof(caps) / sizeof(caps[0]) && (!x || strcasecmp(x, caps[k].name)))
+                k++;
+            if (k == sizeof(caps) / sizeof(caps[0]))
+                return lt_seterr(errstr, n, LT_ERR_FINAL,
+                                 "account config: imap_disable_caps[%zu] is not one of "
+                                 "CONDSTORE, QRESYNC, ENABLE",
+                                 i);
+            c->hide_caps |= caps[k].bit;
+        }
+    }
     lt_secret_ns_t ns = {lt_account_tenant(a), secrets_dir};
     return lt_secret_resolve(&ns, cfg, "password", c->password, sizeof(c->password), errstr, n);
 }
@@ -97,6 +124,8 @@ typedef struct {
     lt_buf_t *skipped_uids;
     uint64_t durable_skipped; /* skipped, skipped_uids as of the last checkpoint */
     size_t durable_len;
+    int64_t skipped_before; /* lt_sync_skipped() when the message began */
+    uint32_t published_uid; /* the message just published (its flags follow) */
 } fetch_ctx_t;
 
 static lt_err_t cb_begin(void *opaque, uint32_t uid, uint64_t size, int64_t internaldate_ms)
@@ -105,6 +134,8 @@ static lt_err_t cb_begin(void *opaque, uint32_t uid, uint64_t size, int64_t inte
     char pmid[1200];
     lt_sync_imap_message_id(f->folder, f->uidvalidity, uid, pmid, sizeof(pmid));
     f->last_uid = uid;
+    f->published_uid = 0;
+    f->skipped_before = lt_sync_skipped(f->s);
     return lt_sync_message_begin(f->s, pmid, NULL, f->folder, internaldate_ms, f->err,
                                  sizeof(f->err));
 }
@@ -118,7 +149,27 @@ static lt_err_t cb_data(void *opaque, const uint8_t *chunk, size_t len)
 static lt_err_t cb_end(void *opaque)
 {
     fetch_ctx_t *f = opaque;
-    return lt_sync_message_end(f->s, f->err, sizeof(f->err));
+    lt_err_t err = lt_sync_message_end(f->s, f->err, sizeof(f->err));
+    if (!err && lt_sync_skipped(f->s) == f->skipped_before)
+        f->published_uid = f->last_uid;
+    return err;
+}
+
+/* A new message's flags, right after its raw event: its first state. */
+static lt_err_t cb_flags(void *opaque, uint32_t uid, const char *const *flags, size_t nflags,
+                         uint64_t modseq)
+{
+    fetch_ctx_t *f = opaque;
+    if (uid != f->published_uid)
+        return LT_OK; /* not published (skipped) */
+    f->published_uid = 0;
+    char pmid[1200];
+    lt_sync_imap_message_id(f->folder, f->uidvalidity, uid, pmid, sizeof(pmid));
+    char *canon = lt_imap_flags_canon(flags, nflags);
+    lt_err_t err = lt_imap_publish_flags(f->s, f->folder, pmid, canon,
+                                         modseq ? (int64_t)modseq : -1, f->err, sizeof(f->err));
+    free(canon);
+    return err;
 }
 
 static void cb_skipped(void *opaque, uint32_t uid, lt_err_t why, const char *reason)
@@ -147,13 +198,25 @@ typedef struct {
     lt_imap_t *c;
     lt_log_ctx_t log;
     uint64_t max_message;
+    int want_qresync; /* ENABLE QRESYNC after login (change tracking) */
+    uint64_t bytes_in, bytes_out; /* of the sessions closed so far */
     int down;    /* the last session_open failed: the server is out of reach */
     int flagged; /* the account was flagged: no folder is synced any more */
 } session_t;
 
+static void session_drop(session_t *ss)
+{
+    uint64_t in = 0, out = 0;
+    lt_imap_wire_bytes(ss->c, &in, &out);
+    ss->bytes_in += in;
+    ss->bytes_out += out;
+    lt_imap_destroy(ss->c);
+    ss->c = NULL;
+}
+
 static lt_err_t session_open(session_t *ss, char *errstr, size_t n)
 {
-    lt_imap_destroy(ss->c);
+    session_drop(ss);
     lt_imap_opts_t o;
     memset(&o, 0, sizeof(o));
     o.host = ss->conf.host;
@@ -162,11 +225,21 @@ static lt_err_t session_open(session_t *ss, char *errstr, size_t n)
     o.ca_file = ss->opts->ca_file;
     o.max_message = ss->max_message; /* bigger: skipped() and reported, not a failure */
     o.log = &ss->log;
+    o.hide_caps = ss->conf.hide_caps;
     ss->c = lt_imap_new(&o);
     lt_err_t err = lt_imap_connect(ss->c, errstr, n);
     if (!err)
         err = lt_imap_login(ss->c, ss->conf.user, ss->conf.password, errstr, n);
     ss->down = err != LT_OK;
+    /* (only before a mailbox is examined; not advertised: nothing sent) */
+    if (!err && ss->want_qresync) {
+        char e[512];
+        lt_err_t eerr = lt_imap_enable(ss->c, "QRESYNC", NULL, e, sizeof(e));
+        if (eerr == LT_ERR_TEMPORARY) /* the connection is gone */
+            err = lt_seterr(errstr, n, eerr, "%s", e);
+        else if (eerr) /* refused: the folders get the fallback */
+            lt_warn(&ss->log, "ENABLE QRESYNC refused (%s): change tracking without it", e);
+    }
     return err;
 }
 
@@ -239,6 +312,19 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
     f.skipped_uids = lt_buf_new(4096);
     lt_sync_set_scope(s, folder);
     ss->log.scope = lt_sync_log(s)->scope; /* the IMAP client's log lines too */
+    /* Change tracking (docs/imap.md): the incremental sync of a tracked
+     * folder first publishes its changes, then its new messages with their
+     * flags. chg: 0 to do, 1 published in the open transaction (redone if
+     * it is aborted), 2 committed. */
+    int track = !backfill && lt_sync_changes_enabled(s, folder);
+    lt_sync_track_known(s, track);
+    lt_imap_changes_t *ch = track ? lt_imap_changes_new(s, folder) : NULL;
+    int chg = 0;
+    lt_watermark_t stored; /* the folder's watermark as read; zero when none */
+    int have_wm = 0;
+    lt_watermark_t next; /* change-tracking keys of the watermarks written */
+    memset(&stored, 0, sizeof(stored));
+    memset(&next, 0, sizeof(next));
 
     int reconnects = 0;
     uint32_t durable = 0; /* last UID known committed for this command */
@@ -251,8 +337,38 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
             if (err)
                 goto retry;
         }
+        if (!backfill && first) {
+            lt_err_t werr = lt_watermark_get(db,
+                                             &(lt_watermark_key_t){.tenant = lt_account_tenant(a),
+                                                                   .account_id = lt_account_id(a),
+                                                                   .scope = folder,
+                                                                   .provider = "imap"},
+                                             &stored, errstr, n);
+            if (werr && werr != LT_ERR_NOT_FOUND) {
+                err = werr;
+                goto retry;
+            }
+            have_wm = werr == LT_OK;
+            if (!have_wm)
+                memset(&stored, 0, sizeof(stored));
+        }
         lt_imap_mailbox_t mb;
-        err = lt_imap_examine(ss->c, folder, &mb, errstr, n);
+        /* QRESYNC: the EXAMINE itself tells what changed since the stored
+         * HIGHESTMODSEQ (held until the mode is decided) */
+        int examined_qr = track && first && have_wm && chg == 0 && stored.highestmodseq &&
+                          stored.highestmodseq <= LT_IMAP_MODSEQ_MAX &&
+                          (lt_imap_enabled(ss->c) & LT_IMAP_CAP_QRESYNC);
+        if (examined_qr) {
+            lt_imap_range_t known = {1, stored.last_uid};
+            err = lt_imap_examine_qresync(ss->c, folder,
+                                          &(lt_imap_qresync_t){stored.uidvalidity,
+                                                               stored.highestmodseq,
+                                                               stored.last_uid ? &known : NULL,
+                                                               stored.last_uid ? 1 : 0},
+                                          &mb, lt_imap_changes_examine_cb(ch), errstr, n);
+        } else {
+            err = lt_imap_examine(ss->c, folder, &mb, errstr, n);
+        }
         if (err == LT_ERR_NOT_FOUND) { /* the caller reports the scope as missing */
             char why[512];
             snprintf(why, sizeof(why), "%s", errstr);
@@ -280,19 +396,12 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
             validity = mb.uidvalidity;
             start = durable ? durable + 1 : (bf_start ? bf_start : 1);
         } else if (first) {
-            lt_watermark_t wm;
-            lt_err_t werr = lt_watermark_get(db,
-                                             &(lt_watermark_key_t){.tenant = lt_account_tenant(a),
-                                                                   .account_id = lt_account_id(a),
-                                                                   .scope = folder,
-                                                                   .provider = "imap"},
-                                             &wm, errstr, n);
-            if (werr && werr != LT_ERR_NOT_FOUND) {
-                err = werr;
-                goto retry;
-            }
-            if (werr == LT_ERR_NOT_FOUND) {
+            const lt_watermark_t wm = stored;
+            if (!have_wm) {
                 start = 1;
+                if (track)
+                    lt_imap_changes_first(&mb, lt_imap_enabled(ss->c), (int64_t)time(NULL),
+                                          &next);
             } else if (wm.uidvalidity != mb.uidvalidity) {
                 /* Confirm in a second session before resyncing everything. */
                 uint32_t seen = mb.uidvalidity;
@@ -316,9 +425,42 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
                         folder, wm.uidvalidity, mb.uidvalidity);
                 resync = 1;
                 start = 1;
+                if (track) {
+                    /* forget the folder: a full listing follows */
+                    err = lt_sync_change(s,
+                                         &(lt_sync_change_t){.kind = LT_CHANGE_RESET,
+                                                             .mailbox = folder,
+                                                             .position = -1,
+                                                             .reset_reason =
+                                                                 LT_CHANGE_RESET_UIDVALIDITY},
+                                         errstr, n);
+                    if (err) {
+                        chg = 1; /* redone after the retry's abort */
+                        goto retry;
+                    }
+                    lt_sync_known_forget(s);
+                    lt_imap_changes_first(&mb, lt_imap_enabled(ss->c), (int64_t)time(NULL),
+                                          &next);
+                    chg = 1;
+                }
             } else {
                 start = wm.last_uid + 1;
                 durable = wm.last_uid;
+                if (track && chg == 0) {
+                    next = wm;
+                    err = lt_imap_changes_run(ch, ss->c,
+                                              &(lt_imap_changes_in_t){
+                                                  .wm = &wm,
+                                                  .mb = &mb,
+                                                  .examined_qresync = examined_qr,
+                                                  .flags_scan_interval_s =
+                                                      ss->opts->flags_scan_interval_s,
+                                                  .now_s = (int64_t)time(NULL)},
+                                              &next, errstr, n);
+                    chg = 1; /* on failure: redone after the retry's abort */
+                    if (err)
+                        goto retry;
+                }
             }
             validity = mb.uidvalidity;
         } else {
@@ -351,9 +493,9 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
             }
             size_t k = nuids - i < batch ? nuids - i : batch;
             f.last_uid = 0;
-            err = lt_imap_uid_fetch(ss->c, uids + i, k, &(lt_imap_fetch_cb_t){cb_begin, cb_data,
-                                                                             cb_end, cb_skipped,
-                                                                             &f},
+            err = lt_imap_uid_fetch(ss->c, uids + i, k,
+                                    &(lt_imap_fetch_cb_t){cb_begin, cb_data, cb_end, cb_skipped,
+                                                          &f, track ? cb_flags : NULL},
                                     errstr, n);
             if (err) {
                 if (f.err[0])
@@ -362,7 +504,10 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
                 lt_sync_abort(s);
                 goto retry;
             }
-            lt_watermark_t wm = {0, validity, uids[i + k - 1]};
+            lt_watermark_t wm = {.uidvalidity = validity,
+                                 .last_uid = uids[i + k - 1],
+                                 .highestmodseq = next.highestmodseq,
+                                 .flags_scanned_at = next.flags_scanned_at};
             if (backfill) {
                 /* the backfill's position moves with the batch (command row) */
                 char cur[128];
@@ -376,6 +521,8 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
             }
             if (err)
                 goto retry;
+            if (chg == 1)
+                chg = 2;
             f.durable_skipped = f.skipped;
             f.durable_len = lt_buf_len(f.skipped_uids);
             resync = 0;
@@ -385,12 +532,21 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
             prog.progress_done = lt_sync_progress_done(s);
             lt_command_heartbeat(db, lt_command_id(lt_sync_command(s)), &prog, NULL, 0);
         }
-        if (!backfill && (nuids == 0 && (resync || durable == 0))) {
-            /* Record the (new) validity even when the folder is empty. */
-            lt_watermark_t wm = {0, validity, durable};
+        if (!backfill && nuids == 0 &&
+            (resync || durable == 0 || chg == 1 ||
+             (track && (next.highestmodseq != stored.highestmodseq ||
+                        next.flags_scanned_at != stored.flags_scanned_at)))) {
+            /* Record the (new) validity even when the folder is empty, and
+             * the changes published with where they were read. */
+            lt_watermark_t wm = {.uidvalidity = validity,
+                                 .last_uid = durable,
+                                 .highestmodseq = next.highestmodseq,
+                                 .flags_scanned_at = next.flags_scanned_at};
             err = lt_sync_checkpoint(s, folder, &wm, resync, errstr, n);
             if (err)
                 goto retry;
+            if (chg == 1)
+                chg = 2;
         }
         err = LT_OK;
         goto out;
@@ -407,12 +563,22 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
                 folder, errstr, reconnects, durable);
         f.skipped = f.durable_skipped; /* the batch is fetched again: its skips too */
         lt_buf_truncate(f.skipped_uids, f.durable_len);
-        lt_imap_destroy(ss->c);
-        ss->c = NULL;
+        session_drop(ss);
         first = first && !validity;
+        if (chg == 1) {
+            /* the changes were not committed: their transaction is dropped
+             * and they are found again from the stored watermark (what an
+             * intermediate checkpoint committed is known and not repeated) */
+            lt_sync_abort(s);
+            chg = 0;
+            first = 1;
+            resync = 0;
+        }
         backoff_sleep(ss->opts, reconnects);
     }
 out:
+    lt_sync_track_known(s, 0);
+    lt_imap_changes_destroy(ch);
     if (!err && f.skipped)
         lt_warn(lt_sync_log(s), "folder %s: %llu message(s) not ingested: UIDs %s", folder,
                 (unsigned long long)f.skipped, lt_buf_str(f.skipped_uids));
@@ -433,6 +599,7 @@ lt_err_t lt_sync_imap_run(lt_sync_t *s, const lt_sync_imap_opts_t *opts, char *e
     lt_err_t err = parse_conf(lt_sync_account(s), opts->secrets_dir, &ss.conf, errstr, errstr_size);
     if (err)
         goto out;
+    ss.want_qresync = lt_command_kind(cmd) != LT_SYNC_BACKFILL && lt_sync_changes_enabled(s, NULL);
     err = session_open(&ss, errstr, errstr_size);
     if (err == LT_ERR_REAUTH) {
         const lt_account_t *a = lt_sync_account(s);
@@ -443,8 +610,7 @@ lt_err_t lt_sync_imap_run(lt_sync_t *s, const lt_sync_imap_opts_t *opts, char *e
     if (err && err != LT_ERR_TEMPORARY)
         goto out;
     if (err) { /* let sync_folder's reconnect loop handle it */
-        lt_imap_destroy(ss.c);
-        ss.c = NULL;
+        session_drop(&ss);
     }
     /* Folders fail independently (lt_sync_scope_done): a missing one or one
      * the server fails on does not keep the others from syncing. */
@@ -474,8 +640,7 @@ lt_err_t lt_sync_imap_run(lt_sync_t *s, const lt_sync_imap_opts_t *opts, char *e
             break;
         }
         if (ferr != LT_ERR_NOT_FOUND) { /* the next folder on a new session */
-            lt_imap_destroy(ss.c);
-            ss.c = NULL;
+            session_drop(&ss);
         }
     }
     if (!err)
@@ -483,7 +648,9 @@ lt_err_t lt_sync_imap_run(lt_sync_t *s, const lt_sync_imap_opts_t *opts, char *e
     if (ss.c)
         lt_imap_logout(ss.c, NULL, 0);
 out:
-    lt_imap_destroy(ss.c);
+    session_drop(&ss);
+    lt_info(lt_sync_log(s), "IMAP wire bytes: %llu in, %llu out",
+            (unsigned long long)ss.bytes_in, (unsigned long long)ss.bytes_out);
     conf_free(&ss.conf);
     return err;
 }

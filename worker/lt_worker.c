@@ -653,7 +653,7 @@ static step_t job_sync(job_run_t *r)
         return STEP_FAIL;
     if (lt_command_provider(r->cmd) == LT_PROVIDER_IMAP) {
         lt_sync_imap_opts_t io = {set->tls_ca_file, 5, set->worker.retry_base_ms,
-                                  set->worker.secrets_dir};
+                                  set->worker.secrets_dir, set->worker.imap_flags_scan_interval_s};
         r->err = lt_sync_imap_run(r->sync, &io, r->errstr, sizeof(r->errstr));
     } else {
         lt_sync_gmail_opts_t go = {

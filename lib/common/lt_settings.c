@@ -197,6 +197,16 @@ static const lt_setting_t k_settings[] = {
      .desc = "Publish mailbox changes (deleted messages, flags, labels) on LATTICE_TOPIC_CHANGES "
              "with the incremental sync. An account turns it off in its config_json: "
              "\"track_changes\": false, or {\"off\": [scopes]} (docs/events.md)."},
+    {.env = "LATTICE_IMAP_FLAGS_SCAN_INTERVAL_S",
+     LT_SET_FIELD_INT(worker.imap_flags_scan_interval_s),
+     .def = "3600",
+     .programs = W,
+     .min = 0,
+     .max = 31536000,
+     .group = "Worker",
+     .desc = "Change tracking on an IMAP folder without QRESYNC (or a NOMODSEQ one): list every "
+             "message's FLAGS (UID FETCH 1:* (FLAGS)) to find flag changes at most this often, "
+             "in seconds; expunges are found on every sync. 0: on every sync (docs/imap.md)."},
     {.env = "LATTICE_WORKER_S3_PARALLEL",
      LT_SET_FIELD_INT(worker.s3_parallel),
      .def = "8",

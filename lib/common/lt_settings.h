@@ -53,6 +53,7 @@ typedef struct {
         int batch_messages;                  /* LATTICE_WORKER_BATCH_MESSAGES */
         int s3_parallel;                     /* LATTICE_WORKER_S3_PARALLEL */
         bool track_changes;                  /* LATTICE_WORKER_TRACK_CHANGES */
+        int imap_flags_scan_interval_s;      /* LATTICE_IMAP_FLAGS_SCAN_INTERVAL_S */
         int max_attempts;                    /* LATTICE_WORKER_MAX_ATTEMPTS */
         int retry_base_ms;                   /* LATTICE_WORKER_RETRY_BASE_MS */
         int retry_max_ms;                    /* LATTICE_WORKER_RETRY_MAX_MS */

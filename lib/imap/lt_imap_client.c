@@ -51,6 +51,7 @@ struct lt_imap_s {
     int fetch_pipeline;
     const lt_log_ctx_t *log;
     unsigned hide_caps;
+    uint64_t bytes_in, bytes_out; /* application bytes read / written (TLS payload) */
     unsigned enabled; /* LT_IMAP_CAP_* confirmed by ENABLED */
     const lt_imap_changes_cb_t *ccb;
 
@@ -245,6 +246,7 @@ static lt_err_t tr_read(lt_imap_t *c, size_t *got, char *errstr, size_t errstr_s
             int r = SSL_read_ex(c->ssl, c->rbuf, sizeof(c->rbuf), &n);
             if (r == 1) {
                 *got = n;
+                c->bytes_in += n;
                 return LT_OK;
             }
             int e = SSL_get_error(c->ssl, r);
@@ -262,6 +264,7 @@ static lt_err_t tr_read(lt_imap_t *c, size_t *got, char *errstr, size_t errstr_s
         ssize_t r = recv(c->fd, c->rbuf, sizeof(c->rbuf), 0);
         if (r > 0) {
             *got = (size_t)r;
+            c->bytes_in += (uint64_t)r;
             return LT_OK;
         }
         if (r == 0)
@@ -295,6 +298,7 @@ static lt_err_t tr_write(lt_imap_t *c, const void *data, size_t len, char *errst
             if (r == 1) {
                 p += n;
                 len -= n;
+                c->bytes_out += n;
                 continue;
             }
             int e = SSL_get_error(c->ssl, r);
@@ -311,6 +315,7 @@ static lt_err_t tr_write(lt_imap_t *c, const void *data, size_t len, char *errst
         if (r > 0) {
             p += r;
             len -= (size_t)r;
+            c->bytes_out += (uint64_t)r;
             continue;
         }
         if (r < 0 && errno == EINTR)
@@ -463,6 +468,17 @@ static lt_err_t deliver_buffered(lt_imap_t *c, const lt_imap_fetch_t *f)
     return err ? ev_fail(c, err, "IMAP: fetch aborted by the message callback") : LT_OK;
 }
 
+/* The FLAGS of a message just delivered (after its end callback). */
+static lt_err_t fetch_flags(lt_imap_t *c, const lt_imap_event_t *ev)
+{
+    const lt_imap_fetch_cb_t *cb = c->fcb;
+    if (!cb->flags || !(ev->fetch.has & LT_IMAP_HAS_FLAGS))
+        return LT_OK;
+    lt_err_t err = cb->flags(cb->opaque, ev->fetch.uid, ev->strs, ev->nstrs,
+                             (ev->fetch.has & LT_IMAP_HAS_MODSEQ) ? ev->fetch.modseq : 0);
+    return err ? ev_fail(c, err, "IMAP: fetch aborted by the flags callback") : LT_OK;
+}
+
 static lt_err_t on_fetch_event(lt_imap_t *c, const lt_imap_event_t *ev)
 {
     const lt_imap_fetch_cb_t *cb = c->fcb;
@@ -523,10 +539,15 @@ static lt_err_t on_fetch_event(lt_imap_t *c, const lt_imap_event_t *ev)
                                "IMAP protocol error: FETCH of message %llu without a UID",
                                (unsigned long long)ev->num);
             want_mark(c, f->uid, W_DONE);
-            return deliver_buffered(c, f);
+            if ((err = deliver_buffered(c, f)))
+                return err;
+            return fetch_flags(c, ev);
         }
         if ((f->has & LT_IMAP_HAS_UID) && body)
             want_mark(c, f->uid, W_DONE);
+        if ((f->has & LT_IMAP_HAS_UID) && body && !f->body_skipped &&
+            (err = fetch_flags(c, ev)))
+            return err;
         if ((f->has & LT_IMAP_HAS_UID) && f->body_skipped && cb->skipped) {
             char why[128];
             snprintf(why, sizeof(why), "message of %llu bytes is over the %llu-byte cap",
@@ -1456,6 +1477,17 @@ lt_err_t lt_imap_uid_fetch_changed(lt_imap_t *c, const lt_imap_range_t *set, siz
         return err;
     if (!nset || !ranges_ok(set, nset) || modseq > LT_IMAP_MODSEQ_MAX)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "IMAP: bad UID set or modseq");
+    if (!modseq && !vanished) { /* every message's flags: plain IMAP4rev1 */
+        lt_buf_t *b = lt_buf_new(24 * nset + 32);
+        lt_buf_appendf(b, "UID FETCH ");
+        range_set(b, set, nset);
+        lt_buf_appendf(b, (c->enabled & LT_IMAP_CAP_CONDSTORE) ? " (FLAGS MODSEQ)" : " (FLAGS)");
+        c->ccb = cb;
+        err = simple(c, b, K_READ, "UID FETCH FLAGS", errstr, errstr_size);
+        c->ccb = NULL;
+        lt_buf_destroy(b);
+        return err;
+    }
     if (!lt_imap_has_cap(c, "CONDSTORE") && !(c->enabled & LT_IMAP_CAP_CONDSTORE))
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                          "IMAP: the server does not offer CONDSTORE");
@@ -1503,6 +1535,14 @@ lt_err_t lt_imap_uid_search_all(lt_imap_t *c, lt_imap_range_t **ranges, size_t *
     *ranges = n ? lt_xrealloc(r, o * sizeof(*r)) : r;
     *nranges = o;
     return LT_OK;
+}
+
+void lt_imap_wire_bytes(const lt_imap_t *c, uint64_t *in, uint64_t *out)
+{
+    if (in)
+        *in = c ? c->bytes_in : 0;
+    if (out)
+        *out = c ? c->bytes_out : 0;
 }
 
 uint32_t lt_imap_exists(const lt_imap_t *c)
@@ -1662,7 +1702,10 @@ lt_err_t lt_imap_uid_fetch(lt_imap_t *c, const uint32_t *uids, size_t nuids,
             lt_buf_t *b = lt_buf_new(16 * n + 128);
             lt_buf_appendf(b, "UID FETCH ");
             uid_set(b, uids + next, n);
-            lt_buf_appendf(b, " (UID RFC822.SIZE INTERNALDATE BODY.PEEK[])");
+            lt_buf_appendf(b, " (UID RFC822.SIZE INTERNALDATE %sBODY.PEEK[])",
+                           !cb->flags                              ? ""
+                           : (c->enabled & LT_IMAP_CAP_CONDSTORE) ? "FLAGS MODSEQ "
+                                                                   : "FLAGS ");
             err = send_cmd(c, b, &slots[inflight], errstr, errstr_size);
             lt_buf_destroy(b);
             if (err)

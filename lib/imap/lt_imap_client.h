@@ -151,6 +151,11 @@ typedef struct {
     lt_err_t (*end)(void *opaque);
     void (*skipped)(void *opaque, uint32_t uid, lt_err_t why, const char *reason);
     void *opaque;
+    /* Non-NULL: FLAGS (and MODSEQ when CONDSTORE is enabled) is fetched
+     * with each message and given here right after its end callback (flags
+     * borrowed during the call; modseq 0 when the server sent none). */
+    lt_err_t (*flags)(void *opaque, uint32_t uid, const char *const *flags, size_t nflags,
+                      uint64_t modseq);
 } lt_imap_fetch_cb_t;
 
 /* UID FETCH (UID RFC822.SIZE INTERNALDATE BODY.PEEK[]) of the given UIDs, in
@@ -210,7 +215,9 @@ lt_err_t lt_imap_examine_qresync(lt_imap_t *c, const char *name, const lt_imap_q
  * Needs CONDSTORE advertised (else LT_ERR_INVALID). A VANISHED arriving
  * meanwhile (earlier = 0: expunged now) is delivered too; a plain EXPUNGE
  * (sequence number only, sent when QRESYNC is not enabled) only lowers
- * lt_imap_exists(). */
+ * lt_imap_exists(). modseq 0 without vanished: a plain UID FETCH set
+ * (FLAGS) of every message of set (no CONDSTORE needed; MODSEQ asked for
+ * too when CONDSTORE is enabled): the full flag listing. */
 lt_err_t lt_imap_uid_fetch_changed(lt_imap_t *c, const lt_imap_range_t *set, size_t nset,
                                    uint64_t modseq, int vanished, const lt_imap_changes_cb_t *cb,
                                    char *errstr, size_t errstr_size);
@@ -220,6 +227,11 @@ lt_err_t lt_imap_uid_fetch_changed(lt_imap_t *c, const lt_imap_range_t *set, siz
  * list of a mailbox without QRESYNC, to find expunges by difference. */
 lt_err_t lt_imap_uid_search_all(lt_imap_t *c, lt_imap_range_t **ranges, size_t *nranges,
                                 char *errstr, size_t errstr_size);
+
+/* Application bytes read from / written to the server on this handle so
+ * far (inside TLS: the IMAP protocol's own size; either pointer may be
+ * NULL; c NULL: 0). */
+void lt_imap_wire_bytes(const lt_imap_t *c, uint64_t *in, uint64_t *out);
 
 /* LOGOUT and close. */
 lt_err_t lt_imap_logout(lt_imap_t *c, char *errstr, size_t errstr_size);

@@ -173,7 +173,10 @@ lt_err_t lt_known_apply_staged(lt_db_t *db, const lt_watermark_key_t *key, char 
                                size_t errstr_size)
 {
     /* Only the operations after the last 'r' count, and of those the last
-     * one of each message decides (added then deleted: absent). */
+     * one of each message decides (added then deleted: absent); its state
+     * is the last one set since the message's last delete, so an add that
+     * follows a set (a new message whose event was produced after its
+     * flags were recorded) keeps it. */
     lt_err_t err = exec_key(
         db, "apply staged known messages (forget)",
         "DELETE FROM mail_known_messages WHERE " KEY_WHERE " AND EXISTS (SELECT 1 FROM "
@@ -182,11 +185,16 @@ lt_err_t lt_known_apply_staged(lt_db_t *db, const lt_watermark_key_t *key, char 
     if (!err)
         err = exec_key(
             db, "apply staged known messages",
-            "WITH last AS (SELECT DISTINCT ON (provider_message_id) provider_message_id, op, "
-            "state "
+            "WITH ops AS (SELECT provider_message_id, op, state, seq, max(seq) FILTER "
+            "(WHERE op = 'd') OVER (PARTITION BY provider_message_id) AS del "
             "FROM mail_known_pending WHERE " KEY_WHERE " AND op <> 'r' AND seq > "
             "COALESCE((SELECT max(seq) FROM mail_known_pending WHERE " KEY_WHERE
-            " AND op = 'r'), 0) ORDER BY provider_message_id, seq DESC), "
+            " AND op = 'r'), 0)), "
+            "st AS (SELECT DISTINCT ON (provider_message_id) provider_message_id, state FROM ops "
+            "WHERE op = 's' AND seq > COALESCE(del, 0) ORDER BY provider_message_id, seq DESC), "
+            "last AS (SELECT DISTINCT ON (o.provider_message_id) o.provider_message_id, o.op, "
+            "st.state FROM ops o LEFT JOIN st USING (provider_message_id) "
+            "ORDER BY o.provider_message_id, o.seq DESC), "
             "ins AS (INSERT INTO mail_known_messages (tenant_id, account_id, scope, provider, "
             "provider_message_id, state) SELECT $1, $2, $3, $4, provider_message_id, state "
             "FROM last WHERE op IN ('a', 's') ON CONFLICT (tenant_id, account_id, scope, "

@@ -37,9 +37,19 @@ lt_err_t lt_watermark_to_json(const char *provider, const lt_watermark_t *wm,
     if (provider && !strcmp(provider, "imap")) {
         if (wm->uidvalidity == 0)
             return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "imap uidvalidity must be >= 1");
-        snprintf(out, LT_WATERMARK_JSON_MAX,
-                 "{\"uidvalidity\": %" PRIu32 ", \"last_uid\": %" PRIu32 "}", wm->uidvalidity,
-                 wm->last_uid);
+        if (wm->highestmodseq > INT64_MAX || wm->flags_scanned_at < 0)
+            return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                             "imap highestmodseq or flags_scanned_at out of range");
+        int o = snprintf(out, LT_WATERMARK_JSON_MAX,
+                         "{\"uidvalidity\": %" PRIu32 ", \"last_uid\": %" PRIu32, wm->uidvalidity,
+                         wm->last_uid);
+        if (wm->highestmodseq)
+            o += snprintf(out + o, LT_WATERMARK_JSON_MAX - (size_t)o,
+                          ", \"highestmodseq\": \"%" PRIu64 "\"", wm->highestmodseq);
+        if (wm->flags_scanned_at)
+            o += snprintf(out + o, LT_WATERMARK_JSON_MAX - (size_t)o,
+                          ", \"flags_scanned_at\": %" PRId64, wm->flags_scanned_at);
+        snprintf(out + o, LT_WATERMARK_JSON_MAX - (size_t)o, "}");
         return LT_OK;
     }
     return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "provider must be gmail or imap");
@@ -117,6 +127,33 @@ lt_err_t lt_watermark_from_json(const char *provider, const char *json, lt_water
                             "imap watermark needs \"uidvalidity\" (1..2^32-1) and \"last_uid\" "
                             "(0..2^32-1) as numbers");
             goto out;
+        }
+        json_object *v;
+        if (json_object_object_get_ex(o, "highestmodseq", &v)) {
+            const char *t = json_object_is_type(v, json_type_string) ? json_object_get_string(v)
+                                                                     : NULL;
+            size_t n = t ? strlen(t) : 0;
+            int digits = n >= 1 && n <= 19;
+            for (size_t i = 0; digits && i < n; i++)
+                digits = t[i] >= '0' && t[i] <= '9';
+            errno = 0;
+            unsigned long long x = digits ? strtoull(t, NULL, 10) : 0;
+            if (!digits || errno || x > INT64_MAX) {
+                err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                                "imap highestmodseq must be a decimal string (0..2^63-1)");
+                goto out;
+            }
+            wm->highestmodseq = (uint64_t)x;
+        }
+        if (json_object_object_get_ex(o, "flags_scanned_at", &v)) {
+            errno = 0;
+            int64_t x = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
+            if (errno || x < 0) {
+                err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                                "imap flags_scanned_at must be a non-negative integer");
+                goto out;
+            }
+            wm->flags_scanned_at = x;
         }
     } else {
         err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "provider must be gmail or imap");

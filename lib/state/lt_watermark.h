@@ -4,6 +4,10 @@
  * Formats (watermark_json):
  *   gmail: {"historyId": "123"}                     (string: a uint64)
  *   imap:  {"uidvalidity": 9999, "last_uid": 12345}  (uint32 numbers)
+ *          + optional, written only when non-zero (change tracking,
+ *          docs/imap.md): "highestmodseq": "123" (a string: a 63-bit
+ *          RFC 7162 mod-sequence) and "flags_scanned_at": 1796000000 (unix
+ *          seconds of the last full FLAGS scan of the fallback path)
  *
  * The monotonic guard (in SQL, lt_watermark_advances(), so concurrent
  * writers cannot race it): gmail historyId never moves backwards (numeric
@@ -36,9 +40,11 @@ typedef struct {
     uint64_t history_id;  /* gmail */
     uint32_t uidvalidity; /* imap, >= 1 */
     uint32_t last_uid;    /* imap */
+    uint64_t highestmodseq;   /* imap: HIGHESTMODSEQ the changes were read at; 0 unknown */
+    int64_t flags_scanned_at; /* imap: unix s of the last full FLAGS scan; 0 never */
 } lt_watermark_t;
 
-#define LT_WATERMARK_JSON_MAX 96
+#define LT_WATERMARK_JSON_MAX 192
 #define LT_WATERMARK_COMMAND_ID_MAX 256
 #define LT_WATERMARK_TOPIC_MAX 249
 #define LT_WATERMARK_CURSOR_MAX 4096 /* a cursor's JSON text, NUL included */

@@ -220,7 +220,7 @@ static void test_folder_roundtrip(void)
     free(found_uids);
 
     verify_t v = {.want = msgs, .uids = uids, .n = N};
-    lt_imap_fetch_cb_t cb = {v_begin, v_data, v_end, v_skipped, &v};
+    lt_imap_fetch_cb_t cb = {v_begin, v_data, v_end, v_skipped, &v, NULL};
     e = lt_imap_uid_fetch(c, uids, N, &cb, err, sizeof(err));
     CHECK_MSG(e == LT_OK, "fetch: %s", err);
     CHECK_INT(v.got, N);
@@ -301,7 +301,7 @@ static void test_big_and_bulk(void)
     CHECK_INT(lt_imap_examine(c, name, &mb, err, sizeof(err)), LT_OK);
     CHECK_INT(mb.exists, BULK + 1);
     verify_t v = {.want = &bigmsg, .uids = &biguid, .n = 1};
-    lt_imap_fetch_cb_t cb = {v_begin, v_data, v_end, v_skipped, &v};
+    lt_imap_fetch_cb_t cb = {v_begin, v_data, v_end, v_skipped, &v, NULL};
     t0 = lt_now_s();
     e = lt_imap_uid_fetch(c, &biguid, 1, &cb, err, sizeof(err));
     double tbig = lt_now_s() - t0;
@@ -318,7 +318,7 @@ static void test_big_and_bulk(void)
     lt_imap_t *c2 = connect_login(&capped);
     CHECK_INT(lt_imap_examine(c2, name, &mb, err, sizeof(err)), LT_OK);
     verify_t v2 = {.uids = &biguid, .n = 1};
-    lt_imap_fetch_cb_t cb2 = {v_begin, v_data, v_end, v_skipped, &v2};
+    lt_imap_fetch_cb_t cb2 = {v_begin, v_data, v_end, v_skipped, &v2, NULL};
     uint32_t two[2] = {biguid, uids[0]};
     v2.uids = two;
     v2.n = 2;
@@ -346,7 +346,7 @@ static void test_big_and_bulk(void)
         int nruns = k == 0 ? 1 : 3;
         for (int r = 0; r < nruns; r++) {
             verify_t vb = {.want = msgs, .uids = uids, .n = BULK};
-            lt_imap_fetch_cb_t fcb = {v_begin, v_data, v_end, v_skipped, &vb};
+            lt_imap_fetch_cb_t fcb = {v_begin, v_data, v_end, v_skipped, &vb, NULL};
             t0 = lt_now_s();
             e = lt_imap_uid_fetch(cb3, uids, BULK, &fcb, err, sizeof(err));
             runs[r] = lt_now_s() - t0;

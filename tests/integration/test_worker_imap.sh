@@ -52,7 +52,7 @@ raw_ids() {
   kcat -C -b "$BROKER" -t lattice.mail.raw.v1 -o beginning -e -q -X isolation.level=read_committed \
     -f '%k %h\n' 2>/dev/null | awk -v a="$ACCOUNT" '$1==a' | grep -o 'lattice.event_id=[0-9a-f-]*' | sort
 }
-wm() { psqlq "SELECT watermark_json FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$ACCOUNT'"; }
+wm() { psqlq "SELECT jsonb_build_object('last_uid', watermark_json->'last_uid', 'uidvalidity', watermark_json->'uidvalidity') FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$ACCOUNT'"; }
 
 # 1. first incremental: everything
 c1=$(command incremental); s1=$(wait_status "$c1")

@@ -8,7 +8,9 @@
 #     reported; left out and NIL alike;
 #   - UID 2 is gone (UID SEARCH no longer finds it): the command succeeds,
 #     UIDs 1 and 3 are published, the watermark moves to 3 and the status
-#     event reports UID 2 as expunged; left out and NIL alike.
+#     event reports UID 2 as expunged; left out and NIL alike. With change
+#     tracking on (the default): UID 2 was never announced, so no change
+#     event names it and the known set holds UIDs 1 and 3 only.
 # Per run: topics, consumer group, worker id, tenant and accounts; its own
 # server (the certificate of the stack's Gmail emulator: 127.0.0.1, stack CA).
 set -euo pipefail
@@ -42,8 +44,10 @@ done
 CMD_TOPIC=$("$ROOT/deploy/local/stack" topic "test.missing-uid.cmd.$RUN")
 RAW_TOPIC=$("$ROOT/deploy/local/stack" topic "test.missing-uid.raw.$RUN")
 STATUS_TOPIC=$("$ROOT/deploy/local/stack" topic "test.missing-uid.status.$RUN")
+CHG_TOPIC=$("$ROOT/deploy/local/stack" topic "test.missing-uid.change.$RUN")
 : >"$WORK/worker.log" # before the wait below greps it
 LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_TOPIC_STATUS=$STATUS_TOPIC \
+LATTICE_TOPIC_CHANGES=$CHG_TOPIC \
 LATTICE_WORKER_GROUP_ID=test-mu-$RUN LATTICE_WORKER_ID=test-mu-$RUN \
 LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE \
 LATTICE_LOG_FORMAT=text LATTICE_WORKER_RETRY_BASE_MS=20 LATTICE_WORKER_RETRY_WINDOW_S=0 \
@@ -52,7 +56,7 @@ LATTICE_WORKER_BATCH_MESSAGES=1 \
 WPID=$!
 lt_wait_assigned "$WORK/worker.log"
 
-wm() { psqlq "SELECT watermark_json FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$1' AND scope='INBOX'"; }
+wm() { psqlq "SELECT jsonb_build_object('last_uid', watermark_json->'last_uid', 'uidvalidity', watermark_json->'uidvalidity') FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$1' AND scope='INBOX'"; }
 events() { # committed events of account $1 (all committed before the final status event)
   kcat -C -b "$BROKER" -t "$RAW_TOPIC" -o beginning -e -q -X isolation.level=read_committed \
     -f '%k\n' 2>/dev/null | grep -cx "$1" || true
@@ -82,6 +86,9 @@ for a in gone nil-gone; do
     [ "$(jget "$s" expunged) $(jget "$s" expunged_ids)" = "1 INBOX;UIDVALIDITY=777;UID=2" ]
   check "$a: watermark at UID 3 ($(wm "$a"))" [ "$(wm "$a")" = '{"last_uid": 3, "uidvalidity": 777}' ]
   check "$a: UIDs 1 and 3 published" [ "$(events "$a")" = 2 ]
+  check "$a: no change event names UID 2" bash -c "! python3 '$HERE/lib/mail_events.py' \
+    --topic '$CHG_TOPIC' --schema mail.change.v1 --account '$a' | grep -q 'UID=2\"'"
+  check "$a: the known set is UIDs 1 and 3" [ "$(psqlq "SELECT string_agg(provider_message_id, ' ' ORDER BY provider_message_id) FROM mail_known_messages WHERE tenant_id='$TENANT' AND account_id='$a'")" = "INBOX;UIDVALIDITY=777;UID=1 INBOX;UIDVALIDITY=777;UID=3" ]
 done
 
 lt_summary test_worker_imap_missing_uid

@@ -94,7 +94,7 @@ raw_count() { # committed events of ACCOUNT (all committed before the command's 
   kcat -C -b "$BROKER" -t "$RAW_TOPIC" -o beginning -e -q -X isolation.level=read_committed \
     -f '%k\n' 2>/dev/null | grep -cx "$1" || true
 }
-wm() { psqlq "SELECT watermark_json FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$1' AND scope='$2'"; }
+wm() { psqlq "SELECT CASE WHEN provider = 'imap' THEN jsonb_build_object('last_uid', watermark_json->'last_uid', 'uidvalidity', watermark_json->'uidvalidity') ELSE watermark_json END FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$1' AND scope='$2'"; }
 
 # 1. IMAP: the missing folder first, the good one still syncs
 c1=imap-1-$RUN

@@ -156,7 +156,7 @@ check_after() { # check_after PHASE: what a user relies on, from the outside
   check "$1: read_committed sees $total events ($(grep -c . <<<"$ids" || true))" [ "$(grep -c . <<<"$ids" || true)" = "$total" ]
   check "$1: read_committed sees no event twice" [ "$(uniq -d <<<"$ids" | grep -c . || true)" = 0 ]
   V=$(python3 "$HERE/lib/imap_tool.py" uidvalidity "$FOLDER")
-  wm=$(psqlq "SELECT watermark_json FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$ACCOUNT'")
+  wm=$(psqlq "SELECT jsonb_build_object('last_uid', watermark_json->'last_uid', 'uidvalidity', watermark_json->'uidvalidity') FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$ACCOUNT'")
   check "$1: watermark at UID $total ($wm)" [ "$wm" = "{\"last_uid\": $total, \"uidvalidity\": $V}" ]
   check "$1: no pending row left" [ "$(psqlq "SELECT count(*) FROM mail_watermark_pending WHERE tenant_id='$TENANT'")" = 0 ]
 }

@@ -252,7 +252,7 @@ static void test_happy_path(void)
         CHECK(uids[0] == 3 && uids[1] == 5 && uids[2] == 7);
 
     fetch_rec_t r = {.log = lt_buf_new(1 << 16)};
-    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r};
+    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r, NULL};
     e = lt_imap_uid_fetch(s.c, uids, n, &cb, err, sizeof(err));
     free(uids);
     CHECK_MSG(e == LT_OK, "fetch: %s", err);
@@ -357,7 +357,7 @@ static void test_bye_mid_fetch(void)
     CHECK_INT(start(&s, steps, NULL, err, sizeof(err)), LT_OK);
     CHECK_INT(lt_imap_examine(s.c, "INBOX", &mb, err, sizeof(err)), LT_OK);
     fetch_rec_t r = {.log = lt_buf_new(1 << 16)};
-    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r};
+    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r, NULL};
     uint32_t uids[] = {1, 2};
     lt_err_t e = lt_imap_uid_fetch(s.c, uids, 2, &cb, err, sizeof(err));
     CHECK_INT(e, LT_ERR_TEMPORARY);
@@ -388,7 +388,7 @@ static void test_drop_mid_literal(void)
     CHECK_INT(start(&s, steps, NULL, err, sizeof(err)), LT_OK);
     CHECK_INT(lt_imap_examine(s.c, "INBOX", &mb, err, sizeof(err)), LT_OK);
     fetch_rec_t r = {.log = lt_buf_new(1 << 16)};
-    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r};
+    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r, NULL};
     uint32_t uid = 1;
     lt_err_t e = lt_imap_uid_fetch(s.c, &uid, 1, &cb, err, sizeof(err));
     CHECK_INT(e, LT_ERR_TEMPORARY);
@@ -424,7 +424,7 @@ static void test_skips_and_errors(void)
     CHECK_INT(start(&s, steps, &o, err, sizeof(err)), LT_OK);
     CHECK_INT(lt_imap_examine(s.c, "INBOX", &mb, err, sizeof(err)), LT_OK);
     fetch_rec_t r = {.log = lt_buf_new(1 << 16)};
-    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r};
+    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r, NULL};
     uint32_t uids[] = {1, 2, 3};
     lt_err_t e = lt_imap_uid_fetch(s.c, uids, 3, &cb, err, sizeof(err));
     CHECK_INT(e, LT_ERR_TEMPORARY);
@@ -485,7 +485,7 @@ static void test_append_and_abort(void)
     CHECK_INT(uid, 3955);
     CHECK_INT(lt_imap_examine(s.c, "INBOX", &mb, err, sizeof(err)), LT_OK);
     fetch_rec_t r = {.log = lt_buf_new(1 << 16), .abort_at_data = 1};
-    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r};
+    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r, NULL};
     uid = 1;
     CHECK_INT(lt_imap_uid_fetch(s.c, &uid, 1, &cb, err, sizeof(err)), LT_ERR_FINAL);
     lt_buf_destroy(r.log);
@@ -557,7 +557,7 @@ static void test_missing_uid(void)
     snprintf(gone, sizeof(gone), "%sskipped 2 not_found;", both);
     for (int round = 0; round < 4; round++) {
         fetch_rec_t r = {.log = lt_buf_new(1 << 16)};
-        lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r};
+        lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r, NULL};
         err[0] = 0;
         lt_err_t e = lt_imap_uid_fetch(s.c, uids, 3, &cb, err, sizeof(err));
         if (round % 2 == 0) { /* still exists: redo the batch later */
@@ -814,6 +814,91 @@ static void test_no_qresync(void)
     finish(&s, "no-enable");
 }
 
+static lt_err_t f_flags(void *o, uint32_t uid, const char *const *flags, size_t n, uint64_t modseq)
+{
+    fetch_rec_t *r = o;
+    lt_buf_appendf(r->log, "flags %u (", uid);
+    for (size_t i = 0; i < n; i++)
+        lt_buf_appendf(r->log, "%s%s", i ? " " : "", flags[i]);
+    lt_buf_appendf(r->log, ") %llu;", (unsigned long long)modseq);
+    return LT_OK;
+}
+
+/* Flags with fetched messages, and expunges arriving in the middle of a
+ * FETCH: with QRESYNC enabled, a message fetch asks FLAGS MODSEQ and gives
+ * each message's flags right after its end (also when FLAGS comes after the
+ * body); an unsolicited FETCH FLAGS of another message is not taken for one;
+ * a VANISHED mid-fetch leaves the message out: looked up and skipped as
+ * gone. The full FLAGS listing (modseq 0) gives the VANISHED arriving in
+ * its middle to the vanished callback; without CONDSTORE it is a plain
+ * UID FETCH (FLAGS), an EXPUNGE in its middle only lowers the count. */
+static void test_flags_and_expunge_mid_fetch(void)
+{
+    const step_t steps[] = {
+        {'S', QR_GREETING},
+        {'C', "A1 ENABLE QRESYNC"},
+        {'S', "* ENABLED QRESYNC\r\nA1 OK Enabled.\r\n"},
+        {'C', "A2 EXAMINE INBOX"},
+        {'S', "* 3 EXISTS\r\n* OK [UIDVALIDITY 9] x\r\n* OK [HIGHESTMODSEQ 6] x\r\n"
+              "A2 OK [READ-ONLY] done\r\n"},
+        {'C', "A3 UID FETCH 1:3 (UID RFC822.SIZE INTERNALDATE FLAGS MODSEQ BODY.PEEK[])"},
+        {'S', "* 1 FETCH (UID 1 RFC822.SIZE 1 INTERNALDATE " DATE
+              " FLAGS (\\Seen) MODSEQ (5) BODY[] {1}\r\na)\r\n"
+              "* VANISHED 2\r\n"
+              "* 1 FETCH (UID 1 FLAGS (\\Seen \\Flagged) MODSEQ (8))\r\n"
+              "* 2 FETCH (UID 3 RFC822.SIZE 1 INTERNALDATE " DATE
+              " BODY[] {1}\r\nc FLAGS () MODSEQ (7))\r\n"
+              "A3 OK Fetch completed.\r\n"},
+        {'C', "A4 UID SEARCH UID 2"},
+        {'S', "* SEARCH\r\nA4 OK Search completed.\r\n"},
+        {'C', "A5 UID FETCH 1:3 (FLAGS MODSEQ)"},
+        {'S', "* VANISHED 3\r\n* 1 FETCH (UID 1 FLAGS (\\Seen \\Flagged) MODSEQ (8))\r\n"
+              "A5 OK Fetch completed.\r\n"},
+        {0, NULL},
+    };
+    session_t s;
+    char err[512];
+    CHECK_INT(start(&s, steps, NULL, err, sizeof(err)), LT_OK);
+    CHECK_INT(lt_imap_enable(s.c, "QRESYNC", NULL, err, sizeof(err)), LT_OK);
+    lt_imap_mailbox_t mb;
+    CHECK_INT(lt_imap_examine(s.c, "INBOX", &mb, err, sizeof(err)), LT_OK);
+    fetch_rec_t r = {.log = lt_buf_new(1 << 16)};
+    lt_imap_fetch_cb_t cb = {f_begin, f_data, f_end, f_skipped, &r, f_flags};
+    uint32_t uids[] = {1, 2, 3};
+    lt_err_t e = lt_imap_uid_fetch(s.c, uids, 3, &cb, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "fetch: %s (%s)", lt_err_name(e), err);
+    CHECK_STR(lt_buf_str(r.log), "begin 1 1 " DATE_MS "|a|end;flags 1 (\\Seen) 5;"
+                                 "begin 3 1 " DATE_MS "|c|end;flags 3 () 7;"
+                                 "skipped 2 not_found;");
+    CHECK_INT(lt_imap_exists(s.c), 2);
+    chg_rec_t cr = {.log = lt_buf_new(4096)};
+    lt_imap_changes_cb_t ccb = {c_changed, c_vanished, &cr};
+    e = lt_imap_uid_fetch_changed(s.c, &(lt_imap_range_t){1, 3}, 1, 0, 0, &ccb, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "listing: %s", err);
+    CHECK_STR(lt_buf_str(cr.log), "vanished 3:3;changed 1 (\\Seen \\Flagged) 8;");
+    lt_buf_destroy(r.log);
+    finish(&s, "flags-mid-fetch");
+
+    const step_t plain[] = {
+        {'S', "* PREAUTH [CAPABILITY IMAP4rev1] hi\r\n"},
+        {'C', "A1 EXAMINE INBOX"},
+        {'S', "* 3 EXISTS\r\n* OK [UIDVALIDITY 9] x\r\nA1 OK [READ-ONLY] done\r\n"},
+        {'C', "A2 UID FETCH 1:5 (FLAGS)"},
+        {'S', "* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n* 2 EXPUNGE\r\n* 2 FETCH (UID 4 FLAGS ())\r\n"
+              "A2 OK Fetch completed.\r\n"},
+        {0, NULL},
+    };
+    CHECK_INT(start(&s, plain, NULL, err, sizeof(err)), LT_OK);
+    CHECK_INT(lt_imap_examine(s.c, "INBOX", &mb, err, sizeof(err)), LT_OK);
+    lt_buf_reset(cr.log);
+    e = lt_imap_uid_fetch_changed(s.c, &(lt_imap_range_t){1, 5}, 1, 0, 0, &ccb, err, sizeof(err));
+    CHECK_MSG(e == LT_OK, "plain listing: %s", err);
+    CHECK_STR(lt_buf_str(cr.log), "changed 1 (\\Seen) 0;changed 4 () 0;");
+    CHECK_INT(lt_imap_exists(s.c), 2);
+    lt_buf_destroy(cr.log);
+    finish(&s, "flags-listing-plain");
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -831,5 +916,6 @@ int main(void)
     test_qresync();
     test_qresync_odd();
     test_no_qresync();
+    test_flags_and_expunge_mid_fetch();
     return lt_test_done("test_imap_client_script");
 }

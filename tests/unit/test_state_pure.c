@@ -44,6 +44,16 @@ static const wm_case_t k_wm_cases[] = {
     {"imap", "[1, 2]", LT_ERR_INVALID, 0, 0, 0},
     {"imap", "{\"uidvalidity\": 1, \"last_uid\": 2} trailing", LT_ERR_INVALID, 0, 0, 0},
     {"imap", "", LT_ERR_INVALID, 0, 0, 0},
+    /* change tracking (docs/imap.md): optional, strict when present */
+    {"imap", "{\"uidvalidity\": 5, \"last_uid\": 9, \"highestmodseq\": \"77\"}", LT_OK, 0, 5, 9},
+    {"imap", "{\"uidvalidity\": 5, \"last_uid\": 9, \"highestmodseq\": \"9223372036854775807\", "
+             "\"flags_scanned_at\": 1796000000}", LT_OK, 0, 5, 9},
+    {"imap", "{\"uidvalidity\": 5, \"last_uid\": 9, \"highestmodseq\": \"9223372036854775808\"}",
+     LT_ERR_INVALID, 0, 0, 0},
+    {"imap", "{\"uidvalidity\": 5, \"last_uid\": 9, \"highestmodseq\": 77}", LT_ERR_INVALID, 0, 0, 0},
+    {"imap", "{\"uidvalidity\": 5, \"last_uid\": 9, \"highestmodseq\": \"-1\"}", LT_ERR_INVALID, 0, 0, 0},
+    {"imap", "{\"uidvalidity\": 5, \"last_uid\": 9, \"flags_scanned_at\": -3}", LT_ERR_INVALID, 0, 0, 0},
+    {"imap", "{\"uidvalidity\": 5, \"last_uid\": 9, \"flags_scanned_at\": \"3\"}", LT_ERR_INVALID, 0, 0, 0},
     {"pop3", "{\"historyId\": \"1\"}", LT_ERR_INVALID, 0, 0, 0},
 };
 
@@ -75,6 +85,16 @@ static void test_watermark_json(void)
     lt_watermark_t im = {.uidvalidity = 9999, .last_uid = 12345};
     CHECK(lt_watermark_to_json("imap", &im, json, err, sizeof(err)) == LT_OK);
     CHECK_STR(json, "{\"uidvalidity\": 9999, \"last_uid\": 12345}");
+    lt_watermark_t full = {.uidvalidity = 4294967295u, .last_uid = 4294967295u,
+                           .highestmodseq = INT64_MAX, .flags_scanned_at = INT64_MAX};
+    CHECK(lt_watermark_to_json("imap", &full, json, err, sizeof(err)) == LT_OK);
+    CHECK_STR(json, "{\"uidvalidity\": 4294967295, \"last_uid\": 4294967295, \"highestmodseq\": "
+                    "\"9223372036854775807\", \"flags_scanned_at\": 9223372036854775807}");
+    lt_watermark_t back;
+    CHECK(lt_watermark_from_json("imap", json, &back, err, sizeof(err)) == LT_OK);
+    CHECK(memcmp(&back, &full, sizeof(full)) == 0);
+    full.highestmodseq = (uint64_t)INT64_MAX + 1;
+    CHECK(lt_watermark_to_json("imap", &full, json, err, sizeof(err)) == LT_ERR_INVALID);
     lt_watermark_t zero = {0};
     CHECK(lt_watermark_to_json("imap", &zero, json, err, sizeof(err)) == LT_ERR_INVALID);
     CHECK(lt_watermark_to_json("pop3", &g, json, err, sizeof(err)) == LT_ERR_INVALID);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Small IMAP helper for the worker's integration tests (stdlib imaplib over
 IMAPS with the project CA): create/delete a folder, append generated
-messages, print UIDVALIDITY. Not part of the product."""
+messages, print UIDVALIDITY, change a message (store its flags, expunge it,
+move it), list UIDs. Not part of the product."""
 import argparse, imaplib, os, ssl, sys, time
 from email.message import EmailMessage
 
@@ -49,9 +50,10 @@ def message(i, seed, attach):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("cmd", choices=["create", "delete", "append", "uidvalidity", "append-files",
-                                   "fetch-sha"])
+                                   "fetch-sha", "store", "expunge", "move", "uids"])
     p.add_argument("folder")
-    p.add_argument("files", nargs="*", help="append-files: .eml files, appended in this order")
+    p.add_argument("files", nargs="*", help="append-files: .eml files, appended in this order; "
+                   "store: UID FLAGS (the full new set); expunge: UID; move: UID DEST")
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--seed", default="s")
     p.add_argument("--attachments", type=int, default=0)
@@ -95,6 +97,25 @@ def main():
             typ, r = c.uid("FETCH", uid.decode(), "(BODY.PEEK[])")
             body = next(x[1] for x in r if isinstance(x, tuple))
             print(uid.decode(), len(body), hashlib.sha256(body).hexdigest())
+    elif a.cmd in ("store", "expunge", "move"):
+        typ, d = c.select(q)
+        if typ != "OK":
+            sys.exit("select: %s" % d)
+        uid = a.files[0]
+        if a.cmd == "store":
+            typ, d = c.uid("STORE", uid, "FLAGS.SILENT", "(%s)" % " ".join(a.files[1:]))
+        elif a.cmd == "expunge":
+            typ, d = c.uid("STORE", uid, "+FLAGS.SILENT", "(\\Deleted)")
+            if typ == "OK":
+                typ, d = c.uid("EXPUNGE", uid)
+        else:
+            typ, d = c.uid("MOVE", uid, '"%s"' % mutf7(a.files[1]))
+        if typ != "OK":
+            sys.exit("%s: %s" % (a.cmd, d))
+    elif a.cmd == "uids":
+        typ, d = c.select(q, readonly=True)
+        typ, d = c.uid("SEARCH", None, "ALL")
+        print(" ".join(x.decode() for x in d[0].split()))
     elif a.cmd == "uidvalidity":
         typ, d = c.status(q, "(UIDVALIDITY)")
         print(d[0].decode().split("UIDVALIDITY")[1].strip(" )"))

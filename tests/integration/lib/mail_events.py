@@ -6,7 +6,7 @@ There is no decoder program in tools/; this reads records with kcat
 id, Avro binary) against schemas/mail.raw.v1.avsc, the schema the worker
 registers. Standard library only. Not part of the product.
 
-  mail_events.py --topic T [--account A] [--broker B]
+  mail_events.py --topic T [--account A] [--broker B] [--schema mail.change.v1]
 
 prints one JSON object per event (Avro field names, nested as in the
 schema, plus "_offset", "_partition" and "_schema_id"), in log order.
@@ -135,8 +135,10 @@ def main():
     a.add_argument("--topic", required=True)
     a.add_argument("--account")
     a.add_argument("--broker", default=os.environ.get("LATTICE_KAFKA_BOOTSTRAP_SERVERS"))
+    a.add_argument("--schema", default="mail.raw.v1",
+                   help="the schema of schemas/ the topic's records are written with")
     args = a.parse_args()
-    schema = json.load(open(SCHEMA))
+    schema = json.load(open(os.path.join(os.path.dirname(SCHEMA), args.schema + ".avsc")))
     for part, off, key, val in read_records(args.broker, args.topic):
         if args.account is not None and key != args.account.encode():
             continue
