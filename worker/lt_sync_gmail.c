@@ -404,7 +404,9 @@ static lt_err_t on_message(void *opaque, size_t index, lt_err_t status, const lt
          * start */
         if (x->incr_track)
             ov_set(x, m->id, 1);
-        if ((err = emit_labels(x, m->id, m->labels, m->history_id, x->err, sizeof(x->err))))
+        if (m->labels_over)
+            lt_warn(lt_sync_log(x->s), "message %s: labelIds too long to report", m->id);
+        else if ((err = emit_labels(x, m->id, m->labels, m->history_id, x->err, sizeof(x->err))))
             x->err_code = err;
     }
     return err;
@@ -418,7 +420,7 @@ static lt_err_t on_minimal(void *opaque, size_t index, lt_err_t status, const lt
         return LT_OK; /* gone: nothing to do */
     if (m->history_id && m->history_id <= x->old_history_id)
         return LT_OK; /* unchanged since the old watermark: ingested before */
-    x->keep_labels[x->nkeep] = m->has_labels ? lt_xstrdup(m->labels) : NULL;
+    x->keep_labels[x->nkeep] = m->labels_over ? NULL : lt_xstrdup(m->labels);
     x->keep_hid[x->nkeep] = m->history_id;
     x->keep[x->nkeep++] = lt_xstrdup(m->id);
     return LT_OK;
@@ -601,7 +603,7 @@ static lt_err_t on_unlisted(void *opaque, size_t index, lt_err_t status,
     if (status == LT_ERR_NOT_FOUND) {
         err = emit_deleted(u->x, u->ids[index], u->x->cur_history_id, u->err, sizeof(u->err));
         u->deleted++;
-    } else if (status == LT_OK) {
+    } else if (status == LT_OK && !m->labels_over) {
         err = emit_labels(u->x, m->id, m->labels, m->history_id, u->err, sizeof(u->err));
         u->relabelled++;
     }
@@ -646,7 +648,8 @@ static lt_err_t keep_known_labels(scope_ctx_t *x, char *errstr, size_t n)
     size_t k = 0;
     for (size_t i = 0; i < x->nkeep; i++) {
         if (!err && known[i]) {
-            err = emit_labels(x, x->keep[i], x->keep_labels[i], x->keep_hid[i], errstr, n);
+            if (x->keep_labels[i]) /* NULL: too long to report */
+                err = emit_labels(x, x->keep[i], x->keep_labels[i], x->keep_hid[i], errstr, n);
             free(x->keep[i]);
             free(x->keep_labels[i]);
             continue;
@@ -1106,7 +1109,7 @@ static lt_err_t track_page(scope_ctx_t *x, lt_gmail_hist_t *h, char *errstr, siz
         if (eligible[i] && strs_find(cands, ncands, id) < 0) {
             if (is_known) {
                 /* already announced in the scope: not published twice */
-                if (!(err = emit_labels(x, id, e->labels, rid, errstr, n)))
+                if (!e->labels_over && !(err = emit_labels(x, id, e->labels, rid, errstr, n)))
                     changes++;
             } else {
                 pend[npend++] = id;
@@ -1124,7 +1127,7 @@ static lt_err_t track_page(scope_ctx_t *x, lt_gmail_hist_t *h, char *errstr, siz
             }
         } else if ((e->kind == LT_GMAIL_HIST_LABELS_ADDED ||
                     e->kind == LT_GMAIL_HIST_LABELS_REMOVED) &&
-                   strs_find(cands, ncands, id) < 0 && is_known) {
+                   strs_find(cands, ncands, id) < 0 && is_known && !e->labels_over) {
             /* (a message fetched for this page already carries labels newer
              * than any of its records here) */
             if (!(err = emit_labels(x, id, e->labels, rid, errstr, n)))

@@ -436,7 +436,8 @@ out:
 }
 
 /* labelIds (an array of ids) joined by ',' into out (cap bytes); 0 ok
- * (absent: *present 0, out ""), -1 bad. */
+ * (absent: *present 0, out ""), 1 longer than cap (out "": a well-formed
+ * list the caller cannot hold is no reason to refuse the answer), -1 bad. */
 static int join_labels(json_object *m, const char *key, char *out, size_t cap, int *present)
 {
     json_object *arr;
@@ -448,21 +449,28 @@ static int join_labels(json_object *m, const char *key, char *out, size_t cap, i
     if (!json_object_is_type(arr, json_type_array))
         return -1;
     *present = 1;
+    int over = 0;
     for (size_t i = 0, n = json_object_array_length(arr); i < n; i++) {
         json_object *l = json_object_array_get_idx(arr, i);
         if (!json_object_is_type(l, json_type_string))
             return -1;
         size_t len = (size_t)json_object_get_string_len(l);
         const char *v = json_object_get_string(l);
-        if (!lt_gmail_id_valid(v, len) || used + len + 2 > cap)
+        if (!lt_gmail_id_valid(v, len))
             return -1;
+        if (over || used + len + 2 > cap) {
+            over = 1;
+            continue;
+        }
         if (used)
             out[used++] = ',';
         memcpy(out + used, v, len);
         used += len;
         out[used] = 0;
     }
-    return 0;
+    if (over)
+        out[0] = 0;
+    return over;
 }
 
 int lt_gmail_labels_have(const char *labels, const char *label)
@@ -513,17 +521,18 @@ static int hist_entry_all(json_object *e, lt_gmail_hist_kind_t kind, uint64_t re
         x.ref.thread_id[0] = 0;
     x.ref.history_id = rec_id;
     char buf[LT_GMAIL_LABELS_TEXT_MAX];
-    int present;
-    if (join_labels(m, "labelIds", buf, sizeof(buf), &present))
+    int present, r = join_labels(m, "labelIds", buf, sizeof(buf), &present);
+    if (r < 0)
         return -1;
-    if (present)
+    x.labels_over = r > 0;
+    if (present && !r)
         x.labels = lt_xstrdup(buf);
     if (kind == LT_GMAIL_HIST_LABELS_ADDED || kind == LT_GMAIL_HIST_LABELS_REMOVED) {
-        if (join_labels(e, "labelIds", buf, sizeof(buf), &present)) {
+        if ((r = join_labels(e, "labelIds", buf, sizeof(buf), &present)) < 0) {
             free(x.labels);
             return -1;
         }
-        x.changed = lt_xstrdup(buf);
+        x.changed = lt_xstrdup(r ? "" : buf);
     }
     if (out->n == *alloc) {
         *alloc = *alloc ? *alloc * 2 : 64;
@@ -709,7 +718,9 @@ lt_err_t lt_gmail_parse_message(const char *body, size_t len, lt_gmail_message_t
         }
         out->internal_date_ms = (int64_t)u;
     }
-    if (join_labels(o, "labelIds", out->labels, sizeof(out->labels), &out->has_labels)) {
+    int lr = join_labels(o, "labelIds", out->labels, sizeof(out->labels), &out->has_labels);
+    out->labels_over = lr > 0;
+    if (lr < 0) {
         err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "messages.get %s: bad \"labelIds\"",
                         out->id);
         goto out;

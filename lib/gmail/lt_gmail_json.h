@@ -109,13 +109,15 @@ typedef enum {
 
 /* Label id lists are kept as text: the ids joined by ',' (a label id never
  * holds one, lt_gmail_id_valid). At most this long. */
-#define LT_GMAIL_LABELS_TEXT_MAX 8192
+#define LT_GMAIL_LABELS_TEXT_MAX 16384
 
 typedef struct {
     lt_gmail_hist_kind_t kind;
     lt_gmail_ref_t ref; /* history_id: the record's id */
     char *labels;       /* the message's labelIds after the record; NULL when absent */
-    char *changed;      /* labelsAdded/Removed: the labelIds added/removed; else NULL */
+    int labels_over;    /* labelIds longer than LT_GMAIL_LABELS_TEXT_MAX: labels NULL */
+    char *changed;      /* labelsAdded/Removed: the labelIds added/removed ("" when
+                           too long); else NULL */
 } lt_gmail_hist_entry_t;
 
 typedef struct {
@@ -141,9 +143,10 @@ typedef struct {
     char thread_id[LT_GMAIL_ID_MAX + 1];
     uint64_t history_id;
     int64_t internal_date_ms;
-    /* labelIds joined by ',' ("" none); has_labels 0 when the field was absent */
+    /* labelIds joined by ',' ("" none); has_labels 0 when the field was absent;
+     * labels_over 1 when they do not fit (labels "": not known) */
     char labels[LT_GMAIL_LABELS_TEXT_MAX];
-    int has_labels;
+    int has_labels, labels_over;
 } lt_gmail_message_t;
 
 /* messages.get. With `raw` non-NULL the "raw" field is required and its

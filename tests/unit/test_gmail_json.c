@@ -282,6 +282,19 @@ static void test_message(void)
     CHECK_INT(m.has_labels, 1);
     CHECK_INT(lt_gmail_parse_message(S("{\"id\":\"18c\"}"), &m, NULL, e, sizeof(e)), LT_OK);
     CHECK_INT(m.has_labels, 0);
+    {
+        /* a list longer than the cap: the answer is kept, its labels unknown */
+        lt_buf_t *b = lt_buf_new(1 << 20);
+        lt_buf_appendf(b, "{\"id\":\"18c\",\"labelIds\":[");
+        for (int i = 0; i < 2000; i++)
+            lt_buf_appendf(b, "%s\"Label_%d\"", i ? "," : "", 100000 + i);
+        lt_buf_appendf(b, "]}");
+        CHECK_INT(lt_gmail_parse_message(lt_buf_str(b), lt_buf_len(b), &m, NULL, e, sizeof(e)),
+                  LT_OK);
+        CHECK_INT(m.labels_over, 1);
+        CHECK_STR(m.labels, "");
+        lt_buf_destroy(b);
+    }
     CHECK_INT(lt_gmail_parse_message(S("{\"id\":\"18c\",\"labelIds\":[\"a,b\"]}"), &m, NULL, e,
                                      sizeof(e)),
               LT_ERR_TEMPORARY);
