@@ -9,7 +9,9 @@
 #   no longer in the label), a message added and deleted in one window (no
 #   event at all), history expiry (reset, the listing, the deletion in the
 #   gap found, a known message changed in the gap gets labels and no second
-#   raw event), and an account that opted out (no change, no known set).
+#   raw event), a batch failing half-way through a history page (its
+#   committed batches not sent again), and an account that opted out (no
+#   change, no known set).
 # Every change event id and every raw event id is unique.
 set -euo pipefail
 BUILD=${1:?build dir}
@@ -30,6 +32,7 @@ WORK=$(mktemp -d)
 WPID=
 cleanup() {
   lt_stop "$WPID"
+  lt_gmail_ctl DELETE "/faults?user=$GUSER" >/dev/null 2>&1 || true
   lt_gmail_ctl DELETE "/users/$GUSER" >/dev/null 2>&1 || true
   lt_gmail_ctl DELETE "/users/$GUSER_OFF" >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -71,6 +74,7 @@ psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) 
 # batches of 2: changes and messages of one history page span several batches
 LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_TOPIC_STATUS=$STATUS_TOPIC \
 LATTICE_TOPIC_CHANGES=$CHG_TOPIC LATTICE_WORKER_BATCH_MESSAGES=2 \
+LATTICE_WORKER_MAX_ATTEMPTS=1 LATTICE_GMAIL_MAX_RETRIES=1 LATTICE_GMAIL_RETRY_BASE_MS=10 \
 LATTICE_WORKER_GROUP_ID=test-gchg-$RUN LATTICE_WORKER_ID=test-gchg-$RUN \
 LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_LOG_FORMAT=text \
 LATTICE_GMAIL_API_URL=$LATTICE_TEST_GMAIL_URL LATTICE_GMAIL_TOKEN_URL=$LATTICE_TEST_GMAIL_URL/token \
@@ -158,10 +162,32 @@ check "add+delete: no raw event of it" [ "$(grep -c "\"$GHOST\"" "$WORK/raw.json
 check "add+delete: M6 labels INBOX" [ "$(q 'labels(a[0])' "$M6")" = INBOX ]
 check "add+delete: 5 known messages" [ "$(known "$ACCOUNT")" = 5 ]
 
+# 6b. a batch that fails half-way through a history page: what its committed
+# batches carried is not sent again, the rest follows on the next run
+relabel "$GUSER" "${M[0]}" '{"add":["Label_a"]}'
+N1=$(new_message "$GUSER")
+relabel "$GUSER" "${M[2]}" '{"add":["Label_b"]}'
+N2=$(new_message "$GUSER")
+relabel "$GUSER" "$M6" '{"add":["Label_c"]}'
+lt_gmail_ctl POST /faults "{\"user\":\"$GUSER\",\"match\":\"messages/$N2\",\"status\":503,\"count\":1000}" >/dev/null
+s=$(run "$ACCOUNT"); changes
+check "fault: the command failed ($s)" [ "$(jgetq "$s" result)" = failed ]
+check "fault: M0's labels and N1 (the first batch) are committed" \
+  [ "$(q 'labels(a[0]) + " " + labels(a[1])' "${M[0]}" "$N1")" = "INBOX,Label_a INBOX" ]
+check "fault: nothing of the failed batch (M2, N2)" [ "$(q 'labels(a[0]) + " " + labels(a[1])' "${M[2]}" "$N2")" = "INBOX none" ]
+lt_gmail_ctl DELETE "/faults?user=$GUSER" >/dev/null
+s=$(run "$ACCOUNT"); changes
+check "fault cleared: N2 ingested ($s)" [ "$(jgetq "$s" messages)" = 1 ]
+check "fault cleared: M2, N2, M6 follow" \
+  [ "$(q '" ".join(labels(m) for m in a)' "${M[2]}" "$N2" "$M6")" = "INBOX,Label_b INBOX INBOX,Label_c" ]
+check "fault cleared: M0's labels change not sent again" [ "$(q 'sum("Label_a" in e["payload"]["labels"] for e in of(a[0]))' "${M[0]}")" = 1 ]
+check "fault cleared: 7 known messages" [ "$(known "$ACCOUNT")" = 7 ]
+
 # 7. history expired: in the gap M4 deleted, M5 archived, M0 starred, M7 new
 lt_gmail_ctl DELETE "/users/$GUSER/messages/${M[4]}" >/dev/null
 relabel "$GUSER" "${M[5]}" '{"remove":["INBOX"]}'
 relabel "$GUSER" "${M[0]}" '{"add":["STARRED"]}'
+relabel "$GUSER" "${M[0]}" '{"remove":["Label_a"]}'
 M7=$(new_message "$GUSER")
 lt_gmail_ctl POST "/users/$GUSER/history/expire" '{}' >/dev/null
 before=$(q 'len(ev)')
@@ -175,7 +201,7 @@ check "expired: M5 (archived in the gap) gets its labels, not deleted" \
   [ "$(q 'labels(a[0]) + str(len(of(a[0], "deleted")))' "${M[5]}")" = "0" ]
 check "expired: M0 (starred in the gap) labels INBOX,STARRED" [ "$(q 'labels(a[0])' "${M[0]}")" = INBOX,STARRED ]
 check "expired: M7 labels INBOX" [ "$(q 'labels(a[0])' "$M7")" = INBOX ]
-check "expired: 5 known (M0 M2 M5 M6 M7)" [ "$(known "$ACCOUNT")" = 5 ]
+check "expired: 7 known (M0 M2 M5 M6 N1 N2 M7)" [ "$(known "$ACCOUNT")" = 7 ]
 check "the worker said what it found" grep -q "known message(s) not listed: 1 deleted, 1 still in the mailbox" "$WORK/worker.log"
 # and the incremental path goes on after it
 relabel "$GUSER" "$M7" '{"add":["IMPORTANT"]}'
@@ -195,6 +221,6 @@ check "opt-out: no known messages" [ "$(known "$ACCOUNT_OFF")" = 0 ]
 # no duplicates: every change event id and every raw event id once
 check "change event ids unique ($(q 'len(ev)') events)" [ "$(q 'len(ev) - len({e["event_id"] for e in ev})')" = 0 ]
 tool events "$RAW_TOPIC" >"$WORK/raw.json"
-check "raw event ids unique ($(wc -l <"$WORK/raw.json") events: 6 + M6 + M7 + 3)" \
-  [ "$(python3 -c 'import json,sys; e=[json.loads(l)["event_id"] for l in open(sys.argv[1])]; print(len(e), len(set(e)))' "$WORK/raw.json")" = "11 11" ]
+check "raw event ids unique ($(wc -l <"$WORK/raw.json") events: 6 + M6 + N1 + N2 + M7 + 3)" \
+  [ "$(python3 -c 'import json,sys; e=[json.loads(l)["event_id"] for l in open(sys.argv[1])]; print(len(e), len(set(e)))' "$WORK/raw.json")" = "13 13" ]
 lt_summary test_worker_gmail_changes
