@@ -265,7 +265,7 @@ int64_t lt_sync_gmail_list_remaining(int64_t estimate, uint64_t listed, int more
     return estimate - (int64_t)listed;
 }
 
-/* --- change tracking helpers ---------------------------------------------- */
+/* --- change tracking: overrides and change events ------------------------ */
 
 static void ov_reset(scope_ctx_t *x)
 {
