@@ -12,6 +12,7 @@
 #include "lt_buf.h"
 #include "lt_command_log.h"
 #include "lt_gmail_client.h"
+#include "lt_known.h"
 #include "lt_secret.h"
 
 #define SECRET_MAX 4096
@@ -216,6 +217,8 @@ typedef struct {
     uint64_t old_history_id;
     char **keep;
     size_t nkeep;
+    char **keep_labels; /* and their labelIds (NULL: absent), historyIds */
+    uint64_t *keep_hid;
     /* progress: messages expected after the list being fetched (listing:
      * resultSizeEstimate less what was listed; 0 on the last page) */
     int64_t est_after;
@@ -234,6 +237,14 @@ typedef struct {
     char *query_token;                            /* the listing's next page */
     uint64_t query_upto;
     int query_started, query_done;
+    /* change tracking (docs/gmail.md, "Mailbox changes") */
+    int track;      /* on for this scope: labels after each message, known set */
+    int incr_track; /* incremental with tracking: a fetched message must be in the label */
+    /* what this command changed of the known set since the page's lookup
+     * (incremental with tracking): id -> present */
+    char **ov_ids;
+    unsigned char *ov_present;
+    size_t nov, ov_alloc;
 } scope_ctx_t;
 
 /* The command's total: done + what the current list still holds + the
@@ -254,6 +265,92 @@ int64_t lt_sync_gmail_list_remaining(int64_t estimate, uint64_t listed, int more
     return estimate - (int64_t)listed;
 }
 
+/* --- change tracking: overrides and change events ------------------------ */
+
+static void ov_reset(scope_ctx_t *x)
+{
+    for (size_t i = 0; i < x->nov; i++)
+        free(x->ov_ids[i]);
+    x->nov = 0;
+}
+
+static void ov_free(scope_ctx_t *x)
+{
+    ov_reset(x);
+    free(x->ov_ids);
+    free(x->ov_present);
+    x->ov_ids = NULL;
+    x->ov_present = NULL;
+    x->ov_alloc = 0;
+}
+
+/* -1: not changed by this command since the lookup; else 0 / 1 */
+static int ov_get(const scope_ctx_t *x, const char *id)
+{
+    for (size_t i = x->nov; i-- > 0;)
+        if (!strcmp(x->ov_ids[i], id))
+            return x->ov_present[i];
+    return -1;
+}
+
+static void ov_set(scope_ctx_t *x, const char *id, int present)
+{
+    if (x->nov == x->ov_alloc) {
+        x->ov_alloc = x->ov_alloc ? x->ov_alloc * 2 : 64;
+        x->ov_ids = lt_xrealloc(x->ov_ids, x->ov_alloc * sizeof(char *));
+        x->ov_present = lt_xrealloc(x->ov_present, x->ov_alloc);
+    }
+    x->ov_ids[x->nov] = lt_xstrdup(id);
+    x->ov_present[x->nov++] = (unsigned char)present;
+}
+
+/* A labels change: the message's full labelIds (','-joined text; NULL:
+ * the field was absent, which in Google's JSON is an empty list: proto3
+ * leaves empty repeated fields out). */
+static lt_err_t emit_labels(scope_ctx_t *x, const char *id, const char *labels, uint64_t position,
+                            char *errstr, size_t n)
+{
+    char buf[LT_GMAIL_LABELS_TEXT_MAX];
+    const char *items[LT_CHANGE_MAX_ITEMS];
+    size_t k = 0;
+    snprintf(buf, sizeof(buf), "%s", labels ? labels : "");
+    for (char *p = buf; *p && k < LT_CHANGE_MAX_ITEMS;) {
+        char *c = strchr(p, ',');
+        if (c)
+            *c = 0;
+        items[k++] = p;
+        if (!c)
+            break;
+        p = c + 1;
+    }
+    lt_sync_change_t ch = {.kind = LT_CHANGE_LABELS,
+                           .provider_message_id = id,
+                           .mailbox = x->scope,
+                           .position = position ? (int64_t)position : -1,
+                           .items = items,
+                           .nitems = k};
+    return lt_sync_change(x->s, &ch, errstr, n);
+}
+
+static lt_err_t emit_deleted(scope_ctx_t *x, const char *id, uint64_t position, char *errstr,
+                             size_t n)
+{
+    lt_sync_change_t ch = {.kind = LT_CHANGE_DELETED,
+                           .provider_message_id = id,
+                           .mailbox = x->scope,
+                           .position = position ? (int64_t)position : -1};
+    return lt_sync_change(x->s, &ch, errstr, n);
+}
+
+static lt_watermark_key_t scope_key(const scope_ctx_t *x)
+{
+    const lt_account_t *a = lt_sync_account(x->s);
+    return (lt_watermark_key_t){.tenant = lt_account_tenant(a),
+                                .account_id = lt_account_id(a),
+                                .scope = x->scope,
+                                .provider = "gmail"};
+}
+
 static lt_err_t on_message(void *opaque, size_t index, lt_err_t status, const lt_gmail_message_t *m,
                            const lt_buf_t *raw, const char *reason)
 {
@@ -272,6 +369,15 @@ static lt_err_t on_message(void *opaque, size_t index, lt_err_t status, const lt
                 reason ? reason : "too big");
         return LT_OK;
     }
+    if (x->incr_track && x->is_label && m->has_labels &&
+        !lt_gmail_labels_have(m->labels, x->label)) {
+        /* it left the label after the history was read: not in the scope
+         * (the next history shows its labelRemoved; it was never announced) */
+        lt_debug(lt_sync_log(x->s), "message %s left scope %s before it was fetched", m->id,
+                 x->scope);
+        return LT_OK;
+    }
+    int64_t skipped_before = lt_sync_skipped(x->s);
     lt_err_t err = lt_sync_message_begin(x->s, m->id, m->thread_id[0] ? m->thread_id : NULL,
                                          x->scope, m->internal_date_ms, x->err, sizeof(x->err));
     if (!err)
@@ -290,6 +396,18 @@ static lt_err_t on_message(void *opaque, size_t index, lt_err_t status, const lt
     if (err) {
         lt_sync_message_abandon(x->s);
         x->err_code = err;
+        return err;
+    }
+    if (x->track && lt_sync_skipped(x->s) == skipped_before) {
+        /* the message's labels right after its raw event (mail.raw.v1 has
+         * no labels): the downstream's labels follow the mailbox from the
+         * start */
+        if (x->incr_track)
+            ov_set(x, m->id, 1);
+        if (m->labels_over)
+            lt_warn(lt_sync_log(x->s), "message %s: labelIds too long to report", m->id);
+        else if ((err = emit_labels(x, m->id, m->labels, m->history_id, x->err, sizeof(x->err))))
+            x->err_code = err;
     }
     return err;
 }
@@ -302,6 +420,8 @@ static lt_err_t on_minimal(void *opaque, size_t index, lt_err_t status, const lt
         return LT_OK; /* gone: nothing to do */
     if (m->history_id && m->history_id <= x->old_history_id)
         return LT_OK; /* unchanged since the old watermark: ingested before */
+    x->keep_labels[x->nkeep] = m->labels_over ? NULL : lt_xstrdup(m->labels);
+    x->keep_hid[x->nkeep] = m->history_id;
     x->keep[x->nkeep++] = lt_xstrdup(m->id);
     return LT_OK;
 }
@@ -419,6 +539,130 @@ static void free_strs(char **v, size_t n)
     free(v);
 }
 
+/* A resync with tracking: every id of the page (those skipped through on
+ * a resume too) is marked listed by this resync in the known set ("listed:"
+ * and the resync's position), committed with a checkpoint at the page's
+ * end (after its messages' own batches, whose additions it must follow),
+ * so the comparison at the end of the listing survives a resumed listing. */
+static void listed_mark(const scope_ctx_t *x, char *out, size_t outsz)
+{
+    snprintf(out, outsz, "listed:%llu", (unsigned long long)x->cur_history_id);
+}
+
+static lt_err_t mark_listed(scope_ctx_t *x, const lt_gmail_page_t *page, char *errstr, size_t n)
+{
+    char mark[48];
+    listed_mark(x, mark, sizeof(mark));
+    for (size_t i = 0; i < page->n; i++)
+        lt_sync_known_state(x->s, page->refs[i].id, mark);
+    char *cur = cursor_json(x, page->refs[page->n - 1].id);
+    lt_err_t err = lt_sync_checkpoint_cursor(x->s, x->scope, NULL, 0, x->cur_home, cur, errstr, n);
+    free(cur);
+    return err;
+}
+
+/* End of a resync's listing with tracking: every known message of the
+ * scope the listing did not mark is gone (deleted during the history gap,
+ * or out of the label): a deleted change each, in the final batch. */
+typedef struct {
+    const char *mark;
+    char **ids;
+    size_t n, alloc;
+} unlisted_t;
+
+static int collect_unlisted(const char *id, const char *state, void *opaque)
+{
+    unlisted_t *u = opaque;
+    if (state && !strcmp(state, u->mark))
+        return 0;
+    if (u->n == u->alloc) {
+        u->alloc = u->alloc ? u->alloc * 2 : 64;
+        u->ids = lt_xrealloc(u->ids, u->alloc * sizeof(char *));
+    }
+    u->ids[u->n++] = lt_xstrdup(id);
+    return 0;
+}
+
+typedef struct {
+    scope_ctx_t *x;
+    const char *const *ids;
+    size_t deleted, relabelled;
+    char err[512];
+    lt_err_t err_code;
+} unlisted_check_t;
+
+/* An unlisted known message: 404 -> deleted; still there (out of the label
+ * or the query, in the trash) -> its labels now. */
+static lt_err_t on_unlisted(void *opaque, size_t index, lt_err_t status,
+                            const lt_gmail_message_t *m, const lt_buf_t *raw, const char *reason)
+{
+    (void)raw;
+    (void)reason;
+    unlisted_check_t *u = opaque;
+    lt_err_t err = LT_OK;
+    if (status == LT_ERR_NOT_FOUND) {
+        err = emit_deleted(u->x, u->ids[index], u->x->cur_history_id, u->err, sizeof(u->err));
+        u->deleted++;
+    } else if (status == LT_OK && !m->labels_over) {
+        err = emit_labels(u->x, m->id, m->labels, m->history_id, u->err, sizeof(u->err));
+        u->relabelled++;
+    }
+    if (err)
+        u->err_code = err;
+    return err;
+}
+
+static lt_err_t resync_deletions(scope_ctx_t *x, char *errstr, size_t n)
+{
+    char mark[48];
+    listed_mark(x, mark, sizeof(mark));
+    unlisted_t u = {mark, NULL, 0, 0};
+    lt_watermark_key_t key = scope_key(x);
+    lt_err_t err = lt_known_each(lt_sync_db(x->s), &key, collect_unlisted, &u, errstr, n);
+    unlisted_check_t c = {x, (const char *const *)u.ids, 0, 0, "", LT_OK};
+    if (!err && u.n) {
+        err = lt_gmail_get_many(x->g, (const char *const *)u.ids, u.n, LT_GMAIL_FORMAT_MINIMAL,
+                                &(lt_gmail_message_cb_t){on_unlisted, &c}, errstr, n);
+        if (err && c.err_code && c.err[0])
+            lt_seterr(errstr, n, c.err_code, "%s", c.err);
+    }
+    if (!err && u.n)
+        lt_info(lt_sync_log(x->s),
+                "resync of %s: %zu known message(s) not listed: %zu deleted, %zu still in the "
+                "mailbox (labels reported)",
+                x->scope, u.n, c.deleted, c.relabelled);
+    free_strs(u.ids, u.n);
+    return err;
+}
+
+/* A resync with tracking: of the messages changed since the old position,
+ * those already announced (known) only changed their labels (a Gmail
+ * message's content never changes): a labels change each, not a second raw
+ * event; they leave x->keep. */
+static lt_err_t keep_known_labels(scope_ctx_t *x, char *errstr, size_t n)
+{
+    unsigned char *known = lt_xcalloc(x->nkeep, 1);
+    lt_watermark_key_t key = scope_key(x);
+    lt_err_t err = lt_known_which(lt_sync_db(x->s), &key, (const char *const *)x->keep, x->nkeep,
+                                  known, errstr, n);
+    size_t k = 0;
+    for (size_t i = 0; i < x->nkeep; i++) {
+        if (!err && known[i]) {
+            if (x->keep_labels[i]) /* NULL: too long to report */
+                err = emit_labels(x, x->keep[i], x->keep_labels[i], x->keep_hid[i], errstr, n);
+            free(x->keep[i]);
+            free(x->keep_labels[i]);
+            continue;
+        }
+        x->keep[k] = x->keep[i];
+        x->keep_labels[k] = x->keep_labels[i];
+        x->keep_hid[k++] = x->keep_hid[i];
+    }
+    x->nkeep = k;
+    free(known);
+    return err;
+}
+
 /* List the scope (optionally narrowed by extra_q) and ingest every message;
  * resync: only those changed after x->old_history_id. */
 static lt_err_t list_and_fetch(scope_ctx_t *x, const char *extra_q, int resync, char *errstr,
@@ -488,9 +732,13 @@ static lt_err_t list_and_fetch(scope_ctx_t *x, const char *extra_q, int resync, 
         size_t nids = page.n - from;
         if (resync && nids) {
             x->keep = lt_xcalloc(nids, sizeof(char *));
+            x->keep_labels = lt_xcalloc(nids, sizeof(char *));
+            x->keep_hid = lt_xcalloc(nids, sizeof(uint64_t));
             x->nkeep = 0;
             err = lt_gmail_get_many(x->g, ids, nids, LT_GMAIL_FORMAT_MINIMAL,
                                     &(lt_gmail_message_cb_t){on_minimal, x}, errstr, n);
+            if (!err && x->track && x->nkeep)
+                err = keep_known_labels(x, errstr, n);
             if (!err)
                 set_total(x, x->nkeep);
             if (!err)
@@ -502,11 +750,16 @@ static lt_err_t list_and_fetch(scope_ctx_t *x, const char *extra_q, int resync, 
                         "not published again",
                         x->scope, nids - x->nkeep, nids, (unsigned long long)x->old_history_id);
             free_strs(x->keep, x->nkeep);
-            x->keep = NULL;
+            free_strs(x->keep_labels, x->nkeep);
+            free(x->keep_hid);
+            x->keep = x->keep_labels = NULL;
+            x->keep_hid = NULL;
             x->nkeep = 0;
         } else {
             err = fetch_ids(x, ids, nids, NULL, NULL, 0, errstr, n);
         }
+        if (!err && x->track && x->cur_resync && page.n)
+            err = mark_listed(x, &page, errstr, n);
         free(ids);
         lt_gmail_page_free(&page);
     } while (!err && token);
@@ -536,12 +789,26 @@ static lt_err_t full_sync(scope_ctx_t *x, int resync, int resume, char *errstr, 
         if (err)
             return err;
         x->cur_resync = resync;
+        if (resync && x->track) {
+            /* what happened since the stored position is not known one by
+             * one: say so first (committed with the listing's first batch) */
+            lt_sync_change_t ch = {.kind = LT_CHANGE_RESET,
+                                   .mailbox = x->scope,
+                                   .position = (int64_t)x->cur_history_id,
+                                   .reset_reason = LT_CHANGE_RESET_HISTORY_EXPIRED};
+            if ((err = lt_sync_change(x->s, &ch, errstr, n)))
+                return err;
+        }
     }
     x->cur_home = LT_CURSOR_SCOPE;
     err = list_and_fetch(x, NULL, x->cur_resync, errstr, n);
     x->cur_home = LT_CURSOR_NONE;
-    if (err)
+    if (!err && x->track && x->cur_resync)
+        err = resync_deletions(x, errstr, n);
+    if (err) {
+        lt_sync_abort(x->s); /* nothing of an unfinished batch goes with another scope's */
         return err;
+    }
     /* the watermark, and the cursor deleted, with the last batch */
     lt_watermark_t wm = {.history_id = x->cur_history_id};
     return lt_sync_checkpoint_cursor(x->s, x->scope, &wm, x->cur_resync, LT_CURSOR_SCOPE, NULL,
@@ -719,6 +986,223 @@ static lt_err_t incremental(scope_ctx_t *x, uint64_t start, char *errstr, size_t
     return lt_sync_checkpoint(x->s, x->scope, &wm, 0, errstr, n);
 }
 
+/* --- incremental with change tracking ------------------------------------ */
+
+/* Fetch the pending candidates (their raw events and labels) and commit
+ * everything since the last checkpoint with the watermark at record w: every
+ * record up to w is then fully handled, and nothing after it is in the batch. */
+static lt_err_t track_flush(scope_ctx_t *x, const char **pend, size_t *npend, uint64_t w,
+                            char *errstr, size_t n)
+{
+    if (lt_sync_cancelled(x->s)) {
+        lt_sync_abort(x->s);
+        return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "cancelled (shutdown or revoke)");
+    }
+    lt_err_t err = LT_OK;
+    if (*npend) {
+        x->err[0] = 0;
+        x->err_code = LT_OK;
+        x->cur_ids = pend;
+        err = lt_gmail_get_many(x->g, pend, *npend, LT_GMAIL_FORMAT_RAW,
+                                &(lt_gmail_message_cb_t){on_message, x}, errstr, n);
+        if (err) {
+            if (x->err_code && x->err[0])
+                lt_seterr(errstr, n, x->err_code, "%s", x->err);
+            lt_sync_abort(x->s);
+            return err;
+        }
+    }
+    size_t fetched = *npend;
+    *npend = 0;
+    lt_watermark_t wm = {w, 0, 0};
+    err = lt_sync_checkpoint(x->s, x->scope, &wm, 0, errstr, n);
+    if (!err && fetched)
+        heartbeat(x->s);
+    return err;
+}
+
+static int strs_find(const char *const *v, size_t n, const char *id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(v[i], id))
+            return (int)i;
+    return -1;
+}
+
+static void strs_drop(const char **v, size_t *n, const char *id)
+{
+    int i = strs_find(v, *n, id);
+    if (i < 0)
+        return;
+    memmove(v + i, v + i + 1, (*n - (size_t)i - 1) * sizeof(*v));
+    (*n)--;
+}
+
+/* One history page, record by record (docs/gmail.md, "Mailbox changes"):
+ * a message added to the scope is fetched and published (then its labels);
+ * a label change of a known message is a labels change; a messageDeleted of
+ * a known message, or the removal of a label scope's label, a deleted
+ * change. A message the page both adds and deletes is never published nor
+ * reported. Batches end at record boundaries, each with its watermark. */
+static lt_err_t track_page(scope_ctx_t *x, lt_gmail_hist_t *h, char *errstr, size_t n)
+{
+    size_t ne = h->n;
+    if (!ne)
+        return LT_OK;
+    lt_err_t err = LT_OK;
+    char *eligible = lt_xcalloc(ne, 1); /* an entry that adds the message to the scope */
+    unsigned char *known = lt_xcalloc(ne, 1);
+    const char **ids = lt_xcalloc(ne, sizeof(char *));
+    const char **pend = lt_xcalloc(ne, sizeof(char *));  /* to fetch in the open batch */
+    const char **cands = lt_xcalloc(ne, sizeof(char *)); /* added to the scope in this page */
+    size_t npend = 0, ncands = 0, changes = 0, batch = (size_t)lt_sync_batch_messages(x->s);
+
+    for (size_t i = 0; i < ne; i++)
+        ids[i] = h->e[i].ref.id;
+    if (x->is_label) {
+        for (size_t i = 0; i < ne; i++) {
+            const lt_gmail_hist_entry_t *e = &h->e[i];
+            eligible[i] = (e->kind == LT_GMAIL_HIST_ADDED &&
+                           (!e->labels || lt_gmail_labels_have(e->labels, x->label))) ||
+                          (e->kind == LT_GMAIL_HIST_LABELS_ADDED &&
+                           lt_gmail_labels_have(e->changed, x->label));
+        }
+    } else {
+        /* search scope: the messageAdded entries its query lists */
+        lt_gmail_page_t pg;
+        memset(&pg, 0, sizeof(pg));
+        pg.refs = lt_xcalloc(ne, sizeof(lt_gmail_ref_t));
+        size_t *map = lt_xcalloc(ne, sizeof(size_t));
+        for (size_t i = 0; i < ne; i++)
+            if (h->e[i].kind == LT_GMAIL_HIST_ADDED) {
+                pg.refs[pg.n] = h->e[i].ref;
+                map[pg.n++] = i;
+            }
+        pg.history_id = h->page.history_id;
+        char *keep = lt_xcalloc(pg.n ? pg.n : 1, 1);
+        if (pg.n)
+            err = filter_query(x, &pg, keep, errstr, n);
+        for (size_t j = 0; !err && j < pg.n; j++)
+            eligible[map[j]] = keep[j];
+        free(keep);
+        free(map);
+        free(pg.refs);
+    }
+    lt_watermark_key_t key = scope_key(x);
+    if (!err)
+        err = lt_known_which(lt_sync_db(x->s), &key, ids, ne, known, errstr, n);
+    ov_reset(x);
+    size_t total = 0;
+    for (size_t i = 0; i < ne; i++)
+        total += eligible[i] && !known[i];
+    x->est_after = 0;
+    if (!err && total)
+        set_total(x, total);
+
+    for (size_t i = 0; !err && i < ne; i++) {
+        const lt_gmail_hist_entry_t *e = &h->e[i];
+        const char *id = e->ref.id;
+        uint64_t rid = e->ref.history_id;
+        int ov = ov_get(x, id);
+        int is_known = ov >= 0 ? ov : known[i];
+        int leaves = e->kind == LT_GMAIL_HIST_DELETED;
+        if (eligible[i] && strs_find(cands, ncands, id) < 0) {
+            if (is_known) {
+                /* already announced in the scope: not published twice */
+                if (!e->labels_over && !(err = emit_labels(x, id, e->labels, rid, errstr, n)))
+                    changes++;
+            } else {
+                pend[npend++] = id;
+                cands[ncands++] = id;
+            }
+        } else if (leaves) {
+            /* gone: a pending fetch is dropped (a message added and
+             * deleted here is never published); a known message is
+             * reported deleted */
+            strs_drop(pend, &npend, id);
+            strs_drop(cands, &ncands, id);
+            if (is_known && !(err = emit_deleted(x, id, rid, errstr, n))) {
+                ov_set(x, id, 0);
+                changes++;
+            }
+        } else if ((e->kind == LT_GMAIL_HIST_LABELS_ADDED ||
+                    e->kind == LT_GMAIL_HIST_LABELS_REMOVED) &&
+                   strs_find(cands, ncands, id) < 0 && is_known && !e->labels_over) {
+            /* (a message fetched for this page already carries labels newer
+             * than any of its records here) */
+            if (!(err = emit_labels(x, id, e->labels, rid, errstr, n)))
+                changes++;
+        }
+        int boundary = i + 1 == ne || h->e[i + 1].ref.history_id != rid;
+        if (!err && boundary && npend + changes >= batch) {
+            err = track_flush(x, pend, &npend, rid, errstr, n);
+            changes = 0;
+        }
+    }
+    if (!err && (npend || changes))
+        err = track_flush(x, pend, &npend, h->page.last_record_id, errstr, n);
+    if (err)
+        lt_sync_abort(x->s);
+    free(eligible);
+    free(known);
+    free(ids);
+    free(pend);
+    free(cands);
+    return err;
+}
+
+static lt_err_t incremental_track(scope_ctx_t *x, uint64_t start, char *errstr, size_t n)
+{
+    char *token = NULL;
+    lt_err_t err = LT_OK;
+    uint64_t last_hid = start;
+    for (;;) {
+        lt_gmail_hist_t h;
+        /* the whole mailbox's history, not labelId-filtered: a known
+         * message that left the label is still followed (its labels, its
+         * deletion), which Gmail's labelId filter would hide */
+        err = lt_gmail_history_all(x->g, start, NULL, token, &h, errstr, n);
+        free(token);
+        token = NULL;
+        if (err == LT_ERR_NOT_FOUND) {
+            lt_warn(lt_sync_log(x->s),
+                    "scope %s: history from %llu is no longer available (%s); reset and full "
+                    "resync",
+                    x->scope, (unsigned long long)start, errstr);
+            x->old_history_id = start;
+            x->incr_track = 0;
+            return full_sync(x, 1, 0, errstr, n);
+        }
+        if (err)
+            return err;
+        if (last_hid == start && h.page.history_id < start) {
+            lt_warn(lt_sync_log(x->s),
+                    "scope %s: the mailbox's historyId %llu is behind the stored %llu "
+                    "(mailbox recreated or restored); reset and full resync",
+                    x->scope, (unsigned long long)h.page.history_id, (unsigned long long)start);
+            lt_gmail_hist_free(&h);
+            x->old_history_id = 0;
+            x->incr_track = 0;
+            return full_sync(x, 1, 0, errstr, n);
+        }
+        token = h.page.next_page_token;
+        h.page.next_page_token = NULL;
+        x->incr_track = 1;
+        err = track_page(x, &h, errstr, n);
+        x->incr_track = 0;
+        last_hid = h.page.history_id;
+        lt_gmail_hist_free(&h);
+        if (err || !token)
+            break;
+    }
+    free(token);
+    ov_reset(x);
+    if (err)
+        return err;
+    lt_watermark_t wm = {last_hid, 0, 0};
+    return lt_sync_checkpoint(x->s, x->scope, &wm, 0, errstr, n);
+}
+
 static lt_err_t sync_scope(lt_sync_t *s, lt_gmail_t *g, const char *scope, const char *bf_query,
                            char *errstr, size_t n)
 {
@@ -747,6 +1231,10 @@ static lt_err_t sync_scope(lt_sync_t *s, lt_gmail_t *g, const char *scope, const
     } else {
         x.query = scope;
     }
+
+    /* change tracking: known set and labels (docs/gmail.md, "Mailbox changes") */
+    x.track = lt_sync_changes_enabled(s, scope);
+    lt_sync_track_known(s, x.track);
 
     const lt_account_t *a = lt_sync_account(s);
     char cur[LT_WATERMARK_CURSOR_MAX];
@@ -809,9 +1297,13 @@ static lt_err_t sync_scope(lt_sync_t *s, lt_gmail_t *g, const char *scope, const
         err = full_sync(&x, 0, 0, errstr, n);
     else if (werr)
         err = werr;
+    else if (x.track)
+        err = incremental_track(&x, wm.history_id, errstr, n);
     else
         err = incremental(&x, wm.history_id, errstr, n);
 out:
+    lt_sync_track_known(s, 0);
+    ov_free(&x);
     if (!err && x.skipped)
         lt_warn(lt_sync_log(s), "scope %s: %llu message(s) not ingested (too big): %s", scope,
                 (unsigned long long)x.skipped, lt_buf_str(x.skipped_ids));

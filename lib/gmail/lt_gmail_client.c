@@ -777,6 +777,40 @@ lt_err_t lt_gmail_history(lt_gmail_t *c, uint64_t start_history_id, const char *
     return err;
 }
 
+static lt_err_t parse_hist_all(lt_gmail_t *c, const char *body, size_t len, void *out, char *errstr,
+                               size_t n)
+{
+    (void)c;
+    lt_gmail_hist_free(out);
+    return lt_gmail_parse_history_all(body, len, out, errstr, n);
+}
+
+lt_err_t lt_gmail_history_all(lt_gmail_t *c, uint64_t start_history_id, const char *label_id,
+                              const char *page_token, lt_gmail_hist_t *out, char *errstr,
+                              size_t errstr_size)
+{
+    memset(out, 0, sizeof(*out));
+    one_t o = {parse_hist_all, out, 0};
+    lt_buf_t *b = url_base(c, "history");
+    char num[32];
+    snprintf(num, sizeof(num), "%llu", (unsigned long long)start_history_id);
+    add_param(b, "startHistoryId", num);
+    add_param(b, "historyTypes", "messageAdded");
+    add_param(b, "historyTypes", "messageDeleted");
+    add_param(b, "historyTypes", "labelAdded");
+    add_param(b, "historyTypes", "labelRemoved");
+    if (label_id)
+        add_param(b, "labelId", label_id);
+    add_param(b, "maxResults", "500");
+    if (page_token)
+        add_param(b, "pageToken", page_token);
+    add_param(b, "prettyPrint", "false");
+    lt_err_t err = call_one(c, url_of(c, b), COST_HISTORY, &o, errstr, errstr_size);
+    if (err)
+        lt_gmail_hist_free(out);
+    return err;
+}
+
 /* --- many gets --------------------------------------------------------------- */
 
 typedef struct {
@@ -839,8 +873,8 @@ lt_err_t lt_gmail_get_many(lt_gmail_t *c, const char *const *ids, size_t n,
         lt_buf_t *b = url_base(c, path);
         add_param(b, "format", raw ? "raw" : "minimal");
         add_param(b, "fields",
-                  raw ? "id,threadId,historyId,internalDate,raw"
-                      : "id,threadId,historyId,internalDate");
+                  raw ? "id,threadId,labelIds,historyId,internalDate,raw"
+                      : "id,threadId,labelIds,historyId,internalDate");
         add_param(b, "prettyPrint", "false");
         reqs[i].url = url_of(c, b);
         reqs[i].cost = COST_GET;

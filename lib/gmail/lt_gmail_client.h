@@ -93,6 +93,14 @@ lt_err_t lt_gmail_history(lt_gmail_t *c, uint64_t start_history_id, const char *
                           const char *page_token, lt_gmail_page_t *out, char *errstr,
                           size_t errstr_size);
 
+/* history.list with every historyType (messageAdded, messageDeleted,
+ * labelAdded, labelRemoved; change tracking), labelId = label_id when
+ * given: every entry of the page (lt_gmail_parse_history_all). *out:
+ * lt_gmail_hist_free(). LT_ERR_NOT_FOUND on 404 as lt_gmail_history. */
+lt_err_t lt_gmail_history_all(lt_gmail_t *c, uint64_t start_history_id, const char *label_id,
+                              const char *page_token, lt_gmail_hist_t *out, char *errstr,
+                              size_t errstr_size);
+
 /* Called once per id of lt_gmail_get_many, in completion order, on the
  * caller's thread. status: LT_OK (m, and raw when raw was asked for, are
  * valid for the call), LT_ERR_NOT_FOUND (deleted meanwhile), LT_ERR_TOO_BIG

@@ -435,6 +435,185 @@ out:
     return err;
 }
 
+/* labelIds (an array of ids) joined by ',' into out (cap bytes); 0 ok
+ * (absent: *present 0, out ""), 1 longer than cap (out "": a well-formed
+ * list the caller cannot hold is no reason to refuse the answer), -1 bad. */
+static int join_labels(json_object *m, const char *key, char *out, size_t cap, int *present)
+{
+    json_object *arr;
+    size_t used = 0;
+    out[0] = 0;
+    *present = 0;
+    if (!json_object_object_get_ex(m, key, &arr) || json_object_is_type(arr, json_type_null))
+        return 0;
+    if (!json_object_is_type(arr, json_type_array))
+        return -1;
+    *present = 1;
+    int over = 0;
+    for (size_t i = 0, n = json_object_array_length(arr); i < n; i++) {
+        json_object *l = json_object_array_get_idx(arr, i);
+        if (!json_object_is_type(l, json_type_string))
+            return -1;
+        size_t len = (size_t)json_object_get_string_len(l);
+        const char *v = json_object_get_string(l);
+        if (!lt_gmail_id_valid(v, len))
+            return -1;
+        if (over || used + len + 2 > cap) {
+            over = 1;
+            continue;
+        }
+        if (used)
+            out[used++] = ',';
+        memcpy(out + used, v, len);
+        used += len;
+        out[used] = 0;
+    }
+    if (over)
+        out[0] = 0;
+    return over;
+}
+
+int lt_gmail_labels_have(const char *labels, const char *label)
+{
+    size_t l = strlen(label);
+    if (!labels || !l)
+        return 0;
+    for (const char *p = labels; *p;) {
+        const char *c = strchr(p, ',');
+        size_t n = c ? (size_t)(c - p) : strlen(p);
+        if (n == l && !memcmp(p, label, l))
+            return 1;
+        if (!c)
+            break;
+        p = c + 1;
+    }
+    return 0;
+}
+
+void lt_gmail_hist_free(lt_gmail_hist_t *h)
+{
+    if (!h)
+        return;
+    for (size_t i = 0; i < h->n; i++) {
+        free(h->e[i].labels);
+        free(h->e[i].changed);
+    }
+    free(h->e);
+    lt_gmail_page_free(&h->page);
+    memset(h, 0, sizeof(*h));
+}
+
+/* One entry of a record's messagesAdded / messagesDeleted / labelsAdded /
+ * labelsRemoved. 0 ok, -1 bad. */
+static int hist_entry_all(json_object *e, lt_gmail_hist_kind_t kind, uint64_t rec_id,
+                          lt_gmail_hist_t *out, size_t *alloc)
+{
+    json_object *m;
+    if (!json_object_is_type(e, json_type_object) || !json_object_object_get_ex(e, "message", &m) ||
+        !json_object_is_type(m, json_type_object))
+        return -1;
+    lt_gmail_hist_entry_t x;
+    memset(&x, 0, sizeof(x));
+    x.kind = kind;
+    if (copy_id(m, "id", x.ref.id))
+        return -1;
+    if (copy_id(m, "threadId", x.ref.thread_id))
+        x.ref.thread_id[0] = 0;
+    x.ref.history_id = rec_id;
+    char buf[LT_GMAIL_LABELS_TEXT_MAX];
+    int present, r = join_labels(m, "labelIds", buf, sizeof(buf), &present);
+    if (r < 0)
+        return -1;
+    x.labels_over = r > 0;
+    if (present && !r)
+        x.labels = lt_xstrdup(buf);
+    if (kind == LT_GMAIL_HIST_LABELS_ADDED || kind == LT_GMAIL_HIST_LABELS_REMOVED) {
+        if ((r = join_labels(e, "labelIds", buf, sizeof(buf), &present)) < 0) {
+            free(x.labels);
+            return -1;
+        }
+        x.changed = lt_xstrdup(r ? "" : buf);
+    }
+    if (out->n == *alloc) {
+        *alloc = *alloc ? *alloc * 2 : 64;
+        out->e = lt_xrealloc(out->e, *alloc * sizeof(*out->e));
+    }
+    out->e[out->n++] = x;
+    return 0;
+}
+
+lt_err_t lt_gmail_parse_history_all(const char *body, size_t len, lt_gmail_hist_t *out,
+                                    char *errstr, size_t errstr_size)
+{
+    json_object *o, *hist;
+    memset(out, 0, sizeof(*out));
+    out->page.result_size_estimate = -1;
+    lt_err_t err = parse_object(body, len, "history.list", &o, errstr, errstr_size);
+    if (err)
+        return err;
+    size_t alloc = 0;
+    if (get_u64(o, "historyId", &out->page.history_id) || out->page.history_id == 0) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                        "history.list: no valid \"historyId\"");
+        goto out;
+    }
+    if (json_object_object_get_ex(o, "history", &hist)) {
+        if (!json_object_is_type(hist, json_type_array)) {
+            err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                            "history.list: \"history\" is not an array");
+            goto out;
+        }
+        size_t cnt = json_object_array_length(hist);
+        for (size_t i = 0; i < cnt; i++) {
+            json_object *rec = json_object_array_get_idx(hist, i), *arr;
+            uint64_t rid = 0;
+            if (!json_object_is_type(rec, json_type_object) || get_u64(rec, "id", &rid)) {
+                err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                                "history.list: history[%zu] has no valid \"id\"", i);
+                goto out;
+            }
+            if (rid < out->page.last_record_id) {
+                err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                                "history.list: record ids out of order at history[%zu]", i);
+                goto out;
+            }
+            out->page.last_record_id = rid;
+            static const char *const keys[4] = {"messagesAdded", "messagesDeleted", "labelsAdded",
+                                                "labelsRemoved"};
+            for (int k = 0; k < 4; k++) {
+                if (!json_object_object_get_ex(rec, keys[k], &arr))
+                    continue;
+                if (!json_object_is_type(arr, json_type_array)) {
+                    err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                                    "history.list: history[%zu].%s is not an array", i, keys[k]);
+                    goto out;
+                }
+                for (size_t j = 0, m = json_object_array_length(arr); j < m; j++) {
+                    if (hist_entry_all(json_object_array_get_idx(arr, j), (lt_gmail_hist_kind_t)k,
+                                       rid, out, &alloc)) {
+                        err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                                        "history.list: history[%zu].%s[%zu] has no valid "
+                                        "message or labelIds",
+                                        i, keys[k], j);
+                        goto out;
+                    }
+                }
+            }
+        }
+    }
+    if (out->page.last_record_id > out->page.history_id) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                        "history.list: a record id is beyond the mailbox historyId");
+        goto out;
+    }
+    err = page_token(o, &out->page, "history.list", errstr, errstr_size);
+out:
+    json_object_put(o);
+    if (err)
+        lt_gmail_hist_free(out);
+    return err;
+}
+
 lt_err_t lt_gmail_parse_labels_find(const char *body, size_t len, const char *name,
                                     char out_id[LT_GMAIL_ID_MAX + 1], char *errstr,
                                     size_t errstr_size)
@@ -538,6 +717,13 @@ lt_err_t lt_gmail_parse_message(const char *body, size_t len, lt_gmail_message_t
             goto out;
         }
         out->internal_date_ms = (int64_t)u;
+    }
+    int lr = join_labels(o, "labelIds", out->labels, sizeof(out->labels), &out->has_labels);
+    out->labels_over = lr > 0;
+    if (lr < 0) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "messages.get %s: bad \"labelIds\"",
+                        out->id);
+        goto out;
     }
     if (raw) {
         size_t l;

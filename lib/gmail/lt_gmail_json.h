@@ -10,10 +10,14 @@
  *   profile    {"emailAddress","messagesTotal","threadsTotal","historyId":"<u64>"}
  *   list       {"messages":[{"id","threadId"}],"nextPageToken","resultSizeEstimate"}
  *   history    {"history":[{"id","messages":[..],"messagesAdded":[{"message":{..}}],
- *               "labelsAdded":[{"message":{..},"labelIds":[..]}]}],"nextPageToken","historyId"}
+ *               "messagesDeleted":[{"message":{..}}],
+ *               "labelsAdded":[{"message":{..},"labelIds":[..]}],
+ *               "labelsRemoved":[{"message":{..},"labelIds":[..]}]}],"nextPageToken","historyId"}
+ *              (a record's message: {"id","threadId","labelIds":[..]})
  *   labels     {"labels":[{"id","name","type"}]}
  *   watch      {"historyId":"<u64>","expiration":"<epoch ms>"}
- *   message    {"id","threadId","historyId","internalDate":"<ms>","raw":"<base64url>"}
+ *   message    {"id","threadId","labelIds":[..],"historyId","internalDate":"<ms>",
+ *               "raw":"<base64url>"}
  *   error      {"error":{"code","message","status","errors":[{"reason","domain","message"}]}}
  *
  * Ownership: results own their memory; free with the matching _free(). */
@@ -93,6 +97,41 @@ lt_err_t lt_gmail_parse_list(const char *body, size_t len, lt_gmail_page_t *out,
 lt_err_t lt_gmail_parse_history(const char *body, size_t len, const char *label,
                                 lt_gmail_page_t *out, char *errstr, size_t errstr_size);
 
+/* Every entry of a history.list page, in record order (within a record:
+ * messagesAdded, messagesDeleted, labelsAdded, labelsRemoved), unfiltered
+ * and not deduplicated: what change tracking walks. */
+typedef enum {
+    LT_GMAIL_HIST_ADDED = 0,          /* messagesAdded */
+    LT_GMAIL_HIST_DELETED = 1,        /* messagesDeleted */
+    LT_GMAIL_HIST_LABELS_ADDED = 2,   /* labelsAdded */
+    LT_GMAIL_HIST_LABELS_REMOVED = 3, /* labelsRemoved */
+} lt_gmail_hist_kind_t;
+
+/* Label id lists are kept as text: the ids joined by ',' (a label id never
+ * holds one, lt_gmail_id_valid). At most this long. */
+#define LT_GMAIL_LABELS_TEXT_MAX 16384
+
+typedef struct {
+    lt_gmail_hist_kind_t kind;
+    lt_gmail_ref_t ref; /* history_id: the record's id */
+    char *labels;       /* the message's labelIds after the record; NULL when absent */
+    int labels_over;    /* labelIds longer than LT_GMAIL_LABELS_TEXT_MAX: labels NULL */
+    char *changed;      /* labelsAdded/Removed: the labelIds added/removed ("" when
+                           too long); else NULL */
+} lt_gmail_hist_entry_t;
+
+typedef struct {
+    lt_gmail_page_t page; /* next_page_token, history_id, last_record_id; no refs */
+    lt_gmail_hist_entry_t *e;
+    size_t n;
+} lt_gmail_hist_t;
+
+lt_err_t lt_gmail_parse_history_all(const char *body, size_t len, lt_gmail_hist_t *out,
+                                    char *errstr, size_t errstr_size);
+void lt_gmail_hist_free(lt_gmail_hist_t *h);
+/* 1 when the ','-joined label text `labels` (may be NULL) holds `label`. */
+int lt_gmail_labels_have(const char *labels, const char *label);
+
 /* labels.list: the id of the label whose id or name equals `name` (names
  * case-insensitively). LT_ERR_NOT_FOUND when none. */
 lt_err_t lt_gmail_parse_labels_find(const char *body, size_t len, const char *name,
@@ -104,6 +143,10 @@ typedef struct {
     char thread_id[LT_GMAIL_ID_MAX + 1];
     uint64_t history_id;
     int64_t internal_date_ms;
+    /* labelIds joined by ',' ("" none); has_labels 0 when the field was absent;
+     * labels_over 1 when they do not fit (labels "": not known) */
+    char labels[LT_GMAIL_LABELS_TEXT_MAX];
+    int has_labels, labels_over;
 } lt_gmail_message_t;
 
 /* messages.get. With `raw` non-NULL the "raw" field is required and its

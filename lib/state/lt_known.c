@@ -256,3 +256,40 @@ lt_err_t lt_known_count(lt_db_t *db, const lt_watermark_key_t *key, long long *o
     PQclear(r);
     return LT_OK;
 }
+
+lt_err_t lt_known_which(lt_db_t *db, const lt_watermark_key_t *key, const char *const *ids,
+                        size_t n, unsigned char *present, char *errstr, size_t errstr_size)
+{
+    if (n)
+        memset(present, 0, n);
+    if (!n)
+        return LT_OK;
+    lt_buf_t *arr = lt_buf_new((size_t)1 << 30);
+    (void)lt_buf_append(arr, "{", 1);
+    for (size_t i = 0; i < n; i++)
+        array_elem(arr, i, ids[i]);
+    (void)lt_buf_append(arr, "}", 2);
+    const char *params[] = {key->tenant, key->account_id, key->scope, key->provider,
+                            lt_buf_str(arr)};
+    PGresult *r = NULL;
+    lt_err_t err = lt_db_exec(db,
+                              &(lt_db_query_t){.what = "look up known messages",
+                                               .sql = "SELECT provider_message_id FROM "
+                                                      "mail_known_messages WHERE " KEY_WHERE
+                                                      " AND provider_message_id = ANY($5::text[])",
+                                               .nparams = 5,
+                                               .params = params},
+                              &r, errstr, errstr_size);
+    lt_buf_destroy(arr);
+    if (err)
+        return err;
+    /* a page of ids against its known ones: both a few hundred at most */
+    for (int k = 0, rows = PQntuples(r); k < rows; k++) {
+        const char *id = PQgetvalue(r, k, 0);
+        for (size_t i = 0; i < n; i++)
+            if (!present[i] && !strcmp(ids[i], id))
+                present[i] = 1;
+    }
+    PQclear(r);
+    return LT_OK;
+}

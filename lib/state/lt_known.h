@@ -61,6 +61,10 @@ lt_err_t lt_known_apply_now(lt_db_t *db, const lt_watermark_key_t *key, const lt
 typedef int (*lt_known_fn)(const char *provider_message_id, const char *state, void *opaque);
 lt_err_t lt_known_each(lt_db_t *db, const lt_watermark_key_t *key, lt_known_fn fn, void *opaque,
                        char *errstr, size_t errstr_size);
+/* Which of ids[0..n) key's scope knows: present[i] 1 or 0 (one query; for
+ * the ids of one provider page, not a whole mailbox). */
+lt_err_t lt_known_which(lt_db_t *db, const lt_watermark_key_t *key, const char *const *ids,
+                        size_t n, unsigned char *present, char *errstr, size_t errstr_size);
 /* How many messages key's scope knows. */
 lt_err_t lt_known_count(lt_db_t *db, const lt_watermark_key_t *key, long long *out, char *errstr,
                         size_t errstr_size);

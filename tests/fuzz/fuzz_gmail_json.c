@@ -68,6 +68,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (r == LT_OK && (p.last_record_id > p.history_id || p.result_size_estimate != -1))
         abort();
     check_page(r, &p, err);
+    lt_gmail_hist_t hh;
+    err[0] = 0;
+    r = lt_gmail_parse_history_all(s, size, &hh, err, sizeof(err));
+    if (r == LT_OK) {
+        if (hh.page.last_record_id > hh.page.history_id)
+            abort();
+        for (size_t i = 0; i < hh.n; i++)
+            if (!lt_gmail_id_valid(hh.e[i].ref.id, strlen(hh.e[i].ref.id)))
+                abort();
+    } else if (hh.e || hh.n || !err[0]) {
+        abort();
+    }
+    lt_gmail_hist_free(&hh);
 
     char id[LT_GMAIL_ID_MAX + 1];
     err[0] = 0;

@@ -1086,6 +1086,50 @@ def test_delete_is_permanent_with_message_deleted_record(cl):
     assert cnt["by_method"] == {"gmail.users.messages.delete": 1}
 
 
+
+def test_history_follows_a_message_out_of_its_label(cl):
+    """What change tracking reads: every record of the mailbox (no labelId) keeps
+    following a message that left a label (its labelsRemoved with the labels
+    left, then its messagesDeleted); labelId=INBOX drops the deletion of a
+    message no longer in INBOX. An empty labelIds is left out (proto3 JSON)."""
+    c = scoped_client(cl, SCOPE_FULL)
+    m = add_raw(cl, make_raw("o1"), labelIds=["INBOX"])
+    st, _, p0 = c.api("profile")
+    st, _, r = post(c, "messages/%s/modify" % m["id"], {"removeLabelIds": ["INBOX"]})
+    assert st == 200 and "labelIds" not in r
+    st, _, g = c.api("messages/" + m["id"], format="minimal", fields="id,labelIds,historyId")
+    assert st == 200 and "labelIds" not in g and int(g["historyId"]) > int(p0["historyId"])
+    st, _, _ = c.request("DELETE", "/gmail/v1/users/me/messages/" + m["id"])
+    assert st == 204
+    types = ["messageAdded", "messageDeleted", "labelAdded", "labelRemoved"]
+    recs, _ = history_since(c, p0["historyId"], historyTypes=types)
+    assert [sorted(k for k in x if k not in ("id", "messages")) for x in recs] == \
+        [["labelsRemoved"], ["messagesDeleted"]]
+    assert recs[0]["labelsRemoved"] == [{"message": {"id": m["id"], "threadId": m["threadId"]},
+                                         "labelIds": ["INBOX"]}]
+    assert recs[1]["messagesDeleted"] == [{"message": {"id": m["id"],
+                                                       "threadId": m["threadId"]}}]
+    # filtered by INBOX: the removal of INBOX is there, the later deletion is not
+    recs, _ = history_since(c, p0["historyId"], historyTypes=types, labelId="INBOX")
+    assert [sorted(k for k in x if k not in ("id", "messages")) for x in recs] == \
+        [["labelsRemoved"]]
+
+
+def test_trash_untrash_history_carries_the_full_labels(cl):
+    """messages.trash / untrash: labelsAdded / labelsRemoved TRASH whose message
+    carries its whole labelIds after the change (what a labels change sends)."""
+    c = scoped_client(cl, SCOPE_MODIFY)
+    m = add_raw(cl, make_raw("t9"), labelIds=["INBOX", "STARRED"])
+    st, _, p0 = c.api("profile")
+    assert post(c, "messages/%s/trash" % m["id"])[0] == 200
+    assert post(c, "messages/%s/untrash" % m["id"])[0] == 200
+    recs, _ = history_since(c, p0["historyId"], historyTypes=["labelAdded", "labelRemoved"])
+    assert recs[0]["labelsAdded"][0]["message"]["labelIds"] == ["INBOX", "STARRED", "TRASH"]
+    assert recs[0]["labelsAdded"][0]["labelIds"] == ["TRASH"]
+    assert recs[1]["labelsRemoved"][0]["message"]["labelIds"] == ["INBOX", "STARRED"]
+    st, _, g = c.api("messages/" + m["id"], format="raw", fields="id,labelIds,raw")
+    assert st == 200 and g["labelIds"] == ["INBOX", "STARRED"] and g["raw"]
+
 def test_labels_create_list_and_modify(cl):
     c = scoped_client(cl, SCOPE_MODIFY)
     st, _, lab = post(c, "labels", {"name": "Projects/Lattice", "labelListVisibility": "labelShow",

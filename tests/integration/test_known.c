@@ -211,6 +211,21 @@ static void test_known(lt_db_t *db)
     CHECK_INT(n, 20000);
     CHECK(lt_known_count(db, &k, &n, E) == LT_OK);
     CHECK_INT(n, 2);
+
+    /* which of a page of ids a scope knows (a repeated id too; another
+     * scope's are not this one's) */
+    {
+        const char *page[] = {"INBOX/8/2", "Archive/3/7", "INBOX/8/9", "INBOX/8/1", "INBOX/8/2"};
+        unsigned char present[5] = {9, 9, 9, 9, 9};
+        CHECK_MSG(lt_known_which(db, &k, page, 5, present, E) == LT_OK, "%s", g_err);
+        CHECK_MSG(present[0] == 1 && present[1] == 0 && present[2] == 0 && present[3] == 1 &&
+                      present[4] == 1,
+                  "present %d%d%d%d%d", present[0], present[1], present[2], present[3],
+                  present[4]);
+        CHECK(lt_known_which(db, &other, page, 5, present, E) == LT_OK);
+        CHECK(present[1] == 1 && present[0] == 0 && present[3] == 0);
+        CHECK(lt_known_which(db, &k, page, 0, present, E) == LT_OK);
+    }
     lt_known_delta_destroy(d);
 }
 

@@ -199,6 +199,60 @@ static void test_history(void)
     }
 }
 
+/* Every entry, in order, for change tracking: kinds, the message's labels
+ * after the record, the labels a record added or removed. */
+static void test_history_all(void)
+{
+    char e[256];
+    lt_gmail_hist_t h;
+    static const char *body =
+        "{\"history\":["
+        "{\"id\":\"101\",\"messagesAdded\":[{\"message\":{\"id\":\"a1\",\"threadId\":\"t1\","
+        "\"labelIds\":[\"INBOX\",\"UNREAD\"]}}]},"
+        "{\"id\":\"105\",\"labelsAdded\":[{\"message\":{\"id\":\"a1\",\"threadId\":\"t1\","
+        "\"labelIds\":[\"INBOX\",\"UNREAD\",\"Label_7\"]},\"labelIds\":[\"Label_7\"]}]},"
+        "{\"id\":\"106\",\"labelsRemoved\":[{\"message\":{\"id\":\"a1\",\"threadId\":\"t1\","
+        "\"labelIds\":[\"Label_7\"]},\"labelIds\":[\"INBOX\",\"UNREAD\"]}]},"
+        "{\"id\":\"110\",\"messagesDeleted\":[{\"message\":{\"id\":\"a4\",\"threadId\":\"t4\"}}]}"
+        "],\"nextPageToken\":\"MTEw\",\"historyId\":\"120\"}";
+    CHECK_INT(lt_gmail_parse_history_all(S(body), &h, e, sizeof(e)), LT_OK);
+    CHECK_INT(h.n, 4);
+    CHECK_INT(h.e[0].kind, LT_GMAIL_HIST_ADDED);
+    CHECK_STR(h.e[0].ref.id, "a1");
+    CHECK_INT(h.e[0].ref.history_id, 101);
+    CHECK_STR(h.e[0].labels, "INBOX,UNREAD");
+    CHECK(h.e[0].changed == NULL);
+    CHECK_INT(h.e[1].kind, LT_GMAIL_HIST_LABELS_ADDED);
+    CHECK_STR(h.e[1].labels, "INBOX,UNREAD,Label_7");
+    CHECK_STR(h.e[1].changed, "Label_7");
+    CHECK_INT(h.e[2].kind, LT_GMAIL_HIST_LABELS_REMOVED);
+    CHECK_STR(h.e[2].labels, "Label_7");
+    CHECK_STR(h.e[2].changed, "INBOX,UNREAD");
+    CHECK(lt_gmail_labels_have(h.e[2].changed, "UNREAD"));
+    CHECK(lt_gmail_labels_have(h.e[2].changed, "INBOX"));
+    CHECK(!lt_gmail_labels_have(h.e[2].changed, "INBO"));
+    CHECK(!lt_gmail_labels_have(NULL, "INBOX"));
+    CHECK_INT(h.e[3].kind, LT_GMAIL_HIST_DELETED);
+    CHECK_STR(h.e[3].ref.id, "a4");
+    CHECK(h.e[3].labels == NULL); /* absent: not "no labels" */
+    CHECK_INT(h.page.history_id, 120);
+    CHECK_INT(h.page.last_record_id, 110);
+    CHECK_STR(h.page.next_page_token, "MTEw");
+    lt_gmail_hist_free(&h);
+    static const char *bad[] = {
+        "{\"history\":[{\"id\":\"3\",\"labelsAdded\":[{\"message\":{\"id\":\"a\"},"
+        "\"labelIds\":[\"bad id\"]}]}],\"historyId\":\"5\"}",
+        "{\"history\":[{\"id\":\"3\",\"messagesDeleted\":[{\"message\":{\"id\":\"a\","
+        "\"labelIds\":\"INBOX\"}}]}],\"historyId\":\"5\"}",
+        "{\"history\":[{\"id\":\"3\",\"labelsRemoved\":[{}]}],\"historyId\":\"5\"}",
+        "{\"history\":[{\"id\":\"9\"},{\"id\":\"8\"}],\"historyId\":\"10\"}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        lt_err_t r = lt_gmail_parse_history_all(S(bad[i]), &h, e, sizeof(e));
+        CHECK_MSG(r == LT_ERR_TEMPORARY && h.e == NULL, "history_all bad %zu: %s", i, bad[i]);
+    }
+}
+
 static void test_labels(void)
 {
     char e[256], id[LT_GMAIL_ID_MAX + 1];
@@ -216,6 +270,34 @@ static void test_message(void)
     char e[256];
     lt_buf_t *raw = lt_buf_new(64);
     lt_gmail_message_t m;
+    /* labelIds: joined, absent vs empty, refused when not ids */
+    CHECK_INT(lt_gmail_parse_message(S("{\"id\":\"18c\",\"labelIds\":[\"INBOX\",\"Label_3\"]}"), &m,
+                                     NULL, e, sizeof(e)),
+              LT_OK);
+    CHECK_STR(m.labels, "INBOX,Label_3");
+    CHECK_INT(m.has_labels, 1);
+    CHECK_INT(lt_gmail_parse_message(S("{\"id\":\"18c\",\"labelIds\":[]}"), &m, NULL, e, sizeof(e)),
+              LT_OK);
+    CHECK_STR(m.labels, "");
+    CHECK_INT(m.has_labels, 1);
+    CHECK_INT(lt_gmail_parse_message(S("{\"id\":\"18c\"}"), &m, NULL, e, sizeof(e)), LT_OK);
+    CHECK_INT(m.has_labels, 0);
+    {
+        /* a list longer than the cap: the answer is kept, its labels unknown */
+        lt_buf_t *b = lt_buf_new(1 << 20);
+        lt_buf_appendf(b, "{\"id\":\"18c\",\"labelIds\":[");
+        for (int i = 0; i < 2000; i++)
+            lt_buf_appendf(b, "%s\"Label_%d\"", i ? "," : "", 100000 + i);
+        lt_buf_appendf(b, "]}");
+        CHECK_INT(lt_gmail_parse_message(lt_buf_str(b), lt_buf_len(b), &m, NULL, e, sizeof(e)),
+                  LT_OK);
+        CHECK_INT(m.labels_over, 1);
+        CHECK_STR(m.labels, "");
+        lt_buf_destroy(b);
+    }
+    CHECK_INT(lt_gmail_parse_message(S("{\"id\":\"18c\",\"labelIds\":[\"a,b\"]}"), &m, NULL, e,
+                                     sizeof(e)),
+              LT_ERR_TEMPORARY);
     /* "From: a\r\n\r\nhi?>" in base64url: '-' and '_' and no padding */
     CHECK_INT(lt_gmail_parse_message(S("{\"id\":\"18c\",\"threadId\":\"17a\",\"historyId\":\"99\","
                                        "\"internalDate\":\"1709251200000\","
@@ -376,6 +458,7 @@ int main(void)
     test_token();
     test_profile_list();
     test_history();
+    test_history_all();
     test_labels();
     test_message();
     test_classify();

@@ -4,6 +4,9 @@
   gmail_tool.py ctl METHOD PATH [JSON]      the emulator's control API (prints the JSON answer)
   gmail_tool.py events TOPIC                committed mail.raw.v1 events of a topic, decoded
                                             against schemas/mail.raw.v1.avsc, one JSON per line
+  gmail_tool.py changes TOPIC               committed mail.change.v1 events of a topic, decoded
+                                            against schemas/mail.change.v1.avsc, one JSON per
+                                            line (with "_offset"), in log order
   gmail_tool.py b64 FILE                    base64url of a file (for POST .../messages)
 
 Environment: LATTICE_TEST_GMAIL_URL (emulator base URL), LATTICE_CA_FILE (its CA),
@@ -22,6 +25,7 @@ from mail_events import Reader, decode, read_records  # noqa: E402  (one Avro de
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCHEMA = os.path.join(HERE, "..", "..", "..", "schemas", "mail.raw.v1.avsc")
+CHANGE_SCHEMA = os.path.join(HERE, "..", "..", "..", "schemas", "mail.change.v1.avsc")
 
 
 def ctl(method, path, body=None, base=None):
@@ -37,9 +41,10 @@ def ctl(method, path, body=None, base=None):
         raise SystemExit("control %s %s: HTTP %d %s" % (method, path, e.code, e.read()[:300]))
 
 
-def events(topic):
-    """Print every committed mail.raw.v1 event of topic as one JSON line."""
-    schema = json.load(open(SCHEMA))
+def events(topic, schema_file=SCHEMA):
+    """Print every committed event of topic (mail.raw.v1 or, with CHANGE_SCHEMA,
+    mail.change.v1) as one JSON line."""
+    schema = json.load(open(schema_file))
     broker = os.environ["LATTICE_KAFKA_BOOTSTRAP_SERVERS"]
     for part, off, key, val in read_records(broker, topic):
         if len(val) < 5 or val[0] != 0:
@@ -50,6 +55,7 @@ def events(topic):
             raise SystemExit("record %d@%d: %d trailing bytes" % (part, off, len(r.d) - r.p))
         ev["_key"] = key.decode()
         ev["_schema_id"] = struct.unpack(">i", val[1:5])[0]
+        ev["_partition"], ev["_offset"] = part, off
         print(json.dumps(ev, ensure_ascii=False))
 
 
@@ -60,6 +66,8 @@ def main():
         print(json.dumps(ctl(sys.argv[2], sys.argv[3], body)))
     elif cmd == "events":
         events(sys.argv[2])
+    elif cmd == "changes":
+        events(sys.argv[2], CHANGE_SCHEMA)
     elif cmd == "b64":
         with open(sys.argv[2], "rb") as f:
             print(base64.urlsafe_b64encode(f.read()).decode())
