@@ -145,7 +145,11 @@ int main(int argc, char **argv)
     base.o.ca_file = set->tls_ca_file;
     base.o.user = "me";
     base.o.max_inflight = set->gmail.max_inflight;
-    base.o.quota_units_per_s = set->gmail.quota_units_per_s;
+    /* the deprecated per-second setting, when given, as per minute */
+    base.o.user_units_per_min = set->gmail.quota_units_per_s > 0
+                                    ? set->gmail.quota_units_per_s * 60.0
+                                    : (double)set->gmail.user_units_per_min;
+    base.o.project_units_per_min = (double)set->gmail.project_units_per_min;
     base.o.timeout_s = set->gmail.timeout_s;
     base.o.max_retries = set->gmail.max_retries;
     base.o.retry_base_ms = set->gmail.retry_base_ms;
@@ -214,6 +218,9 @@ int main(int argc, char **argv)
             break;
         case 'Q':
             base.o.quota_units_per_s = atof(optarg); /* 0: no client-side pacing */
+            base.o.user_units_per_min = 0;           /* --quota wins */
+            if (base.o.quota_units_per_s <= 0)
+                base.o.project_units_per_min = 0;
             if (base.o.quota_units_per_s < 0)
                 return lt_config_destroy(cfg), bad_number("--quota", optarg);
             break;
