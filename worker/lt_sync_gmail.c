@@ -858,6 +858,7 @@ lt_err_t lt_sync_gmail_run(lt_sync_t *s, const lt_sync_gmail_opts_t *opts, char 
         .user_units_per_min = opts->user_units_per_min,
         .project_units_per_min = opts->project_units_per_min,
         .quota_project = opts->quota_project,
+        .quota_user = opts->quota_user,
         .pacer = opts->pacer,
         .timeout_s = opts->timeout_s,
         .max_retries = opts->max_retries,

@@ -46,6 +46,7 @@ typedef struct {
     double user_units_per_min;    /* per-user limit (Google: 6,000 or 15,000) */
     double project_units_per_min; /* the project's limit (Google: 1,200,000) */
     const char *quota_project;    /* the project's name; NULL: the OAuth client id */
+    const char *quota_user;       /* the mailbox's pacer name ("tenant/account"); NULL: the grant */
     lt_gmail_pacer_t *pacer;      /* the worker's pacer, may be NULL */
     lt_gmail_stats_t *stats;      /* out, may be NULL: the command's request counters */
     int timeout_s;

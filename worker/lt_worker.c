@@ -701,6 +701,9 @@ static step_t job_sync(job_run_t *r)
             return STEP_DONE;
         lt_gmail_stats_t st;
         memset(&st, 0, sizeof(st));
+        char quser[600];
+        snprintf(quser, sizeof(quser), "%s/%s", lt_command_tenant_id(r->cmd),
+                 lt_command_account_id(r->cmd));
         lt_sync_gmail_opts_t go = {
             .api_url = set->gmail.api_url,
             .token_url = set->gmail.token_url,
@@ -709,6 +712,7 @@ static step_t job_sync(job_run_t *r)
             .user_units_per_min = q.user_units_per_min,
             .project_units_per_min = q.project_units_per_min,
             .quota_project = q.project[0] ? q.project : NULL,
+            .quota_user = quser,
             .pacer = w->pacer,
             .stats = &st,
             .timeout_s = set->gmail.timeout_s,

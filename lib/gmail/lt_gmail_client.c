@@ -128,7 +128,16 @@ lt_gmail_t *lt_gmail_new(const lt_gmail_opts_t *o)
     double burst = 1.0;
     if (per_min > 0)
         burst -= (double)c->o.max_inflight * COST_GET / (per_min / 60.0);
-    c->pace_user = lt_xstrdup(o->quota_user ? o->quota_user : c->user);
+    if (o->quota_user) {
+        c->pace_user = lt_xstrdup(o->quota_user);
+    } else { /* "me" names every mailbox: the grant tells them apart */
+        uint8_t k[LT_GMAIL_TOKEN_KEY_SIZE];
+        lt_gmail_tokens_key(c->token_url, c->client_id, c->refresh_token, c->user, k);
+        c->pace_user = lt_xmalloc(2 * 16 + 6);
+        memcpy(c->pace_user, "grant:", 6);
+        for (int i = 0; i < 16; i++)
+            snprintf(c->pace_user + 6 + 2 * i, 3, "%02x", k[i]);
+    }
     c->pace_project = lt_xstrdup(o->quota_project ? o->quota_project : c->client_id);
     c->pace.user = c->pace_user;
     c->pace.user_per_min = per_min;
@@ -169,6 +178,11 @@ void lt_gmail_destroy(lt_gmail_t *c)
     OPENSSL_cleanse(c->access, sizeof(c->access));
     lt_buf_destroy(c->raw);
     free(c);
+}
+
+void lt_gmail_pace_key(const lt_gmail_t *c, lt_gmail_pace_t *out)
+{
+    *out = c->pace;
 }
 
 void lt_gmail_stats(const lt_gmail_t *c, lt_gmail_stats_t *out)

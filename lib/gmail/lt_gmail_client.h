@@ -52,7 +52,7 @@ typedef struct {
     double quota_units_per_s; /* older form of user_units_per_min (x 60) */
     double user_units_per_min;    /* > 0: the per-user limit; <= 0: quota_units_per_s x 60 */
     double project_units_per_min; /* <= 0: the project is not paced */
-    const char *quota_user;       /* pacer name of the mailbox; NULL: `user` */
+    const char *quota_user;       /* pacer name of the mailbox; NULL: a digest of the grant */
     const char *quota_project;    /* pacer name of the project; NULL: client_id */
     lt_gmail_pacer_t *pacer;      /* borrowed, may be NULL: a private one */
     int timeout_s;            /* one request */
@@ -80,6 +80,11 @@ typedef struct {
 } lt_gmail_stats_t;
 
 lt_gmail_t *lt_gmail_new(const lt_gmail_opts_t *opts);
+/* The pacer names and limits the client's requests count against (strings
+ * owned by the client). The user: quota_user, else a digest of the grant
+ * (token URL, client id, refresh token, mailbox), never "me" alone: every
+ * account is "me" to its own token. */
+void lt_gmail_pace_key(const lt_gmail_t *c, lt_gmail_pace_t *out);
 void lt_gmail_destroy(lt_gmail_t *c);
 void lt_gmail_stats(const lt_gmail_t *c, lt_gmail_stats_t *out);
 
