@@ -99,7 +99,12 @@ int lt_gmail_bucket_cut(lt_gmail_bucket_t *b, int64_t now_ms)
     if (b->cuts > 0 && now_ms - b->cut_ms < LT_GMAIL_AIMD_COOLDOWN_MS)
         return 0;
     refill(b, now_ms);
-    b->w_max = b->rate;
+    /* hit again below the last point: the limit is lower than that point
+     * too, so remember less than where it hit (fast convergence, as CUBIC) */
+    if (b->w_max > 0 && b->rate < b->w_max)
+        b->w_max = b->rate * (1.0 + LT_GMAIL_AIMD_CUT) / 2.0;
+    else
+        b->w_max = b->rate;
     b->rate *= LT_GMAIL_AIMD_CUT;
     if (b->rate < b->ceiling * LT_GMAIL_AIMD_FLOOR)
         b->rate = b->ceiling * LT_GMAIL_AIMD_FLOOR;

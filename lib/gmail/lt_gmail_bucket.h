@@ -10,7 +10,8 @@
  * configured limit and the rate never goes above it. On a quota answer
  * cut() lowers the rate multiplicatively (x LT_GMAIL_AIMD_CUT, at most once
  * per LT_GMAIL_AIMD_COOLDOWN_MS: the requests already in flight answer for
- * the same overshoot) and remembers where it hit (w_max); afterwards, while
+ * the same overshoot) and remembers where it hit (w_max; a hit below the
+ * previous w_max remembers less, as CUBIC's fast convergence); afterwards, while
  * the bucket is in use, the rate climbs back: quickly to just under w_max,
  * then slowly past it (LT_GMAIL_AIMD_PROBE of w_max per second) up to the
  * ceiling. With a known limit and no other user of the quota there is no
