@@ -1,5 +1,5 @@
 /* lt_quota_day: Gmail quota units per Google Cloud project and UTC day, in
- * Postgres (migrations/0013). The day is the database's (UTC), so every
+ * Postgres (migrations/0015). The day is the database's (UTC), so every
  * worker of a pool counts into the same row. */
 #ifndef LT_QUOTA_DAY_H
 #define LT_QUOTA_DAY_H

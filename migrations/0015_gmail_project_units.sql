@@ -1,4 +1,4 @@
--- 0013: Gmail API quota units spent per Google Cloud project and UTC day
+-- 0015: Gmail API quota units spent per Google Cloud project and UTC day
 -- (docs/gmail.md, "The daily threshold").
 --
 -- Google charges for a project's units beyond a daily threshold (80,000,000).
