@@ -12,6 +12,7 @@
 #   make bench-gmail  Gmail connector vs the 50 msg/s/account quota ceiling, 1/4/16 accounts (docs/benchmarks.md)
 #   make bench-imap  IMAP full sync of a 20k-message folder: lattice-worker vs mbsync (docs/benchmarks.md)
 #   make test-imap-10k  the worker IMAP edge-case test with a 10,000-message folder (make test uses 2,000)
+#   make soak       1-hour soak: 20 IMAP accounts, a message a second; RSS/fds/threads of each program (docs/soak.md; SOAK_FLAGS="--minutes 10")
 #   make image      build deploy/docker/Dockerfile with buildah: OCI archive + digest in build-image/ (docs/operations.md)
 #   make image-check  make image, then run lattice-migrate and the two-inbox demo's programs from the image against the stack
 #   make validate-deploy  render + validate deploy/ offline (k8s schemas, KEDA CRDs, Dockerfile, secrets)
@@ -23,7 +24,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: demo image image-deps image-check bench-imap test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash
+.PHONY: demo image image-deps image-check bench-imap test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash soak
 
 all: build
 
@@ -76,6 +77,9 @@ crash: build stack-up
 	@set -a; eval "$$($(STACK) env)"; set +a; \
 	  tests/crash/crash-campaign --build $(BUILD) --messages $(CRASH_MESSAGES) --kills $(CRASH_KILLS) \
 	    $(if $(CRASH_SEED),--seed $(CRASH_SEED))
+
+soak: build stack-up
+	bench/soak/run --build $(BUILD) $(SOAK_FLAGS)
 
 fuzz: deps
 	cmake -S . -B build-fuzz -G Ninja -DLT_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug

@@ -391,8 +391,11 @@ static lt_err_t run_chunk(lt_db_t *db, const lt_buf_t *json, size_t *written, ch
     return LT_OK;
 }
 
+static lt_err_t apply_pending(lt_db_t *db, const lt_buf_t *json, lt_email_pending_stats_t *st,
+                              char *errstr, size_t errstr_size);
+
 lt_err_t lt_emails_upsert(lt_db_t *db, const char *const *rows, size_t n, size_t *written,
-                          char *errstr, size_t errstr_size)
+                          lt_email_pending_stats_t *pending, char *errstr, size_t errstr_size)
 {
     size_t total = 0;
     lt_err_t err = LT_OK;
@@ -417,6 +420,8 @@ lt_err_t lt_emails_upsert(lt_db_t *db, const char *const *rows, size_t n, size_t
         }
         if (i + 1 == n || lt_buf_len(json) >= LT_EMAILS_STATEMENT_BYTES) {
             err = run_chunk(db, json, &total, errstr, errstr_size);
+            if (!err)
+                err = apply_pending(db, json, pending, errstr, errstr_size);
             lt_buf_reset(json);
             in_chunk = 0;
         }
@@ -440,8 +445,23 @@ const char *lt_email_change_result_name(lt_email_change_result_t r)
         return "stale";
     case LT_EMAIL_CHANGE_UNKNOWN:
         return "unknown";
+    case LT_EMAIL_CHANGE_PENDING:
+        return "pending";
     }
     return "?";
+}
+
+const char *lt_email_change_kind_name(lt_email_change_kind_t kind)
+{
+    switch (kind) {
+    case LT_EMAIL_DELETED:
+        return "deleted";
+    case LT_EMAIL_FLAGS:
+        return "flags";
+    case LT_EMAIL_LABELS:
+        return "labels";
+    }
+    return NULL;
 }
 
 #define CHANGE_KEY(x)                                                                              \
@@ -495,34 +515,16 @@ static lt_err_t change_check(const lt_email_change_t *c, char *errstr, size_t er
     return LT_OK;
 }
 
-static lt_err_t apply_change(lt_db_t *db, const char *what, const char *sql, int with_values,
-                             const lt_email_change_t *c, lt_email_change_result_t *result,
-                             char *errstr, size_t errstr_size)
+/* One change statement; params: tenant, account, message id, provider, event
+ * time (ms text), and the values as a JSON array for flags and labels. */
+static lt_err_t apply_sql(lt_db_t *db, const char *what, const char *sql, const char *const *params,
+                          int nparams, lt_email_change_result_t *result, char *errstr,
+                          size_t errstr_size)
 {
-    lt_err_t err = change_check(c, errstr, errstr_size);
-    if (err)
-        return err;
     PGresult *res = NULL;
-    lt_buf_t *json = NULL;
-    char ms[24];
-    snprintf(ms, sizeof(ms), "%" PRId64, c->event_time_ms);
-    const char *params[6] = {c->tenant_id, c->account_id, c->provider_message_id, c->provider, ms,
-                             NULL};
-    if (with_values) {
-        json = lt_buf_new((size_t)1 << 30);
-        err = put_strv(json, c->values, c->n_values);
-        if (err) {
-            lt_seterr(errstr, errstr_size, err, "%s: values over 1 GiB", what);
-            goto out;
-        }
-        params[5] = lt_buf_str(json);
-    }
-    err = lt_db_exec(db,
-                     &(lt_db_query_t){.what = what,
-                                      .sql = sql,
-                                      .nparams = with_values ? 6 : 5,
-                                      .params = params},
-                     &res, errstr, errstr_size);
+    lt_err_t err = lt_db_exec(
+        db, &(lt_db_query_t){.what = what, .sql = sql, .nparams = nparams, .params = params}, &res,
+        errstr, errstr_size);
     if (err)
         goto out;
     if (PQntuples(res) != 1 || PQnfields(res) != 4) {
@@ -546,7 +548,207 @@ static lt_err_t apply_change(lt_db_t *db, const char *what, const char *sql, int
         *result = r;
 out:
     PQclear(res);
+    return err;
+}
+
+static const struct {
+    const char *what;
+    const char *sql;
+    int with_values;
+} k_kinds[LT_EMAIL_CHANGE_KINDS] = {
+    [LT_EMAIL_DELETED] = {"emails deleted", k_deleted_sql, 0},
+    [LT_EMAIL_FLAGS] = {"emails flags", k_flags_sql, 1},
+    [LT_EMAIL_LABELS] = {"emails labels", k_labels_sql, 1},
+};
+
+/* The change's parameters (values as JSON in *json, owned by the caller). */
+static lt_err_t change_params(const lt_email_change_t *c, char ms[24], const char *params[6],
+                              lt_buf_t **json, char *errstr, size_t errstr_size)
+{
+    lt_err_t err = change_check(c, errstr, errstr_size);
+    if (err)
+        return err;
+    snprintf(ms, 24, "%" PRId64, c->event_time_ms);
+    params[0] = c->tenant_id;
+    params[1] = c->account_id;
+    params[2] = c->provider_message_id;
+    params[3] = c->provider;
+    params[4] = ms;
+    *json = lt_buf_new((size_t)1 << 30);
+    err = put_strv(*json, c->values, c->n_values);
+    if (err)
+        return lt_seterr(errstr, errstr_size, err, "email change: values over 1 GiB");
+    params[5] = lt_buf_str(*json);
+    return LT_OK;
+}
+
+lt_err_t lt_emails_apply(lt_db_t *db, lt_email_change_kind_t kind, const lt_email_change_t *c,
+                         lt_email_change_result_t *result, char *errstr, size_t errstr_size)
+{
+    if ((unsigned)kind >= LT_EMAIL_CHANGE_KINDS)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "email change: unknown kind");
+    char ms[24];
+    const char *params[6];
+    lt_buf_t *json = NULL;
+    lt_err_t err = change_params(c, ms, params, &json, errstr, errstr_size);
+    if (!err)
+        err = apply_sql(db, k_kinds[kind].what, k_kinds[kind].sql, params,
+                        k_kinds[kind].with_values ? 6 : 5, result, errstr, errstr_size);
     lt_buf_destroy(json);
+    return err;
+}
+
+/* Keep the newest change per (message, provider, kind); on a tie of times
+ * the later one read wins (a replay reads them in the same order). $6 the
+ * values, $7 the kind. Returns a row when the change was stored. */
+static const char k_pend_sql[] =
+    "INSERT INTO emails_changes_pending AS p (tenant_id, account_id, provider_message_id, "
+    "provider, kind, event_time, change_values) "
+    "SELECT $1, $2, $3, $4, $7, " CHANGE_TIME ", ARRAY(SELECT DISTINCT x COLLATE \"C\" FROM "
+    "jsonb_array_elements_text($6::jsonb) AS a(x) ORDER BY 1) "
+    "ON CONFLICT (tenant_id, account_id, provider_message_id, provider, kind) DO UPDATE SET "
+    "event_time = EXCLUDED.event_time, change_values = EXCLUDED.change_values, "
+    "pending_since = now() WHERE EXCLUDED.event_time >= p.event_time RETURNING 1";
+
+lt_err_t lt_emails_apply_or_pend(lt_db_t *db, lt_email_change_kind_t kind,
+                                 const lt_email_change_t *c, lt_email_change_result_t *result,
+                                 char *errstr, size_t errstr_size)
+{
+    lt_email_change_result_t r = LT_EMAIL_CHANGE_UNKNOWN;
+    lt_err_t err = lt_emails_apply(db, kind, c, &r, errstr, errstr_size);
+    if (err || r != LT_EMAIL_CHANGE_UNKNOWN)
+        goto out;
+    char ms[24];
+    const char *params[7];
+    lt_buf_t *json = NULL;
+    PGresult *res = NULL;
+    err = change_params(c, ms, params, &json, errstr, errstr_size);
+    if (!err) {
+        params[6] = lt_email_change_kind_name(kind);
+        err = lt_db_exec(db,
+                         &(lt_db_query_t){.what = "emails pending change",
+                                          .sql = k_pend_sql,
+                                          .nparams = 7,
+                                          .params = params},
+                         &res, errstr, errstr_size);
+    }
+    if (!err && PQntuples(res) == 1)
+        r = LT_EMAIL_CHANGE_PENDING;
+    lt_buf_destroy(json);
+    PQclear(res);
+out:
+    if (!err && result)
+        *result = r;
+    return err;
+}
+
+/* The pending changes of a chunk's messages (same provider), taken out of
+ * the table: key, kind, event time (ms), values as a JSON array. */
+static const char k_take_pending_sql[] =
+    "DELETE FROM emails_changes_pending p USING (SELECT DISTINCT r.tenant_id, r.account_id, "
+    "r.provider_message_id, r.provider FROM jsonb_to_recordset($1::jsonb) AS r(tenant_id text, "
+    "account_id text, provider_message_id text, provider text)) k "
+    "WHERE p.tenant_id = k.tenant_id AND p.account_id = k.account_id AND "
+    "p.provider_message_id = k.provider_message_id AND p.provider = k.provider "
+    "RETURNING p.tenant_id, p.account_id, p.provider_message_id, p.provider, p.kind, "
+    "(extract(epoch FROM p.event_time) * 1000)::bigint, to_json(p.change_values)::text";
+
+static lt_err_t apply_pending(lt_db_t *db, const lt_buf_t *json, lt_email_pending_stats_t *st,
+                              char *errstr, size_t errstr_size)
+{
+    PGresult *res = NULL;
+    const char *jp[] = {lt_buf_str(json)};
+    lt_err_t err = lt_db_exec(db,
+                              &(lt_db_query_t){.what = "emails take pending changes",
+                                               .sql = k_take_pending_sql,
+                                               .nparams = 1,
+                                               .params = jp},
+                              &res, errstr, errstr_size);
+    for (int i = 0; !err && i < PQntuples(res); i++) {
+        lt_email_change_kind_t kind;
+        const char *kn = PQgetvalue(res, i, 4);
+        if (!strcmp(kn, "deleted"))
+            kind = LT_EMAIL_DELETED;
+        else if (!strcmp(kn, "flags"))
+            kind = LT_EMAIL_FLAGS;
+        else if (!strcmp(kn, "labels"))
+            kind = LT_EMAIL_LABELS;
+        else
+            continue; /* the table's CHECK allows no other */
+        const char *params[6] = {PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                                 PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
+                                 PQgetvalue(res, i, 5), PQgetvalue(res, i, 6)};
+        lt_email_change_result_t r = LT_EMAIL_CHANGE_UNKNOWN;
+        err = apply_sql(db, k_kinds[kind].what, k_kinds[kind].sql, params,
+                        k_kinds[kind].with_values ? 6 : 5, &r, errstr, errstr_size);
+        if (!err && st)
+            st->count[kind][r]++;
+    }
+    PQclear(res);
+    return err;
+}
+
+/* Two-key advisory locks: class 0x4c54 ("LT") keeps them apart from the
+ * one-key locks of lt_db_lock_key(). The subquery's order is the order the
+ * locks are taken in. */
+static const char k_lock_sql[] =
+    "SELECT count(pg_advisory_xact_lock(19540, k)) FROM (SELECT DISTINCT hashtext(x->>0 || "
+    "E'\\x1f' || (x->>1) || E'\\x1f' || (x->>2)) AS k FROM jsonb_array_elements($1::jsonb) AS "
+    "a(x) ORDER BY 1) s";
+
+lt_err_t lt_emails_lock(lt_db_t *db, const lt_email_key_t *keys, size_t n, char *errstr,
+                        size_t errstr_size)
+{
+    if (n == 0)
+        return LT_OK;
+    if (!keys)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "emails lock: NULL keys");
+    lt_buf_t *json = lt_buf_new((size_t)1 << 30);
+    lt_err_t err = lt_buf_append(json, "[", 1);
+    for (size_t i = 0; !err && i < n; i++) {
+        const char *k[3] = {keys[i].tenant_id, keys[i].account_id, keys[i].provider_message_id};
+        if (!k[0] || !k[1] || !k[2]) {
+            err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "emails lock: key field missing");
+            goto out;
+        }
+        if (i)
+            err = lt_buf_append(json, ",", 1);
+        if (!err)
+            err = put_strv(json, k, 3);
+    }
+    if (!err)
+        err = lt_buf_append(json, "]", 1);
+    if (err) {
+        lt_seterr(errstr, errstr_size, err, "emails lock: keys over 1 GiB");
+        goto out;
+    }
+    const char *params[] = {lt_buf_str(json)};
+    err = lt_db_exec(
+        db, &(lt_db_query_t){.what = "emails lock", .sql = k_lock_sql, .nparams = 1, .params = params},
+        NULL, errstr, errstr_size);
+out:
+    lt_buf_destroy(json);
+    return err;
+}
+
+lt_err_t lt_emails_purge_pending(lt_db_t *db, int64_t retention_s, uint64_t *purged, char *errstr,
+                                 size_t errstr_size)
+{
+    char secs[24];
+    snprintf(secs, sizeof(secs), "%" PRId64, retention_s);
+    const char *params[] = {secs};
+    PGresult *res = NULL;
+    lt_err_t err = lt_db_exec(
+        db,
+        &(lt_db_query_t){.what = "emails purge pending changes",
+                         .sql = "DELETE FROM emails_changes_pending WHERE pending_since < now() - "
+                                "$1::bigint * interval '1 second'",
+                         .nparams = 1,
+                         .params = params},
+        &res, errstr, errstr_size);
+    if (!err && purged)
+        *purged = strtoull(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
     return err;
 }
 
@@ -554,20 +756,20 @@ lt_err_t lt_emails_apply_deleted(lt_db_t *db, const lt_email_change_t *c,
                                  lt_email_change_result_t *result, char *errstr,
                                  size_t errstr_size)
 {
-    return apply_change(db, "emails deleted", k_deleted_sql, 0, c, result, errstr, errstr_size);
+    return lt_emails_apply(db, LT_EMAIL_DELETED, c, result, errstr, errstr_size);
 }
 
 lt_err_t lt_emails_apply_flags(lt_db_t *db, const lt_email_change_t *c,
                                lt_email_change_result_t *result, char *errstr, size_t errstr_size)
 {
-    return apply_change(db, "emails flags", k_flags_sql, 1, c, result, errstr, errstr_size);
+    return lt_emails_apply(db, LT_EMAIL_FLAGS, c, result, errstr, errstr_size);
 }
 
 lt_err_t lt_emails_apply_labels(lt_db_t *db, const lt_email_change_t *c,
                                 lt_email_change_result_t *result, char *errstr,
                                 size_t errstr_size)
 {
-    return apply_change(db, "emails labels", k_labels_sql, 1, c, result, errstr, errstr_size);
+    return lt_emails_apply(db, LT_EMAIL_LABELS, c, result, errstr, errstr_size);
 }
 
 lt_err_t lt_emails_check(lt_db_t *db, char *errstr, size_t errstr_size)
@@ -576,7 +778,9 @@ lt_err_t lt_emails_check(lt_db_t *db, char *errstr, size_t errstr_size)
     /* The table, and the columns of 0009 (the upsert writes them). */
     lt_err_t err = lt_db_exec(db,
                               &(lt_db_query_t){.what = "emails check",
-                                               .sql = "SELECT count(*) = 1 FROM pg_attribute "
+                                               .sql = "SELECT count(*) = 1 AND "
+                                                      "to_regclass('emails_changes_pending') IS "
+                                                      "NOT NULL FROM pg_attribute "
                                                       "WHERE attrelid = to_regclass('emails') "
                                                       "AND attname = 'presence_as_of'",
                                                .nparams = 0},
@@ -587,7 +791,8 @@ lt_err_t lt_emails_check(lt_db_t *db, char *errstr, size_t errstr_size)
     PQclear(res);
     if (!ok)
         return lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
-                         "table emails (with deleted_at, flags, labels) does not exist: run "
-                         "lattice-migrate (migrations/0004_emails.sql, 0009_email_changes.sql)");
+                         "table emails (with deleted_at, flags, labels) or emails_changes_pending "
+                         "does not exist: run lattice-migrate (migrations/0004_emails.sql, "
+                         "0009_email_changes.sql, 0013_email_changes_pending.sql)");
     return LT_OK;
 }

@@ -1,4 +1,5 @@
-/* lt_emails: the emails table (migrations/0004_emails.sql), one row per
+/* lt_emails: the emails table (migrations/0004_emails.sql, 0009, and the
+ * pending changes of 0013), one row per
  * parsed message, written by lattice-mail-parser (docs/parser.md).
  *
  * Rows travel as JSON objects: lt_emails_row_json() turns a row into one
@@ -92,17 +93,25 @@ typedef struct {
 lt_err_t lt_emails_row_json(const lt_email_row_t *row, lt_buf_t *out, char *errstr,
                             size_t errstr_size);
 
+/* Defined below, with the mailbox changes. */
+typedef struct lt_email_pending_stats_s lt_email_pending_stats_t;
+
 /* Largest JSON text sent in one statement; more rows are split into
  * several statements (all in the caller's transaction, if one is open). */
 #define LT_EMAILS_STATEMENT_BYTES ((size_t)8 << 20)
 
 /* UPSERT n rows given as JSON objects from lt_emails_row_json() (rows[i]
  * NUL-terminated). *written (may be NULL) gets the number of rows inserted
- * or updated. Errors are lt_db_exec()'s (a bad row: LT_ERR_INVALID or
+ * or updated. Then the pending changes of these messages
+ * (lt_emails_apply_or_pend(), same provider) are applied to their rows by
+ * the usual ordering rules and removed from emails_changes_pending; what
+ * they did is added to *pending (may be NULL). Call it in a transaction
+ * (with lt_emails_lock()) so that rows and pending changes move together.
+ * Errors are lt_db_exec()'s (a bad row: LT_ERR_INVALID or
  * LT_ERR_FINAL; the connection: LT_ERR_TEMPORARY); the caller's
  * transaction is then aborted. */
 lt_err_t lt_emails_upsert(lt_db_t *db, const char *const *rows, size_t n, size_t *written,
-                          char *errstr, size_t errstr_size);
+                          lt_email_pending_stats_t *pending, char *errstr, size_t errstr_size);
 
 /* One mailbox change for one message (strings borrowed). The message is
  * found by (tenant_id, account_id, provider_message_id) and must have the
@@ -125,10 +134,13 @@ typedef enum {
     LT_EMAIL_CHANGE_APPLIED = 0, /* the row changed */
     LT_EMAIL_CHANGE_SAME,        /* already in that state (a repeat): nothing changed */
     LT_EMAIL_CHANGE_STALE,       /* older than the state stored: ignored */
-    LT_EMAIL_CHANGE_UNKNOWN      /* no such message (or another provider): ignored */
+    LT_EMAIL_CHANGE_UNKNOWN,     /* no such message (or another provider): ignored */
+    LT_EMAIL_CHANGE_PENDING      /* no such message yet: kept in emails_changes_pending */
 } lt_email_change_result_t;
 
-/* "applied", "same", "stale", "unknown" (a metrics label). */
+#define LT_EMAIL_CHANGE_RESULTS 5
+
+/* "applied", "same", "stale", "unknown", "pending" (a metrics label). */
 const char *lt_email_change_result_name(lt_email_change_result_t r);
 
 /* Mark the message deleted: deleted_at = the change's event time (a row
@@ -152,6 +164,57 @@ lt_err_t lt_emails_apply_labels(lt_db_t *db, const lt_email_change_t *c,
  * provider is unknown, event_time_ms is out of range or values is NULL with
  * n_values > 0; otherwise lt_db_exec()'s errors. *result (may be NULL) is
  * set on LT_OK. Each is one statement, idempotent: a repeat is SAME. */
+
+/* The kinds of change that alter a row (a reset alters none). */
+typedef enum { LT_EMAIL_DELETED = 0, LT_EMAIL_FLAGS, LT_EMAIL_LABELS } lt_email_change_kind_t;
+
+#define LT_EMAIL_CHANGE_KINDS 3
+
+/* "deleted", "flags", "labels"; NULL for another value. */
+const char *lt_email_change_kind_name(lt_email_change_kind_t kind);
+
+/* lt_emails_apply_deleted, _flags or _labels by kind. */
+lt_err_t lt_emails_apply(lt_db_t *db, lt_email_change_kind_t kind, const lt_email_change_t *c,
+                         lt_email_change_result_t *result, char *errstr, size_t errstr_size);
+
+/* A change that may arrive before its message (docs/parser.md, "Changes
+ * before their message"): applied like lt_emails_apply(); when the message
+ * has no row (UNKNOWN) the change is kept in emails_changes_pending
+ * instead, the newest per (message, provider, kind): PENDING when it was
+ * stored, UNKNOWN when a newer change of that kind is already pending (this
+ * one is then dropped, as a stale change would be). lt_emails_upsert()
+ * applies the pending changes of the messages it writes. Concurrent
+ * writers must hold lt_emails_lock() on the message (else a change and its
+ * row written at the same moment may miss each other). */
+lt_err_t lt_emails_apply_or_pend(lt_db_t *db, lt_email_change_kind_t kind,
+                                 const lt_email_change_t *c, lt_email_change_result_t *result,
+                                 char *errstr, size_t errstr_size);
+
+/* A message by its key (strings borrowed). */
+typedef struct {
+    const char *tenant_id;
+    const char *account_id;
+    const char *provider_message_id;
+} lt_email_key_t;
+
+/* Serialise the caller's transaction with every other one writing these
+ * messages (rows, changes, pending changes): transaction-level advisory
+ * locks, taken in one statement in a fixed order (no deadlock between two
+ * callers that each lock all their keys first), released at commit or
+ * rollback. Call it first in the transaction, once, with every key the
+ * transaction will write. LT_ERR_INVALID if a key field is NULL. */
+lt_err_t lt_emails_lock(lt_db_t *db, const lt_email_key_t *keys, size_t n, char *errstr,
+                        size_t errstr_size);
+
+/* What the pending changes applied by an upsert did: count[kind][result]. */
+struct lt_email_pending_stats_s {
+    uint64_t count[LT_EMAIL_CHANGE_KINDS][LT_EMAIL_CHANGE_RESULTS];
+};
+
+/* Delete the pending changes older than retention_s (by pending_since).
+ * *purged (may be NULL): how many. */
+lt_err_t lt_emails_purge_pending(lt_db_t *db, int64_t retention_s, uint64_t *purged,
+                                 char *errstr, size_t errstr_size);
 
 /* LT_OK if the emails table exists (migrations applied); LT_ERR_FINAL
  * with "run lattice-migrate" otherwise. */

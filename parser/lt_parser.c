@@ -25,11 +25,13 @@
 #define DLQ_TIMEOUT_MS 30000
 #define BACKOFF_MAX_MS 30000
 #define STATS_EVERY_MS 10000
+#define PURGE_EVERY_MS 60000
 
 typedef struct {
     rd_kafka_message_t *msg;
     lt_buf_t *row; /* reused across batches */
     lt_parser_outcome_t out;
+    lt_email_change_result_t result; /* CHANGE: what applying it did */
 } item_t;
 
 typedef struct {
@@ -43,6 +45,7 @@ struct lt_parser_s {
     const lt_config_t *cfg;
     const lt_settings_t *set; /* cfg's, read once at start */
     const char *raw_topic;
+    const char *change_topic;
     const char *dlq_topic;
     rd_kafka_t *consumer;
     rd_kafka_t *producer; /* DLQ: idempotent, not transactional */
@@ -56,6 +59,8 @@ struct lt_parser_s {
     int batch_wait_ms;
     int retry_base_ms;
     int attempt; /* consecutive failed tries of the batch in hand */
+    int64_t pending_retention_s;
+    int64_t last_purge_ms;
     volatile sig_atomic_t stop;
     lt_parser_stats_t st; /* this thread's totals (log lines) */
     lt_parser_obs_t *obs; /* metrics, readiness (borrowed) */
@@ -75,6 +80,12 @@ static void drop_item(item_t *it)
 {
     rd_kafka_message_destroy(it->msg);
     it->msg = NULL;
+    lt_parser_outcome_clear(&it->out);
+}
+
+static int is_change_record(const lt_parser_t *p, const rd_kafka_message_t *m)
+{
+    return !strcmp(rd_kafka_topic_name(m->rkt), p->change_topic);
 }
 
 static void drop_all(lt_parser_t *p)
@@ -104,6 +115,7 @@ static void drop_partitions(lt_parser_t *p, const rd_kafka_topic_partition_list_
             p->items[k] = *it;
             it->row = spare;
             it->msg = NULL;
+            memset(&it->out, 0, sizeof(it->out)); /* owned parts moved to slot k */
         }
         k++;
     }
@@ -134,8 +146,13 @@ static void *lane_main(void *arg)
     lt_parser_t *p = l->p;
     for (size_t i = (size_t)l->index; i < p->nitems; i += (size_t)p->nlanes) {
         item_t *it = &p->items[i];
-        lt_parser_event(&l->ctx, it->msg->payload, it->msg->payload ? it->msg->len : 0,
-                        it->msg->partition, it->msg->offset, it->row, &it->out);
+        lt_parser_outcome_clear(&it->out);
+        if (is_change_record(p, it->msg))
+            lt_parser_change(&l->ctx, it->msg->payload, it->msg->payload ? it->msg->len : 0,
+                             &it->out);
+        else
+            lt_parser_event(&l->ctx, it->msg->payload, it->msg->payload ? it->msg->len : 0,
+                            it->msg->partition, it->msg->offset, it->row, &it->out);
     }
     return NULL;
 }
@@ -204,66 +221,148 @@ static lt_err_t db_ready(lt_parser_t *p, char *errstr, size_t n)
     return p->db ? LT_OK : LT_ERR_TEMPORARY;
 }
 
-static lt_err_t upsert_tx(lt_parser_t *p, const char *const *rows, size_t n, char *errstr,
-                          size_t errstr_size)
+static int is_work(const item_t *it)
 {
+    return it->out.verdict == LT_PARSED_ROW || it->out.verdict == LT_PARSED_CHANGE;
+}
+
+/* The change of a CHANGE item as lt_emails takes it (values: a new array,
+ * the caller frees it). 0 for a reset: nothing to apply to rows. */
+static int item_change(const item_t *it, lt_email_change_kind_t *kind, lt_email_change_t *c,
+                       const char ***values)
+{
+    const lt_change_event_t *ev = it->out.change;
+    size_t n = 0;
+    *values = NULL;
+    switch (lt_change_event_get_kind(ev)) {
+    case LT_CHANGE_DELETED:
+        *kind = LT_EMAIL_DELETED;
+        break;
+    case LT_CHANGE_FLAGS:
+        *kind = LT_EMAIL_FLAGS;
+        n = lt_change_event_flag_count(ev);
+        break;
+    case LT_CHANGE_LABELS:
+        *kind = LT_EMAIL_LABELS;
+        n = lt_change_event_label_count(ev);
+        break;
+    default:
+        return 0;
+    }
+    *values = lt_xcalloc(n ? n : 1, sizeof(**values));
+    for (size_t i = 0; i < n; i++)
+        (*values)[i] = *kind == LT_EMAIL_FLAGS ? lt_change_event_get_flag(ev, i)
+                                               : lt_change_event_get_label(ev, i);
+    *c = (lt_email_change_t){.tenant_id = lt_change_event_get_tenant_id(ev),
+                             .account_id = lt_change_event_get_account_id(ev),
+                             .provider = lt_provider_name(lt_change_event_get_provider(ev)),
+                             .provider_message_id = lt_change_event_get_provider_message_id(ev),
+                             .event_time_ms = lt_change_event_get_event_time(ev),
+                             .values = *values,
+                             .n_values = n};
+    return 1;
+}
+
+/* One transaction for the work items given: lock their messages, upsert
+ * the rows (which applies their pending changes), apply the changes in
+ * record order (a change for a message with no row yet is kept pending),
+ * commit. Each change item's result is set; *pend gets the pending changes
+ * applied (only once committed). */
+static lt_err_t write_tx(lt_parser_t *p, item_t *const *items, size_t n,
+                         lt_email_pending_stats_t *pend, char *errstr, size_t errstr_size)
+{
+    const char **rows = lt_xcalloc(n ? n : 1, sizeof(*rows));
+    lt_email_key_t *keys = lt_xcalloc(n ? n : 1, sizeof(*keys));
+    lt_email_pending_stats_t st = {0};
+    size_t nrows = 0, nkeys = 0;
+    for (size_t i = 0; i < n; i++) {
+        const item_t *it = items[i];
+        if (it->out.verdict == LT_PARSED_ROW) {
+            rows[nrows++] = lt_buf_str(it->row);
+            keys[nkeys++] = (lt_email_key_t){it->out.key_tenant, it->out.key_account,
+                                             it->out.key_message};
+        } else if (lt_change_event_get_provider_message_id(it->out.change)) {
+            const lt_change_event_t *ev = it->out.change;
+            keys[nkeys++] = (lt_email_key_t){lt_change_event_get_tenant_id(ev),
+                                             lt_change_event_get_account_id(ev),
+                                             lt_change_event_get_provider_message_id(ev)};
+        }
+    }
     size_t written = 0;
     lt_err_t err = lt_db_begin(p->db, errstr, errstr_size);
     if (!err)
-        err = lt_emails_upsert(p->db, rows, n, &written, errstr, errstr_size);
+        err = lt_emails_lock(p->db, keys, nkeys, errstr, errstr_size);
+    if (!err && nrows)
+        err = lt_emails_upsert(p->db, rows, nrows, &written, &st, errstr, errstr_size);
+    for (size_t i = 0; !err && i < n; i++) {
+        item_t *it = items[i];
+        lt_email_change_kind_t kind;
+        lt_email_change_t c;
+        const char **values = NULL;
+        if (it->out.verdict != LT_PARSED_CHANGE)
+            continue;
+        it->result = LT_EMAIL_CHANGE_SAME; /* a reset changes no row */
+        if (item_change(it, &kind, &c, &values))
+            err = lt_emails_apply_or_pend(p->db, kind, &c, &it->result, errstr, errstr_size);
+        free(values);
+    }
     if (!err)
         err = lt_db_commit(p->db, errstr, errstr_size);
     if (err)
         lt_db_rollback(p->db);
+    else
+        for (int k = 0; k < LT_EMAIL_CHANGE_KINDS; k++)
+            for (int r = 0; r < LT_EMAIL_CHANGE_RESULTS; r++)
+                pend->count[k][r] += st.count[k][r];
+    free(keys);
+    free(rows);
     return err;
 }
 
-/* Rows durable: one transaction for the batch. If Postgres refuses the
- * batch for its content, each row alone; a row refused alone is
- * dead-lettered. */
-static lt_err_t write_rows(lt_parser_t *p, char *errstr, size_t n)
+/* Rows and changes durable: one transaction for the batch. If Postgres
+ * refuses the batch for its content, each record alone; a record refused
+ * alone is dead-lettered. */
+static lt_err_t write_batch(lt_parser_t *p, lt_email_pending_stats_t *pend, char *errstr, size_t n)
 {
-    const char **rows = lt_xcalloc(p->nitems ? p->nitems : 1, sizeof(*rows));
-    size_t nrows = 0;
+    item_t **work = lt_xcalloc(p->nitems ? p->nitems : 1, sizeof(*work));
+    size_t nwork = 0;
     for (size_t i = 0; i < p->nitems; i++)
-        if (p->items[i].out.verdict == LT_PARSED_ROW)
-            rows[nrows++] = lt_buf_str(p->items[i].row);
+        if (is_work(&p->items[i]))
+            work[nwork++] = &p->items[i];
     lt_err_t err = LT_OK;
-    if (nrows == 0)
+    if (nwork == 0)
         goto out;
     err = db_ready(p, errstr, n);
     if (err)
         goto out;
-    err = upsert_tx(p, rows, nrows, errstr, n);
+    err = write_tx(p, work, nwork, pend, errstr, n);
     if (err == LT_OK || err == LT_ERR_TEMPORARY)
         goto out;
-    lt_warn(NULL, "batch of %zu rows refused (%s); writing them one by one", nrows, errstr);
-    for (size_t i = 0; i < p->nitems; i++) {
-        item_t *it = &p->items[i];
-        if (it->out.verdict != LT_PARSED_ROW)
-            continue;
-        const char *one = lt_buf_str(it->row);
+    lt_warn(NULL, "batch of %zu records refused (%s); writing them one by one", nwork, errstr);
+    for (size_t i = 0; i < nwork; i++) {
+        item_t *it = work[i];
         char e[1024];
         err = db_ready(p, errstr, n);
         if (!err)
-            err = upsert_tx(p, &one, 1, e, sizeof(e));
+            err = write_tx(p, &it, 1, pend, e, sizeof(e));
         if (err == LT_ERR_TEMPORARY) {
             snprintf(errstr, n, "%s", e);
             goto out;
         }
         if (err) {
+            int change = it->out.verdict == LT_PARSED_CHANGE;
             it->out.verdict = LT_PARSED_DLQ;
             it->out.err_class = err;
             it->out.dlq_reason = "row_refused";
-            lt_seterr(it->out.reason, sizeof(it->out.reason), err, "row refused by Postgres: %s",
-                      e);
+            lt_seterr(it->out.reason, sizeof(it->out.reason), err, "%s refused by Postgres: %s",
+                      change ? "change" : "row", e);
             err = dead_letter(p, it, errstr, n);
             if (err)
                 goto out;
         }
     }
 out:
-    free(rows);
+    free(work);
     return err;
 }
 
@@ -290,12 +389,31 @@ static lt_err_t process_batch(lt_parser_t *p, char *errstr, size_t n)
         }
     }
     int64_t t2 = lt_now_ms();
-    lt_err_t err = write_rows(p, errstr, n);
+    lt_email_pending_stats_t pend = {0};
+    lt_err_t err = write_batch(p, &pend, errstr, n);
     if (err)
         return LT_ERR_TEMPORARY;
     int64_t t3 = lt_now_ms();
+    size_t raw_records = 0;
+    for (int k = 0; k < LT_EMAIL_CHANGE_KINDS; k++)
+        for (int r = 0; r < LT_EMAIL_CHANGE_RESULTS; r++)
+            if (pend.count[k][r]) {
+                lt_parser_obs_pending_applied(p->obs, lt_email_change_kind_name(k),
+                                              lt_email_change_result_name(r), pend.count[k][r]);
+                p->st.pending_applied += pend.count[k][r];
+            }
     for (size_t i = 0; i < p->nitems; i++) {
         item_t *it = &p->items[i];
+        if (!is_change_record(p, it->msg))
+            raw_records++;
+        if (it->out.verdict == LT_PARSED_CHANGE) {
+            p->st.changes++;
+            if (it->result == LT_EMAIL_CHANGE_PENDING)
+                p->st.changes_pending++;
+            lt_parser_obs_change(p->obs, lt_change_kind_name(lt_change_event_get_kind(it->out.change)),
+                                 lt_email_change_result_name(it->result));
+            continue;
+        }
         if (it->out.verdict != LT_PARSED_ROW)
             continue;
         p->st.rows++;
@@ -315,14 +433,37 @@ static lt_err_t process_batch(lt_parser_t *p, char *errstr, size_t n)
     if (kerr) /* rows are durable: a replay rewrites the same rows */
         lt_warn(NULL, "offset commit: %s (the batch will be read again)", rd_kafka_err2str(kerr));
     p->st.batches++;
-    lt_parser_obs_batch(p->obs, p->nitems, (double)(lt_now_ms() - t0) / 1e3, !kerr);
+    lt_parser_obs_batch(p->obs, raw_records, (double)(lt_now_ms() - t0) / 1e3, !kerr);
     lt_debug(NULL,
-             "batch of %zu records: fetch+parse %lld ms, DLQ %lld ms, upsert %lld ms, "
+             "batch of %zu records: fetch+parse %lld ms, DLQ %lld ms, upsert+changes %lld ms, "
              "offsets %lld ms",
              p->nitems, (long long)(t1 - t0), (long long)(t2 - t1), (long long)(t3 - t2),
              (long long)(lt_now_ms() - t3));
     drop_all(p);
     return LT_OK;
+}
+
+/* Pending changes whose message never came go after the retention; at most
+ * every PURGE_EVERY_MS, and a failure only waits for the next time. */
+static void maybe_purge(lt_parser_t *p)
+{
+    int64_t now = lt_now_ms();
+    if (p->last_purge_ms && now - p->last_purge_ms < PURGE_EVERY_MS)
+        return;
+    p->last_purge_ms = now;
+    char e[1024];
+    uint64_t purged = 0;
+    lt_err_t err = db_ready(p, e, sizeof(e));
+    if (!err)
+        err = lt_emails_purge_pending(p->db, p->pending_retention_s, &purged, e, sizeof(e));
+    if (err) {
+        lt_warn(NULL, "purge of pending changes: %s (next try in %d s)", e, PURGE_EVERY_MS / 1000);
+        return;
+    }
+    lt_parser_obs_pending_purged(p->obs, purged);
+    if (purged)
+        lt_info(NULL, "purged %llu pending change(s) older than %lld s whose message never came",
+                (unsigned long long)purged, (long long)p->pending_retention_s);
 }
 
 /* Put the batch back: seek its partitions to its first offsets. */
@@ -400,7 +541,9 @@ lt_parser_t *lt_parser_new(const lt_config_t *cfg, lt_parser_obs_t *obs, char *e
     const lt_settings_t *set = p->set;
     p->obs = obs;
     p->raw_topic = set->topic.raw;
+    p->change_topic = set->topic.changes;
     p->dlq_topic = set->parser.dlq_topic;
+    p->pending_retention_s = set->parser.pending_retention_s;
     p->max_items = (size_t)set->parser.batch_messages;
     p->batch_wait_ms = set->parser.batch_wait_ms;
     p->retry_base_ms = set->parser.retry_base_ms;
@@ -414,9 +557,15 @@ lt_parser_t *lt_parser_new(const lt_config_t *cfg, lt_parser_obs_t *obs, char *e
                   "variants) are required");
         goto fail;
     }
-    if (!strcmp(p->dlq_topic, p->raw_topic)) {
+    if (!strcmp(p->dlq_topic, p->raw_topic) || !strcmp(p->dlq_topic, p->change_topic)) {
         lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
-                  "LATTICE_PARSER_DLQ_TOPIC must differ from LATTICE_TOPIC_RAW");
+                  "LATTICE_PARSER_DLQ_TOPIC must differ from LATTICE_TOPIC_RAW and "
+                  "LATTICE_TOPIC_CHANGES");
+        goto fail;
+    }
+    if (!strcmp(p->raw_topic, p->change_topic)) {
+        lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                  "LATTICE_TOPIC_CHANGES must differ from LATTICE_TOPIC_RAW");
         goto fail;
     }
     p->db = lt_db_connect(set->pg.dsn, set->pg.password, errstr, errstr_size);
@@ -446,6 +595,9 @@ lt_parser_t *lt_parser_new(const lt_config_t *cfg, lt_parser_obs_t *obs, char *e
         l->ctx.schema = lt_buf_new(SCHEMA_CAP);
         l->ctx.codec = lt_mail_codec_new(errstr, errstr_size);
         if (!l->ctx.codec)
+            goto fail;
+        l->ctx.change_codec = lt_change_codec_new(errstr, errstr_size);
+        if (!l->ctx.change_codec)
             goto fail;
         l->ctx.s3 =
             lt_s3_new(&(lt_s3_config_t){.endpoint = set->s3.endpoint,
@@ -500,10 +652,13 @@ static void log_stats(lt_parser_t *p, int64_t *last_ms, uint64_t *last_events, i
     if (p->st.events != *last_events || final) {
         double secs = (double)(t - *last_ms) / 1000.0;
         lt_info(NULL,
-                "%s%llu events: %llu rows (%llu with parse_error), %llu dead-lettered, "
-                "%llu batches, %llu retries; %.0f events/s",
+                "%s%llu events: %llu rows (%llu with parse_error), %llu changes (%llu kept "
+                "pending, %llu pending applied), %llu dead-lettered, %llu batches, %llu retries; "
+                "%.0f events/s",
                 final ? "stopped after " : "", (unsigned long long)p->st.events,
                 (unsigned long long)p->st.rows, (unsigned long long)p->st.parse_errors,
+                (unsigned long long)p->st.changes, (unsigned long long)p->st.changes_pending,
+                (unsigned long long)p->st.pending_applied,
                 (unsigned long long)p->st.dead_letters, (unsigned long long)p->st.batches,
                 (unsigned long long)p->st.retries,
                 secs > 0 ? (double)(p->st.events - *last_events) / secs : 0.0);
@@ -514,15 +669,19 @@ static void log_stats(lt_parser_t *p, int64_t *last_ms, uint64_t *last_events, i
 
 lt_err_t lt_parser_run(lt_parser_t *p, char *errstr, size_t errstr_size)
 {
-    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+    /* One consumer for both topics: a batch's rows and changes go to
+     * Postgres in one transaction, then one offset commit covers both. */
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(2);
     rd_kafka_topic_partition_list_add(sub, p->raw_topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(sub, p->change_topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t kerr = rd_kafka_subscribe(p->consumer, sub);
     rd_kafka_topic_partition_list_destroy(sub);
     if (kerr)
-        return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "subscribe %s: %s", p->raw_topic,
-                         rd_kafka_err2str(kerr));
-    lt_info(NULL, "parser consuming %s as group %s: batches of %zu, %d thread(s), DLQ %s",
-            p->raw_topic, p->set->parser.group_id, p->max_items, p->nlanes, p->dlq_topic);
+        return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "subscribe %s, %s: %s",
+                         p->raw_topic, p->change_topic, rd_kafka_err2str(kerr));
+    lt_info(NULL, "parser consuming %s and %s as group %s: batches of %zu, %d thread(s), DLQ %s",
+            p->raw_topic, p->change_topic, p->set->parser.group_id, p->max_items, p->nlanes,
+            p->dlq_topic);
 
     int64_t stats_ms = lt_now_ms();
     uint64_t stats_events = 0;
@@ -558,6 +717,7 @@ lt_err_t lt_parser_run(lt_parser_t *p, char *errstr, size_t errstr_size)
             if (p->stop)
                 break;
         }
+        maybe_purge(p);
         if (!p->nitems)
             continue;
         /* the batch (also when stopping: the records in hand are finished) */
@@ -597,6 +757,7 @@ void lt_parser_destroy(lt_parser_t *p)
     for (int i = 0; p->lanes && i < p->nlanes; i++) {
         lt_s3_destroy(p->lanes[i].ctx.s3);
         lt_mail_codec_destroy(p->lanes[i].ctx.codec);
+        lt_change_codec_destroy(p->lanes[i].ctx.change_codec);
         lt_buf_destroy(p->lanes[i].ctx.raw);
         lt_buf_destroy(p->lanes[i].ctx.schema);
     }

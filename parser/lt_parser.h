@@ -1,14 +1,17 @@
 /* lt_parser: lattice-mail-parser, the consumer of lattice.mail.raw.v1 that
- * writes one emails row per message (docs/parser.md).
+ * writes one emails row per message, and of lattice.mail.change.v1 that
+ * applies mailbox changes to those rows (docs/parser.md).
  *
- * Loop: poll a batch (LATTICE_PARSER_BATCH_MESSAGES or
- * LATTICE_PARSER_BATCH_WAIT_MS), fetch and parse its messages on
- * LATTICE_PARSER_CONCURRENCY threads, dead-letter what cannot become a row,
- * upsert the rows in one Postgres transaction, then commit the batch's
- * offsets (at-least-once; the upsert makes a replay harmless). A temporary
- * failure (Postgres, S3, registry, DLQ) rewinds the batch's partitions and
- * redoes it after a backoff; nothing is committed before its rows are
- * durable.
+ * Loop: one consumer subscribed to both topics polls a batch
+ * (LATTICE_PARSER_BATCH_MESSAGES or LATTICE_PARSER_BATCH_WAIT_MS), fetches
+ * and parses its messages and decodes its changes on
+ * LATTICE_PARSER_CONCURRENCY threads, dead-letters what cannot be stored,
+ * upserts the rows and applies the changes in one Postgres transaction (a
+ * change for a message not stored yet is kept pending and applied with the
+ * message's row), then commits the batch's offsets (at-least-once; upserts
+ * and changes are idempotent, so a replay is harmless). A temporary failure
+ * (Postgres, S3, registry, DLQ) rewinds the batch's partitions and redoes it
+ * after a backoff; nothing is committed before it is durable.
  *
  * Ownership: the parser borrows cfg and obs (they must outlive the parser)
  * and owns every client it creates. lt_parser_stop() only sets a flag: it
@@ -42,9 +45,12 @@ void lt_parser_stop(lt_parser_t *p);
 /* Totals since start, for the parser's own thread (its log lines, tests);
  * other threads read the metrics (lt_parser_obs.h). */
 typedef struct {
-    uint64_t events;       /* records handled (rows + dead letters) */
-    uint64_t rows;         /* rows upserted */
-    uint64_t parse_errors; /* of them with parse_error */
+    uint64_t events;          /* records handled (rows + changes + dead letters) */
+    uint64_t rows;            /* rows upserted */
+    uint64_t parse_errors;    /* of them with parse_error */
+    uint64_t changes;         /* mail.change.v1 records applied (any result) */
+    uint64_t changes_pending; /* of them kept pending (no row yet) */
+    uint64_t pending_applied; /* pending changes applied when their row came */
     uint64_t dead_letters; /* records sent to the DLQ */
     uint64_t batches;      /* batches committed */
     uint64_t retries;      /* batches redone after a temporary failure */

@@ -1,6 +1,7 @@
 #include "lt_parser_event.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lt_mailrow.h"
@@ -152,37 +153,102 @@ static void load_manifest(lt_parser_event_ctx_t *c, lt_mail_event_t *ev, lt_pars
     }
 }
 
+void lt_parser_outcome_clear(lt_parser_outcome_t *out)
+{
+    free(out->key_tenant);
+    free(out->key_account);
+    free(out->key_message);
+    lt_change_event_destroy(out->change);
+    out->key_tenant = out->key_account = out->key_message = NULL;
+    out->change = NULL;
+}
+
+/* The writer schema of a record from the registry, by the id in its header.
+ * LT_OK; or a verdict in out (DLQ for an empty value, RETRY when the
+ * registry cannot answer) and LT_ERR_FINAL; or another error with the
+ * reason in e (the record is not decodable; *missing: the id is unknown). */
+static lt_err_t writer_schema(lt_parser_event_ctx_t *c, const void *value, size_t len,
+                              lt_parser_outcome_t *out, int *missing, char *e, size_t en)
+{
+    int32_t schema_id = 0;
+    *missing = 0;
+    if (!value || !len) {
+        out->verdict = LT_PARSED_DLQ;
+        out->err_class = LT_ERR_INVALID;
+        out->dlq_reason = "empty";
+        snprintf(out->reason, sizeof(out->reason), "empty record value");
+        return LT_ERR_FINAL;
+    }
+    lt_err_t err = lt_mail_event_peek_schema_id(value, len, &schema_id, e, en);
+    if (err)
+        return err;
+    err = lt_registry_get_schema(c->registry, schema_id, c->schema, e, en);
+    *missing = err != LT_OK;
+    if (err && err != LT_ERR_NOT_FOUND && err != LT_ERR_TOO_BIG) {
+        /* the registry, not the record: try again later */
+        out->verdict = LT_PARSED_RETRY;
+        out->err_class = err;
+        snprintf(out->reason, sizeof(out->reason), "schema id %d: %s", (int)schema_id, e);
+        return LT_ERR_FINAL;
+    }
+    return err;
+}
+
+/* Years 1..9999 in epoch milliseconds (what the emails table holds). */
+#define MS_MIN (-62135596800000LL)
+#define MS_MAX (253402300799999LL)
+
+void lt_parser_change(lt_parser_event_ctx_t *c, const void *value, size_t len,
+                      lt_parser_outcome_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    char e[900];
+    int missing = 0;
+    lt_change_event_t *ev = NULL;
+    lt_err_t err = writer_schema(c, value, len, out, &missing, e, sizeof(e));
+    if (err == LT_ERR_FINAL && out->reason[0])
+        return;
+    if (!err)
+        err = lt_change_event_decode(c->change_codec, value, len, lt_buf_str(c->schema), &ev, e,
+                                     sizeof(e));
+    if (err) {
+        out->verdict = LT_PARSED_DLQ;
+        out->err_class = err;
+        out->dlq_reason = missing ? "unknown_schema" : "undecodable";
+        snprintf(out->reason, sizeof(out->reason), "undecodable mail.change.v1 record: %s", e);
+        return;
+    }
+    copy_id(out->tenant, sizeof(out->tenant), lt_change_event_get_tenant_id(ev));
+    copy_id(out->account, sizeof(out->account), lt_change_event_get_account_id(ev));
+    copy_id(out->event_id, sizeof(out->event_id), lt_change_event_get_event_id(ev));
+    int64_t t = lt_change_event_get_event_time(ev);
+    if (t < MS_MIN || t > MS_MAX) {
+        out->verdict = LT_PARSED_DLQ;
+        out->err_class = LT_ERR_INVALID;
+        out->dlq_reason = "no_row";
+        snprintf(out->reason, sizeof(out->reason), "no change: event_time %lld ms out of range",
+                 (long long)t);
+        lt_change_event_destroy(ev);
+        return;
+    }
+    out->verdict = LT_PARSED_CHANGE;
+    out->change = ev;
+}
+
 void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, int32_t partition,
                      int64_t offset, lt_buf_t *row, lt_parser_outcome_t *out)
 {
     memset(out, 0, sizeof(*out));
     lt_buf_reset(row);
     char e[900];
-    int32_t schema_id = 0;
     lt_mail_event_t *ev = NULL;
     lt_mime_t *m = NULL;
     int schema_missing = 0;
 
     /* 1. decode: the writer schema from the registry, by the header's id */
-    if (!value || !len) {
-        out->verdict = LT_PARSED_DLQ;
-        out->err_class = LT_ERR_INVALID;
-        out->dlq_reason = "empty";
-        snprintf(out->reason, sizeof(out->reason), "empty record value");
+    lt_err_t err = writer_schema(c, value, len, out, &schema_missing, e, sizeof(e));
+    if (err == LT_ERR_FINAL && out->reason[0])
         return;
-    }
-    lt_err_t err = lt_mail_event_peek_schema_id(value, len, &schema_id, e, sizeof(e));
-    if (!err) {
-        err = lt_registry_get_schema(c->registry, schema_id, c->schema, e, sizeof(e));
-        schema_missing = err != LT_OK;
-        if (err && err != LT_ERR_NOT_FOUND && err != LT_ERR_TOO_BIG) {
-            /* the registry, not the record: try again later */
-            out->verdict = LT_PARSED_RETRY;
-            out->err_class = err;
-            snprintf(out->reason, sizeof(out->reason), "schema id %d: %s", (int)schema_id, e);
-            return;
-        }
-    }
     if (!err)
         err = lt_mail_event_decode(c->codec, value, len, lt_buf_str(c->schema), &ev, e, sizeof(e));
     if (err) {
@@ -250,6 +316,9 @@ void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, in
         goto out;
     }
     out->verdict = LT_PARSED_ROW;
+    out->key_tenant = lt_xstrdup(lt_mail_event_get_tenant_id(ev));
+    out->key_account = lt_xstrdup(lt_mail_event_get_account_id(ev));
+    out->key_message = lt_xstrdup(lt_mail_event_get_provider_message_id(ev));
 out:
     lt_mime_destroy(m);
     lt_mail_event_destroy(ev);

@@ -1,5 +1,6 @@
 /* lt_parser_event: one mail.raw.v1 record to one emails row (or a verdict
- * that it cannot become one). Used by the parser's fetch threads; one
+ * that it cannot become one), and one mail.change.v1 record to a decoded
+ * change (lt_parser_change). Used by the parser's fetch threads; one
  * lt_parser_event_ctx_t per thread.
  *
  *   value --(wire header, registry schema, Avro decode)--> event
@@ -24,6 +25,7 @@
 
 #include "lt_buf.h"
 #include "lt_err.h"
+#include "lt_change_event.h"
 #include "lt_event.h"
 #include "lt_mime.h"
 #include "lt_registry.h"
@@ -33,6 +35,7 @@ typedef enum {
     LT_PARSED_ROW = 0,
     LT_PARSED_DLQ,
     LT_PARSED_RETRY,
+    LT_PARSED_CHANGE, /* a mail.change.v1 event to apply (lt_parser_change) */
 } lt_parsed_t;
 
 /* Per thread. registry is shared (thread-safe), codec and s3 belong to the
@@ -40,6 +43,7 @@ typedef enum {
 typedef struct {
     lt_registry_t *registry;
     lt_mail_codec_t *codec;
+    lt_change_codec_t *change_codec;
     lt_s3_t *s3;
     const char *bucket;         /* the bucket s3 reads */
     uint64_t max_message_bytes; /* larger .eml: parse_error too_big */
@@ -63,7 +67,14 @@ typedef struct {
     char tenant[129];
     char account[129];
     char event_id[37];
+    /* ROW: the message's key, whole (owned: free() them) */
+    char *key_tenant, *key_account, *key_message;
+    /* CHANGE: the decoded event (owned: lt_change_event_destroy()) */
+    lt_change_event_t *change;
 } lt_parser_outcome_t;
+
+/* Free what an outcome owns (key strings, change event); safe twice. */
+void lt_parser_outcome_clear(lt_parser_outcome_t *out);
 
 /* Every object the event names must be its own: the key of raw_object_uri
  * and of each attachment's object_uri must lie under the event's message
@@ -77,6 +88,13 @@ typedef struct {
  * LT_OK, or LT_ERR_INVALID with the reason (the record is dead-lettered). */
 lt_err_t lt_parser_event_check_keys(const lt_mail_event_t *ev, const char *bucket, char *reason,
                                     size_t reason_size);
+
+/* Handle one mail.change.v1 record value: CHANGE with the event in
+ * out->change, DLQ (empty, unknown schema id, undecodable, an event time the
+ * table cannot hold) or RETRY (registry unreachable). No object is read: a
+ * change names its tenant and account and only ever touches their rows. */
+void lt_parser_change(lt_parser_event_ctx_t *c, const void *value, size_t len,
+                      lt_parser_outcome_t *out);
 
 /* Handle one record value; a ROW appends its JSON to row (reset first). */
 void lt_parser_event(lt_parser_event_ctx_t *c, const void *value, size_t len, int32_t partition,

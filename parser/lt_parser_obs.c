@@ -8,7 +8,8 @@
 #include "lt_ready_probe.h"
 
 struct lt_parser_obs_s {
-    lt_metric_t *parse_errors, *dead_letters;
+    lt_metric_t *parse_errors, *dead_letters, *changes, *pending_applied;
+    lt_series_t *pending_purged;
     lt_series_t *events, *rows, *bytes, *batches, *duration, *retries, *assigned, *last_commit,
         *ready;
 
@@ -31,7 +32,9 @@ lt_parser_obs_t *lt_parser_obs_new(lt_metrics_t *reg, const lt_config_t *cfg)
 
     o->events = lt_metric_series(lt_metrics_counter(
         reg, "lattice_parser_events_consumed_total",
-        "mail.raw.v1 records handled in committed batches (rows + dead letters).", NULL));
+        "mail.raw.v1 records handled in committed batches (rows + dead letters; change records: "
+        "lattice_parser_changes_total).",
+        NULL));
     o->rows = lt_metric_series(lt_metrics_counter(reg, "lattice_parser_rows_upserted_total",
                                                   "Rows upserted into the emails table.", NULL));
     o->parse_errors =
@@ -42,6 +45,22 @@ lt_parser_obs_t *lt_parser_obs_new(lt_metrics_t *reg, const lt_config_t *cfg)
         "Records written to LATTICE_PARSER_DLQ_TOPIC, by reason: empty, unknown_schema, "
         "undecodable, foreign_object, no_row, row_refused.",
         "reason");
+    o->changes = lt_metrics_counter(
+        reg, "lattice_parser_changes_total",
+        "mail.change.v1 records applied, by kind (deleted, flags, labels, reset) and result: "
+        "applied, same (nothing to change; every reset), stale (older than the row's state), "
+        "pending (no row yet: kept in emails_changes_pending), unknown (no row, and a newer "
+        "change of the kind is already pending).",
+        "kind,result");
+    o->pending_applied = lt_metrics_counter(
+        reg, "lattice_parser_pending_changes_applied_total",
+        "Pending changes applied when their message's row was written, by kind and result.",
+        "kind,result");
+    o->pending_purged = lt_metric_series(lt_metrics_counter(
+        reg, "lattice_parser_pending_changes_purged_total",
+        "Pending changes purged after LATTICE_PARSER_PENDING_RETENTION_S (their message never "
+        "came).",
+        NULL));
     o->bytes = lt_metric_series(
         lt_metrics_counter(reg, "lattice_parser_s3_bytes_read_total",
                            "Bytes of raw messages read from S3 (redone batches included).", NULL));
@@ -57,7 +76,7 @@ lt_parser_obs_t *lt_parser_obs_new(lt_metrics_t *reg, const lt_config_t *cfg)
         "Batches redone after a temporary failure (Postgres, S3, registry, DLQ).", NULL));
     o->assigned = lt_metric_series(
         lt_metrics_gauge(reg, "lattice_parser_assigned_partitions",
-                         "Partitions of the raw topic assigned to this parser.", NULL));
+                         "Partitions of the raw and change topics assigned to this parser.", NULL));
     o->last_commit = lt_metric_series(
         lt_metrics_gauge(reg, "lattice_parser_last_commit_timestamp_seconds",
                          "Unix time of the last successful offset commit (0: none yet).", NULL));
@@ -106,6 +125,26 @@ void lt_parser_obs_batch(lt_parser_obs_t *o, size_t records, double seconds, int
     lt_series_observe(o->duration, seconds);
     if (committed)
         lt_series_set(o->last_commit, lt_wall_s());
+}
+
+void lt_parser_obs_change(lt_parser_obs_t *o, const char *kind, const char *result)
+{
+    if (o)
+        lt_series_inc(lt_metric_get(o->changes, kind ? kind : "?", result ? result : "?"));
+}
+
+void lt_parser_obs_pending_applied(lt_parser_obs_t *o, const char *kind, const char *result,
+                                   uint64_t n)
+{
+    if (o)
+        lt_series_add(lt_metric_get(o->pending_applied, kind ? kind : "?", result ? result : "?"),
+                      (double)n);
+}
+
+void lt_parser_obs_pending_purged(lt_parser_obs_t *o, uint64_t n)
+{
+    if (o)
+        lt_series_add(o->pending_purged, (double)n);
 }
 
 void lt_parser_obs_retry(lt_parser_obs_t *o)

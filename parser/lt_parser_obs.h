@@ -31,10 +31,19 @@ void lt_parser_obs_row(lt_parser_obs_t *o, const char *parse_error_class);
 /* A record written to the DLQ; reason: one of the short codes of
  * lt_parser_outcome_t.dlq_reason. */
 void lt_parser_obs_dead_letter(lt_parser_obs_t *o, const char *reason);
-/* A batch whose rows are durable: its records (rows + dead letters), the
+/* A batch whose rows are durable: its mail.raw.v1 records (rows + dead
+ * letters; change records are counted by lt_parser_obs_change), the
  * seconds from the start of its processing to its offset commit, and
  * whether that commit succeeded. */
 void lt_parser_obs_batch(lt_parser_obs_t *o, size_t records, double seconds, int committed);
+/* A mail.change.v1 record applied (its batch committed): kind "deleted",
+ * "flags", "labels" or "reset"; result lt_email_change_result_name()'s. */
+void lt_parser_obs_change(lt_parser_obs_t *o, const char *kind, const char *result);
+/* n pending changes of kind applied with their row's upsert, by result. */
+void lt_parser_obs_pending_applied(lt_parser_obs_t *o, const char *kind, const char *result,
+                                   uint64_t n);
+/* n pending changes purged after the retention. */
+void lt_parser_obs_pending_purged(lt_parser_obs_t *o, uint64_t n);
 /* A batch redone after a temporary failure. */
 void lt_parser_obs_retry(lt_parser_obs_t *o);
 /* After a rebalance callback: the partitions assigned now; assigned = 1 for

@@ -1,4 +1,5 @@
-/* lattice-mail-parser: mail.raw.v1 events to rows of the emails table. */
+/* lattice-mail-parser: mail.raw.v1 events to rows of the emails table,
+ * mail.change.v1 events applied to them. */
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -45,9 +46,12 @@ static void usage(FILE *out)
           "member of the consumer group LATTICE_PARSER_GROUP_ID. For each event it reads the\n"
           "raw .eml from S3, parses it (headers, text body) and upserts one row of the emails\n"
           "table (idempotent on tenant, account and provider message id; full-text search\n"
-          "column fts). Offsets are committed after the rows are durable. Undecodable\n"
-          "records go to LATTICE_PARSER_DLQ_TOPIC; a missing or unparseable .eml gives a row\n"
-          "with parse_error (docs/parser.md). SIGTERM/SIGINT finish the batch and exit 0.\n\n",
+          "column fts). It also consumes mail.change.v1 events from LATTICE_TOPIC_CHANGES\n"
+          "(same group) and applies them to the rows: deleted, flags, labels; a change for\n"
+          "a message not stored yet waits in emails_changes_pending for its row. Offsets\n"
+          "are committed after the rows are durable. Undecodable records go to\n"
+          "LATTICE_PARSER_DLQ_TOPIC; a missing or unparseable .eml gives a row with\n"
+          "parse_error (docs/parser.md). SIGTERM/SIGINT finish the batch and exit 0.\n\n",
           out);
     lt_config_print_help(out, LT_PROG_PARSER);
 }

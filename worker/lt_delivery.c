@@ -42,9 +42,11 @@ void lt_sync_abort(lt_sync_t *s)
             rd_kafka_error_destroy(e);
         }
         s->txn_open = 0;
-        lt_series_add(s->env.metrics->events_aborted, (double)s->uncommitted);
+        lt_series_add(s->env.metrics->events_aborted,
+                      (double)(s->uncommitted - lt_sync_changes_open(s)));
         s->uncommitted = 0;
     }
+    lt_sync_changes_aborted(s);
     /* what was published or skipped since the last commit is done again */
     if (s->messages > s->durable.messages || s->skipped > s->durable.skipped)
         lt_info(&s->log, "batch aborted: %lld event(s) and %lld skipped message(s) since the "
@@ -168,7 +170,13 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
     if (!s->txn_open) {
         /* No event to protect: the watermark may move on its own. */
         err = LT_OK;
-        if (wm) {
+        if (lt_known_delta_count(s->known)) {
+            err = lt_known_apply_now(s->env.db,
+                                     &(lt_watermark_key_t){tenant, acct, scope, provider},
+                                     s->known, errstr, errstr_size);
+            lt_known_delta_reset(s->known);
+        }
+        if (!err && wm) {
             int stored = 0;
             err = lt_watermark_set(s->env.db, &(lt_watermark_key_t){tenant, acct, scope, provider},
                                    wm, resync, &stored, errstr, errstr_size);
@@ -207,6 +215,11 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
     memset(&p, 0, sizeof(p));
     int pending = wm || home;
     if (pending) {
+        /* the batch's known-set changes wait with its pending row */
+        err = lt_known_stage(s->env.db, &(lt_watermark_key_t){tenant, acct, scope, provider},
+                             s->known, errstr, errstr_size);
+        if (err)
+            goto abort;
         if (wm)
             p.wm = *wm;
         p.no_wm = !wm;
@@ -249,6 +262,7 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
             s->txn_open = 0;
             s->in_doubt = 1;
             s->producer_unusable = 1;
+            lt_sync_changes_aborted(s); /* staged with the pending row, for recovery */
             return LT_ERR_TEMPORARY;
         }
         lt_sync_abort(s);
@@ -262,9 +276,20 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
         return err;
     }
     s->txn_open = 0;
-    lt_series_add(s->env.metrics->events, (double)s->uncommitted);
+    lt_series_add(s->env.metrics->events, (double)(s->uncommitted - lt_sync_changes_open(s)));
     s->uncommitted = 0;
     counts_durable(s);
+    if (!pending && lt_known_delta_count(s->known)) {
+        /* no pending row to carry them (a batch that moves neither a
+         * watermark nor a cursor): applied right after the commit */
+        err = lt_known_apply_now(s->env.db, &(lt_watermark_key_t){tenant, acct, scope, provider},
+                                 s->known, errstr, errstr_size);
+        if (err)
+            lt_warn(&s->log, "known messages of %s not updated after a commit: %s", scope,
+                    errstr);
+        err = LT_OK;
+    }
+    lt_sync_changes_committed(s);
 
     /* (e) apply */
     if (pending) {

@@ -15,6 +15,9 @@ struct lt_job_s {
     uint8_t *value;
     size_t value_len;
     int attempt;
+    int row_attempt;       /* the row's attempt this process started, 0: none */
+    int failures;          /* temporary failures since failing_since */
+    int64_t failing_since; /* monotonic ms, 0: not failing */
     int64_t not_before;
     uint64_t seq; /* arrival order */
     uint32_t gen; /* the partition's generation when queued */
@@ -113,6 +116,37 @@ int lt_job_attempt(const lt_job_t *job)
 void lt_job_retry_at(lt_job_t *job, int64_t not_before_ms)
 {
     job->not_before = not_before_ms;
+}
+
+void lt_job_started(lt_job_t *job, int attempt)
+{
+    if (attempt > job->attempt)
+        job->attempt = attempt;
+    job->row_attempt = attempt;
+}
+
+int lt_job_row_attempt(const lt_job_t *job)
+{
+    return job->row_attempt;
+}
+
+void lt_job_failed(lt_job_t *job, int progressed, int64_t now_ms)
+{
+    if (progressed || !job->failing_since) {
+        job->failing_since = now_ms;
+        job->failures = 0;
+    }
+    job->failures++;
+}
+
+int64_t lt_job_failing_since(const lt_job_t *job)
+{
+    return job->failing_since;
+}
+
+int lt_job_failures(const lt_job_t *job)
+{
+    return job->failures;
 }
 
 /* --- accounts (a chained hash table) ------------------------------------ */

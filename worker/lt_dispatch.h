@@ -30,6 +30,20 @@ const uint8_t *lt_job_value(const lt_job_t *job, size_t *len);
 int lt_job_attempt(const lt_job_t *job);
 /* Monotonic milliseconds before which the job is not handed out. */
 void lt_job_retry_at(lt_job_t *job, int64_t not_before_ms);
+/* The command's row was started with attempt `attempt` by this process:
+ * later attempts number on from it (the in-memory count and the row's
+ * agree even when a failure could not be written to the row). */
+void lt_job_started(lt_job_t *job, int attempt);
+/* The row attempt this process last started (0: none). */
+int lt_job_row_attempt(const lt_job_t *job);
+/* The retry budget of temporary failures (monotonic clock): record a
+ * failure at now_ms; progressed non-zero when the attempt made durable
+ * progress, which starts the budget again. */
+void lt_job_failed(lt_job_t *job, int progressed, int64_t now_ms);
+/* Monotonic time of the first temporary failure since the last progress
+ * (0: none), and the failures since then (the backoff's exponent). */
+int64_t lt_job_failing_since(const lt_job_t *job);
+int lt_job_failures(const lt_job_t *job);
 
 lt_dispatch_t *lt_dispatch_new(void);
 /* Destroys queued jobs too. */

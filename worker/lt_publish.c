@@ -47,6 +47,48 @@ void lt_sync_skip_message(lt_sync_t *s, const char *pmid, const char *why)
     lt_sync_note_skipped(s, pmid);
 }
 
+/* Produce one encoded record (key account_id, headers traceparent and
+ * lattice.event_id) inside the open transaction, begun if needed. */
+lt_err_t lt_sync_produce_wire(lt_sync_t *s, const char *topic, const lt_buf_t *wire,
+                              const char *event_id, char *errstr, size_t n)
+{
+    lt_err_t err = lt_sync_ensure_txn(s, errstr, n);
+    if (err)
+        return err;
+    char tp[LT_TRACEPARENT_SIZE];
+    lt_trace_t span;
+    if (s->have_trace && !lt_trace_child(&s->trace, &span, NULL, 0))
+        lt_trace_format(&span, tp);
+    else if (!lt_trace_new(&span, NULL, 0))
+        lt_trace_format(&span, tp);
+    else
+        tp[0] = 0;
+    const char *acct = lt_account_id(s->account);
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(2);
+    if (tp[0])
+        rd_kafka_header_add(hdrs, "traceparent", -1, tp, -1);
+    rd_kafka_header_add(hdrs, "lattice.event_id", -1, event_id, -1);
+    rd_kafka_resp_err_t kerr = rd_kafka_producev(
+        s->env.producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(acct, strlen(acct)),
+        RD_KAFKA_V_VALUE((void *)lt_buf_data(wire), lt_buf_len(wire)),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+        RD_KAFKA_V_OPAQUE(&s->ev_dr), RD_KAFKA_V_END);
+    if (kerr) {
+        rd_kafka_headers_destroy(hdrs);
+        if (kerr == RD_KAFKA_RESP_ERR__FATAL)
+            s->producer_unusable = 1;
+        /* refused for its size: the same on every attempt */
+        return lt_seterr(errstr, n,
+                         kerr == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? LT_ERR_TOO_BIG
+                                                                      : LT_ERR_TEMPORARY,
+                         "produce: event of %zu bytes: %s", lt_buf_len(wire),
+                         rd_kafka_err2str(kerr));
+    }
+    rd_kafka_poll(s->env.producer, 0);
+    s->uncommitted++;
+    return LT_OK;
+}
+
 /* ev encodes to more than the bound: store its whole manifest as an object,
  * reference it, keep the longest prefix of the manifest that fits. */
 static lt_err_t bound_event(lt_sync_t *s, lt_mail_event_t *ev, size_t bound, char *errstr,
@@ -99,43 +141,12 @@ static lt_err_t produce_event(lt_sync_t *s, lt_mail_event_t *ev, uint64_t size, 
     }
     if (err)
         goto out;
-    err = lt_sync_ensure_txn(s, errstr, n);
+    err = lt_sync_produce_wire(s, s->env.raw_topic, wire, lt_mail_event_get_event_id(ev), errstr,
+                               n);
     if (err)
         goto out;
-    char tp[LT_TRACEPARENT_SIZE];
-    lt_trace_t span;
-    if (s->have_trace && !lt_trace_child(&s->trace, &span, NULL, 0))
-        lt_trace_format(&span, tp);
-    else if (!lt_trace_new(&span, NULL, 0))
-        lt_trace_format(&span, tp);
-    else
-        tp[0] = 0;
-    const char *acct = lt_account_id(s->account);
-    const char *evid = lt_mail_event_get_event_id(ev);
-    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(2);
-    if (tp[0])
-        rd_kafka_header_add(hdrs, "traceparent", -1, tp, -1);
-    rd_kafka_header_add(hdrs, "lattice.event_id", -1, evid, -1);
-    rd_kafka_resp_err_t kerr = rd_kafka_producev(
-        s->env.producer, RD_KAFKA_V_TOPIC(s->env.raw_topic),
-        RD_KAFKA_V_KEY(acct, strlen(acct)),
-        RD_KAFKA_V_VALUE((void *)lt_buf_data(wire), lt_buf_len(wire)),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
-        RD_KAFKA_V_OPAQUE(&s->ev_dr), RD_KAFKA_V_END);
-    if (kerr) {
-        rd_kafka_headers_destroy(hdrs);
-        if (kerr == RD_KAFKA_RESP_ERR__FATAL)
-            s->producer_unusable = 1;
-        /* refused for its size: the same on every attempt */
-        err = lt_seterr(errstr, n,
-                        kerr == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? LT_ERR_TOO_BIG
-                                                                     : LT_ERR_TEMPORARY,
-                        "produce: event of %zu bytes: %s", lt_buf_len(wire),
-                        rd_kafka_err2str(kerr));
-        goto out;
-    }
-    rd_kafka_poll(s->env.producer, 0);
-    s->uncommitted++;
+    if (s->track_known)
+        lt_known_delta_add(s->known, lt_mail_event_get_provider_message_id(ev));
     s->messages++;
     s->progress_done++;
     lt_sync_progress_tick(s);

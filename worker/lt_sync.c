@@ -31,6 +31,7 @@ lt_sync_t *lt_sync_new(const lt_sync_env_t *env, const lt_account_t *account,
     s->started_ms = s->progress_last_ms = lt_now_ms();
     s->skipped_ids = lt_buf_new(LT_SYNC_SKIPPED_IDS_MAX);
     s->expunged_ids = lt_buf_new(LT_SYNC_SKIPPED_IDS_MAX);
+    s->known = lt_known_delta_new();
     if (traceparent && !lt_trace_parse(traceparent, strlen(traceparent), &s->trace, NULL, 0))
         s->have_trace = 1;
     return s;
@@ -61,6 +62,7 @@ void lt_sync_destroy(lt_sync_t *s)
     lt_buf_destroy(s->mem);
     lt_buf_destroy(s->skipped_ids);
     lt_buf_destroy(s->expunged_ids);
+    lt_known_delta_destroy(s->known);
     for (size_t i = 0; i < s->nscopes; i++) {
         free(s->scopes[i].scope);
         free(s->scopes[i].error);

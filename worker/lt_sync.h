@@ -36,6 +36,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "lt_accounts.h"
+#include "lt_change_event.h"
 #include "lt_command.h"
 #include "lt_db.h"
 #include "lt_err.h"
@@ -61,6 +62,7 @@ typedef struct {
     lt_series_t *objects_manifest;  /* full manifests stored (event over the bound) */
     lt_series_t *messages_partial;  /* published with payload.parse_error set */
     lt_series_t *messages_skipped;  /* not published, reported (lt_sync_note_skipped) */
+    lt_series_t *changes[4]; /* mail.change.v1 events committed, by lt_change_kind_t */
 } lt_sync_metrics_t;
 
 /* Progress of a command (lt_sync_set_total). */
@@ -82,6 +84,13 @@ typedef struct {
     lt_mail_codec_t *codec;
     int32_t schema_id;
     const char *raw_topic;
+    /* mail.change.v1 (lt_sync_change); change_codec NULL: changes refused */
+    lt_change_codec_t *change_codec;
+    int32_t change_schema_id;
+    const char *change_topic;
+    /* LATTICE_CHANGES: 0 turns change tracking off for every account
+     * (lt_sync_changes_enabled) */
+    int track_changes;
     const char *checkpoint_topic;
     const char *tmp_dir;
     /* Spill files are <tmp_dir>/<spill_prefix>XXXXXX (lt_sync_spill_prefix;
@@ -161,6 +170,47 @@ lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_
 lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
                                    int resync, lt_cursor_home_t home, const char *cursor,
                                    char *errstr, size_t errstr_size);
+/* --- mailbox changes (docs/events.md, mail.change.v1) -------------------
+ * Non-zero when the command's account tracks changes of `scope`: the env's
+ * track_changes, unless the account's config_json turns it off:
+ * "track_changes": false (the whole account) or
+ * "track_changes": {"off": ["Spam", ...]} (those scopes only). */
+int lt_sync_changes_enabled(const lt_sync_t *s, const char *scope);
+
+/* One change of a message already announced (or a reset of the scope). */
+typedef struct {
+    lt_change_kind_t kind;
+    const char *provider_message_id; /* NULL for a reset */
+    const char *mailbox;             /* the IMAP folder / Gmail scope; NULL none */
+    int64_t position;                /* IMAP MODSEQ, Gmail historyId; -1 none */
+    const char *const *items;        /* flags / labels: the full new set */
+    size_t nitems;
+    const char *reset_reason;        /* a reset: LT_CHANGE_RESET_* */
+} lt_sync_change_t;
+
+/* Produce the change inside the open transaction (begun if needed), with
+ * the same envelope, key and traceparent rules as the messages' events; it
+ * is committed by the next checkpoint like them. A deleted change also
+ * removes the message from the scope's known set (when tracked).
+ * LT_ERR_INVALID for a change the codec refuses. */
+lt_err_t lt_sync_change(lt_sync_t *s, const lt_sync_change_t *c, char *errstr,
+                        size_t errstr_size);
+/* Change events committed so far by this command. */
+int64_t lt_sync_changes(const lt_sync_t *s);
+
+/* Known messages (lib/state/lt_known.h): with tracking on, every message
+ * published from now on is added to the known set of the scope of the
+ * next checkpoint, and every deleted change removes one; the changes move
+ * with the batch (staged with its pending row, applied when it is). A
+ * connector turns it on per scope, when change tracking is on for it. */
+void lt_sync_track_known(lt_sync_t *s, int on);
+/* The batch forgets the scope's known set first (UIDVALIDITY changed). */
+void lt_sync_known_forget(lt_sync_t *s);
+/* Record what the batch published of a message's mutable state (IMAP: its
+ * flags as canonical text), for a later comparison (lt_known_each on
+ * lt_sync_db()); with tracking on, moves with the batch like the rest. */
+void lt_sync_known_state(lt_sync_t *s, const char *provider_message_id, const char *state);
+
 /* Abort the open transaction (nothing given since the last checkpoint is
  * published). */
 void lt_sync_abort(lt_sync_t *s);

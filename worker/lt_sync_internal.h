@@ -8,6 +8,7 @@
 #include "lt_sync.h"
 
 #include "lt_buf.h"
+#include "lt_known.h"
 #include "lt_trace.h"
 
 /* Ids of skipped messages kept for the command result (the count is exact). */
@@ -55,6 +56,10 @@ struct lt_sync_s {
 
     int64_t messages;
     int64_t bytes;
+    int64_t changes;       /* change events committed */
+    int64_t changes_uncommitted[4]; /* by kind, in the open transaction */
+    int track_known;       /* lt_sync_track_known */
+    lt_known_delta_t *known; /* the batch's known-set changes */
 
     /* progress (lt_sync_set_total); monotonic ms */
     int64_t progress_done;
@@ -91,6 +96,15 @@ void lt_sync_progress_tick(lt_sync_t *s);
 
 /* lt_delivery.c: begin the batch's transaction unless it is open. */
 lt_err_t lt_sync_ensure_txn(lt_sync_t *s, char *errstr, size_t n);
+
+/* lt_publish.c: one encoded record into the open transaction. */
+lt_err_t lt_sync_produce_wire(lt_sync_t *s, const char *topic, const lt_buf_t *wire,
+                              const char *event_id, char *errstr, size_t n);
+/* lt_sync_changes.c: the batch's change counts at a commit / an abort. */
+void lt_sync_changes_committed(lt_sync_t *s);
+void lt_sync_changes_aborted(lt_sync_t *s);
+/* Uncommitted change events in the open transaction (all kinds). */
+int64_t lt_sync_changes_open(const lt_sync_t *s);
 
 /* lt_publish.c: messages that fail the same way on every attempt. */
 int lt_sync_per_message(lt_err_t err);

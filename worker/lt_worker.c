@@ -22,6 +22,7 @@
 #include "lt_kafka.h"
 #include "lt_log.h"
 #include "lt_offsets.h"
+#include "lt_change_event.h"
 #include "lt_registry.h"
 #include "lt_s3.h"
 #include "lt_sync.h"
@@ -45,6 +46,7 @@ typedef struct slot_s {
     int txn_timeout_ms; /* the producer's transaction.timeout.ms */
     rd_kafka_t *marker_reader;
     lt_mail_codec_t *codec;
+    lt_change_codec_t *change_codec;
     volatile int cancel;
     int32_t running_partition; /* -1 when idle */
 } slot_t;
@@ -60,8 +62,10 @@ struct lt_worker_s {
     char worker_id[256];
     rd_kafka_t *consumer;
     rd_kafka_t *producer; /* DLQ and status: idempotent, not transactional */
+    lt_kafka_health_t *kafka_health; /* every client's errors; outlives them */
     lt_registry_t *registry;
     int32_t schema_id;
+    int32_t change_schema_id; /* -1: change tracking off */
     lt_dispatch_t *dispatch;
     pthread_mutex_t mu; /* offsets, slots' running_partition */
     lt_offsets_t *offsets;
@@ -267,12 +271,21 @@ static void slot_close(slot_t *s)
     }
     lt_kafka_destroy(s->marker_reader); /* closes it */
     lt_mail_codec_destroy(s->codec);
+    lt_change_codec_destroy(s->change_codec);
+    s->change_codec = NULL;
     lt_s3_destroy(s->s3);
     lt_db_destroy(s->db);
     s->producer = s->marker_reader = NULL;
     s->codec = NULL;
     s->s3 = NULL;
     s->db = NULL;
+}
+
+/* lt_s3's stall callback (any slot or upload thread). */
+static void on_s3_stall(void *opaque, const char *what)
+{
+    lt_worker_t *w = opaque;
+    lt_worker_obs_s3_stall(w->obs);
 }
 
 static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
@@ -303,7 +316,11 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
                                             .addressing = set->s3.path_style ? LT_S3_PATH_STYLE
                                                                              : LT_S3_VIRTUAL_HOSTED,
                                             .ca_file = set->s3.ca_file,
-                                            .timeout_s = (long)set->s3.timeout_s},
+                                            .timeout_s = (long)set->s3.timeout_s,
+                                            .low_speed_time_s = set->s3.low_speed_time_s,
+                                            .low_speed_bytes = set->s3.low_speed_bytes,
+                                            .on_stall = on_s3_stall,
+                                            .stall_opaque = s->w},
                           errstr, n);
         if (!s->s3)
             return LT_ERR_FINAL;
@@ -311,6 +328,11 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
     if (!s->codec) {
         s->codec = lt_mail_codec_new(errstr, n);
         if (!s->codec)
+            return LT_ERR_FINAL;
+    }
+    if (!s->change_codec && s->w->change_schema_id >= 0) {
+        s->change_codec = lt_change_codec_new(errstr, n);
+        if (!s->change_codec)
             return LT_ERR_FINAL;
     }
     if (!s->producer) {
@@ -328,7 +350,8 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
                 RD_KAFKA_CONF_OK &&
             atoi(tmo) > 0)
             s->txn_timeout_ms = atoi(tmo);
-        s->producer = lt_kafka_new(RD_KAFKA_PRODUCER, conf, s, lt_sync_dr_cb, errstr, n);
+        s->producer = lt_kafka_new_watched(RD_KAFKA_PRODUCER, conf, s, lt_sync_dr_cb,
+                                           s->w->kafka_health, errstr, n);
         if (!s->producer)
             return LT_ERR_TEMPORARY;
         /* metadata now, not on librdkafka's 1 s timer inside the first commit */
@@ -346,19 +369,27 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
             return LT_ERR_FINAL;
         char e[256];
         rd_kafka_conf_set(conf, "enable.partition.eof", "true", e, sizeof(e));
-        s->marker_reader = lt_kafka_new(RD_KAFKA_CONSUMER, conf, s, NULL, errstr, n);
+        s->marker_reader =
+            lt_kafka_new_watched(RD_KAFKA_CONSUMER, conf, s, NULL, s->w->kafka_health, errstr, n);
         if (!s->marker_reader)
             return LT_ERR_TEMPORARY;
     }
     return LT_OK;
 }
 
-static int64_t backoff_ms(const lt_worker_t *w, int attempt)
+/* The delay before retry number `failures` (1, 2, ...) of a temporary
+ * failure: base * 2^(failures - 1), capped at LATTICE_WORKER_RETRY_MAX_MS,
+ * with jitter (half of it random) so that the commands an outage failed
+ * together do not come back together. */
+static int64_t backoff_ms(const lt_worker_t *w, int failures)
 {
-    int64_t base = w->set->worker.retry_base_ms;
-    int64_t ms = base << (attempt < 10 ? attempt - 1 : 9);
-    if (ms > 300000)
-        ms = 300000;
+    int64_t base = w->set->worker.retry_base_ms, cap = w->set->worker.retry_max_ms;
+    int shift = failures < 1 ? 0 : failures - 1;
+    int64_t ms = base << (shift < 20 ? shift : 20);
+    if (ms > cap)
+        ms = cap;
+    if (ms < 2)
+        return ms;
     return ms / 2 + rand() % (ms / 2 + 1);
 }
 
@@ -427,12 +458,21 @@ static step_t job_check_status(job_run_t *r)
     lt_worker_t *w = r->w;
     lt_command_t *cmd = r->cmd;
     lt_db_t *db = r->slot->db;
-    lt_command_state_t prev_state = {LT_COMMAND_NONE, 0};
+    lt_command_state_t prev_state = {.status = LT_COMMAND_NONE};
     r->err = lt_command_get_status(db, lt_command_id(cmd), lt_command_tenant_id(cmd),
                                    lt_command_account_id(cmd), &prev_state, r->errstr,
                                    sizeof(r->errstr));
     lt_command_status_t st = prev_state.status;
     int prev_attempts = prev_state.attempt;
+    /* Runs in a row that never finished and made no durable progress: the
+     * row's count, plus its last run when the row is still running it, that
+     * run counted no message, and it is not this process's own (whose
+     * failure Postgres may have missed). */
+    int stalled = prev_state.stalled_runs +
+                  (st == LT_COMMAND_RUNNING && prev_state.messages == 0 &&
+                           prev_attempts != lt_job_row_attempt(r->job)
+                       ? 1
+                       : 0);
     if (r->err == LT_ERR_FINAL) {
         if (dead_letter_command(w, r->job, cmd, r->errstr, &r->log, r->t0, r->attempt, r->tp))
             return STEP_RETRY;
@@ -447,16 +487,15 @@ static step_t job_check_status(job_run_t *r)
         r->err = LT_OK;
         return STEP_DONE;
     }
-    /* Attempts count across restarts: the row has them. A command started
-     * max times and never finished took its worker down each time (killed,
-     * out of memory); it is not run again. */
-    if (prev_attempts >= w->set->worker.max_attempts) {
+    /* Runs count across restarts: the row has them. A command whose last
+     * max runs never finished and moved no watermark took its worker down
+     * each time (killed, out of memory); it is not run again. */
+    if (stalled >= w->set->worker.max_attempts) {
         char reason[1100];
         snprintf(reason, sizeof(reason),
-                 "gave up after %d attempts (LATTICE_WORKER_MAX_ATTEMPTS): the last one %s",
-                 prev_attempts,
-                 st == LT_COMMAND_RUNNING ? "never finished (its worker stopped or crashed)"
-                                          : "failed");
+                 "gave up after %d attempts (LATTICE_WORKER_MAX_ATTEMPTS): the last %d never "
+                 "finished and made no progress (their worker stopped or crashed)",
+                 prev_attempts, stalled);
         if (dead_letter_command(w, r->job, cmd, reason, &r->log, r->t0, prev_attempts, r->tp))
             return STEP_RETRY;
         lt_command_finish(db, lt_command_id(cmd),
@@ -479,7 +518,9 @@ static lt_command_info_t command_info(const job_run_t *r)
                             lt_provider_name(lt_command_provider(cmd)),
                             lt_sync_kind_name(lt_command_kind(cmd)),
                             lt_command_scope(cmd),
-                            r->w->worker_id};
+                            r->w->worker_id,
+                            r->attempt,
+                            lt_job_row_attempt(r->job)};
     return ci;
 }
 
@@ -571,8 +612,10 @@ static step_t job_start(job_run_t *r)
     if (r->err)
         return STEP_FAIL;
     r->started = 1;
+    /* the row's attempt is at least this process's count: both agree */
     if (r->att > r->attempt)
         r->attempt = r->att; /* this process's attempts and its predecessors' */
+    lt_job_started(r->job, r->attempt);
     lt_info(&r->log, "command started (%s, attempt %d)", lt_sync_kind_name(lt_command_kind(cmd)),
             r->att);
     return STEP_NEXT;
@@ -672,6 +715,10 @@ static step_t job_sync(job_run_t *r)
         .codec = slot->codec,
         .schema_id = w->schema_id,
         .raw_topic = set->topic.raw,
+        .change_codec = slot->change_codec,
+        .change_schema_id = w->change_schema_id,
+        .change_topic = set->topic.changes,
+        .track_changes = set->worker.track_changes,
         .checkpoint_topic = set->topic.checkpoints,
         .tmp_dir = set->worker.tmp_dir,
         .spill_prefix = w->spill_prefix,
@@ -749,11 +796,19 @@ static void job_succeeded(job_run_t *r)
                                    .sync = r->sync});
 }
 
-static run_result_t job_retry(job_run_t *r)
+/* Retry later: the backoff grows with the failures since the last
+ * durable progress (lt_job_failed() counted this one). */
+static run_result_t job_retry_after(job_run_t *r, int64_t delay_ms)
 {
-    lt_job_retry_at(r->job, lt_now_ms() + backoff_ms(r->w, r->attempt));
+    lt_job_retry_at(r->job, lt_now_ms() + delay_ms);
     lt_worker_obs_attempt(r->w->obs, r->cmd, "retried", r->err, lt_now_ms() - r->t0);
     return R_RETRY;
+}
+
+static run_result_t job_retry(job_run_t *r)
+{
+    lt_job_failed(r->job, 0, lt_now_ms());
+    return job_retry_after(r, backoff_ms(r->w, lt_job_failures(r->job)));
 }
 
 /* The command row of a started command that failed, when the database
@@ -784,11 +839,27 @@ static run_result_t job_failed(job_run_t *r)
         lt_worker_obs_attempt(w->obs, r->cmd, "cancelled", r->err, lt_now_ms() - r->t0);
         return R_CANCELLED;
     }
-    if (r->err == LT_ERR_TEMPORARY && r->attempt < w->set->worker.max_attempts) {
-        lt_warn(&r->log, "command failed temporarily (attempt %d): %s; retrying", r->attempt,
-                r->errstr);
-        job_record_failure(r, "temporary");
-        return job_retry(r);
+    /* A temporary failure is retried while it lasts less than the retry
+     * window (monotonic clock); an attempt that moved the watermark starts
+     * the window again: the command is getting somewhere. */
+    if (r->err == LT_ERR_TEMPORARY) {
+        int64_t now = lt_now_ms(), window_ms = (int64_t)w->set->worker.retry_window_s * 1000;
+        lt_job_failed(r->job, r->sync && lt_sync_messages(r->sync) > 0, now);
+        int64_t failing_ms = now - lt_job_failing_since(r->job);
+        if (failing_ms < window_ms) {
+            int64_t delay = backoff_ms(w, lt_job_failures(r->job));
+            lt_warn(&r->log,
+                    "command failed temporarily (attempt %d): %s; retrying in %lld ms (failing "
+                    "for %lld s of the %d s retry window)",
+                    r->attempt, r->errstr, (long long)delay, (long long)(failing_ms / 1000),
+                    w->set->worker.retry_window_s);
+            job_record_failure(r, "temporary");
+            return job_retry_after(r, delay);
+        }
+        lt_error(&r->log,
+                 "command failing temporarily for %lld s, beyond the %d s retry window "
+                 "(LATTICE_WORKER_RETRY_WINDOW_S): giving up",
+                 (long long)(failing_ms / 1000), w->set->worker.retry_window_s);
     }
     /* Some scopes synced, others did not: "partial" (the table has no such
      * status: failed there, with the summary as the error). */
@@ -1133,8 +1204,20 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     if (lt_registry_register(w->registry, subject, lt_mail_event_schema_json(), &w->schema_id,
                              errstr, errstr_size))
         goto fail;
+    w->change_schema_id = -1;
+    if (set->worker.track_changes) {
+        snprintf(subject, sizeof(subject), "%s-value", set->topic.changes);
+        if (lt_registry_register(w->registry, subject, lt_change_event_schema_json(),
+                                 &w->change_schema_id, errstr, errstr_size))
+            goto fail;
+    }
 
-    w->producer = lt_kafka_producer_new(cfg, NULL, errstr, errstr_size);
+    w->kafka_health = lt_kafka_health_new();
+    rd_kafka_conf_t *pconf = lt_kafka_producer_conf(cfg, NULL, errstr, errstr_size);
+    if (!pconf)
+        goto fail;
+    w->producer = lt_kafka_new_watched(RD_KAFKA_PRODUCER, pconf, NULL, NULL, w->kafka_health,
+                                       errstr, errstr_size);
     if (!w->producer)
         goto fail;
     /* every topic the worker produces to must exist (auto-create is off):
@@ -1145,8 +1228,11 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     } need[] = {{"LATTICE_TOPIC_RAW", set->topic.raw},
                 {"LATTICE_TOPIC_CHECKPOINTS", set->topic.checkpoints},
                 {"LATTICE_TOPIC_STATUS", set->topic.status},
-                {"LATTICE_TOPIC_DLQ", set->topic.dlq}};
+                {"LATTICE_TOPIC_DLQ", set->topic.dlq},
+                {"LATTICE_TOPIC_CHANGES", set->worker.track_changes ? set->topic.changes : NULL}};
     for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
+        if (!need[i].topic)
+            continue;
         char e[512];
         lt_err_t terr = lt_kafka_warm_topic(w->producer, need[i].topic, 10000, e, sizeof(e));
         if (terr == LT_ERR_NOT_FOUND) {
@@ -1161,7 +1247,8 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     if (!conf)
         goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-    w->consumer = lt_kafka_new(RD_KAFKA_CONSUMER, conf, w, NULL, errstr, errstr_size);
+    w->consumer = lt_kafka_new_watched(RD_KAFKA_CONSUMER, conf, w, NULL, w->kafka_health, errstr,
+                                       errstr_size);
     if (!w->consumer)
         goto fail;
 
@@ -1173,6 +1260,7 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
         w->slots[i].running_partition = -1;
     }
     w->obs = lt_worker_obs_new(NULL, cfg, w->worker_id, w->producer, w->dispatch, w->nslots);
+    lt_worker_obs_kafka_health(w->obs, w->kafka_health);
     return w;
 fail:
     lt_worker_destroy(w);
@@ -1188,6 +1276,7 @@ void lt_worker_set_metrics(lt_worker_t *w, lt_metrics_t *metrics)
 {
     lt_worker_obs_destroy(w->obs);
     w->obs = lt_worker_obs_new(metrics, w->cfg, w->worker_id, w->producer, w->dispatch, w->nslots);
+    lt_worker_obs_kafka_health(w->obs, w->kafka_health);
 }
 
 int lt_worker_ready(lt_worker_t *w, char *why, size_t why_size)
@@ -1238,6 +1327,8 @@ lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
         rd_kafka_poll(w->producer, 0);
         if (w->share_dirty)
             update_share(w);
+        /* while the brokers are down: are they back? (a short wait, every 2 s) */
+        lt_kafka_health_probe(w->kafka_health, w->producer, 2000, 500);
         flow_control(w);
         if (lt_now_ms() - last_commit > 1000 && lt_now_ms() >= w->commit_hold_until) {
             commit_ready(w, NULL);
@@ -1277,6 +1368,7 @@ void lt_worker_destroy(lt_worker_t *w)
     if (w->producer)
         rd_kafka_flush(w->producer, 5000);
     lt_kafka_destroy(w->producer);
+    lt_kafka_health_destroy(w->kafka_health); /* after every client */
     lt_registry_destroy(w->registry);
     lt_worker_obs_destroy(w->obs);
     lt_dispatch_destroy(w->dispatch);

@@ -8,6 +8,7 @@
 #include <json-c/json.h>
 
 #include "lt_buf.h"
+#include "lt_clock.h"
 #include "lt_kafka.h"
 #include "lt_log.h"
 #include "lt_ready_probe.h"
@@ -45,6 +46,9 @@ struct lt_worker_obs_s {
     lt_metric_t *p_done, *p_total, *p_rate, *p_eta;
     lt_metric_t *g_units, *g_quota, *g_cuts, *g_day, *g_alert, *g_paused;
     lt_series_t *g_share;
+    lt_series_t *s3_stalls;
+    lt_kafka_health_t *kafka_health;
+    lt_series_t *k_up, *k_txn_up, *k_down_s, *k_errors, *k_outages;
     lt_series_t *dead_letters, *in_flight, *queued, *assigned, *ready, *paused, *pauses;
     lt_sync_metrics_t sm[NPROVIDERS];
 
@@ -56,8 +60,22 @@ static void on_scrape(void *opaque)
     lt_worker_obs_t *o = opaque;
     int running = lt_dispatch_running(o->dispatch, -1);
     lt_series_set(o->queued, (double)(lt_dispatch_size(o->dispatch) - running));
+    lt_kafka_health_state_t hs;
+    lt_kafka_health_get(o->kafka_health, &hs);
+    lt_series_set(o->k_up, hs.brokers_up);
+    lt_series_set(o->k_txn_up, hs.txn_coordinator_up);
+    lt_series_set(o->k_down_s,
+                  hs.down_since_ms ? (double)(lt_now_ms() - hs.down_since_ms) / 1000.0 : 0);
+    lt_series_add(o->k_errors, (double)hs.client_errors - lt_series_value(o->k_errors));
+    lt_series_add(o->k_outages, (double)hs.outages - lt_series_value(o->k_outages));
     char why[256];
     lt_series_set(o->ready, lt_worker_obs_ready(o, why, sizeof(why)));
+}
+
+void lt_worker_obs_kafka_health(lt_worker_obs_t *o, lt_kafka_health_t *health)
+{
+    if (o)
+        o->kafka_health = health;
 }
 
 lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
@@ -101,6 +119,33 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
         reg, "lattice_worker_dead_letters_total",
         "Commands written to the dead-letter topic (malformed, unknown or rejected account).",
         NULL));
+    o->s3_stalls = lt_metric_series(lt_metrics_counter(
+        reg, "lattice_worker_s3_stalls_total",
+        "S3 requests given up as stalled: under LATTICE_S3_LOW_SPEED_BYTES per second for "
+        "LATTICE_S3_LOW_SPEED_TIME_S (a frozen or black-holed object store); retried.",
+        NULL));
+    o->k_up = lt_metric_series(lt_metrics_gauge(
+        reg, "lattice_worker_kafka_brokers_up",
+        "0 while every Kafka broker is unreachable (an _ALL_BROKERS_DOWN of any of the worker's "
+        "clients, until a delivery or a metadata probe answers), else 1.",
+        NULL));
+    o->k_txn_up = lt_metric_series(lt_metrics_gauge(
+        reg, "lattice_worker_kafka_txn_coordinator_up",
+        "0 while the transaction coordinator is unreachable (the clients report the "
+        "TxnCoordinator failing, until a transactional delivery or the brokers answer), else 1.",
+        NULL));
+    o->k_down_s = lt_metric_series(lt_metrics_gauge(
+        reg, "lattice_worker_kafka_unreachable_seconds",
+        "How long the current broker outage has lasted, seconds (0 when the brokers answer).",
+        NULL));
+    o->k_errors = lt_metric_series(lt_metrics_counter(
+        reg, "lattice_worker_kafka_client_errors_total",
+        "Errors the worker's Kafka clients reported (librdkafka's error callback); during a "
+        "broker outage they are counted here and logged at debug only.",
+        NULL));
+    o->k_outages = lt_metric_series(
+        lt_metrics_counter(reg, "lattice_worker_kafka_outages_total",
+                           "Times every Kafka broker became unreachable.", NULL));
     o->in_flight = lt_metric_series(lt_metrics_gauge(reg, "lattice_worker_commands_in_flight",
                                                      "Commands running now.", NULL));
     o->queued = lt_metric_series(lt_metrics_gauge(
@@ -205,6 +250,11 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
         "Messages not published and reported in the command result (skipped_ids): over "
         "LATTICE_MAX_MESSAGE_BYTES, gone, or no raw object or event could be stored.",
         "provider");
+    lt_metric_t *changes = lt_metrics_counter(
+        reg, "lattice_worker_changes_published_total",
+        "mail.change.v1 events committed (Kafka transaction), by kind: deleted, flags, labels, "
+        "reset.",
+        "provider,kind");
     for (int i = 0; i < NPROVIDERS; i++) {
         const char *p = k_providers[i];
         o->sm[i] = (lt_sync_metrics_t){
@@ -220,6 +270,8 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
             .messages_partial = lt_metric_get(partial, p),
             .messages_skipped = lt_metric_get(skipped, p),
         };
+        for (int k = 0; k < 4; k++)
+            o->sm[i].changes[k] = lt_metric_get(changes, p, lt_change_kind_name((lt_change_kind_t)k));
     }
     lt_metrics_on_scrape(reg, on_scrape, o);
     return o;
@@ -287,6 +339,12 @@ void lt_worker_obs_scope(lt_worker_obs_t *o, const lt_command_t *cmd, const char
     const char *provider, *kind;
     cmd_labels(cmd, &provider, &kind);
     lt_series_inc(lt_metric_get(o->scopes, provider, result, err ? lt_err_name(err) : "none"));
+}
+
+void lt_worker_obs_s3_stall(lt_worker_obs_t *o)
+{
+    if (o)
+        lt_series_inc(o->s3_stalls);
 }
 
 void lt_worker_obs_dead_letter(lt_worker_obs_t *o)
@@ -439,6 +497,15 @@ void lt_worker_obs_sync_env(lt_worker_obs_t *o, int slot, const lt_command_t *cm
 
 int lt_worker_obs_ready(lt_worker_obs_t *o, char *why, size_t why_size)
 {
+    if (o && o->kafka_health) {
+        lt_kafka_health_state_t hs;
+        lt_kafka_health_get(o->kafka_health, &hs);
+        if (!hs.brokers_up) {
+            snprintf(why, why_size, "kafka brokers unreachable for %lld s",
+                     (long long)((lt_now_ms() - hs.down_since_ms) / 1000));
+            return 0;
+        }
+    }
     return lt_ready_probe_check(o ? o->probe : NULL, why, why_size);
 }
 

@@ -20,6 +20,7 @@
 #include "lt_config.h"
 #include "lt_dispatch.h"
 #include "lt_err.h"
+#include "lt_kafka.h"
 #include "lt_metrics.h"
 #include "lt_sync.h"
 
@@ -44,6 +45,8 @@ void lt_worker_obs_attempt(lt_worker_obs_t *o, const lt_command_t *cmd, const ch
  * "missing" (err: its class, LT_OK when ok). */
 void lt_worker_obs_scope(lt_worker_obs_t *o, const lt_command_t *cmd, const char *result,
                          lt_err_t err);
+/* An S3 request was given up as stalled (LATTICE_S3_LOW_SPEED_TIME_S). */
+void lt_worker_obs_s3_stall(lt_worker_obs_t *o);
 /* A command was written to the dead-letter topic. */
 void lt_worker_obs_dead_letter(lt_worker_obs_t *o);
 /* Fetching from the command topic paused (1: the in-memory queue is full)
@@ -68,10 +71,15 @@ void lt_worker_obs_gmail_share(lt_worker_obs_t *o, double share);
 void lt_worker_obs_sync_env(lt_worker_obs_t *o, int slot, const lt_command_t *cmd,
                             const char *traceparent, int attempt, lt_sync_env_t *env);
 
+/* The worker's Kafka clients' health (borrowed; NULL: none): exported as
+ * metrics at each scrape, and part of readiness. */
+void lt_worker_obs_kafka_health(lt_worker_obs_t *o, lt_kafka_health_t *health);
+
 /* Readiness: the worker has had its first partition assignment (zero
  * partitions count: an idle member of a group larger than the partition
- * count is healthy) and Postgres answers (a probe connection, checked at
- * most every 5 s). 0 with the reason in why. */
+ * count is healthy), Postgres answers (a probe connection, checked at
+ * most every 5 s) and the Kafka brokers are reachable (not in an outage
+ * its clients reported, lt_kafka_health_t). 0 with the reason in why. */
 int lt_worker_obs_ready(lt_worker_obs_t *o, char *why, size_t why_size);
 
 #endif

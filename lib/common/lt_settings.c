@@ -10,6 +10,7 @@
 #define S LT_PROG_SCHEDULER
 #define P LT_PROG_PARSER
 #define T LT_PROG_TOOLS
+#define WA LT_PROG_WATCHER
 #define ALL LT_PROG_ALL
 
 static const lt_setting_t k_settings[] = {
@@ -122,7 +123,7 @@ static const lt_setting_t k_settings[] = {
     {.env = "LATTICE_TOPIC_CHANGES",
      LT_SET_FIELD_STRING(topic.changes),
      .def = "lattice.mail.change.v1",
-     .programs = W | T,
+     .programs = W | P | T,
      .required = true,
      .group = "Kafka",
      .desc = "Topic of mail.change.v1 events (Avro, Confluent wire format, keyed by "
@@ -188,6 +189,14 @@ static const lt_setting_t k_settings[] = {
      .max = 100000,
      .group = "Worker",
      .desc = "Messages per Kafka transaction (one watermark step)."},
+    {.env = "LATTICE_WORKER_TRACK_CHANGES",
+     LT_SET_FIELD_BOOL(worker.track_changes),
+     .def = "true",
+     .programs = W,
+     .group = "Worker",
+     .desc = "Publish mailbox changes (deleted messages, flags, labels) on LATTICE_TOPIC_CHANGES "
+             "with the incremental sync. An account turns it off in its config_json: "
+             "\"track_changes\": false, or {\"off\": [scopes]} (docs/events.md)."},
     {.env = "LATTICE_WORKER_S3_PARALLEL",
      LT_SET_FIELD_INT(worker.s3_parallel),
      .def = "8",
@@ -206,9 +215,11 @@ static const lt_setting_t k_settings[] = {
      .max = 100,
      .group = "Worker",
      .desc =
-         "Attempts of a command failing temporarily (exponential backoff) before it is reported "
-         "failed. Counted across worker restarts (the command's row): a command started this many "
-         "times that never finished (its worker was killed each time) is dead-lettered."},
+         "Runs of a command in a row that never finished and made no durable progress (no "
+         "watermark or cursor moved: its worker was killed or ran out of memory each time) "
+         "before the command is dead-lettered. Counted across worker restarts (the command's "
+         "row). A run that moved the watermark starts the count again; temporary failures are "
+         "bounded by LATTICE_WORKER_RETRY_WINDOW_S instead."},
     {.env = "LATTICE_WORKER_RETRY_BASE_MS",
      LT_SET_FIELD_INT(worker.retry_base_ms),
      .def = "1000",
@@ -216,7 +227,29 @@ static const lt_setting_t k_settings[] = {
      .min = 1,
      .max = 600000,
      .group = "Worker",
-     .desc = "First retry delay; doubles per attempt, with jitter, capped at 5 minutes."},
+     .desc = "First retry delay of a command failing temporarily; doubles per failure, with "
+             "jitter, up to LATTICE_WORKER_RETRY_MAX_MS."},
+    {.env = "LATTICE_WORKER_RETRY_MAX_MS",
+     LT_SET_FIELD_INT(worker.retry_max_ms),
+     .def = "30000",
+     .programs = W,
+     .min = 1,
+     .max = 3600000,
+     .group = "Worker",
+     .desc = "Longest retry delay of a command failing temporarily (the backoff's cap): how "
+             "long after a recovered outage the command may still wait."},
+    {.env = "LATTICE_WORKER_RETRY_WINDOW_S",
+     LT_SET_FIELD_INT(worker.retry_window_s),
+     .def = "600",
+     .programs = W,
+     .min = 0,
+     .max = 86400,
+     .group = "Worker",
+     .desc =
+         "How long a command failing temporarily (Postgres, Kafka, S3 or the provider "
+         "unreachable, a 5xx) is retried before it is reported failed, seconds from its first "
+         "failure (monotonic clock). An attempt that moved the watermark starts the window "
+         "again. 0: no retry."},
     {.env = "LATTICE_WORKER_DRAIN_TIMEOUT_S",
      LT_SET_FIELD_INT(worker.drain_timeout_s),
      .def = "25",
@@ -278,7 +311,7 @@ static const lt_setting_t k_settings[] = {
      .desc = "Where messages larger than 8 MiB are spooled while they are stored."},
     {.env = "LATTICE_SECRETS_DIR",
      LT_SET_FIELD_STRING(worker.secrets_dir),
-     .programs = W,
+     .programs = W | WA,
      .group = "Worker",
      .desc =
          "Directory of the account secrets that config_json names by file (password_file, "
@@ -287,7 +320,7 @@ static const lt_setting_t k_settings[] = {
          "(*_env) must be named LTS_<tenant>__<NAME> (docs/operations.md, \"Account secrets\")."},
     {.env = "LATTICE_TLS_CA_FILE",
      LT_SET_FIELD_STRING(tls_ca_file),
-     .programs = W | P | T,
+     .programs = W | P | T | WA,
      .group = "Worker",
      .desc = "CA bundle for IMAP and Gmail TLS (system store when unset). Certificates are always "
              "verified."},
@@ -461,8 +494,8 @@ static const lt_setting_t k_settings[] = {
      .required = true,
      .group = "Parser",
      .desc =
-         "Kafka consumer group of lattice-mail-parser on LATTICE_TOPIC_RAW (reset its offsets to "
-         "parse again: rows are upserted)."},
+         "Kafka consumer group of lattice-mail-parser on LATTICE_TOPIC_RAW and "
+         "LATTICE_TOPIC_CHANGES (reset its offsets to parse again: rows are upserted)."},
     {.env = "LATTICE_PARSER_DLQ_TOPIC",
      LT_SET_FIELD_STRING(parser.dlq_topic),
      .def = "lattice.mail.parser.dlq.v1",
@@ -525,26 +558,35 @@ static const lt_setting_t k_settings[] = {
      .desc =
          "First wait after a temporary failure (Postgres, S3 or registry unreachable); doubles, "
          "capped at 30 s; the batch is then read and written again."},
+    {.env = "LATTICE_PARSER_PENDING_RETENTION_S",
+     LT_SET_FIELD_INT64(parser.pending_retention_s),
+     .def = "604800",
+     .programs = P,
+     .min = 60,
+     .max = 315360000LL,
+     .group = "Parser",
+     .desc = "Seconds a mailbox change for a message not (yet) stored waits for the message's raw "
+             "event in emails_changes_pending before it is purged (default 7 days)."},
 
     /* --- Gmail (docs/gmail.md) --- */
     {.env = "LATTICE_GMAIL_API_URL",
      LT_SET_FIELD_STRING(gmail.api_url),
      .def = "https://gmail.googleapis.com",
-     .programs = W | T,
+     .programs = W | T | WA,
      .required = true,
      .group = "Gmail",
      .desc = "Base URL of the Gmail API (the emulator: https://127.0.0.1:18443)."},
     {.env = "LATTICE_GMAIL_TOKEN_URL",
      LT_SET_FIELD_STRING(gmail.token_url),
      .def = "https://oauth2.googleapis.com/token",
-     .programs = W | T,
+     .programs = W | T | WA,
      .required = true,
      .group = "Gmail",
      .desc = "Google's OAuth 2.0 token endpoint (refresh-token grant)."},
     {.env = "LATTICE_GMAIL_MAX_INFLIGHT",
      LT_SET_FIELD_INT(gmail.max_inflight),
      .def = "8",
-     .programs = W | T,
+     .programs = W | T | WA,
      .min = 1,
      .max = 100,
      .group = "Gmail",
@@ -554,7 +596,7 @@ static const lt_setting_t k_settings[] = {
     {.env = "LATTICE_GMAIL_USER_UNITS_PER_MIN",
      LT_SET_FIELD_INT(gmail.user_units_per_min),
      .def = "6000",
-     .programs = W | T,
+     .programs = W | T | WA,
      .min = 1,
      .max = 100000000,
      .group = "Gmail",
@@ -566,7 +608,7 @@ static const lt_setting_t k_settings[] = {
     {.env = "LATTICE_GMAIL_PROJECT_UNITS_PER_MIN",
      LT_SET_FIELD_INT(gmail.project_units_per_min),
      .def = "1200000",
-     .programs = W | T,
+     .programs = W | T | WA,
      .min = 0,
      .max = 1000000000,
      .group = "Gmail",
@@ -603,7 +645,7 @@ static const lt_setting_t k_settings[] = {
              "day, instead of running into charges."},
     {.env = "LATTICE_GMAIL_QUOTA_UNITS_PER_S",
      LT_SET_FIELD_INT(gmail.quota_units_per_s),
-     .programs = W | T,
+     .programs = W | T | WA,
      .min = 1,
      .max = 1000000,
      .group = "Gmail",
@@ -612,7 +654,7 @@ static const lt_setting_t k_settings[] = {
     {.env = "LATTICE_GMAIL_TIMEOUT_S",
      LT_SET_FIELD_INT(gmail.timeout_s),
      .def = "120",
-     .programs = W | T,
+     .programs = W | T | WA,
      .min = 1,
      .max = 3600,
      .group = "Gmail",
@@ -620,7 +662,7 @@ static const lt_setting_t k_settings[] = {
     {.env = "LATTICE_GMAIL_MAX_RETRIES",
      LT_SET_FIELD_INT(gmail.max_retries),
      .def = "8",
-     .programs = W | T,
+     .programs = W | T | WA,
      .min = 0,
      .max = 100,
      .group = "Gmail",
@@ -631,13 +673,77 @@ static const lt_setting_t k_settings[] = {
     {.env = "LATTICE_GMAIL_RETRY_BASE_MS",
      LT_SET_FIELD_INT(gmail.retry_base_ms),
      .def = "1000",
-     .programs = W | T,
+     .programs = W | T | WA,
      .min = 1,
      .max = 600000,
      .group = "Gmail",
      .desc = "First retry delay of a Gmail request; doubles per retry, capped at 64 s."},
 
-    /* --- schema registry --- */
+        /* --- Gmail push (docs/gmail-push.md) --- */
+    {.env = "LATTICE_WATCHER_GMAIL_TOPIC",
+     LT_SET_FIELD_STRING(watcher_gmail.topic),
+     .programs = WA,
+     .group = "Gmail push",
+     .desc = "Cloud Pub/Sub topic Gmail publishes to, projects/PROJECT/topics/TOPIC (users.watch "
+             "topicName); unset: Gmail accounts are not watched (the scheduler still syncs them)."},
+    {.env = "LATTICE_WATCHER_GMAIL_RENEW_S",
+     LT_SET_FIELD_INT(watcher_gmail.renew_s),
+     .def = "86400",
+     .programs = WA,
+     .min = 1,
+     .max = 518400,
+     .group = "Gmail push",
+     .desc = "Interval between two users.watch calls of an account, seconds; a watch lasts 7 days "
+             "and is always renewed before it expires (Google: renew daily)."},
+    {.env = "LATTICE_WATCHER_GMAIL_PUSH_BIND",
+     LT_SET_FIELD_STRING(watcher_gmail.push_bind),
+     .def = "0.0.0.0",
+     .programs = WA,
+     .group = "Gmail push",
+     .desc = "Address of the push endpoint that receives the Pub/Sub push requests."},
+    {.env = "LATTICE_WATCHER_GMAIL_PUSH_PORT",
+     LT_SET_FIELD_INT(watcher_gmail.push_port),
+     .def = "0",
+     .programs = WA,
+     .min = 0,
+     .max = 65535,
+     .group = "Gmail push",
+     .desc = "Port of the push endpoint (behind the HTTPS ingress the subscription's push URL "
+             "names); 0 = no endpoint."},
+    {.env = "LATTICE_WATCHER_GMAIL_PUSH_PATH",
+     LT_SET_FIELD_STRING(watcher_gmail.push_path),
+     .def = "/gmail/push",
+     .programs = WA,
+     .group = "Gmail push",
+     .desc = "URL path of the push endpoint."},
+    {.env = "LATTICE_WATCHER_GMAIL_PUSH_KEYS_FILE",
+     LT_SET_FIELD_STRING(watcher_gmail.push_keys_file),
+     .programs = WA,
+     .group = "Gmail push",
+     .desc = "Google's signing keys of the push OIDC tokens: a copy of "
+             "https://www.googleapis.com/oauth2/v3/certs (JWKS), of .../oauth2/v1/certs, or PEM "
+             "public keys; re-read when it changes. Set: every push must carry a valid token."},
+    {.env = "LATTICE_WATCHER_GMAIL_PUSH_AUDIENCE",
+     LT_SET_FIELD_STRING(watcher_gmail.push_audience),
+     .programs = WA,
+     .group = "Gmail push",
+     .desc = "The audience the push subscription puts in its OIDC tokens (required with the "
+             "keys file)."},
+    {.env = "LATTICE_WATCHER_GMAIL_PUSH_SERVICE_ACCOUNT",
+     LT_SET_FIELD_STRING(watcher_gmail.push_service_account),
+     .programs = WA,
+     .group = "Gmail push",
+     .desc = "The service account the push subscription signs as (the token's email claim); "
+             "unset: any Google-verified email."},
+    {.env = "LATTICE_WATCHER_GMAIL_PUSH_TOKEN",
+     LT_SET_FIELD_STRING(watcher_gmail.push_token),
+     .programs = WA,
+     .secret = true,
+     .group = "Gmail push",
+     .desc = "Shared secret the push URL carries as ?token= (or _FILE); with the keys file both "
+             "are required. The OIDC token is the stronger check: prefer it."},
+
+/* --- schema registry --- */
     {.env = "LATTICE_SCHEMA_REGISTRY_URL",
      LT_SET_FIELD_STRING(registry.url),
      .def = "http://127.0.0.1:18080/apis/ccompat/v7",
@@ -734,6 +840,25 @@ static const lt_setting_t k_settings[] = {
      .max = 3600,
      .group = "Object storage",
      .desc = "Timeout of one object request, seconds."},
+    {.env = "LATTICE_S3_LOW_SPEED_TIME_S",
+     LT_SET_FIELD_INT(s3.low_speed_time_s),
+     .def = "30",
+     .programs = W,
+     .min = 0,
+     .max = 3600,
+     .group = "Object storage",
+     .desc = "A request whose transfer stays below LATTICE_S3_LOW_SPEED_BYTES per second this "
+             "long is given up as stalled (a frozen or black-holed server) and retried, long "
+             "before LATTICE_S3_TIMEOUT_S. 0: off."},
+    {.env = "LATTICE_S3_LOW_SPEED_BYTES",
+     LT_SET_FIELD_INT(s3.low_speed_bytes),
+     .def = "1",
+     .programs = W,
+     .min = 1,
+     .max = 100000000,
+     .group = "Object storage",
+     .desc = "Bytes per second under which a request counts as stalled (see "
+             "LATTICE_S3_LOW_SPEED_TIME_S)."},
 };
 
 const lt_setting_t *lt_settings_table(size_t *count)

@@ -52,8 +52,11 @@ typedef struct {
         int concurrency;                     /* LATTICE_WORKER_CONCURRENCY */
         int batch_messages;                  /* LATTICE_WORKER_BATCH_MESSAGES */
         int s3_parallel;                     /* LATTICE_WORKER_S3_PARALLEL */
+        bool track_changes;                  /* LATTICE_WORKER_TRACK_CHANGES */
         int max_attempts;                    /* LATTICE_WORKER_MAX_ATTEMPTS */
         int retry_base_ms;                   /* LATTICE_WORKER_RETRY_BASE_MS */
+        int retry_max_ms;                    /* LATTICE_WORKER_RETRY_MAX_MS */
+        int retry_window_s;                  /* LATTICE_WORKER_RETRY_WINDOW_S */
         int drain_timeout_s;                 /* LATTICE_WORKER_DRAIN_TIMEOUT_S */
         int queue_max;                       /* LATTICE_WORKER_QUEUE_MAX */
         int lock_timeout_s;                  /* LATTICE_WORKER_LOCK_TIMEOUT_S */
@@ -98,6 +101,7 @@ typedef struct {
         int max_body_bytes;
         int64_t max_message_bytes;
         int retry_base_ms;
+        int64_t pending_retention_s;
     } parser;
     struct { /* LATTICE_GMAIL_* */
         const char *api_url;
@@ -113,6 +117,17 @@ typedef struct {
         int max_retries;
         int retry_base_ms;
     } gmail;
+    struct { /* LATTICE_WATCHER_GMAIL_* (docs/gmail-push.md) */
+        const char *topic;                /* LATTICE_WATCHER_GMAIL_TOPIC */
+        int renew_s;                      /* LATTICE_WATCHER_GMAIL_RENEW_S */
+        const char *push_bind;            /* LATTICE_WATCHER_GMAIL_PUSH_BIND */
+        int push_port;                    /* LATTICE_WATCHER_GMAIL_PUSH_PORT */
+        const char *push_path;            /* LATTICE_WATCHER_GMAIL_PUSH_PATH */
+        const char *push_keys_file;       /* LATTICE_WATCHER_GMAIL_PUSH_KEYS_FILE */
+        const char *push_audience;        /* LATTICE_WATCHER_GMAIL_PUSH_AUDIENCE */
+        const char *push_service_account; /* LATTICE_WATCHER_GMAIL_PUSH_SERVICE_ACCOUNT */
+        const char *push_token;           /* LATTICE_WATCHER_GMAIL_PUSH_TOKEN (secret) */
+    } watcher_gmail;
     struct { /* LATTICE_SCHEMA_REGISTRY_* */
         const char *url;
         const char *username;
@@ -132,6 +147,8 @@ typedef struct {
         const char *secret_access_key;
         const char *ca_file;
         int timeout_s;
+        int low_speed_time_s; /* 0: no stall detection */
+        int low_speed_bytes;
     } s3;
 } lt_settings_t;
 

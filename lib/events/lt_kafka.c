@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "lt_buf.h"
+#include "lt_clock.h"
 #include "lt_log.h"
 
 /* ---- configuration ------------------------------------------------------ */
@@ -211,8 +212,22 @@ typedef struct sync_dr_s {
     int64_t offset;
 } sync_dr_t;
 
+struct lt_kafka_health_s {
+    pthread_mutex_t lock;
+    int brokers_down, txn_down;
+    int suspect;    /* an _ALL_BROKERS_DOWN not yet confirmed by a probe */
+    int txn_logged; /* the coordinator's outage had its own line */
+    char reason[256];
+    int64_t down_since, txn_down_since;
+    uint64_t client_errors, outages;
+    uint64_t errors_at_down; /* client_errors when the outage began */
+    int64_t last_probe;
+};
+
 typedef struct {
     pthread_mutex_t lock;
+    lt_kafka_health_t *health; /* NULL: every error logged */
+    int transactional;
     uint64_t delivered;
     uint64_t failed;
     rd_kafka_resp_err_t last_error;
@@ -220,6 +235,137 @@ typedef struct {
     void *user_opaque;
     lt_kafka_dr_fn on_delivery;
 } kstate_t;
+
+lt_kafka_health_t *lt_kafka_health_new(void)
+{
+    lt_kafka_health_t *h = lt_xcalloc(1, sizeof(*h));
+    pthread_mutex_init(&h->lock, NULL);
+    return h;
+}
+
+void lt_kafka_health_destroy(lt_kafka_health_t *h)
+{
+    if (!h)
+        return;
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+}
+
+void lt_kafka_health_get(lt_kafka_health_t *h, lt_kafka_health_state_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->brokers_up = out->txn_coordinator_up = 1;
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->lock);
+    out->brokers_up = !h->brokers_down;
+    out->txn_coordinator_up = !h->txn_down;
+    out->down_since_ms = h->brokers_down ? h->down_since : 0;
+    out->client_errors = h->client_errors;
+    out->outages = h->outages;
+    pthread_mutex_unlock(&h->lock);
+}
+
+/* The brokers answer again (a delivery, a probe); txn: a transactional
+ * producer's delivery (its coordinator answered too). */
+static void health_up(lt_kafka_health_t *h, int txn, const char *how)
+{
+    if (!h)
+        return;
+    int64_t now = lt_now_ms();
+    pthread_mutex_lock(&h->lock);
+    int was_down = h->brokers_down, txn_logged = h->txn_down && h->txn_logged;
+    int brokers_back = was_down || h->suspect;
+    int64_t since = h->down_since, txn_since = h->txn_down_since;
+    uint64_t errors = h->client_errors - h->errors_at_down;
+    h->brokers_down = h->suspect = 0;
+    if (txn || brokers_back || !h->txn_logged) {
+        h->txn_down = h->txn_logged = 0;
+    } else {
+        txn_logged = 0; /* still unavailable */
+    }
+    pthread_mutex_unlock(&h->lock);
+    if (was_down)
+        lt_info(NULL, "kafka: brokers reachable again after %.1f s (%s; %llu client error(s) "
+                      "meanwhile)",
+                (double)(now - since) / 1000.0, how, (unsigned long long)errors);
+    if (txn_logged)
+        lt_info(NULL, "kafka: transaction coordinator available again after %.1f s",
+                (double)(now - txn_since) / 1000.0);
+}
+
+/* A client error seen through h: returns the level to log it at
+ * (LT_LOG_DEBUG when it only repeats a known or suspected outage). An
+ * _ALL_BROKERS_DOWN makes the brokers suspect; lt_kafka_health_probe()
+ * confirms the outage (one line) or clears it (a client that reconnects
+ * late after an outage reports one too). */
+static lt_log_level_t health_error(lt_kafka_health_t *h, int err, const char *reason,
+                                   lt_log_level_t level)
+{
+    int64_t now = lt_now_ms();
+    int txn_went_down = 0;
+    if (!reason)
+        reason = "";
+    pthread_mutex_lock(&h->lock);
+    h->client_errors++;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && !h->brokers_down && !h->suspect) {
+        h->suspect = 1;
+        h->down_since = now;
+        h->errors_at_down = h->client_errors - 1;
+        h->last_probe = 0; /* probe at once */
+        snprintf(h->reason, sizeof(h->reason), "%s", reason);
+    }
+    if (strstr(reason, "TxnCoordinator") && !h->txn_down) {
+        h->txn_down = 1;
+        h->txn_down_since = now;
+        /* during a broker outage the brokers' line says it */
+        h->txn_logged = txn_went_down = !h->brokers_down && !h->suspect;
+    }
+    int quiet = h->brokers_down || h->suspect || h->txn_down;
+    pthread_mutex_unlock(&h->lock);
+    if (txn_went_down)
+        lt_warn(NULL, "kafka: transaction coordinator unavailable (%s); transactions wait",
+                reason);
+    return txn_went_down || quiet ? LT_LOG_DEBUG : level;
+}
+
+void lt_kafka_health_probe(lt_kafka_health_t *h, rd_kafka_t *rk, int interval_ms, int timeout_ms)
+{
+    if (!h || !rk)
+        return;
+    int64_t now = lt_now_ms();
+    pthread_mutex_lock(&h->lock);
+    int ask = (h->brokers_down || h->suspect) && now - h->last_probe >= interval_ms;
+    if (ask)
+        h->last_probe = now;
+    pthread_mutex_unlock(&h->lock);
+    if (!ask)
+        return;
+    const struct rd_kafka_metadata *md = NULL;
+    int answered = 0;
+    if (rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        answered = md->broker_cnt > 0;
+        rd_kafka_metadata_destroy(md);
+    }
+    if (answered) {
+        health_up(h, 0, "metadata answered");
+        return;
+    }
+    char reason[sizeof(h->reason)];
+    int went_down = 0;
+    pthread_mutex_lock(&h->lock);
+    if (h->suspect && !h->brokers_down) {
+        h->brokers_down = went_down = 1;
+        h->outages++;
+        memcpy(reason, h->reason, sizeof(reason));
+    }
+    pthread_mutex_unlock(&h->lock);
+    if (went_down)
+        lt_error(NULL,
+                 "kafka: all brokers unreachable (%s); the clients' errors are counted "
+                 "(lattice_worker_kafka_client_errors_total), not logged, until they answer again",
+                 reason);
+}
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
@@ -249,6 +395,8 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         break;
     }
     pthread_mutex_unlock(&st->lock);
+    if (!m->err && st->health)
+        health_up(st->health, st->transactional, "a message delivered");
     if (m->err)
         lt_log(mine ? LT_LOG_DEBUG : LT_LOG_WARN, NULL, "kafka: delivery to %s [%d] failed: %s",
                rd_kafka_topic_name(m->rkt), (int)m->partition, rd_kafka_err2str(m->err));
@@ -265,10 +413,14 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         return;
     }
     /* Transport errors come and go (librdkafka reconnects): a warning. */
-    lt_log(err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__AUTHENTICATION
-               ? LT_LOG_ERROR
-               : LT_LOG_WARN,
-           NULL, "kafka: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+    lt_log_level_t level =
+        err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__AUTHENTICATION
+            ? LT_LOG_ERROR
+            : LT_LOG_WARN;
+    kstate_t *st = opaque;
+    if (st && st->health)
+        level = health_error(st->health, err, reason, level);
+    lt_log(level, NULL, "kafka: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -278,11 +430,26 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
                        : level == 4 ? LT_LOG_WARN
                        : level <= 6 ? LT_LOG_INFO
                                     : LT_LOG_DEBUG;
+    /* during a known outage the clients' own lines repeat it: debug */
+    kstate_t *st = rd_kafka_opaque(rk);
+    if (l >= LT_LOG_WARN && st && st->health) {
+        pthread_mutex_lock(&st->health->lock);
+        if (st->health->brokers_down || st->health->suspect || st->health->txn_down)
+            l = LT_LOG_DEBUG;
+        pthread_mutex_unlock(&st->health->lock);
+    }
     lt_log(l, NULL, "kafka %s: %s: %s", rd_kafka_name(rk), fac, buf);
 }
 
 rd_kafka_t *lt_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, void *user_opaque,
                          lt_kafka_dr_fn on_delivery, char *errstr, size_t errstr_size)
+{
+    return lt_kafka_new_watched(type, conf, user_opaque, on_delivery, NULL, errstr, errstr_size);
+}
+
+rd_kafka_t *lt_kafka_new_watched(rd_kafka_type_t type, rd_kafka_conf_t *conf, void *user_opaque,
+                                 lt_kafka_dr_fn on_delivery, lt_kafka_health_t *health,
+                                 char *errstr, size_t errstr_size)
 {
     if (!conf) {
         lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "kafka: no configuration");
@@ -298,6 +465,8 @@ rd_kafka_t *lt_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, void *user
     pthread_mutex_init(&st->lock, NULL);
     st->user_opaque = user_opaque;
     st->on_delivery = on_delivery;
+    st->health = health;
+    st->transactional = transactional;
     rd_kafka_conf_set_opaque(conf, st);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_log_cb(conf, log_cb);

@@ -60,6 +60,46 @@ typedef void (*lt_kafka_dr_fn)(rd_kafka_t *rk, const rd_kafka_message_t *msg, vo
 rd_kafka_t *lt_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, void *user_opaque,
                          lt_kafka_dr_fn on_delivery, char *errstr, size_t errstr_size);
 
+/* The brokers as a program's clients see them, shared by the clients made
+ * with lt_kafka_new_watched(): a broker outage is one log line when it
+ * starts and one when it ends, not the same librdkafka error from every
+ * client every second. While the brokers are down, the clients' errors and
+ * warnings are counted and logged at debug only. Thread-safe.
+ *
+ *   down:  an _ALL_BROKERS_DOWN error of any client (suspected), confirmed by
+ *          lt_kafka_health_probe() not answering (a client reconnecting
+ *          late after an outage reports one too: the probe clears it)
+ *   up:    a delivered message, or lt_kafka_health_probe() answered
+ *   transaction coordinator unavailable: a client error naming the
+ *          TxnCoordinator; available: a transactional producer's delivered
+ *          message, or the brokers up again */
+typedef struct lt_kafka_health_s lt_kafka_health_t;
+
+typedef struct {
+    int brokers_up;          /* 0 while every broker is unreachable */
+    int txn_coordinator_up;  /* 0 while transactions cannot reach their coordinator */
+    int64_t down_since_ms;   /* lt_now_ms() when the brokers went down; 0 when up */
+    uint64_t client_errors;  /* errors reported by the clients (logged or not) */
+    uint64_t outages;        /* times the brokers went down */
+} lt_kafka_health_state_t;
+
+lt_kafka_health_t *lt_kafka_health_new(void);
+/* After every client that uses it is destroyed. NULL is fine. */
+void lt_kafka_health_destroy(lt_kafka_health_t *h);
+void lt_kafka_health_get(lt_kafka_health_t *h, lt_kafka_health_state_t *out);
+/* While the brokers are suspected or known down: ask rk for the broker list
+ * (at once after a suspicion, then at most every interval_ms, waiting up to
+ * timeout_ms); no answer confirms the outage, an answer ends it. For a loop
+ * that runs anyway (a consumer's poll loop); without it no outage is ever
+ * confirmed. */
+void lt_kafka_health_probe(lt_kafka_health_t *h, rd_kafka_t *rk, int interval_ms, int timeout_ms);
+
+/* lt_kafka_new() whose errors go through `health` (may be NULL: as
+ * lt_kafka_new()); health must outlive the client. */
+rd_kafka_t *lt_kafka_new_watched(rd_kafka_type_t type, rd_kafka_conf_t *conf, void *user_opaque,
+                                 lt_kafka_dr_fn on_delivery, lt_kafka_health_t *health,
+                                 char *errstr, size_t errstr_size);
+
 /* Shortcuts: conf + lt_kafka_new(). transactional_id NULL: an idempotent,
  * non-transactional producer. */
 rd_kafka_t *lt_kafka_producer_new(const lt_config_t *cfg, const char *transactional_id,

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <curl/curl.h>
+#include <json-c/json.h>
 #include <openssl/crypto.h>
 
 #define LIST_BODY_MAX ((size_t)16 << 20)
@@ -17,11 +18,20 @@
 #define TOKEN_EARLY_S 60
 #define MAX_AUTH_ROUNDS 3
 
-enum { COST_PROFILE = 1, COST_LABELS = 1, COST_HISTORY = 2, COST_LIST = 5, COST_GET = 5 };
+enum {
+    COST_PROFILE = 1,
+    COST_LABELS = 1,
+    COST_HISTORY = 2,
+    COST_LIST = 5,
+    COST_GET = 5,
+    COST_WATCH = 100,
+    COST_STOP = 50,
+};
 
 typedef struct req_s {
     CURL *h;
     char *url;
+    const char *post_json; /* borrowed; NULL: a GET */
     int cost;
     int attempts;
     int auth_rounds;
@@ -401,7 +411,12 @@ static void req_start(lt_gmail_t *c, req_t *r)
     r->too_big = 0;
     r->errbuf[0] = 0;
     common_opts(c, r->h, r);
-    curl_easy_setopt(r->h, CURLOPT_HTTPGET, 1L);
+    if (r->post_json) {
+        curl_easy_setopt(r->h, CURLOPT_POSTFIELDS, r->post_json);
+        curl_easy_setopt(r->h, CURLOPT_POSTFIELDSIZE, (long)strlen(r->post_json));
+    } else {
+        curl_easy_setopt(r->h, CURLOPT_HTTPGET, 1L);
+    }
     /* HTTP/2 (Google): wait for the first connection and multiplex on it;
      * HTTP/1.1 (the emulator, proxies): one connection per request in flight. */
     curl_easy_setopt(r->h, CURLOPT_PIPEWAIT, c->http1 ? 0L : 1L);
@@ -410,6 +425,8 @@ static void req_start(lt_gmail_t *c, req_t *r)
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->access);
     r->hdrs = curl_slist_append(NULL, auth);
     OPENSSL_cleanse(auth, sizeof(auth));
+    if (r->post_json)
+        r->hdrs = curl_slist_append(r->hdrs, "Content-Type: application/json");
     curl_easy_setopt(r->h, CURLOPT_HTTPHEADER, r->hdrs);
     r->token_gen = c->token_gen;
     r->state = 1;
@@ -544,7 +561,7 @@ static lt_err_t run(lt_gmail_t *c, req_t *reqs, size_t nreq, on_ok_fn ok, on_gon
                     goto out;
                 continue;
             }
-            if (r->status == 200) {
+            if (r->status == 200 || r->status == 204) { /* 204: users.stop */
                 char perr[300] = "";
                 int retry = 0;
                 lt_err_t e = ok(c, r, opaque, &retry, perr, sizeof(perr));
@@ -654,16 +671,23 @@ static lt_err_t one_gone(lt_gmail_t *c, req_t *r, lt_err_t why, const char *reas
                      reason);
 }
 
-static lt_err_t call_one(lt_gmail_t *c, char *url, int cost, one_t *o, char *errstr, size_t n)
+static lt_err_t call_post(lt_gmail_t *c, char *url, const char *json, int cost, one_t *o,
+                          char *errstr, size_t n)
 {
     req_t r;
     memset(&r, 0, sizeof(r));
     r.url = url;
+    r.post_json = json;
     r.cost = cost;
     r.body_cap = LIST_BODY_MAX;
     lt_err_t err = run(c, &r, 1, one_ok, one_gone, o, errstr, n);
     free(url);
     return err;
+}
+
+static lt_err_t call_one(lt_gmail_t *c, char *url, int cost, one_t *o, char *errstr, size_t n)
+{
+    return call_post(c, url, NULL, cost, o, errstr, n);
 }
 
 static char *url_of(lt_gmail_t *c, lt_buf_t *b)
@@ -870,4 +894,53 @@ lt_err_t lt_gmail_get_many(lt_gmail_t *c, const char *const *ids, size_t n,
         free(reqs[i].url);
     free(reqs);
     return err;
+}
+
+/* --- push notifications -------------------------------------------------------- */
+
+static lt_err_t parse_watch(lt_gmail_t *c, const char *body, size_t len, void *out, char *errstr,
+                            size_t n)
+{
+    return lt_gmail_parse_watch(body, len, out, errstr, n);
+}
+
+lt_err_t lt_gmail_watch(lt_gmail_t *c, const char *topic, const char *const *label_ids,
+                        size_t nlabels, int exclude, lt_gmail_watch_reply_t *out, char *errstr,
+                        size_t errstr_size)
+{
+    memset(out, 0, sizeof(*out));
+    if (!topic || !*topic)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "users.watch: no topic name");
+    json_object *req = json_object_new_object();
+    json_object_object_add(req, "topicName", json_object_new_string(topic));
+    if (nlabels) {
+        json_object *a = json_object_new_array();
+        for (size_t i = 0; i < nlabels; i++)
+            json_object_array_add(a, json_object_new_string(label_ids[i]));
+        json_object_object_add(req, "labelIds", a);
+        json_object_object_add(req, "labelFilterBehavior",
+                               json_object_new_string(exclude ? "exclude" : "include"));
+    }
+    char *json = lt_xstrdup(json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN));
+    json_object_put(req);
+    one_t o = {parse_watch, out, 0};
+    lt_buf_t *b = url_base(c, "watch");
+    add_param(b, "prettyPrint", "false");
+    lt_err_t err = call_post(c, url_of(c, b), json, COST_WATCH, &o, errstr, errstr_size);
+    free(json);
+    return err;
+}
+
+static lt_err_t parse_nothing(lt_gmail_t *c, const char *body, size_t len, void *out,
+                              char *errstr, size_t n)
+{
+    return LT_OK; /* users.stop: an empty answer (or an empty object) */
+}
+
+lt_err_t lt_gmail_stop(lt_gmail_t *c, char *errstr, size_t errstr_size)
+{
+    one_t o = {parse_nothing, NULL, 0};
+    lt_buf_t *b = url_base(c, "stop");
+    add_param(b, "prettyPrint", "false");
+    return call_post(c, url_of(c, b), "", COST_STOP, &o, errstr, errstr_size);
 }

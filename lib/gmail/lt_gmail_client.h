@@ -7,12 +7,13 @@
  *   endpoint's invalid_grant / invalid_client give LT_ERR_REAUTH at once (no
  *   retry loop); a 401 that persists after fresh tokens too.
  * - Quota: Google's per-method unit costs (getProfile 1, history.list 2,
- *   messages.list/get 5, labels.list 1) are taken from the pacer's buckets
- *   of the user (user_units_per_min / 60 per second, one second of burst
- *   less what may be in flight) and of the project (project_units_per_min
- *   x the process's share), both starting empty, so a client never asks
- *   Google for more than the limits it knows; a quota answer lowers the
- *   rate of the user or project it names (AIMD, lt_gmail_pacer.h).
+ *   messages.list/get 5, labels.list 1, watch 100, stop 50) are taken from
+ *   the pacer's buckets of the user (user_units_per_min / 60 per second,
+ *   one second of burst less what may be in flight) and of the project
+ *   (project_units_per_min x the process's share), both starting empty, so
+ *   a client never asks Google for more than the limits it knows; a quota
+ *   answer lowers the rate of the user or project it names (AIMD,
+ *   lt_gmail_pacer.h).
  * - Retries: 429, 403 rateLimitExceeded/userRateLimitExceeded, 5xx,
  *   network errors, truncated and malformed JSON bodies are retried with
  *   exponential backoff and full jitter, at least Retry-After (Google
@@ -134,5 +135,17 @@ typedef struct {
 lt_err_t lt_gmail_get_many(lt_gmail_t *c, const char *const *ids, size_t n,
                            lt_gmail_format_t format, const lt_gmail_message_cb_t *cb, char *errstr,
                            size_t errstr_size);
+
+/* users.watch: Gmail publishes a notification of each change of the
+ * mailbox to the Cloud Pub/Sub topic ("projects/P/topics/T") until
+ * out->expiration_ms (Google: 7 days; call again before, daily is
+ * Google's advice). label_ids (nlabels of them, may be 0: every change)
+ * restrict the notifications to changes of messages with (exclude = 0) or
+ * without (exclude = 1) one of the labels. 100 quota units. */
+lt_err_t lt_gmail_watch(lt_gmail_t *c, const char *topic, const char *const *label_ids,
+                        size_t nlabels, int exclude, lt_gmail_watch_reply_t *out, char *errstr,
+                        size_t errstr_size);
+/* users.stop: no more notifications for the mailbox. 50 quota units. */
+lt_err_t lt_gmail_stop(lt_gmail_t *c, char *errstr, size_t errstr_size);
 
 #endif

@@ -217,6 +217,25 @@ lt_err_t lt_gmail_parse_profile(const char *body, size_t len, uint64_t *history_
     return err;
 }
 
+lt_err_t lt_gmail_parse_watch(const char *body, size_t len, lt_gmail_watch_reply_t *out,
+                              char *errstr, size_t errstr_size)
+{
+    json_object *o;
+    memset(out, 0, sizeof(*out));
+    lt_err_t err = parse_object(body, len, "watch", &o, errstr, errstr_size);
+    if (err)
+        return err;
+    uint64_t exp = 0;
+    if (get_u64(o, "historyId", &out->history_id) || out->history_id == 0 ||
+        get_u64(o, "expiration", &exp) || exp == 0 || exp > (uint64_t)INT64_MAX)
+        err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                        "watch: no valid \"historyId\" and \"expiration\"");
+    else
+        out->expiration_ms = (int64_t)exp;
+    json_object_put(o);
+    return err;
+}
+
 void lt_gmail_page_free(lt_gmail_page_t *p)
 {
     if (!p)

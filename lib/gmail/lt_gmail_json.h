@@ -12,6 +12,7 @@
  *   history    {"history":[{"id","messages":[..],"messagesAdded":[{"message":{..}}],
  *               "labelsAdded":[{"message":{..},"labelIds":[..]}]}],"nextPageToken","historyId"}
  *   labels     {"labels":[{"id","name","type"}]}
+ *   watch      {"historyId":"<u64>","expiration":"<epoch ms>"}
  *   message    {"id","threadId","historyId","internalDate":"<ms>","raw":"<base64url>"}
  *   error      {"error":{"code","message","status","errors":[{"reason","domain","message"}]}}
  *
@@ -50,6 +51,15 @@ lt_err_t lt_gmail_token_error(long http_status, const char *body, size_t len, ch
 
 lt_err_t lt_gmail_parse_profile(const char *body, size_t len, uint64_t *history_id, char *errstr,
                                 size_t errstr_size);
+
+/* users.watch: {"historyId": "<u64>", "expiration": "<epoch ms>"}. */
+typedef struct {
+    uint64_t history_id;
+    int64_t expiration_ms; /* epoch ms */
+} lt_gmail_watch_reply_t;
+
+lt_err_t lt_gmail_parse_watch(const char *body, size_t len, lt_gmail_watch_reply_t *out,
+                              char *errstr, size_t errstr_size);
 
 typedef struct {
     char id[LT_GMAIL_ID_MAX + 1];

@@ -54,8 +54,11 @@ lt_err_t lt_command_start(lt_db_t *db, const lt_command_info_t *c, int *attempt,
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
                          "command start needs command id (1..256 bytes), tenant, account, "
                          "provider and kind");
-    const char *params[] = {c->command_id, c->tenant, c->account_id, c->provider,
-                            c->kind,       c->scope,  c->worker_id};
+    char min_att[16], own_att[16];
+    snprintf(min_att, sizeof(min_att), "%d", c->min_attempt > 1 ? c->min_attempt : 1);
+    snprintf(own_att, sizeof(own_att), "%d", c->own_attempt > 0 ? c->own_attempt : 0);
+    const char *params[] = {c->command_id, c->tenant,    c->account_id, c->provider, c->kind,
+                            c->scope,      c->worker_id, min_att,       own_att};
     /* `prev` reads the row before the upsert (the statement's snapshot);
      * the upsert itself serialises on the key. A command that succeeded or
      * was dead-lettered is not restarted: its row stays as it is. Nor is a
@@ -69,9 +72,12 @@ lt_err_t lt_command_start(lt_db_t *db, const lt_command_info_t *c, int *attempt,
                 "FROM mail_sync_commands WHERE command_id = $1), "
                 "up AS (INSERT INTO mail_sync_commands AS c (command_id, tenant_id, account_id, "
                 "provider, kind, scope, status, attempt, worker_id, started_at, heartbeat_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, 'running', 1, $7, now(), now()) "
+                "VALUES ($1, $2, $3, $4, $5, $6, 'running', $8::integer, $7, now(), now()) "
                 "ON CONFLICT (command_id) DO UPDATE SET status = 'running', "
-                "attempt = c.attempt + 1, "
+                "attempt = GREATEST(c.attempt + 1, $8::integer), "
+                "stalled_runs = CASE WHEN c.messages > 0 THEN 0 "
+                "WHEN c.status = 'running' AND c.attempt <> $9::integer "
+                "THEN c.stalled_runs + 1 ELSE c.stalled_runs END, "
                 "worker_id = EXCLUDED.worker_id, started_at = now(), heartbeat_at = now(), "
                 "finished_at = NULL, error_class = NULL, error = NULL, messages = 0, bytes = 0, "
                 "progress_done = NULL, progress_total = NULL "
@@ -80,7 +86,7 @@ lt_err_t lt_command_start(lt_db_t *db, const lt_command_info_t *c, int *attempt,
                 "RETURNING c.attempt) "
                 "SELECT COALESCE((SELECT attempt FROM up), (SELECT attempt FROM prev)), "
                 "(SELECT status FROM prev), (SELECT count(*) FROM up), (SELECT own FROM prev)",
-            .nparams = 7,
+            .nparams = 9,
             .params = params},
         &r, errstr, errstr_size);
     if (err)
@@ -225,7 +231,7 @@ lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, const char *
         db,
         &(lt_db_query_t){.what = "command status",
                          .sql = "SELECT status, attempt, ($2::text IS NULL OR tenant_id = $2) AND "
-                                "($3::text IS NULL OR account_id = $3) "
+                                "($3::text IS NULL OR account_id = $3), stalled_runs, messages "
                                 "FROM mail_sync_commands WHERE command_id = $1",
                          .nparams = 3,
                          .params = params},
@@ -241,6 +247,8 @@ lt_err_t lt_command_get_status(lt_db_t *db, const char *command_id, const char *
     } else {
         out->status = parse_status(PQgetvalue(r, 0, 0));
         out->attempt = atoi(PQgetvalue(r, 0, 1));
+        out->stalled_runs = atoi(PQgetvalue(r, 0, 3));
+        out->messages = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
     }
     PQclear(r);
     return err;

@@ -36,6 +36,13 @@ typedef struct {
     const char *kind;  /* e.g. "incremental", "backfill" */
     const char *scope; /* NULL when the command has none */
     const char *worker_id;
+    /* lt_command_start(): the attempt is at least min_attempt (the runs this
+     * process counted, some of which may not have reached the row while
+     * Postgres was down); own_attempt is the row attempt this process
+     * started last (0: none): a row still running that attempt is not a
+     * run that took its worker down. */
+    int min_attempt;
+    int own_attempt;
 } lt_command_info_t;
 
 /* Counters; a negative progress value is stored as NULL (unknown). */
@@ -51,7 +58,10 @@ typedef struct {
  * SUCCEEDED or was DEAD_LETTERED is not restarted: the row is left as it
  * is, *attempt is its attempt, and the caller must not run it again.
  * Otherwise the row becomes running and *attempt (may be NULL) is 1 for a
- * new command id, else the previous attempt + 1.
+ * new command id, else the previous attempt + 1; at least c->min_attempt.
+ * stalled_runs: 0 when the previous run counted messages (a heartbeat after
+ * a checkpoint), + 1 when it is still running (never finished) and is not
+ * c->own_attempt, else unchanged.
  * A command id is one (tenant, account)'s: LT_ERR_FINAL, the row untouched,
  * when the id's row belongs to another tenant or account (the command is to
  * be dead-lettered, not run, and not taken for that row's outcome). */
@@ -90,6 +100,8 @@ lt_err_t lt_command_abandon(lt_db_t *db, const char *command_id, int attempt, ch
 typedef struct {
     lt_command_status_t status;
     int attempt;
+    int stalled_runs; /* earlier runs in a row without a finish or progress */
+    int64_t messages; /* counted by the last run's heartbeats (0: no progress seen) */
 } lt_command_state_t;
 
 /* The row's status and attempt (LT_ERR_NOT_FOUND when none). With tenant

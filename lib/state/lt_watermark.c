@@ -10,6 +10,7 @@
 #include <json-c/json.h>
 
 #include "lt_accounts.h"
+#include "lt_known.h"
 
 #define LT_WATERMARK_JSON_IN_MAX 4096
 
@@ -507,6 +508,8 @@ lt_err_t lt_watermark_pending_apply(lt_db_t *db, const lt_watermark_key_t *key,
         err = lt_watermark_cursor_set(db, key, home_parse(PQgetvalue(r, 0, 2)), PQgetvalue(r, 0, 4),
                                       PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3), errstr,
                                       errstr_size);
+    if (!err)
+        err = lt_known_apply_staged(db, key, errstr, errstr_size);
     if (err)
         goto out;
     err = lt_db_commit(db, errstr, errstr_size);
@@ -530,7 +533,15 @@ lt_err_t lt_watermark_pending_discard(lt_db_t *db, const lt_watermark_key_t *key
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
     if (err)
         return err;
+    if ((err = lt_db_begin(db, errstr, errstr_size)) != LT_OK)
+        return err;
     err = pending_delete(db, "discard pending watermark", key, expect, &r, errstr, errstr_size);
+    if (!err)
+        err = lt_known_drop_staged(db, key, errstr, errstr_size);
+    if (!err)
+        err = lt_db_commit(db, errstr, errstr_size);
+    else
+        lt_db_rollback(db);
     PQclear(r);
     return err;
 }

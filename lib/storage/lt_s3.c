@@ -31,6 +31,9 @@ struct lt_s3_s {
     char *ca_file;
     char sigv4[96]; /* "aws:amz:<region>:s3" */
     long timeout_s;
+    long low_speed_time_s, low_speed_bytes;
+    void (*on_stall)(void *, const char *);
+    void *stall_opaque;
 };
 
 /* One request and its response. */
@@ -182,6 +185,10 @@ lt_s3_t *lt_s3_new(const lt_s3_config_t *cfg, char *errstr, size_t errstr_size)
     s3->secret = lt_xstrdup(secret_access_key);
     s3->ca_file = ca_file && *ca_file ? lt_xstrdup(ca_file) : NULL;
     s3->timeout_s = timeout_s;
+    s3->low_speed_time_s = cfg->low_speed_time_s > 0 ? cfg->low_speed_time_s : 0;
+    s3->low_speed_bytes = cfg->low_speed_bytes > 0 ? cfg->low_speed_bytes : 1;
+    s3->on_stall = cfg->on_stall;
+    s3->stall_opaque = cfg->stall_opaque;
     snprintf(s3->sigv4, sizeof(s3->sigv4), "aws:amz:%s:s3", region);
     if (parse_endpoint(s3, endpoint, cfg->addressing == LT_S3_PATH_STYLE, errstr, errstr_size) !=
         LT_OK) {
@@ -208,6 +215,10 @@ lt_s3_t *lt_s3_dup(const lt_s3_t *s3)
     d->ca_file = s3->ca_file ? lt_xstrdup(s3->ca_file) : NULL;
     memcpy(d->sigv4, s3->sigv4, sizeof(d->sigv4));
     d->timeout_s = s3->timeout_s;
+    d->low_speed_time_s = s3->low_speed_time_s;
+    d->low_speed_bytes = s3->low_speed_bytes;
+    d->on_stall = s3->on_stall;
+    d->stall_opaque = s3->stall_opaque;
     d->curl = curl_easy_init();
     if (!d->curl) {
         lt_s3_destroy(d);
@@ -449,6 +460,18 @@ static int on_seek(void *ud, curl_off_t offset, int origin)
     return CURL_SEEKFUNC_OK;
 }
 
+/* A timeout that came before the request's whole timeout: the low-speed
+ * limit gave the request up. */
+static int stalled(const lt_s3_t *s3, CURL *c)
+{
+    curl_off_t us = 0;
+    if (s3->low_speed_time_s <= 0 || s3->low_speed_time_s >= s3->timeout_s)
+        return 0;
+    if (curl_easy_getinfo(c, CURLINFO_TOTAL_TIME_T, &us) != CURLE_OK)
+        return 0;
+    return us < (curl_off_t)s3->timeout_s * 1000000 - 500000;
+}
+
 /* Run one request. url: full URL. payload_sha: hex SHA-256 of the upload
  * (NULL: no upload). what: "PUT key" etc. for errstr. */
 static lt_err_t perform(lt_s3_t *s3, req_t *r, const char *url, const char *payload_sha,
@@ -471,6 +494,10 @@ static lt_err_t perform(lt_s3_t *s3, req_t *r, const char *url, const char *payl
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, s3->timeout_s);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, s3->timeout_s < 10 ? s3->timeout_s : 10L);
+    if (s3->low_speed_time_s > 0 && s3->low_speed_time_s < s3->timeout_s) {
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, s3->low_speed_bytes);
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, s3->low_speed_time_s);
+    }
     curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
@@ -536,6 +563,18 @@ static lt_err_t perform(lt_s3_t *s3, req_t *r, const char *url, const char *payl
                 break;
             default:
                 err = LT_ERR_TEMPORARY;
+            }
+            if (rc == CURLE_OPERATION_TIMEDOUT && stalled(s3, c)) {
+                err = lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                                "S3 %s: stalled: under %ld byte(s)/s for %ld s "
+                                "(LATTICE_S3_LOW_SPEED_TIME_S); the store is frozen or "
+                                "unreachable: %s",
+                                what, s3->low_speed_bytes, s3->low_speed_time_s, cerr);
+                lt_warn(NULL, "S3 %s: stalled (under %ld byte(s)/s for %ld s); given up, retried",
+                        what, s3->low_speed_bytes, s3->low_speed_time_s);
+                if (s3->on_stall)
+                    s3->on_stall(s3->stall_opaque, what);
+                goto out;
             }
             err = lt_seterr(errstr, errstr_size, err, "S3 %s: %s%s%s", what, curl_easy_strerror(rc),
                             cerr[0] ? ": " : "", cerr);

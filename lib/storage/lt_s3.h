@@ -10,7 +10,8 @@
  * must pass lt_objkey_is_safe(); they are URI-encoded per SigV4 in the
  * request path (each byte outside [A-Za-z0-9-._~/] as %XX).
  *
- * Errors: LT_ERR_TEMPORARY for network failures, timeouts, 5xx, 429, 408,
+ * Errors: LT_ERR_TEMPORARY for network failures, timeouts, stalls (the
+ * low-speed limit below), 5xx, 429, 408,
  * SlowDown/RequestTimeout/RequestTimeTooSkewed; LT_ERR_NOT_FOUND for 404
  * (NoSuchKey); LT_ERR_TOO_BIG when a GET exceeds the caller's buffer cap or
  * S3 says EntityTooLarge; LT_ERR_FINAL for every other refusal (403
@@ -55,6 +56,19 @@ typedef struct {
     const char *ca_file; /* PEM bundle to verify the server with; NULL or "": the
                           * system store (verification is always on) */
     long timeout_s;      /* limit for one whole request, 1..86400 */
+    /* Stall detection: a request whose transfer stays under
+     * low_speed_bytes per second for low_speed_time_s seconds is given up
+     * (LT_ERR_TEMPORARY, "stalled" in errstr) long before timeout_s: a frozen
+     * server or a black hole answers nothing. 0 s: off. While the server
+     * thinks (after the upload, before its answer) nothing moves either: the
+     * window must exceed the store's slowest answer. */
+    long low_speed_time_s;
+    long low_speed_bytes; /* < 1: 1 */
+    /* Called (on the requesting thread) for every request given up as
+     * stalled, with the request ("PUT key") and stall_opaque; may be NULL.
+     * Copied by lt_s3_dup(). */
+    void (*on_stall)(void *stall_opaque, const char *what);
+    void *stall_opaque;
 } lt_s3_config_t;
 
 /* A client of one bucket. NULL on bad settings (errstr says which). */

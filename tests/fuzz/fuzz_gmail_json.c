@@ -51,6 +51,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (lt_gmail_parse_profile(s, size, &h, err, sizeof(err)) != LT_OK && !err[0])
         abort();
 
+    lt_gmail_watch_reply_t wr;
+    err[0] = 0;
+    r = lt_gmail_parse_watch(s, size, &wr, err, sizeof(err));
+    if (r == LT_OK ? (!wr.history_id || wr.expiration_ms <= 0) : !err[0])
+        abort();
+
     lt_gmail_page_t p;
     err[0] = 0;
     r = lt_gmail_parse_list(s, size, &p, err, sizeof(err));

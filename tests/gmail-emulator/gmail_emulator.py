@@ -23,6 +23,7 @@ import email.utils
 import gc
 import gzip
 import hashlib
+import http.client
 import http.server
 import json
 import math
@@ -34,6 +35,7 @@ import signal
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -69,6 +71,8 @@ QUOTA_COST = {
     "gmail.users.messages.modify": 5,
     "gmail.users.messages.batchModify": 50,
     "gmail.users.messages.delete": 10,
+    "gmail.users.watch": 100,
+    "gmail.users.stop": 50,
 }
 
 # The write methods and the OAuth scopes that allow them (each method's reference page,
@@ -103,7 +107,8 @@ HTML_404 = ("<!DOCTYPE html>\n<html lang=en>\n  <meta charset=utf-8>\n"
 
 # What this emulator supports beyond its first version (GET /healthz lists them, so a
 # test can tell an emulator started from older code).
-FEATURES = ("fault_user", "user_config", "token_requests_by_client", "modify", "quota_minute")
+FEATURES = ("fault_user", "user_config", "token_requests_by_client", "modify", "push",
+            "quota_minute")
 
 
 class ApiError(Exception):
@@ -471,6 +476,7 @@ class Mailbox:
         self.label_props = {}    # id -> visibility/color fields given at creation
         self.label_seq = 0
         self.overrides = {}      # Config.USER_FIELDS this user sets for itself
+        self.on_change = None    # push notifications: fn(mailbox, historyId, labels, changed)
 
     # --- history ------------------------------------------------------------
     def _bump(self):
@@ -483,6 +489,8 @@ class Mailbox:
         self.hist_recs.append((hid, time.time(), kind, m.id, m.thread_id, tuple(m.labels),
                                tuple(changed)))
         m.history_id = hid
+        if self.on_change:
+            self.on_change(self, hid, m.labels, changed)
         return hid
 
     def trim(self, keep_records, keep_seconds):
@@ -797,11 +805,12 @@ class Response:
 
 
 class Emulator:
-    def __init__(self, config=None, log=None):
+    def __init__(self, config=None, log=None, push_key=None):
         self.cfg = config or Config()
         self.defaults = self.cfg.as_dict()
         self.log = log or (lambda msg: None)
         self.lock = threading.Lock()
+        self.push = PushNotifier(self.log, push_key)
         self._reset_state()
 
     def _reset_state(self):
@@ -817,6 +826,7 @@ class Emulator:
         self.faults = []
         self.fault_seq = 0
         self._reset_counters()
+        self.push.reset()
 
     def _reset_counters(self):
         self.c = {
@@ -1028,6 +1038,7 @@ class Emulator:
                 self._drop_user_tokens(addr)
             mb = Mailbox(addr, self.cfg.history_id_gap, spec.get("seed"))
             mb.overrides = overrides
+            mb.on_change = self.push.on_change
             for lab in spec.get("labels", []):
                 mb.user_labels[lab["id"]] = lab.get("name", lab["id"])
             self.users[addr] = mb
@@ -1052,6 +1063,7 @@ class Emulator:
                 return False
             self._drop_user_tokens(addr)
             del self.users[addr]
+            self.push.stop(addr)
             self.faults = [f for f in self.faults if f["user"] != addr]
             return True
 
@@ -1297,6 +1309,8 @@ class Emulator:
         ("DELETE", re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)$"),
          "gmail.users.messages.delete"),
         ("POST", re.compile(r"^/gmail/v1/users/([^/]+)/labels$"), "gmail.users.labels.create"),
+        ("POST", re.compile(r"^/gmail/v1/users/([^/]+)/watch$"), "gmail.users.watch"),
+        ("POST", re.compile(r"^/gmail/v1/users/([^/]+)/stop$"), "gmail.users.stop"),
     ]
 
     def route(self, method, path):
@@ -1365,7 +1379,15 @@ class Emulator:
         return Response(200, obj)
 
     _BODY_METHODS = ("gmail.users.messages.modify", "gmail.users.messages.batchModify",
-                     "gmail.users.labels.create")
+                     "gmail.users.labels.create", "gmail.users.watch")
+
+    # users.watch / users.stop (push notifications: PushNotifier)
+    def _api_watch(self, mb, args, query, req):
+        return self.push.watch(mb, req)
+
+    def _api_stop(self, mb, args, query):
+        self.push.stop(mb.email)
+        return None
 
     @staticmethod
     def _json_body(body):
@@ -1919,6 +1941,8 @@ class Emulator:
                 if method == "POST":
                     return 200, self.set_project(parts[1], data)
                 return 200, self.project_config(parts[1])
+            if parts[:1] == ["pubsub"]:
+                return self.push.control(method, parts[1:], query, data)
             if p == "/users":
                 if method == "POST":
                     return 200, self.create_user(data)
@@ -2001,6 +2025,321 @@ class Emulator:
 
 
 # ---------------------------------------------------------------------------
+# Push notifications: users.watch / users.stop and Cloud Pub/Sub push delivery
+# ---------------------------------------------------------------------------
+#
+# Gmail publishes {"emailAddress", "historyId"} to the Pub/Sub topic named in
+# users.watch; Pub/Sub delivers it to each push subscription of the topic as an
+# HTTP POST of the push envelope, optionally with an OIDC token (a JWT signed by
+# Google, RS256) in "Authorization: Bearer". Here the subscriptions are set with
+# the control API (/_emulator/pubsub/subscriptions) or --push-endpoint, and the
+# tokens are signed with a key given as a PEM file (tests make one at run time);
+# GET /oauth2/v3/certs serves the public keys as a JWKS, as Google does.
+
+WATCH_TTL_MS = 7 * 24 * 3600 * 1000    # users.watch: expiration = now + 7 days
+PUSH_MIN_INTERVAL_S = 1.0              # Gmail: at most one notification per user per second
+PUSH_MAX_ATTEMPTS = 5                  # then the message is dropped (Pub/Sub: dead letter)
+_TOPIC_RE = re.compile(r"^projects/[A-Za-z0-9._:-]+/topics/[A-Za-z][A-Za-z0-9._~+%-]{2,254}$")
+_SUB_RE = re.compile(r"^projects/[A-Za-z0-9._:-]+/subscriptions/[A-Za-z][A-Za-z0-9._~+%-]{2,254}$")
+_SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+
+
+class RsaKey:
+    """An RSA private key from a PEM file (its numbers read once through the openssl
+    command), signing RS256 in pure Python."""
+
+    def __init__(self, path, kid=None):
+        out = subprocess.run(["openssl", "pkey", "-in", path, "-noout", "-text"],
+                             check=True, capture_output=True, text=True).stdout
+        nums, cur = {}, None
+        for line in out.splitlines():
+            s = line.strip()
+            if s.endswith(":") and not line.startswith(" "):
+                cur = s[:-1]
+                nums[cur] = ""
+            elif cur and line.startswith(" "):
+                nums[cur] += s.replace(":", "")
+            elif s.startswith("publicExponent:"):
+                self.e = int(s.split()[1])
+                cur = None
+            else:
+                cur = None
+        self.n = int(nums["modulus"], 16)
+        self.d = int(nums["privateExponent"], 16)
+        self.k = (self.n.bit_length() + 7) // 8
+        self.kid = kid or hashlib.sha256(str(self.n).encode()).hexdigest()[:40]
+
+    def sign(self, data):
+        t = _SHA256_DIGEST_INFO + hashlib.sha256(data).digest()
+        em = b"\x00\x01" + b"\xff" * (self.k - len(t) - 3) + b"\x00" + t
+        return pow(int.from_bytes(em, "big"), self.d, self.n).to_bytes(self.k, "big")
+
+    def jwk(self):
+        def b64u_int(v):
+            return b64url(v.to_bytes((v.bit_length() + 7) // 8, "big")).rstrip("=")
+        return {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.kid,
+                "n": b64u_int(self.n), "e": b64u_int(self.e)}
+
+    def jwt(self, claims):
+        def enc(obj):
+            return b64url(json.dumps(obj, separators=(",", ":")).encode()).rstrip("=")
+        head = enc({"alg": "RS256", "kid": self.kid, "typ": "JWT"}) + "." + enc(claims)
+        return head + "." + b64url(self.sign(head.encode())).rstrip("=")
+
+
+class PushNotifier:
+    """Watches per user, push subscriptions per topic, and the delivery thread."""
+
+    def __init__(self, log, key_file=None):
+        self.log = log
+        self.lock = threading.Condition()
+        self.keys = {}                 # path -> RsaKey
+        self.default_key = key_file
+        self.subs = {}                 # subscription name -> spec
+        self.reset()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="pubsub-push", daemon=True)
+        self.thread.start()
+
+    def reset(self):
+        with self.lock:
+            self.watches = {}          # email -> {topic, labelIds, behavior, expiration, historyId}
+            self.pending = {}          # email -> (historyId, first seen monotonic)
+            self.last_sent = {}        # email -> monotonic time of the last publish
+            self.retries = []          # [(not_before, attempt, sub name, envelope, email, hid)]
+            self.deliveries = []       # the last 1000 attempts
+            self.subs = {k: v for k, v in self.subs.items() if v.get("from_cli")}
+            self.counters = {"published": 0, "push_requests": 0, "push_acked": 0,
+                             "push_rejected": 0, "push_errors": 0, "push_dropped": 0}
+            self.lock.notify_all()
+
+    def close(self):
+        with self.lock:
+            self.stopping = True
+            self.lock.notify_all()
+
+    def key(self, path=None):
+        path = path or self.default_key
+        if not path:
+            raise ValueError("an OIDC token needs a signing key: \"key_file\" or --push-key")
+        with self.lock:
+            k = self.keys.get(path)
+        if k is None:
+            k = RsaKey(path)
+            with self.lock:
+                self.keys[path] = k
+        return k
+
+    def jwks(self):
+        with self.lock:
+            return {"keys": [k.jwk() for k in self.keys.values()]}
+
+    # --- control API ----------------------------------------------------------
+    def set_subscription(self, spec, from_cli=False):
+        name = spec.get("name", "")
+        topic = spec.get("topic", "")
+        if not _SUB_RE.match(name or ""):
+            raise ValueError("name must be projects/P/subscriptions/S")
+        if not _TOPIC_RE.match(topic or ""):
+            raise ValueError("topic must be projects/P/topics/T")
+        ep = spec.get("push_endpoint", "")
+        if urllib.parse.urlsplit(ep).scheme not in ("http", "https"):
+            raise ValueError("push_endpoint must be an http(s) URL")
+        oidc = spec.get("oidc_token")
+        sub = {"name": name, "topic": topic, "push_endpoint": ep, "ca_file": spec.get("ca_file"),
+               "from_cli": from_cli}
+        if oidc is not None:
+            if not isinstance(oidc, dict) or not oidc.get("service_account_email"):
+                raise ValueError("oidc_token needs service_account_email")
+            k = self.key(spec.get("key_file"))
+            sub["oidc"] = {"service_account_email": oidc["service_account_email"],
+                           "audience": oidc.get("audience") or ep, "key": k}
+        with self.lock:
+            self.subs[name] = sub
+        return self.describe(sub)
+
+    @staticmethod
+    def describe(sub):
+        out = {k: sub[k] for k in ("name", "topic", "push_endpoint")}
+        if "oidc" in sub:
+            out["oidc_token"] = {"service_account_email": sub["oidc"]["service_account_email"],
+                                 "audience": sub["oidc"]["audience"], "kid": sub["oidc"]["key"].kid}
+        return out
+
+    def control(self, method, rest, query, data):
+        if rest == ["subscriptions"]:
+            if method == "POST":
+                return 200, self.set_subscription(data)
+            if method == "DELETE":
+                with self.lock:
+                    gone = self.subs.pop(data.get("name") or query.get("name", [""])[0], None)
+                return (200 if gone else 404), {"deleted": gone is not None}
+            with self.lock:
+                return 200, {"subscriptions": [self.describe(s) for s in self.subs.values()]}
+        if rest == ["deliveries"] and method == "GET":
+            who = query.get("subscription", [None])[0]
+            with self.lock:
+                return 200, {"deliveries": [d for d in self.deliveries
+                                            if not who or d["subscription"] == who],
+                             "counters": dict(self.counters)}
+        if rest == ["watches"] and method == "GET":
+            with self.lock:
+                return 200, {"watches": {a: dict(w) for a, w in self.watches.items()}}
+        return 404, {"error": "unknown pubsub control endpoint"}
+
+    # --- the Gmail methods -------------------------------------------------------
+    def watch(self, mb, req):
+        topic = req.get("topicName")
+        if not isinstance(topic, str) or not topic:
+            raise err_invalid("Invalid topicName: missing", location="topicName")
+        if not _TOPIC_RE.match(topic):
+            raise err_invalid("Invalid topicName does not match projects/SOME-PROJECT/topics/*",
+                              location="topicName")
+        labels = req.get("labelIds", [])
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise err_invalid("Invalid value at 'labelIds'", location="labelIds")
+        behavior = req.get("labelFilterBehavior") or req.get("labelFilterAction") or "include"
+        if behavior not in ("include", "exclude"):
+            raise err_invalid("Invalid value at 'labelFilterBehavior'",
+                              location="labelFilterBehavior")
+        exp = int(time.time() * 1000) + WATCH_TTL_MS
+        with self.lock:
+            self.watches[mb.email] = {"topicName": topic, "labelIds": list(labels),
+                                      "labelFilterBehavior": behavior, "expiration": exp,
+                                      "historyId": mb.history_id}
+        self.log("watch %s topic %s labels %s (%s)" % (mb.email, topic, labels, behavior))
+        return {"historyId": str(mb.history_id), "expiration": str(exp)}
+
+    def stop(self, addr):
+        with self.lock:
+            self.watches.pop(addr, None)
+            self.pending.pop(addr, None)
+        self.log("stop %s" % addr)
+
+    def on_change(self, mb, hid, labels, changed):
+        """A history record of mailbox mb (called with mb.lock held)."""
+        with self.lock:
+            w = self.watches.get(mb.email)
+            if w is None or w["expiration"] <= time.time() * 1000:
+                return
+            if w["labelIds"]:
+                hit = bool(set(w["labelIds"]) & (set(labels) | set(changed)))
+                if hit != (w["labelFilterBehavior"] == "include"):
+                    return
+            first = self.pending.get(mb.email, (0, time.monotonic()))[1]
+            self.pending[mb.email] = (hid, first)
+            self.lock.notify_all()
+
+    # --- delivery --------------------------------------------------------------
+    def _run(self):
+        seq = int(time.time() * 1000) % 10 ** 12
+        while True:
+            jobs = []
+            with self.lock:
+                if self.stopping:
+                    return
+                now = time.monotonic()
+                wait = 1.0
+                for addr, (hid, _) in list(self.pending.items()):
+                    w = self.watches.get(addr)
+                    if w is None:
+                        del self.pending[addr]
+                        continue
+                    due = self.last_sent.get(addr, -1e9) + PUSH_MIN_INTERVAL_S
+                    if due > now:
+                        wait = min(wait, due - now)
+                        continue
+                    del self.pending[addr]
+                    self.last_sent[addr] = now
+                    seq += 1
+                    self.counters["published"] += 1
+                    data = json.dumps({"emailAddress": addr, "historyId": hid}).encode()
+                    msg = {"data": base64.b64encode(data).decode(), "messageId": str(seq),
+                           "message_id": str(seq), "attributes": {},
+                           "publishTime": rfc3339_ms(time.time()),
+                           "publish_time": rfc3339_ms(time.time())}
+                    for s in self.subs.values():
+                        if s["topic"] == w["topicName"]:
+                            jobs.append((1, s["name"], msg, addr, hid))
+                keep = []
+                for r in self.retries:
+                    if r[0] <= now:
+                        jobs.append(r[1:])
+                    else:
+                        wait = min(wait, r[0] - now)
+                        keep.append(r)
+                self.retries = keep
+                if not jobs:
+                    self.lock.wait(max(wait, 0.005))
+                    continue
+            for attempt, name, msg, addr, hid in jobs:
+                self._deliver(attempt, name, msg, addr, hid)
+
+    def _deliver(self, attempt, name, msg, addr, hid):
+        with self.lock:
+            sub = self.subs.get(name)
+        if sub is None:
+            return
+        body = json.dumps({"message": msg, "subscription": name}).encode()
+        headers = {"Content-Type": "application/json",
+                   "User-Agent": "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)"}
+        if "oidc" in sub:
+            o = sub["oidc"]
+            now = int(time.time())
+            uid = "1%020d" % (int(hashlib.sha256(o["service_account_email"].encode())
+                                  .hexdigest()[:16], 16) % 10 ** 20)  # the account's numeric id
+            headers["Authorization"] = "Bearer " + o["key"].jwt({
+                "aud": o["audience"], "azp": uid, "email": o["service_account_email"],
+                "email_verified": True, "exp": now + 3600, "iat": now,
+                "iss": "https://accounts.google.com", "sub": uid})
+        url = urllib.parse.urlsplit(sub["push_endpoint"])
+        path = url.path or "/"
+        if url.query:
+            path += "?" + url.query
+        status, err = 0, None
+        try:
+            if url.scheme == "https":
+                ctx = ssl.create_default_context(cafile=sub.get("ca_file"))
+                conn = http.client.HTTPSConnection(url.hostname, url.port or 443, context=ctx,
+                                                   timeout=10)
+            else:
+                conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=10)
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                status = resp.status
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException) as e:
+            err = str(e)
+        acked = status in (102, 200, 201, 202, 204)
+        with self.lock:
+            self.counters["push_requests"] += 1
+            if acked:
+                self.counters["push_acked"] += 1
+            elif status:
+                self.counters["push_rejected"] += 1
+            else:
+                self.counters["push_errors"] += 1
+            self.deliveries.append({"subscription": name, "emailAddress": addr,
+                                    "historyId": hid, "messageId": msg["messageId"],
+                                    "attempt": attempt, "status": status, "error": err,
+                                    "time": round(time.time(), 3)})
+            del self.deliveries[:-1000]
+            if not acked:
+                if attempt < PUSH_MAX_ATTEMPTS:
+                    delay = min(10.0, 0.1 * 2 ** (attempt - 1))  # Pub/Sub: exponential backoff
+                    self.retries.append((time.monotonic() + delay, attempt + 1, name, msg, addr,
+                                         hid))
+                else:
+                    self.counters["push_dropped"] += 1
+        if not acked:
+            self.log("push %s to %s: %s (attempt %d)" % (
+                name, sub["push_endpoint"].split("?")[0], status or err, attempt))
+
+
+# ---------------------------------------------------------------------------
 # HTTP layer
 # ---------------------------------------------------------------------------
 
@@ -2065,6 +2404,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if path == "/healthz" or path == "/_emulator/health":
             self._send_json(200, {"status": "ok", "users": len(emu.users),
                                   "features": list(FEATURES)}, pretty=False)
+            return
+        if path == "/oauth2/v3/certs":  # the push tokens' signing keys, as Google's JWKS
+            self._send_json(200, emu.push.jwks(), pretty=False)
             return
         if path.startswith("/_emulator/") or path == "/_emulator":
             status, obj = emu.control(method, path, query, body)
@@ -2274,6 +2616,13 @@ def main(argv=None):
     ap.add_argument("--no-gzip", action="store_true")
     ap.add_argument("--log-requests", action="store_true")
     ap.add_argument("--seed-file", help="JSON {\"users\": [<POST /_emulator/users bodies>]}")
+    ap.add_argument("--push-key", help="PEM RSA private key signing the push OIDC tokens")
+    ap.add_argument("--push-endpoint", help="URL of a push subscription to --push-topic")
+    ap.add_argument("--push-topic", default="projects/lattice-local/topics/gmail",
+                    help="topic of the --push-endpoint subscription")
+    ap.add_argument("--push-audience", help="OIDC audience (default: the endpoint URL)")
+    ap.add_argument("--push-service-account",
+                    help="OIDC token email; without it the push carries no token")
     a = ap.parse_args(argv)
     if not a.no_tls and not (a.cert and a.key):
         ap.error("--cert and --key are required (or --no-tls)")
@@ -2297,7 +2646,14 @@ def main(argv=None):
                  access_token_ttl_s=a.access_token_ttl_s, gzip=not a.no_gzip,
                  log_requests=a.log_requests)
     gc.set_threshold(50000, 20, 50)  # large, long-lived heaps: fewer full collections
-    emu = Emulator(cfg, logf)
+    emu = Emulator(cfg, logf, push_key=a.push_key)
+    if a.push_endpoint:
+        sub = {"name": "projects/%s/subscriptions/gmail-push" % a.push_topic.split("/")[1],
+               "topic": a.push_topic, "push_endpoint": a.push_endpoint}
+        if a.push_service_account:
+            sub["oidc_token"] = {"service_account_email": a.push_service_account,
+                                 "audience": a.push_audience}
+        emu.push.set_subscription(sub, from_cli=True)
     if a.seed_file:
         load_seed_file(emu, a.seed_file)
     srv, th = start_server(emu, a.host, a.port, None if a.no_tls else a.cert,
@@ -2334,6 +2690,7 @@ def main(argv=None):
         last = snap
     srv.shutdown()
     srv.server_close()
+    emu.push.close()
     if ready and os.path.exists(ready):
         os.unlink(ready)
     logf("stopped")

@@ -1387,3 +1387,173 @@ def test_cli_flags_and_seed_file(tmp_path):
     assert proc.returncode == 0
     assert "listening on http://127.0.0.1:%d" % port in out and "stopped" in out
     assert "rt-s" not in out  # no secrets in the log
+
+
+# ---------------------------------------------------------------------------
+# push notifications: users.watch / users.stop, Pub/Sub push delivery
+# ---------------------------------------------------------------------------
+
+import http.server  # noqa: E402
+import queue  # noqa: E402
+import threading  # noqa: E402
+
+TOPIC = "projects/lattice-test/topics/gmail-%d" % os.getpid()
+SA = "gmail-push@lattice-test.iam.gserviceaccount.com"
+
+
+class PushSink:
+    """A push endpoint: records every POST (path, headers, body), answers `status`."""
+
+    def __init__(self):
+        self.got = queue.Queue()
+        self.status = 204
+        sink = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                sink.got.put((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(sink.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d/gmail/push" % self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def next(self):
+        return self.got.get(timeout=30)  # a hang guard only
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@pytest.fixture(scope="session")
+def push_key():
+    d = tempfile.mkdtemp(prefix="gmail-emu-push-")
+    key = os.path.join(d, "push-key.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                    "rsa_keygen_bits:2048", "-out", key], check=True, capture_output=True)
+    yield key
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def sink():
+    s = PushSink()
+    yield s
+    s.close()
+
+
+def subscribe(cl, sink, key, name="push", oidc=True, query=""):
+    spec = {"name": "projects/lattice-test/subscriptions/%s-%d" % (name, os.getpid()),
+            "topic": TOPIC, "push_endpoint": sink.url + query, "key_file": key}
+    if oidc:
+        spec["oidc_token"] = {"service_account_email": SA, "audience": "lattice-watcher"}
+    st, res = cl.ctl("POST", "/pubsub/subscriptions", spec)
+    assert st == 200, res
+    return res
+
+
+def watch(cl, body):
+    return cl.json("POST", "/gmail/v1/users/me/watch", json.dumps(body).encode(),
+                   {"Content-Type": "application/json"})
+
+
+def jwt_verify(cl, token):
+    """Check an RS256 JWT against the emulator's JWKS; return its claims."""
+    head, claims, sig = token.split(".")
+    h = json.loads(b64d(head))
+    st, _, jwks = cl.json("GET", "/oauth2/v3/certs", auth=False)
+    assert st == 200
+    k = [k for k in jwks["keys"] if k["kid"] == h["kid"]][0]
+    n = int.from_bytes(b64d(k["n"]), "big")
+    e = int.from_bytes(b64d(k["e"]), "big")
+    em = pow(int.from_bytes(b64d(sig), "big"), e, n).to_bytes((n.bit_length() + 7) // 8, "big")
+    digest = gmail_emulator._SHA256_DIGEST_INFO + \
+        gmail_emulator.hashlib.sha256((head + "." + claims).encode()).digest()
+    assert h["alg"] == "RS256" and em.endswith(b"\x00" + digest) and em.startswith(b"\x00\x01\xff")
+    return json.loads(b64d(claims))
+
+
+def test_watch_shape_and_errors(cl):
+    t0 = int(time.time() * 1000)
+    st, _, res = watch(cl, {"topicName": TOPIC, "labelIds": ["INBOX"],
+                            "labelFilterBehavior": "include"})
+    assert st == 200 and set(res) == {"historyId", "expiration"}
+    _, _, prof = cl.api("profile")
+    assert res["historyId"] == prof["historyId"]
+    seven_days = 7 * 24 * 3600 * 1000
+    assert t0 + seven_days <= int(res["expiration"]) <= int(time.time() * 1000) + seven_days
+    st, _, b = watch(cl, {"labelIds": ["INBOX"]})
+    google_error(b, 400, "invalidArgument")
+    st, _, b = watch(cl, {"topicName": "my-topic"})
+    google_error(b, 400, "invalidArgument")
+    st, _, b = watch(cl, {"topicName": TOPIC, "labelFilterBehavior": "sideways"})
+    assert st == 400
+    _, w = cl.ctl("GET", "/pubsub/watches")
+    assert w["watches"][USER]["topicName"] == TOPIC
+    st, _, body = cl.request("POST", "/gmail/v1/users/me/stop")
+    assert st == 204 and body == b""
+    assert USER not in cl.ctl("GET", "/pubsub/watches")[1]["watches"]
+    _, c = cl.ctl("GET", "/counters")
+    assert c["by_method"]["gmail.users.watch"] == 4 and c["by_method"]["gmail.users.stop"] == 1
+    assert c["units_by_user"][USER] >= 100 + 50
+
+
+def test_push_envelope_and_oidc_token(cl, sink, push_key):
+    sub = subscribe(cl, sink, push_key)
+    st, _, _ = watch(cl, {"topicName": TOPIC})
+    assert st == 200
+    res = add_raw(cl, make_raw("pushed"), labelIds=["INBOX"])
+    path, h, body = sink.next()
+    assert path == "/gmail/push" and h["content-type"] == "application/json"
+    env = json.loads(body)
+    assert env["subscription"] == sub["name"]
+    m = env["message"]
+    data = json.loads(base64.b64decode(m["data"]))
+    assert data == {"emailAddress": USER, "historyId": int(res["historyId"])}
+    assert m["messageId"] and m["publishTime"].endswith("Z")
+    assert h["authorization"].startswith("Bearer ")
+    claims = jwt_verify(cl, h["authorization"][7:])
+    assert claims["iss"] == "https://accounts.google.com" and claims["aud"] == "lattice-watcher"
+    assert claims["email"] == SA and claims["email_verified"] is True
+    assert claims["iat"] <= time.time() + 5 < claims["exp"]
+
+
+def test_push_label_filter_stop_and_shared_token(cl, sink, push_key):
+    subscribe(cl, sink, push_key, oidc=False, query="?token=s3cret")
+    assert watch(cl, {"topicName": TOPIC, "labelIds": ["INBOX"]})[0] == 200
+    add_raw(cl, make_raw("not-inbox"), labelIds=["Label_9"])   # filtered out
+    res = add_raw(cl, make_raw("inbox"), labelIds=["INBOX"])
+    path, h, body = sink.next()
+    assert path == "/gmail/push?token=s3cret" and "authorization" not in h
+    hid = json.loads(base64.b64decode(json.loads(body)["message"]["data"]))["historyId"]
+    assert hid == int(res["historyId"])     # the filtered change was never published
+    # stopped: nothing is published until the next watch
+    assert cl.request("POST", "/gmail/v1/users/me/stop")[0] == 204
+    add_raw(cl, make_raw("while-stopped"), labelIds=["INBOX"])
+    assert watch(cl, {"topicName": TOPIC, "labelIds": ["INBOX"]})[0] == 200
+    res = add_raw(cl, make_raw("after"), labelIds=["INBOX"])
+    _, _, body = sink.next()
+    hid = json.loads(base64.b64decode(json.loads(body)["message"]["data"]))["historyId"]
+    assert hid == int(res["historyId"])
+
+
+def test_push_rejected_is_retried(cl, sink, push_key):
+    sub = subscribe(cl, sink, push_key)
+    sink.status = 401
+    assert watch(cl, {"topicName": TOPIC})[0] == 200
+    add_raw(cl, make_raw("rejected"), labelIds=["INBOX"])
+    _, h1, b1 = sink.next()
+    _, h2, b2 = sink.next()      # Pub/Sub redelivers an unacknowledged message
+    assert json.loads(b1)["message"]["messageId"] == json.loads(b2)["message"]["messageId"]
+    sink.status = 204
+    _, dl = cl.ctl("GET", "/pubsub/deliveries?subscription=" + urllib.parse.quote(sub["name"]))
+    assert [d["status"] for d in dl["deliveries"][:2]] == [401, 401]
+    assert dl["deliveries"][1]["attempt"] == 2

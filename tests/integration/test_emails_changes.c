@@ -4,7 +4,8 @@
  * docs/parser.md and keeps the row; a re-add (a newer mail.raw.v1 event)
  * makes it live again, an older replay does not; flags and labels replace
  * the full set; repeats are no-ops; older changes are ignored per
- * attribute; a change for an unknown message creates nothing. */
+ * attribute; a change for an unknown message creates nothing; a change
+ * kept pending before its message is applied when the row is written. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,8 +48,10 @@ static long long scalar(lt_db_t *db, const char *q)
     return strtoll(v, NULL, 10);
 }
 
-/* A message of account a1 (imap), written through the parser's upsert. */
-static lt_err_t upsert(lt_db_t *db, const char *pmid, const char *subject, int64_t event_time_ms)
+/* A message of account a1 (imap), written through the parser's upsert;
+ * what its pending changes did is added to *pend (may be NULL). */
+static lt_err_t upsert_pend(lt_db_t *db, const char *pmid, const char *subject,
+                            int64_t event_time_ms, lt_email_pending_stats_t *pend)
 {
     lt_email_row_t r = {0};
     r.tenant_id = "t1";
@@ -74,10 +77,15 @@ static lt_err_t upsert(lt_db_t *db, const char *pmid, const char *subject, int64
     if (!err) {
         const char *rows[] = {lt_buf_str(b)};
         size_t written = 0;
-        err = lt_emails_upsert(db, rows, 1, &written, E);
+        err = lt_emails_upsert(db, rows, 1, &written, pend, E);
     }
     lt_buf_destroy(b);
     return err;
+}
+
+static lt_err_t upsert(lt_db_t *db, const char *pmid, const char *subject, int64_t event_time_ms)
+{
+    return upsert_pend(db, pmid, subject, event_time_ms, NULL);
 }
 
 static lt_email_change_t change(const char *pmid, int64_t t, const char *const *v, size_t n)
@@ -325,6 +333,112 @@ static void test_unknown_and_invalid(lt_db_t *db)
     CHECK_INT(scalar(db, SEARCH), 1);
 }
 
+#define ROW_STATE(pmid)                                                                            \
+    "SELECT coalesce((extract(epoch FROM deleted_at) * 1000)::bigint::text, 'live') || ' ' || "    \
+    "coalesce(flags::text, 'NULL') || ' ' || coalesce(labels::text, 'NULL') FROM emails WHERE "    \
+    "tenant_id = 't1' AND provider_message_id = '" pmid "'"
+#define PENDING(pmid)                                                                              \
+    "SELECT count(*) FROM emails_changes_pending WHERE tenant_id = 't1' AND "                      \
+    "provider_message_id = '" pmid "'"
+
+/* A change read before its message's raw event (the topics are read
+ * independently) is kept pending and applied when the row is written. */
+static void test_pending(lt_db_t *db)
+{
+    char v[256];
+    lt_email_change_result_t res = -1;
+    const char *f[] = {"\\Seen", "\\Flagged"};
+    const char *fo[] = {"\\Answered"};
+    lt_email_change_t d = change("p1", T0 + 2000, NULL, 0);
+    lt_email_change_t fl = change("p1", T0 + 2000, f, 2);
+    lt_email_change_t fl_old = change("p1", T0 + 1000, fo, 1);
+
+    /* No row yet: kept pending, the newest per kind. */
+    CHECK(lt_emails_apply_or_pend(db, LT_EMAIL_DELETED, &d, &res, E) == LT_OK);
+    CHECK_INT(res, LT_EMAIL_CHANGE_PENDING);
+    CHECK(lt_emails_apply_or_pend(db, LT_EMAIL_FLAGS, &fl, &res, E) == LT_OK);
+    CHECK_INT(res, LT_EMAIL_CHANGE_PENDING);
+    CHECK(lt_emails_apply_or_pend(db, LT_EMAIL_FLAGS, &fl_old, &res, E) == LT_OK);
+    CHECK_INT(res, LT_EMAIL_CHANGE_UNKNOWN); /* older than the pending one: dropped */
+    CHECK(lt_emails_apply_or_pend(db, LT_EMAIL_DELETED, &d, &res, E) == LT_OK);
+    CHECK_INT(res, LT_EMAIL_CHANGE_PENDING); /* a replay: the same entry again */
+    CHECK_INT(scalar(db, PENDING("p1")), 2);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM emails WHERE provider_message_id = 'p1'"), 0);
+
+    /* The raw event (older than the deletion) arrives: the row is written
+     * and the pending changes applied in the same call. */
+    lt_email_pending_stats_t st = {0};
+    CHECK(upsert_pend(db, "p1", "Rechnung Juli", T0, &st) == LT_OK);
+    CHECK_STR(value(db, ROW_STATE("p1"), v, sizeof(v)),
+              "1764063002000 {\"\\\\Flagged\",\"\\\\Seen\"} NULL");
+    CHECK_INT((long long)st.count[LT_EMAIL_DELETED][LT_EMAIL_CHANGE_APPLIED], 1);
+    CHECK_INT((long long)st.count[LT_EMAIL_FLAGS][LT_EMAIL_CHANGE_APPLIED], 1);
+    CHECK_INT(scalar(db, PENDING("p1")), 0);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM emails_live WHERE provider_message_id = 'p1'"), 0);
+
+    /* Replay everything twice: the same state, nothing pending. */
+    for (int round = 0; round < 2; round++) {
+        lt_email_pending_stats_t st2 = {0};
+        CHECK(lt_emails_apply_or_pend(db, LT_EMAIL_DELETED, &d, &res, E) == LT_OK);
+        CHECK_INT(res, LT_EMAIL_CHANGE_SAME);
+        CHECK(lt_emails_apply_or_pend(db, LT_EMAIL_FLAGS, &fl, &res, E) == LT_OK);
+        CHECK_INT(res, LT_EMAIL_CHANGE_SAME);
+        CHECK(lt_emails_apply_or_pend(db, LT_EMAIL_FLAGS, &fl_old, &res, E) == LT_OK);
+        CHECK_INT(res, LT_EMAIL_CHANGE_STALE);
+        CHECK(upsert_pend(db, "p1", "Rechnung Juli", T0, &st2) == LT_OK);
+        CHECK_STR(value(db, ROW_STATE("p1"), v, sizeof(v)),
+                  "1764063002000 {\"\\\\Flagged\",\"\\\\Seen\"} NULL");
+        CHECK_INT(scalar(db, PENDING("p1")), 0);
+    }
+
+    /* A pending deletion older than the raw event is stale: the row is live. */
+    lt_email_change_t d_old = change("p2", T0 - 1000, NULL, 0);
+    CHECK(lt_emails_apply_or_pend(db, LT_EMAIL_DELETED, &d_old, &res, E) == LT_OK);
+    CHECK_INT(res, LT_EMAIL_CHANGE_PENDING);
+    lt_email_pending_stats_t st3 = {0};
+    CHECK(upsert_pend(db, "p2", "Rechnung August", T0, &st3) == LT_OK);
+    CHECK_INT((long long)st3.count[LT_EMAIL_DELETED][LT_EMAIL_CHANGE_STALE], 1);
+    CHECK_STR(value(db, ROW_STATE("p2"), v, sizeof(v)), "live NULL NULL");
+    CHECK_INT(scalar(db, PENDING("p2")), 0);
+
+    /* Labels pending for a message of another provider stay pending (the
+     * row is not theirs), and go with the retention purge. */
+    const char *l[] = {"INBOX"};
+    lt_email_change_t g = change("p3", T0 + 10, l, 1);
+    g.provider = "gmail";
+    CHECK(lt_emails_apply_or_pend(db, LT_EMAIL_LABELS, &g, &res, E) == LT_OK);
+    CHECK_INT(res, LT_EMAIL_CHANGE_PENDING);
+    CHECK(upsert(db, "p3", "Rechnung September", T0) == LT_OK);
+    CHECK_STR(value(db, ROW_STATE("p3"), v, sizeof(v)), "live NULL NULL");
+    CHECK_INT(scalar(db, PENDING("p3")), 1);
+    uint64_t purged = 99;
+    CHECK(lt_emails_purge_pending(db, 3600, &purged, E) == LT_OK);
+    CHECK_INT((long long)purged, 0); /* younger than the retention */
+    CHECK(lt_db_exec(db,
+                     &(lt_db_query_t){.what = "t",
+                                      .sql = "UPDATE emails_changes_pending SET pending_since = "
+                                             "now() - interval '2 hours'"},
+                     NULL, E) == LT_OK);
+    CHECK(lt_emails_purge_pending(db, 3600, &purged, E) == LT_OK);
+    CHECK_INT((long long)purged, 1);
+    CHECK_INT(scalar(db, PENDING("p3")), 0);
+    CHECK_STR(lt_email_change_result_name(LT_EMAIL_CHANGE_PENDING), "pending");
+
+    /* The message locks of a transaction (one statement; duplicates fine). */
+    lt_email_key_t keys[] = {{"t1", "a1", "p1"}, {"t1", "a1", "p2"}, {"t1", "a1", "p1"}};
+    CHECK(lt_db_begin(db, E) == LT_OK);
+    CHECK_MSG(lt_emails_lock(db, keys, 3, E) == LT_OK, "%s", g_err);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                         "classid = 19540 AND pid = pg_backend_pid()"),
+              2);
+    CHECK(lt_db_commit(db, E) == LT_OK);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                         "classid = 19540 AND pid = pg_backend_pid()"),
+              0);
+    lt_email_key_t bad[] = {{"t1", NULL, "p1"}};
+    CHECK(lt_emails_lock(db, bad, 1, E) == LT_ERR_INVALID);
+}
+
 int main(void)
 {
     lt_scratch_t s;
@@ -342,6 +456,7 @@ int main(void)
             test_delete_readd(db);
             test_flags_labels(db);
             test_unknown_and_invalid(db);
+            test_pending(db);
         }
         lt_db_destroy(db);
     }

@@ -156,7 +156,7 @@ kcat -P -b "$BROKER" -t "$RAW_TOPIC" -p 1 -k poison2 "$WORK/badid.bin" 2>/dev/nu
 
 # --- the parser ----------------------------------------------------------------
 run_parser() { # run_parser GROUP LOG: start in the background
-  LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_PARSER_GROUP_ID=$1 LATTICE_PARSER_DLQ_TOPIC=$DLQ_TOPIC \
+  LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_TOPIC_CHANGES=$RAW_TOPIC.changes LATTICE_PARSER_GROUP_ID=$1 LATTICE_PARSER_DLQ_TOPIC=$DLQ_TOPIC \
   LATTICE_PARSER_BATCH_MESSAGES=7 LATTICE_PARSER_CONCURRENCY=3 LATTICE_PARSER_MAX_MESSAGE_BYTES=40000 \
   LATTICE_LOG_FORMAT=text LATTICE_PARSER_RETRY_BASE_MS=200 \
     "$BUILD/parser/lattice-mail-parser" >"$2" 2>&1 &

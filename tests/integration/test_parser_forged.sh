@@ -122,7 +122,7 @@ done
 check "four forged records" [ "$n" = 4 ]
 
 # --- the parser ----------------------------------------------------------------
-LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_PARSER_GROUP_ID=test-parser-forged-$RUN \
+LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_TOPIC_CHANGES=$RAW_TOPIC.changes LATTICE_PARSER_GROUP_ID=test-parser-forged-$RUN \
 LATTICE_PARSER_DLQ_TOPIC=$DLQ_TOPIC LATTICE_PARSER_RETRY_BASE_MS=200 LATTICE_LOG_FORMAT=text \
 LATTICE_METRICS_PORT=$PORT LATTICE_METRICS_BIND=127.0.0.1 \
   "$BUILD/parser/lattice-mail-parser" >"$WORK/parser.log" 2>&1 &

@@ -51,7 +51,7 @@ CONFIG=$(printf '{"host":"%s","port":%s,"username":"%s","password_env":"'"$IMAP_
 psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) VALUES ('$TENANT', '$ACCOUNT', 'imap', '$CONFIG'::jsonb)" >/dev/null
 
 # --- 1. the parser, started before its raw topic exists: alive, not ready ---
-LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_PARSER_GROUP_ID=test-parser-metrics-$RUN \
+LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_TOPIC_CHANGES=$RAW_TOPIC.changes LATTICE_PARSER_GROUP_ID=test-parser-metrics-$RUN \
 LATTICE_PARSER_DLQ_TOPIC=$DLQ_TOPIC LATTICE_PARSER_BATCH_MESSAGES=4 LATTICE_PARSER_CONCURRENCY=2 \
 LATTICE_PARSER_MAX_MESSAGE_BYTES=40000 LATTICE_PARSER_RETRY_BASE_MS=200 \
 LATTICE_KAFKA_TOPIC_METADATA_REFRESH_INTERVAL_MS=1000 LATTICE_LOG_FORMAT=text \

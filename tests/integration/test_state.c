@@ -879,6 +879,43 @@ static void test_commands(lt_db_t *db)
           cs.status == LT_COMMAND_FAILED && cs.attempt == 1);
     CHECK(lt_command_abandon(db, "01JCMD-D", 1, E) == LT_ERR_NOT_FOUND); /* not running */
     CHECK(lt_command_start(db, &c4, &attempt, &prev, E) == LT_OK && attempt == 2);
+
+    /* Runs the worker counted that never reached the row (Postgres down):
+     * the next start writes at least their number. */
+    lt_command_info_t c5 = c;
+    c5.command_id = "01JCMD-E";
+    CHECK(lt_command_start(db, &c5, &attempt, &prev, E) == LT_OK && attempt == 1);
+    c5.min_attempt = 5;
+    c5.own_attempt = 1; /* the run still "running" in the row was this worker's */
+    CHECK(lt_command_start(db, &c5, &attempt, &prev, E) == LT_OK && attempt == 5);
+    CHECK(lt_command_get_status(db, "01JCMD-E", NULL, NULL, &cs, E) == LT_OK &&
+          cs.attempt == 5 && cs.stalled_runs == 0);
+    /* Runs that never finished (another worker's: killed) count, unless
+     * they made progress (a heartbeat counted messages). */
+    c5.min_attempt = 0;
+    c5.own_attempt = 0;
+    CHECK(lt_command_start(db, &c5, &attempt, &prev, E) == LT_OK && attempt == 6);
+    CHECK(lt_command_get_status(db, "01JCMD-E", NULL, NULL, &cs, E) == LT_OK &&
+          cs.stalled_runs == 1 && cs.messages == 0);
+    lt_command_progress_t some = {3, 300, 3, 10};
+    CHECK(lt_command_heartbeat(db, "01JCMD-E", &some, E) == LT_OK);
+    CHECK(lt_command_get_status(db, "01JCMD-E", NULL, NULL, &cs, E) == LT_OK &&
+          cs.messages == 3);
+    CHECK(lt_command_start(db, &c5, &attempt, &prev, E) == LT_OK && attempt == 7);
+    CHECK(lt_command_get_status(db, "01JCMD-E", NULL, NULL, &cs, E) == LT_OK &&
+          cs.stalled_runs == 0);
+    CHECK(lt_command_start(db, &c5, &attempt, &prev, E) == LT_OK && attempt == 8);
+    CHECK(lt_command_start(db, &c5, &attempt, &prev, E) == LT_OK && attempt == 9);
+    CHECK(lt_command_get_status(db, "01JCMD-E", NULL, NULL, &cs, E) == LT_OK &&
+          cs.stalled_runs == 2);
+    /* a run that finished (failed) is not one that took its worker down */
+    CHECK(lt_command_finish(db, "01JCMD-E",
+                            &(lt_command_outcome_t){.status = LT_COMMAND_FAILED,
+                                                    .error_class = "temporary"},
+                            E) == LT_OK);
+    CHECK(lt_command_start(db, &c5, &attempt, &prev, E) == LT_OK && attempt == 10);
+    CHECK(lt_command_get_status(db, "01JCMD-E", NULL, NULL, &cs, E) == LT_OK &&
+          cs.stalled_runs == 2);
 }
 
 /* ---- transactions ---- */

@@ -7,8 +7,9 @@
 #   3. a command id is one account's: the id of a command that succeeded
 #      for account A, sent for account B, is dead-lettered with its reason
 #      (not skipped as done), and A's row is untouched;
-#   4. a command whose row already has LATTICE_WORKER_MAX_ATTEMPTS attempts
-#      is dead-lettered with its reason instead of run;
+#   4. a command whose row already has LATTICE_WORKER_MAX_ATTEMPTS runs that
+#      never finished nor made progress is dead-lettered with its reason
+#      instead of run;
 #   5. a command that takes its worker down (kill -9 during it, every time)
 #      is run LATTICE_WORKER_MAX_ATTEMPTS times, then dead-lettered.
 set -euo pipefail
@@ -110,7 +111,8 @@ check "A's row untouched (succeeded, attempt 1)" \
 
 # 4. a row that already has the maximum of attempts
 Z=spent-$RUN
-psqlq "INSERT INTO mail_sync_commands (command_id, tenant_id, account_id, provider, kind, status, attempt, worker_id, heartbeat_at) VALUES ('$Z', '$TENANT', '$A', 'imap', 'incremental', 'running', 2, 'gone', now() - interval '1 hour')" >/dev/null
+# (its previous run never finished, nor the one still running: 2 stalled runs)
+psqlq "INSERT INTO mail_sync_commands (command_id, tenant_id, account_id, provider, kind, status, attempt, stalled_runs, worker_id, heartbeat_at) VALUES ('$Z', '$TENANT', '$A', 'imap', 'incremental', 'running', 2, 1, 'gone', now() - interval '1 hour')" >/dev/null
 command_for "$Z" "$A"
 sz=$(final "$Z" "$WORK/w1.log")
 check "a command with its attempts spent is dead-lettered ($sz)" [ "$(jget "$sz" result)" = dead_lettered ]

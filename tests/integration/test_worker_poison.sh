@@ -170,7 +170,7 @@ n2=$(python3 "$HERE/lib/mail_events.py" --topic "$RAW_TOPIC" --account "$ACCOUNT
 check "no new event after the second command ($nev -> $n2)" [ "$n2" = "$nev" ]
 
 # 5. the parser reads the full manifest of the wide message
-LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_PARSER_GROUP_ID=parser-$RUN LATTICE_PARSER_DLQ_TOPIC=$DLQ_TOPIC \
+LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_TOPIC_CHANGES=$RAW_TOPIC.changes LATTICE_PARSER_GROUP_ID=parser-$RUN LATTICE_PARSER_DLQ_TOPIC=$DLQ_TOPIC \
 LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest LATTICE_LOG_FORMAT=text LATTICE_PARSER_RETRY_BASE_MS=200 \
   "$BUILD/parser/lattice-mail-parser" >"$WORK/parser.log" 2>&1 &
 PPID2=$!

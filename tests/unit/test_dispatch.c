@@ -79,8 +79,28 @@ static void test_retry_after_revoke(void)
     lt_dispatch_destroy(d);
 }
 
+/* The retry budget: failures since the last durable progress; the row's
+ * attempt taken over when it is ahead. */
+static void test_retry_budget(void)
+{
+    lt_job_t *j = lt_job_new(0, 1, "acct", "x", 1);
+    CHECK(lt_job_failing_since(j) == 0 && lt_job_failures(j) == 0);
+    lt_job_failed(j, 0, 1000);
+    lt_job_failed(j, 0, 3000);
+    lt_job_failed(j, 0, 7000);
+    CHECK(lt_job_failing_since(j) == 1000 && lt_job_failures(j) == 3);
+    lt_job_failed(j, 1, 9000); /* the attempt moved the watermark: a new window */
+    CHECK(lt_job_failing_since(j) == 9000 && lt_job_failures(j) == 1);
+    CHECK_INT(lt_job_row_attempt(j), 0);
+    lt_job_started(j, 4); /* a predecessor's runs: the row is ahead */
+    CHECK_INT(lt_job_attempt(j), 4);
+    CHECK_INT(lt_job_row_attempt(j), 4);
+    lt_job_destroy(j);
+}
+
 int main(void)
 {
+    test_retry_budget();
     test_cost_per_take();
     test_retry_after_revoke();
 

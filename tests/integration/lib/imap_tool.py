@@ -101,4 +101,5 @@ def main():
     c.logout()
 
 
-main()
+if __name__ == "__main__":
+    main()
