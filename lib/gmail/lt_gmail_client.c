@@ -143,7 +143,7 @@ lt_gmail_t *lt_gmail_new(const lt_gmail_opts_t *o)
     } else { /* "me" names every mailbox: the grant tells them apart */
         uint8_t k[LT_GMAIL_TOKEN_KEY_SIZE];
         lt_gmail_tokens_key(c->token_url, c->client_id, c->refresh_token, c->user, k);
-        c->pace_user = lt_xmalloc(2 * 16 + 6);
+        c->pace_user = lt_xmalloc(6 + 2 * 16 + 1);
         memcpy(c->pace_user, "grant:", 6);
         for (int i = 0; i < 16; i++)
             snprintf(c->pace_user + 6 + 2 * i, 3, "%02x", k[i]);
