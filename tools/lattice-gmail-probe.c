@@ -3,7 +3,7 @@
  *   lattice-gmail-probe --client-id ID --client-secret-env VAR
  *       (--refresh-token-env VAR | --refresh-tokens-file FILE) [--user me]
  *       [--label INBOX | --query Q] [--fetch N] [--api-url URL] [--token-url URL]
- *       [--ca-file PEM] [--max-inflight 8] [--quota 250]
+ *       [--ca-file PEM] [--max-inflight 8] [--quota UNITS_PER_S]
  *
  * Gets a token, reads the profile, lists the scope and fetches up to N
  * messages (format=raw; 0 = only list) through lt_gmail_client, exactly as
@@ -13,9 +13,10 @@
  * thread each (the benchmark's fetch-only rows). Defaults come from the
  * settings table (lt_config, programs "tools"): LATTICE_GMAIL_API_URL,
  * LATTICE_GMAIL_TOKEN_URL, LATTICE_TLS_CA_FILE, LATTICE_GMAIL_MAX_INFLIGHT,
- * LATTICE_GMAIL_QUOTA_UNITS_PER_S, LATTICE_GMAIL_TIMEOUT_S,
+ * LATTICE_GMAIL_USER_UNITS_PER_MIN, LATTICE_GMAIL_PROJECT_UNITS_PER_MIN (the
+ * deprecated LATTICE_GMAIL_QUOTA_UNITS_PER_S x 60 when set), LATTICE_GMAIL_TIMEOUT_S,
  * LATTICE_GMAIL_MAX_RETRIES, LATTICE_GMAIL_RETRY_BASE_MS; the options
- * override them. The client secret and refresh token are read from the
+ * override them (--quota: units per second per user, 0 no pacing). The client secret and refresh token are read from the
  * variables the options name (as the worker reads an account's). Never prints a token or message
  * content. Exit 0 when every account succeeded. */
 #include <getopt.h>
@@ -110,7 +111,7 @@ static void usage(FILE *f)
     fputs("usage: lattice-gmail-probe --client-id ID --client-secret-env VAR\n"
           "         (--refresh-token-env VAR | --refresh-tokens-file FILE) [--user me]\n"
           "         [--label INBOX | --query Q] [--fetch N] [--api-url URL] [--token-url URL]\n"
-          "         [--ca-file PEM] [--max-inflight 8] [--quota 250]\n",
+          "         [--ca-file PEM] [--max-inflight 8] [--quota UNITS_PER_S]\n",
           f);
 }
 
@@ -145,7 +146,11 @@ int main(int argc, char **argv)
     base.o.ca_file = set->tls_ca_file;
     base.o.user = "me";
     base.o.max_inflight = set->gmail.max_inflight;
-    base.o.quota_units_per_s = set->gmail.quota_units_per_s;
+    /* the deprecated per-second setting, when given, as per minute */
+    base.o.user_units_per_min = set->gmail.quota_units_per_s > 0
+                                    ? set->gmail.quota_units_per_s * 60.0
+                                    : (double)set->gmail.user_units_per_min;
+    base.o.project_units_per_min = (double)set->gmail.project_units_per_min;
     base.o.timeout_s = set->gmail.timeout_s;
     base.o.max_retries = set->gmail.max_retries;
     base.o.retry_base_ms = set->gmail.retry_base_ms;
@@ -214,6 +219,9 @@ int main(int argc, char **argv)
             break;
         case 'Q':
             base.o.quota_units_per_s = atof(optarg); /* 0: no client-side pacing */
+            base.o.user_units_per_min = 0;           /* --quota wins */
+            if (base.o.quota_units_per_s <= 0)
+                base.o.project_units_per_min = 0;
             if (base.o.quota_units_per_s < 0)
                 return lt_config_destroy(cfg), bad_number("--quota", optarg);
             break;

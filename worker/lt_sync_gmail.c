@@ -1347,6 +1347,11 @@ lt_err_t lt_sync_gmail_run(lt_sync_t *s, const lt_sync_gmail_opts_t *opts, char 
         .refresh_token = conf.refresh_token,
         .max_inflight = opts->max_inflight,
         .quota_units_per_s = opts->quota_units_per_s,
+        .user_units_per_min = opts->user_units_per_min,
+        .project_units_per_min = opts->project_units_per_min,
+        .quota_project = opts->quota_project,
+        .quota_user = opts->quota_user,
+        .pacer = opts->pacer,
         .timeout_s = opts->timeout_s,
         .max_retries = opts->max_retries,
         .retry_base_ms = opts->retry_base_ms,
@@ -1386,11 +1391,15 @@ lt_err_t lt_sync_gmail_run(lt_sync_t *s, const lt_sync_gmail_opts_t *opts, char 
     lt_gmail_stats_t st;
     lt_gmail_stats(g, &st);
     lt_info(lt_sync_log(s),
-            "gmail: %lld requests, %lld retries, %lld quota errors, %lld server errors, %lld "
+            "gmail: %lld requests, %lld retries, %lld quota errors (%lld user, %lld project, "
+            "%lld rate cuts), %lld server errors, %lld "
             "units, %lld token refreshes, %lld cached token(s) used, %d in flight at most",
             (long long)st.requests, (long long)st.retries, (long long)st.quota_errors,
-            (long long)st.server_errors, (long long)st.units, (long long)st.token_refreshes,
-            (long long)st.token_reuses, st.max_inflight_seen);
+            (long long)st.quota_errors_user, (long long)st.quota_errors_project,
+            (long long)st.rate_cuts, (long long)st.server_errors, (long long)st.units,
+            (long long)st.token_refreshes, (long long)st.token_reuses, st.max_inflight_seen);
+    if (opts->stats)
+        *opts->stats = st;
     if (err == LT_ERR_REAUTH) {
         lt_account_set_status(lt_sync_db(s), lt_account_tenant(a), lt_account_id(a), "needs_reauth",
                               errstr, NULL, 0);

@@ -33,15 +33,22 @@
 #ifndef LT_SYNC_GMAIL_H
 #define LT_SYNC_GMAIL_H
 
+#include "lt_gmail_client.h"
 #include "lt_gmail_tokens.h"
 #include "lt_sync.h"
 
 typedef struct {
-    const char *api_url;   /* NULL: https://gmail.googleapis.com */
-    const char *token_url; /* NULL: https://oauth2.googleapis.com/token */
-    const char *ca_file;   /* NULL: system store */
-    int max_inflight;      /* concurrent requests per account */
-    int quota_units_per_s; /* per-user quota (Google: 250) */
+    const char *api_url;          /* NULL: https://gmail.googleapis.com */
+    const char *token_url;        /* NULL: https://oauth2.googleapis.com/token */
+    const char *ca_file;          /* NULL: system store */
+    int max_inflight;             /* concurrent requests per account */
+    int quota_units_per_s;        /* older form of user_units_per_min (x 60) */
+    double user_units_per_min;    /* per-user limit (Google: 6,000 or 15,000) */
+    double project_units_per_min; /* the project's limit (Google: 1,200,000) */
+    const char *quota_project;    /* the project's name; NULL: the OAuth client id */
+    const char *quota_user;       /* the mailbox's pacer name ("tenant/account"); NULL: the grant */
+    lt_gmail_pacer_t *pacer;      /* the worker's pacer, may be NULL */
+    lt_gmail_stats_t *stats;      /* out, may be NULL: the command's request counters */
     int timeout_s;
     int max_retries;
     int retry_base_ms;

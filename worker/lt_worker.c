@@ -26,6 +26,8 @@
 #include "lt_registry.h"
 #include "lt_s3.h"
 #include "lt_sync.h"
+#include "lt_gmail_quota.h"
+#include "lt_quota_day.h"
 #include "lt_sync_gmail.h"
 #include "lt_sync_imap.h"
 #include "lt_trace.h"
@@ -85,6 +87,8 @@ struct lt_worker_s {
     char spill_prefix[256]; /* this worker's spill files in LATTICE_TMP_DIR */
     lt_worker_obs_t *obs;      /* metrics, progress reports, readiness */
     lt_gmail_tokens_t *tokens; /* Gmail access tokens, shared by the slots */
+    lt_gmail_pacer_t *pacer;   /* Gmail quotas (users, projects), shared by the slots */
+    volatile int share_dirty;  /* the assignment changed: recompute the project share */
 };
 
 /* --- results ------------------------------------------------------------ */
@@ -617,6 +621,85 @@ static step_t job_start(job_run_t *r)
     return STEP_NEXT;
 }
 
+/* --- Gmail: the daily threshold of a project ------------------------------ */
+
+/* Add the command's units to its project's day (Postgres, all workers) and
+ * report the day: gauge, alert share, warning. */
+static void gmail_day_count(job_run_t *r, const lt_gmail_quota_t *q, const lt_gmail_stats_t *st)
+{
+    const lt_settings_t *set = r->w->set;
+    int64_t day = -1;
+    int alert = 0;
+    char e[512];
+    if (q->project[0] && set->gmail.project_units_per_day > 0 && r->slot->db &&
+        lt_db_ok(r->slot->db)) {
+        if (lt_quota_day_add(r->slot->db, q->project, st->units, &day, e, sizeof(e)))
+            lt_warn(&r->log, "gmail: units of project %s not counted: %s", q->project, e);
+        else {
+            int64_t limit = set->gmail.project_units_per_day;
+            alert = (double)day >= (double)limit * set->gmail.day_alert_percent / 100.0;
+            if (alert)
+                lt_warn(&r->log,
+                        "gmail: project %s has used %lld units today (UTC), %.1f %% of its "
+                        "daily threshold %lld (alert at %d %%)",
+                        q->project, (long long)day, 100.0 * (double)day / (double)limit,
+                        (long long)limit, set->gmail.day_alert_percent);
+        }
+    }
+    lt_worker_obs_gmail_quota(r->w->obs, q->project, st->units, st->quota_errors_user,
+                              st->quota_errors_project, st->rate_cuts, day, alert, 0);
+}
+
+/* With LATTICE_GMAIL_PROJECT_DAY_HARD_STOP, a project that used its daily
+ * threshold runs no Gmail command until the next UTC day: the command ends
+ * "quota_paused" (status event, command row), not retried; the scheduler's
+ * next commands run again the next day. 1 when paused (reported). */
+static int gmail_day_paused(job_run_t *r, const lt_gmail_quota_t *q)
+{
+    const lt_settings_t *set = r->w->set;
+    if (!set->gmail.day_hard_stop || set->gmail.project_units_per_day <= 0 || !q->project[0] ||
+        !r->slot->db || !lt_db_ok(r->slot->db))
+        return 0;
+    int64_t day = 0, left = 0;
+    char e[512];
+    if (lt_quota_day_get(r->slot->db, q->project, &day, &left, e, sizeof(e))) {
+        lt_warn(&r->log, "gmail: units of project %s unknown (%s); running", q->project, e);
+        return 0;
+    }
+    if (day < set->gmail.project_units_per_day)
+        return 0;
+    time_t resume = time(NULL) + (time_t)left;
+    struct tm tm;
+    char at[32];
+    gmtime_r(&resume, &tm);
+    strftime(at, sizeof(at), "%Y-%m-%dT00:00:00Z", &tm);
+    snprintf(r->errstr, sizeof(r->errstr),
+             "quota_paused: Gmail project %s has used %lld units today (UTC), its daily "
+             "threshold is %lld (LATTICE_GMAIL_PROJECT_DAY_HARD_STOP); its commands resume at %s",
+             q->project, (long long)day, (long long)set->gmail.project_units_per_day, at);
+    lt_warn(&r->log, "%s", r->errstr);
+    r->err = LT_ERR_TEMPORARY;
+    lt_command_progress_t c = {0, 0, 0, 0};
+    lt_command_finish(r->slot->db, lt_command_id(r->cmd),
+                      &(lt_command_outcome_t){.status = LT_COMMAND_FAILED,
+                                              .counts = &c,
+                                              .error_class = "quota_paused",
+                                              .error = r->errstr},
+                      NULL, 0);
+    lt_worker_obs_gmail_quota(r->w->obs, q->project, 0, 0, 0, 0, day, 1, 1);
+    lt_worker_obs_attempt(r->w->obs, r->cmd, "quota_paused", r->err, lt_now_ms() - r->t0);
+    status_event(r->w, &(status_t){.cmd = r->cmd,
+                                   .account_key = lt_job_account(r->job),
+                                   .result = "quota_paused",
+                                   .err = r->err,
+                                   .error = r->errstr,
+                                   .duration_ms = lt_now_ms() - r->t0,
+                                   .attempt = r->att,
+                                   .traceparent = r->tp});
+    r->err = LT_OK;
+    return 1;
+}
+
 /* 6. recover, then run */
 static step_t job_sync(job_run_t *r)
 {
@@ -656,12 +739,29 @@ static step_t job_sync(job_run_t *r)
                                   set->worker.secrets_dir, set->worker.imap_flags_scan_interval_s};
         r->err = lt_sync_imap_run(r->sync, &io, r->errstr, sizeof(r->errstr));
     } else {
+        lt_gmail_quota_t q;
+        r->err = lt_gmail_quota_of(r->acct, set, set->worker.secrets_dir, &q, r->errstr,
+                                   sizeof(r->errstr));
+        if (r->err)
+            return STEP_FAIL;
+        if (gmail_day_paused(r, &q))
+            return STEP_DONE;
+        lt_gmail_stats_t st;
+        memset(&st, 0, sizeof(st));
+        char quser[600];
+        snprintf(quser, sizeof(quser), "%s/%s", lt_command_tenant_id(r->cmd),
+                 lt_command_account_id(r->cmd));
         lt_sync_gmail_opts_t go = {
             .api_url = set->gmail.api_url,
             .token_url = set->gmail.token_url,
             .ca_file = set->tls_ca_file,
             .max_inflight = set->gmail.max_inflight,
-            .quota_units_per_s = set->gmail.quota_units_per_s,
+            .user_units_per_min = q.user_units_per_min,
+            .project_units_per_min = q.project_units_per_min,
+            .quota_project = q.project[0] ? q.project : NULL,
+            .quota_user = quser,
+            .pacer = w->pacer,
+            .stats = &st,
             .timeout_s = set->gmail.timeout_s,
             .max_retries = set->gmail.max_retries,
             .retry_base_ms = set->gmail.retry_base_ms,
@@ -670,6 +770,7 @@ static step_t job_sync(job_run_t *r)
             .secrets_dir = set->worker.secrets_dir,
         };
         r->err = lt_sync_gmail_run(r->sync, &go, r->errstr, sizeof(r->errstr));
+        gmail_day_count(r, &q, &st);
     }
     return r->err ? STEP_FAIL : STEP_NEXT;
 }
@@ -981,7 +1082,42 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         lt_error(NULL, "incremental rebalance: %s", rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
     }
+    w->share_dirty = 1;
     lt_worker_obs_rebalance(w->obs, rk, err);
+}
+
+/* This worker's share of every Gmail project's per-minute limit: its share of
+ * the command topic's partitions. Commands are keyed by account, so a
+ * worker's part of the pool's accounts is its part of the partitions; the
+ * workers of a pool together stay under a project's limit without talking
+ * to each other (docs/gmail.md, "The project limit in a pool"). Poll thread. */
+static void update_share(lt_worker_t *w)
+{
+    w->share_dirty = 0;
+    rd_kafka_topic_partition_list_t *assigned = NULL;
+    if (rd_kafka_assignment(w->consumer, &assigned))
+        return;
+    int mine = assigned->cnt;
+    rd_kafka_topic_partition_list_destroy(assigned);
+    rd_kafka_topic_t *t = rd_kafka_topic_new(w->consumer, w->set->topic.commands, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    int total = 0;
+    if (t && !rd_kafka_metadata(w->consumer, 0, t, &md, 5000) && md->topic_cnt == 1)
+        total = md->topics[0].partition_cnt;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (t)
+        rd_kafka_topic_destroy(t);
+    if (total <= 0) {
+        w->share_dirty = 1; /* try again at the next poll */
+        return;
+    }
+    double share = mine > 0 ? (double)mine / total : 1.0 / total;
+    if (share != lt_gmail_pacer_share(w->pacer))
+        lt_info(NULL, "gmail: this worker paces each project to %d/%d of its limit",
+                mine > 0 ? mine : 1, total);
+    lt_gmail_pacer_set_share(w->pacer, share);
+    lt_worker_obs_gmail_share(w->obs, share);
 }
 
 /* Pause fetching while the queue is full, resume when half of it has been
@@ -1030,6 +1166,12 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     w->offsets = lt_offsets_new();
     w->dispatch = lt_dispatch_new();
     w->tokens = lt_gmail_tokens_new(LT_WORKER_GMAIL_TOKENS);
+    w->pacer = lt_gmail_pacer_new();
+    if (set->gmail.quota_units_per_s > 0)
+        lt_warn(NULL,
+                "LATTICE_GMAIL_QUOTA_UNITS_PER_S is deprecated (Google's limits are per minute): "
+                "using %d units per user per minute; set LATTICE_GMAIL_USER_UNITS_PER_MIN instead",
+                set->gmail.quota_units_per_s * 60);
     w->drain_ms = set->worker.drain_timeout_s * 1000;
     w->queue_max = set->worker.queue_max;
     const char *id = set->worker.id;
@@ -1183,6 +1325,8 @@ lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
             rd_kafka_message_destroy(m);
         }
         rd_kafka_poll(w->producer, 0);
+        if (w->share_dirty)
+            update_share(w);
         /* while the brokers are down: are they back? (a short wait, every 2 s) */
         lt_kafka_health_probe(w->kafka_health, w->producer, 2000, 500);
         flow_control(w);
@@ -1230,6 +1374,7 @@ void lt_worker_destroy(lt_worker_t *w)
     lt_dispatch_destroy(w->dispatch);
     lt_offsets_destroy(w->offsets);
     lt_gmail_tokens_destroy(w->tokens);
+    lt_gmail_pacer_destroy(w->pacer);
     pthread_mutex_destroy(&w->mu);
     free(w);
 }

@@ -44,6 +44,8 @@ struct lt_worker_obs_s {
     lt_metric_t *commands, *scopes, *duration, *retries, *last_success_acct, *last_success,
         *rebalances;
     lt_metric_t *p_done, *p_total, *p_rate, *p_eta;
+    lt_metric_t *g_units, *g_quota, *g_cuts, *g_day, *g_alert, *g_paused;
+    lt_series_t *g_share;
     lt_series_t *s3_stalls;
     lt_kafka_health_t *kafka_health;
     lt_series_t *k_up, *k_txn_up, *k_down_s, *k_errors, *k_outages;
@@ -192,6 +194,34 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
                                          "Seconds left for the running command at its rate (-1 "
                                          "unknown).",
                                          pl, pmax);
+
+    o->g_units = lt_metrics_counter(reg, "lattice_gmail_units_total",
+                                    "Gmail API quota units spent by this worker.", "project");
+    o->g_quota = lt_metrics_counter(
+        reg, "lattice_gmail_quota_errors_total",
+        "Gmail quota answers: kind user (userRateLimitExceeded) or project (rateLimitExceeded).",
+        "project,kind");
+    o->g_cuts = lt_metrics_counter(reg, "lattice_gmail_rate_cuts_total",
+                                   "Times a quota answer lowered a user's or project's pace.",
+                                   "project");
+    o->g_day = lt_metrics_gauge_volatile(
+        reg, "lattice_gmail_project_day_units",
+        "Gmail units of the project today (UTC), all workers, from Postgres.", "project", 1000);
+    o->g_alert = lt_metrics_gauge_volatile(
+        reg, "lattice_gmail_project_day_alert",
+        "1 when the project's units today are over LATTICE_GMAIL_PROJECT_DAY_ALERT_PERCENT of "
+        "LATTICE_GMAIL_PROJECT_UNITS_PER_DAY.",
+        "project", 1000);
+    o->g_paused = lt_metrics_gauge_volatile(
+        reg, "lattice_gmail_project_paused",
+        "1 while the project's Gmail commands are paused until the next UTC day (hard stop).",
+        "project", 1000);
+    o->g_share = lt_metric_series(lt_metrics_gauge(
+        reg, "lattice_gmail_project_share",
+        "This worker's share of each project's per-minute limit (its share of the command "
+        "topic's partitions).",
+        NULL));
+    lt_series_set(o->g_share, 1);
 
     lt_metric_t *msgs = lt_metrics_counter(reg, "lattice_worker_messages_fetched_total",
                                            "Messages fetched from the provider.", "provider");
@@ -477,4 +507,30 @@ int lt_worker_obs_ready(lt_worker_obs_t *o, char *why, size_t why_size)
         }
     }
     return lt_ready_probe_check(o ? o->probe : NULL, why, why_size);
+}
+
+void lt_worker_obs_gmail_quota(lt_worker_obs_t *o, const char *project, int64_t units,
+                               int64_t quota_user, int64_t quota_project, int64_t rate_cuts,
+                               int64_t day_units, int alert, int paused)
+{
+    if (!o || !o->reg)
+        return;
+    const char *p[1] = {project && project[0] ? project : "unknown"};
+    lt_series_add(lt_metric_get_n(o->g_units, p, 1), (double)units);
+    const char *ku[2] = {p[0], "user"}, *kp[2] = {p[0], "project"};
+    lt_series_add(lt_metric_get_n(o->g_quota, ku, 2), (double)quota_user);
+    lt_series_add(lt_metric_get_n(o->g_quota, kp, 2), (double)quota_project);
+    lt_series_add(lt_metric_get_n(o->g_cuts, p, 1), (double)rate_cuts);
+    if (day_units >= 0) {
+        lt_metric_set_n(o->g_day, (double)day_units, p, 1);
+        lt_metric_set_n(o->g_alert, alert, p, 1);
+    }
+    lt_metric_set_n(o->g_paused, paused, p, 1);
+}
+
+void lt_worker_obs_gmail_share(lt_worker_obs_t *o, double share)
+{
+    if (!o || !o->reg)
+        return;
+    lt_series_set(o->g_share, share);
 }

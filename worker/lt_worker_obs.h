@@ -57,6 +57,15 @@ void lt_worker_obs_slot(lt_worker_obs_t *o, int slot, int running);
 /* After a rebalance callback: the assignment size, and readiness. */
 void lt_worker_obs_rebalance(lt_worker_obs_t *o, rd_kafka_t *consumer, rd_kafka_resp_err_t why);
 
+/* A Gmail command's quota figures: its units and quota answers (user,
+ * project), the project's units today (UTC, all workers; -1 unknown), 1
+ * when that is over the alert share, 1 when the project is paused. */
+void lt_worker_obs_gmail_quota(lt_worker_obs_t *o, const char *project, int64_t units,
+                               int64_t quota_user, int64_t quota_project, int64_t rate_cuts,
+                               int64_t day_units, int alert, int paused);
+/* This worker's share of every Gmail project's per-minute limit. */
+void lt_worker_obs_gmail_share(lt_worker_obs_t *o, double share);
+
 /* Fill env's metrics and progress members for a command about to run on
  * `slot` (traceparent may be NULL: used on the "running" events). */
 void lt_worker_obs_sync_env(lt_worker_obs_t *o, int slot, const lt_command_t *cmd,

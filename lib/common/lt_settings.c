@@ -603,16 +603,64 @@ static const lt_setting_t k_settings[] = {
      .desc =
          "Concurrent Gmail API requests per account (HTTP/2 streams or keep-alive connections). "
          "Gmail limits concurrent requests per user; 8 reaches the quota at 50 ms latency."},
+    {.env = "LATTICE_GMAIL_USER_UNITS_PER_MIN",
+     LT_SET_FIELD_INT(gmail.user_units_per_min),
+     .def = "6000",
+     .programs = W | T | WA,
+     .min = 1,
+     .max = 100000000,
+     .group = "Gmail",
+     .desc =
+         "Per-user (mailbox) quota units per minute the client paces itself to, evenly over the "
+         "minute: Google gives 6000 to projects created since 1 May 2026, 15000 to older ones "
+         "(messages.get costs 5, messages.list 5, history.list 2, getProfile 1). An account's "
+         "config_json may override it (quota_user_units_per_min)."},
+    {.env = "LATTICE_GMAIL_PROJECT_UNITS_PER_MIN",
+     LT_SET_FIELD_INT(gmail.project_units_per_min),
+     .def = "1200000",
+     .programs = W | T | WA,
+     .min = 0,
+     .max = 1000000000,
+     .group = "Gmail",
+     .desc = "Quota units per minute of one Google Cloud project, shared by all its users and by "
+             "the whole worker pool (each worker paces to its share of the command topic's "
+             "partitions); 0: not paced. An account's config_json may name its own project "
+             "(quota_project) and limit (quota_project_units_per_min)."},
+    {.env = "LATTICE_GMAIL_PROJECT_UNITS_PER_DAY",
+     LT_SET_FIELD_INT64(gmail.project_units_per_day),
+     .def = "80000000",
+     .programs = W,
+     .min = 0,
+     .max = INT64_C(1000000000000),
+     .group = "Gmail",
+     .desc = "Daily units of a project beyond which Google charges (its billing threshold, "
+             "80000000); units are counted per project and UTC day in Postgres. 0: not "
+             "counted."},
+    {.env = "LATTICE_GMAIL_PROJECT_DAY_ALERT_PERCENT",
+     LT_SET_FIELD_INT(gmail.day_alert_percent),
+     .def = "80",
+     .programs = W,
+     .min = 1,
+     .max = 100,
+     .group = "Gmail",
+     .desc = "Share of LATTICE_GMAIL_PROJECT_UNITS_PER_DAY at which a project's day is reported "
+             "(warning log, lattice_gmail_project_day_alert gauge)."},
+    {.env = "LATTICE_GMAIL_PROJECT_DAY_HARD_STOP",
+     LT_SET_FIELD_BOOL(gmail.day_hard_stop),
+     .def = "false",
+     .programs = W,
+     .group = "Gmail",
+     .desc = "true: once a project has used LATTICE_GMAIL_PROJECT_UNITS_PER_DAY units today "
+             "(UTC), its Gmail commands are not run (status quota_paused) until the next UTC "
+             "day, instead of running into charges."},
     {.env = "LATTICE_GMAIL_QUOTA_UNITS_PER_S",
      LT_SET_FIELD_INT(gmail.quota_units_per_s),
-     .def = "250",
      .programs = W | T | WA,
      .min = 1,
      .max = 1000000,
      .group = "Gmail",
-     .desc =
-         "Per-user quota the client paces itself to (Google: 250 units/s; messages.get costs 5, "
-         "history.list 2, getProfile 1)."},
+     .desc = "Deprecated (Google's limits are per minute now): when set, used as "
+             "LATTICE_GMAIL_USER_UNITS_PER_MIN = 60 x this, with a warning at start."},
     {.env = "LATTICE_GMAIL_TIMEOUT_S",
      LT_SET_FIELD_INT(gmail.timeout_s),
      .def = "120",

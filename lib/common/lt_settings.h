@@ -108,7 +108,12 @@ typedef struct {
         const char *api_url;
         const char *token_url;
         int max_inflight;
-        int quota_units_per_s;
+        int quota_units_per_s;         /* deprecated: 0 unless set */
+        int user_units_per_min;        /* LATTICE_GMAIL_USER_UNITS_PER_MIN */
+        int project_units_per_min;     /* LATTICE_GMAIL_PROJECT_UNITS_PER_MIN; 0: not paced */
+        int64_t project_units_per_day; /* LATTICE_GMAIL_PROJECT_UNITS_PER_DAY */
+        int day_alert_percent;         /* LATTICE_GMAIL_PROJECT_DAY_ALERT_PERCENT */
+        bool day_hard_stop;            /* LATTICE_GMAIL_PROJECT_DAY_HARD_STOP */
         int timeout_s;
         int max_retries;
         int retry_base_ms;

@@ -1,7 +1,6 @@
 #include "lt_gmail_client.h"
 
 #include "lt_clock.h"
-#include "lt_gmail_bucket.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -64,7 +63,10 @@ struct lt_gmail_s {
     int token_gen;
     uint8_t token_key[LT_GMAIL_TOKEN_KEY_SIZE]; /* in o.tokens */
 
-    lt_gmail_bucket_t bucket;
+    lt_gmail_pacer_t *pacer;
+    lt_gmail_pacer_t *own_pacer; /* when none was given */
+    lt_gmail_pace_t pace;
+    char *pace_user, *pace_project;
 
     lt_gmail_stats_t st;
     int inflight;
@@ -127,14 +129,34 @@ lt_gmail_t *lt_gmail_new(const lt_gmail_opts_t *o)
     c->user_esc = lt_xstrdup(esc ? esc : "me");
     curl_free(esc);
     curl_easy_cleanup(e);
-    /* One second of burst, as Google's moving average and the emulator, less
-     * what may be in flight: requests the client charged earlier can reach
-     * the server after the client's bucket has refilled (a loaded server,
-     * slow network), and both buckets must not be full at that moment. */
+    /* One second of burst at the per-minute rate, less what may be in flight:
+     * requests the client charged earlier can reach the server after the
+     * client's bucket has refilled (a loaded server, slow network), and both
+     * buckets must not be full at that moment. */
+    double per_min = o->user_units_per_min > 0 ? o->user_units_per_min
+                                               : o->quota_units_per_s * 60.0;
     double burst = 1.0;
-    if (c->o.quota_units_per_s > 0)
-        burst -= (double)c->o.max_inflight * COST_GET / c->o.quota_units_per_s;
-    lt_gmail_bucket_init(&c->bucket, c->o.quota_units_per_s, burst < 0.2 ? 0.2 : burst, lt_now_ms());
+    if (per_min > 0)
+        burst -= (double)c->o.max_inflight * COST_GET / (per_min / 60.0);
+    if (o->quota_user) {
+        c->pace_user = lt_xstrdup(o->quota_user);
+    } else { /* "me" names every mailbox: the grant tells them apart */
+        uint8_t k[LT_GMAIL_TOKEN_KEY_SIZE];
+        lt_gmail_tokens_key(c->token_url, c->client_id, c->refresh_token, c->user, k);
+        c->pace_user = lt_xmalloc(6 + 2 * 16 + 1);
+        memcpy(c->pace_user, "grant:", 6);
+        for (int i = 0; i < 16; i++)
+            snprintf(c->pace_user + 6 + 2 * i, 3, "%02x", k[i]);
+    }
+    c->pace_project = lt_xstrdup(o->quota_project ? o->quota_project : c->client_id);
+    c->pace.user = c->pace_user;
+    c->pace.user_per_min = per_min;
+    c->pace.user_burst_s = burst < 0.2 ? 0.2 : burst;
+    c->pace.project = c->pace_project;
+    c->pace.project_per_min = o->project_units_per_min;
+    c->pacer = o->pacer;
+    if (!c->pacer)
+        c->pacer = c->own_pacer = lt_gmail_pacer_new();
     c->raw = lt_buf_new((size_t)c->o.max_message_bytes);
     return c;
 }
@@ -151,6 +173,9 @@ void lt_gmail_destroy(lt_gmail_t *c)
     free(c->user);
     free(c->user_esc);
     free(c->client_id);
+    free(c->pace_user);
+    free(c->pace_project);
+    lt_gmail_pacer_destroy(c->own_pacer);
     /* OPENSSL_cleanse: a memset before free() may be dropped by the compiler */
     if (c->client_secret) {
         OPENSSL_cleanse(c->client_secret, strlen(c->client_secret));
@@ -163,6 +188,11 @@ void lt_gmail_destroy(lt_gmail_t *c)
     OPENSSL_cleanse(c->access, sizeof(c->access));
     lt_buf_destroy(c->raw);
     free(c);
+}
+
+void lt_gmail_pace_key(const lt_gmail_t *c, lt_gmail_pace_t *out)
+{
+    *out = c->pace;
 }
 
 void lt_gmail_stats(const lt_gmail_t *c, lt_gmail_stats_t *out)
@@ -400,7 +430,6 @@ static void req_start(lt_gmail_t *c, req_t *r)
     curl_easy_setopt(r->h, CURLOPT_HTTPHEADER, r->hdrs);
     r->token_gen = c->token_gen;
     r->state = 1;
-    lt_gmail_bucket_take(&c->bucket, r->cost);
     c->st.units += r->cost;
     c->st.requests++;
     c->inflight++;
@@ -427,6 +456,7 @@ static void req_release(lt_gmail_t *c, req_t *r)
 /* Schedule a retry of r, or fail when out of attempts. */
 static lt_err_t req_retry(lt_gmail_t *c, req_t *r, int quota, char *errstr, size_t n)
 {
+    /* quota: 0 none, 1 the user's limit, 2 the project's, 3 concurrency */
     r->state = 0;
     if (++r->attempts > c->o.max_retries)
         return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "gave up after %d attempts: %s", r->attempts,
@@ -434,8 +464,15 @@ static lt_err_t req_retry(lt_gmail_t *c, req_t *r, int quota, char *errstr, size
     c->st.retries++;
     int64_t d = backoff_ms(c, r->attempts - 1, r->retry_after_s);
     r->not_before = lt_now_ms() + d;
-    if (quota) /* the whole account is over its quota: everyone waits */
-        lt_gmail_bucket_pause(&c->bucket, lt_now_ms() + d);
+    if (quota == 1 || quota == 2) {
+        /* lower that rate (once per overshoot): the next requests are paced slower */
+        if (lt_gmail_pacer_cut(c->pacer, &c->pace,
+                               quota == 2 ? LT_GMAIL_QUOTA_PROJECT : LT_GMAIL_QUOTA_USER,
+                               lt_now_ms()))
+            c->st.rate_cuts++;
+    }
+    if (quota && r->retry_after_s > 0) /* asked to wait: the whole account waits */
+        lt_gmail_pacer_pause(c->pacer, &c->pace, lt_now_ms() + d);
     lt_debug(LOG(c), "gmail: %s; retry %d in %lld ms", r->last_err, r->attempts, (long long)d);
     return LT_OK;
 }
@@ -466,7 +503,7 @@ static lt_err_t run(lt_gmail_t *c, req_t *reqs, size_t nreq, on_ok_fn ok, on_gon
                     wait = r->not_before - t;
                 continue;
             }
-            int64_t w = lt_gmail_bucket_wait(&c->bucket, r->cost, t);
+            int64_t w = lt_gmail_pacer_take(c->pacer, &c->pace, r->cost, t);
             if (w > 0) {
                 if (w < wait)
                     wait = w;
@@ -552,13 +589,17 @@ static lt_err_t run(lt_gmail_t *c, req_t *reqs, size_t nreq, on_ok_fn ok, on_gon
             lt_gmail_classify(r->status, body, blen, &v);
             snprintf(r->last_err, sizeof(r->last_err), "HTTP %ld%s%s%s%s", r->status,
                      v.reason[0] ? " " : "", v.reason, v.message[0] ? ": " : "", v.message);
-            if (v.quota)
+            if (v.quota) {
                 c->st.quota_errors++;
+                c->st.quota_errors_user += v.quota_kind == 1;
+                c->st.quota_errors_project += v.quota_kind == 2;
+            }
             if (r->status >= 500)
                 c->st.server_errors++;
             switch (v.action) {
             case LT_GMAIL_RETRY:
-                if ((err = req_retry(c, r, v.quota, errstr, n)))
+                if ((err = req_retry(c, r, v.quota ? (v.quota_kind ? v.quota_kind : 3) : 0,
+                                     errstr, n)))
                     goto out;
                 break;
             case LT_GMAIL_REFRESH:

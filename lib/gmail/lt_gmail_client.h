@@ -6,16 +6,18 @@
  *   client of the same grant starts with it (no token request). The token
  *   endpoint's invalid_grant / invalid_client give LT_ERR_REAUTH at once (no
  *   retry loop); a 401 that persists after fresh tokens too.
- * - Quota: a client-side token bucket at Google's per-method unit costs
- *   (getProfile 1, history.list 2, messages.list/get 5, labels.list 1,
- *   watch 100, stop 50),
- *   refilled at quota_units_per_s with one second of burst (less what may
- *   be in flight), starting empty,
- *   so a client never asks Google for more than its per-user quota.
+ * - Quota: Google's per-method unit costs (getProfile 1, history.list 2,
+ *   messages.list/get 5, labels.list 1, watch 100, stop 50) are taken from
+ *   the pacer's buckets of the user (user_units_per_min / 60 per second,
+ *   one second of burst less what may be in flight) and of the project
+ *   (project_units_per_min x the process's share), both starting empty, so
+ *   a client never asks Google for more than the limits it knows; a quota
+ *   answer lowers the rate of the user or project it names (AIMD,
+ *   lt_gmail_pacer.h).
  * - Retries: 429, 403 rateLimitExceeded/userRateLimitExceeded, 5xx,
  *   network errors, truncated and malformed JSON bodies are retried with
- *   exponential backoff and full jitter, at least Retry-After; a quota
- *   answer also pauses every other request of the account. After
+ *   exponential backoff and full jitter, at least Retry-After (Google
+ *   documents none; when one comes it pauses the whole account). After
  *   max_retries a request fails with LT_ERR_TEMPORARY and the last reason.
  * - Concurrency: up to max_inflight requests at once (HTTP/2 streams on one
  *   connection when the server speaks h2, else that many HTTP/1.1
@@ -33,6 +35,7 @@
 #include "lt_buf.h"
 #include "lt_err.h"
 #include "lt_gmail_json.h"
+#include "lt_gmail_pacer.h"
 #include "lt_gmail_tokens.h"
 #include "lt_log.h"
 
@@ -47,7 +50,12 @@ typedef struct {
     const char *client_secret;
     const char *refresh_token;
     int max_inflight;         /* >= 1 */
-    double quota_units_per_s; /* <= 0: no client-side pacing */
+    double quota_units_per_s; /* older form of user_units_per_min (x 60) */
+    double user_units_per_min;    /* > 0: the per-user limit; <= 0: quota_units_per_s x 60 */
+    double project_units_per_min; /* <= 0: the project is not paced */
+    const char *quota_user;       /* pacer name of the mailbox; NULL: a digest of the grant */
+    const char *quota_project;    /* pacer name of the project; NULL: client_id */
+    lt_gmail_pacer_t *pacer;      /* borrowed, may be NULL: a private one */
     int timeout_s;            /* one request */
     int max_retries;          /* per request */
     int retry_base_ms;
@@ -62,6 +70,9 @@ typedef struct {
     int64_t requests; /* HTTP requests sent to the API (retries included) */
     int64_t retries;
     int64_t quota_errors;  /* 429 and 403 rate-limit answers */
+    int64_t quota_errors_user;    /* of them userRateLimitExceeded (the per-user limit) */
+    int64_t quota_errors_project; /* of them rateLimitExceeded (the project's limit) */
+    int64_t rate_cuts;            /* times a quota answer lowered a rate */
     int64_t server_errors; /* 5xx */
     int64_t units;         /* quota units spent (successful or not) */
     int64_t token_refreshes; /* requests to the token endpoint */
@@ -70,6 +81,11 @@ typedef struct {
 } lt_gmail_stats_t;
 
 lt_gmail_t *lt_gmail_new(const lt_gmail_opts_t *opts);
+/* The pacer names and limits the client's requests count against (strings
+ * owned by the client). The user: quota_user, else a digest of the grant
+ * (token URL, client id, refresh token, mailbox), never "me" alone: every
+ * account is "me" to its own token. */
+void lt_gmail_pace_key(const lt_gmail_t *c, lt_gmail_pace_t *out);
 void lt_gmail_destroy(lt_gmail_t *c);
 void lt_gmail_stats(const lt_gmail_t *c, lt_gmail_stats_t *out);
 

@@ -766,14 +766,22 @@ void lt_gmail_classify(long http_status, const char *body, size_t len, lt_gmail_
     json_object_put(o);
 
     const char *r = out->reason;
-    if (http_status == 429) {
+    int rate_reason = !strcmp(r, "rateLimitExceeded") || !strcmp(r, "userRateLimitExceeded") ||
+                      !strcmp(r, "quotaExceeded") || !strcmp(r, "dailyLimitExceeded");
+    if (http_status == 429 || (http_status == 403 && rate_reason)) {
         out->action = LT_GMAIL_RETRY;
         out->quota = 1;
-    } else if (http_status == 403 &&
-               (!strcmp(r, "rateLimitExceeded") || !strcmp(r, "userRateLimitExceeded") ||
-                !strcmp(r, "quotaExceeded") || !strcmp(r, "dailyLimitExceeded"))) {
-        out->action = LT_GMAIL_RETRY;
-        out->quota = 1;
+        /* userRateLimitExceeded: the user's per-minute limit; rateLimitExceeded: the
+         * project's, except the per-user texts Google also sends with it ("User-rate
+         * limit exceeded", "Too many concurrent requests for user": concurrency, not a
+         * rate); a 429 without a reason: the user's */
+        if (strstr(out->message, "concurrent"))
+            out->quota_kind = 0;
+        else if (!strcmp(r, "userRateLimitExceeded") || !r[0] ||
+                 strstr(out->message, "User-rate") || strstr(out->message, "per user"))
+            out->quota_kind = 1;
+        else
+            out->quota_kind = 2;
     } else if (http_status >= 500 || http_status == 408 || http_status == 0) {
         out->action = LT_GMAIL_RETRY;
     } else if (http_status == 401) {

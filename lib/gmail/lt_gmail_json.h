@@ -173,6 +173,7 @@ typedef struct {
     lt_gmail_action_t action;
     lt_err_t err;      /* for LT_GMAIL_FAIL: FINAL, REAUTH (403 auth) or INVALID (400) */
     int quota;         /* 1: a rate-limit answer (429 or 403 rate limit) */
+    int quota_kind;    /* with quota: 1 the user's limit, 2 the project's, 0 concurrency */
     char reason[64];   /* errors[0].reason, "" if none */
     char message[256]; /* error.message, "" if none */
 } lt_gmail_verdict_t;

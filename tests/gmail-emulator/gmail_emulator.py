@@ -107,7 +107,8 @@ HTML_404 = ("<!DOCTYPE html>\n<html lang=en>\n  <meta charset=utf-8>\n"
 
 # What this emulator supports beyond its first version (GET /healthz lists them, so a
 # test can tell an emulator started from older code).
-FEATURES = ("fault_user", "user_config", "token_requests_by_client", "modify", "push")
+FEATURES = ("fault_user", "user_config", "token_requests_by_client", "modify", "push",
+            "quota_minute")
 
 
 class ApiError(Exception):
@@ -687,8 +688,9 @@ def parse_query(q, now_ms):
 
 class Config:
     FIELDS = {
-        "latency_ms": float, "latency_jitter_ms": float, "quota_units_per_s": float,
+        "latency_ms": float, "latency_jitter_ms": float, "quota_units_per_min": float,
         "quota_burst_s": float, "quota_mode": str, "retry_after": bool,
+        "project_quota_units_per_min": float, "project_quota_burst_s": float,
         "concurrency_limit": int, "history_retention_records": int,
         "history_retention_s": float, "history_id_gap": int, "access_token_ttl_s": int,
         "gzip": bool, "max_batch": int, "log_requests": bool,
@@ -697,10 +699,14 @@ class Config:
     def __init__(self, **kw):
         self.latency_ms = 0.0
         self.latency_jitter_ms = 0.0
-        self.quota_units_per_s = 250.0
+        # Google (2026): 6,000 units per user per minute for projects created since
+        # 1 May 2026 (15,000 for older ones), 1,200,000 per project per minute
+        self.quota_units_per_min = 6000.0
         self.quota_burst_s = 1.0
         self.quota_mode = "429"
-        self.retry_after = True
+        self.retry_after = False
+        self.project_quota_units_per_min = 1200000.0
+        self.project_quota_burst_s = 1.0
         self.concurrency_limit = 10
         self.history_retention_records = 0
         self.history_retention_s = 0.0
@@ -712,8 +718,18 @@ class Config:
         self.update(kw)
 
     # what a user may override for itself (POST /users/{email}/config)
-    USER_FIELDS = ("latency_ms", "latency_jitter_ms", "quota_units_per_s", "quota_burst_s",
+    USER_FIELDS = ("latency_ms", "latency_jitter_ms", "quota_units_per_min", "quota_burst_s",
                    "quota_mode", "retry_after", "concurrency_limit", "access_token_ttl_s")
+    # what a project may override for itself (POST /projects/{id}/config)
+    PROJECT_FIELDS = {"quota_units_per_min": "project_quota_units_per_min",
+                      "quota_burst_s": "project_quota_burst_s", "quota_mode": "quota_mode"}
+
+    @staticmethod
+    def alias(k, v):
+        """The older per-second form of the per-user quota, as per minute."""
+        if k == "quota_units_per_s":
+            return "quota_units_per_min", (None if v is None else float(v) * 60.0)
+        return k, v
 
     @classmethod
     def coerce(cls, k, v):
@@ -728,19 +744,53 @@ class Config:
         return v
 
     def update(self, kw):
+        new = {}
         for k, v in kw.items():
-            setattr(self, k, self.coerce(k, v))
+            k, v = self.alias(k, v)
+            new[k] = self.coerce(k, v)
+        for k, v in new.items():
+            setattr(self, k, v)
 
     def as_dict(self):
-        return {k: getattr(self, k) for k in self.FIELDS}
+        d = {k: getattr(self, k) for k in self.FIELDS}
+        d["quota_units_per_s"] = self.quota_units_per_min / 60.0
+        return d
 
 
-class Bucket:
-    __slots__ = ("tokens", "t")
+class Window:
+    """One quota: units per minute, as a sliding window of sixty one-second slots
+    (at most `per_min` units in any 60 s), and within it a token bucket refilled at
+    per_min / 60 per second holding `burst_s` seconds of refill (how much of the
+    minute may be spent at once; 60: all of it)."""
+    __slots__ = ("tokens", "t", "slots", "sums")
 
     def __init__(self, cap):
         self.tokens = cap
         self.t = time.monotonic()
+        self.slots = [0] * 60   # units charged in second s % 60
+        self.sums = [-1] * 60   # which second that slot holds
+
+    def used(self, sec):
+        return sum(u for u, s in zip(self.slots, self.sums) if sec - 60 < s <= sec)
+
+    def try_charge(self, per_min, burst_s, cost, now):
+        """0 when charged, else seconds until it might succeed."""
+        rate = per_min / 60.0
+        cap = max(rate * burst_s, cost)
+        if now > self.t:
+            self.tokens = min(cap, self.tokens + (now - self.t) * rate)
+            self.t = now
+        sec = int(now)
+        if self.tokens < cost:
+            return (cost - self.tokens) / rate
+        if self.used(sec) + cost > per_min:
+            return 1.0
+        self.tokens -= cost
+        i = sec % 60
+        if self.sums[i] != sec:
+            self.sums[i], self.slots[i] = sec, 0
+        self.slots[i] += cost
+        return 0.0
 
 
 class Response:
@@ -768,7 +818,10 @@ class Emulator:
         self.clients = {}          # client_id -> secret
         self.refresh = {}          # refresh_token -> (email, client_id, scope)
         self.access = {}           # access_token -> [email, expiry, refresh_token, scope]
-        self.buckets = {}          # email -> Bucket
+        self.buckets = {}          # email -> Window
+        self.projects = {}         # project id -> {"client_ids": [...], "overrides": {...}}
+        self.project_of_client = {}  # client_id -> project id (else the client id itself)
+        self.pwindows = {}         # project id -> Window
         self.inflight = {}         # email -> int
         self.faults = []
         self.fault_seq = 0
@@ -778,8 +831,11 @@ class Emulator:
     def _reset_counters(self):
         self.c = {
             "http_requests": 0, "api_calls": 0, "by_method": {}, "by_status": {},
-            "units_spent": 0, "units_by_user": {}, "rate_limited": 0, "rate_limited_429": 0,
-            "rate_limited_403": 0, "concurrency_rejected": 0, "max_concurrency": 0,
+            "units_spent": 0, "units_by_user": {}, "units_by_project": {},
+            "rate_limited": 0, "rate_limited_429": 0, "rate_limited_403": 0,
+            "rate_limited_user": 0, "rate_limited_project": 0,
+            "rate_limited_by_user": {}, "rate_limited_by_project": {},
+            "concurrency_rejected": 0, "max_concurrency": 0,
             "max_concurrency_by_user": {}, "token_requests": 0, "token_requests_by_client": {}, "tokens_issued": 0,
             "token_errors": 0, "auth_errors": 0, "batch_requests": 0, "batch_calls": 0,
             "faults_injected": 0, "bytes_sent": 0, "inflight_total": 0,
@@ -818,6 +874,7 @@ class Emulator:
             raise ValueError("config must be an object")
         new = dict(old)
         for k, v in spec.items():
+            k, v = Config.alias(k, v)
             if k not in Config.USER_FIELDS:
                 raise ValueError("%r cannot be set per user (only %s)"
                                  % (k, ", ".join(Config.USER_FIELDS)))
@@ -836,6 +893,62 @@ class Emulator:
         mb = self.mailbox(addr)
         return {"overrides": dict(mb.overrides),
                 "effective": {k: self.ucfg(addr, k) for k in Config.USER_FIELDS}}
+
+    # --- projects ---------------------------------------------------------------
+    # A Google Cloud project owns OAuth clients; its per-minute quota is shared by every
+    # user whose token came from one of them. A client id not given to a project is a
+    # project of its own (named by the client id).
+    def project_of(self, client_id):
+        return self.project_of_client.get(client_id, client_id)
+
+    def pcfg(self, project, key):
+        """A project's setting (its override, else the global project one)."""
+        ov = self.projects.get(project, {}).get("overrides", {})
+        if key in ov:
+            return ov[key]
+        return getattr(self.cfg, Config.PROJECT_FIELDS[key]) if key != "quota_mode" else "403"
+
+    def set_project(self, project, spec):
+        """Create or change a project: {"client_ids": [...], "quota_units_per_min",
+        "quota_burst_s", "quota_mode"} (a null value drops an override)."""
+        if not isinstance(spec, dict) or not project:
+            raise ValueError("project config must be an object")
+        new = dict(self.projects.get(project, {}).get("overrides", {}))
+        cids = spec.get("client_ids")
+        if cids is not None and (not isinstance(cids, list)
+                                 or not all(isinstance(c, str) for c in cids)):
+            raise ValueError("client_ids must be a list of strings")
+        for k, v in spec.items():
+            if k == "client_ids":
+                continue
+            if k not in Config.PROJECT_FIELDS:
+                raise ValueError("%r cannot be set per project (only client_ids, %s)"
+                                 % (k, ", ".join(Config.PROJECT_FIELDS)))
+            if v is None:
+                new.pop(k, None)
+            else:
+                new[k] = Config.coerce(Config.PROJECT_FIELDS[k] if k != "quota_mode"
+                                       else k, v)
+        with self.lock:
+            ent = self.projects.setdefault(project, {"client_ids": [], "overrides": {}})
+            ent["overrides"] = new
+            for c in cids or []:
+                self.project_of_client[c] = project
+                if c not in ent["client_ids"]:
+                    ent["client_ids"].append(c)
+            self.pwindows.pop(project, None)
+        return self.project_config(project)
+
+    def project_config(self, project):
+        ent = self.projects.get(project, {"client_ids": [], "overrides": {}})
+        with self.lock:
+            w = self.pwindows.get(project)
+            used = w.used(int(time.monotonic())) if w else 0
+        return {"project": project, "client_ids": list(ent["client_ids"]),
+                "overrides": dict(ent["overrides"]),
+                "effective": {k: self.pcfg(project, k) for k in Config.PROJECT_FIELDS},
+                "units_last_minute": used,
+                "units_total": self.c["units_by_project"].get(project, 0)}
 
     @staticmethod
     def token_form(headers, body):
@@ -1107,41 +1220,62 @@ class Emulator:
             self.inflight[addr] -= 1
             self.c["inflight_total"] -= 1
 
-    def _charge(self, addr, cost):
-        """Token bucket: returns 0 when charged, else seconds until it would succeed."""
-        rate = self.ucfg(addr, "quota_units_per_s")
-        if rate <= 0:
-            with self.lock:
-                self.c["units_spent"] += cost
-                self.c["units_by_user"][addr] = self.c["units_by_user"].get(addr, 0) + cost
-            return 0.0
-        cap = max(rate * self.ucfg(addr, "quota_burst_s"), cost)
+    def _charge(self, addr, project, cost):
+        """Per-user then per-project quota: None when charged, else the ApiError.
+        Rejected calls are not charged."""
         now = time.monotonic()
         with self.lock:
-            b = self.buckets.get(addr)
-            if b is None:
-                b = self.buckets[addr] = Bucket(cap)
-            if now > b.t:
-                b.tokens = min(cap, b.tokens + (now - b.t) * rate)
-                b.t = now
-            if b.tokens >= cost:
-                b.tokens -= cost
-                self.c["units_spent"] += cost
-                self.c["units_by_user"][addr] = self.c["units_by_user"].get(addr, 0) + cost
-                return 0.0
-            self.c["rate_limited"] += 1
-            self.c["rate_limited_" + self.ucfg(addr, "quota_mode")] += 1
-            return (cost - b.tokens) / rate
+            per_min = self.ucfg(addr, "quota_units_per_min")
+            pper_min = self.pcfg(project, "quota_units_per_min")
+            uw = pw = None
+            if per_min > 0:
+                uw = self.buckets.get(addr)
+                if uw is None:
+                    uw = self.buckets[addr] = Window(
+                        max(per_min / 60.0 * self.ucfg(addr, "quota_burst_s"), cost))
+                wait = uw.try_charge(per_min, self.ucfg(addr, "quota_burst_s"), cost, now)
+                if wait > 0:
+                    return self._quota_error(addr, project, wait, user=True)
+            if pper_min > 0:
+                pw = self.pwindows.get(project)
+                if pw is None:
+                    pw = self.pwindows[project] = Window(
+                        max(pper_min / 60.0 * self.pcfg(project, "quota_burst_s"), cost))
+                wait = pw.try_charge(pper_min, self.pcfg(project, "quota_burst_s"), cost, now)
+                if wait > 0:
+                    if uw is not None:  # give the user's units back: the call is refused
+                        uw.tokens += cost
+                        uw.slots[int(now) % 60] -= cost
+                    return self._quota_error(addr, project, wait, user=False)
+            self.c["units_spent"] += cost
+            self.c["units_by_user"][addr] = self.c["units_by_user"].get(addr, 0) + cost
+            self.c["units_by_project"][project] = \
+                self.c["units_by_project"].get(project, 0) + cost
+            return None
 
-    def _quota_error(self, addr, wait):
-        retry_at = rfc3339_ms(time.time() + wait)
+    def _quota_error(self, addr, project, wait, user):
+        """Called with the lock held. Google's documented reasons: userRateLimitExceeded
+        (the per-user limit), rateLimitExceeded (the project's). No Retry-After unless
+        configured: Google does not document one, a client must not depend on it."""
+        c = self.c
+        c["rate_limited"] += 1
+        who = "user" if user else "project"
+        c["rate_limited_" + who] += 1
+        key, name = ("rate_limited_by_user", addr) if user else \
+            ("rate_limited_by_project", project)
+        c[key][name] = c[key].get(name, 0) + 1
+        mode = self.ucfg(addr, "quota_mode") if user else self.pcfg(project, "quota_mode")
+        c["rate_limited_" + mode] += 1
         hdrs = [("Retry-After", str(max(1, math.ceil(wait))))] \
             if self.ucfg(addr, "retry_after") else []
-        if self.ucfg(addr, "quota_mode") == "403":
+        if not user:
+            return ApiError(int(mode), "Rate Limit Exceeded", "rateLimitExceeded",
+                            domain="usageLimits", headers=hdrs)
+        if mode == "403":
             return ApiError(403, "User Rate Limit Exceeded", "userRateLimitExceeded",
                             domain="usageLimits", headers=hdrs)
-        return ApiError(429, "User-rate limit exceeded.  Retry after " + retry_at,
-                        "rateLimitExceeded", domain="usageLimits", headers=hdrs)
+        return ApiError(429, "User-rate limit exceeded.", "userRateLimitExceeded",
+                        domain="usageLimits", headers=hdrs)
 
     def sleep_latency(self, addr=None):
         lat = self.ucfg(addr, "latency_ms")
@@ -1217,9 +1351,11 @@ class Emulator:
                            headers=[("Retry-After", "1")] if self.ucfg(addr, "retry_after")
                            else [])
         try:
-            wait = self._charge(addr, QUOTA_COST[name])
-            if wait > 0:
-                raise self._quota_error(addr, wait)
+            with self.lock:
+                rt = self.refresh.get(ent[2])
+            qerr = self._charge(addr, self.project_of(rt[1] if rt else ""), QUOTA_COST[name])
+            if qerr is not None:
+                raise qerr
             if sleep:
                 self.sleep_latency(addr)
             mb = self.users.get(addr)
@@ -1794,6 +1930,17 @@ class Emulator:
                     self.refresh[data["refresh_token"]] = (addr, cid,
                                                            data.get("scope", SCOPE_DEFAULT))
                 return 200, {"ok": True}
+            if p == "/projects":
+                if method == "POST":
+                    return 200, self.set_project(data.get("project", ""),
+                                                 {k: v for k, v in data.items()
+                                                  if k != "project"})
+                return 200, {"projects": [self.project_config(k) for k in list(self.projects)]}
+            if len(parts) in (2, 3) and parts[0] == "projects" and \
+                    (len(parts) == 2 or parts[2] == "config"):
+                if method == "POST":
+                    return 200, self.set_project(parts[1], data)
+                return 200, self.project_config(parts[1])
             if parts[:1] == ["pubsub"]:
                 return self.push.control(method, parts[1:], query, data)
             if p == "/users":
@@ -2444,12 +2591,20 @@ def main(argv=None):
     ap.add_argument("--state-dir", help="directory for the ready file and the pid")
     ap.add_argument("--latency-ms", type=float, default=0.0)
     ap.add_argument("--latency-jitter-ms", type=float, default=0.0)
-    ap.add_argument("--quota-units-per-s", type=float, default=250.0,
-                    help="per-user token bucket refill (0 = unlimited)")
+    ap.add_argument("--quota-units-per-min", type=float, default=6000.0,
+                    help="per-user units per minute (0 = unlimited)")
+    ap.add_argument("--quota-units-per-s", type=float, default=None,
+                    help="older form: per-user units per second (x 60 per minute)")
     ap.add_argument("--quota-burst-s", type=float, default=1.0,
-                    help="bucket capacity in seconds of refill")
-    ap.add_argument("--quota-mode", choices=["429", "403"], default="429")
-    ap.add_argument("--no-retry-after", action="store_true")
+                    help="seconds of the per-minute rate that may be spent at once (60: all)")
+    ap.add_argument("--project-quota-units-per-min", type=float, default=1200000.0,
+                    help="per-project units per minute (0 = unlimited)")
+    ap.add_argument("--project-quota-burst-s", type=float, default=1.0)
+    ap.add_argument("--quota-mode", choices=["429", "403"], default="429",
+                    help="status of a per-user quota answer (reason userRateLimitExceeded)")
+    ap.add_argument("--retry-after", action="store_true",
+                    help="send Retry-After on quota answers (Google documents none)")
+    ap.add_argument("--no-retry-after", action="store_true", help="the default")
     ap.add_argument("--concurrency-limit", type=int, default=10, help="per user; 0 = none")
     ap.add_argument("--history-retention", type=int, default=0,
                     help="keep at most N history records per user (0 = unlimited)")
@@ -2478,8 +2633,13 @@ def main(argv=None):
         sys.stdout.flush()
 
     cfg = Config(latency_ms=a.latency_ms, latency_jitter_ms=a.latency_jitter_ms,
-                 quota_units_per_s=a.quota_units_per_s, quota_burst_s=a.quota_burst_s,
-                 quota_mode=a.quota_mode, retry_after=not a.no_retry_after,
+                 quota_units_per_min=(a.quota_units_per_s * 60.0
+                                      if a.quota_units_per_s is not None
+                                      else a.quota_units_per_min),
+                 quota_burst_s=a.quota_burst_s,
+                 project_quota_units_per_min=a.project_quota_units_per_min,
+                 project_quota_burst_s=a.project_quota_burst_s,
+                 quota_mode=a.quota_mode, retry_after=a.retry_after and not a.no_retry_after,
                  concurrency_limit=a.concurrency_limit,
                  history_retention_records=a.history_retention,
                  history_retention_s=a.history_retention_s, history_id_gap=a.history_id_gap,

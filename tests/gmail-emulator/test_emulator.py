@@ -565,15 +565,15 @@ def test_quota_429_rate_limit(cl):
     assert cl.api("messages/" + m["id"], format="minimal")[0] == 200
     st, h, b = cl.api("messages/" + m["id"], format="minimal")
     assert st == 429
-    google_error(b, 429, "rateLimitExceeded")
+    google_error(b, 429, "userRateLimitExceeded")  # the per-user limit
     assert b["error"]["errors"][0]["domain"] == "usageLimits"
-    assert "Retry after" in b["error"]["message"]
-    assert int(h["retry-after"]) >= 1
+    assert "retry-after" not in h  # Google documents none: a client must not need it
     assert cl.api("profile")[0] == 429  # 1 unit does not fit either... bucket is at ~0
     time.sleep(5.1)
     assert cl.api("messages/" + m["id"], format="minimal")[0] == 200  # refilled 5 units
     st, c = cl.ctl("GET", "/counters")
     assert c["units_spent"] == 15 and c["rate_limited_429"] == 2
+    assert c["rate_limited_user"] == 2 and c["rate_limited_project"] == 0
     assert c["by_method"]["gmail.users.messages.get"] == 4
     assert c["units_by_user"][USER] == 15
 
@@ -587,6 +587,54 @@ def test_quota_403_mode(cl):
     google_error(b, 403, "userRateLimitExceeded")
     st, c = cl.ctl("GET", "/counters")
     assert c["rate_limited_403"] == 1
+
+
+def test_quota_retry_after_opt_in(cl):
+    cl.ctl("POST", "/config", {"quota_units_per_min": 6, "quota_burst_s": 10,
+                               "retry_after": True})
+    assert cl.api("profile")[0] == 200
+    st, h, b = cl.api("profile")
+    assert st == 429 and int(h["retry-after"]) >= 1
+
+
+def test_quota_per_minute_window(cl):
+    """With a minute's budget allowed at once (burst 60 s), the sliding window of the
+    last 60 s still holds the per-minute limit."""
+    cl.ctl("POST", "/config", {"quota_units_per_min": 5, "quota_burst_s": 60})
+    for _ in range(5):
+        assert cl.api("profile")[0] == 200  # the whole minute's budget in one go
+    st, _, b = cl.api("profile")
+    assert st == 429
+    google_error(b, 429, "userRateLimitExceeded")
+
+
+def test_quota_per_project(cl):
+    """Users of one project share its per-minute limit; the answer says rateLimitExceeded
+    (the project's), not userRateLimitExceeded, and other projects are not affected."""
+    st, p = cl.ctl("POST", "/projects/proj-a/config",
+                   {"client_ids": [CID], "quota_units_per_min": 3, "quota_burst_s": 60})
+    assert st == 200 and p["effective"]["quota_units_per_min"] == 3 and p["client_ids"] == [CID]
+    cl.ctl("POST", "/users", {"email": "bob@example.com", "refresh_token": "rt-bob",
+                              "client_id": CID, "client_secret": SECRET})
+    cl.ctl("POST", "/users", {"email": "carol@example.com", "refresh_token": "rt-carol",
+                              "client_id": "other-client", "client_secret": SECRET})
+    bob, carol = Client(cl.srv), Client(cl.srv)
+    bob.token = bob.refresh(rt="rt-bob")[2]["access_token"]
+    carol.token = carol.refresh(rt="rt-carol", cid="other-client")[2]["access_token"]
+    assert cl.api("profile")[0] == 200
+    assert bob.api("profile")[0] == 200
+    assert cl.api("profile")[0] == 200
+    st, h, b = bob.api("profile")
+    assert st == 403 and "retry-after" not in h
+    google_error(b, 403, "rateLimitExceeded")
+    assert carol.api("profile")[0] == 200  # a project of its own
+    st, c = cl.ctl("GET", "/counters")
+    assert c["rate_limited_project"] == 1 and c["rate_limited_user"] == 0
+    assert c["units_by_project"] == {"proj-a": 3, "other-client": 1}
+    assert c["rate_limited_by_project"] == {"proj-a": 1}
+    st, p = cl.ctl("GET", "/projects/proj-a")
+    assert p["units_last_minute"] == 3 and p["units_total"] == 3
+    assert cl.ctl("POST", "/projects/proj-a/config", {"bogus": 1})[0] == 400
 
 
 def test_quota_is_per_user(cl):
@@ -778,7 +826,7 @@ def test_user_config_overrides(cl):
     bob = bob_client(cl, config={"latency_ms": 1500})
     st, b = cl.ctl("GET", "/users/%s/config" % BOB)
     assert st == 200 and b["overrides"] == {"latency_ms": 1500.0}
-    assert b["effective"]["latency_ms"] == 1500.0 and b["effective"]["quota_units_per_s"] == 0
+    assert b["effective"]["latency_ms"] == 1500.0 and b["effective"]["quota_units_per_min"] == 0
     assert cl.ctl("GET", "/config")[1]["latency_ms"] == 0
     t0 = time.monotonic()
     assert cl.api("profile")[0] == 200
@@ -794,7 +842,7 @@ def test_user_config_overrides(cl):
     st, b = cl.ctl("POST", "/users/%s/config" % BOB,
                    {"latency_ms": None, "quota_units_per_s": 0.1, "quota_burst_s": 10,
                     "quota_mode": "403"})
-    assert st == 200 and b["overrides"] == {"quota_units_per_s": 0.1, "quota_burst_s": 10.0,
+    assert st == 200 and b["overrides"] == {"quota_units_per_min": 6.0, "quota_burst_s": 10.0,
                                             "quota_mode": "403"}
     assert bob.api("profile")[0] == 200
     st, _, e = bob.api("profile")

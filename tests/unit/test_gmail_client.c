@@ -314,6 +314,24 @@ int main(void)
     CHECK_MSG(dt >= 1.45 && dt < 30.0, "150 units at 100 units/s took %.2f s", dt);
     lt_gmail_destroy(g);
 
+    /* 8b. two mailboxes of one OAuth client, both as "me" (the usual config):
+     *     each is its own user for the pacer, the project is the client's */
+    {
+        lt_gmail_opts_t o = {.api_url = g_base, .user = "me", .client_id = "cid",
+                             .client_secret = "s", .refresh_token = "rt-a", .max_inflight = 1};
+        lt_gmail_t *a = lt_gmail_new(&o);
+        o.refresh_token = "rt-b";
+        lt_gmail_t *b = lt_gmail_new(&o);
+        lt_gmail_pace_t ka, kb;
+        lt_gmail_pace_key(a, &ka);
+        lt_gmail_pace_key(b, &kb);
+        CHECK_MSG(strcmp(ka.user, kb.user) != 0, "two mailboxes share the user key %s", ka.user);
+        CHECK_STR(ka.project, "cid");
+        CHECK_STR(kb.project, "cid");
+        lt_gmail_destroy(a);
+        lt_gmail_destroy(b);
+    }
+
     /* 9. a shared token cache: the next client of the grant (the next command)
      *    uses the token without asking the token endpoint; a 401 on it drops
      *    it and the fresh token is shared in turn */

@@ -396,6 +396,37 @@ static void test_classify(void)
     lt_gmail_classify(t[0].status, t[0].body, strlen(t[0].body), &v);
     CHECK_STR(v.reason, "rateLimitExceeded");
     CHECK_STR(v.message, "User-rate limit exceeded.");
+    CHECK_INT(v.quota_kind, 1); /* the user's limit, whatever the reason says */
+
+    /* which limit a quota answer names: the pacer lowers that user's or project's rate */
+    struct {
+        long status;
+        const char *body;
+        int kind;
+    } k[] = {
+        {403,
+         "{\"error\":{\"code\":403,\"message\":\"User Rate Limit Exceeded\",\"errors\":[{"
+         "\"reason\":\"userRateLimitExceeded\"}]}}",
+         1},
+        {429,
+         "{\"error\":{\"code\":429,\"message\":\"User-rate limit exceeded.\",\"errors\":[{"
+         "\"reason\":\"userRateLimitExceeded\"}]}}",
+         1},
+        {403,
+         "{\"error\":{\"code\":403,\"message\":\"Rate Limit Exceeded\",\"errors\":[{"
+         "\"reason\":\"rateLimitExceeded\"}]}}",
+         2},
+        {429,
+         "{\"error\":{\"code\":429,\"message\":\"Too many concurrent requests for user\","
+         "\"errors\":[{\"reason\":\"rateLimitExceeded\"}]}}",
+         0},
+        {429, "", 1},
+    };
+    for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+        lt_gmail_classify(k[i].status, k[i].body, strlen(k[i].body), &v);
+        CHECK_MSG(v.quota == 1 && v.quota_kind == k[i].kind, "quota kind %zu: %d (want %d)", i,
+                  v.quota_kind, k[i].kind);
+    }
 }
 
 static void test_scope_and_dates(void)
