@@ -1014,7 +1014,7 @@ static lt_err_t track_flush(scope_ctx_t *x, const char **pend, size_t *npend, ui
     }
     size_t fetched = *npend;
     *npend = 0;
-    lt_watermark_t wm = {w, 0, 0};
+    lt_watermark_t wm = {.history_id = w};
     err = lt_sync_checkpoint(x->s, x->scope, &wm, 0, errstr, n);
     if (!err && fetched)
         heartbeat(x->s);
@@ -1199,7 +1199,7 @@ static lt_err_t incremental_track(scope_ctx_t *x, uint64_t start, char *errstr, 
     ov_reset(x);
     if (err)
         return err;
-    lt_watermark_t wm = {last_hid, 0, 0};
+    lt_watermark_t wm = {.history_id = last_hid};
     return lt_sync_checkpoint(x->s, x->scope, &wm, 0, errstr, n);
 }
 
