@@ -4,7 +4,8 @@
  * turns: the first line (the greeting) at once, then, for each line the
  * client sends, the script up to and including its next tagged ("A...") or
  * continuation ("+") line, literals ({n} at a line's end: n bytes) skipped
- * over; at the end it closes its side for writing (EOF). The client gets the
+ * over (or, when the client waits without sending, the next turn after
+ * 20 ms); at the end it closes its side for writing (EOF). The client gets the
  * other end through lt_imap_connect_fd() (plain, no TLS) and runs
  * what lattice-worker's IMAP sync runs (worker/lt_sync_imap.c): connect,
  * login, EXAMINE, UID SEARCH, UID FETCH in batches, LOGOUT; with bit 0 of the
@@ -219,9 +220,16 @@ static void *server_main(void *arg)
             ok = 0;
         }
         struct pollfd p = {.fd = sv->fd, .events = POLLIN};
-        int r = poll(&p, 1, 10000);
+        int r = poll(&p, 1, off < sv->len ? 20 : 10000);
+        if (r == 0 && off < sv->len) {
+            /* The client sends nothing and waits: a turn ended on a line it
+             * does not answer (a "+" it did not ask for, a tag of another
+             * command): play the next turn. */
+            lines = turns + 1;
+            continue;
+        }
         if (r <= 0)
-            break; /* the client waits for nothing it has not asked for: never reached */
+            break;
         ssize_t n = recv(sv->fd, buf, sizeof(buf), 0);
         if (n < 0 && errno == EINTR)
             continue;

@@ -18,7 +18,8 @@
  *  - never a crash, leak or sanitizer report;
  *  - lt_s3_new() refuses what it must (a bad region, control characters in
  *    credentials), else every request that reaches the server is signed
- *    correctly for the configured secret, credential scope and region, its
+ *    correctly for the configured secret, credential scope and region (for
+ *    an access key id the header syntax can carry), its
  *    path is the canonical URI-encoding of the key (S3 computes the
  *    signature over that), and a PUT's x-amz-content-sha256 is the SHA-256
  *    of the body received (also in x-amz-meta-lattice-sha256);
@@ -152,6 +153,13 @@ static int unhex(char c)
 /* Check one request as S3 does; returns the body length to read. */
 static void verify(server_t *sv, const char *head, const uint8_t *body, size_t blen)
 {
+    /* An access key id with ',', '/', '=', space or a non-ASCII byte cannot
+     * be told apart from the header's syntax (Credential=<id>/<scope>,
+     * SignedHeaders=...): S3 refuses such a header as malformed, lt_s3 then
+     * reports the refusal (FINAL). Only the path is checked for it. */
+    int parsable = strcspn(sv->akid, ",/= ") == strlen(sv->akid);
+    for (const char *q = sv->akid; *q; q++)
+        parsable &= (unsigned char)*q < 0x7f;
     /* Request line: METHOD SP path SP HTTP/1.1 */
     const char *sp1 = strchr(head, ' '), *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
     ASSERT(sp1 && sp2);
@@ -182,6 +190,13 @@ static void verify(server_t *sv, const char *head, const uint8_t *body, size_t b
     char *auth = header(head, "authorization"), *date = header(head, "x-amz-date"),
          *psha = header(head, "x-amz-content-sha256");
     ASSERT(auth && date && psha && strlen(date) == 16);
+    if (!parsable) {
+        free(auth);
+        free(date);
+        free(psha);
+        free(canon);
+        return;
+    }
     /* AWS4-HMAC-SHA256 Credential=<akid>/<date>/<region>/s3/aws4_request,
      * SignedHeaders=a;b;c, Signature=<hex> */
     ASSERT(!strncmp(auth, "AWS4-HMAC-SHA256 Credential=", 28));
@@ -389,7 +404,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!lt_objkey_is_safe(key))
         ASSERT(e == LT_ERR_INVALID && sv.requests == 0);
     ASSERT(e == LT_OK || err[0]);
-    ASSERT(strlen(secret) < 8 || !strstr(err, secret)); /* never a credential in an error */
+    /* never a credential in an error (unless the key or the response has
+     * the same bytes: errstr names the key and S3's Message) */
+    if (strlen(secret) >= 8 && !strstr(key, secret) &&
+        !memmem(resp, resp_len, secret, strlen(secret)))
+        ASSERT(!strstr(err, secret));
     lt_s3_destroy(s3);
 out:
     free(key);
