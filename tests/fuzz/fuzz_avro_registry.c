@@ -35,10 +35,10 @@
 #include "lt_change_event.h"
 #include "lt_event.h"
 
-#define ASSERT(c)                                                                                 \
-    do {                                                                                          \
-        if (!(c))                                                                                 \
-            abort();                                                                              \
+#define ASSERT(c)                                                                                  \
+    do {                                                                                           \
+        if (!(c))                                                                                  \
+            abort();                                                                               \
     } while (0)
 
 #define NVARIANTS 7
@@ -105,8 +105,9 @@ static char *derive(const char *text, int variant)
         json_object_put(s);
         return strdup(text);
     case 1:
-        json_object_array_add(fields, json_tokener_parse("{\"name\":\"x_origin\",\"type\":"
-                                                         "[\"null\",\"string\"],\"default\":null}"));
+        json_object_array_add(fields,
+                              json_tokener_parse("{\"name\":\"x_origin\",\"type\":"
+                                                 "[\"null\",\"string\"],\"default\":null}"));
         break;
     case 2: {
         json_object *src = field_named(fields, "source", NULL), *sf = NULL;

@@ -15,10 +15,10 @@
 #include "lt_mime_charset.h"
 #include "lt_mime_html.h"
 
-#define ASSERT(c)                                                                                 \
-    do {                                                                                          \
-        if (!(c))                                                                                 \
-            abort();                                                                              \
+#define ASSERT(c)                                                                                  \
+    do {                                                                                           \
+        if (!(c))                                                                                  \
+            abort();                                                                               \
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -16,10 +16,10 @@
 
 #include "lt_s3.h"
 
-#define ASSERT(c)                                                                                 \
-    do {                                                                                          \
-        if (!(c))                                                                                 \
-            abort();                                                                              \
+#define ASSERT(c)                                                                                  \
+    do {                                                                                           \
+        if (!(c))                                                                                  \
+            abort();                                                                               \
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     long status = data[0] < 200 ? STATUSES[data[0] % (sizeof(STATUSES) / sizeof(STATUSES[0]))]
                                 : 100 + (long)(data[0] - 200) * 10; /* 100..650 */
-    size_t es = data[1] < 128 ? 512 : (size_t)(data[1] - 127); /* 1..128 or 512 */
+    size_t es = data[1] < 128 ? 512 : (size_t)(data[1] - 127);      /* 1..128 or 512 */
     size_t blen = size - 2;
     char *body = blen ? malloc(blen) : NULL; /* exact size: ASan sees any read past it */
     if (blen)

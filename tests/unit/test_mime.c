@@ -664,9 +664,9 @@ static void check_not_mime(void)
     lt_mime_t *m = NULL;
     static const char words[] = "just some words\nand more: lines\r\n\nand a paragraph\n";
     static const char want[] = "just some words\nand more: lines\n\nand a paragraph\n";
-    CHECK_INT(lt_mime_parse_mem((const uint8_t *)words, sizeof(words) - 1, NULL, &m, err,
-                                sizeof(err)),
-              LT_OK);
+    CHECK_INT(
+        lt_mime_parse_mem((const uint8_t *)words, sizeof(words) - 1, NULL, &m, err, sizeof(err)),
+        LT_OK);
     if (m) {
         size_t len;
         CHECK_STR(lt_mime_text(m, &len), want);
@@ -775,8 +775,7 @@ static void check_html_space_references(void)
     lt_mime_t *m = NULL;
     static const char msg[] = "Content-Type: text/html; charset=utf-8\r\n\r\n"
                               "<p>a&#10;&#10;&#10;&#10;b&#13;c&#x9;&#32;d</p><p>e&#xA;</p>";
-    CHECK_INT(lt_mime_parse_mem((const uint8_t *)msg, sizeof(msg) - 1, NULL, &m, err,
-                                sizeof(err)),
+    CHECK_INT(lt_mime_parse_mem((const uint8_t *)msg, sizeof(msg) - 1, NULL, &m, err, sizeof(err)),
               LT_OK);
     if (m) {
         CHECK_STR(lt_mime_text_source(m), "text/html");
