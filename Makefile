@@ -26,7 +26,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: demo image image-deps image-check bench-imap test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz fuzz-run fuzz-all clean crash
+.PHONY: demo image image-deps image-check bench-imap test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz fuzz-run fuzz-target fuzz-all clean crash
 
 all: build
 
@@ -90,10 +90,12 @@ fuzz: deps
 
 # One fuzzer at a time (one process): the corpus is merged back into
 # tests/fuzz/corpus/<target>/ and the run appended to tests/fuzz/ledger.tsv.
-fuzz-run: fuzz
+fuzz-run: fuzz-target fuzz
+	@rc=0; tests/fuzz/fuzz-run --build $(BUILD_FUZZ) --target $(TARGET) --seconds $(SECONDS) || rc=$$?; \
+	  tests/fuzz/render-doc; exit $$rc
+
+fuzz-target:
 	@test -n "$(TARGET)" || { echo 'make fuzz-run TARGET=fuzz_<name> SECONDS=<n>; targets: $(FUZZ_TARGETS)' >&2; exit 2; }
-	tests/fuzz/fuzz-run --build $(BUILD_FUZZ) --target $(TARGET) --seconds $(SECONDS)
-	tests/fuzz/render-doc
 
 # Every target in turn; a crash does not stop the others (make reports it at the end).
 fuzz-all: fuzz
