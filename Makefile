@@ -6,6 +6,9 @@
 #   make test-asan  the same tests, built with AddressSanitizer + UBSan
 #   make crash      kill -9 crash campaign: 5000 messages, 20 kills (CRASH_MESSAGES, CRASH_KILLS, CRASH_SEED)
 #   make stack-up | stack-down | stack-status
+#   make fuzz       the libFuzzer targets (clang, ASan + UBSan, whole project instrumented) in build-fuzz/
+#   make fuzz-run TARGET=fuzz_mime SECONDS=600   fuzz one target, merge its corpus, append to the ledger (docs/fuzzing.md)
+#   make fuzz-all SECONDS=60   fuzz-run of every target in turn, then render docs/fuzzing.md
 #   make env-example   regenerate .env.example from the settings table
 #   make seed       the local tenant "personal" (personal-gmail, workmail-imap) via lattice-seed
 #   make bench-scheduler  lattice-scheduler --once over 100k accounts (docs/benchmarks.md)
@@ -25,7 +28,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: demo image image-deps image-check bench-imap bench-imap-changes test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash soak
+.PHONY: demo image image-deps image-check bench-imap bench-imap-changes test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz fuzz-run fuzz-target fuzz-all clean crash soak
 
 all: build
 
@@ -82,9 +85,29 @@ crash: build stack-up
 soak: build stack-up
 	bench/soak/run --build $(BUILD) $(SOAK_FLAGS)
 
+BUILD_FUZZ ?= build-fuzz
+SECONDS ?= 60
+FUZZ_TARGETS := $(sort $(basename $(notdir $(wildcard tests/fuzz/fuzz_*.c))))
+
 fuzz: deps
-	cmake -S . -B build-fuzz -G Ninja -DLT_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug
-	cmake --build build-fuzz
+	cmake -S . -B $(BUILD_FUZZ) -G Ninja -DLT_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug
+	cmake --build $(BUILD_FUZZ)
+
+# One fuzzer at a time (one process): the corpus is merged back into
+# tests/fuzz/corpus/<target>/ and the run appended to tests/fuzz/ledger.tsv.
+fuzz-run: fuzz-target fuzz
+	@rc=0; tests/fuzz/fuzz-run --build $(BUILD_FUZZ) --target $(TARGET) --seconds $(SECONDS) || rc=$$?; \
+	  tests/fuzz/render-doc; exit $$rc
+
+fuzz-target:
+	@test -n "$(TARGET)" || { echo 'make fuzz-run TARGET=fuzz_<name> SECONDS=<n>; targets: $(FUZZ_TARGETS)' >&2; exit 2; }
+
+# Every target in turn; a crash does not stop the others (make reports it at the end).
+fuzz-all: fuzz
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+	  tests/fuzz/fuzz-run --build $(BUILD_FUZZ) --target $$t --seconds $(SECONDS) || failed="$$failed $$t"; \
+	done; tests/fuzz/render-doc; \
+	if [ -n "$$failed" ]; then echo "fuzz-all: crashes or failures in:$$failed" >&2; exit 1; fi
 
 airflow:
 	@deploy/airflow/install

@@ -105,6 +105,12 @@ static size_t html_entity(html_out_t *h, const char *s, size_t n)
         if (!cp)
             return 0;
     }
+    if (cp == '\t' || cp == '\n' || cp == '\f' || cp == '\r' || cp == ' ') {
+        /* &#10; &#13; ...: white space like the literal character, collapsed
+         * (never a CR in the text, nor line breaks past the block rule) */
+        h->space = 1;
+        return end + 1;
+    }
     lt_buf_t *tmp = lt_buf_new(8);
     lt_mime_put_cp(tmp, cp);
     h_text(h, lt_buf_data(tmp), lt_buf_len(tmp));

@@ -664,9 +664,9 @@ static void check_not_mime(void)
     lt_mime_t *m = NULL;
     static const char words[] = "just some words\nand more: lines\r\n\nand a paragraph\n";
     static const char want[] = "just some words\nand more: lines\n\nand a paragraph\n";
-    CHECK_INT(lt_mime_parse_mem((const uint8_t *)words, sizeof(words) - 1, NULL, &m, err,
-                                sizeof(err)),
-              LT_OK);
+    CHECK_INT(
+        lt_mime_parse_mem((const uint8_t *)words, sizeof(words) - 1, NULL, &m, err, sizeof(err)),
+        LT_OK);
     if (m) {
         size_t len;
         CHECK_STR(lt_mime_text(m, &len), want);
@@ -766,10 +766,29 @@ static void check_hostile_content_type(void)
     lt_buf_destroy(b);
 }
 
+/* Numeric character references for white space in HTML are white space:
+ * collapsed like the literal character, never a CR or a run of empty lines
+ * in the text ("\n" line ends, at most one empty line in a row). */
+static void check_html_space_references(void)
+{
+    char err[512];
+    lt_mime_t *m = NULL;
+    static const char msg[] = "Content-Type: text/html; charset=utf-8\r\n\r\n"
+                              "<p>a&#10;&#10;&#10;&#10;b&#13;c&#x9;&#32;d</p><p>e&#xA;</p>";
+    CHECK_INT(lt_mime_parse_mem((const uint8_t *)msg, sizeof(msg) - 1, NULL, &m, err, sizeof(err)),
+              LT_OK);
+    if (m) {
+        CHECK_STR(lt_mime_text_source(m), "text/html");
+        CHECK_STR(lt_mime_text(m, NULL), "a b c d\n\ne");
+    }
+    lt_mime_destroy(m);
+}
+
 int main(void)
 {
     lt_mime_global_init();
     check_hostile_content_type();
+    check_html_space_references();
     run_cases();
     check_addresses();
     check_streaming();
