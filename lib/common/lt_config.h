@@ -27,6 +27,7 @@ enum {
     LT_PROG_SCHEDULER = 1u << 1,
     LT_PROG_PARSER = 1u << 2,
     LT_PROG_TOOLS = 1u << 3,
+    LT_PROG_WATCHER = 1u << 4,
     LT_PROG_ALL = 0xffu,
 };
 
