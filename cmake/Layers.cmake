@@ -69,6 +69,9 @@ lt_layer(scheduler DIR scheduler TARGET lattice_scheduler
 lt_layer(parser DIR parser TARGET lattice_parser
   DEPS common storage state events mail metrics program
   WHAT "lattice-mail-parser: events in, emails rows out (row building, upsert)")
+lt_layer(watcher DIR watcher TARGET lattice_watcher
+  DEPS common state events imap metrics program
+  WHAT "lattice-watcher: IMAP IDLE connections in, incremental commands out")
 lt_layer(tools DIR tools TARGET NONE DEPS common state gmail
   WHAT "lattice-config, lattice-migrate, lattice-seed, lattice-gmail-probe")
 
