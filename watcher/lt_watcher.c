@@ -744,6 +744,14 @@ lt_watcher_t *lt_watcher_new(const lt_config_t *cfg, lt_metrics_t *metrics, char
     lt_watcher_t *w = lt_xcalloc(1, sizeof(*w));
     w->set = lt_config_settings(cfg);
     w->topic = w->set->topic.commands;
+    if (!strcmp(w->set->watcher.group_id, w->set->worker.group_id)) {
+        /* joined to the workers' group it would take command partitions
+         * away from them and never run the commands */
+        lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                  "LATTICE_WATCHER_GROUP_ID must not be the workers' group (%s)",
+                  w->set->worker.group_id);
+        goto fail;
+    }
     w->nbuckets = 1024;
     w->buckets = lt_xcalloc(w->nbuckets, sizeof(*w->buckets));
     metrics_init(w, metrics);

@@ -146,6 +146,17 @@ check "connect: requested_by watcher" grep -q '"requested_by":"watcher"' "$WORK/
 check "connect: settled, one command for a" settle "$A"
 check "connect: exactly one ($(cmds "$A"))" [ "$(cmds "$A")" = 1 ]
 
+partitions_ok() { # every command sits in the partition its key hashes to (librdkafka's
+  # default consistent_random: CRC-32 mod partitions), the one the watcher owns it by
+  kcat -C -b "$BROKER" -t "$CMD" -o beginning -e -q -f '%p\t%k\n' 2>/dev/null | python3 -c '
+import sys, zlib
+rows = [l.rstrip("\n").split("\t") for l in sys.stdin if l.strip()]
+bad = [r for r in rows if int(r[0]) != zlib.crc32(r[1].encode()) % 3]
+print("%d commands, misplaced: %s" % (len(rows), bad), file=sys.stderr)
+sys.exit(1 if bad or not rows else 0)'
+}
+check "commands are in the partition of their key" partitions_ok
+
 # ---- 2. new mail -> one command, and the message is ingested
 python3 "$HERE/lib/imap_tool.py" append "$F" --count 1 --seed w1
 check "new mail: a second command" wait_cmds "$A" 2

@@ -68,6 +68,13 @@ finish() { # mode
   psqlq "DELETE FROM mail_sync_issued" >/dev/null
 }
 
+# ---- 0. usage and a refused configuration
+check "--help: exit 0, lists the watcher's settings" bash -c "'$BUILD/watcher/lattice-watcher' --help | grep -q LATTICE_WATCHER_DEBOUNCE_MS"
+rc=0; LATTICE_PG_DSN=$DSN LATTICE_WATCHER_GROUP_ID=g-$RUN LATTICE_WORKER_GROUP_ID=g-$RUN LATTICE_LOG_FORMAT=text \
+  "$BUILD/watcher/lattice-watcher" >"$WORK/samegroup.log" 2>&1 || rc=$?
+check "the workers' group id is refused (exit $rc)" [ "$rc" = 1 ]
+check "the workers' group id is refused: said why" grep -q "must not be the workers' group" "$WORK/samegroup.log"
+
 # ---- 1. no IDLE: NOOP polling
 run noidle poll-1 LATTICE_WATCHER_POLL_INTERVAL_S=1 LATTICE_WATCHER_STALE_AFTER_S=2
 check "no IDLE: a command on connect" wait_for 120 ge 1 cmds "$TOPIC" poll-1
