@@ -25,7 +25,7 @@
 #include "lt_watch_conn.h"
 #include "lt_watch_plan.h"
 
-#define LOOP_MAX_WAIT_MS 100      /* Kafka clients are polled at least this often */
+#define LOOP_MAX_WAIT_MS 250      /* Kafka clients are polled at least this often */
 #define INFLIGHT_CHECK_MS 250     /* a due account's in-flight state is read this often */
 #define GAUGES_EVERY_MS 1000      /* connection gauges refreshed */
 #define METADATA_TIMEOUT_MS 10000 /* partition count of the commands topic */
@@ -89,6 +89,8 @@ struct lt_watcher_s {
     size_t nwatched, nconns;
     int64_t next_reload_ms, next_inflight_ms, next_gauges_ms;
     int reassess; /* the assignment or the accounts changed */
+    size_t opening; /* connections being opened, as of the last pass */
+    int due_any;    /* some watched account's window is over (last pass) */
 
     /* poll() arrays, rebuilt every turn */
     struct pollfd *pfds;
@@ -558,12 +560,8 @@ static void emit_batch(lt_watcher_t *w, out_t *outs, size_t n)
 static void emit_due(lt_watcher_t *w, int64_t now)
 {
     char err[1024];
-    int any = 0;
-    for (size_t b = 0; b < w->nbuckets && !any; b++)
-        for (account_t *a = w->buckets[b]; a && !any; a = a->next)
-            any = a->watches && lt_watch_gate_due(&a->gate, now);
-    if (!any || now < w->next_inflight_ms)
-        return;
+    if (!w->due_any || now < w->next_inflight_ms)
+        return; /* due_any: from the timers' pass over every account */
     w->next_inflight_ms = now + INFLIGHT_CHECK_MS;
     if (!lt_db_ok(w->db) && lt_db_reset(w->db, err, sizeof(err))) {
         lt_warn(NULL, "commands held back: %s", err);
@@ -898,12 +896,19 @@ static int64_t timers(lt_watcher_t *w, int64_t now, size_t *nfds)
         w->pfds = lt_xrealloc(w->pfds, w->pcap * sizeof(*w->pfds));
         w->pwatch = lt_xrealloc(w->pwatch, w->pcap * sizeof(*w->pwatch));
     }
+    /* connections being opened: at most connect_concurrency at once (as
+     * counted in the previous pass, plus the ones started in this one) */
+    size_t opening = w->opening, opening_now = 0;
+    w->due_any = 0;
     for (size_t b = 0; b < w->nbuckets; b++) {
         for (account_t *a = w->buckets[b]; a; a = a->next) {
             for (size_t i = 0; a->watches && i < a->nfolders; i++) {
                 watch_t *x = &a->watches[i];
-                if (!x->c && now >= x->retry_at_ms)
+                if (!x->c && now >= x->retry_at_ms &&
+                    opening < (size_t)w->set->watcher.connect_concurrency) {
                     connect_watch(w, x, now);
+                    opening += x->c != NULL;
+                }
                 if (x->c) {
                     uint64_t idles = lt_watch_conn_idles(x->c);
                     lt_err_t e = lt_watch_conn_tick(x->c, now, err, sizeof(err));
@@ -916,8 +921,13 @@ static int64_t timers(lt_watcher_t *w, int64_t now, size_t *nfds)
                             next = t;
                     }
                 }
-                if (!x->c && x->retry_at_ms < next)
-                    next = x->retry_at_ms;
+                if (!x->c) { /* due but held by the cap: look again soon, no busy loop */
+                    int64_t t = x->retry_at_ms > now ? x->retry_at_ms : now + 50;
+                    if (t < next)
+                        next = t;
+                }
+                if (x->c && lt_watch_conn_state(x->c) <= LT_WATCH_ST_SELECTING)
+                    opening_now++;
                 if (x->c && lt_watch_conn_fd(x->c) >= 0 && *nfds < w->pcap) {
                     w->pfds[*nfds] = (struct pollfd){.fd = lt_watch_conn_fd(x->c),
                                                      .events = lt_watch_conn_events(x->c)};
@@ -925,10 +935,19 @@ static int64_t timers(lt_watcher_t *w, int64_t now, size_t *nfds)
                     (*nfds)++;
                 }
             }
-            if (a->gate.pending && a->gate.due_ms < next)
-                next = a->gate.due_ms;
+            if (a->watches && a->gate.pending) {
+                /* a due account held back by a command in flight is looked
+                 * at again with the next in-flight check, not in a spin */
+                int64_t t = a->gate.due_ms > w->next_inflight_ms ? a->gate.due_ms
+                                                                 : w->next_inflight_ms;
+                if (t < next)
+                    next = t;
+                if (a->gate.due_ms <= now)
+                    w->due_any = 1;
+            }
         }
     }
+    w->opening = opening_now;
     return next;
 }
 

@@ -18,8 +18,8 @@
  *    become incremental commands on the commands topic, keyed by
  *    account_id, recorded in mail_sync_issued first, exactly as
  *    lattice-scheduler records its own, so the two never pile commands up on
- *    one account. A second source of notifications (Gmail push) would feed
- *    lt_watcher_note() the same way.
+ *    one account. A second source of notifications (Gmail push) would call
+ *    lt_watch_gate_note() on the same gate from this loop (docs/watcher.md).
  *
  * Ownership: the watcher owns its Postgres connection, its producer, its
  * group consumer, the SSL_CTX and every connection. lt_watcher_stop() may

@@ -423,6 +423,16 @@ static const lt_setting_t k_settings[] = {
      .group = "Watcher",
      .desc = "As LATTICE_SCHEDULER_STALE_AFTER_S: a command in flight newer than this holds the "
              "account's next one back (keep both equal)."},
+    {.env = "LATTICE_WATCHER_CONNECT_CONCURRENCY",
+     LT_SET_FIELD_INT(watcher.connect_concurrency),
+     .def = "50",
+     .programs = WA,
+     .min = 1,
+     .max = 100000,
+     .group = "Watcher",
+     .desc = "Most connections being opened (TCP, TLS, login, EXAMINE) at once; the others wait "
+             "their turn, so a start or a server restart does not flood the server with "
+             "handshakes (servers drop logins beyond their own limits)."},
     {.env = "LATTICE_WATCHER_MAX_CONNECTIONS",
      LT_SET_FIELD_INT(watcher.max_connections),
      .def = "20000",

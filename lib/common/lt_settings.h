@@ -82,6 +82,7 @@ typedef struct {
         int reload_s;
         int stale_after_s;
         int max_connections;
+        int connect_concurrency;
     } watcher;
     struct { /* LATTICE_SEED_* (tools/lattice-seed) */
         const char *tenant;
