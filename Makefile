@@ -9,6 +9,7 @@
 #   make env-example   regenerate .env.example from the settings table
 #   make seed       the local tenant "personal" (personal-gmail, workmail-imap) via lattice-seed
 #   make bench-scheduler  lattice-scheduler --once over 100k accounts (docs/benchmarks.md)
+#   make bench-watcher  lattice-watcher: APPEND-to-event latency, 1,000 IDLE accounts (docs/benchmarks.md)
 #   make bench-gmail  Gmail connector vs the 50 msg/s/account quota ceiling, 1/4/16 accounts (docs/benchmarks.md)
 #   make bench-imap  IMAP full sync of a 20k-message folder: lattice-worker vs mbsync (docs/benchmarks.md)
 #   make test-imap-10k  the worker IMAP edge-case test with a 10,000-message folder (make test uses 2,000)
@@ -23,7 +24,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: demo image image-deps image-check bench-imap test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash
+.PHONY: demo image image-deps image-check bench-imap test-imap-10k bench-gmail bench-scheduler bench-watcher seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz clean crash
 
 all: build
 
@@ -87,6 +88,11 @@ airflow:
 # lattice-scheduler --once over 100k accounts (throwaway schema and topic): docs/benchmarks.md
 bench-scheduler: build stack-up
 	bench/scheduler 100000 $(BUILD)
+
+# lattice-watcher: latency over 200 messages, then 1,000 accounts on a private Dovecot: docs/benchmarks.md
+bench-watcher: build stack-up
+	bench/watcher latency 200 $(BUILD)
+	bench/watcher scale 1000 $(BUILD)
 
 # Gmail connector vs the quota ceiling (own emulator with 50 ms latency): docs/benchmarks.md
 bench-gmail: build stack-up
