@@ -483,7 +483,8 @@ static lt_err_t on_event(void *opaque, const lt_imap_event_t *ev)
             return proto_err(c, LT_ERR_TEMPORARY, "IMAP %s: server said BYE: %s", c->host,
                              ev->text);
         if (c->phase == P_GREETING) {
-            if (ev->status == LT_IMAP_PREAUTH) {
+            if (ev->status == LT_IMAP_PREAUTH) { /* authenticated by the connection */
+                wipe_secret(c);
                 start_examine(c, c->now_ms);
                 return LT_OK;
             }

@@ -62,8 +62,12 @@ run() { # mode account extra-env...: a peer, an account on it, a watcher
     "$BUILD/watcher/lattice-watcher" >"$WORK/$mode.log" 2>&1 &
   WPID=$!
 }
-finish() { # mode
-  lt_stop "$WPID" "$PEER"; WPID= PEER=
+finish() { # mode: stop the watcher (exit 0 on SIGTERM, no sanitizer report) and the peer
+  local rc=0
+  kill -TERM "$WPID" 2>/dev/null; wait "$WPID" || rc=$?
+  check "$1: the watcher exits 0 on SIGTERM ($rc)" [ "$rc" = 0 ]
+  check "$1: no sanitizer report" bash -c "! grep -q 'Sanitizer' '$WORK/$1.log'"
+  lt_stop "$PEER"; WPID= PEER=
   psqlq "DELETE FROM mail_accounts" >/dev/null
   psqlq "DELETE FROM mail_sync_issued" >/dev/null
 }
@@ -85,7 +89,7 @@ check "no IDLE: logged in with AUTHENTICATE PLAIN, mailbox examined" \
   grep -q "^C1 W[0-9]* EXAMINE \"INBOX\"" "$WORK/noidle.tr"
 check "no IDLE: the password is in no log" bash -c "! grep -q 'peer-secret-$RUN' '$WORK/noidle.log' '$WORK/noidle.tr'"
 check "no IDLE: one connection" [ "$(grep -c connected "$WORK/noidle.tr")" = 1 ]
-finish
+finish noidle
 
 # ---- 2. DONE never answered: dropped after the response timeout, reconnected
 run deaf deaf-1 LATTICE_WATCHER_IDLE_REISSUE_S=1 LATTICE_WATCHER_RESPONSE_TIMEOUT_S=2 LATTICE_WATCHER_STALE_AFTER_S=1
@@ -93,7 +97,7 @@ check "deaf: IDLE, then DONE" wait_for 60 grep -q "^C1 DONE" "$WORK/deaf.tr"
 check "deaf: a second connection after the timeout" wait_for 60 grep -q "^C2 connected" "$WORK/deaf.tr"
 check "deaf: the drop is logged with its reason" grep -q "no answer within 2 s" "$WORK/deaf.log"
 check "deaf: the reconnect sent a command (2 in all)" wait_for 60 ge 2 cmds "$TOPIC" deaf-1
-finish
+finish deaf
 
 # ---- 3. a certificate that does not name the address: never logs in
 PORT=$(lt_free_port)
@@ -114,7 +118,7 @@ check "bad certificate: classified FINAL (long backoff)" grep -q "lost (final)" 
 check "bad certificate: the peer got a TCP connection" grep -q "^C1 connected" "$WORK/badcert.tr"
 check "bad certificate: no command line reached the peer" bash -c "! grep -q '^C[0-9]* W' '$WORK/badcert.tr'"
 check "bad certificate: no Kafka command" [ "$(cmds "$TOPIC" badcert-1)" = 0 ]
-finish
+finish badcert
 
 [ "$fail" = 0 ] || for f in "$WORK"/*.log "$WORK"/*.tr; do echo "--- $f"; tail -20 "$f"; done >&2
 lt_summary test_watcher_peer
