@@ -424,8 +424,8 @@ static lt_err_t on_tagged(lt_watch_conn_t *c, const lt_imap_event_t *ev)
     case P_AUTH:
         wipe_secret(c);
         if (!ok)
-            return proto_err(c, LT_ERR_REAUTH, "IMAP %s: login of %s refused: %s", c->host,
-                             c->user, ev->text);
+            return proto_err(c, LT_ERR_REAUTH, "IMAP %s: login of %s refused: %s", c->host, c->user,
+                             ev->text);
         if (ev->code && !strcmp(ev->code, "CAPABILITY")) {
             start_examine(c, now);
         } else {
@@ -538,8 +538,9 @@ static lt_err_t tls_failure(lt_watch_conn_t *c, const char *during, char *errstr
     unsigned long e = ERR_get_error();
     ERR_clear_error();
     if (vr != X509_V_OK)
-        return fail(c, LT_ERR_FINAL, errstr, n, "IMAP: TLS certificate verification of %s failed: %s",
-                    c->host, X509_verify_cert_error_string(vr));
+        return fail(c, LT_ERR_FINAL, errstr, n,
+                    "IMAP: TLS certificate verification of %s failed: %s", c->host,
+                    X509_verify_cert_error_string(vr));
     const char *why = e && ERR_reason_error_string(e) ? ERR_reason_error_string(e)
                       : e                             ? "error"
                                                       : "connection closed";
@@ -615,8 +616,8 @@ static lt_err_t read_in(lt_watch_conn_t *c, char *errstr, size_t n)
     }
 }
 
-lt_err_t lt_watch_conn_start(lt_watch_conn_t *c, const char *password, int64_t now_ms,
-                             char *errstr, size_t n)
+lt_err_t lt_watch_conn_start(lt_watch_conn_t *c, const char *password, int64_t now_ms, char *errstr,
+                             size_t n)
 {
     close_conn(c);
     lt_imap_parser_destroy(c->parser);
@@ -677,8 +678,8 @@ lt_err_t lt_watch_conn_handle(lt_watch_conn_t *c, short revents, int64_t now_ms,
         if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0)
             soerr = errno;
         if (soerr)
-            return fail(c, LT_ERR_TEMPORARY, errstr, n, "IMAP %s:%d: connect: %s", c->host,
-                        c->port, strerror(soerr));
+            return fail(c, LT_ERR_TEMPORARY, errstr, n, "IMAP %s:%d: connect: %s", c->host, c->port,
+                        strerror(soerr));
         return tls_begin(c, errstr, n);
     }
     if (c->phase == P_TLS) {

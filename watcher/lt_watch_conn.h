@@ -73,11 +73,11 @@ typedef struct {
     const char *host;
     int port;
     const char *user;
-    const char *folder;     /* UTF-8 */
-    SSL_CTX *ssl_ctx;       /* borrowed: verification set up by the caller */
-    int idle_reissue_s;     /* > 0 */
-    int response_timeout_s; /* > 0 */
-    int poll_interval_s;    /* > 0 */
+    const char *folder;      /* UTF-8 */
+    SSL_CTX *ssl_ctx;        /* borrowed: verification set up by the caller */
+    int idle_reissue_s;      /* > 0 */
+    int response_timeout_s;  /* > 0 */
+    int poll_interval_s;     /* > 0 */
     const lt_log_ctx_t *log; /* borrowed; may be NULL */
     lt_watch_note_fn on_note;
     void *opaque;
@@ -89,8 +89,8 @@ void lt_watch_conn_destroy(lt_watch_conn_t *c);
 
 /* Start connecting (resolves the host, blocking only for a name that is not
  * an IP address). Errors as above; then the connection is closed. */
-lt_err_t lt_watch_conn_start(lt_watch_conn_t *c, const char *password, int64_t now_ms,
-                             char *errstr, size_t errstr_size);
+lt_err_t lt_watch_conn_start(lt_watch_conn_t *c, const char *password, int64_t now_ms, char *errstr,
+                             size_t errstr_size);
 
 /* The socket and the poll events it waits for (-1 / 0 when closed). */
 int lt_watch_conn_fd(const lt_watch_conn_t *c);

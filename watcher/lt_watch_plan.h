@@ -24,11 +24,11 @@
 #include "lt_err.h"
 
 typedef struct {
-    int pending;     /* a notification not yet turned into a command */
-    int64_t due_ms;  /* pending: not sent before */
-    char *scope;     /* pending: the folder; NULL = several (all configured scopes) */
-    int in_flight;   /* a command we (or the scheduler) issued is queued or running */
-    uint64_t notes;  /* notifications seen (for logs) */
+    int pending;    /* a notification not yet turned into a command */
+    int64_t due_ms; /* pending: not sent before */
+    char *scope;    /* pending: the folder; NULL = several (all configured scopes) */
+    int in_flight;  /* a command we (or the scheduler) issued is queued or running */
+    uint64_t notes; /* notifications seen (for logs) */
 } lt_watch_gate_t;
 
 /* A notification for folder (NULL: the account as a whole) at now_ms. */

@@ -88,7 +88,7 @@ struct lt_watcher_s {
     unsigned char *assigned; /* [npartitions] */
     size_t nwatched, nconns;
     int64_t next_reload_ms, next_inflight_ms, next_gauges_ms;
-    int reassess; /* the assignment or the accounts changed */
+    int reassess;   /* the assignment or the accounts changed */
     size_t opening; /* connections being opened, as of the last pass */
     int due_any;    /* some watched account's window is over (last pass) */
 
@@ -238,8 +238,8 @@ static void drop_conn(lt_watcher_t *w, watch_t *x, lt_err_t e, const char *why, 
     x->attempt++;
     x->retry_at_ms = now + delay;
     lt_series_inc(w->m_reconnects);
-    lt_warn(&x->log, "connection to %s lost (%s): %s; again in %.1f s", x->a->host,
-            lt_err_name(e), why, (double)delay / 1000.0);
+    lt_warn(&x->log, "connection to %s lost (%s): %s; again in %.1f s", x->a->host, lt_err_name(e),
+            why, (double)delay / 1000.0);
 }
 
 static void connect_watch(lt_watcher_t *w, watch_t *x, int64_t now)
@@ -249,18 +249,18 @@ static void connect_watch(lt_watcher_t *w, watch_t *x, int64_t now)
     lt_secret_ns_t ns = {a->tenant, w->set->worker.secrets_dir};
     lt_err_t e = lt_secret_resolve(&ns, a->cfg, "password", pw, sizeof(pw), err, sizeof(err));
     if (!e) {
-        x->c = lt_watch_conn_new(&(lt_watch_conn_opts_t){
-            .host = a->host,
-            .port = a->port,
-            .user = a->user,
-            .folder = x->folder,
-            .ssl_ctx = w->ssl,
-            .idle_reissue_s = w->set->watcher.idle_reissue_s,
-            .response_timeout_s = w->set->watcher.response_timeout_s,
-            .poll_interval_s = w->set->watcher.poll_interval_s,
-            .log = &x->log,
-            .on_note = on_note,
-            .opaque = x});
+        x->c = lt_watch_conn_new(
+            &(lt_watch_conn_opts_t){.host = a->host,
+                                    .port = a->port,
+                                    .user = a->user,
+                                    .folder = x->folder,
+                                    .ssl_ctx = w->ssl,
+                                    .idle_reissue_s = w->set->watcher.idle_reissue_s,
+                                    .response_timeout_s = w->set->watcher.response_timeout_s,
+                                    .poll_interval_s = w->set->watcher.poll_interval_s,
+                                    .log = &x->log,
+                                    .on_note = on_note,
+                                    .opaque = x});
         e = lt_watch_conn_start(x->c, pw, now, err, sizeof(err));
     }
     lt_secret_wipe(pw, sizeof(pw));
@@ -321,8 +321,8 @@ static void reassess(lt_watcher_t *w, int64_t now)
     w->reassess = 0;
     for (size_t b = 0; b < w->nbuckets; b++) {
         for (account_t *a = w->buckets[b]; a; a = a->next) {
-            int owned = a->partition >= 0 && a->partition < w->npartitions &&
-                        w->assigned[a->partition];
+            int owned =
+                a->partition >= 0 && a->partition < w->npartitions && w->assigned[a->partition];
             int want = a->usable && owned;
             if (want && !a->watches) {
                 if (w->nconns + a->nfolders > (size_t)w->set->watcher.max_connections) {
@@ -332,8 +332,9 @@ static void reassess(lt_watcher_t *w, int64_t now)
                 }
                 watch_start(w, a, now);
             } else if (!want && a->watches) {
-                watch_stop(w, a, !a->usable ? "disabled, not active or changed"
-                                            : "its partition moved to another replica");
+                watch_stop(w, a,
+                           !a->usable ? "disabled, not active or changed"
+                                      : "its partition moved to another replica");
             }
         }
     }
@@ -352,7 +353,8 @@ static int on_account(const lt_account_t *row, void *opaque)
     reload_ctx_t *r = opaque;
     lt_watcher_t *w = r->w;
     const char *tenant = lt_account_tenant(row), *id = lt_account_id(row);
-    const char *text = json_object_to_json_string_ext(lt_account_config(row), JSON_C_TO_STRING_PLAIN);
+    const char *text =
+        json_object_to_json_string_ext(lt_account_config(row), JSON_C_TO_STRING_PLAIN);
     int active = !strcmp(lt_account_status(row), "active");
     account_t *a = find_account(w, tenant, id);
     if (a && a->config_text && !strcmp(a->config_text, text) && a->active == active) {
@@ -464,8 +466,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     dr_rec_t *rec = msg->_private;
     if (!rec)
         return;
-    lt_log_ctx_t log = {.tenant = rec->tenant, .account = rec->account, .scope = rec->scope,
-                        .command_id = rec->id};
+    lt_log_ctx_t log = {
+        .tenant = rec->tenant, .account = rec->account, .scope = rec->scope, .command_id = rec->id};
     if (msg->err) {
         char err[256];
         const char *ids[] = {rec->id};
@@ -529,13 +531,12 @@ static void emit_batch(lt_watcher_t *w, out_t *outs, size_t n)
         rec->scope = o->scope ? lt_xstrdup(o->scope) : NULL;
         rd_kafka_headers_t *h = lt_kafka_headers_with_traceparent(lt_command_traceparent(o->cmd));
         rd_kafka_resp_err_t e = rd_kafka_producev(
-            w->producer, RD_KAFKA_V_TOPIC(w->topic),
-            RD_KAFKA_V_KEY(o->a->id, strlen(o->a->id)),
+            w->producer, RD_KAFKA_V_TOPIC(w->topic), RD_KAFKA_V_KEY(o->a->id, strlen(o->a->id)),
             RD_KAFKA_V_VALUE((void *)lt_buf_data(json), lt_buf_len(json)),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(rec),
             RD_KAFKA_V_END);
-        lt_log_ctx_t log = {.tenant = o->a->tenant, .account = o->a->id, .scope = o->scope,
-                            .command_id = rec->id};
+        lt_log_ctx_t log = {
+            .tenant = o->a->tenant, .account = o->a->id, .scope = o->scope, .command_id = rec->id};
         if (e) {
             if (h)
                 rd_kafka_headers_destroy(h);
@@ -658,8 +659,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             if (p >= 0 && p < w->npartitions)
                 w->assigned[p] = 0;
         }
-        lt_info(NULL, "%s %d partition(s) of %s",
-                rd_kafka_assignment_lost(rk) ? "lost" : "revoked", parts->cnt, w->topic);
+        lt_info(NULL, "%s %d partition(s) of %s", rd_kafka_assignment_lost(rk) ? "lost" : "revoked",
+                parts->cnt, w->topic);
         e = rd_kafka_incremental_unassign(rk, parts);
     } else {
         lt_error(NULL, "rebalance error: %s", rd_kafka_err2str(err));
@@ -701,8 +702,8 @@ static lt_err_t find_partitioner(const char *prop, const char *value, void *opaq
 
 static void metrics_init(lt_watcher_t *w, lt_metrics_t *reg)
 {
-    w->m_accounts = lt_metric_series(lt_metrics_gauge(
-        reg, "lattice_watcher_accounts", "Accounts this replica watches.", NULL));
+    w->m_accounts = lt_metric_series(
+        lt_metrics_gauge(reg, "lattice_watcher_accounts", "Accounts this replica watches.", NULL));
     w->m_partitions = lt_metric_series(lt_metrics_gauge(
         reg, "lattice_watcher_partitions_assigned",
         "Partitions of the commands topic assigned to this replica (its share of the accounts).",
@@ -712,9 +713,9 @@ static void metrics_init(lt_watcher_t *w, lt_metrics_t *reg)
         "Accounts with a change noted while their previous command is still in flight (sent "
         "when it ends).",
         NULL));
-    lt_metric_t *st = lt_metrics_gauge(reg, "lattice_watcher_connections",
-                                       "IMAP connections by state (backoff: waiting to reconnect).",
-                                       "state");
+    lt_metric_t *st =
+        lt_metrics_gauge(reg, "lattice_watcher_connections",
+                         "IMAP connections by state (backoff: waiting to reconnect).", "state");
     for (int i = 0; i < LT_WATCH_ST_COUNT; i++)
         w->m_states[i] = lt_metric_get(
             st, i == LT_WATCH_ST_CLOSED ? "backoff" : lt_watch_state_name((lt_watch_state_t)i));
@@ -727,12 +728,12 @@ static void metrics_init(lt_watcher_t *w, lt_metrics_t *reg)
                                          "Incremental commands by delivery result.", "result");
     w->m_cmd_sent = lt_metric_get(cm, "delivered");
     w->m_cmd_failed = lt_metric_get(cm, "failed");
-    w->m_reconnects = lt_metric_series(lt_metrics_counter(
-        reg, "lattice_watcher_reconnects_total",
-        "Connections lost or refused (each is retried with backoff).", NULL));
-    w->m_reissues = lt_metric_series(lt_metrics_counter(
-        reg, "lattice_watcher_idle_reissues_total", "IDLE commands issued again (DONE, IDLE).",
-        NULL));
+    w->m_reconnects = lt_metric_series(
+        lt_metrics_counter(reg, "lattice_watcher_reconnects_total",
+                           "Connections lost or refused (each is retried with backoff).", NULL));
+    w->m_reissues =
+        lt_metric_series(lt_metrics_counter(reg, "lattice_watcher_idle_reissues_total",
+                                            "IDLE commands issued again (DONE, IDLE).", NULL));
 }
 
 lt_watcher_t *lt_watcher_new(const lt_config_t *cfg, lt_metrics_t *metrics, char *errstr,
@@ -792,8 +793,7 @@ lt_watcher_t *lt_watcher_new(const lt_config_t *cfg, lt_metrics_t *metrics, char
         lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "kafka: %s", kerr);
         goto fail;
     }
-    if (!(w->producer = lt_kafka_new(RD_KAFKA_PRODUCER, conf, w, on_delivery, errstr,
-                                     errstr_size)))
+    if (!(w->producer = lt_kafka_new(RD_KAFKA_PRODUCER, conf, w, on_delivery, errstr, errstr_size)))
         goto fail;
     if (refresh_partitions(w, errstr, errstr_size))
         goto fail;
@@ -867,8 +867,8 @@ int lt_watcher_ready(lt_watcher_t *w, char *why, size_t why_size)
     int bits = atomic_load(&w->ready_bits);
     if (bits == 3)
         return 1;
-    snprintf(why, why_size, "%s", !(bits & 1) ? "waiting for the group's assignment"
-                                              : "accounts not read yet");
+    snprintf(why, why_size, "%s",
+             !(bits & 1) ? "waiting for the group's assignment" : "accounts not read yet");
     return 0;
 }
 
@@ -938,8 +938,8 @@ static int64_t timers(lt_watcher_t *w, int64_t now, size_t *nfds)
             if (a->watches && a->gate.pending) {
                 /* a due account held back by a command in flight is looked
                  * at again with the next in-flight check, not in a spin */
-                int64_t t = a->gate.due_ms > w->next_inflight_ms ? a->gate.due_ms
-                                                                 : w->next_inflight_ms;
+                int64_t t =
+                    a->gate.due_ms > w->next_inflight_ms ? a->gate.due_ms : w->next_inflight_ms;
                 if (t < next)
                     next = t;
                 if (a->gate.due_ms <= now)
@@ -956,8 +956,9 @@ lt_err_t lt_watcher_run(lt_watcher_t *w, char *errstr, size_t errstr_size)
     char err[512];
     (void)errstr;
     (void)errstr_size;
-    lt_info(NULL, "watching IMAP accounts: group %s on %s (%d partitions), debounce %d ms, "
-                  "IDLE re-issued every %d s",
+    lt_info(NULL,
+            "watching IMAP accounts: group %s on %s (%d partitions), debounce %d ms, "
+            "IDLE re-issued every %d s",
             w->set->watcher.group_id, w->topic, w->npartitions, w->set->watcher.debounce_ms,
             w->set->watcher.idle_reissue_s);
     while (!w->stop) {

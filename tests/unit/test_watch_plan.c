@@ -87,8 +87,8 @@ static void test_partition(void)
     static const struct {
         const char *key;
         int32_t n, want;
-    } crc[] = {{"acc-1", 3, 2}, {"acc-1", 12, 5}, {"a", 3, 0}, {"a", 12, 3},
-               {"workmail-imap", 12, 6}, {"workmail-imap", 1, 0}};
+    } crc[] = {{"acc-1", 3, 2}, {"acc-1", 12, 5},         {"a", 3, 0},
+               {"a", 12, 3},    {"workmail-imap", 12, 6}, {"workmail-imap", 1, 0}};
     for (size_t i = 0; i < sizeof(crc) / sizeof(crc[0]); i++) {
         CHECK(lt_watch_partition(NULL, crc[i].key, strlen(crc[i].key), crc[i].n, &p) == LT_OK);
         CHECK_MSG(p == crc[i].want, "%s/%d: %d", crc[i].key, crc[i].n, p);
