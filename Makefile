@@ -12,6 +12,7 @@
 #   make env-example   regenerate .env.example from the settings table
 #   make seed       the local tenant "personal" (personal-gmail, workmail-imap) via lattice-seed
 #   make bench-scheduler  lattice-scheduler --once over 100k accounts (docs/benchmarks.md)
+#   make bench-watcher  lattice-watcher: APPEND-to-event latency, 1,000 IDLE accounts (docs/benchmarks.md)
 #   make bench-gmail  Gmail connector vs the 50 msg/s/account quota ceiling, 1/4/16 accounts (docs/benchmarks.md)
 #   make bench-imap  IMAP full sync of a 20k-message folder: lattice-worker vs mbsync (docs/benchmarks.md)
 #   make bench-imap-changes  a quiet incremental sync of a 100k-message folder by change-tracking mode (docs/benchmarks.md)
@@ -28,7 +29,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: demo image image-deps image-check bench-imap bench-imap-changes test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz fuzz-run fuzz-target fuzz-all clean crash soak
+.PHONY: demo image image-deps image-check bench-imap bench-imap-changes test-imap-10k bench-gmail bench-scheduler bench-watcher seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz fuzz-run fuzz-target fuzz-all clean crash soak
 
 all: build
 
@@ -115,6 +116,11 @@ airflow:
 # lattice-scheduler --once over 100k accounts (throwaway schema and topic): docs/benchmarks.md
 bench-scheduler: build stack-up
 	bench/scheduler 100000 $(BUILD)
+
+# lattice-watcher: latency over 200 messages, then 1,000 accounts on a private Dovecot: docs/benchmarks.md
+bench-watcher: build stack-up
+	bench/watcher latency 200 $(BUILD)
+	bench/watcher scale 1000 $(BUILD)
 
 # Gmail connector vs the quota ceiling (own emulator with 50 ms latency): docs/benchmarks.md
 bench-gmail: build stack-up

@@ -75,6 +75,19 @@ typedef struct {
         bool per_scope;       /* LATTICE_SCHEDULER_PER_SCOPE */
         int flush_timeout_s;  /* LATTICE_SCHEDULER_FLUSH_TIMEOUT_S */
     } scheduler;
+    struct { /* LATTICE_WATCHER_* (watcher/) */
+        const char *group_id;
+        int session_timeout_ms;
+        int debounce_ms;
+        int idle_reissue_s;
+        int response_timeout_s;
+        int poll_interval_s;
+        int backoff_max_s;
+        int reload_s;
+        int stale_after_s;
+        int max_connections;
+        int connect_concurrency;
+    } watcher;
     struct { /* LATTICE_SEED_* (tools/lattice-seed) */
         const char *tenant;
         const char *imap_account;
