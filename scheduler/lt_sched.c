@@ -69,7 +69,7 @@ struct lt_sched_s {
      * RAND_bytes call per id cost more than writing the command). */
     unsigned char rand_pool[ID_BYTES * RAND_POOL];
     size_t rand_used;
-    char **failed;  /* ids whose delivery failed (owned) */
+    char **failed; /* ids whose delivery failed (owned) */
     size_t nfailed, failed_cap;
     uint64_t delivered;
     lt_err_t fatal; /* stops the run */
@@ -395,8 +395,13 @@ static int on_scope(const char *scope, void *opaque)
         cmd_id[5 + 2 * i] = hex[r & 15];
     }
     cmd_id[4 + 2 * ID_BYTES] = 0;
-    lt_sched_cmd_t cmd = {c->tenant, c->account, c->provider, scope, s->opts.requested_by, tp,
-                          cmd_id};
+    lt_sched_cmd_t cmd = {.tenant = c->tenant,
+                          .account_id = c->account,
+                          .provider = c->provider,
+                          .scope = scope,
+                          .requested_by = s->opts.requested_by,
+                          .traceparent = tp,
+                          .command_id = cmd_id};
     batch_t *b = &s->batches[s->cur];
     pending_t *p = &b->items[b->n];
     lt_buf_reset(s->json);

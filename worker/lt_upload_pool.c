@@ -175,8 +175,8 @@ static uploader_t *up_get(lt_sync_t *s)
     pthread_mutex_init(&u->mu, NULL);
     pthread_cond_init(&u->work, NULL);
     pthread_cond_init(&u->done, NULL);
-    u->maxthreads = s->env.s3_parallel_max > s->env.s3_parallel ? s->env.s3_parallel_max
-                                                                 : s->env.s3_parallel;
+    u->maxthreads =
+        s->env.s3_parallel_max > s->env.s3_parallel ? s->env.s3_parallel_max : s->env.s3_parallel;
     u->origin = s->env.s3;
     u->t = lt_xcalloc((size_t)u->maxthreads, sizeof(up_thread_t));
     for (int i = 0; i < s->env.s3_parallel; i++)

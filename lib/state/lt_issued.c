@@ -150,12 +150,11 @@ static lt_err_t record_upsert(lt_db_t *db, const lt_issued_t *rows, size_t n, ch
         json_object_array_add(arr, o);
     }
     const char *params[] = {json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN)};
-    lt_err_t err = lt_db_exec(db,
-                              &(lt_db_query_t){.what = "record issued commands",
-                                               .sql = UPSERT_SQL,
-                                               .nparams = 1,
-                                               .params = params},
-                              NULL, errstr, errstr_size);
+    lt_err_t err = lt_db_exec(
+        db,
+        &(lt_db_query_t){
+            .what = "record issued commands", .sql = UPSERT_SQL, .nparams = 1, .params = params},
+        NULL, errstr, errstr_size);
     json_object_put(arr);
     return err;
 }

@@ -534,8 +534,8 @@ static void test_inbox_case(void)
  * reasons, for every kind of field value. */
 static void test_write_incremental(void)
 {
-    static const char *const scopes[] = {NULL,       "INBOX",          "inbox",   "Sent Items",
-                                         "a\"b\\c/d", "Entw\xc3\xbcrfe", "\xe2\x82\xac"};
+    static const char *const scopes[] = {
+        NULL, "INBOX", "inbox", "Sent Items", "a\"b\\c/d", "Entw\xc3\xbcrfe", "\xe2\x82\xac"};
     static const char *const bys[] = {"scheduler", "o'brien \"ops\" \\ x", "\xc3\xa9quipe"};
     static const char *const tps[] = {NULL, TP};
     for (int p = 0; p < 2; p++)
@@ -571,32 +571,52 @@ static void test_write_incremental(void)
                 }
 
     /* a fresh id: the builder's format, new each time */
-    lt_command_spec_t spec = {.tenant_id = "t", .account_id = "a", .provider = LT_PROVIDER_IMAP,
-                              .requested_by = "s"};
+    lt_command_spec_t spec = {
+        .tenant_id = "t", .account_id = "a", .provider = LT_PROVIDER_IMAP, .requested_by = "s"};
     char id1[64], id2[64];
     lt_buf_t *b = lt_buf_new(4096);
     CHECK_INT(lt_command_write_incremental(&spec, b, id1, sizeof(id1), err_g, sizeof(err_g)),
               LT_OK);
     CHECK_INT(lt_command_write_incremental(&spec, b, id2, sizeof(id2), err_g, sizeof(err_g)),
               LT_OK);
-    CHECK_MSG(!strncmp(id1, "cmd-", 4) && strlen(id1) == 36 && strcmp(id1, id2),
-              "fresh ids %s %s", id1, id2);
+    CHECK_MSG(!strncmp(id1, "cmd-", 4) && strlen(id1) == 36 && strcmp(id1, id2), "fresh ids %s %s",
+              id1, id2);
     CHECK(strstr(lt_buf_str(b), id1) && strstr(lt_buf_str(b), id2));
     lt_buf_destroy(b);
 
     /* refusals: the builder's reason, nothing appended */
-    static const char long_id[] = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-                                  "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    static const char long_id[] =
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
     static const lt_command_spec_t bad[] = {
-        {.command_id = "c 1", .tenant_id = "t", .account_id = "a", .provider = LT_PROVIDER_IMAP, .requested_by = "s"},
-        {.tenant_id = long_id, .account_id = "a", .provider = LT_PROVIDER_IMAP, .requested_by = "s"},
+        {.command_id = "c 1",
+         .tenant_id = "t",
+         .account_id = "a",
+         .provider = LT_PROVIDER_IMAP,
+         .requested_by = "s"},
+        {.tenant_id = long_id,
+         .account_id = "a",
+         .provider = LT_PROVIDER_IMAP,
+         .requested_by = "s"},
         {.account_id = "a", .provider = LT_PROVIDER_IMAP, .requested_by = "s"},
         {.tenant_id = "t", .account_id = "", .provider = LT_PROVIDER_IMAP, .requested_by = "s"},
         {.tenant_id = "t", .account_id = "a", .provider = (lt_provider_t)77, .requested_by = "s"},
-        {.tenant_id = "t", .account_id = "a", .provider = LT_PROVIDER_GMAIL, .scope = "x\ty", .requested_by = "s"},
-        {.tenant_id = "t", .account_id = "a", .provider = LT_PROVIDER_GMAIL, .scope = "\xff", .requested_by = "s"},
+        {.tenant_id = "t",
+         .account_id = "a",
+         .provider = LT_PROVIDER_GMAIL,
+         .scope = "x\ty",
+         .requested_by = "s"},
+        {.tenant_id = "t",
+         .account_id = "a",
+         .provider = LT_PROVIDER_GMAIL,
+         .scope = "\xff",
+         .requested_by = "s"},
         {.tenant_id = "t", .account_id = "a", .provider = LT_PROVIDER_GMAIL, .requested_by = NULL},
-        {.tenant_id = "t", .account_id = "a", .provider = LT_PROVIDER_GMAIL, .requested_by = "s", .traceparent = "00-zz"},
+        {.tenant_id = "t",
+         .account_id = "a",
+         .provider = LT_PROVIDER_GMAIL,
+         .requested_by = "s",
+         .traceparent = "00-zz"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char e1[256] = "", e2[256] = "";
