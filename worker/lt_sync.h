@@ -103,6 +103,7 @@ typedef struct {
     size_t event_max_bytes;
     int batch_messages; /* checkpoint hint for connectors */
     int s3_parallel;    /* > 1: objects of in-memory messages stored by this many threads */
+    int s3_parallel_max; /* the pool may grow to this for a distant store (lt_upload_pool.c) */
     int txn_timeout_ms;
     const volatile int *cancel; /* non-zero: stop at the next checkpoint */
     const lt_sync_metrics_t *metrics; /* NULL: none; borrowed */

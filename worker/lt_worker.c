@@ -726,6 +726,7 @@ static step_t job_sync(job_run_t *r)
         .event_max_bytes = (size_t)set->worker.event_max_bytes,
         .batch_messages = set->worker.batch_messages,
         .s3_parallel = set->worker.s3_parallel,
+        .s3_parallel_max = set->worker.s3_parallel_max,
         .txn_timeout_ms = slot->txn_timeout_ms,
         .cancel = &slot->cancel,
     };

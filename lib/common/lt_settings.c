@@ -217,6 +217,18 @@ static const lt_setting_t k_settings[] = {
      .desc =
          "Objects stored in S3 at once per command (one connection each) while the next messages "
          "are read; events still follow their objects, in message order. 1: one at a time."},
+    {.env = "LATTICE_WORKER_S3_PARALLEL_MAX",
+     LT_SET_FIELD_INT(worker.s3_parallel_max),
+     .def = "64",
+     .programs = W,
+     .min = 1,
+     .max = 256,
+     .group = "Worker",
+     .desc = "Upload threads a command may grow to from LATTICE_WORKER_S3_PARALLEL while the "
+             "uploads hold the reading back and even the fastest recent PUT took 4 ms or more (a "
+             "distant store: more requests in flight hide its latency; a busy local one is not "
+             "helped). Pending objects stay capped at 64 MiB. At most LATTICE_WORKER_S3_PARALLEL: "
+             "a fixed pool."},
     {.env = "LATTICE_WORKER_MAX_ATTEMPTS",
      LT_SET_FIELD_INT(worker.max_attempts),
      .def = "5",
