@@ -207,6 +207,17 @@ static const lt_setting_t k_settings[] = {
      .desc =
          "Objects stored in S3 at once per command (one connection each) while the next messages "
          "are read; events still follow their objects, in message order. 1: one at a time."},
+    {.env = "LATTICE_ATTACHMENTS",
+     LT_SET_FIELD_ENUM(worker.attachments),
+     .def = "ranges",
+     .programs = W,
+     .choices = "ranges|objects",
+     .group = "Worker",
+     .desc = "How attachments are stored. ranges: only the raw .eml; each manifest entry names "
+             "the byte range of the attachment's encoded content in it and its transfer "
+             "encoding (one PUT per message; consumers decode). objects: besides the .eml, each "
+             "attachment decoded as an object of its own (consumers that predate the ranges). "
+             "docs/storage.md."},
     {.env = "LATTICE_WORKER_MAX_ATTEMPTS",
      LT_SET_FIELD_INT(worker.max_attempts),
      .def = "5",

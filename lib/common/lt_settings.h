@@ -52,6 +52,7 @@ typedef struct {
         int concurrency;                     /* LATTICE_WORKER_CONCURRENCY */
         int batch_messages;                  /* LATTICE_WORKER_BATCH_MESSAGES */
         int s3_parallel;                     /* LATTICE_WORKER_S3_PARALLEL */
+        const char *attachments;             /* LATTICE_ATTACHMENTS */
         bool track_changes;                  /* LATTICE_WORKER_TRACK_CHANGES */
         int max_attempts;                    /* LATTICE_WORKER_MAX_ATTEMPTS */
         int retry_base_ms;                   /* LATTICE_WORKER_RETRY_BASE_MS */
