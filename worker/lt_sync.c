@@ -351,6 +351,7 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
     lt_mime_limits_t lim;
     lt_mime_limits_default(&lim);
     lim.max_input = s->env.max_message_bytes;
+    lim.no_text = 1; /* the worker needs headers and attachments, not the text */
     lt_err_t merr;
     if (s->fd >= 0) {
         uint64_t sz = 0;

@@ -316,6 +316,7 @@ lt_err_t lt_sync_message_end_parallel(lt_sync_t *s, char *errstr, size_t n)
     lt_mime_limits_t lim;
     lt_mime_limits_default(&lim);
     lim.max_input = s->env.max_message_bytes;
+    lim.no_text = 1; /* the worker needs headers and attachments, not the text */
     lt_err_t merr = lt_mime_parse_mem(lt_buf_data(s->mem), lt_buf_len(s->mem), &lim, &m,
                                       mime_err, sizeof(mime_err));
     size_t natt = merr == LT_OK ? lt_mime_attachment_count(m) : 0;

@@ -638,6 +638,7 @@ void lt_mime_limits_default(lt_mime_limits_t *l)
     l->max_parts = LT_MIME_DEFAULT_MAX_PARTS;
     l->max_header_lines = LT_MIME_DEFAULT_MAX_HEADER_LINES;
     l->max_header_bytes = LT_MIME_DEFAULT_MAX_HEADER_BYTES;
+    l->no_text = 0;
 }
 
 static lt_mime_limits_t effective_limits(const lt_mime_limits_t *in)
@@ -663,6 +664,7 @@ static lt_mime_limits_t effective_limits(const lt_mime_limits_t *in)
             l.max_header_lines = in->max_header_lines;
         if (in->max_header_bytes)
             l.max_header_bytes = in->max_header_bytes;
+        l.no_text = in->no_text != 0;
     }
     if (l.max_depth > MAX_DEPTH_LIMIT)
         l.max_depth = MAX_DEPTH_LIMIT;
@@ -711,16 +713,18 @@ static lt_err_t parse_stream(GMimeStream *stream, const lt_mime_limits_t *limits
         visit(&w, root, path, 0, 0);
         if (w.plain || w.html) {
             w.body = w.plain ? w.plain : w.html;
-            free(m->text);
-            extract_text(m, w.body, !w.plain);
+            if (!m->lim.no_text) {
+                free(m->text);
+                extract_text(m, w.body, !w.plain);
+            }
             m->text_part_id = lt_xstrdup(w.plain ? w.plain_id : w.html_id);
-        } else {
+        } else if (!m->lim.no_text) {
             extract_prologue(m, root);
         }
         w.pass = 2;
         visit(&w, root, path, 0, 0);
         err = w.err;
-    } else {
+    } else if (!m->lim.no_text) {
         extract_whole_input(m);
     }
     if (err) {

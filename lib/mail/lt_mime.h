@@ -41,6 +41,11 @@ typedef struct {
     size_t max_parts;        /* lines starting with "--" (boundary-like). 20000 */
     size_t max_header_lines; /* lines in header blocks, all parts. 50000 */
     size_t max_header_bytes; /* bytes in header blocks, all parts. 1 MiB */
+    /* 1: the text body is not extracted (no charset conversion, no HTML to
+     * text): lt_mime_text() is "" and lt_mime_text_source() NULL, the body
+     * part is still chosen (lt_mime_text_part_id(), and it is not an
+     * attachment). For callers that only want headers and attachments. */
+    int no_text;
 } lt_mime_limits_t;
 
 #define LT_MIME_DEFAULT_MAX_INPUT ((size_t)64 << 20)

@@ -43,6 +43,7 @@ typedef struct {
     uint64_t up_pos;
     int read_errno;
     int meta_header; /* send x-amz-meta-lattice-sha256 */
+    const char *range; /* GET: "first-last" (CURLOPT_RANGE), NULL: the whole object */
     /* response */
     long status;
     lt_buf_t *body;    /* 2xx body goes here (may be NULL: discarded) */
@@ -506,6 +507,8 @@ static lt_err_t perform(lt_s3_t *s3, req_t *r, const char *url, const char *payl
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
     } else if (!strcmp(r->method, "GET")) {
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+        if (r->range)
+            curl_easy_setopt(c, CURLOPT_RANGE, r->range);
     } else {
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
     }
@@ -704,6 +707,45 @@ lt_err_t lt_s3_get(lt_s3_t *s3, const char *key, lt_buf_t *out, char *errstr, si
     req_init(&r, "GET");
     r.body = out;
     err = perform(s3, &r, lt_buf_str(url), NULL, NULL, what, errstr, errstr_size);
+    if (err != LT_OK)
+        lt_buf_reset(out);
+out:
+    lt_buf_destroy(url);
+    return err;
+}
+
+lt_err_t lt_s3_get_range(lt_s3_t *s3, const char *key, uint64_t offset, uint64_t length,
+                         lt_buf_t *out, char *errstr, size_t errstr_size)
+{
+    lt_buf_t *url = lt_buf_new(8192);
+    char what[96 + LT_OBJKEY_MAX], range[48];
+    req_t r;
+    lt_err_t err;
+    snprintf(what, sizeof(what), "GET %s bytes %llu+%llu", key ? key : "(null)",
+             (unsigned long long)offset, (unsigned long long)length);
+    if (!out || offset > UINT64_MAX - length) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "S3 %s: bad arguments", what);
+        goto out;
+    }
+    lt_buf_reset(out);
+    if ((err = object_url(s3, key, url, errstr, errstr_size)) || length == 0)
+        goto out; /* nothing to read */
+    if (length > lt_buf_cap(out)) {
+        err = lt_seterr(errstr, errstr_size, LT_ERR_TOO_BIG,
+                        "S3 %s: range larger than the buffer cap", what);
+        goto out;
+    }
+    snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)offset,
+             (unsigned long long)(offset + length - 1));
+    req_init(&r, "GET");
+    r.body = out;
+    r.range = range;
+    err = perform(s3, &r, lt_buf_str(url), NULL, NULL, what, errstr, errstr_size);
+    /* 206 with exactly the range; a 200 (range ignored) or a short answer is refused */
+    if (err == LT_OK && (r.status != 206 || lt_buf_len(out) != length))
+        err = lt_seterr(errstr, errstr_size, LT_ERR_FINAL,
+                        "S3 %s: HTTP %ld with %zu bytes, not the range", what, r.status,
+                        lt_buf_len(out));
     if (err != LT_OK)
         lt_buf_reset(out);
 out:

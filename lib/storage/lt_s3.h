@@ -93,6 +93,14 @@ lt_err_t lt_s3_put_file(lt_s3_t *s3, const lt_s3_object_t *obj, int fd,
 /* Fetch an object into out (reset first; its cap applies: LT_ERR_TOO_BIG). */
 lt_err_t lt_s3_get(lt_s3_t *s3, const char *key, lt_buf_t *out, char *errstr, size_t errstr_size);
 
+/* Bytes [offset, offset + length) of the object into out (reset first): one
+ * GET with a Range header (an attachment published as a range of its .eml,
+ * docs/events.md). length 0: nothing read, LT_OK. A range past the end of
+ * the object: LT_ERR_FINAL (HTTP 416 InvalidRange); a range over out's cap:
+ * LT_ERR_TOO_BIG; otherwise the errors of lt_s3_get(). */
+lt_err_t lt_s3_get_range(lt_s3_t *s3, const char *key, uint64_t offset, uint64_t length,
+                         lt_buf_t *out, char *errstr, size_t errstr_size);
+
 /* Object metadata. Any output may be NULL. etag without quotes; sha256_hex
  * is "" when the object carries no x-amz-meta-lattice-sha256. */
 lt_err_t lt_s3_head(lt_s3_t *s3, const char *key, uint64_t *size_out, char etag_out[LT_S3_ETAG_MAX],

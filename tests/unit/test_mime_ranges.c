@@ -257,12 +257,66 @@ static void check_malformed(void)
     lt_buf_destroy(b);
 }
 
+/* no_text (the worker's parse): the same attachments, sizes, hashes,
+ * ranges and Message-ID as a full parse, no text extracted. */
+static void check_no_text(void)
+{
+    static const char *const files[] = {"mixed3.eml", "alternative.eml", "related.eml",
+                                        "nested-rfc822.eml", "plain.eml", "bad-base64.eml"};
+    for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+        char path[1024], err[256];
+        snprintf(path, sizeof(path), DATA "%s", files[f]);
+        lt_buf_t *raw = slurp(path);
+        lt_mime_limits_t lim;
+        lt_mime_limits_default(&lim);
+        lt_mime_t *full = NULL, *lean = NULL;
+        CHECK_INT(lt_mime_parse_mem(lt_buf_data(raw), lt_buf_len(raw), &lim, &full, err,
+                                    sizeof(err)),
+                  LT_OK);
+        lim.no_text = 1;
+        CHECK_INT(lt_mime_parse_mem(lt_buf_data(raw), lt_buf_len(raw), &lim, &lean, err,
+                                    sizeof(err)),
+                  LT_OK);
+        if (full && lean) {
+            CHECK_STR(lt_mime_text(lean, NULL), "");
+            CHECK(lt_mime_text_source(lean) == NULL);
+            CHECK_MSG(!lt_mime_text_part_id(full) == !lt_mime_text_part_id(lean) &&
+                          (!lt_mime_text_part_id(full) ||
+                           !strcmp(lt_mime_text_part_id(full), lt_mime_text_part_id(lean))),
+                      "%s: text part", files[f]);
+            CHECK_MSG((!lt_mime_message_id(full) && !lt_mime_message_id(lean)) ||
+                          (lt_mime_message_id(full) && lt_mime_message_id(lean) &&
+                           !strcmp(lt_mime_message_id(full), lt_mime_message_id(lean))),
+                      "%s: message id", files[f]);
+            CHECK_INT(lt_mime_attachment_count(lean), lt_mime_attachment_count(full));
+            for (size_t i = 0; i < lt_mime_attachment_count(full) &&
+                               i < lt_mime_attachment_count(lean);
+                 i++) {
+                CHECK_STR(lt_mime_attachment_id(lean, i), lt_mime_attachment_id(full, i));
+                CHECK_STR(lt_mime_attachment_sha256(lean, i), lt_mime_attachment_sha256(full, i));
+                CHECK_INT(lt_mime_attachment_size(lean, i), lt_mime_attachment_size(full, i));
+                uint64_t o1 = 0, l1 = 0, o2 = 0, l2 = 0;
+                const char *e1 = NULL, *e2 = NULL;
+                CHECK_INT(lt_mime_attachment_range(lean, i, &o2, &l2, &e2),
+                          lt_mime_attachment_range(full, i, &o1, &l1, &e1));
+                CHECK(o1 == o2 && l1 == l2 && e1 == e2);
+            }
+            CHECK(strlen(lt_mime_text(full, NULL)) > 0 || !strcmp(files[f], "related.eml") ||
+                  !strcmp(files[f], "nested-rfc822.eml") || !strcmp(files[f], "bad-base64.eml"));
+        }
+        lt_mime_destroy(full);
+        lt_mime_destroy(lean);
+        lt_buf_destroy(raw);
+    }
+}
+
 int main(void)
 {
     lt_mime_global_init();
     check_samples();
     check_encodings();
     check_malformed();
+    check_no_text();
     lt_mime_global_shutdown();
     return lt_test_done("test_mime_ranges");
 }
