@@ -1,9 +1,8 @@
 /* lt_s3: a small S3 client (libcurl, AWS Signature V4) for the raw mail store.
  *
- * Requests are signed by libcurl's CURLOPT_AWS_SIGV4 ("aws:amz:<region>:s3").
- * Every request carries x-amz-content-sha256 with the SHA-256 of its payload
- * (computed here with OpenSSL; libcurl 7.88 signs the header's value), so
- * S3 verifies what it stores. Uploads from a file are hashed first, then
+ * Requests are signed here (SigV4, OpenSSL HMAC-SHA-256; the signing key is
+ * derived once a day). Every request carries x-amz-content-sha256 with the
+ * SHA-256 of its payload, signed, so S3 verifies what it stores. Uploads from a file are hashed first, then
  * streamed (the file is read twice, never held in memory).
  *
  * Keys are given as is (see lt_objkey.h for how this project forms them) and
