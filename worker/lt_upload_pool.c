@@ -43,6 +43,8 @@ typedef struct {
     char sha[LT_S3_SHA256_HEX];
     int state; /* 0 queued, 1 storing, 2 done */
     lt_err_t err; /* storing it failed */
+    const char *enc; /* an attachment published as a range of the .eml: not stored */
+    uint64_t off, enc_len;
 } up_obj_t;
 
 typedef struct up_job_s {
@@ -277,6 +279,15 @@ static lt_err_t up_publish(lt_sync_t *s, up_job_t *j, char *errstr, size_t n)
         up_obj_t *o = &j->obj[i];
         if (o->err)
             continue;
+        if (o->enc) { /* a range of the .eml */
+            lt_s3_uri(s->env.s3, j->obj[0].key, uri, sizeof(uri));
+            lt_mail_event_add_attachment(ev, o->aid, o->fname, o->ctype, (int64_t)o->len, o->sha,
+                                         uri);
+            lt_mail_event_set_attachment_range(ev, lt_mail_event_attachment_count(ev) - 1,
+                                               (int64_t)o->off, (int64_t)o->enc_len, o->enc);
+            lt_series_inc(s->env.metrics->attachments_ranged);
+            continue;
+        }
         lt_s3_uri(s->env.s3, o->key, uri, sizeof(uri));
         lt_mail_event_add_attachment(ev, o->aid, o->fname, o->ctype, (int64_t)o->len, o->sha,
                                      uri);
@@ -354,6 +365,7 @@ lt_err_t lt_sync_message_end_parallel(lt_sync_t *s, char *errstr, size_t n)
     lt_mime_limits_t lim;
     lt_mime_limits_default(&lim);
     lim.max_input = s->env.max_message_bytes;
+    lim.no_text = 1; /* the worker needs headers and attachments, not the text */
     lt_err_t merr = lt_mime_parse_mem(lt_buf_data(s->mem), lt_buf_len(s->mem), &lim, &m,
                                       mime_err, sizeof(mime_err));
     size_t natt = merr == LT_OK ? lt_mime_attachment_count(m) : 0;
@@ -388,6 +400,13 @@ lt_err_t lt_sync_message_end_parallel(lt_sync_t *s, char *errstr, size_t n)
         o->aid = lt_xstrdup(lt_mime_attachment_id(m, i));
         o->fname = fname ? lt_xstrdup(fname) : NULL;
         o->ctype = lt_xstrdup(ctype ? ctype : "application/octet-stream");
+        if (lt_sync_attachment_ranged(s, m, i, &o->off, &o->enc_len, &o->enc)) {
+            o->len = lt_mime_attachment_size(m, i); /* decoded size; nothing to store */
+            snprintf(o->sha, sizeof(o->sha), "%s", lt_mime_attachment_sha256(m, i));
+            o->state = 2;
+            j->ndone++;
+            continue;
+        }
         err = lt_objkey_attachment(&(lt_objkey_msg_t){.tenant = lt_account_tenant(s->account),
                                                       .account_id = lt_account_id(s->account),
                                                       .provider = provider,
@@ -419,7 +438,8 @@ lt_err_t lt_sync_message_end_parallel(lt_sync_t *s, char *errstr, size_t n)
     s->mem = lt_buf_new(LT_SYNC_MEM_MAX);
     size_t bytes = 0;
     for (size_t i = 0; i < j->nobj; i++)
-        bytes += j->obj[i].len;
+        if (!j->obj[i].enc)
+            bytes += j->obj[i].len;
 
     /* room: publish finished messages, wait while over the caps */
     err = lt_sync_up_collect(s, 0, bytes, errstr, n);

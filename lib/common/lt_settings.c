@@ -229,6 +229,17 @@ static const lt_setting_t k_settings[] = {
              "distant store: more requests in flight hide its latency; a busy local one is not "
              "helped). Pending objects stay capped at 64 MiB. At most LATTICE_WORKER_S3_PARALLEL: "
              "a fixed pool."},
+    {.env = "LATTICE_ATTACHMENTS",
+     LT_SET_FIELD_ENUM(worker.attachments),
+     .def = "ranges",
+     .programs = W,
+     .choices = "ranges|objects",
+     .group = "Worker",
+     .desc = "How attachments are stored. ranges: only the raw .eml; each manifest entry names "
+             "the byte range of the attachment's encoded content in it and its transfer "
+             "encoding (one PUT per message; consumers decode). objects: besides the .eml, each "
+             "attachment decoded as an object of its own (consumers that predate the ranges). "
+             "docs/storage.md."},
     {.env = "LATTICE_WORKER_MAX_ATTEMPTS",
      LT_SET_FIELD_INT(worker.max_attempts),
      .def = "5",

@@ -53,6 +53,7 @@ typedef struct {
         int batch_messages;                  /* LATTICE_WORKER_BATCH_MESSAGES */
         int s3_parallel;                     /* LATTICE_WORKER_S3_PARALLEL */
         int s3_parallel_max;                 /* LATTICE_WORKER_S3_PARALLEL_MAX */
+        const char *attachments;             /* LATTICE_ATTACHMENTS */
         bool track_changes;                  /* LATTICE_WORKER_TRACK_CHANGES */
         int imap_flags_scan_interval_s;      /* LATTICE_IMAP_FLAGS_SCAN_INTERVAL_S */
         int max_attempts;                    /* LATTICE_WORKER_MAX_ATTEMPTS */
