@@ -1,5 +1,7 @@
 #include "lt_gmail_push.h"
 
+#include "lt_gmail_json.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -88,34 +90,10 @@ static int printable(const char *s, size_t n)
     return 1;
 }
 
+/* historyId: a positive decimal (lt_gmail_json_uint64). */
 static int get_u64(json_object *v, uint64_t *out)
 {
-    if (json_object_is_type(v, json_type_int)) {
-        int64_t x = json_object_get_int64(v);
-        if (x <= 0 || x == INT64_MAX) /* INT64_MAX: json-c's saturation of a larger number */
-            return -1;
-        *out = (uint64_t)x;
-        return 0;
-    }
-    if (!json_object_is_type(v, json_type_string))
-        return -1;
-    const char *s = json_object_get_string(v);
-    size_t l = (size_t)json_object_get_string_len(v);
-    if (l == 0 || l > 20)
-        return -1;
-    uint64_t x = 0;
-    for (size_t i = 0; i < l; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (x > (UINT64_MAX - d) / 10)
-            return -1;
-        x = x * 10 + d;
-    }
-    if (!x)
-        return -1;
-    *out = x;
-    return 0;
+    return lt_gmail_json_uint64(v, out) || !*out ? -1 : 0;
 }
 
 static json_object *parse_json(const char *s, size_t len)

@@ -74,16 +74,11 @@ static const char *get_str(json_object *o, const char *key, size_t *len)
     return json_object_get_string(v);
 }
 
-/* A decimal uint64 given as a JSON string (Google's int64 convention) or a
- * non-negative integer. */
-static int get_u64(json_object *o, const char *key, uint64_t *out)
+int lt_gmail_json_uint64(json_object *v, uint64_t *out)
 {
-    json_object *v;
-    if (!json_object_object_get_ex(o, key, &v))
-        return -1;
     if (json_object_is_type(v, json_type_int)) {
         int64_t x = json_object_get_int64(v);
-        if (x < 0)
+        if (x < 0 || x == INT64_MAX) /* INT64_MAX: json-c's saturation of a larger number */
             return -1;
         *out = (uint64_t)x;
         return 0;
@@ -105,6 +100,12 @@ static int get_u64(json_object *o, const char *key, uint64_t *out)
     }
     *out = x;
     return 0;
+}
+
+static int get_u64(json_object *o, const char *key, uint64_t *out)
+{
+    json_object *v;
+    return json_object_object_get_ex(o, key, &v) ? lt_gmail_json_uint64(v, out) : -1;
 }
 
 static int copy_id(json_object *o, const char *key, char out[LT_GMAIL_ID_MAX + 1])

@@ -182,4 +182,10 @@ typedef struct {
  * missing, HTML or garbage: the status decides then). */
 void lt_gmail_classify(long http_status, const char *body, size_t len, lt_gmail_verdict_t *out);
 
+/* A decimal uint64 given as a JSON string (Google's int64 convention) or a
+ * non-negative JSON integer (below json-c's saturation at INT64_MAX) into
+ * *out: 0, or -1 for anything else. */
+struct json_object;
+int lt_gmail_json_uint64(struct json_object *v, uint64_t *out);
+
 #endif
