@@ -13,9 +13,11 @@
 #   make env-example   regenerate .env.example from the settings table
 #   make seed       the local tenant "personal" (personal-gmail, workmail-imap) via lattice-seed
 #   make bench-scheduler  lattice-scheduler --once over 100k accounts (docs/benchmarks.md)
+#   make bench-watcher  lattice-watcher: APPEND-to-event latency, 1,000 IDLE accounts (docs/benchmarks.md)
 #   make bench-gmail  Gmail connector vs the 50 msg/s/account quota ceiling, 1/4/16 accounts (docs/benchmarks.md)
-#   make bench-imap  IMAP full sync of a 20k-message folder: lattice-worker vs mbsync (docs/benchmarks.md)
+#   make bench-imap  IMAP full sync of a 20k-message folder: lattice-worker vs mbsync vs mbsync + rclone (docs/benchmarks.md)
 #   make bench-imap-changes  a quiet incremental sync of a 100k-message folder by change-tracking mode (docs/benchmarks.md)
+#   make bench  every benchmark with short settings, one summary table in bench/out/ (docs/benchmarks.md)
 #   make test-imap-10k  the worker IMAP edge-case test with a 10,000-message folder (make test uses 2,000)
 #   make soak       1-hour soak: 20 IMAP accounts, a message a second; RSS/fds/threads of each program (docs/soak.md; SOAK_FLAGS="--minutes 10")
 #   make image      build deploy/docker/Dockerfile with buildah: OCI archive + digest in build-image/ (docs/operations.md)
@@ -29,7 +31,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: demo image image-deps image-check bench-imap bench-imap-changes test-imap-10k bench-gmail bench-scheduler seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz fuzz-run fuzz-target fuzz-all clean crash crash-changes soak
+.PHONY: demo image image-deps image-check bench bench-imap bench-imap-changes test-imap-10k bench-gmail bench-scheduler bench-watcher seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz fuzz-run fuzz-target fuzz-all clean crash crash-changes soak
 
 all: build
 
@@ -122,17 +124,27 @@ airflow:
 bench-scheduler: build stack-up
 	bench/scheduler 100000 $(BUILD)
 
+# lattice-watcher: latency over 200 messages, then 1,000 accounts on a private Dovecot: docs/benchmarks.md
+bench-watcher: build stack-up
+	bench/watcher latency 200 $(BUILD)
+	bench/watcher scale 1000 $(BUILD)
+
 # Gmail connector vs the quota ceiling (own emulator with 50 ms latency): docs/benchmarks.md
 bench-gmail: build stack-up
 	bench/gmail $(BUILD)
 
-# IMAP full sync, lattice-worker vs mbsync, alternating (BENCH_COUNT, BENCH_REPEAT): docs/benchmarks.md
+# IMAP full sync, lattice-worker vs mbsync vs mbsync + rclone, alternating
+# (BENCH_COUNT, BENCH_RUNS, BENCH_TOOLS): docs/benchmarks.md
 bench-imap: build stack-up
 	@set -a; eval "$$($(STACK) env)"; set +a; bench/imap-vs-mbsync $(BUILD)
 
 # A quiet IMAP incremental sync by change-tracking mode (BENCH_COUNT, BENCH_REPEAT): docs/benchmarks.md
 bench-imap-changes: build stack-up
 	@set -a; eval "$$($(STACK) env)"; set +a; bench/imap-changes $(BUILD)
+
+# every benchmark with short settings, one summary table: docs/benchmarks.md
+bench: build stack-up
+	@set -a; eval "$$($(STACK) env)"; set +a; bench/all $(BUILD)
 
 test-imap-10k: build stack-up
 	@set -a; eval "$$($(STACK) env)"; set +a; \

@@ -69,8 +69,9 @@ lt_layer(scheduler DIR scheduler TARGET lattice_scheduler
 lt_layer(parser DIR parser TARGET lattice_parser
   DEPS common storage state events mail metrics program
   WHAT "lattice-mail-parser: events in, emails rows out (row building, upsert)")
-lt_layer(watcher_gmail DIR watcher TARGET lattice_watcher_gmail DEPS common state gmail
-  WHAT "lattice-watcher's Gmail push: users.watch per account, the Pub/Sub push endpoint")
+lt_layer(watcher DIR watcher TARGET lattice_watcher
+  DEPS common state events imap gmail metrics program
+  WHAT "lattice-watcher: IMAP IDLE connections and Gmail push in, incremental commands out")
 lt_layer(tools DIR tools TARGET NONE DEPS common state gmail
   WHAT "lattice-config, lattice-migrate, lattice-seed, lattice-gmail-probe")
 

@@ -207,6 +207,12 @@ static lt_err_t put_attachments(lt_buf_t *b, int *first, const lt_email_row_t *r
             err = field_str(b, &f, "sha256", a->sha256);
         if (!err)
             err = field_str(b, &f, "object_key", a->object_key);
+        if (!err && a->transfer_encoding)
+            err = field_int(b, &f, "encoded_offset", a->encoded_offset);
+        if (!err && a->transfer_encoding)
+            err = field_int(b, &f, "encoded_length", a->encoded_length);
+        if (!err && a->transfer_encoding)
+            err = field_str(b, &f, "transfer_encoding", a->transfer_encoding);
         if (!err)
             err = lt_buf_append(b, "}", 1);
     }

@@ -34,6 +34,11 @@ typedef struct {
     int64_t size_bytes;
     const char *sha256;
     const char *object_key;
+    /* the attachment as a range of object_key (the raw .eml), transfer-encoded;
+     * transfer_encoding NULL: object_key is the decoded attachment */
+    int64_t encoded_offset;
+    int64_t encoded_length;
+    const char *transfer_encoding;
 } lt_email_attachment_t;
 
 /* A plain value carrier. Strings are borrowed, UTF-8 (invalid bytes are

@@ -54,6 +54,9 @@ lt_err_t lt_mailrow_json(const lt_mail_event_t *ev, const lt_mime_t *m,
         att[i].sha256 = a.sha256_hex;
         split_uri(a.object_uri, &refs[i]);
         att[i].object_key = refs[i].key;
+        att[i].encoded_offset = a.encoded_offset;
+        att[i].encoded_length = a.encoded_length;
+        att[i].transfer_encoding = a.transfer_encoding;
     }
 
     lt_email_row_t r = {0};

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include <librdkafka/rdkafka.h>
+#include <openssl/rand.h>
 
 #include "lt_accounts.h"
 #include "lt_buf.h"
@@ -23,6 +24,8 @@
 #define IN_FLIGHT_MAX (16u * 1024 * 1024) /* accounts in the in-flight set */
 #define FAILED_MAX (16u * 1024 * 1024)    /* failed deliveries remembered per run */
 #define WARM_TIMEOUT_MS 10000
+#define ID_BYTES 16   /* random bytes of a command id */
+#define RAND_POOL 256 /* command ids drawn from one RAND_bytes call */
 
 /* One command of the current batch. */
 typedef struct {
@@ -62,7 +65,11 @@ struct lt_sched_s {
     int cur, inflight; /* inflight: -1 = none */
     lt_issued_t rows[BATCH_MAX];
     lt_buf_t *json; /* scratch for one command */
-    char **failed;  /* ids whose delivery failed (owned) */
+    /* Random bytes for the command ids, drawn RAND_POOL ids at a time (one
+     * RAND_bytes call per id cost more than writing the command). */
+    unsigned char rand_pool[ID_BYTES * RAND_POOL];
+    size_t rand_used;
+    char **failed; /* ids whose delivery failed (owned) */
     size_t nfailed, failed_cap;
     uint64_t delivered;
     lt_err_t fatal; /* stops the run */
@@ -153,6 +160,7 @@ lt_sched_t *lt_sched_new(const lt_config_t *cfg, const lt_sched_opts_t *opts, ch
     lt_sched_t *s = lt_xcalloc(1, sizeof(*s));
     s->opts = *opts;
     s->inflight = -1;
+    s->rand_used = sizeof(s->rand_pool);
     metrics_init(s, opts->metrics);
     if (!s->opts.dry_run_out)
         s->opts.dry_run_out = stdout;
@@ -371,7 +379,29 @@ static int on_scope(const char *scope, void *opaque)
         return 1;
     }
     lt_trace_format(&child, tp);
-    lt_sched_cmd_t cmd = {c->tenant, c->account, c->provider, scope, s->opts.requested_by, tp};
+    char cmd_id[5 + 2 * ID_BYTES];
+    if (s->rand_used == sizeof(s->rand_pool)) {
+        if (RAND_bytes(s->rand_pool, (int)sizeof(s->rand_pool)) != 1) {
+            set_fatal(s, LT_ERR_TEMPORARY, "command: the random generator failed");
+            return 1;
+        }
+        s->rand_used = 0;
+    }
+    static const char hex[] = "0123456789abcdef";
+    memcpy(cmd_id, "cmd-", 4);
+    for (size_t i = 0; i < ID_BYTES; i++) {
+        unsigned char r = s->rand_pool[s->rand_used++];
+        cmd_id[4 + 2 * i] = hex[r >> 4];
+        cmd_id[5 + 2 * i] = hex[r & 15];
+    }
+    cmd_id[4 + 2 * ID_BYTES] = 0;
+    lt_sched_cmd_t cmd = {.tenant = c->tenant,
+                          .account_id = c->account,
+                          .provider = c->provider,
+                          .scope = scope,
+                          .requested_by = s->opts.requested_by,
+                          .traceparent = tp,
+                          .command_id = cmd_id};
     batch_t *b = &s->batches[s->cur];
     pending_t *p = &b->items[b->n];
     lt_buf_reset(s->json);

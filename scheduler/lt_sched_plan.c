@@ -190,7 +190,6 @@ lt_err_t lt_sched_command(const lt_sched_cmd_t *c, lt_buf_t *out,
                           char command_id[LT_SCHED_COMMAND_ID_SIZE], char *errstr,
                           size_t errstr_size)
 {
-    lt_command_t *cmd = NULL;
     lt_provider_t p;
     command_id[0] = 0;
     if (!c->provider || !c->tenant || !c->account_id || !c->requested_by)
@@ -210,21 +209,12 @@ lt_err_t lt_sched_command(const lt_sched_cmd_t *c, lt_buf_t *out,
         .scope = c->scope,
         .requested_by = c->requested_by,
         .traceparent = c->traceparent,
+        .command_id = c->command_id,
     };
-    lt_err_t err = lt_command_new_incremental(&spec, &cmd, errstr, errstr_size);
-    if (err)
-        return err;
-    if (snprintf(command_id, LT_SCHED_COMMAND_ID_SIZE, "%s", lt_command_id(cmd)) >=
-        LT_SCHED_COMMAND_ID_SIZE) {
-        err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "command id too long");
-        goto out;
-    }
-    err = lt_command_to_json(cmd, out);
-    if (err)
-        lt_seterr(errstr, errstr_size, err, "command: the output buffer is full");
-out:
-    lt_command_destroy(cmd);
-    return err;
+    /* Written directly: the same bytes and checks as building the command
+     * and serializing it, without a JSON tree and a parse per command. */
+    return lt_command_write_incremental(&spec, out, command_id, LT_SCHED_COMMAND_ID_SIZE, errstr,
+                                        errstr_size);
 }
 
 /* ---- the set ---- */

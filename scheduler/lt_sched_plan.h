@@ -64,12 +64,13 @@ typedef struct {
     const char *scope;    /* NULL = all scopes */
     const char *requested_by;
     const char *traceparent; /* NULL = none */
+    const char *command_id;  /* NULL = a fresh random one */
 } lt_sched_cmd_t;
 
 #define LT_SCHED_COMMAND_ID_SIZE 64
 
-/* Build one incremental command with a fresh command id (lt_command's
- * builder: the worker's parser accepts it) and append it to `out` as one
+/* Build one incremental command with c->command_id or a fresh one (the
+ * rules of lt_command's builder: the worker's parser accepts it) and append it to `out` as one
  * line of JSON without the newline. command_id receives its id.
  * LT_ERR_INVALID when a value breaks the contract (reason in errstr),
  * LT_ERR_TOO_BIG when `out` is full. */

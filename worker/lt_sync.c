@@ -248,17 +248,40 @@ void lt_sync_message_abandon(lt_sync_t *s)
     lt_sync_message_reset(s);
 }
 
+/* Attachment i as a range of the raw object (LT_SYNC_ATT_RANGES): its
+ * manifest entry, no object. 0 if it has no such range. */
+int lt_sync_attachment_ranged(const lt_sync_t *s, lt_mime_t *m, size_t i, uint64_t *offset,
+                              uint64_t *length, const char **encoding)
+{
+    return s->env.attachments == LT_SYNC_ATT_RANGES &&
+           lt_mime_attachment_range(m, i, offset, length, encoding) == LT_OK;
+}
+
 static lt_err_t store_attachments(lt_sync_t *s, lt_mime_t *m, lt_mail_event_t *ev,
-                                  const char *provider, lt_buf_t **reason, char *errstr, size_t n)
+                                  const char *provider, const char *raw_uri, lt_buf_t **reason,
+                                  char *errstr, size_t n)
 {
     lt_err_t err = LT_OK;
-    lt_buf_t *content = lt_buf_new(s->env.max_message_bytes);
+    lt_buf_t *content = NULL;
     size_t count = lt_mime_attachment_count(m);
     for (size_t i = 0; i < count; i++) {
         const char *aid = lt_mime_attachment_id(m, i);
         const char *fname = lt_mime_attachment_filename(m, i);
         const char *ctype = lt_mime_attachment_content_type(m, i);
         char key[LT_OBJKEY_MAX + 1], uri[LT_OBJKEY_URI_MAX + 1], sha[LT_S3_SHA256_HEX];
+        uint64_t off, len;
+        const char *enc;
+        if (lt_sync_attachment_ranged(s, m, i, &off, &len, &enc)) {
+            lt_mail_event_add_attachment(ev, aid, fname, ctype,
+                                         (int64_t)lt_mime_attachment_size(m, i),
+                                         lt_mime_attachment_sha256(m, i), raw_uri);
+            lt_mail_event_set_attachment_range(ev, lt_mail_event_attachment_count(ev) - 1,
+                                               (int64_t)off, (int64_t)len, enc);
+            lt_series_inc(s->env.metrics->attachments_ranged);
+            continue;
+        }
+        if (!content)
+            content = lt_buf_new(s->env.max_message_bytes);
         err = lt_objkey_attachment(&(lt_objkey_msg_t){.tenant = lt_account_tenant(s->account),
                                                       .account_id = lt_account_id(s->account),
                                                       .provider = provider,
@@ -328,6 +351,7 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
     lt_mime_limits_t lim;
     lt_mime_limits_default(&lim);
     lim.max_input = s->env.max_message_bytes;
+    lim.no_text = 1; /* the worker needs headers and attachments, not the text */
     lt_err_t merr;
     if (s->fd >= 0) {
         uint64_t sz = 0;
@@ -374,7 +398,7 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
                                "an attachment's declared Content-Type is not a media type; "
                                "stored as application/octet-stream");
         /* 3. the attachments */
-        err = store_attachments(s, m, ev, provider, &reason, errstr, errstr_size);
+        err = store_attachments(s, m, ev, provider, uri, &reason, errstr, errstr_size);
         if (err)
             goto out;
     } else {

@@ -60,6 +60,7 @@ typedef struct {
     lt_series_t *object_bytes_message; /* their bytes */
     lt_series_t *object_bytes_attachment;
     lt_series_t *objects_manifest;  /* full manifests stored (event over the bound) */
+    lt_series_t *attachments_ranged; /* published as a range of the .eml, no object */
     lt_series_t *messages_partial;  /* published with payload.parse_error set */
     lt_series_t *messages_skipped;  /* not published, reported (lt_sync_note_skipped) */
     lt_series_t *changes[4]; /* mail.change.v1 events committed, by lt_change_kind_t */
@@ -73,6 +74,11 @@ typedef struct {
     int64_t eta_s;    /* seconds left at that rate; -1 unknown */
     int64_t elapsed_ms; /* since the command's lt_sync_new */
 } lt_sync_progress_t;
+typedef enum {
+    LT_SYNC_ATT_RANGES = 0,
+    LT_SYNC_ATT_OBJECTS,
+} lt_sync_attachments_t;
+
 typedef void (*lt_sync_progress_fn)(void *opaque, lt_sync_t *s, const lt_sync_progress_t *p);
 
 /* The slot's long-lived resources, borrowed by each lt_sync_t. */
@@ -103,6 +109,12 @@ typedef struct {
     size_t event_max_bytes;
     int batch_messages; /* checkpoint hint for connectors */
     int s3_parallel;    /* > 1: objects of in-memory messages stored by this many threads */
+    int s3_parallel_max; /* the pool may grow to this for a distant store (lt_upload_pool.c) */
+    /* Attachments: LT_SYNC_ATT_RANGES (default) names each one's encoded range
+     * in the .eml (no object of its own; an attachment without such a range
+     * is stored as an object all the same); LT_SYNC_ATT_OBJECTS stores every
+     * one decoded as an object (LATTICE_ATTACHMENTS). */
+    lt_sync_attachments_t attachments;
     int txn_timeout_ms;
     const volatile int *cancel; /* non-zero: stop at the next checkpoint */
     const lt_sync_metrics_t *metrics; /* NULL: none; borrowed */

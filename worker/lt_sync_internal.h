@@ -9,6 +9,7 @@
 
 #include "lt_buf.h"
 #include "lt_known.h"
+#include "lt_mime.h"
 #include "lt_trace.h"
 
 /* Ids of skipped messages kept for the command result (the count is exact). */
@@ -89,6 +90,10 @@ struct lt_sync_s {
 
 /* lt_sync.c */
 void lt_sync_message_reset(lt_sync_t *s);
+/* Attachment i of m is published as a range of the raw object, not stored
+ * (LT_SYNC_ATT_RANGES and lt_mime_attachment_range() found one). */
+int lt_sync_attachment_ranged(const lt_sync_t *s, lt_mime_t *m, size_t i, uint64_t *offset,
+                              uint64_t *length, const char **encoding);
 
 /* lt_sync_progress.c: report when a total is known and the interval has
  * passed. */

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lt_clock.h"
 #include "lt_mime.h"
 #include "lt_objkey.h"
 
@@ -22,6 +23,16 @@
  * lt_sync_message_end() or by lt_sync_checkpoint(). */
 #define UP_MAX_BYTES ((size_t)64 << 20) /* held by pending messages */
 #define UP_JOBS_PER_THREAD 4
+/* Adaptive pool: it starts with s3_parallel threads and grows by one (up to
+ * s3_parallel_max) each time the reader must wait for a free slot while
+ * every thread is inside a PUT and the fastest of the last UP_WINDOW PUTs
+ * took UP_FAR_S or more. A store that far away is limited by round trips,
+ * which more requests in flight hide (30 ms per PUT: 8 threads store at
+ * most ~270 objects/s); a local store that is merely busy answers some PUTs
+ * fast and is not given more load. Memory stays bounded by UP_MAX_BYTES
+ * whatever the number of threads. */
+#define UP_WINDOW 32
+#define UP_FAR_S 0.004
 
 typedef struct {
     char key[LT_OBJKEY_MAX + 1];
@@ -32,6 +43,8 @@ typedef struct {
     char sha[LT_S3_SHA256_HEX];
     int state; /* 0 queued, 1 storing, 2 done */
     lt_err_t err; /* storing it failed */
+    const char *enc; /* an attachment published as a range of the .eml: not stored */
+    uint64_t off, enc_len;
 } up_obj_t;
 
 typedef struct up_job_s {
@@ -61,7 +74,12 @@ typedef struct uploader_s {
     size_t njobs;
     size_t bytes; /* not yet stored */
     int stop;
-    int nthreads;
+    int nthreads, maxthreads;
+    int busy;              /* threads inside a PUT */
+    double win_min;        /* fastest PUT of the current window, seconds */
+    double far_min;        /* of the last complete window; 0: none yet */
+    unsigned win_n;        /* PUTs in the current window */
+    const lt_s3_t *origin; /* duplicated for each new thread */
     up_thread_t *t;
 } uploader_t;
 
@@ -100,13 +118,23 @@ static void *up_main(void *arg)
             continue;
         }
         o->state = 1;
+        u->busy++;
         pthread_mutex_unlock(&u->mu);
         char e[512] = "";
+        double t0 = lt_now_s();
         lt_err_t err = lt_s3_put(t->s3, &(lt_s3_object_t){.key = o->key, .content_type = o->ctype},
                                  lt_buf_data(o->data), lt_buf_len(o->data), o->sha, e, sizeof(e));
+        double took = lt_now_s() - t0;
         lt_buf_destroy(o->data);
         o->data = NULL;
         pthread_mutex_lock(&u->mu);
+        u->busy--;
+        if (!err && (u->win_n == 0 || took < u->win_min))
+            u->win_min = took;
+        if (!err && ++u->win_n == UP_WINDOW) {
+            u->far_min = u->win_min;
+            u->win_n = 0;
+        }
         o->state = 2;
         o->err = err;
         j->ndone++;
@@ -123,6 +151,24 @@ static void *up_main(void *arg)
     return NULL;
 }
 
+/* Start one more upload thread (u->mu held, or before any thread runs).
+ * 0 when none could start. */
+static int up_add_thread(uploader_t *u)
+{
+    if (u->nthreads >= u->maxthreads)
+        return 0;
+    up_thread_t *t = &u->t[u->nthreads];
+    t->u = u;
+    t->s3 = lt_s3_dup(u->origin);
+    if (!t->s3 || pthread_create(&t->thread, NULL, up_main, t)) {
+        lt_s3_destroy(t->s3);
+        t->s3 = NULL;
+        return 0;
+    }
+    u->nthreads++;
+    return 1;
+}
+
 static uploader_t *up_get(lt_sync_t *s)
 {
     if (s->up)
@@ -131,17 +177,13 @@ static uploader_t *up_get(lt_sync_t *s)
     pthread_mutex_init(&u->mu, NULL);
     pthread_cond_init(&u->work, NULL);
     pthread_cond_init(&u->done, NULL);
-    u->t = lt_xcalloc((size_t)s->env.s3_parallel, sizeof(up_thread_t));
-    for (int i = 0; i < s->env.s3_parallel; i++) {
-        up_thread_t *t = &u->t[u->nthreads];
-        t->u = u;
-        t->s3 = lt_s3_dup(s->env.s3);
-        if (!t->s3 || pthread_create(&t->thread, NULL, up_main, t)) {
-            lt_s3_destroy(t->s3);
+    u->maxthreads =
+        s->env.s3_parallel_max > s->env.s3_parallel ? s->env.s3_parallel_max : s->env.s3_parallel;
+    u->origin = s->env.s3;
+    u->t = lt_xcalloc((size_t)u->maxthreads, sizeof(up_thread_t));
+    for (int i = 0; i < s->env.s3_parallel; i++)
+        if (!up_add_thread(u))
             break;
-        }
-        u->nthreads++;
-    }
     s->up = u;
     return u;
 }
@@ -188,6 +230,9 @@ void lt_sync_up_destroy(lt_sync_t *s)
         return;
     lt_sync_up_discard(s);
     pthread_mutex_lock(&u->mu);
+    if (u->nthreads > s->env.s3_parallel)
+        lt_info(&s->log, "S3 uploads: %d threads (grew from %d: fastest recent PUT %.0f ms)",
+                u->nthreads, s->env.s3_parallel, u->far_min * 1000);
     u->stop = 1;
     pthread_cond_broadcast(&u->work);
     pthread_mutex_unlock(&u->mu);
@@ -234,6 +279,15 @@ static lt_err_t up_publish(lt_sync_t *s, up_job_t *j, char *errstr, size_t n)
         up_obj_t *o = &j->obj[i];
         if (o->err)
             continue;
+        if (o->enc) { /* a range of the .eml */
+            lt_s3_uri(s->env.s3, j->obj[0].key, uri, sizeof(uri));
+            lt_mail_event_add_attachment(ev, o->aid, o->fname, o->ctype, (int64_t)o->len, o->sha,
+                                         uri);
+            lt_mail_event_set_attachment_range(ev, lt_mail_event_attachment_count(ev) - 1,
+                                               (int64_t)o->off, (int64_t)o->enc_len, o->enc);
+            lt_series_inc(s->env.metrics->attachments_ranged);
+            continue;
+        }
         lt_s3_uri(s->env.s3, o->key, uri, sizeof(uri));
         lt_mail_event_add_attachment(ev, o->aid, o->fname, o->ctype, (int64_t)o->len, o->sha,
                                      uri);
@@ -262,8 +316,14 @@ lt_err_t lt_sync_up_collect(lt_sync_t *s, int all, size_t room, char *errstr, si
         }
         while (j->ndone < j->nobj &&
                (all || u->njobs >= (size_t)u->nthreads * UP_JOBS_PER_THREAD ||
-                u->bytes + room > UP_MAX_BYTES))
+                u->bytes + room > UP_MAX_BYTES)) {
+            /* Held back by the slots, not by memory: a distant store gets
+             * one more thread (and so more slots). */
+            if (!all && u->bytes + room <= UP_MAX_BYTES && u->busy == u->nthreads &&
+                u->far_min >= UP_FAR_S && up_add_thread(u))
+                continue; /* it stops growing once a thread is idle */
             pthread_cond_wait(&u->done, &u->mu);
+        }
         if (j->ndone < j->nobj) {
             pthread_mutex_unlock(&u->mu);
             return LT_OK;
@@ -305,6 +365,7 @@ lt_err_t lt_sync_message_end_parallel(lt_sync_t *s, char *errstr, size_t n)
     lt_mime_limits_t lim;
     lt_mime_limits_default(&lim);
     lim.max_input = s->env.max_message_bytes;
+    lim.no_text = 1; /* the worker needs headers and attachments, not the text */
     lt_err_t merr = lt_mime_parse_mem(lt_buf_data(s->mem), lt_buf_len(s->mem), &lim, &m,
                                       mime_err, sizeof(mime_err));
     size_t natt = merr == LT_OK ? lt_mime_attachment_count(m) : 0;
@@ -339,6 +400,13 @@ lt_err_t lt_sync_message_end_parallel(lt_sync_t *s, char *errstr, size_t n)
         o->aid = lt_xstrdup(lt_mime_attachment_id(m, i));
         o->fname = fname ? lt_xstrdup(fname) : NULL;
         o->ctype = lt_xstrdup(ctype ? ctype : "application/octet-stream");
+        if (lt_sync_attachment_ranged(s, m, i, &o->off, &o->enc_len, &o->enc)) {
+            o->len = lt_mime_attachment_size(m, i); /* decoded size; nothing to store */
+            snprintf(o->sha, sizeof(o->sha), "%s", lt_mime_attachment_sha256(m, i));
+            o->state = 2;
+            j->ndone++;
+            continue;
+        }
         err = lt_objkey_attachment(&(lt_objkey_msg_t){.tenant = lt_account_tenant(s->account),
                                                       .account_id = lt_account_id(s->account),
                                                       .provider = provider,
@@ -370,7 +438,8 @@ lt_err_t lt_sync_message_end_parallel(lt_sync_t *s, char *errstr, size_t n)
     s->mem = lt_buf_new(LT_SYNC_MEM_MAX);
     size_t bytes = 0;
     for (size_t i = 0; i < j->nobj; i++)
-        bytes += j->obj[i].len;
+        if (!j->obj[i].enc)
+            bytes += j->obj[i].len;
 
     /* room: publish finished messages, wait while over the caps */
     err = lt_sync_up_collect(s, 0, bytes, errstr, n);

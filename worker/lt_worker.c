@@ -726,6 +726,9 @@ static step_t job_sync(job_run_t *r)
         .event_max_bytes = (size_t)set->worker.event_max_bytes,
         .batch_messages = set->worker.batch_messages,
         .s3_parallel = set->worker.s3_parallel,
+        .s3_parallel_max = set->worker.s3_parallel_max,
+        .attachments = strcmp(set->worker.attachments, "objects") ? LT_SYNC_ATT_RANGES
+                                                                  : LT_SYNC_ATT_OBJECTS,
         .txn_timeout_ms = slot->txn_timeout_ms,
         .cancel = &slot->cancel,
     };

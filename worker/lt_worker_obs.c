@@ -240,6 +240,11 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
                                            "provider,kind");
     lt_metric_t *obytes = lt_metrics_counter(reg, "lattice_worker_object_bytes_stored_total",
                                              "Bytes written to S3.", "provider,kind");
+    lt_metric_t *ranged = lt_metrics_counter(
+        reg, "lattice_worker_attachments_ranged_total",
+        "Attachments published as a byte range of their raw .eml (LATTICE_ATTACHMENTS=ranges), "
+        "without an object of their own.",
+        "provider");
     lt_metric_t *partial = lt_metrics_counter(
         reg, "lattice_worker_messages_partial_total",
         "Messages published with payload.parse_error set: MIME the parser refused, an "
@@ -267,6 +272,7 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
             .object_bytes_message = lt_metric_get(obytes, p, "message"),
             .object_bytes_attachment = lt_metric_get(obytes, p, "attachment"),
             .objects_manifest = lt_metric_get(objs, p, "manifest"),
+            .attachments_ranged = lt_metric_get(ranged, p),
             .messages_partial = lt_metric_get(partial, p),
             .messages_skipped = lt_metric_get(skipped, p),
         };

@@ -121,6 +121,13 @@ def check(objs, crds, name):
             errs.append(f"{name}: ScaledObject topic != LATTICE_TOPIC_COMMANDS")
         if "replicas" in dep["spec"]:
             errs.append(f"{name}: the worker Deployment must not set replicas (KEDA owns them)")
+    if ("Deployment", "lattice-watcher") in by:
+        wg = config.get("LATTICE_WATCHER_GROUP_ID", "lattice-watcher")
+        if wg == config.get("LATTICE_WORKER_GROUP_ID", "lattice-mail-worker"):
+            errs.append(f"{name}: LATTICE_WATCHER_GROUP_ID must not be the workers' group "
+                        f"(the watcher would take command partitions from the workers)")
+        if ("PodDisruptionBudget", "lattice-watcher") not in by:
+            errs.append(f"{name}: the watcher Deployment needs its PodDisruptionBudget")
     return errs
 
 

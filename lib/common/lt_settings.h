@@ -52,6 +52,8 @@ typedef struct {
         int concurrency;                     /* LATTICE_WORKER_CONCURRENCY */
         int batch_messages;                  /* LATTICE_WORKER_BATCH_MESSAGES */
         int s3_parallel;                     /* LATTICE_WORKER_S3_PARALLEL */
+        int s3_parallel_max;                 /* LATTICE_WORKER_S3_PARALLEL_MAX */
+        const char *attachments;             /* LATTICE_ATTACHMENTS */
         bool track_changes;                  /* LATTICE_WORKER_TRACK_CHANGES */
         int imap_flags_scan_interval_s;      /* LATTICE_IMAP_FLAGS_SCAN_INTERVAL_S */
         int max_attempts;                    /* LATTICE_WORKER_MAX_ATTEMPTS */
@@ -75,6 +77,19 @@ typedef struct {
         bool per_scope;       /* LATTICE_SCHEDULER_PER_SCOPE */
         int flush_timeout_s;  /* LATTICE_SCHEDULER_FLUSH_TIMEOUT_S */
     } scheduler;
+    struct { /* LATTICE_WATCHER_* (watcher/) */
+        const char *group_id;
+        int session_timeout_ms;
+        int debounce_ms;
+        int idle_reissue_s;
+        int response_timeout_s;
+        int poll_interval_s;
+        int backoff_max_s;
+        int reload_s;
+        int stale_after_s;
+        int max_connections;
+        int connect_concurrency;
+    } watcher;
     struct { /* LATTICE_SEED_* (tools/lattice-seed) */
         const char *tenant;
         const char *imap_account;

@@ -375,24 +375,10 @@ typedef enum {
     STR_TEXT, /* UTF-8 without control characters, 1..max characters */
 } str_kind_t;
 
-/* Read a string field. *out = NULL if absent and not required. */
-static lt_err_t get_string(json_object *obj, const char *where, const char *name, int required,
-                           str_kind_t kind, size_t max, const char **out, char *errstr,
-                           size_t errstr_size)
+/* The rules of one string field (n bytes, not empty). */
+static lt_err_t check_str(const char *where, const char *name, const char *s, size_t n,
+                          str_kind_t kind, size_t max, char *errstr, size_t errstr_size)
 {
-    json_object *v;
-    *out = NULL;
-    if (!json_object_object_get_ex(obj, name, &v)) {
-        if (required)
-            return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "%s%s: missing required field",
-                             where, name);
-        return LT_OK;
-    }
-    if (!json_object_is_type(v, json_type_string))
-        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "%s%s: must be a string, not %s",
-                         where, name, json_type_to_name(json_object_get_type(v)));
-    const char *s = json_object_get_string(v);
-    size_t n = (size_t)json_object_get_string_len(v);
     if (n == 0)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "%s%s: must not be empty", where,
                          name);
@@ -423,6 +409,30 @@ static lt_err_t get_string(json_object *obj, const char *where, const char *name
                              "%s%s: too long (%zu characters, at most %zu)", where, name, chars,
                              max);
     }
+    return LT_OK;
+}
+
+/* Read a string field. *out = NULL if absent and not required. */
+static lt_err_t get_string(json_object *obj, const char *where, const char *name, int required,
+                           str_kind_t kind, size_t max, const char **out, char *errstr,
+                           size_t errstr_size)
+{
+    json_object *v;
+    *out = NULL;
+    if (!json_object_object_get_ex(obj, name, &v)) {
+        if (required)
+            return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "%s%s: missing required field",
+                             where, name);
+        return LT_OK;
+    }
+    if (!json_object_is_type(v, json_type_string))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "%s%s: must be a string, not %s",
+                         where, name, json_type_to_name(json_object_get_type(v)));
+    const char *s = json_object_get_string(v);
+    lt_err_t err = check_str(where, name, s, (size_t)json_object_get_string_len(v), kind, max,
+                             errstr, errstr_size);
+    if (err)
+        return err;
     *out = s;
     return LT_OK;
 }
@@ -808,6 +818,120 @@ lt_err_t lt_command_new_incremental(const lt_command_spec_t *spec, lt_command_t 
                                     size_t errstr_size)
 {
     return build(spec, LT_SYNC_INCREMENTAL, NULL, out, errstr, errstr_size);
+}
+
+/* Append `"key":"v"` (with a leading comma unless first): the field rules
+ * leave only the quote and the backslash to escape (no control characters,
+ * UTF-8 as is, "/" unescaped: json-c's output with NOSLASHESCAPE). */
+static lt_err_t put_field(lt_buf_t *out, int first, const char *key, const char *v)
+{
+    lt_err_t err;
+    if ((err = lt_buf_append(out, first ? "{\"" : ",\"", 2)) ||
+        (err = lt_buf_append(out, key, strlen(key))) || (err = lt_buf_append(out, "\":\"", 3)))
+        return err;
+    const char *run = v;
+    for (const char *p = v;; p++) {
+        if (*p == '"' || *p == '\\' || !*p) {
+            if ((err = lt_buf_append(out, run, (size_t)(p - run))))
+                return err;
+            if (!*p)
+                break;
+            if ((err = lt_buf_append(out, *p == '"' ? "\\\"" : "\\\\", 2)))
+                return err;
+            run = p + 1;
+        }
+    }
+    return lt_buf_append(out, "\"", 1);
+}
+
+static lt_err_t required_str(const char *name, const char *s, str_kind_t kind, size_t max,
+                             char *errstr, size_t errstr_size)
+{
+    if (!s)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "%s: missing required field", name);
+    return check_str("", name, s, strlen(s), kind, max, errstr, errstr_size);
+}
+
+lt_err_t lt_command_write_incremental(const lt_command_spec_t *spec, lt_buf_t *out, char *id_out,
+                                      size_t id_out_size, char *errstr, size_t errstr_size)
+{
+    char id[64], at[32];
+    lt_err_t err;
+    if (id_out && id_out_size)
+        id_out[0] = 0;
+    if (!spec)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "command: no spec");
+    const char *command_id = spec->command_id;
+    if (!command_id) {
+        unsigned char r[16];
+        static const char hex[] = "0123456789abcdef";
+        if (RAND_bytes(r, sizeof(r)) != 1)
+            return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                             "command: the random generator failed");
+        memcpy(id, "cmd-", 4);
+        for (size_t i = 0; i < sizeof(r); i++) {
+            id[4 + 2 * i] = hex[r[i] >> 4];
+            id[5 + 2 * i] = hex[r[i] & 15];
+        }
+        id[4 + 2 * sizeof(r)] = 0;
+        command_id = id;
+    }
+    /* The checks of lt_command_parse, in its order. */
+    if ((err = required_str("command_id", command_id, STR_ID, LT_COMMAND_ID_MAX, errstr,
+                            errstr_size)) ||
+        (err = required_str("tenant_id", spec->tenant_id, STR_ID, LT_COMMAND_ID_MAX, errstr,
+                            errstr_size)) ||
+        (err = required_str("account_id", spec->account_id, STR_ID, LT_COMMAND_ID_MAX, errstr,
+                            errstr_size)))
+        return err;
+    const char *provider = lt_provider_name(spec->provider);
+    if (!provider)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "provider: missing required field");
+    const char *scope = spec->scope;
+    if (scope) {
+        if ((err = check_str("", "scope", scope, strlen(scope), STR_TEXT, LT_COMMAND_SCOPE_MAX,
+                             errstr, errstr_size)))
+            return err;
+        if (spec->provider == LT_PROVIDER_IMAP)
+            scope = lt_command_imap_mailbox(scope);
+    }
+    time_t when = spec->requested_at ? spec->requested_at : time(NULL), unused;
+    struct tm tm;
+    if (!gmtime_r(&when, &tm) || !strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%SZ", &tm) ||
+        !valid_timestamp(at, strlen(at), &unused))
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "requested_at: out of range");
+    if ((err = required_str("requested_by", spec->requested_by, STR_TEXT,
+                            LT_COMMAND_REQUESTED_BY_MAX, errstr, errstr_size)))
+        return err;
+    if (spec->traceparent) {
+        lt_trace_t t;
+        char why[160];
+        size_t n = strlen(spec->traceparent);
+        if ((err = check_str("", "traceparent", spec->traceparent, n, STR_TEXT, 512, errstr,
+                             errstr_size)))
+            return err;
+        if (lt_trace_parse(spec->traceparent, n, &t, why, sizeof(why)))
+            return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "%s", why);
+    }
+    size_t start = lt_buf_len(out);
+    if ((err = put_field(out, 1, "schema", LT_COMMAND_SCHEMA)) ||
+        (err = put_field(out, 0, "command_id", command_id)) ||
+        (err = put_field(out, 0, "tenant_id", spec->tenant_id)) ||
+        (err = put_field(out, 0, "account_id", spec->account_id)) ||
+        (err = put_field(out, 0, "provider", provider)) ||
+        (err = put_field(out, 0, "kind", "incremental")) ||
+        (scope && (err = put_field(out, 0, "scope", scope))) ||
+        (err = put_field(out, 0, "requested_at", at)) ||
+        (err = put_field(out, 0, "requested_by", spec->requested_by)) ||
+        (spec->traceparent && (err = put_field(out, 0, "traceparent", spec->traceparent))) ||
+        (err = lt_buf_append(out, "}", 1)) ||
+        (lt_buf_len(out) - start > LT_COMMAND_MAX_SIZE && (err = LT_ERR_TOO_BIG))) {
+        lt_buf_truncate(out, start);
+        return lt_seterr(errstr, errstr_size, err, "command: the output buffer is full");
+    }
+    if (id_out && id_out_size)
+        snprintf(id_out, id_out_size, "%s", command_id);
+    return LT_OK;
 }
 
 lt_err_t lt_command_new_backfill(const lt_command_spec_t *spec, const lt_command_backfill_t *bf,

@@ -115,6 +115,13 @@ typedef struct {
 
 lt_err_t lt_command_new_incremental(const lt_command_spec_t *spec, lt_command_t **out, char *errstr,
                                     size_t errstr_size);
+/* The JSON of lt_command_new_incremental(spec) + lt_command_to_json, written
+ * directly (no JSON tree, no parse): the same bytes, the same checks and
+ * reasons as lt_command_parse, several times cheaper (the scheduler writes
+ * one per account and run). The command id used (spec's or a fresh one) is
+ * copied to id_out. Nothing is appended on failure. */
+lt_err_t lt_command_write_incremental(const lt_command_spec_t *spec, lt_buf_t *out, char *id_out,
+                                      size_t id_out_size, char *errstr, size_t errstr_size);
 lt_err_t lt_command_new_backfill(const lt_command_spec_t *spec, const lt_command_backfill_t *bf,
                                  lt_command_t **out, char *errstr, size_t errstr_size);
 

@@ -153,7 +153,25 @@ static const char mail_raw_v1_schema[] =
     "                  {\n"
     "                    \"name\": \"object_uri\",\n"
     "                    \"type\": \"string\",\n"
-    "                    \"doc\": \"Object storage URI of the decoded attachment.\"\n"
+    "                    \"doc\": \"Object storage URI of the attachment: of the decoded attachment when encoded_offset is null; otherwise of the raw message (raw_object_uri) that holds it transfer-encoded.\"\n"
+    "                  },\n"
+    "                  {\n"
+    "                    \"name\": \"encoded_offset\",\n"
+    "                    \"type\": [\"null\", \"long\"],\n"
+    "                    \"default\": null,\n"
+    "                    \"doc\": \"Byte offset, in the object at object_uri, of the attachment's transfer-encoded content; null when object_uri holds the decoded attachment itself.\"\n"
+    "                  },\n"
+    "                  {\n"
+    "                    \"name\": \"encoded_length\",\n"
+    "                    \"type\": [\"null\", \"long\"],\n"
+    "                    \"default\": null,\n"
+    "                    \"doc\": \"Length in bytes of the transfer-encoded content at encoded_offset (an HTTP Range of bytes=encoded_offset-(encoded_offset+encoded_length-1)); null with encoded_offset.\"\n"
+    "                  },\n"
+    "                  {\n"
+    "                    \"name\": \"transfer_encoding\",\n"
+    "                    \"type\": [\"null\", \"string\"],\n"
+    "                    \"default\": null,\n"
+    "                    \"doc\": \"How to decode the bytes of the range into the attachment (size_bytes and sha256 are of the decoded bytes): base64, quoted-printable or binary (the bytes as they are); null with encoded_offset.\"\n"
     "                  }\n"
     "                ]\n"
     "              }\n"
@@ -206,6 +224,9 @@ typedef struct {
     int64_t size_bytes;
     char *sha256;
     char *object_uri;
+    int64_t encoded_offset; /* -1: null (object_uri is the decoded attachment) */
+    int64_t encoded_length;
+    char *transfer_encoding;
 } attachment_t;
 
 struct lt_mail_event_s {
@@ -345,6 +366,7 @@ static void attachment_free(attachment_t *a)
     free(a->content_type);
     free(a->sha256);
     free(a->object_uri);
+    free(a->transfer_encoding);
 }
 
 void lt_mail_event_destroy(lt_mail_event_t *ev)
@@ -462,6 +484,18 @@ void lt_mail_event_add_attachment(lt_mail_event_t *ev, const char *attachment_id
     a->size_bytes = size_bytes;
     replace_str(&a->sha256, sha256_hex);
     replace_str(&a->object_uri, object_uri);
+    a->encoded_offset = a->encoded_length = -1;
+}
+
+void lt_mail_event_set_attachment_range(lt_mail_event_t *ev, size_t i, int64_t offset,
+                                        int64_t length, const char *encoding)
+{
+    if (i >= ev->natt)
+        return;
+    attachment_t *a = &ev->att[i];
+    a->encoded_offset = offset;
+    a->encoded_length = length;
+    replace_str(&a->transfer_encoding, encoding);
 }
 
 size_t lt_mail_event_attachment_count(const lt_mail_event_t *ev)
@@ -475,8 +509,9 @@ lt_err_t lt_mail_event_get_attachment(const lt_mail_event_t *ev, size_t i,
     if (i >= ev->natt)
         return LT_ERR_NOT_FOUND;
     const attachment_t *a = &ev->att[i];
-    *out = (lt_mail_attachment_t){a->attachment_id, a->filename, a->content_type,
-                                  a->size_bytes,    a->sha256,   a->object_uri};
+    *out = (lt_mail_attachment_t){a->attachment_id,  a->filename,       a->content_type,
+                                  a->size_bytes,     a->sha256,         a->object_uri,
+                                  a->encoded_offset, a->encoded_length, a->transfer_encoding};
     return LT_OK;
 }
 
@@ -566,6 +601,11 @@ static json_object *manifest_json(const lt_mail_event_t *ev)
         json_object_object_add(o, "size_bytes", json_object_new_int64(a->size_bytes));
         json_object_object_add(o, "sha256", jstr(a->sha256));
         json_object_object_add(o, "object_uri", jstr(a->object_uri));
+        if (a->encoded_offset >= 0) {
+            json_object_object_add(o, "encoded_offset", json_object_new_int64(a->encoded_offset));
+            json_object_object_add(o, "encoded_length", json_object_new_int64(a->encoded_length));
+            json_object_object_add(o, "transfer_encoding", jstr(a->transfer_encoding));
+        }
         json_object_array_add(arr, o);
     }
     return arr;
@@ -615,8 +655,9 @@ lt_err_t lt_mail_event_manifest_from_json(lt_mail_event_t *ev, const char *json,
     lt_mail_event_t *tmp = lt_mail_event_new();
     size_t n = json_object_array_length(arr);
     for (size_t i = 0; i < n && !err; i++) {
-        json_object *o = json_object_array_get_idx(arr, i), *size = NULL;
-        const char *aid, *fname, *ctype, *sha, *uri;
+        json_object *o = json_object_array_get_idx(arr, i), *size = NULL, *eoff = NULL,
+                    *elen = NULL;
+        const char *aid, *fname, *ctype, *sha, *uri, *tenc = NULL;
         if (!json_object_is_type(o, json_type_object) || jget_str(o, "attachment_id", &aid) ||
             jget_str(o, "filename", &fname) || jget_str(o, "content_type", &ctype) ||
             jget_str(o, "sha256", &sha) || jget_str(o, "object_uri", &uri) ||
@@ -631,8 +672,25 @@ lt_err_t lt_mail_event_manifest_from_json(lt_mail_event_t *ev, const char *json,
                             "manifest: entry %zu is not a valid attachment", i);
             break;
         }
+        /* the range: all three or none */
+        int has_off = json_object_object_get_ex(o, "encoded_offset", &eoff) && eoff;
+        int has_len = json_object_object_get_ex(o, "encoded_length", &elen) && elen;
+        if (jget_str(o, "transfer_encoding", &tenc) || has_off != has_len ||
+            has_off != (tenc != NULL) ||
+            (has_off && (!json_object_is_type(eoff, json_type_int) ||
+                         !json_object_is_type(elen, json_type_int) ||
+                         json_object_get_int64(eoff) < 0 || json_object_get_int64(elen) < 0 ||
+                         check_str("attachment.transfer_encoding", tenc, 1, 1, errstr,
+                                   errstr_size)))) {
+            err = lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                            "manifest: entry %zu has an invalid encoded range", i);
+            break;
+        }
         lt_mail_event_add_attachment(tmp, aid, fname, ctype, json_object_get_int64(size), sha,
                                      uri);
+        if (has_off)
+            lt_mail_event_set_attachment_range(tmp, tmp->natt - 1, json_object_get_int64(eoff),
+                                               json_object_get_int64(elen), tenc);
     }
     if (!err) { /* swap the lists */
         attachment_t *a = ev->att;
@@ -758,6 +816,17 @@ static int set_long(avro_value_t *rec, const char *name, int64_t v)
     return avro_value_set_long(&f, v) ? -1 : 0;
 }
 
+/* ["null","long"]: branch 0 is null (v < 0), branch 1 the long. */
+static int set_nullable_long(avro_value_t *rec, const char *name, int64_t v)
+{
+    avro_value_t f, b;
+    if (avro_value_get_by_name(rec, name, &f, NULL))
+        return -1;
+    if (avro_value_set_branch(&f, v >= 0 ? 1 : 0, &b))
+        return -1;
+    return (v >= 0 ? avro_value_set_long(&b, v) : avro_value_set_null(&b)) ? -1 : 0;
+}
+
 /* ["null","string"]: branch 0 is null, branch 1 the string. */
 static int set_nullable(avro_value_t *rec, const char *name, const char *s)
 {
@@ -820,6 +889,14 @@ static lt_err_t validate(const lt_mail_event_t *ev, char *errstr, size_t n)
                              "mail.raw.v1: attachment %zu sha256 is not 64 lower-case hex "
                              "digits",
                              i);
+        CHK("attachment.transfer_encoding", a->transfer_encoding, 0, 1);
+        if ((a->encoded_offset >= 0) != (a->encoded_length >= 0) ||
+            (a->encoded_offset >= 0) != (a->transfer_encoding != NULL) ||
+            a->encoded_offset < -1 || a->encoded_length < -1)
+            return lt_seterr(errstr, n, LT_ERR_INVALID,
+                             "mail.raw.v1: attachment %zu: encoded_offset, encoded_length and "
+                             "transfer_encoding are all set (non-negative) or all null",
+                             i);
     }
 #undef CHK
     if (!is_uuid_text(ev->event_id))
@@ -877,7 +954,10 @@ static int fill_value(avro_value_t *v, const lt_mail_event_t *ev)
             set_nullable(&el, "filename", a->filename) ||
             set_string(&el, "content_type", a->content_type) ||
             set_long(&el, "size_bytes", a->size_bytes) || set_string(&el, "sha256", a->sha256) ||
-            set_string(&el, "object_uri", a->object_uri))
+            set_string(&el, "object_uri", a->object_uri) ||
+            set_nullable_long(&el, "encoded_offset", a->encoded_offset) ||
+            set_nullable_long(&el, "encoded_length", a->encoded_length) ||
+            set_nullable(&el, "transfer_encoding", a->transfer_encoding))
             return -1;
     }
     return 0;
@@ -1017,8 +1097,10 @@ lt_err_t lt_mail_event_peek_schema_id(const void *data, size_t len, int32_t *sch
 
 /* The optional payload fields added to mail.raw.v1 after its first version:
  * a writer from before them is read as written (they keep their defaults). */
-static const char *const k_later_fields[] = {"attachments_manifest_truncated",
-                                             "attachments_manifest_ref", "parse_error"};
+static const char *const k_later_fields[] = {
+    "attachments_manifest_truncated", "attachments_manifest_ref", "parse_error",
+    /* MailAttachment */
+    "encoded_offset", "encoded_length", "transfer_encoding"};
 
 /* A record's field schema by name, NULL if none (avro-c 1.11's
  * avro_schema_record_field_get() crashes on a record without fields). */
@@ -1176,6 +1258,24 @@ static lt_err_t get_long(avro_value_t *rec, const char *name, int64_t *dst, char
     return LT_OK;
 }
 
+/* ["null","long"]: -1 for null; a negative long is refused. */
+static lt_err_t get_nullable_long(avro_value_t *rec, const char *name, int64_t *dst,
+                                  char *errstr, size_t n)
+{
+    avro_value_t f, b;
+    int disc = -1;
+    if (avro_value_get_by_name(rec, name, &f, NULL) || avro_value_get_discriminant(&f, &disc) ||
+        avro_value_get_current_branch(&f, &b))
+        return lt_seterr(errstr, n, LT_ERR_INVALID, "mail.raw.v1: cannot read %s", name);
+    if (avro_value_get_type(&b) == AVRO_NULL) {
+        *dst = -1;
+        return LT_OK;
+    }
+    if (avro_value_get_long(&b, dst) || *dst < 0)
+        return lt_seterr(errstr, n, LT_ERR_INVALID, "mail.raw.v1: %s is not a length", name);
+    return LT_OK;
+}
+
 static lt_err_t extract(avro_value_t *v, lt_mail_event_t *ev, char *errstr, size_t n)
 {
     lt_err_t err;
@@ -1237,6 +1337,15 @@ static lt_err_t extract(avro_value_t *v, lt_mail_event_t *ev, char *errstr, size
         TRY(get_long(&el, "size_bytes", &a->size_bytes, errstr, n));
         TRY(get_string(&el, "sha256", &a->sha256, errstr, n));
         TRY(get_string(&el, "object_uri", &a->object_uri, errstr, n));
+        if (!avro_value_get_by_name(&el, "encoded_offset", &f, NULL)) {
+            TRY(get_nullable_long(&el, "encoded_offset", &a->encoded_offset, errstr, n));
+            TRY(get_nullable_long(&el, "encoded_length", &a->encoded_length, errstr, n));
+            TRY(get_nullable(&el, "transfer_encoding", &a->transfer_encoding, errstr, n));
+            if ((a->encoded_offset >= 0) != (a->encoded_length >= 0) ||
+                (a->encoded_offset >= 0) != (a->transfer_encoding != NULL))
+                return lt_seterr(errstr, n, LT_ERR_INVALID,
+                                 "mail.raw.v1: attachment %zu: a partial encoded range", i);
+        }
     }
 #undef TRY
     return LT_OK;

@@ -63,6 +63,12 @@ void lt_mail_event_add_attachment(lt_mail_event_t *ev, const char *attachment_id
                                   const char *filename_or_null, const char *content_type,
                                   int64_t size_bytes, const char *sha256_hex,
                                   const char *object_uri);
+/* Attachment i (< count; else nothing) is the range [offset, offset + length)
+ * of its object_uri (the raw message), transfer-encoded as encoding (copied):
+ * payload.attachments_manifest[i].encoded_offset/_length/transfer_encoding.
+ * A new attachment has none (all null). */
+void lt_mail_event_set_attachment_range(lt_mail_event_t *ev, size_t i, int64_t offset,
+                                        int64_t length, const char *encoding);
 /* Keep the first n attachments of the manifest (n >= count: no change). */
 void lt_mail_event_truncate_attachments(lt_mail_event_t *ev, size_t n);
 /* payload.attachments_manifest_truncated / _ref: the inline manifest lists
@@ -105,6 +111,11 @@ typedef struct {
     int64_t size_bytes;
     const char *sha256_hex;
     const char *object_uri;
+    /* The attachment as a range of object_uri (the raw message), still
+     * transfer-encoded; -1, -1, NULL: object_uri is the decoded attachment. */
+    int64_t encoded_offset;
+    int64_t encoded_length;
+    const char *transfer_encoding; /* "base64", "quoted-printable", "binary" */
 } lt_mail_attachment_t;
 
 /* Attachment i (< count) into *out. LT_ERR_NOT_FOUND, *out untouched, if i

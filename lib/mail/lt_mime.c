@@ -638,6 +638,7 @@ void lt_mime_limits_default(lt_mime_limits_t *l)
     l->max_parts = LT_MIME_DEFAULT_MAX_PARTS;
     l->max_header_lines = LT_MIME_DEFAULT_MAX_HEADER_LINES;
     l->max_header_bytes = LT_MIME_DEFAULT_MAX_HEADER_BYTES;
+    l->no_text = 0;
 }
 
 static lt_mime_limits_t effective_limits(const lt_mime_limits_t *in)
@@ -663,6 +664,7 @@ static lt_mime_limits_t effective_limits(const lt_mime_limits_t *in)
             l.max_header_lines = in->max_header_lines;
         if (in->max_header_bytes)
             l.max_header_bytes = in->max_header_bytes;
+        l.no_text = in->no_text != 0;
     }
     if (l.max_depth > MAX_DEPTH_LIMIT)
         l.max_depth = MAX_DEPTH_LIMIT;
@@ -711,16 +713,18 @@ static lt_err_t parse_stream(GMimeStream *stream, const lt_mime_limits_t *limits
         visit(&w, root, path, 0, 0);
         if (w.plain || w.html) {
             w.body = w.plain ? w.plain : w.html;
-            free(m->text);
-            extract_text(m, w.body, !w.plain);
+            if (!m->lim.no_text) {
+                free(m->text);
+                extract_text(m, w.body, !w.plain);
+            }
             m->text_part_id = lt_xstrdup(w.plain ? w.plain_id : w.html_id);
-        } else {
+        } else if (!m->lim.no_text) {
             extract_prologue(m, root);
         }
         w.pass = 2;
         visit(&w, root, path, 0, 0);
         err = w.err;
-    } else {
+    } else if (!m->lim.no_text) {
         extract_whole_input(m);
     }
     if (err) {
@@ -996,6 +1000,177 @@ lt_err_t lt_mime_attachment_write(lt_mime_t *m, size_t i, lt_mime_write_fn fn, v
         return lt_seterr(errstr, errstr_size, LT_ERR_NOT_FOUND, "no attachment %zu (of %zu)", i,
                          m->natt);
     return write_object(m, a->obj, fn, opaque, errstr, errstr_size);
+}
+
+/* Is the encoded content well-formed, so that every RFC 2045 decoder gives
+ * the same bytes as gmime's (whose output the size and sha256 describe)?
+ * Lenient decoders differ on malformed input (stray characters, a partial
+ * base64 quantum, "=" not followed by hex digits, whitespace before a line
+ * break), so such content has no range: it is stored decoded instead. */
+typedef struct {
+    int b64;          /* 1 base64, 0 quoted-printable */
+    uint64_t nalpha;  /* base64 characters before the padding */
+    int pads;         /* '=' seen (base64) */
+    int qp_eq;        /* quoted-printable: characters still expected after '=' (2), or 3: just saw '=' */
+    int qp_ws;        /* quoted-printable: the previous byte was a space or tab */
+    int qp_cr;        /* quoted-printable: the previous byte was a CR (soft break "=\r\n") */
+    int bad;
+} canon_t;
+
+static const int8_t k_hexval[256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1};
+
+static void canon_feed(canon_t *k, const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n && !k->bad; i++) {
+        unsigned char ch = p[i];
+        if (k->b64) {
+            int alpha = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                        (ch >= '0' && ch <= '9') || ch == '+' || ch == '/';
+            if (alpha && !k->pads)
+                k->nalpha++;
+            else if (ch == '=' && k->pads < 2)
+                k->pads++;
+            else if (ch != '\r' && ch != '\n' && ch != ' ' && ch != '\t')
+                k->bad = 1;
+            continue;
+        }
+        if (k->qp_eq == 3) { /* after '=': two hex digits or a line break */
+            if (ch == '\n') {
+                k->qp_eq = 0;
+            } else if (ch == '\r') {
+                k->qp_eq = 0;
+                k->qp_cr = 1;
+                continue;
+            } else if (k_hexval[ch]) {
+                k->qp_eq = 1;
+            } else {
+                k->bad = 1;
+            }
+            k->qp_ws = 0;
+            continue;
+        }
+        if (k->qp_eq == 1) {
+            k->bad = !k_hexval[ch];
+            k->qp_eq = 0;
+            continue;
+        }
+        if (k->qp_cr && ch != '\n')
+            k->bad = 1; /* a CR alone */
+        k->qp_cr = 0;
+        if (ch == '=')
+            k->qp_eq = 3;
+        else if ((ch == '\r' || ch == '\n') && k->qp_ws)
+            k->bad = 1; /* trailing whitespace: some decoders drop it */
+        else if (ch == '\r')
+            k->qp_cr = 1;
+        k->qp_ws = ch == ' ' || ch == '\t';
+    }
+}
+
+static int canon_ok(const canon_t *k)
+{
+    if (k->bad)
+        return 0;
+    if (k->b64)
+        return (k->nalpha % 4 == 0 && k->pads == 0) || (k->nalpha % 4 == 2 && k->pads == 2) ||
+               (k->nalpha % 4 == 3 && k->pads == 1);
+    return k->qp_eq == 0 && !k->qp_ws && !k->qp_cr;
+}
+
+static int range_canonical(GMimeStream *cs, int b64)
+{
+    canon_t k = {.b64 = b64};
+    char buf[65536];
+    if (g_mime_stream_reset(cs))
+        return 0;
+    /* exactly the bounded length: a file stream's read at its bound is an error */
+    gint64 left = cs->bound_end - cs->bound_start;
+    while (left > 0) {
+        ssize_t r = g_mime_stream_read(cs, buf, left < (gint64)sizeof(buf) ? (size_t)left
+                                                                             : sizeof(buf));
+        if (r <= 0)
+            return 0;
+        left -= r;
+        canon_feed(&k, (const unsigned char *)buf, (size_t)r);
+        if (k.bad)
+            return 0;
+    }
+    g_mime_stream_reset(cs);
+    return canon_ok(&k);
+}
+
+lt_err_t lt_mime_attachment_range(const lt_mime_t *m, size_t i, uint64_t *offset,
+                                  uint64_t *length, const char **encoding)
+{
+    const att_t *a = att(m, i);
+    if (!a || !GMIME_IS_PART(a->obj) || GMIME_IS_MESSAGE_PART(a->obj))
+        return LT_ERR_NOT_FOUND;
+    GMimeDataWrapper *w = g_mime_part_get_content(GMIME_PART(a->obj));
+    GMimeStream *cs = w ? g_mime_data_wrapper_get_stream(w) : NULL;
+    /* a range of the input itself: a substream of the parsed stream, bounded */
+    if (!cs || cs->super_stream != m->stream || m->stream->super_stream ||
+        m->stream->bound_start != 0 || cs->bound_start < 0 || cs->bound_end < cs->bound_start)
+        return LT_ERR_NOT_FOUND;
+    const char *enc;
+    gint64 total = g_mime_stream_length(m->stream);
+    if (total < 0 || cs->bound_end > total)
+        return LT_ERR_NOT_FOUND;
+    switch (g_mime_data_wrapper_get_encoding(w)) {
+    case GMIME_CONTENT_ENCODING_BASE64:
+        enc = "base64";
+        break;
+    case GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE:
+        enc = "quoted-printable";
+        break;
+    case GMIME_CONTENT_ENCODING_DEFAULT:
+    case GMIME_CONTENT_ENCODING_7BIT:
+    case GMIME_CONTENT_ENCODING_8BIT:
+    case GMIME_CONTENT_ENCODING_BINARY:
+        enc = "binary";
+        break;
+    default: /* uuencode: decoded through its begin/end lines, kept as an object */
+        return LT_ERR_NOT_FOUND;
+    }
+    if (strcmp(enc, "binary") && !range_canonical(cs, !strcmp(enc, "base64")))
+        return LT_ERR_NOT_FOUND;
+    *encoding = enc;
+    *offset = (uint64_t)cs->bound_start;
+    *length = (uint64_t)(cs->bound_end - cs->bound_start);
+    return LT_OK;
+}
+
+lt_err_t lt_mime_decode(const char *encoding, const uint8_t *data, size_t len,
+                        lt_mime_write_fn fn, void *opaque, char *errstr, size_t errstr_size)
+{
+    GMimeContentEncoding enc;
+    if (encoding && !strcasecmp(encoding, "base64"))
+        enc = GMIME_CONTENT_ENCODING_BASE64;
+    else if (encoding && !strcasecmp(encoding, "quoted-printable"))
+        enc = GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE;
+    else if (encoding && !strcasecmp(encoding, "binary"))
+        enc = GMIME_CONTENT_ENCODING_BINARY;
+    else
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "unknown transfer encoding %s",
+                         encoding ? encoding : "(null)");
+    if (!data && len)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "no data");
+    /* the same path as the attachment's own content: a data wrapper over the bytes */
+    GMimeStream *src = g_mime_stream_mem_new_with_buffer(len ? (const char *)data : "", len);
+    GMimeDataWrapper *w = g_mime_data_wrapper_new_with_stream(src, enc);
+    g_object_unref(src);
+    LtMimeCbStream *cb = cb_stream_new(fn, opaque);
+    ssize_t r = g_mime_data_wrapper_write_to_stream(w, GMIME_STREAM(cb));
+    lt_err_t err = cb->err;
+    g_object_unref(cb);
+    g_object_unref(w);
+    if (err)
+        return lt_seterr(errstr, errstr_size, err, "decode writer failed: %s", lt_err_name(err));
+    if (r < 0)
+        return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "decoding failed");
+    return LT_OK;
 }
 
 lt_err_t lt_mime_attachment_read(lt_mime_t *m, size_t i, lt_buf_t *out, char *errstr,

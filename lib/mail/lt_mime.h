@@ -41,6 +41,11 @@ typedef struct {
     size_t max_parts;        /* lines starting with "--" (boundary-like). 20000 */
     size_t max_header_lines; /* lines in header blocks, all parts. 50000 */
     size_t max_header_bytes; /* bytes in header blocks, all parts. 1 MiB */
+    /* 1: the text body is not extracted (no charset conversion, no HTML to
+     * text): lt_mime_text() is "" and lt_mime_text_source() NULL, the body
+     * part is still chosen (lt_mime_text_part_id(), and it is not an
+     * attachment). For callers that only want headers and attachments. */
+    int no_text;
 } lt_mime_limits_t;
 
 #define LT_MIME_DEFAULT_MAX_INPUT ((size_t)64 << 20)
@@ -173,5 +178,28 @@ lt_err_t lt_mime_attachment_write(lt_mime_t *m, size_t i, lt_mime_write_fn fn, v
 /* The decoded content appended to out (its cap applies: LT_ERR_TOO_BIG). */
 lt_err_t lt_mime_attachment_read(lt_mime_t *m, size_t i, lt_buf_t *out, char *errstr,
                                  size_t errstr_size);
+
+/* Where attachment i's content lies in the parsed input, still transfer-
+ * encoded: the decoded content (size/sha256 above) is exactly
+ * lt_mime_decode(*encoding, input[*offset .. *offset + *length)). *encoding
+ * is "base64", "quoted-printable" or "binary" (7bit, 8bit, binary and none:
+ * the bytes as they are). LT_ERR_NOT_FOUND when the content is not one
+ * such range of the input: an attached message (message/rfc822: its content
+ * is the message written out again), uuencode, a part gmime did not keep
+ * as a range of the input, or encoded content that is not well-formed (base64
+ * with characters outside its alphabet or a partial last quantum;
+ * quoted-printable with "=" not followed by two hex digits or a line break,
+ * whitespace before a line break, a lone CR): there, decoders differ, so
+ * only the bytes gmime decoded are certain. Reads the range once. The
+ * outputs are set only on LT_OK. */
+lt_err_t lt_mime_attachment_range(const lt_mime_t *m, size_t i, uint64_t *offset,
+                                  uint64_t *length, const char **encoding);
+
+/* Decode len bytes of transfer-encoded content (as lt_mime_attachment_range
+ * names them: "base64", "quoted-printable", "binary"; case-insensitive) with
+ * the decoder the attachment's size and sha256 were computed with, in
+ * chunks to fn. LT_ERR_INVALID for another encoding; fn's code if it failed. */
+lt_err_t lt_mime_decode(const char *encoding, const uint8_t *data, size_t len,
+                        lt_mime_write_fn fn, void *opaque, char *errstr, size_t errstr_size);
 
 #endif

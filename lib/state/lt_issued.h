@@ -35,8 +35,9 @@ lt_err_t lt_issued_record(lt_db_t *db, const lt_issued_t *rows, size_t n, char *
                           size_t errstr_size);
 
 /* The same in two steps, so the caller can work while the server writes:
- * _send() queues the statement (n >= 1); exactly one _wait() must follow,
- * before db is used for anything else. */
+ * _send() starts a COPY and sends the rows (n >= 1); exactly one _wait()
+ * must follow, before db is used for anything else. Here a command id
+ * already recorded fails the batch (the scheduler's ids are fresh). */
 lt_err_t lt_issued_record_send(lt_db_t *db, const lt_issued_t *rows, size_t n, char *errstr,
                                size_t errstr_size);
 lt_err_t lt_issued_record_wait(lt_db_t *db, char *errstr, size_t errstr_size);

@@ -1,9 +1,8 @@
 /* lt_s3: a small S3 client (libcurl, AWS Signature V4) for the raw mail store.
  *
- * Requests are signed by libcurl's CURLOPT_AWS_SIGV4 ("aws:amz:<region>:s3").
- * Every request carries x-amz-content-sha256 with the SHA-256 of its payload
- * (computed here with OpenSSL; libcurl 7.88 signs the header's value), so
- * S3 verifies what it stores. Uploads from a file are hashed first, then
+ * Requests are signed here (SigV4, OpenSSL HMAC-SHA-256; the signing key is
+ * derived once a day). Every request carries x-amz-content-sha256 with the
+ * SHA-256 of its payload, signed, so S3 verifies what it stores. Uploads from a file are hashed first, then
  * streamed (the file is read twice, never held in memory).
  *
  * Keys are given as is (see lt_objkey.h for how this project forms them) and
@@ -106,6 +105,14 @@ lt_err_t lt_s3_put_file(lt_s3_t *s3, const lt_s3_object_t *obj, int fd,
 
 /* Fetch an object into out (reset first; its cap applies: LT_ERR_TOO_BIG). */
 lt_err_t lt_s3_get(lt_s3_t *s3, const char *key, lt_buf_t *out, char *errstr, size_t errstr_size);
+
+/* Bytes [offset, offset + length) of the object into out (reset first): one
+ * GET with a Range header (an attachment published as a range of its .eml,
+ * docs/events.md). length 0: nothing read, LT_OK. A range past the end of
+ * the object: LT_ERR_FINAL (HTTP 416 InvalidRange); a range over out's cap:
+ * LT_ERR_TOO_BIG; otherwise the errors of lt_s3_get(). */
+lt_err_t lt_s3_get_range(lt_s3_t *s3, const char *key, uint64_t offset, uint64_t length,
+                         lt_buf_t *out, char *errstr, size_t errstr_size);
 
 /* Object metadata. Any output may be NULL. etag without quotes; sha256_hex
  * is "" when the object carries no x-amz-meta-lattice-sha256. */

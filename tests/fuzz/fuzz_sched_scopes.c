@@ -34,7 +34,7 @@ static int on_scope(const char *scope, void *opaque)
 
     char id[LT_SCHED_COMMAND_ID_SIZE], err[512] = "";
     lt_buf_t *b = lt_buf_new(LT_COMMAND_MAX_SIZE);
-    lt_sched_cmd_t cmd = {"fuzz", "acct", c->provider, scope, "scheduler", NULL};
+    lt_sched_cmd_t cmd = {"fuzz", "acct", c->provider, scope, "scheduler", NULL, NULL};
     lt_err_t e = lt_sched_command(&cmd, b, id, err, sizeof(err));
     if (e == LT_OK) {
         lt_command_t *parsed = NULL;

@@ -107,6 +107,23 @@ static void test_issued(lt_db_t *db)
     /* the statement does not wait for the WAL flush, and leaves the session as it was */
     CHECK_INT(scalar(db, "SELECT (current_setting('synchronous_commit') = 'on')::int"), 1);
 
+    /* COPY text: a scope with the characters COPY escapes arrives as sent */
+    lt_issued_t odd[] = {{"c9", "t2", "a3", "imap", "a\\b\tc\nd\re \\N"}};
+    CHECK(lt_issued_record_send(db, odd, 1, E) == LT_OK);
+    CHECK(lt_issued_record_wait(db, E) == LT_OK);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM mail_sync_issued WHERE command_id = 'c9' AND "
+                         "scope = E'a\\\\b\\tc\\nd\\re \\\\N'"),
+              1);
+    /* two-step with an id already recorded or an unknown account: the batch
+     * fails whole, the connection is usable afterwards */
+    lt_issued_t dup[] = {{"c10", "t2", "a3", "imap", NULL}, {"c8", "t2", "a3", "imap", NULL}};
+    CHECK(lt_issued_record_send(db, dup, 2, E) == LT_OK);
+    CHECK(lt_issued_record_wait(db, E) != LT_OK);
+    CHECK(lt_issued_record_send(db, bad, 2, E) == LT_OK);
+    CHECK(lt_issued_record_wait(db, E) == LT_ERR_INVALID);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM mail_sync_issued"), 6);
+    CHECK(sql(db, "DELETE FROM mail_sync_issued WHERE command_id = 'c9'") == LT_OK);
+
     /* queued (issued, no command row): in flight, per filter */
     lt_sched_set_t *s = in_flight(db, 60, NULL, NULL);
     CHECK_INT(lt_sched_set_count(s), 4);

@@ -201,8 +201,18 @@ check "m2 HTML stripped ($m2body)" bash -c "grep -q 'See the $HTMLWORD & more' <
 check "m2 attachment" [ "$(q1 "attachments->0->>'filename' || '|' || (attachments->0->>'content_type') || '|' || (attachments->0->>'size_bytes')" "$M2")" = "report.pdf|application/pdf|3000" ]
 check "m3 two attachments" [ "$(q1 "jsonb_path_query_array(attachments, '\$[*].filename')::text" "$M3")" = '["übersicht.png", "data.csv"]' ]
 akey=$(q1 "attachments->0->>'object_key'" "$M3")
-check "m3 attachment key under the message ($akey)" grep -q "^tenant/$TENANT/account/$ACCOUNT/.*/attachments/" <<<"$akey"
+check "m3 attachment key under the message ($akey)" grep -q "^tenant/$TENANT/account/$ACCOUNT/" <<<"$akey"
 check "m3 attachment object exists" [ "$(s3 HEAD "$akey")" = 200 ]
+if [ "${LATTICE_ATTACHMENTS:-ranges}" = ranges ]; then
+  # a range of the .eml: the row names it, and reading it back gives the row's size and sha256
+  check "m3 attachments are ranges of the .eml" [ "$(q1 "(attachments->0->>'object_key' = raw_object_key AND attachments->1->>'object_key' = raw_object_key)::text || '|' || (attachments->0->>'transfer_encoding') || '|' || (attachments->1->>'transfer_encoding') || '|' || ((attachments->0->>'encoded_length')::bigint > 1600)::text" "$M3")" = "true|base64|binary|true" ]
+else
+  check "m3 attachment object of its own" grep -q "/attachments/" <<<"$akey"
+fi
+q1 "json_build_object('payload', json_build_object('provider_message_id', provider_message_id, 'raw_object_uri', 's3://' || raw_bucket || '/' || raw_object_key, 'attachments_manifest', (SELECT json_agg(a || jsonb_build_object('object_uri', 's3://' || raw_bucket || '/' || (a->>'object_key'))) FROM jsonb_array_elements(attachments) a)))" "$M3" \
+  | python3 "$HERE/lib/attachment_check.py" >"$WORK/m3-attachments.txt"
+check "m3 attachments read back from the row's keys = their size and sha256 ($(cat "$WORK/m3-attachments.txt"))" \
+  [ "$(grep -c '^\(ranged\|object\) ' "$WORK/m3-attachments.txt")" = 2 -a "$(wc -l <"$WORK/m3-attachments.txt")" = 2 ]
 check "m4 over the cap: parse_error too_big" [ "$(q1 "parse_error_class || '|' || body_text || '|' || raw_size_bytes::text" "$M4" | cut -d'|' -f1,2)" = "too_big|" ]
 # m4/m5 rows carry the event's message id (no message to read it from)
 check "m5 missing object: parse_error not_found" [ "$(q1 parse_error_class "$M5")" = not_found ]

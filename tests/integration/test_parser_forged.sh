@@ -75,9 +75,11 @@ python3 "$HERE/lib/imap_tool.py" create "$FOLDER"
 python3 "$HERE/lib/imap_tool.py" append-files "$FOLDER" "$WORK/f1.eml" "$WORK/f2.eml" >/dev/null
 lt_imap_account "$TENANT_A" "$ACCOUNT" "$LATTICE_TEST_IMAP_USER" LATTICE_TEST_IMAP_PASSWORD "$FOLDER"
 
+# attachments as objects of their own (LATTICE_ATTACHMENTS=objects): the unnamed
+# attachment's key below (test_parser.sh covers the default, ranges of the .eml)
 LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_TOPIC_RAW=$RAW_TOPIC \
 LATTICE_WORKER_GROUP_ID=test-parser-forged-w-$RUN LATTICE_WORKER_ID=test-parser-forged-w-$RUN \
-LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_LOG_FORMAT=text \
+LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_LOG_FORMAT=text LATTICE_ATTACHMENTS=objects \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
 CID=cmd-parser-forged-$RUN

@@ -90,6 +90,22 @@ static void test_round_trip(lt_s3_t *s3)
     CHECK_INT(lt_s3_get(s3, key, b, err, sizeof(err)), LT_OK);
     CHECK_STR(lt_buf_str(b), "abcd");
 
+    /* Ranges of it (an attachment inside its .eml): exactly those bytes */
+    CHECK_INT(lt_s3_get_range(s3, key, 1, 2, b, err, sizeof(err)), LT_OK);
+    CHECK_MSG(lt_buf_len(b) == 2 && !memcmp(lt_buf_data(b), "bc", 2), "range: %s", err);
+    CHECK_INT(lt_s3_get_range(s3, key, 0, 4, b, err, sizeof(err)), LT_OK);
+    CHECK_STR(lt_buf_str(b), "abcd");
+    CHECK_INT(lt_s3_get_range(s3, key, 3, 0, b, err, sizeof(err)), LT_OK);
+    CHECK_INT(lt_buf_len(b), 0);
+    /* past the end: refused (416), nothing returned; a short answer is refused too */
+    CHECK_INT(lt_s3_get_range(s3, key, 9, 2, b, err, sizeof(err)), LT_ERR_FINAL);
+    CHECK_INT(lt_buf_len(b), 0);
+    CHECK_INT(lt_s3_get_range(s3, key, 2, 5, b, err, sizeof(err)), LT_ERR_FINAL);
+    CHECK_MSG(strstr(err, "not the range") != NULL, "%s", err);
+    char gone[512];
+    key_of(gone, sizeof(gone), "no-such-object");
+    CHECK_INT(lt_s3_get_range(s3, gone, 0, 2, b, err, sizeof(err)), LT_ERR_NOT_FOUND);
+
     /* A cap smaller than the object: TOO_BIG, buffer left empty. */
     lt_buf_t *small = lt_buf_new(2);
     CHECK_INT(lt_s3_get(s3, key, small, err, sizeof(err)), LT_ERR_TOO_BIG);

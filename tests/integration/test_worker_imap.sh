@@ -32,7 +32,7 @@ psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) 
 CMD_TOPIC=$("$HERE/../../deploy/local/stack" topic "test.worker-imap.$RUN.cmd" 3)
 LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_WORKER_GROUP_ID=test-$RUN LATTICE_WORKER_ID=test-$RUN LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest \
 LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_WORKER_BATCH_MESSAGES=7 LATTICE_LOG_FORMAT=text \
-LATTICE_WORKER_RETRY_BASE_MS=200 \
+LATTICE_WORKER_RETRY_BASE_MS=200 LATTICE_ATTACHMENTS=${LATTICE_ATTACHMENTS:-ranges} \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
 lt_wait_assigned "$WORK/worker.log"
@@ -69,7 +69,13 @@ objs=$(curl -s --aws-sigv4 "aws:amz:${LATTICE_S3_REGION:-us-east-1}:s3" \
   -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
   "$LATTICE_S3_ENDPOINT/$LATTICE_S3_BUCKET?list-type=2&max-keys=1000&prefix=tenant%2F$TENANT%2F")  # SigV4 wants sorted, encoded query parameters
 check "30 raw messages stored" [ "$(grep -o '<Key>[^<]*message.eml</Key>' <<<"$objs" | wc -l)" = 30 ]
-check "60 attachments stored" [ "$(grep -o '<Key>[^<]*/attachments/[^<]*</Key>' <<<"$objs" | wc -l)" = 60 ]
+# attachments (LATTICE_ATTACHMENTS=ranges, the default): no object of their own; each
+# manifest entry is a range of its .eml that decodes to the entry's size and sha256
+check "no attachment objects (ranges of the .eml)" [ "$(grep -o '<Key>[^<]*/attachments/[^<]*</Key>' <<<"$objs" | wc -l)" = 0 ]
+python3 "$HERE/lib/mail_events.py" --topic lattice.mail.raw.v1 --account "$ACCOUNT" \
+  | python3 "$HERE/lib/attachment_check.py" >"$WORK/attachments.txt"
+check "60 attachments: ranges of their .eml, decoded = manifest size and sha256 ($(grep -v '^ranged ' "$WORK/attachments.txt" | head -3))" \
+  [ "$(grep -c '^ranged ' "$WORK/attachments.txt")" = 60 -a "$(wc -l <"$WORK/attachments.txt")" = 60 ]
 check "no key escapes its prefix" bash -c "! grep -o '<Key>[^<]*</Key>' <<<'$objs' | grep -q '/\.\./'"
 
 # 2. again: nothing new, nothing published

@@ -159,14 +159,16 @@ for name, folder in (("big", f_big), ("many", f_many), ("uni", f_uni), ("weird",
             m = p["attachments_manifest"]
             out(len(m) == 1 and m[0]["filename"] == "big.bin" and m[0]["size_bytes"] > 18_000_000,
                 "big.eml: one large attachment in the manifest (%s)" % [(a["filename"], a["size_bytes"]) for a in m])
-            for a in m:
-                print("att\t%s\t%s\t%s" % (s3path(a["object_uri"]), a["sha256"], a["filename"]))
+            for a in m:  # objects of their own (a range of the .eml: attachment_check.py)
+                if a.get("encoded_offset") is None:
+                    print("att\t%s\t%s\t%s" % (s3path(a["object_uri"]), a["sha256"], a["filename"]))
         if base == "many.eml":
             m = p["attachments_manifest"]
             names = sorted(a["filename"] for a in m)
             out(names == ["file-%02d.bin" % i for i in range(60)], "many.eml: 60 manifest entries (%d)" % len(m))
-            for a in m:
-                print("att\t%s\t%s\t%s" % (s3path(a["object_uri"]), a["sha256"], a["filename"]))
+            for a in m:  # objects of their own (a range of the .eml: attachment_check.py)
+                if a.get("encoded_offset") is None:
+                    print("att\t%s\t%s\t%s" % (s3path(a["object_uri"]), a["sha256"], a["filename"]))
 # the unicode folder: mailbox exactly the UTF-8 name
 out(all(e["source"]["mailbox"] == "%s" % f_uni for e in by.get(f_uni, {}).values()) and len(by.get(f_uni, {})) == 3,
     "3 events with mailbox %r" % f_uni)
@@ -191,7 +193,20 @@ while IFS=$'\t' read -r kind path sha name; do
   if [ "$kind" = obj ] && ! grep -qx "$sha" <<<"$server"; then bad=$((bad+1)); echo "object $name: not what the server serves" >&2; fi
 done < <(grep -E '^(obj|att)' "$WORK/verdicts")
 check "all $nobj objects (.eml + attachments) match their sha256 and the server's bytes" [ "$bad" = 0 ]
-check "16 .eml + 61 attachments checked ($nobj)" [ "$nobj" = 77 ]
+natt_obj=$(grep -c '^att' "$WORK/verdicts" || true)
+check "16 .eml + $natt_obj attachment objects checked ($nobj)" [ "$nobj" = $((16 + natt_obj)) ]
+# every attachment as a consumer reads it: a range of the .eml decoded (LATTICE_ATTACHMENTS=ranges,
+# the default) or its own object; size and sha256 = the manifest's
+python3 "$HERE/lib/attachment_check.py" <"$WORK/events.jsonl" >"$WORK/attachments.txt"
+check "every attachment read back = its manifest entry ($(grep '^bad ' "$WORK/attachments.txt" | head -3))" \
+  [ "$(grep -c '^bad ' "$WORK/attachments.txt" || true)" = 0 ]
+if [ "${LATTICE_ATTACHMENTS:-ranges}" = ranges ]; then
+  check "big.eml and many.eml: 61 attachments read as ranges of their .eml ($(grep -c '^ranged ' "$WORK/attachments.txt" || true))" \
+    [ "$(grep -c '^ranged ' "$WORK/attachments.txt" || true)" -ge 61 ]
+  check "no attachment objects" [ "$natt_obj" = 0 ]
+else
+  check "61 attachment objects" [ "$natt_obj" = 61 ]
+fi
 big_path=$(awk -F'\t' '$1=="obj" && $4=="big.eml" {print $2}' "$WORK/verdicts")
 big_size=$(s3 "$big_path" -I | awk 'tolower($1)=="content-length:" {print $2+0}' || true)
 check "big .eml object is $(stat -c %s "$WORK/c/big.eml") bytes ($big_size)" [ "$big_size" = "$(stat -c %s "$WORK/c/big.eml")" ]

@@ -78,8 +78,15 @@ check "bytes fetched = the status event's bytes" \
   is "$(delta s0 s1 'lattice_worker_message_bytes_fetched_total{provider="imap"}')" "$(jget "$s1" bytes)"
 check "events published +$N1" is "$(delta s0 s1 'lattice_worker_events_published_total{provider="imap"}')" $N1
 check ".eml objects +$N1" is "$(delta s0 s1 'lattice_worker_objects_stored_total{provider="imap",kind="message"}')" $N1
-check "attachment objects +$((2 * N1))" \
-  is "$(delta s0 s1 'lattice_worker_objects_stored_total{provider="imap",kind="attachment"}')" $((2 * N1))
+if [ "${LATTICE_ATTACHMENTS:-ranges}" = ranges ]; then # ranges of the .eml, no objects
+  check "attachments as ranges +$((2 * N1))" \
+    is "$(delta s0 s1 'lattice_worker_attachments_ranged_total{provider="imap"}')" $((2 * N1))
+  check "attachment objects +0" \
+    is "$(delta s0 s1 'lattice_worker_objects_stored_total{provider="imap",kind="attachment"}')" 0
+else
+  check "attachment objects +$((2 * N1))" \
+    is "$(delta s0 s1 'lattice_worker_objects_stored_total{provider="imap",kind="attachment"}')" $((2 * N1))
+fi
 check "object bytes = message bytes" \
   is "$(delta s0 s1 'lattice_worker_object_bytes_stored_total{provider="imap",kind="message"}')" "$(jget "$s1" bytes)"
 check "duration histogram count +1" \

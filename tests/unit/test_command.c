@@ -26,6 +26,8 @@
 #define AT "\"requested_at\":\"2025-01-02T03:04:05Z\""
 #define TP "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
+static char err_g[512];
+
 typedef struct {
     const char *json;
     const char *reason; /* substring of the error */
@@ -527,6 +529,121 @@ static void test_inbox_case(void)
     }
 }
 
+/* lt_command_write_incremental: the same bytes as building (serialize and
+ * parse) then lt_command_to_json, and the same refusals with the same
+ * reasons, for every kind of field value. */
+static void test_write_incremental(void)
+{
+    static const char *const scopes[] = {
+        NULL, "INBOX", "inbox", "Sent Items", "a\"b\\c/d", "Entw\xc3\xbcrfe", "\xe2\x82\xac"};
+    static const char *const bys[] = {"scheduler", "o'brien \"ops\" \\ x", "\xc3\xa9quipe"};
+    static const char *const tps[] = {NULL, TP};
+    for (int p = 0; p < 2; p++)
+        for (size_t si = 0; si < sizeof(scopes) / sizeof(scopes[0]); si++)
+            for (size_t bi = 0; bi < sizeof(bys) / sizeof(bys[0]); bi++)
+                for (size_t ti = 0; ti < 2; ti++) {
+                    lt_command_spec_t spec = {
+                        .command_id = "cmd-fixed.1",
+                        .tenant_id = "acme",
+                        .account_id = "a_b-c:d.e",
+                        .provider = p ? LT_PROVIDER_IMAP : LT_PROVIDER_GMAIL,
+                        .scope = scopes[si],
+                        .requested_by = bys[bi],
+                        .requested_at = 1735787045,
+                        .traceparent = tps[ti],
+                    };
+                    lt_buf_t *a = lt_buf_new(LT_COMMAND_MAX_SIZE), *b = lt_buf_new(4096);
+                    lt_command_t *c = NULL;
+                    char id[64];
+                    CHECK_INT(lt_command_new_incremental(&spec, &c, err_g, sizeof(err_g)), LT_OK);
+                    if (c)
+                        CHECK_INT(lt_command_to_json(c, a), LT_OK);
+                    CHECK_INT(lt_command_write_incremental(&spec, b, id, sizeof(id), err_g,
+                                                           sizeof(err_g)),
+                              LT_OK);
+                    CHECK_MSG(!strcmp(lt_buf_str(a), lt_buf_str(b)),
+                              "p%d s%zu b%zu t%zu:\n  built   %s\n  written %s", p, si, bi, ti,
+                              lt_buf_str(a), lt_buf_str(b));
+                    CHECK_STR(id, "cmd-fixed.1");
+                    lt_command_destroy(c);
+                    lt_buf_destroy(a);
+                    lt_buf_destroy(b);
+                }
+
+    /* a fresh id: the builder's format, new each time */
+    lt_command_spec_t spec = {
+        .tenant_id = "t", .account_id = "a", .provider = LT_PROVIDER_IMAP, .requested_by = "s"};
+    char id1[64], id2[64];
+    lt_buf_t *b = lt_buf_new(4096);
+    CHECK_INT(lt_command_write_incremental(&spec, b, id1, sizeof(id1), err_g, sizeof(err_g)),
+              LT_OK);
+    CHECK_INT(lt_command_write_incremental(&spec, b, id2, sizeof(id2), err_g, sizeof(err_g)),
+              LT_OK);
+    CHECK_MSG(!strncmp(id1, "cmd-", 4) && strlen(id1) == 36 && strcmp(id1, id2), "fresh ids %s %s",
+              id1, id2);
+    CHECK(strstr(lt_buf_str(b), id1) && strstr(lt_buf_str(b), id2));
+    lt_buf_destroy(b);
+
+    /* refusals: the builder's reason, nothing appended */
+    static const char long_id[] =
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    static const lt_command_spec_t bad[] = {
+        {.command_id = "c 1",
+         .tenant_id = "t",
+         .account_id = "a",
+         .provider = LT_PROVIDER_IMAP,
+         .requested_by = "s"},
+        {.tenant_id = long_id,
+         .account_id = "a",
+         .provider = LT_PROVIDER_IMAP,
+         .requested_by = "s"},
+        {.account_id = "a", .provider = LT_PROVIDER_IMAP, .requested_by = "s"},
+        {.tenant_id = "t", .account_id = "", .provider = LT_PROVIDER_IMAP, .requested_by = "s"},
+        {.tenant_id = "t", .account_id = "a", .provider = (lt_provider_t)77, .requested_by = "s"},
+        {.tenant_id = "t",
+         .account_id = "a",
+         .provider = LT_PROVIDER_GMAIL,
+         .scope = "x\ty",
+         .requested_by = "s"},
+        {.tenant_id = "t",
+         .account_id = "a",
+         .provider = LT_PROVIDER_GMAIL,
+         .scope = "\xff",
+         .requested_by = "s"},
+        {.tenant_id = "t", .account_id = "a", .provider = LT_PROVIDER_GMAIL, .requested_by = NULL},
+        {.tenant_id = "t",
+         .account_id = "a",
+         .provider = LT_PROVIDER_GMAIL,
+         .requested_by = "s",
+         .traceparent = "00-zz"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char e1[256] = "", e2[256] = "";
+        lt_command_t *c = NULL;
+        lt_buf_t *out = lt_buf_new(4096);
+        lt_err_t r1 = lt_command_new_incremental(&bad[i], &c, e1, sizeof(e1));
+        lt_err_t r2 = lt_command_write_incremental(&bad[i], out, NULL, 0, e2, sizeof(e2));
+        CHECK_MSG(r1 == LT_ERR_INVALID && r2 == LT_ERR_INVALID, "bad %zu: %d %d", i, r1, r2);
+        /* the same field named (the builder's parse finds invalid UTF-8
+         * in the whole document first; the writer names the field) */
+        CHECK_MSG(!strncmp(e1, e2, strcspn(e1, ":")) ||
+                      (strstr(e1, "UTF-8") && !strcmp(e2, "scope: not valid UTF-8")),
+                  "bad %zu: \"%s\" vs \"%s\"", i, e1, e2);
+        CHECK_INT(lt_buf_len(out), 0);
+        lt_command_destroy(c);
+        lt_buf_destroy(out);
+    }
+
+    /* a full buffer: LT_ERR_TOO_BIG, nothing left behind */
+    lt_buf_t *small = lt_buf_new(40);
+    lt_buf_append(small, "x", 1);
+    CHECK_INT(lt_command_write_incremental(&spec, small, NULL, 0, err_g, sizeof(err_g)),
+              LT_ERR_TOO_BIG);
+    CHECK_INT(lt_buf_len(small), 1);
+    lt_buf_destroy(small);
+}
+
 int main(void)
 {
     char err[512];
@@ -584,5 +701,6 @@ int main(void)
     CHECK(parse_dir("invalid-c-only", 0) >= 5);
 
     test_inbox_case();
+    test_write_incremental();
     return lt_test_done("test_command");
 }

@@ -564,6 +564,133 @@ static void test_later_fields(lt_mail_codec_t *c)
     lt_mail_event_destroy(ev);
 }
 
+/* Attachments as ranges of the raw object: the three MailAttachment fields
+ * round trip (Avro and the manifest JSON), a partial range is refused, and
+ * an event written with the schema from before them decodes with every
+ * attachment's range null. */
+static void test_attachment_ranges(lt_mail_codec_t *c)
+{
+    char err[256] = "";
+    lt_mail_event_t *ev = full_event();
+    lt_mail_event_set_attachment_range(ev, 0, 1234, 69796, "base64");
+    lt_mail_event_set_attachment_range(ev, 2, 0, 7, "binary");
+    lt_buf_t *out = lt_buf_new(1 << 20);
+    CHECK_INT(lt_mail_event_encode(c, ev, 3, out, err, sizeof(err)), LT_OK);
+    lt_mail_event_t *back = NULL;
+    CHECK_INT(
+        lt_mail_event_decode(c, lt_buf_data(out), lt_buf_len(out), NULL, &back, err, sizeof(err)),
+        LT_OK);
+    if (back) {
+        lt_mail_attachment_t a = {0};
+        CHECK_INT(lt_mail_event_get_attachment(back, 0, &a), LT_OK);
+        CHECK_INT(a.encoded_offset, 1234);
+        CHECK_INT(a.encoded_length, 69796);
+        CHECK_STR(a.transfer_encoding, "base64");
+        CHECK_INT(lt_mail_event_get_attachment(back, 1, &a), LT_OK);
+        CHECK_INT(a.encoded_offset, -1);
+        CHECK_INT(a.encoded_length, -1);
+        CHECK(a.transfer_encoding == NULL);
+        char *j1 = json_of(ev), *j2 = json_of(back);
+        CHECK_STR(j1, j2);
+        CHECK(strstr(j1, "\"encoded_offset\":1234,\"encoded_length\":69796,"
+                         "\"transfer_encoding\":\"base64\"") != NULL);
+        free(j1);
+        free(j2);
+        lt_mail_event_destroy(back);
+        back = NULL;
+    }
+    /* the manifest object keeps them too */
+    lt_buf_t *mj = lt_buf_new(1 << 20);
+    CHECK_INT(lt_mail_event_manifest_to_json(ev, mj), LT_OK);
+    lt_mail_event_t *m2 = lt_mail_event_new();
+    CHECK_INT(lt_mail_event_manifest_from_json(m2, (const char *)lt_buf_data(mj), lt_buf_len(mj),
+                                               err, sizeof(err)),
+              LT_OK);
+    lt_mail_attachment_t a = {0};
+    CHECK_INT(lt_mail_event_get_attachment(m2, 2, &a), LT_OK);
+    CHECK_INT(a.encoded_offset, 0);
+    CHECK_INT(a.encoded_length, 7);
+    CHECK_STR(a.transfer_encoding, "binary");
+    static const char partial[] =
+        "{\"attachments_manifest\":[{\"attachment_id\":\"2\",\"filename\":null,"
+        "\"content_type\":\"a/b\",\"size_bytes\":1,\"sha256\":\"" SHA_A "\","
+        "\"object_uri\":\"s3://b/k\",\"encoded_offset\":5}]}";
+    CHECK_INT(lt_mail_event_manifest_from_json(m2, partial, sizeof(partial) - 1, err, sizeof(err)),
+              LT_ERR_INVALID);
+    lt_mail_event_destroy(m2);
+    lt_buf_destroy(mj);
+    /* a partial range is refused by the encoder */
+    lt_mail_event_set_attachment_range(ev, 1, 5, -1, "base64");
+    lt_buf_reset(out);
+    CHECK_INT(lt_mail_event_encode(c, ev, 3, out, err, sizeof(err)), LT_ERR_INVALID);
+    CHECK_MSG(strstr(err, "encoded_offset") != NULL, "%s", err);
+
+    /* the older writer: MailAttachment without the three fields; its datum is
+     * the new one without the three null bytes after each object_uri */
+    json_object *s = json_tokener_parse(lt_mail_event_schema_json());
+    json_object *fields = NULL, *plt = NULL, *plf = NULL;
+    json_object_object_get_ex(s, "fields", &fields);
+    for (size_t i = 0; i < json_object_array_length(fields); i++) {
+        json_object *f = json_object_array_get_idx(fields, i), *n = NULL;
+        json_object_object_get_ex(f, "name", &n);
+        if (!strcmp(json_object_get_string(n), "payload"))
+            json_object_object_get_ex(f, "type", &plt);
+    }
+    json_object_object_get_ex(plt, "fields", &plf);
+    int removed = 0;
+    for (size_t i = 0; plf && i < json_object_array_length(plf); i++) {
+        json_object *f = json_object_array_get_idx(plf, i), *n = NULL, *t = NULL, *it = NULL,
+                    *af = NULL;
+        json_object_object_get_ex(f, "name", &n);
+        if (strcmp(json_object_get_string(n), "attachments_manifest"))
+            continue;
+        json_object_object_get_ex(f, "type", &t);
+        json_object_object_get_ex(t, "items", &it);
+        json_object_object_get_ex(it, "fields", &af);
+        size_t nf = json_object_array_length(af);
+        json_object_array_del_idx(af, nf - 3, 3);
+        removed = 1;
+    }
+    CHECK(removed);
+    const char *old = json_object_to_json_string_ext(s, JSON_C_TO_STRING_PLAIN);
+    lt_mail_event_t *plain = full_event();
+    lt_buf_reset(out);
+    CHECK_INT(lt_mail_event_encode(c, plain, 3, out, err, sizeof(err)), LT_OK);
+    lt_buf_t *olddat = lt_buf_new(1 << 20);
+    const uint8_t *p = lt_buf_data(out);
+    size_t len = lt_buf_len(out), from = 0;
+    static const char *const uris[] = {"s3://lattice-mail/a/1.2", "s3://lattice-mail/a/1.3",
+                                       "s3://lattice-mail/a/1.4.1"};
+    for (size_t k = 0; k < 3; k++) {
+        size_t ul = strlen(uris[k]), at = from;
+        while (at + ul + 3 <= len && memcmp(p + at, uris[k], ul))
+            at++;
+        CHECK(at + ul + 3 <= len && !p[at + ul] && !p[at + ul + 1] && !p[at + ul + 2]);
+        lt_buf_append(olddat, p + from, at + ul - from);
+        from = at + ul + 3;
+    }
+    lt_buf_append(olddat, p + from, len - from);
+    CHECK_INT(lt_mail_event_decode(c, lt_buf_data(olddat), lt_buf_len(olddat), old, &back, err,
+                                   sizeof(err)),
+              LT_OK);
+    CHECK_MSG(back != NULL, "older writer: %s", err);
+    if (back) {
+        char *j1 = json_of(plain), *j2 = json_of(back);
+        CHECK_STR(j1, j2);
+        free(j1);
+        free(j2);
+        CHECK_INT(lt_mail_event_get_attachment(back, 0, &a), LT_OK);
+        CHECK_INT(a.encoded_offset, -1);
+        CHECK(a.transfer_encoding == NULL);
+        lt_mail_event_destroy(back);
+    }
+    lt_buf_destroy(olddat);
+    lt_mail_event_destroy(plain);
+    json_object_put(s);
+    lt_buf_destroy(out);
+    lt_mail_event_destroy(ev);
+}
+
 int main(void)
 {
     char err[256];
@@ -578,6 +705,7 @@ int main(void)
     test_evolved_writer(c);
     test_bound(c);
     test_later_fields(c);
+    test_attachment_ranges(c);
     lt_mail_codec_destroy(c);
     return lt_test_done("test_event");
 }

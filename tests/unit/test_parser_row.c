@@ -285,6 +285,33 @@ static void test_mailrow_parse_error(void)
     lt_mail_event_destroy(ev);
 }
 
+/* An attachment published as a range of the .eml: the row's entry names the
+ * raw object and the range; one stored as an object has no range keys. */
+static void test_mailrow_ranges(void)
+{
+    lt_mail_event_t *ev = sample_event();
+    lt_mail_event_add_attachment(
+        ev, "4", "q.csv", "text/csv", 11, SHA,
+        "s3://lattice-mail/tenant/t1/account/personal-gmail/provider/gmail/message/"
+        "18c2f0a1b2c3d4e5/message.eml");
+    lt_mail_event_set_attachment_range(ev, 2, 345, 16, "base64");
+    lt_mailrow_source_t src = {0, 5, NULL, NULL};
+    json_object *o = mailrow(ev, NULL, &src);
+    json_object *v = NULL;
+    CHECK(json_object_object_get_ex(o, "attachments", &v) && json_object_array_length(v) == 3);
+    json_object *a0 = json_object_array_get_idx(v, 0), *a2 = json_object_array_get_idx(v, 2), *x;
+    CHECK(!json_object_object_get_ex(a0, "encoded_offset", &x));
+    CHECK(!json_object_object_get_ex(a0, "transfer_encoding", &x));
+    CHECK_STR(jstr(a2, "object_key"), "tenant/t1/account/personal-gmail/provider/gmail/message/"
+                                      "18c2f0a1b2c3d4e5/message.eml");
+    CHECK_INT(jint(a2, "encoded_offset"), 345);
+    CHECK_INT(jint(a2, "encoded_length"), 16);
+    CHECK_STR(jstr(a2, "transfer_encoding"), "base64");
+    CHECK_INT(jint(a2, "size_bytes"), 11);
+    json_object_put(o);
+    lt_mail_event_destroy(ev);
+}
+
 int main(void)
 {
     lt_mime_global_init();
@@ -293,6 +320,7 @@ int main(void)
     test_row_rejects();
     test_mailrow_parsed();
     test_mailrow_parse_error();
+    test_mailrow_ranges();
     lt_mime_global_shutdown();
     return lt_test_done("test_parser_row");
 }

@@ -235,7 +235,7 @@ static void test_commands(void)
     CHECK(lt_trace_new(&t, err, sizeof(err)) == LT_OK);
     lt_trace_format(&t, tp);
 
-    lt_sched_cmd_t c = {"acme", "workmail-imap", "imap", "Sent Items", "scheduler", tp};
+    lt_sched_cmd_t c = {"acme", "workmail-imap", "imap", "Sent Items", "scheduler", tp, NULL};
     lt_command_t *cmd = build_and_parse(&c, id);
     if (cmd) {
         CHECK_STR(lt_command_id(cmd), id);
@@ -254,7 +254,20 @@ static void test_commands(void)
     CHECK_MSG(strcmp(id, id2) != 0, "every command gets a fresh id (%s %s)", id, id2);
     lt_command_destroy(cmd);
 
-    lt_sched_cmd_t g = {"acme", "personal-gmail", "gmail", NULL, "scheduler", NULL};
+    /* the scheduler's own id is used as given (and checked) */
+    lt_sched_cmd_t given = {"acme", "a", "imap", NULL, "scheduler", NULL, "cmd-0123abcd"};
+    cmd = build_and_parse(&given, id);
+    CHECK_STR(id, "cmd-0123abcd");
+    if (cmd)
+        CHECK_STR(lt_command_id(cmd), "cmd-0123abcd");
+    lt_command_destroy(cmd);
+    given.command_id = "cmd 1";
+    lt_buf_t *gb = lt_buf_new(LT_COMMAND_MAX_SIZE);
+    CHECK(lt_sched_command(&given, gb, id, err, sizeof(err)) == LT_ERR_INVALID &&
+          strstr(err, "command_id"));
+    lt_buf_destroy(gb);
+
+    lt_sched_cmd_t g = {"acme", "personal-gmail", "gmail", NULL, "scheduler", NULL, NULL};
     cmd = build_and_parse(&g, id);
     if (cmd) {
         CHECK_INT(lt_command_provider(cmd), LT_PROVIDER_GMAIL);
@@ -268,12 +281,12 @@ static void test_commands(void)
         lt_sched_cmd_t c;
         const char *reason;
     } bad[] = {
-        {{"acme", "a b", "imap", NULL, "scheduler", NULL}, "account_id"},
-        {{"acme", "a", "pop3", NULL, "scheduler", NULL}, "provider"},
-        {{"acme", "a", "imap", "bad\x01scope", "scheduler", NULL}, "scope"},
-        {{"acme", "a", "imap", "", "scheduler", NULL}, "scope"},
-        {{"acme", "a", "imap", NULL, "scheduler", "00-zz"}, "traceparent"},
-        {{NULL, "a", "imap", NULL, "scheduler", NULL}, "required"},
+        {{"acme", "a b", "imap", NULL, "scheduler", NULL, NULL}, "account_id"},
+        {{"acme", "a", "pop3", NULL, "scheduler", NULL, NULL}, "provider"},
+        {{"acme", "a", "imap", "bad\x01scope", "scheduler", NULL, NULL}, "scope"},
+        {{"acme", "a", "imap", "", "scheduler", NULL, NULL}, "scope"},
+        {{"acme", "a", "imap", NULL, "scheduler", "00-zz", NULL}, "traceparent"},
+        {{NULL, "a", "imap", NULL, "scheduler", NULL, NULL}, "required"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         lt_buf_t *b = lt_buf_new(LT_COMMAND_MAX_SIZE);
