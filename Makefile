@@ -5,6 +5,7 @@
 #   make test       install what is missing, build, start the local stack (real servers on 127.0.0.1) + ctest
 #   make test-asan  the same tests, built with AddressSanitizer + UBSan
 #   make crash      kill -9 crash campaign: 5000 messages, 20 kills (CRASH_MESSAGES, CRASH_KILLS, CRASH_SEED)
+#   make crash-changes  the same with flags, expunges and moves between and during the kills
 #   make stack-up | stack-down | stack-status
 #   make fuzz       the libFuzzer targets (clang, ASan + UBSan, whole project instrumented) in build-fuzz/
 #   make fuzz-run TARGET=fuzz_mime SECONDS=600   fuzz one target, merge its corpus, append to the ledger (docs/fuzzing.md)
@@ -30,7 +31,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: demo image image-deps image-check bench bench-imap bench-imap-changes test-imap-10k bench-gmail bench-scheduler bench-watcher seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz fuzz-run fuzz-target fuzz-all clean crash soak
+.PHONY: demo image image-deps image-check bench bench-imap bench-imap-changes test-imap-10k bench-gmail bench-scheduler bench-watcher seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz fuzz-run fuzz-target fuzz-all clean crash crash-changes soak
 
 all: build
 
@@ -83,6 +84,11 @@ crash: build stack-up
 	@set -a; eval "$$($(STACK) env)"; set +a; \
 	  tests/crash/crash-campaign --build $(BUILD) --messages $(CRASH_MESSAGES) --kills $(CRASH_KILLS) \
 	    $(if $(CRASH_SEED),--seed $(CRASH_SEED))
+
+crash-changes: build stack-up
+	@set -a; eval "$$($(STACK) env)"; set +a; \
+	  tests/crash/crash-campaign --build $(BUILD) --messages $(CRASH_MESSAGES) --kills $(CRASH_KILLS) \
+	    --changes $(if $(CRASH_SEED),--seed $(CRASH_SEED))
 
 soak: build stack-up
 	bench/soak/run --build $(BUILD) $(SOAK_FLAGS)

@@ -1,5 +1,7 @@
 #include "lt_sync_internal.h"
 
+#include "lt_command_log.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -100,6 +102,9 @@ lt_err_t lt_sync_recover(lt_sync_t *s, char *errstr, size_t errstr_size)
                 : lt_watermark_pending_discard(
                       s->env.db, &(lt_watermark_key_t){tenant, acct, r->scope, r->provider}, &r->p,
                       errstr, errstr_size);
+        /* the run that committed it made progress: not a stalled run */
+        if (!err && v)
+            err = lt_command_progressed(s->env.db, r->p.command_id, errstr, errstr_size);
         if (!err)
             lt_info(&s->log, "recovered in-doubt batch of scope %s (command %s): %s", r->scope,
                     r->p.command_id, v ? "committed, watermark applied" : "aborted, discarded");

@@ -426,19 +426,18 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
                 resync = 1;
                 start = 1;
                 if (track) {
-                    /* forget the folder: a full listing follows */
-                    err = lt_sync_change(s,
-                                         &(lt_sync_change_t){.kind = LT_CHANGE_RESET,
-                                                             .mailbox = folder,
-                                                             .position = -1,
-                                                             .reset_reason =
-                                                                 LT_CHANGE_RESET_UIDVALIDITY},
-                                         errstr, n);
+                    /* the old UIDVALIDITY's messages are gone for good (their
+                     * ids are never listed again): deleted, then forget the
+                     * folder; a full listing follows */
+                    size_t ndel = 0;
+                    err = lt_imap_changes_reset(s, folder, &ndel, errstr, n);
                     if (err) {
                         chg = 1; /* redone after the retry's abort */
                         goto retry;
                     }
-                    lt_sync_known_forget(s);
+                    lt_info(lt_sync_log(s),
+                            "folder %s: %zu message(s) of UIDVALIDITY %u deleted, then a reset",
+                            folder, ndel, wm.uidvalidity);
                     lt_imap_changes_first(&mb, lt_imap_enabled(ss->c), (int64_t)time(NULL),
                                           &next);
                     chg = 1;

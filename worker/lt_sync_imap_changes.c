@@ -93,6 +93,60 @@ void lt_imap_changes_first(const lt_imap_mailbox_t *mb, unsigned enabled, int64_
     next->flags_scanned_at = now_s > 0 ? now_s : 1;
 }
 
+typedef struct {
+    char **ids;
+    size_t n, cap;
+} id_list_t;
+
+static int on_known_id(const char *id, const char *state, void *opaque)
+{
+    (void)state;
+    id_list_t *l = opaque;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->ids = lt_xrealloc(l->ids, l->cap * sizeof(*l->ids));
+    }
+    l->ids[l->n++] = lt_xstrdup(id);
+    return 0;
+}
+
+lt_err_t lt_imap_changes_reset(lt_sync_t *s, const char *folder, size_t *ndeleted,
+                               char *errstr, size_t errstr_size)
+{
+    const lt_account_t *a = lt_sync_account(s);
+    id_list_t l = {0};
+    *ndeleted = 0;
+    lt_err_t err = lt_known_each(lt_sync_db(s),
+                                 &(lt_watermark_key_t){.tenant = lt_account_tenant(a),
+                                                       .account_id = lt_account_id(a),
+                                                       .scope = folder,
+                                                       .provider = "imap"},
+                                 on_known_id, &l, errstr, errstr_size);
+    for (size_t i = 0; !err && i < l.n; i++) {
+        err = lt_sync_change(s,
+                             &(lt_sync_change_t){.kind = LT_CHANGE_DELETED,
+                                                 .provider_message_id = l.ids[i],
+                                                 .mailbox = folder,
+                                                 .position = -1},
+                             errstr, errstr_size);
+        if (!err)
+            (*ndeleted)++;
+    }
+    if (!err)
+        err = lt_sync_change(s,
+                             &(lt_sync_change_t){.kind = LT_CHANGE_RESET,
+                                                 .mailbox = folder,
+                                                 .position = -1,
+                                                 .reset_reason = LT_CHANGE_RESET_UIDVALIDITY},
+                             errstr, errstr_size);
+    if (!err)
+        lt_sync_known_forget(s);
+    for (size_t i = 0; i < l.n; i++)
+        free(l.ids[i]);
+    free(l.ids);
+    return err;
+}
+
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);

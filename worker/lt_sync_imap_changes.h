@@ -88,6 +88,14 @@ lt_err_t lt_imap_changes_run(lt_imap_changes_t *ch, lt_imap_t *c, const lt_imap_
 void lt_imap_changes_first(const lt_imap_mailbox_t *mb, unsigned enabled, int64_t now_s,
                            lt_watermark_t *next);
 
+/* The folder's UIDVALIDITY changed: every message its known set holds
+ * (ids of the old UIDVALIDITY, which the server will never list again) is
+ * published as a `deleted` change (no position), then a `reset`
+ * (uidvalidity_changed), and the known set is forgotten; all into the open
+ * transaction, where the full listing follows. *ndeleted gets the count. */
+lt_err_t lt_imap_changes_reset(lt_sync_t *s, const char *folder, size_t *ndeleted,
+                               char *errstr, size_t errstr_size);
+
 /* Counters of the last run (for logs and the benchmark). */
 typedef struct {
     lt_imap_chg_mode_t mode;

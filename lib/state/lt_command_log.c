@@ -158,6 +158,21 @@ lt_err_t lt_command_heartbeat(lt_db_t *db, const char *command_id,
                       command_id, "is not running", errstr, errstr_size);
 }
 
+lt_err_t lt_command_progressed(lt_db_t *db, const char *command_id, char *errstr,
+                               size_t errstr_size)
+{
+    if (!command_id || !*command_id)
+        return LT_OK;
+    const char *params[] = {command_id};
+    return lt_db_exec(db,
+                      &(lt_db_query_t){.what = "command progressed",
+                                       .sql = "UPDATE mail_sync_commands SET stalled_runs = 0 "
+                                              "WHERE command_id = $1 AND stalled_runs <> 0",
+                                       .nparams = 1,
+                                       .params = params},
+                      NULL, errstr, errstr_size);
+}
+
 lt_err_t lt_command_finish(lt_db_t *db, const char *command_id, const lt_command_outcome_t *outcome,
                            char *errstr, size_t errstr_size)
 {

@@ -74,6 +74,14 @@ lt_err_t lt_command_heartbeat(lt_db_t *db, const char *command_id,
                               const lt_command_progress_t *progress, char *errstr,
                               size_t errstr_size);
 
+/* A batch of command_id's was found committed after its run ended (in-doubt
+ * recovery applied its watermark): that run made durable progress, so the
+ * command's runs in a row without progress (stalled_runs) start again from
+ * 0. A command id without a row (an empty id: a batch of no command) is not
+ * an error. */
+lt_err_t lt_command_progressed(lt_db_t *db, const char *command_id, char *errstr,
+                               size_t errstr_size);
+
 /* How a command ended. A plain value carrier; strings borrowed. */
 typedef struct {
     lt_command_status_t status;          /* SUCCEEDED, FAILED or DEAD_LETTERED */

@@ -13,7 +13,8 @@
 #     4. HIGHESTMODSEQ backwards (the stored one above the server's, as after
 #        a server restore): full compare finds a flag change and an expunge,
 #        repeats nothing
-#     5. UIDVALIDITY change of B: reset, then the full listing
+#     5. UIDVALIDITY change of B: its known messages deleted, a reset, then
+#        the full listing
 #   fallback account (imap_disable_caps QRESYNC, CONDSTORE; FLAGS listing on
 #   every sync): expunge and flag change found by UID SEARCH ALL + FETCH FLAGS
 #   opted-out account: no change event, no known message; turned on later:
@@ -146,7 +147,7 @@ check "4: watermark back at the server's highestmodseq ($(wmk qr "$FA" highestmo
   [ "$(wmk qr "$FA" highestmodseq)" -lt 9000000000 ]
 no_dups 4
 
-# --- 5. UIDVALIDITY change of B: reset, then the full listing -------------------
+# --- 5. UIDVALIDITY change of B: deleted, reset, then the full listing ---------
 imap delete "$FB"
 imap create "$FB"
 imap append "$FB" --count 2 --seed b2
@@ -154,9 +155,10 @@ VB2=$(imap uidvalidity "$FB")
 check "5: UIDVALIDITY changed" [ "$VB" != "$VB2" ]
 run_sync qr
 snap 5
-want5=$(printf '%s\n' "qr reset $FB - - - nopos uidvalidity_changed" "qr flags $FB $VB2 1 - pos -" \
-  "qr flags $FB $VB2 2 - pos -" | sort)
-check "5: reset then the listing ($(new_since 4 5 | tr '\n' '|'))" [ "$(new_since 4 5)" = "$want5" ]
+want5=$(printf '%s\n' "qr deleted $FB $VB 1 - nopos -" "qr deleted $FB $VB 2 - nopos -" \
+  "qr deleted $FB $VB 3 - nopos -" "qr reset $FB - - - nopos uidvalidity_changed" \
+  "qr flags $FB $VB2 1 - pos -" "qr flags $FB $VB2 2 - pos -" | sort)
+check "5: the old UIDVALIDITY's messages deleted, a reset, then the listing ($(new_since 4 5 | tr '\n' '|'))" [ "$(new_since 4 5)" = "$want5" ]
 check "5: 2 new raw events" [ "$(raw_count qr)" = 10 ]
 check "5: B's known set is the new listing" \
   [ "$(psqlq "SELECT string_agg(provider_message_id, ' ' ORDER BY provider_message_id) FROM mail_known_messages WHERE tenant_id='$TENANT' AND account_id='qr' AND scope='$FB'")" = "$FB;UIDVALIDITY=$VB2;UID=1 $FB;UIDVALIDITY=$VB2;UID=2" ]

@@ -68,7 +68,7 @@ static void *decide_later(void *arg)
 
 static void run_case(fate_t fate)
 {
-    char err[1024], tenant[96], account[128], txid[160], cid[160], sql[512], json[1024];
+    char err[1024], tenant[96], account[128], txid[160], cid[160], sql[1024], json[1024];
     snprintf(tenant, sizeof(tenant), "rec-t%s", g_run);
     snprintf(account, sizeof(account), "rec-a%s-%s", g_run, k_fate[fate]);
     snprintf(txid, sizeof(txid), "lattice-test-recovery-%s-%d", g_run, (int)fate);
@@ -94,6 +94,18 @@ static void run_case(fate_t fate)
     CHECK_MSG(lt_command_parse(json, strlen(json), &cmd, err, sizeof(err)) == LT_OK, "%s", err);
     if (!acct || !cmd)
         goto out_early;
+
+    /* the command's row as after four runs killed in a row, none seen to
+     * move a watermark (a run killed between its Kafka commit and the
+     * watermark's apply counts no message) */
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO mail_sync_commands (command_id, tenant_id, account_id, provider, kind, "
+             "status, attempt, stalled_runs) VALUES ('%s', '%s', '%s', 'imap', 'incremental', "
+             "'running', 5, 3)",
+             cid, tenant, account);
+    CHECK_MSG(lt_db_exec(g_db, &(lt_db_query_t){.what = "insert command", .sql = sql, .nparams = 0},
+                         NULL, err, sizeof(err)) == LT_OK,
+              "%s", err);
 
     /* the batch: a transaction holding the marker, and the pending row */
     rd_kafka_t *tx = lt_kafka_producer_new(g_cfg, txid, err, sizeof(err));
@@ -177,6 +189,22 @@ static void run_case(fate_t fate)
         CHECK_MSG(werr == LT_ERR_NOT_FOUND, "%s: the aborted batch's watermark was applied",
                   k_fate[fate]);
     }
+    /* a batch found committed was progress of the run that made it: the
+     * command's runs in a row without progress start again from 0 (else a
+     * command whose runs each commit a batch and die before applying it is
+     * dead-lettered as if it never moved); an aborted one changes nothing */
+    PGresult *res = NULL;
+    snprintf(sql, sizeof(sql), "SELECT stalled_runs FROM mail_sync_commands WHERE command_id = '%s'",
+             cid);
+    CHECK_MSG(lt_db_exec(g_db, &(lt_db_query_t){.what = "stalled", .sql = sql, .nparams = 0}, &res,
+                         err, sizeof(err)) == LT_OK && res && PQntuples(res) == 1,
+              "%s", err);
+    if (res && PQntuples(res) == 1) {
+        int stalled = atoi(PQgetvalue(res, 0, 0));
+        int want = fate == COMMITTED || fate == COMMITTED_LATER ? 0 : 3;
+        CHECK_MSG(stalled == want, "%s: stalled_runs %d, want %d", k_fate[fate], stalled, want);
+    }
+    PQclear(res);
     /* it waited for the decision (threaded), and not for the 60 s transaction
      * timeout: the upper bounds only tell the two apart, with room for a loaded
      * machine */
