@@ -4,7 +4,10 @@
  * the registry answers with its own serialisation of the registered schema
  * (tests/data/registry/: captured from the Apicurio registry of the local
  * stack; compact, not the text of the .avsc files in schemas/), and later producers may
- * write with an evolved schema.
+ * write with an evolved schema. The captured text must be the registry's
+ * latest version of each subject (GET /subjects/<subject>/versions/latest):
+ * variant 0 checks it decodes exactly as the embedded schema does, so a
+ * schema change refreshes it.
  *
  * Input: byte 0 picks the topic (bit 0: lattice.mail.raw.v1 or
  * lattice.mail.change.v1) and the writer schema (the rest, modulo 7); the
