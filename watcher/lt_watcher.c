@@ -1027,6 +1027,9 @@ lt_watcher_t *lt_watcher_new(const lt_config_t *cfg, lt_metrics_t *metrics, char
 {
     char kerr[256];
     lt_watcher_t *w = lt_xcalloc(1, sizeof(*w));
+    w->wake[0] = w->wake[1] = -1;
+    pthread_mutex_init(&w->gmu, NULL);
+    pthread_cond_init(&w->gcv, NULL);
     w->set = lt_config_settings(cfg);
     w->topic = w->set->topic.commands;
     if (!strcmp(w->set->watcher.group_id, w->set->worker.group_id)) {
@@ -1037,9 +1040,6 @@ lt_watcher_t *lt_watcher_new(const lt_config_t *cfg, lt_metrics_t *metrics, char
                   w->set->worker.group_id);
         goto fail;
     }
-    w->wake[0] = w->wake[1] = -1;
-    pthread_mutex_init(&w->gmu, NULL);
-    pthread_cond_init(&w->gcv, NULL);
     w->nbuckets = 1024;
     w->buckets = lt_xcalloc(w->nbuckets, sizeof(*w->buckets));
     metrics_init(w, metrics);
