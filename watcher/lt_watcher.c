@@ -1,11 +1,16 @@
 #include "lt_watcher.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 #include <librdkafka/rdkafka.h>
@@ -17,6 +22,8 @@
 #include "lt_clock.h"
 #include "lt_command.h"
 #include "lt_db.h"
+#include "lt_gmail_push.h"
+#include "lt_gmail_watch.h"
 #include "lt_issued.h"
 #include "lt_kafka.h"
 #include "lt_log.h"
@@ -31,7 +38,9 @@
 #define METADATA_TIMEOUT_MS 10000 /* partition count of the commands topic */
 #define FOLDERS_MAX 64            /* push folders of one account */
 #define SECRET_MAX 1024
-#define BATCH_MAX 500 /* commands recorded in one statement */
+#define BATCH_MAX 500          /* commands recorded in one statement */
+#define PUSH_QUEUE_MAX 65536   /* notifications waiting for the loop */
+#define RENEW_WAIT_MAX_MS 1000 /* the renewal thread looks at the schedule this often */
 
 typedef struct account_s account_t;
 
@@ -55,8 +64,10 @@ struct account_s {
     char user[320];
     char **folders; /* push folders */
     size_t nfolders;
-    int usable; /* config parsed; status active */
-    int active; /* status active */
+    int gmail;    /* provider gmail: watched by lt_gmail_watch, woken by push */
+    int gwatched; /* gmail: set in lt_gmail_watch (owned by this replica) */
+    int usable;   /* config parsed; status active */
+    int active;   /* status active */
     int32_t partition;
     unsigned gen;
     watch_t *watches; /* nfolders of them while watched; NULL otherwise */
@@ -64,6 +75,14 @@ struct account_s {
     lt_log_ctx_t log;
     account_t *next; /* hash chain */
 };
+
+/* Watched by this replica: IMAP connections, or a Gmail watch. */
+#define WATCHED(a) ((a)->watches != NULL || (a)->gwatched)
+
+/* A push notification of an owned account, queued by the endpoint's thread. */
+typedef struct {
+    char tenant[129], id[129];
+} push_rec_t;
 
 /* Travels with a produced command to its delivery report. */
 typedef struct {
@@ -97,7 +116,24 @@ struct lt_watcher_s {
     watch_t **pwatch;
     size_t pcap;
 
+    /* Gmail push (docs/gmail-push.md): on with a topic, an endpoint and its
+     * authentication */
+    lt_gmail_watch_t *gw;
+    lt_gmail_push_t *gp;
+    lt_gmail_push_server_t *gsrv;
+    volatile int gcancel;      /* stops Gmail calls in progress (shutdown) */
+    pthread_mutex_t gmu;       /* guards the queue and the renewal thread's flags */
+    pthread_cond_t gcv;        /* wakes the renewal thread */
+    int gthread, gstop, gkick; /* renewal thread started, asked to stop, new account due */
+    pthread_t renew_th;
+    push_rec_t *q; /* pushes for the loop */
+    size_t qn;
+    int wake[2];   /* pipe: a push was queued */
+    size_t ngmail; /* Gmail accounts watched */
+
     /* metrics */
+    lt_series_t *m_g_watches, *m_g_calls_ok, *m_g_calls_failed, *m_g_push_accepted,
+        *m_g_push_foreign, *m_g_push_401, *m_g_push_403, *m_g_push_400, *m_g_cmds, *m_note_push;
     lt_series_t *m_accounts, *m_partitions, *m_waiting, *m_reconnects, *m_reissues;
     lt_series_t *m_states[LT_WATCH_ST_COUNT];
     lt_series_t *m_notes[LT_WATCH_NOTE_COUNT];
@@ -297,8 +333,56 @@ static void watch_stop(lt_watcher_t *w, account_t *a, const char *why)
     lt_info(&a->log, "released: %s", why);
 }
 
-static void account_free(lt_watcher_t *w, account_t *a)
+static void renew_kick(lt_watcher_t *w)
 {
+    pthread_mutex_lock(&w->gmu);
+    w->gkick = 1;
+    pthread_cond_signal(&w->gcv);
+    pthread_mutex_unlock(&w->gmu);
+}
+
+/* A Gmail account this replica now owns: its users.watch is due at once
+ * (made by the renewal thread). */
+static void gmail_start(lt_watcher_t *w, account_t *a)
+{
+    char err[512];
+    lt_account_t *row = NULL;
+    lt_err_t e = lt_account_load(w->db, a->tenant, a->id, &row, err, sizeof(err));
+    if (!e)
+        e = lt_gmail_watch_set(w->gw, row, err, sizeof(err));
+    lt_account_destroy(row);
+    if (e) {
+        lt_warn(&a->log, "gmail: not watched: %s", err);
+        return;
+    }
+    a->gwatched = 1;
+    w->nwatched++;
+    w->ngmail++;
+    renew_kick(w);
+    lt_info(&a->log, "gmail: watching (users.watch due)");
+}
+
+/* stop: users.stop first (the account is disabled or no longer active);
+ * without it the account is only forgotten (another replica owns it now,
+ * its users.watch replaces ours). users.stop is a Gmail call made on the
+ * loop: bounded by LATTICE_GMAIL_TIMEOUT_S and _MAX_RETRIES. */
+static void gmail_stop(lt_watcher_t *w, account_t *a, int stop, const char *why)
+{
+    char err[512];
+    if (!a->gwatched)
+        return;
+    if (lt_gmail_watch_release(w->gw, a->tenant, a->id, stop, err, sizeof(err)) && stop)
+        lt_warn(&a->log, "gmail: users.stop failed (the watch lapses within 7 days): %s", err);
+    a->gwatched = 0;
+    lt_watch_gate_clear(&a->gate);
+    w->nwatched--;
+    w->ngmail--;
+    lt_info(&a->log, "released%s: %s", stop ? " (users.stop)" : "", why);
+}
+
+static void account_free(lt_watcher_t *w, account_t *a, int stop)
+{
+    gmail_stop(w, a, stop, "account gone");
     watch_stop(w, a, "account gone");
     free_conf(a);
     free(a->tenant);
@@ -324,6 +408,15 @@ static void reassess(lt_watcher_t *w, int64_t now)
             int owned =
                 a->partition >= 0 && a->partition < w->npartitions && w->assigned[a->partition];
             int want = a->usable && owned;
+            if (a->gmail) {
+                if (want && !a->gwatched)
+                    gmail_start(w, a);
+                else if (!want && a->gwatched)
+                    gmail_stop(w, a, !a->usable,
+                               !a->usable ? "not active"
+                                          : "its partition moved to another replica");
+                continue;
+            }
             if (want && !a->watches) {
                 if (w->nconns + a->nfolders > (size_t)w->set->watcher.max_connections) {
                     lt_warn(&a->log, "not watched: LATTICE_WATCHER_MAX_CONNECTIONS (%d) reached",
@@ -356,6 +449,7 @@ static int on_account(const lt_account_t *row, void *opaque)
     const char *text =
         json_object_to_json_string_ext(lt_account_config(row), JSON_C_TO_STRING_PLAIN);
     int active = !strcmp(lt_account_status(row), "active");
+    int gmail = !strcmp(lt_account_provider(row), "gmail");
     account_t *a = find_account(w, tenant, id);
     if (a && a->config_text && !strcmp(a->config_text, text) && a->active == active) {
         a->gen = w->gen;
@@ -372,16 +466,22 @@ static int on_account(const lt_account_t *row, void *opaque)
         if (++w->naccounts > 2 * w->nbuckets)
             grow_table(w);
     } else {
+        /* a Gmail account that stays active is set again (its users.watch
+         * replaces the previous one); one that is no longer active stops */
+        gmail_stop(w, a, !active, "configuration or status changed");
         watch_stop(w, a, "configuration or status changed");
         free_conf(a);
     }
+    a->gmail = gmail;
     a->gen = w->gen;
     a->active = active;
     a->config_text = lt_xstrdup(text);
     a->cfg = json_tokener_parse(text);
     char err[256];
     a->usable = 0;
-    if (!a->cfg || parse_conf(a, a->cfg, err, sizeof(err)) != 0)
+    if (gmail)
+        a->usable = a->cfg && active; /* lt_gmail_watch_set checks the rest */
+    else if (!a->cfg || parse_conf(a, a->cfg, err, sizeof(err)) != 0)
         lt_warn(&a->log, "not watched: %s", a->cfg ? err : "config_json unreadable");
     else
         a->usable = active;
@@ -435,7 +535,9 @@ static void reload(lt_watcher_t *w, int64_t now)
     }
     w->gen++;
     reload_ctx_t r = {w, now};
-    if (lt_accounts_list_enabled(w->db, "imap", NULL, on_account, &r, err, sizeof(err))) {
+    if (lt_accounts_list_enabled(w->db, "imap", NULL, on_account, &r, err, sizeof(err)) ||
+        (w->gw &&
+         lt_accounts_list_enabled(w->db, "gmail", NULL, on_account, &r, err, sizeof(err)))) {
         lt_warn(NULL, "accounts not read: %s", err);
         return;
     }
@@ -447,7 +549,7 @@ static void reload(lt_watcher_t *w, int64_t now)
             if (a->gen != w->gen) {
                 *pp = a->next;
                 w->naccounts--;
-                account_free(w, a);
+                account_free(w, a, 1); /* disabled or deleted: users.stop */
                 continue;
             }
             pp = &a->next;
@@ -476,7 +578,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
         if (lt_db_ok(w->db) && lt_issued_forget(w->db, ids, 1, err, sizeof(err)))
             lt_warn(&log, "undelivered command stays in flight until stale: %s", err);
         account_t *a = find_account(w, rec->tenant, rec->account);
-        if (a && a->watches)
+        if (a && WATCHED(a))
             lt_watch_gate_failed(&a->gate, rec->scope, lt_now_ms());
     } else {
         lt_series_inc(w->m_cmd_sent);
@@ -492,7 +594,7 @@ static int on_in_flight(const char *tenant, const char *account_id, void *opaque
 {
     lt_watcher_t *w = opaque;
     account_t *a = find_account(w, tenant, account_id);
-    if (a && a->watches)
+    if (a && WATCHED(a))
         a->gate.in_flight = 1;
     return 0;
 }
@@ -511,7 +613,7 @@ static void emit_batch(lt_watcher_t *w, out_t *outs, size_t n)
         rows[i] = (lt_issued_t){.command_id = lt_command_id(outs[i].cmd),
                                 .tenant = outs[i].a->tenant,
                                 .account_id = outs[i].a->id,
-                                .provider = "imap",
+                                .provider = outs[i].a->gmail ? "gmail" : "imap",
                                 .scope = outs[i].scope};
     /* Recorded before produced, as the scheduler does: a crash in between
      * delays the accounts until the rows are stale, it never piles up. */
@@ -554,6 +656,8 @@ static void emit_batch(lt_watcher_t *w, out_t *outs, size_t n)
                 (unsigned long long)o->a->gate.notes);
         o->a->gate.notes = 0;
         lt_watch_gate_sent(&o->a->gate);
+        if (o->a->gmail)
+            lt_series_inc(w->m_g_cmds);
     }
     lt_buf_destroy(json);
 }
@@ -574,7 +678,7 @@ static void emit_due(lt_watcher_t *w, int64_t now)
     if (lt_issued_list_in_flight(
             w->db,
             &(lt_issued_filter_t){.stale_after_s = w->set->watcher.stale_after_s,
-                                  .provider = "imap"},
+                                  .provider = w->gw ? NULL : "imap"},
             on_in_flight, w, err, sizeof(err))) {
         lt_warn(NULL, "commands held back: %s", err);
         return;
@@ -588,7 +692,7 @@ static void emit_due(lt_watcher_t *w, int64_t now)
     }
     for (size_t b = 0; b < w->nbuckets; b++) {
         for (account_t *a = w->buckets[b]; a; a = a->next) {
-            if (!a->watches || !lt_watch_gate_due(&a->gate, now))
+            if (!WATCHED(a) || !lt_watch_gate_due(&a->gate, now))
                 continue;
             if (!lt_watch_gate_ready(&a->gate, now)) {
                 waiting++;
@@ -603,7 +707,9 @@ static void emit_due(lt_watcher_t *w, int64_t now)
             lt_command_t *cmd = NULL;
             if (lt_command_new_incremental(&(lt_command_spec_t){.tenant_id = a->tenant,
                                                                 .account_id = a->id,
-                                                                .provider = LT_PROVIDER_IMAP,
+                                                                .provider = a->gmail
+                                                                                ? LT_PROVIDER_GMAIL
+                                                                                : LT_PROVIDER_IMAP,
                                                                 .scope = scope,
                                                                 .requested_by = "watcher",
                                                                 .traceparent = tp},
@@ -631,6 +737,163 @@ static void emit_due(lt_watcher_t *w, int64_t now)
         free(outs[i].scope);
     }
     lt_series_set(w->m_waiting, (double)waiting);
+}
+
+/* ------------------------------------------------------------ Gmail push */
+
+/* On the endpoint's thread, before its 204: map the address to an account
+ * this replica watches and queue it for the loop (no database, no Gmail
+ * call while Pub/Sub waits). An address this replica does not watch is
+ * answered 204 too (refused, Pub/Sub would redeliver it for days): with
+ * every replica receiving every push, its owner got it as well. */
+static void on_push(void *opaque, const lt_gmail_push_note_t *n)
+{
+    lt_watcher_t *w = opaque;
+    push_rec_t r;
+    if (lt_gmail_watch_lookup(w->gw, n->email, r.tenant, r.id)) {
+        lt_series_inc(w->m_g_push_foreign);
+        lt_debug(NULL, "gmail push for a mailbox this replica does not watch (historyId %llu)",
+                 (unsigned long long)n->history_id);
+        return;
+    }
+    lt_series_inc(w->m_g_push_accepted);
+    pthread_mutex_lock(&w->gmu);
+    int wake = w->qn == 0;
+    if (w->qn < PUSH_QUEUE_MAX)
+        w->q[w->qn++] = r;
+    pthread_mutex_unlock(&w->gmu);
+    if (wake) {
+        ssize_t k = write(w->wake[1], "p", 1);
+        (void)k; /* a full pipe already wakes the loop */
+    }
+}
+
+/* On the loop: the queued pushes open their accounts' gates, like an IMAP
+ * EXISTS does (same debounce, same no-pile-up rule). */
+static void drain_pushes(lt_watcher_t *w, int64_t now)
+{
+    char buf[256];
+    while (read(w->wake[0], buf, sizeof(buf)) > 0)
+        ;
+    pthread_mutex_lock(&w->gmu);
+    size_t n = w->qn;
+    push_rec_t *q = NULL;
+    if (n) {
+        q = lt_xmalloc(n * sizeof(*q));
+        memcpy(q, w->q, n * sizeof(*q));
+        w->qn = 0;
+    }
+    pthread_mutex_unlock(&w->gmu);
+    for (size_t i = 0; i < n; i++) {
+        account_t *a = find_account(w, q[i].tenant, q[i].id);
+        if (!a || !a->gwatched)
+            continue; /* released since */
+        lt_series_inc(w->m_note_push);
+        lt_debug(&a->log, "change: gmail push");
+        lt_watch_gate_note(&a->gate, NULL, now, w->set->watcher.debounce_ms);
+    }
+    free(q);
+}
+
+/* users.watch and its renewals are blocking HTTPS calls: made on a thread of
+ * their own so that the loop keeps serving IMAP connections and pushes. */
+static void *renew_main(void *opaque)
+{
+    lt_watcher_t *w = opaque;
+    pthread_mutex_lock(&w->gmu);
+    while (!w->gstop) {
+        w->gkick = 0;
+        pthread_mutex_unlock(&w->gmu);
+        int64_t d = lt_gmail_watch_next_due_ms(w->gw, 0);
+        if (d == 0) {
+            lt_gmail_watch_run_due(w->gw, 0);
+            pthread_mutex_lock(&w->gmu);
+            continue;
+        }
+        if (d < 0 || d > RENEW_WAIT_MAX_MS)
+            d = RENEW_WAIT_MAX_MS;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += d / 1000;
+        ts.tv_nsec += (long)(d % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&w->gmu);
+        if (!w->gstop && !w->gkick)
+            pthread_cond_timedwait(&w->gcv, &w->gmu, &ts);
+    }
+    pthread_mutex_unlock(&w->gmu);
+    return NULL;
+}
+
+static lt_err_t gmail_init(lt_watcher_t *w, char *errstr, size_t n)
+{
+    const lt_settings_t *set = w->set;
+    const char *topic = set->watcher_gmail.topic;
+    const char *keys = set->watcher_gmail.push_keys_file, *token = set->watcher_gmail.push_token;
+    if (!topic || !*topic) {
+        if ((keys && *keys) || (token && *token) || set->watcher_gmail.push_port)
+            lt_warn(NULL, "gmail push off: LATTICE_WATCHER_GMAIL_TOPIC is not set");
+        return LT_OK;
+    }
+    if ((!keys || !*keys) && (!token || !*token))
+        return lt_seterr(errstr, n, LT_ERR_INVALID,
+                         "LATTICE_WATCHER_GMAIL_TOPIC needs the push endpoint's authentication: "
+                         "LATTICE_WATCHER_GMAIL_PUSH_KEYS_FILE (with _AUDIENCE) or _PUSH_TOKEN");
+    if (set->watcher_gmail.push_port <= 0)
+        return lt_seterr(errstr, n, LT_ERR_INVALID,
+                         "LATTICE_WATCHER_GMAIL_TOPIC needs LATTICE_WATCHER_GMAIL_PUSH_PORT (the "
+                         "push endpoint the subscription posts to)");
+    lt_gmail_watch_opts_t wo = {
+        .topic = topic,
+        .renew_s = set->watcher_gmail.renew_s,
+        .client = {.api_url = set->gmail.api_url,
+                   .token_url = set->gmail.token_url,
+                   .ca_file = set->tls_ca_file,
+                   .max_inflight = 1,
+                   .quota_units_per_s = set->gmail.quota_units_per_s,
+                   .user_units_per_min = set->gmail.user_units_per_min,
+                   .project_units_per_min = set->gmail.project_units_per_min,
+                   .timeout_s = set->gmail.timeout_s,
+                   .max_retries = set->gmail.max_retries,
+                   .retry_base_ms = set->gmail.retry_base_ms,
+                   .retry_max_ms = 64000,
+                   .cancel = &w->gcancel},
+        .secrets_dir = set->worker.secrets_dir};
+    if (!(w->gw = lt_gmail_watch_new(&wo, errstr, n)))
+        return LT_ERR_INVALID;
+    lt_gmail_push_opts_t po = {.keys_file = keys && *keys ? keys : NULL,
+                               .audience = set->watcher_gmail.push_audience,
+                               .service_account = set->watcher_gmail.push_service_account,
+                               .token = token && *token ? token : NULL,
+                               .clock_skew_s = 60};
+    if (!(w->gp = lt_gmail_push_new(&po, errstr, n)))
+        return LT_ERR_INVALID;
+    w->q = lt_xcalloc(PUSH_QUEUE_MAX, sizeof(*w->q));
+    if (pipe(w->wake) != 0)
+        return lt_seterr(errstr, n, LT_ERR_FINAL, "pipe: %s", strerror(errno));
+    for (int i = 0; i < 2; i++) {
+        fcntl(w->wake[i], F_SETFL, fcntl(w->wake[i], F_GETFL) | O_NONBLOCK);
+        fcntl(w->wake[i], F_SETFD, FD_CLOEXEC);
+    }
+    if (pthread_create(&w->renew_th, NULL, renew_main, w) != 0)
+        return lt_seterr(errstr, n, LT_ERR_FINAL, "gmail: cannot start the renewal thread");
+    w->gthread = 1;
+    lt_gmail_push_server_opts_t so = {.bind = set->watcher_gmail.push_bind,
+                                      .port = set->watcher_gmail.push_port,
+                                      .path = set->watcher_gmail.push_path,
+                                      .fn = on_push,
+                                      .opaque = w};
+    if (!(w->gsrv = lt_gmail_push_server_start(w->gp, &so, errstr, n)))
+        return LT_ERR_FINAL;
+    lt_info(NULL, "gmail push: users.watch on %s, endpoint %s:%d%s (%s)", topic,
+            so.bind ? so.bind : "0.0.0.0", lt_gmail_push_server_port(w->gsrv),
+            so.path ? so.path : "/gmail/push",
+            po.keys_file ? (po.token ? "OIDC token and shared token" : "OIDC token")
+                         : "shared token");
+    return LT_OK;
 }
 
 /* ------------------------------------------------------------ group */
@@ -734,6 +997,29 @@ static void metrics_init(lt_watcher_t *w, lt_metrics_t *reg)
     w->m_reissues =
         lt_metric_series(lt_metrics_counter(reg, "lattice_watcher_idle_reissues_total",
                                             "IDLE commands issued again (DONE, IDLE).", NULL));
+    w->m_note_push = lt_metric_get(nt, "gmail_push");
+    w->m_g_watches = lt_metric_series(
+        lt_metrics_gauge(reg, "lattice_watcher_gmail_watches",
+                         "Gmail accounts of this replica with a users.watch in force.", NULL));
+    lt_metric_t *gc =
+        lt_metrics_counter(reg, "lattice_watcher_gmail_watch_calls_total",
+                           "users.watch calls (first watch and renewals) by result.", "result");
+    w->m_g_calls_ok = lt_metric_get(gc, "ok");
+    w->m_g_calls_failed = lt_metric_get(gc, "failed");
+    lt_metric_t *gp = lt_metrics_counter(
+        reg, "lattice_watcher_gmail_pushes_total",
+        "Pub/Sub push requests by result: accepted (an account of this replica), foreign (an "
+        "address this replica does not watch; answered 204), unauthorized (401), forbidden (403), "
+        "malformed (400, 413).",
+        "result");
+    w->m_g_push_accepted = lt_metric_get(gp, "accepted");
+    w->m_g_push_foreign = lt_metric_get(gp, "foreign");
+    w->m_g_push_401 = lt_metric_get(gp, "unauthorized");
+    w->m_g_push_403 = lt_metric_get(gp, "forbidden");
+    w->m_g_push_400 = lt_metric_get(gp, "malformed");
+    w->m_g_cmds = lt_metric_series(lt_metrics_counter(
+        reg, "lattice_watcher_gmail_push_commands_total",
+        "Incremental commands issued for Gmail accounts (woken by a push).", NULL));
 }
 
 lt_watcher_t *lt_watcher_new(const lt_config_t *cfg, lt_metrics_t *metrics, char *errstr,
@@ -741,6 +1027,9 @@ lt_watcher_t *lt_watcher_new(const lt_config_t *cfg, lt_metrics_t *metrics, char
 {
     char kerr[256];
     lt_watcher_t *w = lt_xcalloc(1, sizeof(*w));
+    w->wake[0] = w->wake[1] = -1;
+    pthread_mutex_init(&w->gmu, NULL);
+    pthread_cond_init(&w->gcv, NULL);
     w->set = lt_config_settings(cfg);
     w->topic = w->set->topic.commands;
     if (!strcmp(w->set->watcher.group_id, w->set->worker.group_id)) {
@@ -823,6 +1112,8 @@ lt_watcher_t *lt_watcher_new(const lt_config_t *cfg, lt_metrics_t *metrics, char
                   rd_kafka_err2str(se));
         goto fail;
     }
+    if (gmail_init(w, errstr, errstr_size))
+        goto fail;
     return w;
 fail:
     lt_watcher_destroy(w);
@@ -833,13 +1124,22 @@ void lt_watcher_destroy(lt_watcher_t *w)
 {
     if (!w)
         return;
+    lt_gmail_push_server_stop(w->gsrv); /* no more pushes */
+    if (w->gthread) {
+        pthread_mutex_lock(&w->gmu);
+        w->gstop = 1;
+        w->gcancel = 1;
+        pthread_cond_signal(&w->gcv);
+        pthread_mutex_unlock(&w->gmu);
+        pthread_join(w->renew_th, NULL);
+    }
     if (w->group)
         lt_kafka_destroy(w->group); /* leaves the group: the others take over at once */
     for (size_t b = 0; w->buckets && b < w->nbuckets; b++) {
         account_t *a = w->buckets[b], *next;
         for (; a; a = next) {
             next = a->next;
-            account_free(w, a);
+            account_free(w, a, 0); /* a watch outlives a restart */
         }
     }
     free(w->buckets);
@@ -854,6 +1154,14 @@ void lt_watcher_destroy(lt_watcher_t *w)
     free(w->assigned);
     free(w->pfds);
     free(w->pwatch);
+    lt_gmail_watch_destroy(w->gw);
+    lt_gmail_push_destroy(w->gp);
+    free(w->q);
+    for (int i = 0; i < 2; i++)
+        if (w->wake[i] >= 0)
+            close(w->wake[i]);
+    pthread_cond_destroy(&w->gcv);
+    pthread_mutex_destroy(&w->gmu);
     free(w);
 }
 
@@ -883,6 +1191,30 @@ static void refresh_gauges(lt_watcher_t *w)
             }
     for (int i = 0; i < LT_WATCH_ST_COUNT; i++)
         lt_series_set(w->m_states[i], (double)n[i]);
+    if (!w->gw)
+        return;
+    size_t active = 0;
+    int64_t ok = 0, failed = 0;
+    for (size_t b = 0; b < w->nbuckets; b++)
+        for (account_t *a = w->buckets[b]; a; a = a->next) {
+            lt_gmail_watch_info_t info;
+            if (!a->gwatched || lt_gmail_watch_info(w->gw, a->tenant, a->id, &info))
+                continue;
+            active += info.active != 0;
+            ok += info.watch_calls;
+            failed += info.failures;
+        }
+    lt_series_set(w->m_g_watches, (double)active);
+    /* counters of the accounts watched now: they never go down */
+    if ((double)ok > lt_series_value(w->m_g_calls_ok))
+        lt_series_add(w->m_g_calls_ok, (double)ok - lt_series_value(w->m_g_calls_ok));
+    if ((double)failed > lt_series_value(w->m_g_calls_failed))
+        lt_series_add(w->m_g_calls_failed, (double)failed - lt_series_value(w->m_g_calls_failed));
+    lt_gmail_push_stats_t ps;
+    lt_gmail_push_stats(w->gp, &ps);
+    lt_series_add(w->m_g_push_401, (double)ps.unauthorized - lt_series_value(w->m_g_push_401));
+    lt_series_add(w->m_g_push_403, (double)ps.forbidden - lt_series_value(w->m_g_push_403));
+    lt_series_add(w->m_g_push_400, (double)ps.malformed - lt_series_value(w->m_g_push_400));
 }
 
 /* One pass over every watch: timers, reconnects; fills the poll arrays. */
@@ -891,7 +1223,7 @@ static int64_t timers(lt_watcher_t *w, int64_t now, size_t *nfds)
     char err[512];
     int64_t next = now + LOOP_MAX_WAIT_MS;
     *nfds = 0;
-    if (w->pcap < w->nconns) {
+    if (w->pcap < w->nconns + 1) { /* + the push queue's pipe */
         w->pcap = w->nconns + 64;
         w->pfds = lt_xrealloc(w->pfds, w->pcap * sizeof(*w->pfds));
         w->pwatch = lt_xrealloc(w->pwatch, w->pcap * sizeof(*w->pwatch));
@@ -935,7 +1267,7 @@ static int64_t timers(lt_watcher_t *w, int64_t now, size_t *nfds)
                     (*nfds)++;
                 }
             }
-            if (a->watches && a->gate.pending) {
+            if (WATCHED(a) && a->gate.pending) {
                 /* a due account held back by a command in flight is looked
                  * at again with the next in-flight check, not in a spin */
                 int64_t t =
@@ -971,6 +1303,10 @@ lt_err_t lt_watcher_run(lt_watcher_t *w, char *errstr, size_t errstr_size)
             reassess(w, now);
         size_t nfds = 0;
         int64_t next = timers(w, now, &nfds);
+        if (w->wake[0] >= 0) {
+            w->pfds[nfds] = (struct pollfd){.fd = w->wake[0], .events = POLLIN};
+            w->pwatch[nfds++] = NULL;
+        }
         int wait = (int)(next - now);
         if (wait < 0)
             wait = 0;
@@ -982,6 +1318,10 @@ lt_err_t lt_watcher_run(lt_watcher_t *w, char *errstr, size_t errstr_size)
             if (!w->pfds[i].revents)
                 continue;
             watch_t *x = w->pwatch[i];
+            if (!x) {
+                drain_pushes(w, now);
+                continue;
+            }
             if (!x->c)
                 continue;
             uint64_t before = lt_watch_conn_idles(x->c);

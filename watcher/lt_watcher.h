@@ -18,8 +18,12 @@
  *    become incremental commands on the commands topic, keyed by
  *    account_id, recorded in mail_sync_issued first, exactly as
  *    lattice-scheduler records its own, so the two never pile commands up on
- *    one account. A second source of notifications (Gmail push) would call
- *    lt_watch_gate_note() on the same gate from this loop (docs/watcher.md).
+ *    one account.
+ *  - Gmail (with LATTICE_WATCHER_GMAIL_TOPIC): the owned Gmail accounts get
+ *    users.watch (lt_gmail_watch; renewals on one helper thread, users.stop
+ *    when disabled); the push endpoint's thread (lt_gmail_push) queues
+ *    (tenant, account) and wakes the loop through a pipe; the loop notes
+ *    the account on the same gate (docs/watcher.md, docs/gmail-push.md).
  *
  * Ownership: the watcher owns its Postgres connection, its producer, its
  * group consumer, the SSL_CTX and every connection. lt_watcher_stop() may

@@ -47,6 +47,9 @@ static void usage(FILE *out)
           "command is still queued or running gets none until it ends (then one). Replicas\n"
           "share the accounts through the consumer group LATTICE_WATCHER_GROUP_ID on the\n"
           "commands topic: each watches the accounts whose key falls in its partitions.\n"
+          "With LATTICE_WATCHER_GMAIL_TOPIC, Gmail accounts get users.watch and a Pub/Sub\n"
+          "push endpoint (LATTICE_WATCHER_GMAIL_PUSH_*) turns their notifications into\n"
+          "commands the same way (docs/gmail-push.md).\n"
           "Runs until SIGTERM/SIGINT (exit 0). docs/watcher.md.\n"
           "Exit status: 0 stopped, 1 could not start, 2 bad usage or configuration.\n\n",
           out);

@@ -818,7 +818,8 @@ static const lt_setting_t k_settings[] = {
      .programs = WA,
      .group = "Gmail push",
      .desc = "Cloud Pub/Sub topic Gmail publishes to, projects/PROJECT/topics/TOPIC (users.watch "
-             "topicName); unset: Gmail accounts are not watched (the scheduler still syncs them)."},
+             "topicName); unset: Gmail accounts are not watched (the scheduler still syncs them); set: "
+             "the push port and its keys file or token are required."},
     {.env = "LATTICE_WATCHER_GMAIL_RENEW_S",
      LT_SET_FIELD_INT(watcher_gmail.renew_s),
      .def = "86400",
