@@ -535,9 +535,9 @@ static void reload(lt_watcher_t *w, int64_t now)
     }
     w->gen++;
     reload_ctx_t r = {w, now};
-    if (lt_accounts_list_enabled(w->db, "imap", NULL, on_account, &r, err, sizeof(err)) ||
+    if (lt_accounts_list_enabled(w->db, "imap", w->set->watcher.tenant, on_account, &r, err, sizeof(err)) ||
         (w->gw &&
-         lt_accounts_list_enabled(w->db, "gmail", NULL, on_account, &r, err, sizeof(err)))) {
+         lt_accounts_list_enabled(w->db, "gmail", w->set->watcher.tenant, on_account, &r, err, sizeof(err)))) {
         lt_warn(NULL, "accounts not read: %s", err);
         return;
     }

@@ -409,6 +409,11 @@ static const lt_setting_t k_settings[] = {
          "are issued again by the next run."},
 
     /* --- watcher (docs/watcher.md) --- */
+    {.env = "LATTICE_WATCHER_TENANT",
+     LT_SET_FIELD_STRING(watcher.tenant),
+     .programs = WA,
+     .group = "Watcher",
+     .desc = "Only accounts of this tenant; unset: all."},
     {.env = "LATTICE_WATCHER_GROUP_ID",
      LT_SET_FIELD_STRING(watcher.group_id),
      .def = "lattice-watcher",

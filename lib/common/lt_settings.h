@@ -78,6 +78,7 @@ typedef struct {
         int flush_timeout_s;  /* LATTICE_SCHEDULER_FLUSH_TIMEOUT_S */
     } scheduler;
     struct { /* LATTICE_WATCHER_* (watcher/) */
+        const char *tenant; /* LATTICE_WATCHER_TENANT */
         const char *group_id;
         int session_timeout_ms;
         int debounce_ms;
