@@ -793,6 +793,26 @@ static lt_err_t parse_hist(lt_gmail_t *c, const char *body, size_t len, void *ou
     return lt_gmail_parse_history(body, len, h->label, h->out, errstr, n);
 }
 
+/* The users.history.list URL of one page: historyTypes repeated, as the
+ * API takes them. */
+static lt_buf_t *history_url(lt_gmail_t *c, uint64_t start_history_id, const char *const *types,
+                             size_t ntypes, const char *label_id, const char *page_token)
+{
+    lt_buf_t *b = url_base(c, "history");
+    char num[32];
+    snprintf(num, sizeof(num), "%llu", (unsigned long long)start_history_id);
+    add_param(b, "startHistoryId", num);
+    for (size_t i = 0; i < ntypes; i++)
+        add_param(b, "historyTypes", types[i]);
+    if (label_id)
+        add_param(b, "labelId", label_id);
+    add_param(b, "maxResults", "500");
+    if (page_token)
+        add_param(b, "pageToken", page_token);
+    add_param(b, "prettyPrint", "false");
+    return b;
+}
+
 lt_err_t lt_gmail_history(lt_gmail_t *c, uint64_t start_history_id, const char *label_id,
                           const char *page_token, lt_gmail_page_t *out, char *errstr,
                           size_t errstr_size)
@@ -800,18 +820,8 @@ lt_err_t lt_gmail_history(lt_gmail_t *c, uint64_t start_history_id, const char *
     memset(out, 0, sizeof(*out));
     hist_t h = {label_id, out};
     one_t o = {parse_hist, &h, 0};
-    lt_buf_t *b = url_base(c, "history");
-    char num[32];
-    snprintf(num, sizeof(num), "%llu", (unsigned long long)start_history_id);
-    add_param(b, "startHistoryId", num);
-    add_param(b, "historyTypes", "messageAdded");
-    add_param(b, "historyTypes", "labelAdded");
-    if (label_id)
-        add_param(b, "labelId", label_id);
-    add_param(b, "maxResults", "500");
-    if (page_token)
-        add_param(b, "pageToken", page_token);
-    add_param(b, "prettyPrint", "false");
+    static const char *const types[] = {"messageAdded", "labelAdded"};
+    lt_buf_t *b = history_url(c, start_history_id, types, 2, label_id, page_token);
     lt_err_t err = call_one(c, url_of(c, b), COST_HISTORY, &o, errstr, errstr_size);
     if (err)
         lt_gmail_page_free(out);
@@ -832,20 +842,9 @@ lt_err_t lt_gmail_history_all(lt_gmail_t *c, uint64_t start_history_id, const ch
 {
     memset(out, 0, sizeof(*out));
     one_t o = {parse_hist_all, out, 0};
-    lt_buf_t *b = url_base(c, "history");
-    char num[32];
-    snprintf(num, sizeof(num), "%llu", (unsigned long long)start_history_id);
-    add_param(b, "startHistoryId", num);
-    add_param(b, "historyTypes", "messageAdded");
-    add_param(b, "historyTypes", "messageDeleted");
-    add_param(b, "historyTypes", "labelAdded");
-    add_param(b, "historyTypes", "labelRemoved");
-    if (label_id)
-        add_param(b, "labelId", label_id);
-    add_param(b, "maxResults", "500");
-    if (page_token)
-        add_param(b, "pageToken", page_token);
-    add_param(b, "prettyPrint", "false");
+    static const char *const types[] = {"messageAdded", "messageDeleted", "labelAdded",
+                                        "labelRemoved"};
+    lt_buf_t *b = history_url(c, start_history_id, types, 4, label_id, page_token);
     lt_err_t err = call_one(c, url_of(c, b), COST_HISTORY, &o, errstr, errstr_size);
     if (err)
         lt_gmail_hist_free(out);
