@@ -148,7 +148,10 @@ raw_ids() { grep -o 'lattice.event_id=[0-9a-f-]*' "$WORK/raw.log" | sort; }
 wm() { psqlq "SELECT watermark_json->>'historyId' FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$ACCOUNT' AND scope='label:INBOX'"; }
 hid() { jgetq "$(lt_gmail_ctl GET "/users/$USER1")" historyId; }
 counter() { jgetq "$(lt_gmail_ctl GET /counters)" "$1"; }
-token_requests() { jgetq "$(lt_gmail_ctl GET /counters)" "cid-$RUN"; } # this test's OAuth client only
+token_requests() { # this test's OAuth client only (the counters name it in other maps too)
+  lt_gmail_ctl GET /counters |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token_requests_by_client"].get(sys.argv[1], 0))' "cid-$RUN"
+}
 run_ok() { # run_ok WHAT EXPECTED_MESSAGES [extra] -> checks success and the count
   local c s
   c=$(command "$ACCOUNT" "${4:-incremental}" "${3:-}"); s=$(wait_status "$c")
