@@ -255,6 +255,12 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
         "Messages not published and reported in the command result (skipped_ids): over "
         "LATTICE_MAX_MESSAGE_BYTES, gone, or no raw object or event could be stored.",
         "provider");
+    lt_metric_t *tmp_full = lt_metrics_counter(
+        reg, "lattice_worker_tmp_full_total",
+        "Writes of a message to LATTICE_TMP_DIR refused for want of space (ENOSPC, EDQUOT): "
+        "the batch is retried, or the message skipped when it is larger than the whole file "
+        "system.",
+        "provider");
     lt_metric_t *changes = lt_metrics_counter(
         reg, "lattice_worker_changes_published_total",
         "mail.change.v1 events committed (Kafka transaction), by kind: deleted, flags, labels, "
@@ -275,6 +281,7 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
             .attachments_ranged = lt_metric_get(ranged, p),
             .messages_partial = lt_metric_get(partial, p),
             .messages_skipped = lt_metric_get(skipped, p),
+            .tmp_full = lt_metric_get(tmp_full, p),
         };
         for (int k = 0; k < 4; k++)
             o->sm[i].changes[k] = lt_metric_get(changes, p, lt_change_kind_name((lt_change_kind_t)k));
