@@ -289,6 +289,13 @@ static void on_s3_stall(void *opaque, const char *what)
     lt_worker_obs_s3_stall(w->obs);
 }
 
+/* lt_s3's SlowDown callback (any slot or upload thread). */
+static void on_s3_slowdown(void *opaque, const char *what, int slowed)
+{
+    lt_worker_t *w = opaque;
+    lt_worker_obs_s3_slowdown(w->obs, what, slowed);
+}
+
 static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
 {
     const lt_config_t *cfg = s->w->cfg;
@@ -321,7 +328,9 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
                                             .low_speed_time_s = set->s3.low_speed_time_s,
                                             .low_speed_bytes = set->s3.low_speed_bytes,
                                             .on_stall = on_s3_stall,
-                                            .stall_opaque = s->w},
+                                            .stall_opaque = s->w,
+                                            .on_slowdown = on_s3_slowdown,
+                                            .slowdown_opaque = s->w},
                           errstr, n);
         if (!s->s3)
             return LT_ERR_FINAL;
