@@ -2,7 +2,8 @@
 # The object store sheds load and loses answers (lib/s3_fault_proxy.py in
 # front of the stack's MinIO, which is never touched):
 #   1. five requests in a row answered 503 SlowDown: each is sent again after
-#      a backoff by the S3 client itself, the command is not failed for it;
+#      a backoff by the S3 client itself: neither the command nor the IMAP
+#      session is failed for it, no line is logged per answer;
 #      lattice_worker_s3_slowdowns_total counts the five answers, the
 #      lattice_worker_s3_slowed_down gauge is 0 again after; the log says it
 #      once when the SlowDowns begin and once when a request succeeds again,
@@ -69,6 +70,8 @@ check "the proxy answered 5 SlowDowns ($(grep -c '^slowdown' "$WORK/proxy.log" |
   [ "$(grep -c '^slowdown' "$WORK/proxy.log" || true)" = 5 ]
 check "no attempt failed for them: the S3 client backed off and sent again" \
   bash -c "! grep -q 'command failed temporarily' '$WORK/worker.log'"
+check "no line per answer, no IMAP session dropped for them ($(grep -c 'SlowDown.*reconnecting' "$WORK/worker.log" || true))" \
+  bash -c "! grep -q 'SlowDown.*reconnecting' '$WORK/worker.log'"
 scrape slow
 check "lattice_worker_s3_slowdowns_total = 5 ($(metric slow lattice_worker_s3_slowdowns_total))" \
   is "$(metric slow lattice_worker_s3_slowdowns_total)" 5
