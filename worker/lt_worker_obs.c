@@ -48,7 +48,7 @@ struct lt_worker_obs_s {
     lt_metric_t *g_units, *g_quota, *g_cuts, *g_day, *g_alert, *g_paused;
     lt_series_t *g_share;
     lt_series_t *s3_stalls, *s3_slowdowns, *s3_slowed;
-    atomic_int s3_slowed_state; /* 1 from a SlowDown answer to the next success */
+    atomic_int s3_slowed_state;      /* 1 from a SlowDown answer to the next success */
     atomic_llong s3_slowdowns_spell; /* SlowDown answers of the spell */
     lt_kafka_health_t *kafka_health;
     lt_series_t *k_up, *k_txn_up, *k_down_s, *k_errors, *k_outages;

@@ -597,8 +597,8 @@ static int stalled(const lt_s3_t *s3, CURL *c)
 /* Run one request. url: full URL. payload_sha: hex SHA-256 of the upload
  * (NULL: no upload). what: "PUT key" etc. for errstr. */
 static lt_err_t perform_once(lt_s3_t *s3, req_t *r, const char *url, const char *payload_sha,
-                        const char *content_type, const char *what, char *errstr,
-                        size_t errstr_size)
+                             const char *content_type, const char *what, char *errstr,
+                             size_t errstr_size)
 {
     CURL *c = s3->curl;
     struct curl_slist *hdrs = NULL;
