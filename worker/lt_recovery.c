@@ -1,5 +1,6 @@
 #include "lt_sync_internal.h"
 
+#include "lt_clock.h"
 #include "lt_command_log.h"
 
 #include <stdio.h>
@@ -35,8 +36,8 @@ static int marker_visible(lt_sync_t *s, const char *topic, int32_t partition, in
         return -1;
     }
     int verdict = -1;
-    int64_t deadline = (int64_t)time(NULL) * 1000 + timeout_ms;
-    while ((int64_t)time(NULL) * 1000 < deadline) {
+    int64_t deadline = lt_now_ms() + timeout_ms; /* monotonic: a stepped clock moves it not */
+    while (lt_now_ms() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
         if (!m)
             continue;

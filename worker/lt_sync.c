@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "lt_clock.h"
@@ -50,6 +51,8 @@ void lt_sync_message_reset(lt_sync_t *s)
     s->thread_id = s->mailbox = NULL;
     s->in_message = 0;
     s->size = 0;
+    s->no_room = 0;
+    s->no_room_why[0] = 0;
 }
 
 void lt_sync_destroy(lt_sync_t *s)
@@ -186,29 +189,70 @@ int lt_sync_spill_cleanup(const char *tmp_dir, const char *prefix, char *errstr,
     return n;
 }
 
-static lt_err_t spill(lt_sync_t *s, char *errstr, size_t n)
+/* A write to the spill file failed with errno e. The file is removed at
+ * once (its space is wanted). For want of space (ENOSPC, EDQUOT): when the
+ * message is larger than the whole file system of LATTICE_TMP_DIR, no retry
+ * can ever hold it: its remaining bytes are only counted and it is skipped,
+ * reported, at its end (lt_sync_message_end); else the file system is full
+ * for now and the failure is temporary (the batch is fetched again). */
+static lt_err_t spill_failed(lt_sync_t *s, int e, char *errstr, size_t n)
 {
-    snprintf(s->path, sizeof(s->path), "%s/%sXXXXXX", s->env.tmp_dir ? s->env.tmp_dir : "/tmp",
-             s->env.spill_prefix ? s->env.spill_prefix : "lattice-msg-");
-    s->fd = mkstemp(s->path);
-    if (s->fd < 0)
-        return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "temp file in %s: %s", s->env.tmp_dir,
-                         strerror(errno));
-    const uint8_t *p = lt_buf_data(s->mem);
-    size_t left = lt_buf_len(s->mem);
+    const char *dir = s->env.tmp_dir ? s->env.tmp_dir : "/tmp";
+    uint64_t cap = 0;
+    struct statvfs v;
+    memset(&v, 0, sizeof(v));
+    if (fstatvfs(s->fd, &v) == 0) /* what the worker could use were it empty */
+        cap = ((uint64_t)v.f_bavail + v.f_blocks - v.f_bfree) * (uint64_t)v.f_frsize;
+    close(s->fd);
+    unlink(s->path);
+    s->fd = -1;
+    if (e != ENOSPC && e != EDQUOT)
+        return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "LATTICE_TMP_DIR %s: write %s: %s", dir,
+                         s->path, strerror(e));
+    lt_series_inc(s->env.metrics->tmp_full);
+    if (cap && s->size > cap) {
+        s->no_room = 1;
+        snprintf(s->no_room_why, sizeof(s->no_room_why),
+                 "message larger than the whole file system of LATTICE_TMP_DIR %s (%llu bytes; "
+                 "%llu bytes of the message so far): raise its size, then backfill",
+                 dir, (unsigned long long)cap, (unsigned long long)s->size);
+        lt_warn(&s->log, "message %s: %s (%s)", s->pmid, s->no_room_why, strerror(e));
+        return LT_OK;
+    }
+    return lt_seterr(errstr, n, LT_ERR_TEMPORARY,
+                     "LATTICE_TMP_DIR %s is full: write %s: %s (%llu of its %llu bytes free; "
+                     "message %s of at least %llu bytes retried)",
+                     dir, s->path, strerror(e), (unsigned long long)v.f_bavail * v.f_frsize,
+                     (unsigned long long)cap, s->pmid, (unsigned long long)s->size);
+}
+
+static lt_err_t write_all(lt_sync_t *s, const uint8_t *p, size_t left, char *errstr, size_t n)
+{
     while (left) {
         ssize_t w = write(s->fd, p, left);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "write %s: %s", s->path,
-                             strerror(errno));
+            return spill_failed(s, errno, errstr, n);
         }
         p += w;
         left -= (size_t)w;
     }
-    lt_buf_reset(s->mem);
     return LT_OK;
+}
+
+static lt_err_t spill(lt_sync_t *s, char *errstr, size_t n)
+{
+    const char *dir = s->env.tmp_dir ? s->env.tmp_dir : "/tmp";
+    snprintf(s->path, sizeof(s->path), "%s/%sXXXXXX", dir,
+             s->env.spill_prefix ? s->env.spill_prefix : "lattice-msg-");
+    s->fd = mkstemp(s->path);
+    if (s->fd < 0)
+        return lt_seterr(errstr, n, LT_ERR_TEMPORARY, "LATTICE_TMP_DIR %s: temp file: %s", dir,
+                         strerror(errno));
+    lt_err_t err = write_all(s, lt_buf_data(s->mem), lt_buf_len(s->mem), errstr, n);
+    lt_buf_reset(s->mem);
+    return err;
 }
 
 lt_err_t lt_sync_message_write(lt_sync_t *s, const void *data, size_t len, char *errstr,
@@ -221,26 +265,16 @@ lt_err_t lt_sync_message_write(lt_sync_t *s, const void *data, size_t len, char 
                          "message %s is larger than LATTICE_MAX_MESSAGE_BYTES (%llu)", s->pmid,
                          (unsigned long long)s->env.max_message_bytes);
     s->size += len;
+    if (s->no_room)
+        return LT_OK;
     if (s->fd < 0 && lt_buf_append(s->mem, data, len) == LT_OK)
         return LT_OK;
     if (s->fd < 0) {
         lt_err_t err = spill(s, errstr, errstr_size);
-        if (err)
+        if (err || s->no_room)
             return err;
     }
-    const uint8_t *p = data;
-    while (len) {
-        ssize_t w = write(s->fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "write %s: %s", s->path,
-                             strerror(errno));
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return LT_OK;
+    return write_all(s, data, len, errstr, errstr_size);
 }
 
 void lt_sync_message_abandon(lt_sync_t *s)
@@ -328,6 +362,13 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
 
     if (!s->in_message)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "end outside a message");
+    if (s->no_room) { /* nothing kept: reported, never published in part */
+        lt_series_inc(s->env.metrics->messages);
+        lt_series_add(s->env.metrics->message_bytes, (double)s->size);
+        lt_sync_skip_message(s, s->pmid, s->no_room_why);
+        lt_sync_message_reset(s);
+        return LT_OK;
+    }
     if (s->fd < 0 && s->env.s3_parallel > 1)
         return lt_sync_message_end_parallel(s, errstr, errstr_size);
     /* in order: what is still being stored goes first */

@@ -63,6 +63,7 @@ typedef struct {
     lt_series_t *attachments_ranged; /* published as a range of the .eml, no object */
     lt_series_t *messages_partial;  /* published with payload.parse_error set */
     lt_series_t *messages_skipped;  /* not published, reported (lt_sync_note_skipped) */
+    lt_series_t *tmp_full;          /* spill writes refused for want of space (ENOSPC, EDQUOT) */
     lt_series_t *changes[4]; /* mail.change.v1 events committed, by lt_change_kind_t */
 } lt_sync_metrics_t;
 

@@ -46,6 +46,10 @@ struct lt_sync_s {
     int fd; /* spill file, -1 none */
     char path[512];
     uint64_t size;
+    /* the message is larger than the whole file system of LATTICE_TMP_DIR:
+     * its bytes are counted, not kept, and it is skipped at its end */
+    int no_room;
+    char no_room_why[768];
 
     /* the open transaction */
     int txn_open;

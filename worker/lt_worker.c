@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -288,6 +289,13 @@ static void on_s3_stall(void *opaque, const char *what)
     lt_worker_obs_s3_stall(w->obs);
 }
 
+/* lt_s3's SlowDown callback (any slot or upload thread). */
+static void on_s3_slowdown(void *opaque, const char *what, int slowed)
+{
+    lt_worker_t *w = opaque;
+    lt_worker_obs_s3_slowdown(w->obs, what, slowed);
+}
+
 static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
 {
     const lt_config_t *cfg = s->w->cfg;
@@ -320,7 +328,9 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
                                             .low_speed_time_s = set->s3.low_speed_time_s,
                                             .low_speed_bytes = set->s3.low_speed_bytes,
                                             .on_stall = on_s3_stall,
-                                            .stall_opaque = s->w},
+                                            .stall_opaque = s->w,
+                                            .on_slowdown = on_s3_slowdown,
+                                            .slowdown_opaque = s->w},
                           errstr, n);
         if (!s->s3)
             return LT_ERR_FINAL;
@@ -1191,6 +1201,14 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     else if (spilled > 0)
         lt_info(NULL, "removed %d spill file(s) %s* left in %s", spilled, w->spill_prefix,
                 set->worker.tmp_dir);
+    struct statvfs tv;
+    if (!statvfs(set->worker.tmp_dir, &tv) &&
+        (uint64_t)tv.f_blocks * tv.f_frsize < (uint64_t)set->worker.max_message_bytes)
+        lt_warn(NULL,
+                "LATTICE_TMP_DIR %s holds %llu bytes in all, less than LATTICE_MAX_MESSAGE_BYTES "
+                "(%llu): a larger message is skipped and reported (docs/operations.md)",
+                set->worker.tmp_dir, (unsigned long long)tv.f_blocks * tv.f_frsize,
+                (unsigned long long)set->worker.max_message_bytes);
 
     if (!set->s3.access_key_id || !set->s3.secret_access_key) {
         lt_seterr(errstr, errstr_size, LT_ERR_INVALID,

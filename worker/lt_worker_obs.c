@@ -1,5 +1,6 @@
 #include "lt_worker_obs.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,9 @@ struct lt_worker_obs_s {
     lt_metric_t *p_done, *p_total, *p_rate, *p_eta;
     lt_metric_t *g_units, *g_quota, *g_cuts, *g_day, *g_alert, *g_paused;
     lt_series_t *g_share;
-    lt_series_t *s3_stalls;
+    lt_series_t *s3_stalls, *s3_slowdowns, *s3_slowed;
+    atomic_int s3_slowed_state;      /* 1 from a SlowDown answer to the next success */
+    atomic_llong s3_slowdowns_spell; /* SlowDown answers of the spell */
     lt_kafka_health_t *kafka_health;
     lt_series_t *k_up, *k_txn_up, *k_down_s, *k_errors, *k_outages;
     lt_series_t *dead_letters, *in_flight, *queued, *assigned, *ready, *paused, *pauses;
@@ -124,6 +127,14 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
         "S3 requests given up as stalled: under LATTICE_S3_LOW_SPEED_BYTES per second for "
         "LATTICE_S3_LOW_SPEED_TIME_S (a frozen or black-holed object store); retried.",
         NULL));
+    o->s3_slowdowns = lt_metric_series(lt_metrics_counter(
+        reg, "lattice_worker_s3_slowdowns_total",
+        "S3 answers asking to slow down (503 SlowDown or another 503): the request is sent "
+        "again after a backoff (up to 8 answers in a row, then the command is retried).",
+        NULL));
+    o->s3_slowed = lt_metric_series(lt_metrics_gauge(
+        reg, "lattice_worker_s3_slowed_down",
+        "1 from an S3 SlowDown answer until a request succeeds again, else 0.", NULL));
     o->k_up = lt_metric_series(lt_metrics_gauge(
         reg, "lattice_worker_kafka_brokers_up",
         "0 while every Kafka broker is unreachable (an _ALL_BROKERS_DOWN of any of the worker's "
@@ -255,6 +266,12 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
         "Messages not published and reported in the command result (skipped_ids): over "
         "LATTICE_MAX_MESSAGE_BYTES, gone, or no raw object or event could be stored.",
         "provider");
+    lt_metric_t *tmp_full = lt_metrics_counter(
+        reg, "lattice_worker_tmp_full_total",
+        "Writes of a message to LATTICE_TMP_DIR refused for want of space (ENOSPC, EDQUOT): "
+        "the batch is retried, or the message skipped when it is larger than the whole file "
+        "system.",
+        "provider");
     lt_metric_t *changes = lt_metrics_counter(
         reg, "lattice_worker_changes_published_total",
         "mail.change.v1 events committed (Kafka transaction), by kind: deleted, flags, labels, "
@@ -275,6 +292,7 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
             .attachments_ranged = lt_metric_get(ranged, p),
             .messages_partial = lt_metric_get(partial, p),
             .messages_skipped = lt_metric_get(skipped, p),
+            .tmp_full = lt_metric_get(tmp_full, p),
         };
         for (int k = 0; k < 4; k++)
             o->sm[i].changes[k] = lt_metric_get(changes, p, lt_change_kind_name((lt_change_kind_t)k));
@@ -351,6 +369,27 @@ void lt_worker_obs_s3_stall(lt_worker_obs_t *o)
 {
     if (o)
         lt_series_inc(o->s3_stalls);
+}
+
+void lt_worker_obs_s3_slowdown(lt_worker_obs_t *o, const char *what, int slowed)
+{
+    if (!o)
+        return;
+    if (slowed) {
+        lt_series_inc(o->s3_slowdowns);
+        atomic_fetch_add(&o->s3_slowdowns_spell, 1);
+        if (!atomic_exchange(&o->s3_slowed_state, 1)) {
+            lt_series_set(o->s3_slowed, 1);
+            lt_warn(NULL,
+                    "S3 asks to slow down (%s: 503 SlowDown): requests are backed off and sent "
+                    "again (lattice_worker_s3_slowdowns_total)",
+                    what);
+        }
+    } else if (atomic_exchange(&o->s3_slowed_state, 0)) {
+        lt_series_set(o->s3_slowed, 0);
+        lt_info(NULL, "S3 accepts requests again (%s) after %lld SlowDown answer(s)", what,
+                (long long)atomic_exchange(&o->s3_slowdowns_spell, 0));
+    }
 }
 
 void lt_worker_obs_dead_letter(lt_worker_obs_t *o)

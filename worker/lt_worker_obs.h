@@ -47,6 +47,9 @@ void lt_worker_obs_scope(lt_worker_obs_t *o, const lt_command_t *cmd, const char
                          lt_err_t err);
 /* An S3 request was given up as stalled (LATTICE_S3_LOW_SPEED_TIME_S). */
 void lt_worker_obs_s3_stall(lt_worker_obs_t *o);
+/* A SlowDown answer of the store (slowed 1: counted; the first of a spell is
+ * logged) or a success after one (slowed 0: the end of the spell, logged). */
+void lt_worker_obs_s3_slowdown(lt_worker_obs_t *o, const char *what, int slowed);
 /* A command was written to the dead-letter topic. */
 void lt_worker_obs_dead_letter(lt_worker_obs_t *o);
 /* Fetching from the command topic paused (1: the in-memory queue is full)

@@ -341,7 +341,9 @@ static const lt_setting_t k_settings[] = {
      .programs = W,
      .required = true,
      .group = "Worker",
-     .desc = "Where messages larger than 8 MiB are spooled while they are stored."},
+     .desc = "Where messages larger than 8 MiB are spooled while they are stored. Size it for "
+             "LATTICE_MAX_MESSAGE_BYTES per slot: when it is full the batch is retried; a "
+             "message larger than its whole file system is skipped and reported."},
     {.env = "LATTICE_SECRETS_DIR",
      LT_SET_FIELD_STRING(worker.secrets_dir),
      .programs = W | WA,

@@ -1,6 +1,7 @@
 #include "lt_s3.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,13 @@ struct lt_s3_s {
     long low_speed_time_s, low_speed_bytes;
     void (*on_stall)(void *, const char *);
     void *stall_opaque;
+    void (*on_slowdown)(void *, const char *, int);
+    void *slowdown_opaque;
+    int slowed;      /* a SlowDown answer since the last success */
+    unsigned jitter; /* state of the backoff's jitter */
+    /* the store's clock minus this host's, seconds: learnt from the Date of
+     * a RequestTimeTooSkewed refusal, added to the signed time */
+    int64_t skew_s;
     /* SigV4 signing key of one day (HMAC chain from the secret), kept so that
      * a request costs one HMAC for its signature */
     char skey_date[9];
@@ -63,6 +71,7 @@ typedef struct {
     char etag[LT_S3_ETAG_MAX];
     char meta_sha[LT_S3_SHA256_HEX];
     char code[64]; /* S3 error Code of a refusal */
+    time_t server_date; /* the answer's Date, 0 none */
 } req_t;
 
 static int valid_region(const char *r)
@@ -139,7 +148,9 @@ static lt_err_t sign(lt_s3_t *s3, const char *method, const char *url, const cha
     const char *region = s3->sigv4 + strlen("aws:amz:");
     int rlen = (int)(strlen(region) - strlen(":s3"));
 
-    time_t now = time(NULL);
+    /* the wall clock (SigV4 dates a request in Unix time), corrected by the
+     * store's own if it refused ours (perform()) */
+    time_t now = time(NULL) + (time_t)s3->skew_s;
     struct tm tm;
     char amzdate[17], day[9];
     gmtime_r(&now, &tm);
@@ -288,6 +299,9 @@ lt_s3_t *lt_s3_new(const lt_s3_config_t *cfg, char *errstr, size_t errstr_size)
     s3->low_speed_bytes = cfg->low_speed_bytes > 0 ? cfg->low_speed_bytes : 1;
     s3->on_stall = cfg->on_stall;
     s3->stall_opaque = cfg->stall_opaque;
+    s3->on_slowdown = cfg->on_slowdown;
+    s3->slowdown_opaque = cfg->slowdown_opaque;
+    s3->jitter = (unsigned)(uintptr_t)s3 ^ (unsigned)time(NULL);
     snprintf(s3->sigv4, sizeof(s3->sigv4), "aws:amz:%s:s3", region);
     if (parse_endpoint(s3, endpoint, cfg->addressing == LT_S3_PATH_STYLE, errstr, errstr_size) !=
         LT_OK) {
@@ -318,6 +332,10 @@ lt_s3_t *lt_s3_dup(const lt_s3_t *s3)
     d->low_speed_bytes = s3->low_speed_bytes;
     d->on_stall = s3->on_stall;
     d->stall_opaque = s3->stall_opaque;
+    d->on_slowdown = s3->on_slowdown;
+    d->slowdown_opaque = s3->slowdown_opaque;
+    d->skew_s = s3->skew_s;
+    d->jitter = (unsigned)(uintptr_t)d ^ (unsigned)time(NULL);
     d->curl = curl_easy_init();
     if (!d->curl) {
         lt_s3_destroy(d);
@@ -470,6 +488,7 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
         r->have_len = 0;
         r->etag[0] = 0;
         r->meta_sha[0] = 0;
+        r->server_date = 0;
         return n;
     }
     char *colon = strchr(line, ':');
@@ -500,6 +519,9 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
             v++;
         }
         snprintf(r->etag, sizeof(r->etag), "%s", v);
+    } else if (!strcasecmp(line, "Date")) {
+        time_t t = curl_getdate(v, NULL);
+        r->server_date = t > 0 ? t : 0;
     } else if (!strcasecmp(line, META_SHA256)) {
         if (strlen(v) == 64 && strspn(v, "0123456789abcdef") == 64)
             memcpy(r->meta_sha, v, LT_S3_SHA256_HEX);
@@ -574,9 +596,9 @@ static int stalled(const lt_s3_t *s3, CURL *c)
 
 /* Run one request. url: full URL. payload_sha: hex SHA-256 of the upload
  * (NULL: no upload). what: "PUT key" etc. for errstr. */
-static lt_err_t perform(lt_s3_t *s3, req_t *r, const char *url, const char *payload_sha,
-                        const char *content_type, const char *what, char *errstr,
-                        size_t errstr_size)
+static lt_err_t perform_once(lt_s3_t *s3, req_t *r, const char *url, const char *payload_sha,
+                             const char *content_type, const char *what, char *errstr,
+                             size_t errstr_size)
 {
     CURL *c = s3->curl;
     struct curl_slist *hdrs = NULL;
@@ -717,6 +739,85 @@ out:
     lt_buf_destroy(r->errbody);
     r->errbody = NULL;
     return err;
+}
+
+/* The request sent again: its upload from the start, no answer yet. */
+static void req_rewind(req_t *r)
+{
+    r->up_pos = 0;
+    r->read_errno = 0;
+    r->status = 0;
+    r->too_big = 0;
+    r->have_len = 0;
+    r->content_length = 0;
+    r->etag[0] = 0;
+    r->meta_sha[0] = 0;
+    r->code[0] = 0;
+    r->server_date = 0;
+    if (r->body)
+        lt_buf_reset(r->body);
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) && errno == EINTR) {
+    }
+}
+
+/* perform_once(), and again when the answer says how to do better:
+ * - RequestTimeTooSkewed (this host's clock is over 15 min off the store's,
+ *   e.g. stepped): once, signed with the time of the refusal's Date (what
+ *   the AWS SDKs do); the offset is kept for the handle's next requests and
+ *   learnt again when a later refusal shows the clock moved back;
+ * - SlowDown (the store sheds load; any 503 likewise): after a backoff, up
+ *   to LT_S3_SLOWDOWN_TRIES answers in a row (on_slowdown each time). */
+static lt_err_t perform(lt_s3_t *s3, req_t *r, const char *url, const char *payload_sha,
+                        const char *content_type, const char *what, char *errstr,
+                        size_t errstr_size)
+{
+    int skew_retried = 0, slow = 0;
+    for (;;) {
+        lt_err_t err =
+            perform_once(s3, r, url, payload_sha, content_type, what, errstr, errstr_size);
+        if (err == LT_ERR_TEMPORARY && !skew_retried && r->server_date &&
+            !strcmp(r->code, "RequestTimeTooSkewed")) {
+            int64_t skew = (int64_t)r->server_date - (int64_t)time(NULL);
+            lt_warn(NULL,
+                    "S3 %s: refused, RequestTimeTooSkewed: this host's clock is %+lld s off the "
+                    "store's (its Date); requests are signed with the store's time",
+                    what, (long long)skew);
+            s3->skew_s = skew;
+            skew_retried = 1;
+            req_rewind(r);
+            continue;
+        }
+        if (err == LT_ERR_TEMPORARY && (r->status == 503 || !strcmp(r->code, "SlowDown"))) {
+            s3->slowed = 1;
+            if (s3->on_slowdown)
+                s3->on_slowdown(s3->slowdown_opaque, what, 1);
+            if (++slow >= LT_S3_SLOWDOWN_TRIES) {
+                size_t l = errstr ? strlen(errstr) : 0;
+                if (errstr && l + 1 < errstr_size)
+                    snprintf(errstr + l, errstr_size - l, " (%d answers in a row)", slow);
+                return err;
+            }
+            int64_t ms = (int64_t)LT_S3_SLOWDOWN_BASE_MS << (slow - 1);
+            if (ms > LT_S3_SLOWDOWN_MAX_MS)
+                ms = LT_S3_SLOWDOWN_MAX_MS;
+            ms = ms / 2 + (int64_t)(rand_r(&s3->jitter) % (unsigned)(ms / 2 + 1));
+            lt_debug(NULL, "S3 %s: %s; sent again in %lld ms", what, errstr, (long long)ms);
+            sleep_ms(ms);
+            req_rewind(r);
+            continue;
+        }
+        if (err == LT_OK && s3->slowed) {
+            s3->slowed = 0;
+            if (s3->on_slowdown)
+                s3->on_slowdown(s3->slowdown_opaque, what, 0);
+        }
+        return err;
+    }
 }
 
 static lt_err_t object_url(lt_s3_t *s3, const char *key, lt_buf_t *url, char *errstr,

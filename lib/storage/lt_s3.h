@@ -68,7 +68,21 @@ typedef struct {
      * Copied by lt_s3_dup(). */
     void (*on_stall)(void *stall_opaque, const char *what);
     void *stall_opaque;
+    /* The store asks to slow down (503, or the S3 error code SlowDown): the
+     * request is sent again after a backoff (LT_S3_SLOWDOWN_TRIES answers
+     * in a row at most, then LT_ERR_TEMPORARY). Called (on the requesting
+     * thread) with slowed 1 for every such answer, with slowed 0 for the
+     * first request of this handle that succeeds after one; may be NULL.
+     * Copied by lt_s3_dup(). */
+    void (*on_slowdown)(void *slowdown_opaque, const char *what, int slowed);
+    void *slowdown_opaque;
 } lt_s3_config_t;
+
+/* SlowDown answers in a row before a request fails, and the backoff between
+ * them: 200 ms doubling to at most 6.4 s, with jitter (about 25 s in all). */
+#define LT_S3_SLOWDOWN_TRIES 8
+#define LT_S3_SLOWDOWN_BASE_MS 200
+#define LT_S3_SLOWDOWN_MAX_MS 6400
 
 /* A client of one bucket. NULL on bad settings (errstr says which). */
 lt_s3_t *lt_s3_new(const lt_s3_config_t *cfg, char *errstr, size_t errstr_size);
