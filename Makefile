@@ -19,7 +19,7 @@
 #   make bench-imap-changes  a quiet incremental sync of a 100k-message folder by change-tracking mode (docs/benchmarks.md)
 #   make bench  every benchmark with short settings, one summary table in bench/out/ (docs/benchmarks.md)
 #   make test-imap-10k  the worker IMAP edge-case test with a 10,000-message folder (make test uses 2,000)
-#   make soak       1-hour soak: 20 IMAP accounts, a message a second; RSS/fds/threads of each program (docs/soak.md; SOAK_FLAGS="--minutes 10")
+#   make soak       1-hour soak: 20 IMAP (IDLE) + 4 Gmail (push) accounts, new mail every second; RSS/fds/threads of each program (docs/soak.md; SOAK_FLAGS="--minutes 10")
 #   make image      build deploy/docker/Dockerfile with buildah: OCI archive + digest in build-image/ (docs/operations.md)
 #   make image-check  make image, then run lattice-migrate and the two-inbox demo's programs from the image against the stack
 #   make validate-deploy  render + validate deploy/ offline (k8s schemas, KEDA CRDs, Dockerfile, secrets)
