@@ -503,6 +503,17 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
                 lt_sync_abort(s);
                 goto retry;
             }
+            /* The next batch's UID FETCH goes out before this batch's
+             * checkpoint: its answer travels while Kafka and Postgres
+             * commit (one round trip to the server hidden per batch). A
+             * failure to send shows at that fetch. */
+            if (i + k < nuids) {
+                char e[256];
+                size_t k2 = nuids - (i + k) < batch ? nuids - (i + k) : batch;
+                if (lt_imap_uid_fetch_ahead(ss->c, uids + i + k, k2, track, e, sizeof(e)))
+                    lt_debug(lt_sync_log(s), "folder %s: next fetch not sent ahead: %s", folder,
+                             e);
+            }
             lt_watermark_t wm = {.uidvalidity = validity,
                                  .last_uid = uids[i + k - 1],
                                  .highestmodseq = next.highestmodseq,
