@@ -8,6 +8,8 @@
 
 #include <json-c/json.h>
 
+#include "lt_clock.h"
+
 void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     lt_dr_t *d = m->_private;
@@ -162,7 +164,12 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
     if (wm && (err = lt_watermark_to_json(provider, wm, wm_json, errstr, errstr_size)))
         return err;
     /* messages still being stored: their events first (or the batch fails) */
-    if ((err = lt_sync_up_collect(s, 1, 0, errstr, errstr_size))) {
+    lt_sync_timing_t *tm = &s->timing;
+    double t0 = lt_now_s(), t1;
+    tm->checkpoints++;
+    err = lt_sync_up_collect(s, 1, 0, errstr, errstr_size);
+    tm->up_wait += (t1 = lt_now_s()) - t0;
+    if (err) {
         lt_sync_abort(s);
         return err;
     }
@@ -209,17 +216,24 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
                                                          : s->marker_dr.first_err));
         goto abort;
     }
+    tm->flush += (t0 = lt_now_s()) - t1;
 
     /* (c) the in-doubt record */
     lt_watermark_pending_t p;
     memset(&p, 0, sizeof(p));
     int pending = wm || home;
     if (pending) {
-        /* the batch's known-set changes wait with its pending row */
-        err = lt_known_stage(s->env.db, &(lt_watermark_key_t){tenant, acct, scope, provider},
-                             s->known, errstr, errstr_size);
+        /* the batch's known-set changes wait with its pending row: one
+         * Postgres transaction, one round trip (pipelined) */
+        err = lt_db_begin_pipelined(s->env.db, errstr, errstr_size);
         if (err)
             goto abort;
+        err = lt_known_stage(s->env.db, &(lt_watermark_key_t){tenant, acct, scope, provider},
+                             s->known, errstr, errstr_size);
+        if (err) {
+            lt_db_rollback(s->env.db);
+            goto abort;
+        }
         if (wm)
             p.wm = *wm;
         p.no_wm = !wm;
@@ -234,9 +248,15 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
         err = lt_watermark_pending_put(s->env.db,
                                        &(lt_watermark_key_t){tenant, acct, scope, provider}, &p,
                                        errstr, errstr_size);
-        if (err)
+        if (!err)
+            err = lt_db_commit(s->env.db, errstr, errstr_size);
+        if (err) {
+            lt_db_rollback(s->env.db);
             goto abort;
+        }
     }
+
+    tm->pending += (t1 = lt_now_s()) - t0;
 
     /* (d) commit */
     rd_kafka_error_t *e;
@@ -275,6 +295,7 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
         }
         return err;
     }
+    tm->commit += (t0 = lt_now_s()) - t1;
     s->txn_open = 0;
     lt_series_add(s->env.metrics->events, (double)(s->uncommitted - lt_sync_changes_open(s)));
     s->uncommitted = 0;
@@ -293,15 +314,15 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
 
     /* (e) apply */
     if (pending) {
-        int stored = 0;
         err = lt_watermark_pending_apply(s->env.db,
                                          &(lt_watermark_key_t){tenant, acct, scope, provider}, &p,
-                                         &stored, errstr, errstr_size);
+                                         NULL, errstr, errstr_size);
         if (err) {
             s->in_doubt = 1; /* committed: recovery applies it, nobody redoes it */
             return err;
         }
     }
+    tm->apply += lt_now_s() - t0;
     return LT_OK;
 abort:
     lt_sync_abort(s);

@@ -27,6 +27,18 @@ typedef struct {
     int64_t offset;
 } lt_dr_t;
 
+/* Where a command's wall time went, seconds (logged at its end). */
+typedef struct {
+    double t0;        /* lt_now_s() at lt_sync_new */
+    double slot_wait; /* the reader waiting for room in the upload queue */
+    double up_wait;   /* a checkpoint waiting for the batch's last uploads */
+    double flush;     /* marker produced, every event acknowledged */
+    double pending;   /* the in-doubt row (and known-set changes) */
+    double commit;    /* commit_transaction */
+    double apply;     /* the watermark applied */
+    int checkpoints;
+} lt_sync_timing_t;
+
 struct lt_sync_s {
     lt_sync_env_t env;
     const lt_account_t *account;
@@ -86,6 +98,7 @@ struct lt_sync_s {
     int64_t scope_messages0; /* messages when the current scope started */
 
     struct uploader_s *up; /* parallel uploads, NULL until the first */
+    lt_sync_timing_t timing;
 };
 
 /* lt_sync.c */

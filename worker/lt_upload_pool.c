@@ -442,7 +442,9 @@ lt_err_t lt_sync_message_end_parallel(lt_sync_t *s, char *errstr, size_t n)
             bytes += j->obj[i].len;
 
     /* room: publish finished messages, wait while over the caps */
+    double t0 = lt_now_s();
     err = lt_sync_up_collect(s, 0, bytes, errstr, n);
+    s->timing.slot_wait += lt_now_s() - t0;
     if (err)
         goto out;
     pthread_mutex_lock(&u->mu);
