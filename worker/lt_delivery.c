@@ -28,7 +28,8 @@ void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 
 void lt_sync_abort(lt_sync_t *s)
 {
-    lt_sync_up_discard(s); /* their events were never produced */
+    s->deferred.active = 0; /* its batch goes with the rest */
+    lt_sync_up_discard(s);  /* their events were never produced */
     if (s->txn_open) {
         /* A producer to be replaced is not asked: the new one's
          * init_transactions() aborts the open transaction. */
@@ -149,9 +150,71 @@ lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_
                                      errstr_size);
 }
 
+static lt_err_t checkpoint_do(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
+                              int resync, lt_cursor_home_t home, const char *cursor,
+                              char *errstr, size_t errstr_size);
+
 lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
                                    int resync, lt_cursor_home_t home, const char *cursor,
                                    char *errstr, size_t errstr_size)
+{
+    lt_err_t err = lt_sync_checkpoint_flush(s, errstr, errstr_size);
+    if (!err)
+        err = checkpoint_do(s, scope, wm, resync, home, cursor, errstr, errstr_size);
+    return err;
+}
+
+lt_err_t lt_sync_checkpoint_defer(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
+                                  int resync, lt_cursor_home_t home, const char *cursor,
+                                  char *errstr, size_t errstr_size)
+{
+    lt_err_t err = lt_sync_checkpoint_flush(s, errstr, errstr_size);
+    if (err)
+        return err;
+    if (strlen(scope) >= sizeof(s->deferred.scope) ||
+        (cursor && strlen(cursor) >= LT_WATERMARK_CURSOR_MAX))
+        return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "deferred checkpoint: scope or "
+                                                            "cursor too long");
+    snprintf(s->deferred.scope, sizeof(s->deferred.scope), "%s", scope);
+    s->deferred.have_wm = wm != NULL;
+    if (wm)
+        s->deferred.wm = *wm;
+    s->deferred.resync = resync;
+    s->deferred.home = home;
+    s->deferred.have_cursor = cursor != NULL;
+    snprintf(s->deferred.cursor, sizeof(s->deferred.cursor), "%s", cursor ? cursor : "");
+    s->deferred.fence = lt_sync_up_last_seq(s);
+    s->deferred.active = 1;
+    return LT_OK;
+}
+
+lt_err_t lt_sync_checkpoint_flush(lt_sync_t *s, char *errstr, size_t errstr_size)
+{
+    if (!s->deferred.active)
+        return LT_OK;
+    /* (the fence holds while it runs: it publishes up to it; a failure
+     * aborts, which drops the fence) */
+    lt_err_t err = checkpoint_do(s, s->deferred.scope, s->deferred.have_wm ? &s->deferred.wm : NULL,
+                                 s->deferred.resync, s->deferred.home,
+                                 s->deferred.have_cursor ? s->deferred.cursor : NULL, errstr,
+                                 errstr_size);
+    s->deferred.active = 0;
+    return err;
+}
+
+int lt_sync_checkpoint_pending(const lt_sync_t *s)
+{
+    return s->deferred.active;
+}
+
+int64_t lt_sync_checkpoints_ok(const lt_sync_t *s)
+{
+    return s->checkpoints_ok;
+}
+
+static lt_err_t checkpoint_do(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
+                              int resync, lt_cursor_home_t home, const char *cursor,
+                              char *errstr, size_t errstr_size)
 {
     lt_err_t err;
     if (cursor && strlen(cursor) >= LT_WATERMARK_CURSOR_MAX)
@@ -194,8 +257,10 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
             err = lt_watermark_cursor_set(s->env.db,
                                           &(lt_watermark_key_t){tenant, acct, scope, provider},
                                           home, lt_command_id(s->cmd), cursor, errstr, errstr_size);
-        if (!err)
+        if (!err) {
             counts_durable(s); /* skipped ones only: the connector moves past them */
+            s->checkpoints_ok++;
+        }
         return err;
     }
 
@@ -323,6 +388,7 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
         }
     }
     tm->apply += lt_now_s() - t0;
+    s->checkpoints_ok++;
     return LT_OK;
 abort:
     lt_sync_abort(s);

@@ -342,8 +342,9 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
         return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "end outside a message");
     if (s->fd < 0 && s->env.s3_parallel > 1)
         return lt_sync_message_end_parallel(s, errstr, errstr_size);
-    /* in order: what is still being stored goes first */
-    if ((err = lt_sync_up_collect(s, 1, 0, errstr, errstr_size))) {
+    /* in order: a deferred checkpoint, then what is still being stored */
+    if ((err = lt_sync_checkpoint_flush(s, errstr, errstr_size)) ||
+        (err = lt_sync_up_collect(s, 1, 0, errstr, errstr_size))) {
         lt_sync_message_reset(s);
         return err;
     }

@@ -99,6 +99,19 @@ struct lt_sync_s {
 
     struct uploader_s *up; /* parallel uploads, NULL until the first */
     lt_sync_timing_t timing;
+    /* lt_sync_checkpoint_defer(): its arguments, and the fence (the last
+     * upload job it covers: later jobs' events wait for it). */
+    struct {
+        int active;
+        char scope[1024];
+        lt_watermark_t wm;
+        int have_wm, resync;
+        lt_cursor_home_t home;
+        char cursor[LT_WATERMARK_CURSOR_MAX];
+        int have_cursor;
+        uint64_t fence;
+    } deferred;
+    int64_t checkpoints_ok; /* lt_sync_checkpoints_ok() */
 };
 
 /* lt_sync.c */
@@ -136,5 +149,7 @@ void lt_sync_up_destroy(lt_sync_t *s);
 void lt_sync_up_discard(lt_sync_t *s);
 lt_err_t lt_sync_up_collect(lt_sync_t *s, int all, size_t room, char *errstr, size_t n);
 lt_err_t lt_sync_message_end_parallel(lt_sync_t *s, char *errstr, size_t n);
+/* The sequence number of the last upload job queued (0: none yet). */
+uint64_t lt_sync_up_last_seq(const lt_sync_t *s);
 
 #endif
