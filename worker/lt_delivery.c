@@ -8,6 +8,8 @@
 
 #include <json-c/json.h>
 
+#include "lt_clock.h"
+
 void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     lt_dr_t *d = m->_private;
@@ -26,7 +28,8 @@ void lt_sync_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 
 void lt_sync_abort(lt_sync_t *s)
 {
-    lt_sync_up_discard(s); /* their events were never produced */
+    s->deferred.active = 0; /* its batch goes with the rest */
+    lt_sync_up_discard(s);  /* their events were never produced */
     if (s->txn_open) {
         /* A producer to be replaced is not asked: the new one's
          * init_transactions() aborts the open transaction. */
@@ -147,9 +150,71 @@ lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_
                                      errstr_size);
 }
 
+static lt_err_t checkpoint_do(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
+                              int resync, lt_cursor_home_t home, const char *cursor,
+                              char *errstr, size_t errstr_size);
+
 lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
                                    int resync, lt_cursor_home_t home, const char *cursor,
                                    char *errstr, size_t errstr_size)
+{
+    lt_err_t err = lt_sync_checkpoint_flush(s, errstr, errstr_size);
+    if (!err)
+        err = checkpoint_do(s, scope, wm, resync, home, cursor, errstr, errstr_size);
+    return err;
+}
+
+lt_err_t lt_sync_checkpoint_defer(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
+                                  int resync, lt_cursor_home_t home, const char *cursor,
+                                  char *errstr, size_t errstr_size)
+{
+    lt_err_t err = lt_sync_checkpoint_flush(s, errstr, errstr_size);
+    if (err)
+        return err;
+    if (strlen(scope) >= sizeof(s->deferred.scope) ||
+        (cursor && strlen(cursor) >= LT_WATERMARK_CURSOR_MAX))
+        return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "deferred checkpoint: scope or "
+                                                            "cursor too long");
+    snprintf(s->deferred.scope, sizeof(s->deferred.scope), "%s", scope);
+    s->deferred.have_wm = wm != NULL;
+    if (wm)
+        s->deferred.wm = *wm;
+    s->deferred.resync = resync;
+    s->deferred.home = home;
+    s->deferred.have_cursor = cursor != NULL;
+    snprintf(s->deferred.cursor, sizeof(s->deferred.cursor), "%s", cursor ? cursor : "");
+    s->deferred.fence = lt_sync_up_last_seq(s);
+    s->deferred.active = 1;
+    return LT_OK;
+}
+
+lt_err_t lt_sync_checkpoint_flush(lt_sync_t *s, char *errstr, size_t errstr_size)
+{
+    if (!s->deferred.active)
+        return LT_OK;
+    /* (the fence holds while it runs: it publishes up to it; a failure
+     * aborts, which drops the fence) */
+    lt_err_t err = checkpoint_do(s, s->deferred.scope, s->deferred.have_wm ? &s->deferred.wm : NULL,
+                                 s->deferred.resync, s->deferred.home,
+                                 s->deferred.have_cursor ? s->deferred.cursor : NULL, errstr,
+                                 errstr_size);
+    s->deferred.active = 0;
+    return err;
+}
+
+int lt_sync_checkpoint_pending(const lt_sync_t *s)
+{
+    return s->deferred.active;
+}
+
+int64_t lt_sync_checkpoints_ok(const lt_sync_t *s)
+{
+    return s->checkpoints_ok;
+}
+
+static lt_err_t checkpoint_do(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
+                              int resync, lt_cursor_home_t home, const char *cursor,
+                              char *errstr, size_t errstr_size)
 {
     lt_err_t err;
     if (cursor && strlen(cursor) >= LT_WATERMARK_CURSOR_MAX)
@@ -162,7 +227,12 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
     if (wm && (err = lt_watermark_to_json(provider, wm, wm_json, errstr, errstr_size)))
         return err;
     /* messages still being stored: their events first (or the batch fails) */
-    if ((err = lt_sync_up_collect(s, 1, 0, errstr, errstr_size))) {
+    lt_sync_timing_t *tm = &s->timing;
+    double t0 = lt_now_s(), t1;
+    tm->checkpoints++;
+    err = lt_sync_up_collect(s, 1, 0, errstr, errstr_size);
+    tm->up_wait += (t1 = lt_now_s()) - t0;
+    if (err) {
         lt_sync_abort(s);
         return err;
     }
@@ -187,8 +257,10 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
             err = lt_watermark_cursor_set(s->env.db,
                                           &(lt_watermark_key_t){tenant, acct, scope, provider},
                                           home, lt_command_id(s->cmd), cursor, errstr, errstr_size);
-        if (!err)
+        if (!err) {
             counts_durable(s); /* skipped ones only: the connector moves past them */
+            s->checkpoints_ok++;
+        }
         return err;
     }
 
@@ -209,17 +281,24 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
                                                          : s->marker_dr.first_err));
         goto abort;
     }
+    tm->flush += (t0 = lt_now_s()) - t1;
 
     /* (c) the in-doubt record */
     lt_watermark_pending_t p;
     memset(&p, 0, sizeof(p));
     int pending = wm || home;
     if (pending) {
-        /* the batch's known-set changes wait with its pending row */
-        err = lt_known_stage(s->env.db, &(lt_watermark_key_t){tenant, acct, scope, provider},
-                             s->known, errstr, errstr_size);
+        /* the batch's known-set changes wait with its pending row: one
+         * Postgres transaction, one round trip (pipelined) */
+        err = lt_db_begin_pipelined(s->env.db, errstr, errstr_size);
         if (err)
             goto abort;
+        err = lt_known_stage(s->env.db, &(lt_watermark_key_t){tenant, acct, scope, provider},
+                             s->known, errstr, errstr_size);
+        if (err) {
+            lt_db_rollback(s->env.db);
+            goto abort;
+        }
         if (wm)
             p.wm = *wm;
         p.no_wm = !wm;
@@ -234,9 +313,15 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
         err = lt_watermark_pending_put(s->env.db,
                                        &(lt_watermark_key_t){tenant, acct, scope, provider}, &p,
                                        errstr, errstr_size);
-        if (err)
+        if (!err)
+            err = lt_db_commit(s->env.db, errstr, errstr_size);
+        if (err) {
+            lt_db_rollback(s->env.db);
             goto abort;
+        }
     }
+
+    tm->pending += (t1 = lt_now_s()) - t0;
 
     /* (d) commit */
     rd_kafka_error_t *e;
@@ -275,6 +360,7 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
         }
         return err;
     }
+    tm->commit += (t0 = lt_now_s()) - t1;
     s->txn_open = 0;
     lt_series_add(s->env.metrics->events, (double)(s->uncommitted - lt_sync_changes_open(s)));
     s->uncommitted = 0;
@@ -293,15 +379,16 @@ lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_wat
 
     /* (e) apply */
     if (pending) {
-        int stored = 0;
         err = lt_watermark_pending_apply(s->env.db,
                                          &(lt_watermark_key_t){tenant, acct, scope, provider}, &p,
-                                         &stored, errstr, errstr_size);
+                                         NULL, errstr, errstr_size);
         if (err) {
             s->in_doubt = 1; /* committed: recovery applies it, nobody redoes it */
             return err;
         }
     }
+    tm->apply += lt_now_s() - t0;
+    s->checkpoints_ok++;
     return LT_OK;
 abort:
     lt_sync_abort(s);

@@ -30,6 +30,7 @@ lt_sync_t *lt_sync_new(const lt_sync_env_t *env, const lt_account_t *account,
         s->env.metrics = &k_no_metrics;
     s->progress_total = -1;
     s->started_ms = s->progress_last_ms = lt_now_ms();
+    s->timing.t0 = lt_now_s();
     s->skipped_ids = lt_buf_new(LT_SYNC_SKIPPED_IDS_MAX);
     s->expunged_ids = lt_buf_new(LT_SYNC_SKIPPED_IDS_MAX);
     s->known = lt_known_delta_new();
@@ -62,6 +63,17 @@ void lt_sync_destroy(lt_sync_t *s)
     lt_sync_message_reset(s);
     lt_sync_abort(s);
     lt_sync_up_destroy(s);
+    const lt_sync_timing_t *t = &s->timing;
+    if (t->checkpoints) {
+        double all = lt_now_s() - t->t0;
+        double rest = all - t->slot_wait - t->up_wait - t->flush - t->pending - t->commit - t->apply;
+        lt_info(&s->log,
+                "timing: %.2f s, %d checkpoint(s); waiting for upload slots %.2f s, for a "
+                "batch's last uploads %.2f s; Kafka flush %.2f s, pending row %.2f s, Kafka "
+                "commit %.2f s, watermark %.2f s; the rest (fetch, parse, heartbeats) %.2f s",
+                all, t->checkpoints, t->slot_wait, t->up_wait, t->flush, t->pending, t->commit,
+                t->apply, rest);
+    }
     lt_buf_destroy(s->mem);
     lt_buf_destroy(s->skipped_ids);
     lt_buf_destroy(s->expunged_ids);
@@ -371,8 +383,9 @@ lt_err_t lt_sync_message_end(lt_sync_t *s, char *errstr, size_t errstr_size)
     }
     if (s->fd < 0 && s->env.s3_parallel > 1)
         return lt_sync_message_end_parallel(s, errstr, errstr_size);
-    /* in order: what is still being stored goes first */
-    if ((err = lt_sync_up_collect(s, 1, 0, errstr, errstr_size))) {
+    /* in order: a deferred checkpoint, then what is still being stored */
+    if ((err = lt_sync_checkpoint_flush(s, errstr, errstr_size)) ||
+        (err = lt_sync_up_collect(s, 1, 0, errstr, errstr_size))) {
         lt_sync_message_reset(s);
         return err;
     }

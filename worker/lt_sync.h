@@ -183,6 +183,24 @@ lt_err_t lt_sync_checkpoint(lt_sync_t *s, const char *scope, const lt_watermark_
 lt_err_t lt_sync_checkpoint_cursor(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
                                    int resync, lt_cursor_home_t home, const char *cursor,
                                    char *errstr, size_t errstr_size);
+/* The same checkpoint, performed later, so that the connector can read the
+ * next batch meanwhile: it covers everything given so far (the "fence").
+ * Messages given after it are parsed and stored at once, but their events
+ * wait: the deferred checkpoint is performed by lt_sync_checkpoint_flush(),
+ * by the next checkpoint (deferred or not), or first thing by
+ * lt_sync_message_end() of a message that must be published in order (one
+ * spilled to a file). Its error comes from whichever call performs it.
+ * Meanwhile the connector publishes nothing itself (no lt_sync_change(),
+ * no lt_sync_note_skipped(): it keeps them until the checkpoint is done,
+ * lt_sync_checkpoint_pending() == 0). An abort drops it with the rest. */
+lt_err_t lt_sync_checkpoint_defer(lt_sync_t *s, const char *scope, const lt_watermark_t *wm,
+                                  int resync, lt_cursor_home_t home, const char *cursor,
+                                  char *errstr, size_t errstr_size);
+lt_err_t lt_sync_checkpoint_flush(lt_sync_t *s, char *errstr, size_t errstr_size);
+int lt_sync_checkpoint_pending(const lt_sync_t *s);
+/* Checkpoints that succeeded so far (deferred or not). */
+int64_t lt_sync_checkpoints_ok(const lt_sync_t *s);
+
 /* --- mailbox changes (docs/events.md, mail.change.v1) -------------------
  * Non-zero when the command's account tracks changes of `scope`: the env's
  * track_changes, unless the account's config_json turns it off:

@@ -114,6 +114,18 @@ void lt_sync_imap_message_id(const char *folder, uint32_t uidvalidity, uint32_t 
     snprintf(out, outsz, "%s;UIDVALIDITY=%u;UID=%u", folder, uidvalidity, uid);
 }
 
+/* A skipped message or a new message's flags met while the previous
+ * batch's checkpoint is deferred (lt_sync_checkpoint_pending): kept, and
+ * done once that checkpoint is, so that they count and are published with
+ * their own batch. */
+typedef struct {
+    uint32_t uid;
+    int flags;     /* 1: text is the canonical flags; 0: a skip, text its reason */
+    lt_err_t why;  /* a skip */
+    int64_t modseq;
+    char *text;
+} later_t;
+
 typedef struct {
     lt_sync_t *s;
     const char *folder;
@@ -126,11 +138,52 @@ typedef struct {
     size_t durable_len;
     int64_t skipped_before; /* lt_sync_skipped() when the message began */
     uint32_t published_uid; /* the message just published (its flags follow) */
+    later_t *later;
+    size_t nlater, later_cap;
 } fetch_ctx_t;
+
+static void later_drop(fetch_ctx_t *f)
+{
+    for (size_t i = 0; i < f->nlater; i++)
+        free(f->later[i].text);
+    f->nlater = 0;
+}
+
+static void later_add(fetch_ctx_t *f, later_t l)
+{
+    if (f->nlater == f->later_cap) {
+        f->later_cap = f->later_cap ? 2 * f->later_cap : 16;
+        f->later = lt_xrealloc(f->later, f->later_cap * sizeof(*f->later));
+    }
+    f->later[f->nlater++] = l;
+}
+
+static void skipped_now(fetch_ctx_t *f, uint32_t uid, lt_err_t why, const char *reason);
+static lt_err_t flags_now(fetch_ctx_t *f, uint32_t uid, const char *canon, uint64_t modseq);
+
+/* What was kept while a checkpoint was deferred, once it is done. */
+static lt_err_t later_run(fetch_ctx_t *f)
+{
+    lt_err_t err = LT_OK;
+    for (size_t i = 0; i < f->nlater && !err; i++) {
+        later_t *l = &f->later[i];
+        if (l->flags)
+            err = flags_now(f, l->uid, l->text, (uint64_t)l->modseq);
+        else
+            skipped_now(f, l->uid, l->why, l->text);
+    }
+    later_drop(f);
+    return err;
+}
 
 static lt_err_t cb_begin(void *opaque, uint32_t uid, uint64_t size, int64_t internaldate_ms)
 {
     fetch_ctx_t *f = opaque;
+    if (f->nlater && !lt_sync_checkpoint_pending(f->s)) {
+        lt_err_t err = later_run(f);
+        if (err)
+            return err;
+    }
     char pmid[1200];
     lt_sync_imap_message_id(f->folder, f->uidvalidity, uid, pmid, sizeof(pmid));
     f->last_uid = uid;
@@ -155,6 +208,14 @@ static lt_err_t cb_end(void *opaque)
     return err;
 }
 
+static lt_err_t flags_now(fetch_ctx_t *f, uint32_t uid, const char *canon, uint64_t modseq)
+{
+    char pmid[1200];
+    lt_sync_imap_message_id(f->folder, f->uidvalidity, uid, pmid, sizeof(pmid));
+    return lt_imap_publish_flags(f->s, f->folder, pmid, canon, modseq ? (int64_t)modseq : -1,
+                                 f->err, sizeof(f->err));
+}
+
 /* A new message's flags, right after its raw event: its first state. */
 static lt_err_t cb_flags(void *opaque, uint32_t uid, const char *const *flags, size_t nflags,
                          uint64_t modseq)
@@ -163,11 +224,14 @@ static lt_err_t cb_flags(void *opaque, uint32_t uid, const char *const *flags, s
     if (uid != f->published_uid)
         return LT_OK; /* not published (skipped) */
     f->published_uid = 0;
-    char pmid[1200];
-    lt_sync_imap_message_id(f->folder, f->uidvalidity, uid, pmid, sizeof(pmid));
     char *canon = lt_imap_flags_canon(flags, nflags);
-    lt_err_t err = lt_imap_publish_flags(f->s, f->folder, pmid, canon,
-                                         modseq ? (int64_t)modseq : -1, f->err, sizeof(f->err));
+    if (lt_sync_checkpoint_pending(f->s)) {
+        later_add(f, (later_t){.uid = uid, .flags = 1, .modseq = (int64_t)modseq, .text = canon});
+        return LT_OK;
+    }
+    lt_err_t err = later_run(f);
+    if (!err)
+        err = flags_now(f, uid, canon, modseq);
     free(canon);
     return err;
 }
@@ -175,6 +239,17 @@ static lt_err_t cb_flags(void *opaque, uint32_t uid, const char *const *flags, s
 static void cb_skipped(void *opaque, uint32_t uid, lt_err_t why, const char *reason)
 {
     fetch_ctx_t *f = opaque;
+    /* (in order behind what is kept: this callback cannot return the error
+     * of a kept flags event; cb_begin, cb_flags and the batch's end can) */
+    if (lt_sync_checkpoint_pending(f->s) || f->nlater) {
+        later_add(f, (later_t){.uid = uid, .why = why, .text = lt_xstrdup(reason ? reason : "")});
+        return;
+    }
+    skipped_now(f, uid, why, reason);
+}
+
+static void skipped_now(fetch_ctx_t *f, uint32_t uid, lt_err_t why, const char *reason)
+{
     char pmid[1200];
     lt_sync_imap_message_id(f->folder, f->uidvalidity, uid, pmid, sizeof(pmid));
     if (why == LT_ERR_NOT_FOUND) { /* UID SEARCH confirmed it is gone */
@@ -485,51 +560,115 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
         lt_command_heartbeat(db, lt_command_id(lt_sync_command(s)), &prog, NULL, 0);
 
         size_t batch = (size_t)lt_sync_batch_messages(s);
-        for (size_t i = 0; i < nuids; i += batch) {
+        /* Each batch's checkpoint is deferred until the next batch is read
+         * (lt_sync_checkpoint_defer): its last uploads, the Kafka commit and
+         * the watermark overlap the next fetch and its uploads instead of
+         * stalling them. What the deferred one makes durable: */
+        struct {
+            int on;
+            int64_t ok_before; /* lt_sync_checkpoints_ok() when it was deferred */
+            uint32_t last_uid;
+            uint64_t skipped;
+            size_t skipped_len;
+            int chg;
+        } dcp = {0};
+        for (size_t i = 0, k = 0;; i += k) {
             if (lt_sync_cancelled(s)) {
+                /* what was read is committed first, as before the deferral */
+                char e[256];
+                (void)lt_sync_checkpoint_flush(s, e, sizeof(e));
+                later_drop(&f);
                 err = lt_seterr(errstr, n, LT_ERR_TEMPORARY, "cancelled (shutdown or revoke)");
                 goto out;
             }
-            size_t k = nuids - i < batch ? nuids - i : batch;
+            k = nuids - i < batch ? nuids - i : batch; /* 0: only the last checkpoint */
             f.last_uid = 0;
-            err = lt_imap_uid_fetch(ss->c, uids + i, k,
-                                    &(lt_imap_fetch_cb_t){cb_begin, cb_data, cb_end, cb_skipped,
-                                                          &f, track ? cb_flags : NULL},
-                                    errstr, n);
+            err = LT_OK;
+            if (k)
+                err = lt_imap_uid_fetch(ss->c, uids + i, k,
+                                        &(lt_imap_fetch_cb_t){cb_begin, cb_data, cb_end,
+                                                              cb_skipped, &f,
+                                                              track ? cb_flags : NULL},
+                                        errstr, n);
+            if (k && !err && i + k < nuids) {
+                /* the next batch's UID FETCH goes out before the
+                 * checkpoint: its answer travels meanwhile (a failure to
+                 * send shows at that fetch) */
+                char e[256];
+                size_t k2 = nuids - (i + k) < batch ? nuids - (i + k) : batch;
+                if (lt_imap_uid_fetch_ahead(ss->c, uids + i + k, k2, track, e, sizeof(e)))
+                    lt_debug(lt_sync_log(s), "folder %s: next fetch not sent ahead: %s", folder,
+                             e);
+            }
+            /* the previous batch's checkpoint: now (or already done by a
+             * message published in order during the fetch). A failed fetch
+             * does not hold it back (its messages are behind the fence):
+             * the batch before commits, as it did before the deferral. */
+            lt_err_t cerr = LT_OK;
             if (err) {
+                char e[256];
                 if (f.err[0])
                     snprintf(errstr, n, "%s", f.err);
                 lt_sync_message_abandon(s);
-                lt_sync_abort(s);
+                if (lt_sync_checkpoint_flush(s, e, sizeof(e)))
+                    lt_warn(lt_sync_log(s), "folder %s: checkpoint after a failed fetch: %s",
+                            folder, e);
+            } else {
+                cerr = lt_sync_checkpoint_flush(s, errstr, n);
+            }
+            if (dcp.on && lt_sync_checkpoints_ok(s) > dcp.ok_before) {
+                /* committed (even if the fetch failed after it) */
+                if (dcp.chg && chg == 1)
+                    chg = 2;
+                f.durable_skipped = dcp.skipped;
+                f.durable_len = dcp.skipped_len;
+                resync = 0;
+                durable = dcp.last_uid;
+                dcp.on = 0;
+                lt_command_progress_t pr = {lt_sync_messages(s), lt_sync_bytes(s),
+                                            lt_sync_progress_done(s), lt_sync_progress_total(s)};
+                lt_command_heartbeat(db, lt_command_id(lt_sync_command(s)), &pr, NULL, 0);
+            }
+            if (cerr) { /* the checkpoint aborted, or left its batch in doubt */
+                later_drop(&f);
+                err = cerr;
                 goto retry;
             }
+            if (!err && (err = later_run(&f)))
+                snprintf(errstr, n, "%s", f.err);
+            if (err) {
+                later_drop(&f);
+                lt_sync_message_abandon(s);
+                if (!lt_sync_in_doubt(s))
+                    lt_sync_abort(s);
+                goto retry;
+            }
+            if (!k)
+                break;
             lt_watermark_t wm = {.uidvalidity = validity,
                                  .last_uid = uids[i + k - 1],
                                  .highestmodseq = next.highestmodseq,
                                  .flags_scanned_at = next.flags_scanned_at};
+            dcp.ok_before = lt_sync_checkpoints_ok(s);
             if (backfill) {
                 /* the backfill's position moves with the batch (command row) */
                 char cur[128];
                 snprintf(cur, sizeof(cur),
                          "{\"uidvalidity\": %u, \"last_uid\": %u, \"done\": %lld}", validity,
                          uids[i + k - 1], (long long)lt_sync_progress_done(s));
-                err = lt_sync_checkpoint_cursor(s, folder, NULL, 0, LT_CURSOR_COMMAND, cur, errstr,
-                                                n);
+                err = lt_sync_checkpoint_defer(s, folder, NULL, 0, LT_CURSOR_COMMAND, cur, errstr,
+                                               n);
             } else {
-                err = lt_sync_checkpoint(s, folder, &wm, resync, errstr, n);
+                err = lt_sync_checkpoint_defer(s, folder, &wm, resync, LT_CURSOR_NONE, NULL,
+                                               errstr, n);
             }
             if (err)
                 goto retry;
-            if (chg == 1)
-                chg = 2;
-            f.durable_skipped = f.skipped;
-            f.durable_len = lt_buf_len(f.skipped_uids);
-            resync = 0;
-            durable = uids[i + k - 1];
-            prog.messages = lt_sync_messages(s);
-            prog.bytes = lt_sync_bytes(s);
-            prog.progress_done = lt_sync_progress_done(s);
-            lt_command_heartbeat(db, lt_command_id(lt_sync_command(s)), &prog, NULL, 0);
+            dcp.on = 1;
+            dcp.last_uid = uids[i + k - 1];
+            dcp.skipped = f.skipped;
+            dcp.skipped_len = lt_buf_len(f.skipped_uids);
+            dcp.chg = chg == 1;
         }
         if (!backfill && nuids == 0 &&
             (resync || durable == 0 || chg == 1 ||
@@ -561,6 +700,7 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
         lt_warn(lt_sync_log(s), "folder %s: %s; reconnecting (attempt %d), resuming after UID %u",
                 folder, errstr, reconnects, durable);
         f.skipped = f.durable_skipped; /* the batch is fetched again: its skips too */
+        later_drop(&f);
         lt_buf_truncate(f.skipped_uids, f.durable_len);
         session_drop(ss);
         first = first && !validity;
@@ -576,6 +716,8 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
         backoff_sleep(ss->opts, reconnects);
     }
 out:
+    later_drop(&f);
+    free(f.later);
     lt_sync_track_known(s, 0);
     lt_imap_changes_destroy(ch);
     if (!err && f.skipped)

@@ -27,6 +27,18 @@ typedef struct {
     int64_t offset;
 } lt_dr_t;
 
+/* Where a command's wall time went, seconds (logged at its end). */
+typedef struct {
+    double t0;        /* lt_now_s() at lt_sync_new */
+    double slot_wait; /* the reader waiting for room in the upload queue */
+    double up_wait;   /* a checkpoint waiting for the batch's last uploads */
+    double flush;     /* marker produced, every event acknowledged */
+    double pending;   /* the in-doubt row (and known-set changes) */
+    double commit;    /* commit_transaction */
+    double apply;     /* the watermark applied */
+    int checkpoints;
+} lt_sync_timing_t;
+
 struct lt_sync_s {
     lt_sync_env_t env;
     const lt_account_t *account;
@@ -90,6 +102,20 @@ struct lt_sync_s {
     int64_t scope_messages0; /* messages when the current scope started */
 
     struct uploader_s *up; /* parallel uploads, NULL until the first */
+    lt_sync_timing_t timing;
+    /* lt_sync_checkpoint_defer(): its arguments, and the fence (the last
+     * upload job it covers: later jobs' events wait for it). */
+    struct {
+        int active;
+        char scope[1024];
+        lt_watermark_t wm;
+        int have_wm, resync;
+        lt_cursor_home_t home;
+        char cursor[LT_WATERMARK_CURSOR_MAX];
+        int have_cursor;
+        uint64_t fence;
+    } deferred;
+    int64_t checkpoints_ok; /* lt_sync_checkpoints_ok() */
 };
 
 /* lt_sync.c */
@@ -127,5 +153,7 @@ void lt_sync_up_destroy(lt_sync_t *s);
 void lt_sync_up_discard(lt_sync_t *s);
 lt_err_t lt_sync_up_collect(lt_sync_t *s, int all, size_t room, char *errstr, size_t n);
 lt_err_t lt_sync_message_end_parallel(lt_sync_t *s, char *errstr, size_t n);
+/* The sequence number of the last upload job queued (0: none yet). */
+uint64_t lt_sync_up_last_seq(const lt_sync_t *s);
 
 #endif

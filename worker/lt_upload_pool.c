@@ -49,6 +49,7 @@ typedef struct {
 
 typedef struct up_job_s {
     struct up_job_s *next;
+    uint64_t seq; /* 1, 2, ... in queue order */
     char pmid[1024];
     char *thread_id, *mailbox, *rfc822_id;
     int64_t received_at;
@@ -81,6 +82,7 @@ typedef struct uploader_s {
     unsigned win_n;        /* PUTs in the current window */
     const lt_s3_t *origin; /* duplicated for each new thread */
     up_thread_t *t;
+    uint64_t last_seq; /* of the last job queued */
 } uploader_t;
 
 static void job_free(up_job_t *j)
@@ -299,9 +301,22 @@ static lt_err_t up_publish(lt_sync_t *s, up_job_t *j, char *errstr, size_t n)
     return err;
 }
 
+uint64_t lt_sync_up_last_seq(const lt_sync_t *s)
+{
+    uploader_t *u = s->up;
+    if (!u)
+        return 0;
+    pthread_mutex_lock(&u->mu);
+    uint64_t v = u->last_seq;
+    pthread_mutex_unlock(&u->mu);
+    return v;
+}
+
 /* Produce the events of the finished messages at the head of the queue.
  * all: wait for every pending message; else wait only while the queue is
- * over its caps with `room` more bytes. */
+ * over its caps with `room` more bytes. With a deferred checkpoint
+ * (s->deferred) only the messages up to its fence are published: the
+ * later ones are stored meanwhile, their events wait. */
 lt_err_t lt_sync_up_collect(lt_sync_t *s, int all, size_t room, char *errstr, size_t n)
 {
     uploader_t *u = s->up;
@@ -314,17 +329,27 @@ lt_err_t lt_sync_up_collect(lt_sync_t *s, int all, size_t room, char *errstr, si
             pthread_mutex_unlock(&u->mu);
             return LT_OK;
         }
-        while (j->ndone < j->nobj &&
-               (all || u->njobs >= (size_t)u->nthreads * UP_JOBS_PER_THREAD ||
-                u->bytes + room > UP_MAX_BYTES)) {
-            /* Held back by the slots, not by memory: a distant store gets
-             * one more thread (and so more slots). */
-            if (!all && u->bytes + room <= UP_MAX_BYTES && u->busy == u->nthreads &&
-                u->far_min >= UP_FAR_S && up_add_thread(u))
+        int fenced = s->deferred.active && j->seq > s->deferred.fence;
+        int over;
+        while ((over = u->njobs >= (size_t)u->nthreads * UP_JOBS_PER_THREAD ||
+                       u->bytes + room > UP_MAX_BYTES),
+               j->ndone < j->nobj || fenced) {
+            if (fenced) {
+                /* behind the fence: wait only for memory (bytes not yet
+                 * stored); finished jobs wait for the checkpoint */
+                if (all || !over || u->bytes == 0 || u->bytes + room <= UP_MAX_BYTES)
+                    break;
+            } else if (!all && !over) {
+                break;
+            } else if (!all && u->bytes + room <= UP_MAX_BYTES && u->busy == u->nthreads &&
+                       u->far_min >= UP_FAR_S && up_add_thread(u)) {
+                /* Held back by the slots, not by memory: a distant store
+                 * gets one more thread (and so more slots). */
                 continue; /* it stops growing once a thread is idle */
+            }
             pthread_cond_wait(&u->done, &u->mu);
         }
-        if (j->ndone < j->nobj) {
+        if (fenced || j->ndone < j->nobj) {
             pthread_mutex_unlock(&u->mu);
             return LT_OK;
         }
@@ -442,10 +467,13 @@ lt_err_t lt_sync_message_end_parallel(lt_sync_t *s, char *errstr, size_t n)
             bytes += j->obj[i].len;
 
     /* room: publish finished messages, wait while over the caps */
+    double t0 = lt_now_s();
     err = lt_sync_up_collect(s, 0, bytes, errstr, n);
+    s->timing.slot_wait += lt_now_s() - t0;
     if (err)
         goto out;
     pthread_mutex_lock(&u->mu);
+    j->seq = ++u->last_seq;
     if (u->tail)
         u->tail->next = j;
     else

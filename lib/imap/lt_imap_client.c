@@ -100,6 +100,14 @@ struct lt_imap_s {
     uint8_t *want_st;
     size_t nwant;
     int bye_seen;
+    /* A UID FETCH sent ahead (lt_imap_uid_fetch_ahead): its commands, the
+     * UIDs they cover, and the UIDs and mode of the whole set. */
+    int ahead_slots[MAX_INFLIGHT];
+    int nahead;
+    size_t ahead_next;
+    uint32_t *ahead_uids;
+    size_t ahead_nuids;
+    int ahead_flags;
 
     uint8_t rbuf[RBUF_SIZE];
 };
@@ -128,6 +136,8 @@ static void close_conn(lt_imap_t *c)
     c->state = S_CLOSED;
 }
 
+static void ahead_clear(lt_imap_t *c);
+
 /* The connection is unusable from now on: remember why. */
 static lt_err_t set_broken(lt_imap_t *c, lt_err_t err, char *errstr, size_t errstr_size,
                            const char *msg)
@@ -142,6 +152,9 @@ static lt_err_t set_broken(lt_imap_t *c, lt_err_t err, char *errstr, size_t errs
 
 static lt_err_t check_open(lt_imap_t *c, int need_state, char *errstr, size_t errstr_size)
 {
+    if (c->nahead)
+        return lt_seterr(errstr, errstr_size, LT_ERR_INVALID,
+                         "IMAP: a UID FETCH sent ahead is not collected yet");
     if (c->broken)
         return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "IMAP connection is closed: %s",
                          c->broken_msg);
@@ -965,6 +978,7 @@ void lt_imap_destroy(lt_imap_t *c)
     if (!c)
         return;
     close_conn(c);
+    ahead_clear(c);
     lt_imap_parser_destroy(c->parser);
     lt_buf_destroy(c->f_buf);
     lt_imap_folders_free(c->folders, c->nfolders);
@@ -1669,18 +1683,86 @@ static lt_err_t check_answers(lt_imap_t *c, const lt_imap_fetch_cb_t *cb, char *
     return err;
 }
 
+/* One UID FETCH command of the message fetch. */
+static lt_err_t send_fetch(lt_imap_t *c, const uint32_t *uids, size_t n, int with_flags,
+                           int *slot, char *errstr, size_t errstr_size)
+{
+    lt_buf_t *b = lt_buf_new(16 * n + 128);
+    lt_buf_appendf(b, "UID FETCH ");
+    uid_set(b, uids, n);
+    lt_buf_appendf(b, " (UID RFC822.SIZE INTERNALDATE %sBODY.PEEK[])",
+                   !with_flags                             ? ""
+                   : (c->enabled & LT_IMAP_CAP_CONDSTORE) ? "FLAGS MODSEQ "
+                                                           : "FLAGS ");
+    lt_err_t err = send_cmd(c, b, slot, errstr, errstr_size);
+    lt_buf_destroy(b);
+    return err;
+}
+
+static void ahead_clear(lt_imap_t *c)
+{
+    free(c->ahead_uids);
+    c->ahead_uids = NULL;
+    c->ahead_nuids = 0;
+    c->nahead = 0;
+    c->ahead_next = 0;
+}
+
+lt_err_t lt_imap_uid_fetch_ahead(lt_imap_t *c, const uint32_t *uids, size_t nuids, int with_flags,
+                                 char *errstr, size_t errstr_size)
+{
+    lt_err_t err = check_open(c, S_SELECTED, errstr, errstr_size);
+    if (err)
+        return err;
+    if (!nuids)
+        return LT_OK;
+    for (size_t i = 0; i < nuids; i++)
+        if (uids[i] == 0)
+            return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "IMAP: UID 0");
+    c->ahead_uids = lt_xmalloc(nuids * sizeof(*uids));
+    memcpy(c->ahead_uids, uids, nuids * sizeof(*uids));
+    c->ahead_nuids = nuids;
+    c->ahead_flags = with_flags;
+    while (c->ahead_next < nuids && c->nahead < c->fetch_pipeline) {
+        size_t n = nuids - c->ahead_next < c->fetch_batch ? nuids - c->ahead_next : c->fetch_batch;
+        err = send_fetch(c, uids + c->ahead_next, n, with_flags, &c->ahead_slots[c->nahead],
+                         errstr, errstr_size);
+        if (err)
+            break;
+        c->nahead++;
+        c->ahead_next += n;
+    }
+    if (err && !c->nahead)
+        ahead_clear(c);
+    return err;
+}
+
 lt_err_t lt_imap_uid_fetch(lt_imap_t *c, const uint32_t *uids, size_t nuids,
                            const lt_imap_fetch_cb_t *cb, char *errstr, size_t errstr_size)
 {
+    int slots[MAX_INFLIGHT];
+    int inflight = 0;
+    size_t next = 0;
+    if (c->nahead) {
+        /* The commands sent ahead are this fetch's first ones, if the set is
+         * the same; else their answers cannot be told apart: the
+         * connection is given up. */
+        int same = c->ahead_nuids == nuids && c->ahead_flags == (cb->flags != NULL) &&
+                   !memcmp(c->ahead_uids, uids, nuids * sizeof(*uids));
+        inflight = c->nahead;
+        memcpy(slots, c->ahead_slots, sizeof(slots));
+        next = c->ahead_next;
+        ahead_clear(c);
+        if (!same)
+            return set_broken(c, LT_ERR_INVALID, errstr, errstr_size,
+                              "IMAP: UID FETCH of a set other than the one sent ahead");
+    }
     lt_err_t err = check_open(c, S_SELECTED, errstr, errstr_size);
     if (err)
         return err;
     for (size_t i = 0; i < nuids; i++)
         if (uids[i] == 0)
             return lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "IMAP: UID 0");
-    int slots[MAX_INFLIGHT];
-    int inflight = 0;
-    size_t next = 0;
     lt_err_t first_err = LT_OK;
     char first_msg[320] = "";
     c->fcb = cb;
@@ -1699,15 +1781,8 @@ lt_err_t lt_imap_uid_fetch(lt_imap_t *c, const uint32_t *uids, size_t nuids,
         /* Keep the pipeline full. */
         while (next < nuids && !first_err && inflight < c->fetch_pipeline) {
             size_t n = nuids - next < c->fetch_batch ? nuids - next : c->fetch_batch;
-            lt_buf_t *b = lt_buf_new(16 * n + 128);
-            lt_buf_appendf(b, "UID FETCH ");
-            uid_set(b, uids + next, n);
-            lt_buf_appendf(b, " (UID RFC822.SIZE INTERNALDATE %sBODY.PEEK[])",
-                           !cb->flags                              ? ""
-                           : (c->enabled & LT_IMAP_CAP_CONDSTORE) ? "FLAGS MODSEQ "
-                                                                   : "FLAGS ");
-            err = send_cmd(c, b, &slots[inflight], errstr, errstr_size);
-            lt_buf_destroy(b);
+            err = send_fetch(c, uids + next, n, cb->flags != NULL, &slots[inflight], errstr,
+                             errstr_size);
             if (err)
                 goto out;
             inflight++;
@@ -1741,6 +1816,12 @@ out:
 
 lt_err_t lt_imap_logout(lt_imap_t *c, char *errstr, size_t errstr_size)
 {
+    if (c->nahead) { /* answers still coming: just close */
+        ahead_clear(c);
+        close_conn(c);
+        c->state = S_CLOSED;
+        return LT_OK;
+    }
     lt_err_t err = check_open(c, S_NOT_AUTH, errstr, errstr_size);
     if (err)
         return err;

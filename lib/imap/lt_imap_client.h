@@ -164,6 +164,17 @@ typedef struct {
 lt_err_t lt_imap_uid_fetch(lt_imap_t *c, const uint32_t *uids, size_t nuids,
                            const lt_imap_fetch_cb_t *cb, char *errstr, size_t errstr_size);
 
+/* Send the UID FETCH commands of the next lt_imap_uid_fetch() now (the first
+ * opts.fetch_pipeline of them): the server's answer travels while the caller
+ * does other work (one round trip hidden per fetch). with_flags: that
+ * fetch's cb->flags will be non-NULL. The next call on c must be
+ * lt_imap_uid_fetch() of the same UIDs with the same flags mode (a
+ * different set fails with LT_ERR_INVALID and closes the connection), or
+ * lt_imap_logout() (closes it), or lt_imap_destroy(); any other command
+ * fails with LT_ERR_INVALID meanwhile. */
+lt_err_t lt_imap_uid_fetch_ahead(lt_imap_t *c, const uint32_t *uids, size_t nuids, int with_flags,
+                                 char *errstr, size_t errstr_size);
+
 /* ---- CONDSTORE / QRESYNC (RFC 7162) ---- */
 
 /* ENABLE (RFC 5161) the space-separated extensions in exts ("QRESYNC",

@@ -8,8 +8,16 @@
 #include "lt_buf.h"
 #include "lt_log.h"
 
+/* Statements of a pipelined transaction sent but not yet read. */
+#define LT_DB_PIPE_MAX 32
+
 struct lt_db_s {
     PGconn *conn;
+    /* lt_db_begin_pipelined(): in libpq's pipeline mode; the "what" of each
+     * statement whose result is not read yet (BEGIN first). */
+    int pipelined;
+    const char *pipe_what[LT_DB_PIPE_MAX];
+    int npipe;
 };
 
 #define LT_DB_MAX_KEYWORDS 16
@@ -154,6 +162,109 @@ lt_err_t lt_db_result_error(lt_db_t *db, const char *what, const PGresult *res, 
     return lt_db_classify_sqlstate(state);
 }
 
+/* Pipelined transaction: sync, then read every result sent so far. The
+ * last one goes to *last (when last != NULL and it succeeded); the first
+ * failure is the answer. */
+static lt_err_t pipe_drain(lt_db_t *db, PGresult **last, char *errstr, size_t errstr_size)
+{
+    lt_err_t err = LT_OK;
+    int n = db->npipe;
+    db->npipe = 0;
+    if (last)
+        *last = NULL;
+    if (PQpipelineSync(db->conn) != 1) {
+        copy_msg(errstr, errstr_size, n ? db->pipe_what[n - 1] : "pipeline",
+                 PQerrorMessage(db->conn));
+        return LT_ERR_TEMPORARY;
+    }
+    for (int i = 0; i < n; i++) {
+        PGresult *r = PQgetResult(db->conn);
+        if (!r) { /* no answer: the connection is gone */
+            if (!err)
+                err = lt_db_result_error(db, db->pipe_what[i], NULL, errstr, errstr_size);
+            break;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        /* (PGRES_PIPELINE_ABORTED only follows an earlier failure) */
+        if (!err && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+            err = lt_db_result_error(db, db->pipe_what[i], r, errstr, errstr_size);
+        if (!err && last && i == n - 1)
+            *last = r;
+        else
+            PQclear(r);
+        /* each statement's results end with a NULL */
+        while ((r = PQgetResult(db->conn)) != NULL)
+            PQclear(r);
+    }
+    /* the sync point */
+    PGresult *r;
+    while (PQstatus(db->conn) == CONNECTION_OK && (r = PQgetResult(db->conn)) != NULL) {
+        int sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        PQclear(r);
+        if (sync)
+            break;
+    }
+    if (err && last && *last) {
+        PQclear(*last);
+        *last = NULL;
+    }
+    return err;
+}
+
+/* Leave pipeline mode (results read first); the connection is as after
+ * the statements, a transaction possibly still open (or failed). */
+static void pipe_leave(lt_db_t *db)
+{
+    if (!db->pipelined)
+        return;
+    if (db->npipe)
+        (void)pipe_drain(db, NULL, NULL, 0);
+    if (PQexitPipelineMode(db->conn) != 1 && PQstatus(db->conn) == CONNECTION_OK)
+        lt_warn(NULL, "postgres: pipeline mode not left: %s", PQerrorMessage(db->conn));
+    db->pipelined = 0;
+}
+
+lt_err_t lt_db_begin_pipelined(lt_db_t *db, char *errstr, size_t errstr_size)
+{
+    if (db->pipelined || PQstatus(db->conn) != CONNECTION_OK ||
+        PQtransactionStatus(db->conn) != PQTRANS_IDLE) {
+        copy_msg(errstr, errstr_size, "begin",
+                 db->pipelined ? "a pipelined transaction is open" : "connection is not idle");
+        return db->pipelined ? LT_ERR_INVALID : LT_ERR_TEMPORARY;
+    }
+    if (PQenterPipelineMode(db->conn) != 1) {
+        copy_msg(errstr, errstr_size, "begin", PQerrorMessage(db->conn));
+        return LT_ERR_TEMPORARY;
+    }
+    db->pipelined = 1;
+    db->npipe = 0;
+    if (!PQsendQueryParams(db->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0)) {
+        copy_msg(errstr, errstr_size, "begin", PQerrorMessage(db->conn));
+        pipe_leave(db);
+        return LT_ERR_TEMPORARY;
+    }
+    db->pipe_what[db->npipe++] = "begin";
+    return LT_OK;
+}
+
+static lt_err_t pipe_exec(lt_db_t *db, const lt_db_query_t *q, PGresult **res, char *errstr,
+                          size_t errstr_size)
+{
+    if (db->npipe == LT_DB_PIPE_MAX) {
+        lt_err_t err = pipe_drain(db, NULL, errstr, errstr_size);
+        if (err)
+            return err;
+    }
+    if (!PQsendQueryParams(db->conn, q->sql, q->nparams, NULL, q->params, NULL, NULL, 0)) {
+        copy_msg(errstr, errstr_size, q->what, PQerrorMessage(db->conn));
+        return LT_ERR_TEMPORARY;
+    }
+    db->pipe_what[db->npipe++] = q->what;
+    if (!res)
+        return LT_OK; /* read with the next statement that wants its result, or the commit */
+    return pipe_drain(db, res, errstr, errstr_size);
+}
+
 lt_err_t lt_db_exec(lt_db_t *db, const lt_db_query_t *q, PGresult **res, char *errstr,
                     size_t errstr_size)
 {
@@ -166,6 +277,8 @@ lt_err_t lt_db_exec(lt_db_t *db, const lt_db_query_t *q, PGresult **res, char *e
         copy_msg(errstr, errstr_size, what, "connection is broken");
         return LT_ERR_TEMPORARY;
     }
+    if (db->pipelined)
+        return pipe_exec(db, q, res, errstr, errstr_size);
     PGresult *r = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
@@ -191,6 +304,7 @@ lt_err_t lt_db_commit(lt_db_t *db, char *errstr, size_t errstr_size)
     PGresult *r = NULL;
     lt_err_t err = lt_db_exec(db, &(lt_db_query_t){.what = "commit", .sql = "COMMIT", .nparams = 0},
                               &r, errstr, errstr_size);
+    pipe_leave(db);
     if (err)
         return err;
     /* COMMIT of a failed transaction "succeeds" as ROLLBACK. */
@@ -203,6 +317,8 @@ lt_err_t lt_db_commit(lt_db_t *db, char *errstr, size_t errstr_size)
 
 void lt_db_rollback(lt_db_t *db)
 {
+    if (db)
+        pipe_leave(db);
     if (!db || PQstatus(db->conn) != CONNECTION_OK)
         return;
     if (PQtransactionStatus(db->conn) == PQTRANS_IDLE)

@@ -70,6 +70,14 @@ lt_err_t lt_db_exec(lt_db_t *db, const lt_db_query_t *q, PGresult **res, char *e
 /* Transactions. lt_db_rollback() is safe to call when no transaction is
  * open and on a broken connection (then it does nothing). */
 lt_err_t lt_db_begin(lt_db_t *db, char *errstr, size_t errstr_size);
+/* A transaction in one round trip where the statements allow it (libpq's
+ * pipeline mode): BEGIN and every lt_db_exec() without a result pointer
+ * are only sent; they are read with the next lt_db_exec() that wants its
+ * result, or by lt_db_commit(). So the error of a statement sent that way
+ * is returned by a later call (with that statement's "what"); the caller
+ * rolls back on any error as usual. lt_db_commit() / lt_db_rollback() end
+ * the mode. The connection must be idle (no transaction open). */
+lt_err_t lt_db_begin_pipelined(lt_db_t *db, char *errstr, size_t errstr_size);
 lt_err_t lt_db_commit(lt_db_t *db, char *errstr, size_t errstr_size);
 void lt_db_rollback(lt_db_t *db);
 

@@ -29,8 +29,9 @@ typedef struct {
 } lt_issued_t;
 
 /* Record n issued commands in one statement (a command id already recorded
- * is left as it is). LT_ERR_INVALID when an account does not exist (foreign
- * key) or a value breaks a constraint; then nothing is recorded. */
+ * is left as it is). LT_ERR_INVALID when an account does not exist (checked
+ * once per statement, migrations/0016) or a value breaks a constraint; then
+ * nothing is recorded. */
 lt_err_t lt_issued_record(lt_db_t *db, const lt_issued_t *rows, size_t n, char *errstr,
                           size_t errstr_size);
 

@@ -214,11 +214,12 @@ static lt_err_t upsert(lt_db_t *db, const lt_watermark_key_t *key, const char *j
                *provider = key->provider;
     PGresult *r = NULL;
     const char *params[] = {tenant, account_id, scope, provider, json, resync ? "true" : "false"};
+    /* (no result wanted: in a pipelined transaction it is only sent) */
     lt_err_t err = lt_db_exec(
         db,
         &(lt_db_query_t){
             .what = "set watermark", .sql = k_upsert_sql, .nparams = 6, .params = params},
-        &r, errstr, errstr_size);
+        stored ? &r : NULL, errstr, errstr_size);
     if (err)
         return err;
     if (stored)
@@ -532,7 +533,9 @@ lt_err_t lt_watermark_pending_apply(lt_db_t *db, const lt_watermark_key_t *key,
     lt_err_t err = check_key(tenant, account_id, scope, provider, errstr, errstr_size);
     if (err)
         return err;
-    if ((err = lt_db_begin(db, errstr, errstr_size)) != LT_OK)
+    /* Pipelined: BEGIN and the delete in one round trip, the rest (what
+     * needs no answer) with the COMMIT in a second one. */
+    if ((err = lt_db_begin_pipelined(db, errstr, errstr_size)) != LT_OK)
         goto out;
     began = 1;
     err = pending_delete(db, "apply pending watermark", key, expect, &r, errstr, errstr_size);

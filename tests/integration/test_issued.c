@@ -192,6 +192,25 @@ static void test_issued(lt_db_t *db)
     CHECK(lt_issued_list_in_flight(db, &(lt_issued_filter_t){.stale_after_s = 0}, collect, NULL,
                                    E) == LT_ERR_INVALID);
 
+    /* renaming an account renames its issued rows (the others stay) */
+    lt_issued_t ren[] = {{"c11", "t2", "a3", "imap", NULL}, {"c12", "t2", "a1", "imap", NULL}};
+    CHECK(lt_issued_record(db, ren, 2, E) == LT_OK);
+    CHECK(sql(db, "UPDATE mail_accounts SET account_id = 'a3b' WHERE tenant_id = 't2' AND "
+                  "account_id = 'a3'") == LT_OK);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM mail_sync_issued WHERE command_id = 'c11' AND "
+                         "tenant_id = 't2' AND account_id = 'a3b'"),
+              1);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM mail_sync_issued WHERE command_id = 'c12' AND "
+                         "account_id = 'a1'"),
+              1);
+    /* the old name is unknown now: refused */
+    lt_issued_t old_name[] = {{"c13", "t2", "a3", "imap", NULL}};
+    CHECK(lt_issued_record(db, old_name, 1, E) == LT_ERR_INVALID);
+    /* deleting several accounts in one statement deletes their issued rows */
+    CHECK(sql(db, "DELETE FROM mail_accounts WHERE tenant_id = 't2'") == LT_OK);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM mail_sync_issued WHERE tenant_id = 't2'"), 0);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM mail_sync_issued"), 2); /* c1, c2 */
+
     /* deleting an account deletes its issued rows */
     CHECK(lt_account_delete(db, "t1", "a1", E) == LT_OK);
     CHECK_INT(scalar(db, "SELECT count(*) FROM mail_sync_issued"), 0);

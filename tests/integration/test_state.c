@@ -934,6 +934,40 @@ static void test_tx(lt_db_t *db)
     CHECK(sql(db, "SELECT no_such_thing") == LT_ERR_FINAL); /* 42703 */
     lt_db_rollback(db);                                     /* nothing open: harmless */
     CHECK_INT(scalar(db, "SELECT 1"), 1);
+
+    /* pipelined: statements without a result are only sent, the commit
+     * reads them; one that wants its result reads everything before it */
+    CHECK(lt_db_begin_pipelined(db, E) == LT_OK);
+    CHECK(lt_db_begin_pipelined(db, E) == LT_ERR_INVALID); /* one at a time */
+    CHECK(sql(db, "INSERT INTO mail_accounts (tenant_id, account_id, provider) VALUES ('tx', "
+                  "'p1', 'imap')") == LT_OK);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM mail_accounts WHERE tenant_id = 'tx'"), 1);
+    CHECK(sql(db, "INSERT INTO mail_accounts (tenant_id, account_id, provider) VALUES ('tx', "
+                  "'p2', 'imap')") == LT_OK);
+    CHECK(lt_db_commit(db, E) == LT_OK);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM mail_accounts WHERE tenant_id = 'tx'"), 2);
+    /* a statement sent without waiting fails: the commit says which, and
+     * nothing of the transaction stays */
+    CHECK(lt_db_begin_pipelined(db, E) == LT_OK);
+    CHECK(sql(db, "DELETE FROM mail_accounts WHERE tenant_id = 'tx' AND account_id = 'p1'") ==
+          LT_OK);
+    CHECK(sql(db, "INSERT INTO mail_accounts (tenant_id, account_id, provider) VALUES ('tx', "
+                  "'p2', 'imap')") == LT_OK); /* duplicate: fails at the commit */
+    CHECK(sql(db, "DELETE FROM mail_accounts WHERE tenant_id = 'tx' AND account_id = 'p2'") ==
+          LT_OK);
+    CHECK_MSG(lt_db_commit(db, E) == LT_ERR_INVALID && strstr(g_err, "test sql: "), "%s", g_err);
+    lt_db_rollback(db);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM mail_accounts WHERE tenant_id = 'tx'"), 2);
+    /* the same failure read by a statement that wants its result; the
+     * rollback ends the mode and the connection works as before */
+    CHECK(lt_db_begin_pipelined(db, E) == LT_OK);
+    CHECK(sql(db, "SELECT 1/0") == LT_OK);
+    CHECK(scalar(db, "SELECT 1") == -1);
+    lt_db_rollback(db);
+    CHECK_INT(scalar(db, "SELECT 2"), 2);
+    CHECK(lt_db_begin(db, E) == LT_OK);
+    CHECK(lt_db_commit(db, E) == LT_OK);
+    CHECK(sql(db, "DELETE FROM mail_accounts WHERE tenant_id = 'tx'") == LT_OK);
 }
 
 int main(void)

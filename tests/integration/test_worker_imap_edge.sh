@@ -12,7 +12,11 @@
 #     event raw_sha256 = server's BODY[]; = the appended file except where
 #     Dovecot rewrites on APPEND: NUL becomes 0x80), every event published;
 #   - a bulk folder (EDGE_BULK_COUNT messages, default 2000; `make
-#     test-imap-10k` runs 10000): one event per message, watermark = max UID.
+#     test-imap-10k` runs 10000): one event per message, watermark = max UID;
+#   - batches of 2 across a message over the cap and a 25 MiB one (spilled
+#     to a file, so published in order: it performs the previous batch's
+#     deferred checkpoint in the middle of its fetch): every other message
+#     once, the skip reported once, watermark = max UID.
 # Its own command/raw/status topics, consumer group, worker id, tenant and
 # account: other helpers' workers never see these commands.
 set -euo pipefail
@@ -32,12 +36,13 @@ F_MANY="$RUN-many"
 F_UNI="$RUN/Entwürfe/Ünïcødé 日本"
 F_WEIRD="$RUN-weird"
 F_BULK="$RUN-bulk"
+F_SPILL="$RUN-spill"
 WORK=$(mktemp -d /var/tmp/lattice-edge.XXXXXX)
 WPID=
 imap() { python3 "$HERE/lib/imap_tool.py" "$@"; }
 cleanup() {
   lt_stop "$WPID"
-  for f in "$F_BIG" "$F_MANY" "$F_UNI" "$RUN/Entwürfe" "$RUN" "$F_WEIRD" "$F_BULK"; do
+  for f in "$F_BIG" "$F_MANY" "$F_UNI" "$RUN/Entwürfe" "$RUN" "$F_WEIRD" "$F_BULK" "$F_SPILL"; do
     imap delete "$f" >/dev/null 2>&1 || true
   done
   [ "${EDGE_KEEP:-}" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
@@ -222,6 +227,44 @@ check "watermark of the bulk folder = $BULK ($(wm "$F_BULK"))" [ "$(wm "$F_BULK"
 check "no sanitizer report or crash in the log" bash -c "! grep -qE 'ERROR: (Address|Undefined|Leak)Sanitizer|runtime error|Segmentation' '$WORK/worker.log'"
 kill -TERM "$WPID"; rc=0; wait "$WPID" || rc=$?; WPID=
 check "worker exited 0 on SIGTERM" [ "$rc" = 0 ]
+
+# 7. batches of 2: [plain, plain] [over the cap, 25 MiB] [plain]; each batch's
+# checkpoint is deferred until the next batch is read, the spilled 25 MiB
+# message performs it inside its fetch (after the skip was kept for it)
+imap create "$F_SPILL"
+imap append-files "$F_SPILL" "$WORK/c/plain-00.eml" "$WORK/c/plain-01.eml" "$WORK/c/over.eml" \
+  "$WORK/c/big.eml" "$WORK/c/plain-02.eml" >"$WORK/uids-spill"
+ACCOUNT2=imap2-$RUN
+lt_imap_account "$TENANT" "$ACCOUNT2" "$LATTICE_TEST_IMAP_USER" LATTICE_TEST_IMAP_PASSWORD "$F_SPILL"
+CMD2_TOPIC=$("$ROOT/deploy/local/stack" topic "lattice.test.cmd2.$RUN")
+LATTICE_TOPIC_COMMANDS=$CMD2_TOPIC LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_TOPIC_STATUS=$STATUS_TOPIC \
+LATTICE_WORKER_GROUP_ID=$RUN-2 LATTICE_WORKER_ID=$RUN-2 LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest \
+LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_LOG_FORMAT=text LATTICE_WORKER_RETRY_BASE_MS=200 \
+LATTICE_MAX_MESSAGE_BYTES=$CAP LATTICE_TMP_DIR=$WORK LATTICE_WORKER_BATCH_MESSAGES=2 \
+  "$BUILD/worker/lattice-worker" >"$WORK/worker2.log" 2>&1 &
+WPID=$!
+lt_imap_command "$CMD2_TOPIC" "cmd2-$RUN" "$TENANT" "$ACCOUNT2" incremental
+st2=
+for _ in $(seq 1 1800); do
+  st2=$(lt_statuses "$STATUS_TOPIC" "cmd2-$RUN" | grep -vF "\"result\":\"running\"" | tail -1 || true)
+  [ -n "$st2" ] && break
+  kill -0 "$WPID" 2>/dev/null || break
+  sleep 0.1
+done
+[ -n "$st2" ] || st2='{}'
+V_SPILL=$(imap uidvalidity "$F_SPILL")
+check "batches of 2: command succeeded ($(jget "$st2" result): $(jget "$st2" error))" [ "$(jget "$st2" result)" = succeeded ]
+check "batches of 2: 4 messages ($(jget "$st2" messages))" [ "$(jget "$st2" messages)" = 4 ]
+check "batches of 2: the one over the cap skipped, once ($(jget "$st2" skipped_ids))" \
+  [ "$(jget "$st2" skipped_ids)" = "$F_SPILL;UIDVALIDITY=$V_SPILL;UID=3" ]
+python3 "$HERE/lib/mail_events.py" --topic "$RAW_TOPIC" --account "$ACCOUNT2" >"$WORK/events2.jsonl"
+ids2=$(python3 -c 'import json,sys; print(" ".join(sorted(json.loads(l)["payload"]["provider_message_id"].split(";UID=")[1] for l in sys.stdin)))' <"$WORK/events2.jsonl")
+check "batches of 2: committed events of UIDs 1 2 4 5, each once ($ids2)" [ "$ids2" = "1 2 4 5" ]
+wm2=$(psqlq "SELECT watermark_json->>'last_uid' FROM mail_watermarks WHERE tenant_id='$TENANT' AND account_id='$ACCOUNT2' AND scope='$F_SPILL'")
+check "batches of 2: watermark = 5 ($wm2)" [ "$wm2" = 5 ]
+check "batches of 2: 3 checkpoints" grep -q "timing: .* 3 checkpoint(s)" "$WORK/worker2.log"
+kill -TERM "$WPID"; rc=0; wait "$WPID" || rc=$?; WPID=
+check "batches of 2: worker exited 0 on SIGTERM" [ "$rc" = 0 ]
 check "no secret in the log" bash -c "! grep -qF '$LATTICE_TEST_IMAP_PASSWORD' '$WORK/worker.log'"
 [ "$fail" = 0 ] || { echo "--- worker log"; tail -40 "$WORK/worker.log"; }
 echo "test_worker_imap_edge: fill $((t_filled - t_start)) s, sync $((t_synced - t_filled)) s ($BULK bulk messages), total $(($(date +%s) - t_start)) s"
