@@ -1307,10 +1307,23 @@ lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
             w->nslots, (int)w->schema_id);
 
     int64_t last_commit = 0;
+    char fatal[512] = "";
     while (!w->stop) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, POLL_MS);
         if (m) {
-            if (m->err) {
+            if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+                /* The consumer is unusable for good (e.g. a static member
+                 * fenced: FENCED_INSTANCE_ID): polling it on would consume
+                 * nothing ever again. Stop as on SIGTERM (drain what runs;
+                 * not ready meanwhile) and exit with the reason: a
+                 * restarted worker joins the group again. */
+                rd_kafka_fatal_error(w->consumer, fatal, sizeof(fatal));
+                if (!fatal[0])
+                    snprintf(fatal, sizeof(fatal), "%s", rd_kafka_message_errstr(m));
+                lt_error(NULL, "consumer: fatal error: %s; stopping (the consumer cannot be used "
+                         "again: the worker exits and its restart joins the group anew)", fatal);
+                w->stop = 1;
+            } else if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                     lt_warn(NULL, "consumer: %s", rd_kafka_message_errstr(m));
             } else {
@@ -1355,6 +1368,9 @@ lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
     rd_kafka_consumer_close(w->consumer);
     rd_kafka_flush(w->producer, 10000);
     lt_info(NULL, "stopped");
+    if (fatal[0])
+        return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "kafka consumer: fatal error: %s",
+                         fatal);
     return LT_OK;
 }
 
