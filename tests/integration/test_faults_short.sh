@@ -18,9 +18,12 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib/common.sh"
 lt_require_pipeline LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD LATTICE_SCHEMA_REGISTRY_URL
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+rc=0
 # shellcheck disable=SC2086
 python3 "$HERE/../faults/fault-campaign" --build "$BUILD" --messages 300 --gmail-messages 40 \
   --faults-per-kind 2 --kinds kafka,pg,s3,net,disk,mixed --hold 1.5 --long-hold 4 \
   --topup 100 --gmail-topup 10 --recover-timeout 240 --json-out "$WORK/faults.json" \
-  ${FAULTS_SHORT_FLAGS:-}
+  --work-dir "$WORK/run" ${FAULTS_SHORT_FLAGS:-} || rc=$?
+# the logs stay for a failed run (the campaign printed where)
+[ "$rc" = 0 ] && rm -rf "$WORK"
+exit "$rc"
