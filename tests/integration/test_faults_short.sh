@@ -18,6 +18,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib/common.sh"
 lt_require_pipeline LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD LATTICE_SCHEMA_REGISTRY_URL
 WORK=$(mktemp -d)
+chmod 711 "$WORK" # the private cluster runs as the postgres user under it
 rc=0
 # shellcheck disable=SC2086
 python3 "$HERE/../faults/fault-campaign" --build "$BUILD" --messages 300 --gmail-messages 40 \
