@@ -6,6 +6,10 @@
 #   make test-asan  the same tests, built with AddressSanitizer + UBSan
 #   make crash      kill -9 crash campaign: 5000 messages, 20 kills (CRASH_MESSAGES, CRASH_KILLS, CRASH_SEED)
 #   make crash-changes  the same with flags, expunges and moves between and during the kills
+#   make faults     fault campaign around 2 workers: Kafka, Postgres, MinIO, network, disk, clock
+#                   (private servers behind Toxiproxy; docs/faults.md): FAULTS_PER_KIND (50),
+#                   FAULTS_MESSAGES (10000), FAULTS_KINDS (kafka,pg,s3,net,disk,clock,mixed),
+#                   FAULTS_SEED, FAULTS_FLAGS (more campaign flags, see tests/faults/fault-campaign --help)
 #   make stack-up | stack-down | stack-status
 #   make fuzz       the libFuzzer targets (clang, ASan + UBSan, whole project instrumented) in build-fuzz/
 #   make fuzz-run TARGET=fuzz_mime SECONDS=600   fuzz one target, merge its corpus, append to the ledger (docs/fuzzing.md)
@@ -31,7 +35,7 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: demo image image-deps image-check bench bench-imap bench-imap-changes test-imap-10k bench-gmail bench-scheduler bench-watcher seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz fuzz-run fuzz-target fuzz-all clean crash crash-changes soak
+.PHONY: demo image image-deps image-check bench bench-imap bench-imap-changes test-imap-10k bench-gmail bench-scheduler bench-watcher seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz fuzz-run fuzz-target fuzz-all clean crash crash-changes faults soak
 
 all: build
 
@@ -89,6 +93,17 @@ crash-changes: build stack-up
 	@set -a; eval "$$($(STACK) env)"; set +a; \
 	  tests/crash/crash-campaign --build $(BUILD) --messages $(CRASH_MESSAGES) --kills $(CRASH_KILLS) \
 	    --changes $(if $(CRASH_SEED),--seed $(CRASH_SEED))
+
+FAULTS_PER_KIND ?= 50
+FAULTS_MESSAGES ?= 10000
+FAULTS_KINDS ?= kafka,pg,s3,net,disk,clock,mixed
+FAULTS_SEED ?=
+FAULTS_FLAGS ?=
+faults: deps build stack-up
+	@set -a; eval "$$($(STACK) env)"; set +a; \
+	  tests/faults/fault-campaign --build $(BUILD) --messages $(FAULTS_MESSAGES) \
+	    --faults-per-kind $(FAULTS_PER_KIND) --kinds $(FAULTS_KINDS) \
+	    $(if $(FAULTS_SEED),--seed $(FAULTS_SEED)) $(FAULTS_FLAGS)
 
 soak: build stack-up
 	bench/soak/run --build $(BUILD) $(SOAK_FLAGS)

@@ -788,13 +788,41 @@ static step_t job_sync(job_run_t *r)
     return r->err ? STEP_FAIL : STEP_NEXT;
 }
 
+/* The command's final row. A Postgres session cut just then (a restart,
+ * pg_terminate_backend) must not leave it "running" for good while its
+ * status event says it finished: a temporary failure is retried on a new
+ * session, up to FINISH_RETRY_MS with a doubling backoff; what still fails
+ * is logged (the status event stays the record). */
+#define FINISH_RETRY_MS 30000
+static void finish_row(job_run_t *r, const lt_command_outcome_t *outcome)
+{
+    lt_db_t *db = r->slot->db;
+    char err[512] = "";
+    int64_t deadline = lt_now_ms() + FINISH_RETRY_MS;
+    long ms = 100;
+    for (;;) {
+        lt_err_t e = db ? lt_command_finish(db, lt_command_id(r->cmd), outcome, err, sizeof(err))
+                        : LT_ERR_FINAL;
+        if (!e)
+            return;
+        if (e != LT_ERR_TEMPORARY || lt_now_ms() + ms > deadline) {
+            lt_warn(&r->log, "final status %s of the command not recorded: %s",
+                    lt_command_status_name(outcome->status), db ? err : "no database session");
+            return;
+        }
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        ms = ms < 4000 ? ms * 2 : 8000;
+        if (!lt_db_ok(db) && lt_db_reset(db, err, sizeof(err)) == LT_OK)
+            lt_info(&r->log, "postgres session reconnected to record the command's final status");
+    }
+}
+
 static void job_succeeded(job_run_t *r)
 {
     lt_sync_t *sync = r->sync;
     lt_command_progress_t done = {lt_sync_messages(sync), lt_sync_bytes(sync), 0, 0};
-    lt_command_finish(r->slot->db, lt_command_id(r->cmd),
-                      &(lt_command_outcome_t){.status = LT_COMMAND_SUCCEEDED, .counts = &done},
-                      NULL, 0);
+    finish_row(r, &(lt_command_outcome_t){.status = LT_COMMAND_SUCCEEDED, .counts = &done});
     lt_info(&r->log, "command succeeded: %lld messages, %lld bytes in %lld ms",
             (long long)lt_sync_messages(sync), (long long)lt_sync_bytes(sync),
             (long long)(lt_now_ms() - r->t0));
@@ -824,21 +852,24 @@ static run_result_t job_retry(job_run_t *r)
     return job_retry_after(r, backoff_ms(r->w, lt_job_failures(r->job)));
 }
 
-/* The command row of a started command that failed, when the database
- * still answers. */
-static void job_record_failure(job_run_t *r, const char *error_class)
+/* The command row of a started command that failed: a temporary failure's
+ * when the database still answers (the retry starts the row again), a
+ * final one's in any case (finish_row: on a new session if need be). */
+static void job_record_failure(job_run_t *r, const char *error_class, int final)
 {
     lt_db_t *db = r->slot->db;
-    if (!r->started || !db || !lt_db_ok(db))
+    if (!r->started || !db || (!final && !lt_db_ok(db)))
         return;
     lt_command_progress_t c = {r->sync ? lt_sync_messages(r->sync) : 0,
                                r->sync ? lt_sync_bytes(r->sync) : 0, 0, 0};
-    lt_command_finish(db, lt_command_id(r->cmd),
-                      &(lt_command_outcome_t){.status = LT_COMMAND_FAILED,
-                                              .counts = &c,
-                                              .error_class = error_class,
-                                              .error = r->errstr},
-                      NULL, 0);
+    lt_command_outcome_t o = {.status = LT_COMMAND_FAILED,
+                              .counts = &c,
+                              .error_class = error_class,
+                              .error = r->errstr};
+    if (final)
+        finish_row(r, &o);
+    else
+        lt_command_finish(db, lt_command_id(r->cmd), &o, NULL, 0);
 }
 
 static run_result_t job_failed(job_run_t *r)
@@ -866,7 +897,7 @@ static run_result_t job_failed(job_run_t *r)
                     "for %lld s of the %d s retry window)",
                     r->attempt, r->errstr, (long long)delay, (long long)(failing_ms / 1000),
                     w->set->worker.retry_window_s);
-            job_record_failure(r, "temporary");
+            job_record_failure(r, "temporary", 0);
             return job_retry_after(r, delay);
         }
         lt_error(&r->log,
@@ -878,7 +909,7 @@ static run_result_t job_failed(job_run_t *r)
      * status: failed there, with the summary as the error). */
     const char *result = r->sync && lt_sync_scopes_ok(r->sync) ? "partial" : "failed";
     lt_error(&r->log, "command %s (%s): %s", result, lt_err_name(r->err), r->errstr);
-    job_record_failure(r, lt_err_name(r->err));
+    job_record_failure(r, lt_err_name(r->err), 1);
     status_event(w, &(status_t){.cmd = r->cmd,
                                 .account_key = lt_job_account(r->job),
                                 .result = result,
@@ -1325,10 +1356,23 @@ lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
             w->nslots, (int)w->schema_id);
 
     int64_t last_commit = 0;
+    char fatal[512] = "";
     while (!w->stop) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, POLL_MS);
         if (m) {
-            if (m->err) {
+            if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+                /* The consumer is unusable for good (e.g. a static member
+                 * fenced: FENCED_INSTANCE_ID): polling it on would consume
+                 * nothing ever again. Stop as on SIGTERM (drain what runs;
+                 * not ready meanwhile) and exit with the reason: a
+                 * restarted worker joins the group again. */
+                rd_kafka_fatal_error(w->consumer, fatal, sizeof(fatal));
+                if (!fatal[0])
+                    snprintf(fatal, sizeof(fatal), "%s", rd_kafka_message_errstr(m));
+                lt_error(NULL, "consumer: fatal error: %s; stopping (the consumer cannot be used "
+                         "again: the worker exits and its restart joins the group anew)", fatal);
+                w->stop = 1;
+            } else if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                     lt_warn(NULL, "consumer: %s", rd_kafka_message_errstr(m));
             } else {
@@ -1373,6 +1417,9 @@ lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
     rd_kafka_consumer_close(w->consumer);
     rd_kafka_flush(w->producer, 10000);
     lt_info(NULL, "stopped");
+    if (fatal[0])
+        return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "kafka consumer: fatal error: %s",
+                         fatal);
     return LT_OK;
 }
 
