@@ -40,7 +40,7 @@ export "$PW=peer-secret-$RUN"
 
 cmds() { kcat -C -b "$BROKER" -t "$1" -o beginning -e -q -f '%k\n' 2>/dev/null | grep -cx "$2" || true; }
 wait_for() { # seconds cmd...: hang guard
-  local end=$((SECONDS + $1)); shift
+  local end=$((SECONDS + $1 * LT_TF)); shift
   while [ $SECONDS -lt $end ]; do "$@" && return 0; sleep 0.2; done
   "$@"
 }

@@ -67,7 +67,7 @@ final() { lt_statuses "$STATUS_TOPIC" "$CMD_ID" | grep -v '"result":"running"' |
 # the next one being fetched and published), until a cut has aborted a batch
 # with events in it KICKS times, or the folder is done.
 aborted=0 kicks=0 last=-1
-end=$((SECONDS + 300))
+end=$((SECONDS + 300 * LT_TF))
 while [ $SECONDS -lt $end ] && [ "$aborted" -lt "$KICKS" ] && [ "$kicks" -lt 12 ]; do
   [ -n "$(final)" ] && break
   kill -0 "$WPID" 2>/dev/null || break
