@@ -88,8 +88,10 @@ $(BUILD_VALGRIND)/build.ninja:
 VALGRIND_CTEST_FLAGS ?=
 test-valgrind: deps $(BUILD_VALGRIND)/build.ninja stack-up
 	cmake --build $(BUILD_VALGRIND)
-	@set -a; eval "$$($(STACK) env)"; set +a; \
-	  ctest --test-dir $(BUILD_VALGRIND) $(CTEST_FLAGS) $(VALGRIND_CTEST_FLAGS)
+	@rm -f $(BUILD_VALGRIND)/tests/valgrind-runs.tsv; set -a; eval "$$($(STACK) env)"; set +a; \
+	  rc=0; ctest --test-dir $(BUILD_VALGRIND) $(CTEST_FLAGS) $(VALGRIND_CTEST_FLAGS) || rc=$$?; \
+	  awk -F'\t' '{ t++; p += $$4; b += $$5; if ($$5) e++ } END { printf "valgrind: %d tests, %d program runs, %d with errors (in %d tests)\n", t, p, b, e }' \
+	    $(BUILD_VALGRIND)/tests/valgrind-runs.tsv; exit $$rc
 
 CRASH_MESSAGES ?= 5000
 CRASH_KILLS ?= 20
