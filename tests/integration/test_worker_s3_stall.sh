@@ -62,7 +62,10 @@ kill -USR1 "$PPID_"
 CID=cmd-$RUN
 lt_imap_command "$CMD_TOPIC" "$CID" "$TENANT" "$ACCOUNT" incremental
 end=$((SECONDS + 60 * LT_TF))
-until grep -q "stalled" "$WORK/worker.log"; do [ $SECONDS -lt $end ] || break; sleep 0.2; done
+# until the retry names the stall (logged after the request's own "stalled" line)
+until grep -q "stalled: under .*\(reconnecting\|retrying\)" "$WORK/worker.log"; do
+  [ $SECONDS -lt $end ] || break; sleep 0.2
+done
 check "the stalled request is logged" grep -q "S3 PUT .*: stalled" "$WORK/worker.log"
 check "the work is retried, naming the stall" \
   grep -q "stalled: under .*LATTICE_S3_LOW_SPEED_TIME_S.*\(reconnecting\|retrying\)" "$WORK/worker.log"
