@@ -4,6 +4,7 @@
 #   make demo       install what is missing, build, start the local stack + the two-inbox demo (docs/runbooks/demo-two-inboxes.md)
 #   make test       install what is missing, build, start the local stack (real servers on 127.0.0.1) + ctest
 #   make test-asan  the same tests, built with AddressSanitizer + UBSan
+#   make test-valgrind  the same tests in build-valgrind/ (-O1 -g), each test and every program it starts under valgrind memcheck (docs/sanitizers.md; hours, not in CI)
 #   make crash      kill -9 crash campaign: 5000 messages, 20 kills (CRASH_MESSAGES, CRASH_KILLS, CRASH_SEED)
 #   make crash-changes  the same with flags, expunges and moves between and during the kills
 #   make faults     fault campaign around 2 workers: Kafka, Postgres, MinIO, network, disk, clock
@@ -31,11 +32,12 @@
 SHELL := /bin/bash
 BUILD ?= build
 BUILD_ASAN ?= build-asan
+BUILD_VALGRIND ?= build-valgrind
 CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 STACK := deploy/local/stack
 
-.PHONY: demo image image-deps image-check bench bench-imap bench-imap-changes test-imap-10k bench-gmail bench-scheduler bench-watcher seed airflow validate-deploy all deps build test test-unit test-asan stack-up stack-down stack-status stack-smoke env-example fuzz fuzz-run fuzz-target fuzz-all clean crash crash-changes faults soak
+.PHONY: demo image image-deps image-check bench bench-imap bench-imap-changes test-imap-10k bench-gmail bench-scheduler bench-watcher seed airflow validate-deploy all deps build test test-unit test-asan test-valgrind stack-up stack-down stack-status stack-smoke env-example fuzz fuzz-run fuzz-target fuzz-all clean crash crash-changes faults soak
 
 all: build
 
@@ -80,6 +82,20 @@ test-asan: deps $(BUILD_ASAN)/build.ninja stack-up
 	@set -a; eval "$$($(STACK) env)"; set +a; \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir $(BUILD_ASAN) $(CTEST_FLAGS)
+
+$(BUILD_VALGRIND)/build.ninja:
+	cmake -S . -B $(BUILD_VALGRIND) -G Ninja -DLT_VALGRIND=ON -DCMAKE_BUILD_TYPE=Debug \
+	  -DCMAKE_C_FLAGS_DEBUG='-O1 -g' $(CMAKE_FLAGS)
+
+# One test at a time (valgrind serialises each program's threads; -j2 halves
+# the wall time on an idle machine): VALGRIND_CTEST_FLAGS='-j2 -R worker_imap'.
+VALGRIND_CTEST_FLAGS ?=
+test-valgrind: deps $(BUILD_VALGRIND)/build.ninja stack-up
+	cmake --build $(BUILD_VALGRIND)
+	@rm -f $(BUILD_VALGRIND)/tests/valgrind-runs.tsv; set -a; eval "$$($(STACK) env)"; set +a; \
+	  rc=0; ctest --test-dir $(BUILD_VALGRIND) $(CTEST_FLAGS) $(VALGRIND_CTEST_FLAGS) || rc=$$?; \
+	  awk -F'\t' '{ t++; p += $$4; b += $$5; if ($$5) e++ } END { printf "valgrind: %d tests, %d program runs, %d with errors (in %d tests)\n", t, p, b, e }' \
+	    $(BUILD_VALGRIND)/tests/valgrind-runs.tsv; exit $$rc
 
 CRASH_MESSAGES ?= 5000
 CRASH_KILLS ?= 20
@@ -173,7 +189,7 @@ env-example: build
 	$(BUILD)/tools/lattice-config env-example > .env.example
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) build-fuzz
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_VALGRIND) build-fuzz
 
 validate-deploy: build
 	deploy/validate $(BUILD)

@@ -1221,7 +1221,7 @@ static lt_err_t sync_scope(lt_sync_t *s, lt_gmail_t *g, const char *scope, const
         err = lt_gmail_label_id(g, label, x.label, errstr, n);
         if (err == LT_ERR_NOT_FOUND) { /* the caller reports the scope as missing */
             char why[512];
-            snprintf(why, sizeof(why), "%s", errstr);
+            snprintf(why, sizeof(why), "%.511s", errstr);
             lt_seterr(errstr, n, err, "scope %s: %s", scope, why);
         }
         if (err)

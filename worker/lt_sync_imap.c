@@ -446,7 +446,7 @@ static lt_err_t sync_folder(lt_sync_t *s, session_t *ss, const char *folder, int
         }
         if (err == LT_ERR_NOT_FOUND) { /* the caller reports the scope as missing */
             char why[512];
-            snprintf(why, sizeof(why), "%s", errstr);
+            snprintf(why, sizeof(why), "%.511s", errstr);
             err = lt_seterr(errstr, n, LT_ERR_NOT_FOUND, "folder \"%s\" does not exist (%s)",
                             folder, why);
             goto out;

@@ -82,7 +82,7 @@ run_sync() { # one incremental command, waits for its final status
   check "$1: sync succeeded ($s)" [ "$(jgetq "$s" result)" = succeeded ]
 }
 matches() { # matches STEP: the account's rows match the mailbox (waits for the parser)
-  local st=1 end=$((SECONDS + 120))
+  local st=1 end=$((SECONDS + 120 * LT_TF))
   while [ $SECONDS -lt $end ]; do
     st=0
     python3 "$HERE/lib/mailbox_state.py" gmail --emulator-url "$LATTICE_TEST_GMAIL_URL" \

@@ -82,7 +82,7 @@ matches() { # matches STEP ACCOUNT FOLDER...: each folder's rows match (waits fo
   local step=$1 acc=$2 f st end
   shift 2
   for f in "$@"; do
-    end=$((SECONDS + 120))
+    end=$((SECONDS + 120 * LT_TF))
     st=1
     while [ $SECONDS -lt $end ]; do
       st=0; state "$acc" "$f" || st=$?

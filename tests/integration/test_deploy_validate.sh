@@ -11,4 +11,9 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 if grep -q '^LT_SANITIZE:BOOL=ON' "$BUILD/CMakeCache.txt" 2>/dev/null; then
   exec "$ROOT/deploy/validate"
 fi
+# A valgrind build (cmake/Valgrind.cmake) has scripts at the programs' usual
+# paths and the binaries under valgrind-real/.
+if grep -q '^LT_VALGRIND:BOOL=ON' "$BUILD/CMakeCache.txt" 2>/dev/null; then
+  exec "$ROOT/deploy/validate" "$BUILD/valgrind-real"
+fi
 exec "$ROOT/deploy/validate" "$BUILD"

@@ -80,7 +80,7 @@ SPID=$!
 lt_wait_assigned "$WORK/worker.log"
 
 wait_result() { # wait_result ACCOUNT KIND -> the final status of the account's latest KIND command
-  local end=$((SECONDS + 300)) # a hang guard
+  local end=$((SECONDS + 300 * LT_TF)) # a hang guard
   while [ $SECONDS -lt $end ]; do
     local s
     s=$(grep -F "\"account_id\":\"$1\"" "$WORK/status.log" | grep -F "\"kind\":\"$2\"" \

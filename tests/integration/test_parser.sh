@@ -169,7 +169,7 @@ stop_parser() { # sets PRC to the exit code
 }
 dlq_count() { kcat -C -b "$BROKER" -t "$DLQ_TOPIC" -o beginning -e -q -f '%k\n' 2>/dev/null | grep -c poison || true; }
 wait_for() { # wait_for ROWS DLQ: up to 300 s (a hang guard)
-  local end=$((SECONDS + 300))
+  local end=$((SECONDS + 300 * LT_TF))
   while [ $SECONDS -lt $end ]; do
     [ "$(rows)" = "$1" ] && [ "$(dlq_count)" = "$2" ] && return 0
     sleep 0.3
@@ -247,7 +247,7 @@ check "restart: log says 0 events" grep -q "stopped after 0 events" "$WORK/parse
 # replay from the start in a new group: same rows, rewritten
 run_parser "test-parser-replay-$RUN" "$WORK/parser3.log"
 check "replay: dead letters again" wait_for "$TOTAL" 4
-end=$((SECONDS + 300))
+end=$((SECONDS + 300 * LT_TF))
 while [ $SECONDS -lt $end ]; do
   [ "$(psqlq "SELECT count(*) FROM emails WHERE tenant_id = '$TENANT' AND parsed_at > '$before'")" = "$TOTAL" ] && break
   sleep 0.3

@@ -130,7 +130,7 @@ LATTICE_METRICS_PORT=$PORT LATTICE_METRICS_BIND=127.0.0.1 \
   "$BUILD/parser/lattice-mail-parser" >"$WORK/parser.log" 2>&1 &
 PPID2=$!
 # all six records handled, whatever became of them (a hang guard, 300 s)
-end=$((SECONDS + 300))
+end=$((SECONDS + 300 * LT_TF))
 while [ $SECONDS -lt $end ]; do
   [ "$(rows "$TENANT_A")" = 2 ] &&
     [ $(( $(dlq_count) + $(rows "$TENANT_B") + $(rows "$TENANT_P") )) = 4 ] && break

@@ -94,7 +94,7 @@ printf 'poison\tnot avro at all\n' | kcat -P -b "$BROKER" -t "$RAW_TOPIC" -p 0 -
 printf '\x00\x7f\xff\xff\xf0\x02ab' >"$WORK/badid.bin"
 kcat -P -b "$BROKER" -t "$RAW_TOPIC" -p 1 -k poison2 "$WORK/badid.bin" 2>/dev/null
 
-end=$((SECONDS + 300)) # a hang guard
+end=$((SECONDS + 300 * LT_TF)) # a hang guard
 while [ $SECONDS -lt $end ]; do
   [ "$(rows)" = "$TOTAL" ] && [ "$(dlq_count)" = 2 ] && break
   sleep 0.3

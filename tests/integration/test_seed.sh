@@ -138,7 +138,7 @@ LATTICE_PG_DSN=$DSN LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_LOG_FORMAT=text \
   "$BUILD/scheduler/lattice-scheduler" --once --tenant personal >"$WORK/sched.out" 2>"$WORK/sched.log"
 check "scheduler sent 2 commands" grep -q 'commands_sent=2 ' "$WORK/sched.log"
 result() { # result ACCOUNT -> "result messages"
-  local end=$((SECONDS + 300)) # a hang guard
+  local end=$((SECONDS + 300 * LT_TF)) # a hang guard
   while [ $SECONDS -lt $end ]; do
     local st
     st=$(grep -F "\"account_id\":\"$1\"" "$WORK/status.out" | grep -v '"result":"running"' | tail -1 || true)

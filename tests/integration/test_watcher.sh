@@ -103,7 +103,7 @@ EOF
 cmds() { kcat -C -b "$BROKER" -t "$CMD" -o beginning -e -q -f '%k\t%s\n' 2>/dev/null | awk -F'\t' -v k="$1" '$1 == k' > "$WORK/cmds.$1"; wc -l < "$WORK/cmds.$1"; }
 cmd_ids() { cmds "$1" >/dev/null; sed 's/.*"command_id":"\([^"]*\)".*/\1/' "$WORK/cmds.$1"; }
 wait_cmds() { # account n: wait (hang guard 120 s) until at least n commands
-  local end=$((SECONDS + 120))
+  local end=$((SECONDS + 120 * LT_TF))
   while [ $SECONDS -lt $end ] && [ "$(cmds "$1")" -lt "$2" ]; do sleep 0.2; done
   [ "$(cmds "$1")" -ge "$2" ]
 }
@@ -182,7 +182,7 @@ check "notifications counted: expunge" [ "$(metric s1 'lattice_watcher_notificat
 
 # ---- 5. a burst of 100 messages -> a bounded number of commands, all mail ingested
 burst 100
-end=$((SECONDS + 300))
+end=$((SECONDS + 300 * LT_TF))
 while [ $SECONDS -lt $end ] && [ "$(raw_count "$A")" -lt 101 ]; do sleep 0.5; done
 check "burst: all 100 ingested ($(raw_count "$A") events in all)" [ "$(raw_count "$A")" = 101 ]
 check "burst: settled" settle "$A"
@@ -213,7 +213,7 @@ EOF2
 check "burst: no command was sent while another of the account was in flight" nopile "$A"
 
 # ---- 5b. IDLE re-issue
-end=$((SECONDS + 60))
+end=$((SECONDS + 60 * LT_TF))
 while [ $SECONDS -lt $end ]; do scrape s2; [ "$(metric s2 lattice_watcher_idle_reissues_total | cut -d. -f1)" -ge 2 ] && break; sleep 0.5; done
 check "IDLE re-issued at least twice ($(metric s2 lattice_watcher_idle_reissues_total))" \
   [ "$(metric s2 lattice_watcher_idle_reissues_total | cut -d. -f1)" -ge 2 ]
@@ -227,7 +227,7 @@ settle "$KA" || true
 nk=$(cmds "$KA")
 scrape s3
 doveadm -c "$LATTICE_DOVECOT_CONF" kick "$LATTICE_TEST_IMAP_KICK_USER" >"$WORK/kick.log" 2>&1 || true
-end=$((SECONDS + 120))
+end=$((SECONDS + 120 * LT_TF))
 while [ $SECONDS -lt $end ]; do scrape s4; [ "$(delta s3 s4 lattice_watcher_reconnects_total | cut -d. -f1)" -ge 1 ] && break; sleep 0.2; done
 check "kick: the lost connection was counted" [ "$(delta s3 s4 lattice_watcher_reconnects_total | cut -d. -f1)" -ge 1 ]
 check "kick: reconnected and one command sent on reconnect" wait_cmds "$KA" $((nk + 1))
@@ -242,7 +242,7 @@ watcher wb "$PB"; BPID=$!
 URL=http://127.0.0.1:$PB
 lt_wait_http /readyz "replica B ready"
 kill -KILL "$APID"; wait "$APID" 2>/dev/null || true; APID=
-end=$((SECONDS + 120))
+end=$((SECONDS + 120 * LT_TF))
 while [ $SECONDS -lt $end ]; do scrape b1; [ "$(metric b1 lattice_watcher_accounts | cut -d. -f1)" = 2 ] && break; sleep 0.5; done
 check "kill -9 of replica A: B watches both accounts ($(metric b1 lattice_watcher_accounts))" \
   [ "$(metric b1 lattice_watcher_accounts | cut -d. -f1)" = 2 ]
@@ -255,7 +255,7 @@ check "kill -9: B issued the command" grep -q "command issued.*account=$A" "$WOR
 
 # ---- 8. a disabled account is released
 psqlq "UPDATE mail_accounts SET enabled = false WHERE account_id = '$KA'" >/dev/null
-end=$((SECONDS + 60))
+end=$((SECONDS + 60 * LT_TF))
 while [ $SECONDS -lt $end ]; do scrape b2; [ "$(metric b2 lattice_watcher_accounts | cut -d. -f1)" = 1 ] && break; sleep 0.3; done
 check "disabled: released ($(metric b2 lattice_watcher_accounts) watched)" [ "$(metric b2 lattice_watcher_accounts | cut -d. -f1)" = 1 ]
 check "disabled: logged" grep -q "released: .*account=$KA" "$WORK/wb.log"

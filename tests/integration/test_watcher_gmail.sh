@@ -66,7 +66,7 @@ psqlq "INSERT INTO mail_accounts (tenant_id, account_id, provider, config_json) 
 cmds() { kcat -C -b "$BROKER" -t "$CMD" -o beginning -e -q -f '%k\t%s\n' 2>/dev/null | awk -F'\t' -v k="$1" '$1 == k' > "$WORK/cmds.$1"; wc -l < "$WORK/cmds.$1"; }
 cmd_ids() { cmds "$1" >/dev/null; sed 's/.*"command_id":"\([^"]*\)".*/\1/' "$WORK/cmds.$1"; }
 wait_cmds() { # account n: wait (hang guard 120 s) until at least n commands
-  local end=$((SECONDS + 120))
+  local end=$((SECONDS + 120 * LT_TF))
   while [ $SECONDS -lt $end ] && [ "$(cmds "$1")" -lt "$2" ]; do sleep 0.2; done
   [ "$(cmds "$1")" -ge "$2" ]
 }
@@ -78,7 +78,7 @@ raw_count() { kcat -C -b "$BROKER" -t "$RAW" -X isolation.level=read_committed -
 watches() { lt_gmail_ctl GET /pubsub/watches; }
 watched() { watches | python3 -c 'import json,sys; sys.exit(0 if sys.argv[1] in json.load(sys.stdin).get("watches", {}) else 1)' "$EMAIL"; }
 wait_for() { # what cmd...: retry (hang guard 60 s)
-  local what=$1 end=$((SECONDS + 60)); shift
+  local what=$1 end=$((SECONDS + 60 * LT_TF)); shift
   while [ $SECONDS -lt $end ]; do "$@" && return 0; sleep 0.2; done
   return 1
 }
@@ -136,7 +136,7 @@ check "new message: settled" settle "$A"
 check "new message: exactly one command ($(( $(cmds "$A") - n0 )))" [ "$(cmds "$A")" = $((n0 + 1)) ]
 check "the command is incremental, provider gmail" bash -c "tail -1 '$WORK/cmds.$A' | grep -q '\"kind\":\"incremental\"' && tail -1 '$WORK/cmds.$A' | grep -q '\"provider\":\"gmail\"'"
 check "requested_by watcher" grep -q '"requested_by":"watcher"' "$WORK/cmds.$A"
-end=$((SECONDS + 120))
+end=$((SECONDS + 120 * LT_TF))
 while [ $SECONDS -lt $end ] && [ "$(raw_count "$A")" -lt 1 ]; do sleep 0.5; done
 check "the message's raw event is committed ($(raw_count "$A"))" [ "$(raw_count "$A")" -ge 1 ]
 has_status() { deliveries "$1" | grep -x "$2" >/dev/null; }

@@ -56,7 +56,7 @@ SKIPPED='lattice_worker_commands_total{provider="imap",kind="incremental",result
 
 worker "$WORK/w1.log"
 lt_wait_http /readyz "worker 1 ready"
-end=$((SECONDS + 900)) # a hang guard: 100k lookups on a loaded machine
+end=$((SECONDS + 900 * LT_TF)) # a hang guard: 100k lookups on a loaded machine
 done_n=0
 while [ $SECONDS -lt $end ]; do
   scrape now || true

@@ -69,7 +69,7 @@ command_for() { # command_for ID ACCOUNT
 rc=0
 worker "$WORK/nodlq.log" LATTICE_TOPIC_DLQ="missing.dlq.$RUN"
 NPID=$WPID
-end=$((SECONDS + 120))
+end=$((SECONDS + 120 * LT_TF))
 while [ $SECONDS -lt $end ] && kill -0 "$NPID" 2>/dev/null; do sleep 0.2; done
 if kill -0 "$NPID" 2>/dev/null; then lt_stop "$NPID"; rc=running; else wait "$NPID" || rc=$?; fi
 WPID=
@@ -126,7 +126,7 @@ H=hang-$RUN
 command_for "$H" "$HANG"
 for n in 1 2; do
   log="$WORK/w$n.log"
-  end=$((SECONDS + 120))
+  end=$((SECONDS + 120 * LT_TF))
   while [ $SECONDS -lt $end ] && ! grep -q "command started (incremental, attempt $n).*command_id=$H" "$log"; do sleep 0.2; done
   check "run $n of the command started" grep -q "command started (incremental, attempt $n).*command_id=$H" "$log"
   kill -9 "$WPID"; wait "$WPID" 2>/dev/null || true

@@ -16,4 +16,4 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 lt_require LATTICE_KAFKA_BOOTSTRAP_SERVERS LATTICE_PG_DSN LATTICE_PG_PASSWORD LATTICE_S3_ENDPOINT \
   LATTICE_SCHEMA_REGISTRY_URL LATTICE_CA_FILE LATTICE_TEST_IMAP_USER LATTICE_TEST_IMAP_PASSWORD
 exec python3 "$HERE/../crash/crash-campaign" --build "$BUILD" --messages 600 --kills 6 --changes \
-  --seed "${LATTICE_CRASH_SEED:-$(( $(date +%s) % 100000 ))}" --finish-timeout 300
+  --seed "${LATTICE_CRASH_SEED:-$(( $(date +%s) % 100000 ))}" --finish-timeout $((300 * LT_TF))

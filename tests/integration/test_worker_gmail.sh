@@ -125,7 +125,7 @@ command() { # command ACCOUNT KIND [json extra] -> prints the command id
   echo "$id"
 }
 wait_status() { # wait_status ID -> prints the final status JSON (up to 300 s: a hang guard)
-  local end=$((SECONDS + 300))
+  local end=$((SECONDS + 300 * LT_TF))
   while [ $SECONDS -lt $end ]; do
     local s
     s=$(grep -F "\"command_id\":\"$1\"" "$WORK/status.log" | grep -v '"result":"running"' | tail -1 || true)

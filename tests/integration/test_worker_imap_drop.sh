@@ -18,6 +18,8 @@ lt_require_pipeline LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_I
   LATTICE_TEST_IMAP_BENCH_PASSWORD LATTICE_DOVECOT_CONF
 COUNT=${DROP_COUNT:-2000}
 BATCH=500 # x 40 KB: a FETCH answer larger than the socket buffers, so a cut lands inside it
+# (the transaction timeout, librdkafka's 60 s, times LT_TF: under valgrind a batch of
+# 500 takes over 60 s and the broker would abort every one of them)
 KICKS=3
 RUN=drop$(date +%s)$$
 TENANT=t-$RUN
@@ -54,6 +56,7 @@ LATTICE_TOPIC_COMMANDS=$CMD_TOPIC LATTICE_TOPIC_RAW=$RAW_TOPIC LATTICE_TOPIC_STA
 LATTICE_WORKER_GROUP_ID=$RUN LATTICE_WORKER_ID=$RUN LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest \
 LATTICE_TLS_CA_FILE=$LATTICE_CA_FILE LATTICE_LOG_FORMAT=text LATTICE_WORKER_RETRY_BASE_MS=200 \
 LATTICE_WORKER_BATCH_MESSAGES=$BATCH LATTICE_TMP_DIR=$WORK \
+LATTICE_KAFKA_TRANSACTION_TIMEOUT_MS=$((60000 * LT_TF)) \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
 lt_wait_assigned "$WORK/worker.log"
@@ -67,7 +70,7 @@ final() { lt_statuses "$STATUS_TOPIC" "$CMD_ID" | grep -v '"result":"running"' |
 # the next one being fetched and published), until a cut has aborted a batch
 # with events in it KICKS times, or the folder is done.
 aborted=0 kicks=0 last=-1
-end=$((SECONDS + 300))
+end=$((SECONDS + 300 * LT_TF))
 while [ $SECONDS -lt $end ] && [ "$aborted" -lt "$KICKS" ] && [ "$kicks" -lt 12 ]; do
   [ -n "$(final)" ] && break
   kill -0 "$WPID" 2>/dev/null || break

@@ -55,7 +55,7 @@ check "brokers_up 1 before" is "$(metric before lattice_worker_kafka_brokers_up)
 # the outage
 from=$(wc -l <"$WORK/worker.log")
 { kill -KILL "$KPID"; wait "$KPID"; } 2>/dev/null || true; KPID=
-end=$((SECONDS + 90))
+end=$((SECONDS + 90 * LT_TF))
 until grep -q "kafka: all brokers unreachable" "$WORK/worker.log" && [ "$(code /readyz)" = 503 ]; do
   [ $SECONDS -lt $end ] || break; sleep 0.2
 done
@@ -75,7 +75,7 @@ check "the outage logged at most 3 warn/error lines about Kafka ($noisy)" [ "$no
 
 # the broker back
 kafka_start
-end=$((SECONDS + 120))
+end=$((SECONDS + 120 * LT_TF))
 until grep -q "kafka: brokers reachable again" "$WORK/worker.log" && [ "$(code /readyz)" = 200 ]; do
   [ $SECONDS -lt $end ] || break; sleep 0.2
 done

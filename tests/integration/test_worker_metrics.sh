@@ -44,7 +44,9 @@ LATTICE_METRICS_PORT=$PORT LATTICE_METRICS_BIND=127.0.0.1 \
   "$BUILD/worker/lattice-worker" >"$WORK/worker.log" 2>&1 &
 WPID=$!
 lt_wait_http /healthz "/healthz 200 while starting"
-sleep 1.5
+# past "starting" (the worker built; a hang guard: valgrind takes seconds), then no assignment
+end=$((SECONDS + 60 * LT_TF))
+while [ $SECONDS -lt $end ] && { [ "$(code /readyz)" != 503 ] || grep -q starting "$WORK/body"; }; do sleep 0.2; done
 check "/readyz 503 before the assignment" [ "$(code /readyz)" = 503 ]
 check "/readyz says why ($(cat "$WORK/body"))" grep -q "no partition assignment" "$WORK/body"
 check "unknown path 404" [ "$(code /nope)" = 404 ]
@@ -135,10 +137,13 @@ check "running events carry done/total/rate/eta" python3 - "$running" $NB <<'EOF
 import json, sys
 evs = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
 nb = int(sys.argv[2])
-ok = bool(evs)
+# a total known only after the first interval is reported at once, 0 done at rate 0
+# (test_sync_progress): seen under valgrind
+ok = any(e["progress_done"] > 0 for e in evs)
 for e in evs:
-    ok &= e["progress_total"] == nb and 0 < e["progress_done"] <= nb
-    ok &= e["rate_per_s"] > 0 and (e["eta_s"] is None or e["eta_s"] >= 0)
+    ok &= e["progress_total"] == nb and 0 <= e["progress_done"] <= nb
+    ok &= e["rate_per_s"] > 0 if e["progress_done"] > 0 else e["rate_per_s"] == 0
+    ok &= e["eta_s"] is None or e["eta_s"] >= 0
     ok &= e["kind"] == "backfill" and e["scope"] and e["worker_id"] and e["duration_ms"] > 0
 dones = [e["progress_done"] for e in evs]
 ok &= dones == sorted(dones)

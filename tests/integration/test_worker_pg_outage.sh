@@ -63,7 +63,7 @@ phase() {
   local from; from=$(wc -l <"$WORK/worker.log")
   local wm0; wm0=$(psqlq "SELECT COALESCE((SELECT watermark_json->>'last_uid' FROM mail_watermarks WHERE tenant_id='$TENANT'), '0')")
   lt_imap_command "$CMD_TOPIC" "$cid" "$TENANT" "$ACCOUNT" incremental
-  end=$((SECONDS + 120))
+  end=$((SECONDS + 120 * LT_TF))
   until [ "$(psqlq "SELECT COALESCE((SELECT watermark_json->>'last_uid' FROM mail_watermarks WHERE tenant_id='$TENANT'), '0')" 2>/dev/null || echo 0)" -gt "$wm0" ]; do
     [ $SECONDS -lt $end ] || break; sleep 0.05
   done

@@ -182,7 +182,7 @@ LATTICE_KAFKA_AUTO_OFFSET_RESET=earliest LATTICE_LOG_FORMAT=text LATTICE_PARSER_
   "$BUILD/parser/lattice-mail-parser" >"$WORK/parser.log" 2>&1 &
 PPID2=$!
 rows() { psqlq "SELECT count(*) FROM emails WHERE tenant_id = '$TENANT' AND account_id = '$ACCOUNT'"; }
-end=$((SECONDS + 180)) # a hang guard
+end=$((SECONDS + 180 * LT_TF)) # a hang guard
 while [ $SECONDS -lt $end ] && [ "$(rows)" != "$nev" ]; do sleep 0.5; done
 check "parser: one row per event ($(rows) of $nev)" [ "$(rows)" = "$nev" ]
 wide=$(psqlq "SELECT attachment_count FROM emails WHERE tenant_id = '$TENANT' AND message_id = 'poison.wide@edge.example.test'")
@@ -259,7 +259,7 @@ while IFS=$'\t' read -r verdict what; do
   esac
 done <"$WORK/verdicts2"
 rows2() { psqlq "SELECT count(*) FROM emails WHERE tenant_id = '$TENANT' AND account_id = '$ACCOUNT2'"; }
-end=$((SECONDS + 180)) # a hang guard
+end=$((SECONDS + 180 * LT_TF)) # a hang guard
 while [ $SECONDS -lt $end ] && [ "$(rows2)" != 4 ]; do sleep 0.5; done
 check "unbounded: parser wrote 4 rows ($(rows2))" [ "$(rows2)" = 4 ]
 pe=$(perr "$ACCOUNT2" "$WORK/uids2" poison-wide.eml)

@@ -102,7 +102,7 @@ run_killed() {
   start_worker "$WORK/$name-1.log"
   printf '%s\t{"schema":"lattice.mail.sync.cmd.v1","command_id":"%s","tenant_id":"%s","account_id":"%s","provider":"%s"%s,"requested_at":"2026-11-25T12:00:00Z","requested_by":"test"}\n' \
     "$acct" "$cid" "$TENANT" "$acct" "$provider" "$extra" | kcat -P -b "$BROKER" -t "$CMD_TOPIC" -K $'\t' 2>/dev/null
-  end=$((SECONDS + 300))
+  end=$((SECONDS + 300 * LT_TF))
   while [ $SECONDS -lt $end ]; do
     p=$(progress "$cid")
     [ "$p" -ge $((N / 2)) ] && break

@@ -38,7 +38,7 @@ lt_pg_private_up # the schema of this tree, whatever the stack's has
 PROXY_PORT=$(lt_free_port)
 python3 "$HERE/lib/fault_proxy.py" "$PROXY_PORT" "${LATTICE_S3_ENDPOINT#http://}" "$WORK/proxy.pid" 2>"$WORK/proxy.log" &
 PPID_=$!
-end=$((SECONDS + 30))
+end=$((SECONDS + 30 * LT_TF))
 until [ -s "$WORK/proxy.pid" ]; do [ $SECONDS -lt $end ] || { echo "proxy did not start" >&2; exit 1; }; sleep 0.1; done
 
 for t in "$CMD_TOPIC" "$RAW_TOPIC" "$CKPT_TOPIC" "$STATUS_TOPIC"; do "$REPO/deploy/local/stack" topic "$t" 1 >/dev/null; done
@@ -61,8 +61,11 @@ lt_wait_assigned "$WORK/worker.log"
 kill -USR1 "$PPID_"
 CID=cmd-$RUN
 lt_imap_command "$CMD_TOPIC" "$CID" "$TENANT" "$ACCOUNT" incremental
-end=$((SECONDS + 60))
-until grep -q "stalled" "$WORK/worker.log"; do [ $SECONDS -lt $end ] || break; sleep 0.2; done
+end=$((SECONDS + 60 * LT_TF))
+# until the retry names the stall (logged after the request's own "stalled" line)
+until grep -q "stalled: under .*\(reconnecting\|retrying\)" "$WORK/worker.log"; do
+  [ $SECONDS -lt $end ] || break; sleep 0.2
+done
 check "the stalled request is logged" grep -q "S3 PUT .*: stalled" "$WORK/worker.log"
 check "the work is retried, naming the stall" \
   grep -q "stalled: under .*LATTICE_S3_LOW_SPEED_TIME_S.*\(reconnecting\|retrying\)" "$WORK/worker.log"

@@ -59,7 +59,7 @@ side_lock() {
   SIDE_PID=$!
   exec 7>"$WORK/side.in"
   echo "SELECT 'pid=' || pg_backend_pid(); BEGIN; INSERT INTO mail_watermark_pending (tenant_id, account_id, scope, provider, watermark_json, command_id, marker_topic, marker_partition, marker_offset) VALUES ('$TENANT', '$ACCOUNT', '$FOLDER', 'imap', '{\"last_uid\": 1, \"uidvalidity\": 1}', 'side-$RUN', 'side', 0, 0); SELECT 'locked';" >&7
-  local end=$((SECONDS + 60))
+  local end=$((SECONDS + 60 * LT_TF))
   until grep -q '^locked' "$WORK/side.out"; do
     [ $SECONDS -lt $end ] || { echo "side session: $(cat "$WORK/side.out")" >&2; exit 1; }
     sleep 0.1
@@ -67,7 +67,7 @@ side_lock() {
   SIDE=$(sed -n 's/^pid=//p' "$WORK/side.out")
 }
 side_wait_blocked() { # the worker's pending-row UPSERT waits for the side session
-  local end=$((SECONDS + 120))
+  local end=$((SECONDS + 120 * LT_TF))
   until [ "$(psqlq "SELECT count(*) FROM pg_stat_activity WHERE $SIDE = ANY(pg_blocking_pids(pid))")" = 1 ]; do
     [ $SECONDS -lt $end ] || { echo "the worker never reached the pending row" >&2; tail -30 "$WORK/worker.log" >&2; exit 1; }
     sleep 0.1
@@ -115,7 +115,7 @@ phase_indoubt() {
   side_wait_blocked
   { kill -KILL "$KPID"; wait "$KPID"; } 2>/dev/null || true; KPID=
   side_release
-  local end=$((SECONDS + 120))
+  local end=$((SECONDS + 120 * LT_TF))
   until grep -q "command failed" "$WORK/worker.log"; do [ $SECONDS -lt $end ] || break; sleep 0.2; done
   check "in doubt: commit_transaction failed while the broker was down" grep -q "commit_transaction: .*retrying" "$WORK/worker.log"
   check "in doubt: the command failed for a retry" grep -q "command failed temporarily" "$WORK/worker.log"

@@ -4,6 +4,9 @@
 #   pass, fail              the check counters (0)
 #   RUN                     a per-run id: seconds + pid
 #   BROKER                  $LATTICE_KAFKA_BOOTSTRAP_SERVERS (empty when unset)
+#   LT_TF                   $LT_TEST_TIME_FACTOR (default 1): every hang guard waiting
+#                           on a program of the build is multiplied by it
+#                           (tests/valgrind/run-test sets 10: make test-valgrind)
 #   lt_require VAR...       exit 1 with a clear message unless every VAR is set
 #   lt_require_pipeline VAR...  lt_require Kafka, Postgres, S3 and the CA, and VARs
 #   check WHAT CMD...       run CMD: count a pass, or a fail with "FAILED: WHAT"
@@ -20,7 +23,7 @@
 #                           $LATTICE_TEST_GMAIL_URL/_emulator PATH (CA $LATTICE_CA_FILE);
 #                           the body to stdout, status 1 on an HTTP error; 120 s at
 #                           most (a hang guard)
-#   lt_wait_assigned LOG    wait up to 120 s (a hang guard: a loaded machine and a
+#   lt_wait_assigned LOG    wait up to 120 s × LT_TF (a hang guard: a loaded machine and a
 #                           busy group coordinator can take long) for "assigned" in
 #                           a worker log, then check it
 #   lt_secret_env TENANT NAME  the variable an account of TENANT may name for NAME:
@@ -37,7 +40,7 @@
 #   lt_wait_status [--final] TOPIC ID LOG
 #                           the last status event of ID (--final: not "running";
 #                           without it a long command's progress event may be what
-#                           comes back), polled for up to 300 s; none: LOG's tail
+#                           comes back), polled for up to 300 s × LT_TF; none: LOG's tail
 #                           to stderr, status 1
 #   With URL (a metrics server, http://host:port) and WORK (a scratch dir) set:
 #   code PATH               GET URL/PATH -> HTTP status; the body in WORK/body
@@ -45,7 +48,7 @@
 #   metric NAME 'name{labels}'  a sample's value in WORK/NAME.prom (0 when absent)
 #   delta NAME1 NAME2 'name{labels}'  its change from scrape NAME1 to NAME2
 #   is A B                  A and B are the same number
-#   lt_wait_http PATH WHAT  wait up to 120 s (a hang guard) for URL/PATH to answer
+#   lt_wait_http PATH WHAT  wait up to 120 s × LT_TF (a hang guard) for URL/PATH to answer
 #                           200, then check it ("WHAT")
 #   lt_check_prom_type      check URL/metrics is Prometheus text format 0.0.4
 # Per-test state (tenant, account, topics, WORK, cleanup trap) stays in the test.
@@ -53,6 +56,7 @@ LT_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 pass=0 fail=0
 RUN=$(date +%s)$$
 BROKER=${LATTICE_KAFKA_BOOTSTRAP_SERVERS:-}
+LT_TF=${LT_TEST_TIME_FACTOR:-1}
 
 lt_require() {
   local v
@@ -109,7 +113,7 @@ lt_gmail_ctl() {
 }
 
 lt_wait_assigned() {
-  local end=$((SECONDS + 120))
+  local end=$((SECONDS + 120 * LT_TF))
   while [ $SECONDS -lt $end ]; do grep -q "assigned" "$1" && break; sleep 0.2; done
   check "worker got its assignment" grep -q "assigned" "$1"
 }
@@ -137,7 +141,7 @@ lt_statuses() {
 }
 
 lt_wait_status() {
-  local final=0 s end=$((SECONDS + 300))
+  local final=0 s end=$((SECONDS + 300 * LT_TF))
   [ "$1" = --final ] && { final=1; shift; }
   while [ $SECONDS -lt $end ]; do
     if [ $final = 1 ]; then
@@ -158,7 +162,7 @@ delta() { python3 -c 'import sys; print(round(float(sys.argv[2]) - float(sys.arg
 is() { [ "$(python3 -c 'import sys; print(float(sys.argv[1]) == float(sys.argv[2]))' "$1" "$2")" = True ]; }
 
 lt_wait_http() {
-  local end=$((SECONDS + 120))
+  local end=$((SECONDS + 120 * LT_TF))
   while [ $SECONDS -lt $end ] && [ "$(code "$1")" != 200 ]; do sleep 0.1; done
   check "$2" [ "$(code "$1")" = 200 ]
 }
