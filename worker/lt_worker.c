@@ -264,6 +264,34 @@ static lt_err_t dead_letter_command(lt_worker_t *w, const lt_job_t *job, const l
 
 /* --- slots -------------------------------------------------------------- */
 
+/* Every Kafka client of the worker. rd_kafka_new() failing is fatal for
+ * the process, never retried in it: after a failure past its threads' start
+ * (seen when a wall-clock step cut its CLOCK_REALTIME wait short) librdkafka
+ * 2.0.2 may leave those threads running on freed memory (later clients got
+ * a garbled client.software.name, the process a SIGSEGV). The process
+ * ends at once with _exit(1), as a crash would: every batch is in an open
+ * Kafka transaction (aborted, or fenced by the restarted worker's
+ * init_transactions()) and no offset of a running command is committed, so
+ * the restart redoes the commands from their watermarks and nothing is lost.
+ * A created client whose init_transactions() fails (brokers unreachable) is
+ * destroyed and returns NULL as before: retried. */
+static rd_kafka_t *kafka_client(lt_worker_t *w, const char *what, rd_kafka_type_t type,
+                                rd_kafka_conf_t *conf, void *opaque, lt_kafka_dr_fn on_delivery,
+                                char *errstr, size_t n)
+{
+    lt_kafka_new_result_t how = LT_KAFKA_NEW_OK;
+    rd_kafka_t *rk = lt_kafka_new_watched(type, conf, opaque, on_delivery, w->kafka_health, &how,
+                                          errstr, n);
+    if (!rk && how != LT_KAFKA_NEW_OK) {
+        lt_error(NULL,
+                 "%s: %s; exiting 1 (a Kafka client that cannot be created is not retried in "
+                 "this process; its restart redoes the running commands)",
+                 what, errstr);
+        _exit(1);
+    }
+    return rk;
+}
+
 static void slot_close(slot_t *s)
 {
     if (s->producer) {
@@ -360,8 +388,10 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
                 RD_KAFKA_CONF_OK &&
             atoi(tmo) > 0)
             s->txn_timeout_ms = atoi(tmo);
-        s->producer = lt_kafka_new_watched(RD_KAFKA_PRODUCER, conf, s, lt_sync_dr_cb,
-                                           s->w->kafka_health, errstr, n);
+        char what[64];
+        snprintf(what, sizeof(what), "slot %d", s->index);
+        s->producer =
+            kafka_client(s->w, what, RD_KAFKA_PRODUCER, conf, s, lt_sync_dr_cb, errstr, n);
         if (!s->producer)
             return LT_ERR_TEMPORARY;
         /* metadata now, not on librdkafka's 1 s timer inside the first commit */
@@ -379,8 +409,9 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
             return LT_ERR_FINAL;
         char e[256];
         rd_kafka_conf_set(conf, "enable.partition.eof", "true", e, sizeof(e));
-        s->marker_reader =
-            lt_kafka_new_watched(RD_KAFKA_CONSUMER, conf, s, NULL, s->w->kafka_health, errstr, n);
+        char what[64];
+        snprintf(what, sizeof(what), "slot %d", s->index);
+        s->marker_reader = kafka_client(s->w, what, RD_KAFKA_CONSUMER, conf, s, NULL, errstr, n);
         if (!s->marker_reader)
             return LT_ERR_TEMPORARY;
     }
@@ -1268,8 +1299,8 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     rd_kafka_conf_t *pconf = lt_kafka_producer_conf(cfg, NULL, errstr, errstr_size);
     if (!pconf)
         goto fail;
-    w->producer = lt_kafka_new_watched(RD_KAFKA_PRODUCER, pconf, NULL, NULL, w->kafka_health,
-                                       errstr, errstr_size);
+    w->producer =
+        kafka_client(w, "cannot start", RD_KAFKA_PRODUCER, pconf, NULL, NULL, errstr, errstr_size);
     if (!w->producer)
         goto fail;
     /* every topic the worker produces to must exist (auto-create is off):
@@ -1299,8 +1330,8 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     if (!conf)
         goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-    w->consumer = lt_kafka_new_watched(RD_KAFKA_CONSUMER, conf, w, NULL, w->kafka_health, errstr,
-                                       errstr_size);
+    w->consumer =
+        kafka_client(w, "cannot start", RD_KAFKA_CONSUMER, conf, w, NULL, errstr, errstr_size);
     if (!w->consumer)
         goto fail;
 
