@@ -34,8 +34,7 @@ WPID=$!
 end=$((SECONDS + 120))
 while [ $SECONDS -lt $end ] && kill -0 "$WPID" 2>/dev/null; do sleep 0.2; done
 rc=0
-if kill -0 "$WPID" 2>/dev/null; then rc=running; else wait "$WPID" || rc=$?; fi
-WPID=
+if kill -0 "$WPID" 2>/dev/null; then rc=running; else wait "$WPID" || rc=$?; WPID=; fi
 check "the worker exits 1 (got $rc)" [ "$rc" = 1 ]
 check "one error line names the client and the reason" \
   grep -q 'error .*slot 0: kafka: cannot create the producer: .*transaction.timeout.ms.*; exiting 1' \
