@@ -99,7 +99,9 @@ ids=$(kcat -C -b "$BROKER" -t "$RAW_TOPIC" -o beginning -e -q -X isolation.level
   -f '%h\n' 2>/dev/null | grep -o 'lattice.event_id=[0-9a-f-]*' | sort || true)
 check "read_committed sees $N events ($(grep -c . <<<"$ids" || true))" [ "$(grep -c . <<<"$ids" || true)" = "$N" ]
 check "no event twice" [ "$(uniq -d <<<"$ids" | grep -c . || true)" = 0 ]
-lt_stop "$WPID"; WPID=
+# an ordinary stop stays an ordinary stop: exit 0, long before the deadline
+kill -TERM "$WPID"; rc=0; wait "$WPID" || rc=$?; WPID=
+check "the new worker exits 0 on SIGTERM (got $rc)" [ "$rc" = 0 ]
 
 grep -E "stopping|command (failed|succeeded|started|abandoned)" "$WORK"/worker*.log | cut -c1-300 || true
 lt_summary test_worker_shutdown_deadline
