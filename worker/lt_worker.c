@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +91,12 @@ struct lt_worker_s {
     lt_gmail_tokens_t *tokens; /* Gmail access tokens, shared by the slots */
     lt_gmail_pacer_t *pacer;   /* Gmail quotas (users, projects), shared by the slots */
     volatile int share_dirty;  /* the assignment changed: recompute the project share */
+    /* The shutdown deadline (LATTICE_WORKER_SHUTDOWN_TIMEOUT_S from the
+     * stop, monotonic clock): its thread, and what the stop waits for now. */
+    pthread_t watchdog;
+    int watchdog_started;
+    atomic_int watchdog_done;
+    _Atomic(const char *) waiting_for;
 };
 
 /* --- results ------------------------------------------------------------ */
@@ -264,6 +271,34 @@ static lt_err_t dead_letter_command(lt_worker_t *w, const lt_job_t *job, const l
 
 /* --- slots -------------------------------------------------------------- */
 
+/* Every Kafka client of the worker. rd_kafka_new() failing is fatal for
+ * the process, never retried in it: after a failure past its threads' start
+ * (seen when a wall-clock step cut its CLOCK_REALTIME wait short) librdkafka
+ * 2.0.2 may leave those threads running on freed memory (later clients got
+ * a garbled client.software.name, the process a SIGSEGV). The process
+ * ends at once with _exit(1), as a crash would: every batch is in an open
+ * Kafka transaction (aborted, or fenced by the restarted worker's
+ * init_transactions()) and no offset of a running command is committed, so
+ * the restart redoes the commands from their watermarks and nothing is lost.
+ * A created client whose init_transactions() fails (brokers unreachable) is
+ * destroyed and returns NULL as before: retried. */
+static rd_kafka_t *kafka_client(lt_worker_t *w, const char *what, rd_kafka_type_t type,
+                                rd_kafka_conf_t *conf, void *opaque, lt_kafka_dr_fn on_delivery,
+                                char *errstr, size_t n)
+{
+    lt_kafka_new_result_t how = LT_KAFKA_NEW_OK;
+    rd_kafka_t *rk = lt_kafka_new_watched(type, conf, opaque, on_delivery, w->kafka_health, &how,
+                                          errstr, n);
+    if (!rk && how != LT_KAFKA_NEW_OK) {
+        lt_error(NULL,
+                 "%s: %s; exiting 1 (a Kafka client that cannot be created is not retried in "
+                 "this process; its restart redoes the running commands)",
+                 what, errstr);
+        _exit(1);
+    }
+    return rk;
+}
+
 static void slot_close(slot_t *s)
 {
     if (s->producer) {
@@ -360,8 +395,10 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
                 RD_KAFKA_CONF_OK &&
             atoi(tmo) > 0)
             s->txn_timeout_ms = atoi(tmo);
-        s->producer = lt_kafka_new_watched(RD_KAFKA_PRODUCER, conf, s, lt_sync_dr_cb,
-                                           s->w->kafka_health, errstr, n);
+        char what[64];
+        snprintf(what, sizeof(what), "slot %d", s->index);
+        s->producer =
+            kafka_client(s->w, what, RD_KAFKA_PRODUCER, conf, s, lt_sync_dr_cb, errstr, n);
         if (!s->producer)
             return LT_ERR_TEMPORARY;
         /* metadata now, not on librdkafka's 1 s timer inside the first commit */
@@ -379,8 +416,9 @@ static lt_err_t slot_open(slot_t *s, char *errstr, size_t n)
             return LT_ERR_FINAL;
         char e[256];
         rd_kafka_conf_set(conf, "enable.partition.eof", "true", e, sizeof(e));
-        s->marker_reader =
-            lt_kafka_new_watched(RD_KAFKA_CONSUMER, conf, s, NULL, s->w->kafka_health, errstr, n);
+        char what[64];
+        snprintf(what, sizeof(what), "slot %d", s->index);
+        s->marker_reader = kafka_client(s->w, what, RD_KAFKA_CONSUMER, conf, s, NULL, errstr, n);
         if (!s->marker_reader)
             return LT_ERR_TEMPORARY;
     }
@@ -1217,6 +1255,11 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
                 "using %d units per user per minute; set LATTICE_GMAIL_USER_UNITS_PER_MIN instead",
                 set->gmail.quota_units_per_s * 60);
     w->drain_ms = set->worker.drain_timeout_s * 1000;
+    if (set->worker.shutdown_timeout_s <= set->worker.drain_timeout_s)
+        lt_warn(NULL,
+                "LATTICE_WORKER_SHUTDOWN_TIMEOUT_S (%d) is not above LATTICE_WORKER_DRAIN_TIMEOUT_S "
+                "(%d): a stop ends the process before running commands can finish their drain",
+                set->worker.shutdown_timeout_s, set->worker.drain_timeout_s);
     w->queue_max = set->worker.queue_max;
     const char *id = set->worker.id;
     if (id)
@@ -1268,8 +1311,8 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     rd_kafka_conf_t *pconf = lt_kafka_producer_conf(cfg, NULL, errstr, errstr_size);
     if (!pconf)
         goto fail;
-    w->producer = lt_kafka_new_watched(RD_KAFKA_PRODUCER, pconf, NULL, NULL, w->kafka_health,
-                                       errstr, errstr_size);
+    w->producer =
+        kafka_client(w, "cannot start", RD_KAFKA_PRODUCER, pconf, NULL, NULL, errstr, errstr_size);
     if (!w->producer)
         goto fail;
     /* every topic the worker produces to must exist (auto-create is off):
@@ -1299,8 +1342,8 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     if (!conf)
         goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-    w->consumer = lt_kafka_new_watched(RD_KAFKA_CONSUMER, conf, w, NULL, w->kafka_health, errstr,
-                                       errstr_size);
+    w->consumer =
+        kafka_client(w, "cannot start", RD_KAFKA_CONSUMER, conf, w, NULL, errstr, errstr_size);
     if (!w->consumer)
         goto fail;
 
@@ -1316,6 +1359,47 @@ lt_worker_t *lt_worker_new(const lt_config_t *cfg, char *errstr, size_t errstr_s
     return w;
 fail:
     lt_worker_destroy(w);
+    return NULL;
+}
+
+/* The shutdown deadline. librdkafka's own timed waits are absolute
+ * CLOCK_REALTIME deadlines: a wall-clock step makes one of them last an
+ * hour longer, and a stop waiting on it (a flush, a close, a commit) would
+ * outlast the pod's grace period. This thread counts on CLOCK_MONOTONIC
+ * from the moment the stop is seen; at LATTICE_WORKER_SHUTDOWN_TIMEOUT_S it
+ * logs what the stop was waiting for and ends the process with _exit(1)
+ * (no cleanup: the cleanup is what hangs). Nothing is lost: a command not
+ * finished has its batch in an open Kafka transaction (never seen by
+ * read_committed readers; aborted by the broker, or fenced at once by the
+ * restarted worker's init_transactions() with the same transactional.id)
+ * and its offset uncommitted, so the partition's next owner runs it again
+ * from its watermark. */
+static void *shutdown_watchdog(void *arg)
+{
+    lt_worker_t *w = arg;
+    struct timespec now, deadline = {0, 0};
+    int armed = 0;
+    while (!atomic_load(&w->watchdog_done)) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (!armed && w->stop) {
+            armed = 1;
+            deadline = now;
+            deadline.tv_sec += w->set->worker.shutdown_timeout_s;
+        }
+        if (armed && (now.tv_sec > deadline.tv_sec ||
+                      (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec))) {
+            const char *what = atomic_load(&w->waiting_for);
+            lt_error(NULL,
+                     "stopping: not done within LATTICE_WORKER_SHUTDOWN_TIMEOUT_S (%d s), still "
+                     "waiting for %s (%d command(s) running); exiting 1 (their uncommitted "
+                     "batches are aborted and the commands redone by the next owner)",
+                     w->set->worker.shutdown_timeout_s, what ? what : "the poll loop to stop",
+                     lt_dispatch_running(w->dispatch, -1));
+            _exit(1);
+        }
+        struct timespec nap = {0, 100 * 1000000L};
+        clock_nanosleep(CLOCK_MONOTONIC, 0, &nap, NULL);
+    }
     return NULL;
 }
 
@@ -1350,6 +1434,8 @@ lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
     if (kerr)
         return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "subscribe %s: %s", topic,
                          rd_kafka_err2str(kerr));
+    if (!w->watchdog_started && !pthread_create(&w->watchdog, NULL, shutdown_watchdog, w))
+        w->watchdog_started = 1;
     for (int i = 0; i < w->nslots; i++)
         pthread_create(&w->slots[i].thread, NULL, slot_main, &w->slots[i]);
     lt_info(NULL, "worker %s consuming %s with %d slot(s), schema id %d", w->worker_id, topic,
@@ -1404,18 +1490,23 @@ lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
     /* Drain: finish or abandon what runs, commit what finished. */
     lt_info(NULL, "stopping: draining %d command(s) for up to %d ms",
             lt_dispatch_running(w->dispatch, -1), w->drain_ms);
+    atomic_store(&w->waiting_for, "the running commands to finish (the drain)");
     rd_kafka_topic_partition_list_t *assigned = NULL;
     if (!rd_kafka_assignment(w->consumer, &assigned)) {
         drain_partitions(w, assigned, 1);
         rd_kafka_topic_partition_list_destroy(assigned);
     }
+    atomic_store(&w->waiting_for, "the slots to end (their commands and producers)");
     w->stopping_slots = 1;
     lt_dispatch_close(w->dispatch);
     for (int i = 0; i < w->nslots; i++)
         pthread_join(w->slots[i].thread, NULL);
     w->nslots = 0;
+    atomic_store(&w->waiting_for, "the consumer to leave its group");
     rd_kafka_consumer_close(w->consumer);
+    atomic_store(&w->waiting_for, "the producer's flush");
     rd_kafka_flush(w->producer, 10000);
+    atomic_store(&w->waiting_for, "the Kafka clients to close");
     lt_info(NULL, "stopped");
     if (fatal[0])
         return lt_seterr(errstr, errstr_size, LT_ERR_FINAL, "kafka consumer: fatal error: %s",
@@ -1437,6 +1528,10 @@ void lt_worker_destroy(lt_worker_t *w)
         rd_kafka_flush(w->producer, 5000);
     lt_kafka_destroy(w->producer);
     lt_kafka_health_destroy(w->kafka_health); /* after every client */
+    if (w->watchdog_started) {
+        atomic_store(&w->watchdog_done, 1);
+        pthread_join(w->watchdog, NULL);
+    }
     lt_registry_destroy(w->registry);
     lt_worker_obs_destroy(w->obs);
     lt_dispatch_destroy(w->dispatch);

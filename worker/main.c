@@ -41,7 +41,9 @@ static void usage(FILE *out)
           "consumer group LATTICE_WORKER_GROUP_ID and executes each once: fetches new mail\n"
           "(IMAP, Gmail), stores raw messages and attachments in S3, publishes mail.raw.v1\n"
           "events and moves watermarks with the Kafka transaction (docs/delivery-protocol.md).\n"
-          "SIGTERM/SIGINT drain running commands and exit 0.\n\n",
+          "SIGTERM/SIGINT drain running commands and exit 0 (exit 1 when the stop outlasts\n"
+          "LATTICE_WORKER_SHUTDOWN_TIMEOUT_S). A Kafka client that cannot be created ends\n"
+          "the process with exit 1.\n\n",
           out);
     lt_config_print_help(out, LT_PROG_WORKER);
 }

@@ -109,6 +109,10 @@ def check(objs, crds, name):
             if grace < drain + 15:
                 errs.append(f"{where}: terminationGracePeriodSeconds {grace} must exceed the drain "
                             f"({drain} s) by at least 15 s")
+            stop = int(config.get("LATTICE_WORKER_SHUTDOWN_TIMEOUT_S", "50"))
+            if not drain < stop < grace:
+                errs.append(f"{where}: LATTICE_WORKER_SHUTDOWN_TIMEOUT_S {stop} must lie between "
+                            f"the drain ({drain} s) and terminationGracePeriodSeconds {grace}")
     so = by.get(("ScaledObject", "lattice-worker"))
     dep = by.get(("Deployment", "lattice-worker"))
     if not so or not dep:

@@ -293,6 +293,18 @@ static const lt_setting_t k_settings[] = {
      .desc =
          "On SIGTERM or a revoked partition: how long running commands may finish before they are "
          "abandoned at their next message (nothing uncommitted is lost; it is redone)."},
+    {.env = "LATTICE_WORKER_SHUTDOWN_TIMEOUT_S",
+     LT_SET_FIELD_INT(worker.shutdown_timeout_s),
+     .def = "50",
+     .programs = W,
+     .min = 1,
+     .max = 3600,
+     .group = "Worker",
+     .desc = "On SIGTERM or SIGINT: how long the whole stop (the drain, then closing the Kafka "
+             "clients) may take, on the monotonic clock; beyond it the worker logs what it was "
+             "waiting for and exits 1 at once (nothing is lost: the unfinished Kafka transaction "
+             "is aborted and its command redone). Keep it above LATTICE_WORKER_DRAIN_TIMEOUT_S "
+             "and below the pod's terminationGracePeriodSeconds (60)."},
     {.env = "LATTICE_WORKER_QUEUE_MAX",
      LT_SET_FIELD_INT(worker.queue_max),
      .def = "10000",

@@ -455,13 +455,16 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 rd_kafka_t *lt_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, void *user_opaque,
                          lt_kafka_dr_fn on_delivery, char *errstr, size_t errstr_size)
 {
-    return lt_kafka_new_watched(type, conf, user_opaque, on_delivery, NULL, errstr, errstr_size);
+    return lt_kafka_new_watched(type, conf, user_opaque, on_delivery, NULL, NULL, errstr,
+                                errstr_size);
 }
 
 rd_kafka_t *lt_kafka_new_watched(rd_kafka_type_t type, rd_kafka_conf_t *conf, void *user_opaque,
                                  lt_kafka_dr_fn on_delivery, lt_kafka_health_t *health,
-                                 char *errstr, size_t errstr_size)
+                                 lt_kafka_new_result_t *new_failed, char *errstr, size_t errstr_size)
 {
+    if (new_failed)
+        *new_failed = LT_KAFKA_NEW_OK;
     if (!conf) {
         lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "kafka: no configuration");
         return NULL;
@@ -487,11 +490,28 @@ rd_kafka_t *lt_kafka_new_watched(rd_kafka_type_t type, rd_kafka_conf_t *conf, vo
     char why[512];
     rd_kafka_t *rk = rd_kafka_new(type, conf, why, sizeof(why));
     if (!rk) {
+        const char *what = type == RD_KAFKA_PRODUCER ? "producer" : "consumer";
+        if (rd_kafka_last_error() != RD_KAFKA_RESP_ERR__INVALID_ARG) {
+            /* Not a refused configuration (checked before any thread
+             * starts) but a failure after its threads started, e.g. "Timed
+             * out waiting for 1 background thread(s) to initialize" (its
+             * wait is on CLOCK_REALTIME: a wall-clock step cuts it short).
+             * librdkafka 2.0.2 may leave those threads running (librdkafka
+             * PR #4112), still reading the conf and the opaque: both are
+             * left allocated, and the caller must end the process. */
+            if (new_failed)
+                *new_failed = LT_KAFKA_NEW_HALF_MADE;
+            lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY,
+                      "kafka: cannot create the %s: %s (its threads may still run)", what, why);
+            return NULL;
+        }
+        if (new_failed)
+            *new_failed = LT_KAFKA_NEW_REFUSED;
         rd_kafka_conf_destroy(conf);
         pthread_mutex_destroy(&st->lock);
         free(st);
-        lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "kafka: cannot create the %s: %s",
-                  type == RD_KAFKA_PRODUCER ? "producer" : "consumer", why);
+        lt_seterr(errstr, errstr_size, LT_ERR_INVALID, "kafka: cannot create the %s: %s", what,
+                  why);
         return NULL;
     }
     if (type == RD_KAFKA_CONSUMER)

@@ -94,11 +94,21 @@ void lt_kafka_health_get(lt_kafka_health_t *h, lt_kafka_health_state_t *out);
  * confirmed. */
 void lt_kafka_health_probe(lt_kafka_health_t *h, rd_kafka_t *rk, int interval_ms, int timeout_ms);
 
+/* How rd_kafka_new() ended in lt_kafka_new_watched(). */
+typedef enum {
+    LT_KAFKA_NEW_OK,        /* not reached, or the client was made (init_transactions may fail) */
+    LT_KAFKA_NEW_REFUSED,   /* the configuration was refused; nothing of it runs */
+    LT_KAFKA_NEW_HALF_MADE, /* failed after the client's threads started: they may still run,
+                             * on memory this process can no longer trust; end the process
+                             * rather than try again in it */
+} lt_kafka_new_result_t;
+
 /* lt_kafka_new() whose errors go through `health` (may be NULL: as
- * lt_kafka_new()); health must outlive the client. */
+ * lt_kafka_new()); health must outlive the client. `new_failed` (may be
+ * NULL) says how rd_kafka_new() ended. */
 rd_kafka_t *lt_kafka_new_watched(rd_kafka_type_t type, rd_kafka_conf_t *conf, void *user_opaque,
                                  lt_kafka_dr_fn on_delivery, lt_kafka_health_t *health,
-                                 char *errstr, size_t errstr_size);
+                                 lt_kafka_new_result_t *new_failed, char *errstr, size_t errstr_size);
 
 /* Shortcuts: conf + lt_kafka_new(). transactional_id NULL: an idempotent,
  * non-transactional producer. */
