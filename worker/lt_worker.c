@@ -37,6 +37,7 @@
 
 #define POLL_MS 200
 #define TXN_TIMEOUT_MS 60000
+#define GIVE_UP_MS 10000 /* unsubscribe before close: the revocation's bound */
 
 typedef struct slot_s {
     lt_worker_t *w;
@@ -1403,6 +1404,47 @@ static void *shutdown_watchdog(void *arg)
     return NULL;
 }
 
+/* Leave the group before closing the consumer. librdkafka before 2.4 can
+ * wait for good in rd_kafka_consumer_close() when a cooperative assignment
+ * arrives while it closes (librdkafka #4527: the close waits for an assign
+ * call that never comes; a rebalance started by another member's departure
+ * or eviction is enough). Unsubscribing first and serving the revocation it
+ * brings here, on the poll thread, until nothing is assigned leaves the
+ * close no rebalance to wait for. A static member (group.instance.id) leaves
+ * too: its partitions go to the others now instead of after
+ * session.timeout.ms, and none stays unowned when the restarted member comes
+ * back with an older assignment; a crashed one keeps the static id's
+ * rebalance-free return. */
+static void give_up_partitions(lt_worker_t *w, int max_ms)
+{
+    rd_kafka_resp_err_t kerr = rd_kafka_unsubscribe(w->consumer);
+    if (kerr) {
+        lt_warn(NULL, "stopping: unsubscribe: %s", rd_kafka_err2str(kerr));
+        return;
+    }
+    int64_t deadline = lt_now_ms() + max_ms;
+    for (;;) {
+        rd_kafka_topic_partition_list_t *a = NULL;
+        int left = -1;
+        if (!rd_kafka_assignment(w->consumer, &a)) {
+            left = a->cnt;
+            rd_kafka_topic_partition_list_destroy(a);
+        }
+        if (left == 0)
+            return;
+        if (lt_now_ms() >= deadline) {
+            lt_warn(NULL, "stopping: %d partition(s) still assigned %d ms after unsubscribing; "
+                    "closing the consumer anyway", left, max_ms);
+            return;
+        }
+        /* serves the revocation (rebalance_cb); a message that still
+         * arrives is not run: its offset stays uncommitted */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, 100);
+        if (m)
+            rd_kafka_message_destroy(m);
+    }
+}
+
 void lt_worker_stop(lt_worker_t *w)
 {
     w->stop = 1;
@@ -1502,6 +1544,10 @@ lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
     for (int i = 0; i < w->nslots; i++)
         pthread_join(w->slots[i].thread, NULL);
     w->nslots = 0;
+    if (!fatal[0]) {
+        atomic_store(&w->waiting_for, "the consumer to give its partitions up (unsubscribe)");
+        give_up_partitions(w, GIVE_UP_MS);
+    }
     atomic_store(&w->waiting_for, "the consumer to leave its group");
     rd_kafka_consumer_close(w->consumer);
     atomic_store(&w->waiting_for, "the producer's flush");
