@@ -16,11 +16,17 @@ ROOT=$(cd "$HERE/../.." && pwd)
 . "$HERE/lib/common.sh"
 lt_require_pipeline LATTICE_TEST_IMAP_HOST LATTICE_TEST_IMAP_PORT LATTICE_TEST_IMAP_KICK_USER \
   LATTICE_TEST_IMAP_BENCH_PASSWORD LATTICE_DOVECOT_CONF
-COUNT=${DROP_COUNT:-2000}
-BATCH=500 # x 40 KB: a FETCH answer larger than the socket buffers, so a cut lands inside it
-# (the transaction timeout, librdkafka's 60 s, times LT_TF: under valgrind a batch of
-# 500 takes over 60 s and the broker would abort every one of them)
-KICKS=3
+COUNT=${DROP_COUNT:-3000}
+# 200 x 40 KB: a FETCH answer larger than the socket buffers, so a cut lands
+# inside it; 15 batches, enough to cut into (each batch's checkpoint waits
+# until the next is read, so a fast worker passes few watermark moves).
+# (the transaction timeout, librdkafka's 60 s, times LT_TF: under valgrind a
+# batch takes long and the broker would abort every one of them)
+BATCH=200
+KICKS=2
+# A command reconnects up to 5 times; a 6th cut fails the attempt and the
+# command is retried, counting anew: at most 5 cuts keep it in one attempt.
+MAX_KICKS=5
 RUN=drop$(date +%s)$$
 TENANT=t-$RUN
 ACCOUNT=imap-$RUN
@@ -71,7 +77,7 @@ final() { lt_statuses "$STATUS_TOPIC" "$CMD_ID" | grep -v '"result":"running"' |
 # with events in it KICKS times, or the folder is done.
 aborted=0 kicks=0 last=-1
 end=$((SECONDS + 300 * LT_TF))
-while [ $SECONDS -lt $end ] && [ "$aborted" -lt "$KICKS" ] && [ "$kicks" -lt 12 ]; do
+while [ $SECONDS -lt $end ] && [ "$aborted" -lt "$KICKS" ] && [ "$kicks" -lt "$MAX_KICKS" ]; do
   [ -n "$(final)" ] && break
   kill -0 "$WPID" 2>/dev/null || break
   w=$(wm)
