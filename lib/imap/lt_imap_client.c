@@ -1211,8 +1211,72 @@ static lt_err_t authenticate_secret(lt_imap_t *c, const char *mech, lt_buf_t *ra
     return err;
 }
 
+/* Mask every whole occurrence of secret (n bytes) in the string errstr;
+ * the result is cut to errstr_size like any error. A secret's prefix left at
+ * the end (an error already cut inside it) goes too. */
+static void mask_in(char *errstr, size_t errstr_size, const char *secret, size_t n)
+{
+    static const char mask[] = "[redacted]";
+    size_t len = strlen(errstr), ml = sizeof(mask) - 1, o = 0;
+    char *out = lt_xmalloc(len + (len / n + 1) * ml + 1);
+    for (size_t i = 0; i < len;) {
+        if (len - i >= n && memcmp(errstr + i, secret, n) == 0) {
+            memcpy(out + o, mask, ml);
+            o += ml;
+            i += n;
+        } else {
+            out[o++] = errstr[i++];
+        }
+    }
+    out[o] = 0;
+    for (size_t k = n - 1; k >= LT_IMAP_SECRET_MIN && o >= k; k--)
+        if (memcmp(out + o - k, secret, k) == 0) {
+            o -= k;
+            out[o] = 0;
+            break;
+        }
+    snprintf(errstr, errstr_size, "%s", out);
+    OPENSSL_cleanse(out, len + 1);
+    free(out);
+}
+
+/* A login's error quotes the server's words (its NO or BYE answer): a
+ * server that echoes the secret back would put it into the error, and so
+ * into the log and the command's status. Each occurrence is masked, as sent
+ * and in its quoted form. Secrets shorter than LT_IMAP_SECRET_MIN bytes are
+ * not looked for: they would match ordinary words. */
+static void redact(char *errstr, size_t errstr_size, const char *secret)
+{
+    size_t n = strlen(secret);
+    if (!errstr || !errstr_size || n < LT_IMAP_SECRET_MIN)
+        return;
+    mask_in(errstr, errstr_size, secret, n);
+    lt_buf_t *q = lt_buf_new(2 * n + 2);
+    for (size_t i = 0; i < n; i++) {
+        if (secret[i] == '"' || secret[i] == '\\')
+            lt_buf_append(q, "\\", 1);
+        lt_buf_append(q, secret + i, 1);
+    }
+    if (lt_buf_len(q) != n)
+        mask_in(errstr, errstr_size, (const char *)lt_buf_data(q), lt_buf_len(q));
+    OPENSSL_cleanse((void *)lt_buf_data(q), lt_buf_len(q));
+    lt_buf_destroy(q);
+}
+
+static lt_err_t login(lt_imap_t *c, const char *user, const char *password, char *errstr,
+                      size_t errstr_size);
+
 lt_err_t lt_imap_login(lt_imap_t *c, const char *user, const char *password, char *errstr,
                        size_t errstr_size)
+{
+    lt_err_t err = login(c, user, password, errstr, errstr_size);
+    if (err)
+        redact(errstr, errstr_size, password);
+    return err;
+}
+
+static lt_err_t login(lt_imap_t *c, const char *user, const char *password, char *errstr,
+                      size_t errstr_size)
 {
     lt_err_t err = check_login(c, errstr, errstr_size);
     if (err)
@@ -1294,7 +1358,10 @@ lt_err_t lt_imap_login_xoauth2(lt_imap_t *c, const char *user, const char *token
     size_t n = strlen(user) + strlen(token) + 32;
     lt_buf_t *raw = lt_buf_new(n);
     lt_buf_appendf(raw, "user=%s\001auth=Bearer %s\001\001", user, token);
-    return authenticate_secret(c, "XOAUTH2", raw, errstr, errstr_size);
+    err = authenticate_secret(c, "XOAUTH2", raw, errstr, errstr_size);
+    if (err)
+        redact(errstr, errstr_size, token);
+    return err;
 }
 
 void lt_imap_folders_free(lt_imap_folder_t *folders, size_t nfolders)

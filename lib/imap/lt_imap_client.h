@@ -80,11 +80,16 @@ int lt_imap_has_cap(const lt_imap_t *c, const char *cap);
 /* Send CAPABILITY and refresh the list. */
 lt_err_t lt_imap_capability(lt_imap_t *c, char *errstr, size_t errstr_size);
 
+/* Secrets (password, token) of at least this many bytes are masked in a
+ * login's error ("[redacted]"), which quotes the server's answer. */
+#define LT_IMAP_SECRET_MIN 4
 /* AUTHENTICATE PLAIN (initial response inline with SASL-IR) when advertised,
- * else LOGIN. Then refreshes the capabilities and sends ID if advertised. */
+ * else LOGIN. Then refreshes the capabilities and sends ID if advertised.
+ * On an error errstr never holds the password (LT_IMAP_SECRET_MIN). */
 lt_err_t lt_imap_login(lt_imap_t *c, const char *user, const char *password, char *errstr,
                        size_t errstr_size);
-/* AUTHENTICATE XOAUTH2 with a bearer token (needs AUTH=XOAUTH2). */
+/* AUTHENTICATE XOAUTH2 with a bearer token (needs AUTH=XOAUTH2); on an
+ * error errstr never holds the token. */
 lt_err_t lt_imap_login_xoauth2(lt_imap_t *c, const char *user, const char *token, char *errstr,
                                size_t errstr_size);
 

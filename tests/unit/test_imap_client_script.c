@@ -287,6 +287,29 @@ static void test_auth_no(void)
     finish(&s, "auth NO");
 }
 
+/* 2b. A server that echoes the password in its NO answer, as sent and in
+ * its quoted form: the error keeps the reason, never the password. */
+static void test_auth_no_echo(void)
+{
+    const step_t steps[] = {
+        {'S', "* OK [CAPABILITY IMAP4rev1] ready\r\n"},
+        {'C', "A1 LOGIN bob \"se\\\"cret-pw\""},
+        {'S', "A1 NO [AUTHENTICATIONFAILED] bad password se\"cret-pw (sent as "
+              "\"se\\\"cret-pw\") for bob\r\n"},
+        {0, NULL},
+    };
+    session_t s;
+    char err[512];
+    CHECK_INT(start(&s, steps, NULL, err, sizeof(err)), LT_OK);
+    lt_err_t e = lt_imap_login(s.c, "bob", "se\"cret-pw", err, sizeof(err));
+    CHECK_INT(e, LT_ERR_REAUTH);
+    CHECK_MSG(strstr(err, "AUTHENTICATIONFAILED") != NULL, "%s", err);
+    CHECK_MSG(strstr(err, "bad password [redacted] (sent as \"[redacted]\") for bob") != NULL,
+              "%s", err);
+    CHECK_MSG(strstr(err, "cret-pw") == NULL, "password in the error: %s", err);
+    finish(&s, "auth NO echo");
+}
+
 /* 3. [UNAVAILABLE] on login is temporary; LOGIN fallback with a
  * synchronizing literal for an 8-bit password. */
 static void test_login_literal_unavailable(void)
@@ -904,6 +927,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     test_happy_path();
     test_auth_no();
+    test_auth_no_echo();
     test_login_literal_unavailable();
     test_xoauth2();
     test_bye_mid_fetch();
