@@ -1218,7 +1218,8 @@ static void mask_in(char *errstr, size_t errstr_size, const char *secret, size_t
 {
     static const char mask[] = "[redacted]";
     size_t len = strlen(errstr), ml = sizeof(mask) - 1, o = 0;
-    char *out = lt_xmalloc(len + (len / n + 1) * ml + 1);
+    size_t cap = len + (len / n + 1) * ml + 1;
+    char *out = lt_xmalloc(cap);
     for (size_t i = 0; i < len;) {
         if (len - i >= n && memcmp(errstr + i, secret, n) == 0) {
             memcpy(out + o, mask, ml);
@@ -1236,7 +1237,7 @@ static void mask_in(char *errstr, size_t errstr_size, const char *secret, size_t
             break;
         }
     snprintf(errstr, errstr_size, "%s", out);
-    OPENSSL_cleanse(out, len + 1);
+    OPENSSL_cleanse(out, cap);
     free(out);
 }
 
