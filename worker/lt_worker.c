@@ -1433,8 +1433,10 @@ static void give_up_partitions(lt_worker_t *w, int max_ms)
         if (left == 0)
             return;
         if (lt_now_ms() >= deadline) {
-            lt_warn(NULL, "stopping: %d partition(s) still assigned %d ms after unsubscribing; "
-                    "closing the consumer anyway", left, max_ms);
+            lt_warn(NULL,
+                    "stopping: %d partition(s) still assigned %d ms after unsubscribing; "
+                    "closing the consumer anyway",
+                    left, max_ms);
             return;
         }
         /* serves the revocation (rebalance_cb); a message that still

@@ -304,8 +304,8 @@ static void test_auth_no_echo(void)
     lt_err_t e = lt_imap_login(s.c, "bob", "se\"cret-pw", err, sizeof(err));
     CHECK_INT(e, LT_ERR_REAUTH);
     CHECK_MSG(strstr(err, "AUTHENTICATIONFAILED") != NULL, "%s", err);
-    CHECK_MSG(strstr(err, "bad password [redacted] (sent as \"[redacted]\") for bob") != NULL,
-              "%s", err);
+    CHECK_MSG(strstr(err, "bad password [redacted] (sent as \"[redacted]\") for bob") != NULL, "%s",
+              err);
     CHECK_MSG(strstr(err, "cret-pw") == NULL, "password in the error: %s", err);
     finish(&s, "auth NO echo");
 }
