@@ -1253,13 +1253,11 @@ static void redact(char *errstr, size_t errstr_size, const char *secret)
         return;
     mask_in(errstr, errstr_size, secret, n);
     lt_buf_t *q = lt_buf_new(2 * n + 2);
-    for (size_t i = 0; i < n; i++) {
-        if (secret[i] == '"' || secret[i] == '\\')
-            lt_buf_append(q, "\\", 1);
-        lt_buf_append(q, secret + i, 1);
-    }
-    if (lt_buf_len(q) != n)
-        mask_in(errstr, errstr_size, (const char *)lt_buf_data(q), lt_buf_len(q));
+    put_quoted(q, secret, n); /* as LOGIN sends it */
+    const char *qd = (const char *)lt_buf_data(q);
+    size_t ql = lt_buf_len(q);
+    if (ql > n + 2 && qd[0] == '"') /* escapes inside: the quoted form differs */
+        mask_in(errstr, errstr_size, qd + 1, ql - 2);
     OPENSSL_cleanse((void *)lt_buf_data(q), lt_buf_len(q));
     lt_buf_destroy(q);
 }
