@@ -29,6 +29,7 @@
 #include "lt_s3.h"
 #include "lt_sync.h"
 #include "lt_gmail_quota.h"
+#include "lt_group_watch.h"
 #include "lt_quota_day.h"
 #include "lt_sync_gmail.h"
 #include "lt_sync_imap.h"
@@ -98,6 +99,8 @@ struct lt_worker_s {
     int watchdog_started;
     atomic_int watchdog_done;
     _Atomic(const char *) waiting_for;
+    /* Partitions no member owns (LATTICE_WORKER_GROUP_CHECK_S; NULL: off). */
+    lt_group_watch_t *group_watch;
 };
 
 /* --- results ------------------------------------------------------------ */
@@ -1415,11 +1418,11 @@ static void *shutdown_watchdog(void *arg)
  * session.timeout.ms, and none stays unowned when the restarted member comes
  * back with an older assignment; a crashed one keeps the static id's
  * rebalance-free return. */
-static void give_up_partitions(lt_worker_t *w, int max_ms)
+static void give_up_partitions(lt_worker_t *w, int max_ms, const char *doing)
 {
     rd_kafka_resp_err_t kerr = rd_kafka_unsubscribe(w->consumer);
     if (kerr) {
-        lt_warn(NULL, "stopping: unsubscribe: %s", rd_kafka_err2str(kerr));
+        lt_warn(NULL, "%s: unsubscribe: %s", doing, rd_kafka_err2str(kerr));
         return;
     }
     int64_t deadline = lt_now_ms() + max_ms;
@@ -1433,9 +1436,7 @@ static void give_up_partitions(lt_worker_t *w, int max_ms)
         if (left == 0)
             return;
         if (lt_now_ms() >= deadline) {
-            lt_warn(NULL,
-                    "stopping: %d partition(s) still assigned %d ms after unsubscribing; "
-                    "closing the consumer anyway",
+            lt_warn(NULL, "%s: %d partition(s) still assigned %d ms after unsubscribing", doing,
                     left, max_ms);
             return;
         }
@@ -1468,16 +1469,71 @@ int lt_worker_ready(lt_worker_t *w, char *why, size_t why_size)
     return lt_worker_obs_ready(w->obs, why, why_size);
 }
 
+/* How long partitions stay unowned in a stable group before the worker
+ * rejoins for them: longer than a cooperative rebalance leaves them so
+ * (their previous owner's drain), and than one check period. */
+static int group_grace_ms(const lt_worker_t *w)
+{
+    int check_ms = w->set->worker.group_check_s * 1000;
+    return w->drain_ms + (check_ms > 10000 ? check_ms : 10000);
+}
+
+static rd_kafka_resp_err_t subscribe(lt_worker_t *w)
+{
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(sub, w->set->topic.commands, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(w->consumer, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    return kerr;
+}
+
+/* Partitions of the command topic have had no owner in a stable group for
+ * longer than a rebalance's drain (lt_group_watch.h: a static member that
+ * ended between the two rounds of a cooperative rebalance and came back
+ * with its cached assignment). Leave the group and join it again: the
+ * rebalance this starts assigns every partition. This worker's own
+ * partitions are revoked like in any rebalance (their commands drain, their
+ * finished offsets are committed), and the cooperative-sticky assignor
+ * gives the others' back to them. Poll thread. */
+static void rejoin_group(lt_worker_t *w, int n, const char *which)
+{
+    lt_warn(NULL,
+            "consumer group %s: %d partition(s) of %s (%s) owned by no member of the stable "
+            "group for over %d s (a static member that ended during a rebalance keeps the "
+            "others without a new one); rejoining the group to have them assigned",
+            w->set->worker.group_id, n, w->set->topic.commands, which, group_grace_ms(w) / 1000);
+    lt_worker_obs_group_rejoin(w->obs);
+    give_up_partitions(w, GIVE_UP_MS, "rejoining");
+    rd_kafka_resp_err_t kerr = subscribe(w);
+    if (kerr) {
+        /* without a subscription the worker consumes nothing: stop, and
+         * let the restart join anew */
+        lt_error(NULL, "rejoining: subscribe %s: %s; stopping", w->set->topic.commands,
+                 rd_kafka_err2str(kerr));
+        w->stop = 1;
+    }
+}
+
 lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
 {
     const char *topic = w->set->topic.commands;
-    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(sub, topic, RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(w->consumer, sub);
-    rd_kafka_topic_partition_list_destroy(sub);
+    rd_kafka_resp_err_t kerr = subscribe(w);
     if (kerr)
         return lt_seterr(errstr, errstr_size, LT_ERR_TEMPORARY, "subscribe %s: %s", topic,
                          rd_kafka_err2str(kerr));
+    if (w->set->worker.group_check_s > 0 && !w->group_watch) {
+        lt_group_watch_opts_t go = {.check_ms = w->set->worker.group_check_s * 1000,
+                                    .grace_ms = group_grace_ms(w)};
+        char gerr[256];
+        w->group_watch = lt_group_watch_new(&go);
+        if (!w->group_watch ||
+            lt_group_watch_start(w->group_watch, w->consumer, w->set->worker.group_id, topic, gerr,
+                                 sizeof(gerr)) != LT_OK) {
+            lt_warn(NULL, "group watch off: %s", w->group_watch ? gerr : "out of memory");
+            lt_group_watch_destroy(w->group_watch);
+            w->group_watch = NULL;
+        }
+    }
     if (!w->watchdog_started && !pthread_create(&w->watchdog, NULL, shutdown_watchdog, w))
         w->watchdog_started = 1;
     for (int i = 0; i < w->nslots; i++)
@@ -1525,11 +1581,23 @@ lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
         /* while the brokers are down: are they back? (a short wait, every 2 s) */
         lt_kafka_health_probe(w->kafka_health, w->producer, 2000, 500);
         flow_control(w);
+        if (w->group_watch) {
+            char which[256];
+            int unowned = 0;
+            int n = lt_group_watch_take(w->group_watch, which, sizeof(which), &unowned);
+            lt_worker_obs_group_unowned(w->obs, unowned);
+            if (n > 0 && !w->stop)
+                rejoin_group(w, n, which);
+        }
         if (lt_now_ms() - last_commit > 1000 && lt_now_ms() >= w->commit_hold_until) {
             commit_ready(w, NULL);
             last_commit = lt_now_ms();
         }
     }
+
+    /* the watch describes the group on the consumer: it ends first */
+    lt_group_watch_destroy(w->group_watch);
+    w->group_watch = NULL;
 
     /* Drain: finish or abandon what runs, commit what finished. */
     lt_info(NULL, "stopping: draining %d command(s) for up to %d ms",
@@ -1548,7 +1616,7 @@ lt_err_t lt_worker_run(lt_worker_t *w, char *errstr, size_t errstr_size)
     w->nslots = 0;
     if (!fatal[0]) {
         atomic_store(&w->waiting_for, "the consumer to give its partitions up (unsubscribe)");
-        give_up_partitions(w, GIVE_UP_MS);
+        give_up_partitions(w, GIVE_UP_MS, "stopping");
     }
     atomic_store(&w->waiting_for, "the consumer to leave its group");
     rd_kafka_consumer_close(w->consumer);
@@ -1571,6 +1639,7 @@ void lt_worker_destroy(lt_worker_t *w)
             slot_close(&w->slots[i]);
     }
     free(w->slots);
+    lt_group_watch_destroy(w->group_watch); /* uses the consumer */
     lt_kafka_destroy(w->consumer);
     if (w->producer)
         rd_kafka_flush(w->producer, 5000);

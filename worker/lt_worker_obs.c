@@ -52,6 +52,7 @@ struct lt_worker_obs_s {
     atomic_llong s3_slowdowns_spell; /* SlowDown answers of the spell */
     lt_kafka_health_t *kafka_health;
     lt_series_t *k_up, *k_txn_up, *k_down_s, *k_errors, *k_outages;
+    lt_series_t *group_unowned, *group_rejoins;
     lt_series_t *dead_letters, *in_flight, *queued, *assigned, *ready, *paused, *pauses;
     lt_sync_metrics_t sm[NPROVIDERS];
 
@@ -121,6 +122,16 @@ lt_worker_obs_t *lt_worker_obs_new(lt_metrics_t *reg, const lt_config_t *cfg,
     o->dead_letters = lt_metric_series(lt_metrics_counter(
         reg, "lattice_worker_dead_letters_total",
         "Commands written to the dead-letter topic (malformed, unknown or rejected account).",
+        NULL));
+    o->group_unowned = lt_metric_series(lt_metrics_gauge(
+        reg, "lattice_worker_group_unowned_partitions",
+        "Partitions of the command topic that no member of the worker's consumer group owned "
+        "while the group was stable, at the last check (LATTICE_WORKER_GROUP_CHECK_S).",
+        NULL));
+    o->group_rejoins = lt_metric_series(lt_metrics_counter(
+        reg, "lattice_worker_group_rejoins_total",
+        "Times the worker left and rejoined its consumer group because partitions of the "
+        "command topic stayed owned by no member.",
         NULL));
     o->s3_stalls = lt_metric_series(lt_metrics_counter(
         reg, "lattice_worker_s3_stalls_total",
@@ -390,6 +401,18 @@ void lt_worker_obs_s3_slowdown(lt_worker_obs_t *o, const char *what, int slowed)
         lt_info(NULL, "S3 accepts requests again (%s) after %lld SlowDown answer(s)", what,
                 (long long)atomic_exchange(&o->s3_slowdowns_spell, 0));
     }
+}
+
+void lt_worker_obs_group_unowned(lt_worker_obs_t *o, int unowned)
+{
+    if (o)
+        lt_series_set(o->group_unowned, unowned);
+}
+
+void lt_worker_obs_group_rejoin(lt_worker_obs_t *o)
+{
+    if (o)
+        lt_series_inc(o->group_rejoins);
 }
 
 void lt_worker_obs_dead_letter(lt_worker_obs_t *o)

@@ -50,6 +50,10 @@ void lt_worker_obs_s3_stall(lt_worker_obs_t *o);
 /* A SlowDown answer of the store (slowed 1: counted; the first of a spell is
  * logged) or a success after one (slowed 0: the end of the spell, logged). */
 void lt_worker_obs_s3_slowdown(lt_worker_obs_t *o, const char *what, int slowed);
+/* The consumer group's partitions of the command topic owned by no member
+ * (last reading of the group watch), and a rejoin made for them. */
+void lt_worker_obs_group_unowned(lt_worker_obs_t *o, int unowned);
+void lt_worker_obs_group_rejoin(lt_worker_obs_t *o);
 /* A command was written to the dead-letter topic. */
 void lt_worker_obs_dead_letter(lt_worker_obs_t *o);
 /* Fetching from the command topic paused (1: the in-memory queue is full)

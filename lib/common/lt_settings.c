@@ -305,6 +305,18 @@ static const lt_setting_t k_settings[] = {
              "waiting for and exits 1 at once (nothing is lost: the unfinished Kafka transaction "
              "is aborted and its command redone). Keep it above LATTICE_WORKER_DRAIN_TIMEOUT_S "
              "and below the pod's terminationGracePeriodSeconds (60)."},
+    {.env = "LATTICE_WORKER_GROUP_CHECK_S",
+     LT_SET_FIELD_INT(worker.group_check_s),
+     .def = "30",
+     .programs = W,
+     .min = 0,
+     .max = 3600,
+     .group = "Worker",
+     .desc = "How often the worker describes its consumer group: a partition of the command "
+             "topic that no member owns while the group is stable, for longer than "
+             "LATTICE_WORKER_DRAIN_TIMEOUT_S plus this period (10 s at least; a static member "
+             "that ended in the middle of a rebalance), makes the worker rejoin the group so "
+             "that it is assigned. 0: no check."},
     {.env = "LATTICE_WORKER_QUEUE_MAX",
      LT_SET_FIELD_INT(worker.queue_max),
      .def = "10000",

@@ -62,6 +62,7 @@ typedef struct {
         int retry_window_s;                  /* LATTICE_WORKER_RETRY_WINDOW_S */
         int drain_timeout_s;                 /* LATTICE_WORKER_DRAIN_TIMEOUT_S */
         int shutdown_timeout_s;              /* LATTICE_WORKER_SHUTDOWN_TIMEOUT_S */
+        int group_check_s;                   /* LATTICE_WORKER_GROUP_CHECK_S */
         int queue_max;                       /* LATTICE_WORKER_QUEUE_MAX */
         int lock_timeout_s;                  /* LATTICE_WORKER_LOCK_TIMEOUT_S */
         int64_t max_message_bytes;           /* LATTICE_MAX_MESSAGE_BYTES */
