@@ -13,7 +13,8 @@
 #                   FAULTS_SEED, FAULTS_FLAGS (more campaign flags, see tests/faults/fault-campaign --help)
 #   make stack-up | stack-down | stack-status
 #   make fuzz       the libFuzzer targets (clang, ASan + UBSan, whole project instrumented) in build-fuzz/
-#   make fuzz-run TARGET=fuzz_mime SECONDS=600   fuzz one target, merge its corpus, append to the ledger (docs/fuzzing.md)
+#   make fuzz-run TARGET=fuzz_mime SECONDS=600   fuzz one target, merge its corpus, append to the ledger (docs/fuzzing.md);
+#                   JOBS=4: libFuzzer's fork mode, for a target that mostly waits (fuzz_imap_client)
 #   make fuzz-all SECONDS=60   fuzz-run of every target in turn, then render docs/fuzzing.md
 #   make env-example   regenerate .env.example from the settings table
 #   make seed       the local tenant "personal" (personal-gmail, workmail-imap) via lattice-seed
@@ -135,7 +136,7 @@ fuzz: deps
 # One fuzzer at a time (one process): the corpus is merged back into
 # tests/fuzz/corpus/<target>/ and the run appended to tests/fuzz/ledger.tsv.
 fuzz-run: fuzz-target fuzz
-	@rc=0; tests/fuzz/fuzz-run --build $(BUILD_FUZZ) --target $(TARGET) --seconds $(SECONDS) || rc=$$?; \
+	@rc=0; tests/fuzz/fuzz-run --build $(BUILD_FUZZ) --target $(TARGET) --seconds $(SECONDS) $(if $(JOBS),--jobs $(JOBS)) || rc=$$?; \
 	  tests/fuzz/render-doc; exit $$rc
 
 fuzz-target:
