@@ -39,6 +39,7 @@ struct lt_s3_s {
     void *stall_opaque;
     void (*on_slowdown)(void *, const char *, int);
     void *slowdown_opaque;
+    long slowdown_base_ms;
     int slowed;      /* a SlowDown answer since the last success */
     unsigned jitter; /* state of the backoff's jitter */
     /* the store's clock minus this host's, seconds: learnt from the Date of
@@ -301,6 +302,8 @@ lt_s3_t *lt_s3_new(const lt_s3_config_t *cfg, char *errstr, size_t errstr_size)
     s3->stall_opaque = cfg->stall_opaque;
     s3->on_slowdown = cfg->on_slowdown;
     s3->slowdown_opaque = cfg->slowdown_opaque;
+    s3->slowdown_base_ms =
+        cfg->slowdown_base_ms > 0 ? cfg->slowdown_base_ms : LT_S3_SLOWDOWN_BASE_MS;
     s3->jitter = (unsigned)(uintptr_t)s3 ^ (unsigned)time(NULL);
     snprintf(s3->sigv4, sizeof(s3->sigv4), "aws:amz:%s:s3", region);
     if (parse_endpoint(s3, endpoint, cfg->addressing == LT_S3_PATH_STYLE, errstr, errstr_size) !=
@@ -334,6 +337,7 @@ lt_s3_t *lt_s3_dup(const lt_s3_t *s3)
     d->stall_opaque = s3->stall_opaque;
     d->on_slowdown = s3->on_slowdown;
     d->slowdown_opaque = s3->slowdown_opaque;
+    d->slowdown_base_ms = s3->slowdown_base_ms;
     d->skew_s = s3->skew_s;
     d->jitter = (unsigned)(uintptr_t)d ^ (unsigned)time(NULL);
     d->curl = curl_easy_init();
@@ -802,9 +806,9 @@ static lt_err_t perform(lt_s3_t *s3, req_t *r, const char *url, const char *payl
                     snprintf(errstr + l, errstr_size - l, " (%d answers in a row)", slow);
                 return err;
             }
-            int64_t ms = (int64_t)LT_S3_SLOWDOWN_BASE_MS << (slow - 1);
-            if (ms > LT_S3_SLOWDOWN_MAX_MS)
-                ms = LT_S3_SLOWDOWN_MAX_MS;
+            int64_t ms = (int64_t)s3->slowdown_base_ms << (slow - 1);
+            if (ms > (int64_t)s3->slowdown_base_ms * 32)
+                ms = (int64_t)s3->slowdown_base_ms * 32;
             ms = ms / 2 + (int64_t)(rand_r(&s3->jitter) % (unsigned)(ms / 2 + 1));
             lt_debug(NULL, "S3 %s: %s; sent again in %lld ms", what, errstr, (long long)ms);
             sleep_ms(ms);

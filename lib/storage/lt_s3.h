@@ -76,13 +76,16 @@ typedef struct {
      * Copied by lt_s3_dup(). */
     void (*on_slowdown)(void *slowdown_opaque, const char *what, int slowed);
     void *slowdown_opaque;
+    /* The first backoff after a SlowDown answer, doubling up to 32 times
+     * it; 0: LT_S3_SLOWDOWN_BASE_MS. Copied by lt_s3_dup(). */
+    long slowdown_base_ms;
 } lt_s3_config_t;
 
 /* SlowDown answers in a row before a request fails, and the backoff between
- * them: 200 ms doubling to at most 6.4 s, with jitter (about 25 s in all). */
+ * them: 200 ms doubling to at most 6.4 s (32 × the first), with jitter
+ * (about 25 s in all). */
 #define LT_S3_SLOWDOWN_TRIES 8
 #define LT_S3_SLOWDOWN_BASE_MS 200
-#define LT_S3_SLOWDOWN_MAX_MS 6400
 
 /* A client of one bucket. NULL on bad settings (errstr says which). */
 lt_s3_t *lt_s3_new(const lt_s3_config_t *cfg, char *errstr, size_t errstr_size);

@@ -375,7 +375,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                           .secret_access_key = secret,
                           .addressing = LT_S3_PATH_STYLE,
                           .timeout_s = 5,
-                          .low_speed_time_s = 3};
+                          .low_speed_time_s = 3,
+                          /* 503 answers are sent again 7 times: 1 ms
+                           * doubling, not the 25 s of the default */
+                          .slowdown_base_ms = 1};
     lt_s3_t *s3 = lt_s3_new(&cfg, err, sizeof(err));
     if (!s3) {
         ASSERT(err[0]);
