@@ -456,10 +456,13 @@ lt_err_t lt_s3_classify(long status, const char *body, size_t body_len, char *er
     xml_text(body, body_len, "Code", code, sizeof(code));
     xml_text(body, body_len, "Message", msg, sizeof(msg));
     lt_err_t err;
+    /* 499 ClientDisconnected: MinIO's answer to a request whose client it
+     * believes gone (a proxy or load balancer that cut the connection
+     * midway); the request itself was fine */
     if (!strcmp(code, "SlowDown") || !strcmp(code, "RequestTimeout") ||
         !strcmp(code, "RequestTimeTooSkewed") || !strcmp(code, "InternalError") ||
-        !strcmp(code, "ServiceUnavailable") || status == 408 || status == 429 || status == 307 ||
-        status >= 500)
+        !strcmp(code, "ServiceUnavailable") || !strcmp(code, "ClientDisconnected") ||
+        status == 408 || status == 429 || status == 499 || status == 307 || status >= 500)
         err = LT_ERR_TEMPORARY;
     else if (!strcmp(code, "EntityTooLarge") || status == 413)
         err = LT_ERR_TOO_BIG;

@@ -72,6 +72,13 @@ static void test_classify(void)
         {502, "<html>bad gateway</html>", LT_ERR_TEMPORARY, "HTTP 502 (no error code)"},
         {429, NULL, LT_ERR_TEMPORARY, "HTTP 429 (no error code)"},
         {408, NULL, LT_ERR_TEMPORARY, "HTTP 408 (no error code)"},
+        /* MinIO, seen by the fault campaign (a command failed for good) */
+        {499,
+         "<Error><Code>ClientDisconnected</Code><Message>Client disconnected before response "
+         "was ready</Message></Error>",
+         LT_ERR_TEMPORARY,
+         "HTTP 499 ClientDisconnected: Client disconnected before response was ready"},
+        {499, NULL, LT_ERR_TEMPORARY, "HTTP 499 (no error code)"},
         {400, rto, LT_ERR_TEMPORARY, "HTTP 400 RequestTimeout: Your socket connection??was idle"},
         {403, skew, LT_ERR_TEMPORARY, "HTTP 403 RequestTimeTooSkewed"},
         {404, nokey, LT_ERR_NOT_FOUND, "HTTP 404 NoSuchKey: The specified key does not exist."},
