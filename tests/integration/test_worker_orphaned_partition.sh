@@ -45,12 +45,6 @@ wait_line() { # LOG REGEX SECONDS
   while [ $SECONDS -lt $end ]; do grep -qE "$2" "$1" && return 0; sleep 0.1; done
   return 1
 }
-# partitions a worker holds now: its log's assigned less revoked or lost
-held() {
-  awk '/ assigned [0-9]+ partition/ { for (i = 1; i < NF; i++) if ($i == "assigned") n += $(i + 1) }
-       /(revoked|lost) [0-9]+ partition/ { for (i = 1; i < NF; i++) if ($i == "revoked" || $i == "lost") n -= $(i + 1) }
-       END { print n + 0 }' "$1"
-}
 
 start_member "$WORK/h1.log" --exit-on-revoke; HPID=$PID
 check "H owns the 4 partitions alone" wait_line "$WORK/h1.log" '^assigned 0,1,2,3$' $((120 * LT_TF))
@@ -74,14 +68,12 @@ start_member "$WORK/h2.log"; HPID=$PID
 check "H is back with its cached assignment" wait_line "$WORK/h2.log" '^assigned [0-9]' $((60 * LT_TF))
 hparts=$(grep -E '^assigned ' "$WORK/h2.log" | head -1 | cut -d' ' -f2)
 orphans=$(python3 -c 'import sys; h=set(sys.argv[1].split(",")); print(",".join(p for p in "0123" if p not in h))' "$hparts")
-echo "H revoked $kept and holds $hparts; owned by nobody: $orphans (W holds $(held "$WORK/w.log"))"
+echo "H revoked $kept and holds $hparts; owned by nobody: $orphans (W holds $(lt_held "$WORK/w.log"))"
 check "the revoked partitions ($kept) are owned by nobody after H's return" [ "$orphans" = "$kept" ]
 
 check "W rejoins the group for the unowned partitions" \
   wait_line "$WORK/w.log" "partition\(s\) of $CMD_TOPIC \($orphans\) owned by no member" $((90 * LT_TF))
-end=$((SECONDS + 90 * LT_TF))
-while [ $SECONDS -lt $end ] && [ "$(held "$WORK/w.log")" -lt 2 ]; do sleep 0.2; done
-check "W owns the 2 partitions nobody owned ($(held "$WORK/w.log"))" [ "$(held "$WORK/w.log")" = 2 ]
+check "W owns the 2 partitions nobody owned" lt_wait_held "$WORK/w.log" 2 $((90 * LT_TF))
 
 # a command on each of them runs on W (an account unknown to the database:
 # each one ends with a final status, so it was consumed)

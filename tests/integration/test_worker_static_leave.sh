@@ -41,27 +41,15 @@ start_worker() { # NAME: its pid in PID
     "$BUILD/worker/lattice-worker" >"$WORK/$1.log" 2>&1 &
   PID=$!
 }
-# partitions a worker holds now: what its log says it was assigned, less
-# what it says was revoked or lost
-held() {
-  awk '/ assigned [0-9]+ partition/ { for (i = 1; i < NF; i++) if ($i == "assigned") n += $(i + 1) }
-       /(revoked|lost) [0-9]+ partition/ { for (i = 1; i < NF; i++) if ($i == "revoked" || $i == "lost") n -= $(i + 1) }
-       END { print n + 0 }' "$1"
-}
-wait_held() { # LOG N SECONDS: until LOG's worker holds N partitions
-  local end=$((SECONDS + $3))
-  while [ $SECONDS -lt $end ]; do [ "$(held "$1")" = "$2" ] && return 0; sleep 0.2; done
-  return 1
-}
 
 start_worker a; APID=$PID
 lt_wait_assigned "$WORK/a.log"
-check "A holds the 4 partitions alone" wait_held "$WORK/a.log" 4 $((120 * LT_TF))
+check "A holds the 4 partitions alone" lt_wait_held "$WORK/a.log" 4 $((120 * LT_TF))
 start_worker b; BPID=$PID
 # the cooperative rebalance moves some partitions to B (a hang guard: 120 s)
 end=$((SECONDS + 120 * LT_TF))
-while [ $SECONDS -lt $end ] && [ "$(held "$WORK/b.log")" -lt 1 ]; do sleep 0.2; done
-ha=$(held "$WORK/a.log") hb=$(held "$WORK/b.log")
+while [ $SECONDS -lt $end ] && [ "$(lt_held "$WORK/b.log")" -lt 1 ]; do sleep 0.2; done
+ha=$(lt_held "$WORK/a.log") hb=$(lt_held "$WORK/b.log")
 check "B joined and holds some partitions ($hb), A the others ($ha)" [ $((ha + hb)) = 4 -a "$hb" -ge 1 ]
 sleep 2 # let the group settle (the second round of the cooperative rebalance)
 
@@ -69,10 +57,10 @@ kill -TERM "$APID"; rc=0; t0=$SECONDS; wait "$APID" || rc=$?; APID=
 check "A exits 0 on SIGTERM (rc $rc, $((SECONDS - t0)) s)" [ "$rc" = 0 ]
 check "A gave its partitions up before closing (unsubscribe, revocation)" \
   grep -qE "revoked [0-9]+ partition" "$WORK/a.log"
-check "A holds none when it stops" [ "$(held "$WORK/a.log")" = 0 ]
+check "A holds none when it stops" [ "$(lt_held "$WORK/a.log")" = 0 ]
 # left, not evicted: B gets A's partitions well inside the session timeout
 check "B owns all 4 partitions within 60 s (session timeout $((SESSION_MS / 1000)) s)" \
-  wait_held "$WORK/b.log" 4 60
+  lt_wait_held "$WORK/b.log" 4 60
 
 # a command on each partition runs on B (an account unknown to the
 # database: each one ends with a final status, so it was consumed)

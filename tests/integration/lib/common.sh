@@ -26,6 +26,9 @@
 #   lt_wait_assigned LOG    wait up to 120 s × LT_TF (a hang guard: a loaded machine and a
 #                           busy group coordinator can take long) for "assigned" in
 #                           a worker log, then check it
+#   lt_held LOG             the partitions a worker holds now: what its log says it was
+#                           assigned, less what it says was revoked or lost
+#   lt_wait_held LOG N SECONDS  until LOG's worker holds N partitions (status 1: not in time)
 #   lt_secret_env TENANT NAME  the variable an account of TENANT may name for NAME:
 #                           LTS_<tenant, letters and digits kept, others _XX>__NAME
 #                           (lib/common/lt_secret.h)
@@ -110,6 +113,18 @@ lt_imap_delete() {
 lt_gmail_ctl() {
   curl -fsS --max-time 120 --cacert "$LATTICE_CA_FILE" -X "$1" -H 'Content-Type: application/json' \
     ${3:+--data-binary "$3"} "$LATTICE_TEST_GMAIL_URL/_emulator$2"
+}
+
+lt_held() {
+  awk '/ assigned [0-9]+ partition/ { for (i = 1; i < NF; i++) if ($i == "assigned") n += $(i + 1) }
+       /(revoked|lost) [0-9]+ partition/ { for (i = 1; i < NF; i++) if ($i == "revoked" || $i == "lost") n -= $(i + 1) }
+       END { print n + 0 }' "$1"
+}
+
+lt_wait_held() {
+  local end=$((SECONDS + $3))
+  while [ $SECONDS -lt $end ]; do [ "$(lt_held "$1")" = "$2" ] && return 0; sleep 0.2; done
+  return 1
 }
 
 lt_wait_assigned() {
