@@ -792,8 +792,9 @@ static lt_err_t perform(lt_s3_t *s3, req_t *r, const char *url, const char *payl
             int64_t skew = (int64_t)r->server_date - (int64_t)time(NULL);
             lt_warn(NULL,
                     "S3 %s: refused, RequestTimeTooSkewed: this host's clock is %+lld s off the "
-                    "store's (its Date); requests are signed with the store's time",
-                    what, (long long)skew);
+                    "store's (its Date; positive: ahead); requests are signed with the store's "
+                    "time",
+                    what, -(long long)skew);
             s3->skew_s = skew;
             skew_retried = 1;
             req_rewind(r);
